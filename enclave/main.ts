@@ -1,0 +1,2 @@
+// The enclave image entry point (bundled into dist/enclave.mjs).
+export {};

@@ -1,0 +1,23 @@
+// Bundles the enclave into one file, the "enclave image" whose bytes the
+// emulator measures (PCR0) and the Dockerfile copies into the EIF.
+// Output: dist/enclave.mjs. Deterministic: same sources + lockfile, same bytes.
+import { build } from 'esbuild';
+import { mkdirSync } from 'node:fs';
+
+mkdirSync('dist', { recursive: true });
+await build({
+  entryPoints: ['enclave/main.ts'],
+  outfile: 'dist/enclave.mjs',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  legalComments: 'none',
+  // cbor-x falls back to its pure-JS codec when the native add-on is absent,
+  // which it always is inside the image (no node_modules there).
+  external: ['cbor-extract', 'koffi'],
+  banner: {
+    js: "import { createRequire as __ekvCreateRequire } from 'node:module'; const require = __ekvCreateRequire(import.meta.url);",
+  },
+  logLevel: 'warning',
+});
