@@ -1,2 +1,34 @@
-// The enclave image entry point (bundled into dist/enclave.mjs).
-export {};
+/**
+ * The enclave image entry point (bundled into dist/enclave.mjs). It talks to
+ * the world only through its NSM and the unix sockets of its vsock directory.
+ * Logs are JSON lines on stderr, which the launcher (or, on Nitro, the socat
+ * log bridge) forwards to the host.
+ */
+import { rmSync } from 'node:fs';
+import pino from 'pino';
+import { loadConfig, socketPaths } from './config.ts';
+import { startEnclave } from './enclave.ts';
+import { openNsm } from './nsm.ts';
+
+const config = loadConfig(process.env);
+const logger = pino({ level: config.logLevel, base: { svc: 'enclave' } }, pino.destination({ fd: 2, sync: false }));
+
+async function main(): Promise<void> {
+  const nsm = await openNsm();
+  const paths = socketPaths(config.vsockDir);
+  rmSync(paths.inbound, { force: true });
+  const enclave = await startEnclave({ nsm, logger, paths, env: process.env });
+  logger.info({ id: enclave.nodeId, listen: paths.inbound }, 'enclave ready');
+  const stop = async (signal: string) => {
+    logger.info({ signal }, 'enclave stopping');
+    await enclave.stop();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  logger.fatal({ err }, 'enclave failed to start');
+  setTimeout(() => process.exit(1), 100);
+});

@@ -1,4 +1,13 @@
 // The list of commands. One line per command file.
 import type { Command } from 'commander';
+import { registerMeasure } from './measure.ts';
+import { registerUp } from './up.ts';
+import { registerKv } from './kv.ts';
+import { registerAttest } from './attest.ts';
 
-export const commands: Array<(program: Command) => void> = [];
+export const commands: Array<(program: Command) => void> = [
+  registerMeasure,
+  registerUp,
+  registerKv,
+  registerAttest,
+];

@@ -1,0 +1,71 @@
+/** `ekv put`, `ekv get`, `ekv del`: the redis-cli-like data commands. */
+import type { Command } from 'commander';
+import { connect, type EkvClient } from '../../client/index.ts';
+import { run } from '../output.ts';
+
+interface CommonOpts {
+  cluster: string;
+  json?: boolean;
+  timeout: string;
+}
+
+function common(cmd: Command): Command {
+  return cmd
+    .option('-c, --cluster <file>', 'cluster file (nodes and trust policy)', process.env.EKV_CLUSTER ?? './cluster.json')
+    .option('--timeout <ms>', 'per-request timeout in milliseconds', '10000')
+    .option('--json', 'print one JSON object on stdout');
+}
+
+async function withClient<T>(o: CommonOpts, body: (kv: EkvClient) => Promise<T>): Promise<T> {
+  const kv = await connect({ cluster: o.cluster, timeoutMs: Number(o.timeout) });
+  try {
+    return await body(kv);
+  } finally {
+    await kv.close();
+  }
+}
+
+export function registerKv(program: Command): void {
+  common(program.command('put').argument('<key>').argument('[value]', 'the value (read from stdin when omitted or "-")'))
+    .description('store a value under a key; prints the new version with --json')
+    .action(async (key: string, value: string | undefined, o: CommonOpts) =>
+      run(o.json, async () => {
+        const bytes = value === undefined || value === '-' ? await readStdin() : Buffer.from(value, 'utf8');
+        const version = await withClient(o, (kv) => kv.put(key, bytes));
+        if (o.json) process.stdout.write(JSON.stringify({ ok: true, key, version }) + '\n');
+        else process.stdout.write('OK\n');
+      }),
+    );
+
+  common(program.command('get').argument('<key>'))
+    .description('print the value of a key on stdout (exit 1 and NOT_FOUND on stderr when missing)')
+    .option('--hex', 'print the value as hex')
+    .action(async (key: string, o: CommonOpts & { hex?: boolean }) =>
+      run(o.json, async () => {
+        const r = await withClient(o, (kv) => kv.getWithVersion(key));
+        if (o.json) {
+          process.stdout.write(JSON.stringify({ ok: true, key, version: r.version, value: r.value.toString('utf8'), valueHex: r.value.toString('hex') }) + '\n');
+        } else if (o.hex) process.stdout.write(r.value.toString('hex') + '\n');
+        else {
+          process.stdout.write(r.value);
+          if (process.stdout.isTTY) process.stdout.write('\n');
+        }
+      }),
+    );
+
+  common(program.command('del').alias('delete').argument('<key>'))
+    .description('delete a key (exit 1 and NOT_FOUND when missing)')
+    .action(async (key: string, o: CommonOpts) =>
+      run(o.json, async () => {
+        const version = await withClient(o, (kv) => kv.delete(key));
+        if (o.json) process.stdout.write(JSON.stringify({ ok: true, key, version }) + '\n');
+        else process.stdout.write('OK\n');
+      }),
+    );
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}

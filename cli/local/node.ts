@@ -1,0 +1,136 @@
+/**
+ * One emulated node on this machine: the host proxy (in this process), the
+ * emulated TEE (launcher + NSM, in this process) and the enclave (a child
+ * process without network). Like `Restart=always` under systemd on Nitro, an
+ * enclave that dies is launched again from the same image.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { EmulatorCa } from '../../emulator/ca.ts';
+import { launchEnclave, type LaunchedEnclave } from '../../emulator/launcher.ts';
+import type { ImageMeasurement } from '../../emulator/measure.ts';
+import { loopbackOnly, startHost, type RunningHost } from '../../host/host.ts';
+
+export const restartDelayMs = 500;
+const socketPathBytesMax = 100;
+
+export interface LocalNodeOptions {
+  name: string;
+  dir: string;
+  imagePath: string;
+  ca: EmulatorCa;
+  listenPort: number;
+  httpPort: number;
+  logger: Logger;
+  /** Extra environment for the enclave (ring and KMS settings). */
+  enclaveEnv?: (self: { addr: string }) => Record<string, string>;
+  startBlobStore?: (socketPath: string, dataDir: string) => Promise<{ close(): Promise<void> }>;
+  isolate?: 'auto' | 'required' | 'off';
+}
+
+export class LocalNode {
+  readonly name: string;
+  host!: RunningHost;
+  enclave: LaunchedEnclave | null = null;
+  restarts = 0;
+  private stopping = false;
+  private readonly opts: LocalNodeOptions;
+  private readonly vsockDir: string;
+  private readonly dataDir: string;
+  private readonly workDir: string;
+
+  constructor(opts: LocalNodeOptions) {
+    this.opts = opts;
+    this.name = opts.name;
+    this.vsockDir = join(opts.dir, 'vsock');
+    this.dataDir = join(opts.dir, 'data');
+    this.workDir = join(opts.dir, 'work');
+    const longest = join(this.vsockDir, 'enclave-5000.sock');
+    if (Buffer.byteLength(longest) > socketPathBytesMax) {
+      throw new Error(`node directory path too long for unix sockets (${longest}); use a shorter --dir`);
+    }
+  }
+
+  get addr(): string {
+    return `127.0.0.1:${this.host.port}`;
+  }
+
+  get http(): string {
+    return `http://127.0.0.1:${this.host.httpPort}`;
+  }
+
+  get measurement(): ImageMeasurement | null {
+    return this.enclave?.pcrs ?? null;
+  }
+
+  async start(): Promise<void> {
+    for (const d of [this.vsockDir, this.dataDir, this.workDir]) mkdirSync(d, { recursive: true, mode: 0o700 });
+    this.host = await startHost({
+      vsockDir: this.vsockDir,
+      listenHost: '127.0.0.1',
+      listenPort: this.opts.listenPort,
+      httpPort: this.opts.httpPort,
+      dataDir: this.dataDir,
+      outboundPolicy: loopbackOnly,
+      logger: this.opts.logger.child({ svc: 'host', node: this.name }),
+      info: () => ({ node: this.name, enclavePid: this.enclave?.pid ?? null, restarts: this.restarts }),
+      ...(this.opts.startBlobStore ? { startBlobStore: this.opts.startBlobStore } : {}),
+    });
+    await this.launch();
+  }
+
+  /** Resolves when the enclave accepts connections (its socket answers an attestation request). */
+  async launch(): Promise<void> {
+    const env = {
+      EKV_VSOCK_DIR: this.vsockDir,
+      EKV_LOG_LEVEL: process.env.EKV_ENCLAVE_LOG_LEVEL ?? 'info',
+      ...(this.opts.enclaveEnv?.({ addr: this.addr }) ?? {}),
+    };
+    const enclave = await launchEnclave({
+      imagePath: this.opts.imagePath,
+      nsm: this.opts.ca,
+      workDir: this.workDir,
+      env,
+      isolate: this.opts.isolate ?? 'auto',
+      logger: this.opts.logger.child({ svc: 'emulator', node: this.name }),
+    });
+    this.enclave = enclave;
+    void enclave.exited.then(() => {
+      if (this.stopping || this.enclave !== enclave) return;
+      this.restarts++;
+      this.opts.logger.warn({ node: this.name, restarts: this.restarts }, 'enclave died; launching it again');
+      setTimeout(() => {
+        if (!this.stopping) this.launch().catch((err: unknown) => this.opts.logger.error({ err }, 'relaunch failed'));
+      }, restartDelayMs);
+    });
+    await waitForEnclave(this.host.enclaveSocket, enclave);
+  }
+
+  pids(): { host: number; emulator: number; enclave: number | null } {
+    return { host: process.pid, emulator: process.pid, enclave: this.enclave?.pid ?? null };
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.enclave?.stop();
+    await this.host?.close();
+  }
+}
+
+async function waitForEnclave(socketPath: string, enclave: LaunchedEnclave, timeoutMs = 30_000): Promise<void> {
+  const { fetchAttestation } = await import('../../host/http.ts');
+  const deadline = Date.now() + timeoutMs;
+  let exited = false;
+  void enclave.exited.then(() => (exited = true));
+  for (;;) {
+    if (exited) throw new Error('the enclave exited during start-up (see its log)');
+    try {
+      await fetchAttestation(socketPath, Buffer.alloc(0));
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`the enclave did not start within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}

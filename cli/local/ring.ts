@@ -1,0 +1,105 @@
+/**
+ * A local ring on the emulated TEE, as `ekv up` runs it: one CA (the trust
+ * root of this emulated world), N nodes, and `cluster.json` for clients. The
+ * ports are kept in `ring.json`, so `ekv up --dir DIR` run again brings the
+ * same ring back at the same addresses.
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import type { ClusterFile } from '../../client/cluster.ts';
+import { EmulatorCa } from '../../emulator/ca.ts';
+import { LocalNode } from './node.ts';
+
+export interface RingState {
+  version: 1;
+  replicas: number;
+  nodes: Array<{ name: string; port: number; httpPort: number }>;
+}
+
+export interface LocalRingOptions {
+  dir: string;
+  nodes: number;
+  replicas: number;
+  imagePath: string;
+  logger: Logger;
+  progress?: (line: string) => void;
+  isolate?: 'auto' | 'required' | 'off';
+}
+
+export interface LocalRing {
+  dir: string;
+  nodes: LocalNode[];
+  ca: EmulatorCa;
+  clusterFile: string;
+  cluster: ClusterFile;
+  stop(): Promise<void>;
+}
+
+function readState(path: string): RingState | null {
+  if (!existsSync(path)) return null;
+  const s = JSON.parse(readFileSync(path, 'utf8')) as RingState;
+  if (s.version !== 1 || !Array.isArray(s.nodes)) throw new Error(`${path}: not a ring state file`);
+  return s;
+}
+
+export function writeJsonAtomic(path: string, value: unknown): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o644 });
+  renameSync(tmp, path);
+}
+
+export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
+  const dir = resolve(o.dir);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const statePath = join(dir, 'ring.json');
+  const previous = readState(statePath);
+  const count = previous ? previous.nodes.length : o.nodes;
+  const replicas = previous ? previous.replicas : o.replicas;
+  const progress = o.progress ?? (() => undefined);
+  if (previous) progress(`restarting the ring in ${dir} (${count} nodes, as it was)`);
+
+  const ca = await EmulatorCa.loadOrCreate(join(dir, 'ca'));
+  const nodes: LocalNode[] = [];
+  const stopAll = async () => {
+    await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
+  };
+  try {
+    for (let i = 0; i < count; i++) {
+      const name = `node-${i + 1}`;
+      const prev = previous?.nodes[i];
+      progress(`starting ${name} (${i + 1}/${count})`);
+      const node = new LocalNode({
+        name,
+        dir: join(dir, name),
+        imagePath: o.imagePath,
+        ca,
+        listenPort: prev?.port ?? 0,
+        httpPort: prev?.httpPort ?? 0,
+        logger: o.logger,
+        ...(o.isolate ? { isolate: o.isolate } : {}),
+      });
+      nodes.push(node);
+      await node.start();
+    }
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+
+  const state: RingState = { version: 1, replicas, nodes: nodes.map((n) => ({ name: n.name, port: n.host.port, httpPort: n.host.httpPort })) };
+  writeJsonAtomic(statePath, state);
+  const m = nodes[0]?.measurement;
+  const cluster: ClusterFile = {
+    version: 1,
+    nodes: nodes.map((n) => ({ addr: n.addr, http: n.http })),
+    trust: {
+      roots: [ca.rootPem],
+      pcrs: m ? { '0': m.pcr0.toString('hex'), '1': m.pcr1.toString('hex'), '2': m.pcr2.toString('hex') } : {},
+    },
+    replicas,
+  };
+  const clusterFile = join(dir, 'cluster.json');
+  writeJsonAtomic(clusterFile, cluster);
+  return { dir, nodes, ca, clusterFile, cluster, stop: stopAll };
+}

@@ -1,0 +1,33 @@
+/**
+ * How every command reports: values on stdout, errors on stderr as
+ * `CODE: message` (or one JSON object on stdout with --json), and exit codes
+ * 0 (ok), 1 (a refusal or failed operation), 2 (usage).
+ */
+import { EkvError } from '../protocol/errors.ts';
+
+export const exitOk = 0;
+export const exitFailed = 1;
+export const exitUsage = 2;
+
+export class UsageError extends Error {}
+
+export function errorCode(err: unknown): string {
+  if (err instanceof EkvError) return err.reason ? `${err.code}` : err.code;
+  if (err instanceof UsageError) return 'USAGE';
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' && /^[A-Z_]+$/.test(code) ? code : 'INTERNAL';
+}
+
+/** Run a command body; map any error to the stable output and exit code. */
+export async function run(json: boolean | undefined, body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (err) {
+    const code = errorCode(err);
+    const message = err instanceof Error ? err.message : String(err);
+    const reason = err instanceof EkvError ? err.reason : undefined;
+    if (json) process.stdout.write(JSON.stringify({ ok: false, code, ...(reason ? { reason } : {}), message }) + '\n');
+    else process.stderr.write(`${code}${reason ? ` (${reason})` : ''}: ${message}\n`);
+    process.exitCode = err instanceof UsageError ? exitUsage : exitFailed;
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * The cluster file (`cluster.json`) that `ekv up` writes and clients read:
+ * node addresses and the trust policy (roots as PEM, expected PCRs). The file
+ * is configuration, not evidence: every node is still verified on connect.
+ */
+import { readFileSync } from 'node:fs';
+import { EkvError } from '../protocol/errors.ts';
+import type { TrustPolicy } from './trust.ts';
+
+export interface ClusterNode {
+  addr: string;
+  http?: string;
+}
+
+export interface ClusterFile {
+  version: 1;
+  nodes: ClusterNode[];
+  trust: TrustPolicy;
+  replicas?: number;
+}
+
+export const clusterFileBytesMax = 1024 * 1024;
+
+export function parseCluster(text: string): ClusterFile {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new EkvError('BAD_REQUEST', `cluster file is not JSON: ${(err as Error).message}`);
+  }
+  const c = raw as Partial<ClusterFile>;
+  if (!c || c.version !== 1 || !Array.isArray(c.nodes) || c.nodes.length === 0 || typeof c.trust !== 'object') {
+    throw new EkvError('BAD_REQUEST', 'cluster file: expected { version: 1, nodes: [...], trust: {...} }');
+  }
+  for (const n of c.nodes) {
+    if (!n || typeof n.addr !== 'string') throw new EkvError('BAD_REQUEST', 'cluster file: every node needs an addr');
+  }
+  return c as ClusterFile;
+}
+
+export function loadCluster(path: string): ClusterFile {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new EkvError('BAD_REQUEST', `cannot read cluster file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (text.length > clusterFileBytesMax) throw new EkvError('BAD_REQUEST', 'cluster file too large');
+  return parseCluster(text);
+}

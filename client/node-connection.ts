@@ -1,0 +1,117 @@
+/**
+ * A client's connection to one node: TCP to the node's host, the attested
+ * handshake (the node is refused with UNATTESTED unless its document passes
+ * the trust policy), then RPCs. The connection handshakes again, with a fresh
+ * document, before the node's signing certificate or the session expires, and
+ * after any failure.
+ */
+import net from 'node:net';
+import { handshakeBytesMax, sessionLifetimeMs } from '../protocol/constants.ts';
+import { EkvError } from '../protocol/errors.ts';
+import { FramedSocket } from '../protocol/framed-socket.ts';
+import { connectHandshake, type AttestedPeer, type PrincipalSigner, type VerifyDoc } from '../protocol/handshake.ts';
+import { RpcClient, type RpcResult } from '../protocol/rpc.ts';
+
+export const connectTimeoutMs = 5000;
+/** Handshake again this long before the document's certificate or the session would expire. */
+export const renewMarginMs = 60 * 1000;
+
+export interface NodeAddress {
+  host: string;
+  port: number;
+}
+
+export function parseAddress(addr: string): NodeAddress {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(addr);
+  if (!m) throw new EkvError('BAD_REQUEST', `not a host:port address: ${addr.slice(0, 100)}`);
+  return { host: (m[1] as string).replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+}
+
+interface Live {
+  rpc: RpcClient;
+  server: AttestedPeer;
+  serverKey: Buffer;
+  renewAt: number;
+}
+
+export class NodeConnection {
+  readonly addr: string;
+  private live: Live | null = null;
+  private connecting: Promise<Live> | null = null;
+
+  constructor(
+    addr: string,
+    private readonly verify: VerifyDoc,
+    private readonly opts: { principal?: PrincipalSigner; timeoutMs: number; now?: () => number },
+  ) {
+    this.addr = addr;
+  }
+
+  /** The node's attested identity key, once connected. */
+  get identityKey(): Buffer | null {
+    return this.live?.serverKey ?? null;
+  }
+
+  get attested(): AttestedPeer | null {
+    return this.live?.server ?? null;
+  }
+
+  async call(op: string, args: Record<string, unknown>): Promise<RpcResult> {
+    const live = await this.ensure();
+    return live.rpc.call(op, args, this.opts.timeoutMs);
+  }
+
+  async ensure(): Promise<Live> {
+    const now = (this.opts.now ?? Date.now)();
+    if (this.live && !this.live.rpc.closed && now < this.live.renewAt) return this.live;
+    if (this.live) {
+      this.live.rpc.close();
+      this.live = null;
+    }
+    this.connecting ??= this.open().finally(() => (this.connecting = null));
+    this.live = await this.connecting;
+    return this.live;
+  }
+
+  close(): void {
+    this.live?.rpc.close();
+    this.live = null;
+  }
+
+  private async open(): Promise<Live> {
+    const { host, port } = parseAddress(this.addr);
+    const socket = await dial(host, port);
+    const fs = new FramedSocket(socket, handshakeBytesMax);
+    try {
+      const r = await connectHandshake(fs, {
+        mode: 'client',
+        verifyServer: this.verify,
+        ...(this.opts.principal ? { principal: this.opts.principal } : {}),
+      });
+      const now = (this.opts.now ?? Date.now)();
+      const renewAt = Math.min(r.server.leafNotAfter, now + sessionLifetimeMs) - renewMarginMs;
+      return { rpc: new RpcClient(r.session), server: r.server, serverKey: r.serverKey, renewAt };
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
+  }
+}
+
+function dial(host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port, noDelay: true });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new EkvError('UNAVAILABLE', `connect to ${host}:${port} timed out`));
+    }, connectTimeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new EkvError('UNAVAILABLE', `cannot connect to ${host}:${port}: ${err.message}`));
+    });
+  });
+}

@@ -1,0 +1,46 @@
+/**
+ * The client's trust policy: which roots, which PCRs, how old a document may
+ * be. The default trusts only the AWS Nitro root; the emulator's root is
+ * trusted only when a caller (or a cluster file) passes it explicitly.
+ */
+import { EkvError } from '../protocol/errors.ts';
+import type { AttestedPeer, VerifyDoc } from '../protocol/handshake.ts';
+import { AttestationError, verifyAttestation } from '../verifier/index.ts';
+
+export interface TrustPolicy {
+  /** PEM roots; omitted = the AWS Nitro root only. */
+  roots?: string[];
+  /** Expected PCRs by index, hex. Production clients should pin at least PCR0. */
+  pcrs?: Record<string, string | string[]>;
+  /** A document older than this is refused (default 5 minutes). */
+  maxAgeMs?: number;
+  allowDebug?: boolean;
+  clockSkewMs?: number;
+  /** The clock used to check certificates and ages (default Date.now). */
+  now?: () => number;
+}
+
+export const defaultDocAgeMaxMs = 5 * 60 * 1000;
+
+export function documentVerifier(policy: TrustPolicy): VerifyDoc {
+  const pcrs: Record<number, string | string[]> = {};
+  for (const [k, v] of Object.entries(policy.pcrs ?? {})) pcrs[Number(k)] = v;
+  return async (doc: Uint8Array, nonce: Uint8Array): Promise<AttestedPeer> => {
+    try {
+      return await verifyAttestation(doc, {
+        ...(policy.roots ? { roots: policy.roots } : {}),
+        pcrs,
+        nonce,
+        maxAgeMs: policy.maxAgeMs ?? defaultDocAgeMaxMs,
+        allowDebug: policy.allowDebug ?? false,
+        ...(policy.clockSkewMs !== undefined ? { clockSkewMs: policy.clockSkewMs } : {}),
+        now: (policy.now ?? Date.now)(),
+      });
+    } catch (err) {
+      if (err instanceof AttestationError) {
+        throw new EkvError('UNATTESTED', `node refused: ${err.code}: ${err.message}`, { reason: err.code, cause: err });
+      }
+      throw err;
+    }
+  };
+}

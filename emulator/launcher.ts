@@ -1,0 +1,170 @@
+// Launches an enclave image as the emulated TEE does: the image file is read
+// once, measured, and exactly those bytes are run from a private copy, in a
+// fresh network namespace where the platform allows it, with fd 3 a socket
+// pair to an EmulatedNsm that reports the measured PCRs (EKV_NSM=fd:3). The
+// enclave's environment is only what the caller passes, never the host's.
+//
+// Orphans: the enclave is spawned under `setpriv --pdeathsig KILL` where that
+// exists, so the kernel kills it if the launcher dies; independently, the
+// enclave's openNsm() exits when its NSM channel hangs up; and a normal exit
+// of the launcher process SIGKILLs every enclave it started.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import pino, { type Logger } from 'pino';
+import { EmulatorCa } from './ca.ts';
+import { probeIsolation } from './isolation.ts';
+import { forwardLines } from './log-lines.ts';
+import { measureImage, pcrMap, type ImageMeasurement } from './measure.ts';
+import { EmulatedNsm, serveNsm } from './nsm.ts';
+import { stopGraceMs } from './tee-constants.ts';
+
+/** Larger images are refused before they are read. */
+export const imageBytesMax = 256 * 1024 * 1024;
+
+export type NsmFactory = (pcrs: Map<number, Uint8Array>) => EmulatedNsm;
+
+export interface LaunchInit {
+  imagePath: string;
+  /** A CA (a fresh module id is drawn from it) or a factory given the measured PCRs. */
+  nsm: EmulatorCa | NsmFactory;
+  /** The private copy of the image goes in a new directory under this one. */
+  workDir: string;
+  env?: Record<string, string>;
+  args?: string[];
+  /** 'auto': isolate when possible, warn once when not; 'required': refuse to run unisolated. */
+  isolate?: 'auto' | 'required' | 'off';
+  logger?: Logger;
+  onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
+}
+
+export interface EnclaveExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface LaunchedEnclave {
+  pid: number;
+  pcrs: ImageMeasurement;
+  moduleId: string;
+  nsm: EmulatedNsm;
+  networkIsolated: boolean;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  exited: Promise<EnclaveExit>;
+}
+
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+let warnedUnisolated = false;
+
+export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> {
+  const logger = init.logger ?? pino({ level: 'info', base: { svc: 'emulator' } }, pino.destination(2));
+  const bytes = await readImage(init.imagePath);
+  const pcrs = measureImage(bytes);
+  const nsm = typeof init.nsm === 'function'
+    ? init.nsm(pcrMap(pcrs))
+    : new EmulatedNsm({ ca: init.nsm, pcrs: pcrMap(pcrs), moduleId: init.nsm.newModuleId() });
+  const { prefix, networkIsolated } = await isolationPrefix(init.isolate ?? 'auto', logger);
+  const { dir, imageCopy } = await privateCopy(init.workDir, bytes);
+
+  const command = [...prefix, process.execPath, imageCopy, ...(init.args ?? [])];
+  const child = spawn(command[0] as string, command.slice(1), {
+    cwd: dir,
+    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...init.env, EKV_NSM: 'fd:3' },
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+  });
+  track(child);
+  const enclaveLog = logger.child({ enclave: nsm.moduleId });
+  forwardLines(child.stdout as NonNullable<typeof child.stdout>, enclaveLog, 'stdout');
+  forwardLines(child.stderr as NonNullable<typeof child.stderr>, enclaveLog, 'stderr');
+  void serveNsm(child.stdio[3] as Duplex, nsm);
+
+  const exited = new Promise<EnclaveExit>((resolve) => {
+    child.once('close', (code: number | null, signal: NodeJS.Signals | null) => {
+      live.delete(child);
+      enclaveLog.info({ code, signal }, 'enclave exited');
+      init.onExit?.(code, signal);
+      void removeCopy(dir).finally(() => resolve({ code, signal }));
+    });
+  });
+  const spawned = await new Promise<number>((resolve, reject) => {
+    child.once('spawn', () => resolve(child.pid as number));
+    child.once('error', (err) => {
+      live.delete(child);
+      void removeCopy(dir);
+      reject(err);
+    });
+  });
+  enclaveLog.info({ pid: spawned, pcr0: pcrs.pcr0.toString('hex'), networkIsolated }, 'enclave launched');
+  return {
+    pid: spawned, pcrs, moduleId: nsm.moduleId, nsm, networkIsolated, exited,
+    stop: (signal = 'SIGTERM') => stopChild(child, exited, signal),
+  };
+}
+
+async function readImage(path: string): Promise<Buffer> {
+  const size = (await stat(path)).size;
+  if (size > imageBytesMax) throw new Error(`enclave image ${path} is ${size} bytes, over ${imageBytesMax}`);
+  return readFile(path);
+}
+
+async function isolationPrefix(mode: 'auto' | 'required' | 'off', logger: Logger): Promise<{ prefix: string[]; networkIsolated: boolean }> {
+  const isolation = await probeIsolation();
+  // Keep the parent-death signal even when network isolation is switched off.
+  const deathSig = isolation.prefix[0] === 'setpriv' ? isolation.prefix.slice(0, 3) : [];
+  if (mode === 'off') return { prefix: deathSig, networkIsolated: false };
+  if (isolation.networkIsolated) return { prefix: isolation.prefix, networkIsolated: true };
+  if (mode === 'required') throw new Error(`cannot isolate the enclave: ${isolation.reason}`);
+  if (!warnedUnisolated) {
+    warnedUnisolated = true;
+    logger.warn(
+      { reason: isolation.reason },
+      '!!! ENCLAVE NOT NETWORK-ISOLATED: it shares the host network namespace; run as root or enable user namespaces !!!',
+    );
+  }
+  return { prefix: isolation.prefix, networkIsolated: false };
+}
+
+// The copy lives in a directory only the owner can read and nobody can write,
+// so the bytes that run are the bytes that were measured.
+async function privateCopy(workDir: string, bytes: Uint8Array): Promise<{ dir: string; imageCopy: string }> {
+  await mkdir(workDir, { recursive: true, mode: 0o700 });
+  const dir = await mkdtemp(join(workDir, 'enclave-'));
+  const imageCopy = join(dir, 'image.mjs');
+  await writeFile(imageCopy, bytes, { mode: 0o400, flag: 'wx' });
+  await chmod(dir, 0o500);
+  return { dir, imageCopy };
+}
+
+async function removeCopy(dir: string): Promise<void> {
+  await chmod(dir, 0o700).catch(() => undefined);
+  await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+}
+
+async function stopChild(child: ChildProcess, exited: Promise<EnclaveExit>, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    await exited;
+    return;
+  }
+  child.kill(signal);
+  let timer: NodeJS.Timeout | undefined;
+  const graceOver = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), stopGraceMs);
+  });
+  const first = await Promise.race([exited, graceOver]);
+  clearTimeout(timer);
+  if (first === 'timeout') child.kill('SIGKILL');
+  await exited;
+}
+
+// A launcher that exits normally takes its enclaves with it.
+function track(child: ChildProcess): void {
+  live.add(child);
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const c of live) c.kill('SIGKILL');
+  });
+}
+

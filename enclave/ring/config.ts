@@ -1,0 +1,56 @@
+// The ring node's settings, in ticks (the caller decides how long a tick is).
+import { idBits, successorsMax } from './constants.ts';
+import { RingError } from './errors.ts';
+
+export interface RingConfig {
+  /** r: length of the successor list; lookups survive r-1 consecutive failures. */
+  successorsMax: number;
+  /** Finger table size; 256 for SHA-256 identifiers (smaller only in tests of the arithmetic). */
+  fingerBits: number;
+  /** Period of stabilize (ask the successor for its predecessor and successor list, then notify it). */
+  stabilizeTicks: number;
+  /** Period of fix_fingers (refresh the next stale finger with one lookup). */
+  fixFingersTicks: number;
+  /** Period of check_predecessor (ping it; forget it on timeout). */
+  checkPredecessorTicks: number;
+  /** A peer that has not answered a request within this many ticks is taken as dead. */
+  rpcTimeoutTicks: number;
+  /** A lookup that has not finished within this many ticks fails. */
+  lookupTimeoutTicks: number;
+  /** A join whose lookup fails is retried after this many ticks. */
+  joinRetryTicks: number;
+}
+
+export const defaultRingConfig: Readonly<RingConfig> = Object.freeze({
+  successorsMax: 8,
+  fingerBits: idBits,
+  stabilizeTicks: 10,
+  fixFingersTicks: 2,
+  checkPredecessorTicks: 10,
+  rpcTimeoutTicks: 5,
+  lookupTimeoutTicks: 60,
+  joinRetryTicks: 20,
+});
+
+function intIn(name: string, v: unknown, lo: number, hi: number): void {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) {
+    throw new RingError('BAD_CONFIG', `${name} must be an integer in [${lo}, ${hi}], got ${String(v)}`);
+  }
+}
+
+/** Checks every setting and the relations between them; returns a frozen copy. */
+export function validateConfig(c: RingConfig): Readonly<RingConfig> {
+  intIn('successorsMax', c.successorsMax, 1, successorsMax);
+  intIn('fingerBits', c.fingerBits, 1, idBits);
+  intIn('stabilizeTicks', c.stabilizeTicks, 1, 1_000_000);
+  intIn('fixFingersTicks', c.fixFingersTicks, 1, 1_000_000);
+  intIn('checkPredecessorTicks', c.checkPredecessorTicks, 1, 1_000_000);
+  intIn('rpcTimeoutTicks', c.rpcTimeoutTicks, 1, 1_000_000);
+  intIn('lookupTimeoutTicks', c.lookupTimeoutTicks, 1, 1_000_000);
+  intIn('joinRetryTicks', c.joinRetryTicks, 1, 1_000_000);
+  // A lookup must be able to absorb a few dead hops, each costing one rpc timeout.
+  if (c.lookupTimeoutTicks < 2 * c.rpcTimeoutTicks) {
+    throw new RingError('BAD_CONFIG', 'lookupTimeoutTicks must be at least 2 * rpcTimeoutTicks');
+  }
+  return Object.freeze({ ...c });
+}

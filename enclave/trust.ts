@@ -1,0 +1,57 @@
+/**
+ * What this enclave trusts in its peers, learned from its own attestation
+ * document at boot: the NSM channel is the one input the host cannot forge,
+ * so the root at the top of our own cabundle is the root of our TEE (the AWS
+ * Nitro root on Nitro, the emulator's root locally), and a peer must show
+ * PCR0/1/2 equal to ours, or a PCR0 in the allowlist compiled into the image
+ * (for rolling upgrades).
+ */
+import { randomBytes } from 'node:crypto';
+import { EkvError } from '../protocol/errors.ts';
+import type { AttestedPeer } from '../protocol/handshake.ts';
+import { AttestationError, decodeAttestationDocument, verifyAttestation } from '../verifier/index.ts';
+import type { Nsm } from './nsm.ts';
+
+/** PCR0 values of other images this image accepts as peers (hex), fixed at build time. */
+export const upgradePcr0Allowlist: readonly string[] = [];
+
+/** A peer's document must be at most this old (plus the verifier's clock skew). */
+export const peerDocAgeMaxMs = 5 * 60 * 1000;
+
+export interface SelfTrust {
+  root: Buffer;
+  pcrs: Map<number, Uint8Array>;
+  moduleId: string;
+}
+
+export async function learnSelfTrust(nsm: Nsm, identityKey: Uint8Array): Promise<SelfTrust> {
+  const nonce = randomBytes(32);
+  const doc = await nsm.attest({ nonce, publicKey: identityKey });
+  const decoded = decodeAttestationDocument(doc);
+  const root = Buffer.from(decoded.cabundle[0] as Uint8Array);
+  // Our own document must verify against the root it names: a sanity check of the NSM and the clock.
+  const verified = await verifyAttestation(doc, { roots: [root], nonce, allowDebug: true });
+  return { root, pcrs: verified.pcrs, moduleId: verified.moduleId };
+}
+
+function hex(b: Uint8Array | undefined): string {
+  return b ? Buffer.from(b).toString('hex') : '';
+}
+
+export function peerVerifier(self: SelfTrust, now: () => number = Date.now) {
+  const pcrs = {
+    0: [hex(self.pcrs.get(0)), ...upgradePcr0Allowlist],
+    1: hex(self.pcrs.get(1)),
+    2: hex(self.pcrs.get(2)),
+  };
+  return async (doc: Uint8Array, nonce: Uint8Array): Promise<AttestedPeer> => {
+    try {
+      return await verifyAttestation(doc, { roots: [self.root], pcrs, nonce, maxAgeMs: peerDocAgeMaxMs, now: now() });
+    } catch (err) {
+      if (err instanceof AttestationError) {
+        throw new EkvError('UNATTESTED', `peer refused: ${err.code}: ${err.message}`, { reason: err.code });
+      }
+      throw err;
+    }
+  };
+}

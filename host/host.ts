@@ -1,0 +1,92 @@
+/**
+ * The host proxy of one node, on the parent instance: the inbound relay
+ * (clients and peer hosts -> enclave), the outbound relay (enclave -> peers,
+ * KMS), the sealed-blob store, and the HTTP side. Untrusted by design.
+ */
+import type { Server as HttpServer } from 'node:http';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { createHttpApp } from './http.ts';
+import { createMetrics } from './metrics.ts';
+import { startInboundRelay, startOutboundRelay, type OutboundPolicy } from './relay.ts';
+
+export interface HostOptions {
+  vsockDir: string;
+  listenHost: string;
+  listenPort: number;
+  httpPort: number;
+  /** Where sealed blobs are stored (opaque to the host). */
+  dataDir?: string;
+  outboundPolicy: OutboundPolicy;
+  logger: Logger;
+  info?: () => Record<string, unknown>;
+  /** Starts the sealed-blob store on its socket; returns a closer. */
+  startBlobStore?: (socketPath: string, dataDir: string) => Promise<{ close(): Promise<void> }>;
+}
+
+export interface RunningHost {
+  port: number;
+  httpPort: number;
+  enclaveSocket: string;
+  close(): Promise<void>;
+}
+
+export function hostSocketPaths(vsockDir: string) {
+  return {
+    enclave: join(vsockDir, 'enclave-5000.sock'),
+    outbound: join(vsockDir, 'host-8000.sock'),
+    blobs: join(vsockDir, 'host-8001.sock'),
+  };
+}
+
+export async function startHost(o: HostOptions): Promise<RunningHost> {
+  const paths = hostSocketPaths(o.vsockDir);
+  const metrics = createMetrics();
+  rmSync(paths.outbound, { force: true });
+  rmSync(paths.blobs, { force: true });
+  const inbound = await startInboundRelay({ host: o.listenHost, port: o.listenPort, enclaveSocket: paths.enclave, counters: metrics.counters, logger: o.logger });
+  const outbound = await startOutboundRelay({ socketPath: paths.outbound, policy: o.outboundPolicy, counters: metrics.counters, logger: o.logger });
+  const closeInbound = closer(inbound);
+  const closeOutbound = closer(outbound);
+  const blobs = o.startBlobStore && o.dataDir ? await o.startBlobStore(paths.blobs, o.dataDir) : null;
+  const app = createHttpApp({ enclaveSocket: paths.enclave, metrics, logger: o.logger, info: o.info ?? (() => ({})) });
+  const http: HttpServer = await new Promise((resolve, reject) => {
+    const s = app.listen(o.httpPort, o.listenHost, (err?: Error) => (err ? reject(err) : resolve(s)));
+  });
+  const port = (inbound.address() as AddressInfo).port;
+  const httpPort = (http.address() as AddressInfo).port;
+  o.logger.info({ port, httpPort, vsockDir: o.vsockDir }, 'host proxy listening');
+  return {
+    port,
+    httpPort,
+    enclaveSocket: paths.enclave,
+    async close() {
+      await Promise.all([closeInbound(), closeOutbound(), closeHttp(http), blobs?.close()]);
+    },
+  };
+}
+
+/** A closer that also ends the relayed connections still open (server.close alone waits for them). */
+function closer(s: net.Server): () => Promise<void> {
+  const open = new Set<net.Socket>();
+  s.on('connection', (c: net.Socket) => {
+    open.add(c);
+    c.on('close', () => open.delete(c));
+  });
+  return () =>
+    new Promise((r) => {
+      s.close(() => r());
+      for (const c of open) c.destroy();
+    });
+}
+
+function closeHttp(s: HttpServer): Promise<void> {
+  s.closeAllConnections();
+  return new Promise((r) => s.close(() => r()));
+}
+
+/** Loopback only: the local emulated ring. */
+export const loopbackOnly: OutboundPolicy = (host) => host === '127.0.0.1' || host === '::1' || host === 'localhost';

@@ -1,0 +1,125 @@
+/**
+ * The deployment's settings, read from CDK context (`cdk deploy -c key=value` or cdk.json) and checked
+ * before any construct is built: a wrong value fails synth with a message, never a half-built template.
+ */
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { parsePcrs, pcr0Pattern, type Pcrs } from './pcrs.ts';
+
+export interface RingConfig {
+  region: string;
+  instanceType: string;
+  nodeCount: number;
+  replicationFactor: number;
+  /** The current image's measurements (infra/pcrs.json, written by enclave/build-eif.sh). */
+  pcrs: Pcrs;
+  /** During an image roll: the other image's PCR0, also allowed by the key policy. */
+  previousPcr0: string | undefined;
+  /** Role allowed to administer (not use) the KMS key. */
+  adminRoleArn: string;
+  /** Role CloudFormation deploys with; needs key administration to create and update the key. */
+  deployRoleArn: string | undefined;
+  /** s3://bucket/prefix holding ekv.eif and ekv-host.tgz. */
+  artifactsUri: { bucket: string; prefix: string };
+  clientPort: number;
+  ringPort: number;
+  httpPort: number;
+  clientCidr: string;
+  httpCidr: string;
+  vpcId: string | undefined;
+  subnetIds: string[];
+  availabilityZones: string[];
+  enclaveCpuCount: number;
+  enclaveMemoryMib: number;
+  enclaveCid: number;
+}
+
+export const nodeCountMax = 64;
+export const enclaveCidMin = 4; // 0-2 are reserved, 3 is the parent
+export const enclaveCidMax = 0xffffffff - 1;
+
+type Context = (key: string) => unknown;
+
+function str(ctx: Context, key: string, fallback?: string): string {
+  const v = ctx(key) ?? fallback;
+  if (typeof v !== 'string' || v.length === 0) throw new Error(`context ${key}: a non-empty string is required`);
+  return v;
+}
+
+function int(ctx: Context, key: string, fallback: number, min: number, max: number): number {
+  const raw = ctx(key) ?? fallback;
+  const v = typeof raw === 'string' ? Number(raw) : raw;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new Error(`context ${key}: an integer in [${min}, ${max}] is required, got ${String(raw)}`);
+  }
+  return v;
+}
+
+function list(ctx: Context, key: string): string[] {
+  const v = ctx(key);
+  if (v === undefined) return [];
+  if (Array.isArray(v)) return v.map(String);
+  return String(v).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+/** A CIDR that is not the whole internet: the ports it opens reach only clients you chose. */
+export function checkCidr(key: string, cidr: string, allowWorld: boolean): string {
+  if (!/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/.test(cidr)) throw new Error(`context ${key}: ${cidr} is not an IPv4 CIDR`);
+  if (cidr.endsWith('/0') && !allowWorld) {
+    throw new Error(`context ${key}: ${cidr} opens the port to the whole internet; set allowWorldClients=true to mean it`);
+  }
+  return cidr;
+}
+
+function s3Uri(uri: string): { bucket: string; prefix: string } {
+  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*?))?\/?$/.exec(uri);
+  if (!m) throw new Error(`context artifactsUri: ${uri} is not s3://bucket/prefix`);
+  return { bucket: m[1] as string, prefix: m[2] ?? '' };
+}
+
+export function readConfig(ctx: Context, baseDir: string): RingConfig {
+  const pcrsFile = str(ctx, 'pcrsFile', 'pcrs.json');
+  const pcrsPath = isAbsolute(pcrsFile) ? pcrsFile : resolve(baseDir, pcrsFile);
+  const pcrs = parsePcrs(readFileSync(pcrsPath, 'utf8'), pcrsPath);
+  const previous = ctx('previousPcr0');
+  if (previous !== undefined && (typeof previous !== 'string' || !pcr0Pattern.test(previous))) {
+    throw new Error('context previousPcr0: 96 lowercase hex digits are required');
+  }
+  const allowWorld = ctx('allowWorldClients') === true || ctx('allowWorldClients') === 'true';
+  const nodeCount = int(ctx, 'nodeCount', 3, 1, nodeCountMax);
+  const config: RingConfig = {
+    region: str(ctx, 'region', process.env.CDK_DEFAULT_REGION ?? 'us-east-1'),
+    instanceType: str(ctx, 'instanceType', 'c6i.xlarge'),
+    nodeCount,
+    replicationFactor: int(ctx, 'replicationFactor', Math.min(3, nodeCount), 1, nodeCount),
+    pcrs,
+    previousPcr0: previous as string | undefined,
+    adminRoleArn: str(ctx, 'adminRoleArn'),
+    deployRoleArn: ctx('deployRoleArn') === undefined ? undefined : str(ctx, 'deployRoleArn'),
+    artifactsUri: s3Uri(str(ctx, 'artifactsUri')),
+    clientPort: int(ctx, 'clientPort', 7000, 1024, 65535),
+    ringPort: int(ctx, 'ringPort', 7001, 1024, 65535),
+    httpPort: int(ctx, 'httpPort', 8080, 1024, 65535),
+    clientCidr: checkCidr('clientCidr', str(ctx, 'clientCidr', '10.0.0.0/8'), allowWorld),
+    httpCidr: checkCidr('httpCidr', str(ctx, 'httpCidr', '10.0.0.0/8'), allowWorld),
+    vpcId: ctx('vpcId') === undefined ? undefined : str(ctx, 'vpcId'),
+    subnetIds: list(ctx, 'subnetIds'),
+    availabilityZones: list(ctx, 'availabilityZones'),
+    enclaveCpuCount: int(ctx, 'enclaveCpuCount', 2, 2, 64),
+    enclaveMemoryMib: int(ctx, 'enclaveMemoryMib', 3072, 64, 512 * 1024),
+    enclaveCid: int(ctx, 'enclaveCid', 16, enclaveCidMin, enclaveCidMax),
+  };
+  return validate(config);
+}
+
+function validate(c: RingConfig): RingConfig {
+  const ports = new Set([c.clientPort, c.ringPort, c.httpPort]);
+  if (ports.size !== 3) throw new Error('clientPort, ringPort and httpPort must differ');
+  if (c.enclaveCpuCount % 2 !== 0) throw new Error('enclaveCpuCount must be even: enclaves take whole cores');
+  if (c.vpcId !== undefined && c.subnetIds.length === 0) throw new Error('vpcId needs subnetIds (comma-separated)');
+  if (c.vpcId !== undefined && c.availabilityZones.length !== c.subnetIds.length) {
+    throw new Error('availabilityZones must list the zone of each of subnetIds, in the same order');
+  }
+  if (c.previousPcr0 === c.pcrs.PCR0) throw new Error('previousPcr0 equals the current PCR0');
+  return c;
+}

@@ -1,0 +1,32 @@
+/**
+ * The PCRs file written by enclave/build-eif.sh from `nitro-cli build-enclave` output:
+ * { "PCR0": "<96 hex>", "PCR1": "<96 hex>", "PCR2": "<96 hex>" } (SHA-384, lowercase hex).
+ */
+export interface Pcrs {
+  PCR0: string;
+  PCR1: string;
+  PCR2: string;
+}
+
+export const pcr0Pattern = /^[0-9a-f]{96}$/;
+const zeros = '0'.repeat(96);
+
+export function parsePcrs(text: string, source: string): Pcrs {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (cause) {
+    throw new Error(`${source}: not JSON`, { cause });
+  }
+  if (typeof raw !== 'object' || raw === null) throw new Error(`${source}: not a JSON object`);
+  const o = raw as Record<string, unknown>;
+  const out: Partial<Pcrs> = {};
+  for (const k of ['PCR0', 'PCR1', 'PCR2'] as const) {
+    const v = o[k];
+    if (typeof v !== 'string' || !pcr0Pattern.test(v)) throw new Error(`${source}: ${k} must be 96 lowercase hex digits`);
+    // A debug-mode enclave reports all-zero PCRs; a key bound to zeros would open to any debug enclave.
+    if (v === zeros) throw new Error(`${source}: ${k} is all zeros (a debug-mode measurement)`);
+    out[k] = v;
+  }
+  return out as Pcrs;
+}

@@ -1,0 +1,148 @@
+/**
+ * One enclave-kv ring: N fixed EC2 instances (Nitro Enclaves enabled), each running the enclave, the
+ * host proxy and the bridges; security groups that open the ring port only to the ring itself; an
+ * instance role with no KMS permission of its own; and the sealing key whose policy lets that role
+ * use it only through an attested enclave with an allowed PCR0.
+ *
+ * Fixed instances rather than an Auto Scaling group: each node's sealed state lives on its own root
+ * volume, and a group that replaces instances on its own would discard it behind the ring's back.
+ * Nodes are added and removed by changing nodeCount, one at a time (docs/deploy.md).
+ */
+import { Annotations, CfnOutput, DefaultStackSynthesizer, Fn, Stack, type StackProps } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import type { Construct } from 'constructs';
+import type { RingConfig } from './config.ts';
+import { sealingKeyPolicy } from './key-policy.ts';
+import { nodeUserData } from './user-data.ts';
+
+export interface RingStackProps extends StackProps {
+  config: RingConfig;
+  /** AMI id to pin (strongly advised: a new AMI replaces every instance at once). */
+  amiId?: string;
+}
+
+export class RingStack extends Stack {
+  readonly key: kms.CfnKey;
+  readonly role: iam.Role;
+  readonly securityGroup: ec2.SecurityGroup;
+  readonly instances: ec2.Instance[] = [];
+
+  constructor(scope: Construct, id: string, props: RingStackProps) {
+    super(scope, id, props);
+    const c = props.config;
+    const vpc = this.vpc(c);
+    this.securityGroup = this.ringSecurityGroup(vpc, c);
+    this.role = this.instanceRole(c);
+    this.key = this.sealingKey(c);
+    const image = props.amiId
+      ? ec2.MachineImage.genericLinux({ [c.region]: props.amiId })
+      : ec2.MachineImage.latestAmazonLinux2023();
+    if (!props.amiId) {
+      Annotations.of(this).addWarningV2('ekv:ami-unpinned',
+        'No amiId: every deploy after a new Amazon Linux release replaces all instances at once. Pin amiId.');
+    }
+    const subnets = vpc.selectSubnets(c.vpcId ? { subnets: this.existingSubnets(c) } : { subnetType: ec2.SubnetType.PUBLIC });
+    for (let i = 0; i < c.nodeCount; i++) {
+      // Each node joins through the nodes created before it, so there is no cycle between instances.
+      const seeds = this.instances.map((n) => `${n.instancePrivateIp}:${c.ringPort}`);
+      const subnet = subnets.subnets[i % subnets.subnets.length] as ec2.ISubnet;
+      this.instances.push(new ec2.Instance(this, `Node${i}`, {
+        vpc,
+        vpcSubnets: { subnets: [subnet] },
+        instanceType: new ec2.InstanceType(c.instanceType),
+        machineImage: image,
+        role: this.role,
+        securityGroup: this.securityGroup,
+        enclaveEnabled: true,
+        requireImdsv2: true,
+        detailedMonitoring: true,
+        userData: nodeUserData({ config: c, nodeIndex: i, seeds }),
+        blockDevices: [{ deviceName: '/dev/xvda', volume: ec2.BlockDeviceVolume.ebs(30, {
+          encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3, deleteOnTermination: true }) }],
+      }));
+    }
+    this.outputs(c);
+  }
+
+  private vpc(c: RingConfig): ec2.IVpc {
+    if (c.vpcId) {
+      return ec2.Vpc.fromVpcAttributes(this, 'Vpc', {
+        vpcId: c.vpcId,
+        availabilityZones: c.availabilityZones,
+        publicSubnetIds: c.subnetIds,
+      });
+    }
+    return new ec2.Vpc(this, 'Vpc', {
+      maxAzs: 2,
+      natGateways: 0,
+      subnetConfiguration: [{ name: 'ring', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 24 }],
+    });
+  }
+
+  private existingSubnets(c: RingConfig): ec2.ISubnet[] {
+    return c.subnetIds.map((id, i) => ec2.Subnet.fromSubnetAttributes(this, `Subnet${i}`, {
+      subnetId: id, availabilityZone: c.availabilityZones[i] as string }));
+  }
+
+  private ringSecurityGroup(vpc: ec2.IVpc, c: RingConfig): ec2.SecurityGroup {
+    const sg = new ec2.SecurityGroup(this, 'RingSecurityGroup', {
+      vpc,
+      description: 'enclave-kv ring nodes',
+      allowAllOutbound: true, // KMS and package repositories over the internet; inbound is what matters
+    });
+    sg.addIngressRule(sg, ec2.Port.tcp(c.ringPort), 'ring port: peers only');
+    sg.addIngressRule(ec2.Peer.ipv4(c.clientCidr), ec2.Port.tcp(c.clientPort), 'client port');
+    sg.addIngressRule(ec2.Peer.ipv4(c.httpCidr), ec2.Port.tcp(c.httpPort), 'attestation, health, metrics');
+    return sg;
+  }
+
+  private instanceRole(c: RingConfig): iam.Role {
+    const role = new iam.Role(this, 'InstanceRole', {
+      assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
+      description: 'enclave-kv parent instances: read the release, be managed by SSM. KMS use is granted by the key policy only.',
+      managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName('AmazonSSMManagedInstanceCore')],
+    });
+    const prefix = c.artifactsUri.prefix ? `${c.artifactsUri.prefix}/` : '';
+    role.addToPolicy(new iam.PolicyStatement({
+      sid: 'ReadRelease',
+      actions: ['s3:GetObject'],
+      resources: [`arn:${this.partition}:s3:::${c.artifactsUri.bucket}/${prefix}*`],
+    }));
+    return role;
+  }
+
+  private sealingKey(c: RingConfig): kms.CfnKey {
+    const deployRole = c.deployRoleArn ?? this.cfnExecutionRoleArn();
+    const allowedPcr0 = [c.pcrs.PCR0, ...(c.previousPcr0 ? [c.previousPcr0] : [])];
+    const key = new kms.CfnKey(this, 'SealingKey', {
+      description: 'enclave-kv sealing key: usable only by attested enclaves with an allowed PCR0',
+      enableKeyRotation: true,
+      pendingWindowInDays: 30,
+      keyPolicy: sealingKeyPolicy({
+        adminRoleArns: [c.adminRoleArn, deployRole],
+        instanceRoleArn: this.role.roleArn,
+        allowedPcr0,
+      }),
+    });
+    new kms.CfnAlias(this, 'SealingKeyAlias', { aliasName: `alias/${this.stackName}-sealing`, targetKeyId: key.ref });
+    return key;
+  }
+
+  private cfnExecutionRoleArn(): string {
+    // The synthesizer's ARN carries ${AWS::AccountId}-style placeholders, resolved by Fn::Sub.
+    if (this.synthesizer instanceof DefaultStackSynthesizer) return Fn.sub(this.synthesizer.cloudFormationExecutionRoleArn);
+    throw new Error('set context deployRoleArn: the stack synthesizer has no CloudFormation execution role');
+  }
+
+  private outputs(c: RingConfig): void {
+    new CfnOutput(this, 'SealingKeyArn', { value: this.key.attrArn });
+    new CfnOutput(this, 'Pcr0', { value: c.pcrs.PCR0 });
+    this.instances.forEach((n, i) => {
+      new CfnOutput(this, `Node${i}PrivateIp`, { value: n.instancePrivateIp,
+        description: `node ${i}: client port ${c.clientPort}, ring port ${c.ringPort}, HTTP ${c.httpPort}` });
+      new CfnOutput(this, `Node${i}InstanceId`, { value: n.instanceId });
+    });
+  }
+}

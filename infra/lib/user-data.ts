@@ -1,0 +1,104 @@
+/**
+ * The parent instance's first-boot script: install the Nitro CLI, socat and Node, fetch the release
+ * (ekv.eif, the host app), write the allocator and vsock-proxy configuration and the systemd units
+ * from infra/host/, then start the host, the bridges, the KMS proxy and the enclave.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import type { RingConfig } from './config.ts';
+
+export const hostDir = join(import.meta.dirname, '..', 'host');
+
+/** Files copied verbatim from infra/host/ to the instance. */
+export const hostFiles: Record<string, { path: string; mode: string }> = {
+  'ekv-enclave.service': { path: '/etc/systemd/system/ekv-enclave.service', mode: '0644' },
+  'ekv-host.service': { path: '/etc/systemd/system/ekv-host.service', mode: '0644' },
+  'ekv-bridge-enclave.service': { path: '/etc/systemd/system/ekv-bridge-enclave.service', mode: '0644' },
+  'ekv-bridge-host@.service': { path: '/etc/systemd/system/ekv-bridge-host@.service', mode: '0644' },
+  'ekv-ring-listener.service': { path: '/etc/systemd/system/ekv-ring-listener.service', mode: '0644' },
+  'ekv-vsock-proxy.service': { path: '/etc/systemd/system/ekv-vsock-proxy.service', mode: '0644' },
+  'ekv-tmpfiles.conf': { path: '/etc/tmpfiles.d/ekv.conf', mode: '0644' },
+  'check-eif.sh': { path: '/opt/ekv/bin/check-eif.sh', mode: '0755' },
+};
+
+/** Units enabled and started, in this order. */
+export const startedUnits = [
+  'nitro-enclaves-allocator.service',
+  'ekv-vsock-proxy.service',
+  'ekv-host.service',
+  'ekv-bridge-host@8000.service',
+  'ekv-bridge-host@8001.service',
+  'ekv-enclave.service',
+  'ekv-bridge-enclave.service',
+  'ekv-ring-listener.service',
+];
+
+export interface NodeUserData {
+  config: RingConfig;
+  nodeIndex: number;
+  /** host:port of the nodes started before this one (tokens); empty for the first node. */
+  seeds: string[];
+}
+
+function heredoc(path: string, body: string, mode: string): string[] {
+  const tag = 'EKV_EOF';
+  if (body.includes(tag)) throw new Error(`${path} contains the heredoc tag`);
+  return [`install -d -m 0755 "$(dirname ${path})"`, `cat > ${path} <<'${tag}'\n${body.trimEnd()}\n${tag}`, `chmod ${mode} ${path}`];
+}
+
+export function envFile({ config: c, nodeIndex, seeds }: NodeUserData): string {
+  return [
+    `AWS_REGION=${c.region}`,
+    `EKV_NSM=libnsm`,
+    `EKV_NODE_INDEX=${nodeIndex}`,
+    `EKV_SEEDS=${seeds.join(',')}`,
+    `EKV_REPLICATION_FACTOR=${c.replicationFactor}`,
+    `EKV_PCR0=${c.pcrs.PCR0}`,
+    `EKV_CLIENT_PORT=${c.clientPort}`,
+    `EKV_RING_PORT=${c.ringPort}`,
+    `EKV_HTTP_PORT=${c.httpPort}`,
+    `EKV_VSOCK_DIR=/run/ekv/vsock`,
+    `EKV_ENCLAVE_CID=${c.enclaveCid}`,
+    `EKV_ENCLAVE_CPU_COUNT=${c.enclaveCpuCount}`,
+    `EKV_ENCLAVE_MEMORY_MIB=${c.enclaveMemoryMib}`,
+  ].join('\n');
+}
+
+export function allocatorYaml(c: RingConfig): string {
+  return ['---', `# Resources reserved for the enclave at boot (ekv-enclave.service uses all of them).`,
+    `memory_mib: ${c.enclaveMemoryMib}`, `cpu_count: ${c.enclaveCpuCount}`].join('\n');
+}
+
+export function vsockProxyYaml(c: RingConfig): string {
+  return ['allowlist:', `- {address: kms.${c.region}.amazonaws.com, port: 443}`].join('\n');
+}
+
+export function nodeUserData(input: NodeUserData): ec2.UserData {
+  const c = input.config;
+  const ud = ec2.UserData.forLinux();
+  const s3 = `s3://${c.artifactsUri.bucket}/${c.artifactsUri.prefix ? `${c.artifactsUri.prefix}/` : ''}`;
+  ud.addCommands(
+    'set -euo pipefail',
+    'dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel socat jq nodejs20',
+    'command -v node >/dev/null || ln -s "$(command -v node-20)" /usr/bin/node',
+    'id ekv >/dev/null 2>&1 || useradd --system --home-dir /var/lib/ekv --shell /sbin/nologin ekv',
+    'usermod -aG ne ekv',
+    'install -d -m 0755 /opt/ekv /opt/ekv/bin /opt/ekv/app /etc/ekv',
+    `aws s3 cp ${s3}ekv.eif /opt/ekv/ekv.eif`,
+    `aws s3 cp ${s3}ekv-host.tgz /tmp/ekv-host.tgz`,
+    'tar -xzf /tmp/ekv-host.tgz -C /opt/ekv/app --no-same-owner && rm /tmp/ekv-host.tgz',
+    ...heredoc('/etc/ekv/ekv.env', envFile(input), '0644'),
+    ...heredoc('/etc/nitro_enclaves/allocator.yaml', allocatorYaml(c), '0644'),
+    ...heredoc('/etc/nitro_enclaves/vsock-proxy.yaml', vsockProxyYaml(c), '0644'),
+  );
+  for (const [name, file] of Object.entries(hostFiles)) {
+    ud.addCommands(...heredoc(file.path, readFileSync(join(hostDir, name), 'utf8'), file.mode));
+  }
+  ud.addCommands(
+    'systemd-tmpfiles --create /etc/tmpfiles.d/ekv.conf',
+    'systemctl daemon-reload',
+    ...startedUnits.map((u) => `systemctl enable --now ${u}`),
+  );
+  return ud;
+}

@@ -1,0 +1,43 @@
+/**
+ * The error every client-facing operation raises: a stable `code` from a closed
+ * set, a human message, and for attestation refusals the verifier's own code
+ * in `reason`. CLI prints `CODE: message` on stderr and exits 1.
+ */
+export type EkvErrorCode =
+  | 'NOT_FOUND' // the key has no value
+  | 'UNATTESTED' // the node's attestation document was refused (see `reason`)
+  | 'TAMPERED' // a frame failed authentication, or arrived out of sequence
+  | 'PROTOCOL' // a malformed frame or message
+  | 'FRAME_TOO_LARGE' // a length prefix above the limit
+  | 'CLOSED' // the connection closed before the answer arrived
+  | 'TIMEOUT' // no answer in time
+  | 'KEY_TOO_LARGE'
+  | 'VALUE_TOO_LARGE'
+  | 'BAD_REQUEST'
+  | 'FORBIDDEN'
+  | 'UNAVAILABLE' // no node able to serve the request could be reached
+  | 'CONFLICT' // a compare-and-set lost
+  | 'STALE' // the node's data is older than what the ring acknowledged
+  | 'INTERNAL';
+
+export const ekvErrorCodes: ReadonlySet<string> = new Set<EkvErrorCode>([
+  'NOT_FOUND', 'UNATTESTED', 'TAMPERED', 'PROTOCOL', 'FRAME_TOO_LARGE', 'CLOSED', 'TIMEOUT',
+  'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BAD_REQUEST', 'FORBIDDEN', 'UNAVAILABLE', 'CONFLICT', 'STALE', 'INTERNAL',
+]);
+
+export class EkvError extends Error {
+  readonly code: EkvErrorCode;
+  /** For UNATTESTED: the verifier's code (PCR_MISMATCH, UNTRUSTED_ROOT, ...). */
+  readonly reason: string | undefined;
+
+  constructor(code: EkvErrorCode, message: string, options?: { reason?: string; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'EkvError';
+    this.code = code;
+    this.reason = options?.reason;
+  }
+}
+
+export function isEkvErrorCode(x: unknown): x is EkvErrorCode {
+  return typeof x === 'string' && ekvErrorCodes.has(x);
+}

@@ -1,0 +1,77 @@
+/**
+ * Length-prefixed frames: u32 big-endian length, then that many bytes. The
+ * decoder checks each length against its limit before buffering the body, so
+ * a hostile peer cannot make us allocate more than `max` bytes per frame.
+ */
+import { EkvError } from './errors.ts';
+
+export function encodeFrame(body: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(4 + body.length);
+  out.writeUInt32BE(body.length, 0);
+  out.set(body, 4);
+  return out;
+}
+
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private max: number;
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  /** Change the limit (the handshake uses a smaller one than data frames). */
+  setMax(max: number): void {
+    this.max = max;
+  }
+
+  /** Feed bytes; returns every complete frame. Throws FRAME_TOO_LARGE on an oversized length. */
+  push(chunk: Buffer): Buffer[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const frames: Buffer[] = [];
+    for (;;) {
+      if (this.buffered < 4) break;
+      const head = this.peek4();
+      const len = head.readUInt32BE(0);
+      if (len > this.max) {
+        throw new EkvError('FRAME_TOO_LARGE', `frame of ${len} bytes exceeds the limit of ${this.max}`);
+      }
+      if (this.buffered < 4 + len) break;
+      const all = this.take(4 + len);
+      frames.push(all.subarray(4));
+    }
+    return frames;
+  }
+
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  private peek4(): Buffer {
+    const first = this.chunks[0] as Buffer;
+    if (first.length >= 4) return first;
+    const joined = Buffer.concat(this.chunks);
+    this.chunks = [joined];
+    return joined;
+  }
+
+  private take(n: number): Buffer {
+    const first = this.chunks[0] as Buffer;
+    if (first.length === n) {
+      this.chunks.shift();
+      this.buffered -= n;
+      return first;
+    }
+    if (first.length > n) {
+      this.chunks[0] = first.subarray(n);
+      this.buffered -= n;
+      return first.subarray(0, n);
+    }
+    const joined = Buffer.concat(this.chunks);
+    this.chunks = joined.length > n ? [joined.subarray(n)] : [];
+    this.buffered -= n;
+    return joined.subarray(0, n);
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * A stream socket carrying length-prefixed frames, with two ways to read: an
+ * awaitable `next()` for the handshake, then a callback per frame for the
+ * session. Writes made in one turn of the event loop go out as one batch.
+ */
+import type { Duplex } from 'node:stream';
+import { EkvError } from './errors.ts';
+import { encodeFrame, FrameDecoder } from './frame.ts';
+
+type Waiter = { resolve: (f: Buffer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout };
+
+export class FramedSocket {
+  readonly socket: Duplex;
+  private readonly decoder: FrameDecoder;
+  private queue: Buffer[] = [];
+  private waiter: Waiter | null = null;
+  private onFrame: ((frame: Buffer) => void) | null = null;
+  private onClose: ((err: EkvError) => void) | null = null;
+  private closedWith: EkvError | null = null;
+  private outbox: Buffer[] = [];
+  private flushScheduled = false;
+
+  constructor(socket: Duplex, maxFrameBytes: number) {
+    this.socket = socket;
+    this.decoder = new FrameDecoder(maxFrameBytes);
+    socket.on('data', (chunk: Buffer) => this.ingest(chunk));
+    socket.on('error', (err) => this.fail(new EkvError('CLOSED', `connection error: ${err.message}`)));
+    socket.on('close', () => this.fail(new EkvError('CLOSED', 'connection closed')));
+    socket.on('end', () => this.fail(new EkvError('CLOSED', 'connection closed by peer')));
+  }
+
+  setMaxFrameBytes(max: number): void {
+    this.decoder.setMax(max);
+  }
+
+  /** The next frame, for the handshake. Rejects on close, on an oversized frame, or after `timeoutMs`. */
+  next(timeoutMs: number): Promise<Buffer> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    const queued = this.queue.shift();
+    if (queued) return Promise.resolve(queued);
+    if (this.waiter) throw new Error('FramedSocket.next: one reader at a time');
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = null;
+        reject(new EkvError('TIMEOUT', `no frame within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiter = { resolve, reject, timer };
+    });
+  }
+
+  /** Switch to callback mode: every queued and future frame goes to `onFrame`. */
+  listen(onFrame: (frame: Buffer) => void, onClose: (err: EkvError) => void): void {
+    this.onFrame = onFrame;
+    this.onClose = onClose;
+    const pending = this.queue;
+    this.queue = [];
+    for (const f of pending) onFrame(f);
+    if (this.closedWith) onClose(this.closedWith);
+  }
+
+  get closed(): boolean {
+    return this.closedWith !== null;
+  }
+
+  /** Queue one frame; frames written in the same tick are flushed together. */
+  write(body: Uint8Array): void {
+    if (this.closedWith) return;
+    this.outbox.push(encodeFrame(body));
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      process.nextTick(() => this.flush());
+    }
+  }
+
+  /** Write now and half-close (used for a final error or an attestation answer). */
+  end(body?: Uint8Array): void {
+    if (body) this.outbox.push(encodeFrame(body));
+    this.flush();
+    this.socket.end();
+  }
+
+  destroy(err?: EkvError): void {
+    this.fail(err ?? new EkvError('CLOSED', 'connection closed locally'));
+    this.socket.destroy();
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.outbox.length === 0 || this.socket.destroyed) return;
+    const batch = this.outbox.length === 1 ? (this.outbox[0] as Buffer) : Buffer.concat(this.outbox);
+    this.outbox = [];
+    this.socket.write(batch);
+  }
+
+  private ingest(chunk: Buffer): void {
+    if (this.closedWith) return;
+    let frames: Buffer[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      this.fail(err instanceof EkvError ? err : new EkvError('PROTOCOL', String(err)));
+      this.socket.destroy();
+      return;
+    }
+    for (const f of frames) {
+      if (this.onFrame) this.onFrame(f);
+      else if (this.waiter) {
+        const w = this.waiter;
+        this.waiter = null;
+        clearTimeout(w.timer);
+        w.resolve(f);
+      } else this.queue.push(f);
+      if (this.closedWith) return;
+    }
+  }
+
+  private fail(err: EkvError): void {
+    if (this.closedWith) return;
+    this.closedWith = err;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+    this.onClose?.(err);
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * Requests and responses over a SecureSession, many in flight per connection.
+ *
+ *   request  { i: id, o: op, ...args }
+ *   response { i: id, ok: true, ...result } | { i: id, ok: false, c: code, m: message }
+ *
+ * The caller side matches responses by id, bounds the number in flight and
+ * times each one out; a response whose id is unknown ends the session (the
+ * peer is confused or hostile).
+ */
+import { isRecord } from './cbor.ts';
+import { inflightMax } from './constants.ts';
+import { EkvError, isEkvErrorCode } from './errors.ts';
+import type { SecureSession } from './session.ts';
+
+export type RpcResult = Record<string, unknown>;
+
+interface Pending {
+  resolve: (r: RpcResult) => void;
+  reject: (e: EkvError) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class RpcClient {
+  private readonly session: SecureSession;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closedWith: EkvError | null = null;
+  onClose: ((err: EkvError) => void) | null = null;
+
+  constructor(session: SecureSession) {
+    this.session = session;
+    session.start(
+      (msg) => this.receive(msg),
+      (err) => this.shutdown(err),
+    );
+  }
+
+  get closed(): boolean {
+    return this.closedWith !== null;
+  }
+
+  get inflight(): number {
+    return this.pending.size;
+  }
+
+  call(op: string, args: Record<string, unknown>, timeoutMs: number): Promise<RpcResult> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    if (this.pending.size >= inflightMax) return Promise.reject(new EkvError('UNAVAILABLE', 'too many requests in flight on this connection'));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new EkvError('TIMEOUT', `${op}: no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      this.session.send({ ...args, i: id, o: op });
+    });
+  }
+
+  close(): void {
+    this.session.close();
+    this.shutdown(new EkvError('CLOSED', 'connection closed by the client'));
+  }
+
+  private receive(msg: unknown): void {
+    if (!isRecord(msg) || typeof msg.i !== 'number') {
+      this.session.close(new EkvError('PROTOCOL', 'response without an id'));
+      return;
+    }
+    const p = this.pending.get(msg.i);
+    if (!p) {
+      this.session.close(new EkvError('PROTOCOL', `response to unknown request ${msg.i}`));
+      return;
+    }
+    this.pending.delete(msg.i);
+    clearTimeout(p.timer);
+    if (msg.ok === true) p.resolve(msg);
+    else {
+      const code = isEkvErrorCode(msg.c) ? msg.c : 'INTERNAL';
+      p.reject(new EkvError(code, typeof msg.m === 'string' ? msg.m.slice(0, 500) : code));
+    }
+  }
+
+  private shutdown(err: EkvError): void {
+    if (this.closedWith) return;
+    this.closedWith = err;
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+    this.onClose?.(err);
+  }
+}
+
+/** Server side: dispatch each request to `handle`, answer in completion order. */
+export function serveRpc(
+  session: SecureSession,
+  handle: (op: string, req: Record<string, unknown>) => Promise<RpcResult> | RpcResult,
+  onClose: (err: EkvError) => void,
+): void {
+  let inflight = 0;
+  session.start(
+    (msg) => {
+      if (!isRecord(msg) || typeof msg.i !== 'number' || typeof msg.o !== 'string') {
+        session.close(new EkvError('PROTOCOL', 'malformed request'));
+        return;
+      }
+      const id = msg.i;
+      if (++inflight > inflightMax) {
+        session.close(new EkvError('PROTOCOL', 'too many requests in flight'));
+        return;
+      }
+      const answer = (r: RpcResult) => {
+        inflight--;
+        session.send({ ...r, i: id, ok: true });
+      };
+      const refuse = (err: unknown) => {
+        inflight--;
+        const e = err instanceof EkvError ? err : new EkvError('INTERNAL', 'internal error');
+        session.send({ i: id, ok: false, c: e.code, m: e.message });
+      };
+      try {
+        const r = handle(msg.o, msg);
+        if (r instanceof Promise) r.then(answer, refuse);
+        else answer(r);
+      } catch (err) {
+        refuse(err);
+      }
+    },
+    onClose,
+  );
+}
