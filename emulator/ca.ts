@@ -150,7 +150,11 @@ export class EmulatorCa {
         ],
       });
       const privateKey = KeyObject.from(keys.privateKey);
-      return { certificate: new Uint8Array(cert.rawData), privateKey, notBefore, notAfter, cabundle: this.#bundle() };
+      // X.509 times have whole seconds: report what the certificate says.
+      return {
+        certificate: new Uint8Array(cert.rawData), privateKey, cabundle: this.#bundle(),
+        notBefore: cert.notBefore.getTime(), notAfter: cert.notAfter.getTime(),
+      };
     });
   }
 
@@ -182,13 +186,12 @@ export class EmulatorCa {
 
 async function issueIntermediate(level: Level, ids: ChainIds, issuer: Issued, now: number): Promise<Issued> {
   const keys = await generateKeys();
-  const notAfter = now + level.lifetimeMs;
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
     subject: level.subject(ids),
     issuer: issuer.cert.subject,
     notBefore: new Date(now - caBackdateMs),
-    notAfter: new Date(notAfter),
+    notAfter: new Date(now + level.lifetimeMs),
     signingAlgorithm: algorithm,
     publicKey: keys.publicKey,
     signingKey: issuer.keys.privateKey,
@@ -199,7 +202,7 @@ async function issueIntermediate(level: Level, ids: ChainIds, issuer: Issued, no
       new x509.KeyUsagesExtension(level.usages, true),
     ],
   });
-  return { cert, der: new Uint8Array(cert.rawData), keys, notAfter };
+  return { cert, der: new Uint8Array(cert.rawData), keys, notAfter: cert.notAfter.getTime() };
 }
 
 async function createRoot(now: number): Promise<Issued> {

@@ -36,6 +36,8 @@ export interface LaunchInit {
   /** 'auto': isolate when possible, warn once when not; 'required': refuse to run unisolated. */
   isolate?: 'auto' | 'required' | 'off';
   logger?: Logger;
+  /** Between stop()'s signal and SIGKILL; default stopGraceMs (5 s). */
+  stopGraceMs?: number;
   onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
 }
 
@@ -99,7 +101,7 @@ export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> 
   enclaveLog.info({ pid: spawned, pcr0: pcrs.pcr0.toString('hex'), networkIsolated }, 'enclave launched');
   return {
     pid: spawned, pcrs, moduleId: nsm.moduleId, nsm, networkIsolated, exited,
-    stop: (signal = 'SIGTERM') => stopChild(child, exited, signal),
+    stop: (signal = 'SIGTERM') => stopChild(child, exited, signal, init.stopGraceMs ?? stopGraceMs),
   };
 }
 
@@ -142,7 +144,7 @@ async function removeCopy(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true }).catch(() => undefined);
 }
 
-async function stopChild(child: ChildProcess, exited: Promise<EnclaveExit>, signal: NodeJS.Signals): Promise<void> {
+async function stopChild(child: ChildProcess, exited: Promise<EnclaveExit>, signal: NodeJS.Signals, graceMs: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) {
     await exited;
     return;
@@ -150,7 +152,7 @@ async function stopChild(child: ChildProcess, exited: Promise<EnclaveExit>, sign
   child.kill(signal);
   let timer: NodeJS.Timeout | undefined;
   const graceOver = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), stopGraceMs);
+    timer = setTimeout(() => resolve('timeout'), graceMs);
   });
   const first = await Promise.race([exited, graceOver]);
   clearTimeout(timer);

@@ -46,7 +46,8 @@ function logLine(logger: Logger, source: string, line: string): void {
     logger.info({ source }, line);
     return;
   }
-  const { level, msg, time: _time, pid: _pid, hostname: _hostname, ...fields } = record;
+  // Time, pid and service name are the launcher's own bindings; the rest is kept.
+  const { level, msg, time: _time, pid: _pid, hostname: _hostname, svc: _svc, ...fields } = record;
   const method = levels[typeof level === 'number' ? level : 30] ?? 'info';
   logger[method]({ source, ...fields }, typeof msg === 'string' ? msg : '');
 }

@@ -2,17 +2,28 @@
  * The enclave's start-up configuration. It comes from the host (environment),
  * which is untrusted: nothing here can widen what the enclave trusts. Trust
  * roots and peer PCRs come from the NSM (enclave/trust.ts), never from here.
+ * What a hostile host can do with these settings (point us at a wrong join
+ * address, advertise a wrong address) it could do anyway by controlling the
+ * network; peers and clients verify every node they reach.
  */
 import { join } from 'node:path';
 
 export interface EnclaveConfig {
   vsockDir: string;
   logLevel: string;
+  /** The address (host:port) at which peers and clients reach this node's host. */
+  selfAddr: string;
+  /** A ring member to join through; null starts a new ring. */
+  join: string | null;
+  /** Replication factor R. */
+  replicas: number;
 }
 
 export class ConfigError extends Error {
   readonly code = 'BAD_CONFIG';
 }
+
+const addrRe = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$/;
 
 export function loadConfig(env: NodeJS.ProcessEnv): EnclaveConfig {
   const vsockDir = env.EKV_VSOCK_DIR ?? '/run/ekv/vsock';
@@ -20,7 +31,13 @@ export function loadConfig(env: NodeJS.ProcessEnv): EnclaveConfig {
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(logLevel)) {
     throw new ConfigError(`EKV_LOG_LEVEL: unknown level ${logLevel}`);
   }
-  return { vsockDir, logLevel };
+  const selfAddr = env.EKV_SELF_ADDR ?? '127.0.0.1:7000';
+  if (!addrRe.test(selfAddr)) throw new ConfigError('EKV_SELF_ADDR must be host:port');
+  const joinAddr = env.EKV_JOIN && env.EKV_JOIN.length > 0 ? env.EKV_JOIN : null;
+  if (joinAddr !== null && !addrRe.test(joinAddr)) throw new ConfigError('EKV_JOIN must be host:port');
+  const replicas = Number(env.EKV_REPLICAS ?? '3');
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new ConfigError('EKV_REPLICAS must be 1..8');
+  return { vsockDir, logLevel, selfAddr, join: joinAddr, replicas };
 }
 
 /** Socket paths; each is a vsock port on Nitro, bridged by socat. */

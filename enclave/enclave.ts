@@ -1,23 +1,27 @@
 /**
- * One enclave node: its identity, its trust in peers, its partition, and the
- * request handler behind the listener.
+ * One enclave node: its identity, its trust in peers, its partition, its
+ * place on the ring, and the request handler behind the listener.
  */
 import type { Logger } from 'pino';
 import { EkvError } from '../protocol/errors.ts';
 import { generateIdentity, type Identity } from '../protocol/keys.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
+import { PeerPool } from './cluster/peers.ts';
+import { RingDriver } from './cluster/ring-driver.ts';
+import { ClusterStore } from './cluster/store.ts';
+import type { EnclaveConfig, socketPaths } from './config.ts';
 import { Partition } from './kv/partition.ts';
-import { localDelete, localGet, localPut, requestKey, requestValue } from './kv/service.ts';
+import { requestKey, requestValue } from './kv/service.ts';
 import type { Nsm } from './nsm.ts';
+import { nodeIdFromPublicKey } from './ring/index.ts';
 import { EnclaveServer, type CallerContext } from './server.ts';
 import { learnSelfTrust, peerVerifier, type SelfTrust } from './trust.ts';
-import type { socketPaths } from './config.ts';
 
 export interface EnclaveComponents {
   nsm: Nsm;
   logger: Logger;
   paths: ReturnType<typeof socketPaths>;
-  env: NodeJS.ProcessEnv;
+  config: EnclaveConfig;
 }
 
 export interface RunningEnclave {
@@ -25,43 +29,75 @@ export interface RunningEnclave {
   identity: Identity;
   trust: SelfTrust;
   partition: Partition;
+  store: ClusterStore;
   server: EnclaveServer;
-  stop(): Promise<void>;
+  stop(graceful: boolean): Promise<void>;
 }
+
+const peerOps = new Set(['ring', 'fwd', 'rep', 'pull']);
 
 export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave> {
   const identity = generateIdentity();
   const trust = await learnSelfTrust(c.nsm, identity.publicKey);
   const partition = new Partition();
   const attest = (nonce: Uint8Array, publicKey: Uint8Array) => c.nsm.attest({ nonce, publicKey });
+  const verifyPeer = peerVerifier(trust);
+  const self = { id: nodeIdFromPublicKey(identity.publicKey), addr: c.config.selfAddr };
 
-  const handler = (op: string, req: Record<string, unknown>, _ctx: CallerContext): RpcResult => {
+  const peers = new PeerPool({ outboundSocket: c.paths.outbound, identity, attest, verifyPeer, logger: c.logger });
+  const ring = new RingDriver(self, peers, c.logger);
+  const store = new ClusterStore({ partition, ring, peers, self, replicas: c.config.replicas, logger: c.logger }, c.config.join === null);
+
+  const handler = (op: string, req: Record<string, unknown>, ctx: CallerContext): Promise<RpcResult> | RpcResult => {
     switch (op) {
       case 'get':
-        return localGet(partition, requestKey(req));
+        return store.clientOp('get', requestKey(req), null, 0);
       case 'put':
-        return localPut(partition, requestKey(req), requestValue(req));
+        return store.clientOp('put', requestKey(req), requestValue(req), 0);
       case 'del':
-        return localDelete(partition, requestKey(req));
-      case 'info':
-        return { id: identity.publicKey, keys: partition.size };
-      default:
-        throw new EkvError('BAD_REQUEST', `unknown operation ${op.slice(0, 32)}`);
+        return store.clientOp('del', requestKey(req), null, 0);
+      case 'route':
+        return store.routeStep(requestKey(req));
+      case 'status':
+        return store.status();
     }
+    if (peerOps.has(op)) {
+      if (!ctx.peer) throw new EkvError('FORBIDDEN', 'ring operations are for attested peer enclaves only');
+      return store.peerOp(op, req, ctx.peer.key);
+    }
+    throw new EkvError('BAD_REQUEST', `unknown operation ${op.slice(0, 32)}`);
   };
 
-  const server = new EnclaveServer(
-    { identity, attest, verifyPeer: peerVerifier(trust), verifyPrincipal: () => false },
-    handler,
-    c.logger,
-  );
+  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: () => false }, handler, c.logger);
   await server.listen(c.paths.inbound);
+  await joinWithRetry(ring, c.config.join, c.logger);
+  store.start();
   return {
     nodeId: identity.publicKey.toString('hex'),
     identity,
     trust,
     partition,
+    store,
     server,
-    stop: () => server.close(),
+    async stop(graceful: boolean) {
+      if (graceful) await store.leave().catch(() => undefined);
+      store.stop();
+      ring.stop();
+      peers.closeAll();
+      await server.close();
+    },
   };
+}
+
+async function joinWithRetry(ring: RingDriver, join: string | null, logger: Logger): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await ring.start(join);
+      return;
+    } catch (err) {
+      if (attempt >= 20) throw err;
+      logger.warn({ join, err: (err as Error).message }, 'cannot reach the join node yet; retrying');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 }

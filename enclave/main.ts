@@ -17,11 +17,11 @@ async function main(): Promise<void> {
   const nsm = await openNsm();
   const paths = socketPaths(config.vsockDir);
   rmSync(paths.inbound, { force: true });
-  const enclave = await startEnclave({ nsm, logger, paths, env: process.env });
+  const enclave = await startEnclave({ nsm, logger, paths, config });
   logger.info({ id: enclave.nodeId, listen: paths.inbound }, 'enclave ready');
   const stop = async (signal: string) => {
     logger.info({ signal }, 'enclave stopping');
-    await enclave.stop();
+    await enclave.stop(true);
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));

@@ -11,37 +11,22 @@
  *       const uint8_t *public_key, uint32_t public_key_len,
  *       uint8_t *att_doc, uint32_t *att_doc_len);            // capacity in, length out
  *   void nsm_lib_exit(int32_t fd);
- * ErrorCode is a C enum (int-sized), numbered in the order of the Rust `ErrorCode` variants.
+ * ErrorCode is a C enum (int-sized), numbered in the order of the Rust `ErrorCode` variants; errors are
+ * the same `NsmError` codes the stream NSM raises.
  *
  * The library is opened once per path and cached for the process: reopening it per request leaked
  * descriptors in another project. Calls run on koffi's worker threads (`.async`) so the ioctl never
  * blocks the event loop, and one at a time, because they share one descriptor.
  */
 import { createRequire } from 'node:module';
-import type { AttestationRequest, Nsm } from './nsm.ts';
+import { type AttestationRequest, type Nsm, type NsmErrorCode, NsmError, nsmFieldBytesMax } from './nsm.ts';
 
 export const libnsmPathDefault = '/usr/lib/libnsm.so';
 /** Capacity of the document buffer; real documents are about 4.5 KiB. */
 export const nsmDocumentBytesMax = 16 * 1024;
-/** The NSM refuses user_data, nonce and public_key above 1024 bytes each; refuse them first. */
-export const nsmFieldBytesMax = 1024;
 
-export type LibNsmErrorCode =
-  | 'LIBRARY_UNAVAILABLE' // koffi or the shared library could not be loaded
-  | 'INIT_FAILED' // nsm_lib_init returned a negative descriptor (no /dev/nsm: not in an enclave)
-  | 'CLOSED' // attest() after close()
-  | 'INVALID_ARGUMENT'
-  | 'INVALID_INDEX'
-  | 'INVALID_RESPONSE'
-  | 'READ_ONLY_INDEX'
-  | 'INVALID_OPERATION'
-  | 'BUFFER_TOO_SMALL' // the document did not fit in nsmDocumentBytesMax
-  | 'INPUT_TOO_LARGE'
-  | 'INTERNAL_ERROR'
-  | 'UNKNOWN_STATUS'; // a status outside the enum
-
-/** Index = the C enum value. */
-const statusCodes: readonly LibNsmErrorCode[] = [
+/** libnsm's ErrorCode values (index = the C enum value; 0 is Success) in our codes. */
+const statusCodes: readonly NsmErrorCode[] = [
   'INTERNAL_ERROR', // 0 is Success; never mapped
   'INVALID_ARGUMENT',
   'INVALID_INDEX',
@@ -53,23 +38,10 @@ const statusCodes: readonly LibNsmErrorCode[] = [
   'INTERNAL_ERROR',
 ];
 
-export class LibNsmError extends Error {
-  readonly code: LibNsmErrorCode;
-  /** The raw ErrorCode from libnsm, when the error came from it. */
-  readonly status: number | undefined;
-
-  constructor(code: LibNsmErrorCode, message: string, options?: { status?: number; cause?: unknown }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.name = 'LibNsmError';
-    this.code = code;
-    this.status = options?.status;
-  }
-}
-
-/** Maps a libnsm status to our code; exported for tests. */
-export function libNsmStatusCode(status: number): LibNsmErrorCode {
-  if (!Number.isInteger(status) || status <= 0 || status >= statusCodes.length) return 'UNKNOWN_STATUS';
-  return statusCodes[status] as LibNsmErrorCode;
+/** Maps a libnsm status to our code; a value outside the enum is a malformed response. */
+export function libNsmStatusCode(status: number): NsmErrorCode {
+  if (!Number.isInteger(status) || status <= 0 || status >= statusCodes.length) return 'MALFORMED_RESPONSE';
+  return statusCodes[status] as NsmErrorCode;
 }
 
 type AsyncCall = (...args: unknown[]) => void;
@@ -100,7 +72,8 @@ function loadBindings(libraryPath: string): Bindings {
       getDocAsync: getDoc.async as AsyncCall,
     };
   } catch (cause) {
-    throw new LibNsmError('LIBRARY_UNAVAILABLE', `cannot load libnsm from ${libraryPath}`, { cause });
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    throw new NsmError('UNAVAILABLE', `cannot load libnsm from ${libraryPath}: ${reason}`);
   }
   bindingsByPath.set(libraryPath, bindings);
   return bindings;
@@ -109,7 +82,7 @@ function loadBindings(libraryPath: string): Bindings {
 function field(name: string, value: Uint8Array | undefined): [Uint8Array | null, number] {
   if (value === undefined) return [null, 0];
   if (value.byteLength > nsmFieldBytesMax) {
-    throw new LibNsmError('INPUT_TOO_LARGE', `${name} is ${value.byteLength} bytes, above ${nsmFieldBytesMax}`);
+    throw new NsmError('INPUT_TOO_LARGE', `${name} is ${value.byteLength} bytes, above ${nsmFieldBytesMax}`);
   }
   // koffi passes an empty buffer as NULL, which libnsm reads as "absent"; a 1-byte buffer with
   // length 0 keeps an empty field present (the NSM then encodes an empty byte string).
@@ -127,13 +100,13 @@ export class LibNsm implements Nsm {
     this.bindings = loadBindings(libraryPath);
     const fd = this.bindings.init();
     if (!Number.isInteger(fd) || fd < 0) {
-      throw new LibNsmError('INIT_FAILED', `nsm_lib_init returned ${fd}: no NSM device (is this a Nitro enclave?)`);
+      throw new NsmError('UNAVAILABLE', `nsm_lib_init returned ${fd}: no NSM device (is this a Nitro enclave?)`);
     }
     this.fd = fd;
   }
 
   attest(req: AttestationRequest): Promise<Uint8Array> {
-    if (this.closed) return Promise.reject(new LibNsmError('CLOSED', 'the NSM was closed'));
+    if (this.closed) return Promise.reject(new NsmError('CLOSED', 'the NSM was closed'));
     let args: [Uint8Array | null, number][];
     try {
       args = [field('user_data', req.userData), field('nonce', req.nonce), field('public_key', req.publicKey)];
@@ -158,14 +131,14 @@ export class LibNsm implements Nsm {
     const flat = args.flat();
     return new Promise((resolve, reject) => {
       this.bindings.getDocAsync(this.fd, ...flat, out, length, (err: unknown, status: number) => {
-        if (err) return reject(new LibNsmError('INTERNAL_ERROR', 'the libnsm call failed', { cause: err }));
+        if (err) return reject(new NsmError('INTERNAL_ERROR', `the libnsm call failed: ${String(err)}`));
         if (status !== 0) {
           const code = libNsmStatusCode(status);
-          return reject(new LibNsmError(code, `nsm_get_attestation_doc returned ${status} (${code})`, { status }));
+          return reject(new NsmError(code, `nsm_get_attestation_doc returned status ${status} (${code})`));
         }
         const n = length[0];
-        if (typeof n !== 'number' || n <= 0 || n > nsmDocumentBytesMax) {
-          return reject(new LibNsmError('INVALID_RESPONSE', `libnsm reported a document of ${String(n)} bytes`));
+        if (typeof n !== 'number' || !Number.isInteger(n) || n <= 0 || n > nsmDocumentBytesMax) {
+          return reject(new NsmError('MALFORMED_RESPONSE', `libnsm reported a document of ${String(n)} bytes`));
         }
         resolve(new Uint8Array(out.subarray(0, n)));
       });

@@ -281,20 +281,24 @@ export function verifyDocSignature(kind: DocKind, d: SignedDoc): boolean {
 
 // ---------------------------------------------------------------- builders (client side)
 
+/** Builders decode what they built, so a client never signs a document the enclaves would refuse as MALFORMED or TOO_LARGE. */
+function signChecked(kind: DocKind, body: Buffer, signer: Signer): SignedDoc {
+  if (kind === 'acl') decodeAclBody(body);
+  else decodeGroupBody(body);
+  return signDoc(kind, body, signer);
+}
+
 /** `ekv ns create NS`: version 1, the signer becomes the owner. */
 export function buildAclCreate(ns: string, owner: Signer, entries: readonly AclEntry[] = []): SignedAcl {
   if (!isDocName(ns)) throw new AclError('MALFORMED', `not a valid namespace name: ${String(ns)}`);
-  const body = encodeAclBody({ ns, version: 1, owner: owner.principal, entries, prev: null });
-  return signDoc('acl', body, owner);
+  return signChecked('acl', encodeAclBody({ ns, version: 1, owner: owner.principal, entries, prev: null }), owner);
 }
 
 /** The next version of `current` with entries transformed by `edit`, signed by `signer`. */
 export function buildAclUpdate(current: SignedAcl, signer: Signer, edit: (entries: readonly AclEntry[]) => AclEntry[]): SignedAcl {
   const b = decodeAclBody(current.body);
-  const entries = edit(b.entries);
-  if (entries.length > aclEntriesMax) throw new AclError('TOO_LARGE', `more than ${aclEntriesMax} entries`);
-  const body = encodeAclBody({ ns: b.ns, version: b.version + 1, owner: b.owner, entries, prev: docHash(current.body) });
-  return signDoc('acl', body, signer);
+  const body = encodeAclBody({ ns: b.ns, version: b.version + 1, owner: b.owner, entries: edit(b.entries), prev: docHash(current.body) });
+  return signChecked('acl', body, signer);
 }
 
 /** Adds `right` for `subject` (a no-op change still makes a new version). */
@@ -323,17 +327,14 @@ function sortRights(rs: Right[]): Right[] {
 /** `ekv group create NAME`: version 1 signed by the group's own (new) key. */
 export function buildGroupCreate(name: string, groupKey: Signer, members: readonly Principal[] = []): SignedGroup {
   if (!isDocName(name)) throw new AclError('MALFORMED', `not a valid group name: ${String(name)}`);
-  const body = encodeGroupBody({ name, version: 1, key: groupKey.principal, members, prev: null });
-  return signDoc('group', body, groupKey);
+  return signChecked('group', encodeGroupBody({ name, version: 1, key: groupKey.principal, members, prev: null }), groupKey);
 }
 
 /** The next version of a group with members transformed by `edit`, signed by the group key. */
 export function buildGroupUpdate(current: SignedGroup, groupKey: Signer, edit: (members: readonly Principal[]) => Principal[]): SignedGroup {
   const b = decodeGroupBody(current.body);
-  const members = edit(b.members);
-  if (members.length > groupMembersMax) throw new AclError('TOO_LARGE', `more than ${groupMembersMax} members`);
-  const body = encodeGroupBody({ name: b.name, version: b.version + 1, key: b.key, members, prev: docHash(current.body) });
-  return signDoc('group', body, groupKey);
+  const body = encodeGroupBody({ name: b.name, version: b.version + 1, key: b.key, members: edit(b.members), prev: docHash(current.body) });
+  return signChecked('group', body, groupKey);
 }
 
 export function addMemberEdit(p: Principal): (members: readonly Principal[]) => Principal[] {

@@ -56,6 +56,12 @@ function fakePrincipal(i: number): Principal {
   return principalFromBytes(b);
 }
 
+function entry(subject: unknown, rights?: unknown): Map<string, unknown> {
+  const m = new Map<string, unknown>([['subject', subject]]);
+  if (rights !== undefined) m.set('rights', rights);
+  return m;
+}
+
 function body(overrides: Record<string, unknown>): Buffer {
   const m = new Map<string, unknown>([['ns', 'team'], ['version', 1], ['owner', alice.principal.bytes], ['entries', []], ['prev', null]]);
   for (const [k, v] of Object.entries(overrides)) {
@@ -114,7 +120,7 @@ describe('ACL documents', () => {
   });
 
   it('refuses more than aclEntriesMax entries (TOO_LARGE), and oversized bytes before decoding', () => {
-    const entries = Array.from({ length: aclEntriesMax + 1 }, (_, i) => new Map([['subject', fakePrincipal(i).bytes], ['rights', ['read']]]));
+    const entries = Array.from({ length: aclEntriesMax + 1 }, (_, i) => entry(fakePrincipal(i).bytes, ['read']));
     expect(codeOf(() => decodeAclBody(body({ entries })))).toBe('TOO_LARGE');
     // Garbage over the limit is refused on its length, not parsed.
     expect(codeOf(() => decodeAclBody(Buffer.alloc(aclBodyBytesMax + 1, 0xff)))).toBe('TOO_LARGE');
@@ -142,13 +148,13 @@ describe('ACL documents', () => {
       body({ version: 2, prev: Buffer.alloc(31) }),
       body({ owner: Buffer.alloc(33) }),
       body({ entries: 'none' }),
-      body({ entries: [new Map([['subject', p], ['rights', []]])] }),
-      body({ entries: [new Map([['subject', p], ['rights', ['root']]])] }),
-      body({ entries: [new Map([['subject', p], ['rights', ['read', 'read']]])] }),
-      body({ entries: [new Map([['subject', p], ['rights', ['read']]]), new Map([['subject', p], ['rights', ['write']]])] }),
-      body({ entries: [new Map([['subject', new Map([['group', 'a/b']])], ['rights', ['read']]])] }),
-      body({ entries: [new Map([['subject', new Map([['grp', 'ab']])], ['rights', ['read']]])] }),
-      body({ entries: [new Map([['subject', p]])] }),
+      body({ entries: [entry(p, [])] }),
+      body({ entries: [entry(p, ['root'])] }),
+      body({ entries: [entry(p, ['read', 'read'])] }),
+      body({ entries: [entry(p, ['read']), entry(p, ['write'])] }),
+      body({ entries: [entry(new Map([['group', 'a/b']]), ['read'])] }),
+      body({ entries: [entry(new Map([['grp', 'ab']]), ['read'])] }),
+      body({ entries: [entry(p)] }),
       raw.encode([1, 2, 3]),
       Buffer.from([0xa1]),
     ];

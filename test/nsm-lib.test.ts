@@ -7,7 +7,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LibNsm, LibNsmError, libNsmStatusCode, nsmDocumentBytesMax, nsmFieldBytesMax } from '../enclave/nsm-lib.ts';
+import { LibNsm, libNsmStatusCode, nsmDocumentBytesMax } from '../enclave/nsm-lib.ts';
+import { NsmError, nsmFieldBytesMax } from '../enclave/nsm.ts';
 import { fakeAttester, type FakeAnswer, type FakeRequest } from './fixtures/libnsm/attester.ts';
 
 const source = join(import.meta.dirname, 'fixtures/libnsm/fake-libnsm.c');
@@ -68,7 +69,7 @@ describe.skipIf(!hasCc)('LibNsm through a libnsm-compatible library', () => {
     libPath = join(dir, 'libnsm.so');
     const cc = spawnSync('cc', ['-shared', '-fPIC', '-O2', '-o', libPath, source], { encoding: 'utf8' });
     expect(cc.status, cc.stderr).toBe(0);
-    attester = await fakeAttester(join(dir, 'ca'));
+    attester = await fakeAttester();
     const socketPath = join(dir, 'nsm.sock');
     server = createServer((socket) =>
       serveConnection(socket, async (req) => {
@@ -94,6 +95,7 @@ describe.skipIf(!hasCc)('LibNsm through a libnsm-compatible library', () => {
       const userData = new TextEncoder().encode('ekv-user-data');
       const doc = await nsm.attest({ nonce, publicKey, userData });
       const checked = await attester.check(doc, nonce);
+      expect(checked.digest).toBe('SHA384');
       expect(checked.nonce).toEqual(nonce);
       expect(checked.publicKey).toEqual(publicKey);
       expect(checked.userData).toEqual(userData);
@@ -118,14 +120,14 @@ describe.skipIf(!hasCc)('LibNsm through a libnsm-compatible library', () => {
     const nsm = new LibNsm(libPath);
     try {
       override = () => ({ status: 7, document: new Uint8Array(0) });
-      await expect(nsm.attest({ nonce: new Uint8Array(8) })).rejects.toMatchObject({ code: 'INPUT_TOO_LARGE', status: 7 });
+      await expect(nsm.attest({ nonce: new Uint8Array(8) })).rejects.toMatchObject({ name: 'NsmError', code: 'INPUT_TOO_LARGE' });
       override = () => ({ status: 8, document: new Uint8Array(0) });
-      await expect(nsm.attest({})).rejects.toMatchObject({ code: 'INTERNAL_ERROR', status: 8 });
+      await expect(nsm.attest({})).rejects.toMatchObject({ code: 'INTERNAL_ERROR', message: expect.stringContaining('status 8') });
       override = () => ({ status: 99, document: new Uint8Array(0) });
-      await expect(nsm.attest({})).rejects.toMatchObject({ code: 'UNKNOWN_STATUS', status: 99 });
+      await expect(nsm.attest({})).rejects.toMatchObject({ code: 'MALFORMED_RESPONSE' });
       // A document above the 16 KiB buffer: the library truncates it and says so.
       override = () => ({ status: 0, document: new Uint8Array(nsmDocumentBytesMax + 1) });
-      await expect(nsm.attest({})).rejects.toMatchObject({ code: 'BUFFER_TOO_SMALL', status: 6 });
+      await expect(nsm.attest({})).rejects.toMatchObject({ code: 'BUFFER_TOO_SMALL' });
       // The descriptor is still usable after errors.
       override = undefined;
       const nonce = new Uint8Array(16).fill(9);
@@ -141,8 +143,8 @@ describe.skipIf(!hasCc)('LibNsm through a libnsm-compatible library', () => {
     try {
       seen.length = 0;
       const big = new Uint8Array(nsmFieldBytesMax + 1);
-      await expect(nsm.attest({ userData: big })).rejects.toMatchObject({ code: 'INPUT_TOO_LARGE', status: undefined });
-      await expect(nsm.attest({ publicKey: big })).rejects.toBeInstanceOf(LibNsmError);
+      await expect(nsm.attest({ userData: big })).rejects.toMatchObject({ code: 'INPUT_TOO_LARGE' });
+      await expect(nsm.attest({ publicKey: big })).rejects.toBeInstanceOf(NsmError);
       expect(seen).toHaveLength(0);
       const max = new Uint8Array(nsmFieldBytesMax).fill(1);
       await nsm.attest({ nonce: max });
@@ -178,12 +180,12 @@ describe.skipIf(!hasCc)('LibNsm through a libnsm-compatible library', () => {
     const saved = process.env.EKV_FAKE_NSM_SOCKET;
     process.env.EKV_FAKE_NSM_SOCKET = join(dir, 'absent.sock');
     try {
-      expect(() => new LibNsm(libPath)).toThrow(expect.objectContaining({ code: 'INIT_FAILED' }));
+      expect(() => new LibNsm(libPath)).toThrow(expect.objectContaining({ code: 'UNAVAILABLE', message: expect.stringContaining('nsm_lib_init') }));
     } finally {
       process.env.EKV_FAKE_NSM_SOCKET = saved;
     }
     expect(() => new LibNsm(join(dir, 'no-such-libnsm.so'))).toThrow(
-      expect.objectContaining({ code: 'LIBRARY_UNAVAILABLE' }),
+      expect.objectContaining({ code: 'UNAVAILABLE', message: expect.stringContaining('cannot load libnsm') }),
     );
   });
 });
@@ -194,6 +196,6 @@ describe('libnsm status mapping', () => {
       'INVALID_ARGUMENT', 'INVALID_INDEX', 'INVALID_RESPONSE', 'READ_ONLY_INDEX',
       'INVALID_OPERATION', 'BUFFER_TOO_SMALL', 'INPUT_TOO_LARGE', 'INTERNAL_ERROR',
     ]);
-    for (const bad of [0, -1, 9, 2 ** 31, 1.5, Number.NaN]) expect(libNsmStatusCode(bad)).toBe('UNKNOWN_STATUS');
+    for (const bad of [0, -1, 9, 2 ** 31, 1.5, Number.NaN]) expect(libNsmStatusCode(bad)).toBe('MALFORMED_RESPONSE');
   });
 });

@@ -4,10 +4,12 @@ import { registerMeasure } from './measure.ts';
 import { registerUp } from './up.ts';
 import { registerKv } from './kv.ts';
 import { registerAttest } from './attest.ts';
+import { registerVerify } from './verify.ts';
 
 export const commands: Array<(program: Command) => void> = [
   registerMeasure,
   registerUp,
   registerKv,
   registerAttest,
+  registerVerify,
 ];

@@ -24,7 +24,7 @@ export interface LocalNodeOptions {
   httpPort: number;
   logger: Logger;
   /** Extra environment for the enclave (ring and KMS settings). */
-  enclaveEnv?: (self: { addr: string }) => Record<string, string>;
+  enclaveEnv?: (self: { addr: string; relaunch: boolean }) => Record<string, string>;
   startBlobStore?: (socketPath: string, dataDir: string) => Promise<{ close(): Promise<void> }>;
   isolate?: 'auto' | 'required' | 'off';
 }
@@ -85,7 +85,8 @@ export class LocalNode {
     const env = {
       EKV_VSOCK_DIR: this.vsockDir,
       EKV_LOG_LEVEL: process.env.EKV_ENCLAVE_LOG_LEVEL ?? 'info',
-      ...(this.opts.enclaveEnv?.({ addr: this.addr }) ?? {}),
+      EKV_SELF_ADDR: this.addr,
+      ...(this.opts.enclaveEnv?.({ addr: this.addr, relaunch: this.enclave !== null }) ?? {}),
     };
     const enclave = await launchEnclave({
       imagePath: this.opts.imagePath,

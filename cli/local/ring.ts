@@ -69,7 +69,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
       const name = `node-${i + 1}`;
       const prev = previous?.nodes[i];
       progress(`starting ${name} (${i + 1}/${count})`);
-      const node = new LocalNode({
+      const node: LocalNode = new LocalNode({
         name,
         dir: join(dir, name),
         imagePath: o.imagePath,
@@ -77,6 +77,12 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
         listenPort: prev?.port ?? 0,
         httpPort: prev?.httpPort ?? 0,
         logger: o.logger,
+        // The first node founds the ring; the others, and any relaunched enclave, join through a live member.
+        enclaveEnv: ({ addr, relaunch }): Record<string, string> => {
+          const others: string[] = nodes.filter((n) => n !== node && n.enclave !== null).map((n) => n.addr);
+          const join: string = relaunch || i > 0 ? (others[0] ?? '') : '';
+          return { EKV_REPLICAS: String(replicas), EKV_JOIN: join === addr ? '' : join };
+        },
         ...(o.isolate ? { isolate: o.isolate } : {}),
       });
       nodes.push(node);

@@ -15,7 +15,7 @@
  * arrive as their own requests and are validated by applyAclUpdate /
  * applyGroupUpdate before the enclave stores them there.
  */
-import { isDocName } from '../../protocol/acl-doc.ts';
+import { docNameBytesMax, isDocName } from '../../protocol/acl-doc.ts';
 
 export const reservedKeyByte = 0x00;
 const slash = 0x2f;
@@ -32,13 +32,30 @@ export function isReservedKey(key: Uint8Array | string): boolean {
   return typeof key === 'string' ? key.charCodeAt(0) === reservedKeyByte : key[0] === reservedKeyByte;
 }
 
-/** Which rule governs a client-supplied key. */
+/** Bytes allowed in a name (isDocName): [A-Za-z0-9._-]. */
+const nameByte = new Uint8Array(256);
+const nameStartByte = new Uint8Array(256);
+for (const c of 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789') nameStartByte[c.charCodeAt(0)] = nameByte[c.charCodeAt(0)] = 1;
+for (const c of '._-') nameByte[c.charCodeAt(0)] = 1;
+
+/** Which rule governs a client-supplied key. On every request, so bytes are scanned without copies. */
 export function classifyKey(key: Uint8Array | string): KeyClass {
   if (isReservedKey(key)) return reserved;
-  const cut = typeof key === 'string' ? key.indexOf('/') : key.indexOf(slash);
-  if (cut <= 0) return outside;
-  const prefix = typeof key === 'string' ? key.slice(0, cut) : Buffer.from(key.buffer, key.byteOffset, cut).toString('latin1');
-  return isDocName(prefix) ? { kind: 'namespace', ns: prefix } : outside;
+  if (typeof key === 'string') {
+    const cut = key.indexOf('/');
+    const prefix = key.slice(0, Math.max(cut, 0));
+    return cut > 0 && isDocName(prefix) ? { kind: 'namespace', ns: prefix } : outside;
+  }
+  // One pass: check each byte against the name alphabet and build the prefix (short ASCII: cheaper than a Buffer decode).
+  const end = Math.min(key.length, docNameBytesMax + 1);
+  let ns = '';
+  for (let i = 0; i < end; i++) {
+    const b = key[i] as number;
+    if (b === slash) return i > 0 && nameStartByte[key[0] as number] === 1 ? { kind: 'namespace', ns } : outside;
+    if (nameByte[b] === 0) return outside;
+    ns += String.fromCharCode(b);
+  }
+  return outside;
 }
 
 /** The namespace of a key, or null when it is outside any (reserved keys included). */

@@ -12,11 +12,23 @@ export interface Entry {
 
 export interface StoredEntry extends Entry {
   key: Buffer;
+  /** This partition's modification sequence number of the entry (for incremental replica sync). */
+  mseq: number;
+}
+
+interface Slot extends Entry {
+  mseq: number;
 }
 
 export class Partition {
-  private readonly map = new Map<string, Entry>();
+  private readonly map = new Map<string, Slot>();
   private live = 0;
+  private seq = 0;
+
+  /** The modification sequence number of the latest change. */
+  get mseq(): number {
+    return this.seq;
+  }
 
   get size(): number {
     return this.live;
@@ -32,7 +44,7 @@ export class Partition {
     const prev = this.map.get(k);
     const entry = { value, version: (prev?.version ?? 0) + 1 };
     this.set(k, prev, entry);
-    return entry;
+    return { value, version: entry.version };
   }
 
   /** A replicated or handed-off entry: kept only if newer than what we hold. */
@@ -53,13 +65,13 @@ export class Partition {
   }
 
   *entries(): IterableIterator<StoredEntry> {
-    for (const [k, e] of this.map) yield { key: Buffer.from(k, 'latin1'), value: e.value, version: e.version };
+    for (const [k, e] of this.map) yield { key: Buffer.from(k, 'latin1'), value: e.value, version: e.version, mseq: e.mseq };
   }
 
   private set(k: string, prev: Entry | undefined, entry: Entry): void {
     if (prev?.value != null) this.live--;
     if (entry.value !== null) this.live++;
-    this.map.set(k, entry);
+    this.map.set(k, { value: entry.value, version: entry.version, mseq: ++this.seq });
   }
 }
 

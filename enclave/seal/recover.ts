@@ -73,10 +73,16 @@ async function walkSegments(
   const segments: SegmentInfo[] = [];
   let nextSeq = base + 1;
   let prevTag = chainTag;
-  const fetches = live.map((_, i) => (i < prefetch ? blobs.get(live[i]!.name) : null));
+  // Prefetched reads that are abandoned when an earlier segment fails must not surface as unhandled.
+  const fetch = (i: number): Promise<Uint8Array | null> => {
+    const p = blobs.get(live[i]!.name);
+    p.catch(() => undefined);
+    return p;
+  };
+  const fetches = live.map((_, i) => (i < prefetch ? fetch(i) : null));
   for (let i = 0; i < live.length; i++) {
     const seg = live[i]!;
-    if (i + prefetch < live.length) fetches[i + prefetch] = blobs.get(live[i + prefetch]!.name);
+    if (i + prefetch < live.length) fetches[i + prefetch] = fetch(i + prefetch);
     if (seg.firstSeq > nextSeq) throw new SealError('SEAL_GAP', `records ${nextSeq}..${seg.firstSeq - 1} are missing`);
     const blob = await fetches[i]!;
     fetches[i] = null;

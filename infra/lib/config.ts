@@ -112,7 +112,21 @@ export function readConfig(ctx: Context, baseDir: string): RingConfig {
   return validate(config);
 }
 
+/**
+ * Nitro Enclaves need a Nitro instance with at least 4 vCPUs (xlarge and up), not bare metal, and
+ * not the burstable or Mac families. A rough check that catches the usual slips at synth time.
+ */
+export function checkEnclaveInstanceType(type: string): string {
+  const m = /^([a-z]+[0-9]+[a-z-]*)\.([0-9]*xlarge|metal[-0-9a-z]*|nano|micro|small|medium|large)$/.exec(type);
+  if (!m) throw new Error(`instanceType ${type}: not an EC2 instance type`);
+  const [family, size] = [m[1] as string, m[2] as string];
+  if (/^(t|mac|a1)/.test(family)) throw new Error(`instanceType ${type}: the ${family} family does not support Nitro Enclaves`);
+  if (!size.endsWith('xlarge')) throw new Error(`instanceType ${type}: enclaves need at least 4 vCPUs (xlarge or larger, not metal)`);
+  return type;
+}
+
 function validate(c: RingConfig): RingConfig {
+  checkEnclaveInstanceType(c.instanceType);
   const ports = new Set([c.clientPort, c.ringPort, c.httpPort]);
   if (ports.size !== 3) throw new Error('clientPort, ringPort and httpPort must differ');
   if (c.enclaveCpuCount % 2 !== 0) throw new Error('enclaveCpuCount must be even: enclaves take whole cores');

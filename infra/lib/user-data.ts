@@ -18,6 +18,7 @@ export const hostFiles: Record<string, { path: string; mode: string }> = {
   'ekv-bridge-host@.service': { path: '/etc/systemd/system/ekv-bridge-host@.service', mode: '0644' },
   'ekv-ring-listener.service': { path: '/etc/systemd/system/ekv-ring-listener.service', mode: '0644' },
   'ekv-vsock-proxy.service': { path: '/etc/systemd/system/ekv-vsock-proxy.service', mode: '0644' },
+  'ekv-enclave-logs.service': { path: '/etc/systemd/system/ekv-enclave-logs.service', mode: '0644' },
   'ekv-tmpfiles.conf': { path: '/etc/tmpfiles.d/ekv.conf', mode: '0644' },
   'check-eif.sh': { path: '/opt/ekv/bin/check-eif.sh', mode: '0755' },
 };
@@ -29,6 +30,7 @@ export const startedUnits = [
   'ekv-host.service',
   'ekv-bridge-host@8000.service',
   'ekv-bridge-host@8001.service',
+  'ekv-enclave-logs.service',
   'ekv-enclave.service',
   'ekv-bridge-enclave.service',
   'ekv-ring-listener.service',

@@ -1,0 +1,122 @@
+/**
+ * Connections from this enclave to its peers. Each goes out through the host's
+ * outbound relay (`EKV-CONNECT host:port`), then runs the attested handshake in
+ * 'peer' mode: both enclaves verify each other's document (same root, PCRs
+ * equal to ours or allowlisted) before any ring message or replica crosses.
+ * When the caller knows which node it wants (a ring id), the attested identity
+ * key must hash to that id, so a host that routes us elsewhere is caught.
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { handshakeBytesMax } from '../../protocol/constants.ts';
+import { EkvError } from '../../protocol/errors.ts';
+import { FramedSocket } from '../../protocol/framed-socket.ts';
+import { connectHandshake, type Attest, type VerifyDoc } from '../../protocol/handshake.ts';
+import type { Identity } from '../../protocol/keys.ts';
+import { RpcClient, type RpcResult } from '../../protocol/rpc.ts';
+import { nodeIdFromPublicKey } from '../ring/index.ts';
+
+export const peerConnectTimeoutMs = 5000;
+export const peerConnectionsMax = 256;
+
+interface PeerConn {
+  rpc: RpcClient;
+  id: bigint;
+}
+
+export class PeerPool {
+  private readonly conns = new Map<string, Promise<PeerConn>>();
+
+  constructor(
+    private readonly c: {
+      outboundSocket: string;
+      identity: Identity;
+      attest: Attest;
+      verifyPeer: VerifyDoc;
+      logger: Logger;
+    },
+  ) {}
+
+  /** Call `op` on the peer at `addr`; `expectId` pins which node must answer. */
+  async call(addr: string, op: string, args: Record<string, unknown>, timeoutMs: number, expectId?: bigint): Promise<RpcResult> {
+    const conn = await this.get(addr);
+    if (expectId !== undefined && conn.id !== expectId) {
+      this.drop(addr);
+      throw new EkvError('UNAVAILABLE', `the node at ${addr} is not the expected ring member`);
+    }
+    return conn.rpc.call(op, args, timeoutMs);
+  }
+
+  /** The ring id of the attested node at `addr` (connecting if needed). */
+  async identify(addr: string): Promise<bigint> {
+    return (await this.get(addr)).id;
+  }
+
+  drop(addr: string): void {
+    const p = this.conns.get(addr);
+    this.conns.delete(addr);
+    p?.then((c) => c.rpc.close(), () => undefined);
+  }
+
+  closeAll(): void {
+    for (const addr of [...this.conns.keys()]) this.drop(addr);
+  }
+
+  private get(addr: string): Promise<PeerConn> {
+    const existing = this.conns.get(addr);
+    if (existing) return existing;
+    if (this.conns.size >= peerConnectionsMax) {
+      const oldest = this.conns.keys().next().value as string;
+      this.drop(oldest);
+    }
+    const p = this.open(addr);
+    this.conns.set(addr, p);
+    p.then(
+      (c) => {
+        c.rpc.onClose = () => {
+          if (this.conns.get(addr) === p) this.conns.delete(addr);
+        };
+      },
+      () => {
+        if (this.conns.get(addr) === p) this.conns.delete(addr);
+      },
+    );
+    return p;
+  }
+
+  private async open(addr: string): Promise<PeerConn> {
+    const socket = await dialRelay(this.c.outboundSocket, addr);
+    const fs = new FramedSocket(socket, handshakeBytesMax);
+    try {
+      const r = await connectHandshake(fs, {
+        mode: 'peer',
+        verifyServer: this.c.verifyPeer,
+        self: { identity: this.c.identity, attest: this.c.attest },
+        timeoutMs: peerConnectTimeoutMs,
+      });
+      return { rpc: new RpcClient(r.session), id: nodeIdFromPublicKey(r.serverKey) };
+    } catch (err) {
+      socket.destroy();
+      throw err instanceof EkvError ? err : new EkvError('UNAVAILABLE', String(err));
+    }
+  }
+}
+
+function dialRelay(outboundSocket: string, addr: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(outboundSocket);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new EkvError('UNAVAILABLE', `relay to ${addr} timed out`));
+    }, peerConnectTimeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.write(`EKV-CONNECT ${addr}\n`);
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new EkvError('UNAVAILABLE', `outbound relay unavailable: ${err.message}`));
+    });
+  });
+}

@@ -1,0 +1,132 @@
+/**
+ * Drives the pure ring core inside the enclave: a timer turns into tick(),
+ * peer messages into step(), and whatever the core queues is sent through the
+ * peer pool. Lookups become promises; ring events go to the data layer.
+ */
+import type { Logger } from 'pino';
+import { EkvError } from '../../protocol/errors.ts';
+import {
+  RingNode, validateConfig, nodeIdFromPublicKey, type NodeRef, type RingConfig, type RingEvent, type RingMessage,
+} from '../ring/index.ts';
+import { encodeRingValue } from './codec.ts';
+import type { PeerPool } from './peers.ts';
+
+export const tickMs = 50;
+export const ringConfig: RingConfig = validateConfig({
+  successorsMax: 8,
+  fingerBits: 256,
+  stabilizeTicks: 6, // 300 ms
+  fixFingersTicks: 2,
+  checkPredecessorTicks: 10,
+  rpcTimeoutTicks: 20, // 1 s: a first contact includes two attested handshakes
+  lookupTimeoutTicks: 80,
+  joinRetryTicks: 20,
+});
+const peerMessageTimeoutMs = 2000;
+
+export interface LookupResult {
+  owner: NodeRef;
+  predecessor: NodeRef | null;
+  successors: NodeRef[];
+  hops: number;
+}
+
+export class RingDriver {
+  readonly core: RingNode;
+  private readonly waiting = new Map<number, { resolve: (r: LookupResult) => void; reject: (e: EkvError) => void }>();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly listeners: Array<(e: RingEvent) => void> = [];
+  private flushScheduled = false;
+  lookupsDone = 0;
+  hopsTotal = 0;
+
+  constructor(
+    readonly self: NodeRef,
+    private readonly peers: PeerPool,
+    private readonly logger: Logger,
+  ) {
+    this.core = new RingNode({ self, config: ringConfig, rand: Math.random });
+  }
+
+  onEvent(fn: (e: RingEvent) => void): void {
+    this.listeners.push(fn);
+  }
+
+  /** Start ticking; with `join`, enter the ring of the node at that address (learning its id by attesting it). */
+  async start(join: string | null): Promise<void> {
+    if (join) {
+      const id = await this.peers.identify(join);
+      this.core.join({ id, addr: join });
+    }
+    this.timer = setInterval(() => {
+      this.core.tick();
+      this.flush();
+    }, tickMs);
+    this.timer.unref();
+    this.flush();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** A ring message from an attested peer. Its `from` must be the peer's own attested identity. */
+  receive(raw: unknown, peerKey: Buffer): void {
+    const from = (raw as { from?: { id?: unknown } } | null)?.from?.id;
+    const expected = nodeIdFromPublicKey(peerKey);
+    const claimed = from instanceof Uint8Array && from.length === 32 ? BigInt('0x' + Buffer.from(from).toString('hex')) : null;
+    if (claimed !== expected) throw new EkvError('FORBIDDEN', 'ring message not from the attested sender');
+    this.core.step(raw);
+    this.scheduleFlush();
+  }
+
+  lookup(key: bigint): Promise<LookupResult> {
+    return new Promise((resolve, reject) => {
+      const rid = this.core.lookup(key, 'recursive');
+      this.waiting.set(rid, { resolve, reject });
+      this.flush();
+    });
+  }
+
+  leave(): void {
+    this.core.leave();
+    this.flush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    queueMicrotask(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  flush(): void {
+    const { messages, events } = this.core.ready();
+    for (const { to, msg } of messages) this.send(to, msg);
+    for (const e of events) this.dispatch(e);
+  }
+
+  private send(to: NodeRef, msg: RingMessage): void {
+    this.peers.call(to.addr, 'ring', { m: encodeRingValue(msg) }, peerMessageTimeoutMs, to.id).catch((err: unknown) => {
+      this.logger.debug({ to: to.addr, type: msg.type, err: (err as Error).message }, 'ring message not delivered');
+    });
+  }
+
+  private dispatch(e: RingEvent): void {
+    if (e.type === 'lookup_done' || e.type === 'lookup_failed') {
+      const w = this.waiting.get(e.rid);
+      if (w) {
+        this.waiting.delete(e.rid);
+        if (e.type === 'lookup_done') {
+          this.lookupsDone++;
+          this.hopsTotal += e.hops;
+          w.resolve({ owner: e.owner, predecessor: e.predecessor, successors: e.successors, hops: e.hops });
+        } else w.reject(new EkvError('UNAVAILABLE', `lookup failed: ${e.reason}`));
+      }
+    }
+    for (const fn of this.listeners) fn(e);
+  }
+}

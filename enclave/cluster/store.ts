@@ -1,0 +1,363 @@
+/**
+ * The replicated key-value layer on top of the ring.
+ *
+ * A key is owned by successor(SHA-256(key)) and lives on the owner and its
+ * next R-1 successors. The owner orders writes (per-key versions), applies
+ * each locally, sends it to every replica and acknowledges once every live
+ * replica answered (one that does not answer in time is taken as dead; the
+ * ring drops it and re-replication restores R copies). Reads are served by
+ * the owner, which holds every acknowledged write.
+ *
+ * Membership changes:
+ * - join: a new node serves nothing until it has pulled the keys of
+ *   (predecessor, self] from its successor; the pull makes the successor
+ *   accept the new node as predecessor first, so it stops taking writes for
+ *   that range before it answers.
+ * - crash: the successor inherits the range (it holds replicas of it) and the
+ *   periodic sync pushes every owned key to the current R-1 successors.
+ * - leave: the node pushes what it owns to its successor, then leaves.
+ */
+import type { Logger } from 'pino';
+import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
+import { EkvError } from '../../protocol/errors.ts';
+import type { RpcResult } from '../../protocol/rpc.ts';
+import { type Partition, type StoredEntry } from '../kv/partition.ts';
+import { localDelete, localGet, localPut } from '../kv/service.ts';
+import {
+  idFromBytes, idToBytes, inRange, keyId, nodeIdFromPublicKey, responsibleRange, route, type NodeRef, type RingEvent,
+} from '../ring/index.ts';
+import type { PeerPool } from './peers.ts';
+import type { RingDriver } from './ring-driver.ts';
+
+export const forwardHopsMax = 4;
+export const clientOpDeadlineMs = 8000;
+export const replicateTimeoutMs = 2000;
+export const syncIntervalMs = 1000;
+export const batchBytesMax = 256 * 1024;
+export const batchEntriesMax = 4096;
+
+type WireEntry = [Uint8Array, Uint8Array | null, number];
+
+export interface StoreStats {
+  forwards: number;
+  replicationFailures: number;
+  syncPushed: number;
+  pulls: number;
+}
+
+export class ClusterStore {
+  serving: boolean;
+  readonly stats: StoreStats = { forwards: 0, replicationFailures: 0, syncPushed: 0, pulls: 0 };
+  private readonly synced = new Map<bigint, number>();
+  private syncTimer: NodeJS.Timeout | null = null;
+  private syncing = false;
+  private pulling = false;
+
+  constructor(
+    private readonly c: {
+      partition: Partition;
+      ring: RingDriver;
+      peers: PeerPool;
+      self: NodeRef;
+      replicas: number;
+      logger: Logger;
+      /** Called after every local change (sealing hooks in here). */
+      onApply?: (key: Buffer, value: Buffer | null, version: number) => void;
+    },
+    serving: boolean,
+  ) {
+    this.serving = serving;
+    c.ring.onEvent((e) => this.onRingEvent(e));
+  }
+
+  start(): void {
+    this.syncTimer = setInterval(() => void this.sync(), syncIntervalMs);
+    this.syncTimer.unref();
+  }
+
+  stop(): void {
+    if (this.syncTimer) clearInterval(this.syncTimer);
+  }
+
+  // ------------------------------------------------------------ ownership
+
+  owns(kid: bigint): boolean {
+    const core = this.c.ring.core;
+    if (core.status !== 'active') return false;
+    return inRange(kid, responsibleRange(core.predecessor, this.c.self));
+  }
+
+  /** The R-1 distinct successors that hold replicas of what this node owns. */
+  replicaTargets(): NodeRef[] {
+    const out: NodeRef[] = [];
+    for (const s of this.c.ring.core.successors) {
+      if (out.length >= this.c.replicas - 1) break;
+      if (s.id !== this.c.self.id && !out.some((o) => o.id === s.id)) out.push(s);
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------ client operations
+
+  /** get/put/del from a client (or forwarded by a peer): served here if owned, else forwarded to the owner. */
+  async clientOp(op: 'get' | 'put' | 'del', key: Buffer, value: Buffer | null, hops: number): Promise<RpcResult> {
+    const kid = keyId(key);
+    const deadline = Date.now() + clientOpDeadlineMs;
+    let lastErr: EkvError = new EkvError('UNAVAILABLE', 'no owner reachable');
+    for (let attempt = 0; Date.now() < deadline; attempt++) {
+      try {
+        if (this.owns(kid)) return await this.ownerOp(op, key, value);
+        if (hops >= forwardHopsMax) throw new EkvError('UNAVAILABLE', 'too many forwarding hops (the ring is changing)');
+        const { owner } = await this.c.ring.lookup(kid);
+        if (owner.id === this.c.self.id) return await this.ownerOp(op, key, value);
+        this.stats.forwards++;
+        return await this.c.peers.call(owner.addr, 'fwd', { fo: op, k: key, v: value, h: hops + 1 }, clientOpDeadlineMs, owner.id);
+      } catch (err) {
+        if (!(err instanceof EkvError) || !retryable(err)) throw err;
+        lastErr = err;
+        if (hops > 0) throw err; // the node that first took the request retries, not every hop
+        await sleep(Math.min(50 * 2 ** attempt, 500));
+      }
+    }
+    throw lastErr;
+  }
+
+  private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, value: Buffer | null): Promise<RpcResult> {
+    if (!this.serving) throw new EkvError('UNAVAILABLE', 'this node is still receiving its keys');
+    const p = this.c.partition;
+    if (op === 'get') return localGet(p, key);
+    const r = op === 'put' ? localPut(p, key, value as Buffer) : localDelete(p, key);
+    const e = p.get(key);
+    if (e) {
+      this.c.onApply?.(key, e.value, e.version);
+      await this.replicate([[key, e.value, e.version]]);
+    }
+    return r;
+  }
+
+  private async replicate(entries: WireEntry[]): Promise<void> {
+    await Promise.all(
+      this.replicaTargets().map((t) =>
+        this.c.peers.call(t.addr, 'rep', { e: entries }, replicateTimeoutMs, t.id).catch((err: unknown) => {
+          this.stats.replicationFailures++;
+          this.c.logger.debug({ to: t.addr, err: (err as Error).message }, 'replica did not acknowledge');
+        }),
+      ),
+    );
+  }
+
+  // ------------------------------------------------------------ peer operations
+
+  async peerOp(op: string, req: Record<string, unknown>, peerKey: Buffer): Promise<RpcResult> {
+    switch (op) {
+      case 'ring':
+        this.c.ring.receive(req.m, peerKey);
+        return {};
+      case 'fwd': {
+        const o = req.fo;
+        if (o !== 'get' && o !== 'put' && o !== 'del') throw new EkvError('BAD_REQUEST', 'bad forwarded op');
+        const h = typeof req.h === 'number' ? req.h : forwardHopsMax;
+        const key = wireKey(req.k);
+        const value = o === 'put' ? wireValue(req.v) : null;
+        return this.clientOp(o, key, value, h);
+      }
+      case 'rep':
+        return { n: this.applyEntries(req.e) };
+      case 'pull':
+        return this.answerPull(req, peerKey);
+      default:
+        throw new EkvError('BAD_REQUEST', `unknown peer operation ${op.slice(0, 32)}`);
+    }
+  }
+
+  private applyEntries(raw: unknown): number {
+    if (!Array.isArray(raw) || raw.length > batchEntriesMax) throw new EkvError('BAD_REQUEST', 'bad replica batch');
+    let applied = 0;
+    for (const item of raw) {
+      if (!Array.isArray(item) || item.length !== 3) throw new EkvError('BAD_REQUEST', 'bad replica entry');
+      const [k, v, n] = item as unknown[];
+      const key = wireKey(k);
+      const value = v === null ? null : wireValue(v);
+      if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new EkvError('BAD_REQUEST', 'bad version');
+      if (this.c.partition.apply(key, { value, version: n })) {
+        applied++;
+        this.c.onApply?.(key, value, n);
+      }
+    }
+    return applied;
+  }
+
+  /**
+   * A joining node asks for the keys of (start, end]. We first take it as our
+   * predecessor (as notify would), so from now on we forward writes in that
+   * range to it instead of accepting them.
+   */
+  private answerPull(req: Record<string, unknown>, peerKey: Buffer): RpcResult {
+    const peerId = nodeIdFromPublicKey(peerKey);
+    if (typeof req.addr !== 'string' || req.addr.length > 300) throw new EkvError('BAD_REQUEST', 'pull needs the puller address');
+    const core = this.c.ring.core;
+    this.c.ring.receive(encodeNotify(peerId, req.addr), peerKey);
+    if (core.predecessor?.id !== peerId) throw new EkvError('UNAVAILABLE', 'you are not my predecessor');
+    const start = idFromBytes(wireKey(req.s));
+    const after = req.a instanceof Uint8Array ? Buffer.from(req.a).toString('latin1') : null;
+    const range = { start, end: peerId };
+    const picked = [...this.c.partition.entries()]
+      .filter((e) => inRange(keyId(e.key), range))
+      .sort((x, y) => Buffer.compare(x.key, y.key))
+      .filter((e) => after === null || e.key.toString('latin1') > after);
+    const { batch, more } = takeBatch(picked);
+    this.stats.pulls++;
+    return { e: batch.map(toWire), more };
+  }
+
+  // ------------------------------------------------------------ membership
+
+  private onRingEvent(e: RingEvent): void {
+    if (e.type === 'successors_changed') void this.sync();
+    if (!this.serving && (e.type === 'predecessor_changed' || e.type === 'joined')) void this.pull();
+  }
+
+  /** Joining: fetch (predecessor, self] from the successor, then serve. */
+  private async pull(): Promise<void> {
+    const core = this.c.ring.core;
+    const pred = core.predecessor;
+    const succ = core.successors[0];
+    if (this.pulling || this.serving || core.status !== 'active' || !pred || !succ) return;
+    this.pulling = true;
+    try {
+      let after: Buffer | null = null;
+      for (;;) {
+        const r = await this.c.peers.call(
+          succ.addr, 'pull', { s: idToBytes(pred.id), addr: this.c.self.addr, ...(after ? { a: after } : {}) }, 10_000, succ.id,
+        );
+        this.applyEntries(r.e);
+        const last = Array.isArray(r.e) && r.e.length > 0 ? (r.e[r.e.length - 1] as WireEntry)[0] : null;
+        if (r.more !== true || !last) break;
+        after = Buffer.from(last);
+      }
+      this.serving = true;
+      this.c.logger.info({ keys: this.c.partition.size, from: succ.addr }, 'received my keys; serving');
+      void this.sync();
+    } catch (err) {
+      this.c.logger.warn({ err: (err as Error).message }, 'pull failed; will retry');
+      setTimeout(() => void this.pull(), 500).unref();
+    } finally {
+      this.pulling = false;
+    }
+  }
+
+  /** Push what this node owns to its replica targets: everything to a new target, changes since the last push otherwise. */
+  async sync(): Promise<void> {
+    if (this.syncing || !this.serving || this.c.ring.core.status !== 'active') return;
+    this.syncing = true;
+    try {
+      const targets = this.replicaTargets();
+      for (const id of [...this.synced.keys()]) if (!targets.some((t) => t.id === id)) this.synced.delete(id);
+      const range = responsibleRange(this.c.ring.core.predecessor, this.c.self);
+      for (const t of targets) {
+        const mark = this.c.partition.mseq;
+        const since = this.synced.get(t.id) ?? 0;
+        if (since === mark) continue;
+        const changed = [...this.c.partition.entries()].filter((e) => e.mseq > since && inRange(keyId(e.key), range));
+        if (await this.push(t, changed)) this.synced.set(t.id, mark);
+      }
+    } finally {
+      this.syncing = false;
+    }
+  }
+
+  private async push(t: NodeRef, entries: StoredEntry[]): Promise<boolean> {
+    let rest = entries;
+    try {
+      while (rest.length > 0) {
+        const { batch } = takeBatch(rest);
+        rest = rest.slice(batch.length);
+        await this.c.peers.call(t.addr, 'rep', { e: batch.map(toWire) }, 10_000, t.id);
+        this.stats.syncPushed += batch.length;
+      }
+      return true;
+    } catch (err) {
+      this.c.logger.debug({ to: t.addr, err: (err as Error).message }, 'sync push failed');
+      return false;
+    }
+  }
+
+  /** Graceful leave: hand everything owned to the successor, then tell the neighbours. */
+  async leave(): Promise<void> {
+    const succ = this.c.ring.core.successors[0];
+    if (succ && this.serving) {
+      const range = responsibleRange(this.c.ring.core.predecessor, this.c.self);
+      const owned = [...this.c.partition.entries()].filter((e) => inRange(keyId(e.key), range));
+      await this.push(succ, owned);
+    }
+    this.c.ring.leave();
+    await sleep(100);
+  }
+
+  status(): RpcResult {
+    const core = this.c.ring.core;
+    const ref = (n: NodeRef | null | undefined) => (n ? { id: idToBytes(n.id), addr: n.addr } : null);
+    return {
+      id: idToBytes(this.c.self.id),
+      addr: this.c.self.addr,
+      ring: core.status,
+      serving: this.serving,
+      predecessor: ref(core.predecessor),
+      successors: core.successors.map(ref),
+      keys: this.c.partition.size,
+      replicas: this.c.replicas,
+      lookups: this.c.ring.lookupsDone,
+      hops: this.c.ring.hopsTotal,
+      ...this.stats,
+    };
+  }
+
+  /** One step of an iterative lookup, for clients that walk the ring themselves. */
+  routeStep(key: Buffer): RpcResult {
+    const kid = keyId(key);
+    if (this.owns(kid)) return { r: 'owner' };
+    const r = route(this.c.ring.core, kid, false, null);
+    if (r.kind === 'owner') return { r: 'owner' };
+    if (r.kind === 'none') throw new EkvError('UNAVAILABLE', 'no route');
+    return { r: 'next', id: idToBytes(r.to.id), addr: r.to.addr };
+  }
+}
+
+function retryable(e: EkvError): boolean {
+  return e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || e.code === 'TIMEOUT' || e.code === 'UNATTESTED';
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function toWire(e: StoredEntry): WireEntry {
+  return [e.key, e.value, e.version];
+}
+
+function takeBatch(entries: StoredEntry[]): { batch: StoredEntry[]; more: boolean } {
+  const batch: StoredEntry[] = [];
+  let bytes = 0;
+  for (const e of entries) {
+    const size = e.key.length + (e.value?.length ?? 0) + 16;
+    if (batch.length > 0 && (bytes + size > batchBytesMax || batch.length >= batchEntriesMax)) break;
+    batch.push(e);
+    bytes += size;
+  }
+  return { batch, more: batch.length < entries.length };
+}
+
+function wireKey(k: unknown): Buffer {
+  if (!(k instanceof Uint8Array) || k.length === 0 || k.length > keyBytesMax) throw new EkvError('BAD_REQUEST', 'bad key');
+  return Buffer.from(k);
+}
+
+function wireValue(v: unknown): Buffer {
+  if (!(v instanceof Uint8Array) || v.length > valueBytesMax) throw new EkvError('BAD_REQUEST', 'bad value');
+  return Buffer.from(v);
+}
+
+function encodeNotify(id: bigint, addr: string): unknown {
+  return { type: 'notify', from: { id: idToBytes(id), addr } };
+}
+

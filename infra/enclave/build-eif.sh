@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the enclave image file and records its measurements.
+#   infra/enclave/build-eif.sh            -> infra/ekv.eif, infra/build-enclave.json, infra/pcrs.json
+#   infra/enclave/build-eif.sh --lock     -> only (re)generate infra/enclave/libnsm/Cargo.lock
+# Needs: git, node 20 + npm, docker with buildx (BuildKit >= 0.13 for rewrite-timestamp), nitro-cli.
+# Run on a clean checkout: uncommitted changes would change the PCRs without a commit to show for it.
+set -euo pipefail
+
+repo="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
+cd "$repo"
+out_dir="${EKV_OUT_DIR:-infra}"
+lock="infra/enclave/libnsm/Cargo.lock"
+tag="ekv-enclave:$(git rev-parse --short=12 HEAD)"
+
+# One timestamp for everything the build stamps: the commit's.
+SOURCE_DATE_EPOCH="$(git log -1 --format=%ct)"
+export SOURCE_DATE_EPOCH
+
+generate_lock() {
+  echo "build-eif: resolving libnsm's crates once into ${lock}; commit it" >&2
+  docker buildx build --file infra/enclave/Dockerfile --target libnsm-lock \
+    --output "type=local,dest=$(dirname "$lock")" .
+}
+
+if [ "${1:-}" = "--lock" ]; then
+  generate_lock
+  exit 0
+fi
+[ -f "$lock" ] || generate_lock
+
+if [ -n "$(git status --porcelain)" ]; then
+  echo "build-eif: warning: the working tree has changes; these PCRs belong to no commit" >&2
+fi
+
+npm ci --no-audit --no-fund
+npm run build
+
+docker buildx build --file infra/enclave/Dockerfile \
+  --build-arg SOURCE_DATE_EPOCH \
+  --output "type=docker,name=${tag},rewrite-timestamp=true" \
+  .
+
+mkdir -p "$out_dir"
+nitro-cli build-enclave --docker-uri "$tag" --output-file "$out_dir/ekv.eif" > "$out_dir/build-enclave.json"
+node infra/enclave/pcrs-from-build.mjs "$out_dir/build-enclave.json" "$out_dir/pcrs.json"
+sha384sum "$out_dir/ekv.eif" | tee "$out_dir/ekv.eif.sha384"
+echo "build-eif: wrote $out_dir/ekv.eif and $out_dir/pcrs.json for commit $(git rev-parse HEAD)"

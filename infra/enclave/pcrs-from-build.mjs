@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+// Reads the JSON that `nitro-cli build-enclave` prints on stdout and writes the PCRs file the
+// deployment reads: { "PCR0": "<96 hex>", "PCR1": "...", "PCR2": "..." }, lowercase.
+// Usage: node pcrs-from-build.mjs <build-enclave.json> <pcrs.json>
+import { readFileSync, writeFileSync } from 'node:fs';
+
+const [input, output] = process.argv.slice(2);
+if (!input || !output) {
+  console.error('usage: pcrs-from-build.mjs <build-enclave.json> <pcrs.json>');
+  process.exit(2);
+}
+let parsed;
+try {
+  parsed = JSON.parse(readFileSync(input, 'utf8'));
+} catch (err) {
+  console.error(`pcrs-from-build: ${input} is not the JSON nitro-cli prints: ${err.message}`);
+  process.exit(1);
+}
+const measurements = parsed?.Measurements;
+if (!measurements || typeof measurements !== 'object') {
+  console.error(`pcrs-from-build: ${input} has no Measurements object`);
+  process.exit(1);
+}
+const pcrs = {};
+for (const name of ['PCR0', 'PCR1', 'PCR2']) {
+  const value = typeof measurements[name] === 'string' ? measurements[name].toLowerCase() : '';
+  if (!/^[0-9a-f]{96}$/.test(value) || /^0+$/.test(value)) {
+    console.error(`pcrs-from-build: Measurements.${name} is not a non-zero SHA-384 in hex`);
+    process.exit(1);
+  }
+  pcrs[name] = value;
+}
+writeFileSync(output, `${JSON.stringify(pcrs, null, 2)}\n`);
+console.log(`PCR0 ${pcrs.PCR0}`);
