@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import { EkvError } from '../protocol/errors.ts';
+import { verifyPrincipalSignature } from '../protocol/principal.ts';
 import { generateIdentity, type Identity } from '../protocol/keys.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
 import { PeerPool } from './cluster/peers.ts';
@@ -51,16 +52,17 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const handler = (op: string, req: Record<string, unknown>, ctx: CallerContext): Promise<RpcResult> | RpcResult => {
     switch (op) {
       case 'get':
-        return store.clientOp('get', requestKey(req), null, 0);
+        return store.clientOp('get', clientKey(req), null, { principal: ctx.principal, hops: 0 });
       case 'put':
-        return store.clientOp('put', requestKey(req), requestValue(req), 0);
+        return store.clientOp('put', clientKey(req), requestValue(req), { principal: ctx.principal, hops: 0 });
       case 'del':
-        return store.clientOp('del', requestKey(req), null, 0);
+        return store.clientOp('del', clientKey(req), null, { principal: ctx.principal, hops: 0 });
       case 'route':
         return store.routeStep(requestKey(req));
       case 'status':
         return store.status();
     }
+    // ACCESS-CONTROL HOOK (issue 7): namespace/ACL/group operations are dispatched here.
     if (peerOps.has(op)) {
       if (!ctx.peer) throw new EkvError('FORBIDDEN', 'ring operations are for attested peer enclaves only');
       return store.peerOp(op, req, ctx.peer.key);
@@ -68,7 +70,8 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     throw new EkvError('BAD_REQUEST', `unknown operation ${op.slice(0, 32)}`);
   };
 
-  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: () => false }, handler, c.logger);
+  // ACCESS-CONTROL HOOK (issue 7): set store.access here.
+  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature }, handler, c.logger);
   await server.listen(c.paths.inbound);
   await joinWithRetry(ring, c.config.join, c.logger);
   store.start();
@@ -87,6 +90,13 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       await server.close();
     },
   };
+}
+
+/** Keys starting with 0x00 are reserved for the enclave's own documents (ACLs, groups). */
+function clientKey(req: Record<string, unknown>): Buffer {
+  const key = requestKey(req);
+  if (key[0] === 0) throw new EkvError('FORBIDDEN', 'reserved key');
+  return key;
 }
 
 async function joinWithRetry(ring: RingDriver, join: string | null, logger: Logger): Promise<void> {

@@ -8,7 +8,7 @@ import type { RingNode } from '../enclave/ring/node.ts';
 import { joinAll, runUntilConverged } from './sim/build.ts';
 import { ringDiff } from './sim/check.ts';
 import { makeRefs } from './sim/experiments.ts';
-import { LookupCollector, runLookups } from './sim/lookups.ts';
+import { LookupCollector, type LookupOutcome, runLookups } from './sim/lookups.ts';
 import { makeRng, shuffled } from './sim/rng.ts';
 import { type NetOptions, Sim } from './sim/sim.ts';
 
@@ -35,7 +35,7 @@ function invariants(sim: Sim): void {
 function lookupsFromEveryNode(sim: Sim, col: LookupCollector): void {
   const sorted = sim.sortedLive();
   for (const mode of ['recursive', 'iterative'] as const) {
-    const outs = [];
+    const outs: LookupOutcome[] = [];
     for (const node of sim.liveNodes()) {
       for (const key of [...sorted.map((r) => r.id), sim.rng.id256(), sim.rng.id256()].slice(-6)) {
         outs.push(col.start(node, key, mode, sim.ticks));

@@ -185,6 +185,19 @@ describe('mutated real documents', () => {
     expect(await codeOf(encoder.encode('hello'), atReal)).toBe('MALFORMED');
   });
 
+  it('deep nesting, shared references and huge declared lengths: MALFORMED, quickly', async () => {
+    const start = Date.now();
+    expect(await codeOf(Buffer.alloc(32_000, 0x81), atReal)).toBe('MALFORMED'); // [[[[...]]]]
+    expect(await codeOf(Buffer.alloc(32_000, 0x9f), atReal)).toBe('MALFORMED'); // indefinite arrays
+    expect(await codeOf(Buffer.concat(Array(10_000).fill(Buffer.from([0xa1, 0x00]))), atReal)).toBe('MALFORMED');
+    expect(await codeOf(Buffer.from('d81c81d81d00', 'hex'), atReal)).toBe('MALFORMED'); // tag 28/29 cycle
+    expect(await codeOf(Buffer.from('845bffffffffffffffff', 'hex'), atReal)).toBe('MALFORMED'); // 2^64-1 byte string
+    const d = decodeAttestationDocument(real.bytes);
+    const deep = encodeCose({ protectedHeader: d.protectedHeader, payload: Buffer.alloc(30_000, 0x81), signature: d.signature });
+    expect(await codeOf(deep, atReal)).toBe('MALFORMED');
+    expect(Date.now() - start).toBeLessThan(5_000);
+  });
+
   it('a tag-18 wrapper around the genuine document: accepted (the tag is outside the signature)', async () => {
     const tagged = Buffer.concat([Buffer.from([0xd2]), real.bytes]);
     expect(decodeAttestationDocument(tagged).tagged).toBe(true);

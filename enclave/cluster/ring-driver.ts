@@ -6,13 +6,14 @@
 import type { Logger } from 'pino';
 import { EkvError } from '../../protocol/errors.ts';
 import {
-  RingNode, validateConfig, nodeIdFromPublicKey, type NodeRef, type RingConfig, type RingEvent, type RingMessage,
+  RingNode, defaultRingConfig, validateConfig, nodeIdFromPublicKey, type NodeRef, type RingConfig, type RingEvent, type RingMessage,
 } from '../ring/index.ts';
 import { encodeRingValue } from './codec.ts';
 import type { PeerPool } from './peers.ts';
 
 export const tickMs = 50;
 export const ringConfig: RingConfig = validateConfig({
+  ...defaultRingConfig,
   successorsMax: 8,
   fingerBits: 256,
   stabilizeTicks: 6, // 300 ms

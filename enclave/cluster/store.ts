@@ -45,7 +45,26 @@ export interface StoreStats {
   pulls: number;
 }
 
+/**
+ * Access control, checked by the node that serves a key (its owner) before it
+ * serves it. `principal` is the client's proven key (null: anonymous); for a
+ * forwarded request it is what the forwarding peer enclave proved, which we
+ * believe because the peer is attested. `internal` operations (the access
+ * module's own documents under reserved keys) are not checked.
+ */
+export interface AccessCheck {
+  check(op: 'get' | 'put' | 'del', key: Buffer, principal: Buffer | null): Promise<void> | void;
+}
+
+export interface OpOptions {
+  principal: Buffer | null;
+  hops: number;
+  /** Skip the access check: only for the enclave's own internal documents. */
+  internal?: boolean;
+}
+
 export class ClusterStore {
+  access: AccessCheck | null = null;
   serving: boolean;
   readonly stats: StoreStats = { forwards: 0, replicationFailures: 0, syncPushed: 0, pulls: 0 };
   private readonly synced = new Map<bigint, number>();
@@ -100,18 +119,20 @@ export class ClusterStore {
   // ------------------------------------------------------------ client operations
 
   /** get/put/del from a client (or forwarded by a peer): served here if owned, else forwarded to the owner. */
-  async clientOp(op: 'get' | 'put' | 'del', key: Buffer, value: Buffer | null, hops: number): Promise<RpcResult> {
+  async clientOp(op: 'get' | 'put' | 'del', key: Buffer, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
+    const hops = o.hops;
     const kid = keyId(key);
     const deadline = Date.now() + clientOpDeadlineMs;
     let lastErr: EkvError = new EkvError('UNAVAILABLE', 'no owner reachable');
     for (let attempt = 0; Date.now() < deadline; attempt++) {
       try {
-        if (this.owns(kid)) return await this.ownerOp(op, key, value);
+        if (this.owns(kid)) return await this.ownerOp(op, key, value, o);
         if (hops >= forwardHopsMax) throw new EkvError('UNAVAILABLE', 'too many forwarding hops (the ring is changing)');
         const { owner } = await this.c.ring.lookup(kid);
-        if (owner.id === this.c.self.id) return await this.ownerOp(op, key, value);
+        if (owner.id === this.c.self.id) return await this.ownerOp(op, key, value, o);
         this.stats.forwards++;
-        return await this.c.peers.call(owner.addr, 'fwd', { fo: op, k: key, v: value, h: hops + 1 }, clientOpDeadlineMs, owner.id);
+        const fwd = { fo: op, k: key, v: value, h: hops + 1, p: o.principal, x: o.internal === true };
+        return await this.c.peers.call(owner.addr, 'fwd', fwd, clientOpDeadlineMs, owner.id);
       } catch (err) {
         if (!(err instanceof EkvError) || !retryable(err)) throw err;
         lastErr = err;
@@ -122,8 +143,9 @@ export class ClusterStore {
     throw lastErr;
   }
 
-  private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, value: Buffer | null): Promise<RpcResult> {
+  private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
     if (!this.serving) throw new EkvError('UNAVAILABLE', 'this node is still receiving its keys');
+    if (!o.internal && this.access) await this.access.check(op, key, o.principal);
     const p = this.c.partition;
     if (op === 'get') return localGet(p, key);
     const r = op === 'put' ? localPut(p, key, value as Buffer) : localDelete(p, key);
@@ -156,10 +178,11 @@ export class ClusterStore {
       case 'fwd': {
         const o = req.fo;
         if (o !== 'get' && o !== 'put' && o !== 'del') throw new EkvError('BAD_REQUEST', 'bad forwarded op');
-        const h = typeof req.h === 'number' ? req.h : forwardHopsMax;
+        const hops = typeof req.h === 'number' ? req.h : forwardHopsMax;
         const key = wireKey(req.k);
         const value = o === 'put' ? wireValue(req.v) : null;
-        return this.clientOp(o, key, value, h);
+        const principal = req.p instanceof Uint8Array && req.p.length <= 128 ? Buffer.from(req.p) : null;
+        return this.clientOp(o, key, value, { principal, hops, internal: req.x === true });
       }
       case 'rep':
         return { n: this.applyEntries(req.e) };

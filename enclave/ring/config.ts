@@ -13,8 +13,14 @@ export interface RingConfig {
   fixFingersTicks: number;
   /** Period of check_predecessor (ping it; forget it on timeout). */
   checkPredecessorTicks: number;
-  /** A peer that has not answered a request within this many ticks is taken as dead. */
+  /** A request unanswered after this many ticks counts as one miss for its peer. */
   rpcTimeoutTicks: number;
+  /**
+   * A peer with this many consecutive misses (no message from it in between) is taken
+   * as dead and forgotten. 1 forgets on the first lost packet, which on a lossy network
+   * splits rings; 2 tolerates single losses at the price of a slower detection.
+   */
+  suspectAfterMisses: number;
   /** A lookup that has not finished within this many ticks fails. */
   lookupTimeoutTicks: number;
   /** A join whose lookup fails is retried after this many ticks. */
@@ -28,6 +34,7 @@ export const defaultRingConfig: Readonly<RingConfig> = Object.freeze({
   fixFingersTicks: 2,
   checkPredecessorTicks: 10,
   rpcTimeoutTicks: 5,
+  suspectAfterMisses: 2,
   lookupTimeoutTicks: 60,
   joinRetryTicks: 20,
 });
@@ -46,6 +53,7 @@ export function validateConfig(c: RingConfig): Readonly<RingConfig> {
   intIn('fixFingersTicks', c.fixFingersTicks, 1, 1_000_000);
   intIn('checkPredecessorTicks', c.checkPredecessorTicks, 1, 1_000_000);
   intIn('rpcTimeoutTicks', c.rpcTimeoutTicks, 1, 1_000_000);
+  intIn('suspectAfterMisses', c.suspectAfterMisses, 1, 100);
   intIn('lookupTimeoutTicks', c.lookupTimeoutTicks, 1, 1_000_000);
   intIn('joinRetryTicks', c.joinRetryTicks, 1, 1_000_000);
   // A lookup must be able to absorb a few dead hops, each costing one rpc timeout.

@@ -3,10 +3,12 @@
 // join(), leave(), lookup(). Outputs: ready() = messages to send + events.
 // No I/O, no clock, no Math.random: time is a tick count, randomness is injected.
 //
-// Failure detection is by request timeout only: a peer that does not answer a
-// request (get_predecessor, ping, closest_preceding, or the per-hop ack of a
-// recursive lookup) within rpcTimeoutTicks is removed from the fingers, the
-// successor list and the predecessor slot.
+// Failure detection is by request timeout only: a request (get_predecessor, ping,
+// closest_preceding, or the per-hop ack of a recursive lookup) unanswered within
+// rpcTimeoutTicks is a miss; after suspectAfterMisses consecutive misses (any
+// message from the peer resets the count) the peer is removed from the fingers,
+// the successor list and the predecessor slot. A lookup never waits for that
+// verdict: it routes around the silent hop at once.
 import assert from 'node:assert/strict';
 import { excludeMax, forwardsInflightMax, hopsMax, lookupsInflightMax } from './constants.ts';
 import { type RingConfig, validateConfig } from './config.ts';
@@ -76,6 +78,8 @@ export class RingNode implements RoutingTable {
   private readonly rpcs = new Map<number, Rpc>();
   private readonly forwards = new Map<number, Forward>();
   private readonly lookups = new Map<number, Lookup>();
+  /** Consecutive unanswered requests per peer; bounded by the peers we have requests out to. */
+  private readonly misses = new Map<bigint, number>();
   private outbox: Ready['messages'] = [];
   private events: RingEvent[] = [];
   private readonly drops = new Map<DropReason, number>();
@@ -188,10 +192,24 @@ export class RingNode implements RoutingTable {
     if (this.successors.some((s) => s.id === peer.id)) {
       known = true;
       const rest = this.successors.filter((s) => s.id !== peer.id);
-      // An empty list would cut us off: fall back on the nearest finger we still have.
-      this.setSuccessors(rest.length > 0 ? rest : this.fingers.filter((f): f is NodeRef => f !== null));
+      // An empty list would cut us off: fall back on the nearest finger we still have,
+      // or on the predecessor (in a small ring it is also the next node round).
+      const fallback = this.fingers.filter((f): f is NodeRef => f !== null);
+      if (this.predecessor) fallback.push(this.predecessor);
+      this.setSuccessors(rest.length > 0 ? rest : fallback);
     }
     if (known) this.events.push({ type: 'peer_suspected', peer, reason });
+  }
+
+  /** One unanswered request; the peer is forgotten after suspectAfterMisses in a row. */
+  private miss(peer: NodeRef): void {
+    const n = (this.misses.get(peer.id) ?? 0) + 1;
+    if (n < this.config.suspectAfterMisses) {
+      this.misses.set(peer.id, n);
+      return;
+    }
+    this.misses.delete(peer.id);
+    this.forget(peer, 'timeout');
   }
 
   /** Programmer-error check of the whole table (tests and the simulator call it). */
@@ -342,8 +360,9 @@ export class RingNode implements RoutingTable {
     for (const [rid, rpc] of this.rpcs) {
       if (rpc.deadline > this.now) continue;
       this.rpcs.delete(rid);
-      this.forget(rpc.peer, 'timeout');
+      this.miss(rpc.peer);
       if (rpc.kind === 'closest_preceding') this.iterativeTimeout(rpc.lookup, rpc.peer);
+      if (rpc.kind === 'get_predecessor') this.stabilizeAt = this.now + 1; // retry soon, maybe the next successor
     }
   }
 
@@ -352,10 +371,10 @@ export class RingNode implements RoutingTable {
     for (const [hopId, f] of this.forwards) {
       if (f.deadline > this.now) continue;
       this.forwards.delete(hopId);
-      this.forget(f.to, 'timeout');
+      this.miss(f.to);
       if (this.status !== 'active') continue;
       const m = f.received;
-      const r = route(this, m.key, m.final, null);
+      const r = route(this, m.key, m.final, new Set([f.to.id]));
       if (r.kind === 'forward') this.forward(r.to, m, r.final);
       else if (r.kind === 'owner') this.answer(m);
       else this.drop('no_route');
@@ -579,6 +598,7 @@ export class RingNode implements RoutingTable {
     }
     if (m.from.id === this.self.id) return this.drop('from_self');
     if (this.status === 'left') return this.drop('not_active');
+    this.misses.delete(m.from.id); // it spoke, so it is alive
     this.dispatch(m);
   }
 

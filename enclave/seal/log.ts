@@ -121,6 +121,9 @@ export class SealedStore {
   writeSnapshot(state: Uint8Array): Promise<void> {
     if (this.broken !== null) return Promise.reject(this.broken);
     const seq = this.lastSeq;
+    // Same sequence, same state: rewriting would overwrite the current snapshot's chunks in place,
+    // and a crash in the middle would leave no complete snapshot at all.
+    if (seq === this.snapshotSeq && this.snapshotNames.length > 0) return this.snapshotting;
     const chunks = sealSnapshot(this.keys.snapshot, this.keys.nodeTag, seq, this.lastTag, state);
     const run = this.snapshotting.then(() => this.storeSnapshot(seq, chunks));
     this.snapshotting = run.catch(() => undefined);
