@@ -95,21 +95,21 @@ describe('failures and leaves', () => {
 
   it('graceful leave closes the gap at once (no timeouts needed), then the lists refill', () => {
     const seed = 22;
-    const suspected: string[] = [];
     const { sim, col } = setup(seed, 4);
     sim.bootstrap(makeRefs(24, makeRng(seed)));
     sim.runTicks(20);
-    const leavers = shuffled(sim.sortedLive(), sim.rng).slice(0, 3);
-    const stop = new Set(leavers.map((l) => l.id));
-    for (const l of leavers) sim.leave(l.id);
-    sim.runTicks(1); // deliver the leave messages: delays are shorter than a tick
-    const d = ringDiff(sim, false);
-    expect(d.wrongSuccessor + d.wrongPredecessor, `seed ${seed}`).toBe(0);
+    const leavers = shuffled(sim.sortedLive(), sim.rng).slice(0, 4);
+    const gone = new Set(leavers.map((l) => l.id));
+    for (const l of leavers) {
+      sim.leave(l.id);
+      sim.runTicks(1); // deliver the leave messages: delays are shorter than a tick
+      const d = ringDiff(sim, false);
+      expect(d.wrongSuccessor + d.wrongPredecessor, `seed ${seed}`).toBe(0);
+    }
     expect(runUntilConverged(sim, 500, true)).toBe(true);
-    for (const n of sim.liveNodes()) for (const s of n.successors) expect(stop.has(s.id)).toBe(false);
+    for (const n of sim.liveNodes()) for (const s of n.successors) expect(gone.has(s.id)).toBe(false);
     invariants(sim);
     lookupsFromEveryNode(sim, col);
-    expect(suspected).toEqual([]);
   });
 
   it('churn: joins, leaves and crashes while lookups run; quiet afterwards, the ring is exact', () => {
@@ -137,15 +137,29 @@ describe('failures and leaves', () => {
 });
 
 describe('unreliable network', () => {
-  it('5% loss and delays spanning several ticks (reordering): joins still converge', () => {
+  it('10% loss and delays spanning several ticks (reordering): joins form one ring, exact once the loss stops', () => {
     const seed = 31;
-    const { sim, col } = setup(seed, 4, { dropProbability: 0.05, delayMin: 1, delayMax: 25 });
-    joinAll(sim, makeRefs(16, makeRng(seed)), 3);
-    expect(runUntilConverged(sim, 3000, true), `seed ${seed}: ${JSON.stringify(ringDiff(sim, true))}`).toBe(true);
-    expect(sim.droppedByNet).toBeGreaterThan(0);
+    const { sim, col } = setup(seed, 3, { dropProbability: 0.1, delayMin: 1, delayMax: 25 });
+    joinAll(sim, makeRefs(20, makeRng(seed)), 1);
+    sim.runTicks(600);
+    expect(sim.droppedByNet).toBeGreaterThan(1000);
     invariants(sim);
+    // Under loss a false suspicion now and then perturbs the tables; what must never
+    // happen is a split into rings that cannot merge. Without loss it must settle.
     sim.net.dropProbability = 0;
+    expect(runUntilConverged(sim, 1000, true), `seed ${seed}: ${JSON.stringify(ringDiff(sim, true))}`).toBe(true);
     lookupsFromEveryNode(sim, col);
+  });
+
+  it('lookups under 5% loss still return the right owner (or fail), never a wrong one', () => {
+    const seed = 33;
+    const { sim, col } = setup(seed, 4, { dropProbability: 0.05 });
+    sim.bootstrap(makeRefs(64, makeRng(seed)));
+    for (const mode of ['recursive', 'iterative'] as const) {
+      const s = runLookups(sim, col, 400, mode);
+      expect(s.wrongOwner, `seed ${seed} ${mode}`).toBe(0);
+      expect(s.failed / s.count, `seed ${seed} ${mode}`).toBeLessThan(0.02);
+    }
   });
 
   it('a partition that heals before timeouts expire leaves the ring intact', () => {

@@ -4,6 +4,8 @@ import { registerMeasure } from './measure.ts';
 import { registerUp } from './up.ts';
 import { registerKv } from './kv.ts';
 import { registerAttest } from './attest.ts';
+import { registerStatus } from './status.ts';
+import { registerNode } from './node.ts';
 import { registerVerify } from './verify.ts';
 
 export const commands: Array<(program: Command) => void> = [
@@ -11,5 +13,7 @@ export const commands: Array<(program: Command) => void> = [
   registerUp,
   registerKv,
   registerAttest,
+  registerStatus,
+  registerNode,
   registerVerify,
 ];

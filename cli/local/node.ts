@@ -74,7 +74,7 @@ export class LocalNode {
       dataDir: this.dataDir,
       outboundPolicy: loopbackOnly,
       logger: this.opts.logger.child({ svc: 'host', node: this.name }),
-      info: () => ({ node: this.name, enclavePid: this.enclave?.pid ?? null, restarts: this.restarts }),
+      info: () => ({ node: this.name, enclavePid: this.enclave?.pid ?? null, pids: this.pids(), restarts: this.restarts }),
       ...(this.opts.startBlobStore ? { startBlobStore: this.opts.startBlobStore } : {}),
     });
     await this.launch();

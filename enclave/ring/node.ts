@@ -196,7 +196,11 @@ export class RingNode implements RoutingTable {
       // or on the predecessor (in a small ring it is also the next node round).
       const fallback = this.fingers.filter((f): f is NodeRef => f !== null);
       if (this.predecessor) fallback.push(this.predecessor);
-      this.setSuccessors(rest.length > 0 ? rest : fallback);
+      // With nobody else known, a silent last successor is kept (and retried): a node
+      // with an empty list believes it is alone and would answer every lookup itself,
+      // and nodes joining through it would form a second ring that never merges.
+      if (rest.length > 0) this.setSuccessors(rest);
+      else if (fallback.length > 0 || reason === 'left') this.setSuccessors(fallback);
     }
     if (known) this.events.push({ type: 'peer_suspected', peer, reason });
   }

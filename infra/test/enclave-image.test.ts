@@ -1,7 +1,7 @@
 // What can be checked of the enclave image and the host units without docker or nitro-cli: pinning,
 // reproducibility settings, the vsock port plan on both sides, and the PCR extraction script.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -124,7 +124,11 @@ describe('infra/enclave/build-eif.sh and pcrs-from-build.mjs', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ekv-pcrs-'));
     writeFileSync(join(dir, 'in.json'), typeof output === 'string' ? output : JSON.stringify(output));
     const r = spawnSync(process.execPath, [join(enclaveDir, 'pcrs-from-build.mjs'), join(dir, 'in.json'), join(dir, 'pcrs.json')], { encoding: 'utf8' });
-    return { ...r, pcrs: r.status === 0 ? JSON.parse(readFileSync(join(dir, 'pcrs.json'), 'utf8')) : undefined };
+    try {
+      return { ...r, pcrs: r.status === 0 ? JSON.parse(readFileSync(join(dir, 'pcrs.json'), 'utf8')) : undefined };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   };
 
   it('turns nitro-cli build-enclave output into pcrs.json, lowercased', () => {

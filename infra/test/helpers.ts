@@ -1,5 +1,5 @@
 // Synthesizes the ring stack offline from a context, as `cdk synth` would, for assertions.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { App } from 'aws-cdk-lib';
@@ -10,11 +10,20 @@ export const pcr0 = 'a1'.repeat(48);
 export const pcr0Previous = 'b2'.repeat(48);
 export const adminRoleArn = 'arn:aws:iam::111122223333:role/ekv-key-admin';
 
+let dir: string | undefined;
+let written = 0;
+
+/** Writes a PCRs file into this process's temp dir (removed by removeTempFiles). */
 export function pcrsFile(pcrs: Record<string, string> = { PCR0: pcr0, PCR1: 'c3'.repeat(48), PCR2: 'd4'.repeat(48) }): string {
-  const dir = mkdtempSync(join(tmpdir(), 'ekv-infra-'));
-  const file = join(dir, 'pcrs.json');
+  dir ??= mkdtempSync(join(tmpdir(), 'ekv-infra-'));
+  const file = join(dir, `pcrs-${written++}.json`);
   writeFileSync(file, JSON.stringify(pcrs));
   return file;
+}
+
+export function removeTempFiles(): void {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  dir = undefined;
 }
 
 export const baseContext = (): Record<string, unknown> => ({

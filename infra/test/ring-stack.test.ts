@@ -1,9 +1,11 @@
 // The ring stack, synthesized offline and checked with aws-cdk-lib/assertions: what the issue
 // requires of enclaves, the key policy, the security groups, the role and the user data.
 import { Match, type Template } from 'aws-cdk-lib/assertions';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attestationConditionKey } from '../lib/key-policy.ts';
-import { actions, adminRoleArn, covers, pcr0, pcr0Previous, type Statement, synth, userDataText } from './helpers.ts';
+import { actions, adminRoleArn, covers, pcr0, pcr0Previous, removeTempFiles, type Statement, synth, userDataText } from './helpers.ts';
+
+afterAll(removeTempFiles);
 
 const cryptoActions = ['kms:Decrypt', 'kms:GenerateDataKey', 'kms:GenerateDataKeyWithoutPlaintext', 'kms:Encrypt',
   'kms:ReEncryptFrom', 'kms:ReEncryptTo', 'kms:CreateGrant', 'kms:GenerateDataKeyPair', 'kms:DeriveSharedSecret'];

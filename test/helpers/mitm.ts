@@ -13,18 +13,24 @@ import net from 'node:net';
 
 export type Direction = 'c2s' | 's2c';
 
+/**
+ * A position in one direction's stream: an absolute byte offset, or byte `at`
+ * of frame `frame` (0..3 are its length prefix; a negative `at` counts from the frame's end).
+ */
+export type Where = { offset: number } | { frame: number; at: number };
+
 export type MitmAction =
-  /** XOR the byte at stream offset `offset` with `mask` (default 0x01). */
-  | { kind: 'flip'; offset: number; mask?: number }
+  /** XOR one byte with `mask` (default 0x01). */
+  | { kind: 'flip'; where: Where; mask?: number }
   /** Do not forward frame `frame`. */
   | { kind: 'drop'; frame: number }
   /** Forward frame `frame` again right after frame `after` (default: right after itself). */
   | { kind: 'replay'; frame: number; after?: number }
   /** Swap frames `frame` and `frame + 1`. */
   | { kind: 'reorder'; frame: number }
-  /** Forward the first `offset` bytes of the stream, then cut the connection. */
-  | { kind: 'truncate'; offset: number }
-  /** Replace frame `frame` (its body, without the length prefix) by what `rewrite` returns. */
+  /** Forward the stream up to (not including) the byte at `where`, then cut the connection. */
+  | { kind: 'truncate'; where: Where }
+  /** Replace frame `frame`'s body by what `rewrite` returns (the length prefix is recomputed). */
   | { kind: 'rewrite'; frame: number; rewrite: (body: Buffer, ctx: FrameContext) => Buffer | Promise<Buffer> };
 
 export interface FrameContext {
@@ -73,8 +79,8 @@ export async function startMitm(opts: MitmOptions): Promise<Mitm> {
     };
     pipeDirection(client, upstream, 'c2s', tamper ? (opts.c2s ?? []) : [], seen, fired, cut);
     pipeDirection(upstream, client, 's2c', tamper ? (opts.s2c ?? []) : [], seen, fired, cut);
-    client.on('error', cut).on('close', cut);
-    upstream.on('error', cut).on('close', cut);
+    client.on('error', cut);
+    upstream.on('error', cut);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -129,22 +135,22 @@ function pipeDirection(
     seen[dir].push(Buffer.from(body));
     let out = Buffer.from(raw);
     for (const a of actions) {
-      if (a.kind === 'flip' && a.offset >= offset && a.offset < offset + out.length) {
-        out[a.offset - offset] = (out[a.offset - offset] as number) ^ (a.mask ?? 0x01);
-        fired.push(`${dir}:flip@${a.offset}`);
-      }
-      if (a.kind === 'rewrite' && a.frame === i) {
-        const nb = await a.rewrite(Buffer.from(body), { seen });
-        const head = Buffer.alloc(4);
-        head.writeUInt32BE(nb.length, 0);
-        out = Buffer.concat([head, nb]);
-        fired.push(`${dir}:rewrite#${i}`);
-      }
+      if (a.kind !== 'rewrite' || a.frame !== i) continue;
+      const nb = await a.rewrite(Buffer.from(body), { seen });
+      out = Buffer.concat([lengthPrefix(nb.length), nb]);
+      fired.push(`${dir}:rewrite#${i}`);
     }
-    const truncate = actions.find((a) => a.kind === 'truncate' && a.offset < offset + raw.length);
-    if (truncate && truncate.kind === 'truncate') {
-      write(out.subarray(0, Math.max(0, truncate.offset - offset)));
-      fired.push(`${dir}:truncate@${truncate.offset}`);
+    for (const a of actions) {
+      const at = a.kind === 'flip' ? position(a.where, i, offset, out.length) : null;
+      if (a.kind !== 'flip' || at === null) continue;
+      out[at] = (out[at] as number) ^ (a.mask ?? 0x01);
+      fired.push(`${dir}:flip#${i}@${at}`);
+    }
+    for (const a of actions) {
+      const at = a.kind === 'truncate' ? position(a.where, i, offset, out.length) : null;
+      if (at === null) continue;
+      write(out.subarray(0, at));
+      fired.push(`${dir}:truncate#${i}@${at}`);
       done = true;
       // Let the partial frame reach the other side before the cut.
       setTimeout(cut, 20);
@@ -169,9 +175,7 @@ function pipeDirection(
       if (a.kind === 'replay' && (a.after ?? a.frame) === i) {
         const original = seen[dir][a.frame];
         if (original) {
-          const head = Buffer.alloc(4);
-          head.writeUInt32BE(original.length, 0);
-          write(Buffer.concat([head, original]));
+          write(Buffer.concat([lengthPrefix(original.length), original]));
           fired.push(`${dir}:replay#${a.frame}`);
         }
       }
@@ -199,9 +203,25 @@ function pipeDirection(
       chain = chain.then(() => onFrame(raw, i, offset)).catch(() => cut());
     }
   });
-  from.on('end', () => {
+  // A side that closes: forward what is already queued, then close the other side too.
+  from.on('close', () => {
     chain = chain.then(() => {
       if (!to.destroyed) to.end();
+      setTimeout(cut, 200).unref();
     });
   });
+}
+
+function lengthPrefix(n: number): Buffer {
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(n, 0);
+  return head;
+}
+
+/** Where `where` falls inside frame `index` (stream offset `offset`, `length` bytes), or null. */
+function position(where: Where, index: number, offset: number, length: number): number | null {
+  if ('offset' in where) return where.offset >= offset && where.offset < offset + length ? where.offset - offset : null;
+  if (where.frame !== index) return null;
+  const at = where.at >= 0 ? where.at : length + where.at;
+  return at >= 0 && at < length ? at : null;
 }

@@ -1,0 +1,86 @@
+/**
+ * `ekv node`: one more emulated node (host + emulator + enclave) on this
+ * machine, joining a running ring, or founding one with no --join.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import pino from 'pino';
+import { loadCluster, type ClusterFile } from '../../client/cluster.ts';
+import { EmulatorCa } from '../../emulator/ca.ts';
+import { LocalNode } from '../local/node.ts';
+import { writeJsonAtomic } from '../local/ring.ts';
+import { run, UsageError } from '../output.ts';
+import { defaultImagePath } from './up.ts';
+
+interface NodeOpts {
+  join?: string;
+  dir: string;
+  cluster: string;
+  ca?: string;
+  enclaveImage: string;
+  replicas: string;
+  port: string;
+  httpPort: string;
+  logLevel: string;
+  json?: boolean;
+}
+
+export function registerNode(program: Command): void {
+  program
+    .command('node')
+    .description('start one emulated node (host + emulator + enclave) that joins a running ring')
+    .option('--join <address>', 'a ring member (host:port) to join through; omitted: found a new ring')
+    .option('-d, --dir <dir>', "this node's state directory", '.ekv-node')
+    .option('-c, --cluster <file>', 'the ring\'s cluster file: its CA is used and this node is added to it', process.env.EKV_CLUSTER ?? './cluster.json')
+    .option('--ca <dir>', 'the emulated CA directory (default: ca/ beside the cluster file)')
+    .option('--enclave-image <file>', 'the enclave image to measure and run', defaultImagePath)
+    .option('-r, --replicas <r>', 'replication factor (must match the ring)', '3')
+    .option('--port <port>', 'client/peer TCP port on 127.0.0.1 (0: any free port)', '0')
+    .option('--http-port <port>', 'HTTP port (attestation, health, metrics)', '0')
+    .option('--log-level <level>', 'log level (JSON logs on stderr)', 'warn')
+    .option('--json', 'print the ready line as JSON')
+    .action(async (o: NodeOpts) =>
+      run(o.json, async () => {
+        const image = resolve(o.enclaveImage);
+        if (!existsSync(image)) throw new UsageError(`no enclave image at ${image}: run \`npm run build\` first`);
+        const clusterPath = resolve(o.cluster);
+        const caDir = resolve(o.ca ?? join(dirname(clusterPath), 'ca'));
+        if (!existsSync(caDir)) throw new UsageError(`no emulated CA at ${caDir}: pass --ca or --cluster of a ring started by ekv up`);
+        const ca = await EmulatorCa.loadOrCreate(caDir);
+        const logger = pino({ level: o.logLevel, base: { svc: 'ekv-node' } }, pino.destination(2));
+        const statePath = join(resolve(o.dir), 'node.json');
+        const prev = existsSync(statePath) ? (JSON.parse(readFileSync(statePath, 'utf8')) as { port: number; httpPort: number }) : null;
+        const node: LocalNode = new LocalNode({
+          name: `node-${process.pid}`,
+          dir: resolve(o.dir),
+          imagePath: image,
+          ca,
+          listenPort: prev?.port ?? Number(o.port),
+          httpPort: prev?.httpPort ?? Number(o.httpPort),
+          logger,
+          enclaveEnv: (): Record<string, string> => ({ EKV_REPLICAS: o.replicas, EKV_JOIN: o.join ?? '' }),
+        });
+        process.stderr.write(`ekv node: starting${o.join ? `, joining through ${o.join}` : ''}\n`);
+        await node.start();
+        writeJsonAtomic(statePath, { port: node.host.port, httpPort: node.host.httpPort });
+        if (existsSync(clusterPath)) {
+          const c: ClusterFile = loadCluster(clusterPath);
+          if (!c.nodes.some((n) => n.addr === node.addr)) {
+            c.nodes.push({ addr: node.addr, http: node.http });
+            writeJsonAtomic(clusterPath, c);
+          }
+        }
+        const ready = { ok: true, addr: node.addr, http: node.http, pids: node.pids() };
+        process.stdout.write(o.json ? JSON.stringify(ready) + '\n' : `ready: node ${node.addr} (${node.http}), enclave pid ${ready.pids.enclave}\n`);
+        await new Promise<void>((done) => {
+          const stop = (sig: string) => {
+            process.stderr.write(`ekv node: ${sig}: stopping\n`);
+            void node.stop().then(done);
+          };
+          process.once('SIGINT', () => stop('SIGINT'));
+          process.once('SIGTERM', () => stop('SIGTERM'));
+        });
+      }),
+    );
+}
