@@ -17,6 +17,8 @@ export interface EnclaveConfig {
   join: string | null;
   /** Replication factor R. */
   replicas: number;
+  /** The raw environment, for modules with settings of their own (sealing, access control). */
+  env: NodeJS.ProcessEnv;
 }
 
 export class ConfigError extends Error {
@@ -37,7 +39,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): EnclaveConfig {
   if (joinAddr !== null && !addrRe.test(joinAddr)) throw new ConfigError('EKV_JOIN must be host:port');
   const replicas = Number(env.EKV_REPLICAS ?? '3');
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new ConfigError('EKV_REPLICAS must be 1..8');
-  return { vsockDir, logLevel, selfAddr, join: joinAddr, replicas };
+  return { vsockDir, logLevel, selfAddr, join: joinAddr, replicas, env };
 }
 
 /** Socket paths; each is a vsock port on Nitro, bridged by socat. */

@@ -12,6 +12,7 @@ import { RingDriver } from './cluster/ring-driver.ts';
 import { ClusterStore } from './cluster/store.ts';
 import type { EnclaveConfig, socketPaths } from './config.ts';
 import { Partition } from './kv/partition.ts';
+import { Persistence, sealConfigFrom } from './persist.ts';
 import { requestKey, requestValue } from './kv/service.ts';
 import type { Nsm } from './nsm.ts';
 import { nodeIdFromPublicKey } from './ring/index.ts';
@@ -38,16 +39,34 @@ export interface RunningEnclave {
 const peerOps = new Set(['ring', 'fwd', 'rep', 'pull']);
 
 export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave> {
-  const identity = generateIdentity();
-  const trust = await learnSelfTrust(c.nsm, identity.publicKey);
   const partition = new Partition();
+  const sealing = sealConfigFrom(c.config.env);
+  let persistence: Persistence | null = null;
+  let identity: Identity;
+  if (sealing) {
+    const opened = await Persistence.open({
+      config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, partition, logger: c.logger,
+    });
+    persistence = opened.persistence;
+    identity = opened.recovered.identity;
+  } else {
+    c.logger.warn('no EKV_KMS_KEY_ID: running without sealed persistence (data is lost when the enclave stops)');
+    identity = generateIdentity();
+  }
+  const trust = await learnSelfTrust(c.nsm, identity.publicKey);
   const attest = (nonce: Uint8Array, publicKey: Uint8Array) => c.nsm.attest({ nonce, publicKey });
   const verifyPeer = peerVerifier(trust);
   const self = { id: nodeIdFromPublicKey(identity.publicKey), addr: c.config.selfAddr };
 
   const peers = new PeerPool({ outboundSocket: c.paths.outbound, identity, attest, verifyPeer, logger: c.logger });
   const ring = new RingDriver(self, peers, c.logger);
-  const store = new ClusterStore({ partition, ring, peers, self, replicas: c.config.replicas, logger: c.logger }, c.config.join === null);
+  const onApply = persistence ? (k: Buffer, v: Buffer | null, n: number) => (persistence as Persistence).record(k, v, n) : undefined;
+  // A node that joins an existing ring (even with recovered sealed data, which the host may have rolled back)
+  // serves only after pulling its range from its successor, whose replicas hold every acknowledged write.
+  const store = new ClusterStore(
+    { partition, ring, peers, self, replicas: c.config.replicas, logger: c.logger, ...(onApply ? { onApply } : {}) },
+    c.config.join === null,
+  );
 
   const handler = (op: string, req: Record<string, unknown>, ctx: CallerContext): Promise<RpcResult> | RpcResult => {
     switch (op) {
@@ -88,6 +107,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       ring.stop();
       peers.closeAll();
       await server.close();
+      await persistence?.close();
     },
   };
 }

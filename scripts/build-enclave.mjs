@@ -19,5 +19,7 @@ await build({
   banner: {
     js: "import { createRequire as __ekvCreateRequire } from 'node:module'; const require = __ekvCreateRequire(import.meta.url);",
   },
+  // A production build pins its KMS key (see enclave/persist.ts): the key id is then part of PCR0.
+  define: { EKV_PINNED_KMS_KEY: JSON.stringify(process.env.EKV_PINNED_KMS_KEY ?? '') },
   logLevel: 'warning',
 });

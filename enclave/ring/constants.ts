@@ -17,6 +17,8 @@ export const excludeMax = 32;
 export const requestIdMax = Number.MAX_SAFE_INTEGER;
 /** Concurrent lookups a node keeps track of (user + maintenance); more are refused. */
 export const lookupsInflightMax = 4096;
+/** Peers whose unanswered requests are being counted; past this the counts start over. */
+export const missesTrackedMax = 4096;
 /** Forwards awaiting an acknowledgement; beyond this, new forwards are dropped. */
 export const forwardsInflightMax = 16384;
 

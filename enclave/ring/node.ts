@@ -10,7 +10,7 @@
 // the successor list and the predecessor slot. A lookup never waits for that
 // verdict: it routes around the silent hop at once.
 import assert from 'node:assert/strict';
-import { excludeMax, forwardsInflightMax, hopsMax, lookupsInflightMax } from './constants.ts';
+import { excludeMax, forwardsInflightMax, hopsMax, lookupsInflightMax, missesTrackedMax } from './constants.ts';
 import { type RingConfig, validateConfig } from './config.ts';
 import { RingError } from './errors.ts';
 import type { DropReason, LookupFailure, LookupMode, RingEvent } from './events.ts';
@@ -209,6 +209,8 @@ export class RingNode implements RoutingTable {
   private miss(peer: NodeRef): void {
     const n = (this.misses.get(peer.id) ?? 0) + 1;
     if (n < this.config.suspectAfterMisses) {
+      // Hostile lookups can name many silent peers: keep the table bounded.
+      if (this.misses.size >= missesTrackedMax) this.misses.clear();
       this.misses.set(peer.id, n);
       return;
     }
@@ -536,8 +538,8 @@ export class RingNode implements RoutingTable {
     if (m.result === 'owner') return this.finishDone(rpc.lookup, l, m.from, m.predecessor, m.successors, l.path);
     const next = m.next as NodeRef;
     l.trail.push({ node: m.from, final: rpc.final });
-    if (next.id === this.self.id || l.exclude.includes(next.id)) {
-      // The answer points back at us or at a node we know is dead: decide locally.
+    if (next.id === this.self.id) {
+      // The answer points back at us: decide as that node would have asked us to.
       const r = route(this, l.key, m.result === 'successor', new Set(l.exclude));
       if (r.kind === 'owner') return this.finishDone(rpc.lookup, l, this.self, this.predecessor, this.successors.slice(), l.path);
       if (r.kind === 'none') return this.finishFailed(rpc.lookup, l, 'no_route');

@@ -82,7 +82,11 @@ export function route(t: RoutingTable, key: bigint, final: boolean, exclude: Rea
   if (key === self) return { kind: 'owner' };
   if (pred !== null && betweenRightIncl(key, pred.id, self)) return { kind: 'owner' };
   if (final) {
-    if (pred === null || exclude?.has(pred.id)) return { kind: 'owner' };
+    // Ownership is decided by the predecessor slot alone, never by `exclude`: a
+    // predecessor that merely timed out once may be alive and own the key. It is
+    // retried until suspectAfterMisses clears the slot; a wrong owner is worse
+    // than a slower or failed lookup.
+    if (pred === null) return { kind: 'owner' };
     return { kind: 'forward', to: pred, final: true };
   }
   const live = t.successors.filter((s) => !exclude?.has(s.id));

@@ -2,7 +2,6 @@
 import type { LookupMode } from '../../enclave/ring/events.ts';
 import { keyId, nodeIdFromPublicKey } from '../../enclave/ring/id.ts';
 import type { NodeRef } from '../../enclave/ring/messages.ts';
-import type { RingNode } from '../../enclave/ring/node.ts';
 import { successorIndex } from './bootstrap.ts';
 import { joinAll, runUntilConverged } from './build.ts';
 import { converged, ringDiff } from './check.ts';

@@ -1,0 +1,142 @@
+/**
+ * Sealed persistence of one node: its identity key and partition, as a
+ * write-ahead log and snapshots sealed under a KMS data key (enclave/seal).
+ *
+ * Records (CBOR): ['id', pkcs8] the node's identity key; ['e', key, value|null, version] an entry.
+ * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...]].
+ *
+ * The KMS key id comes from the host's environment, which is untrusted: a host
+ * could name a key it can decrypt itself. A production image therefore pins
+ * the key at build time (EKV_PINNED_KMS_KEY, compiled into the bundle and so
+ * measured into PCR0); the environment must then name exactly that key.
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
+import { generateIdentity, importIdentity, type Identity } from '../protocol/keys.ts';
+import type { Partition } from './kv/partition.ts';
+import type { Nsm } from './nsm.ts';
+import { createBlobClient, type BlobClient } from './seal/blob-client.ts';
+import { loadOrCreateDataKey } from './seal/data-key.ts';
+import { createEnclaveKms } from './seal/kms-client.ts';
+import { SealedStore } from './seal/log.ts';
+
+/** Replaced at build time by scripts/build-enclave.mjs (empty: not pinned, the local emulator's case). */
+declare const EKV_PINNED_KMS_KEY: string;
+const pinnedKey = typeof EKV_PINNED_KMS_KEY === 'string' ? EKV_PINNED_KMS_KEY : '';
+
+export const snapshotAfterRecords = 20_000;
+
+export interface SealConfig {
+  endpoint: string;
+  region: string;
+  keyId: string;
+  /** Unix socket straight to KMS (Nitro: bridged to the parent's vsock-proxy); else the outbound relay. */
+  kmsSocket: string | null;
+}
+
+export class PersistError extends Error {
+  readonly code = 'BAD_CONFIG';
+}
+
+export function sealConfigFrom(env: NodeJS.ProcessEnv): SealConfig | null {
+  const keyId = env.EKV_KMS_KEY_ID ?? '';
+  if (keyId === '') return null;
+  if (pinnedKey !== '' && keyId !== pinnedKey) throw new PersistError('EKV_KMS_KEY_ID is not the key this image is pinned to');
+  const endpoint = env.EKV_KMS_ENDPOINT ?? `https://kms.${env.AWS_REGION ?? 'us-east-1'}.amazonaws.com`;
+  if (!/^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/?$/.test(endpoint)) throw new PersistError('EKV_KMS_ENDPOINT must be http(s)://host[:port]');
+  return { endpoint, region: env.AWS_REGION ?? env.EKV_KMS_REGION ?? 'us-east-1', keyId, kmsSocket: env.EKV_KMS_SOCKET ?? null };
+}
+
+export interface Recovered {
+  identity: Identity;
+  /** Entries recovered from the sealed state (0 on first boot). */
+  entries: number;
+  lastSeq: number;
+  created: boolean;
+}
+
+export class Persistence {
+  private constructor(
+    private readonly store: SealedStore,
+    private readonly blobs: BlobClient,
+    private readonly identity: Identity,
+    private readonly partition: Partition,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Open (or create) the sealed state; rebuild `partition`; return the node's identity. */
+  static async open(c: {
+    config: SealConfig;
+    nsm: Nsm;
+    blobsSocket: string;
+    outboundSocket: string;
+    partition: Partition;
+    logger: Logger;
+  }): Promise<{ persistence: Persistence; recovered: Recovered }> {
+    const blobs = createBlobClient({ connect: () => net.connect(c.blobsSocket) });
+    const url = new URL(c.config.endpoint);
+    const port = url.port !== '' ? url.port : url.protocol === 'https:' ? '443' : '80';
+    const kms = createEnclaveKms({
+      endpoint: c.config.endpoint,
+      region: c.config.region,
+      connect: () => {
+        if (c.config.kmsSocket) return net.connect(c.config.kmsSocket);
+        const s = net.connect(c.outboundSocket);
+        s.write(`EKV-CONNECT ${url.hostname}:${port}\n`);
+        return s;
+      },
+    });
+    const attest = (publicKey: Uint8Array) => c.nsm.attest({ publicKey });
+    const { dataKey, nodeId, created } = await loadOrCreateDataKey({ blobs, kms, keyId: c.config.keyId, attest });
+    kms.destroy();
+    const { store, recovered } = await SealedStore.open({ blobs, dataKey, nodeId });
+    dataKey.fill(0);
+    let identity: Identity | null = null;
+    let entries = 0;
+    const apply = (rec: unknown) => {
+      if (!Array.isArray(rec)) return;
+      if (rec[0] === 'id' && rec[1] instanceof Uint8Array) identity = importIdentity(rec[1]);
+      else if (rec[0] === 'e') {
+        const [, k, v, n] = rec as [string, Uint8Array, Uint8Array | null, number];
+        if (c.partition.apply(Buffer.from(k), { value: v === null ? null : Buffer.from(v), version: n })) entries++;
+      } else if (rec[0] === 'snap') {
+        identity = importIdentity(rec[1] as Uint8Array);
+        for (const e of rec[2] as unknown[]) apply(['e', ...(e as unknown[])]);
+      }
+    };
+    if (recovered.snapshot) apply(decodeCbor(recovered.snapshot));
+    for (const r of recovered.records) apply(decodeCbor(r));
+    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), c.partition, c.logger);
+    if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
+    c.logger.info({ created, entries, lastSeq: recovered.lastSeq }, 'sealed state recovered');
+    return { persistence, recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created } };
+  }
+
+  /** Durable when resolved: the caller acknowledges a write only after this. */
+  async record(key: Buffer, value: Buffer | null, version: number): Promise<void> {
+    await this.store.append(encodeCbor(['e', key, value, version]));
+    if (this.store.stats().recordsSinceSnapshot > snapshotAfterRecords) void this.snapshot();
+  }
+
+  private snapshotting = false;
+
+  async snapshot(): Promise<void> {
+    if (this.snapshotting) return;
+    this.snapshotting = true;
+    try {
+      const entries = [...this.partition.entries()].map((e) => [e.key, e.value, e.version]);
+      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries]));
+    } catch (err) {
+      this.logger.error({ err: (err as Error).message }, 'snapshot failed');
+    } finally {
+      this.snapshotting = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.store.flush().catch(() => undefined);
+    await this.store.close();
+    this.blobs.close();
+  }
+}
