@@ -17,7 +17,8 @@ import { generateIdentity, importIdentity, type Identity } from '../protocol/key
 import type { Partition } from './kv/partition.ts';
 import type { Nsm } from './nsm.ts';
 import { createBlobClient, type BlobClient } from './seal/blob-client.ts';
-import { loadOrCreateDataKey } from './seal/data-key.ts';
+import { dataKeyBlobName, loadOrCreateDataKey } from './seal/data-key.ts';
+import { SealError } from './seal/errors.ts';
 import { createEnclaveKms } from './seal/kms-client.ts';
 import { SealedStore } from './seal/log.ts';
 
@@ -54,6 +55,8 @@ export interface Recovered {
   entries: number;
   lastSeq: number;
   created: boolean;
+  /** Set when the sealed log failed verification and was discarded: the SealError code. */
+  reset: string | null;
 }
 
 export class Persistence {
@@ -90,7 +93,21 @@ export class Persistence {
     const attest = (publicKey: Uint8Array) => c.nsm.attest({ publicKey });
     const { dataKey, nodeId, created } = await loadOrCreateDataKey({ blobs, kms, keyId: c.config.keyId, attest });
     kms.destroy();
-    const { store, recovered } = await SealedStore.open({ blobs, dataKey, nodeId });
+    let opened: Awaited<ReturnType<typeof SealedStore.open>>;
+    let reset: string | null = null;
+    try {
+      opened = await SealedStore.open({ blobs, dataKey, nodeId });
+    } catch (err) {
+      if (!(err instanceof SealError) || err.code === 'SEAL_IO') throw err;
+      // The host changed our sealed log. Nothing in it can be believed, so none of it is served:
+      // start from an empty store (a new identity, so the ring treats us as a new node) and let
+      // the ring hand us our keys from the replicas.
+      reset = err.code;
+      c.logger.error({ code: err.code, msg: err.message }, 'SEALED STATE REJECTED: starting empty; the ring restores this node from replicas');
+      for (const name of await blobs.list('')) if (name !== dataKeyBlobName) await blobs.delete(name);
+      opened = await SealedStore.open({ blobs, dataKey, nodeId });
+    }
+    const { store, recovered } = opened;
     dataKey.fill(0);
     let identity: Identity | null = null;
     let entries = 0;
@@ -109,8 +126,8 @@ export class Persistence {
     for (const r of recovered.records) apply(decodeCbor(r));
     const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), c.partition, c.logger);
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
-    c.logger.info({ created, entries, lastSeq: recovered.lastSeq }, 'sealed state recovered');
-    return { persistence, recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created } };
+    c.logger.info({ created, entries, lastSeq: recovered.lastSeq, reset }, 'sealed state recovered');
+    return { persistence, recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset } };
   }
 
   /** Durable when resolved: the caller acknowledges a write only after this. */

@@ -6,6 +6,7 @@ import { registerKv } from './kv.ts';
 import { registerAttest } from './attest.ts';
 import { registerStatus } from './status.ts';
 import { registerNode } from './node.ts';
+import { registerHost } from './host.ts';
 import { registerVerify } from './verify.ts';
 
 export const commands: Array<(program: Command) => void> = [
@@ -15,5 +16,6 @@ export const commands: Array<(program: Command) => void> = [
   registerAttest,
   registerStatus,
   registerNode,
+  registerHost,
   registerVerify,
 ];

@@ -1,0 +1,53 @@
+/**
+ * `ekv host`: the untrusted host proxy on a Nitro parent instance. The
+ * enclave's unix sockets in --vsock-dir are bridged to vsock by socat (see
+ * infra/host/); this process relays client and peer TCP connections to the
+ * enclave, the enclave's outbound connections to peers, and stores its sealed
+ * blobs under --data-dir.
+ */
+import type { Command } from 'commander';
+import pino from 'pino';
+import { startBlobStore } from '../../host/blob-store.ts';
+import { startHost, type RunningHost } from '../../host/host.ts';
+import { run, UsageError } from '../output.ts';
+
+function port(v: string, name: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`${name} must be a port number`);
+  return n;
+}
+
+export function registerHost(program: Command): void {
+  program
+    .command('host')
+    .description('run the host proxy of one node (production: on the Nitro parent instance)')
+    .requiredOption('--vsock-dir <dir>', 'directory of the enclave-bridged unix sockets')
+    .option('--listen <port>', 'client/peer TCP port', '7000')
+    .option('--bind <address>', 'address to bind the TCP and HTTP ports to', '0.0.0.0')
+    .option('--http <port>', 'HTTP port (attestation, health, metrics)', '8080')
+    .option('--data-dir <dir>', 'where sealed blobs are stored', '/var/lib/ekv')
+    .option('--allow-outbound <cidrs>', 'comma-separated host prefixes the enclave may connect to (peers)', '10.,172.16.,192.168.,127.0.0.1')
+    .option('--log-level <level>', 'log level (JSON logs on stderr)', 'info')
+    .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string }) =>
+      run(false, async () => {
+        const logger = pino({ level: o.logLevel, base: { svc: 'host' } }, pino.destination(2));
+        const prefixes = o.allowOutbound.split(',').map((s) => s.trim()).filter(Boolean);
+        const host: RunningHost = await startHost({
+          vsockDir: o.vsockDir,
+          listenHost: o.bind,
+          listenPort: port(o.listen, '--listen'),
+          httpPort: port(o.http, '--http'),
+          dataDir: o.dataDir,
+          // IPv4 literals only: a DNS name such as 10.example.com must not pass a prefix test.
+          outboundPolicy: (h) => /^\d{1,3}(\.\d{1,3}){3}$/.test(h) && prefixes.some((p) => h.startsWith(p)),
+          logger,
+          startBlobStore: (socketPath, dir) => startBlobStore({ socketPath, dir, logger }),
+        });
+        await new Promise<void>((done) => {
+          const stop = () => void host.close().then(done);
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+        });
+      }),
+    );
+}
