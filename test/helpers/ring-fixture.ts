@@ -130,6 +130,8 @@ export interface RingFixtureOptions {
 
 export class RingFixture {
   readonly members: LocalNode[];
+  /** Nodes started outside the ring (another image): stopped with the fixture, never used as members. */
+  private readonly strangers: LocalNode[] = [];
   private readonly clients = new Map<string, Promise<EkvClient>>();
   private extra = 0;
 
@@ -260,8 +262,6 @@ export class RingFixture {
     return node;
   }
 
-  private readonly strangers: LocalNode[] = [];
-
   /** Graceful removal: SIGTERM to the enclave (it hands off its keys and leaves), and no relaunch. */
   async removeNode(node: LocalNode): Promise<void> {
     const i = this.members.indexOf(node);
@@ -273,8 +273,9 @@ export class RingFixture {
   async stop(): Promise<void> {
     for (const c of this.clients.values()) await c.then((x) => x.close(), () => undefined);
     this.clients.clear();
-    await Promise.all([...this.strangers, ...this.members].map((n) => n.stop().catch(() => undefined)));
-    await this.ring.stop(); // the original nodes, including removed ones (stop is idempotent enough: stopped flags)
+    const added = [...this.strangers, ...this.members].filter((n) => !this.ring.nodes.includes(n));
+    await Promise.all(added.map((n) => n.stop().catch(() => undefined)));
+    await this.ring.stop(); // the original nodes (a removed one is already stopped; stopping it again is harmless)
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
