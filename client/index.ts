@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { EkvError } from '../protocol/errors.ts';
 import type { PrincipalSigner } from '../protocol/handshake.ts';
+import { AccessApi } from './acl.ts';
 import { loadCluster, type ClusterFile } from './cluster.ts';
 import { NodeConnection } from './node-connection.ts';
 import { documentVerifier, type TrustPolicy } from './trust.ts';
@@ -20,10 +21,22 @@ export { EkvError } from '../protocol/errors.ts';
 export type { EkvErrorCode } from '../protocol/errors.ts';
 export type { TrustPolicy } from './trust.ts';
 export type { ClusterFile } from './cluster.ts';
+export { AccessApi, type AclView, type GroupView } from './acl.ts';
 
 export type Bytes = Uint8Array | string;
 
+/**
+ * How the client picks the node for a key:
+ * - 'cached' (default): the owner by the ring view this client has seen (the identities of the nodes it
+ *   verified); a stale view costs a forward inside the ring, never a wrong answer.
+ * - 'iterative': walk the ring one verified node at a time ('route' steps) to the owner, checking that each
+ *   node's attested identity hashes to the ring id its predecessor named.
+ * - 'any': a node chosen by hashing the key over the node list; the ring forwards (recursive lookup).
+ */
+export type Routing = 'cached' | 'iterative' | 'any';
+
 export interface ConnectOptions {
+  routing?: Routing;
   /** A cluster file path, or its parsed contents. */
   cluster?: string | ClusterFile;
   /** Node addresses (host:port), with `trust`. */
@@ -44,14 +57,28 @@ function toBytes(x: Bytes): Buffer {
   return typeof x === 'string' ? Buffer.from(x, 'utf8') : Buffer.from(x.buffer, x.byteOffset, x.length);
 }
 
+export const iterativeStepsMax = 32;
+export const knownNodesMax = 4096;
+
 export class EkvClient {
   private readonly conns: NodeConnection[];
+  private readonly byAddr = new Map<string, NodeConnection>();
+  private readonly routing: Routing;
+  private readonly makeConn: (addr: string) => NodeConnection;
+  /** The last route taken: hops walked (iterative) and the node asked. */
+  lastRoute: { addr: string; steps: number } | null = null;
+  /** Namespaces, ACLs and groups (client/acl.ts): signed with `identity`. */
+  readonly acl: AccessApi;
 
-  constructor(addrs: string[], trust: TrustPolicy, opts: { timeoutMs: number; identity?: PrincipalSigner }) {
+  constructor(addrs: string[], trust: TrustPolicy, opts: { timeoutMs: number; identity?: PrincipalSigner; routing?: Routing }) {
     if (addrs.length === 0) throw new EkvError('BAD_REQUEST', 'no nodes to connect to');
     const verify = documentVerifier(trust);
     const connOpts = { timeoutMs: opts.timeoutMs, ...(opts.identity ? { principal: opts.identity } : {}), ...(trust.now ? { now: trust.now } : {}) };
-    this.conns = addrs.map((a) => new NodeConnection(a, verify, connOpts));
+    this.makeConn = (a) => new NodeConnection(a, verify, connOpts);
+    this.conns = addrs.map((a) => this.makeConn(a));
+    for (const c of this.conns) this.byAddr.set(c.addr, c);
+    this.routing = opts.routing ?? 'cached';
+    this.acl = new AccessApi((key, op, args) => this.callRouted(key, op, args), opts.identity ?? null);
   }
 
   /** Verify every node now (connect eagerly); rejects with the first refusal. */
@@ -65,7 +92,7 @@ export class EkvClient {
 
   async getWithVersion(key: Bytes): Promise<GetResult> {
     const k = toBytes(key);
-    const r = await this.route(k).call('get', { k });
+    const r = await this.callRouted(k, 'get', { k });
     if (!(r.v instanceof Uint8Array) || typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed get answer');
     return { value: Buffer.from(r.v), version: r.n };
   }
@@ -73,32 +100,104 @@ export class EkvClient {
   /** Store a value; resolves with the key's new version once the write is acknowledged. */
   async put(key: Bytes, value: Bytes): Promise<number> {
     const k = toBytes(key);
-    const r = await this.route(k).call('put', { k, v: toBytes(value) });
+    const r = await this.callRouted(k, 'put', { k, v: toBytes(value) });
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed put answer');
     return r.n;
   }
 
   async delete(key: Bytes): Promise<number> {
     const k = toBytes(key);
-    const r = await this.route(k).call('del', { k });
+    const r = await this.callRouted(k, 'del', { k });
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed delete answer');
     return r.n;
   }
 
   /** The connection to one node by address (for attestation inspection and tests). */
   node(addr: string): NodeConnection {
-    const c = this.conns.find((x) => x.addr === addr);
-    if (!c) throw new EkvError('BAD_REQUEST', `unknown node ${addr}`);
-    return c;
+    return this.connection(addr);
   }
 
   async close(): Promise<void> {
-    for (const c of this.conns) c.close();
+    for (const c of this.byAddr.values()) c.close();
   }
 
-  private route(key: Buffer): NodeConnection {
+  /**
+   * Send to the routed node; if it cannot be reached (it left, or died), try the other configured nodes,
+   * which forward inside the ring. A refusal (UNATTESTED, TAMPERED, FORBIDDEN, ...) is never retried elsewhere.
+   */
+  private async callRouted(key: Buffer, op: string, args: Record<string, unknown>) {
+    let first: NodeConnection | null = null;
+    try {
+      first = await this.route(key);
+      return await first.call(op, args);
+    } catch (err) {
+      if (!(err instanceof EkvError) || (err.code !== 'UNAVAILABLE' && err.code !== 'CLOSED')) throw err;
+      for (const c of this.conns) {
+        if (c === first) continue;
+        try {
+          return await c.call(op, args);
+        } catch (e) {
+          if (!(e instanceof EkvError) || (e.code !== 'UNAVAILABLE' && e.code !== 'CLOSED')) throw e;
+        }
+      }
+      throw err;
+    }
+  }
+
+  private async route(key: Buffer): Promise<NodeConnection> {
     const h = createHash('sha256').update(key).digest();
-    return this.conns[h.readUInt32BE(0) % this.conns.length] as NodeConnection;
+    const any = this.conns[h.readUInt32BE(0) % this.conns.length] as NodeConnection;
+    if (this.routing === 'iterative') return this.walk(key, any);
+    if (this.routing === 'cached') return this.cachedOwner(h) ?? any;
+    return any;
+  }
+
+  /** The verified node whose ring id is the first at or after the key's id, among the nodes this client knows. */
+  private cachedOwner(keyHash: Buffer): NodeConnection | null {
+    let best: { d: bigint; c: NodeConnection } | null = null;
+    const k = BigInt('0x' + keyHash.toString('hex'));
+    const space = 1n << 256n;
+    for (const c of this.byAddr.values()) {
+      const key = c.identityKey;
+      if (!key) continue;
+      const id = BigInt('0x' + createHash('sha256').update(key).digest('hex'));
+      const d = (((id - k) % space) + space) % space;
+      if (!best || d < best.d) best = { d, c };
+    }
+    return best?.c ?? null;
+  }
+
+  /** Iterative lookup: ask each node for the next hop; every hop is a node this client verified itself. */
+  private async walk(key: Buffer, start: NodeConnection): Promise<NodeConnection> {
+    let at = start;
+    for (let step = 0; step < iterativeStepsMax; step++) {
+      const r = await at.call('route', { k: key });
+      if (r.r === 'owner') {
+        this.lastRoute = { addr: at.addr, steps: step };
+        return at;
+      }
+      if (r.r !== 'next' || typeof r.addr !== 'string' || !(r.id instanceof Uint8Array) || r.id.length !== 32) {
+        throw new EkvError('PROTOCOL', 'malformed route answer');
+      }
+      const next = this.connection(r.addr);
+      await next.ensure();
+      const key32 = next.identityKey as Buffer;
+      if (!createHash('sha256').update(key32).digest().equals(Buffer.from(r.id))) {
+        next.close();
+        throw new EkvError('UNATTESTED', `the node at ${r.addr} is not the ring member ${Buffer.from(r.id).toString('hex').slice(0, 12)}`, { reason: 'WRONG_NODE' });
+      }
+      at = next;
+    }
+    throw new EkvError('UNAVAILABLE', `no owner within ${iterativeStepsMax} steps`);
+  }
+
+  private connection(addr: string): NodeConnection {
+    const known = this.byAddr.get(addr);
+    if (known) return known;
+    if (this.byAddr.size >= knownNodesMax) throw new EkvError('UNAVAILABLE', 'too many nodes');
+    const c = this.makeConn(addr);
+    this.byAddr.set(addr, c);
+    return c;
   }
 }
 
@@ -115,5 +214,9 @@ export async function connect(opts: ConnectOptions): Promise<EkvClient> {
   } else {
     throw new EkvError('BAD_REQUEST', 'connect: give either cluster or nodes');
   }
-  return new EkvClient(addrs, trust, { timeoutMs: opts.timeoutMs ?? 10_000, ...(opts.identity ? { identity: opts.identity } : {}) });
+  return new EkvClient(addrs, trust, {
+    timeoutMs: opts.timeoutMs ?? 10_000,
+    ...(opts.identity ? { identity: opts.identity } : {}),
+    ...(opts.routing ? { routing: opts.routing } : {}),
+  });
 }

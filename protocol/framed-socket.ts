@@ -7,6 +7,9 @@ import type { Duplex } from 'node:stream';
 import { EkvError } from './errors.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
 
+/** Frames that may wait unread (between the handshake and the session start) before the peer is cut off. */
+export const queuedFramesMax = 1024;
+
 type Waiter = { resolve: (f: Buffer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout };
 
 export class FramedSocket {
@@ -109,7 +112,14 @@ export class FramedSocket {
         this.waiter = null;
         clearTimeout(w.timer);
         w.resolve(f);
-      } else this.queue.push(f);
+      } else {
+        if (this.queue.length >= queuedFramesMax) {
+          this.fail(new EkvError('PROTOCOL', 'too many frames before the session started'));
+          this.socket.destroy();
+          return;
+        }
+        this.queue.push(f);
+      }
       if (this.closedWith) return;
     }
   }
