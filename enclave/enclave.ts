@@ -7,6 +7,7 @@ import { EkvError } from '../protocol/errors.ts';
 import { verifyPrincipalSignature } from '../protocol/principal.ts';
 import { generateIdentity, type Identity } from '../protocol/keys.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
+import { AccessService, accessModeFromEnv } from './access/index.ts';
 import { PeerPool } from './cluster/peers.ts';
 import { RingDriver } from './cluster/ring-driver.ts';
 import { ClusterStore } from './cluster/store.ts';
@@ -82,6 +83,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
         return store.status();
     }
     // ACCESS-CONTROL HOOK (issue 7): namespace/ACL/group operations are dispatched here.
+    if (access.handles(op)) return access.handle(op, req, ctx);
     if (peerOps.has(op)) {
       if (!ctx.peer) throw new EkvError('FORBIDDEN', 'ring operations are for attested peer enclaves only');
       return store.peerOp(op, req, ctx.peer.key);
@@ -90,6 +92,8 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   };
 
   // ACCESS-CONTROL HOOK (issue 7): set store.access here.
+  const access = new AccessService({ store, ring, peers, partition, self, logger: c.logger }, { mode: accessModeFromEnv(process.env.EKV_ACCESS_MODE) });
+  store.access = access;
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature }, handler, c.logger);
   await server.listen(c.paths.inbound);
   await joinWithRetry(ring, c.config.join, c.logger);

@@ -254,9 +254,10 @@ describe('a crowd of idle half-open connections', () => {
       const started = Date.now();
       await stillServes();
       expect(Date.now() - started).toBeLessThan(3000);
-      // The enclave drops each one at its handshake timeout (plus its 1 s grace), not never.
-      const iv = setInterval(() => console.log("DBG", Date.now() - started, closed), 2000);
-      await Promise.race([allClosed, new Promise((r) => setTimeout(r, handshakeTimeoutMs + 5000))]);
+      // The enclave drops each one at its handshake timeout (plus its 1 s grace), not never;
+      // the margin is wide because this machine is shared (they usually all close by ~12 s).
+      const iv = setInterval(async () => { const m = await (await fetch(`${t.node().http}/metrics`)).text(); console.log('DBG', Date.now() - started, closed, t.node().restarts, /ekv_host_connections_active\{direction="inbound"\} \d+/.exec(m)?.[0]); }, 2000);
+      await Promise.race([allClosed, new Promise((r) => setTimeout(r, handshakeTimeoutMs + 20000))]);
       clearInterval(iv);
       expect(closed).toBe(crowd);
     } finally {

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { registerMeasure } from './measure.ts';
 import { registerUp } from './up.ts';
 import { registerKv } from './kv.ts';
+import { registerAcl } from './acl.ts';
 import { registerAttest } from './attest.ts';
 import { registerStatus } from './status.ts';
 import { registerNode } from './node.ts';
@@ -13,6 +14,7 @@ export const commands: Array<(program: Command) => void> = [
   registerMeasure,
   registerUp,
   registerKv,
+  registerAcl,
   registerAttest,
   registerStatus,
   registerNode,

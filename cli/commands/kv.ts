@@ -1,23 +1,29 @@
 /** `ekv put`, `ekv get`, `ekv del`: the redis-cli-like data commands. */
 import type { Command } from 'commander';
 import { connect, type EkvClient } from '../../client/index.ts';
+import { identityPath, loadIdentity, toPrincipalSigner } from '../../client/identity.ts';
 import { run } from '../output.ts';
 
-interface CommonOpts {
+export interface CommonOpts {
   cluster: string;
   json?: boolean;
   timeout: string;
+  /** --identity FILE; EKV_IDENTITY when absent; anonymous when neither. */
+  identity?: string;
 }
 
-function common(cmd: Command): Command {
+export function common(cmd: Command): Command {
   return cmd
     .option('-c, --cluster <file>', 'cluster file (nodes and trust policy)', process.env.EKV_CLUSTER ?? './cluster.json')
     .option('--timeout <ms>', 'per-request timeout in milliseconds', '10000')
+    .option('--identity <file>', 'private key to prove as principal (default: $EKV_IDENTITY; none: anonymous)')
     .option('--json', 'print one JSON object on stdout');
 }
 
-async function withClient<T>(o: CommonOpts, body: (kv: EkvClient) => Promise<T>): Promise<T> {
-  const kv = await connect({ cluster: o.cluster, timeoutMs: Number(o.timeout) });
+export async function withClient<T>(o: CommonOpts, body: (kv: EkvClient) => Promise<T>): Promise<T> {
+  const file = identityPath(o.identity);
+  const identity = file === null ? undefined : toPrincipalSigner(loadIdentity(file));
+  const kv = await connect({ cluster: o.cluster, timeoutMs: Number(o.timeout), ...(identity ? { identity } : {}) });
   try {
     return await body(kv);
   } finally {

@@ -107,6 +107,7 @@ export class DocOwner {
 
   /** Runs `body` under the document's lock, once this node may order updates. */
   async update(st: DocState, body: (current: Verified | null) => Promise<Verified>): Promise<Verified> {
+    this.committed(st); // not the owner: UNAVAILABLE now, before any wait (the caller looks the owner up again)
     const run = st.lock.then(async () => {
       await this.waitReady();
       const next = await body(this.committed(st));

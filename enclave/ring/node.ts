@@ -14,7 +14,7 @@ import { excludeMax, forwardsInflightMax, hopsMax, lookupsInflightMax, missesTra
 import { type RingConfig, validateConfig } from './config.ts';
 import { RingError } from './errors.ts';
 import type { DropReason, LookupFailure, LookupMode, RingEvent } from './events.ts';
-import { betweenOpen, betweenRightIncl, distance, fingerStart, isId, pow2 } from './id.ts';
+import { betweenOpen, betweenRightIncl, distance, fingerStart, idMask, isId, pow2 } from './id.ts';
 import {
   type ClosestPreceding, type ClosestPrecedingReply, type FindSuccessor, type Found, type Leave, type NodeRef,
   type PredecessorReply, type RingMessage, validateRingMessage,
@@ -260,10 +260,13 @@ export class RingNode implements RoutingTable {
     const b = this.joinBootstrap;
     assert.ok(b !== null);
     this.joinRetryAt = this.now + this.config.joinRetryTicks + this.config.lookupTimeoutTicks;
-    const rid = this.newLookup(this.self.id, 'recursive', { kind: 'join' });
+    // Look up the first node strictly after us, not successor(self): when an enclave comes back with its
+    // sealed identity, the ring may still list its old incarnation at this very id, which would name us.
+    const joinKey = (this.self.id + 1n) & idMask;
+    const rid = this.newLookup(joinKey, 'recursive', { kind: 'join' });
     if (rid === null) return;
     const msg: FindSuccessor = {
-      type: 'find_successor', from: this.self, origin: this.self, rid, hopId: 0, key: this.self.id, final: false,
+      type: 'find_successor', from: this.self, origin: this.self, rid, hopId: 0, key: joinKey, final: false,
       path: [this.self.id],
     };
     this.forward(b, msg, false);
@@ -471,8 +474,9 @@ export class RingNode implements RoutingTable {
   }
 
   private onFindSuccessor(m: FindSuccessor): void {
-    if (m.from.id !== this.self.id) this.send(m.from, { type: 'find_successor_ack', from: this.self, hopId: m.hopId });
+    // Not yet active (e.g. an enclave back under its old id): no ack, so the sender routes around us.
     if (this.status !== 'active') return this.drop('not_active');
+    if (m.from.id !== this.self.id) this.send(m.from, { type: 'find_successor_ack', from: this.self, hopId: m.hopId });
     if (m.path.length > hopsMax) return this.drop('hops_exceeded');
     const msg: FindSuccessor = { ...m, path: [...m.path, this.self.id] };
     const r = route(this, m.key, m.final, null);

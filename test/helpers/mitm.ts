@@ -119,7 +119,7 @@ function pipeDirection(
   fired: string[],
   cut: () => void,
 ): void {
-  let pending = Buffer.alloc(0);
+  let pending: Buffer = Buffer.alloc(0);
   let streamOffset = 0; // offset of the next frame's first byte
   let index = 0;
   let held: Buffer | null = null; // a frame kept back by `reorder`

@@ -6,10 +6,11 @@
 //
 // Also Workload: concurrent writers (one sequential writer per key, values
 // `${key}#${seq}`) and readers over every node, recorded in a History.
-import { rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { connect, EkvError, type EkvClient, type TrustPolicy } from '../../client/index.ts';
+import { kmsEnv, localBlobStore } from '../../cli/local/kms.ts';
 import { LocalNode } from '../../cli/local/node.ts';
 import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
 import { idFromBytes, inRange, keyId } from '../../enclave/ring/index.ts';
@@ -82,6 +83,11 @@ export function unsettled(views: NodeView[]): string | null {
     const prev = order[(i - 1 + order.length) % order.length] as NodeView;
     if (v.ring !== 'active' || !v.serving) return `${v.addr} is ${v.ring}${v.serving ? '' : ', not serving'}`;
     if (order.length > 1 && v.successors[0] !== next.addr) return `${v.addr}: successor ${v.successors[0]}, expected ${next.addr}`;
+    // The whole successor list too: replicas go to its first R-1 entries, and a stale list sends copies astray.
+    for (let j = 1; j < order.length; j++) {
+      const want = (order[(i + j) % order.length] as NodeView).addr;
+      if (v.successors[j - 1] !== want) return `${v.addr}: successor #${j} ${v.successors[j - 1] ?? 'missing'}, expected ${want}`;
+    }
     if (order.length > 1 && v.predecessor !== prev.addr) return `${v.addr}: predecessor ${v.predecessor}, expected ${prev.addr}`;
   }
   return null;
@@ -126,6 +132,8 @@ export interface RingFixtureOptions {
   replicas: number;
   logger?: Logger;
   progress?: (line: string) => void;
+  /** Sealed persistence (default true): a relaunched enclave keeps its identity and rejoins at its place. */
+  seal?: boolean;
 }
 
 export class RingFixture {
@@ -148,7 +156,7 @@ export class RingFixture {
     const logger = o.logger ?? testLogger();
     try {
       const ring = await startLocalRing({
-        dir, nodes: o.nodes, replicas: o.replicas, imagePath: defaultImagePath, logger,
+        dir, nodes: o.nodes, replicas: o.replicas, imagePath: defaultImagePath, logger, seal: o.seal ?? true,
         ...(o.progress ? { progress: o.progress } : {}),
       });
       return new RingFixture(ring, o.replicas, logger);
@@ -162,12 +170,21 @@ export class RingFixture {
     return this.ring.dir;
   }
 
+  /** The ring's emulated KMS (startLocalRing writes kms.json), for nodes added later. */
+  get kms(): { url: string; keyId: string } | null {
+    const p = join(this.dir, 'kms.json');
+    return existsSync(p) ? (JSON.parse(readFileSync(p, 'utf8')) as { url: string; keyId: string }) : null;
+  }
+
   get trust(): TrustPolicy {
     return this.ring.cluster.trust;
   }
 
+  /** Members run by another process (e.g. `ekv node --join`), by address. */
+  readonly external: string[] = [];
+
   addrs(): string[] {
-    return this.members.map((n) => n.addr);
+    return [...this.members.map((n) => n.addr), ...this.external];
   }
 
   byAddr(addr: string): LocalNode {
@@ -245,7 +262,8 @@ export class RingFixture {
   }
 
   /** A new node that joins through a live member (from another image: a join attempt that must be refused). */
-  async addNode(o: { imagePath?: string; member?: boolean } = {}): Promise<LocalNode> {
+  async addNode(o: { imagePath?: string; member?: boolean; seal?: boolean } = {}): Promise<LocalNode> {
+    const kms = (o.seal ?? true) ? this.kms : null;
     const name = `extra-${++this.extra}`;
     const node: LocalNode = new LocalNode({
       name, dir: join(this.dir, name), imagePath: o.imagePath ?? defaultImagePath, ca: this.ring.ca,
@@ -253,12 +271,22 @@ export class RingFixture {
       enclaveEnv: ({ addr }) => ({
         EKV_REPLICAS: String(this.replicas),
         EKV_JOIN: this.members.find((m) => m.addr !== addr && m.enclave !== null)?.addr ?? '',
+        // Sealed like the ring's own nodes (the KMS releases keys only to the ring's image).
+        ...(kms ? kmsEnv(kms) : {}),
       }),
+      ...(kms ? { startBlobStore: localBlobStore(this.logger) } : {}),
     });
     const member = o.member ?? true;
-    if (member) this.members.push(node);
-    else this.strangers.push(node);
-    await node.start();
+    const list = member ? this.members : this.strangers;
+    list.push(node);
+    try {
+      await node.start();
+    } catch (err) {
+      // LocalNode would keep relaunching an enclave that dies at start-up: stop it for good.
+      list.splice(list.indexOf(node), 1);
+      await node.stop().catch(() => undefined);
+      throw err;
+    }
     return node;
   }
 

@@ -1,0 +1,208 @@
+/**
+ * Access control in the SDK (issue 7): namespaces, their ACLs, and groups.
+ *
+ *   const kv = await connect({ cluster, identity: toPrincipalSigner(loadIdentity('me.key')) });
+ *   await kv.acl.createNamespace('team');
+ *   await kv.acl.grant('team', 'ekv1...', 'read');        // or { group: 'ops' } / 'group:ops'
+ *   await kv.acl.createGroup('ops', [bob]);  await kv.acl.addMember('ops', carol);
+ *
+ * Every change is a document this client signs with its identity and the
+ * enclaves check (signature, authority in the current version, next
+ * version). grant/revoke/addMember/removeMember read the current version,
+ * apply their edit and submit it; when another editor got there first
+ * (CONFLICT) they re-read and apply the same edit again, so no change is lost.
+ * Refusals are EkvError: FORBIDDEN, CONFLICT, BAD_REQUEST, NOT_FOUND; the
+ * document check that failed (STALE_VERSION, BAD_SIGNATURE, ...) is `reason`.
+ */
+import {
+  addMemberEdit,
+  buildAclCreate,
+  buildAclUpdate,
+  buildGroupCreate,
+  buildGroupUpdate,
+  decodeAclBody,
+  decodeGroupBody,
+  decodeSignedDoc,
+  encodeSignedDoc,
+  grantEdit,
+  parseSubject,
+  removeMemberEdit,
+  revokeEdit,
+  verifyDocSignature,
+  type AclBody,
+  type AclEntry,
+  type AclSubject,
+  type DocKind,
+  type GroupBody,
+  type Right,
+  type SignedDoc,
+} from '../protocol/acl-doc.ts';
+import { EkvError } from '../protocol/errors.ts';
+import type { PrincipalSigner } from '../protocol/handshake.ts';
+import { Principal, principalFromBytes, principalFromText, type Signer } from '../protocol/principal.ts';
+import type { RpcResult } from '../protocol/rpc.ts';
+
+/** Sends one operation to a node (EkvClient routes by `key`). */
+export type AclTransport = (key: Buffer, op: string, args: Record<string, unknown>) => Promise<RpcResult>;
+
+export interface AclView {
+  body: AclBody;
+  doc: SignedDoc;
+}
+export interface GroupView {
+  body: GroupBody;
+  doc: SignedDoc;
+}
+
+/** Retries of a read-edit-submit cycle that lost a compare-and-set to another editor. */
+export const editAttemptsMax = 5;
+
+export class AccessApi {
+  readonly #send: AclTransport;
+  readonly #signer: Signer | null;
+
+  constructor(send: AclTransport, identity: PrincipalSigner | null) {
+    this.#send = send;
+    this.#signer = identity === null ? null : { principal: principalFromBytes(identity.principal), sign: (m) => Buffer.from(identity.sign(m)) };
+  }
+
+  /** The principal this client signs as, or null when anonymous. */
+  get principal(): Principal | null {
+    return this.#signer?.principal ?? null;
+  }
+
+  /** Create namespace `ns` owned by this client's identity (first creation wins; CONFLICT when taken). */
+  async createNamespace(ns: string, entries: readonly AclEntry[] = []): Promise<AclView> {
+    const doc = buildAclCreate(ns, this.signer(), entries);
+    await this.putAcl(ns, doc);
+    return { body: decodeAclBody(doc.body), doc };
+  }
+
+  async getAcl(ns: string): Promise<AclView> {
+    const doc = await this.fetch('acl', 'aclGet', { ns }, ns);
+    return { body: decodeAclBody(doc.body), doc };
+  }
+
+  async grant(ns: string, subject: AclSubject | string, right: Right): Promise<AclView> {
+    return this.editAcl(ns, grantEdit(toSubject(subject), right));
+  }
+
+  /** Remove `right`, or every right when null. */
+  async revoke(ns: string, subject: AclSubject | string, right: Right | null = null): Promise<AclView> {
+    return this.editAcl(ns, revokeEdit(toSubject(subject), right));
+  }
+
+  /** Create group `name`; this client's identity becomes the group key that signs every version. */
+  async createGroup(name: string, members: ReadonlyArray<Principal | string> = []): Promise<GroupView> {
+    const doc = buildGroupCreate(name, this.signer(), members.map(toPrincipal));
+    await this.putGroup(name, doc);
+    return { body: decodeGroupBody(doc.body), doc };
+  }
+
+  async getGroup(name: string): Promise<GroupView> {
+    const doc = await this.fetch('group', 'grpGet', { g: name }, name);
+    return { body: decodeGroupBody(doc.body), doc };
+  }
+
+  async addMember(name: string, member: Principal | string): Promise<GroupView> {
+    return this.editGroup(name, addMemberEdit(toPrincipal(member)));
+  }
+
+  async removeMember(name: string, member: Principal | string): Promise<GroupView> {
+    return this.editGroup(name, removeMemberEdit(toPrincipal(member)));
+  }
+
+  /** Submit a signed ACL document as is (creation or next version); resolves with its version. */
+  async putAcl(ns: string, doc: SignedDoc): Promise<number> {
+    return this.submit(aclKey(ns), 'aclPut', { ns, d: encodeSignedDoc(doc) });
+  }
+
+  async putGroup(name: string, doc: SignedDoc): Promise<number> {
+    return this.submit(groupKey(name), 'grpPut', { g: name, d: encodeSignedDoc(doc) });
+  }
+
+  private async editAcl(ns: string, edit: (e: readonly AclEntry[]) => AclEntry[]): Promise<AclView> {
+    return this.retrying(async () => {
+      const current = await this.getAcl(ns);
+      const doc = buildAclUpdate(current.doc, this.signer(), edit);
+      await this.putAcl(ns, doc);
+      return { body: decodeAclBody(doc.body), doc };
+    });
+  }
+
+  private async editGroup(name: string, edit: (m: readonly Principal[]) => Principal[]): Promise<GroupView> {
+    return this.retrying(async () => {
+      const current = await this.getGroup(name);
+      const doc = buildGroupUpdate(current.doc, this.signer(), edit);
+      await this.putGroup(name, doc);
+      return { body: decodeGroupBody(doc.body), doc };
+    });
+  }
+
+  private async retrying<T>(cycle: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await cycle();
+      } catch (err) {
+        const lostRace = err instanceof EkvError && err.code === 'CONFLICT' && err.reason !== 'EXISTS';
+        if (!lostRace || attempt >= editAttemptsMax) throw err;
+      }
+    }
+  }
+
+  private async submit(key: Buffer, op: string, args: Record<string, unknown>): Promise<number> {
+    const r = await this.call(key, op, args);
+    if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', `malformed ${op} answer`);
+    return r.n;
+  }
+
+  /** A document from the ring. The channel is attested; the signature is checked anyway before we sign on top of it. */
+  private async fetch(kind: DocKind, op: string, args: Record<string, unknown>, name: string): Promise<SignedDoc> {
+    const r = await this.call(kind === 'acl' ? aclKey(name) : groupKey(name), op, args);
+    if (!(r.d instanceof Uint8Array)) throw new EkvError('PROTOCOL', `malformed ${op} answer`);
+    try {
+      const doc = decodeSignedDoc(r.d, kind);
+      if (verifyDocSignature(kind, doc)) return doc;
+    } catch {
+      // reported below
+    }
+    throw new EkvError('PROTOCOL', `the node sent an invalid ${kind} document`);
+  }
+
+  private async call(key: Buffer, op: string, args: Record<string, unknown>): Promise<RpcResult> {
+    try {
+      return await this.#send(key, op, args);
+    } catch (err) {
+      throw withReason(err);
+    }
+  }
+
+  private signer(): Signer {
+    if (this.#signer === null) throw new EkvError('FORBIDDEN', 'no identity: connect({ identity }) to sign access documents');
+    return this.#signer;
+  }
+}
+
+/** The enclave puts the document check's code first in the message (`STALE_VERSION: ...`); hand it back as `reason`. */
+function withReason(err: unknown): unknown {
+  if (!(err instanceof EkvError) || err.reason !== undefined) return err;
+  const m = /^([A-Z_]{3,20}): /.exec(err.message);
+  return m ? new EkvError(err.code, err.message, { reason: m[1] as string }) : err;
+}
+
+function toSubject(s: AclSubject | string): AclSubject {
+  return typeof s === 'string' ? parseSubject(s) : s;
+}
+
+function toPrincipal(p: Principal | string): Principal {
+  return p instanceof Principal ? p : principalFromText(p);
+}
+
+/** Routing keys only (any node forwards to the document's owner); the enclave derives the reserved key itself. */
+function aclKey(ns: string): Buffer {
+  return Buffer.from(`\x00acl/${ns}`, 'latin1');
+}
+
+function groupKey(name: string): Buffer {
+  return Buffer.from(`\x00grp/${name}`, 'latin1');
+}

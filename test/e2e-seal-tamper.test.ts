@@ -1,0 +1,187 @@
+// The host tampers with one node's sealed write-ahead log while its enclave is down (issue 5): it flips a
+// byte, cuts a segment short, drops one, swaps two, or replays an old one over a newer one. The relaunched
+// enclave must detect it (a typed SealError code in its log), discard that state rather than serve it (it
+// comes back empty, under a new identity, so a new ring id), and the ring must refill it from replicas:
+// every acknowledged key stays readable with its latest value, through that node and through the ring.
+import { closeSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, EkvError, type EkvClient } from '../client/index.ts';
+import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
+import type { LocalNode } from '../cli/local/node.ts';
+import { defaultImagePath, shortTempDir } from './helpers/local-ring.ts';
+import { unsettled, waitFor, type NodeView } from './helpers/ring-fixture.ts';
+import { idFromBytes } from '../enclave/ring/index.ts';
+
+const logs: Array<Record<string, unknown>> = [];
+const logger = pino(
+  { level: 'info', base: { svc: 'test' } },
+  new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  }),
+);
+
+let dir: string;
+let ring: LocalRing;
+let kv: EkvClient;
+const model = new Map<string, string>();
+const keys = Array.from({ length: 24 }, (_, i) => `tamper-key-${i}`);
+let round = 0;
+
+beforeAll(async () => {
+  dir = shortTempDir('ekv-st-');
+  ring = await startLocalRing({ dir, nodes: 3, replicas: 3, imagePath: defaultImagePath, logger });
+  kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+  await Promise.all(keys.map(async (k) => {
+    await kv.put(k, `${k} v0`);
+    model.set(k, `${k} v0`);
+  }));
+});
+
+afterAll(async () => {
+  await kv?.close();
+  await ring?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function statusOf(addr: string): Promise<NodeView> {
+  const c = await connect({ nodes: [addr], trust: ring.cluster.trust, timeoutMs: 3000, routing: 'any' });
+  try {
+    const s = await c.node(addr).call('status', {});
+    const ref = (x: unknown) => ((x as { addr?: string } | null)?.addr) ?? null;
+    return {
+      addr, ok: true, id: idFromBytes(s.id as Uint8Array), ring: String(s.ring), serving: s.serving === true,
+      predecessor: ref(s.predecessor), successors: (s.successors as unknown[]).map(ref).filter((a): a is string => a !== null),
+      keys: s.keys as number, lookups: 0, hops: 0,
+    };
+  } catch (err) {
+    return { addr, ok: false, error: (err as Error).message, id: null, ring: '?', serving: false, predecessor: null, successors: [], keys: 0, lookups: 0, hops: 0 };
+  } finally {
+    await c.close();
+  }
+}
+
+/** The mismatches between the model and what a client reads (empty: every acknowledged write is there). */
+async function mismatches(c: EkvClient): Promise<string[]> {
+  const bad: string[] = [];
+  await Promise.all([...model].map(async ([k, want]) => {
+    const got = await c.get(k).then((v) => v.toString(), (err: unknown) => (err instanceof EkvError ? err.code : String(err)));
+    if (got !== want) bad.push(`${k}: got ${got}, want ${want}`);
+  }));
+  return bad;
+}
+
+/** The target's WAL segment names, in sequence order (the names carry the first sequence number in hex). */
+function segments(dataDir: string): string[] {
+  return readdirSync(dataDir).filter((n) => /^wal-[0-9a-f]{16}$/.test(n)).sort();
+}
+
+type Tamper = (dataDir: string, segs: string[]) => void;
+
+const tampers: Array<{ name: string; codes: string[]; tamper: Tamper }> = [
+  {
+    name: 'flip one byte of the newest segment\'s ciphertext',
+    codes: ['SEAL_CORRUPT'],
+    tamper: (d, segs) => {
+      const p = join(d, segs.at(-1) as string);
+      const fd = openSync(p, 'r+');
+      const b = Buffer.alloc(1);
+      const at = readFileSync(p).length - 20; // inside the last record's ciphertext or tag
+      readSync(fd, b, 0, 1, at);
+      b[0] = (b[0] as number) ^ 0x01;
+      writeSync(fd, b, 0, 1, at);
+      closeSync(fd);
+    },
+  },
+  {
+    name: 'cut the newest segment short',
+    codes: ['SEAL_TRUNCATED'],
+    tamper: (d, segs) => {
+      const p = join(d, segs.at(-1) as string);
+      truncateSync(p, readFileSync(p).length - 7);
+    },
+  },
+  {
+    name: 'drop a segment in the middle',
+    codes: ['SEAL_GAP'],
+    tamper: (d, segs) => rmSync(join(d, segs.at(-3) as string)),
+  },
+  {
+    name: 'swap two segments (rename each to the other\'s name)',
+    codes: ['SEAL_REORDERED'],
+    tamper: (d, segs) => {
+      const [a, b] = [join(d, segs.at(-3) as string), join(d, segs.at(-2) as string)];
+      renameSync(a, `${a}.tmp`);
+      renameSync(b, a);
+      renameSync(`${a}.tmp`, b);
+    },
+  },
+  {
+    name: 'replay an older segment over a newer one',
+    codes: ['SEAL_REPLAYED', 'SEAL_REORDERED'],
+    tamper: (d, segs) => writeFileSync(join(d, segs.at(-1) as string), readFileSync(join(d, segs.at(-3) as string))),
+  },
+];
+
+describe('a tampered sealed log is detected, discarded, and the node is refilled from its replicas', () => {
+  it.each(tampers)('$name', async ({ codes, tamper }) => {
+    round++;
+    const node = ring.nodes[1] as LocalNode;
+    const dataDir = join(dir, node.name, 'data');
+    // Sequential writes: each is its own segment in every node's log (group commit has nothing to batch).
+    for (const k of keys.slice(0, 6)) {
+      await kv.put(k, `${k} v${round}`);
+      model.set(k, `${k} v${round}`);
+    }
+    await waitFor('the target to hold the latest writes', 10_000, async () => {
+      const c = await connect({ nodes: [node.addr], trust: ring.cluster.trust, timeoutMs: 3000, routing: 'any' });
+      try {
+        return (await mismatches(c)).length === 0 ? true : 'not yet';
+      } finally {
+        await c.close();
+      }
+    });
+    const before = await statusOf(node.addr);
+    expect(before.ok).toBe(true);
+
+    const enclave = node.enclave!;
+    const logMark = logs.length;
+    process.kill(enclave.pid, 'SIGKILL');
+    await enclave.exited; // LocalNode relaunches it restartDelayMs (500 ms) after this: tamper at once
+    const segs = segments(dataDir);
+    expect(segs.length).toBeGreaterThanOrEqual(4);
+    tamper(dataDir, segs);
+
+    const views = await waitFor('the ring to settle around the relaunched node', 30_000, async () => {
+      if (node.enclave === enclave) return 'not relaunched yet';
+      const vs = await Promise.all(ring.nodes.map((n) => statusOf(n.addr)));
+      return unsettled(vs) ?? vs;
+    });
+    const after = views.find((v) => v.addr === node.addr) as NodeView;
+
+    const rejected = logs.slice(logMark).filter((r) => r.node === node.name && String(r.msg ?? '').startsWith('SEALED STATE REJECTED'));
+    expect(rejected).toHaveLength(1);
+    expect(codes).toContain(rejected[0]?.code);
+    const recovered = logs.slice(logMark).filter((r) => r.node === node.name && r.msg === 'sealed state recovered');
+    expect(recovered).toHaveLength(1);
+    expect(recovered[0]).toMatchObject({ entries: 0, reset: rejected[0]?.code });
+    // A new identity, so a new ring id: nothing of the discarded state is claimed as this node's.
+    expect(after.id).not.toBe(before.id);
+
+    // Through that node alone (it forwards or serves), and through the whole ring: the latest values.
+    const direct = await connect({ nodes: [node.addr], trust: ring.cluster.trust, timeoutMs: 10_000, routing: 'any' });
+    try {
+      expect(await mismatches(direct)).toEqual([]);
+    } finally {
+      await direct.close();
+    }
+    expect(await mismatches(kv)).toEqual([]);
+    // And it holds every key again (R = 3 on 3 nodes: every node holds every key).
+    await waitFor('the target to be refilled', 15_000, async () => ((await statusOf(node.addr)).keys === model.size ? true : 'not yet'));
+  });
+});
