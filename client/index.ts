@@ -10,6 +10,7 @@
  * channel bound to that document.
  */
 import { createHash } from 'node:crypto';
+import { keyBytesMax, valueBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import type { PrincipalSigner } from '../protocol/handshake.ts';
 import { AccessApi } from './acl.ts';
@@ -57,6 +58,20 @@ function toBytes(x: Bytes): Buffer {
   return typeof x === 'string' ? Buffer.from(x, 'utf8') : Buffer.from(x.buffer, x.byteOffset, x.length);
 }
 
+/** The enclave enforces these too; checking here keeps one bad request from costing the connection. */
+function checkedKey(x: Bytes): Buffer {
+  const k = toBytes(x);
+  if (k.length === 0) throw new EkvError('BAD_REQUEST', 'key must not be empty');
+  if (k.length > keyBytesMax) throw new EkvError('KEY_TOO_LARGE', `key of ${k.length} bytes exceeds ${keyBytesMax}`);
+  return k;
+}
+
+function checkedValue(x: Bytes): Buffer {
+  const v = toBytes(x);
+  if (v.length > valueBytesMax) throw new EkvError('VALUE_TOO_LARGE', `value of ${v.length} bytes exceeds ${valueBytesMax}`);
+  return v;
+}
+
 export const iterativeStepsMax = 32;
 export const knownNodesMax = 4096;
 
@@ -91,7 +106,7 @@ export class EkvClient {
   }
 
   async getWithVersion(key: Bytes): Promise<GetResult> {
-    const k = toBytes(key);
+    const k = checkedKey(key);
     const r = await this.callRouted(k, 'get', { k });
     if (!(r.v instanceof Uint8Array) || typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed get answer');
     return { value: Buffer.from(r.v), version: r.n };
@@ -99,14 +114,14 @@ export class EkvClient {
 
   /** Store a value; resolves with the key's new version once the write is acknowledged. */
   async put(key: Bytes, value: Bytes): Promise<number> {
-    const k = toBytes(key);
-    const r = await this.callRouted(k, 'put', { k, v: toBytes(value) });
+    const k = checkedKey(key);
+    const r = await this.callRouted(k, 'put', { k, v: checkedValue(value) });
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed put answer');
     return r.n;
   }
 
   async delete(key: Bytes): Promise<number> {
-    const k = toBytes(key);
+    const k = checkedKey(key);
     const r = await this.callRouted(k, 'del', { k });
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed delete answer');
     return r.n;

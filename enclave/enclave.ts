@@ -92,7 +92,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   };
 
   // ACCESS-CONTROL HOOK (issue 7): set store.access here.
-  const access = new AccessService({ store, ring, peers, partition, self, logger: c.logger }, { mode: accessModeFromEnv(process.env.EKV_ACCESS_MODE) });
+  const access = new AccessService({ store, ring, peers, partition, self, logger: c.logger }, { mode: accessModeFromEnv(c.config.env.EKV_ACCESS_MODE) });
   store.access = access;
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature }, handler, c.logger);
   await server.listen(c.paths.inbound);
@@ -107,6 +107,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     server,
     async stop(graceful: boolean) {
       if (graceful) await store.leave().catch(() => undefined);
+      access.stop();
       store.stop();
       ring.stop();
       peers.closeAll();

@@ -244,6 +244,7 @@ describe('a crowd of idle half-open connections', () => {
         s.on('error', () => undefined);
         // A length prefix cut short: the enclave waits for the rest, bounded by the handshake timeout.
         s.on('connect', () => s.write(Buffer.from([0, 0])));
+        s.resume(); // read (and discard) the error frame, or 'end' never comes
         s.on('end', () => s.destroy());
         s.on('close', onClose);
         sockets.push(s);
@@ -256,9 +257,7 @@ describe('a crowd of idle half-open connections', () => {
       expect(Date.now() - started).toBeLessThan(3000);
       // The enclave drops each one at its handshake timeout (plus its 1 s grace), not never;
       // the margin is wide because this machine is shared (they usually all close by ~12 s).
-      const iv = setInterval(async () => { const m = await (await fetch(`${t.node().http}/metrics`)).text(); console.log('DBG', Date.now() - started, closed, t.node().restarts, /ekv_host_connections_active\{direction="inbound"\} \d+/.exec(m)?.[0]); }, 2000);
-      await Promise.race([allClosed, new Promise((r) => setTimeout(r, handshakeTimeoutMs + 20000))]);
-      clearInterval(iv);
+      await Promise.race([allClosed, new Promise((r) => setTimeout(r, handshakeTimeoutMs + 8000))]);
       expect(closed).toBe(crowd);
     } finally {
       for (const s of sockets) s.destroy();

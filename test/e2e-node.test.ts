@@ -80,16 +80,14 @@ describe('SDK against one node', () => {
     expect((await kv.get(Buffer.alloc(keyBytesMax, 1))).toString()).toBe('x');
   });
 
-  // BUG (client/index.ts put(), protocol/rpc.ts call()): the SDK sends a value of any size. One over
-  // frameBytesMax makes the enclave's FrameDecoder drop the whole connection (FRAME_TOO_LARGE), so the
-  // caller sees CLOSED and every other request in flight on that connection fails with it. Expected:
-  // the SDK refuses key/value sizes locally with KEY_TOO_LARGE / VALUE_TOO_LARGE before sending.
-  it.fails('refuses an oversized value locally, without breaking other requests in flight', async () => {
+  // The SDK checks sizes before sending: an oversized frame would make the enclave drop the whole
+  // connection (FRAME_TOO_LARGE) and fail every other request in flight on it.
+  it('refuses an oversized value locally, without breaking other requests in flight', async () => {
     await kv.put('bystander', 'ok');
     const bystanders = Array.from({ length: 20 }, () => kv.get('bystander'));
     const huge = codeOf(kv.put('huge', Buffer.alloc(2 * valueBytesMax)));
     const results = await Promise.allSettled(bystanders);
-    expect(await huge).toBe('VALUE_TOO_LARGE'); // today: CLOSED
+    expect(await huge).toBe('VALUE_TOO_LARGE');
     expect(results.filter((r) => r.status === 'fulfilled' && r.value.toString() === 'ok')).toHaveLength(20);
   });
 
@@ -136,7 +134,7 @@ function ekv(args: string[]): Promise<Run> {
   });
 }
 
-describe('CLI', () => {
+describe.concurrent('CLI', () => {
   it('put, get (value on stdout), del, then get: NOT_FOUND on stderr and exit 1', async () => {
     const put = await ekv(['put', 'cli-key', 'cli value']);
     expect(put).toMatchObject({ code: 0, stdout: 'OK\n' });

@@ -5,6 +5,7 @@
 // comes back as a new node that joins through a member.
 // Every operation is recorded, and the history must show no lost acknowledged
 // write and no stale read; then R copies of every key must be back.
+import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { History } from './helpers/history.ts';
 import { RingFixture, ringOrder, sleep, Workload, type NodeView } from './helpers/ring-fixture.ts';
@@ -58,6 +59,9 @@ describe('kill -9 of enclaves while a writer runs (5 nodes, R=3)', () => {
   const history = new History();
   let work: Workload;
   let views: NodeView[] = [];
+  /** History clock values at each fault, for reading a failure report. */
+  const marks: Record<string, number> = {};
+  const mark = (what: string) => (marks[what] = history.now());
 
   beforeAll(async () => {
     // Unsealed: each relaunched enclave is a new node (new identity, new place) that joins through a member.
@@ -86,6 +90,7 @@ describe('kill -9 of enclaves while a writer runs (5 nodes, R=3)', () => {
   it('rides out one crash', async () => {
     await sleep(1500);
     const victim = fx.members[2]!;
+    mark(`kill ${victim.addr}`);
     const pid = fx.kill9(victim);
     await fx.waitRelaunched(victim, pid, 20_000);
     views = await fx.waitSettled(30_000);
@@ -99,6 +104,7 @@ describe('kill -9 of enclaves while a writer runs (5 nodes, R=3)', () => {
     expect(a.successors[0]).toBe(b.addr);
     const na = fx.byAddr(a.addr), nb = fx.byAddr(b.addr);
     const before = history.counts().putsOk;
+    mark(`kill ${a.addr} ${b.addr}`);
     const pids = [fx.kill9(na), fx.kill9(nb)];
     await Promise.all([fx.waitRelaunched(na, pids[0] as number, 20_000), fx.waitRelaunched(nb, pids[1] as number, 20_000)]);
     views = await fx.waitSettled(30_000);
@@ -113,7 +119,10 @@ describe('kill -9 of enclaves while a writer runs (5 nodes, R=3)', () => {
     await new Workload(fx, history, { keys: baseKeys, readers: 0 }).finalReads();
     const counts = history.counts();
     const violations = history.check();
-    expect(violations.slice(0, 20), JSON.stringify(counts)).toEqual([]);
+    if (process.env.EKV_HISTORY_DUMP) writeFileSync(process.env.EKV_HISTORY_DUMP, JSON.stringify({ counts, violations, marks, ops: history.ops }));
+    const kinds = new Map<string, number>();
+    for (const v of violations) kinds.set(v.kind, (kinds.get(v.kind) ?? 0) + 1);
+    expect(violations.slice(0, 12), `${JSON.stringify(counts)} violations ${JSON.stringify([...kinds])}`).toEqual([]);
     // Every acknowledged write's key is there with its last acknowledged value (or a later in-flight one).
     expect(counts.putsOk).toBeGreaterThan(baseKeys.length + 100);
     expect(counts.getsOk).toBeGreaterThan((hotKeys.length + baseKeys.length) * fx.addrs().length);

@@ -81,6 +81,11 @@ function segments(dataDir: string): string[] {
   return readdirSync(dataDir).filter((n) => /^wal-[0-9a-f]{16}$/.test(n)).sort();
 }
 
+/** The node's log records at warn level or above since `from`, one JSON line each (for failure messages). */
+function problems(name: string, from: number): string {
+  return logs.slice(from).filter((r) => r.node === name && (r.level as number) >= 40).map((r) => JSON.stringify(r).slice(0, 400)).join('\n');
+}
+
 type Tamper = (dataDir: string, segs: string[]) => void;
 
 const tampers: Array<{ name: string; codes: string[]; tamper: Tamper }> = [
@@ -161,6 +166,8 @@ describe('a tampered sealed log is detected, discarded, and the node is refilled
       if (node.enclave === enclave) return 'not relaunched yet';
       const vs = await Promise.all(ring.nodes.map((n) => statusOf(n.addr)));
       return unsettled(vs) ?? vs;
+    }).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}\n${node.name}'s warnings and errors since the kill:\n${problems(node.name, logMark)}`);
     });
     const after = views.find((v) => v.addr === node.addr) as NodeView;
 

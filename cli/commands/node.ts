@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import pino from 'pino';
 import { loadCluster, type ClusterFile } from '../../client/cluster.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
+import { kmsEnv, localBlobStore, startLocalKms } from '../local/kms.ts';
 import { LocalNode } from '../local/node.ts';
 import { writeJsonAtomic } from '../local/ring.ts';
 import { run, UsageError } from '../output.ts';
@@ -23,6 +24,7 @@ interface NodeOpts {
   port: string;
   httpPort: string;
   logLevel: string;
+  access: string;
   json?: boolean;
 }
 
@@ -38,6 +40,7 @@ export function registerNode(program: Command): void {
     .option('-r, --replicas <r>', 'replication factor (must match the ring)', '3')
     .option('--port <port>', 'client/peer TCP port on 127.0.0.1 (0: any free port)', '0')
     .option('--http-port <port>', 'HTTP port (attestation, health, metrics)', '0')
+    .option('--access <mode>', 'keys outside any namespace: open or closed (must match the ring)', 'open')
     .option('--log-level <level>', 'log level (JSON logs on stderr)', 'warn')
     .option('--json', 'print the ready line as JSON')
     .action(async (o: NodeOpts) =>
@@ -51,6 +54,11 @@ export function registerNode(program: Command): void {
         const logger = pino({ level: o.logLevel, base: { svc: 'ekv-node' } }, pino.destination(2));
         const statePath = join(resolve(o.dir), 'node.json');
         const prev = existsSync(statePath) ? (JSON.parse(readFileSync(statePath, 'utf8')) as { port: number; httpPort: number }) : null;
+        // Seal through the ring's emulated KMS when `ekv up` left its address beside the cluster file;
+        // a node founding a ring alone runs its own, keeping its keys in its directory.
+        const kmsFile = join(dirname(clusterPath), 'kms.json');
+        const ownKms = o.join && existsSync(kmsFile) ? null : await startLocalKms({ dir: resolve(o.dir), ca, imagePath: image, logger });
+        const kmsInfo = ownKms ? { url: ownKms.url, keyId: ownKms.defaultKeyId } : (JSON.parse(readFileSync(kmsFile, 'utf8')) as { url: string; keyId: string });
         const node: LocalNode = new LocalNode({
           name: `node-${process.pid}`,
           dir: resolve(o.dir),
@@ -59,7 +67,10 @@ export function registerNode(program: Command): void {
           listenPort: prev?.port ?? Number(o.port),
           httpPort: prev?.httpPort ?? Number(o.httpPort),
           logger,
-          enclaveEnv: (): Record<string, string> => ({ EKV_REPLICAS: o.replicas, EKV_JOIN: o.join ?? '' }),
+          enclaveEnv: (): Record<string, string> => ({
+            EKV_REPLICAS: o.replicas, EKV_JOIN: o.join ?? '', EKV_ACCESS_MODE: o.access, ...kmsEnv(kmsInfo),
+          }),
+          startBlobStore: localBlobStore(logger),
         });
         process.stderr.write(`ekv node: starting${o.join ? `, joining through ${o.join}` : ''}\n`);
         await node.start();
@@ -76,7 +87,7 @@ export function registerNode(program: Command): void {
         await new Promise<void>((done) => {
           const stop = (sig: string) => {
             process.stderr.write(`ekv node: ${sig}: stopping\n`);
-            void node.stop().then(done);
+            void node.stop().then(() => ownKms?.close()).then(done);
           };
           process.once('SIGINT', () => stop('SIGINT'));
           process.once('SIGTERM', () => stop('SIGTERM'));

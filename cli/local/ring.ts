@@ -29,6 +29,8 @@ export interface LocalRingOptions {
   isolate?: 'auto' | 'required' | 'off';
   /** Sealed persistence through the emulated KMS (default true). */
   seal?: boolean;
+  /** What the ring does with keys outside any namespace (default open, the quick start's setting). */
+  access?: 'open' | 'closed';
 }
 
 export interface LocalRing {
@@ -89,7 +91,12 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
         enclaveEnv: ({ addr, relaunch }): Record<string, string> => {
           const others: string[] = nodes.filter((n) => n !== node && n.enclave !== null).map((n) => n.addr);
           const join: string = relaunch || i > 0 ? (others[0] ?? '') : '';
-          return { EKV_REPLICAS: String(replicas), EKV_JOIN: join === addr ? '' : join, ...(kmsInfo ? kmsEnv(kmsInfo) : {}) };
+          return {
+            EKV_REPLICAS: String(replicas),
+            EKV_JOIN: join === addr ? '' : join,
+            EKV_ACCESS_MODE: o.access ?? 'open',
+            ...(kmsInfo ? kmsEnv(kmsInfo) : {}),
+          };
         },
         ...(kms ? { startBlobStore: localBlobStore(o.logger) } : {}),
         ...(o.isolate ? { isolate: o.isolate } : {}),

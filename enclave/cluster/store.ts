@@ -34,6 +34,8 @@ export const clientOpDeadlineMs = 8000;
 export const replicateTimeoutMs = 2000;
 export const syncIntervalMs = 1000;
 export const batchBytesMax = 256 * 1024;
+/** How often a node looks for copies it no longer needs to hold (after joins and re-replication). */
+export const gcIntervalMs = 3000;
 export const batchEntriesMax = 4096;
 
 type WireEntry = [Uint8Array, Uint8Array | null, number];
@@ -70,6 +72,8 @@ export class ClusterStore {
   private readonly synced = new Map<bigint, number>();
   private syncTimer: NodeJS.Timeout | null = null;
   private syncing = false;
+  private collecting = false;
+  private gcTimer: NodeJS.Timeout | null = null;
   private pulling = false;
 
   constructor(
@@ -92,10 +96,59 @@ export class ClusterStore {
   start(): void {
     this.syncTimer = setInterval(() => void this.sync(), syncIntervalMs);
     this.syncTimer.unref();
+    this.gcTimer = setInterval(() => void this.collect(), gcIntervalMs);
+    this.gcTimer.unref();
   }
 
   stop(): void {
     if (this.syncTimer) clearInterval(this.syncTimer);
+    if (this.gcTimer) clearInterval(this.gcTimer);
+  }
+
+  /**
+   * Drop copies this node holds but is no longer among the R holders of (its range moved to a joined node,
+   * or re-replication put the key on another node after a failure). A copy is dropped only after the
+   * key's current owner, found by a lookup, has been sent it (it keeps the newer version) and only when
+   * the owner's view names R holders without us.
+   */
+  async collect(): Promise<number> {
+    const core = this.c.ring.core;
+    if (this.collecting || !this.serving || core.status !== 'active' || core.predecessor === null) return 0;
+    this.collecting = true;
+    let dropped = 0;
+    try {
+      const mine = responsibleRange(core.predecessor, this.c.self);
+      const views: Array<{ start: bigint; end: bigint; holders: NodeRef[]; stray: StoredEntry[] }> = [];
+      for (const e of [...this.c.partition.entries()]) {
+        const kid = keyId(e.key);
+        if (inRange(kid, mine)) continue;
+        let view = views.find((v) => inRange(kid, v));
+        if (!view) {
+          const r = await this.c.ring.lookup(kid).catch(() => null);
+          if (!r || r.predecessor === null || r.owner.id === this.c.self.id) continue;
+          const holders = [r.owner, ...r.successors.filter((n) => n.id !== r.owner.id)].slice(0, this.c.replicas);
+          if (holders.length < this.c.replicas) continue; // a ring smaller than R: everyone holds everything
+          view = { start: r.predecessor.id, end: r.owner.id, holders, stray: [] };
+          views.push(view);
+        }
+        if (inRange(kid, view) && !view.holders.some((h) => h.id === this.c.self.id)) view.stray.push(e);
+      }
+      for (const v of views) {
+        if (v.stray.length === 0) continue;
+        // Every holder gets our copy first (each keeps the newer version), so dropping ours never leaves fewer than R.
+        const pushed = await Promise.all(v.holders.map((h) => this.push(h, v.stray)));
+        if (!pushed.every(Boolean)) continue;
+        for (const e of v.stray) {
+          if (this.c.partition.get(e.key)?.version !== e.version) continue; // something newer arrived meanwhile
+          this.c.partition.remove(e.key);
+          dropped++;
+        }
+      }
+      if (dropped > 0) this.c.logger.info({ dropped }, 'dropped copies this node no longer holds');
+      return dropped;
+    } finally {
+      this.collecting = false;
+    }
   }
 
   // ------------------------------------------------------------ ownership

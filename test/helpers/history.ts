@@ -55,6 +55,11 @@ export class History {
   readonly ops: OpRecord[] = [];
   private clock = 0;
 
+  /** The current logical time (to mark when a fault was injected, for reading reports). */
+  now(): number {
+    return ++this.clock;
+  }
+
   invoke(key: string, op: 'put' | 'get', value: string | null = null, via?: string): OpRecord {
     const r: OpRecord = { key, op, value: op === 'put' ? value : null, version: null, start: ++this.clock, end: never, outcome: 'pending' };
     if (via !== undefined) r.via = via;
