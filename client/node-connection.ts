@@ -9,7 +9,7 @@ import net from 'node:net';
 import { handshakeBytesMax, sessionLifetimeMs } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import { FramedSocket } from '../protocol/framed-socket.ts';
-import { connectHandshake, type AttestedPeer, type PrincipalSigner, type VerifyDoc } from '../protocol/handshake.ts';
+import { connectHandshake, handshakeTimeoutMs, type AttestedPeer, type PrincipalSigner, type VerifyDoc } from '../protocol/handshake.ts';
 import { RpcClient, type RpcResult } from '../protocol/rpc.ts';
 
 export const connectTimeoutMs = 5000;
@@ -85,6 +85,7 @@ export class NodeConnection {
     try {
       const r = await connectHandshake(fs, {
         mode: 'client',
+        timeoutMs: Math.min(this.opts.timeoutMs, handshakeTimeoutMs),
         verifyServer: this.verify,
         ...(this.opts.principal ? { principal: this.opts.principal } : {}),
       });

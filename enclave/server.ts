@@ -14,6 +14,9 @@ import { acceptHandshake, type AcceptOptions, type AttestedPeer } from '../proto
 import { serveRpc, type RpcResult } from '../protocol/rpc.ts';
 import { sessionLifetimeMs } from '../protocol/constants.ts';
 
+/** Connections the enclave serves at once (clients, peers, the host's attestation fetches). */
+export const connectionsMax = 8192;
+
 export interface CallerContext {
   /** Set when the caller is an attested peer enclave. */
   peer: (AttestedPeer & { key: Buffer }) | null;
@@ -40,6 +43,8 @@ export class EnclaveServer {
     private readonly logger: Logger,
   ) {
     this.server = net.createServer((s) => this.onConnection(s));
+    // Bounded: each connection may hold a handshake's buffer until its timeout.
+    this.server.maxConnections = connectionsMax;
   }
 
   listen(path: string): Promise<void> {

@@ -50,8 +50,11 @@ export class RpcClient {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
+        // A silent session is not trusted to recover (a relay may have stretched a length prefix and
+        // stalled it): close it, so later requests open a fresh, re-attested connection.
         this.pending.delete(id);
         reject(new EkvError('TIMEOUT', `${op}: no answer within ${timeoutMs} ms`));
+        this.session.close(new EkvError('TIMEOUT', 'a request timed out; session closed'));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
       this.session.send({ ...args, i: id, o: op });

@@ -5,7 +5,11 @@
  */
 import { decodeCbor, encodeCbor } from './cbor.ts';
 import type { FrameOpener, FrameSealer } from './aead.ts';
+import { frameBytesMax, gcmTagBytes } from './constants.ts';
 import { EkvError } from './errors.ts';
+
+/** Messages one frame may carry. */
+export const batchMessagesMax = 256;
 import type { FramedSocket } from './framed-socket.ts';
 
 export class SecureSession {
@@ -14,6 +18,8 @@ export class SecureSession {
   private readonly sealer: FrameSealer;
   private readonly opener: FrameOpener;
   private failure: EkvError | null = null;
+  private outbox: unknown[] = [];
+  private flushScheduled = false;
 
   constructor(fs: FramedSocket, sealer: FrameSealer, opener: FrameOpener) {
     this.fs = fs;
@@ -29,14 +35,21 @@ export class SecureSession {
     this.fs.listen(
       (frame) => {
         if (this.failure) return;
-        let msg: unknown;
+        let batch: unknown;
         try {
-          msg = decodeCbor(this.opener.open(frame));
+          batch = decodeCbor(this.opener.open(frame));
         } catch (err) {
           this.fail(err instanceof EkvError ? err : new EkvError('PROTOCOL', String(err)));
           return;
         }
-        onMessage(msg);
+        if (!Array.isArray(batch) || batch.length === 0 || batch.length > batchMessagesMax) {
+          this.fail(new EkvError('PROTOCOL', 'a frame must carry 1..' + batchMessagesMax + ' messages'));
+          return;
+        }
+        for (const msg of batch) {
+          if (this.failure) return;
+          onMessage(msg);
+        }
       },
       (err) => {
         if (!this.failure) this.failure = err;
@@ -45,9 +58,36 @@ export class SecureSession {
     );
   }
 
+  /**
+   * Queue a message. Messages sent in the same turn of the event loop travel sealed together in one
+   * frame (one AES-GCM operation and one write for all of them), up to the frame size limit.
+   */
   send(msg: unknown): void {
     if (this.failure || this.fs.closed) return;
-    this.fs.write(this.sealer.seal(encodeCbor(msg)));
+    this.outbox.push(msg);
+    if (this.outbox.length >= batchMessagesMax) this.flush();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      process.nextTick(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.outbox.length === 0 || this.failure) return;
+    const batch = this.outbox;
+    this.outbox = [];
+    const plain = encodeCbor(batch);
+    if (plain.length + gcmTagBytes <= frameBytesMax || batch.length === 1) {
+      this.fs.write(this.sealer.seal(plain));
+      return;
+    }
+    // Too big together: split in halves (each message alone is within the limit by construction).
+    const mid = batch.length >> 1;
+    this.outbox = batch.slice(0, mid);
+    this.flush();
+    this.outbox = batch.slice(mid);
+    this.flush();
   }
 
   get closed(): boolean {

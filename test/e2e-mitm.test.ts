@@ -41,8 +41,10 @@ interface Outcome {
 }
 
 /**
- * Four concurrent puts, then four concurrent gets (so several frames are in
- * flight each way). Every key has exactly one value it may ever hold.
+ * Four puts, then four gets, one after another: the session seals the messages of one event-loop turn
+ * into one frame, so sequential requests give one frame per request and per answer, which the scenarios
+ * below address by number. (Many requests in flight on one connection: e2e-node.test.ts.)
+ * Every key has exactly one value it may ever hold.
  */
 async function workload(kv: EkvClient, tag: string, written: Map<string, string>): Promise<Outcome> {
   const keys = [0, 1, 2, 3].map((i) => `${tag}-${i}`);
@@ -54,12 +56,16 @@ async function workload(kv: EkvClient, tag: string, written: Map<string, string>
     expect([...attackCodes, ...alsoAllowed]).toContain(code);
     out.codes.push(code);
   };
-  const puts = await Promise.allSettled(keys.map((k) => kv.put(k, written.get(k) as string)));
+  const settle = async <T>(p: Promise<T>): Promise<PromiseSettledResult<T>> =>
+    p.then((value) => ({ status: 'fulfilled' as const, value }), (reason: unknown) => ({ status: 'rejected' as const, reason }));
+  const puts: PromiseSettledResult<number>[] = [];
+  for (const k of keys) puts.push(await settle(kv.put(k, written.get(k) as string)));
   for (const r of puts) {
     if (r.status === 'fulfilled') out.ok++;
     else failed(r.reason);
   }
-  const gets = await Promise.allSettled(keys.map((k) => kv.get(k)));
+  const gets: PromiseSettledResult<Buffer>[] = [];
+  for (const k of keys) gets.push(await settle(kv.get(k)));
   for (const [i, r] of gets.entries()) {
     if (r.status === 'fulfilled') {
       // THE property: a value that reaches the caller is the value written for that key.
@@ -71,15 +77,18 @@ async function workload(kv: EkvClient, tag: string, written: Map<string, string>
 }
 
 /** Attack one connection, check errors and values, then check the client recovers through the same proxy. */
-async function underAttack(tag: string, opts: Omit<MitmOptions, 'target'>): Promise<{ attacked: Outcome; fired: string[] }> {
+async function underAttack(tag: string, opts: Omit<MitmOptions, 'target'>): Promise<{ attacked: Outcome; fired: string[]; detected: boolean }> {
   const mitm = await startMitm({ target: nodeA().addr, ...opts });
   const kv = await clientVia(mitm.addr);
   try {
     const written = new Map<string, string>();
     const attacked = await workload(kv, tag, written);
+    const tamperedConnectionDropped = mitm.connections > 1;
     const recovered = await workload(kv, tag, written);
     expect(recovered).toEqual({ ok: 8, codes: [] });
-    return { attacked, fired: [...mitm.fired] };
+    // Detected = a request failed with a typed code, or the client abandoned the tampered connection
+    // (a replayed answer arriving while nothing is in flight ends the session without failing a request).
+    return { attacked, fired: [...mitm.fired], detected: attacked.codes.length > 0 || tamperedConnectionDropped };
   } finally {
     await kv.close();
     await mitm.close();
@@ -106,12 +115,13 @@ const scenarios: Array<{ name: string; c2s?: MitmAction[]; s2c?: MitmAction[]; e
   { name: 'flip a byte of an answer', s2c: [flip(1, 10)], expect: ['TAMPERED'] },
   { name: 'flip the top bit of a request length', c2s: [flip(2, 0, 0x80)], expect: ['CLOSED'] },
   { name: 'flip the top bit of an answer length', s2c: [flip(1, 0, 0x80)], expect: ['FRAME_TOO_LARGE'] },
-  { name: 'drop a request', c2s: [{ kind: 'drop', frame: 2 }], expect: ['CLOSED'] },
-  { name: 'drop an answer', s2c: [{ kind: 'drop', frame: 1 }], expect: ['TAMPERED'] },
-  { name: 'replay a request', c2s: [{ kind: 'replay', frame: 2 }], expect: ['CLOSED'] },
+  { name: 'drop a request', c2s: [{ kind: 'drop', frame: 2 }], expect: ['CLOSED', 'TIMEOUT'] },
+  { name: 'drop an answer', s2c: [{ kind: 'drop', frame: 1 }], expect: ['TAMPERED', 'TIMEOUT'] },
+  { name: 'replay a request', c2s: [{ kind: 'replay', frame: 2 }], expect: ['CLOSED', 'TIMEOUT'] },
   { name: 'replay an answer later', s2c: [{ kind: 'replay', frame: 1, after: 5 }], expect: ['TAMPERED'] },
-  { name: 'swap two requests', c2s: [{ kind: 'reorder', frame: 2 }], expect: ['CLOSED'] },
-  { name: 'swap two get answers', s2c: [{ kind: 'reorder', frame: 5 }], expect: ['TAMPERED'] },
+  // Sequential requests: a relay holding a frame back to swap it with the next one stalls the session.
+  { name: 'swap two requests', c2s: [{ kind: 'reorder', frame: 2 }], expect: ['CLOSED', 'TIMEOUT'] },
+  { name: 'swap two get answers', s2c: [{ kind: 'reorder', frame: 5 }], expect: ['TAMPERED', 'TIMEOUT'] },
   { name: 'truncate inside a request', c2s: [{ kind: 'truncate', where: { frame: 3, at: 10 } }], expect: ['CLOSED'] },
   { name: 'truncate inside an answer', s2c: [{ kind: 'truncate', where: { frame: 2, at: 10 } }], expect: ['CLOSED'] },
 ];
@@ -120,9 +130,9 @@ describe('a MITM on the client-host link', () => {
   describe.concurrent('each tampering is detected, no wrong value, the client recovers', () => {
     for (const s of scenarios) {
       it(s.name, async () => {
-        const { attacked, fired } = await underAttack(`s${scenarios.indexOf(s)}`, { c2s: s.c2s ?? [], s2c: s.s2c ?? [] });
+        const { attacked, fired, detected } = await underAttack(`s${scenarios.indexOf(s)}`, { c2s: s.c2s ?? [], s2c: s.s2c ?? [] });
         expect(fired.length).toBeGreaterThan(0);
-        expect(attacked.codes.length).toBeGreaterThan(0);
+        expect(detected).toBe(true);
         for (const c of attacked.codes) if (c !== 'NOT_FOUND') expect(s.expect).toContain(c);
       });
     }
@@ -138,9 +148,9 @@ describe('a MITM on the client-host link', () => {
     let run = 0;
     await fc.assert(
       fc.asyncProperty(action, async ({ dir, a }) => {
-        const { attacked, fired } = await underAttack(`rand${run++}`, dir === 'c2s' ? { c2s: [a] } : { s2c: [a] });
+        const { attacked, fired, detected } = await underAttack(`rand${run++}`, dir === 'c2s' ? { c2s: [a] } : { s2c: [a] });
         // A tampering that took effect is always noticed (one aimed past a frame's end changes nothing).
-        if (fired.length > 0) expect(attacked.codes.length).toBeGreaterThan(0);
+        if (fired.length > 0) expect(detected).toBe(true);
         else expect(attacked.ok).toBe(8);
       }),
       { numRuns: 25 },
@@ -190,7 +200,8 @@ describe('a host that answers with another node', () => {
       const direct = await clientVia(nodeB().addr);
       expect((await direct.get('redirected')).toString()).toBe('to B');
       await direct.close();
-      // NOTE: the SDK cannot tell that it asked for A: nothing binds an address to an identity yet.
+      // An address is not an identity: the SDK routes by the attested identity (ring id = SHA-256 of
+      // the key), so a redirected address changes which genuine node serves, never what is believed.
     } finally {
       await kv.close();
       await mitm.close();

@@ -112,7 +112,14 @@ describe('kill -9 of enclaves while a writer runs (5 nodes, R=3)', () => {
     expect(history.counts().putsOk).toBeGreaterThan(before);
   }, 60_000);
 
-  it('lost no acknowledged write and served no stale read', async () => {
+  // Fails today (reported to the lead): acknowledged writes are lost and stale values served. Seen in the
+  // history: one node serves as owner for keys outside its range for seconds, with its own version sequence
+  // (e.g. "v1 is both hot-1#1 and hot-1#67": an acked write at v1 after v61 was acked elsewhere; "read returned
+  // hot-2#58 (v3) but hot-2#63 (v54) was acked"). Two causes in enclave/cluster/store.ts and the ring: owns()
+  // takes responsibleRange(null, self), the whole ring, while the predecessor is unknown (after
+  // check_predecessor drops a dead one); and the dead node's old id stays in the successor lists after a new
+  // node appears at its address (neighbours gossip the ghost back), so ranges keep flapping.
+  it.fails('lost no acknowledged write and served no stale read', async () => {
     await work.stop();
     // The final state, read through every node, goes into the history as reads like any other.
     await new Workload(fx, history, { keys: hotKeys, readers: 0 }).finalReads();
@@ -135,11 +142,8 @@ describe('kill -9 of enclaves while a writer runs (5 nodes, R=3)', () => {
     expect(v.reduce((s, x) => s + x.keys, 0)).toBeGreaterThanOrEqual(replicas * keys.length);
   }, 30_000);
 
-  // Fails today: a node never drops the copies it no longer replicates. While an enclave is down its
-  // successors take over its range and copy it one node further; when it rejoins (same sealed identity,
-  // same place) those extra copies stay, so the sum of keys stays above R x keys. Needs a replica GC in
-  // enclave/cluster/store.ts (reported to the lead).
-  it.fails('drops the stray copies once R copies are back (sum of keys = R x keys)', async () => {
+  // Stray copies (left one node further on while an enclave was down) are collected (491b131).
+  it('drops the stray copies once R copies are back (sum of keys = R x keys)', async () => {
     const keys = [...baseKeys, ...hotKeys].map((k) => Buffer.from(k));
     const { views: v, report } = await fx.waitCopies(keys, 8000, true);
     expect(report.exact, report.lines.join('\n')).toBe(true);

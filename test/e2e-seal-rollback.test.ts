@@ -90,14 +90,29 @@ async function rollBack(name: string): Promise<number> {
   return mark;
 }
 
+/** Roll `name` back and check reads through it alone and through the ring. */
+async function neverServesOlder(name: string): Promise<void> {
+  const mark = await rollBack(name);
+  const rec = logs.slice(mark).find((r) => r.node === name && r.msg === 'sealed state recovered');
+  // The old copy is genuine: it verifies, and the node comes back as itself with the older entries.
+  expect(rec).toMatchObject({ created: false, reset: null });
+  const node = ring.nodes.find((n) => n.name === name)!;
+  expect(await withClient({ only: node.addr }, mismatches)).toEqual([]);
+  expect(await withClient({}, mismatches)).toEqual([]);
+}
+
 describe('a node restarted from an older genuine copy of its sealed state', () => {
-  it.each(['node-2', 'node-1'])('%s: never serves the older versions', async (name) => {
-    const mark = await rollBack(name);
-    const rec = logs.slice(mark).find((r) => r.node === name && r.msg === 'sealed state recovered');
-    // The old copy is genuine: it verifies, and the node comes back as itself with the older entries.
-    expect(rec).toMatchObject({ created: false, reset: null });
-    const node = ring.nodes.find((n) => n.name === name)!;
-    expect(await withClient({ only: node.addr }, mismatches)).toEqual([]);
-    expect(await withClient({}, mismatches)).toEqual([]);
-  });
+  // A joining node pulls its range from its successor before it serves, so the newer versions win.
+  it('node-2 (rejoins through node-1): never serves the older versions', () => neverServesOlder('node-2'));
+
+  // BUG (enclave/enclave.ts, ClusterStore constructed with serving = config.join === null): the node that
+  // founds the restarted ring (node-1, EKV_JOIN empty) serves its recovered sealed state at once, without
+  // comparing it with its replicas. Rolled back, it answers the older versions for every key it owns, both
+  // directly and through the ring (the owner answers gets); measured: still stale 22 s later (no repair by
+  // sync). Suggested fix: a node that recovered sealed entries (created === false) must not serve until it
+  // has reconciled its range with its successors (pull newer versions first, as a joiner does), even when
+  // it founds the ring; or the ring restart should start every node as a joiner of the first one that is up.
+  // The seal README's "What is NOT protected: Rollback" says the node "must not serve reads older than what
+  // the ring acknowledged" until that check passes: today the founder skips it.
+  it.fails('node-1 (founds the restarted ring): never serves the older versions', () => neverServesOlder('node-1'));
 });

@@ -32,6 +32,8 @@ import type { RingDriver } from './ring-driver.ts';
 export const forwardHopsMax = 4;
 export const clientOpDeadlineMs = 8000;
 export const replicateTimeoutMs = 2000;
+/** How long a write waits for a silent replica to answer or be declared dead. */
+export const replicateDeadlineMs = 6000;
 export const syncIntervalMs = 1000;
 export const batchBytesMax = 256 * 1024;
 /** How often a node looks for copies it no longer needs to hold (after joins and re-replication). */
@@ -156,6 +158,10 @@ export class ClusterStore {
   owns(kid: bigint): boolean {
     const core = this.c.ring.core;
     if (core.status !== 'active') return false;
+    // The core treats a node with no known predecessor as owning everything (right for a ring of one).
+    // For data that would serve keys this node may not hold, so until the ring tells it its new
+    // predecessor (after the old one died) it owns nothing unless it is alone.
+    if (core.predecessor === null) return core.successors.length === 0;
     return inRange(kid, responsibleRange(core.predecessor, this.c.self));
   }
 
@@ -176,7 +182,7 @@ export class ClusterStore {
     const hops = o.hops;
     const kid = keyId(key);
     const deadline = Date.now() + clientOpDeadlineMs;
-    let lastErr: EkvError = new EkvError('UNAVAILABLE', 'no owner reachable');
+    let lastErr: EkvError | null = null; // built only on failure: an Error's stack trace is not free
     for (let attempt = 0; Date.now() < deadline; attempt++) {
       try {
         if (this.owns(kid)) return await this.ownerOp(op, key, value, o);
@@ -193,11 +199,12 @@ export class ClusterStore {
         await sleep(Math.min(50 * 2 ** attempt, 500));
       }
     }
-    throw lastErr;
+    throw lastErr ?? new EkvError('UNAVAILABLE', 'no owner reachable');
   }
 
   private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
     if (!this.serving) throw new EkvError('UNAVAILABLE', 'this node is still receiving its keys');
+    if (!this.owns(keyId(key))) throw new EkvError('UNAVAILABLE', 'ownership of this key is moving');
     if (!o.internal && this.access) await this.access.check(op, key, o.principal);
     const p = this.c.partition;
     if (op === 'get') return localGet(p, key);
@@ -210,15 +217,30 @@ export class ClusterStore {
     return r;
   }
 
+  /**
+   * Every live replica must hold the write before it is acknowledged. A replica that does not answer is
+   * asked again until the ring declares it dead (it leaves our successor list, and the sync brings the
+   * next node up to date) or the deadline passes; then the write fails with UNAVAILABLE (its outcome is
+   * unknown to the client, as with any timeout).
+   */
   private async replicate(entries: WireEntry[]): Promise<void> {
-    await Promise.all(
-      this.replicaTargets().map((t) =>
-        this.c.peers.call(t.addr, 'rep', { e: entries }, replicateTimeoutMs, t.id).catch((err: unknown) => {
-          this.stats.replicationFailures++;
-          this.c.logger.debug({ to: t.addr, err: (err as Error).message }, 'replica did not acknowledge');
-        }),
-      ),
-    );
+    const deadline = Date.now() + replicateDeadlineMs;
+    await Promise.all(this.replicaTargets().map((t) => this.replicateTo(t, entries, deadline)));
+  }
+
+  private async replicateTo(t: NodeRef, entries: WireEntry[], deadline: number): Promise<void> {
+    for (;;) {
+      try {
+        await this.c.peers.call(t.addr, 'rep', { e: entries }, replicateTimeoutMs, t.id);
+        return;
+      } catch (err) {
+        this.stats.replicationFailures++;
+        this.c.logger.debug({ to: t.addr, err: (err as Error).message }, 'replica did not acknowledge');
+      }
+      if (!this.c.ring.core.successors.some((s) => s.id === t.id)) return; // declared dead: no longer a replica
+      if (Date.now() > deadline) throw new EkvError('UNAVAILABLE', 'a replica did not acknowledge the write');
+      await sleep(200);
+    }
   }
 
   // ------------------------------------------------------------ peer operations
