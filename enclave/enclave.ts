@@ -37,7 +37,7 @@ export interface RunningEnclave {
   stop(graceful: boolean): Promise<void>;
 }
 
-const peerOps = new Set(['ring', 'fwd', 'rep', 'pull']);
+const peerOps = new Set(['ring', 'fwd', 'rep', 'pull', 'owns']);
 
 export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave> {
   const partition = new Partition();

@@ -26,6 +26,8 @@ interface PeerConn {
 
 export class PeerPool {
   private readonly conns = new Map<string, Promise<PeerConn>>();
+  /** Called when `addr` answers with an identity other than the ring member we expected there. */
+  onWrongIdentity: ((addr: string, expected: bigint) => void) | null = null;
 
   constructor(
     private readonly c: {
@@ -41,7 +43,8 @@ export class PeerPool {
   async call(addr: string, op: string, args: Record<string, unknown>, timeoutMs: number, expectId?: bigint): Promise<RpcResult> {
     const conn = await this.get(addr);
     if (expectId !== undefined && conn.id !== expectId) {
-      this.drop(addr);
+      // The address now answers with another attested identity: the node we meant is gone.
+      this.onWrongIdentity?.(addr, expectId);
       throw new EkvError('UNAVAILABLE', `the node at ${addr} is not the expected ring member`);
     }
     return conn.rpc.call(op, args, timeoutMs);

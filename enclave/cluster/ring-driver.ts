@@ -47,6 +47,10 @@ export class RingDriver {
     private readonly logger: Logger,
   ) {
     this.core = new RingNode({ self, config: ringConfig, rand: Math.random });
+    peers.onWrongIdentity = (addr, expected) => {
+      this.core.markDead({ id: expected, addr });
+      this.scheduleFlush();
+    };
   }
 
   onEvent(fn: (e: RingEvent) => void): void {

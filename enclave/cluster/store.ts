@@ -38,6 +38,8 @@ export const syncIntervalMs = 1000;
 export const batchBytesMax = 256 * 1024;
 /** How often a node looks for copies it no longer needs to hold (after joins and re-replication). */
 export const gcIntervalMs = 3000;
+/** Stray copies are collected only after this node's neighbourhood has been quiet this long. */
+export const gcQuietMs = 5000;
 export const batchEntriesMax = 4096;
 
 type WireEntry = [Uint8Array, Uint8Array | null, number];
@@ -75,6 +77,8 @@ export class ClusterStore {
   private syncTimer: NodeJS.Timeout | null = null;
   private syncing = false;
   private collecting = false;
+  /** When this node's neighbourhood last changed (stray copies are collected only once it is quiet). */
+  private lastChange = Date.now();
   private gcTimer: NodeJS.Timeout | null = null;
   private pulling = false;
 
@@ -116,6 +120,7 @@ export class ClusterStore {
   async collect(): Promise<number> {
     const core = this.c.ring.core;
     if (this.collecting || !this.serving || core.status !== 'active' || core.predecessor === null) return 0;
+    if (Date.now() - this.lastChange < gcQuietMs) return 0;
     this.collecting = true;
     let dropped = 0;
     try {
@@ -140,7 +145,17 @@ export class ClusterStore {
         // Every holder gets our copy first (each keeps the newer version), so dropping ours never leaves fewer than R.
         const pushed = await Promise.all(v.holders.map((h) => this.push(h, v.stray)));
         if (!pushed.every(Boolean)) continue;
+        // And the owner must confirm it owns each key (its own predecessor, not our possibly stale view).
+        const owner = v.holders[0] as NodeRef;
+        const confirmed = new Set<string>();
+        for (let i = 0; i < v.stray.length; i += batchEntriesMax) {
+          const part = v.stray.slice(i, i + batchEntriesMax);
+          const r = await this.c.peers.call(owner.addr, 'owns', { k: part.map((e) => e.key) }, replicateTimeoutMs, owner.id).catch(() => null);
+          const flags = r && Array.isArray(r.o) ? (r.o as unknown[]) : [];
+          part.forEach((e, j) => flags[j] === true && confirmed.add(e.key.toString('latin1')));
+        }
         for (const e of v.stray) {
+          if (!confirmed.has(e.key.toString('latin1'))) continue;
           if (this.c.partition.get(e.key)?.version !== e.version) continue; // something newer arrived meanwhile
           this.c.partition.remove(e.key);
           dropped++;
@@ -263,6 +278,10 @@ export class ClusterStore {
         return { n: await this.applyEntries(req.e) };
       case 'pull':
         return this.answerPull(req, peerKey);
+      case 'owns': {
+        if (!Array.isArray(req.k) || req.k.length > batchEntriesMax) throw new EkvError('BAD_REQUEST', 'bad owns request');
+        return { o: req.k.map((k) => this.serving && this.owns(keyId(wireKey(k)))) };
+      }
       default:
         throw new EkvError('BAD_REQUEST', `unknown peer operation ${op.slice(0, 32)}`);
     }
@@ -313,7 +332,14 @@ export class ClusterStore {
   // ------------------------------------------------------------ membership
 
   private onRingEvent(e: RingEvent): void {
-    if (e.type === 'successors_changed') void this.sync();
+    // A new predecessor changes the range this node owns: entries that were someone else's are now ours
+    // to push, whatever their modification numbers, so every replica gets a full push next time.
+    if (e.type === 'predecessor_changed') {
+      this.synced.clear();
+      this.lastChange = Date.now();
+    }
+    if (e.type === 'successors_changed') this.lastChange = Date.now();
+    if (e.type === 'successors_changed' || e.type === 'predecessor_changed') void this.sync();
     if (!this.serving && (e.type === 'predecessor_changed' || e.type === 'joined')) void this.pull();
   }
 

@@ -26,3 +26,12 @@ export const forwardsInflightMax = 16384;
 if (!(hopsMax >= 2 * idBits / 16)) throw new Error('hopsMax too small for a 2^256 ring');
 if (!(successorsMax >= 1 && successorsMax <= 1024)) throw new Error('successorsMax out of range');
 if (!(excludeMax >= successorsMax / 2)) throw new Error('excludeMax must cover a run of dead successors');
+
+/**
+ * A node known to be gone (it left, or its address now answers with another identity) is kept out of
+ * successor lists and the predecessor slot for this many ticks, so that neighbours' stale lists do not
+ * bring it back while the news spreads.
+ */
+export const deadTicks = 200;
+/** Ids remembered as dead at once. */
+export const deadTrackedMax = 4096;

@@ -10,7 +10,7 @@
 // the successor list and the predecessor slot. A lookup never waits for that
 // verdict: it routes around the silent hop at once.
 import assert from 'node:assert/strict';
-import { excludeMax, forwardsInflightMax, hopsMax, lookupsInflightMax, missesTrackedMax } from './constants.ts';
+import { deadTicks, deadTrackedMax, excludeMax, forwardsInflightMax, hopsMax, lookupsInflightMax, missesTrackedMax } from './constants.ts';
 import { type RingConfig, validateConfig } from './config.ts';
 import { RingError } from './errors.ts';
 import type { DropReason, LookupFailure, LookupMode, RingEvent } from './events.ts';
@@ -83,6 +83,8 @@ export class RingNode implements RoutingTable {
   private outbox: Ready['messages'] = [];
   private events: RingEvent[] = [];
   private readonly drops = new Map<DropReason, number>();
+  /** Ids known to be gone, with the tick until which they are refused (see deadTicks). */
+  private readonly dead = new Map<bigint, number>();
 
   /** A new node is a ring of one (Chord's create()); call join() to enter an existing ring. */
   constructor(init: RingNodeInit) {
@@ -140,8 +142,32 @@ export class RingNode implements RoutingTable {
   // ---- state changes that keep the invariants ----
 
   /** The successor list, after the peers' candidates went through orderSuccessors. */
+  private isDead(id: bigint): boolean {
+    const until = this.dead.get(id);
+    return until !== undefined && until >= this.now;
+  }
+
+  /**
+   * The transport learned that `peer` is gone for sure (its address answers with another attested
+   * identity): drop it now rather than after timeouts, and refuse it for deadTicks.
+   */
+  markDead(peer: NodeRef): void {
+    if (peer.id === this.self.id) return;
+    this.remember(peer.id);
+    this.forget(peer, 'timeout');
+  }
+
+  private remember(id: bigint): void {
+    if (this.dead.size >= deadTrackedMax) {
+      for (const [k, until] of this.dead) if (until < this.now) this.dead.delete(k);
+      if (this.dead.size >= deadTrackedMax) this.dead.delete(this.dead.keys().next().value as bigint);
+    }
+    this.dead.set(id, this.now + deadTicks);
+  }
+
   private setSuccessors(candidates: readonly NodeRef[]): void {
-    const next = orderSuccessors(this.self.id, candidates, this.config.successorsMax);
+    const alive = this.dead.size === 0 ? candidates : candidates.filter((n) => !this.isDead(n.id));
+    const next = orderSuccessors(this.self.id, alive, this.config.successorsMax);
     assertSuccessorOrder(this.self.id, next, this.config.successorsMax);
     const same = next.length === this.successors.length && next.every((n, i) => n.id === this.successors[i]?.id);
     this.successors = next;
@@ -421,6 +447,7 @@ export class RingNode implements RoutingTable {
   }
 
   private onNotify(from: NodeRef): void {
+    if (this.isDead(from.id)) return this.drop('unexpected');
     const pred = this.predecessor;
     if (pred === null || betweenOpen(from.id, pred.id, this.self.id)) this.setPredecessor(from);
     if (this.successors.length === 0) this.setSuccessors([from]);
@@ -654,6 +681,7 @@ export class RingNode implements RoutingTable {
   }
 
   private onLeave(m: Leave): void {
+    this.remember(m.from.id);
     const wasPred = this.predecessor?.id === m.from.id;
     const wasSucc = this.successors.some((s) => s.id === m.from.id);
     const rest = this.successors.filter((s) => s.id !== m.from.id);
