@@ -136,13 +136,9 @@ describe('sealed state survives enclave restarts', () => {
     expect(rec[0]?.entries as number).toBeGreaterThanOrEqual(before.keys);
   });
 
-  // BUG (enclave/ring/node.ts finishJoin): the relaunched enclave has its old id, and the other nodes still
-  // list that id at that address (and keep doing so: the new incarnation answers their checks). Its join
-  // lookup for successor(self.id) therefore answers "yourself", finishJoin() drops that as 'unexpected',
-  // and it retries the same lookup forever: status 'joining', no successors, never serving.
-  // Suggested fix: a joining node looks up the first node strictly after itself (self.id + 1), or, when the
-  // owner is itself, takes the answer's successors (minus itself) as its successor list.
-  it.fails('... and rejoins the ring and serves every acknowledged key again', async () => {
+  // The others still list its id at its address; a joining node looks up successor(self.id + 1), so it
+  // finds the node after itself rather than its own old entry.
+  it('... and rejoins the ring and serves every acknowledged key again', async () => {
     const node = ring.nodes[1] as LocalNode;
     await waitFor(`${node.name} to serve again`, 15_000, async () => {
       const s = await withClient((kv) => statusOf(kv, node.addr)).catch((err: unknown) => `${(err as Error).message}`);

@@ -6,11 +6,15 @@
  * p50/p99 latency for each, and the ekv/redis throughput ratio per mix.
  * Progress goes to stderr; the table (or --json) to stdout.
  *
- *   npm run bench:kv -- --clients 64 --connections 4 --seconds 5 --value-bytes 100 [--ops N] [--json] [--no-redis]
+ * Then (unless --no-extra): sealed vs unsealed puts, authenticated vs anonymous gets (ACL of 1,000
+ * entries), and the recovery time of a sealed node per 100,000 keys (see lib/kv-extra.ts).
+ *
+ *   npm run bench:kv -- --clients 64 --connections 4 --seconds 5 --value-bytes 100 [--ops N] [--json] [--no-redis] [--no-extra] [--recovery-keys N]
  */
 import { parseArgs } from 'node:util';
 import { connect, type EkvClient } from '../../client/index.ts';
 import { startEkvNode } from './lib/ekv-node.ts';
+import { authenticatedRun, recoveryRun } from './lib/kv-extra.ts';
 import { preload, runMix, type KvConnection, type LoadSettings, type Mix } from './lib/harness.ts';
 import { startRedis } from './lib/redis.ts';
 import { RespClient } from './lib/resp.ts';
@@ -24,7 +28,7 @@ const seed = 20261125;
 
 const progress = (line: string) => process.stderr.write(`bench:kv: ${line}\n`);
 
-function settings(): { s: LoadSettings; json: boolean; redis: boolean } {
+function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: boolean; recoveryKeys: number } {
   const { values } = parseArgs({
     options: {
       clients: { type: 'string', default: '64' },
@@ -36,6 +40,8 @@ function settings(): { s: LoadSettings; json: boolean; redis: boolean } {
       warmup: { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
       'no-redis': { type: 'boolean', default: false },
+      'no-extra': { type: 'boolean', default: false },
+      'recovery-keys': { type: 'string', default: '100000' },
     },
   });
   const int = (name: string, v: string | undefined, min: number, max: number): number => {
@@ -56,7 +62,7 @@ function settings(): { s: LoadSettings; json: boolean; redis: boolean } {
   if (!(s.seconds > 0 && s.seconds <= 3600) || !(s.warmupSeconds >= 0 && s.warmupSeconds <= 600)) {
     throw new Error('--seconds must be in (0, 3600], --warmup in [0, 600]');
   }
-  return { s, json: values.json, redis: !values['no-redis'] };
+  return { s, json: values.json, redis: !values['no-redis'], extra: !values['no-extra'], recoveryKeys: int('recovery-keys', values['recovery-keys'], 1000, 10_000_000) };
 }
 
 async function ekvConnections(clusterFile: string, n: number): Promise<KvConnection[]> {
@@ -106,8 +112,56 @@ function ratios(results: Results): Record<string, number> {
   return out;
 }
 
+interface Extra {
+  sealedPuts?: { sealed: RunFigures; unsealed: RunFigures; ratio: number };
+  authenticated?: Awaited<ReturnType<typeof authenticatedRun>>;
+  recovery?: Awaited<ReturnType<typeof recoveryRun>>;
+}
+
+async function extraRuns(s: LoadSettings, recoveryKeys: number, results: Results): Promise<Extra> {
+  const extra: Extra = {};
+  const putHeavy = mixes[1] as Mix;
+  // The default node seals (the main run above); the same mix on a node without sealing is the baseline.
+  const plain = await startEkvNode(progress, ['--no-seal']);
+  try {
+    const conns = await ekvConnections(plain.clusterFile, s.connections);
+    progress('ekv --no-seal: preloading');
+    await preload(conns, s, Buffer.alloc(s.valueBytes, 0x62));
+    progress(`ekv --no-seal: ${putHeavy.name}`);
+    const unsealed = await runMix(conns, s, putHeavy, seed);
+    await Promise.all(conns.map((c) => c.close()));
+    const sealed = results[putHeavy.name]?.ekv as RunFigures;
+    extra.sealedPuts = { sealed, unsealed, ratio: sealed.opsPerSec / unsealed.opsPerSec };
+  } finally {
+    await plain.stop();
+  }
+  const node = await startEkvNode(progress);
+  try {
+    extra.authenticated = await authenticatedRun(node.clusterFile, { ...s, keys: 1000 }, seed, progress);
+    extra.recovery = await recoveryRun(node, recoveryKeys, progress);
+  } finally {
+    await node.stop();
+  }
+  return extra;
+}
+
+function printExtra(e: Extra): void {
+  const out: string[] = [];
+  if (e.sealedPuts) {
+    out.push(`sealed puts (put-heavy 10/90): ${Math.round(e.sealedPuts.sealed.opsPerSec)} ops/s sealed, ${Math.round(e.sealedPuts.unsealed.opsPerSec)} ops/s unsealed, ratio sealed/unsealed ${e.sealedPuts.ratio.toFixed(3)}`);
+  }
+  if (e.authenticated) {
+    const a = e.authenticated;
+    out.push(`authenticated gets (ACL of 1,000 entries): ${Math.round(a.authenticated.opsPerSec)} ops/s vs anonymous ${Math.round(a.anonymous.opsPerSec)} ops/s, ratio ${a.ratio.toFixed(3)}`);
+  }
+  if (e.recovery) {
+    out.push(`recovery of a sealed node: ${e.recovery.keys} keys back in ${e.recovery.recoveryMs} ms (kill -9 to serving, incl. 500 ms relaunch delay); ${Math.round(e.recovery.perHundredThousandMs)} ms per 100,000 keys`);
+  }
+  process.stdout.write(out.join('\n') + '\n');
+}
+
 async function main(): Promise<void> {
-  const { s, json, redis } = settings();
+  const { s, json, redis, extra: wantExtra, recoveryKeys } = settings();
   const results: Results = {};
   const node = await startEkvNode(progress);
   try {
@@ -117,6 +171,7 @@ async function main(): Promise<void> {
   } finally {
     await node.stop();
   }
+  const extra = wantExtra ? await extraRuns(s, recoveryKeys, results) : {};
   if (redis) {
     const server = await startRedis(progress);
     try {
@@ -127,8 +182,11 @@ async function main(): Promise<void> {
       await server.stop();
     }
   }
-  if (json) process.stdout.write(JSON.stringify({ settings: s, results, ratio: ratios(results) }) + '\n');
-  else printTable(results, s);
+  if (json) process.stdout.write(JSON.stringify({ settings: s, results, ratio: ratios(results), extra }) + '\n');
+  else {
+    printTable(results, s);
+    printExtra(extra);
+  }
 }
 
 main().catch((err: unknown) => {

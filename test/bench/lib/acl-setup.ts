@@ -7,7 +7,8 @@
  *   const s = await setupAclNamespace({ cluster: ring.clusterFile });
  *   ... time s.reader.get(s.keys[i]) ... ; await s.close();
  */
-import { randomBytes } from 'node:crypto';
+import { createPublicKey, randomBytes } from 'node:crypto';
+import { principalFromPublicKey } from '../../../protocol/principal.ts';
 import { connect, type ClusterFile, type ConnectOptions, type EkvClient } from '../../../client/index.ts';
 import { generateIdentity, identityFromKey, toPrincipalSigner, type ClientIdentity } from '../../../client/identity.ts';
 
@@ -30,6 +31,8 @@ export async function setupAclNamespace(o: {
   valueBytes?: number;
   /** Puts in flight while filling the namespace. */
   concurrency?: number;
+  /** ACL entries: the reader plus this many minus one other principals granted read (default 1). */
+  aclEntries?: number;
   routing?: ConnectOptions['routing'];
 }): Promise<AclBenchSetup> {
   const ns = o.ns ?? `bench-${randomBytes(4).toString('hex')}`;
@@ -41,7 +44,11 @@ export async function setupAclNamespace(o: {
   const ownerKv = await connect({ ...base, identity: toPrincipalSigner(owner) });
   const readerKv = await connect({ ...base, identity: toPrincipalSigner(reader) });
   try {
-    await ownerKv.acl.createNamespace(ns);
+    const others = Array.from({ length: Math.max(0, (o.aclEntries ?? 1) - 1) }, () => ({
+      subject: principalFromPublicKey(createPublicKey(generateIdentity('ed25519'))),
+      rights: ['read'] as const,
+    }));
+    await ownerKv.acl.createNamespace(ns, others);
     await ownerKv.acl.grant(ns, reader.principal, 'read');
     const keys = Array.from({ length: entries }, (_, i) => `${ns}/k${i}`);
     let next = 0;

@@ -19,7 +19,7 @@ export interface EkvNodeProcess {
   stop(): Promise<void>;
 }
 
-export async function startEkvNode(progress: (line: string) => void): Promise<EkvNodeProcess> {
+export async function startEkvNode(progress: (line: string) => void, extraArgs: string[] = []): Promise<EkvNodeProcess> {
   const dir = shortTempDir('ekv-bench-');
   const child = spawn(process.execPath, [ekvBin, 'up', '--nodes', '1', '--dir', dir, '--json', '--log-level', 'warn'], {
     stdio: ['ignore', 'pipe', 'pipe'],
