@@ -16,7 +16,7 @@ import type { PrincipalSigner } from '../protocol/handshake.ts';
 import { AccessApi } from './acl.ts';
 import { loadCluster, type ClusterFile } from './cluster.ts';
 import { NodeConnection } from './node-connection.ts';
-import { documentVerifier, type TrustPolicy } from './trust.ts';
+import { checkTrustPolicy, documentVerifier, type TrustPolicy } from './trust.ts';
 
 export { EkvError } from '../protocol/errors.ts';
 export type { EkvErrorCode } from '../protocol/errors.ts';
@@ -87,6 +87,7 @@ export class EkvClient {
 
   constructor(addrs: string[], trust: TrustPolicy, opts: { timeoutMs: number; identity?: PrincipalSigner; routing?: Routing }) {
     if (addrs.length === 0) throw new EkvError('BAD_REQUEST', 'no nodes to connect to');
+    checkTrustPolicy(trust);
     const verify = documentVerifier(trust);
     const connOpts = { timeoutMs: opts.timeoutMs, ...(opts.identity ? { principal: opts.identity } : {}), ...(trust.now ? { now: trust.now } : {}) };
     this.makeConn = (a) => new NodeConnection(a, verify, connOpts);

@@ -18,6 +18,20 @@ export interface TrustPolicy {
   clockSkewMs?: number;
   /** The clock used to check certificates and ages (default Date.now). */
   now?: () => number;
+  /**
+   * Accept any enclave image (no PCR0 pin). Off by default: without a pin, any Nitro enclave (the
+   * attacker's own image included) would pass, so the SDK refuses to connect unless PCR0 is pinned.
+   */
+  allowAnyImage?: boolean;
+}
+
+/** A trust policy that pins nothing about the image is refused up front, not at the first request. */
+export function checkTrustPolicy(policy: TrustPolicy): void {
+  const pcr0 = policy.pcrs?.['0'];
+  const pinned = typeof pcr0 === 'string' ? pcr0.length > 0 : Array.isArray(pcr0) && pcr0.length > 0;
+  if (!pinned && policy.allowAnyImage !== true) {
+    throw new EkvError('BAD_REQUEST', 'the trust policy pins no PCR0: give trust.pcrs[0] (the image measurement), or allowAnyImage: true');
+  }
 }
 
 export const defaultDocAgeMaxMs = 5 * 60 * 1000;

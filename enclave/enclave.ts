@@ -13,6 +13,7 @@ import { RingDriver } from './cluster/ring-driver.ts';
 import { ClusterStore } from './cluster/store.ts';
 import type { EnclaveConfig, socketPaths } from './config.ts';
 import { Partition } from './kv/partition.ts';
+import { imageConfig } from './image-config.ts';
 import { Persistence, sealConfigFrom } from './persist.ts';
 import { requestKey, requestValue } from './kv/service.ts';
 import type { Nsm } from './nsm.ts';
@@ -41,20 +42,23 @@ const peerOps = new Set(['ring', 'fwd', 'rep', 'pull', 'owns']);
 
 export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave> {
   const partition = new Partition();
-  const sealing = sealConfigFrom(c.config.env);
+  const trust = await learnSelfTrust(c.nsm);
+  const settings = effectiveSettings(c.config, trust.production);
+  const sealing = sealConfigFrom(c.config.env, trust.production);
   let persistence: Persistence | null = null;
   let identity: Identity;
+  let recoveredEntries = 0;
   if (sealing) {
     const opened = await Persistence.open({
       config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, partition, logger: c.logger,
     });
     persistence = opened.persistence;
     identity = opened.recovered.identity;
+    recoveredEntries = opened.recovered.entries;
   } else {
     c.logger.warn('no EKV_KMS_KEY_ID: running without sealed persistence (data is lost when the enclave stops)');
     identity = generateIdentity();
   }
-  const trust = await learnSelfTrust(c.nsm, identity.publicKey);
   const attest = (nonce: Uint8Array, publicKey: Uint8Array) => c.nsm.attest({ nonce, publicKey });
   const verifyPeer = peerVerifier(trust);
   const self = { id: nodeIdFromPublicKey(identity.publicKey), addr: c.config.selfAddr };
@@ -62,11 +66,15 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const peers = new PeerPool({ outboundSocket: c.paths.outbound, identity, attest, verifyPeer, logger: c.logger });
   const ring = new RingDriver(self, peers, c.logger);
   const onApply = persistence ? (k: Buffer, v: Buffer | null, n: number) => (persistence as Persistence).record(k, v, n) : undefined;
-  // A node that joins an existing ring (even with recovered sealed data, which the host may have rolled back)
-  // serves only after pulling its range from its successor, whose replicas hold every acknowledged write.
+  // A node that joins an existing ring serves only after pulling its range from its successor, whose
+  // replicas hold every acknowledged write. So does a node that founds a ring with recovered sealed data
+  // (the host may have rolled it back): it waits for the ring to form and reconciles with its successor.
+  // Only a node that is alone by design (EKV_SOLO=1, a one-node ring) serves its sealed state at once.
+  const solo = c.config.env.EKV_SOLO === '1';
+  const servesAtOnce = c.config.join === null && (recoveredEntries === 0 || solo);
   const store = new ClusterStore(
-    { partition, ring, peers, self, replicas: c.config.replicas, logger: c.logger, ...(onApply ? { onApply } : {}) },
-    c.config.join === null,
+    { partition, ring, peers, self, replicas: settings.replicas, logger: c.logger, ...(onApply ? { onApply } : {}) },
+    servesAtOnce,
   );
 
   const handler = (op: string, req: Record<string, unknown>, ctx: CallerContext): Promise<RpcResult> | RpcResult => {
@@ -92,7 +100,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   };
 
   // ACCESS-CONTROL HOOK (issue 7): set store.access here.
-  const access = new AccessService({ store, ring, peers, partition, self, logger: c.logger }, { mode: accessModeFromEnv(c.config.env.EKV_ACCESS_MODE) });
+  const access = new AccessService({ store, ring, peers, partition, self, logger: c.logger }, { mode: settings.accessMode });
   store.access = access;
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature }, handler, c.logger);
   await server.listen(c.paths.inbound);
@@ -115,6 +123,12 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       await persistence?.close();
     },
   };
+}
+
+/** Production takes its security settings from the image; the emulated world from the environment. */
+function effectiveSettings(config: EnclaveConfig, production: boolean): { replicas: number; accessMode: 'open' | 'closed' } {
+  if (production) return { replicas: imageConfig.replicas, accessMode: accessModeFromEnv(imageConfig.accessMode) };
+  return { replicas: config.replicas, accessMode: accessModeFromEnv(config.env.EKV_ACCESS_MODE) };
 }
 
 /** Keys starting with 0x00 are reserved for the enclave's own documents (ACLs, groups). */

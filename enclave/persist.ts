@@ -5,10 +5,9 @@
  * Records (CBOR): ['id', pkcs8] the node's identity key; ['e', key, value|null, version] an entry.
  * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...]].
  *
- * The KMS key id comes from the host's environment, which is untrusted: a host
- * could name a key it can decrypt itself. A production image therefore pins
- * the key at build time (EKV_PINNED_KMS_KEY, compiled into the bundle and so
- * measured into PCR0); the environment must then name exactly that key.
+ * On Nitro the KMS key and endpoint are the image's own (enclave/image-config.ts): a host that chose
+ * them could name a key it can decrypt itself, or a fake KMS that hands the enclave a data key of the
+ * host's choosing.
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
@@ -21,10 +20,7 @@ import { dataKeyBlobName, loadOrCreateDataKey } from './seal/data-key.ts';
 import { SealError } from './seal/errors.ts';
 import { createEnclaveKms } from './seal/kms-client.ts';
 import { SealedStore } from './seal/log.ts';
-
-/** Replaced at build time by scripts/build-enclave.mjs (empty: not pinned, the local emulator's case). */
-declare const EKV_PINNED_KMS_KEY: string;
-const pinnedKey = typeof EKV_PINNED_KMS_KEY === 'string' ? EKV_PINNED_KMS_KEY : '';
+import { imageConfig, kmsArnRegion } from './image-config.ts';
 
 export const snapshotAfterRecords = 20_000;
 
@@ -40,10 +36,23 @@ export class PersistError extends Error {
   readonly code = 'BAD_CONFIG';
 }
 
-export function sealConfigFrom(env: NodeJS.ProcessEnv): SealConfig | null {
+/**
+ * Where the data key comes from. In production (the enclave's own document chains to the AWS Nitro root)
+ * only the image's pinned key ARN counts, through the regional endpoint over verified TLS; the host may
+ * only choose the transport socket (vsock-proxy), which TLS makes harmless. Under the emulator the
+ * environment is honoured.
+ */
+export function sealConfigFrom(env: NodeJS.ProcessEnv, production: boolean): SealConfig | null {
+  if (production) {
+    const keyId = imageConfig.kmsKey;
+    const region = kmsArnRegion(keyId);
+    if (region === null) {
+      throw new PersistError('this image has no pinned KMS key ARN (build it with EKV_PINNED_KMS_KEY): refusing to run on Nitro without sealing under a known key');
+    }
+    return { endpoint: `https://kms.${region}.amazonaws.com`, region, keyId, kmsSocket: env.EKV_KMS_SOCKET ?? null };
+  }
   const keyId = env.EKV_KMS_KEY_ID ?? '';
   if (keyId === '') return null;
-  if (pinnedKey !== '' && keyId !== pinnedKey) throw new PersistError('EKV_KMS_KEY_ID is not the key this image is pinned to');
   const endpoint = env.EKV_KMS_ENDPOINT ?? `https://kms.${env.AWS_REGION ?? 'us-east-1'}.amazonaws.com`;
   if (!/^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/?$/.test(endpoint)) throw new PersistError('EKV_KMS_ENDPOINT must be http(s)://host[:port]');
   return { endpoint, region: env.AWS_REGION ?? env.EKV_KMS_REGION ?? 'us-east-1', keyId, kmsSocket: env.EKV_KMS_SOCKET ?? null };

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { EkvError } from '../protocol/errors.ts';
 import type { AttestedPeer } from '../protocol/handshake.ts';
-import { AttestationError, decodeAttestationDocument, verifyAttestation } from '../verifier/index.ts';
+import { AWS_NITRO_ROOT_PEM, AttestationError, decodeAttestationDocument, pemCertificates, verifyAttestation } from '../verifier/index.ts';
 import type { Nsm } from './nsm.ts';
 
 /** PCR0 values of other images this image accepts as peers (hex), fixed at build time. */
@@ -22,16 +22,20 @@ export interface SelfTrust {
   root: Buffer;
   pcrs: Map<number, Uint8Array>;
   moduleId: string;
+  /** Real Nitro: our own document chains to the AWS Nitro root (see enclave/image-config.ts). */
+  production: boolean;
 }
 
-export async function learnSelfTrust(nsm: Nsm, identityKey: Uint8Array): Promise<SelfTrust> {
+const awsRootDer = pemCertificates(AWS_NITRO_ROOT_PEM)[0] as Uint8Array;
+
+export async function learnSelfTrust(nsm: Nsm): Promise<SelfTrust> {
   const nonce = randomBytes(32);
-  const doc = await nsm.attest({ nonce, publicKey: identityKey });
+  const doc = await nsm.attest({ nonce });
   const decoded = decodeAttestationDocument(doc);
   const root = Buffer.from(decoded.cabundle[0] as Uint8Array);
   // Our own document must verify against the root it names: a sanity check of the NSM and the clock.
   const verified = await verifyAttestation(doc, { roots: [root], nonce, allowDebug: true });
-  return { root, pcrs: verified.pcrs, moduleId: verified.moduleId };
+  return { root, pcrs: verified.pcrs, moduleId: verified.moduleId, production: Buffer.from(awsRootDer).equals(root) };
 }
 
 function hex(b: Uint8Array | undefined): string {

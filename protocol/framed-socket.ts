@@ -7,8 +7,8 @@ import type { Duplex } from 'node:stream';
 import { EkvError } from './errors.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
 
-/** Frames that may wait unread (between the handshake and the session start) before the peer is cut off. */
-export const queuedFramesMax = 1024;
+/** Frames that may wait unread (during the handshake) before we stop reading from the socket. */
+export const queuedFramesMax = 4;
 
 type Waiter = { resolve: (f: Buffer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout };
 
@@ -40,7 +40,10 @@ export class FramedSocket {
   next(timeoutMs: number): Promise<Buffer> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     const queued = this.queue.shift();
-    if (queued) return Promise.resolve(queued);
+    if (queued) {
+      if (this.queue.length < queuedFramesMax) this.socket.resume();
+      return Promise.resolve(queued);
+    }
     if (this.waiter) throw new Error('FramedSocket.next: one reader at a time');
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -58,6 +61,7 @@ export class FramedSocket {
     const pending = this.queue;
     this.queue = [];
     for (const f of pending) onFrame(f);
+    this.socket.resume();
     if (this.closedWith) onClose(this.closedWith);
   }
 
@@ -113,12 +117,9 @@ export class FramedSocket {
         clearTimeout(w.timer);
         w.resolve(f);
       } else {
-        if (this.queue.length >= queuedFramesMax) {
-          this.fail(new EkvError('PROTOCOL', 'too many frames before the session started'));
-          this.socket.destroy();
-          return;
-        }
         this.queue.push(f);
+        // Back-pressure: while the handshake works (NSM call, verification) stop reading from the socket.
+        if (this.queue.length >= queuedFramesMax) this.socket.pause();
       }
       if (this.closedWith) return;
     }

@@ -61,9 +61,10 @@ function parseMessage(frame: Buffer, expected: string): Record<string, unknown> 
   const msg = decodeCbor(frame);
   if (!isRecord(msg)) throw new EkvError('PROTOCOL', 'handshake message is not a map');
   if (msg.t === 'error') {
-    // Unauthenticated: a hint for the operator, never a reason to trust anything.
-    const code = isEkvErrorCode(msg.code) ? msg.code : 'PROTOCOL';
-    throw new EkvError(code, `remote refused the handshake: ${String(msg.message ?? '').slice(0, 200)}`);
+    // Unauthenticated (anyone on the path can send it): never an answer such as NOT_FOUND or FORBIDDEN.
+    // The caller sees UNAVAILABLE; the remote's claimed code is only a hint in `reason`.
+    const claimed = isEkvErrorCode(msg.code) ? msg.code : 'PROTOCOL';
+    throw new EkvError('UNAVAILABLE', `the handshake was refused (unauthenticated: ${String(msg.message ?? '').slice(0, 200)})`, { reason: claimed });
   }
   if (msg.t !== expected) throw new EkvError('PROTOCOL', `expected ${expected}, got ${String(msg.t).slice(0, 20)}`);
   return msg;
@@ -123,9 +124,12 @@ export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): 
     finish.principal = opts.principal.principal;
     finish.psig = opts.principal.sign(Buffer.concat([label.principal, th]));
   }
-  fs.write(encodeCbor(finish));
+  const finishBytes = encodeCbor(finish);
+  fs.write(finishBytes);
 
-  const keys = deriveTrafficKeys(agreeOrThrow(eph, serverEph), th);
+  // The keys cover the finish too, so a relay that swaps or strips the principal (or the peer's
+  // document) ends up with a client and server that cannot read each other: the first frame fails.
+  const keys = deriveTrafficKeys(agreeOrThrow(eph, serverEph), sha256(th, finishBytes));
   fs.setMaxFrameBytes(frameBytesMax);
   const session = new SecureSession(fs, new FrameSealer(keys.c2s), new FrameOpener(keys.s2c));
   return { session, server, serverKey: Buffer.from(serverKey) };
@@ -187,12 +191,13 @@ export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Pr
   const th = sha256(helloBytes, coreBytes);
   fs.write(encodeCbor({ t: 'server', core: coreBytes, sig: opts.identity.sign(Buffer.concat([label.server, th])) }));
 
-  const finish = parseMessage(await fs.next(timeout), 'finish');
+  const finishBytes = await fs.next(timeout);
+  const finish = parseMessage(finishBytes, 'finish');
   let peer: (AttestedPeer & { key: Buffer }) | null = null;
   if (mode === 'peer') peer = await checkPeer(finish, serverNonce, th, opts);
   const principal = checkPrincipal(finish, th, opts);
 
-  const keys = deriveTrafficKeys(agreeOrThrow(eph, clientEph), th);
+  const keys = deriveTrafficKeys(agreeOrThrow(eph, clientEph), sha256(th, finishBytes));
   fs.setMaxFrameBytes(frameBytesMax);
   const session = new SecureSession(fs, new FrameSealer(keys.s2c), new FrameOpener(keys.c2s));
   return { kind: 'session', session, peer, principal };

@@ -19,7 +19,12 @@ await build({
   banner: {
     js: "import { createRequire as __ekvCreateRequire } from 'node:module'; const require = __ekvCreateRequire(import.meta.url);",
   },
-  // A production build pins its KMS key (see enclave/persist.ts): the key id is then part of PCR0.
-  define: { EKV_PINNED_KMS_KEY: JSON.stringify(process.env.EKV_PINNED_KMS_KEY ?? '') },
+  // What a production enclave must not take from its host is compiled in, and so measured into PCR0
+  // (enclave/image-config.ts): the sealing key's ARN, the access mode, the replication factor.
+  define: {
+    EKV_PINNED_KMS_KEY: JSON.stringify(process.env.EKV_PINNED_KMS_KEY ?? ''),
+    EKV_PINNED_ACCESS_MODE: JSON.stringify(process.env.EKV_PINNED_ACCESS_MODE ?? ''),
+    EKV_PINNED_REPLICAS: JSON.stringify(process.env.EKV_PINNED_REPLICAS ?? ''),
+  },
   logLevel: 'warning',
 });

@@ -15,7 +15,8 @@ import { startMitm, type Mitm, type MitmAction, type MitmOptions } from './helpe
 import { startTestRing, type TestRing } from './helpers/local-ring.ts';
 
 /** What a client may see under attack: never a value, always one of these. */
-const attackCodes = new Set(['TAMPERED', 'PROTOCOL', 'CLOSED', 'TIMEOUT', 'UNATTESTED', 'FRAME_TOO_LARGE']);
+// UNAVAILABLE: the enclave refused the handshake; its unauthenticated error frame is only a hint (reason).
+const attackCodes = new Set(['TAMPERED', 'PROTOCOL', 'CLOSED', 'TIMEOUT', 'UNATTESTED', 'FRAME_TOO_LARGE', 'UNAVAILABLE']);
 const requestTimeoutMs = 2000;
 
 let t: TestRing;
@@ -103,7 +104,7 @@ function flip(frame: number, at: number, mask = 0x01): MitmAction {
 // c2s frames: 0 hello, 1 finish, 2..5 puts, 6..9 gets; s2c frames: 0 server hello, 1..4 put answers, 5..8 get answers.
 // `expect`: the codes the client may see (the enclave closing on tampering shows as CLOSED).
 const scenarios: Array<{ name: string; c2s?: MitmAction[]; s2c?: MitmAction[]; expect: string[] }> = [
-  { name: 'flip a byte of the hello', c2s: [flip(0, 30)], expect: ['TAMPERED', 'UNATTESTED', 'PROTOCOL'] },
+  { name: 'flip a byte of the hello', c2s: [flip(0, 30)], expect: ['TAMPERED', 'UNATTESTED', 'PROTOCOL', 'UNAVAILABLE'] },
   { name: 'flip a byte inside the server document', s2c: [{ kind: 'flip', where: { offset: 1000 } }], expect: ['UNATTESTED', 'PROTOCOL'] },
   { name: 'flip the last byte of the server signature', s2c: [flip(0, -1)], expect: ['TAMPERED'] },
   { name: 'drop the server hello', s2c: [{ kind: 'drop', frame: 0 }], expect: ['TIMEOUT'] },

@@ -119,7 +119,7 @@ describe('trust roots and debug mode', () => {
   });
 
   it('refuses a debug-mode document (PCR0/1/2 zero) with DEBUG_MODE', async () => {
-    const err = await refusal(node.addr, { roots: [node.ca.rootPem] });
+    const err = await refusal(node.addr, { roots: [node.ca.rootPem], allowAnyImage: true });
     expect([err.code, err.reason]).toEqual(['UNATTESTED', 'DEBUG_MODE']);
     // Also when the client pins the zero PCRs it is shown: debug mode is refused before any PCR check.
     const pinned = await refusal(node.addr, { roots: [node.ca.rootPem], pcrs: { '0': '00'.repeat(48) } });
@@ -127,6 +127,10 @@ describe('trust roots and debug mode', () => {
   });
 
   it('accepts the debug node only with allowDebug (control: the node itself works)', async () => {
-    await works(node.addr, { roots: [node.ca.rootPem], allowDebug: true });
+    await works(node.addr, { roots: [node.ca.rootPem], allowDebug: true, pcrs: { '0': '00'.repeat(48) } });
+  });
+
+  it('refuses to connect with a trust policy that pins no PCR0 (any image would pass)', async () => {
+    await expect(connect({ nodes: [node.addr], trust: { roots: [node.ca.rootPem] } })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
   });
 });

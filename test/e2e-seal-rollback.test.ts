@@ -105,14 +105,7 @@ describe('a node restarted from an older genuine copy of its sealed state', () =
   // A joining node pulls its range from its successor before it serves, so the newer versions win.
   it('node-2 (rejoins through node-1): never serves the older versions', () => neverServesOlder('node-2'));
 
-  // BUG (enclave/enclave.ts, ClusterStore constructed with serving = config.join === null): the node that
-  // founds the restarted ring (node-1, EKV_JOIN empty) serves its recovered sealed state at once, without
-  // comparing it with its replicas. Rolled back, it answers the older versions for every key it owns, both
-  // directly and through the ring (the owner answers gets); measured: still stale 22 s later (no repair by
-  // sync). Suggested fix: a node that recovered sealed entries (created === false) must not serve until it
-  // has reconciled its range with its successors (pull newer versions first, as a joiner does), even when
-  // it founds the ring; or the ring restart should start every node as a joiner of the first one that is up.
-  // The seal README's "What is NOT protected: Rollback" says the node "must not serve reads older than what
-  // the ring acknowledged" until that check passes: today the founder skips it.
-  it.fails('node-1 (founds the restarted ring): never serves the older versions', () => neverServesOlder('node-1'));
+  // The founder of the restarted ring (EKV_JOIN empty) recovered sealed entries, so it does not serve until
+  // the ring has formed and it has reconciled its range with its successor (newer versions win).
+  it('node-1 (founds the restarted ring): never serves the older versions', () => neverServesOlder('node-1'));
 });

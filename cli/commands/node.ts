@@ -69,6 +69,7 @@ export function registerNode(program: Command): void {
           logger,
           enclaveEnv: (): Record<string, string> => ({
             EKV_REPLICAS: o.replicas, EKV_JOIN: o.join ?? '', EKV_ACCESS_MODE: o.access, ...kmsEnv(kmsInfo),
+            ...(o.join ? {} : { EKV_SOLO: '1' }),
           }),
           startBlobStore: localBlobStore(logger),
         });

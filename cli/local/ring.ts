@@ -95,6 +95,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
             EKV_REPLICAS: String(replicas),
             EKV_JOIN: join === addr ? '' : join,
             EKV_ACCESS_MODE: o.access ?? 'open',
+            ...(count === 1 ? { EKV_SOLO: '1' } : {}),
             ...(kmsInfo ? kmsEnv(kmsInfo) : {}),
           };
         },

@@ -233,27 +233,32 @@ export class ClusterStore {
   }
 
   /**
-   * Every live replica must hold the write before it is acknowledged. A replica that does not answer is
-   * asked again until the ring declares it dead (it leaves our successor list, and the sync brings the
-   * next node up to date) or the deadline passes; then the write fails with UNAVAILABLE (its outcome is
-   * unknown to the client, as with any timeout).
+   * A write is acknowledged only once each of the owner's current R-1 replica targets (its first
+   * R-1 successors) holds it. A target that does not answer is asked again; if the ring meanwhile
+   * replaces it (it was found dead), its replacement must acknowledge instead, so an acknowledged
+   * write always has R copies however failures are detected, and a host that fakes a failure can
+   * only delay or fail writes, not thin them out. Past the deadline the write fails with UNAVAILABLE
+   * (its outcome is unknown to the client, as with any timeout).
    */
   private async replicate(entries: WireEntry[]): Promise<void> {
     const deadline = Date.now() + replicateDeadlineMs;
-    await Promise.all(this.replicaTargets().map((t) => this.replicateTo(t, entries, deadline)));
-  }
-
-  private async replicateTo(t: NodeRef, entries: WireEntry[], deadline: number): Promise<void> {
+    const acked = new Set<bigint>();
     for (;;) {
-      try {
-        await this.c.peers.call(t.addr, 'rep', { e: entries }, replicateTimeoutMs, t.id);
-        return;
-      } catch (err) {
-        this.stats.replicationFailures++;
-        this.c.logger.debug({ to: t.addr, err: (err as Error).message }, 'replica did not acknowledge');
-      }
-      if (!this.c.ring.core.successors.some((s) => s.id === t.id)) return; // declared dead: no longer a replica
-      if (Date.now() > deadline) throw new EkvError('UNAVAILABLE', 'a replica did not acknowledge the write');
+      const pending = this.replicaTargets().filter((t) => !acked.has(t.id));
+      if (pending.length === 0) return;
+      await Promise.all(
+        pending.map((t) =>
+          this.c.peers.call(t.addr, 'rep', { e: entries }, replicateTimeoutMs, t.id).then(
+            () => acked.add(t.id),
+            (err: unknown) => {
+              this.stats.replicationFailures++;
+              this.c.logger.debug({ to: t.addr, err: (err as Error).message }, 'replica did not acknowledge');
+            },
+          ),
+        ),
+      );
+      if (this.replicaTargets().every((t) => acked.has(t.id))) return;
+      if (Date.now() > deadline) throw new EkvError('UNAVAILABLE', 'the replicas did not acknowledge the write');
       await sleep(200);
     }
   }
