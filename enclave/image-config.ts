@@ -14,6 +14,7 @@
 declare const EKV_PINNED_KMS_KEY: string;
 declare const EKV_PINNED_ACCESS_MODE: string;
 declare const EKV_PINNED_REPLICAS: string;
+declare const EKV_PINNED_PEER_PCR0S: string;
 
 const pinned = (v: unknown, fallback: string): string => (typeof v === 'string' && v !== '' ? v : fallback);
 
@@ -21,6 +22,11 @@ export const imageConfig = {
   kmsKey: pinned(typeof EKV_PINNED_KMS_KEY === 'undefined' ? undefined : EKV_PINNED_KMS_KEY, ''),
   accessMode: pinned(typeof EKV_PINNED_ACCESS_MODE === 'undefined' ? undefined : EKV_PINNED_ACCESS_MODE, 'closed'),
   replicas: Number(pinned(typeof EKV_PINNED_REPLICAS === 'undefined' ? undefined : EKV_PINNED_REPLICAS, '3')),
+  /** PCR0s (hex) of other images accepted as peers, for rolling upgrades; comma-separated at build time. */
+  peerPcr0Allowlist: pinned(typeof EKV_PINNED_PEER_PCR0S === 'undefined' ? undefined : EKV_PINNED_PEER_PCR0S, '')
+    .split(',')
+    .map((x) => x.trim().toLowerCase())
+    .filter((x) => /^[0-9a-f]{96}$/.test(x)),
 };
 
 const kmsArnRe = /^arn:aws[a-z-]*:kms:([a-z0-9-]+):\d{12}:(key\/[0-9a-f-]{36}|alias\/[A-Za-z0-9/_-]+)$/;

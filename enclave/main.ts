@@ -8,14 +8,19 @@ import { rmSync } from 'node:fs';
 import pino from 'pino';
 import { loadConfig, socketPaths } from './config.ts';
 import { startEnclave } from './enclave.ts';
+import { loadNodeConfigFromHost } from './host-config.ts';
 import { openNsm } from './nsm.ts';
 
-const config = loadConfig(process.env);
+let config = loadConfig(process.env);
 const logger = pino({ level: config.logLevel, base: { svc: 'enclave' } }, pino.destination({ fd: 2, sync: false }));
 
 async function main(): Promise<void> {
   const nsm = await openNsm();
   const paths = socketPaths(config.vsockDir);
+  if (process.env.EKV_CONFIG_FROM_HOST === '1') {
+    config = loadConfig({ ...process.env, ...(await loadNodeConfigFromHost(paths.blobs)) });
+    logger.info({ selfAddr: config.selfAddr, join: config.join }, 'node settings from the host');
+  }
   rmSync(paths.inbound, { force: true });
   const enclave = await startEnclave({ nsm, logger, paths, config });
   logger.info({ id: enclave.nodeId, listen: paths.inbound }, 'enclave ready');

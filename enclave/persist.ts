@@ -16,7 +16,7 @@ import { generateIdentity, importIdentity, type Identity } from '../protocol/key
 import type { Partition } from './kv/partition.ts';
 import type { Nsm } from './nsm.ts';
 import { createBlobClient, type BlobClient } from './seal/blob-client.ts';
-import { dataKeyBlobName, loadOrCreateDataKey } from './seal/data-key.ts';
+import { loadOrCreateDataKey } from './seal/data-key.ts';
 import { SealError } from './seal/errors.ts';
 import { createEnclaveKms } from './seal/kms-client.ts';
 import { SealedStore } from './seal/log.ts';
@@ -113,7 +113,7 @@ export class Persistence {
       // the ring hand us our keys from the replicas.
       reset = err.code;
       c.logger.error({ code: err.code, msg: err.message }, 'SEALED STATE REJECTED: starting empty; the ring restores this node from replicas');
-      for (const name of await blobs.list('')) if (name !== dataKeyBlobName) await blobs.delete(name);
+      for (const name of await blobs.list('')) if (name.startsWith('wal-') || name.startsWith('snap-')) await blobs.delete(name);
       opened = await SealedStore.open({ blobs, dataKey, nodeId });
     }
     const { store, recovered } = opened;

@@ -11,9 +11,10 @@ import { EkvError } from '../protocol/errors.ts';
 import type { AttestedPeer } from '../protocol/handshake.ts';
 import { AWS_NITRO_ROOT_PEM, AttestationError, decodeAttestationDocument, pemCertificates, verifyAttestation } from '../verifier/index.ts';
 import type { Nsm } from './nsm.ts';
+import { imageConfig } from './image-config.ts';
 
 /** PCR0 values of other images this image accepts as peers (hex), fixed at build time. */
-export const upgradePcr0Allowlist: readonly string[] = [];
+export const upgradePcr0Allowlist: readonly string[] = imageConfig.peerPcr0Allowlist;
 
 /** A peer's document must be at most this old (plus the verifier's clock skew). */
 export const peerDocAgeMaxMs = 5 * 60 * 1000;

@@ -25,6 +25,7 @@ await build({
     EKV_PINNED_KMS_KEY: JSON.stringify(process.env.EKV_PINNED_KMS_KEY ?? ''),
     EKV_PINNED_ACCESS_MODE: JSON.stringify(process.env.EKV_PINNED_ACCESS_MODE ?? ''),
     EKV_PINNED_REPLICAS: JSON.stringify(process.env.EKV_PINNED_REPLICAS ?? ''),
+    EKV_PINNED_PEER_PCR0S: JSON.stringify(process.env.EKV_PINNED_PEER_PCR0S ?? ''),
   },
   logLevel: 'warning',
 });

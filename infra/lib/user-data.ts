@@ -55,6 +55,9 @@ export function envFile({ config: c, nodeIndex, seeds }: NodeUserData): string {
     `EKV_NSM=libnsm`,
     `EKV_NODE_INDEX=${nodeIndex}`,
     `EKV_SEEDS=${seeds.join(',')}`,
+    // What the host passes to its enclave (as node-config.json, see enclave/host-config.ts):
+    // the ring member to join through (node 0 founds the ring); EKV_SELF_ADDR is appended at boot from IMDS.
+    `EKV_JOIN=${seeds[0] ?? ''}`,
     `EKV_REPLICATION_FACTOR=${c.replicationFactor}`,
     `EKV_PCR0=${c.pcrs.PCR0}`,
     `EKV_CLIENT_PORT=${c.clientPort}`,
@@ -91,6 +94,9 @@ export function nodeUserData(input: NodeUserData): ec2.UserData {
     `aws s3 cp ${s3}ekv-host.tgz /tmp/ekv-host.tgz`,
     'tar -xzf /tmp/ekv-host.tgz -C /opt/ekv/app --no-same-owner && rm /tmp/ekv-host.tgz',
     ...heredoc('/etc/ekv/ekv.env', envFile(input), '0644'),
+    // This instance's own address is only known at boot (IMDSv2).
+    'imds_token=$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")',
+    `echo "EKV_SELF_ADDR=$(curl -sS -H "X-aws-ec2-metadata-token: $imds_token" http://169.254.169.254/latest/meta-data/local-ipv4):${c.ringPort}" >> /etc/ekv/ekv.env`,
     ...heredoc('/etc/nitro_enclaves/allocator.yaml', allocatorYaml(c), '0644'),
     ...heredoc('/etc/nitro_enclaves/vsock-proxy.yaml', vsockProxyYaml(c), '0644'),
   );
