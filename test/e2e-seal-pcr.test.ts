@@ -6,8 +6,6 @@
 // while the ring's own image, as a control, starts in the same set-up.
 import { cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../client/index.ts';
 import { kmsEnv, localBlobStore } from '../cli/local/kms.ts';
@@ -15,17 +13,9 @@ import { LocalNode } from '../cli/local/node.ts';
 import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
 import { measureImage } from '../emulator/measure.ts';
 import { defaultImagePath, shortTempDir } from './helpers/local-ring.ts';
+import { captureLogs } from './helpers/log-capture.ts';
 
-const logs: Array<Record<string, unknown>> = [];
-const logger = pino(
-  { level: 'info', base: { svc: 'test' } },
-  new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  }),
-);
+const { logs, logger } = captureLogs();
 
 let dir: string;
 let ring: LocalRing;

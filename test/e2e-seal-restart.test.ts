@@ -7,28 +7,18 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, EkvError, type EkvClient } from '../client/index.ts';
 import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
 import type { LocalNode } from '../cli/local/node.ts';
 import { defaultImagePath, shortTempDir } from './helpers/local-ring.ts';
 import { waitFor } from './helpers/ring-fixture.ts';
+import { captureLogs } from './helpers/log-capture.ts';
 
 const nodeCount = 3;
 
 /** Every log record of the launcher, hosts, KMS and (forwarded) enclaves, parsed. */
-const logs: Array<Record<string, unknown>> = [];
-const logger = pino(
-  { level: 'info', base: { svc: 'test' } },
-  new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  }),
-);
+const { logs, logger } = captureLogs();
 
 let dir: string;
 let ring: LocalRing;

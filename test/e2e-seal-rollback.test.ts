@@ -5,23 +5,13 @@
 // ring (node-1), reading through that node alone and through the ring.
 import { cpSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, EkvError, type EkvClient } from '../client/index.ts';
 import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
 import { defaultImagePath, shortTempDir } from './helpers/local-ring.ts';
+import { captureLogs } from './helpers/log-capture.ts';
 
-const logs: Array<Record<string, unknown>> = [];
-const logger = pino(
-  { level: 'info', base: { svc: 'test' } },
-  new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  }),
-);
+const { logs, logger } = captureLogs();
 
 let dir: string;
 let ring: LocalRing;

@@ -5,8 +5,6 @@
 // every acknowledged key stays readable with its latest value, through that node and through the ring.
 import { closeSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, EkvError, type EkvClient } from '../client/index.ts';
 import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
@@ -14,17 +12,9 @@ import type { LocalNode } from '../cli/local/node.ts';
 import { defaultImagePath, shortTempDir } from './helpers/local-ring.ts';
 import { unsettled, waitFor, type NodeView } from './helpers/ring-fixture.ts';
 import { idFromBytes } from '../enclave/ring/index.ts';
+import { captureLogs } from './helpers/log-capture.ts';
 
-const logs: Array<Record<string, unknown>> = [];
-const logger = pino(
-  { level: 'info', base: { svc: 'test' } },
-  new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  }),
-);
+const { logs, logger } = captureLogs();
 
 let dir: string;
 let ring: LocalRing;

@@ -24,7 +24,7 @@ import type { RpcResult } from '../../protocol/rpc.ts';
 import { type Partition, type StoredEntry } from '../kv/partition.ts';
 import { localDelete, localGet, localPut } from '../kv/service.ts';
 import {
-  idFromBytes, idToBytes, inRange, keyId, nodeIdFromPublicKey, responsibleRange, route, type NodeRef, type RingEvent,
+  betweenOpen, idFromBytes, idToBytes, inRange, keyId, nodeIdFromPublicKey, responsibleRange, route, type NodeRef, type RingEvent,
 } from '../ring/index.ts';
 import type { PeerPool } from './peers.ts';
 import type { RingDriver } from './ring-driver.ts';
@@ -77,6 +77,8 @@ export class ClusterStore {
   private syncTimer: NodeJS.Timeout | null = null;
   private syncing = false;
   private collecting = false;
+  /** Whether the successor list was empty before the latest change (a node alone owns everything). */
+  private aloneBefore = true;
   /** When this node's neighbourhood last changed (stray copies are collected only once it is quiet). */
   private lastChange = Date.now();
   private gcTimer: NodeJS.Timeout | null = null;
@@ -320,8 +322,12 @@ export class ClusterStore {
     const peerId = nodeIdFromPublicKey(peerKey);
     if (typeof req.addr !== 'string' || req.addr.length > 300) throw new EkvError('BAD_REQUEST', 'pull needs the puller address');
     const core = this.c.ring.core;
-    this.c.ring.receive(encodeNotify(peerId, req.addr), peerKey);
-    if (core.predecessor?.id !== peerId) throw new EkvError('UNAVAILABLE', 'you are not my predecessor');
+    if (req.f === true) {
+      // The puller's immediate successor: take it as predecessor first (as notify would), so from now on
+      // writes for its range are forwarded to it rather than accepted here.
+      this.c.ring.receive(encodeNotify(peerId, req.addr), peerKey);
+      if (core.predecessor?.id !== peerId) throw new EkvError('UNAVAILABLE', 'you are not my predecessor');
+    }
     const start = idFromBytes(wireKey(req.s));
     const after = req.a instanceof Uint8Array ? Buffer.from(req.a).toString('latin1') : null;
     const range = { start, end: peerId };
@@ -342,38 +348,56 @@ export class ClusterStore {
     if (e.type === 'predecessor_changed') {
       this.synced.clear();
       this.lastChange = Date.now();
+      // A range that grew (our old predecessor died or left, or it was a node that joined with a wrong
+      // view) holds keys we may not have: stop serving until we have pulled the range again.
+      if (this.serving && rangeGrew(e.previous, e.predecessor, this.c.self, this.aloneBefore)) {
+        this.serving = false;
+        this.c.logger.info({ from: e.previous?.addr ?? null, to: e.predecessor?.addr ?? null }, 'my range grew: pulling it before serving it');
+      }
     }
-    if (e.type === 'successors_changed') this.lastChange = Date.now();
+    if (e.type === 'successors_changed') {
+      this.lastChange = Date.now();
+      this.aloneBefore = e.successors.length === 0;
+    }
     if (e.type === 'successors_changed' || e.type === 'predecessor_changed') void this.sync();
-    if (!this.serving && (e.type === 'predecessor_changed' || e.type === 'joined')) void this.pull();
+    if (!this.serving && (e.type === 'predecessor_changed' || e.type === 'joined' || e.type === 'successors_changed')) void this.pull();
   }
 
-  /** Joining: fetch (predecessor, self] from the successor, then serve. */
+  /**
+   * Fetch every key of (predecessor, self] from the first R successors (the union, newest versions
+   * win), then serve. Each of them may hold part of the range: the node that owned it before (our
+   * immediate successor, after a join) or the replicas of a predecessor that died. The immediate
+   * successor first takes us as its predecessor, so it stops accepting writes for the range.
+   */
   private async pull(): Promise<void> {
     const core = this.c.ring.core;
     const pred = core.predecessor;
-    const succ = core.successors[0];
-    if (this.pulling || this.serving || core.status !== 'active' || !pred || !succ) return;
+    const sources = core.successors.slice(0, Math.max(1, this.c.replicas));
+    if (this.pulling || this.serving || core.status !== 'active' || !pred || sources.length === 0) return;
     this.pulling = true;
     try {
-      let after: Buffer | null = null;
-      for (;;) {
-        const r = await this.c.peers.call(
-          succ.addr, 'pull', { s: idToBytes(pred.id), addr: this.c.self.addr, ...(after ? { a: after } : {}) }, 10_000, succ.id,
-        );
-        await this.applyEntries(r.e);
-        const last = Array.isArray(r.e) && r.e.length > 0 ? (r.e[r.e.length - 1] as WireEntry)[0] : null;
-        if (r.more !== true || !last) break;
-        after = Buffer.from(last);
-      }
+      for (const [i, src] of sources.entries()) await this.pullFrom(src, pred, i === 0);
+      if (core.predecessor?.id !== pred.id) throw new EkvError('UNAVAILABLE', 'the predecessor changed during the pull');
       this.serving = true;
-      this.c.logger.info({ keys: this.c.partition.size, from: succ.addr }, 'received my keys; serving');
+      this.c.logger.info({ keys: this.c.partition.size, from: sources.map((x) => x.addr) }, 'received my keys; serving');
       void this.sync();
     } catch (err) {
       this.c.logger.warn({ err: (err as Error).message }, 'pull failed; will retry');
       setTimeout(() => void this.pull(), 500).unref();
     } finally {
       this.pulling = false;
+    }
+  }
+
+  private async pullFrom(src: NodeRef, pred: NodeRef, first: boolean): Promise<void> {
+    let after: Buffer | null = null;
+    for (;;) {
+      const req = { s: idToBytes(pred.id), addr: this.c.self.addr, f: first, ...(after ? { a: after } : {}) };
+      const r = await this.c.peers.call(src.addr, 'pull', req, 10_000, src.id);
+      await this.applyEntries(r.e);
+      const last = Array.isArray(r.e) && r.e.length > 0 ? (r.e[r.e.length - 1] as WireEntry)[0] : null;
+      if (r.more !== true || !last) return;
+      after = Buffer.from(last);
     }
   }
 
@@ -452,6 +476,16 @@ export class ClusterStore {
     if (r.kind === 'none') throw new EkvError('UNAVAILABLE', 'no route');
     return { r: 'next', id: idToBytes(r.to.id), addr: r.to.addr };
   }
+}
+
+/**
+ * Did the range (pred, self] grow? It grows when the old predecessor lies strictly inside the new
+ * range (it died or left), or when the node owned nothing before (no predecessor, not alone).
+ */
+export function rangeGrew(previous: NodeRef | null, next: NodeRef | null, self: NodeRef, aloneBefore: boolean): boolean {
+  if (next === null) return false; // owns nothing (or alone) until a predecessor is known
+  if (previous === null) return !aloneBefore;
+  return previous.id !== next.id && betweenOpen(previous.id, next.id, self.id);
 }
 
 function retryable(e: EkvError): boolean {
