@@ -168,15 +168,28 @@ export class EkvClient {
     return any;
   }
 
+  private readonly ids = new WeakMap<Buffer, bigint>();
+
+  /** A connected node's ring id (SHA-256 of its attested identity key), computed once per identity. */
+  private ringId(c: NodeConnection): bigint | null {
+    const key = c.identityKey;
+    if (!key) return null;
+    let id = this.ids.get(key);
+    if (id === undefined) {
+      id = BigInt('0x' + createHash('sha256').update(key).digest('hex'));
+      this.ids.set(key, id);
+    }
+    return id;
+  }
+
   /** The verified node whose ring id is the first at or after the key's id, among the nodes this client knows. */
   private cachedOwner(keyHash: Buffer): NodeConnection | null {
     let best: { d: bigint; c: NodeConnection } | null = null;
     const k = BigInt('0x' + keyHash.toString('hex'));
     const space = 1n << 256n;
     for (const c of this.byAddr.values()) {
-      const key = c.identityKey;
-      if (!key) continue;
-      const id = BigInt('0x' + createHash('sha256').update(key).digest('hex'));
+      const id = this.ringId(c);
+      if (id === null) continue;
       const d = (((id - k) % space) + space) % space;
       if (!best || d < best.d) best = { d, c };
     }

@@ -70,7 +70,10 @@ export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> 
   const { prefix, networkIsolated } = await isolationPrefix(init.isolate ?? 'auto', logger);
   const { dir, imageCopy } = await privateCopy(init.workDir, bytes);
 
-  const command = [...prefix, process.execPath, imageCopy, ...(init.args ?? [])];
+  // A developer's aid (never set in production, where nitro-cli runs the EIF): extra node flags for the
+  // enclave, e.g. EKV_ENCLAVE_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
+  const nodeArgs = (process.env.EKV_ENCLAVE_NODE_ARGS ?? '').split(' ').filter((a) => a.startsWith('--'));
+  const command = [...prefix, process.execPath, ...nodeArgs, imageCopy, ...(init.args ?? [])];
   const child = spawn(command[0] as string, command.slice(1), {
     cwd: dir,
     env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...init.env, EKV_NSM: 'fd:3' },

@@ -85,8 +85,6 @@ export class LocalNode {
     const env = {
       EKV_VSOCK_DIR: this.vsockDir,
       EKV_LOG_LEVEL: process.env.EKV_ENCLAVE_LOG_LEVEL ?? 'info',
-      // A developer's aid, e.g. EKV_ENCLAVE_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile enclaves.
-      ...(process.env.EKV_ENCLAVE_NODE_OPTIONS ? { NODE_OPTIONS: process.env.EKV_ENCLAVE_NODE_OPTIONS } : {}),
       EKV_SELF_ADDR: this.addr,
       ...(this.opts.enclaveEnv?.({ addr: this.addr, relaunch: this.enclave !== null }) ?? {}),
     };
