@@ -38,7 +38,14 @@ function bad(message: string, cause?: unknown): KmsError {
 export function parseRecipientCms(ber: Uint8Array): RecipientCms {
   if (ber.length === 0 || ber.length > recipientCmsBytesMax) throw bad(`${ber.length} bytes`);
   const copy = new Uint8Array(ber); // asn1js wants an ArrayBuffer of exactly these bytes
-  const asn = asn1js.fromBER(copy.buffer);
+  let asn: ReturnType<typeof asn1js.fromBER>;
+  try {
+    // asn1js reports most errors by offset -1, but some value decoders (e.g. a malformed
+    // GeneralizedTime) throw: either way the answer is not a CMS value we can use.
+    asn = asn1js.fromBER(copy.buffer);
+  } catch {
+    throw bad('not BER');
+  }
   if (asn.offset === -1 || asn.offset !== copy.length) throw bad('not one BER value');
   try {
     const info = new pkijs.ContentInfo({ schema: asn.result });
