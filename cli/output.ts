@@ -5,7 +5,6 @@
  */
 import { EkvError } from '../protocol/errors.ts';
 
-export const exitOk = 0;
 export const exitFailed = 1;
 export const exitUsage = 2;
 

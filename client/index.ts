@@ -73,6 +73,7 @@ function checkedValue(x: Bytes): Buffer {
 }
 
 export const iterativeStepsMax = 32;
+const ringIdMask = (1n << 256n) - 1n;
 export const knownNodesMax = 4096;
 
 export class EkvClient {
@@ -186,11 +187,10 @@ export class EkvClient {
   private cachedOwner(keyHash: Buffer): NodeConnection | null {
     let best: { d: bigint; c: NodeConnection } | null = null;
     const k = BigInt('0x' + keyHash.toString('hex'));
-    const space = 1n << 256n;
     for (const c of this.byAddr.values()) {
       const id = this.ringId(c);
       if (id === null) continue;
-      const d = (((id - k) % space) + space) % space;
+      const d = (id - k) & ringIdMask; // clockwise distance from the key to the node
       if (!best || d < best.d) best = { d, c };
     }
     return best?.c ?? null;
@@ -210,8 +210,7 @@ export class EkvClient {
       }
       const next = this.connection(r.addr);
       await next.ensure();
-      const key32 = next.identityKey as Buffer;
-      if (!createHash('sha256').update(key32).digest().equals(Buffer.from(r.id))) {
+      if (this.ringId(next) !== BigInt('0x' + Buffer.from(r.id).toString('hex'))) {
         next.close();
         throw new EkvError('UNATTESTED', `the node at ${r.addr} is not the ring member ${Buffer.from(r.id).toString('hex').slice(0, 12)}`, { reason: 'WRONG_NODE' });
       }

@@ -31,10 +31,6 @@ export const imageConfig = {
 
 const kmsArnRe = /^arn:aws[a-z-]*:kms:([a-z0-9-]+):\d{12}:(key\/[0-9a-f-]{36}|alias\/[A-Za-z0-9/_-]+)$/;
 
-export class ImageConfigError extends Error {
-  readonly code = 'BAD_CONFIG';
-}
-
 /** The region of a KMS key or alias ARN, or null if it is not one. */
 export function kmsArnRegion(arn: string): string | null {
   return kmsArnRe.exec(arn)?.[1] ?? null;

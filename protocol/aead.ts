@@ -28,6 +28,12 @@ function ratchet(k: DirectionKeys): DirectionKeys {
   return { key: okm.subarray(0, 32), salt: okm.subarray(32, 36) };
 }
 
+/** The next frame number, and the keys for it: ratcheted forward every rekeyFrames frames. */
+function advance(seq: number, keys: DirectionKeys): [number, DirectionKeys] {
+  const next = seq + 1;
+  return [next, next % rekeyFrames === 0 ? ratchet(keys) : keys];
+}
+
 function iv(salt: Buffer, seq: number): Buffer {
   const out = Buffer.allocUnsafe(12);
   salt.copy(out, 0);
@@ -49,13 +55,8 @@ export class FrameSealer {
     const head = cipher.update(plaintext);
     const tail = cipher.final();
     const out = Buffer.concat([head, tail, cipher.getAuthTag()]);
-    this.advance();
+    [this.seq, this.keys] = advance(this.seq, this.keys);
     return out;
-  }
-
-  private advance(): void {
-    this.seq += 1;
-    if (this.seq % rekeyFrames === 0) this.keys = ratchet(this.keys);
   }
 }
 
@@ -80,8 +81,7 @@ export class FrameOpener {
     } catch {
       throw new EkvError('TAMPERED', `frame ${this.seq} failed authentication (altered, replayed, reordered or dropped)`);
     }
-    this.seq += 1;
-    if (this.seq % rekeyFrames === 0) this.keys = ratchet(this.keys);
+    [this.seq, this.keys] = advance(this.seq, this.keys);
     return out;
   }
 }

@@ -25,7 +25,6 @@ import {
   decodeAclBody,
   decodeGroupBody,
   docHash,
-  subjectId,
   verifyDocSignature,
   type AclBody,
   type AclEntry,

@@ -17,6 +17,7 @@
  *   periodic sync pushes every owned key to the current R-1 successors.
  * - leave: the node pushes what it owns to its successor, then leaves.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
@@ -24,7 +25,7 @@ import type { RpcResult } from '../../protocol/rpc.ts';
 import { type Partition, type StoredEntry } from '../kv/partition.ts';
 import { localDelete, localGet, localPut } from '../kv/service.ts';
 import {
-  betweenOpen, idFromBytes, idToBytes, inRange, keyId, nodeIdFromPublicKey, responsibleRange, route, type NodeRef, type RingEvent,
+  betweenOpen, idFromBytes, idToBytes, inRange, replicaSet, keyId, nodeIdFromPublicKey, responsibleRange, route, type NodeRef, type RingEvent,
 } from '../ring/index.ts';
 import type { PeerPool } from './peers.ts';
 import type { RingDriver } from './ring-driver.ts';
@@ -184,12 +185,7 @@ export class ClusterStore {
 
   /** The R-1 distinct successors that hold replicas of what this node owns. */
   replicaTargets(): NodeRef[] {
-    const out: NodeRef[] = [];
-    for (const s of this.c.ring.core.successors) {
-      if (out.length >= this.c.replicas - 1) break;
-      if (s.id !== this.c.self.id && !out.some((o) => o.id === s.id)) out.push(s);
-    }
-    return out;
+    return replicaSet(this.c.self, this.c.ring.core.successors, this.c.replicas).slice(1);
   }
 
   // ------------------------------------------------------------ client operations
@@ -202,10 +198,10 @@ export class ClusterStore {
     let lastErr: EkvError | null = null; // built only on failure: an Error's stack trace is not free
     for (let attempt = 0; Date.now() < deadline; attempt++) {
       try {
-        if (this.owns(kid)) return await this.ownerOp(op, key, value, o);
+        if (this.owns(kid)) return await this.ownerOp(op, key, kid, value, o);
         if (hops >= forwardHopsMax) throw new EkvError('UNAVAILABLE', 'too many forwarding hops (the ring is changing)');
         const { owner } = await this.c.ring.lookup(kid);
-        if (owner.id === this.c.self.id) return await this.ownerOp(op, key, value, o);
+        if (owner.id === this.c.self.id) return await this.ownerOp(op, key, kid, value, o);
         this.stats.forwards++;
         const fwd = { fo: op, k: key, v: value, h: hops + 1, p: o.principal, x: o.internal === true };
         return await this.c.peers.call(owner.addr, 'fwd', fwd, clientOpDeadlineMs, owner.id);
@@ -219,19 +215,16 @@ export class ClusterStore {
     throw lastErr ?? new EkvError('UNAVAILABLE', 'no owner reachable');
   }
 
-  private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
+  private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
     if (!this.serving) throw new EkvError('UNAVAILABLE', 'this node is still receiving its keys');
-    if (!this.owns(keyId(key))) throw new EkvError('UNAVAILABLE', 'ownership of this key is moving');
+    if (!this.owns(kid)) throw new EkvError('UNAVAILABLE', 'ownership of this key is moving');
     if (!o.internal && this.access) await this.access.check(op, key, o.principal);
     const p = this.c.partition;
     if (op === 'get') return localGet(p, key);
-    const r = op === 'put' ? localPut(p, key, value as Buffer) : localDelete(p, key);
-    const e = p.get(key);
-    if (e) {
-      // Durable here (sealed log) and on every live replica before the client hears OK.
-      await Promise.all([this.c.onApply?.(key, e.value, e.version), this.replicate([[key, e.value, e.version]])]);
-    }
-    return r;
+    const e = op === 'put' ? localPut(p, key, value as Buffer) : localDelete(p, key);
+    // Durable here (sealed log) and on every replica target before the client hears OK.
+    await Promise.all([this.c.onApply?.(key, e.value, e.version), this.replicate([[key, e.value, e.version]])]);
+    return { n: e.version };
   }
 
   /**
@@ -492,9 +485,6 @@ function retryable(e: EkvError): boolean {
   return e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || e.code === 'TIMEOUT' || e.code === 'UNATTESTED';
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 function toWire(e: StoredEntry): WireEntry {
   return [e.key, e.value, e.version];

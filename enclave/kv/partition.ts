@@ -3,7 +3,6 @@
  * per-key version. Deletes leave a tombstone (value null) carrying their
  * version, so that a replica holding an older write cannot resurrect the key.
  */
-import { createHash } from 'node:crypto';
 
 export interface Entry {
   value: Buffer | null;
@@ -44,7 +43,7 @@ export class Partition {
     const prev = this.map.get(k);
     const entry = { value, version: (prev?.version ?? 0) + 1 };
     this.set(k, prev, entry);
-    return { value, version: entry.version };
+    return entry;
   }
 
   /** A replicated or handed-off entry: kept only if newer than what we hold. */
@@ -75,6 +74,3 @@ export class Partition {
   }
 }
 
-export function keyHash(key: Uint8Array): Buffer {
-  return createHash('sha256').update(key).digest();
-}

@@ -5,7 +5,7 @@
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
-import type { Partition } from './partition.ts';
+import type { Entry, Partition } from './partition.ts';
 
 export function requestKey(req: Record<string, unknown>): Buffer {
   const k = req.k;
@@ -29,12 +29,14 @@ export function localGet(p: Partition, key: Buffer): RpcResult {
   return { v: e.value, n: e.version };
 }
 
-export function localPut(p: Partition, key: Buffer, value: Buffer): RpcResult {
-  return { n: p.put(key, value).version };
+/** The owner's write; returns the new entry (its version is the answer). */
+export function localPut(p: Partition, key: Buffer, value: Buffer): Entry {
+  return p.put(key, value);
 }
 
-export function localDelete(p: Partition, key: Buffer): RpcResult {
+/** A delete leaves a tombstone with the next version; a key without a value is NOT_FOUND. */
+export function localDelete(p: Partition, key: Buffer): Entry {
   const e = p.get(key);
   if (!e || e.value === null) throw new EkvError('NOT_FOUND', 'no such key');
-  return { n: p.put(key, null).version };
+  return p.put(key, null);
 }
