@@ -18,14 +18,19 @@ export type RpcResult = Record<string, unknown>;
 interface Pending {
   resolve: (r: RpcResult) => void;
   reject: (e: EkvError) => void;
-  timer: NodeJS.Timeout;
+  op: string;
+  deadline: number;
 }
+
+/** How often pending requests are checked against their deadlines (one timer per connection, not per request). */
+export const timeoutSweepMs = 50;
 
 export class RpcClient {
   private readonly session: SecureSession;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closedWith: EkvError | null = null;
+  private sweeper: NodeJS.Timeout | null = null;
   onClose: ((err: EkvError) => void) | null = null;
 
   constructor(session: SecureSession) {
@@ -49,16 +54,31 @@ export class RpcClient {
     if (this.pending.size >= inflightMax) return Promise.reject(new EkvError('UNAVAILABLE', 'too many requests in flight on this connection'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        // A silent session is not trusted to recover (a relay may have stretched a length prefix and
-        // stalled it): close it, so later requests open a fresh, re-attested connection.
-        this.pending.delete(id);
-        reject(new EkvError('TIMEOUT', `${op}: no answer within ${timeoutMs} ms`));
-        this.session.close(new EkvError('TIMEOUT', 'a request timed out; session closed'));
-      }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, op, deadline: Date.now() + timeoutMs });
+      this.sweeper ??= setInterval(() => this.sweep(), timeoutSweepMs).unref();
       this.session.send({ ...args, i: id, o: op });
     });
+  }
+
+  /**
+   * Requests past their deadline fail with TIMEOUT. A silent session is not trusted to recover (a relay
+   * may have stretched a length prefix and stalled it): it is closed, so later requests open a fresh,
+   * re-attested connection.
+   */
+  private sweep(): void {
+    const now = Date.now();
+    let expired = false;
+    for (const [id, p] of this.pending) {
+      if (p.deadline > now) continue;
+      this.pending.delete(id);
+      p.reject(new EkvError('TIMEOUT', `${p.op}: no answer in time`));
+      expired = true;
+    }
+    if (this.pending.size === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
+    if (expired) this.session.close(new EkvError('TIMEOUT', 'a request timed out; session closed'));
   }
 
   close(): void {
@@ -77,7 +97,6 @@ export class RpcClient {
       return;
     }
     this.pending.delete(msg.i);
-    clearTimeout(p.timer);
     if (msg.ok === true) p.resolve(msg);
     else {
       const code = isEkvErrorCode(msg.c) ? msg.c : 'INTERNAL';
@@ -88,11 +107,10 @@ export class RpcClient {
   private shutdown(err: EkvError): void {
     if (this.closedWith) return;
     this.closedWith = err;
-    for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
-      p.reject(err);
-    }
+    for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
     this.onClose?.(err);
   }
 }
