@@ -162,6 +162,7 @@ export class EkvClient {
   }
 
   private async route(key: Buffer): Promise<NodeConnection> {
+    if (this.byAddr.size === 1 && this.routing !== 'iterative') return this.conns[0] as NodeConnection; // nothing to choose
     const h = createHash('sha256').update(key).digest();
     const any = this.conns[h.readUInt32BE(0) % this.conns.length] as NodeConnection;
     if (this.routing === 'iterative') return this.walk(key, any);
