@@ -21,7 +21,7 @@ export interface EkvNodeProcess {
 
 export async function startEkvNode(progress: (line: string) => void, extraArgs: string[] = []): Promise<EkvNodeProcess> {
   const dir = shortTempDir('ekv-bench-');
-  const child = spawn(process.execPath, [ekvBin, 'up', '--nodes', '1', '--dir', dir, '--json', '--log-level', 'warn'], {
+  const child = spawn(process.execPath, [ekvBin, 'up', '--nodes', '1', '--dir', dir, '--json', '--log-level', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stderr.on('data', (d: Buffer) => {
