@@ -6,6 +6,7 @@
 import { appendFileSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect } from '../client/index.ts';
 import type { LocalNode } from '../cli/local/node.ts';
 import { defaultImagePath } from './helpers/local-ring.ts';
 import { RingFixture, sleep, type NodeView } from './helpers/ring-fixture.ts';
@@ -45,6 +46,26 @@ describe('a 5-node ring with R=3', () => {
     // The ring did route: some requests were forwarded, and lookups took hops.
     const lookups = views.reduce((s, v) => s + v.lookups, 0);
     expect(lookups).toBeGreaterThan(0);
+  });
+
+  it('iterative lookups: the client walks the ring hop by hop to each key\'s owner, verifying every hop', async () => {
+    // Start from one node only: the client learns the others from the route answers, attests each,
+    // and checks its identity hashes to the ring id its predecessor named.
+    const first = fx.addrs()[0] as string;
+    const kv = await connect({ nodes: [first], trust: fx.trust, timeoutMs: 10_000, routing: 'iterative' });
+    try {
+      const owners = new Set<string>();
+      let steps = 0;
+      for (const [i, k] of keys.slice(0, 40).entries()) {
+        expect((await kv.get(k)).toString()).toBe(valueOf(i));
+        owners.add(kv.lastRoute?.addr as string);
+        steps += kv.lastRoute?.steps ?? 0;
+      }
+      expect(owners.size).toBeGreaterThan(1); // it reached owners other than the node it started from
+      expect(steps).toBeGreaterThan(0);
+    } finally {
+      await kv.close();
+    }
   });
 
   describe('a join attempt from a modified image', () => {

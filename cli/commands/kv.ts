@@ -1,8 +1,8 @@
 /** `ekv put`, `ekv get`, `ekv del`: the redis-cli-like data commands. */
 import type { Command } from 'commander';
-import { connect, type EkvClient } from '../../client/index.ts';
+import { connect, type EkvClient, type Routing } from '../../client/index.ts';
 import { identityPath, loadIdentity, toPrincipalSigner } from '../../client/identity.ts';
-import { run } from '../output.ts';
+import { run, UsageError } from '../output.ts';
 
 export interface CommonOpts {
   cluster: string;
@@ -10,6 +10,7 @@ export interface CommonOpts {
   timeout: string;
   /** --identity FILE; EKV_IDENTITY when absent; anonymous when neither. */
   identity?: string;
+  routing: string;
 }
 
 export function common(cmd: Command): Command {
@@ -17,13 +18,15 @@ export function common(cmd: Command): Command {
     .option('-c, --cluster <file>', 'cluster file (nodes and trust policy)', process.env.EKV_CLUSTER ?? './cluster.json')
     .option('--timeout <ms>', 'per-request timeout in milliseconds', '10000')
     .option('--identity <file>', 'private key to prove as principal (default: $EKV_IDENTITY; none: anonymous)')
+    .option('--routing <mode>', "how the key's node is found: cached (one hop), iterative (walk the ring, verifying each hop) or any (the ring forwards)", 'cached')
     .option('--json', 'print one JSON object on stdout');
 }
 
 export async function withClient<T>(o: CommonOpts, body: (kv: EkvClient) => Promise<T>): Promise<T> {
   const file = identityPath(o.identity);
   const identity = file === null ? undefined : toPrincipalSigner(loadIdentity(file));
-  const kv = await connect({ cluster: o.cluster, timeoutMs: Number(o.timeout), ...(identity ? { identity } : {}) });
+  if (!['cached', 'iterative', 'any'].includes(o.routing)) throw new UsageError('--routing must be cached, iterative or any');
+  const kv = await connect({ cluster: o.cluster, timeoutMs: Number(o.timeout), routing: o.routing as Routing, ...(identity ? { identity } : {}) });
   try {
     return await body(kv);
   } finally {
