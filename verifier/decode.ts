@@ -26,8 +26,8 @@ const coseSign1Tag = 18;
 const headerAlg = 1;
 const headerCrit = 2;
 
-/** A document's contents before any check of its chain or signature. Byte fields view the input. */
-export interface DecodedAttestationDocument {
+/** The payload fields of an attestation document (timestamp in ms; null = absent). */
+export interface AttestationFields {
   moduleId: string;
   digest: 'SHA384';
   timestamp: number;
@@ -37,6 +37,10 @@ export interface DecodedAttestationDocument {
   publicKey: Uint8Array | null;
   userData: Uint8Array | null;
   nonce: Uint8Array | null;
+}
+
+/** A document's contents before any check of its chain or signature. Byte fields view the input. */
+export interface DecodedAttestationDocument extends AttestationFields {
   /** The serialized protected header, as signed. */
   protectedHeader: Uint8Array;
   /** The raw ES384 signature, r || s. */

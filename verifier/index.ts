@@ -9,13 +9,13 @@ import { ChainCache } from './cache.ts';
 import { verifyChain } from './chain.ts';
 import { clockSkewMsDefault } from './constants.ts';
 import { verifyCoseSignature } from './cose.ts';
-import { decodeAttestationDocument, type DecodedAttestationDocument } from './decode.ts';
+import { decodeAttestationDocument, type AttestationFields, type DecodedAttestationDocument } from './decode.ts';
 import { checkPolicy, expectedPcrs, type ExpectedPcr, type PolicyChecks } from './policy.ts';
 import { AWS_NITRO_ROOT_PEM } from './root.ts';
 
 export { AttestationError, attestationErrorCodes, type AttestationErrorCode } from './errors.ts';
 export { ChainCache, type VerifiedChain } from './cache.ts';
-export { decodeAttestationDocument, type DecodedAttestationDocument } from './decode.ts';
+export { decodeAttestationDocument, type AttestationFields, type DecodedAttestationDocument } from './decode.ts';
 export { sigStructure } from './cose.ts';
 export { AWS_NITRO_ROOT_PEM, AWS_NITRO_ROOT_SHA256 } from './root.ts';
 export * as verifierLimits from './constants.ts';
@@ -39,16 +39,8 @@ export interface VerifyPolicy {
   cache?: ChainCache | false;
 }
 
-export interface AttestationDocument {
-  moduleId: string;
-  digest: 'SHA384';
-  timestamp: number;
-  pcrs: Map<number, Uint8Array>;
-  certificate: Uint8Array;
-  cabundle: Uint8Array[];
-  publicKey: Uint8Array | null;
-  userData: Uint8Array | null;
-  nonce: Uint8Array | null;
+/** A verified document: its fields (copies, not views of the input) and its certificate's expiry. */
+export interface AttestationDocument extends AttestationFields {
   /** When the document's signing certificate expires (ms). */
   leafNotAfter: number;
 }
