@@ -21,6 +21,7 @@
  * know about. It refuses to order updates until takeoverWaitMs (> one lease)
  * has passed, by which time every such lease has ended.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { encodeSignedDoc } from '../../protocol/acl-doc.ts';
 import { EkvError } from '../../protocol/errors.ts';
@@ -167,9 +168,6 @@ export function encodedDoc(v: Verified): Buffer {
   return b;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, Math.max(0, ms)));
-}
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return new Promise((resolve, reject) => {

@@ -13,6 +13,7 @@
  *   accLease {k, n, a}         a lease: the committed document (or null), the caller recorded as holder
  *   accPush {k, n, d}          the owner tells a holder of a committed change
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { EkvError } from '../../protocol/errors.ts';
 import { principalBytesMax, principalFromBytes, type Principal } from '../../protocol/principal.ts';
@@ -269,6 +270,3 @@ export function accessModeFromEnv(value: string | undefined): RingAccess {
   throw new Error(`EKV_ACCESS_MODE must be open or closed, not ${value.slice(0, 32)}`);
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
