@@ -30,3 +30,22 @@ export async function run(json: boolean | undefined, body: () => Promise<void>):
     process.exitCode = err instanceof UsageError ? exitUsage : exitFailed;
   }
 }
+
+/**
+ * Resolves with the first SIGINT or SIGTERM. Long-running commands call it before they start anything,
+ * so a signal that arrives while they start (or right after they print their ready line, which a
+ * caller may read at once) stops them cleanly instead of killing them.
+ */
+export function firstSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals) => {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      resolve(sig);
+    };
+    const onInt = () => on('SIGINT');
+    const onTerm = () => on('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+  });
+}

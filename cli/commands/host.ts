@@ -11,7 +11,7 @@ import type { Command } from 'commander';
 import pino from 'pino';
 import { startBlobStore } from '../../host/blob-store.ts';
 import { startHost, type RunningHost } from '../../host/host.ts';
-import { run, UsageError } from '../output.ts';
+import { firstSignal, run, UsageError } from '../output.ts';
 
 function port(v: string, name: string): number {
   const n = Number(v);
@@ -34,6 +34,7 @@ export function registerHost(program: Command): void {
     .option('--log-level <level>', 'log level (JSON logs on stderr)', 'info')
     .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string }) =>
       run(false, async () => {
+        const signal = firstSignal();
         // The enclave's per-node settings, read by it through the blob store (enclave/host-config.ts).
         if (o.selfAddr) {
           mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
@@ -53,11 +54,8 @@ export function registerHost(program: Command): void {
           logger,
           startBlobStore: (socketPath, dir) => startBlobStore({ socketPath, dir, logger }),
         });
-        await new Promise<void>((done) => {
-          const stop = () => void host.close().then(done);
-          process.once('SIGINT', stop);
-          process.once('SIGTERM', stop);
-        });
+        await signal;
+        await host.close();
       }),
     );
 }

@@ -11,7 +11,7 @@ import { EmulatorCa } from '../../emulator/ca.ts';
 import { kmsEnv, localBlobStore, startLocalKms } from '../local/kms.ts';
 import { LocalNode } from '../local/node.ts';
 import { writeJsonAtomic } from '../local/ring.ts';
-import { run, UsageError } from '../output.ts';
+import { firstSignal, run, UsageError } from '../output.ts';
 import { defaultImagePath } from './up.ts';
 
 interface NodeOpts {
@@ -45,6 +45,7 @@ export function registerNode(program: Command): void {
     .option('--json', 'print the ready line as JSON')
     .action(async (o: NodeOpts) =>
       run(o.json, async () => {
+        const signal = firstSignal();
         const image = resolve(o.enclaveImage);
         if (!existsSync(image)) throw new UsageError(`no enclave image at ${image}: run \`npm run build\` first`);
         const clusterPath = resolve(o.cluster);
@@ -85,14 +86,10 @@ export function registerNode(program: Command): void {
         }
         const ready = { ok: true, addr: node.addr, http: node.http, pids: node.pids() };
         process.stdout.write(o.json ? JSON.stringify(ready) + '\n' : `ready: node ${node.addr} (${node.http}), enclave pid ${ready.pids.enclave}\n`);
-        await new Promise<void>((done) => {
-          const stop = (sig: string) => {
-            process.stderr.write(`ekv node: ${sig}: stopping\n`);
-            void node.stop().then(() => ownKms?.close()).then(done);
-          };
-          process.once('SIGINT', () => stop('SIGINT'));
-          process.once('SIGTERM', () => stop('SIGTERM'));
-        });
+        const sig = await signal;
+        process.stderr.write(`ekv node: ${sig}: stopping\n`);
+        await node.stop();
+        await ownKms?.close();
       }),
     );
 }

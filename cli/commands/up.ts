@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
 import { startLocalRing } from '../local/ring.ts';
-import { run, UsageError } from '../output.ts';
+import { firstSignal, run, UsageError } from '../output.ts';
 
 export const defaultImagePath = 'dist/enclave.mjs';
 
@@ -29,6 +29,7 @@ export function registerUp(program: Command): void {
         const image = resolve(o.enclaveImage);
         if (o.access !== 'open' && o.access !== 'closed') throw new UsageError('--access must be open or closed');
         if (!existsSync(image)) throw new UsageError(`no enclave image at ${image}: run \`npm run build\` first`);
+        const signal = firstSignal();
         const logger = pino({ level: o.logLevel, base: { svc: 'ekv-up' } }, pino.destination(2));
         const started = Date.now();
         const ring = await startLocalRing({
@@ -48,14 +49,9 @@ export function registerUp(program: Command): void {
           for (const n of ready.nodes) process.stdout.write(`  ${n.name}  ${n.addr}  ${n.http}  enclave pid ${n.pids.enclave}\n`);
           process.stdout.write(`try: npx ekv put hello world --cluster ${ring.clusterFile} && npx ekv get hello --cluster ${ring.clusterFile}\n`);
         }
-        await new Promise<void>((done) => {
-          const stop = (sig: string) => {
-            process.stderr.write(`ekv up: ${sig}: stopping ${ring.nodes.length} node(s)\n`);
-            void ring.stop().then(done);
-          };
-          process.once('SIGINT', () => stop('SIGINT'));
-          process.once('SIGTERM', () => stop('SIGTERM'));
-        });
+        const sig = await signal;
+        process.stderr.write(`ekv up: ${sig}: stopping ${ring.nodes.length} node(s)\n`);
+        await ring.stop();
       }),
     );
 }
