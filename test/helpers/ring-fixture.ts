@@ -408,3 +408,17 @@ export function ownedBy(views: NodeView[], addr: string, candidates: Buffer[]): 
   const prev = order[(i - 1 + order.length) % order.length] as NodeView;
   return candidates.filter((k) => inRange(keyId(k), { start: prev.id as bigint, end: order[i]!.id as bigint }));
 }
+
+/**
+ * End a history: stop the workload, read every key's final state through every node (recorded as reads
+ * like any other), and check the whole history. `summary` names the counts and the kinds of violation.
+ */
+export async function finishHistory(fx: RingFixture, history: History, work: Workload, keySets: string[][]) {
+  await work.stop();
+  for (const keys of keySets) await new Workload(fx, history, { keys, readers: 0 }).finalReads();
+  const counts = history.counts();
+  const violations = history.check();
+  const kinds = new Map<string, number>();
+  for (const v of violations) kinds.set(v.kind, (kinds.get(v.kind) ?? 0) + 1);
+  return { counts, violations, summary: `${JSON.stringify(counts)} violations ${JSON.stringify([...kinds])}` };
+}
