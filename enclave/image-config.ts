@@ -15,6 +15,7 @@ declare const EKV_PINNED_KMS_KEY: string;
 declare const EKV_PINNED_ACCESS_MODE: string;
 declare const EKV_PINNED_REPLICAS: string;
 declare const EKV_PINNED_PEER_PCR0S: string;
+declare const EKV_PINNED_SINGLE_NODE: string;
 
 const pinned = (v: unknown, fallback: string): string => (typeof v === 'string' && v !== '' ? v : fallback);
 
@@ -22,6 +23,11 @@ export const imageConfig = {
   kmsKey: pinned(typeof EKV_PINNED_KMS_KEY === 'undefined' ? undefined : EKV_PINNED_KMS_KEY, ''),
   accessMode: pinned(typeof EKV_PINNED_ACCESS_MODE === 'undefined' ? undefined : EKV_PINNED_ACCESS_MODE, 'closed'),
   replicas: Number(pinned(typeof EKV_PINNED_REPLICAS === 'undefined' ? undefined : EKV_PINNED_REPLICAS, '3')),
+  /**
+   * Whether this deployment may run as a ring of one node (serving with no replicas). An image setting,
+   * never the host's: a host that could say "you are alone" could make a node serve rolled-back state.
+   */
+  singleNode: pinned(typeof EKV_PINNED_SINGLE_NODE === 'undefined' ? undefined : EKV_PINNED_SINGLE_NODE, '') === '1',
   /** PCR0s (hex) of other images accepted as peers, for rolling upgrades; comma-separated at build time. */
   peerPcr0Allowlist: pinned(typeof EKV_PINNED_PEER_PCR0S === 'undefined' ? undefined : EKV_PINNED_PEER_PCR0S, '')
     .split(',')

@@ -26,6 +26,7 @@ await build({
     EKV_PINNED_ACCESS_MODE: JSON.stringify(process.env.EKV_PINNED_ACCESS_MODE ?? ''),
     EKV_PINNED_REPLICAS: JSON.stringify(process.env.EKV_PINNED_REPLICAS ?? ''),
     EKV_PINNED_PEER_PCR0S: JSON.stringify(process.env.EKV_PINNED_PEER_PCR0S ?? ''),
+    EKV_PINNED_SINGLE_NODE: JSON.stringify(process.env.EKV_PINNED_SINGLE_NODE ?? ''),
   },
   logLevel: 'warning',
 });
