@@ -5,12 +5,12 @@
 // the driver's 0x1000-byte buffer `InputTooLarge`.
 import assert from 'node:assert/strict';
 import type { Duplex } from 'node:stream';
-import { Decoder, Encoder } from 'cbor-x';
+import { Encoder } from 'cbor-x';
+import { decodeUntrustedCbor } from '../verifier/strict-cbor.ts';
 import { FrameReader, frame } from './frames.ts';
 import { EmulatedNsmError, type AttestRequest, type EmulatedNsm, type NsmErrorName } from './nsm.ts';
 import { nsmPendingMax, nsmRequestBytesMax, nsmResponseBytesMax } from './tee-constants.ts';
 
-const decoder = new Decoder({ mapsAsObjects: false, useRecords: false });
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: false, tagUint8Array: false });
 
 type Work = { kind: 'frame'; body: Uint8Array } | { kind: 'oversized'; length: number };
@@ -61,7 +61,7 @@ async function answer(nsm: EmulatedNsm, body: Uint8Array): Promise<Uint8Array> {
 function parseRequest(body: Uint8Array): AttestRequest | NsmErrorName {
   let request: unknown;
   try {
-    request = decoder.decode(body);
+    request = decodeUntrustedCbor(body, { maps: 'map', depthMax: 4, itemsMax: 64 });
   } catch {
     return 'InvalidArgument';
   }

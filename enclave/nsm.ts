@@ -13,7 +13,8 @@
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { writeSync } from 'node:fs';
-import { Decoder, Encoder } from 'cbor-x';
+import { Encoder } from 'cbor-x';
+import { decodeUntrustedCbor } from '../verifier/strict-cbor.ts';
 
 export interface AttestationRequest {
   userData?: Uint8Array;
@@ -75,7 +76,6 @@ interface Pending {
 }
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: false, tagUint8Array: false });
-const decoder = new Decoder({ mapsAsObjects: false, useRecords: false });
 
 /**
  * An NSM reached over a byte stream. Requests are written as they come and
@@ -208,7 +208,7 @@ function field(name: string, value: Uint8Array | undefined): Uint8Array | null {
 function settle(waiter: Pending, body: Uint8Array): void {
   let response: unknown;
   try {
-    response = decoder.decode(body);
+    response = decodeUntrustedCbor(body, { maps: 'map', depthMax: 4, itemsMax: 64 });
   } catch {
     return waiter.reject(new NsmError('MALFORMED_RESPONSE', 'the NSM response is not CBOR'));
   }

@@ -131,7 +131,9 @@ export class Persistence {
         for (const e of rec[2] as unknown[]) apply(['e', ...(e as unknown[])]);
       }
     };
-    if (recovered.snapshot) apply(decodeCbor(recovered.snapshot));
+    // Our own sealed state (authenticated, but still decoded strictly): a snapshot holds every entry,
+    // so its item bound is its size, which the scan enforces anyway (an item is at least one byte).
+    if (recovered.snapshot) apply(decodeCbor(recovered.snapshot, recovered.snapshot.length));
     for (const r of recovered.records) apply(decodeCbor(r));
     const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), c.partition, c.logger);
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));

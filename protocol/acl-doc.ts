@@ -18,7 +18,8 @@
  * MALFORMED, and sizes are checked before decoding.
  */
 import { createHash } from 'node:crypto';
-import { Decoder, Encoder } from 'cbor-x';
+import { Encoder } from 'cbor-x';
+import { decodeUntrustedCbor } from '../verifier/strict-cbor.ts';
 import { valueBytesMax } from './constants.ts';
 import {
   Principal,
@@ -118,13 +119,12 @@ export function subjectId(s: AclSubject): string {
 // ---------------------------------------------------------------- CBOR
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: false, tagUint8Array: false } as never);
-const decoder = new Decoder({ useRecords: false, mapsAsObjects: false } as never);
 
 function decodeBounded(bytes: Uint8Array, max: number, what: string): unknown {
   if (!(bytes instanceof Uint8Array)) throw new AclError('MALFORMED', `${what}: expected bytes`);
   if (bytes.length > max) throw new AclError('TOO_LARGE', `${what}: ${bytes.length} bytes, at most ${max}`);
   try {
-    return decoder.decode(bytes);
+    return decodeUntrustedCbor(bytes, { maps: 'map', depthMax: 8 });
   } catch (err) {
     throw new AclError('MALFORMED', `${what}: bad CBOR (${(err as Error).message})`);
   }

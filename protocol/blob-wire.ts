@@ -12,6 +12,7 @@
  *            | { id, ok: false, code: BlobWireCode, message: string }
  */
 import { Encoder } from 'cbor-x';
+import { decodeUntrustedCbor } from '../verifier/strict-cbor.ts';
 import { encodeFrame } from './frame.ts';
 
 /** Blob names: lower-case letters, digits, '.', '_', '-', not starting with '.' (no hidden or `..` names). */
@@ -64,7 +65,7 @@ export function encodeBlobMessage(msg: BlobRequest | BlobResponse): Buffer {
 export function decodeBlobMessage(body: Uint8Array): Record<string, unknown> | null {
   let value: unknown;
   try {
-    value = cbor.decode(body);
+    value = decodeUntrustedCbor(body, { maps: 'object', depthMax: 4 });
   } catch {
     return null;
   }

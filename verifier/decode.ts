@@ -56,7 +56,7 @@ export function decodeAttestationDocument(bytes: Uint8Array): DecodedAttestation
   if (bytes.length === 0 || bytes.length > documentBytesMax) {
     throw malformed(`the document is ${bytes.length} bytes, outside 1..${documentBytesMax}`);
   }
-  let outer = decodeStrict(bytes, 'the document');
+  let outer = decodeStrict(bytes, 'the document', true);
   let tagged = false;
   if (outer instanceof Tag) {
     if (outer.tag !== coseSign1Tag) throw malformed(`the document has tag ${outer.tag}, not COSE_Sign1 (18)`);

@@ -8,6 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Encoder } from 'cbor-x';
+import { decodeUntrustedCbor } from '../../verifier/strict-cbor.ts';
 import type { BlobClient } from './blob-client.ts';
 import { SealError } from './errors.ts';
 import type { AttestFn, EnclaveKms } from './kms-client.ts';
@@ -53,7 +54,7 @@ function context(nodeId: Buffer): Record<string, string> {
 function parseRecord(bytes: Uint8Array): { nodeId: Buffer; ciphertextBlob: Uint8Array } {
   let rec: unknown;
   try {
-    rec = cbor.decode(bytes);
+    rec = decodeUntrustedCbor(bytes, { maps: 'object', depthMax: 2, itemsMax: 64 });
   } catch (cause) {
     throw new SealError('SEAL_CORRUPT', 'the stored data key record is not CBOR', { cause });
   }
