@@ -57,8 +57,15 @@ export interface PrincipalSigner {
 }
 export type VerifyPrincipal = (principal: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean;
 
+/**
+ * Items a handshake message may hold (the finish, the largest, has 10). Before authentication this
+ * bound, not the 24 KiB frame limit, sets the CPU a stranger can spend: the scan refuses a message
+ * with more items after reading at most this many headers, and strings are skipped, not read.
+ */
+export const handshakeItemsMax = 32;
+
 function parseMessage(frame: Buffer, expected: string): Record<string, unknown> {
-  const msg = decodeCbor(frame);
+  const msg = decodeCbor(frame, handshakeItemsMax);
   if (!isRecord(msg)) throw new EkvError('PROTOCOL', 'handshake message is not a map');
   if (msg.t === 'error') {
     // Unauthenticated (anyone on the path can send it): never an answer such as NOT_FOUND or FORBIDDEN.
@@ -98,7 +105,7 @@ export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): 
   const serverMsg = parseMessage(await fs.next(timeout), 'server');
   const coreBytes = bytesField(serverMsg, 'core', 1, handshakeBytesMax);
   const sig = bytesField(serverMsg, 'sig', ed25519SignatureBytes, ed25519SignatureBytes);
-  const core = decodeCbor(coreBytes);
+  const core = decodeCbor(coreBytes, handshakeItemsMax);
   if (!isRecord(core)) throw new EkvError('PROTOCOL', 'server core is not a map');
   const doc = bytesField(core, 'doc', 1, attestationDocBytesMax);
   const serverEph = bytesField(core, 'eph', x25519KeyBytes, x25519KeyBytes);

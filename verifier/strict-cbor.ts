@@ -87,6 +87,12 @@ export function decodeUntrustedCbor(bytes: Uint8Array, options: UntrustedCborOpt
   return value;
 }
 
+/** The deepest nesting any caller may ask for; the scan's stacks are this deep. */
+export const scanDepthLimit = 64;
+const scanRemaining = new Int32Array(scanDepthLimit + 1);
+const scanKind = new Uint8Array(scanDepthLimit + 1);
+const scanSeen = new Int32Array(scanDepthLimit + 1);
+
 // Container kinds on the scan stack; the two chunked-string kinds equal the major type of their chunks.
 const kindArray = 0;
 const kindMap = 1;
@@ -96,8 +102,7 @@ const kindTag = 4;
 
 /**
  * Walks the item headers of `bytes` and returns the number of map pairs; throws CborRefused on
- * anything the options do not allow. No recursion and no allocation beyond three stacks of
- * `depthMax + 1` numbers.
+ * anything the options do not allow. No recursion and no allocation: three fixed stacks.
  */
 export function scanCbor(bytes: Uint8Array, options: UntrustedCborOptions): number {
   const depthMax = options.depthMax ?? cborDepthMaxDefault;
@@ -106,10 +111,12 @@ export function scanCbor(bytes: Uint8Array, options: UntrustedCborOptions): numb
   const objectKeys = options.maps === 'object';
   const end = bytes.length;
   if (end === 0) throw new CborRefused('EMPTY', 'no CBOR item');
+  if (depthMax > scanDepthLimit || end > 0x7fffffff) throw new RangeError('scanCbor: depthMax or input size beyond the scanner');
   // remaining[d]: items still expected in the container at depth d (-1: indefinite, ends at a break).
-  const remaining = new Float64Array(depthMax + 1);
-  const kind = new Uint8Array(depthMax + 1);
-  const seen = new Float64Array(depthMax + 1);
+  // The stacks are shared: the scan is synchronous and calls nothing that could re-enter it.
+  const remaining = scanRemaining;
+  const kind = scanKind;
+  const seen = scanSeen;
   let depth = 0; // containers open
   let pos = 0;
   let items = 0;
