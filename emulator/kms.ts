@@ -102,7 +102,7 @@ async function serve(ctx: KmsOpsContext, req: http.IncomingMessage, res: http.Se
   try {
     const op = operationOf(req);
     const body = await readJson(req);
-    const handler = handlers[op];
+    const handler = Object.hasOwn(handlers, op) ? handlers[op] : undefined;
     if (handler === undefined) throw new KmsFault('UnknownOperationException', `Operation ${op.slice(0, 64)} is not supported`);
     reply(res, 200, await handler(ctx, body));
   } catch (err) {

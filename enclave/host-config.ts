@@ -31,7 +31,8 @@ export function parseNodeConfig(bytes: Uint8Array): Record<string, string> {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new HostConfigError(`${nodeConfigBlob} must be an object`);
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw)) {
-    const env = keys[k];
+    // Own properties only: `constructor`, `__proto__`, `toString` are unknown settings, not Object's.
+    const env = Object.hasOwn(keys, k) ? keys[k] : undefined;
     if (!env) throw new HostConfigError(`${nodeConfigBlob}: unknown setting ${k.slice(0, 40)}`);
     if (typeof v !== 'string' && typeof v !== 'boolean') throw new HostConfigError(`${nodeConfigBlob}: ${k} must be a string`);
     out[env] = typeof v === 'boolean' ? (v ? '1' : '') : v;

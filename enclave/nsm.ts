@@ -218,7 +218,7 @@ function settle(waiter: Pending, body: Uint8Array): void {
     if (document instanceof Uint8Array) return waiter.resolve(Uint8Array.from(document));
     const name: unknown = response.get('Error');
     if (typeof name === 'string') {
-      const code = nsmErrorNames[name] ?? 'INTERNAL_ERROR';
+      const code = (Object.hasOwn(nsmErrorNames, name) ? nsmErrorNames[name] : undefined) ?? 'INTERNAL_ERROR';
       return waiter.reject(new NsmError(code, `the NSM refused the request: ${name.slice(0, 64)}`));
     }
   }

@@ -174,7 +174,7 @@ async function send<T>(call: () => Promise<T>): Promise<T> {
     return await call();
   } catch (err) {
     const name = (err as { name?: unknown }).name;
-    const code = (typeof name === 'string' ? sdkErrorCodes[name] : undefined) ?? 'KMS_UNAVAILABLE';
+    const code = (typeof name === 'string' && Object.hasOwn(sdkErrorCodes, name) ? sdkErrorCodes[name] : undefined) ?? 'KMS_UNAVAILABLE';
     throw new KmsError(code, `KMS: ${typeof name === 'string' ? name : 'error'}: ${String((err as Error).message).slice(0, 200)}`, { cause: err });
   }
 }
