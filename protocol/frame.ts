@@ -28,21 +28,30 @@ export class FrameDecoder {
 
   /** Feed bytes; returns every complete frame. Throws FRAME_TOO_LARGE on an oversized length. */
   push(chunk: Buffer): Buffer[] {
+    this.append(chunk);
+    const frames: Buffer[] = [];
+    for (let f = this.nextFrame(); f !== null; f = this.nextFrame()) frames.push(f);
+    return frames;
+  }
+
+  /** Buffer bytes without looking at them; `nextFrame` checks each length when its frame is taken. */
+  append(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
-    const frames: Buffer[] = [];
-    for (;;) {
-      if (this.buffered < 4) break;
-      const head = this.peek4();
-      const len = head.readUInt32BE(0);
-      if (len > this.max) {
-        throw new EkvError('FRAME_TOO_LARGE', `frame of ${len} bytes exceeds the limit of ${this.max}`);
-      }
-      if (this.buffered < 4 + len) break;
-      const all = this.take(4 + len);
-      frames.push(all.subarray(4));
+  }
+
+  /**
+   * The next complete frame, or null. Its length is checked against the limit in force now, so a
+   * reader that raises the limit between frames (the handshake) judges each frame by its own rule.
+   */
+  nextFrame(): Buffer | null {
+    if (this.buffered < 4) return null;
+    const len = this.peek4().readUInt32BE(0);
+    if (len > this.max) {
+      throw new EkvError('FRAME_TOO_LARGE', `frame of ${len} bytes exceeds the limit of ${this.max}`);
     }
-    return frames;
+    if (this.buffered < 4 + len) return null;
+    return this.take(4 + len).subarray(4);
   }
 
   get pendingBytes(): number {

@@ -2,20 +2,23 @@
  * A stream socket carrying length-prefixed frames, with two ways to read: an
  * awaitable `next()` for the handshake, then a callback per frame for the
  * session. Writes made in one turn of the event loop go out as one batch.
+ *
+ * Frames are decoded only when a reader takes them, each against the limit in
+ * force at that moment: the handshake reads its frames under the small
+ * handshake limit, raises the limit, and only then is the client's first
+ * request (which may have arrived in the same chunk as its finish) judged, by
+ * the data limit. Bytes nobody reads yet stay undecoded and the socket stops
+ * reading, so an unauthenticated peer cannot make us buffer much.
  */
 import type { Duplex } from 'node:stream';
 import { EkvError } from './errors.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
-
-/** Frames that may wait unread (during the handshake) before we stop reading from the socket. */
-export const queuedFramesMax = 4;
 
 type Waiter = { resolve: (f: Buffer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout };
 
 export class FramedSocket {
   readonly socket: Duplex;
   private readonly decoder: FrameDecoder;
-  private queue: Buffer[] = [];
   private waiter: Waiter | null = null;
   private onFrame: ((frame: Buffer) => void) | null = null;
   private onClose: ((err: EkvError) => void) | null = null;
@@ -39,18 +42,17 @@ export class FramedSocket {
   /** The next frame, for the handshake. Rejects on close, on an oversized frame, or after `timeoutMs`. */
   next(timeoutMs: number): Promise<Buffer> {
     if (this.closedWith) return Promise.reject(this.closedWith);
-    const queued = this.queue.shift();
-    if (queued) {
-      if (this.queue.length < queuedFramesMax) this.socket.resume();
-      return Promise.resolve(queued);
-    }
     if (this.waiter) throw new Error('FramedSocket.next: one reader at a time');
+    const buffered = this.takeFrame();
+    if (buffered) return Promise.resolve(buffered);
+    if (this.closedWith) return Promise.reject(this.closedWith);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiter = null;
         reject(new EkvError('TIMEOUT', `no frame within ${timeoutMs} ms`));
       }, timeoutMs);
       this.waiter = { resolve, reject, timer };
+      this.socket.resume();
     });
   }
 
@@ -58,9 +60,8 @@ export class FramedSocket {
   listen(onFrame: (frame: Buffer) => void, onClose: (err: EkvError) => void): void {
     this.onFrame = onFrame;
     this.onClose = onClose;
-    const pending = this.queue;
-    this.queue = [];
-    for (const f of pending) onFrame(f);
+    // Frames that arrived before the session existed are delivered even if the peer has since closed.
+    for (let f = this.takeFrame(); f !== null; f = this.takeFrame()) onFrame(f);
     this.socket.resume();
     if (this.closedWith) onClose(this.closedWith);
   }
@@ -101,27 +102,31 @@ export class FramedSocket {
 
   private ingest(chunk: Buffer): void {
     if (this.closedWith) return;
-    let frames: Buffer[];
-    try {
-      frames = this.decoder.push(chunk);
-    } catch (err) {
-      this.fail(err instanceof EkvError ? err : new EkvError('PROTOCOL', String(err)));
-      this.socket.destroy();
-      return;
-    }
-    for (const f of frames) {
+    this.decoder.append(chunk);
+    while (!this.closedWith && (this.onFrame || this.waiter)) {
+      const f = this.takeFrame();
+      if (f === null) break;
       if (this.onFrame) this.onFrame(f);
       else if (this.waiter) {
         const w = this.waiter;
         this.waiter = null;
         clearTimeout(w.timer);
         w.resolve(f);
-      } else {
-        this.queue.push(f);
-        // Back-pressure: while the handshake works (NSM call, verification) stop reading from the socket.
-        if (this.queue.length >= queuedFramesMax) this.socket.pause();
       }
-      if (this.closedWith) return;
+    }
+    // Back-pressure: while the handshake works (NSM call, verification) nobody reads, so stop
+    // reading from the socket; next() and listen() resume it.
+    if (!this.onFrame && !this.waiter && this.decoder.pendingBytes > 0) this.socket.pause();
+  }
+
+  /** The next buffered frame under the current limit, or null; an oversized one ends the connection. */
+  private takeFrame(): Buffer | null {
+    try {
+      return this.decoder.nextFrame();
+    } catch (err) {
+      this.fail(err instanceof EkvError ? err : new EkvError('PROTOCOL', String(err)));
+      this.socket.destroy();
+      return null;
     }
   }
 
