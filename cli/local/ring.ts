@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { ClusterFile } from '../../client/cluster.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
+import type { ImdsInit } from '../../emulator/imds.ts';
 import { localImage, localImageSettings, type ImageSettings } from './image.ts';
 import { kmsEnv, localBlobStore, startLocalKms, type LocalKms } from './kms.ts';
 import { LocalNode } from './node.ts';
@@ -41,6 +42,8 @@ export interface LocalRingOptions {
   seal?: boolean;
   /** What the ring does with keys outside any namespace (default open, the quick start's setting). */
   access?: 'open' | 'closed';
+  /** The emulated IMDS's credential rotation (tests). */
+  imds?: ImdsInit;
 }
 
 export interface LocalRing {
@@ -85,7 +88,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   const imagePath = o.imagePath ?? (await localImage(settings as ImageSettings));
   const ca = await EmulatorCa.loadOrCreate(join(dir, 'ca'));
   const sealed = settings ? settings.kmsKeyArn !== '' : o.seal !== false;
-  const kms = sealed ? await startLocalKms({ dir, ca, imagePath, logger: o.logger }) : null;
+  const kms = sealed ? await startLocalKms({ dir, ca, imagePath, logger: o.logger, ...(o.imds ? { imds: o.imds } : {}) }) : null;
   const kmsInfo = kms?.info ?? null;
   if (kmsInfo) writeJsonAtomic(join(dir, 'kms.json'), kmsInfo);
   const nodes: LocalNode[] = [];
