@@ -226,6 +226,7 @@ async function send<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (err) {
+    if (err instanceof KmsError) throw err; // e.g. KMS_CREDENTIALS from the credentials provider
     const name = (err as { name?: unknown }).name;
     const code = (typeof name === 'string' ? sdkErrorCodes[name] : undefined) ?? 'KMS_UNAVAILABLE';
     throw new KmsError(code, `KMS: ${typeof name === 'string' ? name : 'error'}: ${String((err as Error).message).slice(0, 200)}`, { cause: err });
