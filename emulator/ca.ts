@@ -158,6 +158,36 @@ export class EmulatorCa {
     });
   }
 
+  /**
+   * A TLS server certificate for `dnsNames`, signed by the root: the emulated KMS serves
+   * kms.<region>.amazonaws.com with it, and an emulated enclave verifies it against the root its own
+   * NSM document chains to, as a Nitro enclave verifies real KMS against the public roots.
+   */
+  issueTlsServer(dnsNames: string[], lifetimeMs = 24 * 3600_000): Promise<{ certPem: string; keyPem: string }> {
+    return this.#serialized(async () => {
+      const now = this.#now();
+      const keys = await generateKeys();
+      const cert = await x509.X509CertificateGenerator.create({
+        serialNumber: serial(),
+        subject: `O=enclave-kv, OU=emulator, CN=${dnsNames[0] ?? 'localhost'}`,
+        issuer: this.#root.cert.subject,
+        notBefore: new Date(now - leafBackdateMs),
+        notAfter: new Date(now + lifetimeMs),
+        signingAlgorithm: algorithm,
+        publicKey: keys.publicKey,
+        signingKey: this.#root.keys.privateKey,
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
+          new x509.SubjectAlternativeNameExtension(dnsNames.map((value) => ({ type: 'dns' as const, value })), false),
+        ],
+      });
+      const pkcs8 = await crypto.subtle.exportKey('pkcs8', keys.privateKey);
+      return { certPem: cert.toString('pem') + '\n', keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+    });
+  }
+
   #bundle(): Uint8Array[] {
     return [this.#root.der, ...this.#chain.map((c) => c.der)];
   }

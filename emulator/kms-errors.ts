@@ -10,12 +10,16 @@ export type KmsFaultType =
   | 'UnsupportedOperationException'
   | 'UnknownOperationException'
   | 'SerializationException'
-  | 'KMSInternalException';
+  | 'KMSInternalException'
+  | 'MissingAuthenticationTokenException'
+  | 'IncompleteSignatureException'
+  | 'UnrecognizedClientException'
+  | 'ExpiredTokenException';
 
 export class KmsFault extends Error {
   readonly type: KmsFaultType;
   readonly status: number;
-  constructor(type: KmsFaultType, message: string, status = type === 'KMSInternalException' ? 500 : 400) {
+  constructor(type: KmsFaultType, message: string, status = type === 'KMSInternalException' ? 500 : type === 'MissingAuthenticationTokenException' ? 403 : 400) {
     super(message);
     this.name = 'KmsFault';
     this.type = type;

@@ -50,11 +50,14 @@ export class KmsKeyRing {
     for (const k of stored) this.keys.set(k.keyId, { ...k, material: Buffer.from(k.material, 'hex') });
   }
 
-  create(init: { alias?: string; policy: KmsKeyPolicy; description?: string }): EmulatedKey {
+  create(init: { alias?: string; policy: KmsKeyPolicy; description?: string; keyId?: string }): EmulatedKey {
     if (init.alias !== undefined && this.findAlias(init.alias) !== undefined) {
       throw new KmsFault('ValidationException', `alias ${init.alias} already exists`);
     }
-    const keyId = randomUUID();
+    if (init.keyId !== undefined && (!/^[0-9a-f-]{36}$/.test(init.keyId) || this.keys.has(init.keyId))) {
+      throw new KmsFault('ValidationException', `key id ${init.keyId.slice(0, 64)} is not a free UUID`);
+    }
+    const keyId = init.keyId ?? randomUUID();
     const key: EmulatedKey = {
       keyId,
       arn: `arn:aws:kms:${this.region}:${kmsAccountId}:key/${keyId}`,
@@ -78,6 +81,10 @@ export class KmsKeyRing {
     if (key === undefined) throw new KmsFault('NotFoundException', `Key '${ref.slice(0, 256)}' does not exist`);
     if (!key.enabled) throw new KmsFault('DisabledException', `${key.arn} is disabled.`);
     return key;
+  }
+
+  get(keyId: string): EmulatedKey | undefined {
+    return this.keys.get(keyId);
   }
 
   findAlias(alias: string): EmulatedKey | undefined {

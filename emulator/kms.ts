@@ -3,15 +3,21 @@
  * @aws-sdk/client-kms talks to with an endpoint override. It speaks the JSON 1.1
  * protocol (`POST /`, `X-Amz-Target: TrentService.<Op>`, content type
  * `application/x-amz-json-1.1`) and answers errors as KMS does (`__type`, HTTP
- * 400/500), so the SDK raises its usual exceptions. SigV4 signatures are not
- * checked: access is decided by the key policy and the attestation document.
+ * 400/500), so the SDK raises its usual exceptions. With `credentials`, a
+ * request must carry current credentials that issuer handed out (kms-auth.ts);
+ * SigV4 signatures themselves are not recomputed: access is decided by the key
+ * policy and the attestation document. With `tls`, it serves HTTPS (a
+ * certificate from the emulator's CA for kms.<region>.amazonaws.com), so an
+ * emulated enclave verifies KMS as a Nitro enclave verifies the real one.
  *
  *   const kms = await startEmulatedKms({ keyPolicy: enclaveKeyPolicy({ pcr0 }), verifyRecipient, dir })
  *   new KMSClient({ endpoint: kms.url, region: 'us-east-1', credentials })
  */
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { checkCredentials, type CredentialRegistry } from './kms-auth.ts';
 import { KmsFault } from './kms-errors.ts';
 import { KmsKeyRing } from './kms-keys.ts';
 import { createKey, decrypt, encrypt, generateDataKey, generateRandom, type KmsOpsContext } from './kms-ops.ts';
@@ -38,6 +44,13 @@ export interface StartKmsInit {
   dir?: string;
   /** The alias of the default key (default 'alias/ekv-seal'). */
   defaultAlias?: string;
+  /** The key id (a UUID) of the default key, e.g. that of the local image's pinned ARN; random when absent. */
+  defaultKeyId?: string;
+  /** Serve HTTPS with this certificate (PEM) instead of HTTP. */
+  tls?: { certPem: string; keyPem: string };
+  /** Refuse requests without current credentials from this issuer (an emulated IMDS); unchecked when absent. */
+  credentials?: CredentialRegistry;
+  now?: () => number;
   logger?: KmsLogger;
 }
 
@@ -64,7 +77,9 @@ export async function startEmulatedKms(init: StartKmsInit): Promise<EmulatedKms>
   const region = init.region ?? 'us-east-1';
   const ring = new KmsKeyRing(region, init.dir ?? null);
   const defaultAlias = init.defaultAlias ?? 'alias/ekv-seal';
-  const defaultKey = ring.findAlias(defaultAlias) ?? ring.create({ alias: defaultAlias, policy: init.keyPolicy, description: 'ekv sealing' });
+  const defaultKey = init.defaultKeyId !== undefined
+    ? ring.get(init.defaultKeyId) ?? ring.create({ keyId: init.defaultKeyId, ...(ring.findAlias(defaultAlias) ? {} : { alias: defaultAlias }), policy: init.keyPolicy, description: 'ekv sealing' })
+    : ring.findAlias(defaultAlias) ?? ring.create({ alias: defaultAlias, policy: init.keyPolicy, description: 'ekv sealing' });
   defaultKey.policy = init.keyPolicy;
   const ctx: KmsOpsContext = {
     ring,
@@ -72,7 +87,21 @@ export async function startEmulatedKms(init: StartKmsInit): Promise<EmulatedKms>
     verifyRecipient: init.verifyRecipient,
     onDenied: (op, reason) => init.logger?.warn({ op, reason }, 'kms: access denied'),
   };
-  const server = http.createServer((req, res) => void serve(ctx, req, res));
+  const now = init.now ?? Date.now;
+  const listener = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (init.credentials) {
+      try {
+        checkCredentials(req, init.credentials, now());
+      } catch (err) {
+        req.resume();
+        const fault = err as KmsFault;
+        reply(res, fault.status, { __type: fault.type, message: fault.message });
+        return;
+      }
+    }
+    void serve(ctx, req, res);
+  };
+  const server = init.tls ? https.createServer({ cert: init.tls.certPem, key: init.tls.keyPem }, listener) : http.createServer(listener);
   server.requestTimeout = 15_000;
   server.headersTimeout = 10_000;
   await new Promise<void>((resolve, reject) => {
@@ -82,7 +111,7 @@ export async function startEmulatedKms(init: StartKmsInit): Promise<EmulatedKms>
   const port = (server.address() as AddressInfo).port;
   init.logger?.info({ port, defaultKeyId: defaultKey.arn }, 'emulated kms listening');
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${init.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     port,
     defaultKeyId: defaultKey.arn,
     defaultAlias,

@@ -1,7 +1,9 @@
 /**
  * The enclave's start-up configuration. It comes from the host (environment),
  * which is untrusted: nothing here can widen what the enclave trusts. Trust
- * roots and peer PCRs come from the NSM (enclave/trust.ts), never from here.
+ * roots and peer PCRs come from the NSM (enclave/trust.ts), and the KMS key,
+ * access mode, replication factor and single-node permission from the image
+ * (enclave/image-config.ts), never from here: only where things are.
  * What a hostile host can do with these settings (point us at a wrong join
  * address, advertise a wrong address) it could do anyway by controlling the
  * network; peers and clients verify every node they reach.
@@ -15,9 +17,7 @@ export interface EnclaveConfig {
   selfAddr: string;
   /** A ring member to join through; null starts a new ring. */
   join: string | null;
-  /** Replication factor R. */
-  replicas: number;
-  /** The raw environment, for modules with settings of their own (sealing, access control). */
+  /** The raw environment, for where KMS is (EKV_KMS_SOCKET, EKV_KMS_ADDR). */
   env: NodeJS.ProcessEnv;
 }
 
@@ -37,9 +37,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): EnclaveConfig {
   if (!addrRe.test(selfAddr)) throw new ConfigError('EKV_SELF_ADDR must be host:port');
   const joinAddr = env.EKV_JOIN && env.EKV_JOIN.length > 0 ? env.EKV_JOIN : null;
   if (joinAddr !== null && !addrRe.test(joinAddr)) throw new ConfigError('EKV_JOIN must be host:port');
-  const replicas = Number(env.EKV_REPLICAS ?? '3');
-  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new ConfigError('EKV_REPLICAS must be 1..8');
-  return { vsockDir, logLevel, selfAddr, join: joinAddr, replicas, env };
+  return { vsockDir, logLevel, selfAddr, join: joinAddr, env };
 }
 
 /** Socket paths; each is a vsock port on Nitro, bridged by socat. */

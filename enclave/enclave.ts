@@ -43,8 +43,9 @@ const peerOps = new Set(['ring', 'fwd', 'rep', 'pull', 'owns']);
 export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave> {
   const partition = new Partition();
   const trust = await learnSelfTrust(c.nsm);
-  const settings = effectiveSettings(c.config, trust.production);
-  const sealing = sealConfigFrom(c.config.env, trust.production);
+  // Trust-relevant settings are the image's, in both worlds (enclave/image-config.ts).
+  const settings = { replicas: imageConfig.replicas, accessMode: accessModeFromEnv(imageConfig.accessMode) };
+  const sealing = sealConfigFrom(c.config.env, { production: trust.production, rootPem: derToPem(trust.root) });
   let persistence: Persistence | null = null;
   let identity: Identity;
   let recoveredEntries = 0;
@@ -56,7 +57,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     identity = opened.recovered.identity;
     recoveredEntries = opened.recovered.entries;
   } else {
-    c.logger.warn('no EKV_KMS_KEY_ID: running without sealed persistence (data is lost when the enclave stops)');
+    c.logger.warn('this image pins no KMS key: running without sealed persistence (data is lost when the enclave stops)');
     identity = generateIdentity();
   }
   const attest = (nonce: Uint8Array, publicKey: Uint8Array) => c.nsm.attest({ nonce, publicKey });
@@ -69,8 +70,8 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   // A node that joins an existing ring serves only after pulling its range from its successor, whose
   // replicas hold every acknowledged write. So does a node that founds a ring with recovered sealed data
   // (the host may have rolled it back): it waits for the ring to form and reconciles with its successor.
-  // Only a node that is alone by design (EKV_SOLO=1, a one-node ring) serves its sealed state at once.
-  const solo = c.config.env.EKV_SOLO === '1';
+  // Only a node that is alone by design (an image built for a one-node deployment) serves its sealed state at once.
+  const solo = imageConfig.singleNode;
   const servesAtOnce = c.config.join === null && (recoveredEntries === 0 || solo);
   const store = new ClusterStore(
     { partition, ring, peers, self, replicas: settings.replicas, logger: c.logger, ...(onApply ? { onApply } : {}) },
@@ -125,10 +126,9 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   };
 }
 
-/** Production takes its security settings from the image; the emulated world from the environment. */
-function effectiveSettings(config: EnclaveConfig, production: boolean): { replicas: number; accessMode: 'open' | 'closed' } {
-  if (production) return { replicas: imageConfig.replicas, accessMode: accessModeFromEnv(imageConfig.accessMode) };
-  return { replicas: config.replicas, accessMode: accessModeFromEnv(config.env.EKV_ACCESS_MODE) };
+function derToPem(der: Uint8Array): string {
+  const b64 = Buffer.from(der).toString('base64').replace(/(.{64})/g, '$1\n').trimEnd();
+  return `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
 }
 
 /** Keys starting with 0x00 are reserved for the enclave's own documents (ACLs, groups). */

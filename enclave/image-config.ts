@@ -1,27 +1,48 @@
 /**
  * Settings compiled into the enclave image (scripts/build-enclave.mjs defines them), and therefore
- * measured into PCR0: what a production enclave must not take from its untrusted host.
+ * measured into PCR0: everything that decides trust, which the untrusted host must never choose.
+ * This holds in both worlds: on Nitro, and under the emulator (a local ring runs an image variant
+ * built for its options, cli/local/image.ts), so an attack that works locally works on Nitro and
+ * the reverse.
  *
- * Production is decided by the root of the enclave's own attestation document (the NSM channel is
- * the one input the host cannot forge): the AWS Nitro root means real Nitro hardware, and then
- * - sealing uses the pinned KMS key (a key or alias ARN) through https://kms.<its region>.amazonaws.com,
- *   TLS-verified; the host's EKV_KMS_* settings cannot redirect it (a host-chosen key or endpoint
- *   would hand it the data key, and with it the node's identity key);
- * - the access mode of keys outside any namespace, and the replication factor, are the image's.
- * Under the emulator (any other root) the host is the developer's own machine, and the environment
- * is honoured, so one image serves both worlds.
+ * - kmsKeyArn: the one KMS key data keys come from, by key ARN (never an alias, which a key
+ *   administrator can repoint with UpdateAlias). Every KMS call names it and every answer must name it.
+ *   Empty: no sealing (refused on Nitro; a local `--no-seal` image).
+ * - accessMode: what keys outside any namespace allow. replicas: the replication factor R.
+ * - singleNode: whether this deployment may run as a ring of one node.
+ * - peerPcr0Allowlist: PCR0s of other images accepted as peers (rolling upgrades).
+ *
+ * The host gives only "where things are" (enclave/config.ts): its address, a ring member to join,
+ * the transport to KMS. Production (Nitro) is decided by the root of the enclave's own attestation
+ * document, which the host cannot forge; it changes only which TLS roots KMS is verified against.
  */
 declare const EKV_PINNED_KMS_KEY: string;
 declare const EKV_PINNED_ACCESS_MODE: string;
 declare const EKV_PINNED_REPLICAS: string;
 declare const EKV_PINNED_PEER_PCR0S: string;
 declare const EKV_PINNED_SINGLE_NODE: string;
+declare const EKV_TEST_UNSAFE_SKIP_KEYID_CHECK: string;
 
 const pinned = (v: unknown, fallback: string): string => (typeof v === 'string' && v !== '' ? v : fallback);
 
-export const imageConfig = {
-  kmsKey: pinned(typeof EKV_PINNED_KMS_KEY === 'undefined' ? undefined : EKV_PINNED_KMS_KEY, ''),
-  accessMode: pinned(typeof EKV_PINNED_ACCESS_MODE === 'undefined' ? undefined : EKV_PINNED_ACCESS_MODE, 'closed'),
+/**
+ * The key a local image pins unless built with another (the emulated KMS creates its sealing key under
+ * this ARN; its key material is random per ring directory). Account 111122223333 is AWS's documentation
+ * account: no real key has this ARN, and a production enclave refuses it.
+ */
+export const localKmsKeyArn = 'arn:aws:kms:us-east-1:111122223333:key/0e4b1000-0000-4000-8000-00000000e4b1';
+
+export interface ImageConfig {
+  kmsKeyArn: string;
+  accessMode: 'open' | 'closed';
+  replicas: number;
+  singleNode: boolean;
+  peerPcr0Allowlist: string[];
+}
+
+export const imageConfig: ImageConfig = {
+  kmsKeyArn: typeof EKV_PINNED_KMS_KEY === 'undefined' ? localKmsKeyArn : EKV_PINNED_KMS_KEY,
+  accessMode: pinned(typeof EKV_PINNED_ACCESS_MODE === 'undefined' ? undefined : EKV_PINNED_ACCESS_MODE, 'closed') === 'open' ? 'open' : 'closed',
   replicas: Number(pinned(typeof EKV_PINNED_REPLICAS === 'undefined' ? undefined : EKV_PINNED_REPLICAS, '3')),
   /**
    * Whether this deployment may run as a ring of one node (serving with no replicas). An image setting,
@@ -35,9 +56,17 @@ export const imageConfig = {
     .filter((x) => /^[0-9a-f]{96}$/.test(x)),
 };
 
-const kmsArnRe = /^arn:aws[a-z-]*:kms:([a-z0-9-]+):\d{12}:(key\/[0-9a-f-]{36}|alias\/[A-Za-z0-9/_-]+)$/;
+/**
+ * A test seam, compiled in (so measured, so another PCR0): the KMS client neither names the pinned key in
+ * Decrypt nor checks the KeyId of answers. Only test/attacks/ builds it, to show the planted-datakey test
+ * catches the hole; a production enclave refuses to start with it (enclave/persist.ts).
+ */
+export const testUnsafeSkipKeyIdCheck =
+  (typeof EKV_TEST_UNSAFE_SKIP_KEYID_CHECK === 'undefined' ? '' : EKV_TEST_UNSAFE_SKIP_KEYID_CHECK) === '1';
 
-/** The region of a KMS key or alias ARN, or null if it is not one. */
-export function kmsArnRegion(arn: string): string | null {
-  return kmsArnRe.exec(arn)?.[1] ?? null;
+const kmsKeyArnRe = /^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key\/([0-9a-f-]{36}|mrk-[0-9a-f]{32})$/;
+
+/** The region of a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), or null if it is not one (an alias is not). */
+export function kmsKeyArnRegion(arn: string): string | null {
+  return kmsKeyArnRe.exec(arn)?.[1] ?? null;
 }

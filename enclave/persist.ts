@@ -5,9 +5,11 @@
  * Records (CBOR): ['id', pkcs8] the node's identity key; ['e', key, value|null, version] an entry.
  * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...]].
  *
- * On Nitro the KMS key and endpoint are the image's own (enclave/image-config.ts): a host that chose
- * them could name a key it can decrypt itself, or a fake KMS that hands the enclave a data key of the
- * host's choosing.
+ * The KMS key is the image's (enclave/image-config.ts), in both worlds: a host that chose it could
+ * name a key it can decrypt itself. KMS is reached over TLS verified inside the enclave (the relay
+ * sees ciphertext): against the public roots on Nitro, and locally against the root the enclave's own
+ * NSM document chains to (the emulated KMS has a certificate from the emulator's CA), so a host that
+ * runs a KMS of its own cannot stand in for KMS in either world.
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
@@ -16,46 +18,61 @@ import { generateIdentity, importIdentity, type Identity } from '../protocol/key
 import type { Partition } from './kv/partition.ts';
 import type { Nsm } from './nsm.ts';
 import { createBlobClient, type BlobClient } from './seal/blob-client.ts';
+import { hostCredentialsProvider } from './seal/credentials.ts';
 import { loadOrCreateDataKey } from './seal/data-key.ts';
 import { SealError } from './seal/errors.ts';
 import { createEnclaveKms } from './seal/kms-client.ts';
 import { SealedStore } from './seal/log.ts';
-import { imageConfig, kmsArnRegion } from './image-config.ts';
+import { imageConfig, kmsKeyArnRegion, localKmsKeyArn, testUnsafeSkipKeyIdCheck } from './image-config.ts';
 
 export const snapshotAfterRecords = 20_000;
 
 export interface SealConfig {
-  endpoint: string;
+  /** The image's pinned key ARN. */
+  keyArn: string;
   region: string;
-  keyId: string;
+  /** https://kms.<region>.amazonaws.com: the name the KMS certificate must carry. */
+  endpoint: string;
+  /** PEM roots the KMS certificate must chain to; null: the public roots (Nitro). */
+  tlsRoots: string[] | null;
   /** Unix socket straight to KMS (Nitro: bridged to the parent's vsock-proxy); else the outbound relay. */
   kmsSocket: string | null;
+  /** host:port the outbound relay connects to when there is no kmsSocket. */
+  kmsAddr: string;
 }
 
 export class PersistError extends Error {
   readonly code = 'BAD_CONFIG';
 }
 
+const addrRe = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$/;
+
 /**
- * Where the data key comes from. In production (the enclave's own document chains to the AWS Nitro root)
- * only the image's pinned key ARN counts, through the regional endpoint over verified TLS; the host may
- * only choose the transport socket (vsock-proxy), which TLS makes harmless. Under the emulator the
- * environment is honoured.
+ * Where the data key comes from: the image's pinned key ARN, through kms.<its region>.amazonaws.com over
+ * TLS. The host chooses only the transport (EKV_KMS_SOCKET, a vsock-proxy bridge; or EKV_KMS_ADDR, where
+ * the outbound relay connects), which the TLS check makes harmless. `trust` is what our own NSM document
+ * says: on Nitro (production) the public roots verify KMS, locally the emulator's root does.
  */
-export function sealConfigFrom(env: NodeJS.ProcessEnv, production: boolean): SealConfig | null {
-  if (production) {
-    const keyId = imageConfig.kmsKey;
-    const region = kmsArnRegion(keyId);
-    if (region === null) {
-      throw new PersistError('this image has no pinned KMS key ARN (build it with EKV_PINNED_KMS_KEY): refusing to run on Nitro without sealing under a known key');
+export function sealConfigFrom(env: NodeJS.ProcessEnv, trust: { production: boolean; rootPem: string }): SealConfig | null {
+  const keyArn = imageConfig.kmsKeyArn;
+  if (trust.production) {
+    if (testUnsafeSkipKeyIdCheck) throw new PersistError('this image was built with a test seam (skip the KMS KeyId check): refusing to run on Nitro');
+    if (keyArn === '' || keyArn === localKmsKeyArn) {
+      throw new PersistError('this image pins no KMS key ARN (build it with EKV_PINNED_KMS_KEY): refusing to run on Nitro without sealing under a known key');
     }
-    return { endpoint: `https://kms.${region}.amazonaws.com`, region, keyId, kmsSocket: env.EKV_KMS_SOCKET ?? null };
   }
-  const keyId = env.EKV_KMS_KEY_ID ?? '';
-  if (keyId === '') return null;
-  const endpoint = env.EKV_KMS_ENDPOINT ?? `https://kms.${env.AWS_REGION ?? 'us-east-1'}.amazonaws.com`;
-  if (!/^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?\/?$/.test(endpoint)) throw new PersistError('EKV_KMS_ENDPOINT must be http(s)://host[:port]');
-  return { endpoint, region: env.AWS_REGION ?? env.EKV_KMS_REGION ?? 'us-east-1', keyId, kmsSocket: env.EKV_KMS_SOCKET ?? null };
+  if (keyArn === '') return null;
+  const region = kmsKeyArnRegion(keyArn);
+  if (region === null) throw new PersistError(`the image's KMS key is not a key ARN: ${keyArn.slice(0, 200)}`);
+  const host = `kms.${region}.amazonaws.com`;
+  const kmsAddr = env.EKV_KMS_ADDR ?? `${host}:443`;
+  if (!addrRe.test(kmsAddr)) throw new PersistError('EKV_KMS_ADDR must be host:port');
+  return {
+    keyArn, region, endpoint: `https://${host}`,
+    tlsRoots: trust.production ? null : [trust.rootPem],
+    kmsSocket: env.EKV_KMS_SOCKET ?? null,
+    kmsAddr,
+  };
 }
 
 export interface Recovered {
@@ -87,21 +104,22 @@ export class Persistence {
     logger: Logger;
   }): Promise<{ persistence: Persistence; recovered: Recovered }> {
     const blobs = createBlobClient({ connect: () => net.connect(c.blobsSocket) });
-    const url = new URL(c.config.endpoint);
-    const port = url.port !== '' ? url.port : url.protocol === 'https:' ? '443' : '80';
     const kms = createEnclaveKms({
       endpoint: c.config.endpoint,
       region: c.config.region,
+      keyArn: c.config.keyArn,
+      ...(c.config.tlsRoots ? { tlsRoots: c.config.tlsRoots } : {}),
+      credentials: hostCredentialsProvider(blobs),
+      ...(testUnsafeSkipKeyIdCheck ? { unsafeSkipKeyIdCheck: true } : {}),
       connect: () => {
         if (c.config.kmsSocket) return net.connect(c.config.kmsSocket);
         const s = net.connect(c.outboundSocket);
-        s.write(`EKV-CONNECT ${url.hostname}:${port}\n`);
+        s.write(`EKV-CONNECT ${c.config.kmsAddr}\n`);
         return s;
       },
     });
     const attest = (publicKey: Uint8Array) => c.nsm.attest({ publicKey });
-    const { dataKey, nodeId, created } = await loadOrCreateDataKey({ blobs, kms, keyId: c.config.keyId, attest });
-    kms.destroy();
+    const { dataKey, nodeId, created } = await loadOrCreateDataKey({ blobs, kms, attest }).finally(() => kms.destroy());
     let opened: Awaited<ReturnType<typeof SealedStore.open>>;
     let reset: string | null = null;
     try {

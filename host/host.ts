@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import { startCredentialRefresher } from './credentials.ts';
 import { createHttpApp } from './http.ts';
 import { createMetrics } from './metrics.ts';
 import { startInboundRelay, startOutboundRelay, type OutboundPolicy } from './relay.ts';
@@ -25,6 +26,11 @@ export interface HostOptions {
   info?: () => Record<string, unknown>;
   /** Starts the sealed-blob store on its socket; returns a closer. */
   startBlobStore?: (socketPath: string, dataDir: string) => Promise<{ close(): Promise<void> }>;
+  /**
+   * The instance metadata service (IMDSv2) whose role credentials the host keeps in the blob store for the
+   * enclave's KMS calls (host/credentials.ts); none: the enclave gets no credentials.
+   */
+  imdsUrl?: string;
 }
 
 export interface RunningHost {
@@ -52,6 +58,9 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
   const closeInbound = closer(inbound);
   const closeOutbound = closer(outbound);
   const blobs = o.startBlobStore && o.dataDir ? await o.startBlobStore(paths.blobs, o.dataDir) : null;
+  const credentials = o.imdsUrl && o.dataDir ? startCredentialRefresher({ imdsUrl: o.imdsUrl, dataDir: o.dataDir, logger: o.logger }) : null;
+  // The first set before the enclave needs it; a failure is logged and retried (the enclave then waits or fails, as without KMS).
+  await credentials?.refresh().catch(() => undefined);
   const app = createHttpApp({ enclaveSocket: paths.enclave, metrics, logger: o.logger, info: o.info ?? (() => ({})) });
   const http: HttpServer = await new Promise((resolve, reject) => {
     const s = app.listen(o.httpPort, o.listenHost, (err?: Error) => (err ? reject(err) : resolve(s)));
@@ -64,6 +73,7 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
     httpPort,
     enclaveSocket: paths.enclave,
     async close() {
+      credentials?.close();
       await Promise.all([closeInbound(), closeOutbound(), closeHttp(http), blobs?.close()]);
     },
   };

@@ -1,13 +1,54 @@
 // Bundles the enclave into one file, the "enclave image" whose bytes the
 // emulator measures (PCR0) and the Dockerfile copies into the EIF.
-// Output: dist/enclave.mjs. Deterministic: same sources + lockfile, same bytes.
+// Deterministic: same sources + lockfile + settings, same bytes.
+//
+//   node scripts/build-enclave.mjs                       -> dist/enclave.mjs (settings from EKV_PINNED_*, or defaults)
+//   node scripts/build-enclave.mjs --out F --settings J  -> F, with the settings of the JSON object J
+//                                                           (cli/local/image.ts builds local variants so)
+//
+// The settings are what a production enclave must not take from its host (enclave/image-config.ts);
+// being compiled in, they are measured into PCR0.
 import { build } from 'esbuild';
 import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { parseArgs } from 'node:util';
 
-mkdirSync('dist', { recursive: true });
+// Keep equal to localKmsKeyArn in enclave/image-config.ts (test/image-variant.test.ts checks it).
+const localKmsKeyArn = 'arn:aws:kms:us-east-1:111122223333:key/0e4b1000-0000-4000-8000-00000000e4b1';
+const keyArnRe = /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/([0-9a-f-]{36}|mrk-[0-9a-f]{32})$/;
+
+const { values } = parseArgs({ options: { out: { type: 'string' }, settings: { type: 'string' } } });
+const given = values.settings ? JSON.parse(values.settings) : null;
+const env = process.env;
+const settings = given
+  ? {
+      kmsKeyArn: given.kmsKeyArn ?? '',
+      accessMode: given.accessMode ?? '',
+      replicas: given.replicas === undefined ? '' : String(given.replicas),
+      peerPcr0s: (given.peerPcr0Allowlist ?? []).join(','),
+      singleNode: given.singleNode ? '1' : '',
+      testUnsafeSkipKeyIdCheck: given.testUnsafeSkipKeyIdCheck ? '1' : '',
+    }
+  : {
+      kmsKeyArn: env.EKV_PINNED_KMS_KEY ?? localKmsKeyArn,
+      accessMode: env.EKV_PINNED_ACCESS_MODE ?? '',
+      replicas: env.EKV_PINNED_REPLICAS ?? '',
+      peerPcr0s: env.EKV_PINNED_PEER_PCR0S ?? '',
+      singleNode: env.EKV_PINNED_SINGLE_NODE ?? '',
+      testUnsafeSkipKeyIdCheck: '', // a test seam, never from the environment
+    };
+// An alias can be repointed by a key administrator (UpdateAlias): only a key ARN pins a key.
+if (settings.kmsKeyArn !== '' && !keyArnRe.test(settings.kmsKeyArn)) {
+  throw new Error(`EKV_PINNED_KMS_KEY must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), not ${settings.kmsKeyArn}`);
+}
+if (!['', 'open', 'closed'].includes(settings.accessMode)) throw new Error('access mode must be open or closed');
+if (settings.replicas !== '' && !/^[1-8]$/.test(settings.replicas)) throw new Error('replicas must be 1..8');
+
+const outfile = values.out ?? 'dist/enclave.mjs';
+mkdirSync(dirname(outfile), { recursive: true });
 await build({
   entryPoints: ['enclave/main.ts'],
-  outfile: 'dist/enclave.mjs',
+  outfile,
   bundle: true,
   platform: 'node',
   target: 'node20',
@@ -19,14 +60,13 @@ await build({
   banner: {
     js: "import { createRequire as __ekvCreateRequire } from 'node:module'; const require = __ekvCreateRequire(import.meta.url);",
   },
-  // What a production enclave must not take from its host is compiled in, and so measured into PCR0
-  // (enclave/image-config.ts): the sealing key's ARN, the access mode, the replication factor.
   define: {
-    EKV_PINNED_KMS_KEY: JSON.stringify(process.env.EKV_PINNED_KMS_KEY ?? ''),
-    EKV_PINNED_ACCESS_MODE: JSON.stringify(process.env.EKV_PINNED_ACCESS_MODE ?? ''),
-    EKV_PINNED_REPLICAS: JSON.stringify(process.env.EKV_PINNED_REPLICAS ?? ''),
-    EKV_PINNED_PEER_PCR0S: JSON.stringify(process.env.EKV_PINNED_PEER_PCR0S ?? ''),
-    EKV_PINNED_SINGLE_NODE: JSON.stringify(process.env.EKV_PINNED_SINGLE_NODE ?? ''),
+    EKV_PINNED_KMS_KEY: JSON.stringify(settings.kmsKeyArn),
+    EKV_PINNED_ACCESS_MODE: JSON.stringify(settings.accessMode),
+    EKV_PINNED_REPLICAS: JSON.stringify(settings.replicas),
+    EKV_PINNED_PEER_PCR0S: JSON.stringify(settings.peerPcr0s),
+    EKV_PINNED_SINGLE_NODE: JSON.stringify(settings.singleNode),
+    EKV_TEST_UNSAFE_SKIP_KEYID_CHECK: JSON.stringify(settings.testUnsafeSkipKeyIdCheck),
   },
   logLevel: 'warning',
 });

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
 import { connect, EkvError, type EkvClient } from '../client/index.ts';
 import { generateIdentity, identityFromKey, toPrincipalSigner } from '../client/identity.ts';
-import { defaultImagePath, shortTempDir, testLogger } from './helpers/local-ring.ts';
+import { shortTempDir, testLogger } from './helpers/local-ring.ts';
 
 let ring: LocalRing;
 let dir: string;
@@ -16,7 +16,7 @@ const code = (p: Promise<unknown>) => p.then(() => 'OK', (e: unknown) => (e inst
 
 beforeAll(async () => {
   dir = shortTempDir('ekv-cl-');
-  ring = await startLocalRing({ dir, nodes: 1, replicas: 1, imagePath: defaultImagePath, logger: testLogger(), access: 'closed', seal: false });
+  ring = await startLocalRing({ dir, nodes: 1, replicas: 1, logger: testLogger(), access: 'closed', seal: false });
   anon = await connect({ cluster: ring.clusterFile });
   alice = await connect({ cluster: ring.clusterFile, identity: toPrincipalSigner(identityFromKey(generateIdentity('ed25519'))) });
 }, 60_000);

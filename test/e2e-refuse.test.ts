@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, EkvError, type TrustPolicy } from '../client/index.ts';
 import { measureImage } from '../emulator/measure.ts';
-import { debugModePcrs, defaultImagePath, shortTempDir, startCustomNode, startTestRing, type CustomNode, type TestRing } from './helpers/local-ring.ts';
+import { debugModePcrs, imageFor, shortTempDir, startCustomNode, startTestRing, type CustomNode, type TestRing } from './helpers/local-ring.ts';
 
 const ekvBin = fileURLToPath(new URL('../bin/ekv.js', import.meta.url));
 
@@ -37,8 +37,9 @@ async function works(addr: string, trust: TrustPolicy): Promise<void> {
   }
 }
 
+// The image a one-node test ring runs (startTestRing's options), and a copy with one more line.
 async function originalPcrs(): Promise<Record<string, string>> {
-  const m = measureImage(await readFile(defaultImagePath));
+  const m = measureImage(await readFile(await imageFor({ nodes: 1, replicas: 1 })));
   return { '0': m.pcr0.toString('hex'), '1': m.pcr1.toString('hex'), '2': m.pcr2.toString('hex') };
 }
 
@@ -50,7 +51,7 @@ describe('a node started from a modified image', () => {
   beforeAll(async () => {
     dir = shortTempDir('ekv-img-');
     const image = join(dir, 'enclave.mjs');
-    copyFileSync(defaultImagePath, image);
+    copyFileSync(await imageFor({ nodes: 1, replicas: 1 }), image);
     appendFileSync(image, '\n// one more line: a different image\n');
     pcrs = await originalPcrs();
     t = await startTestRing({ nodes: 1, imagePath: image });

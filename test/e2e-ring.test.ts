@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../client/index.ts';
 import type { LocalNode } from '../cli/local/node.ts';
-import { defaultImagePath } from './helpers/local-ring.ts';
+import { imageFor } from './helpers/local-ring.ts';
 import { RingFixture, sleep, type NodeView } from './helpers/ring-fixture.ts';
 
 const replicas = 3;
@@ -74,11 +74,15 @@ describe('a 5-node ring with R=3', () => {
     let image: string;
 
     beforeAll(async () => {
+      // The ring's image with one more line (another PCR0), and the same without sealing.
       image = join(fx.dir, 'modified.mjs');
-      copyFileSync(defaultImagePath, image);
+      copyFileSync(fx.ring.imagePath, image);
       appendFileSync(image, '\n// one more line: another PCR0\n');
+      const unsealed = join(fx.dir, 'modified-unsealed.mjs');
+      copyFileSync(await imageFor({ nodes: fx.members.length, replicas: fx.replicas, seal: false }), unsealed);
+      appendFileSync(unsealed, '\n// one more line: another PCR0\n');
       // Without the ring's KMS key (see the next test): the node runs and tries to join through a member.
-      stranger = await fx.addNode({ imagePath: image, member: false, seal: false });
+      stranger = await fx.addNode({ imagePath: unsealed, member: false, seal: false });
       strangerPcr0 = stranger.measurement?.pcr0.toString('hex') ?? '';
     }, 60_000);
 

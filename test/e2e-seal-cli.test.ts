@@ -118,7 +118,7 @@ describe('ekv node founding a ring alone, stopped with SIGTERM and run again on 
   // writes that file itself) so no other ring's file is changed. Alone, `ekv node` runs its own emulated KMS.
   it('comes back with every acknowledged key', async () => {
     const ringDir = tempDir('ekv-scn-');
-    const ringRun = await startEkv(['up', '--nodes', '1', '--dir', ringDir]); // only for its CA and trust policy
+    const ringRun = await startEkv(['up', '--nodes', '1', '--replicas', '1', '--dir', ringDir]); // only for its CA and trust policy (the same image: one node, R=1)
     const trust = (JSON.parse(readFileSync(join(ringDir, 'cluster.json'), 'utf8')) as ClusterFile).trust;
     expect(await stopProcess(ringRun.proc, 'SIGTERM')).toBe(0);
 

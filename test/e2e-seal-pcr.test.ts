@@ -8,11 +8,11 @@ import { cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../client/index.ts';
-import { kmsEnv, localBlobStore } from '../cli/local/kms.ts';
+import { kmsEnv, localBlobStore, type LocalKmsInfo } from '../cli/local/kms.ts';
 import { LocalNode } from '../cli/local/node.ts';
 import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
 import { measureImage } from '../emulator/measure.ts';
-import { defaultImagePath, shortTempDir } from './helpers/local-ring.ts';
+import { shortTempDir } from './helpers/local-ring.ts';
 import { captureLogs } from './helpers/log-capture.ts';
 
 const { logs, logger } = captureLogs();
@@ -24,7 +24,7 @@ const started: LocalNode[] = [];
 
 beforeAll(async () => {
   dir = shortTempDir('ekv-sp-');
-  ring = await startLocalRing({ dir, nodes: 1, replicas: 1, imagePath: defaultImagePath, logger });
+  ring = await startLocalRing({ dir, nodes: 1, replicas: 1, logger });
   const kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
   try {
     for (let i = 0; i < 5; i++) await kv.put(`pcr-key-${i}`, `pcr value ${i}`);
@@ -32,7 +32,7 @@ beforeAll(async () => {
     await kv.close();
   }
   otherImage = join(dir, 'other.mjs');
-  writeFileSync(otherImage, Buffer.concat([readFileSync(defaultImagePath), Buffer.from('\n// another build of the image\n')]));
+  writeFileSync(otherImage, Buffer.concat([readFileSync(ring.imagePath), Buffer.from('\n// another build of the image\n')]));
 });
 
 afterAll(async () => {
@@ -43,11 +43,12 @@ afterAll(async () => {
 
 /** A standalone node (founding its own ring) in `nodeDir`, sealing through the ring's KMS. */
 function nodeWith(name: string, imagePath: string, nodeDir: string): LocalNode {
-  const kms = JSON.parse(readFileSync(join(dir, 'kms.json'), 'utf8')) as { url: string; keyId: string };
+  const kms = JSON.parse(readFileSync(join(dir, 'kms.json'), 'utf8')) as LocalKmsInfo;
   const node = new LocalNode({
     name, dir: nodeDir, imagePath, ca: ring.ca, listenPort: 0, httpPort: 0, logger,
-    enclaveEnv: () => ({ EKV_REPLICAS: '1', EKV_JOIN: '', ...kmsEnv(kms) }),
+    enclaveEnv: () => ({ EKV_JOIN: '', ...kmsEnv(kms) }),
     startBlobStore: localBlobStore(logger),
+    imdsUrl: kms.imdsUrl,
   });
   started.push(node);
   return node;
@@ -61,8 +62,13 @@ async function failedStart(node: LocalNode): Promise<Error> {
   return err as Error;
 }
 
+/** The sealed state's files (the host's own aws-credentials.json, refreshed from IMDS, is not sealed state). */
+function sealedFiles(d: string): string[] {
+  return readdirSync(d).filter((n) => n !== 'aws-credentials.json').sort();
+}
+
 function snapshotFiles(d: string): Record<string, string> {
-  return Object.fromEntries(readdirSync(d).sort().map((n) => [n, readFileSync(join(d, n)).toString('hex')]));
+  return Object.fromEntries(sealedFiles(d).map((n) => [n, readFileSync(join(d, n)).toString('hex')]));
 }
 
 function fatalOf(name: string): Record<string, unknown> | undefined {
@@ -94,11 +100,11 @@ describe('an image with another PCR0 against the ring\'s KMS', () => {
     const err = await failedStart(nodeWith('other-fresh', otherImage, join(dir, 'x2')));
     expect(err.message).toMatch(/exited during start-up/);
     expect(JSON.stringify(fatalOf('other-fresh')?.err)).toMatch(/KMS_DENIED/);
-    expect(readdirSync(join(dir, 'x2', 'data'))).toEqual([]);
+    expect(sealedFiles(join(dir, 'x2', 'data'))).toEqual([]);
   });
 
   it('control: the ring\'s own image starts in the same set-up and seals', async () => {
-    const node = nodeWith('same-fresh', defaultImagePath, join(dir, 'x3'));
+    const node = nodeWith('same-fresh', ring.imagePath, join(dir, 'x3'));
     await node.start();
     expect(logs.find((r) => r.node === 'same-fresh' && r.msg === 'sealed state recovered')).toMatchObject({ created: true, reset: null });
     expect(readdirSync(join(dir, 'x3', 'data'))).toContain('datakey');

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, EkvError, type EkvClient } from '../client/index.ts';
 import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
 import type { LocalNode } from '../cli/local/node.ts';
-import { defaultImagePath, shortTempDir } from './helpers/local-ring.ts';
+import { shortTempDir } from './helpers/local-ring.ts';
 import { waitFor } from './helpers/ring-fixture.ts';
 import { captureLogs } from './helpers/log-capture.ts';
 
@@ -28,7 +28,7 @@ const model = new Map<string, string | null>();
 const marker = `ekvcanary${randomBytes(4).toString('hex')}`;
 
 function start(): Promise<LocalRing> {
-  return startLocalRing({ dir, nodes: nodeCount, replicas: 1, imagePath: defaultImagePath, logger });
+  return startLocalRing({ dir, nodes: nodeCount, replicas: 1, logger });
 }
 
 beforeAll(async () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, EkvError, type EkvClient } from '../client/index.ts';
 import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
-import { defaultImagePath, shortTempDir } from './helpers/local-ring.ts';
+import { shortTempDir } from './helpers/local-ring.ts';
 import { captureLogs } from './helpers/log-capture.ts';
 
 const { logs, logger } = captureLogs();
@@ -20,7 +20,7 @@ const keys = Array.from({ length: 20 }, (_, i) => `rollback-key-${i}`);
 let generation = 0;
 
 function start(): Promise<LocalRing> {
-  return startLocalRing({ dir, nodes: 3, replicas: 3, imagePath: defaultImagePath, logger });
+  return startLocalRing({ dir, nodes: 3, replicas: 3, logger });
 }
 
 async function withClient<T>(opts: { only?: string }, body: (kv: EkvClient) => Promise<T>): Promise<T> {

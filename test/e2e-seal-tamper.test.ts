@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, EkvError, type EkvClient } from '../client/index.ts';
 import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
 import type { LocalNode } from '../cli/local/node.ts';
-import { defaultImagePath, shortTempDir } from './helpers/local-ring.ts';
+import { shortTempDir } from './helpers/local-ring.ts';
 import { unsettled, waitFor, type NodeView } from './helpers/ring-fixture.ts';
 import { idFromBytes } from '../enclave/ring/index.ts';
 import { captureLogs } from './helpers/log-capture.ts';
@@ -25,7 +25,7 @@ let round = 0;
 
 beforeAll(async () => {
   dir = shortTempDir('ekv-st-');
-  ring = await startLocalRing({ dir, nodes: 3, replicas: 3, imagePath: defaultImagePath, logger });
+  ring = await startLocalRing({ dir, nodes: 3, replicas: 3, logger });
   kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
   await Promise.all(keys.map(async (k) => {
     await kv.put(k, `${k} v0`);

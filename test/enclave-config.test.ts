@@ -2,28 +2,29 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../enclave/config.ts';
 import { parseNodeConfig, nodeConfigBytesMax } from '../enclave/host-config.ts';
-import { kmsArnRegion } from '../enclave/image-config.ts';
+import { kmsKeyArnRegion, localKmsKeyArn } from '../enclave/image-config.ts';
 import { sealConfigFrom } from '../enclave/persist.ts';
 
 describe('sealing settings', () => {
-  it('on Nitro (production) refuses to run without a KMS key pinned in the image, whatever the host says', () => {
-    // The test process is not a bundle: no EKV_PINNED_KMS_KEY is compiled in.
+  const local = { production: false, rootPem: 'ROOT' };
+  it('on Nitro (production) refuses an image that pins no real KMS key, whatever the host says', () => {
+    // The test process is not a bundle: it has the default image's settings (the local key ARN).
     const env = { EKV_KMS_KEY_ID: 'arn:aws:kms:us-east-1:111122223333:key/11111111-2222-3333-4444-555555555555', EKV_KMS_ENDPOINT: 'http://evil.example:80' };
-    expect(() => sealConfigFrom(env, true)).toThrow(/pinned KMS key/);
+    expect(() => sealConfigFrom(env, { production: true, rootPem: '' })).toThrow(/pins no KMS key ARN/);
   });
 
-  it('under the emulator honours the environment, and refuses a malformed endpoint', () => {
-    expect(sealConfigFrom({}, false)).toBeNull();
-    const c = sealConfigFrom({ EKV_KMS_KEY_ID: 'alias/x', EKV_KMS_ENDPOINT: 'http://127.0.0.1:4000' }, false);
-    expect(c).toMatchObject({ keyId: 'alias/x', endpoint: 'http://127.0.0.1:4000' });
-    expect(() => sealConfigFrom({ EKV_KMS_KEY_ID: 'k', EKV_KMS_ENDPOINT: 'file:///etc/passwd' }, false)).toThrow();
+  it('under the emulator too, the key is the image\'s: the host names only where KMS is', () => {
+    const c = sealConfigFrom({ EKV_KMS_KEY_ID: 'arn:aws:kms:us-east-1:222233334444:key/11111111-2222-3333-4444-555555555555', EKV_KMS_ENDPOINT: 'http://127.0.0.1:4000', EKV_KMS_ADDR: '127.0.0.1:4000' }, local);
+    expect(c).toMatchObject({ keyArn: localKmsKeyArn, endpoint: 'https://kms.us-east-1.amazonaws.com', kmsAddr: '127.0.0.1:4000', tlsRoots: ['ROOT'] });
+    expect(sealConfigFrom({}, local)).toMatchObject({ kmsAddr: 'kms.us-east-1.amazonaws.com:443' });
+    expect(() => sealConfigFrom({ EKV_KMS_ADDR: 'file:///etc/passwd' }, local)).toThrow(/host:port/);
   });
 
-  it('derives the KMS region from a key or alias ARN only', () => {
-    expect(kmsArnRegion('arn:aws:kms:eu-west-1:111122223333:key/11111111-2222-3333-4444-555555555555')).toBe('eu-west-1');
-    expect(kmsArnRegion('arn:aws:kms:us-east-2:111122223333:alias/ekv-seal')).toBe('us-east-2');
-    expect(kmsArnRegion('alias/ekv-seal')).toBeNull();
-    expect(kmsArnRegion('arn:aws:kms:us-east-1:111122223333:key/x; rm -rf /')).toBeNull();
+  it('derives the KMS region from a key ARN only (an alias is not a pin)', () => {
+    expect(kmsKeyArnRegion('arn:aws:kms:eu-west-1:111122223333:key/11111111-2222-3333-4444-555555555555')).toBe('eu-west-1');
+    expect(kmsKeyArnRegion('arn:aws:kms:us-east-2:111122223333:alias/ekv-seal')).toBeNull();
+    expect(kmsKeyArnRegion('alias/ekv-seal')).toBeNull();
+    expect(kmsKeyArnRegion('arn:aws:kms:us-east-1:111122223333:key/x; rm -rf /')).toBeNull();
   });
 });
 

@@ -117,7 +117,7 @@ describe('emulated KMS with Recipient', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ekv-kms-'));
     const local = await startKmsEnv({ dir });
     try {
-      const gen = await local.enclave().generateDataKey(local.kms.defaultAlias, local.attestGood, { encryptionContext: { store: 'n1' } });
+      const gen = await local.enclave().generateDataKey(local.attestGood, { encryptionContext: { store: 'n1' } });
       expect(gen.plaintextKey.length).toBe(32);
       await local.restart(dir);
       const again = await local.enclave().decryptDataKey(gen.ciphertextBlob, local.attestGood, { encryptionContext: { store: 'n1' } });
@@ -130,8 +130,8 @@ describe('emulated KMS with Recipient', () => {
 
   it('denies an image with another PCR0: it gets no data key and cannot unseal the first image\'s key', async () => {
     const enclave = env.enclave();
-    const gen = await enclave.generateDataKey(env.kms.defaultKeyId, env.attestGood);
-    const denied = await rejection(enclave.generateDataKey(env.kms.defaultKeyId, env.attestOther));
+    const gen = await enclave.generateDataKey(env.attestGood);
+    const denied = await rejection(enclave.generateDataKey(env.attestOther));
     expect(denied).toBeInstanceOf(KmsError);
     expect((denied as KmsError).code).toBe('KMS_DENIED');
     const cannot = await rejection(enclave.decryptDataKey(gen.ciphertextBlob, env.attestOther));
@@ -141,14 +141,14 @@ describe('emulated KMS with Recipient', () => {
   it('refuses a document the emulator root did not sign, and a tampered CiphertextBlob', async () => {
     const stranger = await startKmsEnv(); // same image, another CA: its documents chain to an unknown root
     try {
-      const err = await rejection(env.enclave().generateDataKey(env.kms.defaultKeyId, stranger.attestGood));
+      const err = await rejection(env.enclave().generateDataKey(stranger.attestGood));
       expect((err as KmsError).code).toBe('KMS_UNAVAILABLE');
       expect(String((err as KmsError).message)).toMatch(/ValidationException/);
     } finally {
       await stranger.close();
     }
     const enclave = env.enclave();
-    const gen = await enclave.generateDataKey(env.kms.defaultKeyId, env.attestGood);
+    const gen = await enclave.generateDataKey(env.attestGood);
     const flipped = Uint8Array.from(gen.ciphertextBlob);
     flipped[10]! ^= 0x40;
     expect(((await rejection(enclave.decryptDataKey(flipped, env.attestGood))) as KmsError).code).toBe('KMS_INVALID_CIPHERTEXT');

@@ -22,7 +22,7 @@ afterAll(async () => {
 
 describe('sealed persistence through KMS', () => {
   it('first boot creates the key, a reboot of the same image recovers every record, another image is denied', async () => {
-    const boot = () => loadOrCreateDataKey({ blobs: seal.client(), kms: kms.enclave(), keyId: kms.kms.defaultAlias, attest: kms.attestGood });
+    const boot = () => loadOrCreateDataKey({ blobs: seal.client(), kms: kms.enclave(), attest: kms.attestGood });
     const first = await boot();
     expect(first.created).toBe(true);
     const { store } = await SealedStore.open({ blobs: seal.client(), dataKey: first.dataKey, nodeId: first.nodeId });
@@ -35,7 +35,7 @@ describe('sealed persistence through KMS', () => {
     const { recovered } = await SealedStore.open({ blobs: seal.client(), dataKey: second.dataKey, nodeId: second.nodeId });
     expect(recovered.records.map(String)).toEqual(Array.from({ length: 100 }, (_, i) => `k${i}=top-secret-${i}`));
 
-    const other = loadOrCreateDataKey({ blobs: seal.client(), kms: kms.enclave(), keyId: kms.kms.defaultAlias, attest: kms.attestOther });
+    const other = loadOrCreateDataKey({ blobs: seal.client(), kms: kms.enclave(), attest: kms.attestOther });
     await expect(other).rejects.toBeInstanceOf(KmsError);
     await expect(other).rejects.toMatchObject({ code: 'KMS_DENIED' });
 

@@ -31,8 +31,9 @@ export function registerHost(program: Command): void {
     .option('--allow-outbound <cidrs>', 'comma-separated host prefixes the enclave may connect to (peers)', '10.,172.16.,192.168.,127.0.0.1')
     .option('--self-addr <host:port>', "the address peers reach this node's enclave at (passed to the enclave)")
     .option('--join <host:port>', 'a ring member for the enclave to join through (empty: found a ring)', '')
+    .option('--imds <url>', "instance metadata service whose role credentials the enclave's KMS calls use ('' : none)", 'http://169.254.169.254')
     .option('--log-level <level>', 'log level (JSON logs on stderr)', 'info')
-    .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string }) =>
+    .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; imds: string }) =>
       run(false, async () => {
         const signal = firstSignal();
         // The enclave's per-node settings, read by it through the blob store (enclave/host-config.ts).
@@ -53,6 +54,7 @@ export function registerHost(program: Command): void {
           outboundPolicy: (h) => /^\d{1,3}(\.\d{1,3}){3}$/.test(h) && prefixes.some((p) => h.startsWith(p)),
           logger,
           startBlobStore: (socketPath, dir) => startBlobStore({ socketPath, dir, logger }),
+          ...(o.imds ? { imdsUrl: o.imds } : {}),
         });
         await signal;
         await host.close();

@@ -8,18 +8,18 @@ import type { Command } from 'commander';
 import pino from 'pino';
 import { loadCluster, type ClusterFile } from '../../client/cluster.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
-import { kmsEnv, localBlobStore, startLocalKms } from '../local/kms.ts';
+import { defaultImagePath, localImage, localImageSettings } from '../local/image.ts';
+import { kmsEnv, localBlobStore, startLocalKms, type LocalKmsInfo } from '../local/kms.ts';
 import { LocalNode } from '../local/node.ts';
 import { writeJsonAtomic } from '../local/ring.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
-import { defaultImagePath } from './up.ts';
 
 interface NodeOpts {
   join?: string;
   dir: string;
   cluster: string;
   ca?: string;
-  enclaveImage: string;
+  enclaveImage?: string;
   replicas: string;
   port: string;
   httpPort: string;
@@ -36,18 +36,24 @@ export function registerNode(program: Command): void {
     .option('-d, --dir <dir>', "this node's state directory", '.ekv-node')
     .option('-c, --cluster <file>', 'the ring\'s cluster file: its CA is used and this node is added to it', process.env.EKV_CLUSTER ?? './cluster.json')
     .option('--ca <dir>', 'the emulated CA directory (default: ca/ beside the cluster file)')
-    .option('--enclave-image <file>', 'the enclave image to measure and run', defaultImagePath)
-    .option('-r, --replicas <r>', 'replication factor (must match the ring)', '3')
+    .option('--enclave-image <file>', 'run exactly this enclave image (default: the image built for --access and --replicas; alone, a single-node image)')
+    .option('-r, --replicas <r>', 'replication factor, compiled into the image (must match the ring)', '3')
     .option('--port <port>', 'client/peer TCP port on 127.0.0.1 (0: any free port)', '0')
     .option('--http-port <port>', 'HTTP port (attestation, health, metrics)', '0')
-    .option('--access <mode>', 'keys outside any namespace: open or closed (must match the ring)', 'open')
+    .option('--access <mode>', 'keys outside any namespace: open or closed, compiled into the image (must match the ring)', 'open')
     .option('--log-level <level>', 'log level (JSON logs on stderr)', 'warn')
     .option('--json', 'print the ready line as JSON')
     .action(async (o: NodeOpts) =>
       run(o.json, async () => {
         const signal = firstSignal();
-        const image = resolve(o.enclaveImage);
-        if (!existsSync(image)) throw new UsageError(`no enclave image at ${image}: run \`npm run build\` first`);
+        const replicas = Number(o.replicas);
+        if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new UsageError('--replicas must be 1..8');
+        if (o.access !== 'open' && o.access !== 'closed') throw new UsageError('--access must be open or closed');
+        if (!existsSync(o.enclaveImage ?? defaultImagePath)) throw new UsageError(`no enclave image at ${o.enclaveImage ?? defaultImagePath}: run \`npm run build\` first`);
+        // The ring's image: its settings are the options of the ring (a node joining another image is refused by its peers).
+        const image = o.enclaveImage !== undefined
+          ? resolve(o.enclaveImage)
+          : await localImage(localImageSettings({ access: o.access, replicas, nodes: o.join ? 2 : 1 }));
         const clusterPath = resolve(o.cluster);
         const caDir = resolve(o.ca ?? join(dirname(clusterPath), 'ca'));
         if (!existsSync(caDir)) throw new UsageError(`no emulated CA at ${caDir}: pass --ca or --cluster of a ring started by ekv up`);
@@ -59,7 +65,7 @@ export function registerNode(program: Command): void {
         // a node founding a ring alone runs its own, keeping its keys in its directory.
         const kmsFile = join(dirname(clusterPath), 'kms.json');
         const ownKms = o.join && existsSync(kmsFile) ? null : await startLocalKms({ dir: resolve(o.dir), ca, imagePath: image, logger });
-        const kmsInfo = ownKms ? { url: ownKms.url, keyId: ownKms.defaultKeyId } : (JSON.parse(readFileSync(kmsFile, 'utf8')) as { url: string; keyId: string });
+        const kmsInfo: LocalKmsInfo = ownKms ? ownKms.info : (JSON.parse(readFileSync(kmsFile, 'utf8')) as LocalKmsInfo);
         const node: LocalNode = new LocalNode({
           name: `node-${process.pid}`,
           dir: resolve(o.dir),
@@ -68,11 +74,9 @@ export function registerNode(program: Command): void {
           listenPort: prev?.port ?? Number(o.port),
           httpPort: prev?.httpPort ?? Number(o.httpPort),
           logger,
-          enclaveEnv: (): Record<string, string> => ({
-            EKV_REPLICAS: o.replicas, EKV_JOIN: o.join ?? '', EKV_ACCESS_MODE: o.access, ...kmsEnv(kmsInfo),
-            ...(o.join ? {} : { EKV_SOLO: '1' }),
-          }),
+          enclaveEnv: (): Record<string, string> => ({ EKV_JOIN: o.join ?? '', ...kmsEnv(kmsInfo) }),
           startBlobStore: localBlobStore(logger),
+          imdsUrl: kmsInfo.imdsUrl,
         });
         process.stderr.write(`ekv node: starting${o.join ? `, joining through ${o.join}` : ''}\n`);
         await node.start();

@@ -3,10 +3,11 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
+import { defaultImagePath } from '../local/image.ts';
 import { startLocalRing } from '../local/ring.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
 
-export const defaultImagePath = 'dist/enclave.mjs';
+export { defaultImagePath } from '../local/image.ts';
 
 export function registerUp(program: Command): void {
   program
@@ -15,25 +16,25 @@ export function registerUp(program: Command): void {
     .option('-n, --nodes <n>', 'number of nodes', '3')
     .option('-r, --replicas <r>', 'replication factor', '3')
     .option('-d, --dir <dir>', 'state directory (cluster.json, CA, sealed data); reused when it exists', '.ekv')
-    .option('--enclave-image <file>', 'the enclave image to measure and run', defaultImagePath)
+    .option('--enclave-image <file>', 'run exactly this enclave image, with the settings compiled into it (default: the image built for --access, --replicas, --no-seal and --nodes)')
     .option('--access <mode>', 'keys outside any namespace: open (anyone) or closed (no one)', 'open')
     .option('--no-seal', 'keep data only in enclave memory (no KMS, no sealed log)')
     .option('--log-level <level>', 'log level of the launcher and hosts (JSON logs on stderr)', 'warn')
     .option('--json', 'print the ready line as JSON')
-    .action(async (o: { nodes: string; replicas: string; dir: string; enclaveImage: string; logLevel: string; access: string; seal: boolean; json?: boolean }) =>
+    .action(async (o: { nodes: string; replicas: string; dir: string; enclaveImage?: string; logLevel: string; access: string; seal: boolean; json?: boolean }) =>
       run(o.json, async () => {
         const nodes = Number(o.nodes);
         const replicas = Number(o.replicas);
         if (!Number.isInteger(nodes) || nodes < 1 || nodes > 64) throw new UsageError('--nodes must be 1..64');
         if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new UsageError('--replicas must be 1..8');
-        const image = resolve(o.enclaveImage);
+        const image = o.enclaveImage === undefined ? undefined : resolve(o.enclaveImage);
         if (o.access !== 'open' && o.access !== 'closed') throw new UsageError('--access must be open or closed');
-        if (!existsSync(image)) throw new UsageError(`no enclave image at ${image}: run \`npm run build\` first`);
+        if (!existsSync(image ?? defaultImagePath)) throw new UsageError(`no enclave image at ${image ?? defaultImagePath}: run \`npm run build\` first`);
         const signal = firstSignal();
         const logger = pino({ level: o.logLevel, base: { svc: 'ekv-up' } }, pino.destination(2));
         const started = Date.now();
         const ring = await startLocalRing({
-          dir: o.dir, nodes, replicas, imagePath: image, logger, access: o.access, seal: o.seal,
+          dir: o.dir, nodes, replicas, ...(image ? { imagePath: image } : {}), logger, access: o.access, seal: o.seal,
           progress: (line) => process.stderr.write(`ekv up: ${line}\n`),
         });
         const ready = {

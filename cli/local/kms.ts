@@ -1,37 +1,74 @@
 /**
- * The emulated KMS of a local ring, with the key policy a production key has:
- * data keys only to a Recipient whose attested PCR0/1/2 are the measured image's.
+ * The emulated AWS side of a local ring: a KMS with the key policy a production key has (data keys
+ * only to a Recipient whose attested PCR0/1/2 are the measured image's), its sealing key under the
+ * well-known local key ARN the image pins (enclave/image-config.ts localKmsKeyArn; the key material is
+ * random per ring directory), served over HTTPS with a certificate from the emulator's CA for
+ * kms.us-east-1.amazonaws.com; and an IMDS whose rotating role credentials the hosts hand their
+ * enclaves and the KMS requires.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { EmulatorCa } from '../../emulator/ca.ts';
+import { startEmulatedImds, type EmulatedImds, type ImdsInit } from '../../emulator/imds.ts';
 import { enclaveKeyPolicy, startEmulatedKms, type EmulatedKms } from '../../emulator/kms.ts';
 import { measureImage } from '../../emulator/measure.ts';
+import { localKmsKeyArn } from '../../enclave/image-config.ts';
 import { startBlobStore } from '../../host/blob-store.ts';
 import { verifyAttestation } from '../../verifier/index.ts';
 
-export async function startLocalKms(o: { dir: string; ca: EmulatorCa; imagePath: string; logger: Logger }): Promise<EmulatedKms> {
-  const m = measureImage(readFileSync(o.imagePath));
-  return startEmulatedKms({
-    keyPolicy: enclaveKeyPolicy({ pcr0: m.pcr0.toString('hex'), pcr1: m.pcr1.toString('hex'), pcr2: m.pcr2.toString('hex') }),
-    verifyRecipient: (doc) => verifyAttestation(doc, { roots: [o.ca.rootPem] }),
-    dir: join(o.dir, 'kms'),
-    logger: o.logger.child({ svc: 'kms' }),
-  });
+/** What a node needs to reach the ring's KMS and IMDS (kms.json beside the cluster file). */
+export interface LocalKmsInfo {
+  /** The emulated KMS's address (host:port), where the host's outbound relay connects the enclave. */
+  addr: string;
+  /** The key the image pins. */
+  keyId: string;
+  /** The emulated IMDS the hosts fetch role credentials from. */
+  imdsUrl: string;
 }
 
-/** The enclave's settings for sealing through this KMS (reached through the host's outbound relay). */
-export function kmsEnv(kms: { url: string; keyId: string }): Record<string, string> {
+export interface LocalKms {
+  kms: EmulatedKms;
+  imds: EmulatedImds;
+  info: LocalKmsInfo;
+  close(): Promise<void>;
+}
+
+export async function startLocalKms(o: { dir: string; ca: EmulatorCa; imagePath: string; logger: Logger; imds?: ImdsInit }): Promise<LocalKms> {
+  const m = measureImage(readFileSync(o.imagePath));
+  const imds = await startEmulatedImds(o.imds ?? {});
+  const region = 'us-east-1';
+  const tls = await o.ca.issueTlsServer([`kms.${region}.amazonaws.com`]);
+  let kms: EmulatedKms;
+  try {
+    kms = await startEmulatedKms({
+      region,
+      keyPolicy: enclaveKeyPolicy({ pcr0: m.pcr0.toString('hex'), pcr1: m.pcr1.toString('hex'), pcr2: m.pcr2.toString('hex') }),
+      verifyRecipient: (doc) => verifyAttestation(doc, { roots: [o.ca.rootPem] }),
+      dir: join(o.dir, 'kms'),
+      defaultKeyId: localKmsKeyArn.slice(localKmsKeyArn.indexOf(':key/') + 5),
+      tls,
+      credentials: imds.registry,
+      logger: o.logger.child({ svc: 'kms' }),
+    });
+  } catch (err) {
+    await imds.close();
+    throw err;
+  }
+  if (kms.defaultKeyId !== localKmsKeyArn) throw new Error(`emulated KMS key ${kms.defaultKeyId} is not the local image's ${localKmsKeyArn}`);
   return {
-    EKV_KMS_ENDPOINT: kms.url,
-    EKV_KMS_KEY_ID: kms.keyId,
-    AWS_REGION: 'us-east-1',
-    // The emulator does not check SigV4; on Nitro the host passes the instance role's credentials,
-    // which are useless without the enclave's attestation document (the key policy's Recipient condition).
-    AWS_ACCESS_KEY_ID: 'emulated',
-    AWS_SECRET_ACCESS_KEY: 'emulated',
+    kms, imds,
+    info: { addr: `127.0.0.1:${kms.port}`, keyId: kms.defaultKeyId, imdsUrl: imds.url },
+    async close() {
+      await kms.close();
+      await imds.close();
+    },
   };
+}
+
+/** Where the enclave reaches KMS: through the host's outbound relay to the emulated KMS's address. */
+export function kmsEnv(kms: { addr: string }): Record<string, string> {
+  return { EKV_KMS_ADDR: kms.addr };
 }
 
 export function localBlobStore(logger: Logger) {

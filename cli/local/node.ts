@@ -23,9 +23,11 @@ export interface LocalNodeOptions {
   listenPort: number;
   httpPort: number;
   logger: Logger;
-  /** Extra environment for the enclave (ring and KMS settings). */
+  /** Extra environment for the enclave: where things are (join address, KMS address); never trust. */
   enclaveEnv?: (self: { addr: string; relaunch: boolean }) => Record<string, string>;
   startBlobStore?: (socketPath: string, dataDir: string) => Promise<{ close(): Promise<void> }>;
+  /** The emulated IMDS whose role credentials this node's host hands its enclave. */
+  imdsUrl?: string;
   isolate?: 'auto' | 'required' | 'off';
 }
 
@@ -76,6 +78,7 @@ export class LocalNode {
       logger: this.opts.logger.child({ svc: 'host', node: this.name }),
       info: () => ({ node: this.name, enclavePid: this.enclave?.pid ?? null, pids: this.pids(), restarts: this.restarts }),
       ...(this.opts.startBlobStore ? { startBlobStore: this.opts.startBlobStore } : {}),
+      ...(this.opts.imdsUrl ? { imdsUrl: this.opts.imdsUrl } : {}),
     });
     await this.launch();
   }

@@ -1,15 +1,21 @@
 /**
  * A local ring on the emulated TEE, as `ekv up` runs it: one CA (the trust
  * root of this emulated world), N nodes, and `cluster.json` for clients. The
- * ports are kept in `ring.json`, so `ekv up --dir DIR` run again brings the
- * same ring back at the same addresses.
+ * ports and the image settings are kept in `ring.json`, so `ekv up --dir DIR`
+ * run again brings the same ring back at the same addresses, on the same image.
+ *
+ * The ring runs the image variant built for its options (cli/local/image.ts):
+ * access mode, replication factor, sealing and single-node are compiled into
+ * the image, never passed to the enclave, and the cluster file pins its PCR0.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { ClusterFile } from '../../client/cluster.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
-import { kmsEnv, localBlobStore, startLocalKms } from './kms.ts';
+import type { ImdsInit } from '../../emulator/imds.ts';
+import { localImage, localImageSettings, type ImageSettings } from './image.ts';
+import { kmsEnv, localBlobStore, startLocalKms, type LocalKms } from './kms.ts';
 import { LocalNode } from './node.ts';
 import { waitForRing } from './ready.ts';
 
@@ -17,13 +23,18 @@ export interface RingState {
   version: 1;
   replicas: number;
   nodes: Array<{ name: string; port: number; httpPort: number }>;
+  /** The settings of the ring's image (absent in rings started before images carried them). */
+  image?: ImageSettings;
 }
 
 export interface LocalRingOptions {
   dir: string;
   nodes: number;
   replicas: number;
-  imagePath: string;
+  /** Run exactly this image (its compiled settings apply); absent: the variant built for these options. */
+  imagePath?: string;
+  /** Settings over those the options imply (tests: e.g. a test seam). */
+  imageSettings?: Partial<ImageSettings>;
   logger: Logger;
   progress?: (line: string) => void;
   isolate?: 'auto' | 'required' | 'off';
@@ -31,6 +42,8 @@ export interface LocalRingOptions {
   seal?: boolean;
   /** What the ring does with keys outside any namespace (default open, the quick start's setting). */
   access?: 'open' | 'closed';
+  /** The emulated IMDS's credential rotation (tests). */
+  imds?: ImdsInit;
 }
 
 export interface LocalRing {
@@ -39,6 +52,10 @@ export interface LocalRing {
   ca: EmulatorCa;
   clusterFile: string;
   cluster: ClusterFile;
+  /** The image every node runs, and its settings. */
+  imagePath: string;
+  settings: ImageSettings | null;
+  kms: LocalKms | null;
   stop(): Promise<void>;
 }
 
@@ -65,9 +82,14 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   const progress = o.progress ?? (() => undefined);
   if (previous) progress(`restarting the ring in ${dir} (${count} nodes, as it was)`);
 
+  const settings: ImageSettings | null = o.imagePath !== undefined
+    ? null
+    : previous?.image ?? { ...localImageSettings({ seal: o.seal ?? true, access: o.access ?? 'open', replicas, nodes: count }), ...o.imageSettings };
+  const imagePath = o.imagePath ?? (await localImage(settings as ImageSettings));
   const ca = await EmulatorCa.loadOrCreate(join(dir, 'ca'));
-  const kms = o.seal === false ? null : await startLocalKms({ dir, ca, imagePath: o.imagePath, logger: o.logger });
-  const kmsInfo = kms ? { url: kms.url, keyId: kms.defaultKeyId } : null;
+  const sealed = settings ? settings.kmsKeyArn !== '' : o.seal !== false;
+  const kms = sealed ? await startLocalKms({ dir, ca, imagePath, logger: o.logger, ...(o.imds ? { imds: o.imds } : {}) }) : null;
+  const kmsInfo = kms?.info ?? null;
   if (kmsInfo) writeJsonAtomic(join(dir, 'kms.json'), kmsInfo);
   const nodes: LocalNode[] = [];
   const stopAll = async () => {
@@ -82,7 +104,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
       const node: LocalNode = new LocalNode({
         name,
         dir: join(dir, name),
-        imagePath: o.imagePath,
+        imagePath,
         ca,
         listenPort: prev?.port ?? 0,
         httpPort: prev?.httpPort ?? 0,
@@ -91,15 +113,9 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
         enclaveEnv: ({ addr, relaunch }): Record<string, string> => {
           const others: string[] = nodes.filter((n) => n !== node && n.enclave !== null).map((n) => n.addr);
           const join: string = relaunch || i > 0 ? (others[0] ?? '') : '';
-          return {
-            EKV_REPLICAS: String(replicas),
-            EKV_JOIN: join === addr ? '' : join,
-            EKV_ACCESS_MODE: o.access ?? 'open',
-            ...(count === 1 ? { EKV_SOLO: '1' } : {}),
-            ...(kmsInfo ? kmsEnv(kmsInfo) : {}),
-          };
+          return { EKV_JOIN: join === addr ? '' : join, ...(kmsInfo ? kmsEnv(kmsInfo) : {}) };
         },
-        ...(kms ? { startBlobStore: localBlobStore(o.logger) } : {}),
+        ...(kms ? { startBlobStore: localBlobStore(o.logger), imdsUrl: kms.info.imdsUrl } : {}),
         ...(o.isolate ? { isolate: o.isolate } : {}),
       });
       nodes.push(node);
@@ -110,7 +126,10 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
     throw err;
   }
 
-  const state: RingState = { version: 1, replicas, nodes: nodes.map((n) => ({ name: n.name, port: n.host.port, httpPort: n.host.httpPort })) };
+  const state: RingState = {
+    version: 1, replicas, nodes: nodes.map((n) => ({ name: n.name, port: n.host.port, httpPort: n.host.httpPort })),
+    ...(settings ? { image: settings } : {}),
+  };
   writeJsonAtomic(statePath, state);
   const m = nodes[0]?.measurement;
   const cluster: ClusterFile = {
@@ -130,5 +149,5 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
     await stopAll();
     throw err;
   }
-  return { dir, nodes, ca, clusterFile, cluster, stop: stopAll };
+  return { dir, nodes, ca, clusterFile, cluster, imagePath, settings, kms, stop: stopAll };
 }

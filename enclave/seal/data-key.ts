@@ -4,7 +4,10 @@
  * CiphertextBlob with the host; later boots read that blob back and ask KMS to
  * Decrypt it to this enclave's attestation document. The host can change the
  * stored record but then KMS refuses to decrypt it (the context or the blob no
- * longer match), so the worst it can do is deny service.
+ * longer match), so the worst it can do is deny service. A record the host made
+ * itself, under a KMS key of its own, is refused too: the client names the
+ * image's pinned key ARN in Decrypt and checks the KeyId of the answer
+ * (kms-client.ts), so only a blob of the pinned key ever becomes our data key.
  */
 import { randomBytes } from 'node:crypto';
 import { Encoder } from 'cbor-x';
@@ -19,9 +22,8 @@ const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array
 
 export interface DataKeyInit {
   blobs: BlobClient;
+  /** Bound to the image's pinned key ARN. */
   kms: EnclaveKms;
-  /** Key id, ARN or alias of the KMS key (e.g. alias/ekv-seal). */
-  keyId: string;
   attest: AttestFn;
 }
 
@@ -42,7 +44,7 @@ export async function loadOrCreateDataKey(init: DataKeyInit): Promise<NodeDataKe
     return { dataKey, nodeId, created: false };
   }
   const nodeId = randomBytes(storeIdBytes);
-  const gen = await init.kms.generateDataKey(init.keyId, init.attest, { encryptionContext: context(nodeId) });
+  const gen = await init.kms.generateDataKey(init.attest, { encryptionContext: context(nodeId) });
   await init.blobs.put(dataKeyBlobName, cbor.encode({ v: 1, nodeId, keyId: gen.keyId, ciphertextBlob: Buffer.from(gen.ciphertextBlob) }));
   return { dataKey: gen.plaintextKey, nodeId, created: true };
 }

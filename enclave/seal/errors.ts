@@ -29,7 +29,9 @@ export type KmsErrorCode =
   | 'KMS_NOT_FOUND' // the key does not exist
   | 'KMS_BAD_RESPONSE' // KMS (or a relay pretending to be it) answered something we cannot open
   | 'KMS_UNAVAILABLE' // transport failure or any other service error
-  | 'KMS_ATTESTATION'; // the NSM did not give us a document
+  | 'KMS_ATTESTATION' // the NSM did not give us a document
+  | 'KMS_CREDENTIALS' // no usable AWS credentials from the host, or KMS refused them (unknown, expired)
+  | 'KMS_WRONG_KEY'; // KMS answered for a key other than the image's pinned key ARN
 
 export class KmsError extends Error {
   readonly code: KmsErrorCode;

@@ -4,6 +4,10 @@
  * enclave has no network interface). For an https endpoint the TLS session runs
  * inside the enclave over that socket, so the relay only sees ciphertext.
  *
+ * The client is bound to one key, the image's pinned key ARN: every request names it, and an answer
+ * whose KeyId is not exactly that ARN is refused (KMS_WRONG_KEY). Without this, Decrypt of a blob the
+ * host planted (made under a key of the host's) would hand the enclave a data key the host knows.
+ *
  * Data keys are requested with a Recipient: a fresh RSA-2048 key pair per call,
  * an attestation document carrying its public key, and the key coming back only
  * as CiphertextForRecipient, opened here (cms.ts). The plaintext data key never
@@ -28,7 +32,18 @@ export interface EnclaveKmsInit {
   region: string;
   /** A socket connected (or connecting) to the KMS endpoint, e.g. through the host's outbound relay. */
   connect: () => net.Socket;
+  /** The key ARN every call names and every answer must name. */
+  keyArn: string;
+  /** For https: the roots the KMS certificate must chain to; absent: Node's public roots (production). */
+  tlsRoots?: string[];
+  /** Static credentials or a provider the SDK calls again before they expire (host-config credentials). */
   credentials?: KMSClientConfig['credentials'];
+  /**
+   * Test-only: Decrypt without naming the key and without checking the KeyId of answers, as before
+   * issue 10, so the planted-datakey attack test can show it would catch the hole. Set only by an image
+   * built with the test seam (image-config testUnsafeSkipKeyIdCheck), which a Nitro enclave refuses to run.
+   */
+  unsafeSkipKeyIdCheck?: boolean;
   /** Per request (default 15 s). */
   requestTimeoutMs?: number;
 }
@@ -48,8 +63,10 @@ export interface DataKeyOptions {
 }
 
 export interface EnclaveKms {
-  generateDataKey(keyId: string, attest: AttestFn, opts?: DataKeyOptions): Promise<GeneratedDataKey>;
-  decryptDataKey(ciphertextBlob: Uint8Array, attest: AttestFn, opts?: DataKeyOptions & { keyId?: string }): Promise<Buffer>;
+  /** The pinned key ARN. */
+  readonly keyArn: string;
+  generateDataKey(attest: AttestFn, opts?: DataKeyOptions): Promise<GeneratedDataKey>;
+  decryptDataKey(ciphertextBlob: Uint8Array, attest: AttestFn, opts?: DataKeyOptions): Promise<Buffer>;
   destroy(): void;
 }
 
@@ -66,18 +83,22 @@ class RelayHttpAgent extends http.Agent {
 }
 
 class RelayHttpsAgent extends https.Agent {
-  constructor(private readonly connectFn: () => net.Socket, private readonly servername: string) {
+  constructor(private readonly connectFn: () => net.Socket, private readonly servername: string, private readonly roots: string[] | undefined) {
     super({ keepAlive: true, maxSockets: 4 });
   }
   override createConnection(): tls.TLSSocket {
-    return tls.connect({ socket: this.connectFn(), servername: this.servername });
+    // The certificate must chain to `roots` (or the public roots) and name `servername`: the relay, and a
+    // host running a KMS of its own, cannot stand in for KMS.
+    return tls.connect({ socket: this.connectFn(), servername: this.servername, ...(this.roots ? { ca: this.roots } : {}), rejectUnauthorized: true });
   }
 }
 
 export function createEnclaveKms(init: EnclaveKmsInit): EnclaveKms {
   const url = new URL(init.endpoint);
   const httpAgent = new RelayHttpAgent(init.connect);
-  const httpsAgent = new RelayHttpsAgent(init.connect, url.hostname);
+  const httpsAgent = new RelayHttpsAgent(init.connect, url.hostname, init.tlsRoots);
+  const keyArn = init.keyArn;
+  const expect = init.unsafeSkipKeyIdCheck === true ? () => undefined : (op: string, got: unknown) => expectKey(op, keyArn, got);
   const client = new KMSClient({
     endpoint: init.endpoint,
     region: init.region,
@@ -86,8 +107,27 @@ export function createEnclaveKms(init: EnclaveKmsInit): EnclaveKms {
     requestHandler: new NodeHttpHandler({ httpAgent, httpsAgent, requestTimeout: init.requestTimeoutMs ?? 15_000 }),
   });
   return {
-    generateDataKey: (keyId, attest, opts = {}) => generate(client, keyId, attest, opts),
-    decryptDataKey: (blob, attest, opts = {}) => decryptKey(client, blob, attest, opts),
+    keyArn,
+    generateDataKey: async (attest, opts = {}) => {
+      const out = await generate(client, keyArn, attest, opts);
+      try {
+        expect('GenerateDataKey', out.keyId);
+      } catch (err) {
+        out.plaintextKey.fill(0);
+        throw err;
+      }
+      return out;
+    },
+    decryptDataKey: async (blob, attest, opts = {}) => {
+      const out = await decryptKey(client, init.unsafeSkipKeyIdCheck === true ? null : keyArn, blob, attest, opts);
+      try {
+        expect('Decrypt', out.keyId);
+      } catch (err) {
+        out.key.fill(0);
+        throw err;
+      }
+      return out.key;
+    },
     destroy: () => {
       client.destroy();
       httpAgent.destroy();
@@ -131,23 +171,31 @@ async function generate(client: KMSClient, keyId: string, attest: AttestFn, opts
     throw new KmsError('KMS_BAD_RESPONSE', 'GenerateDataKey returned no usable CiphertextBlob');
   }
   const plaintextKey = openDataKey(out, r.privateKey);
-  return { plaintextKey, ciphertextBlob: blob, keyId: typeof out.KeyId === 'string' ? out.KeyId : keyId };
+  return { plaintextKey, ciphertextBlob: blob, keyId: typeof out.KeyId === 'string' ? out.KeyId : '' };
 }
 
-async function decryptKey(client: KMSClient, blob: Uint8Array, attest: AttestFn, opts: DataKeyOptions & { keyId?: string }): Promise<Buffer> {
+/** KMS names the key it used by its ARN; anything else (another key, an alias, nothing) is refused. */
+function expectKey(op: string, keyArn: string, got: unknown): void {
+  if (got !== keyArn) {
+    throw new KmsError('KMS_WRONG_KEY', `${op} answered for key ${typeof got === 'string' ? got.slice(0, 128) : 'none'}, not the pinned ${keyArn}`);
+  }
+}
+
+async function decryptKey(client: KMSClient, keyArn: string | null, blob: Uint8Array, attest: AttestFn, opts: DataKeyOptions): Promise<{ key: Buffer; keyId: unknown }> {
   if (blob.length === 0 || blob.length > ciphertextBlobBytesMax) throw new KmsError('KMS_INVALID_CIPHERTEXT', 'stored CiphertextBlob has a bad size');
   const r = await recipient(attest);
   const out = await send(() =>
     client.send(
       new DecryptCommand({
         CiphertextBlob: blob,
-        ...(opts.keyId ? { KeyId: opts.keyId } : {}),
+        // Named, so that KMS itself refuses a blob made under any other key (IncorrectKeyException).
+        ...(keyArn === null ? {} : { KeyId: keyArn }),
         ...(opts.encryptionContext ? { EncryptionContext: opts.encryptionContext } : {}),
         Recipient: { KeyEncryptionAlgorithm: 'RSAES_OAEP_SHA_256', AttestationDocument: r.document },
       }),
     ),
   );
-  return openDataKey(out, r.privateKey);
+  return { key: openDataKey(out, r.privateKey), keyId: out.KeyId };
 }
 
 /** A key sent in clear would have crossed the relay: refuse it even if the rest looks fine. */
@@ -165,14 +213,20 @@ function openDataKey(out: { Plaintext?: Uint8Array; CiphertextForRecipient?: Uin
 const sdkErrorCodes: Record<string, KmsErrorCode> = {
   AccessDeniedException: 'KMS_DENIED',
   InvalidCiphertextException: 'KMS_INVALID_CIPHERTEXT',
-  IncorrectKeyException: 'KMS_INVALID_CIPHERTEXT',
+  IncorrectKeyException: 'KMS_WRONG_KEY',
   NotFoundException: 'KMS_NOT_FOUND',
+  UnrecognizedClientException: 'KMS_CREDENTIALS',
+  ExpiredTokenException: 'KMS_CREDENTIALS',
+  MissingAuthenticationTokenException: 'KMS_CREDENTIALS',
+  InvalidSignatureException: 'KMS_CREDENTIALS',
+  CredentialsProviderError: 'KMS_CREDENTIALS',
 };
 
 async function send<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (err) {
+    if (err instanceof KmsError) throw err; // e.g. KMS_CREDENTIALS from the credentials provider
     const name = (err as { name?: unknown }).name;
     const code = (typeof name === 'string' && Object.hasOwn(sdkErrorCodes, name) ? sdkErrorCodes[name] : undefined) ?? 'KMS_UNAVAILABLE';
     throw new KmsError(code, `KMS: ${typeof name === 'string' ? name : 'error'}: ${String((err as Error).message).slice(0, 200)}`, { cause: err });

@@ -19,7 +19,8 @@ export interface KmsEnv {
   attestGood: AttestFn;
   attestOther: AttestFn;
   sdk(): KMSClient;
-  enclave(): EnclaveKms;
+  /** The enclave's client, bound to the default key (or `keyArn`). */
+  enclave(o?: { keyArn?: string; unsafeSkipKeyIdCheck?: boolean }): EnclaveKms;
   restart(dir?: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -46,10 +47,13 @@ export async function startKmsEnv(opts: { dir?: string; keyPolicy?: KmsKeyPolicy
       clients.push(c);
       return c;
     },
-    enclave() {
+    enclave(o = {}) {
       // The enclave reaches KMS only through the socket it is given, as through the host's relay.
       const port = env.kms.port;
-      const c = createEnclaveKms({ endpoint: 'http://kms.local', region, credentials: testCredentials, connect: () => net.connect(port, '127.0.0.1') });
+      const c = createEnclaveKms({
+        endpoint: 'http://kms.local', region, credentials: testCredentials, connect: () => net.connect(port, '127.0.0.1'),
+        keyArn: o.keyArn ?? env.kms.defaultKeyId, ...(o.unsafeSkipKeyIdCheck ? { unsafeSkipKeyIdCheck: true } : {}),
+      });
       clients.push(c);
       return c;
     },

@@ -8,9 +8,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pino, { type Logger } from 'pino';
 import type { ClusterFile } from '../../client/cluster.ts';
+import { localImage, localImageSettings, type ImageSettings } from '../../cli/local/image.ts';
 import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
 import type { LocalNode } from '../../cli/local/node.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
@@ -19,8 +19,17 @@ import { EmulatedNsm } from '../../emulator/nsm.ts';
 import { loopbackOnly, startHost, type RunningHost } from '../../host/host.ts';
 import { fetchAttestation } from '../../host/http.ts';
 
-/** The enclave image `npm run build` (and the vitest globalSetup) produces. */
-export const defaultImagePath = fileURLToPath(new URL('../../dist/enclave.mjs', import.meta.url));
+/** The enclave image `npm run build` (and the vitest globalSetup) produces (sealed, closed, R=3, not single-node). */
+export { defaultImagePath } from '../../cli/local/image.ts';
+
+/**
+ * The image a local ring with these options runs (startLocalRing builds the same one): the base for a
+ * test's "modified image", which must differ from the ring's image only by the modification.
+ */
+export function imageFor(o: { nodes?: number; replicas?: number; access?: 'open' | 'closed'; seal?: boolean; extra?: Partial<ImageSettings> } = {}): Promise<string> {
+  const settings = localImageSettings({ nodes: o.nodes ?? 1, replicas: o.replicas ?? 1, access: o.access ?? 'open', seal: o.seal ?? true });
+  return localImage({ ...settings, ...o.extra });
+}
 const enclaveStartMs = 30_000;
 
 export function testLogger(): Logger {
@@ -49,7 +58,7 @@ export async function startTestRing(opts: { nodes?: number; imagePath?: string }
       dir,
       nodes: opts.nodes ?? 1,
       replicas: 1,
-      imagePath: opts.imagePath ?? defaultImagePath,
+      ...(opts.imagePath ? { imagePath: opts.imagePath } : {}),
       logger: testLogger(),
     });
   } catch (err) {
@@ -106,7 +115,8 @@ export async function startCustomNode(opts: {
   try {
     host = await startHost({ vsockDir, listenHost: '127.0.0.1', listenPort: 0, httpPort: 0, outboundPolicy: loopbackOnly, logger });
     enclave = await launchEnclave({
-      imagePath: opts.imagePath ?? defaultImagePath,
+      // No KMS here: an image that seals nothing.
+      imagePath: opts.imagePath ?? (await imageFor({ seal: false })),
       nsm: (measured) => new EmulatedNsm({ ca, pcrs: opts.pcrs(measured), moduleId: ca.newModuleId() }),
       workDir: join(dir, 'work'),
       env: { EKV_VSOCK_DIR: vsockDir, EKV_LOG_LEVEL: 'warn' },

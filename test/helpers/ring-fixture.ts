@@ -10,12 +10,13 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { connect, EkvError, type EkvClient, type TrustPolicy } from '../../client/index.ts';
-import { kmsEnv, localBlobStore } from '../../cli/local/kms.ts';
+import type { ImageSettings } from '../../cli/local/image.ts';
+import { kmsEnv, localBlobStore, type LocalKmsInfo } from '../../cli/local/kms.ts';
 import { LocalNode } from '../../cli/local/node.ts';
 import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
 import { idFromBytes, inRange, keyId } from '../../enclave/ring/index.ts';
 import type { History } from './history.ts';
-import { defaultImagePath, shortTempDir, testLogger } from './local-ring.ts';
+import { shortTempDir, testLogger } from './local-ring.ts';
 
 export const clientTimeoutMs = 10_000;
 const statusTimeoutMs = 3000;
@@ -134,6 +135,8 @@ export interface RingFixtureOptions {
   progress?: (line: string) => void;
   /** Sealed persistence (default true): a relaunched enclave keeps its identity and rejoins at its place. */
   seal?: boolean;
+  /** Image settings over those the options imply. */
+  imageSettings?: Partial<ImageSettings>;
 }
 
 export class RingFixture {
@@ -156,7 +159,8 @@ export class RingFixture {
     const logger = o.logger ?? testLogger();
     try {
       const ring = await startLocalRing({
-        dir, nodes: o.nodes, replicas: o.replicas, imagePath: defaultImagePath, logger, seal: o.seal ?? true,
+        dir, nodes: o.nodes, replicas: o.replicas, logger, seal: o.seal ?? true,
+        ...(o.imageSettings ? { imageSettings: o.imageSettings } : {}),
         ...(o.progress ? { progress: o.progress } : {}),
       });
       return new RingFixture(ring, o.replicas, logger);
@@ -171,9 +175,9 @@ export class RingFixture {
   }
 
   /** The ring's emulated KMS (startLocalRing writes kms.json), for nodes added later. */
-  get kms(): { url: string; keyId: string } | null {
+  get kms(): LocalKmsInfo | null {
     const p = join(this.dir, 'kms.json');
-    return existsSync(p) ? (JSON.parse(readFileSync(p, 'utf8')) as { url: string; keyId: string }) : null;
+    return existsSync(p) ? (JSON.parse(readFileSync(p, 'utf8')) as LocalKmsInfo) : null;
   }
 
   get trust(): TrustPolicy {
@@ -261,20 +265,23 @@ export class RingFixture {
     });
   }
 
-  /** A new node that joins through a live member (from another image: a join attempt that must be refused). */
+  /**
+   * A new node that joins through a live member, running the ring's image (or another: a join attempt that
+   * must be refused). `seal` (default true) gives it the ring's KMS and a blob store; an unsealed image
+   * needs neither.
+   */
   async addNode(o: { imagePath?: string; member?: boolean; seal?: boolean } = {}): Promise<LocalNode> {
     const kms = (o.seal ?? true) ? this.kms : null;
     const name = `extra-${++this.extra}`;
     const node: LocalNode = new LocalNode({
-      name, dir: join(this.dir, name), imagePath: o.imagePath ?? defaultImagePath, ca: this.ring.ca,
+      name, dir: join(this.dir, name), imagePath: o.imagePath ?? this.ring.imagePath, ca: this.ring.ca,
       listenPort: 0, httpPort: 0, logger: this.logger,
       enclaveEnv: ({ addr }) => ({
-        EKV_REPLICAS: String(this.replicas),
         EKV_JOIN: this.members.find((m) => m.addr !== addr && m.enclave !== null)?.addr ?? '',
         // Sealed like the ring's own nodes (the KMS releases keys only to the ring's image).
         ...(kms ? kmsEnv(kms) : {}),
       }),
-      ...(kms ? { startBlobStore: localBlobStore(this.logger) } : {}),
+      ...(kms ? { startBlobStore: localBlobStore(this.logger), imdsUrl: kms.imdsUrl } : {}),
     });
     const member = o.member ?? true;
     const list = member ? this.members : this.strangers;
