@@ -12,6 +12,7 @@ import { EmulatorCa } from '../../emulator/ca.ts';
 import { kmsEnv, localBlobStore, startLocalKms } from './kms.ts';
 import { LocalNode } from './node.ts';
 import { waitForRing } from './ready.ts';
+import { rememberTrust } from '../trust-store.ts';
 
 export interface RingState {
   version: 1;
@@ -31,6 +32,8 @@ export interface LocalRingOptions {
   seal?: boolean;
   /** What the ring does with keys outside any namespace (default open, the quick start's setting). */
   access?: 'open' | 'closed';
+  /** Record the cluster's trust section in the user's trust store (cli/trust-store.ts); default true. */
+  rememberTrust?: boolean;
 }
 
 export interface LocalRing {
@@ -124,6 +127,10 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   };
   const clusterFile = join(dir, 'cluster.json');
   writeJsonAtomic(clusterFile, cluster);
+  // This process created (or loaded) the emulated CA and measured the image itself, so the trust
+  // section it just wrote is the user's own: record it, and `ekv get -c DIR/cluster.json` needs no flag.
+  // A cluster file from anyone else is not in the store and is used for its addresses only.
+  if (o.rememberTrust !== false) rememberTrust(cluster.trust, `ekv up ${clusterFile}`);
   try {
     await waitForRing(cluster, 60_000, progress);
   } catch (err) {
