@@ -3,7 +3,7 @@
  *
  *   const kv = await connect({ cluster, identity: toPrincipalSigner(loadIdentity('me.key')) });
  *   await kv.acl.createNamespace('team');
- *   await kv.acl.grant('team', 'ekv1...', 'read');        // or { group: 'ops' } / 'group:ops'
+ *   await kv.acl.grant('team', 'ekv1...', 'read');        // or 'group:ops' / 'group:ops@ekv1<group key>'
  *   await kv.acl.createGroup('ops', [bob]);  await kv.acl.addMember('ops', carol);
  *
  * Every change is a document this client signs with its identity and the
@@ -35,6 +35,7 @@ import {
   type DocKind,
   type GroupBody,
   type Right,
+  type SubjectRef,
   type SignedDoc,
 } from '../protocol/acl-doc.ts';
 import { EkvError } from '../protocol/errors.ts';
@@ -83,13 +84,36 @@ export class AccessApi {
     return { body: decodeAclBody(doc.body), doc };
   }
 
-  async grant(ns: string, subject: AclSubject | string, right: Right): Promise<AclView> {
-    return this.editAcl(ns, grantEdit(toSubject(subject), right));
+  /**
+   * Give `right` to a principal or a group. A group is bound by its key: `group:NAME@<key>` (or
+   * `{ group, key }`) pins the key you expect; `group:NAME` takes the key the ring reports for the group
+   * now (see the returned entry, or `ekv acl show`). The enclave refuses a group that does not exist
+   * with that key (NOT_FOUND / UNKNOWN_GROUP), and a group of the same name made later by another key
+   * gets nothing from this entry.
+   */
+  async grant(ns: string, subject: SubjectRef | string, right: Right): Promise<AclView> {
+    return this.editAcl(ns, grantEdit(await this.bound(toSubject(subject)), right));
   }
 
-  /** Remove `right`, or every right when null. */
-  async revoke(ns: string, subject: AclSubject | string, right: Right | null = null): Promise<AclView> {
+  /** Remove `right`, or every right when null (a group by name, whatever its key). */
+  async revoke(ns: string, subject: SubjectRef | string, right: Right | null = null): Promise<AclView> {
     return this.editAcl(ns, revokeEdit(toSubject(subject), right));
+  }
+
+  /** The key that signs group `name` now, as the ring reports it (NOT_FOUND when there is no such group). */
+  async groupKey(name: string): Promise<Principal> {
+    const r = await this.call(groupKey(name), 'grpKey', { g: name });
+    try {
+      if (r.key instanceof Uint8Array) return principalFromBytes(r.key);
+    } catch {
+      // reported below
+    }
+    throw new EkvError('PROTOCOL', 'malformed grpKey answer');
+  }
+
+  private async bound(s: SubjectRef): Promise<AclSubject> {
+    if (s instanceof Principal || s.key !== undefined) return s as AclSubject;
+    return { group: s.group, key: await this.groupKey(s.group) };
   }
 
   /** Create group `name`; this client's identity becomes the group key that signs every version. */
@@ -190,7 +214,7 @@ function withReason(err: unknown): unknown {
   return m ? new EkvError(err.code, err.message, { reason: m[1] as string }) : err;
 }
 
-function toSubject(s: AclSubject | string): AclSubject {
+function toSubject(s: SubjectRef | string): SubjectRef {
   return typeof s === 'string' ? parseSubject(s) : s;
 }
 

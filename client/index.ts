@@ -1,7 +1,8 @@
 /**
  * The enclave-kv SDK.
  *
- *   const kv = await connect({ cluster: './cluster.json' });
+ *   const kv = await connect({ nodes: ['10.0.0.5:7000'], trust: { pcrs: { 0: '<PCR0 hex>' } } });
+ *   // or: connect({ cluster: './cluster.json', trust }); a local `ekv up` ring: connect({ cluster, trustClusterFile: true })
  *   await kv.put('k', 'v'); const v = await kv.get('k'); await kv.close();
  *
  * Before its first request to a node the client verifies that node's
@@ -16,11 +17,11 @@ import type { PrincipalSigner } from '../protocol/handshake.ts';
 import { AccessApi } from './acl.ts';
 import { loadCluster, type ClusterFile } from './cluster.ts';
 import { NodeConnection } from './node-connection.ts';
-import { checkTrustPolicy, documentVerifier, type TrustPolicy } from './trust.ts';
+import { checkTrustPolicy, documentVerifier, resolveTrust, type ResolvedTrust, type TrustPolicy } from './trust.ts';
 
 export { EkvError } from '../protocol/errors.ts';
 export type { EkvErrorCode } from '../protocol/errors.ts';
-export type { TrustPolicy } from './trust.ts';
+export type { ResolvedTrust, TrustPolicy, TrustSource } from './trust.ts';
 export type { ClusterFile } from './cluster.ts';
 export { AccessApi, type AclView, type GroupView } from './acl.ts';
 
@@ -42,7 +43,14 @@ export interface ConnectOptions {
   cluster?: string | ClusterFile;
   /** Node addresses (host:port), with `trust`. */
   nodes?: string[];
+  /** The trust policy. When given it is the whole policy: a cluster file's trust section is then ignored. */
   trust?: TrustPolicy;
+  /**
+   * Use the cluster file's trust section (roots, PCRs, allowAnyImage, allowDebug) as the policy. Only for a
+   * file you trust as much as your own code (the one your own `ekv up` wrote): whoever writes it chooses
+   * which enclaves you talk to. Without it (and without `trust`), only the file's addresses are used.
+   */
+  trustClusterFile?: boolean;
   /** Per-request timeout (default 10 s). */
   timeoutMs?: number;
   /** A principal to prove in every handshake (access control). */
@@ -230,20 +238,24 @@ export class EkvClient {
   }
 }
 
-export async function connect(opts: ConnectOptions): Promise<EkvClient> {
-  let addrs: string[];
-  let trust: TrustPolicy;
+/**
+ * The addresses and the trust policy connect() would use, and where each part of the policy came from
+ * (`ekv status` prints it). Addresses come from the cluster file or `nodes`; the policy is never a merge
+ * of the caller's and the file's (client/trust.ts resolveTrust).
+ */
+export function resolveConnect(opts: ConnectOptions): { addrs: string[]; trust: ResolvedTrust } {
   if (opts.cluster !== undefined) {
     const c = typeof opts.cluster === 'string' ? loadCluster(opts.cluster) : opts.cluster;
-    addrs = c.nodes.map((n) => n.addr);
-    trust = { ...c.trust, ...(opts.trust ?? {}) };
-  } else if (opts.nodes) {
-    addrs = opts.nodes;
-    trust = opts.trust ?? {};
-  } else {
-    throw new EkvError('BAD_REQUEST', 'connect: give either cluster or nodes');
+    const trust = resolveTrust({ trust: opts.trust, fileTrust: c.trust, trustClusterFile: opts.trustClusterFile });
+    return { addrs: c.nodes.map((n) => n.addr), trust };
   }
-  return new EkvClient(addrs, trust, {
+  if (opts.nodes) return { addrs: opts.nodes, trust: resolveTrust({ trust: opts.trust, trustClusterFile: opts.trustClusterFile }) };
+  throw new EkvError('BAD_REQUEST', 'connect: give either cluster or nodes');
+}
+
+export async function connect(opts: ConnectOptions): Promise<EkvClient> {
+  const { addrs, trust } = resolveConnect(opts);
+  return new EkvClient(addrs, trust.policy, {
     timeoutMs: opts.timeoutMs ?? 10_000,
     ...(opts.identity ? { identity: opts.identity } : {}),
     ...(opts.routing ? { routing: opts.routing } : {}),

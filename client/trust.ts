@@ -1,7 +1,8 @@
 /**
  * The client's trust policy: which roots, which PCRs, how old a document may
  * be. The default trusts only the AWS Nitro root; the emulator's root is
- * trusted only when a caller (or a cluster file) passes it explicitly.
+ * trusted only when the caller passes it explicitly, or explicitly accepts a
+ * cluster file's trust section (resolveTrust below).
  */
 import { EkvError } from '../protocol/errors.ts';
 import type { AttestedPeer, VerifyDoc } from '../protocol/handshake.ts';
@@ -30,7 +31,11 @@ export function checkTrustPolicy(policy: TrustPolicy): void {
   const pcr0 = policy.pcrs?.['0'];
   const pinned = typeof pcr0 === 'string' ? pcr0.length > 0 : Array.isArray(pcr0) && pcr0.length > 0;
   if (!pinned && policy.allowAnyImage !== true) {
-    throw new EkvError('BAD_REQUEST', 'the trust policy pins no PCR0: give trust.pcrs[0] (the image measurement), or allowAnyImage: true');
+    throw new EkvError(
+      'BAD_REQUEST',
+      'the trust policy pins no PCR0: give trust.pcrs[0] (the image measurement; CLI --pcr 0=HEX), or allowAnyImage: true; ' +
+        "a cluster file's trust section is used only with trustClusterFile: true (CLI --trust-cluster-file)",
+    );
   }
 }
 
@@ -57,4 +62,65 @@ export function documentVerifier(policy: TrustPolicy): VerifyDoc {
       throw err;
     }
   };
+}
+
+// ---------------------------------------------------------------- where the policy comes from
+
+/**
+ * Who supplied each part of the policy in force. A cluster file is written by whoever runs the ring
+ * (the operator, whom the threat model does not trust), so its addresses are used, but its trust
+ * section only when the caller opts in; see docs/client-trust.md.
+ */
+export type TrustSource = 'caller' | 'cluster-file' | 'default';
+
+export interface ResolvedTrust {
+  policy: TrustPolicy;
+  /** Where the policy as a whole came from. */
+  from: TrustSource;
+  /** Where each part came from: roots, pcr0..pcrN, maxAgeMs, allowDebug, allowAnyImage, clockSkewMs. */
+  parts: Record<string, TrustSource>;
+}
+
+export interface TrustChoice {
+  /** The caller's own policy: when given, it is the whole policy and the file's trust is ignored. */
+  trust?: TrustPolicy | undefined;
+  /** The cluster file's trust section, if there is a file. */
+  fileTrust?: TrustPolicy | undefined;
+  /** The caller explicitly accepts the cluster file's trust section (roots, PCRs, allowAnyImage, allowDebug). */
+  trustClusterFile?: boolean | undefined;
+}
+
+const policyParts = ['roots', 'maxAgeMs', 'allowDebug', 'allowAnyImage', 'clockSkewMs'] as const;
+
+/**
+ * The policy in force. Never a merge: the caller's policy replaces the file's, and the file's is used
+ * only on `trustClusterFile`. With neither, the default (the AWS Nitro root, nothing pinned), which
+ * checkTrustPolicy refuses because it pins no PCR0.
+ */
+export function resolveTrust(c: TrustChoice): ResolvedTrust {
+  if (c.trust !== undefined && c.trustClusterFile === true) {
+    throw new EkvError('BAD_REQUEST', 'give either a trust policy or trustClusterFile, not both (they are never merged)');
+  }
+  if (c.trustClusterFile === true && c.fileTrust === undefined) {
+    throw new EkvError('BAD_REQUEST', 'trustClusterFile needs a cluster file');
+  }
+  const from: TrustSource = c.trust !== undefined ? 'caller' : c.trustClusterFile === true ? 'cluster-file' : 'default';
+  const policy: TrustPolicy = from === 'caller' ? { ...c.trust } : from === 'cluster-file' ? copyFileTrust(c.fileTrust as TrustPolicy) : {};
+  const parts: Record<string, TrustSource> = {};
+  for (const k of policyParts) parts[k] = policy[k] === undefined ? 'default' : from;
+  for (const i of Object.keys(policy.pcrs ?? {})) parts[`pcr${i}`] = from;
+  if (parts.pcr0 === undefined) parts.pcr0 = 'default';
+  return { policy, from, parts };
+}
+
+/** Only the policy fields: a file cannot smuggle in a clock (`now`) or anything else. */
+function copyFileTrust(t: TrustPolicy): TrustPolicy {
+  const out: TrustPolicy = {};
+  if (Array.isArray(t.roots)) out.roots = t.roots.filter((r): r is string => typeof r === 'string');
+  if (t.pcrs && typeof t.pcrs === 'object') out.pcrs = { ...t.pcrs };
+  if (typeof t.maxAgeMs === 'number') out.maxAgeMs = t.maxAgeMs;
+  if (typeof t.clockSkewMs === 'number') out.clockSkewMs = t.clockSkewMs;
+  if (t.allowDebug === true) out.allowDebug = true;
+  if (t.allowAnyImage === true) out.allowAnyImage = true;
+  return out;
 }

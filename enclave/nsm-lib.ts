@@ -19,7 +19,7 @@
  * blocks the event loop, and one at a time, because they share one descriptor.
  */
 import { createRequire } from 'node:module';
-import { type AttestationRequest, type Nsm, type NsmErrorCode, NsmError, nsmFieldBytesMax } from './nsm.ts';
+import { type AttestationRequest, type Nsm, type NsmErrorCode, NsmError, nsmFieldBytesMax, nsmPendingMax } from './nsm.ts';
 
 export const libnsmPathDefault = '/usr/lib/libnsm.so';
 /** Capacity of the document buffer; real documents are about 4.5 KiB. */
@@ -95,8 +95,12 @@ export class LibNsm implements Nsm {
   private closed = false;
   /** Tail of the call queue: calls share one descriptor, so they run one after another. */
   private tail: Promise<unknown> = Promise.resolve();
+  /** Calls queued or running; bounded like StreamNsm's, so a flood of hellos cannot grow the queue without end. */
+  private pending = 0;
+  private readonly pendingMax: number;
 
-  constructor(libraryPath: string = process.env.EKV_LIBNSM ?? libnsmPathDefault) {
+  constructor(libraryPath: string = process.env.EKV_LIBNSM ?? libnsmPathDefault, init: { pendingMax?: number } = {}) {
+    this.pendingMax = init.pendingMax ?? nsmPendingMax;
     this.bindings = loadBindings(libraryPath);
     const fd = this.bindings.init();
     if (!Number.isInteger(fd) || fd < 0) {
@@ -113,7 +117,11 @@ export class LibNsm implements Nsm {
     } catch (err) {
       return Promise.reject(err);
     }
-    const run = this.tail.then(() => this.call(args));
+    if (this.pending >= this.pendingMax) {
+      return Promise.reject(new NsmError('BUSY', `${this.pending} NSM requests already pending`));
+    }
+    this.pending++;
+    const run = this.tail.then(() => this.call(args)).finally(() => this.pending--);
     this.tail = run.catch(() => undefined);
     return run;
   }

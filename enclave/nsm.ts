@@ -31,7 +31,12 @@ export interface Nsm {
 export const nsmFieldBytesMax = 1024;
 /** The NSM driver's response buffer (0x3000): no genuine response is longer. */
 export const nsmResponseBytesMax = 0x3000;
-/** Requests in flight on one stream before attest() refuses with BUSY. */
+/**
+ * Requests queued or in flight before attest() refuses with BUSY, in both implementations (StreamNsm,
+ * LibNsm). Inbound handshakes may hold at most handshakeAttestationsMax of them (enclave/admission.ts),
+ * so the enclave's own attestations (its outbound peer handshakes, KMS Recipient documents) always
+ * find room, whatever a flood of hellos does.
+ */
 export const nsmPendingMax = 64;
 /** A response slower than this means the channel is stuck. */
 export const nsmTimeoutMs = 30_000;

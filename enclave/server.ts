@@ -10,12 +10,11 @@ import { handshakeBytesMax } from '../protocol/constants.ts';
 import { encodeCbor } from '../protocol/cbor.ts';
 import { EkvError } from '../protocol/errors.ts';
 import { FramedSocket } from '../protocol/framed-socket.ts';
-import { acceptHandshake, type AcceptOptions, type AttestedPeer } from '../protocol/handshake.ts';
+import { acceptHandshake, type AcceptOptions, type AttestedPeer, type HelloMode } from '../protocol/handshake.ts';
 import { serveRpc, type RpcResult } from '../protocol/rpc.ts';
 import { sessionLifetimeMs } from '../protocol/constants.ts';
+import { connectionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
 
-/** Connections the enclave serves at once (clients, peers, the host's attestation fetches). */
-export const connectionsMax = 8192;
 
 export interface CallerContext {
   /** Set when the caller is an attested peer enclave. */
@@ -32,19 +31,28 @@ export interface ServerStats {
   sessionsTampered: number;
 }
 
+export interface ServerInit {
+  /** Limits on unauthenticated work (default: enclave/admission.ts's). */
+  admission?: HandshakeAdmission;
+}
+
 export class EnclaveServer {
   readonly stats: ServerStats = { connections: 0, handshakesFailed: 0, sessionsTampered: 0 };
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  readonly admission: HandshakeAdmission;
 
   constructor(
     private readonly accept: AcceptOptions,
     private readonly handler: Handler,
     private readonly logger: Logger,
+    init: ServerInit = {},
   ) {
+    this.admission = init.admission ?? new HandshakeAdmission();
     this.server = net.createServer((s) => this.onConnection(s));
-    // Bounded: each connection may hold a handshake's buffer until its timeout.
-    this.server.maxConnections = connectionsMax;
+    // Connections are bounded in onConnection (connectionsMax), not by maxConnections: a new
+    // connection may push out the oldest one still waiting for its hello, so a flood of idle
+    // connections cannot keep a peer (or anyone) out.
   }
 
   listen(path: string): Promise<void> {
@@ -63,23 +71,43 @@ export class EnclaveServer {
   }
 
   private onConnection(socket: net.Socket): void {
+    if (!this.admission.roomForConnection(this.sockets.size, connectionsMax)) {
+      socket.destroy();
+      return;
+    }
     this.stats.connections++;
     this.sockets.add(socket);
-    socket.on('close', () => this.sockets.delete(socket));
+    this.admission.connected(socket, () => socket.destroy());
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      this.admission.disconnected(socket);
+    });
     socket.setNoDelay?.(true);
     const fs = new FramedSocket(socket, handshakeBytesMax);
-    this.handshake(fs).catch((err: unknown) => {
+    let ticket: HandshakeTicket | null = null;
+    let mode: HelloMode | null = null;
+    const admit = (m: HelloMode) => {
+      mode = m;
+      return (ticket = this.admission.admit(socket, m));
+    };
+    const released = () => (ticket as HandshakeTicket | null)?.release();
+    this.handshake(fs, admit).then(() => {
+      released();
+      if (mode !== null && !socket.destroyed) this.admission.established(socket, mode);
+    }, (err: unknown) => {
+      released();
       this.stats.handshakesFailed++;
       const e = err instanceof EkvError ? err : new EkvError('INTERNAL', 'handshake failed');
       if (!(err instanceof EkvError)) this.logger.error({ err }, 'handshake error');
       else this.logger.debug({ code: e.code, msg: e.message }, 'handshake refused');
       if (!fs.closed) fs.end(encodeCbor({ t: 'error', code: e.code, message: e.message }));
-      setTimeout(() => socket.destroy(), 1000).unref();
+      // A refusal for load lingers briefly: under a flood, refused sockets must not pile up.
+      setTimeout(() => socket.destroy(), e.reason === 'BUSY' ? 100 : 1000).unref();
     });
   }
 
-  private async handshake(fs: FramedSocket): Promise<void> {
-    const accepted = await acceptHandshake(fs, this.accept);
+  private async handshake(fs: FramedSocket, admit: AcceptOptions['admit']): Promise<void> {
+    const accepted = await acceptHandshake(fs, { ...this.accept, admit });
     if (accepted.kind === 'attest') return;
     const { session, peer, principal } = accepted;
     const ctx: CallerContext = { peer, principal };

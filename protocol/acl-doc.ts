@@ -5,11 +5,14 @@
  * A document is a CBOR body signed by a principal:
  *   SignedDoc = CBOR [ body: bstr, signer: bstr (principal binary form), signature: bstr ]
  *   AclBody   = { "ns": name, "version": uint >= 1, "owner": principal,
- *                 "entries": [ { "subject": principal | { "group": name }, "rights": [right...] } ],
+ *                 "entries": [ { "subject": principal | { "group": name, "key": principal }, "rights": [right...] } ],
  *                 "prev": null (version 1) | bstr .size 32 (SHA-256 of the previous body) }
  *   GroupBody = { "name": name, "version": uint >= 1, "key": principal (the group's own key),
  *                 "members": [principal...], "prev": null | bstr .size 32 }
  * where right is "read" | "write" | "admin", and name is 1-64 of [A-Za-z0-9._-], not starting with . _ or -.
+ * A group entry names the group AND its key (the key that signs every version of it, fixed at
+ * creation): the entry gives rights to the members of that group only, never to a group of the same name
+ * created later by someone else (issue 10, item 5; docs/access-control.md).
  *
  * The signature covers a fixed label and the body bytes as received, so an ACL
  * signature cannot pass for a group one or for a handshake proof; `prev` and
@@ -34,13 +37,18 @@ import {
 // ---------------------------------------------------------------- limits
 
 export const aclEntriesMax = 4096;
+/** Of those, entries naming a group (each carries the group's key, so they are the larger kind). */
+export const aclGroupEntriesMax = 256;
 export const groupMembersMax = 10_000;
 export const docNameBytesMax = 64;
 export const docHashBytes = 32;
-/** Worst encoded entry: {"subject": {"group": <64 bytes>}, "rights": ["read","write","admin"]} (test/acl-doc checks it). */
-export const aclEntryBytesMax = 107;
+/** Worst encoded group entry: {"subject": {"group": <64 bytes>, "key": <P-256 principal>}, "rights": ["read","write","admin"]} (test/acl-doc checks it). */
+export const aclGroupEntryBytesMax = 147;
+/** Worst encoded principal entry: {"subject": <P-256 principal>, "rights": ["read","write","admin"]} (test/acl-doc checks it). */
+export const aclPrincipalEntryBytesMax = 70;
 const bodyHeaderBytesMax = 512;
-export const aclBodyBytesMax = aclEntriesMax * aclEntryBytesMax + bodyHeaderBytesMax;
+export const aclBodyBytesMax =
+  aclGroupEntriesMax * aclGroupEntryBytesMax + (aclEntriesMax - aclGroupEntriesMax) * aclPrincipalEntryBytesMax + bodyHeaderBytesMax;
 export const groupBodyBytesMax = groupMembersMax * (2 + principalBytesMax) + bodyHeaderBytesMax;
 const signedOverheadBytes = 16 + principalBytesMax + principalSignatureBytes;
 export const aclDocBytesMax = aclBodyBytesMax + signedOverheadBytes;
@@ -60,7 +68,8 @@ export type AclErrorCode =
   | 'VERSION_GAP' // version > current + 1 (or a creation that is not version 1)
   | 'PREV_MISMATCH' // the next version, but built on a different previous body (a fork)
   | 'WRONG_NAME' // the document is for another namespace or group
-  | 'IMMUTABLE'; // the update changes the owner (ACL) or the key (group)
+  | 'IMMUTABLE' // the update changes the owner (ACL) or the key (group)
+  | 'UNKNOWN_GROUP'; // a new group entry names a group that does not exist with that key
 
 export class AclError extends Error {
   readonly code: AclErrorCode;
@@ -76,7 +85,14 @@ export class AclError extends Error {
 export type Right = 'read' | 'write' | 'admin';
 export const allRights: readonly Right[] = ['read', 'write', 'admin'];
 export type DocKind = 'acl' | 'group';
-export type AclSubject = Principal | { readonly group: string };
+/** A group as an ACL entry names it: by name and by the key that signs it. */
+export interface GroupSubject {
+  readonly group: string;
+  readonly key: Principal;
+}
+export type AclSubject = Principal | GroupSubject;
+/** A subject as a caller writes it: a group's key may be left for the client to look up (client/acl.ts). */
+export type SubjectRef = Principal | { readonly group: string; readonly key?: Principal | undefined };
 
 export interface AclEntry {
   readonly subject: AclSubject;
@@ -111,8 +127,12 @@ export function isDocName(x: unknown): x is string {
   return typeof x === 'string' && x.length <= docNameBytesMax && namePattern.test(x);
 }
 
-/** A map key for an ACL subject: a principal's id, or `group:NAME` (no principal id contains ':'). */
-export function subjectId(s: AclSubject): string {
+/**
+ * A map key for an ACL subject: a principal's id, or `group:NAME` (no principal id contains ':').
+ * An ACL names a group at most once, whatever its key: granting to a group of the same name with
+ * another key replaces the entry (grantEdit).
+ */
+export function subjectId(s: SubjectRef): string {
   return s instanceof Principal ? s.id : `group:${s.group}`;
 }
 
@@ -183,15 +203,19 @@ function rightsField(x: unknown): Right[] {
 
 function subjectField(x: unknown): AclSubject {
   if (x instanceof Uint8Array) return principalField(x, 'subject');
-  const m = exactMap(x, ['group'], 'subject');
-  return { group: nameField(m.get('group'), 'subject group') };
+  const m = exactMap(x, ['group', 'key'], 'subject');
+  return { group: nameField(m.get('group'), 'subject group'), key: principalField(m.get('key'), 'subject group key') };
 }
 
 function entriesField(x: unknown): AclEntry[] {
   const seen = new Set<string>();
+  let groups = 0;
   return arrayField(x, aclEntriesMax, 'entries').map((e) => {
     const m = exactMap(e, ['subject', 'rights'], 'entry');
     const subject = subjectField(m.get('subject'));
+    if (!(subject instanceof Principal) && ++groups > aclGroupEntriesMax) {
+      throw new AclError('TOO_LARGE', `entries: more than ${aclGroupEntriesMax} groups`);
+    }
     const id = subjectId(subject);
     if (seen.has(id)) throw new AclError('MALFORMED', 'entries: a subject appears twice');
     seen.add(id);
@@ -225,7 +249,7 @@ export function decodeGroupBody(bytes: Uint8Array): GroupBody {
 }
 
 function encodeSubject(s: AclSubject): unknown {
-  return s instanceof Principal ? s.bytes : new Map([['group', s.group]]);
+  return s instanceof Principal ? s.bytes : new Map<string, unknown>([['group', s.group], ['key', s.key.bytes]]);
 }
 
 export function encodeAclBody(b: AclBody): Buffer {
@@ -301,18 +325,28 @@ export function buildAclUpdate(current: SignedAcl, signer: Signer, edit: (entrie
   return signChecked('acl', body, signer);
 }
 
-/** Adds `right` for `subject` (a no-op change still makes a new version). */
+/**
+ * Adds `right` for `subject` (a no-op change still makes a new version). A group entry of the same name
+ * bound to another key is replaced: the rights given to the old group do not pass to the new one.
+ */
 export function grantEdit(subject: AclSubject, right: Right): (entries: readonly AclEntry[]) => AclEntry[] {
   const id = subjectId(subject);
   return (entries) => {
-    const found = entries.some((e) => subjectId(e.subject) === id);
+    const found = entries.find((e) => subjectId(e.subject) === id);
     if (!found) return [...entries, { subject, rights: [right] }];
-    return entries.map((e) => (subjectId(e.subject) !== id || e.rights.includes(right) ? e : { subject: e.subject, rights: sortRights([...e.rights, right]) }));
+    if (!sameSubject(found.subject, subject)) return entries.map((e) => (e === found ? { subject, rights: [right] } : e));
+    return entries.map((e) => (e !== found || e.rights.includes(right) ? e : { subject: e.subject, rights: sortRights([...e.rights, right]) }));
   };
 }
 
-/** Removes `right` (or every right when null) from `subject`; an entry left with none is dropped. */
-export function revokeEdit(subject: AclSubject, right: Right | null): (entries: readonly AclEntry[]) => AclEntry[] {
+/** The same principal, or the same group name bound to the same key. */
+export function sameSubject(a: AclSubject, b: AclSubject): boolean {
+  if (a instanceof Principal || b instanceof Principal) return a instanceof Principal && b instanceof Principal && a.equals(b);
+  return a.group === b.group && a.key.equals(b.key);
+}
+
+/** Removes `right` (or every right when null) from `subject` (a group by name, whatever its key); an entry left with none is dropped. */
+export function revokeEdit(subject: SubjectRef, right: Right | null): (entries: readonly AclEntry[]) => AclEntry[] {
   const id = subjectId(subject);
   return (entries) =>
     entries
@@ -347,14 +381,21 @@ export function removeMemberEdit(p: Principal): (members: readonly Principal[]) 
 
 // ---------------------------------------------------------------- text forms (CLI)
 
-/** `group:NAME` or a principal's text form. Throws AclError MALFORMED or PrincipalError BAD_PRINCIPAL. */
-export function parseSubject(text: string): AclSubject {
-  if (text.startsWith('group:')) return { group: nameField(text.slice('group:'.length), 'group') };
-  return principalFromText(text);
+/**
+ * `group:NAME`, `group:NAME@<group key principal>` (the key pinned by the caller), or a principal's text
+ * form. Throws AclError MALFORMED or PrincipalError BAD_PRINCIPAL.
+ */
+export function parseSubject(text: string): SubjectRef {
+  if (!text.startsWith('group:')) return principalFromText(text);
+  const rest = text.slice('group:'.length);
+  const at = rest.indexOf('@');
+  if (at < 0) return { group: nameField(rest, 'group') };
+  return { group: nameField(rest.slice(0, at), 'group'), key: principalFromText(rest.slice(at + 1)) };
 }
 
+/** A principal's text, or `group:NAME@<key>` (parseSubject reads it back). */
 export function formatSubject(s: AclSubject): string {
-  return s instanceof Principal ? s.text : `group:${s.group}`;
+  return s instanceof Principal ? s.text : `group:${s.group}@${s.key.text}`;
 }
 
 /** The JSON `ekv acl show --json` prints. */

@@ -167,6 +167,12 @@ export interface AcceptOptions {
   verifyPeer: VerifyDoc;
   verifyPrincipal: VerifyPrincipal;
   timeoutMs?: number;
+  /**
+   * Admission of unauthenticated work (enclave/admission.ts): called once the hello's mode is known,
+   * before any NSM work; throws (UNAVAILABLE/BUSY) to refuse. `attested()` is called once this side's
+   * document went out (the handshake then only waits for the caller). The caller releases the ticket.
+   */
+  admit?: (mode: HelloMode) => { attested(): void };
 }
 
 export type Accepted =
@@ -182,6 +188,7 @@ export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Pr
   const mode = hello.mode;
   if (mode !== 'client' && mode !== 'peer' && mode !== 'attest') throw new EkvError('PROTOCOL', 'unknown handshake mode');
   const clientNonce = bytesField(hello, 'nonce', 0, 512);
+  const ticket = opts.admit?.(mode);
 
   if (mode === 'attest') {
     const doc = await opts.attest(clientNonce, opts.identity.publicKey);
@@ -197,6 +204,7 @@ export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Pr
   const coreBytes = encodeCbor({ doc, eph: eph.publicKey, nonce: serverNonce });
   const th = sha256(helloBytes, coreBytes);
   fs.write(encodeCbor({ t: 'server', core: coreBytes, sig: opts.identity.sign(Buffer.concat([label.server, th])) }));
+  ticket?.attested();
 
   const finishBytes = await fs.next(timeout);
   const finish = parseMessage(finishBytes, 'finish');

@@ -8,7 +8,9 @@ import {
   aclBodyToJson,
   aclDocBytesMax,
   aclEntriesMax,
-  aclEntryBytesMax,
+  aclGroupEntriesMax,
+  aclGroupEntryBytesMax,
+  aclPrincipalEntryBytesMax,
   addMemberEdit,
   buildAclCreate,
   buildAclUpdate,
@@ -75,7 +77,7 @@ describe('ACL documents', () => {
   it('round-trip: create, grant, revoke; signatures verify; prev chains', () => {
     const v1 = buildAclCreate('team', alice);
     const v2 = buildAclUpdate(v1, alice, grantEdit(bob.principal, 'read'));
-    const v3 = buildAclUpdate(v2, alice, grantEdit({ group: 'ops' }, 'write'));
+    const v3 = buildAclUpdate(v2, alice, grantEdit({ group: 'ops', key: groupKey.principal }, 'write'));
     const v4 = buildAclUpdate(v3, alice, grantEdit(bob.principal, 'admin'));
     const again = decodeSignedDoc(encodeSignedDoc(v4), 'acl');
     expect(verifyDocSignature('acl', again)).toBe(true);
@@ -89,7 +91,7 @@ describe('ACL documents', () => {
       owner: alice.principal.text,
       entries: [
         { subject: bob.principal.text, rights: ['read', 'admin'] },
-        { subject: 'group:ops', rights: ['write'] },
+        { subject: `group:ops@${groupKey.principal.text}`, rights: ['write'] },
       ],
       prev: docHash(v3.body).toString('hex'),
     });
@@ -105,18 +107,27 @@ describe('ACL documents', () => {
     expect(verifyDocSignature('group', d)).toBe(false);
   });
 
-  it('the worst-case entry fits aclEntryBytesMax, and a full ACL fits aclBodyBytesMax and a ring value', () => {
-    const worst: AclEntry = { subject: { group: 'g'.repeat(64) }, rights: ['read', 'write', 'admin'] };
-    const one = encodeAclBody({ ns: 'n', version: 1, owner: alice.principal, entries: [worst], prev: null });
-    const none = encodeAclBody({ ns: 'n', version: 1, owner: alice.principal, entries: [], prev: null });
-    expect(one.length - none.length).toBeLessThanOrEqual(aclEntryBytesMax);
+  it('the worst-case entries fit their bounds, and a full ACL fits aclBodyBytesMax and a ring value', () => {
+    const rights: AclEntry['rights'] = ['read', 'write', 'admin'];
+    const worstGroup: AclEntry = { subject: { group: 'g'.repeat(64), key: bob.principal }, rights };
+    const worstPrincipal: AclEntry = { subject: bob.principal, rights };
+    const size = (entries: AclEntry[]) => encodeAclBody({ ns: 'n', version: 1, owner: alice.principal, entries, prev: null }).length;
+    expect(size([worstGroup]) - size([])).toBeLessThanOrEqual(aclGroupEntryBytesMax);
+    expect(size([worstPrincipal]) - size([])).toBeLessThanOrEqual(aclPrincipalEntryBytesMax);
     const entries: AclEntry[] = [];
-    for (let i = 0; i < aclEntriesMax; i++) entries.push({ subject: { group: `${String(i).padStart(8, '0')}${'g'.repeat(56)}` }, rights: worst.rights });
+    for (let i = 0; i < aclGroupEntriesMax; i++) entries.push({ subject: { group: `${String(i).padStart(8, '0')}${'g'.repeat(56)}`, key: bob.principal }, rights });
+    for (let i = aclGroupEntriesMax; i < aclEntriesMax; i++) entries.push({ subject: fakePrincipal(i), rights });
     const full = buildAclCreate('n'.repeat(64), alice, entries);
     expect(full.body.length).toBeLessThanOrEqual(aclBodyBytesMax);
     expect(encodeSignedDoc(full).length).toBeLessThanOrEqual(aclDocBytesMax);
     expect(aclDocBytesMax).toBeLessThanOrEqual(valueBytesMax);
     expect(decodeAclBody(full.body).entries.length).toBe(aclEntriesMax);
+  });
+
+  it('refuses more than aclGroupEntriesMax group entries (TOO_LARGE)', () => {
+    const groups = Array.from({ length: aclGroupEntriesMax + 1 }, (_, i) => entry(new Map<string, unknown>([['group', `g${i}`], ['key', bob.principal.bytes]]), ['read']));
+    expect(codeOf(() => decodeAclBody(body({ entries: groups })))).toBe('TOO_LARGE');
+    expect(decodeAclBody(body({ entries: groups.slice(1) })).entries.length).toBe(aclGroupEntriesMax);
   });
 
   it('refuses more than aclEntriesMax entries (TOO_LARGE), and oversized bytes before decoding', () => {
@@ -152,7 +163,9 @@ describe('ACL documents', () => {
       body({ entries: [entry(p, ['root'])] }),
       body({ entries: [entry(p, ['read', 'read'])] }),
       body({ entries: [entry(p, ['read']), entry(p, ['write'])] }),
-      body({ entries: [entry(new Map([['group', 'a/b']]), ['read'])] }),
+      body({ entries: [entry(new Map<string, unknown>([['group', 'a/b'], ['key', p]]), ['read'])] }),
+      body({ entries: [entry(new Map([['group', 'ops']]), ['read'])] }), // a group entry without its key
+      body({ entries: [entry(new Map<string, unknown>([['group', 'ops'], ['key', Buffer.alloc(33)]]), ['read'])] }),
       body({ entries: [entry(new Map([['grp', 'ab']]), ['read'])] }),
       body({ entries: [entry(p)] }),
       raw.encode([1, 2, 3]),
@@ -230,6 +243,9 @@ describe('group documents', () => {
 describe('subjects as text', () => {
   it('parses group:NAME and principal text forms', () => {
     expect(parseSubject('group:ops')).toEqual({ group: 'ops' });
+    const pinned = parseSubject(`group:ops@${groupKey.principal.text}`) as { group: string; key: Principal };
+    expect([pinned.group, pinned.key.equals(groupKey.principal)]).toEqual(['ops', true]);
+    expect(codeOf(() => parseSubject('group:ops@nokey'))).toBe('BAD_PRINCIPAL');
     expect((parseSubject(bob.principal.text) as Principal).equals(bob.principal)).toBe(true);
     expect(codeOf(() => parseSubject('group:'))).toBe('MALFORMED');
     expect(codeOf(() => parseSubject('bob'))).toBe('BAD_PRINCIPAL');

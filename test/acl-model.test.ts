@@ -70,8 +70,11 @@ class Model {
   }
 }
 
-function toSubject(s: Subject): AclSubject {
-  return 'p' in s ? (signers[s.p] as Signer).principal : { group: groupNames[s.g] as string };
+function toSubject(s: Subject, model: Model): AclSubject {
+  if ('p' in s) return (signers[s.p] as Signer).principal;
+  // As the client does: the group's key now; a group that does not exist yet gets its designated key.
+  const key = model.groups.get(s.g)?.key ?? 4 + s.g;
+  return { group: groupNames[s.g] as string, key: (signers[key] as Signer).principal };
 }
 
 function codeOf(f: () => unknown): string {
@@ -96,10 +99,12 @@ interface World {
 function stepAcl(w: World, a: Extract<Action, { t: 'acl' }>): void {
   const signer = signers[a.signer] as Signer;
   const base = a.stale && w.docs.length >= 2 ? (w.docs[w.docs.length - 2] as SignedDoc) : (w.docs[w.docs.length - 1] as SignedDoc);
-  const edit = a.grant ? grantEdit(toSubject(a.subject), a.right) : revokeEdit(toSubject(a.subject), a.right);
+  const edit = a.grant ? grantEdit(toSubject(a.subject, w.model), a.right) : revokeEdit(toSubject(a.subject, w.model), a.right);
   const doc = buildAclUpdate(base, signer, edit);
   const mayAdmin = w.model.rights(a.signer).has('admin');
-  const expected = !mayAdmin ? 'FORBIDDEN' : base !== w.docs[w.docs.length - 1] ? 'STALE_VERSION' : 'OK';
+  // A grant to a group binds it by its key, so the group must exist (issue 10, item 5).
+  const unknownGroup = a.grant && 'g' in a.subject && !w.model.groups.has(a.subject.g);
+  const expected = !mayAdmin ? 'FORBIDDEN' : base !== w.docs[w.docs.length - 1] ? 'STALE_VERSION' : unknownGroup ? 'UNKNOWN_GROUP' : 'OK';
   let next: VerifiedAcl | undefined;
   expect(codeOf(() => (next = applyAclUpdate('ns', w.acl, doc, w.groups)))).toBe(expected);
   if (next === undefined) return;
@@ -144,7 +149,7 @@ function stepReplay(w: World, a: Extract<Action, { t: 'replay' }>): void {
 }
 
 function stepForge(w: World, a: Extract<Action, { t: 'forge' }>): void {
-  const doc = buildAclUpdate(w.docs[w.docs.length - 1] as SignedDoc, signers[a.signer] as Signer, grantEdit(toSubject(a.subject), a.right));
+  const doc = buildAclUpdate(w.docs[w.docs.length - 1] as SignedDoc, signers[a.signer] as Signer, grantEdit(toSubject(a.subject, w.model), a.right));
   const signature = Buffer.from(doc.signature);
   signature[signature.length - 1] = (signature[signature.length - 1] as number) ^ 0x01;
   expect(codeOf(() => applyAclUpdate('ns', w.acl, { ...doc, signature }, w.groups))).toBe('BAD_SIGNATURE');

@@ -35,7 +35,7 @@ import {
   signDoc,
   type SignedDoc,
 } from '../protocol/acl-doc.ts';
-import { signerFromPrivateKey, type Principal } from '../protocol/principal.ts';
+import { Principal, signerFromPrivateKey } from '../protocol/principal.ts';
 import { generateIdentity } from '../client/identity.ts';
 
 const alice = signerFromPrivateKey(generateIdentity('ed25519')); // owner
@@ -195,7 +195,7 @@ describe('groups', () => {
   it('a group entry grants its rights to members, and a member removal takes effect at once', () => {
     const { groups, g1 } = withOps([carol.principal]);
     const { d2, v2 } = start(groups);
-    const v3 = applyAclUpdate('team', v2, buildAclUpdate(d2, alice, grantEdit({ group: 'ops' }, 'write')), groups);
+    const v3 = applyAclUpdate('team', v2, buildAclUpdate(d2, alice, grantEdit({ group: 'ops', key: opsKey.principal }, 'write')), groups);
     expect(allowed(v3, groups, carol.principal)).toEqual(['write', 'delete']);
     const gen = groups.generation;
     groups.apply('ops', buildGroupUpdate(g1, opsKey, removeMemberEdit(carol.principal)));
@@ -206,7 +206,7 @@ describe('groups', () => {
   it('admin through a group lets a member edit the ACL; after removal the same member is FORBIDDEN', () => {
     const { groups, g1 } = withOps([carol.principal]);
     const { d2, v2 } = start(groups);
-    const d3 = buildAclUpdate(d2, alice, grantEdit({ group: 'ops' }, 'admin'));
+    const d3 = buildAclUpdate(d2, alice, grantEdit({ group: 'ops', key: opsKey.principal }, 'admin'));
     const v3 = applyAclUpdate('team', v2, d3, groups);
     const d4 = buildAclUpdate(d3, carol, grantEdit(mallory.principal, 'read'));
     const v4 = applyAclUpdate('team', v3, d4, groups);
@@ -216,11 +216,44 @@ describe('groups', () => {
     expect(codeOf(() => applyAclUpdate('team', v4, d5, groups))).toBe('FORBIDDEN');
   });
 
-  it('an entry naming a group that does not exist grants nothing', () => {
+  // Issue 10, item 5: a grant binds the group by its key, checked at grant time and at use.
+  it('a grant to a group that does not exist is refused (UNKNOWN_GROUP); whoever creates it later gets nothing', () => {
     const groups = new GroupStore();
     const { d2, v2 } = start(groups);
-    const v3 = applyAclUpdate('team', v2, buildAclUpdate(d2, alice, grantEdit({ group: 'ghost' }, 'read')), groups);
-    expect(allowed(v3, groups, carol.principal)).toEqual([]);
+    const early = buildAclUpdate(d2, alice, grantEdit({ group: 'ghost', key: opsKey.principal }, 'read'));
+    expect(codeOf(() => applyAclUpdate('team', v2, early, groups))).toBe('UNKNOWN_GROUP');
+    expect(codeOf(() => applyAclUpdate('team', null, buildAclCreate('team', alice, [{ subject: { group: 'ghost', key: opsKey.principal }, rights: ['read'] }]), groups))).toBe(
+      'UNKNOWN_GROUP',
+    );
+    // mallory creates "ghost" with her own key: an entry bound to ops' key still refuses, and grants her nothing.
+    groups.apply('ghost', buildGroupCreate('ghost', mallory, [mallory.principal]));
+    expect(codeOf(() => applyAclUpdate('team', v2, early, groups))).toBe('UNKNOWN_GROUP');
+    expect(allowed(v2, groups, mallory.principal)).toEqual([]);
+  });
+
+  it('a group re-created under another key (its document lost) gets nothing from the old entry', () => {
+    const { groups } = withOps([carol.principal]);
+    const { d2, v2 } = start(groups);
+    const v3 = applyAclUpdate('team', v2, buildAclUpdate(d2, alice, grantEdit({ group: 'ops', key: opsKey.principal }, 'write')), groups);
+    expect(allowed(v3, groups, carol.principal)).toEqual(['write', 'delete']);
+    // The ring lost ops' document; mallory creates "ops" anew, with carol and herself as members.
+    const other = new GroupStore();
+    other.apply('ops', buildGroupCreate('ops', mallory, [carol.principal, mallory.principal]));
+    expect(allowed(v3, other, mallory.principal)).toEqual([]);
+    expect(allowed(v3, other, carol.principal)).toEqual([]);
+    // Control: the genuine group (same name, the bound key) still works through the same entry.
+    expect(allowed(v3, groups, carol.principal)).toEqual(['write', 'delete']);
+  });
+
+  it('an entry bound before stays valid while the group document is missing; a re-grant to a new key replaces it', () => {
+    const { groups } = withOps([carol.principal]);
+    const { d2, v2 } = start(groups);
+    const d3 = buildAclUpdate(d2, alice, grantEdit({ group: 'ops', key: opsKey.principal }, 'write'));
+    const v3 = applyAclUpdate('team', v2, d3, groups);
+    const d4 = buildAclUpdate(d3, alice, grantEdit(bob.principal, 'write'));
+    expect(applyAclUpdate('team', v3, d4, new GroupStore()).version).toBe(4); // unchanged group entry: not re-checked
+    const rebound = grantEdit({ group: 'ops', key: mallory.principal }, 'read')(decodeAclBody(d4.body).entries);
+    expect(rebound.filter((e) => !(e.subject instanceof Principal))).toEqual([{ subject: { group: 'ops', key: mallory.principal }, rights: ['read'] }]);
   });
 
   it('only the group key may create or edit a group; the key is immutable', () => {

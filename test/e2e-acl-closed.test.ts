@@ -17,8 +17,8 @@ const code = (p: Promise<unknown>) => p.then(() => 'OK', (e: unknown) => (e inst
 beforeAll(async () => {
   dir = shortTempDir('ekv-cl-');
   ring = await startLocalRing({ dir, nodes: 1, replicas: 1, logger: testLogger(), access: 'closed', seal: false });
-  anon = await connect({ cluster: ring.clusterFile });
-  alice = await connect({ cluster: ring.clusterFile, identity: toPrincipalSigner(identityFromKey(generateIdentity('ed25519'))) });
+  anon = await connect({ cluster: ring.clusterFile, trustClusterFile: true });
+  alice = await connect({ cluster: ring.clusterFile, trustClusterFile: true, identity: toPrincipalSigner(identityFromKey(generateIdentity('ed25519'))) });
 }, 60_000);
 
 afterAll(async () => {

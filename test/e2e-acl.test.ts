@@ -22,7 +22,7 @@ const clients: EkvClient[] = [];
 
 async function client(identity: ClientIdentity | null, nodes?: string[]): Promise<EkvClient> {
   const c = await connect({
-    ...(nodes ? { nodes, trust: ring.trust } : { cluster: ring.ring.clusterFile }),
+    ...(nodes ? { nodes, trust: ring.trust } : { cluster: ring.ring.clusterFile, trustClusterFile: true }),
     timeoutMs: 10_000,
     ...(identity ? { identity: toPrincipalSigner(identity) } : {}),
   });

@@ -54,7 +54,7 @@ class Canary {
 
 beforeAll(async () => {
   t = await startTestRing({ nodes: 1 });
-  canary = new Canary(await connect({ cluster: t.cluster, timeoutMs: 5000 }));
+  canary = new Canary(await connect({ cluster: t.cluster, trustClusterFile: true, timeoutMs: 5000 }));
   canary.start();
 });
 
@@ -107,7 +107,7 @@ function expectErrorFrame(r: RawResult, code: string): void {
 }
 
 async function stillServes(): Promise<void> {
-  const kv = await connect({ cluster: t.cluster, timeoutMs: 5000 });
+  const kv = await connect({ cluster: t.cluster, trustClusterFile: true, timeoutMs: 5000 });
   try {
     const v = randomBytes(16).toString('hex');
     await kv.put('after', v);

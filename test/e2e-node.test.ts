@@ -15,7 +15,7 @@ let kv: EkvClient;
 
 beforeAll(async () => {
   t = await startTestRing({ nodes: 1 });
-  kv = await connect({ cluster: t.clusterFile, timeoutMs: 5000 });
+  kv = await connect({ cluster: t.clusterFile, trustClusterFile: true, timeoutMs: 5000 });
 });
 
 afterAll(async () => {
@@ -92,7 +92,7 @@ describe('SDK against one node', () => {
   });
 
   it('keeps thousands of requests in flight on one connection, each answered correctly', async () => {
-    const c = await connect({ cluster: t.clusterFile, timeoutMs: 20_000 });
+    const c = await connect({ cluster: t.clusterFile, trustClusterFile: true, timeoutMs: 20_000 });
     try {
       await c.verifyAll();
       const before = await inboundConnections();

@@ -86,7 +86,7 @@ describe('a node started from a modified image', () => {
     const file = join(dir, 'original-pcrs.json');
     writeFileSync(file, JSON.stringify(cluster));
     const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile(process.execPath, [ekvBin, 'get', 'k', '-c', file], { timeout: 30_000 }, (err, stdout, stderr) =>
+      execFile(process.execPath, [ekvBin, 'get', 'k', '-c', file, '--trust-cluster-file'], { timeout: 30_000 }, (err, stdout, stderr) =>
         resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }));
     });
     expect(r.code).toBe(1);

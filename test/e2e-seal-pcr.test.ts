@@ -25,7 +25,7 @@ const started: LocalNode[] = [];
 beforeAll(async () => {
   dir = shortTempDir('ekv-sp-');
   ring = await startLocalRing({ dir, nodes: 1, replicas: 1, logger });
-  const kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+  const kv = await connect({ cluster: ring.clusterFile, trustClusterFile: true, timeoutMs: 10_000 });
   try {
     for (let i = 0; i < 5; i++) await kv.put(`pcr-key-${i}`, `pcr value ${i}`);
   } finally {

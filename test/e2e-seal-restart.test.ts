@@ -34,7 +34,7 @@ function start(): Promise<LocalRing> {
 beforeAll(async () => {
   dir = shortTempDir('ekv-sr-');
   ring = await start();
-  const kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+  const kv = await connect({ cluster: ring.clusterFile, trustClusterFile: true, timeoutMs: 10_000 });
   try {
     const keys = Array.from({ length: 90 }, (_, i) => `${marker}-key-${i}`);
     await Promise.all(keys.map(async (k, i) => {
@@ -73,7 +73,7 @@ async function statusOf(kv: EkvClient, addr: string): Promise<Status> {
 }
 
 async function withClient<T>(body: (kv: EkvClient) => Promise<T>): Promise<T> {
-  const kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+  const kv = await connect({ cluster: ring.clusterFile, trustClusterFile: true, timeoutMs: 10_000 });
   try {
     return await body(kv);
   } finally {

@@ -26,7 +26,7 @@ function start(): Promise<LocalRing> {
 async function withClient<T>(opts: { only?: string }, body: (kv: EkvClient) => Promise<T>): Promise<T> {
   const kv = opts.only
     ? await connect({ nodes: [opts.only], trust: ring.cluster.trust, timeoutMs: 10_000, routing: 'any' })
-    : await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+    : await connect({ cluster: ring.clusterFile, trustClusterFile: true, timeoutMs: 10_000 });
   try {
     return await body(kv);
   } finally {

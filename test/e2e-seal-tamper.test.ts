@@ -26,7 +26,7 @@ let round = 0;
 beforeAll(async () => {
   dir = shortTempDir('ekv-st-');
   ring = await startLocalRing({ dir, nodes: 3, replicas: 3, logger });
-  kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+  kv = await connect({ cluster: ring.clusterFile, trustClusterFile: true, timeoutMs: 10_000 });
   await Promise.all(keys.map(async (k) => {
     await kv.put(k, `${k} v0`);
     model.set(k, `${k} v0`);

@@ -1,7 +1,15 @@
 // Builds the enclave image once before the tests, so every test launches the
-// bytes the current sources produce.
+// bytes the current sources produce. Also points the CLI's trust store
+// (cli/trust-store.ts) at a directory of this run, so the rings the tests
+// start never write into the user's ~/.config.
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
-export default function setup(): void {
+export default function setup(): () => void {
   execFileSync(process.execPath, ['scripts/build-enclave.mjs'], { stdio: 'inherit' });
+  const trustDir = mkdtempSync(join(tmpdir(), 'ekv-trust-'));
+  process.env.EKV_TRUST_DIR ??= trustDir;
+  return () => rmSync(trustDir, { recursive: true, force: true });
 }

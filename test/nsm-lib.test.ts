@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LibNsm, libNsmStatusCode, nsmDocumentBytesMax } from '../enclave/nsm-lib.ts';
-import { NsmError, nsmFieldBytesMax } from '../enclave/nsm.ts';
+import { NsmError, nsmFieldBytesMax, nsmPendingMax } from '../enclave/nsm.ts';
 import { fakeAttester, type FakeAnswer, type FakeRequest } from './fixtures/libnsm/attester.ts';
 
 const source = join(import.meta.dirname, 'fixtures/libnsm/fake-libnsm.c');
@@ -162,6 +162,26 @@ describe.skipIf(!hasCc)('LibNsm through a libnsm-compatible library', () => {
       for (const [i, doc] of docs.entries()) {
         expect((await attester.check(doc, nonces[i] as Uint8Array)).nonce).toEqual(nonces[i]);
       }
+    } finally {
+      nsm.close();
+    }
+  });
+
+  it('bounds its queue like StreamNsm: BUSY beyond pendingMax, and room again once calls finish', async () => {
+    const nsm = new LibNsm(libPath, { pendingMax: 3 });
+    try {
+      const nonces = Array.from({ length: 3 }, (_, i) => new Uint8Array(16).fill(i + 20));
+      const first = nonces.map((nonce) => nsm.attest({ nonce }));
+      await expect(nsm.attest({ nonce: new Uint8Array(16) })).rejects.toMatchObject({ name: 'NsmError', code: 'BUSY' });
+      await Promise.all(first);
+      const again = new Uint8Array(16).fill(99);
+      expect((await attester.check(await nsm.attest({ nonce: again }), again)).nonce).toEqual(again);
+      // The default bound is the stream NSM's.
+      const dflt = new LibNsm(libPath);
+      const many = Array.from({ length: nsmPendingMax }, () => dflt.attest({ nonce: new Uint8Array(8) }));
+      await expect(dflt.attest({})).rejects.toMatchObject({ code: 'BUSY' });
+      await Promise.all(many);
+      dflt.close();
     } finally {
       nsm.close();
     }

@@ -3,7 +3,7 @@
  *   ekv keygen [--out FILE] [--alg ed25519|p256] [--force]
  *   ekv ns create NS
  *   ekv acl show NS [--json]
- *   ekv acl grant NS <principal|group:NAME> read|write|admin
+ *   ekv acl grant NS <principal|group:NAME[@KEY]> read|write|admin   (a group is bound to its key)
  *   ekv acl revoke NS <principal|group:NAME> [read|write|admin]   (no right: all of them)
  *   ekv group create NAME [member...]      (the --identity key becomes the group key)
  *   ekv group show NAME
@@ -14,8 +14,8 @@
 import type { Command } from 'commander';
 import { generateIdentity, saveIdentity } from '../../client/identity.ts';
 import type { AclView, GroupView } from '../../client/acl.ts';
-import { aclBodyToJson, allRights, formatSubject, groupBodyToJson, parseSubject, type AclSubject, type Right } from '../../protocol/acl-doc.ts';
-import { principalFromText, type Principal, type PrincipalAlg } from '../../protocol/principal.ts';
+import { aclBodyToJson, allRights, formatSubject, groupBodyToJson, parseSubject, type Right, type SubjectRef } from '../../protocol/acl-doc.ts';
+import { Principal, principalFromText, type PrincipalAlg } from '../../protocol/principal.ts';
 import { run, UsageError } from '../output.ts';
 import { common, withClient, type CommonOpts } from './kv.ts';
 
@@ -72,16 +72,22 @@ function registerAclCommands(program: Command): void {
         else process.stdout.write(formatAcl(v));
       }),
     );
-  common(acl.command('grant').argument('<ns>').argument('<subject>', 'a principal (ekv1...) or group:NAME').argument('<right>', allRights.join('|')))
+  common(acl.command('grant').argument('<ns>').argument('<subject>', 'a principal (ekv1...), group:NAME or group:NAME@<group key>').argument('<right>', allRights.join('|')))
     .description('give a principal or group a right (needs admin)')
     .action(async (name: string, subject: string, right: string, o: CommonOpts) =>
       run(o.json, async () => {
         const s = subjectArg(subject);
         const r = rightArg(right);
-        printAclChange(o, await withClient(o, (kv) => kv.acl.grant(name, s, r)));
+        const v = await withClient(o, (kv) => kv.acl.grant(name, s, r));
+        printAclChange(o, v);
+        // A group is bound by its key: say which, so the admin can check it is the group they meant.
+        if (!o.json && !(s instanceof Principal)) {
+          const e = v.body.entries.find((x) => !(x.subject instanceof Principal) && x.subject.group === s.group);
+          if (e) process.stderr.write(`bound ${formatSubject(e.subject)}\n`);
+        }
       }),
     );
-  common(acl.command('revoke').argument('<ns>').argument('<subject>', 'a principal (ekv1...) or group:NAME').argument('[right]', `${allRights.join('|')} (default: all)`))
+  common(acl.command('revoke').argument('<ns>').argument('<subject>', 'a principal (ekv1...), group:NAME or group:NAME@<group key>').argument('[right]', `${allRights.join('|')} (default: all)`))
     .description('take a right (or all of them) from a principal or group (needs admin)')
     .action(async (name: string, subject: string, right: string | undefined, o: CommonOpts) =>
       run(o.json, async () => {
@@ -126,7 +132,7 @@ function rightArg(x: string): Right {
   return x as Right;
 }
 
-function subjectArg(x: string): AclSubject {
+function subjectArg(x: string): SubjectRef {
   try {
     return parseSubject(x);
   } catch (err) {

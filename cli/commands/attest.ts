@@ -4,23 +4,26 @@ import net from 'node:net';
 import type { Command } from 'commander';
 import { loadCluster } from '../../client/cluster.ts';
 import { parseAddress } from '../../client/node-connection.ts';
-import { documentVerifier, type TrustPolicy } from '../../client/trust.ts';
+import { checkTrustPolicy, documentVerifier, resolveTrust } from '../../client/trust.ts';
 import { handshakeBytesMax } from '../../protocol/constants.ts';
 import { FramedSocket } from '../../protocol/framed-socket.ts';
 import { requestAttestation } from '../../protocol/handshake.ts';
 import { run } from '../output.ts';
+import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
 
 export function registerAttest(program: Command): void {
-  program
-    .command('attest')
+  trustOptions(program.command('attest'))
     .argument('<address>', 'the node, host:port')
     .description("fetch the node's attestation document for a fresh nonce and verify it against the cluster's trust policy")
-    .option('-c, --cluster <file>', 'cluster file (its trust policy is used)', process.env.EKV_CLUSTER ?? './cluster.json')
+    .option('-c, --cluster <file>', 'cluster file (its trust section only with --trust-cluster-file or when your own ekv up wrote it)', process.env.EKV_CLUSTER ?? './cluster.json')
     .option('--out <file>', 'also write the raw document (COSE_Sign1) to this file')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (address: string, o: { cluster: string; json?: boolean; out?: string }) =>
+    .action(async (address: string, o: TrustFlags & { cluster: string; json?: boolean; out?: string }) =>
       run(o.json, async () => {
-        const trust: TrustPolicy = loadCluster(o.cluster).trust;
+        const cluster = loadCluster(o.cluster);
+        const { how: _how, ...choice } = trustChoice(o, cluster);
+        const trust = resolveTrust({ ...choice, fileTrust: cluster.trust }).policy;
+        checkTrustPolicy(trust);
         const nonce = randomBytes(32);
         const { host, port } = parseAddress(address);
         const socket = net.connect({ host, port });

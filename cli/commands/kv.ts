@@ -1,10 +1,12 @@
 /** `ekv put`, `ekv get`, `ekv del`: the redis-cli-like data commands. */
 import type { Command } from 'commander';
+import { loadCluster } from '../../client/cluster.ts';
 import { connect, type EkvClient, type Routing } from '../../client/index.ts';
 import { identityPath, loadIdentity, toPrincipalSigner } from '../../client/identity.ts';
 import { run, UsageError } from '../output.ts';
+import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
 
-export interface CommonOpts {
+export interface CommonOpts extends TrustFlags {
   cluster: string;
   json?: boolean;
   timeout: string;
@@ -14,8 +16,8 @@ export interface CommonOpts {
 }
 
 export function common(cmd: Command): Command {
-  return cmd
-    .option('-c, --cluster <file>', 'cluster file (nodes and trust policy)', process.env.EKV_CLUSTER ?? './cluster.json')
+  return trustOptions(cmd)
+    .option('-c, --cluster <file>', "cluster file (node addresses; its trust section only with --trust-cluster-file or when your own ekv up wrote it)", process.env.EKV_CLUSTER ?? './cluster.json')
     .option('--timeout <ms>', 'per-request timeout in milliseconds', '10000')
     .option('--identity <file>', 'private key to prove as principal (default: $EKV_IDENTITY; none: anonymous)')
     .option('--routing <mode>', "how the key's node is found: cached (one hop), iterative (walk the ring, verifying each hop) or any (the ring forwards)", 'cached')
@@ -26,7 +28,9 @@ export async function withClient<T>(o: CommonOpts, body: (kv: EkvClient) => Prom
   const file = identityPath(o.identity);
   const identity = file === null ? undefined : toPrincipalSigner(loadIdentity(file));
   if (!['cached', 'iterative', 'any'].includes(o.routing)) throw new UsageError('--routing must be cached, iterative or any');
-  const kv = await connect({ cluster: o.cluster, timeoutMs: Number(o.timeout), routing: o.routing as Routing, ...(identity ? { identity } : {}) });
+  const cluster = loadCluster(o.cluster);
+  const { how: _how, ...trust } = trustChoice(o, cluster);
+  const kv = await connect({ cluster, ...trust, timeoutMs: Number(o.timeout), routing: o.routing as Routing, ...(identity ? { identity } : {}) });
   try {
     return await body(kv);
   } finally {

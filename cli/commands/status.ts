@@ -1,8 +1,11 @@
 /** `ekv status`: every node of the cluster, as the ring sees it, with its processes. */
+import { createHash } from 'node:crypto';
 import type { Command } from 'commander';
-import { connect } from '../../client/index.ts';
+import { defaultDocAgeMaxMs } from '../../client/trust.ts';
+import { connect, resolveConnect, type ResolvedTrust } from '../../client/index.ts';
 import { loadCluster } from '../../client/cluster.ts';
 import { run } from '../output.ts';
+import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
 
 interface NodeStatus {
   addr: string;
@@ -34,16 +37,48 @@ async function healthz(http: string | undefined): Promise<NodeStatus['pids'] | u
   }
 }
 
+/** The trust policy in force and where each part came from (caller flag, cluster file, default). */
+export interface TrustReport {
+  from: ResolvedTrust['from'];
+  how: string;
+  parts: Record<string, { source: string; value: unknown }>;
+}
+
+function trustReport(r: ResolvedTrust, how: string): TrustReport {
+  const p = r.policy;
+  const parts: TrustReport['parts'] = {};
+  const fingerprint = (pem: string) => createHash('sha256').update(pem.replace(/\s+/g, '')).digest('hex').slice(0, 16);
+  for (const [k, source] of Object.entries(r.parts)) {
+    let value: unknown;
+    if (k === 'roots') value = p.roots ? p.roots.map((pem) => `pem sha256:${fingerprint(pem)}`) : 'AWS Nitro root';
+    else if (k.startsWith('pcr')) value = p.pcrs?.[k.slice(3)] ?? 'not pinned';
+    else if (k === 'maxAgeMs') value = p.maxAgeMs ?? defaultDocAgeMaxMs;
+    else if (k === 'clockSkewMs') value = p.clockSkewMs ?? 'verifier default';
+    else value = (p as Record<string, unknown>)[k] ?? false;
+    parts[k] = { source: source === 'caller' ? 'caller flag' : source, value };
+  }
+  return { from: r.from, how, parts };
+}
+
+function printTrust(t: TrustReport): void {
+  process.stdout.write(`trust policy: ${t.how}\n`);
+  for (const [k, v] of Object.entries(t.parts)) {
+    process.stdout.write(`  ${k.padEnd(13)} ${(Array.isArray(v.value) ? v.value.join(', ') : String(v.value)).padEnd(40)} from ${v.source}\n`);
+  }
+}
+
 export function registerStatus(program: Command): void {
-  program
-    .command('status')
-    .description('show every node: ring id, address, predecessor/successor, key count, attestation (PCR0, document age), process ids')
+  trustOptions(program.command('status'))
+    .description('show the trust policy in force (and where each part came from), then every node: ring id, address, predecessor/successor, key count, attestation (PCR0, document age), process ids')
     .option('-c, --cluster <file>', 'cluster file', process.env.EKV_CLUSTER ?? './cluster.json')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { cluster: string; json?: boolean }) =>
+    .action(async (o: TrustFlags & { cluster: string; json?: boolean }) =>
       run(o.json, async () => {
         const cluster = loadCluster(o.cluster);
-        const kv = await connect({ cluster, timeoutMs: 5000 });
+        const { how, ...choice } = trustChoice(o, cluster);
+        const trust = trustReport(resolveConnect({ cluster, ...choice }).trust, how);
+        if (!o.json) printTrust(trust);
+        const kv = await connect({ cluster, ...choice, timeoutMs: 5000 });
         const rows: NodeStatus[] = await Promise.all(
           cluster.nodes.map(async (n): Promise<NodeStatus> => {
             const pids = await healthz(n.http);
@@ -68,7 +103,7 @@ export function registerStatus(program: Command): void {
         );
         await kv.close();
         if (o.json) {
-          process.stdout.write(JSON.stringify({ ok: rows.every((r) => r.ok), nodes: rows }) + '\n');
+          process.stdout.write(JSON.stringify({ ok: rows.every((r) => r.ok), trust, nodes: rows }) + '\n');
         } else {
           for (const r of rows) {
             if (!r.ok) {

@@ -7,7 +7,7 @@ import { connect } from '../../client/index.ts';
 import type { ClusterFile } from '../../client/cluster.ts';
 
 export async function waitForRing(cluster: ClusterFile, timeoutMs: number, progress?: (line: string) => void): Promise<void> {
-  const kv = await connect({ cluster, timeoutMs: 3000 });
+  const kv = await connect({ cluster, trustClusterFile: true, timeoutMs: 3000 }); // our own ring's file
   const deadline = Date.now() + timeoutMs;
   let last = '';
   try {

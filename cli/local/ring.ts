@@ -18,6 +18,7 @@ import { localImage, localImageSettings, type ImageSettings } from './image.ts';
 import { kmsEnv, localBlobStore, startLocalKms, type LocalKms } from './kms.ts';
 import { LocalNode } from './node.ts';
 import { waitForRing } from './ready.ts';
+import { rememberTrust } from '../trust-store.ts';
 
 export interface RingState {
   version: 1;
@@ -44,6 +45,8 @@ export interface LocalRingOptions {
   access?: 'open' | 'closed';
   /** The emulated IMDS's credential rotation (tests). */
   imds?: ImdsInit;
+  /** Record the cluster's trust section in the user's trust store (cli/trust-store.ts); default true. */
+  rememberTrust?: boolean;
 }
 
 export interface LocalRing {
@@ -143,6 +146,10 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   };
   const clusterFile = join(dir, 'cluster.json');
   writeJsonAtomic(clusterFile, cluster);
+  // This process created (or loaded) the emulated CA and measured the image itself, so the trust
+  // section it just wrote is the user's own: record it, and `ekv get -c DIR/cluster.json` needs no flag.
+  // A cluster file from anyone else is not in the store and is used for its addresses only.
+  if (o.rememberTrust !== false) rememberTrust(cluster.trust, `ekv up ${clusterFile}`);
   try {
     await waitForRing(cluster, 60_000, progress);
   } catch (err) {

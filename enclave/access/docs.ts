@@ -56,6 +56,21 @@ export function applyDocUpdate(ref: DocRef, current: Verified | null, update: Si
   return applyGroupUpdate(ref.name, current as VerifiedGroup | null, update);
 }
 
+/**
+ * The groups an ACL update must see under a lease before it is checked: those the current version names
+ * (admin through a group) and those the update names (a new group entry must name an existing group).
+ * A malformed update names none; applyDocUpdate reports it.
+ */
+export function groupsToCheck(current: VerifiedAcl | null, update: SignedDoc): Set<string> {
+  const names = new Set<string>(current?.byGroup.keys() ?? []);
+  try {
+    for (const e of decodeAclBody(update.body).entries) if ('group' in e.subject) names.add(e.subject.group);
+  } catch {
+    // reported by applyDocUpdate
+  }
+  return names;
+}
+
 /** A version-1 document (a creation). A structural peek; anything malformed is left to apply*, which reports it. */
 function isCreation(ref: DocRef, update: SignedDoc): boolean {
   try {
@@ -75,6 +90,7 @@ const aclToEkv: Readonly<Record<AclErrorCode, EkvErrorCode>> = {
   STALE_VERSION: 'CONFLICT',
   VERSION_GAP: 'CONFLICT',
   PREV_MISMATCH: 'CONFLICT',
+  UNKNOWN_GROUP: 'NOT_FOUND',
 };
 
 /**

@@ -44,8 +44,13 @@ export class LeaseHolder {
 
   /** Every group `acl` names, under valid leases. */
   async groupsOf(acl: VerifiedAcl): Promise<void> {
+    await this.groupsNamed(acl.byGroup.keys());
+  }
+
+  /** These groups (at most an ACL's worth), under valid leases. */
+  async groupsNamed(names: Iterable<string>): Promise<void> {
     const missing: Array<Promise<DocState>> = [];
-    for (const name of acl.byGroup.keys()) {
+    for (const name of names) {
       const st = this.c.table.state('group', name);
       if (!this.usable(st)) missing.push(this.ensureFresh(st));
     }

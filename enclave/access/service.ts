@@ -7,9 +7,11 @@
  *   aclGet {ns}     -> {d: signed ACL, n: version}  for a principal holding any right in ns
  *   aclPut {ns, d}  -> {n}   create (version 1, first one wins ring-wide) or compare-and-set update
  *   grpGet {g}      -> {d, n}  for the group key and members
+ *   grpKey {g}      -> {key, n}  the group's key (a public key; groups' existence is not secret), for
+ *                    a client binding an ACL entry to the group (issue 10, item 5)
  *   grpPut {g, d}   -> {n}
  * Peer operations (attested enclaves only):
- *   accOwn {fo, k, n, d?, p?}  an operation above, forwarded to the document's owner
+ *   accOwn {fo, k, n, d?, p?}  an operation above (fo: get, put, key), forwarded to the document's owner
  *   accLease {k, n, a}         a lease: the committed document (or null), the caller recorded as holder
  *   accPush {k, n, d}          the owner tells a holder of a committed change
  */
@@ -26,12 +28,12 @@ import type { RingDriver } from '../cluster/ring-driver.ts';
 import type { Partition } from '../kv/partition.ts';
 import { keyId, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
 import { leaseRequestTimeoutMs, ownerOpDeadlineMs, principalCacheMax } from './constants.ts';
-import { applyDocUpdate, toEkvError, wireDocBytes, wireKind, wireName, wireSignedDoc, docRef, type DocRef, type Verified } from './docs.ts';
+import { applyDocUpdate, groupsToCheck, toEkvError, wireDocBytes, wireKind, wireName, wireSignedDoc, docRef, type DocRef, type Verified } from './docs.ts';
 import { LeaseHolder } from './holder.ts';
 import { DocOwner, encodedDoc } from './owner.ts';
 import { DocTable, type DocState, type HolderRecord } from './table.ts';
 
-export const accessClientOps: ReadonlySet<string> = new Set(['aclGet', 'aclPut', 'grpGet', 'grpPut']);
+export const accessClientOps: ReadonlySet<string> = new Set(['aclGet', 'aclPut', 'grpGet', 'grpKey', 'grpPut']);
 export const accessPeerOps: ReadonlySet<string> = new Set(['accOwn', 'accLease', 'accPush']);
 
 export interface AccessComponents {
@@ -55,6 +57,7 @@ export interface AccessCaller {
   principal: Buffer | null;
 }
 
+type OwnerOp = 'get' | 'put' | 'key';
 const storeOps: Readonly<Record<'get' | 'put' | 'del', Op>> = { get: 'read', put: 'write', del: 'delete' };
 const observeServingMs = 200;
 
@@ -156,6 +159,8 @@ export class AccessService implements AccessCheck {
         return this.viaOwner(docRef('acl', wireName(req.ns)), 'put', wireDocBytes(req.d, 'acl'), caller.principal);
       case 'grpGet':
         return this.viaOwner(docRef('group', wireName(req.g)), 'get', null, caller.principal);
+      case 'grpKey':
+        return this.viaOwner(docRef('group', wireName(req.g)), 'key', null, caller.principal);
       case 'grpPut':
         return this.viaOwner(docRef('group', wireName(req.g)), 'put', wireDocBytes(req.d, 'group'), caller.principal);
     }
@@ -168,7 +173,7 @@ export class AccessService implements AccessCheck {
     const st = this.table.state(kind, wireName(req.n));
     switch (op) {
       case 'accOwn': {
-        if (req.fo !== 'get' && req.fo !== 'put') throw new EkvError('BAD_REQUEST', 'bad forwarded access operation');
+        if (req.fo !== 'get' && req.fo !== 'put' && req.fo !== 'key') throw new EkvError('BAD_REQUEST', 'bad forwarded access operation');
         const p = req.p instanceof Uint8Array && req.p.length <= principalBytesMax ? Buffer.from(req.p) : null;
         return this.ownerOp(st, req.fo, req.fo === 'put' ? wireDocBytes(req.d, kind) : null, p);
       }
@@ -188,7 +193,7 @@ export class AccessService implements AccessCheck {
   }
 
   /** Run at the document's owner: here when this node owns it, else forwarded (retrying while the ring settles). */
-  private async viaOwner(ref: DocRef, fo: 'get' | 'put', doc: Buffer | null, principal: Buffer | null): Promise<RpcResult> {
+  private async viaOwner(ref: DocRef, fo: OwnerOp, doc: Buffer | null, principal: Buffer | null): Promise<RpcResult> {
     const kid = keyId(ref.key);
     const deadline = this.now() + ownerOpDeadlineMs;
     let last = new EkvError('UNAVAILABLE', 'no owner reachable');
@@ -210,12 +215,13 @@ export class AccessService implements AccessCheck {
     throw last;
   }
 
-  private async ownerOp(st: DocState, fo: 'get' | 'put', bytes: Buffer | null, principal: Buffer | null): Promise<RpcResult> {
+  private async ownerOp(st: DocState, fo: OwnerOp, bytes: Buffer | null, principal: Buffer | null): Promise<RpcResult> {
     if (fo === 'get') return this.read(st, principal);
+    if (fo === 'key') return this.groupKey(st);
     const update = wireSignedDoc(bytes, st.ref.kind);
     try {
       const v = await this.owner.update(st, async (current) => {
-        if (current !== null && st.ref.kind === 'acl') await this.holder.groupsOf(current as VerifiedAcl);
+        if (st.ref.kind === 'acl') await this.holder.groupsNamed(groupsToCheck(current as VerifiedAcl | null, update));
         return applyDocUpdate(st.ref, current, update, this.table);
       });
       this.stats.updates++;
@@ -223,6 +229,14 @@ export class AccessService implements AccessCheck {
     } catch (err) {
       throw toEkvError(err);
     }
+  }
+
+  /** A group's key and version, for anyone: what an ACL entry binds the group to. */
+  private groupKey(st: DocState): RpcResult {
+    if (st.ref.kind !== 'group') throw new EkvError('BAD_REQUEST', 'only groups have a key');
+    const v = this.owner.committed(st) as VerifiedGroup | null;
+    if (v === null) throw new EkvError('NOT_FOUND', 'no such group');
+    return { key: v.key.bytes, n: v.version };
   }
 
   /** A document for someone entitled to see it: any right in the namespace; the group key or a member. */

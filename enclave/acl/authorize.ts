@@ -9,6 +9,9 @@
  * write and delete to everyone, `closed` to nobody; admin is never granted
  * without an ACL (creating one goes through applyAclUpdate).
  *
+ * Groups: an entry's rights go to the members of the group it names only while
+ * that group is signed by the key the entry names (see verified.ts).
+ *
  * Speed: direct entries are one map lookup. Rights through groups are cached
  * per ACL version and principal, and the cache is dropped when the group
  * resolver's generation moves, so a group edit takes effect on the next call.
@@ -39,9 +42,11 @@ function groupDerivedBits(acl: VerifiedAcl, groups: GroupResolver, p: Principal)
   const hit = cache.bits.get(p.id);
   if (hit !== undefined) return hit;
   let bits = 0;
-  for (const [name, groupBits] of acl.byGroup) {
-    if ((bits | groupBits) === bits) continue;
-    if (groups.get(name)?.memberIds.has(p.id)) bits |= groupBits;
+  for (const [name, entry] of acl.byGroup) {
+    if ((bits | entry.bits) === bits) continue;
+    // Only the group the entry was bound to: same name AND same key (another key's "ops" gets nothing).
+    const g = groups.get(name);
+    if (g !== undefined && g.key.id === entry.keyId && g.memberIds.has(p.id)) bits |= entry.bits;
   }
   if (cache.bits.size >= groupRightsCacheEntriesMax) cache.bits.clear();
   cache.bits.set(p.id, bits);
@@ -74,5 +79,5 @@ export function authorize(acl: VerifiedAcl | null, groups: GroupResolver, princi
  * see verified.ts for the rules. Returns the new current version; throws AclError.
  */
 export function applyAclUpdate(ns: string, current: VerifiedAcl | null, update: SignedAcl, groups: GroupResolver): VerifiedAcl {
-  return checkAclUpdate(ns, current, update, (acl, p) => (rightsBitsOf(acl, groups, p) & rightBits.admin) !== 0);
+  return checkAclUpdate(ns, current, update, (acl, p) => (rightsBitsOf(acl, groups, p) & rightBits.admin) !== 0, groups);
 }

@@ -16,9 +16,15 @@
  *   hand a namespace over, create a new one).
  * - Groups: every version is signed by the group's own key, which is fixed at
  *   creation; same version and prev rules.
+ * - Group entries name the group and its key. A group entry that is new in
+ *   this version (a name not in the current version, or bound to another key)
+ *   must name a group that exists now with exactly that key (UNKNOWN_GROUP);
+ *   authorize() gives its rights only to members of a group with that key. So a
+ *   grant to a group that does not exist yet is refused, and a group created
+ *   (or re-created after its document was lost) by another key gets nothing.
  * Checks run in this order: structure, signature, name, authority, version,
- * prev, immutability. Authority comes before version so that someone without
- * admin learns nothing about the ACL's state from the error.
+ * prev, immutability, groups. Authority comes before version so that someone
+ * without admin learns nothing about the ACL's state from the error.
  */
 import {
   AclError,
@@ -51,8 +57,8 @@ export class VerifiedAcl {
   readonly doc: SignedAcl;
   /** Principal id -> rights bits from entries naming the principal. */
   readonly direct: ReadonlyMap<string, number>;
-  /** Group name -> rights bits, for entries naming a group. */
-  readonly byGroup: ReadonlyMap<string, number>;
+  /** Group name -> the group key's principal id and the rights bits, for entries naming a group. */
+  readonly byGroup: ReadonlyMap<string, { readonly keyId: string; readonly bits: number }>;
 
   constructor(t: typeof token, doc: SignedAcl, body: AclBody) {
     if (t !== token) throw new TypeError('VerifiedAcl comes from applyAclUpdate or adoptAcl');
@@ -63,11 +69,11 @@ export class VerifiedAcl {
     this.hash = docHash(doc.body);
     this.doc = doc;
     const direct = new Map<string, number>();
-    const byGroup = new Map<string, number>();
+    const byGroup = new Map<string, { keyId: string; bits: number }>();
     for (const e of body.entries) {
       const bits = e.rights.reduce((acc, r) => acc | rightBits[r], 0);
       if (e.subject instanceof Principal) direct.set(e.subject.id, bits);
-      else byGroup.set(e.subject.group, bits);
+      else byGroup.set(e.subject.group, { keyId: e.subject.key.id, bits });
     }
     this.direct = direct;
     this.byGroup = byGroup;
@@ -146,16 +152,30 @@ export function checkAclUpdate(
   current: VerifiedAcl | null,
   update: SignedAcl,
   holdsAdmin: (acl: VerifiedAcl, p: Principal) => boolean,
+  groups: GroupResolver,
 ): VerifiedAcl {
   const body = checked('acl', update, decodeAclBody, (b) => b.ns, ns);
   if (current === null) {
     checkCreation(body, update.signer, body.owner, 'ACL');
-    return new VerifiedAcl(token, update, body);
+  } else {
+    if (!holdsAdmin(current, update.signer)) throw new AclError('FORBIDDEN', 'the signer does not hold admin in the current ACL');
+    checkNext(body, current, 'ACL');
+    if (!body.owner.equals(current.owner)) throw new AclError('IMMUTABLE', 'an ACL update may not change the owner');
   }
-  if (!holdsAdmin(current, update.signer)) throw new AclError('FORBIDDEN', 'the signer does not hold admin in the current ACL');
-  checkNext(body, current, 'ACL');
-  if (!body.owner.equals(current.owner)) throw new AclError('IMMUTABLE', 'an ACL update may not change the owner');
+  checkNewGroupBindings(body, current, groups);
   return new VerifiedAcl(token, update, body);
+}
+
+/** Every group entry new in `body` names a group that exists now, signed by the key the entry names. */
+function checkNewGroupBindings(body: AclBody, current: VerifiedAcl | null, groups: GroupResolver): void {
+  for (const e of body.entries) {
+    if (e.subject instanceof Principal) continue;
+    const { group, key } = e.subject;
+    if (current?.byGroup.get(group)?.keyId === key.id) continue; // bound before; checked then
+    const g = groups.get(group);
+    if (g === undefined) throw new AclError('UNKNOWN_GROUP', `no group ${group}: create it before granting to it`);
+    if (!g.key.equals(key)) throw new AclError('UNKNOWN_GROUP', `group ${group} is signed by another key than the entry names`);
+  }
 }
 
 /**

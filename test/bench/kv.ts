@@ -68,7 +68,7 @@ function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: bo
 async function ekvConnections(clusterFile: string, n: number): Promise<KvConnection[]> {
   // One SDK client per connection (each keeps one connection to the node).
   const clients: EkvClient[] = [];
-  for (let i = 0; i < n; i++) clients.push(await connect({ cluster: clusterFile, timeoutMs: 30_000 }));
+  for (let i = 0; i < n; i++) clients.push(await connect({ cluster: clusterFile, trustClusterFile: true, timeoutMs: 30_000 }));
   await Promise.all(clients.map((c) => c.verifyAll()));
   return clients.map((c) => ({ get: (k) => c.get(k), put: (k, v) => c.put(k, v), close: () => c.close() }));
 }

@@ -37,7 +37,7 @@ async function withRing<T>(seal: boolean, body: (ring: LocalRing) => Promise<T>)
 }
 
 async function clients(ring: LocalRing, n: number): Promise<EkvClient[]> {
-  const cs = await Promise.all(Array.from({ length: n }, () => connect({ cluster: ring.clusterFile, timeoutMs: 30_000 })));
+  const cs = await Promise.all(Array.from({ length: n }, () => connect({ cluster: ring.clusterFile, trustClusterFile: true, timeoutMs: 30_000 })));
   await Promise.all(cs.map((c) => c.verifyAll()));
   return cs;
 }
@@ -77,7 +77,7 @@ async function recovery(ring: LocalRing, keys: number, n: number, valueBytes: nu
   for (;;) {
     if (node.enclave !== enclave) {
       try {
-        const c = await connect({ cluster: ring.clusterFile, timeoutMs: 5000 });
+        const c = await connect({ cluster: ring.clusterFile, trustClusterFile: true, timeoutMs: 5000 });
         const s = await c.node(node.addr).call('status', {});
         await c.close();
         if (s.serving === true && (s.keys as number) >= keys) break;

@@ -40,7 +40,7 @@ export async function setupAclNamespace(o: {
   const value = randomBytes(o.valueBytes ?? 100);
   const owner = identityFromKey(generateIdentity('ed25519'));
   const reader = identityFromKey(generateIdentity('ed25519'));
-  const base = { cluster: o.cluster, timeoutMs: 15_000, ...(o.routing ? { routing: o.routing } : {}) };
+  const base = { cluster: o.cluster, trustClusterFile: true, timeoutMs: 15_000, ...(o.routing ? { routing: o.routing } : {}) };
   const ownerKv = await connect({ ...base, identity: toPrincipalSigner(owner) });
   const readerKv = await connect({ ...base, identity: toPrincipalSigner(reader) });
   try {

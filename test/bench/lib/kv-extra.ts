@@ -28,12 +28,12 @@ export async function authenticatedRun(
     const readers: KvConnection[] = [];
     const anons: KvConnection[] = [];
     for (let i = 0; i < s.connections; i++) {
-      const anon = await connect({ cluster: clusterFile, timeoutMs: 30_000 });
+      const anon = await connect({ cluster: clusterFile, trustClusterFile: true, timeoutMs: 30_000 });
       anons.push(sdkConnection(anon));
     }
     // One reader client per connection, as for the anonymous side.
     for (let i = 0; i < s.connections; i++) {
-      const r = i === 0 ? acl.readerKv : await connect({ cluster: clusterFile, timeoutMs: 30_000, identity: toPrincipalSigner(acl.reader) });
+      const r = i === 0 ? acl.readerKv : await connect({ cluster: clusterFile, trustClusterFile: true, timeoutMs: 30_000, identity: toPrincipalSigner(acl.reader) });
       readers.push({ get: (k) => r.get(acl.keys[index(k)] as string), put: () => Promise.reject(new Error('read only')), close: () => r.close() });
     }
     await preload(anons, s, Buffer.alloc(s.valueBytes, 0x62));
@@ -50,7 +50,7 @@ export async function authenticatedRun(
 
 /** Preload `keys` keys, kill -9 the enclave, and time until the relaunched node serves all of them again. */
 export async function recoveryRun(node: EkvNodeProcess, keys: number, progress: (l: string) => void): Promise<{ keys: number; recoveryMs: number; perHundredThousandMs: number }> {
-  const kv = await connect({ cluster: node.clusterFile, timeoutMs: 60_000 });
+  const kv = await connect({ cluster: node.clusterFile, trustClusterFile: true, timeoutMs: 60_000 });
   const s: LoadSettings = { clients: 64, connections: 1, seconds: 1, ops: null, valueBytes: 100, keys, warmupSeconds: 0 };
   progress(`recovery: writing ${keys} keys (sealed)`);
   await preload([sdkConnection(kv)], s, Buffer.alloc(100, 0x63));
@@ -63,7 +63,7 @@ export async function recoveryRun(node: EkvNodeProcess, keys: number, progress: 
   process.kill(pid, 'SIGKILL');
   for (;;) {
     await new Promise((r) => setTimeout(r, 100));
-    const c = await connect({ cluster: node.clusterFile, timeoutMs: 2000 });
+    const c = await connect({ cluster: node.clusterFile, trustClusterFile: true, timeoutMs: 2000 });
     try {
       const st = await c.node(node.addr).call('status', {});
       if (st.serving === true && st.keys === before.keys) break;

@@ -1,0 +1,180 @@
+/**
+ * Admission of unauthenticated work (issue 10, item 6; docs/architecture.md "Work before
+ * authentication"). Every hello costs an NSM attestation and a signature before the caller has proved
+ * anything, and behind the host relay every connection comes from the host: the enclave cannot tell
+ * one remote address from another. What it can see is the connection and the mode the hello claims.
+ * So the limits are:
+ *
+ * - connections that have sent no hello yet: at most awaitingHelloMax; a new one pushes out the
+ *   oldest (an idle-connection flood cannot keep new connections out, and a genuine caller sends its
+ *   hello in its first round trip);
+ * - handshakes between hello and session, by claimed mode: anonymousHandshakesMax for 'client' and
+ *   'attest' hellos, peerHandshakesMax reserved for 'peer' hellos, so a flood of anonymous hellos can
+ *   never take a peer's slot. A handshake holds its slot through its NSM attestation (never
+ *   interrupted) and then while it waits for the caller's finish; when a class is full, the oldest
+ *   handshake of that class that is waiting for a finish is closed to make room (a caller that does
+ *   not finish cannot hold a slot against newer ones), and if none is waiting the hello is refused at
+ *   once with UNAVAILABLE/BUSY, before any NSM work;
+ * - so at most handshakeAttestationsMax attestations for inbound handshakes are ever queued at the
+ *   NSM, below nsmPendingMax: the enclave's own attestations (its outbound peer handshakes, KMS
+ *   Recipient documents) always find room;
+ * - client sessions (authenticated channel, anonymous or with a principal): at most clientSessionsMax,
+ *   so that connections in their hello and peer sessions always have room within connectionsMax;
+ * - per connection: one handshake, then at most inflightMax requests in flight (protocol/rpc.ts).
+ *
+ * Pure bookkeeping: no sockets or timers here; the server passes a `close` callback per connection.
+ */
+import { EkvError } from '../protocol/errors.ts';
+import type { HelloMode } from '../protocol/handshake.ts';
+import { nsmPendingMax } from './nsm.ts';
+
+/** Connections the enclave keeps at once (clients, peers, the host's attestation fetches). */
+export const connectionsMax = 8192;
+export const awaitingHelloMax = 1024;
+export const anonymousHandshakesMax = 32;
+export const peerHandshakesMax = 16;
+export const handshakeAttestationsMax = anonymousHandshakesMax + peerHandshakesMax;
+/** Client sessions; the rest of connectionsMax stays for connections in their hello and for peers. */
+export const clientSessionsMax = connectionsMax - awaitingHelloMax - 256;
+
+// The enclave's own attestations need room at the NSM whatever inbound handshakes do.
+if (handshakeAttestationsMax > nsmPendingMax - 8) throw new Error('handshake admission leaves the NSM no room for the enclave itself');
+
+export type AdmissionClass = 'anonymous' | 'peer';
+
+export interface AdmissionLimits {
+  awaitingHelloMax: number;
+  anonymousHandshakesMax: number;
+  peerHandshakesMax: number;
+  clientSessionsMax: number;
+}
+
+export const defaultAdmissionLimits: AdmissionLimits = { awaitingHelloMax, anonymousHandshakesMax, peerHandshakesMax, clientSessionsMax };
+
+/** One admitted handshake. The server calls attested() after its document went out, release() when it ends. */
+export interface HandshakeTicket {
+  attested(): void;
+  release(): void;
+}
+
+interface Slot {
+  close: () => void;
+  waitingForFinish: boolean;
+}
+
+export interface AdmissionStats {
+  awaitingHello: number;
+  clientSessions: number;
+  handshakes: Record<AdmissionClass, number>;
+  refusedBusy: Record<AdmissionClass, number>;
+  evicted: Record<AdmissionClass | 'awaitingHello', number>;
+}
+
+export class HandshakeAdmission {
+  readonly #limits: AdmissionLimits;
+  /** How to close each connection the server told us about. */
+  readonly #closers = new Map<object, () => void>();
+  /** Insertion order is age order: the first entry is the oldest. */
+  readonly #awaitingHello = new Set<object>();
+  readonly #slots: Record<AdmissionClass, Map<object, Slot>> = { anonymous: new Map(), peer: new Map() };
+  readonly #clientSessions = new Set<object>();
+  readonly #refused = { anonymous: 0, peer: 0 };
+  readonly #evicted = { anonymous: 0, peer: 0, awaitingHello: 0 };
+
+  constructor(limits: AdmissionLimits = defaultAdmissionLimits) {
+    for (const [k, v] of Object.entries(limits)) if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`${k} must be a positive integer`);
+    this.#limits = limits;
+  }
+
+  static classOf(mode: HelloMode): AdmissionClass {
+    return mode === 'peer' ? 'peer' : 'anonymous';
+  }
+
+  get stats(): AdmissionStats {
+    return {
+      awaitingHello: this.#awaitingHello.size,
+      clientSessions: this.#clientSessions.size,
+      handshakes: { anonymous: this.#slots.anonymous.size, peer: this.#slots.peer.size },
+      refusedBusy: { ...this.#refused },
+      evicted: { ...this.#evicted },
+    };
+  }
+
+  /** A new connection, before its hello. `close` ends it (the oldest is closed when too many wait). */
+  connected(conn: object, close: () => void): void {
+    if (this.#awaitingHello.size >= this.#limits.awaitingHelloMax) {
+      const oldest = this.#awaitingHello.values().next().value as object;
+      this.#awaitingHello.delete(oldest);
+      this.#evicted.awaitingHello++;
+      this.#closers.get(oldest)?.();
+    }
+    this.#closers.set(conn, close);
+    this.#awaitingHello.add(conn);
+  }
+
+  /** The connection ended (whatever its state). */
+  disconnected(conn: object): void {
+    this.#closers.delete(conn);
+    this.#awaitingHello.delete(conn);
+    this.#clientSessions.delete(conn);
+    this.#slots.anonymous.delete(conn);
+    this.#slots.peer.delete(conn);
+  }
+
+  /** The hello arrived, claiming `mode`: a ticket, or UNAVAILABLE/BUSY before any work is done. */
+  admit(conn: object, mode: HelloMode): HandshakeTicket {
+    this.#awaitingHello.delete(conn);
+    const cls = HandshakeAdmission.classOf(mode);
+    const slots = this.#slots[cls];
+    const max = cls === 'peer' ? this.#limits.peerHandshakesMax : this.#limits.anonymousHandshakesMax;
+    if (mode === 'client' && this.#clientSessions.size >= this.#limits.clientSessionsMax) {
+      this.#refused[cls]++;
+      throw new EkvError('UNAVAILABLE', `busy: ${this.#clientSessions.size} client sessions`, { reason: 'BUSY' });
+    }
+    if (slots.size >= max && !this.#evictOldestWaiting(cls)) {
+      this.#refused[cls]++;
+      throw new EkvError('UNAVAILABLE', `busy: ${slots.size} ${cls} handshakes in progress`, { reason: 'BUSY' });
+    }
+    const slot: Slot = { close: this.#closers.get(conn) ?? (() => undefined), waitingForFinish: false };
+    slots.set(conn, slot);
+    return {
+      attested: () => {
+        if (slots.get(conn) === slot) slot.waitingForFinish = true;
+      },
+      release: () => {
+        if (slots.get(conn) === slot) slots.delete(conn);
+      },
+    };
+  }
+
+  /** The handshake became a session (client mode counts against clientSessionsMax). */
+  established(conn: object, mode: HelloMode): void {
+    if (mode === 'client') this.#clientSessions.add(conn);
+  }
+
+  /**
+   * Room for one more connection within `max`: true if there is room, or after closing the oldest
+   * connection still waiting for its hello; false if every connection is further along (refuse the new one).
+   */
+  roomForConnection(open: number, max: number): boolean {
+    if (open < max) return true;
+    const oldest = this.#awaitingHello.values().next().value as object | undefined;
+    if (oldest === undefined) return false;
+    this.#awaitingHello.delete(oldest);
+    this.#evicted.awaitingHello++;
+    this.#closers.get(oldest)?.();
+    return true;
+  }
+
+  #evictOldestWaiting(cls: AdmissionClass): boolean {
+    const slots = this.#slots[cls];
+    for (const [conn, slot] of slots) {
+      if (!slot.waitingForFinish) continue;
+      slots.delete(conn);
+      this.#evicted[cls]++;
+      slot.close();
+      return true;
+    }
+    return false;
+  }
+}
