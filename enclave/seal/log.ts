@@ -149,7 +149,11 @@ export class SealedStore {
     while (this.flushing !== null) await this.flushing;
     await this.snapshotting;
     if (this.broken === null) return;
-    const seq = this.lastSeq;
+    // Each attempt takes a sequence number of its own (a record sealed but never written, covered by
+    // the snapshot), so that an earlier attempt's chunks landing late can never pass for this one.
+    const seq = this.lastSeq + 1;
+    this.lastTag = sealRecord(this.keys.wal, this.keys.nodeTag, seq, this.lastTag, this.nextNonce(), new Uint8Array(0)).tag;
+    this.lastSeq = seq;
     const chunks = sealSnapshot(this.keys.snapshot, this.keys.nodeTag, seq, this.lastTag, state);
     try {
       for (let i = 0; i < chunks.length; i++) await this.blobs.put(snapshotChunkName(seq, i), chunks[i]!);
