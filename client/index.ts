@@ -85,11 +85,11 @@ function checkedKey(x: Bytes): Buffer {
   return k;
 }
 
-function checkedIfVersion(o: WriteOptions | undefined): { i?: number } {
+function checkedIfVersion(o: WriteOptions | undefined): { iv?: number } {
   const v = o?.ifVersion;
   if (v === undefined) return {};
   if (!Number.isSafeInteger(v) || v < 0) throw new EkvError('BAD_REQUEST', 'ifVersion must be a non-negative integer');
-  return { i: v };
+  return { iv: v };
 }
 
 function checkedValue(x: Bytes): Buffer {

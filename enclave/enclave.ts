@@ -132,9 +132,9 @@ function effectiveSettings(config: EnclaveConfig, production: boolean): { replic
   return { replicas: config.replicas, accessMode: accessModeFromEnv(config.env.EKV_ACCESS_MODE) };
 }
 
-/** A client write's options: its request id (r: [session, seq]) and compare-and-set version (i), both optional. */
+/** A client write's options: its request id (r: [session, seq]) and compare-and-set version (iv), both optional. */
 function writeOptions(req: Record<string, unknown>, ctx: CallerContext): OpOptions {
-  return { principal: ctx.principal, hops: 0, rid: wireRequestId(req.r), ...(req.i === undefined ? {} : { ifVersion: wireIfVersion(req.i) }) };
+  return { principal: ctx.principal, hops: 0, rid: wireRequestId(req.r), ...(req.iv === undefined ? {} : { ifVersion: wireIfVersion(req.iv) }) };
 }
 
 /** Keys starting with 0x00 are reserved for the enclave's own documents (ACLs, groups). */

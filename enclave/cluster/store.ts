@@ -367,7 +367,7 @@ export class ClusterStore {
         this.stats.forwards++;
         const fwd = {
           fo: op, k: key, v: value, h: hops + 1, p: o.principal, x: o.internal === true,
-          ...(o.rid ? { r: requestIdToWire(o.rid) } : {}), ...(o.ifVersion === undefined ? {} : { i: o.ifVersion }),
+          ...(o.rid ? { r: requestIdToWire(o.rid) } : {}), ...(o.ifVersion === undefined ? {} : { iv: o.ifVersion }),
         };
         return await this.c.peers.call(owner.addr, 'fwd', fwd, clientOpDeadlineMs, owner.id);
       } catch (err) {
@@ -486,7 +486,7 @@ export class ClusterStore {
         const key = wireKey(req.k);
         const value = o === 'put' ? wireValue(req.v) : null;
         const principal = req.p instanceof Uint8Array && req.p.length <= 128 ? Buffer.from(req.p) : null;
-        const ifVersion = req.i === undefined ? {} : { ifVersion: wireIfVersion(req.i) };
+        const ifVersion = req.iv === undefined ? {} : { ifVersion: wireIfVersion(req.iv) };
         return this.clientOp(o, key, value, { principal, hops, internal: req.x === true, rid: wireRequestId(req.r), ...ifVersion });
       }
       case 'rep':
