@@ -5,7 +5,7 @@
  * Records (CBOR): ['id', pkcs8] the node's identity key; ['e', key, value|null, version, requestId?] an
  * entry, with the request id of the write that made it ([session, seq], when the client gave one).
  * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...], requests?] where requests is
- * [[[session, seq, keyId, version, deleted], ...], [[session, watermark], ...]] (the request table,
+ * [[[session, seq, keyTag, version, deleted], ...], [[session, watermark], ...]] (the request table,
  * enclave/cluster/requests.ts); the table is rebuilt from the snapshot and the records after it.
  *
  * Durability: a write is applied (and answered) only after `record` resolved. When the host's blob
@@ -22,7 +22,7 @@ import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { generateIdentity, importIdentity, type Identity } from '../protocol/keys.ts';
 import type { Partition } from './kv/partition.ts';
 import { RequestTable, requestIdToWire, sessionIdBytes, wireRequestId, type RequestId } from './cluster/requests.ts';
-import { idFromBytes, idToBytes, keyId } from './ring/index.ts';
+import { keyId } from './ring/index.ts';
 import type { Nsm } from './nsm.ts';
 import { createBlobClient, type BlobClient } from './seal/blob-client.ts';
 import { loadOrCreateDataKey } from './seal/data-key.ts';
@@ -149,7 +149,7 @@ export class Persistence {
         const key = Buffer.from(k);
         if (c.partition.apply(key, { value: v === null ? null : Buffer.from(v), version: n })) entries++;
         const rid = wireRequestId(r);
-        if (rid) c.requests.add(rid, { kid: keyId(key), version: n, deleted: v === null });
+        if (rid) c.requests.add(rid, keyId(key), { version: n, deleted: v === null });
       } else if (rec[0] === 'snap') {
         identity = importIdentity(rec[1] as Uint8Array);
         for (const e of rec[2] as unknown[]) apply(['e', ...(e as unknown[]).slice(0, 3)]);
@@ -216,7 +216,7 @@ export class Persistence {
 
 function dumpRequests(t: RequestTable): unknown {
   const d = t.dump();
-  return [d.ids.map(([rid, r]) => [rid.session, rid.seq, idToBytes(r.kid), r.version, r.deleted]), d.watermarks];
+  return [d.ids.map(([rid, r]) => [rid.session, rid.seq, r.keyTag, r.version, r.deleted]), d.watermarks];
 }
 
 /** The request table from a snapshot (sealed by us, so malformed parts are skipped rather than refused). */
@@ -226,8 +226,8 @@ function restoreRequests(t: RequestTable, raw: unknown): void {
     if (Array.isArray(w) && w[0] instanceof Uint8Array && w[0].length === sessionIdBytes && typeof w[1] === 'number') t.restoreWatermark(Buffer.from(w[0]), w[1]);
   }
   for (const e of raw[0] as unknown[]) {
-    if (!Array.isArray(e) || e.length !== 5 || !(e[2] instanceof Uint8Array) || e[2].length !== 32 || typeof e[3] !== 'number') continue;
+    if (!Array.isArray(e) || e.length !== 5 || typeof e[2] !== 'number' || typeof e[3] !== 'number') continue;
     const rid = wireRequestId([e[0], e[1]]);
-    if (rid) t.add(rid, { kid: idFromBytes(e[2]), version: e[3], deleted: e[4] === true });
+    if (rid) t.addStored(rid, { keyTag: e[2], version: e[3], deleted: e[4] === true });
   }
 }

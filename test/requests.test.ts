@@ -7,7 +7,7 @@ import { EkvError } from '../protocol/errors.ts';
 
 const session = (): Buffer => randomBytes(16);
 const rid = (s: Buffer, seq: number): RequestId => ({ session: s, seq });
-const put = (version: number) => ({ kid: 7n, version, deleted: false });
+const put = (version: number) => ({ version, deleted: false });
 
 function codeOf(f: () => unknown): string {
   try {
@@ -23,7 +23,7 @@ describe('request table', () => {
     const t = new RequestTable();
     const s = session();
     expect(t.lookup(rid(s, 1), 7n)).toBeNull();
-    t.add(rid(s, 1), put(3));
+    t.add(rid(s, 1), 7n, put(3));
     expect(t.lookup(rid(s, 1), 7n)).toMatchObject({ version: 3, deleted: false });
     expect(t.lookup(rid(s, 2), 7n)).toBeNull();
     expect(t.lookup(rid(session(), 1), 7n)).toBeNull();
@@ -34,8 +34,8 @@ describe('request table', () => {
     const t = new RequestTable({ idsMax: 3, sessionsMax: 10 });
     const a = session();
     const b = session();
-    for (let i = 1; i <= 4; i++) t.add(rid(a, i), put(i));
-    t.add(rid(b, 1), put(1));
+    for (let i = 1; i <= 4; i++) t.add(rid(a, i), 7n, put(i));
+    t.add(rid(b, 1), 7n, put(1));
     expect(t.size).toBe(3);
     expect(codeOf(() => t.lookup(rid(a, 1), 7n))).toBe('EXPIRED');
     expect(codeOf(() => t.lookup(rid(a, 2), 7n))).toBe('EXPIRED');
@@ -47,7 +47,7 @@ describe('request table', () => {
   it('bounds the sessions whose watermark it keeps (the oldest is forgotten first)', () => {
     const t = new RequestTable({ idsMax: 1, sessionsMax: 2 });
     const s = [session(), session(), session(), session()];
-    for (const x of s) t.add(rid(x, 5), put(1));
+    for (const x of s) t.add(rid(x, 5), 7n, put(1));
     // s[0..2] were evicted from the ids; only the two newest watermarks (s[1], s[2]) are kept.
     expect(t.lookup(rid(s[0]!, 5), 7n)).toBeNull();
     expect(codeOf(() => t.lookup(rid(s[1]!, 5), 7n))).toBe('EXPIRED');
@@ -58,11 +58,11 @@ describe('request table', () => {
   it('survives a dump and restore (what the sealed snapshot keeps)', () => {
     const t = new RequestTable({ idsMax: 2, sessionsMax: 4 });
     const s = session();
-    for (let i = 1; i <= 3; i++) t.add(rid(s, i), put(i));
+    for (let i = 1; i <= 3; i++) t.add(rid(s, i), 7n, put(i));
     const d = t.dump();
     const u = new RequestTable({ idsMax: 2, sessionsMax: 4 });
     for (const [x, n] of d.watermarks) u.restoreWatermark(x, n);
-    for (const [r, w] of d.ids) u.add(r, w);
+    for (const [r, w] of d.ids) u.addStored(r, w);
     expect(codeOf(() => u.lookup(rid(s, 1), 7n))).toBe('EXPIRED');
     expect(u.lookup(rid(s, 3), 7n)).toMatchObject({ version: 3 });
   });

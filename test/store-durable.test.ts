@@ -223,7 +223,7 @@ describe('exactly-once writes', () => {
     down.add(a.ref.id);
     const lone = makeNode(101n, null, [], 1);
     lone.partition.apply(Buffer.from('k'), held(b, 'k')!);
-    for (const [r, w] of b.requests.dump().ids) lone.requests.add(r, w);
+    for (const [r, w] of b.requests.dump().ids) lone.requests.addStored(r, w);
     expect(await put(lone, 'k', 'v1', rid)).toEqual({ n: 1 });
     expect(held(lone, 'k')?.version).toBe(1);
   });

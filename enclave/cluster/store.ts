@@ -105,7 +105,7 @@ export interface OpOptions {
 
 /** Codes that mean "outcome unknown, try again": one definition for the forwarding loop. */
 function resultOf(e: LogEntry): WriteResult {
-  return { kid: keyId(e.key), version: e.version, deleted: e.value === null };
+  return { version: e.version, deleted: e.value === null };
 }
 
 /** A write's answer: { n: version } for a put, { n, d } for a delete (d: whether it removed a value). */
@@ -241,7 +241,7 @@ export class ClusterStore {
     if (!durable) return true;
     const extra = [...this.inDoubt.values()];
     try {
-      for (const e of extra) if (e.rid) this.c.requests.add(e.rid, resultOf(e));
+      for (const e of extra) if (e.rid) this.c.requests.add(e.rid, keyId(e.key), resultOf(e));
       await durable.recover(extra);
     } catch (err) {
       this.c.logger.debug({ err: (err as Error).message }, 'sealed log still failing');
@@ -419,7 +419,7 @@ export class ClusterStore {
     const [here, there] = await Promise.allSettled([this.persist([e], true), this.replicate([toWireEntry(e)])]);
     if (here.status === 'rejected') throw here.reason;
     this.c.partition.apply(key, { value: e.value, version: e.version });
-    if (rid) this.c.requests.add(rid, resultOf(e));
+    if (rid) this.c.requests.add(rid, kid, resultOf(e));
     if (there.status === 'rejected') throw there.reason;
     return answerOf(resultOf(e));
   }
@@ -534,7 +534,7 @@ export class ClusterStore {
     let applied = 0;
     for (const e of fresh) {
       if (this.c.partition.apply(e.key, { value: e.value, version: e.version })) applied++;
-      if (e.rid) this.c.requests.add(e.rid, resultOf(e));
+      if (e.rid) this.c.requests.add(e.rid, keyId(e.key), resultOf(e));
     }
     return applied;
   }
