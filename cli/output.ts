@@ -25,7 +25,8 @@ export async function run(json: boolean | undefined, body: () => Promise<void>):
     const code = errorCode(err);
     const message = err instanceof Error ? err.message : String(err);
     const reason = err instanceof EkvError ? err.reason : undefined;
-    if (json) process.stdout.write(JSON.stringify({ ok: false, code, ...(reason ? { reason } : {}), message }) + '\n');
+    const version = err instanceof EkvError ? err.version : undefined; // a CONFLICT's current version
+    if (json) process.stdout.write(JSON.stringify({ ok: false, code, ...(reason ? { reason } : {}), ...(version === undefined ? {} : { version }), message }) + '\n');
     else process.stderr.write(`${code}${reason ? ` (${reason})` : ''}: ${message}\n`);
     process.exitCode = err instanceof UsageError ? exitUsage : exitFailed;
   }

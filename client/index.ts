@@ -10,7 +10,7 @@
  * EkvError('UNATTESTED') otherwise; every answer then arrives over the
  * channel bound to that document.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { keyBytesMax, valueBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import type { PrincipalSigner } from '../protocol/handshake.ts';
@@ -62,6 +62,25 @@ export interface GetResult {
   version: number;
 }
 
+/** Options of put and delete. */
+export interface WriteOptions {
+  /**
+   * Compare-and-set: write only if the key's current version is this one (0: only if the key has no
+   * value). Otherwise the call rejects with EkvError('CONFLICT') whose `version` is the current one.
+   */
+  ifVersion?: number;
+}
+
+export interface DeleteResult {
+  /** Whether the key had a value (false: nothing to delete, which is not an error). */
+  deleted: boolean;
+  /** The key's version after the call: the delete's own version, or 0 when there was nothing to delete. */
+  version: number;
+}
+
+/** The random session part of every request id this client sends (see requestId). */
+export const sessionIdBytes = 16;
+
 function toBytes(x: Bytes): Buffer {
   return typeof x === 'string' ? Buffer.from(x, 'utf8') : Buffer.from(x.buffer, x.byteOffset, x.length);
 }
@@ -72,6 +91,13 @@ function checkedKey(x: Bytes): Buffer {
   if (k.length === 0) throw new EkvError('BAD_REQUEST', 'key must not be empty');
   if (k.length > keyBytesMax) throw new EkvError('KEY_TOO_LARGE', `key of ${k.length} bytes exceeds ${keyBytesMax}`);
   return k;
+}
+
+function checkedIfVersion(o: WriteOptions | undefined): { iv?: number } {
+  const v = o?.ifVersion;
+  if (v === undefined) return {};
+  if (!Number.isSafeInteger(v) || v < 0) throw new EkvError('BAD_REQUEST', 'ifVersion must be a non-negative integer');
+  return { iv: v };
 }
 
 function checkedValue(x: Bytes): Buffer {
@@ -93,6 +119,13 @@ export class EkvClient {
   lastRoute: { addr: string; steps: number } | null = null;
   /** Namespaces, ACLs and groups (client/acl.ts): signed with `identity`. */
   readonly acl: AccessApi;
+  /**
+   * Every write carries a request id, [session, seq]: this client's random session id and a sequence
+   * number per write, the same on every retry of that write (on this node, on another, or forwarded
+   * inside the ring), so that the ring applies it once and a retry returns the first outcome.
+   */
+  private readonly session = randomBytes(sessionIdBytes);
+  private seq = 0;
 
   constructor(addrs: string[], trust: TrustPolicy, opts: { timeoutMs: number; identity?: PrincipalSigner; routing?: Routing }) {
     if (addrs.length === 0) throw new EkvError('BAD_REQUEST', 'no nodes to connect to');
@@ -122,19 +155,30 @@ export class EkvClient {
     return { value: Buffer.from(r.v), version: r.n };
   }
 
-  /** Store a value; resolves with the key's new version once the write is acknowledged. */
-  async put(key: Bytes, value: Bytes): Promise<number> {
+  /**
+   * Store a value; resolves with the key's new version once the write is acknowledged (durable on
+   * every holder). `{ ifVersion }` makes it a compare-and-set. A rejection with UNAVAILABLE, TIMEOUT or
+   * CLOSED leaves the outcome unknown (the write may still take effect, once); CONFLICT, FORBIDDEN and
+   * the other refusals mean it was not applied.
+   */
+  async put(key: Bytes, value: Bytes, opts?: WriteOptions): Promise<number> {
     const k = checkedKey(key);
-    const r = await this.callRouted(k, 'put', { k, v: checkedValue(value) });
+    const r = await this.callRouted(k, 'put', { k, v: checkedValue(value), ...checkedIfVersion(opts), r: this.requestId() });
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed put answer');
     return r.n;
   }
 
-  async delete(key: Bytes): Promise<number> {
+  /** Delete a key; a key without a value is not an error (`deleted: false`). `{ ifVersion }` as for put. */
+  async delete(key: Bytes, opts?: WriteOptions): Promise<DeleteResult> {
     const k = checkedKey(key);
-    const r = await this.callRouted(k, 'del', { k });
+    const r = await this.callRouted(k, 'del', { k, ...checkedIfVersion(opts), r: this.requestId() });
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed delete answer');
-    return r.n;
+    return { deleted: r.d === true, version: r.n };
+  }
+
+  /** A new request id (a write's; its retries reuse it). */
+  private requestId(): [Buffer, number] {
+    return [this.session, ++this.seq];
   }
 
   /** The connection to one node by address (for attestation inspection and tests). */
@@ -149,20 +193,23 @@ export class EkvClient {
   /**
    * Send to the routed node; if it cannot be reached (it left, or died), try the other configured nodes,
    * which forward inside the ring. A refusal (UNATTESTED, TAMPERED, FORBIDDEN, ...) is never retried elsewhere.
+   * A write (it carries a request id, `args.r`) is also retried after a TIMEOUT: the id makes it apply once.
    */
   private async callRouted(key: Buffer, op: string, args: Record<string, unknown>) {
+    const retry = (e: unknown): boolean =>
+      e instanceof EkvError && (e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || (e.code === 'TIMEOUT' && args.r !== undefined));
     let first: NodeConnection | null = null;
     try {
       first = await this.route(key);
       return await first.call(op, args);
     } catch (err) {
-      if (!(err instanceof EkvError) || (err.code !== 'UNAVAILABLE' && err.code !== 'CLOSED')) throw err;
+      if (!retry(err)) throw err;
       for (const c of this.conns) {
         if (c === first) continue;
         try {
           return await c.call(op, args);
         } catch (e) {
-          if (!(e instanceof EkvError) || (e.code !== 'UNAVAILABLE' && e.code !== 'CLOSED')) throw e;
+          if (!retry(e)) throw e;
         }
       }
       throw err;

@@ -10,7 +10,8 @@ import type { RpcResult } from '../protocol/rpc.ts';
 import { AccessService, accessModeFromEnv } from './access/index.ts';
 import { PeerPool } from './cluster/peers.ts';
 import { RingDriver } from './cluster/ring-driver.ts';
-import { ClusterStore } from './cluster/store.ts';
+import { RequestTable, wireRequestId } from './cluster/requests.ts';
+import { ClusterStore, wireIfVersion, type OpOptions } from './cluster/store.ts';
 import type { EnclaveConfig, socketPaths } from './config.ts';
 import { Partition } from './kv/partition.ts';
 import { imageConfig } from './image-config.ts';
@@ -42,6 +43,7 @@ const peerOps = new Set(['ring', 'fwd', 'rep', 'pull', 'owns']);
 
 export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave> {
   const partition = new Partition();
+  const requests = new RequestTable();
   const trust = await learnSelfTrust(c.nsm);
   // Trust-relevant settings are the image's, in both worlds (enclave/image-config.ts).
   const settings = { replicas: imageConfig.replicas, accessMode: accessModeFromEnv(imageConfig.accessMode) };
@@ -51,7 +53,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   let recoveredEntries = 0;
   if (sealing) {
     const opened = await Persistence.open({
-      config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, partition, logger: c.logger,
+      config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, partition, requests, logger: c.logger,
     });
     persistence = opened.persistence;
     identity = opened.recovered.identity;
@@ -66,7 +68,6 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
 
   const peers = new PeerPool({ outboundSocket: c.paths.outbound, identity, attest, verifyPeer, logger: c.logger });
   const ring = new RingDriver(self, peers, c.logger);
-  const onApply = persistence ? (k: Buffer, v: Buffer | null, n: number) => (persistence as Persistence).record(k, v, n) : undefined;
   // A node that joins an existing ring serves only after pulling its range from its successor, whose
   // replicas hold every acknowledged write. So does a node that founds a ring with recovered sealed data
   // (the host may have rolled it back): it waits for the ring to form and reconciles with its successor.
@@ -74,7 +75,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const solo = imageConfig.singleNode;
   const servesAtOnce = c.config.join === null && (recoveredEntries === 0 || solo);
   const store = new ClusterStore(
-    { partition, ring, peers, self, replicas: settings.replicas, logger: c.logger, ...(onApply ? { onApply } : {}) },
+    { partition, ring, peers, self, replicas: settings.replicas, logger: c.logger, requests, ...(persistence ? { durable: persistence } : {}) },
     servesAtOnce,
   );
 
@@ -83,9 +84,9 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       case 'get':
         return store.clientOp('get', clientKey(req), null, { principal: ctx.principal, hops: 0 });
       case 'put':
-        return store.clientOp('put', clientKey(req), requestValue(req), { principal: ctx.principal, hops: 0 });
+        return store.clientOp('put', clientKey(req), requestValue(req), writeOptions(req, ctx));
       case 'del':
-        return store.clientOp('del', clientKey(req), null, { principal: ctx.principal, hops: 0 });
+        return store.clientOp('del', clientKey(req), null, writeOptions(req, ctx));
       case 'route':
         return store.routeStep(requestKey(req));
       case 'status':
@@ -129,6 +130,11 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
 function derToPem(der: Uint8Array): string {
   const b64 = Buffer.from(der).toString('base64').replace(/(.{64})/g, '$1\n').trimEnd();
   return `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
+}
+
+/** A client write's options: its request id (r: [session, seq]) and compare-and-set version (iv), both optional. */
+function writeOptions(req: Record<string, unknown>, ctx: CallerContext): OpOptions {
+  return { principal: ctx.principal, hops: 0, rid: wireRequestId(req.r), ...(req.iv === undefined ? {} : { ifVersion: wireIfVersion(req.iv) }) };
 }
 
 /** Keys starting with 0x00 are reserved for the enclave's own documents (ACLs, groups). */

@@ -2,8 +2,15 @@
  * Sealed persistence of one node: its identity key and partition, as a
  * write-ahead log and snapshots sealed under a KMS data key (enclave/seal).
  *
- * Records (CBOR): ['id', pkcs8] the node's identity key; ['e', key, value|null, version] an entry.
- * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...]].
+ * Records (CBOR): ['id', pkcs8] the node's identity key; ['e', key, value|null, version, requestId?] an
+ * entry, with the request id of the write that made it ([session, seq], when the client gave one).
+ * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...], requests?] where requests is
+ * [[[session, seq, keyTag, version, deleted], ...], [[session, watermark], ...]] (the request table,
+ * enclave/cluster/requests.ts); the table is rebuilt from the snapshot and the records after it.
+ *
+ * Durability: a write is applied (and answered) only after `record` resolved. When the host's blob
+ * store fails, `record` rejects and the log stays unhealthy until `recover` manages to seal the whole
+ * state as a snapshot again (SealedStore.resync): the node fails closed meanwhile and heals itself.
  *
  * The KMS key is the image's (enclave/image-config.ts), in both worlds: a host that chose it could
  * name a key it can decrypt itself. KMS is reached over TLS verified inside the enclave (the relay
@@ -16,6 +23,8 @@ import type { Logger } from 'pino';
 import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { generateIdentity, importIdentity, type Identity } from '../protocol/keys.ts';
 import type { Partition } from './kv/partition.ts';
+import { RequestTable, requestIdToWire, sessionIdBytes, wireRequestId, type RequestId } from './cluster/requests.ts';
+import { keyId } from './ring/index.ts';
 import type { Nsm } from './nsm.ts';
 import { createBlobClient, type BlobClient } from './seal/blob-client.ts';
 import { hostCredentialsProvider } from './seal/credentials.ts';
@@ -75,6 +84,15 @@ export function sealConfigFrom(env: NodeJS.ProcessEnv, trust: { production: bool
   };
 }
 
+/** One entry as the log records it. */
+export interface LogEntry {
+  key: Buffer;
+  value: Buffer | null;
+  version: number;
+  /** The request id of the client write that made it (null: a copy pushed by sync, a pull, ...). */
+  rid: RequestId | null;
+}
+
 export interface Recovered {
   identity: Identity;
   /** Entries recovered from the sealed state (0 on first boot). */
@@ -91,6 +109,7 @@ export class Persistence {
     private readonly blobs: BlobClient,
     private readonly identity: Identity,
     private readonly partition: Partition,
+    private readonly requests: RequestTable,
     private readonly logger: Logger,
   ) {}
 
@@ -101,6 +120,8 @@ export class Persistence {
     blobsSocket: string;
     outboundSocket: string;
     partition: Partition;
+    /** Filled with the request ids found in the sealed state. */
+    requests: RequestTable;
     logger: Logger;
   }): Promise<{ persistence: Persistence; recovered: Recovered }> {
     const blobs = createBlobClient({ connect: () => net.connect(c.blobsSocket) });
@@ -142,27 +163,53 @@ export class Persistence {
       if (!Array.isArray(rec)) return;
       if (rec[0] === 'id' && rec[1] instanceof Uint8Array) identity = importIdentity(rec[1]);
       else if (rec[0] === 'e') {
-        const [, k, v, n] = rec as [string, Uint8Array, Uint8Array | null, number];
-        if (c.partition.apply(Buffer.from(k), { value: v === null ? null : Buffer.from(v), version: n })) entries++;
+        const [, k, v, n, r] = rec as [string, Uint8Array, Uint8Array | null, number, unknown];
+        const key = Buffer.from(k);
+        if (c.partition.apply(key, { value: v === null ? null : Buffer.from(v), version: n })) entries++;
+        const rid = wireRequestId(r);
+        if (rid) c.requests.add(rid, keyId(key), { version: n, deleted: v === null });
       } else if (rec[0] === 'snap') {
         identity = importIdentity(rec[1] as Uint8Array);
-        for (const e of rec[2] as unknown[]) apply(['e', ...(e as unknown[])]);
+        for (const e of rec[2] as unknown[]) apply(['e', ...(e as unknown[]).slice(0, 3)]);
+        restoreRequests(c.requests, rec[3]);
       }
     };
     // Our own sealed state (authenticated, but still decoded strictly): a snapshot holds every entry,
     // so its item bound is its size, which the scan enforces anyway (an item is at least one byte).
     if (recovered.snapshot) apply(decodeCbor(recovered.snapshot, recovered.snapshot.length));
     for (const r of recovered.records) apply(decodeCbor(r));
-    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), c.partition, c.logger);
+    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), c.partition, c.requests, c.logger);
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
     c.logger.info({ created, entries, lastSeq: recovered.lastSeq, reset }, 'sealed state recovered');
     return { persistence, recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset } };
   }
 
-  /** Durable when resolved: the caller acknowledges a write only after this. */
-  async record(key: Buffer, value: Buffer | null, version: number): Promise<void> {
-    await this.store.append(encodeCbor(['e', key, value, version]));
+  /** False while the host's blob store fails: `record` rejects until `recover` succeeds. */
+  get healthy(): boolean {
+    return this.store.healthy;
+  }
+
+  /** Durable when resolved: the caller applies and acknowledges a write only after this. */
+  async record(entries: LogEntry[]): Promise<void> {
+    await Promise.all(entries.map((e) => this.store.append(encodeCbor(['e', e.key, e.value, e.version, e.rid ? requestIdToWire(e.rid) : null]))));
     if (this.store.stats().recordsSinceSnapshot > snapshotAfterRecords) void this.snapshot();
+  }
+
+  /**
+   * After a failed write: make the log durable again, holding the partition (everything applied, all
+   * of it durable before) plus `extra` (the writes whose outcome was unknown when the log failed: the
+   * caller applies them once this resolves). Throws while the host still fails.
+   */
+  async recover(extra: LogEntry[]): Promise<void> {
+    if (this.store.healthy) return this.record(extra);
+    const byKey = new Map<string, unknown[]>();
+    for (const e of this.partition.entries()) byKey.set(e.key.toString('latin1'), [e.key, e.value, e.version]);
+    for (const e of extra) {
+      const k = e.key.toString('latin1');
+      const have = byKey.get(k);
+      if (!have || (have[2] as number) < e.version) byKey.set(k, [e.key, e.value, e.version]);
+    }
+    await this.store.resync(encodeCbor(['snap', this.identity.exportPrivate(), [...byKey.values()], dumpRequests(this.requests)]));
   }
 
   private snapshotting = false;
@@ -172,7 +219,7 @@ export class Persistence {
     this.snapshotting = true;
     try {
       const entries = [...this.partition.entries()].map((e) => [e.key, e.value, e.version]);
-      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries]));
+      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, dumpRequests(this.requests)]));
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'snapshot failed');
     } finally {
@@ -184,5 +231,23 @@ export class Persistence {
     await this.store.flush().catch(() => undefined);
     await this.store.close();
     this.blobs.close();
+  }
+}
+
+function dumpRequests(t: RequestTable): unknown {
+  const d = t.dump();
+  return [d.ids.map(([rid, r]) => [rid.session, rid.seq, r.keyTag, r.version, r.deleted]), d.watermarks];
+}
+
+/** The request table from a snapshot (sealed by us, so malformed parts are skipped rather than refused). */
+function restoreRequests(t: RequestTable, raw: unknown): void {
+  if (!Array.isArray(raw) || raw.length !== 2 || !Array.isArray(raw[0]) || !Array.isArray(raw[1])) return;
+  for (const w of raw[1] as unknown[]) {
+    if (Array.isArray(w) && w[0] instanceof Uint8Array && w[0].length === sessionIdBytes && typeof w[1] === 'number') t.restoreWatermark(Buffer.from(w[0]), w[1]);
+  }
+  for (const e of raw[0] as unknown[]) {
+    if (!Array.isArray(e) || e.length !== 5 || typeof e[2] !== 'number' || typeof e[3] !== 'number') continue;
+    const rid = wireRequestId([e[0], e[1]]);
+    if (rid) t.addStored(rid, { keyTag: e[2], version: e[3], deleted: e[4] === true });
   }
 }

@@ -16,25 +16,29 @@ export type EkvErrorCode =
   | 'BAD_REQUEST'
   | 'FORBIDDEN'
   | 'UNAVAILABLE' // no node able to serve the request could be reached
-  | 'CONFLICT' // a compare-and-set lost
+  | 'CONFLICT' // a compare-and-set lost (`version` is the key's current version), or a replica holds another write
+  | 'EXPIRED' // a retried write whose request id the node no longer remembers: its outcome is unknown, it was not applied again
   | 'STALE' // the node's data is older than what the ring acknowledged
   | 'INTERNAL';
 
 export const ekvErrorCodes: ReadonlySet<string> = new Set<EkvErrorCode>([
   'NOT_FOUND', 'UNATTESTED', 'TAMPERED', 'PROTOCOL', 'FRAME_TOO_LARGE', 'CLOSED', 'TIMEOUT',
-  'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BAD_REQUEST', 'FORBIDDEN', 'UNAVAILABLE', 'CONFLICT', 'STALE', 'INTERNAL',
+  'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BAD_REQUEST', 'FORBIDDEN', 'UNAVAILABLE', 'CONFLICT', 'EXPIRED', 'STALE', 'INTERNAL',
 ]);
 
 export class EkvError extends Error {
   readonly code: EkvErrorCode;
   /** For UNATTESTED: the verifier's code (PCR_MISMATCH, UNTRUSTED_ROOT, ...). */
   readonly reason: string | undefined;
+  /** For CONFLICT from a compare-and-set: the key's current version (0 = absent). */
+  readonly version: number | undefined;
 
-  constructor(code: EkvErrorCode, message: string, options?: { reason?: string; cause?: unknown }) {
+  constructor(code: EkvErrorCode, message: string, options?: { reason?: string; cause?: unknown; version?: number }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'EkvError';
     this.code = code;
     this.reason = options?.reason;
+    this.version = options?.version;
   }
 }
 

@@ -2,7 +2,8 @@
  * Requests and responses over a SecureSession, many in flight per connection.
  *
  *   request  { i: id, o: op, ...args }
- *   response { i: id, ok: true, ...result } | { i: id, ok: false, c: code, m: message }
+ *   response { i: id, ok: true, ...result } | { i: id, ok: false, c: code, m: message, n?: version }
+ *   (n: a CONFLICT's current version of the key)
  *
  * The caller side matches responses by id, bounds the number in flight and
  * times each one out; a response whose id is unknown ends the session (the
@@ -100,7 +101,8 @@ export class RpcClient {
     if (msg.ok === true) p.resolve(msg);
     else {
       const code = isEkvErrorCode(msg.c) ? msg.c : 'INTERNAL';
-      p.reject(new EkvError(code, typeof msg.m === 'string' ? msg.m.slice(0, 500) : code));
+      const version = typeof msg.n === 'number' && Number.isSafeInteger(msg.n) && msg.n >= 0 ? { version: msg.n } : {};
+      p.reject(new EkvError(code, typeof msg.m === 'string' ? msg.m.slice(0, 500) : code, version));
     }
   }
 
@@ -140,7 +142,7 @@ export function serveRpc(
       const refuse = (err: unknown) => {
         inflight--;
         const e = err instanceof EkvError ? err : new EkvError('INTERNAL', 'internal error');
-        session.send({ i: id, ok: false, c: e.code, m: e.message });
+        session.send({ i: id, ok: false, c: e.code, m: e.message, ...(e.version === undefined ? {} : { n: e.version }) });
       };
       try {
         const r = handle(msg.o, msg);

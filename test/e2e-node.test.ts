@@ -46,9 +46,10 @@ describe('SDK against one node', () => {
     expect(await kv.put('alpha', 'two')).toBe(2);
     const r = await kv.getWithVersion('alpha');
     expect([r.value.toString(), r.version]).toEqual(['two', 2]);
-    expect(await kv.delete('alpha')).toBe(3);
+    expect(await kv.delete('alpha')).toEqual({ deleted: true, version: 3 });
     expect(await codeOf(kv.get('alpha'))).toBe('NOT_FOUND');
-    expect(await codeOf(kv.delete('alpha'))).toBe('NOT_FOUND');
+    // Deleting a key without a value is not an error: the SDK says it did not exist.
+    expect(await kv.delete('alpha')).toEqual({ deleted: false, version: 0 });
     // A key written after its delete continues the version sequence (the tombstone kept it).
     expect(await kv.put('alpha', 'three')).toBe(4);
   });
@@ -154,7 +155,7 @@ describe.concurrent('CLI', () => {
     const get = await ekv(['get', 'json-key', '--json']);
     expect(JSON.parse(get.stdout)).toMatchObject({ ok: true, key: 'json-key', version: 1, value: 'v1', valueHex: Buffer.from('v1').toString('hex') });
     const del = await ekv(['del', 'json-key', '--json']);
-    expect(JSON.parse(del.stdout)).toMatchObject({ ok: true, version: 2 });
+    expect(JSON.parse(del.stdout)).toMatchObject({ ok: true, deleted: true, version: 2 });
     const missing = await ekv(['get', 'json-key', '--json']);
     expect(missing.code).toBe(1);
     expect(JSON.parse(missing.stdout)).toMatchObject({ ok: false, code: 'NOT_FOUND' });

@@ -47,7 +47,7 @@ beforeAll(async () => {
       model.set(k, `${marker}-value-${i}-second`);
     }));
     await Promise.all(keys.slice(30, 40).map(async (k) => {
-      expect(await kv.delete(k)).toBe(2);
+      expect(await kv.delete(k)).toEqual({ deleted: true, version: 2 });
       model.set(k, null);
     }));
   } finally {

@@ -41,10 +41,12 @@ export async function withClient<T>(o: CommonOpts, body: (kv: EkvClient) => Prom
 export function registerKv(program: Command): void {
   common(program.command('put').argument('<key>').argument('[value]', 'the value (read from stdin when omitted or "-")'))
     .description('store a value under a key; prints the new version with --json')
-    .action(async (key: string, value: string | undefined, o: CommonOpts) =>
+    .option('--if-version <n>', 'compare-and-set: only if the key is at version n (0: only if it has no value); else CONFLICT and exit 1')
+    .action(async (key: string, value: string | undefined, o: CommonOpts & { ifVersion?: string }) =>
       run(o.json, async () => {
+        const cas = ifVersionOption(o.ifVersion);
         const bytes = value === undefined || value === '-' ? await readStdin() : Buffer.from(value, 'utf8');
-        const version = await withClient(o, (kv) => kv.put(key, bytes));
+        const version = await withClient(o, (kv) => kv.put(key, bytes, cas));
         if (o.json) process.stdout.write(JSON.stringify({ ok: true, key, version }) + '\n');
         else process.stdout.write('OK\n');
       }),
@@ -67,14 +69,22 @@ export function registerKv(program: Command): void {
     );
 
   common(program.command('del').alias('delete').argument('<key>'))
-    .description('delete a key (exit 1 and NOT_FOUND when missing)')
-    .action(async (key: string, o: CommonOpts) =>
+    .description('delete a key; a key without a value is not an error (exit 0, "OK (no such key)"; --json says deleted: false)')
+    .option('--if-version <n>', 'compare-and-set: only if the key is at version n; else CONFLICT and exit 1')
+    .action(async (key: string, o: CommonOpts & { ifVersion?: string }) =>
       run(o.json, async () => {
-        const version = await withClient(o, (kv) => kv.delete(key));
-        if (o.json) process.stdout.write(JSON.stringify({ ok: true, key, version }) + '\n');
-        else process.stdout.write('OK\n');
+        const cas = ifVersionOption(o.ifVersion);
+        const r = await withClient(o, (kv) => kv.delete(key, cas));
+        if (o.json) process.stdout.write(JSON.stringify({ ok: true, key, deleted: r.deleted, version: r.version }) + '\n');
+        else process.stdout.write(r.deleted ? 'OK\n' : 'OK (no such key)\n');
       }),
     );
+}
+
+function ifVersionOption(v: string | undefined): { ifVersion?: number } {
+  if (v === undefined) return {};
+  if (!/^\d{1,15}$/.test(v)) throw new UsageError('--if-version must be a version number (0: only if the key has no value)');
+  return { ifVersion: Number(v) };
 }
 
 async function readStdin(): Promise<Buffer> {

@@ -68,11 +68,27 @@ export class LocalNode {
 
   async start(): Promise<void> {
     for (const d of [this.vsockDir, this.dataDir, this.workDir]) mkdirSync(d, { recursive: true, mode: 0o700 });
-    this.host = await startHost({
+    this.host = await this.startHost(this.opts.listenPort, this.opts.httpPort);
+    await this.launch();
+  }
+
+  /**
+   * The host proxy dies and comes back on the same ports (a fault to test: its relays and blob store
+   * go away under the running enclave, which must fail closed and recover by itself).
+   */
+  async restartHost(downMs: number): Promise<void> {
+    const { port, httpPort } = this.host;
+    await this.host.close();
+    await new Promise((r) => setTimeout(r, downMs));
+    this.host = await this.startHost(port, httpPort);
+  }
+
+  private startHost(listenPort: number, httpPort: number): Promise<RunningHost> {
+    return startHost({
       vsockDir: this.vsockDir,
       listenHost: '127.0.0.1',
-      listenPort: this.opts.listenPort,
-      httpPort: this.opts.httpPort,
+      listenPort,
+      httpPort,
       dataDir: this.dataDir,
       outboundPolicy: loopbackOnly,
       logger: this.opts.logger.child({ svc: 'host', node: this.name }),
@@ -80,7 +96,6 @@ export class LocalNode {
       ...(this.opts.startBlobStore ? { startBlobStore: this.opts.startBlobStore } : {}),
       ...(this.opts.imdsUrl ? { imdsUrl: this.opts.imdsUrl } : {}),
     });
-    await this.launch();
   }
 
   /** Resolves when the enclave accepts connections (its socket answers an attestation request). */

@@ -2,11 +2,17 @@
  * The replicated key-value layer on top of the ring.
  *
  * A key is owned by successor(SHA-256(key)) and lives on the owner and its
- * next R-1 successors. The owner orders writes (per-key versions), applies
- * each locally, sends it to every replica and acknowledges once every live
- * replica answered (one that does not answer in time is taken as dead; the
- * ring drops it and re-replication restores R copies). Reads are served by
- * the owner, which holds every acknowledged write.
+ * next R-1 successors. The owner orders writes (per-key versions, one write
+ * per key at a time), makes each durable in its sealed log and sends it to
+ * every replica (which make it durable before they answer), applies it only
+ * once its own log holds it, and acknowledges once every replica target did.
+ * Reads are served by the owner, which holds every acknowledged write.
+ *
+ * Durability fails closed: a node whose sealed log cannot persist answers
+ * UNAVAILABLE (outcome unknown) to everything until it has sealed its whole
+ * state again (Persistence.recover), which it retries by itself. Writes carry
+ * a request id (requests.ts) so that retries apply once, and may carry a
+ * compare-and-set version (`ifVersion`, 0 = only if absent).
  *
  * Membership changes:
  * - join: a new node serves nothing until it has pulled the keys of
@@ -23,7 +29,9 @@ import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import { type Partition, type StoredEntry } from '../kv/partition.ts';
-import { localDelete, localGet, localPut } from '../kv/service.ts';
+import { localGet } from '../kv/service.ts';
+import type { LogEntry } from '../persist.ts';
+import { RequestTable, requestIdToWire, wireRequestId, type RequestId, type WriteResult } from './requests.ts';
 import {
   betweenOpen, idFromBytes, idToBytes, inRange, replicaSet, keyId, nodeIdFromPublicKey, responsibleRange, route, type NodeRef, type RingEvent,
 } from '../ring/index.ts';
@@ -42,14 +50,35 @@ export const gcIntervalMs = 3000;
 /** Stray copies are collected only after this node's neighbourhood has been quiet this long. */
 export const gcQuietMs = 5000;
 export const batchEntriesMax = 4096;
+/** How often a node whose sealed log failed tries to seal its state again. */
+export const recoverIntervalMs = 500;
 
-type WireEntry = [Uint8Array, Uint8Array | null, number];
+/** [key, value | null, version] or, for a client write, [key, value | null, version, [session, seq]]. */
+type WireEntry = [Uint8Array, Uint8Array | null, number] | [Uint8Array, Uint8Array | null, number, [Uint8Array, number]];
+
+/** The node's sealed log, as the store needs it (enclave/persist.ts). */
+export interface Durability {
+  /** False while the log cannot persist. */
+  readonly healthy: boolean;
+  /** Durable when resolved. */
+  record(entries: LogEntry[]): Promise<void>;
+  /** Seal the whole state again (the partition plus `extra`); throws while the host still fails. */
+  recover(extra: LogEntry[]): Promise<void>;
+}
 
 export interface StoreStats {
   forwards: number;
   replicationFailures: number;
   syncPushed: number;
   pulls: number;
+  /** Writes that could not be made durable here (the sealed log failed). */
+  persistFailures: number;
+  /** Times the sealed log was sealed again after a failure. */
+  recoveries: number;
+  /** Retried writes answered from the request table. */
+  retriesAnswered: number;
+  /** Replica entries refused because this node holds another write at that version (or a newer one). */
+  conflicts: number;
 }
 
 /**
@@ -68,12 +97,56 @@ export interface OpOptions {
   hops: number;
   /** Skip the access check: only for the enclave's own internal documents. */
   internal?: boolean;
+  /** The client's request id (writes): a retry with the same id returns the first outcome. */
+  rid?: RequestId | null;
+  /** Compare-and-set: write only if the key's current version is this (0: only if absent). */
+  ifVersion?: number;
+}
+
+/** Codes that mean "outcome unknown, try again": one definition for the forwarding loop. */
+function resultOf(e: LogEntry): WriteResult {
+  return { version: e.version, deleted: e.value === null };
+}
+
+/** A write's answer: { n: version } for a put, { n, d } for a delete (d: whether it removed a value). */
+function answerOf(r: WriteResult): RpcResult {
+  return r.deleted ? { n: r.version, d: true } : { n: r.version };
+}
+
+function sameValue(a: Buffer | null, b: Buffer | null): boolean {
+  return a === null || b === null ? a === b : a.equals(b);
+}
+
+function toWireEntry(e: LogEntry): WireEntry {
+  return e.rid ? [e.key, e.value, e.version, requestIdToWire(e.rid)] : [e.key, e.value, e.version];
+}
+
+function wireEntry(item: unknown): LogEntry {
+  if (!Array.isArray(item) || item.length < 3 || item.length > 4) throw new EkvError('BAD_REQUEST', 'bad replica entry');
+  const [k, v, n, r] = item as unknown[];
+  const key = wireKey(k);
+  const value = v === null ? null : wireValue(v);
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new EkvError('BAD_REQUEST', 'bad version');
+  return { key, value, version: n, rid: wireRequestId(r) };
+}
+
+/** A compare-and-set version from the wire: 0 (only if absent) or a version. */
+export function wireIfVersion(x: unknown): number {
+  if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) throw new EkvError('BAD_REQUEST', 'bad ifVersion');
+  return x;
 }
 
 export class ClusterStore {
   access: AccessCheck | null = null;
   serving: boolean;
-  readonly stats: StoreStats = { forwards: 0, replicationFailures: 0, syncPushed: 0, pulls: 0 };
+  readonly stats: StoreStats = {
+    forwards: 0, replicationFailures: 0, syncPushed: 0, pulls: 0, persistFailures: 0, recoveries: 0, retriesAnswered: 0, conflicts: 0,
+  };
+  /** Owner writes whose local persist failed: their outcome is unknown; applied once the log recovers. */
+  private readonly inDoubt = new Map<string, LogEntry>();
+  private recovering: NodeJS.Timeout | null = null;
+  /** One write per key at a time on the owner (the tail of each key's queue). */
+  private readonly keyQueues = new Map<string, Promise<void>>();
   private readonly synced = new Map<bigint, number>();
   private syncTimer: NodeJS.Timeout | null = null;
   private syncing = false;
@@ -93,8 +166,10 @@ export class ClusterStore {
       self: NodeRef;
       replicas: number;
       logger: Logger;
-      /** Called after every local change (sealing hooks in here). */
-      onApply?: (key: Buffer, value: Buffer | null, version: number) => Promise<void> | void;
+      /** The sealed log (none: an unsealed node, whose writes are durable only on the ring). */
+      durable?: Durability;
+      /** Recent request ids and their results. */
+      requests: RequestTable;
     },
     serving: boolean,
   ) {
@@ -112,6 +187,93 @@ export class ClusterStore {
   stop(): void {
     if (this.syncTimer) clearInterval(this.syncTimer);
     if (this.gcTimer) clearInterval(this.gcTimer);
+    if (this.recovering) clearInterval(this.recovering);
+    this.recovering = null;
+  }
+
+  // ------------------------------------------------------------ durability
+
+  /** Whether this node can persist: false while its sealed log is broken or writes are in doubt. */
+  get durableNow(): boolean {
+    return this.inDoubt.size === 0 && (this.c.durable?.healthy ?? true);
+  }
+
+  private failClosed(): void {
+    if (!this.durableNow) throw new EkvError('UNAVAILABLE', 'this node cannot persist writes now (its sealed log failed); the outcome of its last writes is unknown');
+  }
+
+  /** Make entries durable here; on failure the node fails closed and starts recovering. */
+  private async persist(entries: LogEntry[], owner: boolean): Promise<void> {
+    if (!this.c.durable || entries.length === 0) return;
+    try {
+      await this.c.durable.record(entries);
+    } catch (err) {
+      this.stats.persistFailures += entries.length;
+      // The owner's own writes may already be on replicas (and even on the host's disk): keep them, to
+      // apply once the log is sealed again. A replica's copy is simply not acknowledged.
+      if (owner) for (const e of entries) this.keepInDoubt(e);
+      this.startRecovering();
+      this.c.logger.warn({ err: (err as Error).message }, 'sealed log write failed: failing closed until it recovers');
+      throw new EkvError('UNAVAILABLE', 'this node could not persist the write (its sealed log failed): outcome unknown');
+    }
+  }
+
+  private keepInDoubt(e: LogEntry): void {
+    const k = e.key.toString('latin1');
+    const have = this.inDoubt.get(k);
+    if (!have || have.version < e.version) this.inDoubt.set(k, e);
+  }
+
+  private startRecovering(): void {
+    if (this.recovering) return;
+    let busy = false;
+    this.recovering = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      void this.recoverOnce().finally(() => (busy = false));
+    }, recoverIntervalMs);
+    this.recovering.unref();
+  }
+
+  /** One attempt to seal the state again; on success the writes in doubt take effect. */
+  async recoverOnce(): Promise<boolean> {
+    const durable = this.c.durable;
+    if (!durable) return true;
+    const extra = [...this.inDoubt.values()];
+    try {
+      for (const e of extra) if (e.rid) this.c.requests.add(e.rid, keyId(e.key), resultOf(e));
+      await durable.recover(extra);
+    } catch (err) {
+      this.c.logger.debug({ err: (err as Error).message }, 'sealed log still failing');
+      return false;
+    }
+    for (const e of extra) {
+      this.c.partition.apply(e.key, { value: e.value, version: e.version });
+      const k = e.key.toString('latin1');
+      if (this.inDoubt.get(k) === e) this.inDoubt.delete(k);
+    }
+    if (this.inDoubt.size > 0 || !durable.healthy) return false;
+    if (this.recovering) clearInterval(this.recovering);
+    this.recovering = null;
+    this.stats.recoveries++;
+    this.c.logger.warn({ applied: extra.length }, 'sealed log recovered: serving again');
+    return true;
+  }
+
+  /** Run `f` after every earlier write of this key on this node finished. */
+  private async serialized<T>(key: Buffer, f: () => Promise<T>): Promise<T> {
+    const k = key.toString('latin1');
+    const prev = this.keyQueues.get(k);
+    let release!: () => void;
+    const tail = new Promise<void>((r) => (release = r));
+    this.keyQueues.set(k, tail);
+    try {
+      if (prev) await prev;
+      return await f();
+    } finally {
+      release();
+      if (this.keyQueues.get(k) === tail) this.keyQueues.delete(k);
+    }
   }
 
   /**
@@ -203,7 +365,10 @@ export class ClusterStore {
         const { owner } = await this.c.ring.lookup(kid);
         if (owner.id === this.c.self.id) return await this.ownerOp(op, key, kid, value, o);
         this.stats.forwards++;
-        const fwd = { fo: op, k: key, v: value, h: hops + 1, p: o.principal, x: o.internal === true };
+        const fwd = {
+          fo: op, k: key, v: value, h: hops + 1, p: o.principal, x: o.internal === true,
+          ...(o.rid ? { r: requestIdToWire(o.rid) } : {}), ...(o.ifVersion === undefined ? {} : { iv: o.ifVersion }),
+        };
         return await this.c.peers.call(owner.addr, 'fwd', fwd, clientOpDeadlineMs, owner.id);
       } catch (err) {
         if (!(err instanceof EkvError) || !retryable(err)) throw err;
@@ -216,15 +381,59 @@ export class ClusterStore {
   }
 
   private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
+    this.checkOwner(kid);
+    if (!o.internal && this.access) await this.access.check(op, key, o.principal);
+    if (op === 'get') {
+      this.checkOwner(kid); // the access check may have waited
+      return localGet(this.c.partition, key);
+    }
+    return this.serialized(key, () => this.ownerWrite(op, key, kid, value, o));
+  }
+
+  private checkOwner(kid: bigint): void {
+    this.failClosed();
     if (!this.serving) throw new EkvError('UNAVAILABLE', 'this node is still receiving its keys');
     if (!this.owns(kid)) throw new EkvError('UNAVAILABLE', 'ownership of this key is moving');
-    if (!o.internal && this.access) await this.access.check(op, key, o.principal);
-    const p = this.c.partition;
-    if (op === 'get') return localGet(p, key);
-    const e = op === 'put' ? localPut(p, key, value as Buffer) : localDelete(p, key);
-    // Durable here (sealed log) and on every replica target before the client hears OK.
-    await Promise.all([this.c.onApply?.(key, e.value, e.version), this.replicate([[key, e.value, e.version]])]);
-    return { n: e.version };
+  }
+
+  /**
+   * One write, alone for its key on this node: answered from the request table if it is a retry;
+   * else checked (compare-and-set), made durable here and on every replica target, and only then
+   * applied and acknowledged. Its version is the key's next; a delete of a key without a value
+   * changes nothing and says so (d: false).
+   */
+  private async ownerWrite(op: 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
+    this.checkOwner(kid); // the queue may have waited
+    const rid = o.rid ?? null;
+    const earlier = rid ? this.c.requests.lookup(rid, kid) : null;
+    if (earlier) return this.answerRetry(key, earlier);
+    const cur = this.c.partition.get(key);
+    const current = cur && cur.value !== null ? cur.version : 0;
+    if (o.ifVersion !== undefined && o.ifVersion !== current) {
+      throw new EkvError('CONFLICT', `the key's version is ${current}, not ${o.ifVersion}`, { version: current });
+    }
+    if (op === 'del' && current === 0) return { n: 0, d: false };
+    const e: LogEntry = { key, value: op === 'put' ? (value as Buffer) : null, version: (cur?.version ?? 0) + 1, rid };
+    // Durable here (sealed log) and on every replica target before the client hears OK; applied here
+    // only once durable here, so no read returns what a crash could take back.
+    const [here, there] = await Promise.allSettled([this.persist([e], true), this.replicate([toWireEntry(e)])]);
+    if (here.status === 'rejected') throw here.reason;
+    this.c.partition.apply(key, { value: e.value, version: e.version });
+    if (rid) this.c.requests.add(rid, kid, resultOf(e));
+    if (there.status === 'rejected') throw there.reason;
+    return answerOf(resultOf(e));
+  }
+
+  /**
+   * A retry of a write this node already knows: its first answer, once the key's current entry is
+   * on every replica target again (the first attempt may have failed there; this node may have
+   * learnt the id as a replica, or from its log after a restart).
+   */
+  private async answerRetry(key: Buffer, earlier: WriteResult): Promise<RpcResult> {
+    this.stats.retriesAnswered++;
+    const cur = this.c.partition.get(key);
+    if (cur) await this.replicate([[key, cur.value, cur.version]]);
+    return answerOf(earlier);
   }
 
   /**
@@ -238,20 +447,25 @@ export class ClusterStore {
   private async replicate(entries: WireEntry[]): Promise<void> {
     const deadline = Date.now() + replicateDeadlineMs;
     const acked = new Set<bigint>();
+    const conflicts: EkvError[] = [];
     for (;;) {
       const pending = this.replicaTargets().filter((t) => !acked.has(t.id));
       if (pending.length === 0) return;
+      // w: a client write, checked strictly (a replica holding another write at this version, or a
+      // newer one, refuses it with CONFLICT instead of keeping its own and answering OK).
       await Promise.all(
         pending.map((t) =>
-          this.c.peers.call(t.addr, 'rep', { e: entries }, replicateTimeoutMs, t.id).then(
+          this.c.peers.call(t.addr, 'rep', { e: entries, w: true }, replicateTimeoutMs, t.id).then(
             () => acked.add(t.id),
             (err: unknown) => {
               this.stats.replicationFailures++;
+              if (err instanceof EkvError && err.code === 'CONFLICT') conflicts.push(err);
               this.c.logger.debug({ to: t.addr, err: (err as Error).message }, 'replica did not acknowledge');
             },
           ),
         ),
       );
+      if (conflicts.length > 0) throw new EkvError('UNAVAILABLE', `a replica refused the write: ${conflicts[0]!.message} (outcome unknown)`);
       if (this.replicaTargets().every((t) => acked.has(t.id))) return;
       if (Date.now() > deadline) throw new EkvError('UNAVAILABLE', 'the replicas did not acknowledge the write');
       await sleep(200);
@@ -272,10 +486,11 @@ export class ClusterStore {
         const key = wireKey(req.k);
         const value = o === 'put' ? wireValue(req.v) : null;
         const principal = req.p instanceof Uint8Array && req.p.length <= 128 ? Buffer.from(req.p) : null;
-        return this.clientOp(o, key, value, { principal, hops, internal: req.x === true });
+        const ifVersion = req.iv === undefined ? {} : { ifVersion: wireIfVersion(req.iv) };
+        return this.clientOp(o, key, value, { principal, hops, internal: req.x === true, rid: wireRequestId(req.r), ...ifVersion });
       }
       case 'rep':
-        return { n: await this.applyEntries(req.e) };
+        return { n: await this.applyEntries(req.e, req.w === true) };
       case 'pull':
         return this.answerPull(req, peerKey);
       case 'owns': {
@@ -287,22 +502,40 @@ export class ClusterStore {
     }
   }
 
-  private async applyEntries(raw: unknown): Promise<number> {
+  /**
+   * Entries from the owner (a client write: `strict`), a sync push, a pull or a hand-off. Each is
+   * made durable here before it is applied and before the answer: an entry this node already holds
+   * (same version, same value) is durable already, because nothing is applied before it is durable.
+   * Strictly, holding another value at that version, or a newer version, is a CONFLICT: the sender
+   * must not count this node as holding its write. Otherwise (sync, pull: copies of copies) the
+   * newer version wins and an equal version with another value is kept as it is, and counted.
+   */
+  private async applyEntries(raw: unknown, strict: boolean): Promise<number> {
     if (!Array.isArray(raw) || raw.length > batchEntriesMax) throw new EkvError('BAD_REQUEST', 'bad replica batch');
-    let applied = 0;
-    const durable: Array<Promise<void> | void> = [];
+    const fresh: LogEntry[] = [];
     for (const item of raw) {
-      if (!Array.isArray(item) || item.length !== 3) throw new EkvError('BAD_REQUEST', 'bad replica entry');
-      const [k, v, n] = item as unknown[];
-      const key = wireKey(k);
-      const value = v === null ? null : wireValue(v);
-      if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new EkvError('BAD_REQUEST', 'bad version');
-      if (this.c.partition.apply(key, { value, version: n })) {
-        applied++;
-        durable.push(this.c.onApply?.(key, value, n));
+      const e = wireEntry(item);
+      const cur = this.c.partition.get(e.key);
+      if (!cur || cur.version < e.version) {
+        fresh.push(e);
+        continue;
+      }
+      const same = cur.version === e.version && sameValue(cur.value, e.value);
+      if (same) continue;
+      if (cur.version === e.version || strict) {
+        this.stats.conflicts++;
+        if (strict) throw new EkvError('CONFLICT', `this replica holds ${cur.version === e.version ? 'another write at' : 'a version newer than'} version ${e.version}`);
+        this.c.logger.warn({ version: e.version }, 'a pushed copy differs from ours at the same version: keeping ours');
       }
     }
-    await Promise.all(durable);
+    if (fresh.length === 0) return 0;
+    this.failClosed();
+    await this.persist(fresh, false);
+    let applied = 0;
+    for (const e of fresh) {
+      if (this.c.partition.apply(e.key, { value: e.value, version: e.version })) applied++;
+      if (e.rid) this.c.requests.add(e.rid, keyId(e.key), resultOf(e));
+    }
     return applied;
   }
 
@@ -387,7 +620,7 @@ export class ClusterStore {
     for (;;) {
       const req = { s: idToBytes(pred.id), addr: this.c.self.addr, f: first, ...(after ? { a: after } : {}) };
       const r = await this.c.peers.call(src.addr, 'pull', req, 10_000, src.id);
-      await this.applyEntries(r.e);
+      await this.applyEntries(r.e, false);
       const last = Array.isArray(r.e) && r.e.length > 0 ? (r.e[r.e.length - 1] as WireEntry)[0] : null;
       if (r.more !== true || !last) return;
       after = Buffer.from(last);

@@ -1,11 +1,11 @@
 /**
- * The client-facing KV operations of one partition, with the request checks
- * every entry point shares: key 1..keyBytesMax bytes, value 0..valueBytesMax.
+ * The request checks every entry point shares (key 1..keyBytesMax bytes, value
+ * 0..valueBytesMax) and the local read; writes are the owner's (cluster/store.ts).
  */
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
-import type { Entry, Partition } from './partition.ts';
+import type { Partition } from './partition.ts';
 
 export function requestKey(req: Record<string, unknown>): Buffer {
   const k = req.k;
@@ -27,16 +27,4 @@ export function localGet(p: Partition, key: Buffer): RpcResult {
   const e = p.get(key);
   if (!e || e.value === null) throw new EkvError('NOT_FOUND', 'no such key');
   return { v: e.value, n: e.version };
-}
-
-/** The owner's write; returns the new entry (its version is the answer). */
-export function localPut(p: Partition, key: Buffer, value: Buffer): Entry {
-  return p.put(key, value);
-}
-
-/** A delete leaves a tombstone with the next version; a key without a value is NOT_FOUND. */
-export function localDelete(p: Partition, key: Buffer): Entry {
-  const e = p.get(key);
-  if (!e || e.value === null) throw new EkvError('NOT_FOUND', 'no such key');
-  return p.put(key, null);
 }

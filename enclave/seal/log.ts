@@ -130,6 +130,52 @@ export class SealedStore {
     return run;
   }
 
+  /** False once a segment write failed: appends are refused until resync() succeeds. */
+  get healthy(): boolean {
+    return this.broken === null;
+  }
+
+  /**
+   * Makes a store that a failed blob write broke usable again, without losing anything durable:
+   * seals `state` (the caller's whole state: everything that was durable, plus anything it wants
+   * kept from the writes that failed) as a snapshot at the current sequence number, after every
+   * record sealed so far. The failed records' sequence numbers are thereby covered: whether or not
+   * their segment reached the host's disk (a write can land and its answer be lost, or land late),
+   * recovery skips them, and new records continue the chain after them. Throws (and stays broken)
+   * while the host still fails. A store that is not broken is left as it is.
+   */
+  async resync(state: Uint8Array): Promise<void> {
+    if (this.broken?.code === 'SEAL_CLOSED') throw this.broken;
+    while (this.flushing !== null) await this.flushing;
+    await this.snapshotting;
+    if (this.broken === null) return;
+    // Each attempt takes a sequence number of its own (a record sealed but never written, covered by
+    // the snapshot), so that an earlier attempt's chunks landing late can never pass for this one.
+    const seq = this.lastSeq + 1;
+    this.lastTag = sealRecord(this.keys.wal, this.keys.nodeTag, seq, this.lastTag, this.nextNonce(), new Uint8Array(0)).tag;
+    this.lastSeq = seq;
+    const chunks = sealSnapshot(this.keys.snapshot, this.keys.nodeTag, seq, this.lastTag, state);
+    try {
+      for (let i = 0; i < chunks.length; i++) await this.blobs.put(snapshotChunkName(seq, i), chunks[i]!);
+    } catch (err) {
+      throw err instanceof SealError ? err : new SealError('SEAL_IO', 'snapshot write failed', { cause: err });
+    }
+    const replacedNames = this.snapshotNames;
+    const dropped = this.segments;
+    this.snapshotNames = chunks.map((_, i) => snapshotChunkName(seq, i));
+    this.snapshotSeq = seq;
+    this.durableSeq = seq;
+    this.segments = [];
+    this.broken = null;
+    // Best effort: what the snapshot replaces is obsolete (recovery skips it), so a failed delete costs only space.
+    try {
+      for (const name of replacedNames) if (!this.snapshotNames.includes(name)) await this.blobs.delete(name);
+      for (const seg of dropped) await this.blobs.delete(seg.name);
+    } catch {
+      // Left for the next compaction or recovery (obsolete blobs are deleted on open).
+    }
+  }
+
   /** Throws SEAL_ROLLBACK if the recovered state is older than `minSeq` (what the ring knows was acknowledged). */
   static assertNotRolledBack(recovered: RecoveredState, minSeq: number): void {
     if (recovered.lastSeq < minSeq) {

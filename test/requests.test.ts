@@ -1,0 +1,77 @@
+// The request-id table (exactly-once writes): a known id returns its first result, the table is
+// bounded, and an id older than what it remembers is refused with EXPIRED, never taken as new.
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { RequestTable, wireRequestId, type RequestId } from '../enclave/cluster/requests.ts';
+import { EkvError } from '../protocol/errors.ts';
+
+const session = (): Buffer => randomBytes(16);
+const rid = (s: Buffer, seq: number): RequestId => ({ session: s, seq });
+const put = (version: number) => ({ version, deleted: false });
+
+function codeOf(f: () => unknown): string {
+  try {
+    f();
+    return 'OK';
+  } catch (err) {
+    return err instanceof EkvError ? err.code : String(err);
+  }
+}
+
+describe('request table', () => {
+  it('answers a known id with its first result, and only for the same key', () => {
+    const t = new RequestTable();
+    const s = session();
+    expect(t.lookup(rid(s, 1), 7n)).toBeNull();
+    t.add(rid(s, 1), 7n, put(3));
+    expect(t.lookup(rid(s, 1), 7n)).toMatchObject({ version: 3, deleted: false });
+    expect(t.lookup(rid(s, 2), 7n)).toBeNull();
+    expect(t.lookup(rid(session(), 1), 7n)).toBeNull();
+    expect(codeOf(() => t.lookup(rid(s, 1), 8n))).toBe('BAD_REQUEST');
+  });
+
+  it('keeps at most idsMax ids; an evicted id is EXPIRED, a newer one of that session is new', () => {
+    const t = new RequestTable({ idsMax: 3, sessionsMax: 10 });
+    const a = session();
+    const b = session();
+    for (let i = 1; i <= 4; i++) t.add(rid(a, i), 7n, put(i));
+    t.add(rid(b, 1), 7n, put(1));
+    expect(t.size).toBe(3);
+    expect(codeOf(() => t.lookup(rid(a, 1), 7n))).toBe('EXPIRED');
+    expect(codeOf(() => t.lookup(rid(a, 2), 7n))).toBe('EXPIRED');
+    expect(t.lookup(rid(a, 3), 7n)).toMatchObject({ version: 3 });
+    expect(t.lookup(rid(a, 5), 7n)).toBeNull();
+    expect(t.lookup(rid(b, 2), 7n)).toBeNull();
+  });
+
+  it('bounds the sessions whose watermark it keeps (the oldest is forgotten first)', () => {
+    const t = new RequestTable({ idsMax: 1, sessionsMax: 2 });
+    const s = [session(), session(), session(), session()];
+    for (const x of s) t.add(rid(x, 5), 7n, put(1));
+    // s[0..2] were evicted from the ids; only the two newest watermarks (s[1], s[2]) are kept.
+    expect(t.lookup(rid(s[0]!, 5), 7n)).toBeNull();
+    expect(codeOf(() => t.lookup(rid(s[1]!, 5), 7n))).toBe('EXPIRED');
+    expect(codeOf(() => t.lookup(rid(s[2]!, 4), 7n))).toBe('EXPIRED');
+    expect(t.dump().watermarks.length).toBe(2);
+  });
+
+  it('survives a dump and restore (what the sealed snapshot keeps)', () => {
+    const t = new RequestTable({ idsMax: 2, sessionsMax: 4 });
+    const s = session();
+    for (let i = 1; i <= 3; i++) t.add(rid(s, i), 7n, put(i));
+    const d = t.dump();
+    const u = new RequestTable({ idsMax: 2, sessionsMax: 4 });
+    for (const [x, n] of d.watermarks) u.restoreWatermark(x, n);
+    for (const [r, w] of d.ids) u.addStored(r, w);
+    expect(codeOf(() => u.lookup(rid(s, 1), 7n))).toBe('EXPIRED');
+    expect(u.lookup(rid(s, 3), 7n)).toMatchObject({ version: 3 });
+  });
+
+  it('validates ids from the wire', () => {
+    expect(wireRequestId(undefined)).toBeNull();
+    expect(wireRequestId([new Uint8Array(16), 1])?.seq).toBe(1);
+    for (const bad of [[new Uint8Array(15), 1], [new Uint8Array(16), 0], [new Uint8Array(16), 1.5], [new Uint8Array(16)], 'x', [new Uint8Array(16), 2 ** 60]]) {
+      expect(codeOf(() => wireRequestId(bad))).toBe('BAD_REQUEST');
+    }
+  });
+});
