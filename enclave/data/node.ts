@@ -116,6 +116,15 @@ export class DataNode {
     return this.rangeAt(shard).config;
   }
 
+  /** One line about a range, for the simulator's reports. */
+  describeRange(shard: number): string {
+    const r = this.rangeAt(shard);
+    const c = r.config;
+    const m = c ? c.members.map((x) => `${x.name}/${x.inc}`).join(',') : '-';
+    const p = r.proposal ? `proposing ${r.proposal.phase} b${r.proposal.ballot.round}` : '';
+    return `${this.self.name}/${this.self.inc} e${c?.epoch ?? '-'} [${m}] synced=${r.synced} promised=${r.promised?.round ?? '-'} active=${r.active} activating=${!!r.activating} ${p} round=${r.round} leaseUntil=${r.leaseUntil - this.now}`;
+  }
+
   isActiveOwner(shard: number): boolean {
     return this.rangeAt(shard).active;
   }
@@ -301,11 +310,19 @@ export class DataNode {
       if (x.accepted && (!best || cmpBallot(x.accepted.ballot, best.ballot) > 0)) best = x.accepted;
       mergeInto(data, sessions, x.data, x.sessions);
     }
-    p.value = best ? best.value : { shard: p.base.shard, epoch: p.base.epoch + 1, members: p.desired };
+    p.sentAt = this.now;
+    if (best) {
+      // Re-propose what may have been decided. Its install already reached every one of its members (accepts are
+      // sent only after that), so it goes straight to accept: a member that died since cannot block it.
+      p.value = best.value;
+      p.phase = 'accept';
+      for (const m of p.base.members) this.send(m.name, { t: 'accept', base: p.base, ballot: p.ballot, value: p.value });
+      return;
+    }
+    p.value = { shard: p.base.shard, epoch: p.base.epoch + 1, members: p.desired };
     p.data = data;
     p.sessions = sessions;
     p.phase = 'install';
-    p.sentAt = this.now;
     for (const m of p.value.members) this.sendInstall(p, m.name);
   }
 

@@ -33,8 +33,8 @@ export const defaultSimOptions: Omit<SimOptions, 'seed'> = {
 /** One millisecond per tick. The drift bound the sim exercises is the core's own ρ. */
 export function simDataConfig(broken?: BrokenFlags): DataConfig {
   return {
-    replicas: 3, shards: 4, leaseTicks: 400, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 100,
-    heartbeatTicks: 50, suspectTicks: 250, retryTicks: 60, proposeTimeoutTicks: 1_000, backoffTicksMax: 200,
+    replicas: 3, shards: 4, leaseTicks: 600, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 100,
+    heartbeatTicks: 50, suspectTicks: 200, retryTicks: 60, proposeTimeoutTicks: 1_000, backoffTicksMax: 200,
     sessionsMax: 4, windowMax: 8, queuedMax: 256, ...(broken ? { broken } : {}),
   };
 }
@@ -51,6 +51,7 @@ interface SimNode {
   life: number; // bumps on every crash: stale disk and timer events are ignored
   up: boolean;
   gone: boolean; // left the ring for good
+  leaving: boolean;
   pausedUntil: number;
   inbox: Inbound[];
   log: LogRecord[];
@@ -138,7 +139,7 @@ export class FaultSim {
 
   private addNode(): SimNode {
     const n: SimNode = {
-      name: `n${this.nodes.length}`, ring: this.rng.id256(), inc: 1, core: null, life: 0, up: false, gone: false,
+      name: `n${this.nodes.length}`, ring: this.rng.id256(), inc: 1, core: null, life: 0, up: false, gone: false, leaving: false,
       pausedUntil: -Infinity, inbox: [], log: [], disk: [], diskBusy: false, diskFailP: 0,
       clock: { real0: 0, local0: this.rng.int(1_000_000), rate: 1 },
     };
@@ -158,6 +159,7 @@ export class FaultSim {
       self: this.member(n), config: this.dataConfig, rand: this.rng.fork().next, peers, log: n.log,
       ...(genesis ? { genesis } : {}), now: this.localNow(n),
     });
+    if (n.leaving) n.core.leave();
     this.flush(n);
     const life = n.life;
     const tick = (): void => {
@@ -230,7 +232,7 @@ export class FaultSim {
     if (n.diskBusy || n.disk.length === 0) return;
     n.diskBusy = true;
     const life = n.life;
-    this.at(this.now + 1 + this.rng.int(4), () => {
+    this.at(this.now + 1 + this.rng.int(10), () => {
       if (n.life !== life) return;
       n.diskBusy = false;
       const b = n.disk.shift() as Batch;
@@ -405,13 +407,18 @@ export class FaultSim {
   private amnesiaAllowed(): boolean {
     if (this.now - this.rollbackAt < 5_000) return false;
     if (this.nodes.some((n) => !n.up && !n.gone)) return false;
+    if (this.nodes.some((n) => n.leaving && !n.gone)) return false;
     for (const c of this.newestConfigs()) {
       for (const m of c.members) {
         const n = this.nodes.find((x) => x.name === m.name);
-        if (!n || n.inc !== m.inc) return false;
+        if (!n || n.inc !== m.inc || n.gone) return false;
       }
     }
     return true;
+  }
+
+  private inAnyConfig(n: SimNode): boolean {
+    return this.newestConfigs().some((c) => c.members.some((m) => m.name === n.name));
   }
 
   private injectFault(): void {
@@ -429,8 +436,9 @@ export class FaultSim {
       this.count('partition-asym');
       this.at(this.now + 200 + this.rng.int(2_500), () => this.blocked.clear());
     } else if (roll < 28) {
-      // Cut one node off from its peers, but not from clients: the stale-owner scenario.
-      const n = pick();
+      // Cut one node off from its peers, but not from clients: the stale-owner scenario (an owner, mostly).
+      const owners = live.filter((x) => x.core && [...Array(this.dataConfig.shards).keys()].some((sh) => x.core?.isActiveOwner(sh)));
+      const n = owners.length > 0 && this.rng.next() < 0.8 ? owners[this.rng.int(owners.length)] as SimNode : pick();
       for (const p of live) if (p !== n) { this.blocked.add(`${n.name}>${p.name}`); this.blocked.add(`${p.name}>${n.name}`); }
       this.count('isolate', n);
       this.at(this.now + 300 + this.rng.int(3_000), () => this.blocked.clear());
@@ -439,7 +447,9 @@ export class FaultSim {
       n.pausedUntil = Math.max(n.pausedUntil, this.now + 50 + this.rng.int(this.rng.next() < 0.5 ? 600 : 4_000));
       this.count('pause', n);
     } else if (roll < 58) {
-      const n = pick();
+      // The host times its kills: mostly a node with writes on their way to its disk.
+      const busy = live.filter((x) => x.up && x.disk.length > 0);
+      const n = busy.length > 0 && this.rng.next() < 0.7 ? busy[this.rng.int(busy.length)] as SimNode : pick();
       if (!n.up) return;
       const mode = this.amnesiaAllowed() ? (['sealed', 'sealed', 'lost', 'rollback'] as const)[this.rng.int(4)] as 'sealed' | 'lost' | 'rollback' : 'sealed';
       this.crash(n);
@@ -472,13 +482,25 @@ export class FaultSim {
       this.boot(n, undefined);
       this.count('join', n);
     } else {
-      const staying = live.filter((n) => n.up);
-      if (staying.length <= this.dataConfig.replicas + 1) return;
+      // A leave is a lost member until its ranges have moved: it counts against the same budget as amnesia.
+      const staying = live.filter((n) => n.up && !n.leaving);
+      if (staying.length <= this.dataConfig.replicas + 1 || !this.amnesiaAllowed()) return;
       const n = staying[this.rng.int(staying.length)] as SimNode;
+      n.leaving = true;
       n.core?.leave();
       this.flush(n);
       this.count('leave', n);
-      this.at(this.now + 1_500 + this.rng.int(1_500), () => { this.crash(n); n.gone = true; });
+      const deadline = this.now + 6_000;
+      const stop = (): void => {
+        if (n.gone) return;
+        if (n.up && this.inAnyConfig(n) && this.now < deadline) {
+          this.at(this.now + 200, stop);
+          return;
+        }
+        this.crash(n);
+        n.gone = true;
+      };
+      this.at(this.now + 500, stop);
     }
   }
 
@@ -555,7 +577,14 @@ export class FaultSim {
       const deadline = this.now + 8_000;
       while (!done && this.heap.size > 0 && this.now < deadline) this.runUntil(Math.min(deadline, (this.heap.peek() as Ev).time));
       if (done) this.history.push(h);
-      else missing.push(key);
+      else {
+        missing.push(key);
+        if (this.o.trace) {
+          const shard = shardOf(key, this.dataConfig.shards);
+          this.trace(`final read of ${key} (range ${shard}) failed:`);
+          for (const n of this.nodes) this.trace(`  ${n.up ? '' : 'DOWN '}${n.gone ? 'GONE ' : ''}${n.core?.describeRange(shard) ?? n.name}`);
+        }
+      }
     }
     return missing;
   }
