@@ -1,0 +1,94 @@
+// Settings of the data core, in ticks of the enclave's own monotonic clock (the
+// driver decides how long a tick is), with the relations between them checked.
+import { DataError } from './errors.ts';
+
+export interface DataConfig {
+  /** R: members of a range's configuration (owner + R-1 successors). */
+  replicas: number;
+  /** S: fixed ranges of the key space. */
+  shards: number;
+  /** L: a member that grants a read lease refuses to help elect another owner for this long, on its clock. */
+  leaseTicks: number;
+  /** ρ in parts per million: the bound on each enclave clock's drift rate (I6 in docs/consistency.md). */
+  driftPpm: number;
+  /** Subtracted from the owner's lease for the time a read takes between the check and the answer. */
+  leaseMarginTicks: number;
+  /** How often an owner renews its lease. */
+  renewTicks: number;
+  heartbeatTicks: number;
+  /** A peer not heard from for this long is taken as down for placement (never for safety). */
+  suspectTicks: number;
+  /** Unanswered replication, sync, install, prepare and accept messages are resent this often. */
+  retryTicks: number;
+  /** A proposal or an activation that has not finished by then is abandoned. */
+  proposeTimeoutTicks: number;
+  /** A failed proposal is retried after a random wait below this. */
+  backoffTicksMax: number;
+  /** Client sessions remembered per range; opening one more evicts the least recently used. */
+  sessionsMax: number;
+  /** Results remembered per session: requests in [floor, floor + windowMax). */
+  windowMax: number;
+  /** Writes waiting per range at its owner; beyond, UNAVAILABLE. */
+  queuedMax: number;
+  /** Test-only switches that break the protocol, so that tests can show the simulator catches it. */
+  broken?: Readonly<BrokenFlags>;
+}
+
+export interface BrokenFlags {
+  /** Members accept replication and grant leases to any sender at any epoch. */
+  noFencing?: boolean;
+  /** Members promise at once, ignoring the read leases they granted and their quiet period. */
+  noLeaseWait?: boolean;
+  /** The owner ignores request ids: every retry is a new write. */
+  noDedup?: boolean;
+}
+
+export const defaultDataConfig: Readonly<DataConfig> = Object.freeze({
+  replicas: 3,
+  shards: 64,
+  leaseTicks: 200,
+  driftPpm: 10_000,
+  leaseMarginTicks: 5,
+  renewTicks: 50,
+  heartbeatTicks: 20,
+  suspectTicks: 100,
+  retryTicks: 30,
+  proposeTimeoutTicks: 300,
+  backoffTicksMax: 60,
+  sessionsMax: 1024,
+  windowMax: 64,
+  queuedMax: 4096,
+});
+
+function intIn(name: string, v: unknown, lo: number, hi: number): void {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) {
+    throw new DataError('BAD_CONFIG', `${name} must be an integer in [${lo}, ${hi}], got ${String(v)}`);
+  }
+}
+
+/** The lease an owner may count on, on its own clock, from the moment it asked: L·(1−ρ)/(1+ρ) − margin. */
+export function ownerLeaseTicks(c: DataConfig): number {
+  const rho = c.driftPpm / 1e6;
+  return Math.floor((c.leaseTicks * (1 - rho)) / (1 + rho)) - c.leaseMarginTicks;
+}
+
+export function validateDataConfig(c: DataConfig): Readonly<DataConfig> {
+  intIn('replicas', c.replicas, 1, 7);
+  intIn('shards', c.shards, 1, 1 << 16);
+  intIn('leaseTicks', c.leaseTicks, 1, 1_000_000);
+  intIn('driftPpm', c.driftPpm, 0, 100_000);
+  intIn('leaseMarginTicks', c.leaseMarginTicks, 0, 1_000_000);
+  intIn('renewTicks', c.renewTicks, 1, 1_000_000);
+  intIn('heartbeatTicks', c.heartbeatTicks, 1, 1_000_000);
+  intIn('suspectTicks', c.suspectTicks, 1, 1_000_000);
+  intIn('retryTicks', c.retryTicks, 1, 1_000_000);
+  intIn('proposeTimeoutTicks', c.proposeTimeoutTicks, 1, 1_000_000);
+  intIn('backoffTicksMax', c.backoffTicksMax, 1, 1_000_000);
+  intIn('sessionsMax', c.sessionsMax, 1, 1 << 20);
+  intIn('windowMax', c.windowMax, 1, 1 << 16);
+  intIn('queuedMax', c.queuedMax, 1, 1 << 20);
+  // A lease the owner cannot renew before it runs out is useless, and a negative one is a config error.
+  if (ownerLeaseTicks(c) <= c.renewTicks) throw new DataError('BAD_CONFIG', 'the owner lease must outlast renewTicks');
+  if (c.suspectTicks <= 2 * c.heartbeatTicks) throw new DataError('BAD_CONFIG', 'suspectTicks must exceed two heartbeats');
+  return Object.freeze({ ...c });
+}

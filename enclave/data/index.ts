@@ -1,0 +1,5 @@
+// The data layer as a pure state machine (docs/consistency.md).
+export { type BrokenFlags, type DataConfig, defaultDataConfig, ownerLeaseTicks, validateDataConfig } from './config.ts';
+export { DataError, type DataErrorCode } from './errors.ts';
+export { DataNode, type DataNodeInit, shardOf, shardStart } from './node.ts';
+export * from './types.ts';

@@ -1,0 +1,766 @@
+// DataNode: the data layer of one enclave as a deterministic state machine
+// (docs/consistency.md). Inputs: step(inbound), tick(now), leave(). Output:
+// ready() = records to make durable, then messages to send after they are.
+// No I/O, no clock, no Math.random: time is the caller's monotonic tick count,
+// randomness is injected.
+//
+// Per range: a chain of configurations, each decided by Paxos among the
+// members of the previous one; the owner of the newest one serves after it has
+// synced every member; writes need every member's durable acknowledgement;
+// reads need a read lease granted by every member on its own clock.
+import assert from 'node:assert/strict';
+import { distance, idSpace, keyId } from '../ring/index.ts';
+import { type DataConfig, ownerLeaseTicks, validateDataConfig } from './config.ts';
+import {
+  applyRecord, cloneSessions, emptySessions, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState,
+} from './range.ts';
+import {
+  type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, type Inbound, type LogRecord, type Member,
+  type Outbound, type PeerBody, type Ready, sameMember, type WriteOp, type WriteResult,
+} from './types.ts';
+
+export interface DataNodeInit {
+  self: Member;
+  config: DataConfig;
+  /** Uniform in [0, 1): spreads retries so that proposers do not duel in lockstep. */
+  rand: () => number;
+  /** Addresses of the nodes this one may talk to (the driver's directory; never trusted for safety). */
+  peers: ReadonlyArray<{ name: string; ring: bigint }>;
+  /** The durable log to replay (empty for a node without state). */
+  log: readonly LogRecord[];
+  /** Configurations a founding node starts from when it has no log (the ring's creation). */
+  genesis?: readonly Config[];
+  now: number;
+}
+
+interface PeerView { ring: bigint; inc: number; heard: number; leaving: boolean }
+
+const sessionKey = ''; // keys are at least one byte, so '' serializes session opens
+
+export function shardOf(key: string, shards: number): number {
+  return Number((keyId(Buffer.from(key, 'latin1')) * BigInt(shards)) / idSpace);
+}
+
+export function shardStart(shard: number, shards: number): bigint {
+  return (BigInt(shard) * idSpace) / BigInt(shards);
+}
+
+function majority(n: number): number {
+  return Math.floor(n / 2) + 1;
+}
+
+export class DataNode {
+  readonly self: Member;
+  readonly cfg: Readonly<DataConfig>;
+  private readonly rand: () => number;
+  private readonly ranges: RangeState[];
+  private readonly peers = new Map<string, PeerView>();
+  private now: number;
+  private readonly startedAt: number;
+  private leaving = false;
+  private heartbeatAt = 0;
+  private nextOpId = 1;
+  private persist: LogRecord[] = [];
+  private out: Outbound[] = [];
+  private readonly selfQueue: Inbound[] = [];
+  private desiredSig = '';
+  private readonly desiredCache = new Map<number, Member[]>();
+
+  constructor(init: DataNodeInit) {
+    this.self = init.self;
+    this.cfg = validateDataConfig(init.config);
+    this.rand = init.rand;
+    this.now = init.now;
+    this.startedAt = init.now;
+    this.ranges = Array.from({ length: this.cfg.shards }, (_, s) => newRange(s));
+    for (const p of init.peers) {
+      if (p.name !== this.self.name) this.peers.set(p.name, { ring: p.ring, inc: -1, heard: -Infinity, leaving: false });
+    }
+    for (const rec of init.log) applyRecord(this.rangeAt(rec.shard), rec);
+    if (init.log.length === 0 && init.genesis) for (const c of init.genesis) this.record({ t: 'cfg', shard: c.shard, config: c });
+  }
+
+  // ---- inputs ----
+
+  tick(now: number): void {
+    assert.ok(now >= this.now, 'time went backwards');
+    this.now = now;
+    if (now >= this.heartbeatAt) this.heartbeat();
+    for (const r of this.ranges) this.tickRange(r);
+    this.drainSelf();
+  }
+
+  step(m: Inbound): void {
+    if (m.kind === 'client') this.onClient(m.client, m.rid, m.op);
+    else this.onPeer(m.from, m.body);
+    this.drainSelf();
+  }
+
+  /** Graceful leave: stop owning, let every range move away; the driver stops the node later. */
+  leave(): void {
+    this.leaving = true;
+    for (const r of this.ranges) if (r.active || r.activating) this.deactivate(r);
+    this.heartbeat();
+  }
+
+  ready(): Ready {
+    const rd = { persist: this.persist, messages: this.out };
+    this.persist = [];
+    this.out = [];
+    return rd;
+  }
+
+  // ---- introspection for tests and the simulator ----
+
+  configOf(shard: number): Config | null {
+    return this.rangeAt(shard).config;
+  }
+
+  /** One line about a range, for the simulator's reports. */
+  describeRange(shard: number): string {
+    const r = this.rangeAt(shard);
+    const c = r.config;
+    const m = c ? c.members.map((x) => `${x.name}/${x.inc}`).join(',') : '-';
+    const p = r.proposal ? `proposing ${r.proposal.phase} b${r.proposal.ballot.round}` : '';
+    return `${this.self.name}/${this.self.inc} e${c?.epoch ?? '-'} [${m}] synced=${r.synced} promised=${r.promised?.round ?? '-'} active=${r.active} activating=${!!r.activating} ${p} round=${r.round} leaseUntil=${r.leaseUntil - this.now}`;
+  }
+
+  isActiveOwner(shard: number): boolean {
+    return this.rangeAt(shard).active;
+  }
+
+  // ---- plumbing ----
+
+  private rangeAt(shard: number): RangeState {
+    const r = this.ranges[shard];
+    assert.ok(r, `no range ${shard}`);
+    return r;
+  }
+
+  private record(rec: LogRecord): void {
+    applyRecord(this.rangeAt(rec.shard), rec);
+    this.persist.push(rec);
+  }
+
+  private send(to: string, body: PeerBody): void {
+    if (to === this.self.name) this.selfQueue.push({ kind: 'peer', from: this.self, body });
+    else this.out.push({ kind: 'peer', to, from: this.self, body });
+  }
+
+  private reply(to: string, rid: number, result: ClientResult): void {
+    this.out.push({ kind: 'reply', to, rid, result });
+  }
+
+  private drainSelf(): void {
+    for (let i = 0; i < 10_000 && this.selfQueue.length > 0; i++) {
+      const m = this.selfQueue.shift() as Inbound;
+      if (m.kind === 'peer') this.onPeer(m.from, m.body);
+    }
+  }
+
+  private isMember(c: Config | null, m: Member = this.self): boolean {
+    return !!c && c.members.some((x) => sameMember(x, m));
+  }
+
+  private memberOf(c: Config, name: string): Member | undefined {
+    return c.members.find((x) => x.name === name);
+  }
+
+  // ---- placement (Chord decides who should hold a range; only configurations give authority) ----
+
+  private alive(): Member[] {
+    const out: Member[] = this.leaving ? [] : [this.self];
+    for (const [name, p] of this.peers) {
+      if (p.inc >= 0 && !p.leaving && this.now - p.heard <= this.cfg.suspectTicks) out.push({ name, ring: p.ring, inc: p.inc });
+    }
+    return out;
+  }
+
+  /** Owner = first live node at or after the range's start point, then its R-1 successors. */
+  private desired(shard: number): Member[] {
+    const live0 = this.alive();
+    const sig = live0.map((m) => `${m.name}/${m.inc}`).join(',');
+    if (sig !== this.desiredSig) {
+      this.desiredSig = sig;
+      this.desiredCache.clear();
+    }
+    const hit = this.desiredCache.get(shard);
+    if (hit) return hit;
+    const start = shardStart(shard, this.cfg.shards);
+    const live = live0.sort((a, b) => {
+      const da = distance(start, a.ring);
+      const db = distance(start, b.ring);
+      return da < db ? -1 : da > db ? 1 : a.name < b.name ? -1 : 1;
+    });
+    const out = live.slice(0, this.cfg.replicas);
+    this.desiredCache.set(shard, out);
+    return out;
+  }
+
+  private heartbeat(): void {
+    this.heartbeatAt = this.now + this.cfg.heartbeatTicks;
+    const configs = this.ranges.flatMap((r) => (r.config ? [r.config] : []));
+    for (const name of this.peers.keys()) this.send(name, { t: 'hb', leaving: this.leaving, configs });
+  }
+
+  // ---- configurations ----
+
+  /** Adopt a decided configuration newer than ours (from a commit, a peer's gossip, a prepare's base). */
+  private learn(c: Config): void {
+    const r = this.rangeAt(c.shard);
+    if (r.config && c.epoch <= r.config.epoch) return;
+    if (r.active || r.activating) this.deactivate(r);
+    if (r.proposal && r.proposal.base.epoch < c.epoch) r.proposal = null;
+    this.record({ t: 'cfg', shard: c.shard, config: c });
+    if (sameMember(c.members[0], this.self)) this.startActivation(r);
+  }
+
+  private deactivate(r: RangeState): void {
+    r.active = false;
+    r.activating = null;
+    r.lease = { validUntil: -Infinity, t0: -Infinity, grants: new Set() };
+    const hint = r.config?.members[0]?.name ?? null;
+    for (const f of r.inflight.values()) for (const w of f.replies) this.reply(w.client, w.rid, { ok: false, code: 'UNAVAILABLE' });
+    for (const q of r.queues.values()) for (const p of q) this.reply(p.client, p.rid, { ok: false, code: 'NOT_OWNER', hint });
+    r.inflight.clear();
+    r.queues.clear();
+    r.queued = 0;
+    r.byReq.clear();
+  }
+
+  private tickRange(r: RangeState): void {
+    if (r.proposal) this.tickProposal(r, r.proposal);
+    if (r.activating) this.tickActivation(r);
+    if (r.active) this.tickOwner(r);
+    if (!r.proposal && this.now >= r.nextTry) this.maybePropose(r);
+  }
+
+  private maybePropose(r: RangeState): void {
+    const c = r.config;
+    if (!c || this.leaving) return;
+    const want = this.desired(r.shard);
+    const amOwner = sameMember(c.members[0], this.self);
+    if (!sameMember(want[0], this.self)) {
+      // Someone else should own it: stop renewing, so that its members can promise once our lease is over.
+      if (amOwner && r.active && want[0] && this.now - this.startedAt > this.cfg.suspectTicks) this.deactivate(r);
+      return;
+    }
+    if (amOwner && r.activating) return;
+    // A fresh view is empty; and never below R members by our view (an ack means R durable copies).
+    if (this.now - this.startedAt < this.cfg.suspectTicks) return;
+    if (want.length < Math.min(this.cfg.replicas, c.members.length)) return;
+    const sameSet = want.length === c.members.length && want.every((m, i) => sameMember(m, c.members[i]));
+    if (amOwner && r.active && sameSet) return;
+    this.startProposal(r, c, want);
+  }
+
+  private backoff(r: RangeState): void {
+    r.nextTry = this.now + 1 + Math.floor(this.rand() * this.cfg.backoffTicksMax);
+  }
+
+  // ---- proposer ----
+
+  private startProposal(r: RangeState, base: Config, desired: Member[]): void {
+    if (r.active || r.activating) this.deactivate(r); // our own prepare fences our epoch
+    const round = r.round + 1;
+    this.record({ t: 'round', shard: r.shard, round });
+    const ballot: Ballot = { round, name: this.self.name, inc: this.self.inc };
+    r.proposal = {
+      base, ballot, desired, phase: 'prepare', promises: new Map(), value: null, data: null, sessions: null,
+      acks: new Set(), startedAt: this.now, sentAt: this.now,
+    };
+    for (const m of base.members) this.send(m.name, { t: 'prepare', base, ballot });
+  }
+
+  private tickProposal(r: RangeState, p: Proposal): void {
+    if (this.now - p.startedAt > this.cfg.proposeTimeoutTicks) {
+      r.proposal = null;
+      this.backoff(r);
+      return;
+    }
+    if (this.now - p.sentAt < this.cfg.retryTicks) return;
+    p.sentAt = this.now;
+    if (p.phase === 'prepare') {
+      for (const m of p.base.members) if (!p.promises.has(m.name)) this.send(m.name, { t: 'prepare', base: p.base, ballot: p.ballot });
+    } else if (p.phase === 'install') {
+      for (const m of (p.value as Config).members) if (!p.acks.has(m.name)) this.sendInstall(p, m.name);
+    } else {
+      for (const m of p.base.members) if (!p.acks.has(m.name)) this.send(m.name, { t: 'accept', base: p.base, ballot: p.ballot, value: p.value as Config });
+    }
+  }
+
+  private sendInstall(p: Proposal, to: string): void {
+    this.send(to, { t: 'install', base: p.base, ballot: p.ballot, value: p.value as Config, data: p.data as Map<string, Entry>, sessions: p.sessions as import('./types.ts').Sessions });
+  }
+
+  private proposalFor(shard: number, instance: number, ballot: Ballot): Proposal | null {
+    const p = this.rangeAt(shard).proposal;
+    return p && p.base.epoch === instance && cmpBallot(p.ballot, ballot) === 0 ? p : null;
+  }
+
+  private onPromise(from: Member, b: Extract<PeerBody, { t: 'promise' }>): void {
+    const p = this.proposalFor(b.shard, b.instance, b.ballot);
+    if (!p || p.phase !== 'prepare' || !this.isMember(p.base, from)) return;
+    p.promises.set(from.name, { accepted: b.accepted, data: b.data, sessions: b.sessions });
+    if (p.promises.size < majority(p.base.members.length)) return;
+    let best: { ballot: Ballot; value: Config } | null = null;
+    const data = new Map<string, Entry>();
+    const sessions = emptySessions();
+    for (const x of p.promises.values()) {
+      if (x.accepted && (!best || cmpBallot(x.accepted.ballot, best.ballot) > 0)) best = x.accepted;
+      mergeInto(data, sessions, x.data, x.sessions);
+    }
+    p.sentAt = this.now;
+    if (best) {
+      // Re-propose what may have been decided. Its install already reached every one of its members (accepts are
+      // sent only after that), so it goes straight to accept: a member that died since cannot block it.
+      p.value = best.value;
+      p.phase = 'accept';
+      for (const m of p.base.members) this.send(m.name, { t: 'accept', base: p.base, ballot: p.ballot, value: p.value });
+      return;
+    }
+    p.value = { shard: p.base.shard, epoch: p.base.epoch + 1, members: p.desired };
+    p.data = data;
+    p.sessions = sessions;
+    p.phase = 'install';
+    for (const m of p.value.members) this.sendInstall(p, m.name);
+  }
+
+  private onInstallAck(from: Member, b: Extract<PeerBody, { t: 'installAck' }>): void {
+    const p = this.proposalFor(b.shard, b.instance, b.ballot);
+    if (!p || p.phase !== 'install' || !this.isMember(p.value, from)) return;
+    p.acks.add(from.name);
+    if (p.acks.size < (p.value as Config).members.length) return;
+    p.phase = 'accept';
+    p.acks.clear();
+    p.sentAt = this.now;
+    for (const m of p.base.members) this.send(m.name, { t: 'accept', base: p.base, ballot: p.ballot, value: p.value as Config });
+  }
+
+  private onAccepted(from: Member, b: Extract<PeerBody, { t: 'accepted' }>): void {
+    const p = this.proposalFor(b.shard, b.instance, b.ballot);
+    if (!p || p.phase !== 'accept' || !this.isMember(p.base, from)) return;
+    p.acks.add(from.name);
+    if (p.acks.size < majority(p.base.members.length)) return;
+    const value = p.value as Config;
+    const r = this.rangeAt(b.shard);
+    r.proposal = null;
+    const to = new Set([...p.base.members, ...value.members].map((m) => m.name));
+    for (const name of to) this.send(name, { t: 'commit', config: value });
+  }
+
+  private onReject(b: Extract<PeerBody, { t: 'reject' }>): void {
+    const r = this.rangeAt(b.shard);
+    if (b.promised) r.round = Math.max(r.round, b.promised.round);
+    if (b.reason === 'NOT_MEMBER') return;
+    if (!this.proposalFor(b.shard, b.instance, b.ballot)) return;
+    r.proposal = null;
+    this.backoff(r);
+  }
+
+  // ---- acceptor ----
+
+  /** Brings us to the proposal's instance; false (and an answer) if we cannot take part. */
+  private enterInstance(from: Member, base: Config, ballot: Ballot): RangeState | null {
+    const r = this.rangeAt(base.shard);
+    if (r.config && r.config.epoch > base.epoch) {
+      this.send(from.name, { t: 'stale', config: r.config });
+      return null;
+    }
+    this.learn(base);
+    const reject = (reason: 'NOT_MEMBER' | 'PROMISED' | 'LEASED' | 'QUIET'): null => {
+      this.send(from.name, { t: 'reject', shard: base.shard, instance: base.epoch, ballot, reason, promised: r.promised });
+      return null;
+    };
+    if (!this.isMember(r.config)) return reject('NOT_MEMBER');
+    return r;
+  }
+
+  private leaseBinds(r: RangeState, from: Member): 'LEASED' | 'QUIET' | null {
+    if (this.cfg.broken?.noLeaseWait) return null;
+    if (this.now - this.startedAt < this.cfg.leaseTicks) return 'QUIET';
+    // The owner that holds the lease may move its own range: it stopped serving before it asked.
+    if (this.now < r.leaseUntil && !sameMember(r.config?.members[0], from)) return 'LEASED';
+    return null;
+  }
+
+  private onPrepare(from: Member, b: Extract<PeerBody, { t: 'prepare' }>): void {
+    const r = this.enterInstance(from, b.base, b.ballot);
+    if (!r) return;
+    const reason = this.leaseBinds(r, from) ?? (r.promised && cmpBallot(b.ballot, r.promised) < 0 ? 'PROMISED' : null);
+    if (reason) {
+      this.send(from.name, { t: 'reject', shard: r.shard, instance: b.base.epoch, ballot: b.ballot, reason, promised: r.promised });
+      return;
+    }
+    if (r.active || r.activating) this.deactivate(r);
+    this.record({ t: 'acc', shard: r.shard, epoch: b.base.epoch, promised: b.ballot, accepted: r.accepted });
+    this.send(from.name, {
+      t: 'promise', shard: r.shard, instance: b.base.epoch, ballot: b.ballot, accepted: r.accepted,
+      data: new Map(r.data), sessions: cloneSessions(r.sessions),
+    });
+  }
+
+  private onAccept(from: Member, b: Extract<PeerBody, { t: 'accept' }>): void {
+    const r = this.enterInstance(from, b.base, b.ballot);
+    if (!r) return;
+    if (r.promised && cmpBallot(b.ballot, r.promised) < 0) {
+      this.send(from.name, { t: 'reject', shard: r.shard, instance: b.base.epoch, ballot: b.ballot, reason: 'PROMISED', promised: r.promised });
+      return;
+    }
+    if (r.active || r.activating) this.deactivate(r);
+    this.record({ t: 'acc', shard: r.shard, epoch: b.base.epoch, promised: b.ballot, accepted: { ballot: b.ballot, value: b.value } });
+    this.send(from.name, { t: 'accepted', shard: r.shard, instance: b.base.epoch, ballot: b.ballot });
+  }
+
+  private onInstall(from: Member, b: Extract<PeerBody, { t: 'install' }>): void {
+    const r = this.rangeAt(b.base.shard);
+    if (!this.isMember(b.value)) return;
+    if (r.config && r.config.epoch > b.base.epoch) return; // an older instance: already decided and moved past
+    this.learn(b.base);
+    const ack = (): void => this.send(from.name, { t: 'installAck', shard: r.shard, instance: b.base.epoch, ballot: b.ballot });
+    if (r.install && r.install.instance === b.base.epoch && cmpBallot(b.ballot, r.install.ballot) < 0) return;
+    if (r.install && r.install.instance === b.base.epoch && cmpBallot(b.ballot, r.install.ballot) === 0) {
+      ack(); // a resend: the data is already durable
+      return;
+    }
+    if (r.active || r.activating) this.deactivate(r);
+    this.record({ t: 'snap', shard: r.shard, instance: b.base.epoch, ballot: b.ballot, synced: false, data: new Map(b.data), sessions: cloneSessions(b.sessions) });
+    ack();
+  }
+
+  // ---- owner activation: every member gets the owner's state before it serves ----
+
+  private startActivation(r: RangeState): void {
+    const c = r.config as Config;
+    r.activating = { acks: new Set([this.self.name]), startedAt: this.now, sentAt: this.now };
+    this.record({ t: 'snap', shard: r.shard, instance: c.epoch, ballot: null, synced: true, data: new Map(r.data), sessions: cloneSessions(r.sessions) });
+    this.sendSyncs(r);
+    this.checkActivated(r);
+  }
+
+  private sendSyncs(r: RangeState): void {
+    const c = r.config as Config;
+    const a = r.activating;
+    if (!a) return;
+    for (const m of c.members) if (!a.acks.has(m.name)) this.send(m.name, { t: 'sync', config: c, data: new Map(r.data), sessions: cloneSessions(r.sessions) });
+  }
+
+  private tickActivation(r: RangeState): void {
+    const a = r.activating;
+    if (!a) return;
+    if (this.now - a.startedAt > this.cfg.proposeTimeoutTicks) {
+      r.activating = null; // maybePropose starts a new epoch
+      return;
+    }
+    if (this.now - a.sentAt >= this.cfg.retryTicks) {
+      a.sentAt = this.now;
+      this.sendSyncs(r);
+    }
+  }
+
+  private checkActivated(r: RangeState): void {
+    const c = r.config as Config;
+    if (!r.activating || r.activating.acks.size < c.members.length) return;
+    r.activating = null;
+    r.active = true;
+    r.lease = { validUntil: -Infinity, t0: -Infinity, grants: new Set() };
+    this.renewLease(r);
+  }
+
+  private onSync(from: Member, b: Extract<PeerBody, { t: 'sync' }>): void {
+    this.learn(b.config);
+    const r = this.rangeAt(b.config.shard);
+    if (!r.config || r.config.epoch !== b.config.epoch || !sameMember(r.config.members[0], from)) return;
+    if (r.promised) {
+      this.send(from.name, { t: 'fenced', shard: r.shard, epoch: r.config.epoch });
+      return;
+    }
+    if (!r.synced) {
+      this.record({ t: 'snap', shard: r.shard, instance: b.config.epoch, ballot: null, synced: true, data: new Map(b.data), sessions: cloneSessions(b.sessions) });
+    }
+    this.send(from.name, { t: 'syncAck', shard: r.shard, epoch: r.config.epoch });
+  }
+
+  private onSyncAck(from: Member, b: Extract<PeerBody, { t: 'syncAck' }>): void {
+    const r = this.rangeAt(b.shard);
+    if (!r.activating || r.config?.epoch !== b.epoch || !this.isMember(r.config, from)) return;
+    r.activating.acks.add(from.name);
+    this.checkActivated(r);
+  }
+
+  // ---- owner: leases ----
+
+  private tickOwner(r: RangeState): void {
+    if (this.now - r.lease.t0 >= this.cfg.renewTicks) this.renewLease(r);
+    for (const f of r.inflight.values()) {
+      if (this.now - f.sentAt < this.cfg.retryTicks) continue;
+      f.sentAt = this.now;
+      this.sendReplicate(r, f);
+    }
+  }
+
+  private renewLease(r: RangeState): void {
+    const c = r.config as Config;
+    r.lease.t0 = this.now;
+    r.lease.grants = new Set([this.self.name]);
+    for (const m of c.members) if (m.name !== this.self.name) this.send(m.name, { t: 'leaseReq', shard: r.shard, epoch: c.epoch, t0: this.now });
+    this.checkLease(r);
+  }
+
+  private checkLease(r: RangeState): void {
+    const c = r.config as Config;
+    if (r.lease.grants.size < c.members.length) return;
+    // A single-member range needs no grant: nobody else can promise in its instance.
+    const until = c.members.length === 1 ? Infinity : r.lease.t0 + ownerLeaseTicks(this.cfg);
+    r.lease.validUntil = Math.max(r.lease.validUntil, until);
+  }
+
+  private onLeaseReq(from: Member, b: Extract<PeerBody, { t: 'leaseReq' }>): void {
+    const r = this.rangeAt(b.shard);
+    const c = r.config;
+    const ok = this.cfg.broken?.noFencing || (c && c.epoch === b.epoch && r.synced && !r.promised && sameMember(c.members[0], from));
+    if (!ok) return;
+    r.leaseUntil = Math.max(r.leaseUntil, this.now + this.cfg.leaseTicks);
+    this.send(from.name, { t: 'leaseGrant', shard: b.shard, epoch: b.epoch, t0: b.t0 });
+  }
+
+  private onLeaseGrant(from: Member, b: Extract<PeerBody, { t: 'leaseGrant' }>): void {
+    const r = this.rangeAt(b.shard);
+    if (!r.active || r.config?.epoch !== b.epoch || b.t0 !== r.lease.t0 || !this.isMember(r.config, from)) return;
+    r.lease.grants.add(from.name);
+    this.checkLease(r);
+  }
+
+  // ---- owner: client requests ----
+
+  private onClient(client: string, rid: number, op: ClientOp): void {
+    const shard = op.kind === 'open' ? op.shard : shardOf(op.key, this.cfg.shards);
+    if (!Number.isInteger(shard) || shard < 0 || shard >= this.cfg.shards) {
+      this.reply(client, rid, { ok: false, code: 'BAD_REQUEST' });
+      return;
+    }
+    const r = this.rangeAt(shard);
+    if (!r.active) {
+      const owner = r.config?.members[0]?.name ?? null;
+      this.reply(client, rid, { ok: false, code: 'NOT_OWNER', hint: owner === this.self.name ? null : owner });
+      return;
+    }
+    if (op.kind === 'get') {
+      this.onGet(r, client, rid, op.key);
+      return;
+    }
+    if (op.kind !== 'open' && !this.cfg.broken?.noDedup) {
+      const early = this.checkRequest(r, op.session, op.seq, op.floor);
+      if (early === 'inflight') {
+        r.byReq.get(`${op.session}:${op.seq}`)?.replies.push({ client, rid });
+        return;
+      }
+      if (early) {
+        this.reply(client, rid, early);
+        return;
+      }
+    }
+    if (r.queued >= this.cfg.queuedMax) {
+      this.reply(client, rid, { ok: false, code: 'UNAVAILABLE' });
+      return;
+    }
+    const key = op.kind === 'open' ? sessionKey : op.key;
+    const q = r.queues.get(key) ?? [];
+    q.push({ client, rid, op });
+    r.queues.set(key, q);
+    r.queued++;
+    if (!r.inflight.has(key)) this.startNext(r, key);
+  }
+
+  private onGet(r: RangeState, client: string, rid: number, key: string): void {
+    if (this.now >= r.lease.validUntil) {
+      this.reply(client, rid, { ok: false, code: 'UNAVAILABLE' });
+      return;
+    }
+    const f = r.inflight.get(key);
+    const e = f ? f.prev : r.data.get(key);
+    if (!e || e.value === null) this.reply(client, rid, { ok: true, kind: 'get', found: false, value: null, version: e?.version ?? 0 });
+    else this.reply(client, rid, { ok: true, kind: 'get', found: true, value: e.value, version: e.version });
+  }
+
+  /** null: a new request; 'inflight': the same request is being replicated; else the answer to give now. */
+  private checkRequest(r: RangeState, session: number, seq: number, floor: number): ClientResult | 'inflight' | null {
+    const s = r.sessions.table.get(session);
+    if (!Number.isInteger(session) || session < 1 || session >= r.sessions.next) return { ok: false, code: 'BAD_REQUEST' };
+    if (!s) return { ok: false, code: 'SESSION_EXPIRED' };
+    if (!Number.isInteger(seq) || seq < s.floor) return { ok: false, code: 'STALE_REQUEST' };
+    if (seq >= Math.max(s.floor, floor) + this.cfg.windowMax || floor > seq) return { ok: false, code: 'BAD_REQUEST' };
+    // In flight first: the owner's own record already holds the result, but it is not acknowledged yet.
+    if (r.byReq.has(`${session}:${seq}`)) return 'inflight';
+    const done = s.results.get(seq);
+    if (done) return toClient(done);
+    return null;
+  }
+
+  private startNext(r: RangeState, key: string): void {
+    const q = r.queues.get(key);
+    const p = q?.shift();
+    if (!q || !p) return;
+    r.queued--;
+    if (q.length === 0) r.queues.delete(key);
+    const c = r.config as Config;
+    const prev = r.data.get(key);
+    let op: WriteOp;
+    let result: ClientResult;
+    let reqKey: string | null = null;
+    if (p.op.kind === 'open') {
+      op = this.openOp(r);
+      result = { ok: true, kind: 'open', session: (op.open as { id: number }).id };
+    } else if (p.op.kind === 'put' || p.op.kind === 'del') {
+      if (!this.cfg.broken?.noDedup) {
+        // Re-check: the same request may have completed while this one waited in the queue.
+        const early = this.checkRequest(r, p.op.session, p.op.seq, p.op.floor);
+        if (early === 'inflight') {
+          r.byReq.get(`${p.op.session}:${p.op.seq}`)?.replies.push({ client: p.client, rid: p.rid });
+          this.startNext(r, key);
+          return;
+        }
+        if (early) {
+          this.reply(p.client, p.rid, early);
+          this.startNext(r, key);
+          return;
+        }
+        reqKey = `${p.op.session}:${p.op.seq}`;
+      }
+      const w = this.writeOp(r, c.epoch, p.op, prev);
+      op = w.op;
+      result = toClient(w.result);
+    } else {
+      assert.fail('gets are never queued');
+    }
+    const f: Inflight = { opId: this.nextOpId++, key, op, result, prev, acks: new Set([this.self.name]), replies: [{ client: p.client, rid: p.rid }], sentAt: this.now, reqKey };
+    r.inflight.set(key, f);
+    if (reqKey) r.byReq.set(reqKey, f);
+    this.record({ t: 'w', shard: r.shard, epoch: c.epoch, op });
+    this.sendReplicate(r, f);
+    this.checkCommitted(r, f);
+  }
+
+  private openOp(r: RangeState): WriteOp {
+    const s = r.sessions;
+    let evict: number | null = null;
+    if (s.table.size >= this.cfg.sessionsMax) {
+      let min = Infinity;
+      for (const [id, x] of s.table) if (x.used < min) { min = x.used; evict = id; }
+    }
+    return { key: null, entry: null, req: null, open: { id: s.next, evict, used: s.clock + 1 } };
+  }
+
+  private writeOp(r: RangeState, epoch: number, op: Extract<ClientOp, { kind: 'put' | 'del' }>, prev: Entry | undefined): { op: WriteOp; result: WriteResult } {
+    const live = prev && prev.value !== null ? prev.version : 0;
+    const version = prev?.version ?? 0;
+    let result: WriteResult;
+    let entry: Entry | null = null;
+    if (op.ifVersion !== null && op.ifVersion !== live) {
+      result = { ok: false, code: 'CONFLICT', version: live };
+    } else if (op.kind === 'put') {
+      entry = { value: op.value, version: version + 1, epoch };
+      result = { ok: true, version: version + 1, existed: live > 0 };
+    } else if (live > 0) {
+      entry = { value: null, version: version + 1, epoch };
+      result = { ok: true, version: version + 1, existed: true };
+    } else {
+      result = { ok: true, version, existed: false };
+    }
+    const req = this.cfg.broken?.noDedup ? null : { session: op.session, seq: op.seq, floor: op.floor, result, used: r.sessions.clock + 1 };
+    return { op: { key: op.key, entry, req, open: null }, result };
+  }
+
+  private sendReplicate(r: RangeState, f: Inflight): void {
+    const c = r.config as Config;
+    for (const m of c.members) if (!f.acks.has(m.name)) this.send(m.name, { t: 'replicate', shard: r.shard, epoch: c.epoch, opId: f.opId, op: f.op });
+  }
+
+  private onReplicate(from: Member, b: Extract<PeerBody, { t: 'replicate' }>): void {
+    const r = this.rangeAt(b.shard);
+    const c = r.config;
+    const ok = this.cfg.broken?.noFencing || (c && c.epoch === b.epoch && sameMember(c.members[0], from) && r.synced && !r.promised);
+    if (!ok) {
+      this.send(from.name, { t: 'fenced', shard: b.shard, epoch: b.epoch });
+      return;
+    }
+    // Persisted again even when we hold it already: the acknowledgement must follow a flush.
+    this.record({ t: 'w', shard: b.shard, epoch: b.epoch, op: b.op });
+    this.send(from.name, { t: 'replicateAck', shard: b.shard, epoch: b.epoch, key: b.op.key ?? sessionKey, opId: b.opId });
+  }
+
+  private onReplicateAck(from: Member, b: Extract<PeerBody, { t: 'replicateAck' }>): void {
+    const r = this.rangeAt(b.shard);
+    const f = r.inflight.get(b.key);
+    if (!r.active || r.config?.epoch !== b.epoch || !f || f.opId !== b.opId || !this.isMember(r.config, from)) return;
+    f.acks.add(from.name);
+    this.checkCommitted(r, f);
+  }
+
+  private checkCommitted(r: RangeState, f: Inflight): void {
+    const c = r.config as Config;
+    if (f.acks.size < c.members.length) return;
+    r.inflight.delete(f.key);
+    if (f.reqKey) r.byReq.delete(f.reqKey);
+    for (const w of f.replies) this.reply(w.client, w.rid, f.result);
+    this.startNext(r, f.key);
+  }
+
+  private onFenced(b: Extract<PeerBody, { t: 'fenced' }>): void {
+    const r = this.rangeAt(b.shard);
+    if ((r.active || r.activating) && r.config?.epoch === b.epoch) this.deactivate(r);
+  }
+
+  // ---- dispatch ----
+
+  private onPeer(from: Member, b: PeerBody): void {
+    if (from.name !== this.self.name) this.heard(from);
+    switch (b.t) {
+      case 'hb':
+        this.onHeartbeat(from, b);
+        return;
+      case 'prepare': return this.onPrepare(from, b);
+      case 'promise': return this.onPromise(from, b);
+      case 'reject': return this.onReject(b);
+      case 'stale':
+        this.learn(b.config);
+        return;
+      case 'install': return this.onInstall(from, b);
+      case 'installAck': return this.onInstallAck(from, b);
+      case 'accept': return this.onAccept(from, b);
+      case 'accepted': return this.onAccepted(from, b);
+      case 'commit':
+        this.learn(b.config);
+        return;
+      case 'sync': return this.onSync(from, b);
+      case 'syncAck': return this.onSyncAck(from, b);
+      case 'replicate': return this.onReplicate(from, b);
+      case 'replicateAck': return this.onReplicateAck(from, b);
+      case 'fenced': return this.onFenced(b);
+      case 'leaseReq': return this.onLeaseReq(from, b);
+      case 'leaseGrant': return this.onLeaseGrant(from, b);
+    }
+  }
+
+  private heard(from: Member): void {
+    const p = this.peers.get(from.name);
+    if (!p) {
+      this.peers.set(from.name, { ring: from.ring, inc: from.inc, heard: this.now, leaving: false });
+      return;
+    }
+    if (from.inc < p.inc) return; // an older incarnation's delayed message
+    p.inc = from.inc;
+    p.heard = this.now;
+  }
+
+  private onHeartbeat(from: Member, b: Extract<PeerBody, { t: 'hb' }>): void {
+    const p = this.peers.get(from.name);
+    if (p && p.inc === from.inc) p.leaving = b.leaving;
+    for (const c of b.configs) if (c.shard >= 0 && c.shard < this.cfg.shards) this.learn(c);
+  }
+}
+
+function toClient(r: WriteResult): ClientResult {
+  return r.ok ? { ok: true, kind: 'write', version: r.version, existed: r.existed } : r;
+}
+

@@ -1,0 +1,139 @@
+// The data layer's vocabulary: members, configurations, entries, sessions, and
+// the messages between cores and with clients. Plain data only (the driver
+// encodes them; the simulator passes them by reference).
+
+/** A node as a member of configurations: its name (address), ring position and incarnation. */
+export interface Member {
+  readonly name: string;
+  readonly ring: bigint;
+  /** A node that restarts without its state takes a new incarnation and is a new member. */
+  readonly inc: number;
+}
+
+export function sameMember(a: Member | undefined | null, b: Member | undefined | null): boolean {
+  return !!a && !!b && a.name === b.name && a.inc === b.inc;
+}
+
+/** A decided configuration of one range: members[0] owns it. Epochs only increase. */
+export interface Config {
+  readonly shard: number;
+  readonly epoch: number;
+  readonly members: readonly Member[];
+}
+
+/** Paxos ballot: totally ordered by (round, name, inc). */
+export interface Ballot {
+  readonly round: number;
+  readonly name: string;
+  readonly inc: number;
+}
+
+export function cmpBallot(a: Ballot, b: Ballot): number {
+  if (a.round !== b.round) return a.round - b.round;
+  if (a.name !== b.name) return a.name < b.name ? -1 : 1;
+  return a.inc - b.inc;
+}
+
+/** One key's state: a value or a tombstone (value null); versions grow by one per put or delete. */
+export interface Entry {
+  readonly value: string | null;
+  readonly version: number;
+  /** Epoch of the owner that applied it: entries compare by (epoch, version). */
+  readonly epoch: number;
+}
+
+export function newer(a: Entry, b: Entry | undefined): boolean {
+  return !b || a.epoch > b.epoch || (a.epoch === b.epoch && a.version > b.version);
+}
+
+/** The outcome of a write, remembered per request so that a retry gets the same answer. */
+export type WriteResult =
+  | { readonly ok: true; readonly version: number; readonly existed: boolean }
+  | { readonly ok: false; readonly code: 'CONFLICT'; readonly version: number };
+
+export interface Session {
+  /** The client retries nothing below this seq; results below it are dropped. */
+  floor: number;
+  results: Map<number, WriteResult>;
+  /** Owner's use stamp, for least-recently-used eviction. */
+  used: number;
+}
+
+export interface Sessions {
+  /** Next session number to allocate: an unknown session below it has expired. */
+  next: number;
+  /** The owner's use clock. */
+  clock: number;
+  table: Map<number, Session>;
+}
+
+export type RangeData = Map<string, Entry>;
+
+/** A replicated change of one range: a key's entry and/or a request's result, or a session opened. */
+export interface WriteOp {
+  readonly key: string | null;
+  readonly entry: Entry | null;
+  readonly req: { readonly session: number; readonly seq: number; readonly floor: number; readonly result: WriteResult; readonly used: number } | null;
+  readonly open: { readonly id: number; readonly evict: number | null; readonly used: number } | null;
+}
+
+/** Records the driver must make durable (sealed log) before it sends the batch's messages. */
+export type LogRecord =
+  | { readonly t: 'acc'; readonly shard: number; readonly epoch: number; readonly promised: Ballot | null; readonly accepted: { ballot: Ballot; value: Config } | null }
+  | { readonly t: 'round'; readonly shard: number; readonly round: number }
+  | { readonly t: 'cfg'; readonly shard: number; readonly config: Config }
+  | { readonly t: 'snap'; readonly shard: number; readonly instance: number; readonly ballot: Ballot | null; readonly synced: boolean; readonly data: RangeData; readonly sessions: Sessions }
+  | { readonly t: 'w'; readonly shard: number; readonly epoch: number; readonly op: WriteOp };
+
+// ---- client side ----
+
+export type ClientOp =
+  | { readonly kind: 'get'; readonly key: string }
+  | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number }
+  | { readonly kind: 'del'; readonly key: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number }
+  | { readonly kind: 'open'; readonly shard: number };
+
+export type ClientResult =
+  | { readonly ok: true; readonly kind: 'get'; readonly found: boolean; readonly value: string | null; readonly version: number }
+  | { readonly ok: true; readonly kind: 'write'; readonly version: number; readonly existed: boolean }
+  | { readonly ok: true; readonly kind: 'open'; readonly session: number }
+  | { readonly ok: false; readonly code: 'CONFLICT'; readonly version: number }
+  | { readonly ok: false; readonly code: 'NOT_OWNER'; readonly hint: string | null }
+  | { readonly ok: false; readonly code: 'UNAVAILABLE' | 'SESSION_EXPIRED' | 'STALE_REQUEST' | 'BAD_REQUEST' };
+
+// ---- peer messages ----
+
+export type RejectReason = 'PROMISED' | 'LEASED' | 'QUIET' | 'NOT_MEMBER';
+
+export type PeerBody =
+  | { readonly t: 'hb'; readonly leaving: boolean; readonly configs: readonly Config[] }
+  | { readonly t: 'prepare'; readonly base: Config; readonly ballot: Ballot }
+  | { readonly t: 'promise'; readonly shard: number; readonly instance: number; readonly ballot: Ballot; readonly accepted: { ballot: Ballot; value: Config } | null; readonly data: RangeData; readonly sessions: Sessions }
+  | { readonly t: 'reject'; readonly shard: number; readonly instance: number; readonly ballot: Ballot; readonly reason: RejectReason; readonly promised: Ballot | null }
+  | { readonly t: 'stale'; readonly config: Config }
+  | { readonly t: 'install'; readonly base: Config; readonly ballot: Ballot; readonly value: Config; readonly data: RangeData; readonly sessions: Sessions }
+  | { readonly t: 'installAck'; readonly shard: number; readonly instance: number; readonly ballot: Ballot }
+  | { readonly t: 'accept'; readonly base: Config; readonly ballot: Ballot; readonly value: Config }
+  | { readonly t: 'accepted'; readonly shard: number; readonly instance: number; readonly ballot: Ballot }
+  | { readonly t: 'commit'; readonly config: Config }
+  | { readonly t: 'sync'; readonly config: Config; readonly data: RangeData; readonly sessions: Sessions }
+  | { readonly t: 'syncAck'; readonly shard: number; readonly epoch: number }
+  | { readonly t: 'replicate'; readonly shard: number; readonly epoch: number; readonly opId: number; readonly op: WriteOp }
+  | { readonly t: 'replicateAck'; readonly shard: number; readonly epoch: number; readonly key: string; readonly opId: number }
+  | { readonly t: 'fenced'; readonly shard: number; readonly epoch: number }
+  | { readonly t: 'leaseReq'; readonly shard: number; readonly epoch: number; readonly t0: number }
+  | { readonly t: 'leaseGrant'; readonly shard: number; readonly epoch: number; readonly t0: number };
+
+export type Inbound =
+  | { readonly kind: 'peer'; readonly from: Member; readonly body: PeerBody }
+  | { readonly kind: 'client'; readonly client: string; readonly rid: number; readonly op: ClientOp };
+
+export type Outbound =
+  | { readonly kind: 'peer'; readonly to: string; readonly from: Member; readonly body: PeerBody }
+  | { readonly kind: 'reply'; readonly to: string; readonly rid: number; readonly result: ClientResult };
+
+export interface Ready {
+  /** Make these durable, in order, before sending any of `messages`. */
+  readonly persist: LogRecord[];
+  readonly messages: Outbound[];
+}

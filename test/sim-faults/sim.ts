@@ -1,0 +1,614 @@
+// A seeded simulator of the whole cluster's data layer (issue 11): N real
+// DataNode cores, each with an in-memory sealed log (torn and failed writes), a
+// drifting monotonic clock, and a hostile network; sequential clients doing
+// get/put/delete/compare-and-set with retries that carry request ids; and a
+// random fault schedule. One seed replays a run exactly (TigerBeetle's VOPR,
+// FoundationDB's simulation). The history is then checked per key for
+// linearizability and for acknowledged writes lost (check.ts).
+import { type BrokenFlags, type ClientOp, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
+import { distance } from '../../enclave/ring/index.ts';
+import type { HistEntry, HistOp, HistOut } from '../helpers/linearizability.ts';
+import { MinHeap } from '../sim/heap.ts';
+import { makeRng, type Rng, shuffled } from '../sim/rng.ts';
+
+export interface SimOptions {
+  seed: number;
+  nodes: number;
+  nodesMax: number;
+  clients: number;
+  keys: number;
+  /** Milliseconds of faults, then of healing (no faults, clients still running). */
+  faultMs: number;
+  healMs: number;
+  /** Test-only protocol breakage (core flags), plus the driver's own: acknowledge before persisting. */
+  broken?: BrokenFlags & { ackBeforePersist?: boolean };
+  /** Print events to stderr. */
+  trace?: boolean;
+}
+
+export const defaultSimOptions: Omit<SimOptions, 'seed'> = {
+  nodes: 5, nodesMax: 7, clients: 4, keys: 8, faultMs: 8_000, healMs: 3_000,
+};
+
+/** One millisecond per tick. The drift bound the sim exercises is the core's own ρ. */
+export function simDataConfig(broken?: BrokenFlags): DataConfig {
+  return {
+    replicas: 3, shards: 4, leaseTicks: 600, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 100,
+    heartbeatTicks: 50, suspectTicks: 200, retryTicks: 60, proposeTimeoutTicks: 1_000, backoffTicksMax: 200,
+    sessionsMax: 4, windowMax: 8, queuedMax: 256, ...(broken ? { broken } : {}),
+  };
+}
+
+export interface FaultCounts { [kind: string]: number }
+
+interface Batch { ready: Ready; life: number }
+
+interface SimNode {
+  name: string;
+  ring: bigint;
+  inc: number;
+  core: DataNode | null;
+  life: number; // bumps on every crash: stale disk and timer events are ignored
+  up: boolean;
+  gone: boolean; // left the ring for good
+  leaving: boolean;
+  pausedUntil: number;
+  inbox: Inbound[];
+  log: LogRecord[];
+  disk: Batch[];
+  diskBusy: boolean;
+  diskFailP: number;
+  clock: { real0: number; local0: number; rate: number };
+}
+
+interface Client {
+  name: string;
+  sessions: Map<number, { id: number; seq: number }>;
+  hint: Map<number, string>;
+  versions: Map<string, number>;
+  rid: number;
+  busy: boolean;
+  stopped: boolean;
+  n: number;
+}
+
+type Ev = { time: number; seq: number; fn: () => void };
+
+export interface SimResult {
+  seed: number;
+  history: HistEntry[];
+  faults: FaultCounts;
+  finalMissing: string[];
+  messages: number;
+  events: number;
+}
+
+export class FaultSim {
+  readonly o: SimOptions;
+  private readonly rng: Rng;
+  private readonly heap = new MinHeap<Ev>();
+  private now = 0;
+  private seqN = 0;
+  private hclock = 0;
+  private readonly nodes: SimNode[] = [];
+  private readonly clients: Client[] = [];
+  private readonly blocked = new Set<string>(); // "a>b": a cannot reach b
+  private loss = 0;
+  private dup = 0;
+  private faultsOn = true;
+  readonly faults: FaultCounts = {};
+  readonly history: HistEntry[] = [];
+  private readonly dataConfig: DataConfig;
+  private genesis: Config[] = [];
+  private messages = 0;
+  private events = 0;
+  private rollbackAt = -Infinity;
+
+  constructor(o: SimOptions) {
+    this.o = o;
+    this.rng = makeRng(o.seed);
+    this.dataConfig = simDataConfig(o.broken);
+  }
+
+  private at(time: number, fn: () => void): void {
+    this.heap.push({ time: Math.max(time, this.now), seq: this.seqN++, fn });
+  }
+
+  private trace(s: string): void {
+    if (this.o.trace) process.stderr.write(`${String(this.now).padStart(6)} ${s}\n`);
+  }
+
+  private count(kind: string, n?: SimNode): void {
+    this.faults[kind] = (this.faults[kind] ?? 0) + 1;
+    this.trace(`FAULT ${kind}${n ? ' ' + n.name : ''}`);
+  }
+
+  // ---- nodes ----
+
+  private localNow(n: SimNode): number {
+    return Math.floor(n.clock.local0 + (this.now - n.clock.real0) * n.clock.rate);
+  }
+
+  private setRate(n: SimNode, rate: number): void {
+    n.clock = { real0: this.now, local0: n.clock.local0 + (this.now - n.clock.real0) * n.clock.rate, rate };
+  }
+
+  private member(n: SimNode): Member {
+    return { name: n.name, ring: n.ring, inc: n.inc };
+  }
+
+  private addNode(): SimNode {
+    const n: SimNode = {
+      name: `n${this.nodes.length}`, ring: this.rng.id256(), inc: 1, core: null, life: 0, up: false, gone: false, leaving: false,
+      pausedUntil: -Infinity, inbox: [], log: [], disk: [], diskBusy: false, diskFailP: 0,
+      clock: { real0: 0, local0: this.rng.int(1_000_000), rate: 1 },
+    };
+    this.nodes.push(n);
+    return n;
+  }
+
+  private boot(n: SimNode, genesis: readonly Config[] | undefined): void {
+    n.life++;
+    n.up = true;
+    n.pausedUntil = -Infinity;
+    n.inbox = [];
+    n.disk = [];
+    n.diskBusy = false;
+    const peers = this.nodes.filter((p) => !p.gone).map((p) => ({ name: p.name, ring: p.ring }));
+    n.core = new DataNode({
+      self: this.member(n), config: this.dataConfig, rand: this.rng.fork().next, peers, log: n.log,
+      ...(genesis ? { genesis } : {}), now: this.localNow(n),
+    });
+    if (n.leaving) n.core.leave();
+    this.flush(n);
+    const life = n.life;
+    const tick = (): void => {
+      if (n.life !== life) return;
+      if (n.up && this.now >= n.pausedUntil) {
+        if (n.inbox.length > 0) {
+          const box = n.inbox;
+          n.inbox = [];
+          for (const m of box) this.stepNode(n, m);
+        }
+        n.core?.tick(this.localNow(n));
+        this.flush(n);
+      }
+      this.at(this.now + 10, tick);
+    };
+    this.at(this.now + 1 + this.rng.int(10), tick);
+  }
+
+  private crash(n: SimNode): void {
+    n.life++;
+    n.up = false;
+    n.core = null;
+    n.disk = [];
+    n.diskBusy = false;
+    n.inbox = [];
+  }
+
+  private restart(n: SimNode, mode: 'sealed' | 'lost' | 'rollback'): void {
+    if (mode === 'lost') {
+      n.log = [];
+      n.inc++;
+    } else if (mode === 'rollback') {
+      // An older genuine copy: data records after a random point are gone (acceptor and configuration records
+      // stay; rollback past a vote is the documented limit, docs/consistency.md).
+      const cut = this.rng.int(n.log.length + 1);
+      n.log = n.log.filter((r, i) => i < cut || r.t !== 'w');
+    }
+    this.boot(n, undefined);
+  }
+
+  private stepNode(n: SimNode, m: Inbound): void {
+    if (!n.up || !n.core) return;
+    if (this.now < n.pausedUntil) {
+      n.inbox.push(m);
+      return;
+    }
+    n.core.step(m);
+    this.flush(n);
+  }
+
+  /** Persist then send (or, broken, send then persist); one disk per node, batches in order. */
+  private flush(n: SimNode): void {
+    if (!n.core) return;
+    const rd = n.core.ready();
+    if (rd.persist.length === 0 && rd.messages.length === 0) return;
+    if (rd.persist.length === 0 && n.disk.length === 0) {
+      this.sendAll(n, rd.messages);
+      return;
+    }
+    if (this.o.broken?.ackBeforePersist) {
+      this.sendAll(n, rd.messages);
+      n.disk.push({ ready: { persist: rd.persist, messages: [] }, life: n.life });
+    } else {
+      n.disk.push({ ready: rd, life: n.life });
+    }
+    this.pumpDisk(n);
+  }
+
+  private pumpDisk(n: SimNode): void {
+    if (n.diskBusy || n.disk.length === 0) return;
+    n.diskBusy = true;
+    const life = n.life;
+    this.at(this.now + 1 + this.rng.int(10), () => {
+      if (n.life !== life) return;
+      n.diskBusy = false;
+      const b = n.disk.shift() as Batch;
+      if (this.rng.next() < n.diskFailP) {
+        const torn = this.rng.next() < 0.5;
+        if (torn) n.log.push(...b.ready.persist.slice(0, this.rng.int(b.ready.persist.length)));
+        this.count(torn ? 'disk-torn' : 'disk-fail', n);
+        // Fail closed: nothing of this batch is sent; the core restarts from what is durable.
+        this.crash(n);
+        this.at(this.now + 50 + this.rng.int(300), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
+        return;
+      }
+      n.log.push(...b.ready.persist);
+      this.sendAll(n, b.ready.messages);
+      this.pumpDisk(n);
+    });
+  }
+
+  private sendAll(n: SimNode, msgs: readonly Outbound[]): void {
+    for (const m of msgs) {
+      if (m.kind === 'peer') {
+        const to = this.nodes.find((x) => x.name === m.to);
+        if (to) this.net(n.name, m.to, () => this.stepNode(to, { kind: 'peer', from: m.from, body: m.body }));
+      } else {
+        const c = this.clients.find((x) => x.name === m.to);
+        if (this.o.trace) this.trace(`${n.name} -> ${m.to}#${m.rid} ${JSON.stringify(m.result)}`);
+        if (c) this.net(n.name, m.to, () => this.onReply(c, m.rid, m.result));
+      }
+    }
+  }
+
+  private net(from: string, to: string, deliver: () => void): void {
+    this.messages++;
+    if (this.blocked.has(`${from}>${to}`)) return;
+    if (this.rng.next() < this.loss) return;
+    const copies = this.rng.next() < this.dup ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      const slow = this.rng.next() < 0.02 ? this.rng.int(600) : 0;
+      this.at(this.now + 1 + this.rng.int(8) + slow, () => {
+        if (this.blocked.has(`${from}>${to}`)) return;
+        deliver();
+      });
+    }
+  }
+
+  // ---- clients ----
+
+  private pickNode(): string {
+    const live = this.nodes.filter((n) => !n.gone);
+    return (live[this.rng.int(live.length)] as SimNode).name;
+  }
+
+  private request(c: Client, shard: number, op: ClientOp, done: (r: ClientResult | null) => void): void {
+    let attempts = 0;
+    const attempt = (target: string): void => {
+      if (++attempts > 15) {
+        done(null);
+        return;
+      }
+      const rid = ++c.rid;
+      let answered = false;
+      this.pending.set(`${c.name}:${rid}`, (r) => {
+        if (answered) return;
+        answered = true;
+        if (!r.ok && r.code === 'NOT_OWNER') {
+          if (r.hint) c.hint.set(shard, r.hint);
+          this.at(this.now + (r.hint ? 1 : 20 + this.rng.int(60)), () => attempt(r.hint ?? this.pickNode()));
+          return;
+        }
+        if (!r.ok && r.code === 'UNAVAILABLE') {
+          this.at(this.now + 20 + this.rng.int(80), () => attempt(c.hint.get(shard) ?? this.pickNode()));
+          return;
+        }
+        done(r);
+      });
+      this.net(c.name, target, () => {
+        const n = this.nodes.find((x) => x.name === target);
+        if (n) this.stepNode(n, { kind: 'client', client: c.name, rid, op });
+      });
+      this.at(this.now + 250, () => {
+        if (answered) return;
+        answered = true;
+        c.hint.delete(shard);
+        attempt(this.pickNode());
+      });
+    };
+    attempt(c.hint.get(shard) ?? this.pickNode());
+  }
+
+  private readonly pending = new Map<string, (r: ClientResult) => void>();
+
+  private onReply(c: Client, rid: number, r: ClientResult): void {
+    const k = `${c.name}:${rid}`;
+    const f = this.pending.get(k);
+    if (!f) return;
+    this.pending.delete(k);
+    f(r);
+  }
+
+  private clientLoop(c: Client): void {
+    if (c.stopped) return;
+    const key = `k${this.rng.int(this.o.keys)}`;
+    const shard = shardOf(key, this.dataConfig.shards);
+    const roll = this.rng.next();
+    const next = (): void => { this.at(this.now + this.rng.int(40), () => this.clientLoop(c)); };
+    if (roll < 0.4) {
+      this.runOp(c, key, shard, { kind: 'get' }, next);
+      return;
+    }
+    const cas = this.rng.next() < 0.4;
+    const ifVersion = cas ? (this.rng.next() < 0.3 ? 0 : (c.versions.get(key) ?? 0)) : null;
+    const hop: HistOp = roll < 0.8 ? { kind: 'put', value: `${c.name}.${c.n++}`, ifVersion } : { kind: 'del', ifVersion };
+    const s = c.sessions.get(shard);
+    if (s) {
+      this.runOp(c, key, shard, hop, next);
+      return;
+    }
+    this.request(c, shard, { kind: 'open', shard }, (r) => {
+      if (r && r.ok && r.kind === 'open') c.sessions.set(shard, { id: r.session, seq: 1 });
+      next();
+    });
+  }
+
+  private runOp(c: Client, key: string, shard: number, hop: HistOp, next: () => void): void {
+    const h: HistEntry = { key, op: hop, call: ++this.hclock, ret: Infinity, out: null, client: c.name };
+    this.history.push(h);
+    this.trace(`${c.name} call ${h.call} ${key} ${JSON.stringify(hop)}`);
+    let op: ClientOp;
+    if (hop.kind === 'get') {
+      op = { kind: 'get', key };
+    } else {
+      const s = c.sessions.get(shard) as { id: number; seq: number };
+      const seq = s.seq++;
+      op = hop.kind === 'put'
+        ? { kind: 'put', key, value: hop.value, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq }
+        : { kind: 'del', key, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq };
+    }
+    this.request(c, shard, op, (r) => {
+      const out = toOut(r);
+      if (out) {
+        h.out = out;
+        h.ret = ++this.hclock;
+        this.trace(`${c.name} ret ${h.ret} ${key} ${JSON.stringify(out)}`);
+        if (out.kind !== 'get' || out.found) c.versions.set(key, out.kind === 'get' ? out.version : out.version);
+      } else if (hop.kind !== 'get') {
+        if (r && !r.ok && r.code !== 'CONFLICT') this.trace(`${c.name} ${key} outcome unknown: ${r.code}`);
+        if (r && !r.ok && r.code === 'SESSION_EXPIRED') c.sessions.delete(shard);
+      }
+      next();
+    });
+  }
+
+  // ---- faults ----
+
+  private liveNodes(): SimNode[] {
+    return this.nodes.filter((n) => !n.gone);
+  }
+
+  private newestConfigs(): Config[] {
+    const best = new Map<number, Config>();
+    for (const n of this.nodes) {
+      if (!n.core) continue;
+      for (let s = 0; s < this.dataConfig.shards; s++) {
+        const c = n.core.configOf(s);
+        if (c && (best.get(s)?.epoch ?? -1) < c.epoch) best.set(s, c);
+      }
+    }
+    return [...best.values()];
+  }
+
+  /** Lost or rolled-back state is tolerated on a minority of a configuration (docs): one unhealed at a time. */
+  private amnesiaAllowed(): boolean {
+    if (this.now - this.rollbackAt < 5_000) return false;
+    if (this.nodes.some((n) => !n.up && !n.gone)) return false;
+    if (this.nodes.some((n) => n.leaving && !n.gone)) return false;
+    for (const c of this.newestConfigs()) {
+      for (const m of c.members) {
+        const n = this.nodes.find((x) => x.name === m.name);
+        if (!n || n.inc !== m.inc || n.gone) return false;
+      }
+    }
+    return true;
+  }
+
+  private inAnyConfig(n: SimNode): boolean {
+    return this.newestConfigs().some((c) => c.members.some((m) => m.name === n.name));
+  }
+
+  private injectFault(): void {
+    const live = this.liveNodes();
+    const pick = (): SimNode => live[this.rng.int(live.length)] as SimNode;
+    const roll = this.rng.int(100);
+    const everyone = [...live.map((n) => n.name), ...this.clients.map((c) => c.name)];
+    if (roll < 12) {
+      const side = new Set(everyone.filter(() => this.rng.next() < 0.5));
+      for (const a of everyone) for (const b of everyone) if (side.has(a) !== side.has(b)) this.blocked.add(`${a}>${b}`);
+      this.count('partition');
+      this.at(this.now + 200 + this.rng.int(2_500), () => this.blocked.clear());
+    } else if (roll < 20) {
+      for (let i = 0; i < 4; i++) this.blocked.add(`${pick().name}>${everyone[this.rng.int(everyone.length)]}`);
+      this.count('partition-asym');
+      this.at(this.now + 200 + this.rng.int(2_500), () => this.blocked.clear());
+    } else if (roll < 28) {
+      // Cut one node off from its peers, but not from clients: the stale-owner scenario (an owner, mostly).
+      const owners = live.filter((x) => x.core && [...Array(this.dataConfig.shards).keys()].some((sh) => x.core?.isActiveOwner(sh)));
+      const n = owners.length > 0 && this.rng.next() < 0.8 ? owners[this.rng.int(owners.length)] as SimNode : pick();
+      for (const p of live) if (p !== n) { this.blocked.add(`${n.name}>${p.name}`); this.blocked.add(`${p.name}>${n.name}`); }
+      this.count('isolate', n);
+      this.at(this.now + 300 + this.rng.int(3_000), () => this.blocked.clear());
+    } else if (roll < 42) {
+      const n = pick();
+      n.pausedUntil = Math.max(n.pausedUntil, this.now + 50 + this.rng.int(this.rng.next() < 0.5 ? 600 : 4_000));
+      this.count('pause', n);
+    } else if (roll < 58) {
+      // The host times its kills: mostly a node with writes on their way to its disk.
+      const busy = live.filter((x) => x.up && x.disk.length > 0);
+      const n = busy.length > 0 && this.rng.next() < 0.7 ? busy[this.rng.int(busy.length)] as SimNode : pick();
+      if (!n.up) return;
+      const mode = this.amnesiaAllowed() ? (['sealed', 'sealed', 'lost', 'rollback'] as const)[this.rng.int(4)] as 'sealed' | 'lost' | 'rollback' : 'sealed';
+      this.crash(n);
+      this.count(`kill-${mode}`, n);
+      if (mode === 'rollback') this.rollbackAt = this.now;
+      this.at(this.now + 50 + this.rng.int(2_000), () => { if (!n.up && !n.gone) this.restart(n, mode); });
+    } else if (roll < 64) {
+      const n = pick();
+      n.diskFailP = 0.3;
+      this.count('disk-flaky', n);
+      this.at(this.now + 300 + this.rng.int(1_500), () => { n.diskFailP = 0; });
+    } else if (roll < 72) {
+      const n = pick();
+      const rho = this.dataConfig.driftPpm / 1e6;
+      this.setRate(n, 1 - rho + this.rng.next() * 2 * rho);
+      this.count('clock-drift', n);
+    } else if (roll < 80) {
+      this.loss = this.rng.next() * 0.1;
+      this.dup = this.rng.next() * 0.1;
+      this.count('net-lossy');
+      this.at(this.now + 500 + this.rng.int(2_000), () => { this.loss = 0; this.dup = 0; });
+    } else if (roll < 84) {
+      for (const n of live) this.crash(n);
+      this.count('whole-ring-restart');
+      for (const n of shuffled(live, this.rng)) this.at(this.now + 100 + this.rng.int(2_500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
+    } else if (roll < 92) {
+      if (this.nodes.length >= this.o.nodesMax) return;
+      const n = this.addNode();
+      for (const c of this.clients) void c;
+      this.boot(n, undefined);
+      this.count('join', n);
+    } else {
+      // A leave is a lost member until its ranges have moved: it counts against the same budget as amnesia.
+      const staying = live.filter((n) => n.up && !n.leaving);
+      if (staying.length <= this.dataConfig.replicas + 1 || !this.amnesiaAllowed()) return;
+      const n = staying[this.rng.int(staying.length)] as SimNode;
+      n.leaving = true;
+      n.core?.leave();
+      this.flush(n);
+      this.count('leave', n);
+      const deadline = this.now + 6_000;
+      const stop = (): void => {
+        if (n.gone) return;
+        if (n.up && this.inAnyConfig(n) && this.now < deadline) {
+          this.at(this.now + 200, stop);
+          return;
+        }
+        this.crash(n);
+        n.gone = true;
+      };
+      this.at(this.now + 500, stop);
+    }
+  }
+
+  // ---- run ----
+
+  run(): SimResult {
+    for (let i = 0; i < this.o.nodes; i++) this.addNode();
+    this.genesis = genesisConfigs(this.nodes.map((n) => this.member(n)), this.dataConfig);
+    for (const n of this.nodes) this.boot(n, this.genesis);
+    for (let i = 0; i < this.o.clients; i++) {
+      const c: Client = { name: `c${i}`, sessions: new Map(), hint: new Map(), versions: new Map(), rid: 0, busy: false, stopped: false, n: 0 };
+      this.clients.push(c);
+      this.at(500 + this.rng.int(100), () => this.clientLoop(c));
+    }
+    const faultLoop = (): void => {
+      if (!this.faultsOn) return;
+      this.injectFault();
+      this.at(this.now + 100 + this.rng.int(600), faultLoop);
+    };
+    this.at(800, faultLoop);
+    const healAt = 800 + this.o.faultMs;
+    this.at(healAt, () => this.heal());
+    const stopAt = healAt + this.o.healMs;
+    this.at(stopAt, () => { for (const c of this.clients) c.stopped = true; });
+    this.runUntil(stopAt + 3_000);
+    const finalMissing = this.finalReads();
+    return { seed: this.o.seed, history: this.history, faults: this.faults, finalMissing, messages: this.messages, events: this.events };
+  }
+
+  private heal(): void {
+    this.faultsOn = false;
+    this.blocked.clear();
+    this.loss = 0;
+    this.dup = 0;
+    for (const n of this.nodes) {
+      n.diskFailP = 0;
+      n.pausedUntil = -Infinity;
+      if (!n.up && !n.gone) this.restart(n, 'sealed');
+    }
+  }
+
+  private runUntil(t: number): void {
+    while (this.heap.size > 0 && (this.heap.peek() as Ev).time <= t) {
+      const e = this.heap.pop() as Ev;
+      this.now = e.time;
+      this.events++;
+      e.fn();
+    }
+    this.now = t;
+  }
+
+  /** A final read of every key (retried up to 8 s): part of the history, so the checker sees lost writes. */
+  private finalReads(): string[] {
+    const reader: Client = { name: 'final', sessions: new Map(), hint: new Map(), versions: new Map(), rid: 0, busy: false, stopped: false, n: 0 };
+    this.clients.push(reader);
+    const missing: string[] = [];
+    for (let k = 0; k < this.o.keys; k++) {
+      const key = `k${k}`;
+      let done = false;
+      const h: HistEntry = { key, op: { kind: 'get' }, call: ++this.hclock, ret: Infinity, out: null, client: 'final' };
+      const tryRead = (): void => {
+        this.request(reader, shardOf(key, this.dataConfig.shards), { kind: 'get', key }, (r) => {
+          const out = toOut(r);
+          if (out) {
+            h.out = out;
+            h.ret = ++this.hclock;
+            done = true;
+          } else if (!done) {
+            this.at(this.now + 100, tryRead);
+          }
+        });
+      };
+      tryRead();
+      const deadline = this.now + 8_000;
+      while (!done && this.heap.size > 0 && this.now < deadline) this.runUntil(Math.min(deadline, (this.heap.peek() as Ev).time));
+      if (done) this.history.push(h);
+      else {
+        missing.push(key);
+        if (this.o.trace) {
+          const shard = shardOf(key, this.dataConfig.shards);
+          this.trace(`final read of ${key} (range ${shard}) failed:`);
+          for (const n of this.nodes) this.trace(`  ${n.up ? '' : 'DOWN '}${n.gone ? 'GONE ' : ''}${n.core?.describeRange(shard) ?? n.name}`);
+        }
+      }
+    }
+    return missing;
+  }
+}
+
+function toOut(r: ClientResult | null): HistOut | null {
+  if (!r) return null;
+  if (r.ok && r.kind === 'get') return { kind: 'get', found: r.found, value: r.value, version: r.found ? r.version : 0 };
+  if (r.ok && r.kind === 'write') return { kind: 'write', version: r.version, existed: r.existed };
+  if (!r.ok && r.code === 'CONFLICT') return { kind: 'conflict', version: r.version };
+  return null;
+}
+
+/** The ring's creation: each range's owner is the successor of its start point, then R-1 successors. */
+export function genesisConfigs(members: readonly Member[], c: DataConfig): Config[] {
+  const out: Config[] = [];
+  for (let s = 0; s < c.shards; s++) {
+    const start = shardStart(s, c.shards);
+    const sorted = [...members].sort((a, b) => {
+      const da = distance(start, a.ring);
+      const db = distance(start, b.ring);
+      return da < db ? -1 : da > db ? 1 : 0;
+    });
+    out.push({ shard: s, epoch: 1, members: sorted.slice(0, c.replicas) });
+  }
+  return out;
+}
