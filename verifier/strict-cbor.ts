@@ -49,7 +49,12 @@ export class CborRefused extends Error {
   readonly reason: CborRefusal;
 
   constructor(reason: CborRefusal, message: string, options?: { cause?: unknown }) {
+    // No stack trace: refusing must stay cheap (capturing one costs more than scanning kilobytes), and
+    // each decode site wraps this in its own typed error, which has one.
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message, options);
+    Error.stackTraceLimit = limit;
     this.name = 'CborRefused';
     this.reason = reason;
   }
