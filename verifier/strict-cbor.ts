@@ -16,7 +16,8 @@
 //     larger than the input;
 //   - indefinite lengths unless the format has them (Nitro's NSM sends an indefinite payload map),
 //     simple values other than false/true/null/undefined, reserved encodings, trailing bytes;
-//   - with `maps: 'object'`, map keys that are not text strings.
+//   - with `maps: 'object'`, map keys that are not text strings, and (after decoding) keys that name
+//     an Object.prototype member (a `toString` key made String(message) throw; found by the fuzzer).
 // Only then does cbor-x decode (with records off), and the decoded maps must hold as many entries as
 // the scan counted pairs: fewer means a duplicate key, which cbor-x would otherwise resolve silently.
 //
@@ -251,7 +252,12 @@ function countMapEntries(root: unknown): number {
     } else {
       const keys = Object.keys(value);
       entries += keys.length;
-      for (const k of keys) stack.push((value as Record<string, unknown>)[k]);
+      for (const k of keys) {
+        // A key named after an Object.prototype member (toString, valueOf, constructor...) would shadow it:
+        // String(x) on such an object throws an untyped TypeError. None of our formats has one.
+        if (k in Object.prototype) throw new CborRefused('KEY', `a map key names an Object member (${k.slice(0, 20)})`);
+        stack.push((value as Record<string, unknown>)[k]);
+      }
     }
   }
   return entries;
