@@ -21,11 +21,13 @@
 // Only then does cbor-x decode (with records off), and the decoded maps must hold as many entries as
 // the scan counted pairs: fewer means a duplicate key, which cbor-x would otherwise resolve silently.
 //
-// Why cbor-x behind a guard rather than cborg (measured, see README "Hostile input" and
-// test/bench/cbor.ts): on our message shapes cbor-x plus the scan decodes 1.5-4x faster than cborg,
-// and it keeps the decoded forms every caller already relies on (Buffer views of the input for byte
-// strings, bigint for 8-byte integers, Maps or plain objects). cborg refuses unknown tags but has no
-// depth or item bound of its own, so a guard would be needed either way.
+// Why cbor-x behind a guard rather than cborg 6.1.5 (measured with `npm run bench:cbor`, two runs on the
+// shared 2-core machine): on small messages the two are within a few microseconds (strict/cborg
+// throughput 0.3-1.5 on a hello, a handshake answer, a batch of 64 gets, a replica batch; 1.3-7x on an
+// attestation document), but cborg copies every byte string, so a 512 KiB put decodes 35-65x faster
+// here (views of the input, as before). cbor-x also keeps the decoded forms every caller relies on
+// (bigint for 8-byte integers, Maps or plain objects). And cborg would need a guard anyway: it decodes
+// recursively with no depth bound (deep nesting ends in a stack overflow) and has no item bound.
 //
 // The cost of refusing is the scan: linear in the input, a few microseconds per KiB (bench:cbor).
 import { Decoder } from 'cbor-x';
