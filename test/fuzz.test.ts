@@ -20,14 +20,18 @@ function campaign(args: string[]): TargetReport[] {
 
 describe('fuzz', () => {
   it('every parser survives the hand-built shapes and a short mutation campaign', { timeout: 180_000 }, () => {
-    const reports = campaign(['--runs', process.env.EKV_FUZZ_RUNS ?? '150', '--seed', String(Date.now() % 1_000_000)]);
+    // Generous time limits: the whole suite shares 2 cores; a quadratic decode (minutes) or a bomb (out of
+    // memory) still fails, and `npm run fuzz` keeps the tight 2 s per input.
+    const seed = String(Date.now() % 1_000_000);
+    console.log(`fuzz seed ${seed} (replay: npm run fuzz -- --seed ${seed} --runs 150)`);
+    const reports = campaign(['--runs', process.env.EKV_FUZZ_RUNS ?? '150', '--seed', seed, '--slow-ms', '10000', '--timeout-ms', '30000']);
     expect(reports.length).toBeGreaterThanOrEqual(17);
     for (const r of reports) expect(r.runs, r.target).toBeGreaterThan(10);
     expect(reports.flatMap((r) => r.failures.map((f) => `${r.target}: ${f.kind} ${f.message} (${f.file})`))).toEqual([]);
   });
 
   it('every saved reproducer is refused cleanly', { timeout: 120_000 }, () => {
-    const reports = campaign(['--replay']);
+    const reports = campaign(['--replay', '--slow-ms', '10000', '--timeout-ms', '30000']);
     expect(reports.flatMap((r) => r.failures.map((f) => `${r.target}: ${f.kind} ${f.message} (${f.file})`))).toEqual([]);
   });
 });
