@@ -16,15 +16,18 @@
 //     larger than the input;
 //   - indefinite lengths unless the format has them (Nitro's NSM sends an indefinite payload map),
 //     simple values other than false/true/null/undefined, reserved encodings, trailing bytes;
-//   - with `maps: 'object'`, map keys that are not text strings.
+//   - with `maps: 'object'`, map keys that are not text strings, and (after decoding) keys that name
+//     an Object.prototype member (a `toString` key made String(message) throw; found by the fuzzer).
 // Only then does cbor-x decode (with records off), and the decoded maps must hold as many entries as
 // the scan counted pairs: fewer means a duplicate key, which cbor-x would otherwise resolve silently.
 //
-// Why cbor-x behind a guard rather than cborg (measured, see README "Hostile input" and
-// test/bench/cbor.ts): on our message shapes cbor-x plus the scan decodes 1.5-4x faster than cborg,
-// and it keeps the decoded forms every caller already relies on (Buffer views of the input for byte
-// strings, bigint for 8-byte integers, Maps or plain objects). cborg refuses unknown tags but has no
-// depth or item bound of its own, so a guard would be needed either way.
+// Why cbor-x behind a guard rather than cborg 6.1.5 (measured with `npm run bench:cbor`, two runs on the
+// shared 2-core machine): on small messages the two are within a few microseconds (strict/cborg
+// throughput 0.3-1.5 on a hello, a handshake answer, a batch of 64 gets, a replica batch; 1.3-7x on an
+// attestation document), but cborg copies every byte string, so a 512 KiB put decodes 35-65x faster
+// here (views of the input, as before). cbor-x also keeps the decoded forms every caller relies on
+// (bigint for 8-byte integers, Maps or plain objects). And cborg would need a guard anyway: it decodes
+// recursively with no depth bound (deep nesting ends in a stack overflow) and has no item bound.
 //
 // The cost of refusing is the scan: linear in the input, a few microseconds per KiB (bench:cbor).
 import { Decoder } from 'cbor-x';
@@ -49,7 +52,12 @@ export class CborRefused extends Error {
   readonly reason: CborRefusal;
 
   constructor(reason: CborRefusal, message: string, options?: { cause?: unknown }) {
+    // No stack trace: refusing must stay cheap (capturing one costs more than scanning kilobytes), and
+    // each decode site wraps this in its own typed error, which has one.
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message, options);
+    Error.stackTraceLimit = limit;
     this.name = 'CborRefused';
     this.reason = reason;
   }
@@ -246,7 +254,12 @@ function countMapEntries(root: unknown): number {
     } else {
       const keys = Object.keys(value);
       entries += keys.length;
-      for (const k of keys) stack.push((value as Record<string, unknown>)[k]);
+      for (const k of keys) {
+        // A key named after an Object.prototype member (toString, valueOf, constructor...) would shadow it:
+        // String(x) on such an object throws an untyped TypeError. None of our formats has one.
+        if (k in Object.prototype) throw new CborRefused('KEY', `a map key names an Object member (${k.slice(0, 20)})`);
+        stack.push((value as Record<string, unknown>)[k]);
+      }
     }
   }
   return entries;

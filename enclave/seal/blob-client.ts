@@ -106,7 +106,11 @@ class SocketBlobClient implements BlobClient {
     const decoder = new FrameDecoder(blobFrameBytesMax);
     socket.on('data', (chunk: Buffer) => {
       try {
-        for (const frame of decoder.push(chunk)) this.onFrame(frame);
+        // Stop at the first frame that ends the connection: the rest of a hostile chunk is not looked at.
+        for (const frame of decoder.push(chunk)) {
+          if (socket.destroyed) break;
+          this.onFrame(frame);
+        }
       } catch {
         socket.destroy();
         this.fail(ioError('blob store sent an oversized frame'));

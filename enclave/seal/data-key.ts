@@ -53,7 +53,8 @@ function context(nodeId: Buffer): Record<string, string> {
   return { 'ekv:store': nodeId.toString('hex') };
 }
 
-function parseRecord(bytes: Uint8Array): { nodeId: Buffer; ciphertextBlob: Uint8Array } {
+/** The stored record, checked field by field (exported for the fuzzer). */
+export function parseRecord(bytes: Uint8Array): { nodeId: Buffer; ciphertextBlob: Uint8Array } {
   let rec: unknown;
   try {
     rec = decodeUntrustedCbor(bytes, { maps: 'object', depthMax: 2, itemsMax: 64 });
