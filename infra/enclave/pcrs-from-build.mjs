@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Reads the JSON that `nitro-cli build-enclave` prints on stdout and writes the PCRs file the
 // deployment reads: { "PCR0": "<96 hex>", "PCR1": "...", "PCR2": "...", "KmsKeyArn": "..." }, lowercase;
-// KmsKeyArn is EKV_PINNED_KMS_KEY, the key ARN build-eif.sh compiled into the image (when set).
+// KmsKeyArn is EKV_PINNED_KMS_KEY, the key ARN build-eif.sh compiled into the image, and Replicas
+// EKV_PINNED_REPLICAS, its replication factor (each when set).
 // Usage: node pcrs-from-build.mjs <build-enclave.json> <pcrs.json>
 import { readFileSync, writeFileSync } from 'node:fs';
 
@@ -38,6 +39,14 @@ if (keyArn) {
     process.exit(1);
   }
   pcrs.KmsKeyArn = keyArn;
+}
+const replicas = process.env.EKV_PINNED_REPLICAS;
+if (replicas) {
+  if (!/^[1-8]$/.test(replicas)) {
+    console.error('pcrs-from-build: EKV_PINNED_REPLICAS is not 1..8');
+    process.exit(1);
+  }
+  pcrs.Replicas = Number(replicas);
 }
 writeFileSync(output, `${JSON.stringify(pcrs, null, 2)}\n`);
 console.log(`PCR0 ${pcrs.PCR0}`);

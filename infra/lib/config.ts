@@ -98,7 +98,7 @@ export function readConfig(ctx: Context, baseDir: string): RingConfig {
     instanceType: str(ctx, 'instanceType', 'c6i.xlarge'),
     nodeCount,
     keyOnly,
-    replicationFactor: int(ctx, 'replicationFactor', Math.min(3, nodeCount), 1, nodeCount),
+    replicationFactor: int(ctx, 'replicationFactor', pcrs?.Replicas ?? Math.min(3, nodeCount), 1, nodeCount),
     pcrs,
     previousPcr0: previous as string | undefined,
     adminRoleArn: str(ctx, 'adminRoleArn'),
@@ -149,5 +149,9 @@ function validate(c: RingConfig): RingConfig {
     throw new Error('pcrs.json names no KmsKeyArn: deploy with -c keyOnly=true first, then build the image with EKV_PINNED_KMS_KEY=<its SealingKeyArn output>');
   }
   if (arn[1] !== c.region) throw new Error(`pcrs.json KmsKeyArn is in ${arn[1]}, the ring in ${c.region}`);
+  // R is the image's (EKV_PINNED_REPLICAS); the context only describes it, so it must say the same.
+  if (c.pcrs.Replicas !== undefined && c.pcrs.Replicas !== c.replicationFactor) {
+    throw new Error(`replicationFactor ${c.replicationFactor} differs from the image's R=${c.pcrs.Replicas} (pcrs.json Replicas)`);
+  }
   return c;
 }

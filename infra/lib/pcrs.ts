@@ -9,6 +9,8 @@ export interface Pcrs {
   PCR2: string;
   /** The KMS key ARN compiled into the image (absent in files from older builds). */
   KmsKeyArn?: string;
+  /** The replication factor compiled into the image (EKV_PINNED_REPLICAS). */
+  Replicas?: number;
 }
 
 /** A KMS key ARN (not an alias: an alias can be repointed by UpdateAlias). Group 1: region, 2: account. */
@@ -39,6 +41,11 @@ export function parsePcrs(text: string, source: string): Pcrs {
       throw new Error(`${source}: KmsKeyArn must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), not an alias`);
     }
     out.KmsKeyArn = o['KmsKeyArn'];
+  }
+  if (o['Replicas'] !== undefined) {
+    const r = o['Replicas'];
+    if (typeof r !== 'number' || !Number.isInteger(r) || r < 1 || r > 8) throw new Error(`${source}: Replicas must be an integer in 1..8`);
+    out.Replicas = r;
   }
   return out as Pcrs;
 }

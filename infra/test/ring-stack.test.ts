@@ -213,4 +213,10 @@ describe('the image pins the sealing key by ARN (issue 10, item 1)', () => {
     const otherRegion = pcrsFile({ PCR0: pcr0, PCR1: 'c3'.repeat(48), PCR2: 'd4'.repeat(48), KmsKeyArn: pinnedKeyArn.replace('eu-west-1', 'us-east-1') });
     expect(() => synth({ pcrsFile: otherRegion })).toThrow(/in us-east-1, the ring in eu-west-1/);
   });
+
+  it('takes R from the image: replicationFactor defaults to pcrs.json Replicas and may not differ', () => {
+    const r2 = pcrsFile({ PCR0: pcr0, PCR1: 'c3'.repeat(48), PCR2: 'd4'.repeat(48), KmsKeyArn: pinnedKeyArn, Replicas: 2 } as unknown as Record<string, string>);
+    expect(userDataText(Object.values(synth({ pcrsFile: r2 }).findResources('AWS::EC2::Instance'))[0]?.Properties.UserData)).toContain('EKV_REPLICATION_FACTOR=2');
+    expect(() => synth({ pcrsFile: r2, replicationFactor: 3 })).toThrow(/differs from the image's R=2/);
+  });
 });
