@@ -7,7 +7,7 @@
 // Control: the same environment on the image built open does let an anonymous write through, so the
 // access check below can tell the two apart (and, on a build whose enclave honours EKV_ACCESS_MODE,
 // the first test fails).
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateKeyCommand } from '@aws-sdk/client-kms';
 import { Decoder } from 'cbor-x';
@@ -54,15 +54,20 @@ function hostileEnv(): Record<string, string> {
   };
 }
 
-async function hostileNode(name: string, imagePath: string): Promise<LocalNode> {
+async function hostileNode(name: string, imagePath: string, extraEnv: Record<string, string> = {}): Promise<LocalNode> {
   const info = ring.kms!.info;
   const node = new LocalNode({
     name, dir: join(dir, name), imagePath, ca: ring.ca, listenPort: 0, httpPort: 0, logger,
-    enclaveEnv: () => ({ ...hostileEnv(), EKV_JOIN: '', ...kmsEnv(info) }),
+    enclaveEnv: () => ({ ...hostileEnv(), EKV_JOIN: '', ...kmsEnv(info), ...extraEnv }),
     startBlobStore: localBlobStore(logger), imdsUrl: info.imdsUrl,
   });
   started.push(node);
-  await node.start();
+  try {
+    await node.start();
+  } catch (err) {
+    await node.stop(); // no relaunches of an enclave that cannot start
+    throw err;
+  }
   return node;
 }
 
@@ -87,6 +92,14 @@ describe('host-set environment against a closed, R=1 image', () => {
     const rec = new Decoder({ useRecords: false, mapsAsObjects: true }).decode(readFileSync(join(dir, 'hostile', 'data', 'datakey'))) as { keyId: string };
     expect(rec.keyId).toBe(localKmsKeyArn);
     expect(rec.keyId).not.toBe(hostKeyArn);
+  });
+
+  it('nor through node-config.json (the Nitro path): a trust setting there stops the enclave at start', async () => {
+    const data = join(dir, 'hostile-config', 'data');
+    mkdirSync(data, { recursive: true });
+    writeFileSync(join(data, 'node-config.json'), JSON.stringify({ selfAddr: '127.0.0.1:1', join: '', accessMode: 'open', replicas: '5', kmsKeyId: hostKeyArn }));
+    const err = await hostileNode('hostile-config', ring.imagePath, { EKV_CONFIG_FROM_HOST: '1' }).then(() => null, (e: Error) => e);
+    expect(err?.message).toMatch(/exited during start-up/);
   });
 
   it('control: the image built open lets the same anonymous write through', async () => {
