@@ -22,7 +22,7 @@ describe('local image variants', () => {
     const settings = localImageSettings({ nodes: 1, replicas: 1, access: 'open', seal: true });
     const [a, b] = await Promise.all([localImage(settings), localImage({ ...settings })]);
     expect(a).toBe(b);
-    expect(a).toMatch(/enclave-[0-9a-f]{16}\.mjs$/);
+    expect(a).toMatch(/enclave-[0-9a-f]{12}-[0-9a-f]{12}\.mjs$/);
     expect(pcr0(a)).not.toBe(pcr0(defaultImagePath));
     const closed = await localImage({ ...settings, accessMode: 'closed' });
     expect(pcr0(closed)).not.toBe(pcr0(a));
