@@ -75,6 +75,8 @@ function enclaveEnv(env: Record<string, string>, logger: Logger): Record<string,
   return out;
 }
 
+const profilingArgRe = /^--(cpu-prof|heap-prof)(-dir=[\w./-]+|-name=[\w.-]+|-interval=\d+)?$|^--prof$/;
+
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
 let warnedUnisolated = false;
@@ -91,7 +93,9 @@ export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> 
 
   // A developer's aid (never set in production, where nitro-cli runs the EIF): extra node flags for the
   // enclave, e.g. EKV_ENCLAVE_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
-  const nodeArgs = (process.env.EKV_ENCLAVE_NODE_ARGS ?? '').split(' ').filter((a) => a.startsWith('--'));
+  // Profiling flags only: anything that loads or runs code (--require, --import, --inspect) would run code
+  // of the caller's choice under the image's PCR0.
+  const nodeArgs = (process.env.EKV_ENCLAVE_NODE_ARGS ?? '').split(' ').filter((a) => profilingArgRe.test(a));
   const command = [...prefix, process.execPath, ...nodeArgs, imageCopy, ...(init.args ?? [])];
   const child = spawn(command[0] as string, command.slice(1), {
     cwd: dir,
