@@ -55,7 +55,7 @@ export function registerNode(program: Command): void {
         const clusterPath = resolve(o.cluster);
         const ringFile = join(dirname(clusterPath), 'ring.json');
         const recorded = o.join && existsSync(ringFile) ? (JSON.parse(readFileSync(ringFile, 'utf8')) as RingState).image : undefined;
-        const image = o.enclaveImage !== undefined
+        const image = o.enclaveImage !== undefined && resolve(o.enclaveImage) !== defaultImagePath
           ? resolve(o.enclaveImage)
           : await localImage(recorded ?? localImageSettings({ access: o.access, replicas, nodes: o.join ? 2 : 1 }));
         const caDir = resolve(o.ca ?? join(dirname(clusterPath), 'ca'));
