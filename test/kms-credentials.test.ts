@@ -99,11 +99,11 @@ describe('a sealed node across credential rotations', () => {
 
   it('unseals again after its boot credentials expired, with the current ones', async () => {
     dir = shortTempDir('ekv-rot-');
-    ring = await startLocalRing({ dir, nodes: 1, replicas: 1, logger, imds: { lifetimeMs: 2500, rotateEveryMs: 800 } });
     cleanups.push(async () => {
-      await ring.stop();
+      await ring?.stop();
       rmSync(dir, { recursive: true, force: true });
     });
+    ring = await startLocalRing({ dir, nodes: 1, replicas: 1, logger, imds: { lifetimeMs: 2500, rotateEveryMs: 800 } });
     const kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
     try {
       await kv.put('across-rotation', 'still here');
