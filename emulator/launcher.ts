@@ -56,6 +56,27 @@ export interface LaunchedEnclave {
   exited: Promise<EnclaveExit>;
 }
 
+/**
+ * On Nitro the enclave's environment is part of the EIF, so measured: the host cannot set any of it. Here
+ * the caller (the host side of a local node) passes "where things are"; what would change the code that
+ * runs or how Node and OpenSSL behave (NODE_OPTIONS --require, LD_PRELOAD, extra CA files...) is dropped,
+ * or a host could run code of its choice under the image's PCR0.
+ */
+const codeChangingEnvRe = /^(NODE_|NODE$|LD_|DYLD_|OPENSSL_|SSL_|UV_|PATH$|TZDIR$)/i;
+
+function enclaveEnv(env: Record<string, string>, logger: Logger): Record<string, string> {
+  const out: Record<string, string> = {};
+  const dropped: string[] = [];
+  for (const [k, v] of Object.entries(env)) {
+    if (codeChangingEnvRe.test(k)) dropped.push(k);
+    else out[k] = v;
+  }
+  if (dropped.length > 0) logger.warn({ dropped }, 'environment that would change the measured code was not passed to the enclave');
+  return out;
+}
+
+const profilingArgRe = /^--(cpu-prof|heap-prof)(-dir=[\w./-]+|-name=[\w.-]+|-interval=\d+)?$|^--prof$/;
+
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
 let warnedUnisolated = false;
@@ -72,11 +93,13 @@ export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> 
 
   // A developer's aid (never set in production, where nitro-cli runs the EIF): extra node flags for the
   // enclave, e.g. EKV_ENCLAVE_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
-  const nodeArgs = (process.env.EKV_ENCLAVE_NODE_ARGS ?? '').split(' ').filter((a) => a.startsWith('--'));
+  // Profiling flags only: anything that loads or runs code (--require, --import, --inspect) would run code
+  // of the caller's choice under the image's PCR0.
+  const nodeArgs = (process.env.EKV_ENCLAVE_NODE_ARGS ?? '').split(' ').filter((a) => profilingArgRe.test(a));
   const command = [...prefix, process.execPath, ...nodeArgs, imageCopy, ...(init.args ?? [])];
   const child = spawn(command[0] as string, command.slice(1), {
     cwd: dir,
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...init.env, EKV_NSM: 'fd:3' },
+    env: { ...enclaveEnv(init.env ?? {}, logger), PATH: process.env['PATH'] ?? '/usr/bin:/bin', EKV_NSM: 'fd:3' },
     stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
   });
   track(child);

@@ -2,6 +2,7 @@
  * One enclave node: its identity, its trust in peers, its partition, its
  * place on the ring, and the request handler behind the listener.
  */
+import { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import { EkvError } from '../protocol/errors.ts';
 import { verifyPrincipalSignature } from '../protocol/principal.ts';
@@ -47,7 +48,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const trust = await learnSelfTrust(c.nsm);
   // Trust-relevant settings are the image's, in both worlds (enclave/image-config.ts).
   const settings = { replicas: imageConfig.replicas, accessMode: accessModeFromEnv(imageConfig.accessMode) };
-  const sealing = sealConfigFrom(c.config.env, { production: trust.production, rootPem: derToPem(trust.root) });
+  const sealing = sealConfigFrom(c.config.env, { production: trust.production, rootPem: new X509Certificate(trust.root).toString() });
   let persistence: Persistence | null = null;
   let identity: Identity;
   let recoveredEntries = 0;
@@ -125,11 +126,6 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       await persistence?.close();
     },
   };
-}
-
-function derToPem(der: Uint8Array): string {
-  const b64 = Buffer.from(der).toString('base64').replace(/(.{64})/g, '$1\n').trimEnd();
-  return `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
 }
 
 /** A client write's options: its request id (r: [session, seq]) and compare-and-set version (iv), both optional. */

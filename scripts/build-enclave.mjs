@@ -9,8 +9,9 @@
 // The settings are what a production enclave must not take from its host (enclave/image-config.ts);
 // being compiled in, they are measured into PCR0.
 import { build } from 'esbuild';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 // Keep equal to localKmsKeyArn in enclave/image-config.ts (test/image-variant.test.ts checks it).
@@ -70,3 +71,13 @@ await build({
   },
   logLevel: 'warning',
 });
+
+// The default image: local variants built from other sources (cli/local/image.ts names them
+// enclave-<default image hash>-<settings hash>.mjs) are stale now.
+if (values.out === undefined) {
+  const base = createHash('sha256').update(readFileSync(outfile)).digest('hex').slice(0, 12);
+  for (const name of readdirSync(dirname(outfile))) {
+    if (/^enclave-[0-9a-f]{12}-[0-9a-f]{12}\.mjs$/.test(name) && !name.startsWith(`enclave-${base}-`)) rmSync(join(dirname(outfile), name), { force: true });
+    if (/^enclave-[0-9a-f]{16}\.mjs$/.test(name)) rmSync(join(dirname(outfile), name), { force: true }); // older naming
+  }
+}

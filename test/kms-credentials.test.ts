@@ -62,6 +62,19 @@ describe('the emulated KMS checks credentials issued by the emulated IMDS', () =
   });
 });
 
+describe('the enclave reads the host\'s credentials blob strictly', () => {
+  const bytes = (x: unknown) => Buffer.from(typeof x === 'string' ? x : JSON.stringify(x));
+  it('takes IMDS\'s JSON and refuses anything else with KMS_CREDENTIALS', () => {
+    const good = { Code: 'Success', AccessKeyId: 'ASIA1234', SecretAccessKey: 's', Token: 't', Expiration: '2030-01-01T00:00:00Z' };
+    expect(parseHostCredentials(bytes(good))).toEqual({ accessKeyId: 'ASIA1234', secretAccessKey: 's', sessionToken: 't', expiration: new Date('2030-01-01T00:00:00Z') });
+    for (const bad of ['{', '[]', { ...good, AccessKeyId: 7 }, { ...good, SecretAccessKey: '' }, { ...good, Expiration: 'soon' }, 'x'.repeat(9000)]) {
+      expect(() => parseHostCredentials(bytes(bad))).toThrow(expect.objectContaining({ code: 'KMS_CREDENTIALS' }));
+    }
+    // An inherited property is not a field (own properties only).
+    expect(() => parseHostCredentials(bytes('{"__proto__": {"AccessKeyId": "A", "SecretAccessKey": "s"}}'))).toThrow(/AccessKeyId/);
+  });
+});
+
 describe('the host keeps the role credentials fresh for its enclave', () => {
   it('fetches them by IMDSv2 and rewrites aws-credentials.json as they rotate', async () => {
     const imds = await startEmulatedImds({ lifetimeMs: 2000, rotateEveryMs: 500 });
@@ -86,11 +99,11 @@ describe('a sealed node across credential rotations', () => {
 
   it('unseals again after its boot credentials expired, with the current ones', async () => {
     dir = shortTempDir('ekv-rot-');
-    ring = await startLocalRing({ dir, nodes: 1, replicas: 1, logger, imds: { lifetimeMs: 2500, rotateEveryMs: 800 } });
     cleanups.push(async () => {
-      await ring.stop();
+      await ring?.stop();
       rmSync(dir, { recursive: true, force: true });
     });
+    ring = await startLocalRing({ dir, nodes: 1, replicas: 1, logger, imds: { lifetimeMs: 2500, rotateEveryMs: 800 } });
     const kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
     try {
       await kv.put('across-rotation', 'still here');

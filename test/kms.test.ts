@@ -154,3 +154,26 @@ describe('emulated KMS with Recipient', () => {
     expect(((await rejection(enclave.decryptDataKey(flipped, env.attestGood))) as KmsError).code).toBe('KMS_INVALID_CIPHERTEXT');
   });
 });
+
+describe('the enclave client is bound to one key ARN (issue 10, item 1)', () => {
+  it('refuses a data key whose blob was made under another key: KMS answers IncorrectKeyException to the named key', async () => {
+    const other = env.kms.createKey({ policy: { allowWithoutRecipient: ['GenerateDataKey', 'Decrypt'], recipientConditions: {} } });
+    const planted = await env.enclave({ keyArn: other.arn }).generateDataKey(env.attestGood); // a blob of the other key
+    const err = await rejection(env.enclave().decryptDataKey(planted.ciphertextBlob, env.attestGood));
+    expect((err as KmsError).code).toBe('KMS_WRONG_KEY');
+    expect(err.message).toMatch(/IncorrectKeyException/);
+    // Control: without naming the key and checking the answer (the test seam), the same blob opens.
+    const opened = await env.enclave({ unsafeSkipKeyIdCheck: true }).decryptDataKey(planted.ciphertextBlob, env.attestGood);
+    expect(opened.equals(planted.plaintextKey)).toBe(true);
+  });
+
+  it('refuses an answer that names anything but the pinned ARN (an alias is not a pin)', async () => {
+    const alias = `arn:aws:kms:us-east-1:111122223333:${env.kms.defaultAlias}`;
+    const gen = await rejection(env.enclave({ keyArn: alias }).generateDataKey(env.attestGood));
+    expect([(gen as KmsError).code, gen.message]).toEqual(['KMS_WRONG_KEY', expect.stringMatching(/answered for key arn:aws:kms:.*:key\//)]);
+    const good = await env.enclave().generateDataKey(env.attestGood);
+    const dec = await rejection(env.enclave({ keyArn: alias }).decryptDataKey(good.ciphertextBlob, env.attestGood));
+    expect((dec as KmsError).code).toBe('KMS_WRONG_KEY');
+    expect((await env.enclave().decryptDataKey(good.ciphertextBlob, env.attestGood)).equals(good.plaintextKey)).toBe(true);
+  });
+});

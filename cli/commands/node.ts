@@ -11,7 +11,7 @@ import { EmulatorCa } from '../../emulator/ca.ts';
 import { defaultImagePath, localImage, localImageSettings } from '../local/image.ts';
 import { kmsEnv, localBlobStore, startLocalKms, type LocalKmsInfo } from '../local/kms.ts';
 import { LocalNode } from '../local/node.ts';
-import { writeJsonAtomic } from '../local/ring.ts';
+import { writeJsonAtomic, type RingState } from '../local/ring.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
 
 interface NodeOpts {
@@ -36,7 +36,7 @@ export function registerNode(program: Command): void {
     .option('-d, --dir <dir>', "this node's state directory", '.ekv-node')
     .option('-c, --cluster <file>', 'the ring\'s cluster file: its CA is used and this node is added to it', process.env.EKV_CLUSTER ?? './cluster.json')
     .option('--ca <dir>', 'the emulated CA directory (default: ca/ beside the cluster file)')
-    .option('--enclave-image <file>', 'run exactly this enclave image (default: the image built for --access and --replicas; alone, a single-node image)')
+    .option('--enclave-image <file>', "run exactly this enclave image (default: joining a ring of `ekv up`, that ring's image; else the image built for --access and --replicas, alone a single-node one)")
     .option('-r, --replicas <r>', 'replication factor, compiled into the image (must match the ring)', '3')
     .option('--port <port>', 'client/peer TCP port on 127.0.0.1 (0: any free port)', '0')
     .option('--http-port <port>', 'HTTP port (attestation, health, metrics)', '0')
@@ -50,11 +50,14 @@ export function registerNode(program: Command): void {
         if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new UsageError('--replicas must be 1..8');
         if (o.access !== 'open' && o.access !== 'closed') throw new UsageError('--access must be open or closed');
         if (!existsSync(o.enclaveImage ?? defaultImagePath)) throw new UsageError(`no enclave image at ${o.enclaveImage ?? defaultImagePath}: run \`npm run build\` first`);
-        // The ring's image: its settings are the options of the ring (a node joining another image is refused by its peers).
-        const image = o.enclaveImage !== undefined
-          ? resolve(o.enclaveImage)
-          : await localImage(localImageSettings({ access: o.access, replicas, nodes: o.join ? 2 : 1 }));
+        // The ring's image (a node of another image is refused by its peers): the settings `ekv up` recorded in
+        // ring.json beside the cluster file when joining such a ring, else those of --access and --replicas.
         const clusterPath = resolve(o.cluster);
+        const ringFile = join(dirname(clusterPath), 'ring.json');
+        const recorded = o.join && existsSync(ringFile) ? (JSON.parse(readFileSync(ringFile, 'utf8')) as RingState).image : undefined;
+        const image = o.enclaveImage !== undefined && resolve(o.enclaveImage) !== defaultImagePath
+          ? resolve(o.enclaveImage)
+          : await localImage(recorded ?? localImageSettings({ access: o.access, replicas, nodes: o.join ? 2 : 1 }));
         const caDir = resolve(o.ca ?? join(dirname(clusterPath), 'ca'));
         if (!existsSync(caDir)) throw new UsageError(`no emulated CA at ${caDir}: pass --ca or --cluster of a ring started by ekv up`);
         const ca = await EmulatorCa.loadOrCreate(caDir);

@@ -16,7 +16,7 @@ export function registerUp(program: Command): void {
     .option('-n, --nodes <n>', 'number of nodes', '3')
     .option('-r, --replicas <r>', 'replication factor', '3')
     .option('-d, --dir <dir>', 'state directory (cluster.json, CA, sealed data); reused when it exists', '.ekv')
-    .option('--enclave-image <file>', 'run exactly this enclave image, with the settings compiled into it (default: the image built for --access, --replicas, --no-seal and --nodes)')
+    .option('--enclave-image <file>', 'run exactly this enclave image, with the settings compiled into it (default, or dist/enclave.mjs: the image built for --access, --replicas, --no-seal and --nodes)')
     .option('--access <mode>', 'keys outside any namespace: open (anyone) or closed (no one)', 'open')
     .option('--no-seal', 'keep data only in enclave memory (no KMS, no sealed log)')
     .option('--log-level <level>', 'log level of the launcher and hosts (JSON logs on stderr)', 'warn')

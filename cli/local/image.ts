@@ -3,8 +3,9 @@
  * in the emulated world as on Nitro, so a local ring runs an image built for its options: the KMS key
  * it seals under (or none, --no-seal), the access mode, the replication factor, whether it may run as
  * one node. Each variant is built once from the sources by scripts/build-enclave.mjs and kept beside the
- * default image as dist/enclave-<hash>.mjs, the hash covering the default image's bytes (rebuilt by
- * `npm run build`, `npm start` and the test setup whenever the sources change) and the settings.
+ * default image as dist/enclave-<base>-<settings>.mjs, the hashes covering the default image's bytes
+ * (rebuilt by `npm run build`, `npm start` and the test setup whenever the sources change) and the
+ * settings. Rebuilding the default image removes the variants of other sources.
  * The cluster file then pins that variant's PCR0.
  */
 import { execFile } from 'node:child_process';
@@ -47,6 +48,16 @@ function canonical(s: ImageSettings): string {
   });
 }
 
+/**
+ * enclave-<base>-<settings>.mjs: the first part is the default image's hash, so that rebuilding it
+ * (scripts/build-enclave.mjs) can remove the variants of older sources.
+ */
+function variantName(baseBytes: Buffer, settings: string): string {
+  const base = createHash('sha256').update(baseBytes).digest('hex').slice(0, 12);
+  const set = createHash('sha256').update(baseBytes).update(settings).digest('hex').slice(0, 12);
+  return `enclave-${base}-${set}.mjs`;
+}
+
 const building = new Map<string, Promise<string>>();
 
 /**
@@ -58,8 +69,7 @@ export function localImage(settings: ImageSettings, baseImage: string = defaultI
   const base = resolve(baseImage);
   if (!existsSync(base)) return Promise.reject(new Error(`no enclave image at ${base}: run \`npm run build\` first`));
   if (canonical(settings) === canonical(defaultImageSettings)) return Promise.resolve(base);
-  const hash = createHash('sha256').update(readFileSync(base)).update(canonical(settings)).digest('hex').slice(0, 16);
-  const out = join(dirname(base), `enclave-${hash}.mjs`);
+  const out = join(dirname(base), variantName(readFileSync(base), canonical(settings)));
   if (existsSync(out)) return Promise.resolve(out);
   let p = building.get(out);
   if (!p) {

@@ -21,6 +21,8 @@ import { verifyAttestation } from '../../verifier/index.ts';
 export interface LocalKmsInfo {
   /** The emulated KMS's address (host:port), where the host's outbound relay connects the enclave. */
   addr: string;
+  /** Its URL (https), for tools that talk to it directly. */
+  url: string;
   /** The key the image pins. */
   keyId: string;
   /** The emulated IMDS the hosts fetch role credentials from. */
@@ -58,7 +60,7 @@ export async function startLocalKms(o: { dir: string; ca: EmulatorCa; imagePath:
   if (kms.defaultKeyId !== localKmsKeyArn) throw new Error(`emulated KMS key ${kms.defaultKeyId} is not the local image's ${localKmsKeyArn}`);
   return {
     kms, imds,
-    info: { addr: `127.0.0.1:${kms.port}`, keyId: kms.defaultKeyId, imdsUrl: imds.url },
+    info: { addr: `127.0.0.1:${kms.port}`, url: kms.url, keyId: kms.defaultKeyId, imdsUrl: imds.url },
     async close() {
       await kms.close();
       await imds.close();
@@ -67,8 +69,8 @@ export async function startLocalKms(o: { dir: string; ca: EmulatorCa; imagePath:
 }
 
 /** Where the enclave reaches KMS: through the host's outbound relay to the emulated KMS's address. */
-export function kmsEnv(kms: { addr: string }): Record<string, string> {
-  return { EKV_KMS_ADDR: kms.addr };
+export function kmsEnv(kms: { addr: string } | { url: string }): Record<string, string> {
+  return { EKV_KMS_ADDR: 'addr' in kms ? kms.addr : new URL(kms.url).host };
 }
 
 export function localBlobStore(logger: Logger) {

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { ClusterFile } from '../../client/cluster.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
 import type { ImdsInit } from '../../emulator/imds.ts';
-import { localImage, localImageSettings, type ImageSettings } from './image.ts';
+import { defaultImagePath, localImage, localImageSettings, type ImageSettings } from './image.ts';
 import { kmsEnv, localBlobStore, startLocalKms, type LocalKms } from './kms.ts';
 import { LocalNode } from './node.ts';
 import { waitForRing } from './ready.ts';
@@ -32,7 +32,10 @@ export interface LocalRingOptions {
   dir: string;
   nodes: number;
   replicas: number;
-  /** Run exactly this image (its compiled settings apply); absent: the variant built for these options. */
+  /**
+   * Run exactly this image (its compiled settings apply); absent, or the default image (dist/enclave.mjs):
+   * the variant built for these options.
+   */
   imagePath?: string;
   /** Settings over those the options imply (tests: e.g. a test seam). */
   imageSettings?: Partial<ImageSettings>;
@@ -85,10 +88,12 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   const progress = o.progress ?? (() => undefined);
   if (previous) progress(`restarting the ring in ${dir} (${count} nodes, as it was)`);
 
-  const settings: ImageSettings | null = o.imagePath !== undefined
+  // The default image named explicitly means the same as no image: the variant for these options.
+  const explicitImage = o.imagePath !== undefined && resolve(o.imagePath) !== defaultImagePath ? resolve(o.imagePath) : undefined;
+  const settings: ImageSettings | null = explicitImage !== undefined
     ? null
     : previous?.image ?? { ...localImageSettings({ seal: o.seal ?? true, access: o.access ?? 'open', replicas, nodes: count }), ...o.imageSettings };
-  const imagePath = o.imagePath ?? (await localImage(settings as ImageSettings));
+  const imagePath = explicitImage ?? (await localImage(settings as ImageSettings));
   const ca = await EmulatorCa.loadOrCreate(join(dir, 'ca'));
   const sealed = settings ? settings.kmsKeyArn !== '' : o.seal !== false;
   const kms = sealed ? await startLocalKms({ dir, ca, imagePath, logger: o.logger, ...(o.imds ? { imds: o.imds } : {}) }) : null;

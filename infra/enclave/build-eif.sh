@@ -34,9 +34,9 @@ fi
 
 npm ci --no-audit --no-fund
 # What the enclave must not take from its host is compiled into the bundle, and so into PCR0
-# (enclave/image-config.ts): the sealing key's ARN (required on Nitro), the peer PCR0 allowlist
+# (enclave/image-config.ts): the sealing key's ARN (a key ARN, required on Nitro; pcrs.json records it), the peer PCR0 allowlist
 # for rolling upgrades, the access mode and the replication factor.
-: "${EKV_PINNED_KMS_KEY:?set EKV_PINNED_KMS_KEY to the KMS key or alias ARN the enclaves seal under}"
+: "${EKV_PINNED_KMS_KEY:?set EKV_PINNED_KMS_KEY to the ARN of the KMS key the enclaves seal under (the SealingKeyArn output of the keyOnly deploy; an alias is refused)}"
 EKV_PINNED_PEER_PCR0S="$(node -e 'console.log(JSON.parse(require("fs").readFileSync("infra/enclave/peer-pcr0-allowlist.json","utf8")).join(","))')"
 export EKV_PINNED_KMS_KEY EKV_PINNED_PEER_PCR0S
 export EKV_PINNED_ACCESS_MODE="${EKV_PINNED_ACCESS_MODE:-closed}" EKV_PINNED_REPLICAS="${EKV_PINNED_REPLICAS:-3}"

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Reads the JSON that `nitro-cli build-enclave` prints on stdout and writes the PCRs file the
-// deployment reads: { "PCR0": "<96 hex>", "PCR1": "...", "PCR2": "..." }, lowercase.
+// deployment reads: { "PCR0": "<96 hex>", "PCR1": "...", "PCR2": "...", "KmsKeyArn": "..." }, lowercase;
+// KmsKeyArn is EKV_PINNED_KMS_KEY, the key ARN build-eif.sh compiled into the image, and Replicas
+// EKV_PINNED_REPLICAS, its replication factor (each when set).
 // Usage: node pcrs-from-build.mjs <build-enclave.json> <pcrs.json>
 import { readFileSync, writeFileSync } from 'node:fs';
 
@@ -29,6 +31,22 @@ for (const name of ['PCR0', 'PCR1', 'PCR2']) {
     process.exit(1);
   }
   pcrs[name] = value;
+}
+const keyArn = process.env.EKV_PINNED_KMS_KEY;
+if (keyArn) {
+  if (!/^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/([0-9a-f-]{36}|mrk-[0-9a-f]{32})$/.test(keyArn)) {
+    console.error('pcrs-from-build: EKV_PINNED_KMS_KEY is not a KMS key ARN');
+    process.exit(1);
+  }
+  pcrs.KmsKeyArn = keyArn;
+}
+const replicas = process.env.EKV_PINNED_REPLICAS;
+if (replicas) {
+  if (!/^[1-8]$/.test(replicas)) {
+    console.error('pcrs-from-build: EKV_PINNED_REPLICAS is not 1..8');
+    process.exit(1);
+  }
+  pcrs.Replicas = Number(replicas);
 }
 writeFileSync(output, `${JSON.stringify(pcrs, null, 2)}\n`);
 console.log(`PCR0 ${pcrs.PCR0}`);

@@ -4,15 +4,20 @@
  */
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { parsePcrs, pcr0Pattern, type Pcrs } from './pcrs.ts';
+import { kmsKeyArnPattern, parsePcrs, pcr0Pattern, type Pcrs } from './pcrs.ts';
 
 export interface RingConfig {
   region: string;
   instanceType: string;
   nodeCount: number;
   replicationFactor: number;
-  /** The current image's measurements (infra/pcrs.json, written by enclave/build-eif.sh). */
-  pcrs: Pcrs;
+  /**
+   * Only the sealing key (and the role its policy names), no instances: the first deploy of a ring,
+   * whose SealingKeyArn output the image is then built to pin (docs/deploy.md).
+   */
+  keyOnly: boolean;
+  /** The current image's measurements and pinned key ARN (infra/pcrs.json, written by enclave/build-eif.sh); null when keyOnly. */
+  pcrs: Pcrs | null;
   /** During an image roll: the other image's PCR0, also allowed by the key policy. */
   previousPcr0: string | undefined;
   /** Role allowed to administer (not use) the KMS key. */
@@ -78,9 +83,10 @@ function s3Uri(uri: string): { bucket: string; prefix: string } {
 }
 
 export function readConfig(ctx: Context, baseDir: string): RingConfig {
+  const keyOnly = ctx('keyOnly') === true || ctx('keyOnly') === 'true';
   const pcrsFile = str(ctx, 'pcrsFile', 'pcrs.json');
   const pcrsPath = isAbsolute(pcrsFile) ? pcrsFile : resolve(baseDir, pcrsFile);
-  const pcrs = parsePcrs(readFileSync(pcrsPath, 'utf8'), pcrsPath);
+  const pcrs = keyOnly ? null : parsePcrs(readFileSync(pcrsPath, 'utf8'), pcrsPath);
   const previous = ctx('previousPcr0');
   if (previous !== undefined && (typeof previous !== 'string' || !pcr0Pattern.test(previous))) {
     throw new Error('context previousPcr0: 96 lowercase hex digits are required');
@@ -91,7 +97,8 @@ export function readConfig(ctx: Context, baseDir: string): RingConfig {
     region: str(ctx, 'region', process.env.CDK_DEFAULT_REGION ?? 'us-east-1'),
     instanceType: str(ctx, 'instanceType', 'c6i.xlarge'),
     nodeCount,
-    replicationFactor: int(ctx, 'replicationFactor', Math.min(3, nodeCount), 1, nodeCount),
+    keyOnly,
+    replicationFactor: int(ctx, 'replicationFactor', pcrs?.Replicas ?? Math.min(3, nodeCount), 1, nodeCount),
     pcrs,
     previousPcr0: previous as string | undefined,
     adminRoleArn: str(ctx, 'adminRoleArn'),
@@ -134,6 +141,17 @@ function validate(c: RingConfig): RingConfig {
   if (c.vpcId !== undefined && c.availabilityZones.length !== c.subnetIds.length) {
     throw new Error('availabilityZones must list the zone of each of subnetIds, in the same order');
   }
+  if (c.pcrs === null) return c;
   if (c.previousPcr0 === c.pcrs.PCR0) throw new Error('previousPcr0 equals the current PCR0');
+  // The image seals only under the key ARN compiled into it; a ring deployed with another key could not start.
+  const arn = c.pcrs.KmsKeyArn === undefined ? null : kmsKeyArnPattern.exec(c.pcrs.KmsKeyArn);
+  if (arn === null) {
+    throw new Error('pcrs.json names no KmsKeyArn: deploy with -c keyOnly=true first, then build the image with EKV_PINNED_KMS_KEY=<its SealingKeyArn output>');
+  }
+  if (arn[1] !== c.region) throw new Error(`pcrs.json KmsKeyArn is in ${arn[1]}, the ring in ${c.region}`);
+  // R is the image's (EKV_PINNED_REPLICAS); the context only describes it, so it must say the same.
+  if (c.pcrs.Replicas !== undefined && c.pcrs.Replicas !== c.replicationFactor) {
+    throw new Error(`replicationFactor ${c.replicationFactor} differs from the image's R=${c.pcrs.Replicas} (pcrs.json Replicas)`);
+  }
   return c;
 }

@@ -41,10 +41,13 @@ export interface KeyPolicyInput {
   instanceRoleArn: string;
   /** Allowed PCR0 values: the current image, plus the other one during a roll. Lowercase hex. */
   allowedPcr0: string[];
+  /** false: the key exists before any image (keyOnly deploy), and nobody may use it yet. */
+  enclaveUse?: boolean;
 }
 
 export function sealingKeyPolicy(input: KeyPolicyInput): iam.PolicyDocument {
-  if (input.allowedPcr0.length === 0) throw new Error('at least one PCR0 is required');
+  const use = input.enclaveUse ?? true;
+  if (use && input.allowedPcr0.length === 0) throw new Error('at least one PCR0 is required');
   return new iam.PolicyDocument({
     statements: [
       new iam.PolicyStatement({
@@ -53,13 +56,13 @@ export function sealingKeyPolicy(input: KeyPolicyInput): iam.PolicyDocument {
         actions: keyAdminActions,
         resources: ['*'],
       }),
-      new iam.PolicyStatement({
+      ...(use ? [new iam.PolicyStatement({
         sid: 'EnclaveUseWithAttestation',
         principals: [new iam.ArnPrincipal(input.instanceRoleArn)],
         actions: enclaveKeyActions,
         resources: ['*'],
         conditions: { StringEqualsIgnoreCase: { [attestationConditionKey]: input.allowedPcr0 } },
-      }),
+      })] : []),
       // Defense in depth: whatever else is ever added, no one decrypts or makes data keys
       // without an attestation document (the condition key is absent without `Recipient`).
       new iam.PolicyStatement({

@@ -15,6 +15,7 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import type { Construct } from 'constructs';
 import type { RingConfig } from './config.ts';
 import { sealingKeyPolicy } from './key-policy.ts';
+import type { Pcrs } from './pcrs.ts';
 import { nodeUserData } from './user-data.ts';
 
 export interface RingStackProps extends StackProps {
@@ -36,6 +37,12 @@ export class RingStack extends Stack {
     this.securityGroup = this.ringSecurityGroup(vpc, c);
     this.role = this.instanceRole(c);
     this.key = this.sealingKey(c);
+    if (c.pcrs === null) {
+      // keyOnly: the key (and its alias) now, so that the image can be built to pin its ARN.
+      new CfnOutput(this, 'SealingKeyArn', { value: this.key.attrArn, description: 'build the image with EKV_PINNED_KMS_KEY set to this' });
+      return;
+    }
+    const pcrs = c.pcrs;
     const image = props.amiId
       ? ec2.MachineImage.genericLinux({ [c.region]: props.amiId })
       : ec2.MachineImage.latestAmazonLinux2023();
@@ -58,12 +65,12 @@ export class RingStack extends Stack {
         enclaveEnabled: true,
         requireImdsv2: true,
         detailedMonitoring: true,
-        userData: nodeUserData({ config: c, nodeIndex: i, seeds }),
+        userData: nodeUserData({ config: c, pcrs, nodeIndex: i, seeds }),
         blockDevices: [{ deviceName: '/dev/xvda', volume: ec2.BlockDeviceVolume.ebs(30, {
           encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3, deleteOnTermination: true }) }],
       }));
     }
-    this.outputs(c);
+    this.outputs(c, pcrs);
   }
 
   private vpc(c: RingConfig): ec2.IVpc {
@@ -115,7 +122,7 @@ export class RingStack extends Stack {
 
   private sealingKey(c: RingConfig): kms.CfnKey {
     const deployRole = c.deployRoleArn ?? this.cfnExecutionRoleArn();
-    const allowedPcr0 = [c.pcrs.PCR0, ...(c.previousPcr0 ? [c.previousPcr0] : [])];
+    const allowedPcr0 = c.pcrs ? [c.pcrs.PCR0, ...(c.previousPcr0 ? [c.previousPcr0] : [])] : [];
     const key = new kms.CfnKey(this, 'SealingKey', {
       description: 'enclave-kv sealing key: usable only by attested enclaves with an allowed PCR0',
       enableKeyRotation: true,
@@ -124,8 +131,10 @@ export class RingStack extends Stack {
         adminRoleArns: [c.adminRoleArn, deployRole],
         instanceRoleArn: this.role.roleArn,
         allowedPcr0,
+        enclaveUse: c.pcrs !== null,
       }),
     });
+    // For humans only: the image pins the key ARN (an alias can be repointed with UpdateAlias).
     new kms.CfnAlias(this, 'SealingKeyAlias', { aliasName: `alias/${this.stackName}-sealing`, targetKeyId: key.ref });
     return key;
   }
@@ -136,9 +145,10 @@ export class RingStack extends Stack {
     throw new Error('set context deployRoleArn: the stack synthesizer has no CloudFormation execution role');
   }
 
-  private outputs(c: RingConfig): void {
-    new CfnOutput(this, 'SealingKeyArn', { value: this.key.attrArn });
-    new CfnOutput(this, 'Pcr0', { value: c.pcrs.PCR0 });
+  private outputs(c: RingConfig, pcrs: Pcrs): void {
+    new CfnOutput(this, 'SealingKeyArn', { value: this.key.attrArn, description: 'must equal PinnedKmsKeyArn' });
+    new CfnOutput(this, 'PinnedKmsKeyArn', { value: pcrs.KmsKeyArn as string, description: 'the key ARN compiled into the image (pcrs.json)' });
+    new CfnOutput(this, 'Pcr0', { value: pcrs.PCR0 });
     this.instances.forEach((n, i) => {
       new CfnOutput(this, `Node${i}PrivateIp`, { value: n.instancePrivateIp,
         description: `node ${i}: client port ${c.clientPort}, ring port ${c.ringPort}, HTTP ${c.httpPort}` });

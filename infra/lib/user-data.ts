@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type { RingConfig } from './config.ts';
+import type { Pcrs } from './pcrs.ts';
 
 export const hostDir = join(import.meta.dirname, '..', 'host');
 
@@ -38,6 +39,8 @@ export const startedUnits = [
 
 export interface NodeUserData {
   config: RingConfig;
+  /** The image's measurements (the config's, not null outside a keyOnly deploy). */
+  pcrs: Pcrs;
   nodeIndex: number;
   /** host:port of the nodes started before this one (tokens); empty for the first node. */
   seeds: string[];
@@ -49,7 +52,7 @@ function heredoc(path: string, body: string, mode: string): string[] {
   return [`install -d -m 0755 "$(dirname ${path})"`, `cat > ${path} <<'${tag}'\n${body.trimEnd()}\n${tag}`, `chmod ${mode} ${path}`];
 }
 
-export function envFile({ config: c, nodeIndex, seeds }: NodeUserData): string {
+export function envFile({ config: c, pcrs, nodeIndex, seeds }: NodeUserData): string {
   return [
     `AWS_REGION=${c.region}`,
     `EKV_NSM=libnsm`,
@@ -59,7 +62,7 @@ export function envFile({ config: c, nodeIndex, seeds }: NodeUserData): string {
     // the ring member to join through (node 0 founds the ring); EKV_SELF_ADDR is appended at boot from IMDS.
     `EKV_JOIN=${seeds[0] ?? ''}`,
     `EKV_REPLICATION_FACTOR=${c.replicationFactor}`,
-    `EKV_PCR0=${c.pcrs.PCR0}`,
+    `EKV_PCR0=${pcrs.PCR0}`,
     `EKV_CLIENT_PORT=${c.clientPort}`,
     `EKV_RING_PORT=${c.ringPort}`,
     `EKV_HTTP_PORT=${c.httpPort}`,

@@ -14,7 +14,10 @@ let dir: string | undefined;
 let written = 0;
 
 /** Writes a PCRs file into this process's temp dir (removed by removeTempFiles). */
-export function pcrsFile(pcrs: Record<string, string> = { PCR0: pcr0, PCR1: 'c3'.repeat(48), PCR2: 'd4'.repeat(48) }): string {
+/** The key ARN test images pin (region eu-west-1, as baseContext). */
+export const pinnedKeyArn = 'arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+
+export function pcrsFile(pcrs: Record<string, string> = { PCR0: pcr0, PCR1: 'c3'.repeat(48), PCR2: 'd4'.repeat(48), KmsKeyArn: pinnedKeyArn }): string {
   dir ??= mkdtempSync(join(tmpdir(), 'ekv-infra-'));
   const file = join(dir, `pcrs-${written++}.json`);
   writeFileSync(file, JSON.stringify(pcrs));

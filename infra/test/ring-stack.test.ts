@@ -3,7 +3,7 @@
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attestationConditionKey } from '../lib/key-policy.ts';
-import { actions, adminRoleArn, covers, pcr0, pcr0Previous, removeTempFiles, type Statement, synth, userDataText } from './helpers.ts';
+import { actions, adminRoleArn, covers, pcr0, pcr0Previous, pcrsFile, pinnedKeyArn, removeTempFiles, type Statement, synth, userDataText } from './helpers.ts';
 
 afterAll(removeTempFiles);
 
@@ -189,5 +189,34 @@ describe('ring stack parameters', () => {
     expect(json).toContain('"CidrIp":"0.0.0.0/0","Description":"client port","FromPort":7000');
     const ring = t.findResources('AWS::EC2::SecurityGroupIngress', { Properties: { FromPort: 7001 } });
     expect(Object.values(ring).map((r) => (r as { Properties: Record<string, unknown> }).Properties.CidrIp)).toEqual([undefined]);
+  });
+});
+
+describe('the image pins the sealing key by ARN (issue 10, item 1)', () => {
+  it('a keyOnly deploy creates the key, usable by nobody yet, and outputs its ARN for the image build', () => {
+    const t = synth({ keyOnly: 'true', pcrsFile: '/nonexistent/pcrs.json' });
+    t.resourceCountIs('AWS::EC2::Instance', 0);
+    t.resourceCountIs('AWS::KMS::Key', 1);
+    const statements = keyStatements(t);
+    expect(statements.filter((s) => s.Effect === 'Allow' && actions(s).some((a) => cryptoActions.some((c) => covers(a, c))))).toEqual([]);
+    expect(statements.some((s) => s.Sid === 'DenyUseWithoutAttestation')).toBe(true);
+    expect(Object.keys(t.findOutputs('SealingKeyArn'))).toEqual(['SealingKeyArn']);
+  });
+
+  it('a full deploy needs the key ARN the image pins, in the ring\'s region, and outputs it beside the key\'s', () => {
+    const t = synth();
+    expect(t.findOutputs('PinnedKmsKeyArn')['PinnedKmsKeyArn']?.Value).toBe(pinnedKeyArn);
+    const noKey = pcrsFile({ PCR0: pcr0, PCR1: 'c3'.repeat(48), PCR2: 'd4'.repeat(48) });
+    expect(() => synth({ pcrsFile: noKey })).toThrow(/names no KmsKeyArn/);
+    const alias = pcrsFile({ PCR0: pcr0, PCR1: 'c3'.repeat(48), PCR2: 'd4'.repeat(48), KmsKeyArn: 'arn:aws:kms:eu-west-1:111122223333:alias/ekv' });
+    expect(() => synth({ pcrsFile: alias })).toThrow(/not an alias/);
+    const otherRegion = pcrsFile({ PCR0: pcr0, PCR1: 'c3'.repeat(48), PCR2: 'd4'.repeat(48), KmsKeyArn: pinnedKeyArn.replace('eu-west-1', 'us-east-1') });
+    expect(() => synth({ pcrsFile: otherRegion })).toThrow(/in us-east-1, the ring in eu-west-1/);
+  });
+
+  it('takes R from the image: replicationFactor defaults to pcrs.json Replicas and may not differ', () => {
+    const r2 = pcrsFile({ PCR0: pcr0, PCR1: 'c3'.repeat(48), PCR2: 'd4'.repeat(48), KmsKeyArn: pinnedKeyArn, Replicas: 2 } as unknown as Record<string, string>);
+    expect(userDataText(Object.values(synth({ pcrsFile: r2 }).findResources('AWS::EC2::Instance'))[0]?.Properties.UserData)).toContain('EKV_REPLICATION_FACTOR=2');
+    expect(() => synth({ pcrsFile: r2, replicationFactor: 3 })).toThrow(/differs from the image's R=2/);
   });
 });

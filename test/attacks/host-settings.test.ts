@@ -3,11 +3,14 @@
 // image built closed, five replicas on an image built for one, "you are alone" (EKV_SOLO), its own KMS
 // key and endpoint (EKV_KMS_KEY_ID, EKV_KMS_ENDPOINT, AWS_REGION), and even the build-time names
 // (EKV_PINNED_*). None of it has any effect: anonymous writes stay refused, the node reports the
-// image's replication factor, and it seals under the image's pinned key ARN through the real KMS.
+// image's replication factor, and it seals under the image's pinned key ARN through the real KMS. The
+// same settings in node-config.json (the Nitro path) stop the enclave at start, and environment that
+// would change the code itself (NODE_OPTIONS --require, LD_PRELOAD) never reaches the enclave (on Nitro
+// the environment is part of the measured EIF; the emulator's launcher drops it).
 // Control: the same environment on the image built open does let an anonymous write through, so the
 // access check below can tell the two apart (and, on a build whose enclave honours EKV_ACCESS_MODE,
 // the first test fails).
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateKeyCommand } from '@aws-sdk/client-kms';
 import { Decoder } from 'cbor-x';
@@ -54,15 +57,20 @@ function hostileEnv(): Record<string, string> {
   };
 }
 
-async function hostileNode(name: string, imagePath: string): Promise<LocalNode> {
+async function hostileNode(name: string, imagePath: string, extraEnv: Record<string, string> = {}): Promise<LocalNode> {
   const info = ring.kms!.info;
   const node = new LocalNode({
     name, dir: join(dir, name), imagePath, ca: ring.ca, listenPort: 0, httpPort: 0, logger,
-    enclaveEnv: () => ({ ...hostileEnv(), EKV_JOIN: '', ...kmsEnv(info) }),
+    enclaveEnv: () => ({ ...hostileEnv(), EKV_JOIN: '', ...kmsEnv(info), ...extraEnv }),
     startBlobStore: localBlobStore(logger), imdsUrl: info.imdsUrl,
   });
   started.push(node);
-  await node.start();
+  try {
+    await node.start();
+  } catch (err) {
+    await node.stop(); // no relaunches of an enclave that cannot start
+    throw err;
+  }
   return node;
 }
 
@@ -87,6 +95,22 @@ describe('host-set environment against a closed, R=1 image', () => {
     const rec = new Decoder({ useRecords: false, mapsAsObjects: true }).decode(readFileSync(join(dir, 'hostile', 'data', 'datakey'))) as { keyId: string };
     expect(rec.keyId).toBe(localKmsKeyArn);
     expect(rec.keyId).not.toBe(hostKeyArn);
+  });
+
+  it('nor through node-config.json (the Nitro path): a trust setting there stops the enclave at start', async () => {
+    const data = join(dir, 'hostile-config', 'data');
+    mkdirSync(data, { recursive: true });
+    writeFileSync(join(data, 'node-config.json'), JSON.stringify({ selfAddr: '127.0.0.1:1', join: '', accessMode: 'open', replicas: '5', kmsKeyId: hostKeyArn }));
+    const err = await hostileNode('hostile-config', ring.imagePath, { EKV_CONFIG_FROM_HOST: '1' }).then(() => null, (e: Error) => e);
+    expect(err?.message).toMatch(/exited during start-up/);
+  });
+
+  it('nor the code that runs: NODE_OPTIONS, LD_PRELOAD and the like never reach the enclave', async () => {
+    const marker = join(dir, 'injected');
+    const evil = join(dir, 'evil.cjs');
+    writeFileSync(evil, `require('node:fs').writeFileSync(${JSON.stringify(marker)}, 'host code ran in the enclave');\n`);
+    await hostileNode('inject', ring.imagePath, { NODE_OPTIONS: `--require ${evil}`, NODE_EXTRA_CA_CERTS: evil, LD_PRELOAD: '/nonexistent.so' });
+    expect(existsSync(marker)).toBe(false);
   });
 
   it('control: the image built open lets the same anonymous write through', async () => {

@@ -16,7 +16,7 @@ import { LocalNode } from '../../cli/local/node.ts';
 import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
 import { idFromBytes, inRange, keyId } from '../../enclave/ring/index.ts';
 import type { History } from './history.ts';
-import { shortTempDir, testLogger } from './local-ring.ts';
+import { defaultImagePath, shortTempDir, testLogger } from './local-ring.ts';
 
 export const clientTimeoutMs = 10_000;
 const statusTimeoutMs = 3000;
@@ -274,7 +274,8 @@ export class RingFixture {
     const kms = (o.seal ?? true) ? this.kms : null;
     const name = `extra-${++this.extra}`;
     const node: LocalNode = new LocalNode({
-      name, dir: join(this.dir, name), imagePath: o.imagePath ?? this.ring.imagePath, ca: this.ring.ca,
+      // The default image stands for the ring's own (the variant built for the ring's options).
+      name, dir: join(this.dir, name), imagePath: o.imagePath === undefined || o.imagePath === defaultImagePath ? this.ring.imagePath : o.imagePath, ca: this.ring.ca,
       listenPort: 0, httpPort: 0, logger: this.logger,
       enclaveEnv: ({ addr }) => ({
         EKV_JOIN: this.members.find((m) => m.addr !== addr && m.enclave !== null)?.addr ?? '',
