@@ -104,7 +104,7 @@ async function newClientServed(ring: RingFixture, addr: string): Promise<{ attem
 let ring: RingFixture;
 let established: EkvClient;
 const nsmServiceMs = 15;
-const realAttest = EmulatedNsm.prototype.attest; // eslint-disable-line @typescript-eslint/unbound-method
+const realAttest = EmulatedNsm.prototype.attest;
 
 beforeAll(async () => {
   EmulatedNsm.prototype.attest = async function (this: EmulatedNsm, req) {
