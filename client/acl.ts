@@ -1,7 +1,7 @@
 /**
  * Access control in the SDK (issue 7): namespaces, their ACLs, and groups.
  *
- *   const kv = await connect({ cluster, identity: toPrincipalSigner(loadIdentity('me.key')) });
+ *   const kv = await connect({ cluster, trust, identity: toPrincipalSigner(loadIdentity('me.key')) });
  *   await kv.acl.createNamespace('team');
  *   await kv.acl.grant('team', 'ekv1...', 'read');        // or 'group:ops' / 'group:ops@ekv1<group key>'
  *   await kv.acl.createGroup('ops', [bob]);  await kv.acl.addMember('ops', carol);

@@ -1,7 +1,9 @@
 /**
  * The cluster file (`cluster.json`) that `ekv up` writes and clients read:
- * node addresses and the trust policy (roots as PEM, expected PCRs). The file
- * is configuration, not evidence: every node is still verified on connect.
+ * node addresses and a trust section (roots as PEM, expected PCRs). The file
+ * is configuration, not evidence: every node is still verified on connect, and
+ * the trust section is used only when the caller opts in (whoever writes the
+ * file would otherwise choose whom the caller trusts; docs/client-trust.md).
  */
 import { readFileSync } from 'node:fs';
 import { EkvError } from '../protocol/errors.ts';

@@ -13,6 +13,13 @@ import { connectHandshake, handshakeTimeoutMs, type AttestedPeer, type Principal
 import { RpcClient, type RpcResult } from '../protocol/rpc.ts';
 
 export const connectTimeoutMs = 5000;
+/**
+ * A node under load refuses hellos beyond its share before doing any work (enclave/admission.ts: an
+ * unauthenticated UNAVAILABLE refusal); the client tries again this many times, after a short random
+ * pause, before it reports UNAVAILABLE.
+ */
+export const busyRetriesMax = 5;
+const busyPauseMs = 50;
 /** Handshake again this long before the document's certificate or the session would expire. */
 export const renewMarginMs = 60 * 1000;
 
@@ -79,6 +86,18 @@ export class NodeConnection {
   }
 
   private async open(): Promise<Live> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.openOnce();
+      } catch (err) {
+        const refusedForLoad = err instanceof EkvError && err.code === 'UNAVAILABLE' && err.reason === 'UNAVAILABLE';
+        if (!refusedForLoad || attempt >= busyRetriesMax) throw err;
+        await new Promise((r) => setTimeout(r, busyPauseMs * (attempt + 1) * (0.5 + Math.random())));
+      }
+    }
+  }
+
+  private async openOnce(): Promise<Live> {
     const { host, port } = parseAddress(this.addr);
     const socket = await dial(host, port);
     const fs = new FramedSocket(socket, handshakeBytesMax);

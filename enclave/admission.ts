@@ -12,9 +12,10 @@
  *   'attest' hellos, peerHandshakesMax reserved for 'peer' hellos, so a flood of anonymous hellos can
  *   never take a peer's slot. A handshake holds its slot through its NSM attestation (never
  *   interrupted) and then while it waits for the caller's finish; when a class is full, the oldest
- *   handshake of that class that is waiting for a finish is closed to make room (a caller that does
- *   not finish cannot hold a slot against newer ones), and if none is waiting the hello is refused at
- *   once with UNAVAILABLE/BUSY, before any NSM work;
+ *   handshake of that class that has waited finishGraceMs or more for its finish is closed to make
+ *   room (a caller that does not finish holds a slot for about a second, not for the 10 s handshake
+ *   timeout, while a genuine caller has a full round trip and more to answer); if there is none, the
+ *   hello is refused at once with UNAVAILABLE/BUSY, before any NSM work;
  * - so at most handshakeAttestationsMax attestations for inbound handshakes are ever queued at the
  *   NSM, below nsmPendingMax: the enclave's own attestations (its outbound peer handshakes, KMS
  *   Recipient documents) always find room;
@@ -33,6 +34,8 @@ export const connectionsMax = 8192;
 export const awaitingHelloMax = 1024;
 export const anonymousHandshakesMax = 32;
 export const peerHandshakesMax = 16;
+/** A handshake waiting this long for the caller's finish may be closed to admit a newer hello. */
+export const finishGraceMs = 1000;
 export const handshakeAttestationsMax = anonymousHandshakesMax + peerHandshakesMax;
 /** Client sessions; the rest of connectionsMax stays for connections in their hello and for peers. */
 export const clientSessionsMax = connectionsMax - awaitingHelloMax - 256;
@@ -59,7 +62,8 @@ export interface HandshakeTicket {
 
 interface Slot {
   close: () => void;
-  waitingForFinish: boolean;
+  /** When this side's document went out (monotonic ms); null while it is still being attested. */
+  attestedAt: number | null;
 }
 
 export interface AdmissionStats {
@@ -81,9 +85,14 @@ export class HandshakeAdmission {
   readonly #refused = { anonymous: 0, peer: 0 };
   readonly #evicted = { anonymous: 0, peer: 0, awaitingHello: 0 };
 
-  constructor(limits: AdmissionLimits = defaultAdmissionLimits) {
+  readonly #now: () => number;
+  readonly #graceMs: number;
+
+  constructor(limits: AdmissionLimits = defaultAdmissionLimits, init: { now?: () => number; finishGraceMs?: number } = {}) {
     for (const [k, v] of Object.entries(limits)) if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`${k} must be a positive integer`);
     this.#limits = limits;
+    this.#now = init.now ?? (() => performance.now());
+    this.#graceMs = init.finishGraceMs ?? finishGraceMs;
   }
 
   static classOf(mode: HelloMode): AdmissionClass {
@@ -135,11 +144,11 @@ export class HandshakeAdmission {
       this.#refused[cls]++;
       throw new EkvError('UNAVAILABLE', `busy: ${slots.size} ${cls} handshakes in progress`, { reason: 'BUSY' });
     }
-    const slot: Slot = { close: this.#closers.get(conn) ?? (() => undefined), waitingForFinish: false };
+    const slot: Slot = { close: this.#closers.get(conn) ?? (() => undefined), attestedAt: null };
     slots.set(conn, slot);
     return {
       attested: () => {
-        if (slots.get(conn) === slot) slot.waitingForFinish = true;
+        if (slots.get(conn) === slot) slot.attestedAt = this.#now();
       },
       release: () => {
         if (slots.get(conn) === slot) slots.delete(conn);
@@ -168,8 +177,9 @@ export class HandshakeAdmission {
 
   #evictOldestWaiting(cls: AdmissionClass): boolean {
     const slots = this.#slots[cls];
+    const before = this.#now() - this.#graceMs;
     for (const [conn, slot] of slots) {
-      if (!slot.waitingForFinish) continue;
+      if (slot.attestedAt === null || slot.attestedAt > before) continue;
       slots.delete(conn);
       this.#evicted[cls]++;
       slot.close();

@@ -14,6 +14,7 @@ import { acceptHandshake, type AcceptOptions, type AttestedPeer, type HelloMode 
 import { serveRpc, type RpcResult } from '../protocol/rpc.ts';
 import { sessionLifetimeMs } from '../protocol/constants.ts';
 import { connectionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
+import { NsmError } from './nsm.ts';
 
 
 export interface CallerContext {
@@ -70,6 +71,13 @@ export class EnclaveServer {
     await new Promise<void>((r) => this.server.close(() => r()));
   }
 
+  /** A full NSM queue is load, not a fault: the caller is refused UNAVAILABLE ("busy") and may retry. */
+  private readonly attest: AcceptOptions['attest'] = (nonce, publicKey) =>
+    this.accept.attest(nonce, publicKey).catch((err: unknown) => {
+      if (err instanceof NsmError && err.code === 'BUSY') throw new EkvError('UNAVAILABLE', 'busy: the NSM queue is full', { reason: 'BUSY' });
+      throw err;
+    });
+
   private onConnection(socket: net.Socket): void {
     if (!this.admission.roomForConnection(this.sockets.size, connectionsMax)) {
       socket.destroy();
@@ -107,7 +115,7 @@ export class EnclaveServer {
   }
 
   private async handshake(fs: FramedSocket, admit: AcceptOptions['admit']): Promise<void> {
-    const accepted = await acceptHandshake(fs, { ...this.accept, admit });
+    const accepted = await acceptHandshake(fs, { ...this.accept, admit, attest: this.attest });
     if (accepted.kind === 'attest') return;
     const { session, peer, principal } = accepted;
     const ctx: CallerContext = { peer, principal };

@@ -10,6 +10,14 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 
 export const connectLineBytesMax = 300;
+/**
+ * Inbound connections open at once from one remote address. Only the host sees addresses (every
+ * connection reaches the enclave from the host), so this is where a single source is held to a share;
+ * the enclave's own limits (enclave/admission.ts) hold whatever the host lets through. Not a trust
+ * decision: a host that drops connections only costs availability, which it controls anyway.
+ * Loopback is exempt: a local ring runs every node and client on 127.0.0.1.
+ */
+export const connectionsPerAddressMax = 256;
 const connectTimeoutMs = 5000;
 
 export interface RelayCounters {
@@ -44,13 +52,38 @@ export function startInboundRelay(opts: {
   enclaveSocket: string;
   counters: RelayCounters;
   logger: Logger;
+  /** Default connectionsPerAddressMax. */
+  perAddressMax?: number;
+  /** Limit loopback addresses too (default false: a local ring shares 127.0.0.1). */
+  limitLoopback?: boolean;
 }): Promise<net.Server> {
+  const perAddressMax = opts.perAddressMax ?? connectionsPerAddressMax;
+  const open = new Map<string, number>();
   const server = net.createServer({ noDelay: true }, (client) => {
+    const addr = client.remoteAddress ?? '';
+    const limited = opts.limitLoopback === true || !isLoopback(addr);
+    const count = open.get(addr) ?? 0;
+    if (limited && count >= perAddressMax) {
+      client.destroy();
+      return;
+    }
+    if (limited) open.set(addr, count + 1);
     opts.counters.onConnection('inbound');
     const enclave = net.connect(opts.enclaveSocket);
-    join(client, enclave, () => opts.counters.onClose('inbound'), (n) => opts.counters.onBytes('inbound', n));
+    join(client, enclave, () => {
+      if (limited) {
+        const left = (open.get(addr) ?? 1) - 1;
+        if (left > 0) open.set(addr, left);
+        else open.delete(addr);
+      }
+      opts.counters.onClose('inbound');
+    }, (n) => opts.counters.onBytes('inbound', n));
   });
   return listen(server, { host: opts.host, port: opts.port });
+}
+
+function isLoopback(addr: string): boolean {
+  return addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.');
 }
 
 export type OutboundPolicy = (host: string, port: number) => boolean;

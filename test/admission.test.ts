@@ -38,14 +38,19 @@ describe('handshake admission', () => {
     expect(a.stats.refusedBusy).toEqual({ anonymous: 1, peer: 0 });
   });
 
-  it('when full, the oldest handshake waiting for its finish is closed to make room; one still attesting never is', () => {
-    const a = new HandshakeAdmission(limits);
+  it('when full, the oldest handshake waiting for its finish past the grace is closed to make room; one still attesting never is', () => {
+    let now = 0;
+    const a = new HandshakeAdmission(limits, { now: () => now, finishGraceMs: 1000 });
     const [c1, c2, c3, c4] = conns(a, 4);
     const t1 = a.admit(c1!.conn, 'client');
     const t2 = a.admit(c2!.conn, 'client');
     expect(busy(() => a.admit(c3!.conn, 'client'))).toBe('UNAVAILABLE/BUSY'); // both still in their NSM attestation
+    now = 10;
     t2.attested();
     t1.attested();
+    now = 1005;
+    expect(busy(() => a.admit(c3!.conn, 'client'))).toBe('UNAVAILABLE/BUSY'); // within its grace, the caller may still finish
+    now = 1010;
     expect(busy(() => a.admit(c3!.conn, 'client'))).toBe('ADMITTED');
     expect([c1!.closed(), c2!.closed()]).toEqual([true, false]); // the oldest waiting one went
     t1.release(); // releasing an evicted ticket changes nothing

@@ -14,7 +14,7 @@ import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
 export function registerAttest(program: Command): void {
   trustOptions(program.command('attest'))
     .argument('<address>', 'the node, host:port')
-    .description("fetch the node's attestation document for a fresh nonce and verify it against the cluster's trust policy")
+    .description("fetch the node's attestation document for a fresh nonce and verify it against your trust policy (--pcr/--root, or the cluster file's: see --trust-cluster-file)")
     .option('-c, --cluster <file>', 'cluster file (its trust section only with --trust-cluster-file or when your own ekv up wrote it)', process.env.EKV_CLUSTER ?? './cluster.json')
     .option('--out <file>', 'also write the raw document (COSE_Sign1) to this file')
     .option('--json', 'print one JSON object on stdout')
