@@ -53,6 +53,10 @@ describe('the host proxy of a node stopped and restarted under a writer', () => 
     await waitFor('writes to resume on every key', 20_000, async () => {
       const missing = keys.filter((k) => !history.ops.some((r) => r.key === k && r.op === 'put' && r.outcome === 'ok' && r.start > resumedAfter));
       return missing.length === 0 ? true : `no acknowledged put since the host came back for ${missing.join(', ')}`;
+    }).catch(async (err: Error) => {
+      // Say which node is stuck and how (failing closed, not serving, out of the ring) before failing.
+      const views = await Promise.all(fx.addrs().map(async (a) => [a, await nodeStats(a).catch((e: Error) => e.message)]));
+      throw new Error(`${err.message}\nnodes: ${JSON.stringify(views, (_k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex').slice(0, 8) : v))}`);
     });
     const stats = await nodeStats(victim.addr);
     const { counts, violations, summary } = await finishHistory(fx, history, work, [keys]);

@@ -683,6 +683,8 @@ export class ClusterStore {
       addr: this.c.self.addr,
       ring: core.status,
       serving: this.serving,
+      /** False while the sealed log fails (the node answers UNAVAILABLE until it has recovered). */
+      durable: this.durableNow,
       predecessor: ref(core.predecessor),
       successors: core.successors.map(ref),
       keys: this.c.partition.size,
