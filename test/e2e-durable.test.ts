@@ -16,7 +16,7 @@ import { finishHistory, RingFixture, ringOrder, sleep, waitFor, Workload } from 
 
 const keys = Array.from({ length: 12 }, (_, i) => `dur-${i}`);
 /** Failures that leave a write's outcome unknown (the history checker lets it take effect or not). */
-const unknownOutcome = new Set(['UNAVAILABLE', 'TIMEOUT', 'CLOSED']);
+const unknownOutcome = new Set(['UNAVAILABLE', 'TIMEOUT', 'CLOSED', 'EXPIRED']);
 
 let fx: RingFixture;
 
