@@ -157,9 +157,9 @@ export class EkvClient {
 
   /**
    * Store a value; resolves with the key's new version once the write is acknowledged (durable on
-   * every holder). `{ ifVersion }` makes it a compare-and-set. A rejection with UNAVAILABLE, TIMEOUT or
-   * CLOSED leaves the outcome unknown (the write may still take effect, once); CONFLICT, FORBIDDEN and
-   * the other refusals mean it was not applied.
+   * every holder). `{ ifVersion }` makes it a compare-and-set. A rejection with UNAVAILABLE, TIMEOUT,
+   * CLOSED or EXPIRED leaves the outcome unknown (the write may have taken or still take effect, once);
+   * CONFLICT, FORBIDDEN and the other refusals mean it was not applied.
    */
   async put(key: Bytes, value: Bytes, opts?: WriteOptions): Promise<number> {
     const k = checkedKey(key);

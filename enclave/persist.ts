@@ -23,8 +23,8 @@ import type { Logger } from 'pino';
 import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { generateIdentity, importIdentity, type Identity } from '../protocol/keys.ts';
 import type { Partition } from './kv/partition.ts';
-import { RequestTable, requestIdToWire, sessionIdBytes, wireRequestId, type RequestId } from './cluster/requests.ts';
-import { keyId } from './ring/index.ts';
+import { encodeRequestTable, restoreRequestTable, RequestTable, requestIdToWire, wireRequestId, type RequestId } from './cluster/requests.ts';
+import { keyId as ringKeyId } from './ring/index.ts';
 import type { Nsm } from './nsm.ts';
 import { createBlobClient, type BlobClient } from './seal/blob-client.ts';
 import { hostCredentialsProvider } from './seal/credentials.ts';
@@ -167,11 +167,11 @@ export class Persistence {
         const key = Buffer.from(k);
         if (c.partition.apply(key, { value: v === null ? null : Buffer.from(v), version: n })) entries++;
         const rid = wireRequestId(r);
-        if (rid) c.requests.add(rid, keyId(key), { version: n, deleted: v === null });
+        if (rid) c.requests.add(rid, ringKeyId(key), { version: n, deleted: v === null });
       } else if (rec[0] === 'snap') {
         identity = importIdentity(rec[1] as Uint8Array);
         for (const e of rec[2] as unknown[]) apply(['e', ...(e as unknown[]).slice(0, 3)]);
-        restoreRequests(c.requests, rec[3]);
+        restoreRequestTable(c.requests, rec[3]);
       }
     };
     // Our own sealed state (authenticated, but still decoded strictly): a snapshot holds every entry,
@@ -209,7 +209,7 @@ export class Persistence {
       const have = byKey.get(k);
       if (!have || (have[2] as number) < e.version) byKey.set(k, [e.key, e.value, e.version]);
     }
-    await this.store.resync(encodeCbor(['snap', this.identity.exportPrivate(), [...byKey.values()], dumpRequests(this.requests)]));
+    await this.store.resync(encodeCbor(['snap', this.identity.exportPrivate(), [...byKey.values()], encodeRequestTable(this.requests)]));
   }
 
   private snapshotting = false;
@@ -219,7 +219,7 @@ export class Persistence {
     this.snapshotting = true;
     try {
       const entries = [...this.partition.entries()].map((e) => [e.key, e.value, e.version]);
-      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, dumpRequests(this.requests)]));
+      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, encodeRequestTable(this.requests)]));
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'snapshot failed');
     } finally {
@@ -234,20 +234,3 @@ export class Persistence {
   }
 }
 
-function dumpRequests(t: RequestTable): unknown {
-  const d = t.dump();
-  return [d.ids.map(([rid, r]) => [rid.session, rid.seq, r.keyTag, r.version, r.deleted]), d.watermarks];
-}
-
-/** The request table from a snapshot (sealed by us, so malformed parts are skipped rather than refused). */
-function restoreRequests(t: RequestTable, raw: unknown): void {
-  if (!Array.isArray(raw) || raw.length !== 2 || !Array.isArray(raw[0]) || !Array.isArray(raw[1])) return;
-  for (const w of raw[1] as unknown[]) {
-    if (Array.isArray(w) && w[0] instanceof Uint8Array && w[0].length === sessionIdBytes && typeof w[1] === 'number') t.restoreWatermark(Buffer.from(w[0]), w[1]);
-  }
-  for (const e of raw[0] as unknown[]) {
-    if (!Array.isArray(e) || e.length !== 5 || typeof e[2] !== 'number' || typeof e[3] !== 'number') continue;
-    const rid = wireRequestId([e[0], e[1]]);
-    if (rid) t.addStored(rid, { keyTag: e[2], version: e[3], deleted: e[4] === true });
-  }
-}

@@ -1,6 +1,7 @@
 // Durability and exactly-once with real processes (issue 11), on a sealed 3-node ring with R = 3 (every
 // node holds, and seals, every key):
-// - the host proxy of a node is stopped and started again, twice, under writers and readers: its sealed
+// - the host proxy of a node is stopped and started again, twice, under writers (some through one SDK
+//   client that retries a failed write on another node with the same request id) and readers: its sealed
 //   log's writes fail, so the node must fail closed (answer UNAVAILABLE, outcome unknown) and recover by
 //   itself. The recorded history must show no lost acknowledged write and no stale read, every failure
 //   must be an "outcome unknown" one (never INTERNAL), and writes must resume on every key afterwards.
@@ -9,14 +10,16 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EkvClient } from '../client/index.ts';
+import { connect, type EkvClient } from '../client/index.ts';
 import { keyId } from '../enclave/ring/index.ts';
 import { History } from './helpers/history.ts';
 import { finishHistory, RingFixture, ringOrder, sleep, waitFor, Workload } from './helpers/ring-fixture.ts';
 
 const keys = Array.from({ length: 12 }, (_, i) => `dur-${i}`);
+/** Written through one SDK client that knows every node: it retries a failed write elsewhere, with the same request id. */
+const sdkKeys = Array.from({ length: 6 }, (_, i) => `sdk-${i}`);
 /** Failures that leave a write's outcome unknown (the history checker lets it take effect or not). */
-const unknownOutcome = new Set(['UNAVAILABLE', 'TIMEOUT', 'CLOSED']);
+const unknownOutcome = new Set(['UNAVAILABLE', 'TIMEOUT', 'CLOSED', 'EXPIRED']);
 
 let fx: RingFixture;
 
@@ -40,6 +43,19 @@ describe('the host proxy of a node stopped and restarted under a writer', () => 
   it('fails closed, recovers by itself, loses no acknowledged write, and reports every failure as outcome unknown', async () => {
     const work = new Workload(fx, history, { keys, readers: 3, backoffMs: 50 });
     work.start();
+    const cluster = await connect({ nodes: fx.addrs(), trust: fx.trust, timeoutMs: 10_000 });
+    let running = true;
+    const sdkWriters = sdkKeys.map(async (key) => {
+      for (let seq = 1; running; seq++) {
+        const r = history.invoke(key, 'put', `${key}#${seq}`, 'sdk');
+        try {
+          history.ok(r, { version: await cluster.put(key, `${key}#${seq}`) });
+        } catch (err) {
+          history.fail(r, err);
+          await sleep(50);
+        }
+      }
+    });
     await sleep(1500);
     const victim = fx.members[0]!;
     for (const round of [1, 2]) {
@@ -51,11 +67,18 @@ describe('the host proxy of a node stopped and restarted under a writer', () => 
     const resumedAfter = marks['host up 2']!;
     // Writes resume on every key (each key has its own writer) once the host is back.
     await waitFor('writes to resume on every key', 20_000, async () => {
-      const missing = keys.filter((k) => !history.ops.some((r) => r.key === k && r.op === 'put' && r.outcome === 'ok' && r.start > resumedAfter));
+      const missing = [...keys, ...sdkKeys].filter((k) => !history.ops.some((r) => r.key === k && r.op === 'put' && r.outcome === 'ok' && r.start > resumedAfter));
       return missing.length === 0 ? true : `no acknowledged put since the host came back for ${missing.join(', ')}`;
+    }).catch(async (err: Error) => {
+      // Say which node is stuck and how (failing closed, not serving, out of the ring) before failing.
+      const views = await Promise.all(fx.addrs().map(async (a) => [a, await nodeStats(a).catch((e: Error) => e.message)]));
+      throw new Error(`${err.message}\nnodes: ${JSON.stringify(views, (_k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex').slice(0, 8) : v))}`);
     });
     const stats = await nodeStats(victim.addr);
-    const { counts, violations, summary } = await finishHistory(fx, history, work, [keys]);
+    running = false;
+    await Promise.all(sdkWriters);
+    await cluster.close();
+    const { counts, violations, summary } = await finishHistory(fx, history, work, [keys, sdkKeys]);
     if (process.env.EKV_HISTORY_DUMP) writeFileSync(process.env.EKV_HISTORY_DUMP, JSON.stringify({ counts, violations, marks, ops: history.ops }));
     expect(violations.slice(0, 12), summary).toEqual([]);
     const definite = history.ops.filter((r) => r.outcome === 'fail' && !unknownOutcome.has(r.error ?? ''));

@@ -148,6 +148,16 @@ describe.concurrent('CLI', () => {
     expect(missing.stderr).toMatch(/^NOT_FOUND\b/);
   });
 
+  it('put --if-version: CONFLICT with the current version (exit 1); del of a missing key exits 0', async () => {
+    expect(await ekv(['put', 'cas-key', 'a', '--if-version', '0'])).toMatchObject({ code: 0, stdout: 'OK\n' });
+    const lost = await ekv(['put', 'cas-key', 'b', '--if-version', '0', '--json']);
+    expect(lost.code).toBe(1);
+    expect(JSON.parse(lost.stdout)).toMatchObject({ ok: false, code: 'CONFLICT', version: 1 });
+    expect(await ekv(['del', 'cas-key', '--if-version', '1'])).toMatchObject({ code: 0, stdout: 'OK\n' });
+    expect(await ekv(['del', 'cas-key'])).toMatchObject({ code: 0, stdout: 'OK (no such key)\n' });
+    expect((await ekv(['put', 'cas-key', 'c', '--if-version', 'x'])).code).toBe(2);
+  });
+
   it('--json prints one object with versions, and errors as JSON with exit 1', async () => {
     const [put, attest] = await Promise.all([ekv(['put', 'json-key', 'v1', '--json']), ekv(['attest', t.node().addr, '--json'])]);
     expect(put.code).toBe(0);

@@ -2,7 +2,8 @@
 // bounded, and an id older than what it remembers is refused with EXPIRED, never taken as new.
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { RequestTable, wireRequestId, type RequestId } from '../enclave/cluster/requests.ts';
+import { encodeRequestTable, RequestTable, restoreRequestTable, wireRequestId, type RequestId } from '../enclave/cluster/requests.ts';
+import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { EkvError } from '../protocol/errors.ts';
 
 const session = (): Buffer => randomBytes(16);
@@ -55,14 +56,14 @@ describe('request table', () => {
     expect(t.dump().watermarks.length).toBe(2);
   });
 
-  it('survives a dump and restore (what the sealed snapshot keeps)', () => {
+  it('survives the sealed snapshot (encoded, CBOR, restored)', () => {
     const t = new RequestTable({ idsMax: 2, sessionsMax: 4 });
     const s = session();
     for (let i = 1; i <= 3; i++) t.add(rid(s, i), 7n, put(i));
-    const d = t.dump();
+    t.add(rid(session(), 9), 8n, { version: 4, deleted: true });
     const u = new RequestTable({ idsMax: 2, sessionsMax: 4 });
-    for (const [x, n] of d.watermarks) u.restoreWatermark(x, n);
-    for (const [r, w] of d.ids) u.addStored(r, w);
+    restoreRequestTable(u, (decodeCbor(encodeCbor(['snap', encodeRequestTable(t)])) as unknown[])[1]);
+    expect(u.dump()).toEqual(t.dump());
     expect(codeOf(() => u.lookup(rid(s, 1), 7n))).toBe('EXPIRED');
     expect(u.lookup(rid(s, 3), 7n)).toMatchObject({ version: 3 });
   });

@@ -135,3 +135,22 @@ export class RequestTable {
     while (this.watermarks.size > this.limits.sessionsMax) this.watermarks.delete(this.watermarks.keys().next().value as string);
   }
 }
+
+/** The table as a snapshot part (CBOR-ready): [[[session, seq, keyTag, version, deleted], ...], [[session, watermark], ...]]. */
+export function encodeRequestTable(t: RequestTable): unknown {
+  const d = t.dump();
+  return [d.ids.map(([rid, r]) => [rid.session, rid.seq, r.keyTag, r.version, r.deleted]), d.watermarks];
+}
+
+/** Fill `t` from a snapshot part (sealed by this node, so malformed parts are skipped rather than refused). */
+export function restoreRequestTable(t: RequestTable, raw: unknown): void {
+  if (!Array.isArray(raw) || raw.length !== 2 || !Array.isArray(raw[0]) || !Array.isArray(raw[1])) return;
+  for (const w of raw[1] as unknown[]) {
+    if (Array.isArray(w) && w[0] instanceof Uint8Array && w[0].length === sessionIdBytes && typeof w[1] === 'number') t.restoreWatermark(Buffer.from(w[0]), w[1]);
+  }
+  for (const e of raw[0] as unknown[]) {
+    if (!Array.isArray(e) || e.length !== 5 || typeof e[2] !== 'number' || typeof e[3] !== 'number') continue;
+    const rid = wireRequestId([e[0], e[1]]);
+    if (rid) t.addStored(rid, { keyTag: e[2], version: e[3], deleted: e[4] === true });
+  }
+}

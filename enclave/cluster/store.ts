@@ -520,8 +520,11 @@ export class ClusterStore {
         fresh.push(e);
         continue;
       }
-      const same = cur.version === e.version && sameValue(cur.value, e.value);
-      if (same) continue;
+      if (cur.version === e.version && sameValue(cur.value, e.value)) {
+        // Held already (a sync push may have brought it first): learn the request id all the same.
+        if (e.rid) this.c.requests.add(e.rid, keyId(e.key), resultOf(e));
+        continue;
+      }
       if (cur.version === e.version || strict) {
         this.stats.conflicts++;
         if (strict) throw new EkvError('CONFLICT', `this replica holds ${cur.version === e.version ? 'another write at' : 'a version newer than'} version ${e.version}`);
@@ -683,6 +686,8 @@ export class ClusterStore {
       addr: this.c.self.addr,
       ring: core.status,
       serving: this.serving,
+      /** False while the sealed log fails (the node answers UNAVAILABLE until it has recovered). */
+      durable: this.durableNow,
       predecessor: ref(core.predecessor),
       successors: core.successors.map(ref),
       keys: this.c.partition.size,
