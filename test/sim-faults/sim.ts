@@ -22,9 +22,17 @@ export interface SimOptions {
   healMs: number;
   /** Test-only protocol breakage (core flags), plus the driver's own: acknowledge before persisting. */
   broken?: BrokenFlags & { ackBeforePersist?: boolean };
+  /** Only these faults (default: all of them). */
+  mix?: readonly FaultName[];
   /** Print events to stderr. */
   trace?: boolean;
 }
+
+export const faultNames = [
+  'partition', 'partition-asym', 'isolate', 'pause', 'stale-owner', 'kill', 'kill-pair', 'disk-flaky', 'clock-drift',
+  'net-lossy', 'whole-ring-restart', 'join', 'leave',
+] as const;
+export type FaultName = (typeof faultNames)[number];
 
 export const defaultSimOptions: Omit<SimOptions, 'seed'> = {
   nodes: 5, nodesMax: 7, clients: 6, keys: 5, faultMs: 8_000, healMs: 3_000,
@@ -105,6 +113,8 @@ export class FaultSim {
   private messages = 0;
   private events = 0;
   private rollbackAt = -Infinity;
+  /** A kill waiting for the next acknowledgement of a write to leave a node (the host sees it go). */
+  private armed: ((replier: SimNode) => void) | null = null;
 
   constructor(o: SimOptions) {
     this.o = o;
@@ -235,7 +245,7 @@ export class FaultSim {
     if (n.diskBusy || n.disk.length === 0) return;
     n.diskBusy = true;
     const life = n.life;
-    this.at(this.now + 1 + this.rng.int(10), () => {
+    this.at(this.now + 5 + this.rng.int(25), () => {
       if (n.life !== life) return;
       n.diskBusy = false;
       // Group commit: one write makes every batch queued so far durable; their messages go out in order.
@@ -265,6 +275,11 @@ export class FaultSim {
       } else {
         const c = this.clients.find((x) => x.name === m.to);
         if (this.o.trace) this.trace(`${n.name} -> ${m.to}#${m.rid} ${JSON.stringify(m.result)}`);
+        if (this.armed && m.result.ok && m.result.kind === 'write') {
+          const fire = this.armed;
+          this.armed = null;
+          this.at(this.now, () => fire(n));
+        }
         if (c) this.net(n.name, m.to, () => this.onReply(c, m.rid, m.result));
       }
     }
@@ -277,7 +292,7 @@ export class FaultSim {
     const copies = this.rng.next() < this.dup ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       const slow = this.rng.next() < 0.02 ? this.rng.int(600) : 0;
-      this.at(this.now + 1 + this.rng.int(8) + slow, () => {
+      this.at(this.now + 1 + this.rng.int(4) + slow, () => {
         if (this.blocked.has(`${from}>${to}`)) return;
         deliver();
       });
@@ -439,32 +454,27 @@ export class FaultSim {
     return this.liveNodes().filter((x) => x.core && [...Array(this.dataConfig.shards).keys()].some((sh) => x.core?.isActiveOwner(sh)));
   }
 
-  /** Runs `fn` at the next moment (within 300 ms) when at least `k` nodes have writes on their way to disk. */
-  private whenDisksBusy(k: number, fn: () => void, tries = 300): void {
-    if (tries === 0 || this.liveNodes().filter((x) => x.up && x.disk.length > 0).length >= k) fn();
-    else this.at(this.now + 1, () => this.whenDisksBusy(k, fn, tries - 1));
-  }
-
-  private readonly faultTable: Array<[number, () => void]> = [
-    [12, () => this.fPartition()],
-    [8, () => this.fAsymmetric()],
-    [8, () => this.fIsolate()],
-    [12, () => this.fPause()],
-    [6, () => this.fStaleOwner()],
-    [14, () => this.fKill()],
-    [4, () => this.fKillPair()],
-    [6, () => this.fDisk()],
-    [8, () => this.fClock()],
-    [8, () => this.fLossy()],
-    [4, () => this.fWholeRing()],
-    [6, () => this.fJoin()],
-    [4, () => this.fLeave()],
+  private readonly faultTable: Array<[FaultName, number, () => void]> = [
+    ['partition', 12, () => this.fPartition()],
+    ['partition-asym', 8, () => this.fAsymmetric()],
+    ['isolate', 8, () => this.fIsolate()],
+    ['pause', 12, () => this.fPause()],
+    ['stale-owner', 6, () => this.fStaleOwner()],
+    ['kill', 14, () => this.fKill()],
+    ['kill-pair', 4, () => this.fKillPair()],
+    ['disk-flaky', 6, () => this.fDisk()],
+    ['clock-drift', 8, () => this.fClock()],
+    ['net-lossy', 8, () => this.fLossy()],
+    ['whole-ring-restart', 4, () => this.fWholeRing()],
+    ['join', 6, () => this.fJoin()],
+    ['leave', 4, () => this.fLeave()],
   ];
 
   private injectFault(): void {
-    const total = this.faultTable.reduce((a, [w]) => a + w, 0);
+    const table = this.o.mix ? this.faultTable.filter(([name]) => this.o.mix?.includes(name)) : this.faultTable;
+    const total = table.reduce((a, [, w]) => a + w, 0);
     let roll = this.rng.int(total);
-    for (const [w, f] of this.faultTable) {
+    for (const [, w, f] of table) {
       if (roll < w) return f();
       roll -= w;
     }
@@ -542,16 +552,19 @@ export class FaultSim {
     this.at(this.now + 50 + this.rng.int(2_000), () => { if (!n.up && !n.gone) this.restart(n, mode); });
   }
 
-  /** Two nodes at once (R - 1), when both have writes on their way to disk. */
+  /** Two nodes at once (R - 1): the one that just acknowledged a write to a client, and another. */
   private fKillPair(): void {
-    this.whenDisksBusy(2, () => {
-      const busy = shuffled(this.liveNodes().filter((x) => x.up && x.disk.length > 0), this.rng).slice(0, 2);
-      for (const n of busy) {
+    this.armed = (replier) => {
+      const others = this.liveNodes().filter((x) => x.up && x !== replier);
+      const busy = others.filter((x) => x.disk.length > 0);
+      const other = (busy.length > 0 ? busy : others)[this.rng.int((busy.length > 0 ? busy : others).length)];
+      for (const n of other ? [replier, other] : [replier]) {
+        if (!n.up) continue;
         this.crash(n);
         this.count('kill-pair', n);
         this.at(this.now + 50 + this.rng.int(1_500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
       }
-    });
+    };
   }
 
   private fDisk(): void {
@@ -575,14 +588,14 @@ export class FaultSim {
     this.at(this.now + 500 + this.rng.int(2_000), () => { this.loss = 0; this.dup = 0; });
   }
 
-  /** Table row 4: every node stopped (timed when disks are busy), started again one by one in a random order. */
+  /** Table row 4: every node stopped (right after a write is acknowledged), started again one by one in a random order. */
   private fWholeRing(): void {
-    this.whenDisksBusy(2, () => {
+    this.armed = () => {
       const live = this.liveNodes();
       for (const n of live) this.crash(n);
       this.count('whole-ring-restart');
       for (const n of shuffled(live, this.rng)) this.at(this.now + 100 + this.rng.int(2_500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
-    });
+    };
   }
 
   private fJoin(): void {
@@ -642,6 +655,7 @@ export class FaultSim {
 
   private heal(): void {
     this.faultsOn = false;
+    this.armed = null;
     this.blocked.clear();
     this.gossipCut.clear();
     this.loss = 0;
