@@ -31,6 +31,8 @@ export interface DataNodeInit {
   /** Configurations a founding node starts from when it has no log (the ring's creation). */
   genesis?: readonly Config[];
   now: number;
+  /** Optional debug log of ownership changes (the simulator's --trace). */
+  debug?: (line: string) => void;
 }
 
 interface PeerView { ring: bigint; inc: number; heard: number; leaving: boolean }
@@ -53,6 +55,7 @@ export class DataNode {
   readonly self: Member;
   readonly cfg: Readonly<DataConfig>;
   private readonly rand: () => number;
+  private readonly debug: ((line: string) => void) | undefined;
   private readonly ranges: RangeState[];
   private readonly peers = new Map<string, PeerView>();
   private now: number;
@@ -70,6 +73,7 @@ export class DataNode {
     this.self = init.self;
     this.cfg = validateDataConfig(init.config);
     this.rand = init.rand;
+    this.debug = init.debug;
     this.now = init.now;
     this.startedAt = init.now;
     this.ranges = Array.from({ length: this.cfg.shards }, (_, s) => newRange(s));
@@ -90,7 +94,13 @@ export class DataNode {
     this.drainSelf();
   }
 
-  step(m: Inbound): void {
+  /**
+   * `now` is the same clock as tick's: a message is handled at the time it is handled, never at the last tick's
+   * (a process paused with messages queued must not answer them from before the pause: its lease has run out).
+   */
+  step(m: Inbound, now: number): void {
+    assert.ok(now >= this.now, 'time went backwards');
+    this.now = now;
     if (m.kind === 'client') this.onClient(m.client, m.rid, m.op);
     else this.onPeer(m.from, m.body);
     this.drainSelf();
@@ -122,7 +132,7 @@ export class DataNode {
     const c = r.config;
     const m = c ? c.members.map((x) => `${x.name}/${x.inc}`).join(',') : '-';
     const p = r.proposal ? `proposing ${r.proposal.phase} b${r.proposal.ballot.round}` : '';
-    return `${this.self.name}/${this.self.inc} e${c?.epoch ?? '-'} [${m}] synced=${r.synced} promised=${r.promised?.round ?? '-'} active=${r.active} activating=${!!r.activating} ${p} round=${r.round} leaseUntil=${r.leaseUntil - this.now}`;
+    return `${this.self.name}/${this.self.inc} e${c?.epoch ?? '-'} [${m}] synced=${r.synced} promised=${r.promised?.round ?? '-'} active=${r.active} activating=${!!r.activating} ${p} round=${r.round} leaseUntil=${r.leaseUntil - this.now} lease=${r.lease.validUntil - this.now},${r.lease.t0 - this.now},${[...r.lease.grants].join("+")} inflight=${r.inflight.size} queued=${r.queued}`;
   }
 
   isActiveOwner(shard: number): boolean {
@@ -212,10 +222,12 @@ export class DataNode {
     if (r.active || r.activating) this.deactivate(r);
     if (r.proposal && r.proposal.base.epoch < c.epoch) r.proposal = null;
     this.record({ t: 'cfg', shard: c.shard, config: c });
+    this.debug?.(`${this.self.name} learns range ${c.shard} epoch ${c.epoch} [${c.members.map((m) => `${m.name}/${m.inc}`).join(',')}]`);
     if (sameMember(c.members[0], this.self)) this.startActivation(r);
   }
 
   private deactivate(r: RangeState): void {
+    if (r.active) this.debug?.(`${this.self.name} inactive range ${r.shard} epoch ${r.config?.epoch}`);
     r.active = false;
     r.activating = null;
     r.lease = { validUntil: -Infinity, t0: -Infinity, grants: new Set() };
@@ -463,6 +475,7 @@ export class DataNode {
     if (!r.activating || r.activating.acks.size < c.members.length) return;
     r.activating = null;
     r.active = true;
+    this.debug?.(`${this.self.name} ACTIVE range ${r.shard} epoch ${c.epoch} [${c.members.map((m) => m.name).join(',')}] keys ${[...r.data].map(([k, e]) => `${k}=v${e.version}@${e.epoch}`).join(' ')}`);
     r.lease = { validUntil: -Infinity, t0: -Infinity, grants: new Set() };
     this.renewLease(r);
   }

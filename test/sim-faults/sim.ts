@@ -22,20 +22,28 @@ export interface SimOptions {
   healMs: number;
   /** Test-only protocol breakage (core flags), plus the driver's own: acknowledge before persisting. */
   broken?: BrokenFlags & { ackBeforePersist?: boolean };
+  /** Only these faults (default: all of them). */
+  mix?: readonly FaultName[];
   /** Print events to stderr. */
   trace?: boolean;
 }
 
+export const faultNames = [
+  'partition', 'partition-asym', 'isolate', 'pause', 'stale-owner', 'kill', 'kill-pair', 'disk-flaky', 'clock-drift',
+  'net-lossy', 'whole-ring-restart', 'join', 'leave',
+] as const;
+export type FaultName = (typeof faultNames)[number];
+
 export const defaultSimOptions: Omit<SimOptions, 'seed'> = {
-  nodes: 5, nodesMax: 7, clients: 4, keys: 8, faultMs: 8_000, healMs: 3_000,
+  nodes: 5, nodesMax: 7, clients: 6, keys: 5, faultMs: 8_000, healMs: 3_000,
 };
 
 /** One millisecond per tick. The drift bound the sim exercises is the core's own ρ. */
 export function simDataConfig(broken?: BrokenFlags): DataConfig {
   return {
-    replicas: 3, shards: 4, leaseTicks: 600, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 100,
-    heartbeatTicks: 50, suspectTicks: 200, retryTicks: 60, proposeTimeoutTicks: 1_000, backoffTicksMax: 200,
-    sessionsMax: 4, windowMax: 8, queuedMax: 256, ...(broken ? { broken } : {}),
+    replicas: 3, shards: 4, leaseTicks: 500, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 50,
+    heartbeatTicks: 25, suspectTicks: 100, retryTicks: 40, proposeTimeoutTicks: 500, backoffTicksMax: 100,
+    sessionsMax: 6, windowMax: 8, queuedMax: 256, ...(broken ? { broken } : {}),
   };
 }
 
@@ -93,6 +101,8 @@ export class FaultSim {
   private readonly nodes: SimNode[] = [];
   private readonly clients: Client[] = [];
   private readonly blocked = new Set<string>(); // "a>b": a cannot reach b
+  /** Nodes that receive no message carrying configurations (the host drops them; fencing must hold anyway). */
+  private readonly gossipCut = new Set<string>();
   private loss = 0;
   private dup = 0;
   private faultsOn = true;
@@ -103,6 +113,8 @@ export class FaultSim {
   private messages = 0;
   private events = 0;
   private rollbackAt = -Infinity;
+  /** A kill waiting for the next acknowledgement of a write to leave a node (the host sees it go). */
+  private armed: ((replier: SimNode) => void) | null = null;
 
   constructor(o: SimOptions) {
     this.o = o;
@@ -158,6 +170,7 @@ export class FaultSim {
     n.core = new DataNode({
       self: this.member(n), config: this.dataConfig, rand: this.rng.fork().next, peers, log: n.log,
       ...(genesis ? { genesis } : {}), now: this.localNow(n),
+      ...(this.o.trace ? { debug: (l: string) => this.trace(l) } : {}),
     });
     if (n.leaving) n.core.leave();
     this.flush(n);
@@ -206,7 +219,7 @@ export class FaultSim {
       n.inbox.push(m);
       return;
     }
-    n.core.step(m);
+    n.core.step(m, this.localNow(n));
     this.flush(n);
   }
 
@@ -232,10 +245,12 @@ export class FaultSim {
     if (n.diskBusy || n.disk.length === 0) return;
     n.diskBusy = true;
     const life = n.life;
-    this.at(this.now + 1 + this.rng.int(10), () => {
+    this.at(this.now + 5 + this.rng.int(25), () => {
       if (n.life !== life) return;
       n.diskBusy = false;
-      const b = n.disk.shift() as Batch;
+      // Group commit: one write makes every batch queued so far durable; their messages go out in order.
+      const all = n.disk.splice(0);
+      const b: Batch = { life, ready: { persist: all.flatMap((x) => x.ready.persist), messages: all.flatMap((x) => x.ready.messages) } };
       if (this.rng.next() < n.diskFailP) {
         const torn = this.rng.next() < 0.5;
         if (torn) n.log.push(...b.ready.persist.slice(0, this.rng.int(b.ready.persist.length)));
@@ -255,10 +270,16 @@ export class FaultSim {
     for (const m of msgs) {
       if (m.kind === 'peer') {
         const to = this.nodes.find((x) => x.name === m.to);
+        if (this.gossipCut.has(m.to) && gossipTypes.has(m.body.t)) continue;
         if (to) this.net(n.name, m.to, () => this.stepNode(to, { kind: 'peer', from: m.from, body: m.body }));
       } else {
         const c = this.clients.find((x) => x.name === m.to);
         if (this.o.trace) this.trace(`${n.name} -> ${m.to}#${m.rid} ${JSON.stringify(m.result)}`);
+        if (this.armed && m.result.ok && m.result.kind === 'write') {
+          const fire = this.armed;
+          this.armed = null;
+          this.at(this.now, () => fire(n));
+        }
         if (c) this.net(n.name, m.to, () => this.onReply(c, m.rid, m.result));
       }
     }
@@ -271,7 +292,7 @@ export class FaultSim {
     const copies = this.rng.next() < this.dup ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       const slow = this.rng.next() < 0.02 ? this.rng.int(600) : 0;
-      this.at(this.now + 1 + this.rng.int(8) + slow, () => {
+      this.at(this.now + 1 + this.rng.int(4) + slow, () => {
         if (this.blocked.has(`${from}>${to}`)) return;
         deliver();
       });
@@ -312,14 +333,22 @@ export class FaultSim {
         const n = this.nodes.find((x) => x.name === target);
         if (n) this.stepNode(n, { kind: 'client', client: c.name, rid, op });
       });
-      this.at(this.now + 250, () => {
+      this.at(this.now + 80, () => {
         if (answered) return;
         answered = true;
         c.hint.delete(shard);
         attempt(this.pickNode());
       });
     };
-    attempt(c.hint.get(shard) ?? this.pickNode());
+    // Like the SDK's cached routing: the ring successor of the range, as far as the client knows the ring.
+    attempt(this.rng.next() < 0.5 ? this.ringOwner(shard) : (c.hint.get(shard) ?? this.pickNode()));
+  }
+
+  private ringOwner(shard: number): string {
+    const start = shardStart(shard, this.dataConfig.shards);
+    let best: SimNode | null = null;
+    for (const n of this.liveNodes()) if (!best || distance(start, n.ring) < distance(start, best.ring)) best = n;
+    return (best as SimNode).name;
   }
 
   private readonly pending = new Map<string, (r: ClientResult) => void>();
@@ -421,87 +450,181 @@ export class FaultSim {
     return this.newestConfigs().some((c) => c.members.some((m) => m.name === n.name));
   }
 
+  private activeOwners(): SimNode[] {
+    return this.liveNodes().filter((x) => x.core && [...Array(this.dataConfig.shards).keys()].some((sh) => x.core?.isActiveOwner(sh)));
+  }
+
+  private readonly faultTable: Array<[FaultName, number, () => void]> = [
+    ['partition', 12, () => this.fPartition()],
+    ['partition-asym', 8, () => this.fAsymmetric()],
+    ['isolate', 8, () => this.fIsolate()],
+    ['pause', 12, () => this.fPause()],
+    ['stale-owner', 6, () => this.fStaleOwner()],
+    ['kill', 14, () => this.fKill()],
+    ['kill-pair', 4, () => this.fKillPair()],
+    ['disk-flaky', 6, () => this.fDisk()],
+    ['clock-drift', 8, () => this.fClock()],
+    ['net-lossy', 8, () => this.fLossy()],
+    ['whole-ring-restart', 4, () => this.fWholeRing()],
+    ['join', 6, () => this.fJoin()],
+    ['leave', 4, () => this.fLeave()],
+  ];
+
   private injectFault(): void {
+    const table = this.o.mix ? this.faultTable.filter(([name]) => this.o.mix?.includes(name)) : this.faultTable;
+    const total = table.reduce((a, [, w]) => a + w, 0);
+    let roll = this.rng.int(total);
+    for (const [, w, f] of table) {
+      if (roll < w) return f();
+      roll -= w;
+    }
+  }
+
+  private pick(): SimNode {
     const live = this.liveNodes();
-    const pick = (): SimNode => live[this.rng.int(live.length)] as SimNode;
-    const roll = this.rng.int(100);
-    const everyone = [...live.map((n) => n.name), ...this.clients.map((c) => c.name)];
-    if (roll < 12) {
-      const side = new Set(everyone.filter(() => this.rng.next() < 0.5));
-      for (const a of everyone) for (const b of everyone) if (side.has(a) !== side.has(b)) this.blocked.add(`${a}>${b}`);
-      this.count('partition');
-      this.at(this.now + 200 + this.rng.int(2_500), () => this.blocked.clear());
-    } else if (roll < 20) {
-      for (let i = 0; i < 4; i++) this.blocked.add(`${pick().name}>${everyone[this.rng.int(everyone.length)]}`);
-      this.count('partition-asym');
-      this.at(this.now + 200 + this.rng.int(2_500), () => this.blocked.clear());
-    } else if (roll < 28) {
-      // Cut one node off from its peers, but not from clients: the stale-owner scenario (an owner, mostly).
-      const owners = live.filter((x) => x.core && [...Array(this.dataConfig.shards).keys()].some((sh) => x.core?.isActiveOwner(sh)));
-      const n = owners.length > 0 && this.rng.next() < 0.8 ? owners[this.rng.int(owners.length)] as SimNode : pick();
-      for (const p of live) if (p !== n) { this.blocked.add(`${n.name}>${p.name}`); this.blocked.add(`${p.name}>${n.name}`); }
-      this.count('isolate', n);
-      this.at(this.now + 300 + this.rng.int(3_000), () => this.blocked.clear());
-    } else if (roll < 42) {
-      const n = pick();
-      n.pausedUntil = Math.max(n.pausedUntil, this.now + 50 + this.rng.int(this.rng.next() < 0.5 ? 600 : 4_000));
-      this.count('pause', n);
-    } else if (roll < 58) {
-      // The host times its kills: mostly a node with writes on their way to its disk.
-      const busy = live.filter((x) => x.up && x.disk.length > 0);
-      const n = busy.length > 0 && this.rng.next() < 0.7 ? busy[this.rng.int(busy.length)] as SimNode : pick();
-      if (!n.up) return;
-      const mode = this.amnesiaAllowed() ? (['sealed', 'sealed', 'lost', 'rollback'] as const)[this.rng.int(4)] as 'sealed' | 'lost' | 'rollback' : 'sealed';
-      this.crash(n);
-      this.count(`kill-${mode}`, n);
-      if (mode === 'rollback') this.rollbackAt = this.now;
-      this.at(this.now + 50 + this.rng.int(2_000), () => { if (!n.up && !n.gone) this.restart(n, mode); });
-    } else if (roll < 64) {
-      const n = pick();
-      n.diskFailP = 0.3;
-      this.count('disk-flaky', n);
-      this.at(this.now + 300 + this.rng.int(1_500), () => { n.diskFailP = 0; });
-    } else if (roll < 72) {
-      const n = pick();
-      const rho = this.dataConfig.driftPpm / 1e6;
-      this.setRate(n, 1 - rho + this.rng.next() * 2 * rho);
-      this.count('clock-drift', n);
-    } else if (roll < 80) {
-      this.loss = this.rng.next() * 0.1;
-      this.dup = this.rng.next() * 0.1;
-      this.count('net-lossy');
-      this.at(this.now + 500 + this.rng.int(2_000), () => { this.loss = 0; this.dup = 0; });
-    } else if (roll < 84) {
+    return live[this.rng.int(live.length)] as SimNode;
+  }
+
+  private everyone(): string[] {
+    return [...this.liveNodes().map((n) => n.name), ...this.clients.map((c) => c.name)];
+  }
+
+  private healBlocks(after: number): void {
+    this.at(this.now + after, () => this.blocked.clear());
+  }
+
+  private fPartition(): void {
+    const all = this.everyone();
+    const side = new Set(all.filter(() => this.rng.next() < 0.5));
+    for (const a of all) for (const b of all) if (side.has(a) !== side.has(b)) this.blocked.add(`${a}>${b}`);
+    this.count('partition');
+    this.healBlocks(200 + this.rng.int(2_500));
+  }
+
+  private fAsymmetric(): void {
+    const all = this.everyone();
+    for (let i = 0; i < 4; i++) this.blocked.add(`${this.pick().name}>${all[this.rng.int(all.length)]}`);
+    this.count('partition-asym');
+    this.healBlocks(200 + this.rng.int(2_500));
+  }
+
+  /** Cut one node off from its peers, not from clients: the stale-owner scenario (an owner, mostly). */
+  private fIsolate(): void {
+    const owners = this.activeOwners();
+    const n = owners.length > 0 && this.rng.next() < 0.8 ? owners[this.rng.int(owners.length)] as SimNode : this.pick();
+    for (const p of this.liveNodes()) if (p !== n) { this.blocked.add(`${n.name}>${p.name}`); this.blocked.add(`${p.name}>${n.name}`); }
+    // Half the clients lose it too: they find the new owner while the others still read from the old one.
+    for (const c of this.clients) if (this.rng.next() < 0.5) { this.blocked.add(`${n.name}>${c.name}`); this.blocked.add(`${c.name}>${n.name}`); }
+    this.count('isolate', n);
+    this.healBlocks(300 + this.rng.int(3_000));
+  }
+
+  private fPause(): void {
+    const n = this.pick();
+    n.pausedUntil = Math.max(n.pausedUntil, this.now + 50 + this.rng.int(this.rng.next() < 0.5 ? 600 : 4_000));
+    this.count('pause', n);
+  }
+
+  /**
+   * Table row 1: pause an owner past failure detection and its lease, and when it resumes keep from it every
+   * message that would tell it about the new configuration; only replication and lease traffic get through.
+   */
+  private fStaleOwner(): void {
+    const owners = this.activeOwners();
+    if (owners.length === 0) return;
+    const n = owners[this.rng.int(owners.length)] as SimNode;
+    const pause = 800 + this.rng.int(1_700);
+    n.pausedUntil = Math.max(n.pausedUntil, this.now + pause);
+    this.gossipCut.add(n.name);
+    this.count('stale-owner', n);
+    this.at(this.now + pause + 500 + this.rng.int(2_000), () => this.gossipCut.delete(n.name));
+  }
+
+  private fKill(): void {
+    // The host times its kills: mostly a node with writes on their way to its disk.
+    const busy = this.liveNodes().filter((x) => x.up && x.disk.length > 0);
+    const n = busy.length > 0 && this.rng.next() < 0.7 ? busy[this.rng.int(busy.length)] as SimNode : this.pick();
+    if (!n.up) return;
+    const mode = this.amnesiaAllowed() ? (['sealed', 'sealed', 'lost', 'rollback'] as const)[this.rng.int(4)] as 'sealed' | 'lost' | 'rollback' : 'sealed';
+    this.crash(n);
+    this.count(`kill-${mode}`, n);
+    if (mode === 'rollback') this.rollbackAt = this.now;
+    this.at(this.now + 50 + this.rng.int(2_000), () => { if (!n.up && !n.gone) this.restart(n, mode); });
+  }
+
+  /** Two nodes at once (R - 1): the one that just acknowledged a write to a client, and another. */
+  private fKillPair(): void {
+    this.armed = (replier) => {
+      const others = this.liveNodes().filter((x) => x.up && x !== replier);
+      const busy = others.filter((x) => x.disk.length > 0);
+      const other = (busy.length > 0 ? busy : others)[this.rng.int((busy.length > 0 ? busy : others).length)];
+      for (const n of other ? [replier, other] : [replier]) {
+        if (!n.up) continue;
+        this.crash(n);
+        this.count('kill-pair', n);
+        this.at(this.now + 50 + this.rng.int(1_500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
+      }
+    };
+  }
+
+  private fDisk(): void {
+    const n = this.pick();
+    n.diskFailP = 0.3;
+    this.count('disk-flaky', n);
+    this.at(this.now + 300 + this.rng.int(1_500), () => { n.diskFailP = 0; });
+  }
+
+  private fClock(): void {
+    const n = this.pick();
+    const rho = this.dataConfig.driftPpm / 1e6;
+    this.setRate(n, 1 - rho + this.rng.next() * 2 * rho);
+    this.count('clock-drift', n);
+  }
+
+  private fLossy(): void {
+    this.loss = this.rng.next() * 0.1;
+    this.dup = this.rng.next() * 0.1;
+    this.count('net-lossy');
+    this.at(this.now + 500 + this.rng.int(2_000), () => { this.loss = 0; this.dup = 0; });
+  }
+
+  /** Table row 4: every node stopped (right after a write is acknowledged), started again one by one in a random order. */
+  private fWholeRing(): void {
+    this.armed = () => {
+      const live = this.liveNodes();
       for (const n of live) this.crash(n);
       this.count('whole-ring-restart');
       for (const n of shuffled(live, this.rng)) this.at(this.now + 100 + this.rng.int(2_500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
-    } else if (roll < 92) {
-      if (this.nodes.length >= this.o.nodesMax) return;
-      const n = this.addNode();
-      for (const c of this.clients) void c;
-      this.boot(n, undefined);
-      this.count('join', n);
-    } else {
-      // A leave is a lost member until its ranges have moved: it counts against the same budget as amnesia.
-      const staying = live.filter((n) => n.up && !n.leaving);
-      if (staying.length <= this.dataConfig.replicas + 1 || !this.amnesiaAllowed()) return;
-      const n = staying[this.rng.int(staying.length)] as SimNode;
-      n.leaving = true;
-      n.core?.leave();
-      this.flush(n);
-      this.count('leave', n);
-      const deadline = this.now + 6_000;
-      const stop = (): void => {
-        if (n.gone) return;
-        if (n.up && this.inAnyConfig(n) && this.now < deadline) {
-          this.at(this.now + 200, stop);
-          return;
-        }
-        this.crash(n);
-        n.gone = true;
-      };
-      this.at(this.now + 500, stop);
-    }
+    };
+  }
+
+  private fJoin(): void {
+    if (this.nodes.length >= this.o.nodesMax) return;
+    const n = this.addNode();
+    this.boot(n, undefined);
+    this.count('join', n);
+  }
+
+  /** A leave is a lost member until its ranges have moved: it counts against the same budget as amnesia. */
+  private fLeave(): void {
+    const staying = this.liveNodes().filter((n) => n.up && !n.leaving);
+    if (staying.length <= this.dataConfig.replicas + 1 || !this.amnesiaAllowed()) return;
+    const n = staying[this.rng.int(staying.length)] as SimNode;
+    n.leaving = true;
+    n.core?.leave();
+    this.flush(n);
+    this.count('leave', n);
+    const deadline = this.now + 6_000;
+    const stop = (): void => {
+      if (n.gone) return;
+      if (n.up && this.inAnyConfig(n) && this.now < deadline) {
+        this.at(this.now + 200, stop);
+        return;
+      }
+      this.crash(n);
+      n.gone = true;
+    };
+    this.at(this.now + 500, stop);
   }
 
   // ---- run ----
@@ -518,7 +641,7 @@ export class FaultSim {
     const faultLoop = (): void => {
       if (!this.faultsOn) return;
       this.injectFault();
-      this.at(this.now + 100 + this.rng.int(600), faultLoop);
+      this.at(this.now + 200 + this.rng.int(1_000), faultLoop);
     };
     this.at(800, faultLoop);
     const healAt = 800 + this.o.faultMs;
@@ -532,7 +655,9 @@ export class FaultSim {
 
   private heal(): void {
     this.faultsOn = false;
+    this.armed = null;
     this.blocked.clear();
+    this.gossipCut.clear();
     this.loss = 0;
     this.dup = 0;
     for (const n of this.nodes) {
@@ -582,13 +707,15 @@ export class FaultSim {
         if (this.o.trace) {
           const shard = shardOf(key, this.dataConfig.shards);
           this.trace(`final read of ${key} (range ${shard}) failed:`);
-          for (const n of this.nodes) this.trace(`  ${n.up ? '' : 'DOWN '}${n.gone ? 'GONE ' : ''}${n.core?.describeRange(shard) ?? n.name}`);
+          for (const n of this.nodes) this.trace(`  ${n.up ? '' : 'DOWN '}${n.gone ? 'GONE ' : ''}${n.core?.describeRange(shard) ?? n.name} disk=${n.disk.length}${n.diskBusy ? ' busy' : ''} paused=${n.pausedUntil > this.now} inbox=${n.inbox.length}`);
         }
       }
     }
     return missing;
   }
 }
+
+const gossipTypes = new Set(['hb', 'commit', 'stale', 'prepare', 'install', 'accept', 'sync']);
 
 function toOut(r: ClientResult | null): HistOut | null {
   if (!r) return null;
