@@ -23,6 +23,12 @@ export interface TrustPolicy {
    * attacker's own image included) would pass, so the SDK refuses to connect unless PCR0 is pinned.
    */
   allowAnyImage?: boolean;
+  /**
+   * The deployment's ring id (64 hex digits; the cluster file written by `ekv up` pins it). A node whose
+   * signed handshake names another ring (a node whose host wiped it and let it found a new ring, or an
+   * enclave of the same image in another deployment) is refused with WRONG_RING.
+   */
+  ringId?: string;
 }
 
 /** A trust policy that pins nothing about the image is refused up front, not at the first request. */
@@ -31,6 +37,9 @@ export function checkTrustPolicy(policy: TrustPolicy): void {
   const pinned = typeof pcr0 === 'string' ? pcr0.length > 0 : Array.isArray(pcr0) && pcr0.length > 0;
   if (!pinned && policy.allowAnyImage !== true) {
     throw new EkvError('BAD_REQUEST', 'the trust policy pins no PCR0: give trust.pcrs[0] (the image measurement), or allowAnyImage: true');
+  }
+  if (policy.ringId !== undefined && !/^[0-9a-f]{64}$/.test(policy.ringId)) {
+    throw new EkvError('BAD_REQUEST', 'trust.ringId must be 64 lowercase hex digits');
   }
 }
 

@@ -5,7 +5,9 @@
 import type { Logger } from 'pino';
 import { EkvError } from '../protocol/errors.ts';
 import { verifyPrincipalSignature } from '../protocol/principal.ts';
+import { ringChecks } from '../protocol/handshake.ts';
 import { generateIdentity, type Identity } from '../protocol/keys.ts';
+import type { RingCredential } from '../protocol/ring.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
 import { AccessService, accessModeFromEnv } from './access/index.ts';
 import { PeerPool } from './cluster/peers.ts';
@@ -45,33 +47,39 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const trust = await learnSelfTrust(c.nsm);
   const settings = effectiveSettings(c.config, trust.production);
   const sealing = sealConfigFrom(c.config.env, trust.production);
+  const seams = testSeams(c.config.env, trust.production, c.logger);
   let persistence: Persistence | null = null;
   let identity: Identity;
-  let recoveredEntries = 0;
+  let ringCred: RingCredential | null = null;
+  let founded: boolean;
   if (sealing) {
     const opened = await Persistence.open({
       config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, partition, logger: c.logger,
+      mayFound: c.config.join === null,
     });
     persistence = opened.persistence;
     identity = opened.recovered.identity;
-    recoveredEntries = opened.recovered.entries;
+    ringCred = opened.recovered.ring;
+    founded = opened.recovered.founded;
   } else {
-    c.logger.warn('no EKV_KMS_KEY_ID: running without sealed persistence (data is lost when the enclave stops)');
+    // No KMS, so no ring secret: peers are trusted per image (docs/membership.md). Nothing survives a
+    // restart, so every boot is a first boot and one with no join address founds.
+    c.logger.warn('no EKV_KMS_KEY_ID: running without sealed persistence and without a ring secret (data is lost when the enclave stops)');
     identity = generateIdentity();
+    founded = c.config.join === null;
   }
   const attest = (nonce: Uint8Array, publicKey: Uint8Array) => c.nsm.attest({ nonce, publicKey });
   const verifyPeer = peerVerifier(trust);
   const self = { id: nodeIdFromPublicKey(identity.publicKey), addr: c.config.selfAddr };
 
-  const peers = new PeerPool({ outboundSocket: c.paths.outbound, identity, attest, verifyPeer, logger: c.logger });
+  const peers = new PeerPool({ outboundSocket: c.paths.outbound, identity, attest, verifyPeer, ring: ringCred, logger: c.logger });
   const ring = new RingDriver(self, peers, c.logger);
   const onApply = persistence ? (k: Buffer, v: Buffer | null, n: number) => (persistence as Persistence).record(k, v, n) : undefined;
-  // A node that joins an existing ring serves only after pulling its range from its successor, whose
-  // replicas hold every acknowledged write. So does a node that founds a ring with recovered sealed data
-  // (the host may have rolled it back): it waits for the ring to form and reconciles with its successor.
-  // Only a node that is alone by design (EKV_SOLO=1, a one-node ring) serves its sealed state at once.
-  const solo = c.config.env.EKV_SOLO === '1';
-  const servesAtOnce = c.config.join === null && (recoveredEntries === 0 || solo);
+  // Only the node that founded its ring on this very boot (it holds nothing) serves at once, and a node
+  // whose image says it runs alone (a single-node deployment, measured into PCR0). Every other node,
+  // whatever its host says (an empty join address, "solo"), has been a ring member: it serves only after
+  // pulling its range from its successors, whose replicas hold every acknowledged write.
+  const servesAtOnce = founded || imageConfig.singleNode || (seams.hostMayFound && c.config.join === null);
   const store = new ClusterStore(
     { partition, ring, peers, self, replicas: settings.replicas, logger: c.logger, ...(onApply ? { onApply } : {}) },
     servesAtOnce,
@@ -88,7 +96,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       case 'route':
         return store.routeStep(requestKey(req));
       case 'status':
-        return store.status();
+        return { ...store.status(), ringId: ringCred?.id ?? null, founded };
     }
     // ACCESS-CONTROL HOOK (issue 7): namespace/ACL/group operations are dispatched here.
     if (access.handles(op)) return access.handle(op, req, ctx);
@@ -102,7 +110,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   // ACCESS-CONTROL HOOK (issue 7): set store.access here.
   const access = new AccessService({ store, ring, peers, partition, self, logger: c.logger }, { mode: settings.accessMode });
   store.access = access;
-  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature }, handler, c.logger);
+  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger);
   await server.listen(c.paths.inbound);
   await joinWithRetry(ring, c.config.join, c.logger);
   store.start();
@@ -129,6 +137,23 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
 function effectiveSettings(config: EnclaveConfig, production: boolean): { replicas: number; accessMode: 'open' | 'closed' } {
   if (production) return { replicas: imageConfig.replicas, accessMode: accessModeFromEnv(imageConfig.accessMode) };
   return { replicas: config.replicas, accessMode: accessModeFromEnv(config.env.EKV_ACCESS_MODE) };
+}
+
+/**
+ * Test-only seams (EKV_TEST_SEAM, comma-separated), honoured only under the emulator's root, never on Nitro:
+ * they switch a protection off so that each attack test has a control showing it catches the hole.
+ * - host-may-found: a node with no join address serves at once (the old EKV_SOLO behaviour);
+ * - no-ring-check: the handshake skips ring ids and MACs.
+ */
+function testSeams(env: NodeJS.ProcessEnv, production: boolean, logger: Logger): { hostMayFound: boolean } {
+  const names = (env.EKV_TEST_SEAM ?? '').split(',').filter(Boolean);
+  if (production || names.length === 0) return { hostMayFound: false };
+  logger.warn({ seams: names }, 'TEST SEAMS ON: protections switched off (emulator only)');
+  if (names.includes('no-ring-check')) {
+    ringChecks.connect = false;
+    ringChecks.accept = false;
+  }
+  return { hostMayFound: names.includes('host-may-found') };
 }
 
 /** Keys starting with 0x00 are reserved for the enclave's own documents (ACLs, groups). */

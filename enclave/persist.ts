@@ -2,8 +2,9 @@
  * Sealed persistence of one node: its identity key and partition, as a
  * write-ahead log and snapshots sealed under a KMS data key (enclave/seal).
  *
- * Records (CBOR): ['id', pkcs8] the node's identity key; ['e', key, value|null, version] an entry.
- * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...]].
+ * Records (CBOR): ['id', pkcs8] the node's identity key; ['e', key, value|null, version] an entry;
+ * ['ring', ringId] the ring this node belongs to (docs/membership.md).
+ * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...], ringId].
  *
  * On Nitro the KMS key and endpoint are the image's own (enclave/image-config.ts): a host that chose
  * them could name a key it can decrypt itself, or a fake KMS that hands the enclave a data key of the
@@ -13,6 +14,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { generateIdentity, importIdentity, type Identity } from '../protocol/keys.ts';
+import type { RingCredential } from '../protocol/ring.ts';
 import type { Partition } from './kv/partition.ts';
 import type { Nsm } from './nsm.ts';
 import { createBlobClient, type BlobClient } from './seal/blob-client.ts';
@@ -20,6 +22,7 @@ import { loadOrCreateDataKey } from './seal/data-key.ts';
 import { SealError } from './seal/errors.ts';
 import { createEnclaveKms } from './seal/kms-client.ts';
 import { SealedStore } from './seal/log.ts';
+import { createRingSecret, openRingSecret, readRingSecretBlob, RingError, type RingSecretInit } from './seal/ring-secret.ts';
 import { imageConfig, kmsArnRegion } from './image-config.ts';
 
 export const snapshotAfterRecords = 20_000;
@@ -66,6 +69,12 @@ export interface Recovered {
   created: boolean;
   /** Set when the sealed log failed verification and was discarded: the SealError code. */
   reset: string | null;
+  /** The ring this node belongs to (its secret opened by KMS). */
+  ring: RingCredential;
+  /** True on the founding boot of a ring: this node created the ring secret just now. */
+  founded: boolean;
+  /** This node has been a ring member before (a data key existed, or it discarded tampered state). */
+  member: boolean;
 }
 
 export class Persistence {
@@ -73,6 +82,7 @@ export class Persistence {
     private readonly store: SealedStore,
     private readonly blobs: BlobClient,
     private readonly identity: Identity,
+    private readonly ringId: Buffer,
     private readonly partition: Partition,
     private readonly logger: Logger,
   ) {}
@@ -85,6 +95,8 @@ export class Persistence {
     outboundSocket: string;
     partition: Partition;
     logger: Logger;
+    /** No join address: a node on its first boot may found a ring (and only then). */
+    mayFound: boolean;
   }): Promise<{ persistence: Persistence; recovered: Recovered }> {
     const blobs = createBlobClient({ connect: () => net.connect(c.blobsSocket) });
     const url = new URL(c.config.endpoint);
@@ -101,7 +113,6 @@ export class Persistence {
     });
     const attest = (publicKey: Uint8Array) => c.nsm.attest({ publicKey });
     const { dataKey, nodeId, created } = await loadOrCreateDataKey({ blobs, kms, keyId: c.config.keyId, attest });
-    kms.destroy();
     let opened: Awaited<ReturnType<typeof SealedStore.open>>;
     let reset: string | null = null;
     try {
@@ -119,24 +130,38 @@ export class Persistence {
     const { store, recovered } = opened;
     dataKey.fill(0);
     let identity: Identity | null = null;
+    let sealedRing: Buffer | null = null;
     let entries = 0;
     const apply = (rec: unknown) => {
       if (!Array.isArray(rec)) return;
       if (rec[0] === 'id' && rec[1] instanceof Uint8Array) identity = importIdentity(rec[1]);
+      else if (rec[0] === 'ring' && rec[1] instanceof Uint8Array) sealedRing = Buffer.from(rec[1]);
       else if (rec[0] === 'e') {
         const [, k, v, n] = rec as [string, Uint8Array, Uint8Array | null, number];
         if (c.partition.apply(Buffer.from(k), { value: v === null ? null : Buffer.from(v), version: n })) entries++;
       } else if (rec[0] === 'snap') {
         identity = importIdentity(rec[1] as Uint8Array);
         for (const e of rec[2] as unknown[]) apply(['e', ...(e as unknown[])]);
+        if (rec[3] instanceof Uint8Array) sealedRing = Buffer.from(rec[3]);
       }
     };
     if (recovered.snapshot) apply(decodeCbor(recovered.snapshot));
     for (const r of recovered.records) apply(decodeCbor(r));
-    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), c.partition, c.logger);
+    const member = !created || reset !== null;
+    let ring: { credential: RingCredential; founded: boolean };
+    try {
+      ring = await joinOrFoundRing({ blobs, kms, keyId: c.config.keyId, attest }, { member, mayFound: c.mayFound, sealedRing });
+    } finally {
+      kms.destroy();
+    }
+    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, c.partition, c.logger);
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
-    c.logger.info({ created, entries, lastSeq: recovered.lastSeq, reset }, 'sealed state recovered');
-    return { persistence, recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset } };
+    if (sealedRing === null) await store.append(encodeCbor(['ring', ring.credential.id]));
+    c.logger.info({ created, entries, lastSeq: recovered.lastSeq, reset, member, founded: ring.founded, ring: ring.credential.id.toString('hex').slice(0, 16) }, 'sealed state recovered');
+    return {
+      persistence,
+      recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member },
+    };
   }
 
   /** Durable when resolved: the caller acknowledges a write only after this. */
@@ -152,7 +177,7 @@ export class Persistence {
     this.snapshotting = true;
     try {
       const entries = [...this.partition.entries()].map((e) => [e.key, e.value, e.version]);
-      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries]));
+      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, this.ringId]));
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'snapshot failed');
     } finally {
@@ -165,4 +190,31 @@ export class Persistence {
     await this.store.close();
     this.blobs.close();
   }
+}
+
+/**
+ * Which ring this node is in (docs/membership.md). The ring's ciphertext from the host is opened by KMS;
+ * without one, only a node on its very first boot (no data key, nothing discarded) with no join address
+ * founds a new ring. A member never founds: a host that deleted the blob gets a node that refuses to start.
+ * A blob that opens to another ring than the sealed state names is refused too (the host swapped it).
+ */
+async function joinOrFoundRing(
+  init: RingSecretInit, s: { member: boolean; mayFound: boolean; sealedRing: Buffer | null },
+): Promise<{ credential: RingCredential; founded: boolean }> {
+  const blob = await readRingSecretBlob(init.blobs);
+  let credential: RingCredential;
+  let founded = false;
+  if (blob !== null) credential = await openRingSecret(init, blob);
+  else if (!s.member && s.mayFound && s.sealedRing === null) {
+    credential = await createRingSecret(init);
+    founded = true;
+  } else if (s.member) {
+    throw new RingError('NO_RING_SECRET', 'this node has been a ring member and has no ring-secret from its host: a member never founds a ring');
+  } else {
+    throw new RingError('NO_RING_SECRET', "joining a ring needs the ring's ring-secret blob from the host");
+  }
+  if (s.sealedRing !== null && !s.sealedRing.equals(credential.id)) {
+    throw new RingError('WRONG_RING', 'the ring-secret from the host opens to another ring than this node belongs to');
+  }
+  return { credential, founded };
 }

@@ -18,11 +18,12 @@ export type EkvErrorCode =
   | 'UNAVAILABLE' // no node able to serve the request could be reached
   | 'CONFLICT' // a compare-and-set lost
   | 'STALE' // the node's data is older than what the ring acknowledged
+  | 'WRONG_RING' // the node belongs to another ring (deployment) than the one expected
   | 'INTERNAL';
 
 export const ekvErrorCodes: ReadonlySet<string> = new Set<EkvErrorCode>([
   'NOT_FOUND', 'UNATTESTED', 'TAMPERED', 'PROTOCOL', 'FRAME_TOO_LARGE', 'CLOSED', 'TIMEOUT',
-  'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BAD_REQUEST', 'FORBIDDEN', 'UNAVAILABLE', 'CONFLICT', 'STALE', 'INTERNAL',
+  'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BAD_REQUEST', 'FORBIDDEN', 'UNAVAILABLE', 'CONFLICT', 'STALE', 'WRONG_RING', 'INTERNAL',
 ]);
 
 export class EkvError extends Error {

@@ -5,9 +5,16 @@ import { build } from 'esbuild';
 import { mkdirSync } from 'node:fs';
 
 mkdirSync('dist', { recursive: true });
+const single = process.env.EKV_PINNED_SINGLE_NODE ?? '';
+await buildImage('dist/enclave.mjs', single);
+// The same sources as a single-node image (imageConfig.singleNode: it may serve its sealed state alone),
+// which `ekv up --nodes 1` runs; only built when the main image is not already one.
+if (single !== '1') await buildImage('dist/enclave-single.mjs', '1');
+
+async function buildImage(outfile, singleNode) {
 await build({
   entryPoints: ['enclave/main.ts'],
-  outfile: 'dist/enclave.mjs',
+  outfile,
   bundle: true,
   platform: 'node',
   target: 'node20',
@@ -26,7 +33,8 @@ await build({
     EKV_PINNED_ACCESS_MODE: JSON.stringify(process.env.EKV_PINNED_ACCESS_MODE ?? ''),
     EKV_PINNED_REPLICAS: JSON.stringify(process.env.EKV_PINNED_REPLICAS ?? ''),
     EKV_PINNED_PEER_PCR0S: JSON.stringify(process.env.EKV_PINNED_PEER_PCR0S ?? ''),
-    EKV_PINNED_SINGLE_NODE: JSON.stringify(process.env.EKV_PINNED_SINGLE_NODE ?? ''),
+    EKV_PINNED_SINGLE_NODE: JSON.stringify(singleNode),
   },
   logLevel: 'warning',
 });
+}

@@ -5,7 +5,7 @@
  * enclave, the enclave's outbound connections to peers, and stores its sealed
  * blobs under --data-dir.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
@@ -31,15 +31,21 @@ export function registerHost(program: Command): void {
     .option('--allow-outbound <cidrs>', 'comma-separated host prefixes the enclave may connect to (peers)', '10.,172.16.,192.168.,127.0.0.1')
     .option('--self-addr <host:port>', "the address peers reach this node's enclave at (passed to the enclave)")
     .option('--join <host:port>', 'a ring member for the enclave to join through (empty: found a ring)', '')
+    .option('--ring-secret <file>', "the ring's ring-secret blob (KMS ciphertext) for a node joining it; copied into --data-dir if absent")
     .option('--log-level <level>', 'log level (JSON logs on stderr)', 'info')
-    .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string }) =>
+    .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; ringSecret?: string }) =>
       run(false, async () => {
         const signal = firstSignal();
         // The enclave's per-node settings, read by it through the blob store (enclave/host-config.ts).
         if (o.selfAddr) {
           mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
-          const cfg = { selfAddr: o.selfAddr, join: o.join, solo: false };
+          const cfg = { selfAddr: o.selfAddr, join: o.join };
           writeFileSync(join(o.dataDir, 'node-config.json'), JSON.stringify(cfg) + '\n', { mode: 0o600 });
+        }
+        // Not secret: only KMS opens it, for the measured image under this deployment's key (docs/membership.md).
+        if (o.ringSecret && !existsSync(join(o.dataDir, 'ring-secret'))) {
+          mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
+          copyFileSync(o.ringSecret, join(o.dataDir, 'ring-secret'));
         }
         const logger = pino({ level: o.logLevel, base: { svc: 'host' } }, pino.destination(2));
         const prefixes = o.allowOutbound.split(',').map((s) => s.trim()).filter(Boolean);

@@ -10,7 +10,7 @@ import { loadCluster, type ClusterFile } from '../../client/cluster.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
 import { kmsEnv, localBlobStore, startLocalKms } from '../local/kms.ts';
 import { LocalNode } from '../local/node.ts';
-import { writeJsonAtomic } from '../local/ring.ts';
+import { provideRingSecret, writeJsonAtomic } from '../local/ring.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
 import { defaultImagePath } from './up.ts';
 
@@ -70,10 +70,12 @@ export function registerNode(program: Command): void {
           logger,
           enclaveEnv: (): Record<string, string> => ({
             EKV_REPLICAS: o.replicas, EKV_JOIN: o.join ?? '', EKV_ACCESS_MODE: o.access, ...kmsEnv(kmsInfo),
-            ...(o.join ? {} : { EKV_SOLO: '1' }),
           }),
           startBlobStore: localBlobStore(logger),
         });
+        // A joining node needs the ring's ring-secret (KMS ciphertext, which `ekv up` leaves beside the cluster
+        // file): only KMS can open it, and only for the measured image (docs/membership.md).
+        if (o.join) provideRingSecret(dirname(clusterPath), join(resolve(o.dir), 'data'));
         process.stderr.write(`ekv node: starting${o.join ? `, joining through ${o.join}` : ''}\n`);
         await node.start();
         writeJsonAtomic(statePath, { port: node.host.port, httpPort: node.host.httpPort });

@@ -7,6 +7,8 @@ import { startLocalRing } from '../local/ring.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
 
 export const defaultImagePath = 'dist/enclave.mjs';
+/** The same sources built with EKV_PINNED_SINGLE_NODE=1: what a one-node ring runs (it may serve alone). */
+export const defaultSingleNodeImagePath = 'dist/enclave-single.mjs';
 
 export function registerUp(program: Command): void {
   program
@@ -32,8 +34,11 @@ export function registerUp(program: Command): void {
         const signal = firstSignal();
         const logger = pino({ level: o.logLevel, base: { svc: 'ekv-up' } }, pino.destination(2));
         const started = Date.now();
+        const singleImage = resolve(defaultSingleNodeImagePath);
+        const usesDefault = image === resolve(defaultImagePath) && existsSync(singleImage);
         const ring = await startLocalRing({
           dir: o.dir, nodes, replicas, imagePath: image, logger, access: o.access, seal: o.seal,
+          ...(usesDefault ? { singleNodeImagePath: singleImage } : {}),
           progress: (line) => process.stderr.write(`ekv up: ${line}\n`),
         });
         const ready = {

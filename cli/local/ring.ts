@@ -4,10 +4,11 @@
  * ports are kept in `ring.json`, so `ekv up --dir DIR` run again brings the
  * same ring back at the same addresses.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import type { ClusterFile } from '../../client/cluster.ts';
+import { loadCluster, type ClusterFile } from '../../client/cluster.ts';
+import { connect } from '../../client/index.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
 import { kmsEnv, localBlobStore, startLocalKms } from './kms.ts';
 import { LocalNode } from './node.ts';
@@ -31,6 +32,10 @@ export interface LocalRingOptions {
   seal?: boolean;
   /** What the ring does with keys outside any namespace (default open, the quick start's setting). */
   access?: 'open' | 'closed';
+  /** The image a one-node ring runs (built with singleNode, so it serves its sealed state alone); default imagePath. */
+  singleNodeImagePath?: string;
+  /** Extra enclave environment for every node (tests: EKV_TEST_SEAM). */
+  extraEnv?: Record<string, string>;
 }
 
 export interface LocalRing {
@@ -65,8 +70,10 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   const progress = o.progress ?? (() => undefined);
   if (previous) progress(`restarting the ring in ${dir} (${count} nodes, as it was)`);
 
+  // Only an image built as single-node may serve alone (imageConfig.singleNode); the host cannot say so.
+  const imagePath = count === 1 ? (o.singleNodeImagePath ?? o.imagePath) : o.imagePath;
   const ca = await EmulatorCa.loadOrCreate(join(dir, 'ca'));
-  const kms = o.seal === false ? null : await startLocalKms({ dir, ca, imagePath: o.imagePath, logger: o.logger });
+  const kms = o.seal === false ? null : await startLocalKms({ dir, ca, imagePath, logger: o.logger });
   const kmsInfo = kms ? { url: kms.url, keyId: kms.defaultKeyId } : null;
   if (kmsInfo) writeJsonAtomic(join(dir, 'kms.json'), kmsInfo);
   const nodes: LocalNode[] = [];
@@ -78,25 +85,28 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
     for (let i = 0; i < count; i++) {
       const name = `node-${i + 1}`;
       const prev = previous?.nodes[i];
+      const dataDir = join(dir, name, 'data');
       progress(`starting ${name} (${i + 1}/${count})`);
       const node: LocalNode = new LocalNode({
         name,
         dir: join(dir, name),
-        imagePath: o.imagePath,
+        imagePath,
         ca,
         listenPort: prev?.port ?? 0,
         httpPort: prev?.httpPort ?? 0,
         logger: o.logger,
-        // The first node founds the ring; the others, and any relaunched enclave, join through a live member.
+        // The first node founds the ring (on its first boot; later it waits for the others to reach it); the
+        // others, and any relaunched enclave, join through a live member, with the ring's ring-secret.
         enclaveEnv: ({ addr, relaunch }): Record<string, string> => {
+          if (kms && i > 0) provideRingSecret(dir, dataDir);
           const others: string[] = nodes.filter((n) => n !== node && n.enclave !== null).map((n) => n.addr);
           const join: string = relaunch || i > 0 ? (others[0] ?? '') : '';
           return {
             EKV_REPLICAS: String(replicas),
             EKV_JOIN: join === addr ? '' : join,
             EKV_ACCESS_MODE: o.access ?? 'open',
-            ...(count === 1 ? { EKV_SOLO: '1' } : {}),
             ...(kmsInfo ? kmsEnv(kmsInfo) : {}),
+            ...(o.extraEnv ?? {}),
           };
         },
         ...(kms ? { startBlobStore: localBlobStore(o.logger) } : {}),
@@ -104,6 +114,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
       });
       nodes.push(node);
       await node.start();
+      if (kms && i === 0) publishRingSecret(dataDir, dir);
     }
   } catch (err) {
     await stopAll();
@@ -113,6 +124,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   const state: RingState = { version: 1, replicas, nodes: nodes.map((n) => ({ name: n.name, port: n.host.port, httpPort: n.host.httpPort })) };
   writeJsonAtomic(statePath, state);
   const m = nodes[0]?.measurement;
+  const clusterFile = join(dir, 'cluster.json');
   const cluster: ClusterFile = {
     version: 1,
     nodes: nodes.map((n) => ({ addr: n.addr, http: n.http })),
@@ -122,7 +134,15 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
     },
     replicas,
   };
-  const clusterFile = join(dir, 'cluster.json');
+  try {
+    // The ring id is pinned when the ring is founded and kept across restarts: a node that comes back in
+    // another ring (its host wiped it and it founded anew) is then refused by clients (WRONG_RING).
+    const ringId = (previous && existsSync(clusterFile) ? loadCluster(clusterFile).trust.ringId : undefined) ?? (kms ? await learnRingId(cluster) : undefined);
+    if (ringId) cluster.trust.ringId = ringId;
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
   writeJsonAtomic(clusterFile, cluster);
   try {
     await waitForRing(cluster, 60_000, progress);
@@ -131,4 +151,31 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
     throw err;
   }
   return { dir, nodes, ca, clusterFile, cluster, stop: stopAll };
+}
+
+/** The ring-secret blob (KMS ciphertext, not secret) beside the cluster file, for nodes that join later. */
+export const ringSecretFile = 'ring-secret';
+
+function publishRingSecret(nodeDataDir: string, ringDir: string): void {
+  const from = join(nodeDataDir, ringSecretFile);
+  if (existsSync(from) && !existsSync(join(ringDir, ringSecretFile))) copyFileSync(from, join(ringDir, ringSecretFile));
+}
+
+/** Give a node's host the ring's ring-secret blob before the node's first boot (a node never founds a second ring). */
+export function provideRingSecret(ringDir: string, nodeDataDir: string): void {
+  const from = join(ringDir, ringSecretFile);
+  mkdirSync(nodeDataDir, { recursive: true, mode: 0o700 });
+  if (existsSync(from) && !existsSync(join(nodeDataDir, ringSecretFile))) copyFileSync(from, join(nodeDataDir, ringSecretFile));
+}
+
+/** The ring id the first node's attested key signs in its handshake. */
+async function learnRingId(cluster: ClusterFile): Promise<string | undefined> {
+  const kv = await connect({ cluster: { ...cluster, nodes: cluster.nodes.slice(0, 1) }, timeoutMs: 10_000 });
+  try {
+    const conn = kv.node(cluster.nodes[0]!.addr);
+    await conn.ensure();
+    return conn.ringId?.toString('hex');
+  } finally {
+    await kv.close();
+  }
 }
