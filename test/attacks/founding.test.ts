@@ -1,0 +1,166 @@
+// Attacks (issue 10, item 2): the host decides that a node may serve alone or found a ring.
+// A 3-node sealed ring with R = 3 (every node holds every key). The hostile host takes copies of one node's
+// sealed directory and restarts them, isolated (their own port, nobody joins them), as:
+// (a) an older genuine copy with the config {join: "", solo: true}: through node-config.json the enclave
+//     refuses the "solo" setting; through its environment (EKV_SOLO=1) it starts but serves nothing: no
+//     rolled-back value, no write acknowledged alone;
+// (b) a current copy with one bit of a WAL segment flipped, and an empty join: the node discards its state,
+//     and does not answer NOT_FOUND for acknowledged keys or acknowledge writes with no replicas;
+// (b') everything deleted (data key and ring secret too), empty join: indistinguishable from a first boot,
+//     it founds, but a NEW ring: clients pinned to the deployment's ring id (the cluster file) refuse it
+//     with WRONG_RING.
+// Controls: (a) and (b) with the protection switched off by the test-only seam (EKV_TEST_SEAM=host-may-found,
+// honoured only under the emulator's root) serve the rolled-back value / NOT_FOUND and acknowledge a write
+// alone; (b') with a client that pins no ring id gets NOT_FOUND for an acknowledged key.
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, EkvError, type EkvClient } from '../../client/index.ts';
+import type { TrustPolicy } from '../../client/trust.ts';
+import { kmsEnv, localBlobStore } from '../../cli/local/kms.ts';
+import { LocalNode } from '../../cli/local/node.ts';
+import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
+import { defaultImagePath, shortTempDir } from '../helpers/local-ring.ts';
+import { captureLogs } from '../helpers/log-capture.ts';
+
+const { logs, logger } = captureLogs();
+const keys = Array.from({ length: 12 }, (_, i) => `founding-${i}`);
+
+let dir: string;
+let ring: LocalRing;
+let oldCopy: string;
+let newCopy: string;
+const started: LocalNode[] = [];
+
+beforeAll(async () => {
+  dir = shortTempDir('ekv-af-');
+  ring = await startLocalRing({ dir, nodes: 3, replicas: 3, imagePath: defaultImagePath, logger });
+  expect(ring.cluster.trust.ringId).toMatch(/^[0-9a-f]{64}$/);
+  await withClient(ring.cluster.trust, ring.cluster.nodes.map((n) => n.addr), async (kv) => {
+    for (const k of keys) await kv.put(k, 'v1');
+  });
+  oldCopy = copyData('old');
+  await withClient(ring.cluster.trust, ring.cluster.nodes.map((n) => n.addr), async (kv) => {
+    for (const k of keys) expect(await kv.put(k, 'v2')).toBe(2);
+  });
+  newCopy = copyData('new');
+}, 60_000);
+
+afterAll(async () => {
+  for (const n of started) await n.stop().catch(() => undefined);
+  await ring?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A copy of node-2's sealed directory as it is now (a genuine state; blob writes are atomic renames). */
+function copyData(name: string): string {
+  const to = join(dir, 'copies', name);
+  cpSync(join(dir, 'node-2', 'data'), to, { recursive: true, filter: (src) => !src.endsWith('.tmp') });
+  return to;
+}
+
+async function withClient<T>(trust: TrustPolicy, nodes: string[], body: (kv: EkvClient) => Promise<T>): Promise<T> {
+  const kv = await connect({ nodes, trust, timeoutMs: 12_000 });
+  try {
+    return await body(kv);
+  } finally {
+    await kv.close();
+  }
+}
+
+/** An isolated node on its own port running `data` (copied), with no join address and the given extra settings. */
+async function isolated(name: string, data: string | null, extra: Record<string, string> = {}): Promise<LocalNode> {
+  const nodeDir = join(dir, name);
+  mkdirSync(join(nodeDir, 'data'), { recursive: true });
+  if (data) cpSync(data, join(nodeDir, 'data'), { recursive: true });
+  const kms = JSON.parse(readFileSync(join(dir, 'kms.json'), 'utf8')) as { url: string; keyId: string };
+  const node = new LocalNode({
+    name, dir: nodeDir, imagePath: defaultImagePath, ca: ring.ca, listenPort: 0, httpPort: 0, logger,
+    enclaveEnv: () => ({ EKV_REPLICAS: '3', EKV_JOIN: '', EKV_SOLO: '1', EKV_ACCESS_MODE: 'open', ...kmsEnv(kms), ...extra }),
+    startBlobStore: localBlobStore(logger),
+  });
+  started.push(node);
+  await node.start();
+  return node;
+}
+
+type Outcome = string; // a value, or an error code
+
+async function outcome(p: Promise<Buffer | number>): Promise<Outcome> {
+  try {
+    const v = await p;
+    return typeof v === 'number' ? `ACK ${v}` : v.toString();
+  } catch (err) {
+    if (err instanceof EkvError) return err.code;
+    throw err;
+  }
+}
+
+/** What a client pinned by `trust` gets from `node`: every key's get, and a new put. */
+async function probe(node: LocalNode, trust: TrustPolicy): Promise<{ gets: Outcome[]; put: Outcome }> {
+  return withClient(trust, [node.addr], async (kv) => {
+    const [gets, put] = await Promise.all([Promise.all(keys.map((k) => outcome(kv.get(k)))), outcome(kv.put('founding-new', 'alone'))]);
+    return { gets, put };
+  });
+}
+
+function recovered(name: string): Record<string, unknown> | undefined {
+  return logs.find((r) => r.node === name && r.msg === 'sealed state recovered');
+}
+
+describe('(a) an older genuine copy restarted with {join: "", solo: true}', () => {
+  it('the host cannot say "solo" through node-config.json: the enclave refuses the setting', async () => {
+    const nodeDir = join(dir, 'a-config');
+    mkdirSync(join(nodeDir, 'data'), { recursive: true });
+    cpSync(oldCopy, join(nodeDir, 'data'), { recursive: true });
+    writeFileSync(join(nodeDir, 'data', 'node-config.json'), JSON.stringify({ selfAddr: '127.0.0.1:1', join: '', solo: true }));
+    const err = await isolated('a-config', null, { EKV_CONFIG_FROM_HOST: '1' }).then(() => null, (e: unknown) => e as Error);
+    await started.at(-1)?.stop();
+    expect(err?.message).toMatch(/exited during start-up/);
+    const fatal = logs.find((r) => r.node === 'a-config' && r.msg === 'enclave failed to start');
+    expect(JSON.stringify(fatal?.err)).toMatch(/unknown setting solo/);
+  });
+
+  it('started anyway (EKV_SOLO=1 in its environment), it serves no rolled-back value and acknowledges nothing; control: with the seam it serves v1', async () => {
+    const [node, control] = await Promise.all([isolated('a-run', oldCopy), isolated('a-ctl', oldCopy, { EKV_TEST_SEAM: 'host-may-found' })]);
+    expect(recovered('a-run')).toMatchObject({ member: true, founded: false, reset: null });
+    const [got, ctl] = await Promise.all([probe(node, ring.cluster.trust), probe(control, ring.cluster.trust)]);
+    expect(new Set(got.gets)).toEqual(new Set(['UNAVAILABLE']));
+    expect(got.put).toBe('UNAVAILABLE');
+    // The control: the same copy, the old rule: the genuine node serves the rolled-back values and acks alone.
+    expect(new Set(ctl.gets)).toEqual(new Set(['v1']));
+    expect(ctl.put).toBe('ACK 1');
+  }, 40_000);
+});
+
+describe('(b) one bit of a WAL segment flipped, restarted with an empty join', () => {
+  it('the node discards its state but neither answers NOT_FOUND nor acknowledges alone; control: with the seam it does both', async () => {
+    const flipped = join(dir, 'copies', 'flipped');
+    cpSync(newCopy, flipped, { recursive: true });
+    const seg = readdirSync(flipped).filter((n) => n.startsWith('wal-')).sort().at(-1) as string;
+    const bytes = readFileSync(join(flipped, seg));
+    bytes[bytes.length - 20] = (bytes[bytes.length - 20] as number) ^ 0x01;
+    writeFileSync(join(flipped, seg), bytes);
+    const [node, control] = await Promise.all([isolated('b-run', flipped), isolated('b-ctl', flipped, { EKV_TEST_SEAM: 'host-may-found' })]);
+    expect(recovered('b-run')?.reset).toMatch(/^SEAL_/);
+    expect(recovered('b-run')).toMatchObject({ member: true, founded: false });
+    const [got, ctl] = await Promise.all([probe(node, ring.cluster.trust), probe(control, ring.cluster.trust)]);
+    expect(new Set(got.gets)).toEqual(new Set(['UNAVAILABLE']));
+    expect(got.put).toBe('UNAVAILABLE');
+    expect(new Set(ctl.gets)).toEqual(new Set(['NOT_FOUND']));
+    expect(ctl.put).toBe('ACK 1');
+  }, 40_000);
+});
+
+describe("(b') everything deleted, data key and ring secret too, restarted with an empty join", () => {
+  it('founds a new ring, which clients pinned to the deployment\'s ring id refuse (WRONG_RING); control: unpinned, NOT_FOUND', async () => {
+    const node = await isolated('w-run', null);
+    expect(recovered('w-run')).toMatchObject({ member: false, founded: true, created: true });
+    const got = await probe(node, ring.cluster.trust);
+    expect(new Set(got.gets)).toEqual(new Set(['WRONG_RING']));
+    expect(got.put).toBe('WRONG_RING');
+    const { ringId: _pinned, ...unpinned } = ring.cluster.trust;
+    const ctl = await probe(node, unpinned);
+    expect(new Set(ctl.gets)).toEqual(new Set(['NOT_FOUND']));
+  }, 40_000);
+});
