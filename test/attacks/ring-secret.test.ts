@@ -1,0 +1,208 @@
+// Attack (issue 10, item 3): peers trusted per image. An enclave of the SAME image, attested by the same
+// (emulated) root, but of another deployment, tries to join ring A. "Another deployment" is another KMS key:
+// a second emulated KMS founds ring B (its own ring secret), and node B1, holding ring B's ring-secret
+// ciphertext, is pointed at a member of ring A. The peer handshake's ring check refuses it (WRONG_RING) before
+// any ring message, forward, replica push or pull can cross: B1 never joins, ring A never lists it, it
+// never receives a key. Controls: a node set up identically but with ring A's ring-secret (and ring A's KMS)
+// joins and serves ring A's keys, so the only difference the test exercises is the ring secret; the
+// protocol-level controls with the check switched off are in test/protocol-ring.test.ts. Also: a member
+// whose host swaps its ring-secret blob for another ring's refuses to start (WRONG_RING).
+import { copyFileSync, cpSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, type EkvClient } from '../../client/index.ts';
+import { kmsEnv, localBlobStore, startLocalKms } from '../../cli/local/kms.ts';
+import { LocalNode } from '../../cli/local/node.ts';
+import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
+import type { EmulatedKms } from '../../emulator/kms.ts';
+import { defaultImagePath, shortTempDir } from '../helpers/local-ring.ts';
+import { waitFor } from '../helpers/ring-fixture.ts';
+import { captureLogs } from '../helpers/log-capture.ts';
+
+const { logs, logger } = captureLogs();
+const keys = Array.from({ length: 10 }, (_, i) => `ring-secret-${i}`);
+
+let dir: string;
+let ring: LocalRing;
+let kmsB: EmulatedKms;
+let ringBSecret: string;
+const started: LocalNode[] = [];
+
+beforeAll(async () => {
+  dir = shortTempDir('ekv-rs-');
+  ring = await startLocalRing({ dir, nodes: 2, replicas: 2, imagePath: defaultImagePath, logger });
+  const kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+  try {
+    for (const k of keys) await kv.put(k, `value of ${k}`);
+  } finally {
+    await kv.close();
+  }
+  // Deployment B: same image, same root, its own KMS key; its first node founds ring B.
+  kmsB = await startLocalKms({ dir: join(dir, 'b'), ca: ring.ca, imagePath: defaultImagePath, logger });
+  await node('b0', { kms: kmsB, join: '' }).start();
+  ringBSecret = join(dir, 'b0', 'data', 'ring-secret');
+}, 60_000);
+
+afterAll(async () => {
+  for (const n of started) await n.stop().catch(() => undefined);
+  await kmsB?.close();
+  await ring?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function ringAKms(): { url: string; keyId: string } {
+  return JSON.parse(readFileSync(join(dir, 'kms.json'), 'utf8')) as { url: string; keyId: string };
+}
+
+/** A node of this image; `ringSecret` is copied into its blob store before its first boot. */
+function node(name: string, o: { kms: EmulatedKms | { url: string; keyId: string }; join: string; ringSecret?: string; seam?: string }): LocalNode {
+  const nodeDir = join(dir, name);
+  mkdirSync(join(nodeDir, 'data'), { recursive: true });
+  if (o.ringSecret) copyFileSync(o.ringSecret, join(nodeDir, 'data', 'ring-secret'));
+  const kms = 'defaultKeyId' in o.kms ? { url: o.kms.url, keyId: o.kms.defaultKeyId } : o.kms;
+  const n = new LocalNode({
+    name, dir: nodeDir, imagePath: defaultImagePath, ca: ring.ca, listenPort: 0, httpPort: 0, logger,
+    enclaveEnv: () => ({ EKV_REPLICAS: '2', EKV_JOIN: o.join, EKV_ACCESS_MODE: 'open', ...kmsEnv(kms), ...(o.seam ? { EKV_TEST_SEAM: o.seam } : {}) }),
+    startBlobStore: localBlobStore(logger),
+  });
+  started.push(n);
+  return n;
+}
+
+async function ringAView(kv: EkvClient): Promise<string[]> {
+  const addrs: string[] = [];
+  for (const n of ring.nodes) {
+    const s = await kv.node(n.addr).call('status', {});
+    const succ = (s.successors as Array<{ addr: string }> | undefined) ?? [];
+    const pred = (s.predecessor as { addr: string } | null | undefined)?.addr;
+    addrs.push(...succ.map((x) => x.addr), ...(pred ? [pred] : []));
+  }
+  return addrs;
+}
+
+describe('an enclave of the same image from another deployment (another KMS key, another ring secret)', () => {
+  it('founded its own ring: another ring id than ring A\'s', () => {
+    const b0 = logs.find((r) => r.node === 'b0' && r.msg === 'sealed state recovered');
+    expect(b0).toMatchObject({ founded: true });
+    expect(ring.cluster.trust.ringId?.startsWith(String(b0?.ring))).toBe(false);
+  });
+
+  it('cannot join ring A: refused in the peer handshake (WRONG_RING), never listed, never given a key', async () => {
+    const b1 = node('b1', { kms: kmsB, join: ring.nodes[0]!.addr, ringSecret: ringBSecret });
+    await b1.start();
+    const refusal = await waitFor('b1 to be refused', 20_000, async () => {
+      const r = logs.find((x) => x.node === 'b1' && x.msg === 'cannot reach the join node yet; retrying');
+      return r ?? 'not yet';
+    });
+    expect(String(refusal.err)).toMatch(/peer of ring [0-9a-f]{16}, we are [0-9a-f]{16}/);
+    const kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+    try {
+      expect(await ringAView(kv)).not.toContain(b1.addr);
+      // Ring A's clients refuse it too: it is of another ring.
+      const other = await connect({ nodes: [b1.addr], trust: ring.cluster.trust, timeoutMs: 5000 });
+      await expect(other.get(keys[0]!)).rejects.toMatchObject({ code: 'WRONG_RING' });
+      await other.close();
+      const { ringId: _pinned, ...unpinned } = ring.cluster.trust;
+      const direct = await connect({ nodes: [b1.addr], trust: unpinned, timeoutMs: 5000 });
+      const s = await direct.node(b1.addr).call('status', {});
+      expect(s.keys).toBe(0);
+      expect(s.serving).toBe(false);
+      await direct.close();
+    } finally {
+      await kv.close();
+    }
+    expect(logs.some((r) => r.node === 'b1' && r.msg === 'received my keys; serving')).toBe(false);
+  }, 40_000);
+
+  it('ring A refuses it on its own side too: a node of ring B that skips its own check (the seam) gets nothing from ring A', async () => {
+    // b2's side of the handshake completes (it skips its check), but ring A's node refuses b2's finish (no
+    // valid ring MAC) and closes: no ring message, pull or replica reaches or leaves ring A.
+    const b2 = node('b2', { kms: kmsB, join: ring.nodes[0]!.addr, ringSecret: ringBSecret, seam: 'no-ring-check' });
+    await b2.start();
+    const { ringId: _pinned, ...unpinned } = ring.cluster.trust;
+    const kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+    const direct = await connect({ nodes: [b2.addr], trust: unpinned, timeoutMs: 5000 });
+    try {
+      // Several stabilization rounds (300 ms each); the control node below is in and serving within about 2 s.
+      await new Promise((r) => setTimeout(r, 5000));
+      expect(await ringAView(kv)).not.toContain(b2.addr);
+      const s = await direct.node(b2.addr).call('status', {});
+      expect(s.keys).toBe(0);
+      expect(s.serving).toBe(false);
+      expect(s.successors ?? []).toEqual([]);
+    } finally {
+      await kv.close();
+      await direct.close();
+    }
+  }, 40_000);
+
+  it('control: the same set-up with ring A\'s ring-secret and KMS joins ring A and serves its keys', async () => {
+    const a3 = node('a3', { kms: ringAKms(), join: ring.nodes[0]!.addr, ringSecret: join(dir, 'ring-secret') });
+    await a3.start();
+    const kv = await connect({ cluster: { ...ring.cluster, nodes: [...ring.cluster.nodes, { addr: a3.addr }] }, timeoutMs: 10_000 });
+    try {
+      await waitFor('a3 in ring A', 20_000, async () => ((await ringAView(kv)).includes(a3.addr) ? true : 'not yet'));
+      await waitFor('a3 serving', 20_000, async () => ((await kv.node(a3.addr).call('status', {})).serving === true ? true : 'not yet'));
+      const alone = await connect({ nodes: [a3.addr], trust: ring.cluster.trust, timeoutMs: 10_000, routing: 'any' });
+      expect((await alone.get(keys[0]!)).toString()).toBe(`value of ${keys[0]}`);
+      await alone.close();
+    } finally {
+      await kv.close();
+    }
+  }, 40_000);
+
+  it('a member whose host swaps its ring-secret for another ring\'s (founded under the same KMS key) refuses to start (WRONG_RING)', async () => {
+    // Ring A': a wiped node founded it under ring A's own key, so ring A's KMS opens its ciphertext.
+    await node('a-prime', { kms: ringAKms(), join: '' }).start();
+    const victimData = join(dir, ring.nodes[1]!.name, 'data');
+    const copyDir = join(dir, 'swap', 'data');
+    mkdirSync(copyDir, { recursive: true });
+    cpSync(victimData, copyDir, { recursive: true, filter: (src) => !src.endsWith('.tmp') });
+    copyFileSync(join(dir, 'a-prime', 'data', 'ring-secret'), join(copyDir, 'ring-secret'));
+    const swapped = node('swap', { kms: ringAKms(), join: ring.nodes[0]!.addr });
+    const err = await swapped.start().then(() => null, (e: unknown) => e as Error);
+    await swapped.stop();
+    expect(err?.message).toMatch(/exited during start-up/);
+    const fatal = logs.find((r) => r.node === 'swap' && r.msg === 'enclave failed to start');
+    expect(JSON.stringify(fatal?.err)).toMatch(/WRONG_RING/);
+  }, 40_000);
+});
+
+describe('control: with the ring check switched off by the test-only seam on both rings', () => {
+  it('the node of ring B joins ring C and is handed its keys (the hole the check closes)', async () => {
+    // Ring C: a third deployment under the same (emulated) root as ring B's node, its nodes with the seam.
+    const cDir = join(dir, 'c');
+    cpSync(join(dir, 'ca'), join(cDir, 'ca'), { recursive: true });
+    const ringC = await startLocalRing({ dir: cDir, nodes: 1, replicas: 2, imagePath: defaultImagePath, logger, extraEnv: { EKV_TEST_SEAM: 'no-ring-check' } });
+    try {
+      const kv = await connect({ cluster: ringC.clusterFile, timeoutMs: 10_000 });
+      try {
+        for (const k of keys) await kv.put(k, `C ${k}`);
+        const nodeDir = join(dir, 'bc');
+        mkdirSync(join(nodeDir, 'data'), { recursive: true });
+        copyFileSync(ringBSecret, join(nodeDir, 'data', 'ring-secret'));
+        const bc = new LocalNode({
+          name: 'bc', dir: nodeDir, imagePath: defaultImagePath, ca: ringC.ca, listenPort: 0, httpPort: 0, logger,
+          enclaveEnv: () => ({ EKV_REPLICAS: '2', EKV_JOIN: ringC.nodes[0]!.addr, EKV_ACCESS_MODE: 'open', EKV_TEST_SEAM: 'no-ring-check', ...kmsEnv({ url: kmsB.url, keyId: kmsB.defaultKeyId }) }),
+          startBlobStore: localBlobStore(logger),
+        });
+        started.push(bc);
+        await bc.start();
+        // Ring C's clients pin ring C's id and still refuse bc; the status is read without the pin.
+        const { ringId: _pinned, ...unpinned } = ringC.cluster.trust;
+        const direct = await connect({ nodes: [bc.addr], trust: unpinned, timeoutMs: 5000 });
+        try {
+          await waitFor('bc serving in ring C', 20_000, async () => ((await direct.node(bc.addr).call('status', {})).serving === true ? true : 'not yet'));
+          const s = await direct.node(bc.addr).call('status', {});
+          expect(s.keys).toBeGreaterThan(0);
+        } finally {
+          await direct.close();
+        }
+      } finally {
+        await kv.close();
+      }
+    } finally {
+      await ringC.stop();
+    }
+  }, 60_000);
+});
