@@ -114,9 +114,11 @@ describe('an enclave of the same image from another deployment (another KMS key,
     expect(logs.some((r) => r.node === 'b1' && r.msg === 'received my keys; serving')).toBe(false);
   }, 40_000);
 
-  it('ring A refuses it on its own side too: a node of ring B that skips its own check (the seam) gets nothing from ring A', async () => {
-    // b2's side of the handshake completes (it skips its check), but ring A's node refuses b2's finish (no
-    // valid ring MAC) and closes: no ring message, pull or replica reaches or leaves ring A.
+  it('with its own check switched off (the seam), the node of ring B still gets nothing: ring A checks on its side', async () => {
+    // b2's side of the handshake completes (it skips its check), but ring A's nodes refuse b2's finish when
+    // they accept (no valid ring MAC) and b2's ring id and MAC when they connect to it: no ring message, pull
+    // or replica crosses. (Either of ring A's two checks alone keeps b2 out here; test/protocol-ring.test.ts
+    // shows each one failing on its own when switched off.)
     const b2 = node('b2', { kms: kmsB, join: ring.nodes[0]!.addr, ringSecret: ringBSecret, seam: 'no-ring-check' });
     await b2.start();
     const { ringId: _pinned, ...unpinned } = ring.cluster.trust;
