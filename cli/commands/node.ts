@@ -12,7 +12,7 @@ import { kmsEnv, localBlobStore, startLocalKms } from '../local/kms.ts';
 import { LocalNode } from '../local/node.ts';
 import { provideRingSecret, writeJsonAtomic } from '../local/ring.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
-import { defaultImagePath } from './up.ts';
+import { defaultImagePath, defaultSingleNodeImagePath } from './up.ts';
 
 interface NodeOpts {
   join?: string;
@@ -46,7 +46,10 @@ export function registerNode(program: Command): void {
     .action(async (o: NodeOpts) =>
       run(o.json, async () => {
         const signal = firstSignal();
-        const image = resolve(o.enclaveImage);
+        // Founding alone is a one-node deployment: that is the single-node image's to allow (it may serve its
+        // sealed state alone after a restart), never a host setting.
+        const single = resolve(defaultSingleNodeImagePath);
+        const image = !o.join && resolve(o.enclaveImage) === resolve(defaultImagePath) && existsSync(single) ? single : resolve(o.enclaveImage);
         if (!existsSync(image)) throw new UsageError(`no enclave image at ${image}: run \`npm run build\` first`);
         const clusterPath = resolve(o.cluster);
         const caDir = resolve(o.ca ?? join(dirname(clusterPath), 'ca'));
