@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { connect, type EkvClient } from '../../client/index.ts';
 import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
-import { defaultImagePath, shortTempDir } from '../helpers/local-ring.ts';
+import { defaultImagePath, shortTempDir, singleNodeImagePath } from '../helpers/local-ring.ts';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -27,7 +27,7 @@ const logger = pino({ level: 'info' }, new Writable({
 
 async function withRing<T>(seal: boolean, body: (ring: LocalRing) => Promise<T>): Promise<T> {
   const dir = shortTempDir('ekv-bk-');
-  const ring = await startLocalRing({ dir, nodes: 1, replicas: 1, imagePath: defaultImagePath, logger, seal });
+  const ring = await startLocalRing({ dir, nodes: 1, replicas: 1, imagePath: defaultImagePath, singleNodeImagePath, logger, seal });
   try {
     return await body(ring);
   } finally {

@@ -21,6 +21,8 @@ import { fetchAttestation } from '../../host/http.ts';
 
 /** The enclave image `npm run build` (and the vitest globalSetup) produces. */
 export const defaultImagePath = fileURLToPath(new URL('../../dist/enclave.mjs', import.meta.url));
+/** The same sources built as a single-node image (it may serve its sealed state alone; docs/membership.md). */
+export const singleNodeImagePath = fileURLToPath(new URL('../../dist/enclave-single.mjs', import.meta.url));
 const enclaveStartMs = 30_000;
 
 export function testLogger(): Logger {
