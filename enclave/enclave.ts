@@ -52,6 +52,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   let identity: Identity;
   let ringCred: RingCredential | null = null;
   let founded: boolean;
+  let discarded = false;
   if (sealing) {
     const opened = await Persistence.open({
       config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, partition, logger: c.logger,
@@ -61,6 +62,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     identity = opened.recovered.identity;
     ringCred = opened.recovered.ring;
     founded = opened.recovered.founded;
+    discarded = opened.recovered.reset !== null;
   } else {
     // No KMS, so no ring secret: peers are trusted per image (docs/membership.md). Nothing survives a
     // restart, so every boot is a first boot and one with no join address founds.
@@ -76,10 +78,11 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const ring = new RingDriver(self, peers, c.logger);
   const onApply = persistence ? (k: Buffer, v: Buffer | null, n: number) => (persistence as Persistence).record(k, v, n) : undefined;
   // Only the node that founded its ring on this very boot (it holds nothing) serves at once, and a node
-  // whose image says it runs alone (a single-node deployment, measured into PCR0). Every other node,
-  // whatever its host says (an empty join address, "solo"), has been a ring member: it serves only after
-  // pulling its range from its successors, whose replicas hold every acknowledged write.
-  const servesAtOnce = founded || imageConfig.singleNode || (seams.hostMayFound && c.config.join === null);
+  // whose image says it runs alone (a single-node deployment, measured into PCR0) and whose sealed state
+  // verified: having discarded it, a lone node has nothing true to say (NOT_FOUND would be a lie). Every
+  // other node, whatever its host says (an empty join address, "solo"), has been a ring member: it serves
+  // only after pulling its range from its successors, whose replicas hold every acknowledged write.
+  const servesAtOnce = founded || (imageConfig.singleNode && !discarded) || (seams.hostMayFound && c.config.join === null);
   const store = new ClusterStore(
     { partition, ring, peers, self, replicas: settings.replicas, logger: c.logger, ...(onApply ? { onApply } : {}) },
     servesAtOnce,

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { connect, EkvError, type EkvClient, type TrustPolicy } from '../../client/index.ts';
 import { kmsEnv, localBlobStore } from '../../cli/local/kms.ts';
 import { LocalNode } from '../../cli/local/node.ts';
-import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
+import { provideRingSecret, startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
 import { idFromBytes, inRange, keyId } from '../../enclave/ring/index.ts';
 import type { History } from './history.ts';
 import { defaultImagePath, shortTempDir, testLogger } from './local-ring.ts';
@@ -265,6 +265,8 @@ export class RingFixture {
   async addNode(o: { imagePath?: string; member?: boolean; seal?: boolean } = {}): Promise<LocalNode> {
     const kms = (o.seal ?? true) ? this.kms : null;
     const name = `extra-${++this.extra}`;
+    // A sealed node gets the ring's ring-secret ciphertext from its host, as `ekv node --join` gives it.
+    if (kms) provideRingSecret(this.dir, join(this.dir, name, 'data'));
     const node: LocalNode = new LocalNode({
       name, dir: join(this.dir, name), imagePath: o.imagePath ?? defaultImagePath, ca: this.ring.ca,
       listenPort: 0, httpPort: 0, logger: this.logger,
