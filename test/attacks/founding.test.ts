@@ -12,6 +12,8 @@
 // Controls: (a) and (b) with the protection switched off by the test-only seam (EKV_TEST_SEAM=host-may-found,
 // honoured only under the emulator's root) serve the rolled-back value / NOT_FOUND and acknowledge a write
 // alone; (b') with a client that pins no ring id gets NOT_FOUND for an acknowledged key.
+// (s) a single-node image (imageConfig.singleNode, in PCR0) serves its sealed state alone after a restart,
+//     but not after discarding tampered state (no NOT_FOUND for acknowledged keys there either).
 import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,8 +22,9 @@ import type { TrustPolicy } from '../../client/trust.ts';
 import { kmsEnv, localBlobStore } from '../../cli/local/kms.ts';
 import { LocalNode } from '../../cli/local/node.ts';
 import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
-import { defaultImagePath, shortTempDir } from '../helpers/local-ring.ts';
+import { defaultImagePath, shortTempDir, singleNodeImagePath } from '../helpers/local-ring.ts';
 import { captureLogs } from '../helpers/log-capture.ts';
+import { waitFor } from '../helpers/ring-fixture.ts';
 
 const { logs, logger } = captureLogs();
 const keys = Array.from({ length: 12 }, (_, i) => `founding-${i}`);
@@ -52,11 +55,18 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** A copy of node-2's sealed directory as it is now (a genuine state; blob writes are atomic renames). */
-function copyData(name: string): string {
+/** A copy of a node's sealed directory as it is now (a genuine state; blob writes are atomic renames). */
+function copyData(name: string, from = join(dir, 'node-2', 'data')): string {
   const to = join(dir, 'copies', name);
-  cpSync(join(dir, 'node-2', 'data'), to, { recursive: true, filter: (src) => !src.endsWith('.tmp') });
+  cpSync(from, to, { recursive: true, filter: (src) => !src.endsWith('.tmp') });
   return to;
+}
+
+function flipWalBit(data: string): void {
+  const seg = readdirSync(data).filter((n) => n.startsWith('wal-')).sort().at(-1) as string;
+  const bytes = readFileSync(join(data, seg));
+  bytes[bytes.length - 20] = (bytes[bytes.length - 20] as number) ^ 0x01;
+  writeFileSync(join(data, seg), bytes);
 }
 
 async function withClient<T>(trust: TrustPolicy, nodes: string[], body: (kv: EkvClient) => Promise<T>): Promise<T> {
@@ -69,13 +79,15 @@ async function withClient<T>(trust: TrustPolicy, nodes: string[], body: (kv: Ekv
 }
 
 /** An isolated node on its own port running `data` (copied), with no join address and the given extra settings. */
-async function isolated(name: string, data: string | null, extra: Record<string, string> = {}): Promise<LocalNode> {
+async function isolated(
+  name: string, data: string | null, extra: Record<string, string> = {}, of: { ring: LocalRing; image: string } = { ring, image: defaultImagePath },
+): Promise<LocalNode> {
   const nodeDir = join(dir, name);
   mkdirSync(join(nodeDir, 'data'), { recursive: true });
   if (data) cpSync(data, join(nodeDir, 'data'), { recursive: true });
-  const kms = JSON.parse(readFileSync(join(dir, 'kms.json'), 'utf8')) as { url: string; keyId: string };
+  const kms = JSON.parse(readFileSync(join(of.ring.dir, 'kms.json'), 'utf8')) as { url: string; keyId: string };
   const node = new LocalNode({
-    name, dir: nodeDir, imagePath: defaultImagePath, ca: ring.ca, listenPort: 0, httpPort: 0, logger,
+    name, dir: nodeDir, imagePath: of.image, ca: of.ring.ca, listenPort: 0, httpPort: 0, logger,
     enclaveEnv: () => ({ EKV_REPLICAS: '3', EKV_JOIN: '', EKV_SOLO: '1', EKV_ACCESS_MODE: 'open', ...kmsEnv(kms), ...extra }),
     startBlobStore: localBlobStore(logger),
   });
@@ -104,8 +116,9 @@ async function probe(node: LocalNode, trust: TrustPolicy): Promise<{ gets: Outco
   });
 }
 
-function recovered(name: string): Record<string, unknown> | undefined {
-  return logs.find((r) => r.node === name && r.msg === 'sealed state recovered');
+/** The enclave's 'sealed state recovered' record (its logs are forwarded asynchronously: wait for it). */
+function recovered(name: string): Promise<Record<string, unknown>> {
+  return waitFor(`${name}'s recovery log`, 10_000, async () => logs.find((r) => r.node === name && r.msg === 'sealed state recovered') ?? 'not yet');
 }
 
 describe('(a) an older genuine copy restarted with {join: "", solo: true}', () => {
@@ -117,13 +130,13 @@ describe('(a) an older genuine copy restarted with {join: "", solo: true}', () =
     const err = await isolated('a-config', null, { EKV_CONFIG_FROM_HOST: '1' }).then(() => null, (e: unknown) => e as Error);
     await started.at(-1)?.stop();
     expect(err?.message).toMatch(/exited during start-up/);
-    const fatal = logs.find((r) => r.node === 'a-config' && r.msg === 'enclave failed to start');
+    const fatal = await waitFor('the fatal log', 10_000, async () => logs.find((r) => r.node === 'a-config' && r.msg === 'enclave failed to start') ?? 'not yet');
     expect(JSON.stringify(fatal?.err)).toMatch(/unknown setting solo/);
   });
 
   it('started anyway (EKV_SOLO=1 in its environment), it serves no rolled-back value and acknowledges nothing; control: with the seam it serves v1', async () => {
     const [node, control] = await Promise.all([isolated('a-run', oldCopy), isolated('a-ctl', oldCopy, { EKV_TEST_SEAM: 'host-may-found' })]);
-    expect(recovered('a-run')).toMatchObject({ member: true, founded: false, reset: null });
+    expect(await recovered('a-run')).toMatchObject({ member: true, founded: false, reset: null });
     const [got, ctl] = await Promise.all([probe(node, ring.cluster.trust), probe(control, ring.cluster.trust)]);
     expect(new Set(got.gets)).toEqual(new Set(['UNAVAILABLE']));
     expect(got.put).toBe('UNAVAILABLE');
@@ -137,13 +150,10 @@ describe('(b) one bit of a WAL segment flipped, restarted with an empty join', (
   it('the node discards its state but neither answers NOT_FOUND nor acknowledges alone; control: with the seam it does both', async () => {
     const flipped = join(dir, 'copies', 'flipped');
     cpSync(newCopy, flipped, { recursive: true });
-    const seg = readdirSync(flipped).filter((n) => n.startsWith('wal-')).sort().at(-1) as string;
-    const bytes = readFileSync(join(flipped, seg));
-    bytes[bytes.length - 20] = (bytes[bytes.length - 20] as number) ^ 0x01;
-    writeFileSync(join(flipped, seg), bytes);
+    flipWalBit(flipped);
     const [node, control] = await Promise.all([isolated('b-run', flipped), isolated('b-ctl', flipped, { EKV_TEST_SEAM: 'host-may-found' })]);
-    expect(recovered('b-run')?.reset).toMatch(/^SEAL_/);
-    expect(recovered('b-run')).toMatchObject({ member: true, founded: false });
+    expect((await recovered('b-run')).reset).toMatch(/^SEAL_/);
+    expect(await recovered('b-run')).toMatchObject({ member: true, founded: false });
     const [got, ctl] = await Promise.all([probe(node, ring.cluster.trust), probe(control, ring.cluster.trust)]);
     expect(new Set(got.gets)).toEqual(new Set(['UNAVAILABLE']));
     expect(got.put).toBe('UNAVAILABLE');
@@ -155,7 +165,7 @@ describe('(b) one bit of a WAL segment flipped, restarted with an empty join', (
 describe("(b') everything deleted, data key and ring secret too, restarted with an empty join", () => {
   it('founds a new ring, which clients pinned to the deployment\'s ring id refuse (WRONG_RING); control: unpinned, NOT_FOUND', async () => {
     const node = await isolated('w-run', null);
-    expect(recovered('w-run')).toMatchObject({ member: false, founded: true, created: true });
+    expect(await recovered('w-run')).toMatchObject({ member: false, founded: true, created: true });
     const got = await probe(node, ring.cluster.trust);
     expect(new Set(got.gets)).toEqual(new Set(['WRONG_RING']));
     expect(got.put).toBe('WRONG_RING');
@@ -163,4 +173,27 @@ describe("(b') everything deleted, data key and ring secret too, restarted with 
     const ctl = await probe(node, unpinned);
     expect(new Set(ctl.gets)).toEqual(new Set(['NOT_FOUND']));
   }, 40_000);
+});
+
+describe('(s) a single-node image', () => {
+  it('serves its sealed state alone after a restart, but not after discarding tampered state', async () => {
+    const single = await startLocalRing({ dir: join(dir, 'single'), nodes: 1, replicas: 1, imagePath: defaultImagePath, singleNodeImagePath, logger });
+    try {
+      await withClient(single.cluster.trust, [single.nodes[0]!.addr], async (kv) => {
+        for (const k of keys) await kv.put(k, 'single');
+      });
+      const good = copyData('single-good', join(dir, 'single', 'node-1', 'data'));
+      const bad = copyData('single-bad', join(dir, 'single', 'node-1', 'data'));
+      flipWalBit(bad);
+      const of = { ring: single, image: singleNodeImagePath };
+      const [restarted, tampered] = await Promise.all([isolated('s-good', good, {}, of), isolated('s-bad', bad, {}, of)]);
+      expect((await recovered('s-bad')).reset).toMatch(/^SEAL_/);
+      const [ok, refused] = await Promise.all([probe(restarted, single.cluster.trust), probe(tampered, single.cluster.trust)]);
+      expect(new Set(ok.gets)).toEqual(new Set(['single']));
+      expect(new Set(refused.gets)).toEqual(new Set(['UNAVAILABLE']));
+      expect(refused.put).toBe('UNAVAILABLE');
+    } finally {
+      await single.stop();
+    }
+  }, 60_000);
 });

@@ -81,8 +81,8 @@ async function ringAView(kv: EkvClient): Promise<string[]> {
 }
 
 describe('an enclave of the same image from another deployment (another KMS key, another ring secret)', () => {
-  it('founded its own ring: another ring id than ring A\'s', () => {
-    const b0 = logs.find((r) => r.node === 'b0' && r.msg === 'sealed state recovered');
+  it('founded its own ring: another ring id than ring A\'s', async () => {
+    const b0 = await waitFor('b0 recovery log', 10_000, async () => logs.find((r) => r.node === 'b0' && r.msg === 'sealed state recovered') ?? 'not yet');
     expect(b0).toMatchObject({ founded: true });
     expect(ring.cluster.trust.ringId?.startsWith(String(b0?.ring))).toBe(false);
   });
@@ -165,7 +165,7 @@ describe('an enclave of the same image from another deployment (another KMS key,
     const err = await swapped.start().then(() => null, (e: unknown) => e as Error);
     await swapped.stop();
     expect(err?.message).toMatch(/exited during start-up/);
-    const fatal = logs.find((r) => r.node === 'swap' && r.msg === 'enclave failed to start');
+    const fatal = await waitFor('the fatal log', 10_000, async () => logs.find((r) => r.node === 'swap' && r.msg === 'enclave failed to start') ?? 'not yet');
     expect(JSON.stringify(fatal?.err)).toMatch(/WRONG_RING/);
   }, 40_000);
 });
