@@ -17,8 +17,10 @@
  * id, which a client may pin (WRONG_RING otherwise). In mode 'peer' both sides
  * also prove the ring secret: `rmac` = HMAC(ring MAC key, label || transcript
  * hash), the server's beside its core, the peer's in its finish. A peer of
- * another ring, or one without a MAC, is refused with WRONG_RING. Mode 'attest' returns just a document (the host's
- * /v1/attestation) and closes.
+ * another ring, or one without a MAC, is refused with WRONG_RING.
+ *
+ * Mode 'attest' returns just a document (the host's /v1/attestation) and
+ * closes.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { deriveTrafficKeys, FrameOpener, FrameSealer } from './aead.ts';
