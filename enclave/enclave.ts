@@ -53,6 +53,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   let ringCred: RingCredential | null = null;
   let founded: boolean;
   let discarded = false;
+  let served = false;
   if (sealing) {
     const opened = await Persistence.open({
       config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, partition, logger: c.logger,
@@ -63,6 +64,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     ringCred = opened.recovered.ring;
     founded = opened.recovered.founded;
     discarded = opened.recovered.reset !== null;
+    served = opened.recovered.served;
   } else {
     // No KMS, so no ring secret: peers are trusted per image (docs/membership.md). Nothing survives a
     // restart, so every boot is a first boot and one with no join address founds.
@@ -83,10 +85,13 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   // other node, whatever its host says (an empty join address, "solo"), has been a ring member: it serves
   // only after pulling its range from its successors, whose replicas hold every acknowledged write.
   const servesAtOnce = founded || (imageConfig.singleNode && !discarded) || (seams.hostMayFound && c.config.join === null);
+  const onFirstServing = persistence ? () => (persistence as Persistence).markServed() : undefined;
   const store = new ClusterStore(
-    { partition, ring, peers, self, replicas: settings.replicas, logger: c.logger, ...(onApply ? { onApply } : {}) },
+    { partition, ring, peers, self, replicas: settings.replicas, logger: c.logger, ...(onApply ? { onApply, onFirstServing } : {}) },
     servesAtOnce,
+    served,
   );
+  store.anyPullSource = seams.anyPullSource;
 
   const handler = (op: string, req: Record<string, unknown>, ctx: CallerContext): Promise<RpcResult> | RpcResult => {
     switch (op) {
@@ -146,17 +151,18 @@ function effectiveSettings(config: EnclaveConfig, production: boolean): { replic
  * Test-only seams (EKV_TEST_SEAM, comma-separated), honoured only under the emulator's root, never on Nitro:
  * they switch a protection off so that each attack test has a control showing it catches the hole.
  * - host-may-found: a node with no join address serves at once (the old EKV_SOLO behaviour);
- * - no-ring-check: the handshake skips ring ids and MACs.
+ * - no-ring-check: the handshake skips ring ids and MACs;
+ * - any-pull-source: a node that is not serving answers pulls even when it or the puller never served.
  */
-function testSeams(env: NodeJS.ProcessEnv, production: boolean, logger: Logger): { hostMayFound: boolean } {
+function testSeams(env: NodeJS.ProcessEnv, production: boolean, logger: Logger): { hostMayFound: boolean; anyPullSource: boolean } {
   const names = (env.EKV_TEST_SEAM ?? '').split(',').filter(Boolean);
-  if (production || names.length === 0) return { hostMayFound: false };
+  if (production || names.length === 0) return { hostMayFound: false, anyPullSource: false };
   logger.warn({ seams: names }, 'TEST SEAMS ON: protections switched off (emulator only)');
   if (names.includes('no-ring-check')) {
     ringChecks.connect = false;
     ringChecks.accept = false;
   }
-  return { hostMayFound: names.includes('host-may-found') };
+  return { hostMayFound: names.includes('host-may-found'), anyPullSource: names.includes('any-pull-source') };
 }
 
 /** Keys starting with 0x00 are reserved for the enclave's own documents (ACLs, groups). */

@@ -3,8 +3,8 @@
  * write-ahead log and snapshots sealed under a KMS data key (enclave/seal).
  *
  * Records (CBOR): ['id', pkcs8] the node's identity key; ['e', key, value|null, version] an entry;
- * ['ring', ringId] the ring this node belongs to (docs/membership.md).
- * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...], ringId].
+ * ['ring', ringId] the ring this node belongs to; ['served'] this node has served in it (docs/membership.md).
+ * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...], ringId, served].
  *
  * On Nitro the KMS key and endpoint are the image's own (enclave/image-config.ts): a host that chose
  * them could name a key it can decrypt itself, or a fake KMS that hands the enclave a data key of the
@@ -75,6 +75,8 @@ export interface Recovered {
   founded: boolean;
   /** This node has been a ring member before (a data key existed, or it discarded tampered state). */
   member: boolean;
+  /** This node has served in its ring (the sealed state that survived says so). */
+  served: boolean;
 }
 
 export class Persistence {
@@ -83,9 +85,17 @@ export class Persistence {
     private readonly blobs: BlobClient,
     private readonly identity: Identity,
     private readonly ringId: Buffer,
+    private served: boolean,
     private readonly partition: Partition,
     private readonly logger: Logger,
   ) {}
+
+  /** Record (once, durably) that this node serves in its ring. */
+  async markServed(): Promise<void> {
+    if (this.served) return;
+    this.served = true;
+    await this.store.append(encodeCbor(['served']));
+  }
 
   /** Open (or create) the sealed state; rebuild `partition`; return the node's identity. */
   static async open(c: {
@@ -131,11 +141,13 @@ export class Persistence {
     dataKey.fill(0);
     let identity: Identity | null = null;
     let sealedRing: Buffer | null = null;
+    let served = false;
     let entries = 0;
     const apply = (rec: unknown) => {
       if (!Array.isArray(rec)) return;
       if (rec[0] === 'id' && rec[1] instanceof Uint8Array) identity = importIdentity(rec[1]);
       else if (rec[0] === 'ring' && rec[1] instanceof Uint8Array) sealedRing = Buffer.from(rec[1]);
+      else if (rec[0] === 'served') served = true;
       else if (rec[0] === 'e') {
         const [, k, v, n] = rec as [string, Uint8Array, Uint8Array | null, number];
         if (c.partition.apply(Buffer.from(k), { value: v === null ? null : Buffer.from(v), version: n })) entries++;
@@ -143,6 +155,7 @@ export class Persistence {
         identity = importIdentity(rec[1] as Uint8Array);
         for (const e of rec[2] as unknown[]) apply(['e', ...(e as unknown[])]);
         if (rec[3] instanceof Uint8Array) sealedRing = Buffer.from(rec[3]);
+        if (rec[4] === true) served = true;
       }
     };
     if (recovered.snapshot) apply(decodeCbor(recovered.snapshot));
@@ -154,13 +167,13 @@ export class Persistence {
     } finally {
       kms.destroy();
     }
-    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, c.partition, c.logger);
+    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, served, c.partition, c.logger);
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
     if (sealedRing === null) await store.append(encodeCbor(['ring', ring.credential.id]));
-    c.logger.info({ created, entries, lastSeq: recovered.lastSeq, reset, member, founded: ring.founded, ring: ring.credential.id.toString('hex').slice(0, 16) }, 'sealed state recovered');
+    c.logger.info({ created, entries, lastSeq: recovered.lastSeq, reset, member, served, founded: ring.founded, ring: ring.credential.id.toString('hex').slice(0, 16) }, 'sealed state recovered');
     return {
       persistence,
-      recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member },
+      recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member, served },
     };
   }
 
@@ -177,7 +190,7 @@ export class Persistence {
     this.snapshotting = true;
     try {
       const entries = [...this.partition.entries()].map((e) => [e.key, e.value, e.version]);
-      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, this.ringId]));
+      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, this.ringId, this.served]));
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'snapshot failed');
     } finally {

@@ -95,11 +95,33 @@ export class ClusterStore {
       logger: Logger;
       /** Called after every local change (sealing hooks in here). */
       onApply?: (key: Buffer, value: Buffer | null, version: number) => Promise<void> | void;
+      /** Called the first time this node serves (sealing records it: docs/membership.md). */
+      onFirstServing?: () => Promise<void> | void;
     },
     serving: boolean,
+    /**
+     * Whether this node has ever served in its ring (sealed). A node that is not serving answers a pull only
+     * when both it and the puller have served before (a ring restarting as a whole): a node that never
+     * served holds nothing it can vouch for, so a restored old copy cannot reconcile against fresh nodes
+     * the host joins to it, and fresh nodes cannot take its old state as the ring's.
+     */
+    hasServed: boolean,
   ) {
-    this.serving = serving;
+    this.serving = false;
+    this.hasServed = hasServed;
+    if (serving) this.startServing();
     c.ring.onEvent((e) => this.onRingEvent(e));
+  }
+
+  private hasServed: boolean;
+  /** Test-only (EKV_TEST_SEAM=any-pull-source, emulator only): answer pulls whatever the served rule says. */
+  anyPullSource = false;
+
+  private startServing(): void {
+    this.serving = true;
+    if (this.hasServed) return;
+    this.hasServed = true;
+    void Promise.resolve(this.c.onFirstServing?.()).catch((err: unknown) => this.c.logger.error({ err: (err as Error).message }, 'could not record serving'));
   }
 
   start(): void {
@@ -314,6 +336,9 @@ export class ClusterStore {
   private answerPull(req: Record<string, unknown>, peerKey: Buffer): RpcResult {
     const peerId = nodeIdFromPublicKey(peerKey);
     if (typeof req.addr !== 'string' || req.addr.length > 300) throw new EkvError('BAD_REQUEST', 'pull needs the puller address');
+    if (!this.serving && !(this.hasServed && req.sv === true) && !this.anyPullSource) {
+      throw new EkvError('UNAVAILABLE', 'not serving, and one of us never served: the range waits for a node that did');
+    }
     const core = this.c.ring.core;
     if (req.f === true) {
       // The puller's immediate successor: take it as predecessor first (as notify would), so from now on
@@ -371,7 +396,7 @@ export class ClusterStore {
     try {
       for (const [i, src] of sources.entries()) await this.pullFrom(src, pred, i === 0);
       if (core.predecessor?.id !== pred.id) throw new EkvError('UNAVAILABLE', 'the predecessor changed during the pull');
-      this.serving = true;
+      this.startServing();
       this.c.logger.info({ keys: this.c.partition.size, from: sources.map((x) => x.addr) }, 'received my keys; serving');
       void this.sync();
     } catch (err) {
@@ -385,7 +410,7 @@ export class ClusterStore {
   private async pullFrom(src: NodeRef, pred: NodeRef, first: boolean): Promise<void> {
     let after: Buffer | null = null;
     for (;;) {
-      const req = { s: idToBytes(pred.id), addr: this.c.self.addr, f: first, ...(after ? { a: after } : {}) };
+      const req = { s: idToBytes(pred.id), addr: this.c.self.addr, f: first, sv: this.hasServed, ...(after ? { a: after } : {}) };
       const r = await this.c.peers.call(src.addr, 'pull', req, 10_000, src.id);
       await this.applyEntries(r.e);
       const last = Array.isArray(r.e) && r.e.length > 0 ? (r.e[r.e.length - 1] as WireEntry)[0] : null;
@@ -450,6 +475,7 @@ export class ClusterStore {
       addr: this.c.self.addr,
       ring: core.status,
       serving: this.serving,
+      served: this.hasServed,
       predecessor: ref(core.predecessor),
       successors: core.successors.map(ref),
       keys: this.c.partition.size,

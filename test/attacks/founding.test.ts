@@ -12,6 +12,9 @@
 // Controls: (a) and (b) with the protection switched off by the test-only seam (EKV_TEST_SEAM=host-may-found,
 // honoured only under the emulator's root) serve the rolled-back value / NOT_FOUND and acknowledge a write
 // alone; (b') with a client that pins no ring id gets NOT_FOUND for an acknowledged key.
+// (f) an older genuine copy restarted with an empty join, and a fresh node the host joins to it: a node that
+//     never served cannot vouch for a range, so neither serves (no rolled-back value). Control: the
+//     any-pull-source seam lets them reconcile against each other, and the old copy serves v1.
 // (s) a single-node image (imageConfig.singleNode, in PCR0) serves its sealed state alone after a restart,
 //     but not after discarding tampered state (no NOT_FOUND for acknowledged keys there either).
 import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -160,6 +163,38 @@ describe('(b) one bit of a WAL segment flipped, restarted with an empty join', (
     expect(new Set(ctl.gets)).toEqual(new Set(['NOT_FOUND']));
     expect(ctl.put).toBe('ACK 1');
   }, 40_000);
+});
+
+describe('(f) an older genuine copy with an empty join, and a fresh node the host joins to it', () => {
+  async function fork(tag: string, extra: Record<string, string>): Promise<{ old: LocalNode; fresh: LocalNode }> {
+    const old = await isolated(`f-old-${tag}`, oldCopy, extra);
+    const ringSecretOnly = join(dir, 'copies', `ring-secret-${tag}`);
+    mkdirSync(ringSecretOnly, { recursive: true });
+    cpSync(join(dir, 'ring-secret'), join(ringSecretOnly, 'ring-secret'));
+    const fresh = await isolated(`f-new-${tag}`, ringSecretOnly, { EKV_JOIN: old.addr, ...extra });
+    return { old, fresh };
+  }
+
+  it('neither serves: the fresh node never served, so it is no source for the old copy (nor the old copy for it); control: with the seam the old copy serves v1', async () => {
+    const [attack, control] = await Promise.all([fork('run', {}), fork('ctl', { EKV_TEST_SEAM: 'any-pull-source' })]);
+    // The control forms its two-node ring and serves within a few stabilization rounds; the attack is given as long.
+    const { ringId: _pinned, ...unpinned } = ring.cluster.trust;
+    await withClient(unpinned, [control.old.addr], async (kv) => {
+      await waitFor('the control to serve', 20_000, async () => ((await kv.node(control.old.addr).call('status', {})).serving === true ? true : 'not yet'));
+    });
+    await new Promise((r) => setTimeout(r, 2000));
+    const [got, ctl] = await Promise.all([probe(attack.old, ring.cluster.trust), probe(control.old, ring.cluster.trust)]);
+    expect(new Set(got.gets)).toEqual(new Set(['UNAVAILABLE']));
+    expect(got.put).toBe('UNAVAILABLE');
+    expect(ctl.gets).toContain('v1');
+    await withClient(ring.cluster.trust, [attack.old.addr, attack.fresh.addr], async (kv) => {
+      for (const n of [attack.old, attack.fresh]) {
+        const st = await kv.node(n.addr).call('status', {});
+        expect(st.serving, n.name).toBe(false);
+        expect((st.successors as unknown[]).length, `${n.name} is in a ring with the other`).toBeGreaterThan(0);
+      }
+    });
+  }, 60_000);
 });
 
 describe("(b') everything deleted, data key and ring secret too, restarted with an empty join", () => {
