@@ -152,7 +152,7 @@ function effectiveSettings(config: EnclaveConfig, production: boolean): { replic
  * they switch a protection off so that each attack test has a control showing it catches the hole.
  * - host-may-found: a node with no join address serves at once (the old EKV_SOLO behaviour);
  * - no-ring-check: the handshake skips ring ids and MACs;
- * - any-pull-source: a node that is not serving answers pulls even when it or the puller never served.
+ * - any-pull-source: a pulling node serves even when no source vouched for its range.
  */
 function testSeams(env: NodeJS.ProcessEnv, production: boolean, logger: Logger): { hostMayFound: boolean; anyPullSource: boolean } {
   const names = (env.EKV_TEST_SEAM ?? '').split(',').filter(Boolean);

@@ -100,10 +100,11 @@ export class ClusterStore {
     },
     serving: boolean,
     /**
-     * Whether this node has ever served in its ring (sealed). A node that is not serving answers a pull only
-     * when both it and the puller have served before (a ring restarting as a whole): a node that never
-     * served holds nothing it can vouch for, so a restored old copy cannot reconcile against fresh nodes
-     * the host joins to it, and fresh nodes cannot take its old state as the ring's.
+     * Whether this node has ever served in its ring (sealed). A pulling node starts serving only if a source
+     * vouched for its answer (docs/membership.md): the source serves, or both have served before (a ring
+     * restarting as a whole), or the puller itself served during this boot (a live member whose range grew).
+     * A node that never served vouches for nothing, so a restored old copy cannot reconcile against fresh
+     * nodes the host joins to it, and fresh nodes cannot take its old state as the ring's.
      */
     hasServed: boolean,
   ) {
@@ -114,11 +115,14 @@ export class ClusterStore {
   }
 
   private hasServed: boolean;
-  /** Test-only (EKV_TEST_SEAM=any-pull-source, emulator only): answer pulls whatever the served rule says. */
+  /** This node served during this boot: it has been a live member throughout, not a restored copy. */
+  private servedThisBoot = false;
+  /** Test-only (EKV_TEST_SEAM=any-pull-source, emulator only): serve after a pull whether or not a source vouched. */
   anyPullSource = false;
 
   private startServing(): void {
     this.serving = true;
+    this.servedThisBoot = true;
     if (this.hasServed) return;
     this.hasServed = true;
     void Promise.resolve(this.c.onFirstServing?.()).catch((err: unknown) => this.c.logger.error({ err: (err as Error).message }, 'could not record serving'));
@@ -336,9 +340,6 @@ export class ClusterStore {
   private answerPull(req: Record<string, unknown>, peerKey: Buffer): RpcResult {
     const peerId = nodeIdFromPublicKey(peerKey);
     if (typeof req.addr !== 'string' || req.addr.length > 300) throw new EkvError('BAD_REQUEST', 'pull needs the puller address');
-    if (!this.serving && !(this.hasServed && req.sv === true) && !this.anyPullSource) {
-      throw new EkvError('UNAVAILABLE', 'not serving, and one of us never served: the range waits for a node that did');
-    }
     const core = this.c.ring.core;
     if (req.f === true) {
       // The puller's immediate successor: take it as predecessor first (as notify would), so from now on
@@ -355,7 +356,8 @@ export class ClusterStore {
       .filter((e) => after === null || e.key.toString('latin1') > after);
     const { batch, more } = takeBatch(picked);
     this.stats.pulls++;
-    return { e: batch.map(toWire), more };
+    // Vouch for this answer only when serving, or when both of us served before (a whole-ring restart).
+    return { e: batch.map(toWire), more, v: this.serving || (this.hasServed && req.sv === true) };
   }
 
   // ------------------------------------------------------------ membership
@@ -394,8 +396,12 @@ export class ClusterStore {
     if (this.pulling || this.serving || core.status !== 'active' || !pred || sources.length === 0) return;
     this.pulling = true;
     try {
-      for (const [i, src] of sources.entries()) await this.pullFrom(src, pred, i === 0);
+      let vouched = false;
+      for (const [i, src] of sources.entries()) vouched = (await this.pullFrom(src, pred, i === 0)) || vouched;
       if (core.predecessor?.id !== pred.id) throw new EkvError('UNAVAILABLE', 'the predecessor changed during the pull');
+      if (!vouched && !this.servedThisBoot && !this.anyPullSource) {
+        throw new EkvError('UNAVAILABLE', 'no source vouches for my range (none serves; none served before with me)');
+      }
       this.startServing();
       this.c.logger.info({ keys: this.c.partition.size, from: sources.map((x) => x.addr) }, 'received my keys; serving');
       void this.sync();
@@ -407,14 +413,17 @@ export class ClusterStore {
     }
   }
 
-  private async pullFrom(src: NodeRef, pred: NodeRef, first: boolean): Promise<void> {
+  /** Pull (predecessor, self] from `src`; true if it vouched for its answer (see the constructor). */
+  private async pullFrom(src: NodeRef, pred: NodeRef, first: boolean): Promise<boolean> {
     let after: Buffer | null = null;
+    let vouched = true;
     for (;;) {
       const req = { s: idToBytes(pred.id), addr: this.c.self.addr, f: first, sv: this.hasServed, ...(after ? { a: after } : {}) };
       const r = await this.c.peers.call(src.addr, 'pull', req, 10_000, src.id);
       await this.applyEntries(r.e);
+      vouched &&= r.v === true;
       const last = Array.isArray(r.e) && r.e.length > 0 ? (r.e[r.e.length - 1] as WireEntry)[0] : null;
-      if (r.more !== true || !last) return;
+      if (r.more !== true || !last) return vouched;
       after = Buffer.from(last);
     }
   }
