@@ -73,7 +73,7 @@ export interface Recovered {
   ring: RingCredential;
   /** True on the founding boot of a ring: this node created the ring secret just now. */
   founded: boolean;
-  /** This node has been a ring member before (a data key existed, or it discarded tampered state). */
+  /** This node has been a ring member before (it has sealed records, or it discarded tampered ones). */
   member: boolean;
   /** This node has served in its ring (the sealed state that survived says so). */
   served: boolean;
@@ -160,7 +160,10 @@ export class Persistence {
     };
     if (recovered.snapshot) apply(decodeCbor(recovered.snapshot));
     for (const r of recovered.records) apply(decodeCbor(r));
-    const member = !created || reset !== null;
+    // A member has sealed records (its identity at least) or discarded tampered ones. A data key alone is
+    // not membership: a founding boot that failed after creating it (KMS unavailable, say) may found again,
+    // and a host that deletes the log but keeps the data key gains only what deleting everything gives it.
+    const member = reset !== null || recovered.lastSeq > 0;
     let ring: { credential: RingCredential; founded: boolean };
     try {
       ring = await joinOrFoundRing({ blobs, kms, keyId: c.config.keyId, attest }, { member, mayFound: c.mayFound, sealedRing });

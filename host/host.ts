@@ -52,7 +52,10 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
   const closeInbound = closer(inbound);
   const closeOutbound = closer(outbound);
   const blobs = o.startBlobStore && o.dataDir ? await o.startBlobStore(paths.blobs, o.dataDir) : null;
-  const app = createHttpApp({ enclaveSocket: paths.enclave, metrics, logger: o.logger, info: o.info ?? (() => ({})) });
+  const app = createHttpApp({
+    enclaveSocket: paths.enclave, metrics, logger: o.logger, info: o.info ?? (() => ({})),
+    ...(o.dataDir ? { ringSecretFile: join(o.dataDir, 'ring-secret') } : {}),
+  });
   const http: HttpServer = await new Promise((resolve, reject) => {
     const s = app.listen(o.httpPort, o.listenHost, (err?: Error) => (err ? reject(err) : resolve(s)));
   });

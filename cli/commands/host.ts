@@ -11,6 +11,7 @@ import type { Command } from 'commander';
 import pino from 'pino';
 import { startBlobStore } from '../../host/blob-store.ts';
 import { startHost, type RunningHost } from '../../host/host.ts';
+import { fetchRingSecret, ringSecretBlob } from '../../host/ring-secret.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
 
 function port(v: string, name: string): number {
@@ -31,7 +32,7 @@ export function registerHost(program: Command): void {
     .option('--allow-outbound <cidrs>', 'comma-separated host prefixes the enclave may connect to (peers)', '10.,172.16.,192.168.,127.0.0.1')
     .option('--self-addr <host:port>', "the address peers reach this node's enclave at (passed to the enclave)")
     .option('--join <host:port>', 'a ring member for the enclave to join through (empty: found a ring)', '')
-    .option('--ring-secret <file>', "the ring's ring-secret blob (KMS ciphertext) for a node joining it; copied into --data-dir if absent")
+    .option('--ring-secret <file|url>', "for a node joining a ring: the ring's ring-secret blob (KMS ciphertext, not secret), a file or a member host's http://<ip>:<http port>/v1/ring-secret; put into --data-dir if absent")
     .option('--log-level <level>', 'log level (JSON logs on stderr)', 'info')
     .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; ringSecret?: string }) =>
       run(false, async () => {
@@ -41,11 +42,6 @@ export function registerHost(program: Command): void {
           mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
           const cfg = { selfAddr: o.selfAddr, join: o.join };
           writeFileSync(join(o.dataDir, 'node-config.json'), JSON.stringify(cfg) + '\n', { mode: 0o600 });
-        }
-        // Not secret: only KMS opens it, for the measured image under this deployment's key (docs/membership.md).
-        if (o.ringSecret && !existsSync(join(o.dataDir, 'ring-secret'))) {
-          mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
-          copyFileSync(o.ringSecret, join(o.dataDir, 'ring-secret'));
         }
         const logger = pino({ level: o.logLevel, base: { svc: 'host' } }, pino.destination(2));
         const prefixes = o.allowOutbound.split(',').map((s) => s.trim()).filter(Boolean);
@@ -60,7 +56,16 @@ export function registerHost(program: Command): void {
           logger,
           startBlobStore: (socketPath, dir) => startBlobStore({ socketPath, dir, logger }),
         });
+        // Not secret: only KMS opens it, for the measured image under this deployment's key (docs/membership.md).
+        // Fetched in the background: until it arrives the enclave refuses to start, and is started again.
+        const fetching = new AbortController();
+        if (o.ringSecret && /^https?:\/\//.test(o.ringSecret)) {
+          void fetchRingSecret(o.ringSecret, join(o.dataDir, ringSecretBlob), { logger, signal: fetching.signal });
+        } else if (o.ringSecret && !existsSync(join(o.dataDir, ringSecretBlob))) {
+          copyFileSync(o.ringSecret, join(o.dataDir, ringSecretBlob));
+        }
         await signal;
+        fetching.abort();
         await host.close();
       }),
     );
