@@ -131,7 +131,10 @@ export class EkvClient {
     if (addrs.length === 0) throw new EkvError('BAD_REQUEST', 'no nodes to connect to');
     checkTrustPolicy(trust);
     const verify = documentVerifier(trust);
-    const connOpts = { timeoutMs: opts.timeoutMs, ...(opts.identity ? { principal: opts.identity } : {}), ...(trust.now ? { now: trust.now } : {}) };
+    const connOpts = {
+      timeoutMs: opts.timeoutMs, ...(opts.identity ? { principal: opts.identity } : {}), ...(trust.now ? { now: trust.now } : {}),
+      ...(trust.ringId ? { ringId: trust.ringId } : {}),
+    };
     this.makeConn = (a) => new NodeConnection(a, verify, connOpts);
     this.conns = addrs.map((a) => this.makeConn(a));
     for (const c of this.conns) this.byAddr.set(c.addr, c);

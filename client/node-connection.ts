@@ -38,6 +38,7 @@ interface Live {
   rpc: RpcClient;
   server: AttestedPeer;
   serverKey: Buffer;
+  ring: Buffer | null;
   renewAt: number;
 }
 
@@ -49,7 +50,8 @@ export class NodeConnection {
   constructor(
     addr: string,
     private readonly verify: VerifyDoc,
-    private readonly opts: { principal?: PrincipalSigner; timeoutMs: number; now?: () => number },
+    /** `ringId` (hex): the deployment's ring; a node of another ring is refused with WRONG_RING. */
+    private readonly opts: { principal?: PrincipalSigner; timeoutMs: number; now?: () => number; ringId?: string },
   ) {
     this.addr = addr;
   }
@@ -61,6 +63,11 @@ export class NodeConnection {
 
   get attested(): AttestedPeer | null {
     return this.live?.server ?? null;
+  }
+
+  /** The node's ring id as its attested key signed it (null: a node without a ring), once connected. */
+  get ringId(): Buffer | null {
+    return this.live?.ring ?? null;
   }
 
   async call(op: string, args: Record<string, unknown>): Promise<RpcResult> {
@@ -106,11 +113,12 @@ export class NodeConnection {
         mode: 'client',
         timeoutMs: Math.min(this.opts.timeoutMs, handshakeTimeoutMs),
         verifyServer: this.verify,
+        ...(this.opts.ringId ? { expectRing: Buffer.from(this.opts.ringId, 'hex') } : {}),
         ...(this.opts.principal ? { principal: this.opts.principal } : {}),
       });
       const now = (this.opts.now ?? Date.now)();
       const renewAt = Math.min(r.server.leafNotAfter, now + sessionLifetimeMs) - renewMarginMs;
-      return { rpc: new RpcClient(r.session), server: r.server, serverKey: r.serverKey, renewAt };
+      return { rpc: new RpcClient(r.session), server: r.server, serverKey: r.serverKey, ring: r.ring, renewAt };
     } catch (err) {
       socket.destroy();
       throw err;

@@ -24,6 +24,12 @@ export interface TrustPolicy {
    * attacker's own image included) would pass, so the SDK refuses to connect unless PCR0 is pinned.
    */
   allowAnyImage?: boolean;
+  /**
+   * The deployment's ring id (64 hex digits; the cluster file written by `ekv up` pins it). A node whose
+   * signed handshake names another ring (a node whose host wiped it and let it found a new ring, or an
+   * enclave of the same image in another deployment) is refused with WRONG_RING.
+   */
+  ringId?: string;
 }
 
 /** A trust policy that pins nothing about the image is refused up front, not at the first request. */
@@ -36,6 +42,9 @@ export function checkTrustPolicy(policy: TrustPolicy): void {
       'the trust policy pins no PCR0: give trust.pcrs[0] (the image measurement; CLI --pcr 0=HEX), or allowAnyImage: true; ' +
         "a cluster file's trust section is used only with trustClusterFile: true (CLI --trust-cluster-file)",
     );
+  }
+  if (policy.ringId !== undefined && !/^[0-9a-f]{64}$/.test(policy.ringId)) {
+    throw new EkvError('BAD_REQUEST', 'trust.ringId must be 64 lowercase hex digits');
   }
 }
 
@@ -108,6 +117,15 @@ export function resolveTrust(c: TrustChoice): ResolvedTrust {
   const policy: TrustPolicy = from === 'caller' ? { ...c.trust } : from === 'cluster-file' ? copyFileTrust(c.fileTrust as TrustPolicy) : {};
   const parts: Record<string, TrustSource> = {};
   for (const k of policyParts) parts[k] = policy[k] === undefined ? 'default' : from;
+  // The one exception to "never a merge": a ring id only narrows trust (it refuses nodes of other rings and
+  // accepts none that the rest of the policy refuses), so the file's is kept unless the caller names its own.
+  const fileRingId = c.fileTrust?.ringId;
+  if (policy.ringId === undefined && typeof fileRingId === 'string') {
+    policy.ringId = fileRingId;
+    parts.ringId = 'cluster-file';
+  } else {
+    parts.ringId = policy.ringId === undefined ? 'default' : from;
+  }
   for (const i of Object.keys(policy.pcrs ?? {})) parts[`pcr${i}`] = from;
   if (parts.pcr0 === undefined) parts.pcr0 = 'default';
   return { policy, from, parts };
@@ -122,5 +140,6 @@ function copyFileTrust(t: TrustPolicy): TrustPolicy {
   if (typeof t.clockSkewMs === 'number') out.clockSkewMs = t.clockSkewMs;
   if (t.allowDebug === true) out.allowDebug = true;
   if (t.allowAnyImage === true) out.allowAnyImage = true;
+  if (typeof t.ringId === 'string') out.ringId = t.ringId;
   return out;
 }

@@ -25,7 +25,7 @@ export interface RecipientDocument {
 }
 
 /** The production-like policy: only an enclave whose PCRs match gets keys, and only wrapped to its document's key. */
-export function enclaveKeyPolicy(pcrs: { pcr0: string; pcr1?: string; pcr2?: string; pcr8?: string }): KmsKeyPolicy {
+export function enclaveKeyPolicy(pcrs: { pcr0: string | string[]; pcr1?: string | string[]; pcr2?: string | string[]; pcr8?: string | string[] }): KmsKeyPolicy {
   const conditions: KmsKeyPolicy['recipientConditions'] = { 'kms:RecipientAttestation:ImageSha384': pcrs.pcr0 };
   if (pcrs.pcr1 !== undefined) conditions['kms:RecipientAttestation:PCR1'] = pcrs.pcr1;
   if (pcrs.pcr2 !== undefined) conditions['kms:RecipientAttestation:PCR2'] = pcrs.pcr2;

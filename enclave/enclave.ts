@@ -6,7 +6,9 @@ import { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import { EkvError } from '../protocol/errors.ts';
 import { verifyPrincipalSignature } from '../protocol/principal.ts';
+import { ringChecks } from '../protocol/handshake.ts';
 import { generateIdentity, type Identity } from '../protocol/keys.ts';
+import type { RingCredential } from '../protocol/ring.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
 import { AccessService, accessModeFromEnv } from './access/index.ts';
 import { PeerPool } from './cluster/peers.ts';
@@ -15,7 +17,7 @@ import { RequestTable, wireRequestId } from './cluster/requests.ts';
 import { ClusterStore, wireIfVersion, type OpOptions } from './cluster/store.ts';
 import type { EnclaveConfig, socketPaths } from './config.ts';
 import { Partition } from './kv/partition.ts';
-import { imageConfig } from './image-config.ts';
+import { imageConfig, testAnyPullSource, testHostMayFound, testNoRingCheck, testSeamsOn } from './image-config.ts';
 import { Persistence, sealConfigFrom } from './persist.ts';
 import { requestKey, requestValue } from './kv/service.ts';
 import type { Nsm } from './nsm.ts';
@@ -46,39 +48,64 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const partition = new Partition();
   const requests = new RequestTable();
   const trust = await learnSelfTrust(c.nsm);
-  // Trust-relevant settings are the image's, in both worlds (enclave/image-config.ts).
+  // Trust-relevant settings are the image's, in both worlds (enclave/image-config.ts); so are the test seams.
+  const seamsOn = testSeamsOn();
+  if (seamsOn.length > 0) {
+    if (trust.production) throw new EkvError('INTERNAL', `this image was built with test seams (${seamsOn.join(', ')}): refusing to run on Nitro`);
+    c.logger.warn({ seams: seamsOn }, 'TEST SEAMS ON: this image has protections switched off (a test/attacks/ control image)');
+  }
+  if (testNoRingCheck) {
+    ringChecks.connect = false;
+    ringChecks.accept = false;
+  }
   const settings = { replicas: imageConfig.replicas, accessMode: accessModeFromEnv(imageConfig.accessMode) };
   const sealing = sealConfigFrom(c.config.env, { production: trust.production, rootPem: new X509Certificate(trust.root).toString() });
   let persistence: Persistence | null = null;
   let identity: Identity;
-  let recoveredEntries = 0;
+  let ringCred: RingCredential | null = null;
+  let founded: boolean;
+  let discarded = false;
+  let served = false;
   if (sealing) {
     const opened = await Persistence.open({
       config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, partition, requests, logger: c.logger,
+      mayFound: c.config.join === null,
     });
     persistence = opened.persistence;
     identity = opened.recovered.identity;
-    recoveredEntries = opened.recovered.entries;
+    ringCred = opened.recovered.ring;
+    founded = opened.recovered.founded;
+    discarded = opened.recovered.reset !== null;
+    served = opened.recovered.served;
   } else {
-    c.logger.warn('this image pins no KMS key: running without sealed persistence (data is lost when the enclave stops)');
+    // No KMS, so no ring secret: peers are trusted per image (docs/membership.md). Nothing survives a
+    // restart, so every boot is a first boot and one with no join address founds.
+    c.logger.warn('this image pins no KMS key: running without sealed persistence and without a ring secret (data is lost when the enclave stops)');
     identity = generateIdentity();
+    founded = c.config.join === null;
   }
   const attest = (nonce: Uint8Array, publicKey: Uint8Array) => c.nsm.attest({ nonce, publicKey });
   const verifyPeer = peerVerifier(trust);
   const self = { id: nodeIdFromPublicKey(identity.publicKey), addr: c.config.selfAddr };
 
-  const peers = new PeerPool({ outboundSocket: c.paths.outbound, identity, attest, verifyPeer, logger: c.logger });
+  const peers = new PeerPool({ outboundSocket: c.paths.outbound, identity, attest, verifyPeer, ring: ringCred, logger: c.logger });
   const ring = new RingDriver(self, peers, c.logger);
-  // A node that joins an existing ring serves only after pulling its range from its successor, whose
-  // replicas hold every acknowledged write. So does a node that founds a ring with recovered sealed data
-  // (the host may have rolled it back): it waits for the ring to form and reconciles with its successor.
-  // Only a node that is alone by design (an image built for a one-node deployment) serves its sealed state at once.
-  const solo = imageConfig.singleNode;
-  const servesAtOnce = c.config.join === null && (recoveredEntries === 0 || solo);
+  // Only the node that founded its ring on this very boot (it holds nothing) serves at once, and a node
+  // whose image says it runs alone (a single-node deployment, measured into PCR0) and whose sealed state
+  // verified: having discarded it, a lone node has nothing true to say (NOT_FOUND would be a lie). Every
+  // other node, whatever its host says (an empty join address, "solo"), has been a ring member: it serves
+  // only after pulling its range from its successors, whose replicas hold every acknowledged write.
+  const servesAtOnce = founded || (imageConfig.singleNode && !discarded) || (testHostMayFound && c.config.join === null);
+  const onFirstServing = persistence ? () => (persistence as Persistence).markServed() : undefined;
   const store = new ClusterStore(
-    { partition, ring, peers, self, replicas: settings.replicas, logger: c.logger, requests, ...(persistence ? { durable: persistence } : {}) },
+    {
+      partition, ring, peers, self, replicas: settings.replicas, logger: c.logger, requests,
+      ...(persistence ? { durable: persistence } : {}), ...(onFirstServing ? { onFirstServing } : {}),
+    },
     servesAtOnce,
+    served,
   );
+  store.anyPullSource = testAnyPullSource;
 
   const handler = (op: string, req: Record<string, unknown>, ctx: CallerContext): Promise<RpcResult> | RpcResult => {
     switch (op) {
@@ -91,7 +118,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       case 'route':
         return store.routeStep(requestKey(req));
       case 'status':
-        return store.status();
+        return { ...store.status(), ringId: ringCred?.id ?? null, founded };
     }
     // ACCESS-CONTROL HOOK (issue 7): namespace/ACL/group operations are dispatched here.
     if (access.handles(op)) return access.handle(op, req, ctx);
@@ -105,7 +132,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   // ACCESS-CONTROL HOOK (issue 7): set store.access here.
   const access = new AccessService({ store, ring, peers, partition, self, logger: c.logger }, { mode: settings.accessMode });
   store.access = access;
-  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature }, handler, c.logger);
+  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger);
   await server.listen(c.paths.inbound);
   await joinWithRetry(ring, c.config.join, c.logger);
   store.start();

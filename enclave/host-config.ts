@@ -13,7 +13,8 @@ import { createBlobClient } from './seal/blob-client.ts';
 
 export const nodeConfigBlob = 'node-config.json';
 export const nodeConfigBytesMax = 4096;
-const keys: Record<string, string> = { selfAddr: 'EKV_SELF_ADDR', join: 'EKV_JOIN', solo: 'EKV_SOLO', logLevel: 'EKV_LOG_LEVEL' };
+// No "solo": whether a node may serve alone is the image's (imageConfig.singleNode), never the host's.
+const keys: Record<string, string> = { selfAddr: 'EKV_SELF_ADDR', join: 'EKV_JOIN', logLevel: 'EKV_LOG_LEVEL' };
 
 export class HostConfigError extends Error {
   readonly code = 'BAD_CONFIG';

@@ -22,6 +22,9 @@ declare const EKV_PINNED_REPLICAS: string;
 declare const EKV_PINNED_PEER_PCR0S: string;
 declare const EKV_PINNED_SINGLE_NODE: string;
 declare const EKV_TEST_UNSAFE_SKIP_KEYID_CHECK: string;
+declare const EKV_TEST_HOST_MAY_FOUND: string;
+declare const EKV_TEST_NO_RING_CHECK: string;
+declare const EKV_TEST_ANY_PULL_SOURCE: string;
 
 const pinned = (v: unknown, fallback: string): string => (typeof v === 'string' && v !== '' ? v : fallback);
 
@@ -63,6 +66,29 @@ export const imageConfig: ImageConfig = {
  */
 export const testUnsafeSkipKeyIdCheck =
   (typeof EKV_TEST_UNSAFE_SKIP_KEYID_CHECK === 'undefined' ? '' : EKV_TEST_UNSAFE_SKIP_KEYID_CHECK) === '1';
+
+/*
+ * Test seams of the membership rules (docs/membership.md), compiled in like testUnsafeSkipKeyIdCheck: each
+ * switches one protection off so that an attack test has a control showing it catches the hole. Never from
+ * the host (a hostile host sets the enclave's environment, locally as on Nitro): only an image built with
+ * the seam has it, and that image has another PCR0. A production enclave refuses to start with any of them.
+ */
+/** A node with no join address serves at once (the old host-chosen "solo"). */
+export const testHostMayFound = (typeof EKV_TEST_HOST_MAY_FOUND === 'undefined' ? '' : EKV_TEST_HOST_MAY_FOUND) === '1';
+/** The peer handshake skips ring ids and ring MACs. */
+export const testNoRingCheck = (typeof EKV_TEST_NO_RING_CHECK === 'undefined' ? '' : EKV_TEST_NO_RING_CHECK) === '1';
+/** A pulling node serves even when no source vouched for its range. */
+export const testAnyPullSource = (typeof EKV_TEST_ANY_PULL_SOURCE === 'undefined' ? '' : EKV_TEST_ANY_PULL_SOURCE) === '1';
+
+/** The names of the test seams this image was built with (empty for every image but test/attacks/ controls). */
+export function testSeamsOn(): string[] {
+  return [
+    ...(testUnsafeSkipKeyIdCheck ? ['skip-keyid-check'] : []),
+    ...(testHostMayFound ? ['host-may-found'] : []),
+    ...(testNoRingCheck ? ['no-ring-check'] : []),
+    ...(testAnyPullSource ? ['any-pull-source'] : []),
+  ];
+}
 
 const kmsKeyArnRe = /^arn:aws[a-z-]*:kms:([a-z0-9-]+):(\d{12}):key\/([0-9a-f-]{36}|mrk-[0-9a-f]{32})$/;
 

@@ -3,8 +3,9 @@
  * write-ahead log and snapshots sealed under a KMS data key (enclave/seal).
  *
  * Records (CBOR): ['id', pkcs8] the node's identity key; ['e', key, value|null, version, requestId?] an
- * entry, with the request id of the write that made it ([session, seq], when the client gave one).
- * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...], requests?] where requests is
+ * entry, with the request id of the write that made it ([session, seq], when the client gave one);
+ * ['ring', ringId] the ring this node belongs to; ['served'] this node has served in it (docs/membership.md).
+ * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...], requests, ringId, served] where requests is
  * [[[session, seq, keyTag, version, deleted], ...], [[session, watermark], ...]] (the request table,
  * enclave/cluster/requests.ts); the table is rebuilt from the snapshot and the records after it.
  *
@@ -22,6 +23,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { generateIdentity, importIdentity, type Identity } from '../protocol/keys.ts';
+import type { RingCredential } from '../protocol/ring.ts';
 import type { Partition } from './kv/partition.ts';
 import { encodeRequestTable, restoreRequestTable, RequestTable, requestIdToWire, wireRequestId, type RequestId } from './cluster/requests.ts';
 import { keyId as ringKeyId } from './ring/index.ts';
@@ -33,6 +35,7 @@ import { SealError } from './seal/errors.ts';
 import { createEnclaveKms } from './seal/kms-client.ts';
 import { SealedStore } from './seal/log.ts';
 import { imageConfig, kmsKeyArnRegion, localKmsKeyArn, testUnsafeSkipKeyIdCheck } from './image-config.ts';
+import { createRingSecret, openRingSecret, readRingSecretBlob, RingError, type RingSecretInit } from './seal/ring-secret.ts';
 
 export const snapshotAfterRecords = 20_000;
 
@@ -101,6 +104,14 @@ export interface Recovered {
   created: boolean;
   /** Set when the sealed log failed verification and was discarded: the SealError code. */
   reset: string | null;
+  /** The ring this node belongs to (its secret opened by KMS). */
+  ring: RingCredential;
+  /** True on the founding boot of a ring: this node created the ring secret just now. */
+  founded: boolean;
+  /** This node has been a ring member before (it has sealed records, or it discarded tampered ones). */
+  member: boolean;
+  /** This node has served in its ring (the sealed state that survived says so). */
+  served: boolean;
 }
 
 export class Persistence {
@@ -108,10 +119,19 @@ export class Persistence {
     private readonly store: SealedStore,
     private readonly blobs: BlobClient,
     private readonly identity: Identity,
+    private readonly ringId: Buffer,
+    private served: boolean,
     private readonly partition: Partition,
     private readonly requests: RequestTable,
     private readonly logger: Logger,
   ) {}
+
+  /** Record (once, durably) that this node serves in its ring. */
+  async markServed(): Promise<void> {
+    if (this.served) return;
+    this.served = true;
+    await this.store.append(encodeCbor(['served']));
+  }
 
   /** Open (or create) the sealed state; rebuild `partition`; return the node's identity. */
   static async open(c: {
@@ -123,6 +143,8 @@ export class Persistence {
     /** Filled with the request ids found in the sealed state. */
     requests: RequestTable;
     logger: Logger;
+    /** No join address: a node on its first boot may found a ring (and only then). */
+    mayFound: boolean;
   }): Promise<{ persistence: Persistence; recovered: Recovered }> {
     const blobs = createBlobClient({ connect: () => net.connect(c.blobsSocket) });
     const kms = createEnclaveKms({
@@ -140,7 +162,10 @@ export class Persistence {
       },
     });
     const attest = (publicKey: Uint8Array) => c.nsm.attest({ publicKey });
-    const { dataKey, nodeId, created } = await loadOrCreateDataKey({ blobs, kms, attest }).finally(() => kms.destroy());
+    const { dataKey, nodeId, created } = await loadOrCreateDataKey({ blobs, kms, attest }).catch((err: unknown) => {
+      kms.destroy();
+      throw err;
+    });
     let opened: Awaited<ReturnType<typeof SealedStore.open>>;
     let reset: string | null = null;
     try {
@@ -158,10 +183,14 @@ export class Persistence {
     const { store, recovered } = opened;
     dataKey.fill(0);
     let identity: Identity | null = null;
+    let sealedRing: Buffer | null = null;
+    let served = false;
     let entries = 0;
     const apply = (rec: unknown) => {
       if (!Array.isArray(rec)) return;
       if (rec[0] === 'id' && rec[1] instanceof Uint8Array) identity = importIdentity(rec[1]);
+      else if (rec[0] === 'ring' && rec[1] instanceof Uint8Array) sealedRing = Buffer.from(rec[1]);
+      else if (rec[0] === 'served') served = true;
       else if (rec[0] === 'e') {
         const [, k, v, n, r] = rec as [string, Uint8Array, Uint8Array | null, number, unknown];
         const key = Buffer.from(k);
@@ -170,18 +199,35 @@ export class Persistence {
         if (rid) c.requests.add(rid, ringKeyId(key), { version: n, deleted: v === null });
       } else if (rec[0] === 'snap') {
         identity = importIdentity(rec[1] as Uint8Array);
+        identity = importIdentity(rec[1] as Uint8Array);
         for (const e of rec[2] as unknown[]) apply(['e', ...(e as unknown[]).slice(0, 3)]);
         restoreRequestTable(c.requests, rec[3]);
+        if (rec[4] instanceof Uint8Array) sealedRing = Buffer.from(rec[4]);
+        if (rec[5] === true) served = true;
       }
     };
     // Our own sealed state (authenticated, but still decoded strictly): a snapshot holds every entry,
     // so its item bound is its size, which the scan enforces anyway (an item is at least one byte).
     if (recovered.snapshot) apply(decodeCbor(recovered.snapshot, recovered.snapshot.length));
     for (const r of recovered.records) apply(decodeCbor(r));
-    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), c.partition, c.requests, c.logger);
+    // A member has sealed records (its identity at least) or discarded tampered ones. A data key alone is
+    // not membership: a founding boot that failed after creating it (KMS unavailable, say) may found again,
+    // and a host that deletes the log but keeps the data key gains only what deleting everything gives it.
+    const member = reset !== null || recovered.lastSeq > 0;
+    let ring: { credential: RingCredential; founded: boolean };
+    try {
+      ring = await joinOrFoundRing({ blobs, kms, attest }, { member, mayFound: c.mayFound, sealedRing });
+    } finally {
+      kms.destroy();
+    }
+    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, served, c.partition, c.requests, c.logger);
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
-    c.logger.info({ created, entries, lastSeq: recovered.lastSeq, reset }, 'sealed state recovered');
-    return { persistence, recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset } };
+    if (sealedRing === null) await store.append(encodeCbor(['ring', ring.credential.id]));
+    c.logger.info({ created, entries, lastSeq: recovered.lastSeq, reset, member, served, founded: ring.founded, ring: ring.credential.id.toString('hex').slice(0, 16) }, 'sealed state recovered');
+    return {
+      persistence,
+      recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member, served },
+    };
   }
 
   /** False while the host's blob store fails: `record` rejects until `recover` succeeds. */
@@ -219,7 +265,7 @@ export class Persistence {
     this.snapshotting = true;
     try {
       const entries = [...this.partition.entries()].map((e) => [e.key, e.value, e.version]);
-      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, encodeRequestTable(this.requests)]));
+      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, encodeRequestTable(this.requests), this.ringId, this.served]));
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'snapshot failed');
     } finally {
@@ -234,3 +280,29 @@ export class Persistence {
   }
 }
 
+/**
+ * Which ring this node is in (docs/membership.md). The ring's ciphertext from the host is opened by KMS;
+ * without one, only a node on its very first boot (no data key, nothing discarded) with no join address
+ * founds a new ring. A member never founds: a host that deleted the blob gets a node that refuses to start.
+ * A blob that opens to another ring than the sealed state names is refused too (the host swapped it).
+ */
+async function joinOrFoundRing(
+  init: RingSecretInit, s: { member: boolean; mayFound: boolean; sealedRing: Buffer | null },
+): Promise<{ credential: RingCredential; founded: boolean }> {
+  const blob = await readRingSecretBlob(init.blobs);
+  let credential: RingCredential;
+  let founded = false;
+  if (blob !== null) credential = await openRingSecret(init, blob);
+  else if (!s.member && s.mayFound && s.sealedRing === null) {
+    credential = await createRingSecret(init);
+    founded = true;
+  } else if (s.member) {
+    throw new RingError('NO_RING_SECRET', 'this node has been a ring member and has no ring-secret from its host: a member never founds a ring');
+  } else {
+    throw new RingError('NO_RING_SECRET', "joining a ring needs the ring's ring-secret blob from the host");
+  }
+  if (s.sealedRing !== null && !s.sealedRing.equals(credential.id)) {
+    throw new RingError('WRONG_RING', 'the ring-secret from the host opens to another ring than this node belongs to');
+  }
+  return { credential, founded };
+}

@@ -61,7 +61,10 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
   const credentials = o.imdsUrl && o.dataDir ? startCredentialRefresher({ imdsUrl: o.imdsUrl, dataDir: o.dataDir, logger: o.logger }) : null;
   // The first set before the enclave needs it; a failure is logged and retried (the enclave then waits or fails, as without KMS).
   await credentials?.refresh().catch(() => undefined);
-  const app = createHttpApp({ enclaveSocket: paths.enclave, metrics, logger: o.logger, info: o.info ?? (() => ({})) });
+  const app = createHttpApp({
+    enclaveSocket: paths.enclave, metrics, logger: o.logger, info: o.info ?? (() => ({})),
+    ...(o.dataDir ? { ringSecretFile: join(o.dataDir, 'ring-secret') } : {}),
+  });
   const http: HttpServer = await new Promise((resolve, reject) => {
     const s = app.listen(o.httpPort, o.listenHost, (err?: Error) => (err ? reject(err) : resolve(s)));
   });

@@ -10,6 +10,7 @@ import { FramedSocket } from '../protocol/framed-socket.ts';
 import { requestAttestation } from '../protocol/handshake.ts';
 import { handshakeBytesMax } from '../protocol/constants.ts';
 import type { HostMetrics } from './metrics.ts';
+import { readRingSecretFile } from './ring-secret.ts';
 
 export const attestationNonceBytesMax = 512;
 const enclaveTimeoutMs = 5000;
@@ -33,7 +34,11 @@ function enclaveReachable(enclaveSocket: string): Promise<boolean> {
   });
 }
 
-export function createHttpApp(opts: { enclaveSocket: string; metrics: HostMetrics; logger: Logger; info: () => Record<string, unknown> }) {
+export function createHttpApp(opts: {
+  enclaveSocket: string; metrics: HostMetrics; logger: Logger; info: () => Record<string, unknown>;
+  /** The node's ring-secret blob (KMS ciphertext, not secret), served for hosts of joining nodes. */
+  ringSecretFile?: string;
+}) {
   const app = express();
   app.disable('x-powered-by');
 
@@ -53,6 +58,15 @@ export function createHttpApp(opts: { enclaveSocket: string; metrics: HostMetric
       opts.logger.warn({ err: (err as Error).message }, 'attestation fetch failed');
       res.status(503).json({ code: 'UNAVAILABLE', message: 'the enclave did not answer' });
     }
+  });
+
+  app.get('/v1/ring-secret', async (_req, res) => {
+    const bytes = opts.ringSecretFile ? await readRingSecretFile(opts.ringSecretFile) : null;
+    if (bytes === null) {
+      res.status(404).json({ code: 'NOT_FOUND', message: 'this node has no ring-secret' });
+      return;
+    }
+    res.type('application/octet-stream').send(bytes);
   });
 
   app.get('/healthz', async (_req, res) => {

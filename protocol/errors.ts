@@ -19,11 +19,12 @@ export type EkvErrorCode =
   | 'CONFLICT' // a compare-and-set lost (`version` is the key's current version), or a replica holds another write
   | 'EXPIRED' // a retried write whose request id the node no longer remembers: its outcome is unknown, it was not applied again
   | 'STALE' // the node's data is older than what the ring acknowledged
+  | 'WRONG_RING' // the node belongs to another ring (deployment) than the one expected
   | 'INTERNAL';
 
 export const ekvErrorCodes: ReadonlySet<string> = new Set<EkvErrorCode>([
   'NOT_FOUND', 'UNATTESTED', 'TAMPERED', 'PROTOCOL', 'FRAME_TOO_LARGE', 'CLOSED', 'TIMEOUT',
-  'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BAD_REQUEST', 'FORBIDDEN', 'UNAVAILABLE', 'CONFLICT', 'EXPIRED', 'STALE', 'INTERNAL',
+  'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BAD_REQUEST', 'FORBIDDEN', 'UNAVAILABLE', 'CONFLICT', 'EXPIRED', 'STALE', 'WRONG_RING', 'INTERNAL',
 ]);
 
 export class EkvError extends Error {

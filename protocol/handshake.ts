@@ -2,8 +2,8 @@
  * The attested handshake, three messages over length-prefixed CBOR frames:
  *
  *   C -> S  hello   { t:'hello', v, mode, nonce, eph }
- *   S -> C  server  { t:'server', core, sig }        core = CBOR { doc, eph, nonce }
- *   C -> S  finish  { t:'finish', doc?, sig?, principal?, psig? }
+ *   S -> C  server  { t:'server', core, sig, rmac? }  core = CBOR { doc, eph, nonce, ring? }
+ *   C -> S  finish  { t:'finish', doc?, sig?, rmac?, principal?, psig? }
  *
  * The server's document is bound to the client's fresh nonce and carries the
  * enclave's Ed25519 identity key as public_key; `sig` by that key covers the
@@ -11,8 +11,16 @@
  * 'peer') answers with its own document bound to the server's nonce and a
  * signature over the transcript; a client with a principal signs it too.
  * Traffic keys come from HKDF over the X25519 secret, salted with the
- * transcript hash. Mode 'attest' returns just a document (the host's
- * /v1/attestation) and closes.
+ * transcript hash.
+ *
+ * Rings (docs/membership.md): `ring` in the signed core is the server's ring
+ * id, which a client may pin (WRONG_RING otherwise). In mode 'peer' both sides
+ * also prove the ring secret: `rmac` = HMAC(ring MAC key, label || transcript
+ * hash), the server's beside its core, the peer's in its finish. A peer of
+ * another ring, or one without a MAC, is refused with WRONG_RING.
+ *
+ * Mode 'attest' returns just a document (the host's /v1/attestation) and
+ * closes.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { deriveTrafficKeys, FrameOpener, FrameSealer } from './aead.ts';
@@ -21,6 +29,7 @@ import { attestationDocBytesMax, ed25519KeyBytes, ed25519SignatureBytes, frameBy
 import { EkvError, isEkvErrorCode } from './errors.ts';
 import type { FramedSocket } from './framed-socket.ts';
 import { generateEphemeral, verifyEd25519, type Identity } from './keys.ts';
+import { ringIdBytes, ringMac, ringMacBytes, ringMacValid, type RingCredential } from './ring.ts';
 import { SecureSession } from './session.ts';
 
 export type HelloMode = 'client' | 'peer' | 'attest';
@@ -30,7 +39,28 @@ const label = {
   server: Buffer.from('ekv/1 server'),
   peer: Buffer.from('ekv/1 peer'),
   principal: Buffer.from('ekv/1 principal'),
+  ringServer: Buffer.from('ekv/1 ring server'),
+  ringPeer: Buffer.from('ekv/1 ring peer'),
 };
+
+/**
+ * Test-only: setting `connect` (the connecting side) or `accept` (the accepting side) to false skips that
+ * side's ring id and MAC checks: the control of the attack tests. The enclave clears both only when its image
+ * was built with the test seam testNoRingCheck (enclave/image-config.ts: compiled in, measured, refused on Nitro).
+ */
+export const ringChecks = { connect: true, accept: true };
+
+/** This side's ring: null for a node without one (an unsealed emulator node), which only meets ringless peers. */
+export type RingOption = RingCredential | null;
+
+function sameRing(own: RingOption, theirs: Buffer | null): boolean {
+  if (own === null || theirs === null) return own === null && theirs === null;
+  return own.id.equals(theirs);
+}
+
+function ringHex(id: Buffer | null): string {
+  return id ? id.toString('hex').slice(0, 16) : 'none';
+}
 
 function sha256(...parts: Uint8Array[]): Buffer {
   const h = createHash('sha256');
@@ -82,8 +112,10 @@ function parseMessage(frame: Buffer, expected: string): Record<string, unknown> 
 export interface ConnectOptions {
   mode: 'client' | 'peer';
   verifyServer: VerifyDoc;
-  /** mode 'peer': this enclave's identity and NSM, to attest back. */
-  self?: { identity: Identity; attest: Attest };
+  /** mode 'peer': this enclave's identity, NSM and ring, to attest back and prove the ring secret. */
+  self?: { identity: Identity; attest: Attest; ring: RingOption };
+  /** mode 'client': the ring id the server must belong to (WRONG_RING otherwise); omitted: any ring. */
+  expectRing?: Buffer;
   principal?: PrincipalSigner;
   timeoutMs?: number;
 }
@@ -92,6 +124,8 @@ export interface ConnectResult {
   session: SecureSession;
   server: AttestedPeer;
   serverKey: Buffer;
+  /** The server's ring id, signed by its attested key (null: a node without a ring). */
+  ring: Buffer | null;
 }
 
 export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): Promise<ConnectResult> {
@@ -110,6 +144,7 @@ export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): 
   const doc = bytesField(core, 'doc', 1, attestationDocBytesMax);
   const serverEph = bytesField(core, 'eph', x25519KeyBytes, x25519KeyBytes);
   const serverNonce = bytesField(core, 'nonce', nonceBytes, nonceBytes);
+  const serverRing = optionalBytesField(core, 'ring', ringIdBytes, ringIdBytes);
 
   const server = await opts.verifyServer(doc, nonce);
   const serverKey = server.publicKey;
@@ -120,12 +155,18 @@ export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): 
   if (!verifyEd25519(serverKey, Buffer.concat([label.server, th]), sig)) {
     throw new EkvError('TAMPERED', 'the server did not prove possession of its attested key');
   }
+  // The ring id is believed only now: the attested key signed it with the transcript.
+  if (opts.expectRing && ringChecks.connect && !(serverRing?.equals(opts.expectRing) ?? false)) {
+    throw new EkvError('WRONG_RING', `the node belongs to ring ${ringHex(serverRing)}, not ${ringHex(opts.expectRing)}`);
+  }
 
   const finish: Record<string, unknown> = { t: 'finish' };
   if (opts.mode === 'peer') {
     if (!opts.self) throw new Error('connectHandshake: mode peer needs self');
+    checkServerRing(opts.self.ring, serverRing, optionalBytesField(serverMsg, 'rmac', ringMacBytes, ringMacBytes), th);
     finish.doc = await opts.self.attest(serverNonce, opts.self.identity.publicKey);
     finish.sig = opts.self.identity.sign(Buffer.concat([label.peer, th]));
+    if (opts.self.ring) finish.rmac = ringMac(opts.self.ring.macKey, label.ringPeer, th);
   }
   if (opts.principal) {
     finish.principal = opts.principal.principal;
@@ -139,7 +180,14 @@ export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): 
   const keys = deriveTrafficKeys(agreeOrThrow(eph, serverEph), sha256(th, finishBytes));
   fs.setMaxFrameBytes(frameBytesMax);
   const session = new SecureSession(fs, new FrameSealer(keys.c2s), new FrameOpener(keys.s2c));
-  return { session, server, serverKey: Buffer.from(serverKey) };
+  return { session, server, serverKey: Buffer.from(serverKey), ring: serverRing };
+}
+
+/** A peer's server must be of our ring and prove its secret over this transcript. */
+function checkServerRing(own: RingOption, serverRing: Buffer | null, rmac: Buffer | null, th: Buffer): void {
+  if (!ringChecks.connect) return;
+  if (!sameRing(own, serverRing)) throw new EkvError('WRONG_RING', `peer of ring ${ringHex(serverRing)}, we are ${ringHex(own?.id ?? null)}`);
+  if (own && !ringMacValid(own.macKey, label.ringServer, th, rmac)) throw new EkvError('WRONG_RING', 'the peer did not prove the ring secret');
 }
 
 /** Mode 'attest': ask for a document bound to `nonce`, and nothing else. */
@@ -166,6 +214,8 @@ export interface AcceptOptions {
   /** Verifies a peer enclave's document (trust roots, PCRs equal to ours or allowlisted). */
   verifyPeer: VerifyDoc;
   verifyPrincipal: VerifyPrincipal;
+  /** This enclave's ring: its id goes into the signed core; peers must prove its secret. */
+  ring: RingOption;
   timeoutMs?: number;
   /**
    * Admission of unauthenticated work (enclave/admission.ts): called once the hello's mode is known,
@@ -201,9 +251,12 @@ export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Pr
   const eph = generateEphemeral();
   const serverNonce = randomBytes(nonceBytes);
   const doc = await opts.attest(clientNonce, opts.identity.publicKey);
-  const coreBytes = encodeCbor({ doc, eph: eph.publicKey, nonce: serverNonce });
+  const coreBytes = encodeCbor({ doc, eph: eph.publicKey, nonce: serverNonce, ...(opts.ring ? { ring: opts.ring.id } : {}) });
   const th = sha256(helloBytes, coreBytes);
-  fs.write(encodeCbor({ t: 'server', core: coreBytes, sig: opts.identity.sign(Buffer.concat([label.server, th])) }));
+  const serverMsg: Record<string, unknown> = { t: 'server', core: coreBytes, sig: opts.identity.sign(Buffer.concat([label.server, th])) };
+  // Only a peer gets the ring MAC: it proves the secret to a fellow member, and tells a client nothing it needs.
+  if (mode === 'peer' && opts.ring) serverMsg.rmac = ringMac(opts.ring.macKey, label.ringServer, th);
+  fs.write(encodeCbor(serverMsg));
   ticket?.attested();
 
   const finishBytes = await fs.next(timeout);
@@ -225,6 +278,12 @@ async function checkPeer(finish: Record<string, unknown>, serverNonce: Buffer, t
   const key = peer.publicKey;
   if (!key || key.length !== ed25519KeyBytes) throw new EkvError('UNATTESTED', 'peer document has no identity key', { reason: 'NO_IDENTITY_KEY' });
   if (!verifyEd25519(key, Buffer.concat([label.peer, th]), sig)) throw new EkvError('TAMPERED', 'peer did not prove its attested key');
+  // An enclave of our image but another deployment (another ring secret) is not a peer.
+  const rmac = optionalBytesField(finish, 'rmac', ringMacBytes, ringMacBytes);
+  if (ringChecks.accept && opts.ring && !ringMacValid(opts.ring.macKey, label.ringPeer, th, rmac)) {
+    throw new EkvError('WRONG_RING', 'the peer did not prove the ring secret');
+  }
+  if (ringChecks.accept && !opts.ring && rmac !== null) throw new EkvError('WRONG_RING', 'a peer of a ring, and we have none');
   return { ...peer, key: Buffer.from(key) };
 }
 

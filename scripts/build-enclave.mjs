@@ -29,6 +29,9 @@ const settings = given
       peerPcr0s: (given.peerPcr0Allowlist ?? []).join(','),
       singleNode: given.singleNode ? '1' : '',
       testUnsafeSkipKeyIdCheck: given.testUnsafeSkipKeyIdCheck ? '1' : '',
+      testHostMayFound: given.testHostMayFound ? '1' : '',
+      testNoRingCheck: given.testNoRingCheck ? '1' : '',
+      testAnyPullSource: given.testAnyPullSource ? '1' : '',
     }
   : {
       kmsKeyArn: env.EKV_PINNED_KMS_KEY ?? localKmsKeyArn,
@@ -36,7 +39,11 @@ const settings = given
       replicas: env.EKV_PINNED_REPLICAS ?? '',
       peerPcr0s: env.EKV_PINNED_PEER_PCR0S ?? '',
       singleNode: env.EKV_PINNED_SINGLE_NODE ?? '',
-      testUnsafeSkipKeyIdCheck: '', // a test seam, never from the environment
+      // test seams, never from the environment
+      testUnsafeSkipKeyIdCheck: '',
+      testHostMayFound: '',
+      testNoRingCheck: '',
+      testAnyPullSource: '',
     };
 // An alias can be repointed by a key administrator (UpdateAlias): only a key ARN pins a key.
 if (settings.kmsKeyArn !== '' && !keyArnRe.test(settings.kmsKeyArn)) {
@@ -68,6 +75,9 @@ await build({
     EKV_PINNED_PEER_PCR0S: JSON.stringify(settings.peerPcr0s),
     EKV_PINNED_SINGLE_NODE: JSON.stringify(settings.singleNode),
     EKV_TEST_UNSAFE_SKIP_KEYID_CHECK: JSON.stringify(settings.testUnsafeSkipKeyIdCheck),
+    EKV_TEST_HOST_MAY_FOUND: JSON.stringify(settings.testHostMayFound),
+    EKV_TEST_NO_RING_CHECK: JSON.stringify(settings.testNoRingCheck),
+    EKV_TEST_ANY_PULL_SOURCE: JSON.stringify(settings.testAnyPullSource),
   },
   logLevel: 'warning',
 });

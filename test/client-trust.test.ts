@@ -25,6 +25,22 @@ describe('resolveTrust', () => {
     expect(resolveTrust({ fileTrust }).parts).toMatchObject({ roots: 'default', pcr0: 'default', allowAnyImage: 'default' });
   });
 
+  it("keeps the file's ring id, which only narrows trust, unless the caller names its own", () => {
+    const ringId = '1f'.repeat(32);
+    const mine = 'e0'.repeat(32);
+    const file = { ...fileTrust, ringId };
+    const caller = { pcrs: { '0': 'bb'.repeat(48) } };
+    // The caller's policy replaces everything else of the file's, but not its ring pin.
+    const r = resolveTrust({ trust: caller, fileTrust: file });
+    expect(r.policy).toEqual({ ...caller, ringId });
+    expect([r.from, r.parts.ringId, r.parts.roots, r.parts.allowAnyImage]).toEqual(['caller', 'cluster-file', 'default', 'default']);
+    expect(resolveTrust({ trust: { ...caller, ringId: mine }, fileTrust: file }).policy.ringId).toBe(mine);
+    expect(resolveTrust({ trust: { ...caller, ringId: mine }, fileTrust: file }).parts.ringId).toBe('caller');
+    expect(resolveTrust({ fileTrust: file, trustClusterFile: true }).policy.ringId).toBe(ringId);
+    expect(resolveTrust({ fileTrust: file }).policy).toEqual({ ringId });
+    expect(resolveTrust({ trust: caller, fileTrust }).parts.ringId).toBe('default');
+  });
+
   it('copies only policy fields from a file (no clock, nothing else)', () => {
     const hostile = { ...fileTrust, now: () => 0, extra: 1 } as unknown as TrustPolicy;
     expect(Object.keys(resolveTrust({ fileTrust: hostile, trustClusterFile: true }).policy).sort()).toEqual(['allowAnyImage', 'allowDebug', 'pcrs', 'roots']);

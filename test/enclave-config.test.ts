@@ -32,8 +32,8 @@ describe('per-node settings from the host (node-config.json)', () => {
   const bytes = (x: unknown) => Buffer.from(JSON.stringify(x));
 
   it('maps the known settings and loadConfig validates them', () => {
-    const env = parseNodeConfig(bytes({ selfAddr: '10.0.0.5:7001', join: '10.0.0.4:7001', solo: false }));
-    expect(env).toEqual({ EKV_SELF_ADDR: '10.0.0.5:7001', EKV_JOIN: '10.0.0.4:7001', EKV_SOLO: '' });
+    const env = parseNodeConfig(bytes({ selfAddr: '10.0.0.5:7001', join: '10.0.0.4:7001' }));
+    expect(env).toEqual({ EKV_SELF_ADDR: '10.0.0.5:7001', EKV_JOIN: '10.0.0.4:7001' });
     expect(loadConfig(env)).toMatchObject({ selfAddr: '10.0.0.5:7001', join: '10.0.0.4:7001' });
     expect(() => loadConfig(parseNodeConfig(bytes({ selfAddr: 'not an address' })))).toThrow(/EKV_SELF_ADDR/);
   });
@@ -41,6 +41,8 @@ describe('per-node settings from the host (node-config.json)', () => {
   it('refuses unknown settings (nothing that widens trust can come this way), wrong types, non-JSON and oversize', () => {
     expect(() => parseNodeConfig(bytes({ accessMode: 'open' }))).toThrow(/unknown setting/);
     expect(() => parseNodeConfig(bytes({ EKV_KMS_KEY_ID: 'x' }))).toThrow(/unknown setting/);
+    // Whether a node may serve alone is the image's (imageConfig.singleNode), never the host's (issue 10).
+    expect(() => parseNodeConfig(bytes({ join: '', solo: true }))).toThrow(/unknown setting solo/);
     expect(() => parseNodeConfig(bytes({ selfAddr: 7 }))).toThrow(/must be a string/);
     expect(() => parseNodeConfig(bytes(['a']))).toThrow(/object/);
     expect(() => parseNodeConfig(Buffer.from('{'))).toThrow(/not JSON/);

@@ -50,6 +50,7 @@ describe('FramedSocket: the first request in the same chunk as the finish', () =
       identity: generateIdentity(),
       attest: fakeAttest,
       verifyPeer: () => Promise.reject(new EkvError('UNATTESTED', 'no peers')),
+      ring: null,
       verifyPrincipal: () => false,
       timeoutMs: 5000,
     });

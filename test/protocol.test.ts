@@ -76,6 +76,7 @@ function serverOptions(over: Partial<AcceptOptions> = {}): AcceptOptions {
     attest: fakeAttest,
     verifyPeer: () => Promise.reject(new EkvError('UNATTESTED', 'no peers here')),
     verifyPrincipal: (p, m, s) => verifyEd25519(p, m, s),
+    ring: null,
     timeoutMs: 1000,
     ...over,
   };

@@ -83,7 +83,7 @@ function makeNode(id: bigint, pred: NodeRef | null, succs: NodeRef[], replicas: 
   const partition = new Partition();
   const requests = new RequestTable();
   const log = new FakeLog();
-  const store = new ClusterStore({ partition, ring, peers: fakePeers(), self: ref, replicas, logger, durable: log, requests }, true);
+  const store = new ClusterStore({ partition, ring, peers: fakePeers(), self: ref, replicas, logger, durable: log, requests }, true, true);
   const n = { ref, store, log, partition, requests };
   nodes.set(id, n);
   return n;

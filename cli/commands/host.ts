@@ -5,12 +5,13 @@
  * enclave, the enclave's outbound connections to peers, and stores its sealed
  * blobs under --data-dir.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
 import { startBlobStore } from '../../host/blob-store.ts';
 import { startHost, type RunningHost } from '../../host/host.ts';
+import { fetchRingSecret, ringSecretBlob } from '../../host/ring-secret.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
 
 function port(v: string, name: string): number {
@@ -32,14 +33,15 @@ export function registerHost(program: Command): void {
     .option('--self-addr <host:port>', "the address peers reach this node's enclave at (passed to the enclave)")
     .option('--join <host:port>', 'a ring member for the enclave to join through (empty: found a ring)', '')
     .option('--imds <url>', "instance metadata service whose role credentials the enclave's KMS calls use ('' : none)", 'http://169.254.169.254')
+    .option('--ring-secret <file|url>', "for a node joining a ring: the ring's ring-secret blob (KMS ciphertext, not secret), a file or a member host's http://<ip>:<http port>/v1/ring-secret; put into --data-dir if absent")
     .option('--log-level <level>', 'log level (JSON logs on stderr)', 'info')
-    .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; imds: string }) =>
+    .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; imds: string; ringSecret?: string }) =>
       run(false, async () => {
         const signal = firstSignal();
         // The enclave's per-node settings, read by it through the blob store (enclave/host-config.ts).
         if (o.selfAddr) {
           mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
-          const cfg = { selfAddr: o.selfAddr, join: o.join, solo: false };
+          const cfg = { selfAddr: o.selfAddr, join: o.join };
           writeFileSync(join(o.dataDir, 'node-config.json'), JSON.stringify(cfg) + '\n', { mode: 0o600 });
         }
         const logger = pino({ level: o.logLevel, base: { svc: 'host' } }, pino.destination(2));
@@ -56,7 +58,16 @@ export function registerHost(program: Command): void {
           startBlobStore: (socketPath, dir) => startBlobStore({ socketPath, dir, logger }),
           ...(o.imds ? { imdsUrl: o.imds } : {}),
         });
+        // Not secret: only KMS opens it, for the measured image under this deployment's key (docs/membership.md).
+        // Fetched in the background: until it arrives the enclave refuses to start, and is started again.
+        const fetching = new AbortController();
+        if (o.ringSecret && /^https?:\/\//.test(o.ringSecret)) {
+          void fetchRingSecret(o.ringSecret, join(o.dataDir, ringSecretBlob), { logger, signal: fetching.signal });
+        } else if (o.ringSecret && !existsSync(join(o.dataDir, ringSecretBlob))) {
+          copyFileSync(o.ringSecret, join(o.dataDir, ringSecretBlob));
+        }
         await signal;
+        fetching.abort();
         await host.close();
       }),
     );

@@ -11,7 +11,7 @@ import { EmulatorCa } from '../../emulator/ca.ts';
 import { defaultImagePath, localImage, localImageSettings } from '../local/image.ts';
 import { kmsEnv, localBlobStore, startLocalKms, type LocalKmsInfo } from '../local/kms.ts';
 import { LocalNode } from '../local/node.ts';
-import { writeJsonAtomic, type RingState } from '../local/ring.ts';
+import { provideRingSecret, writeJsonAtomic, type RingState } from '../local/ring.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
 
 interface NodeOpts {
@@ -81,6 +81,9 @@ export function registerNode(program: Command): void {
           startBlobStore: localBlobStore(logger),
           imdsUrl: kmsInfo.imdsUrl,
         });
+        // A joining node needs the ring's ring-secret (KMS ciphertext, which `ekv up` leaves beside the cluster
+        // file): only KMS can open it, and only for the measured image (docs/membership.md).
+        if (o.join) provideRingSecret(dirname(clusterPath), join(resolve(o.dir), 'data'));
         process.stderr.write(`ekv node: starting${o.join ? `, joining through ${o.join}` : ''}\n`);
         await node.start();
         writeJsonAtomic(statePath, { port: node.host.port, httpPort: node.host.httpPort });

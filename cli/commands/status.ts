@@ -20,6 +20,8 @@ interface NodeStatus {
   keys?: number;
   pcr0?: string;
   documentAgeMs?: number;
+  /** The ring (deployment) id the node's attested key signed in the handshake. */
+  ringId?: string;
   pids?: { host: number | null; emulator: number | null; enclave: number | null };
 }
 
@@ -54,6 +56,7 @@ function trustReport(r: ResolvedTrust, how: string): TrustReport {
     else if (k.startsWith('pcr')) value = p.pcrs?.[k.slice(3)] ?? 'not pinned';
     else if (k === 'maxAgeMs') value = p.maxAgeMs ?? defaultDocAgeMaxMs;
     else if (k === 'clockSkewMs') value = p.clockSkewMs ?? 'verifier default';
+    else if (k === 'ringId') value = p.ringId ?? 'not pinned';
     else value = (p as Record<string, unknown>)[k] ?? false;
     parts[k] = { source: source === 'caller' ? 'caller flag' : source, value };
   }
@@ -94,6 +97,7 @@ export function registerStatus(program: Command): void {
                 keys: typeof s.keys === 'number' ? s.keys : undefined,
                 pcr0: att ? Buffer.from(att.pcrs.get(0) ?? []).toString('hex') : undefined,
                 documentAgeMs: att ? Date.now() - att.timestamp : undefined,
+                ...(conn.ringId ? { ringId: conn.ringId.toString('hex') } : {}),
                 ...(pids ? { pids } : {}),
               };
             } catch (err) {
@@ -112,7 +116,7 @@ export function registerStatus(program: Command): void {
             }
             process.stdout.write(
               `${r.addr}  id ${r.id?.slice(0, 12)}  ${r.ring}${r.serving ? '' : ' (receiving keys)'}  keys ${r.keys}  pred ${r.predecessor ?? '-'}  succ ${r.successor ?? '-'}  ` +
-                `pcr0 ${r.pcr0?.slice(0, 12)}  doc age ${Math.round((r.documentAgeMs ?? 0) / 1000)}s  pids host/emu/enclave ${r.pids?.host ?? '?'}/${r.pids?.emulator ?? '?'}/${r.pids?.enclave ?? '?'}\n`,
+                `pcr0 ${r.pcr0?.slice(0, 12)}  ring ${r.ringId?.slice(0, 12) ?? '-'}  doc age ${Math.round((r.documentAgeMs ?? 0) / 1000)}s  pids host/emu/enclave ${r.pids?.host ?? '?'}/${r.pids?.emulator ?? '?'}/${r.pids?.enclave ?? '?'}\n`,
             );
           }
         }

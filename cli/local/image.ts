@@ -19,6 +19,10 @@ import { localKmsKeyArn, type ImageConfig } from '../../enclave/image-config.ts'
 export interface ImageSettings extends ImageConfig {
   /** Test seam (enclave/image-config.ts testUnsafeSkipKeyIdCheck); only test/attacks/ sets it. */
   testUnsafeSkipKeyIdCheck?: boolean;
+  /** Test seams of the membership rules (enclave/image-config.ts); only test/attacks/ sets them. */
+  testHostMayFound?: boolean;
+  testNoRingCheck?: boolean;
+  testAnyPullSource?: boolean;
 }
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -45,6 +49,9 @@ function canonical(s: ImageSettings): string {
     kmsKeyArn: s.kmsKeyArn, accessMode: s.accessMode, replicas: s.replicas, singleNode: s.singleNode,
     peerPcr0Allowlist: [...s.peerPcr0Allowlist].map((x) => x.toLowerCase()).sort(),
     ...(s.testUnsafeSkipKeyIdCheck ? { testUnsafeSkipKeyIdCheck: true } : {}),
+    ...(s.testHostMayFound ? { testHostMayFound: true } : {}),
+    ...(s.testNoRingCheck ? { testNoRingCheck: true } : {}),
+    ...(s.testAnyPullSource ? { testAnyPullSource: true } : {}),
   });
 }
 

@@ -36,8 +36,16 @@ export interface LocalKms {
   close(): Promise<void>;
 }
 
-export async function startLocalKms(o: { dir: string; ca: EmulatorCa; imagePath: string; logger: Logger; imds?: ImdsInit }): Promise<LocalKms> {
-  const m = measureImage(readFileSync(o.imagePath));
+/**
+ * `admitImages`: further images the key policy admits (tests only: an attack test's seam control image, which
+ * must open the same sealed state; as an operator admits an upgrade's image). Applies to a key created now.
+ */
+export async function startLocalKms(o: { dir: string; ca: EmulatorCa; imagePath: string; logger: Logger; imds?: ImdsInit; admitImages?: string[] }): Promise<LocalKms> {
+  const ms = [o.imagePath, ...(o.admitImages ?? [])].map((p) => measureImage(readFileSync(p)));
+  const pcr = (k: 'pcr0' | 'pcr1' | 'pcr2'): string | string[] => {
+    const all = [...new Set(ms.map((m) => m[k].toString('hex')))];
+    return all.length === 1 ? all[0]! : all;
+  };
   const imds = await startEmulatedImds(o.imds ?? {});
   const region = 'us-east-1';
   const tls = await o.ca.issueTlsServer([`kms.${region}.amazonaws.com`]);
@@ -45,7 +53,7 @@ export async function startLocalKms(o: { dir: string; ca: EmulatorCa; imagePath:
   try {
     kms = await startEmulatedKms({
       region,
-      keyPolicy: enclaveKeyPolicy({ pcr0: m.pcr0.toString('hex'), pcr1: m.pcr1.toString('hex'), pcr2: m.pcr2.toString('hex') }),
+      keyPolicy: enclaveKeyPolicy({ pcr0: pcr('pcr0'), pcr1: pcr('pcr1'), pcr2: pcr('pcr2') }),
       verifyRecipient: (doc) => verifyAttestation(doc, { roots: [o.ca.rootPem] }),
       dir: join(o.dir, 'kms'),
       defaultKeyId: localKmsKeyArn.slice(localKmsKeyArn.indexOf(':key/') + 5),

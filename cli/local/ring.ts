@@ -8,10 +8,11 @@
  * access mode, replication factor, sealing and single-node are compiled into
  * the image, never passed to the enclave, and the cluster file pins its PCR0.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import type { ClusterFile } from '../../client/cluster.ts';
+import { loadCluster, type ClusterFile } from '../../client/cluster.ts';
+import { connect } from '../../client/index.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
 import type { ImdsInit } from '../../emulator/imds.ts';
 import { defaultImagePath, localImage, localImageSettings, type ImageSettings } from './image.ts';
@@ -48,6 +49,8 @@ export interface LocalRingOptions {
   access?: 'open' | 'closed';
   /** The emulated IMDS's credential rotation (tests). */
   imds?: ImdsInit;
+  /** Further images the emulated KMS key admits (attack tests' seam control images; cli/local/kms.ts). */
+  kmsAdmitImages?: string[];
   /** Record the cluster's trust section in the user's trust store (cli/trust-store.ts); default true. */
   rememberTrust?: boolean;
 }
@@ -96,7 +99,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   const imagePath = explicitImage ?? (await localImage(settings as ImageSettings));
   const ca = await EmulatorCa.loadOrCreate(join(dir, 'ca'));
   const sealed = settings ? settings.kmsKeyArn !== '' : o.seal !== false;
-  const kms = sealed ? await startLocalKms({ dir, ca, imagePath, logger: o.logger, ...(o.imds ? { imds: o.imds } : {}) }) : null;
+  const kms = sealed ? await startLocalKms({ dir, ca, imagePath, logger: o.logger, ...(o.imds ? { imds: o.imds } : {}), ...(o.kmsAdmitImages ? { admitImages: o.kmsAdmitImages } : {}) }) : null;
   const kmsInfo = kms?.info ?? null;
   if (kmsInfo) writeJsonAtomic(join(dir, 'kms.json'), kmsInfo);
   const nodes: LocalNode[] = [];
@@ -108,6 +111,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
     for (let i = 0; i < count; i++) {
       const name = `node-${i + 1}`;
       const prev = previous?.nodes[i];
+      const dataDir = join(dir, name, 'data');
       progress(`starting ${name} (${i + 1}/${count})`);
       const node: LocalNode = new LocalNode({
         name,
@@ -117,8 +121,10 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
         listenPort: prev?.port ?? 0,
         httpPort: prev?.httpPort ?? 0,
         logger: o.logger,
-        // The first node founds the ring; the others, and any relaunched enclave, join through a live member.
+        // The first node founds the ring (on its first boot; later it waits for the others to reach it); the
+        // others, and any relaunched enclave, join through a live member, with the ring's ring-secret.
         enclaveEnv: ({ addr, relaunch }): Record<string, string> => {
+          if (kms && i > 0) provideRingSecret(dir, dataDir);
           const others: string[] = nodes.filter((n) => n !== node && n.enclave !== null).map((n) => n.addr);
           const join: string = relaunch || i > 0 ? (others[0] ?? '') : '';
           return { EKV_JOIN: join === addr ? '' : join, ...(kmsInfo ? kmsEnv(kmsInfo) : {}) };
@@ -128,6 +134,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
       });
       nodes.push(node);
       await node.start();
+      if (kms && i === 0) publishRingSecret(dataDir, dir);
     }
   } catch (err) {
     await stopAll();
@@ -140,6 +147,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   };
   writeJsonAtomic(statePath, state);
   const m = nodes[0]?.measurement;
+  const clusterFile = join(dir, 'cluster.json');
   const cluster: ClusterFile = {
     version: 1,
     nodes: nodes.map((n) => ({ addr: n.addr, http: n.http })),
@@ -149,7 +157,15 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
     },
     replicas,
   };
-  const clusterFile = join(dir, 'cluster.json');
+  try {
+    // The ring id is pinned when the ring is founded and kept across restarts: a node that comes back in
+    // another ring (its host wiped it and it founded anew) is then refused by clients (WRONG_RING).
+    const ringId = (previous && existsSync(clusterFile) ? loadCluster(clusterFile).trust.ringId : undefined) ?? (kms ? await learnRingId(cluster) : undefined);
+    if (ringId) cluster.trust.ringId = ringId;
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
   writeJsonAtomic(clusterFile, cluster);
   // This process created (or loaded) the emulated CA and measured the image itself, so the trust
   // section it just wrote is the user's own: record it, and `ekv get -c DIR/cluster.json` needs no flag.
@@ -162,4 +178,32 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
     throw err;
   }
   return { dir, nodes, ca, clusterFile, cluster, imagePath, settings, kms, stop: stopAll };
+}
+
+/** The ring-secret blob (KMS ciphertext, not secret) beside the cluster file, for nodes that join later. */
+export const ringSecretFile = 'ring-secret';
+
+function publishRingSecret(nodeDataDir: string, ringDir: string): void {
+  const from = join(nodeDataDir, ringSecretFile);
+  if (existsSync(from) && !existsSync(join(ringDir, ringSecretFile))) copyFileSync(from, join(ringDir, ringSecretFile));
+}
+
+/** Give a node's host the ring's ring-secret blob before the node's first boot (a node never founds a second ring). */
+export function provideRingSecret(ringDir: string, nodeDataDir: string): void {
+  const from = join(ringDir, ringSecretFile);
+  mkdirSync(nodeDataDir, { recursive: true, mode: 0o700 });
+  if (existsSync(from) && !existsSync(join(nodeDataDir, ringSecretFile))) copyFileSync(from, join(nodeDataDir, ringSecretFile));
+}
+
+/** The ring id the first node's attested key signs in its handshake. */
+async function learnRingId(cluster: ClusterFile): Promise<string | undefined> {
+  // This process wrote the trust section itself (its CA, its image's measurement): it may trust the file.
+  const kv = await connect({ cluster: { ...cluster, nodes: cluster.nodes.slice(0, 1) }, trustClusterFile: true, timeoutMs: 10_000 });
+  try {
+    const conn = kv.node(cluster.nodes[0]!.addr);
+    await conn.ensure();
+    return conn.ringId?.toString('hex');
+  } finally {
+    await kv.close();
+  }
 }

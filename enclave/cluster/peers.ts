@@ -2,7 +2,8 @@
  * Connections from this enclave to its peers. Each goes out through the host's
  * outbound relay (`EKV-CONNECT host:port`), then runs the attested handshake in
  * 'peer' mode: both enclaves verify each other's document (same root, PCRs
- * equal to ours or allowlisted) before any ring message or replica crosses.
+ * equal to ours or allowlisted) and prove the same ring secret (a MAC over the
+ * transcript, docs/membership.md) before any ring message or replica crosses.
  * When the caller knows which node it wants (a ring id), the attested identity
  * key must hash to that id, so a host that routes us elsewhere is caught.
  */
@@ -11,7 +12,7 @@ import type { Logger } from 'pino';
 import { handshakeBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import { FramedSocket } from '../../protocol/framed-socket.ts';
-import { connectHandshake, type Attest, type VerifyDoc } from '../../protocol/handshake.ts';
+import { connectHandshake, type Attest, type RingOption, type VerifyDoc } from '../../protocol/handshake.ts';
 import type { Identity } from '../../protocol/keys.ts';
 import { RpcClient, type RpcResult } from '../../protocol/rpc.ts';
 import { nodeIdFromPublicKey } from '../ring/index.ts';
@@ -35,6 +36,8 @@ export class PeerPool {
       identity: Identity;
       attest: Attest;
       verifyPeer: VerifyDoc;
+      /** This node's ring: every peer must prove the same ring secret in the handshake. */
+      ring: RingOption;
       logger: Logger;
     },
   ) {}
@@ -94,7 +97,7 @@ export class PeerPool {
       const r = await connectHandshake(fs, {
         mode: 'peer',
         verifyServer: this.c.verifyPeer,
-        self: { identity: this.c.identity, attest: this.c.attest },
+        self: { identity: this.c.identity, attest: this.c.attest, ring: this.c.ring },
         timeoutMs: peerConnectTimeoutMs,
       });
       return { rpc: new RpcClient(r.session), id: nodeIdFromPublicKey(r.serverKey) };

@@ -170,11 +170,37 @@ export class ClusterStore {
       durable?: Durability;
       /** Recent request ids and their results. */
       requests: RequestTable;
+      /** Called the first time this node serves (sealing records it: docs/membership.md). */
+      onFirstServing?: () => Promise<void> | void;
     },
     serving: boolean,
+    /**
+     * Whether this node has ever served in its ring (sealed). A pulling node starts serving only if a source
+     * vouched for its answer (docs/membership.md): the source serves, or both have served before (a ring
+     * restarting as a whole), or the puller itself served during this boot (a live member whose range grew).
+     * A node that never served vouches for nothing, so a restored old copy cannot reconcile against fresh
+     * nodes the host joins to it, and fresh nodes cannot take its old state as the ring's.
+     */
+    hasServed: boolean,
   ) {
-    this.serving = serving;
+    this.serving = false;
+    this.hasServed = hasServed;
+    if (serving) this.startServing();
     c.ring.onEvent((e) => this.onRingEvent(e));
+  }
+
+  private hasServed: boolean;
+  /** This node served during this boot: it has been a live member throughout, not a restored copy. */
+  private servedThisBoot = false;
+  /** Test seam (image-config testAnyPullSource, compiled in; never on Nitro): serve after a pull whether or not a source vouched. */
+  anyPullSource = false;
+
+  private startServing(): void {
+    this.serving = true;
+    this.servedThisBoot = true;
+    if (this.hasServed) return;
+    this.hasServed = true;
+    void Promise.resolve(this.c.onFirstServing?.()).catch((err: unknown) => this.c.logger.error({ err: (err as Error).message }, 'could not record serving'));
   }
 
   start(): void {
@@ -566,7 +592,8 @@ export class ClusterStore {
       .filter((e) => after === null || e.key.toString('latin1') > after);
     const { batch, more } = takeBatch(picked);
     this.stats.pulls++;
-    return { e: batch.map(toWire), more };
+    // Vouch for this answer only when serving, or when both of us served before (a whole-ring restart).
+    return { e: batch.map(toWire), more, v: this.serving || (this.hasServed && req.sv === true) };
   }
 
   // ------------------------------------------------------------ membership
@@ -605,9 +632,13 @@ export class ClusterStore {
     if (this.pulling || this.serving || core.status !== 'active' || !pred || sources.length === 0) return;
     this.pulling = true;
     try {
-      for (const [i, src] of sources.entries()) await this.pullFrom(src, pred, i === 0);
+      let vouched = false;
+      for (const [i, src] of sources.entries()) vouched = (await this.pullFrom(src, pred, i === 0)) || vouched;
       if (core.predecessor?.id !== pred.id) throw new EkvError('UNAVAILABLE', 'the predecessor changed during the pull');
-      this.serving = true;
+      if (!vouched && !this.servedThisBoot && !this.anyPullSource) {
+        throw new EkvError('UNAVAILABLE', 'no source vouches for my range (none serves; none served before with me)');
+      }
+      this.startServing();
       this.c.logger.info({ keys: this.c.partition.size, from: sources.map((x) => x.addr) }, 'received my keys; serving');
       void this.sync();
     } catch (err) {
@@ -618,14 +649,17 @@ export class ClusterStore {
     }
   }
 
-  private async pullFrom(src: NodeRef, pred: NodeRef, first: boolean): Promise<void> {
+  /** Pull (predecessor, self] from `src`; true if it vouched for its answer (see the constructor). */
+  private async pullFrom(src: NodeRef, pred: NodeRef, first: boolean): Promise<boolean> {
     let after: Buffer | null = null;
+    let vouched = true;
     for (;;) {
-      const req = { s: idToBytes(pred.id), addr: this.c.self.addr, f: first, ...(after ? { a: after } : {}) };
+      const req = { s: idToBytes(pred.id), addr: this.c.self.addr, f: first, sv: this.hasServed, ...(after ? { a: after } : {}) };
       const r = await this.c.peers.call(src.addr, 'pull', req, 10_000, src.id);
       await this.applyEntries(r.e, false);
+      vouched &&= r.v === true;
       const last = Array.isArray(r.e) && r.e.length > 0 ? (r.e[r.e.length - 1] as WireEntry)[0] : null;
-      if (r.more !== true || !last) return;
+      if (r.more !== true || !last) return vouched;
       after = Buffer.from(last);
     }
   }
@@ -688,6 +722,7 @@ export class ClusterStore {
       serving: this.serving,
       /** False while the sealed log fails (the node answers UNAVAILABLE until it has recovered). */
       durable: this.durableNow,
+      served: this.hasServed,
       predecessor: ref(core.predecessor),
       successors: core.successors.map(ref),
       keys: this.c.partition.size,

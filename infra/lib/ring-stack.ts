@@ -102,6 +102,8 @@ export class RingStack extends Stack {
     sg.addIngressRule(sg, ec2.Port.tcp(c.ringPort), 'ring port: peers only');
     sg.addIngressRule(ec2.Peer.ipv4(c.clientCidr), ec2.Port.tcp(c.clientPort), 'client port');
     sg.addIngressRule(ec2.Peer.ipv4(c.httpCidr), ec2.Port.tcp(c.httpPort), 'attestation, health, metrics');
+    // A joining node's host fetches the ring-secret ciphertext from a member's host (docs/membership.md).
+    sg.addIngressRule(sg, ec2.Port.tcp(c.httpPort), 'ring-secret between ring nodes');
     return sg;
   }
 

@@ -100,6 +100,10 @@ export function nodeUserData(input: NodeUserData): ec2.UserData {
     // This instance's own address is only known at boot (IMDSv2).
     'imds_token=$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")',
     `echo "EKV_SELF_ADDR=$(curl -sS -H "X-aws-ec2-metadata-token: $imds_token" http://169.254.169.254/latest/meta-data/local-ipv4):${c.ringPort}" >> /etc/ekv/ekv.env`,
+    // A joining node's host fetches the ring's ring-secret (KMS ciphertext, not secret; docs/membership.md)
+    // from the host of the node it joins through; node 0 founds the ring and has none to fetch.
+    `join_ip=$(grep '^EKV_JOIN=' /etc/ekv/ekv.env | cut -d= -f2 | cut -d: -f1)`,
+    `if [ -n "$join_ip" ]; then echo "EKV_RING_SECRET_URL=http://$join_ip:${c.httpPort}/v1/ring-secret" >> /etc/ekv/ekv.env; else echo "EKV_RING_SECRET_URL=" >> /etc/ekv/ekv.env; fi`,
     ...heredoc('/etc/nitro_enclaves/allocator.yaml', allocatorYaml(c), '0644'),
     ...heredoc('/etc/nitro_enclaves/vsock-proxy.yaml', vsockProxyYaml(c), '0644'),
   );

@@ -141,6 +141,15 @@ describe('ring stack (default 3 nodes)', () => {
     expect(ud(2)).toContain(`{"Fn::GetAtt":["${byName(1)}","PrivateIp"]}:7001\n`);
     expect(ud(2)).toContain('EKV_REPLICATION_FACTOR=3');
   });
+
+  it('hands a joining node the ring-secret from its join node\'s host (docs/membership.md)', () => {
+    const instances = Object.values(t.findResources('AWS::EC2::Instance')) as { Properties: { UserData: unknown } }[];
+    const text = userDataText(instances[1]?.Properties.UserData);
+    expect(text).toContain('EKV_RING_SECRET_URL=http://$join_ip:8080/v1/ring-secret');
+    expect(text).toMatch(/ekv\.js host .*--join=\$\{EKV_JOIN\} --ring-secret=\$\{EKV_RING_SECRET_URL\}/);
+    const http = t.findResources('AWS::EC2::SecurityGroupIngress', { Properties: { FromPort: 8080 } });
+    expect(Object.values(http).map((r) => (r as { Properties: Record<string, unknown> }).Properties.CidrIp)).toEqual([undefined]);
+  });
 });
 
 describe('ring stack parameters', () => {

@@ -130,6 +130,7 @@ export const targets: FuzzTarget[] = [
           identity,
           attest: (nonce, publicKey) => Promise.resolve(encodeCbor({ nonce, publicKey })),
           verifyPeer: verifyServer(fixtures[0]!.timestampMs),
+          ring: null,
           verifyPrincipal: () => false,
           timeoutMs: 2000,
         });

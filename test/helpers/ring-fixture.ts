@@ -13,7 +13,7 @@ import { connect, EkvError, type EkvClient, type TrustPolicy } from '../../clien
 import type { ImageSettings } from '../../cli/local/image.ts';
 import { kmsEnv, localBlobStore, type LocalKmsInfo } from '../../cli/local/kms.ts';
 import { LocalNode } from '../../cli/local/node.ts';
-import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
+import { provideRingSecret, startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
 import { idFromBytes, inRange, keyId } from '../../enclave/ring/index.ts';
 import type { History } from './history.ts';
 import { defaultImagePath, shortTempDir, testLogger } from './local-ring.ts';
@@ -273,6 +273,8 @@ export class RingFixture {
   async addNode(o: { imagePath?: string; member?: boolean; seal?: boolean } = {}): Promise<LocalNode> {
     const kms = (o.seal ?? true) ? this.kms : null;
     const name = `extra-${++this.extra}`;
+    // A sealed node gets the ring's ring-secret ciphertext from its host, as `ekv node --join` gives it.
+    if (kms) provideRingSecret(this.dir, join(this.dir, name, 'data'));
     const node: LocalNode = new LocalNode({
       // The default image stands for the ring's own (the variant built for the ring's options).
       name, dir: join(this.dir, name), imagePath: o.imagePath === undefined || o.imagePath === defaultImagePath ? this.ring.imagePath : o.imagePath, ca: this.ring.ca,

@@ -1,0 +1,33 @@
+/**
+ * A ring's (deployment's) credential, derived from its 32-byte ring secret (docs/membership.md):
+ * - the ring id, public, carried in the server's signed handshake core so clients can pin it;
+ * - the MAC key, with which both sides of a peer handshake prove they hold the secret.
+ * The secret itself comes from KMS (enclave/seal/ring-secret.ts) and never leaves the enclave.
+ */
+import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+
+export const ringSecretBytes = 32;
+export const ringIdBytes = 32;
+export const ringMacBytes = 32;
+
+export interface RingCredential {
+  /** HKDF(secret, "ekv ring id"): names the ring; not secret. */
+  id: Buffer;
+  /** HKDF(secret, "ekv ring mac"): proves membership in peer handshakes. */
+  macKey: Buffer;
+}
+
+export function ringCredential(secret: Uint8Array): RingCredential {
+  if (secret.length !== ringSecretBytes) throw new RangeError(`ring secret must be ${ringSecretBytes} bytes`);
+  const derive = (info: string) => Buffer.from(hkdfSync('sha256', secret, Buffer.alloc(0), Buffer.from(info), 32));
+  return { id: derive('ekv ring id'), macKey: derive('ekv ring mac') };
+}
+
+export function ringMac(macKey: Buffer, label: Buffer, transcript: Buffer): Buffer {
+  return createHmac('sha256', macKey).update(label).update(transcript).digest();
+}
+
+export function ringMacValid(macKey: Buffer, label: Buffer, transcript: Buffer, mac: Uint8Array | null): boolean {
+  if (mac === null || mac.length !== ringMacBytes) return false;
+  return timingSafeEqual(ringMac(macKey, label, transcript), mac);
+}

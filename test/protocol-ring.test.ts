@@ -1,0 +1,171 @@
+// Attack (issue 10, item 3), at the protocol level: an enclave of the same image but another deployment
+// (another ring secret) tries to be a peer. The peer handshake runs over an in-memory stream pair with
+// stand-in documents (both sides "attested"), so only the ring credential differs. It is refused with
+// WRONG_RING on whichever side checks first: the connecting side checks the server's signed ring id and its
+// MAC, the accepting side checks the connecting peer's MAC. A client pinned to a ring id refuses a node of
+// another ring. Controls: the same set-ups pass with the check switched off by the test-only seam
+// (ringChecks), so each test would catch the hole.
+import { randomBytes } from 'node:crypto';
+import { Duplex } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
+import { handshakeBytesMax } from '../protocol/constants.ts';
+import { EkvError } from '../protocol/errors.ts';
+import { FramedSocket } from '../protocol/framed-socket.ts';
+import {
+  acceptHandshake, connectHandshake, ringChecks, type Accepted, type ConnectResult, type RingOption, type VerifyDoc,
+} from '../protocol/handshake.ts';
+import { generateIdentity, verifyEd25519 } from '../protocol/keys.ts';
+import { ringCredential } from '../protocol/ring.ts';
+
+function duplexPair(): [Duplex, Duplex] {
+  const sides: Duplex[] = [];
+  for (const i of [0, 1]) {
+    sides.push(new Duplex({
+      read() {},
+      write(chunk: Buffer, _enc, cb) {
+        const peer = sides[1 - i] as Duplex;
+        if (!peer.destroyed) peer.push(chunk);
+        cb();
+      },
+      final(cb) {
+        (sides[1 - i] as Duplex).push(null);
+        cb();
+      },
+      destroy(err, cb) {
+        const peer = sides[1 - i] as Duplex;
+        if (!peer.destroyed) peer.push(null);
+        cb(err);
+      },
+    }));
+  }
+  return [sides[0] as Duplex, sides[1] as Duplex];
+}
+
+const fakeAttest = (nonce: Uint8Array, publicKey: Uint8Array) => Promise.resolve(encodeCbor({ nonce, key: publicKey }));
+const fakeVerify: VerifyDoc = async (doc, nonce) => {
+  const d = decodeCbor(doc) as { nonce: Uint8Array; key: Uint8Array };
+  if (!Buffer.from(d.nonce).equals(Buffer.from(nonce))) throw new EkvError('UNATTESTED', 'nonce differs');
+  return { publicKey: d.key, pcrs: new Map(), leafNotAfter: Date.now() + 3_600_000, timestamp: Date.now(), moduleId: 'fake' };
+};
+
+interface Outcome {
+  client: PromiseSettledResult<ConnectResult>;
+  server: PromiseSettledResult<Accepted>;
+}
+
+async function peerHandshake(serverRing: RingOption, clientRing: RingOption): Promise<Outcome> {
+  const [a, b] = duplexPair();
+  const cfs = new FramedSocket(a, handshakeBytesMax);
+  const sfs = new FramedSocket(b, handshakeBytesMax);
+  const clientIdentity = generateIdentity();
+  const c = connectHandshake(cfs, {
+    mode: 'peer', verifyServer: fakeVerify, timeoutMs: 1000, self: { identity: clientIdentity, attest: fakeAttest, ring: clientRing },
+  });
+  const s = acceptHandshake(sfs, {
+    identity: generateIdentity(), attest: fakeAttest, verifyPeer: fakeVerify, verifyPrincipal: (p, m, sig) => verifyEd25519(p, m, sig),
+    ring: serverRing, timeoutMs: 1000,
+  });
+  c.catch(() => cfs.destroy());
+  s.catch(() => sfs.destroy());
+  const [client, server] = await Promise.allSettled([c, s]);
+  if (client.status === 'fulfilled') client.value.session.close();
+  if (server.status === 'fulfilled' && server.value.kind === 'session') server.value.session.close();
+  return { client, server };
+}
+
+async function clientHandshake(serverRing: RingOption, expectRing: Buffer): Promise<Outcome> {
+  const [a, b] = duplexPair();
+  const cfs = new FramedSocket(a, handshakeBytesMax);
+  const sfs = new FramedSocket(b, handshakeBytesMax);
+  const c = connectHandshake(cfs, { mode: 'client', verifyServer: fakeVerify, timeoutMs: 1000, expectRing });
+  const s = acceptHandshake(sfs, {
+    identity: generateIdentity(), attest: fakeAttest, verifyPeer: fakeVerify, verifyPrincipal: () => false, ring: serverRing, timeoutMs: 1000,
+  });
+  c.catch(() => cfs.destroy());
+  s.catch(() => sfs.destroy());
+  const [client, server] = await Promise.allSettled([c, s]);
+  if (client.status === 'fulfilled') client.value.session.close();
+  if (server.status === 'fulfilled' && server.value.kind === 'session') server.value.session.close();
+  return { client, server };
+}
+
+function code(r: PromiseSettledResult<unknown>): string {
+  if (r.status === 'fulfilled') return 'ACCEPTED';
+  return (r.reason as EkvError).code;
+}
+
+const ringA = ringCredential(randomBytes(32));
+const ringB = ringCredential(randomBytes(32));
+/** Knows ring A's public id but not its secret: a relabelled node of another deployment. */
+const forgedA = { id: ringA.id, macKey: ringB.macKey };
+
+afterEach(() => {
+  ringChecks.connect = true;
+  ringChecks.accept = true;
+});
+
+describe('peer handshake between rings', () => {
+  it('two members of one ring become peers', async () => {
+    const o = await peerHandshake(ringA, ringA);
+    expect(code(o.client)).toBe('ACCEPTED');
+    expect(code(o.server)).toBe('ACCEPTED');
+    const accepted = (o.server as PromiseFulfilledResult<Accepted>).value;
+    expect(accepted.kind === 'session' && accepted.peer !== null).toBe(true);
+  });
+
+  it('a peer of another ring connecting in is refused by the connecting side (server ring id)', async () => {
+    const o = await peerHandshake(ringA, ringB);
+    expect(code(o.client)).toBe('WRONG_RING');
+    expect(code(o.server)).not.toBe('ACCEPTED');
+  });
+
+  it('a server that claims our ring id without the secret is refused (its MAC is wrong)', async () => {
+    const o = await peerHandshake(forgedA, ringA);
+    expect(code(o.client)).toBe('WRONG_RING');
+    expect((o.client as PromiseRejectedResult).reason.message).toMatch(/did not prove the ring secret/);
+  });
+
+  it('the accepting side refuses a connecting peer whose MAC is of another secret, even if that peer skips its own check', async () => {
+    ringChecks.connect = false; // the connecting enclave is of another deployment: only the accepting side's rule counts
+    const o = await peerHandshake(ringA, forgedA);
+    expect(code(o.server)).toBe('WRONG_RING');
+    ringChecks.connect = true;
+    // The same with no ring at all (no MAC in the finish).
+    ringChecks.connect = false;
+    const none = await peerHandshake(ringA, null);
+    expect(code(none.server)).toBe('WRONG_RING');
+  });
+
+  it('a ringless node and a ringed node are not peers, either way', async () => {
+    expect(code((await peerHandshake(ringA, null)).client)).toBe('WRONG_RING');
+    expect(code((await peerHandshake(null, ringA)).client)).toBe('WRONG_RING');
+    expect(code((await peerHandshake(null, null)).server)).toBe('ACCEPTED');
+  });
+
+  it('control: with the checks switched off (the seam), a peer of another ring is accepted on both sides', async () => {
+    ringChecks.connect = false;
+    ringChecks.accept = false;
+    const o = await peerHandshake(ringA, ringB);
+    expect(code(o.client)).toBe('ACCEPTED');
+    expect(code(o.server)).toBe('ACCEPTED');
+  });
+});
+
+describe('a client pinned to a ring id', () => {
+  it('accepts a node of its ring and reads the signed ring id', async () => {
+    const o = await clientHandshake(ringA, ringA.id);
+    expect(code(o.client)).toBe('ACCEPTED');
+    expect((o.client as PromiseFulfilledResult<ConnectResult>).value.ring).toEqual(ringA.id);
+  });
+
+  it('refuses a node of another ring, and a node with no ring, with WRONG_RING', async () => {
+    expect(code((await clientHandshake(ringB, ringA.id)).client)).toBe('WRONG_RING');
+    expect(code((await clientHandshake(null, ringA.id)).client)).toBe('WRONG_RING');
+  });
+
+  it('control: with the check switched off, the node of another ring is accepted', async () => {
+    ringChecks.connect = false;
+    expect(code((await clientHandshake(ringB, ringA.id)).client)).toBe('ACCEPTED');
+  });
+});
