@@ -27,7 +27,7 @@ let kv: EkvClient;
 
 beforeAll(async () => {
   t = await startTestRing({ nodes: 1 });
-  kv = await connect({ cluster: t.cluster, timeoutMs: 10_000 });
+  kv = await connect({ cluster: t.cluster, trustClusterFile: true, timeoutMs: 10_000 });
 }, 60_000);
 
 afterAll(async () => {

@@ -104,7 +104,7 @@ describe('a sealed node across credential rotations', () => {
       rmSync(dir, { recursive: true, force: true });
     });
     ring = await startLocalRing({ dir, nodes: 1, replicas: 1, logger, imds: { lifetimeMs: 2500, rotateEveryMs: 800 } });
-    const kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+    const kv = await connect({ cluster: ring.clusterFile, trustClusterFile: true, timeoutMs: 10_000 });
     try {
       await kv.put('across-rotation', 'still here');
     } finally {
@@ -118,7 +118,7 @@ describe('a sealed node across credential rotations', () => {
     const recovered = await waitFor('the relaunched enclave to unseal', 20_000, async () =>
       logs.slice(before).find((l) => l.msg === 'sealed state recovered') ?? logs.slice(before).find((l) => l.msg === 'enclave failed to start')?.msg as string ?? 'not yet');
     expect(recovered).toMatchObject({ created: false });
-    const again = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+    const again = await connect({ cluster: ring.clusterFile, trustClusterFile: true, timeoutMs: 10_000 });
     try {
       const v = await waitFor('the key back', 20_000, async () => again.get('across-rotation').then((b) => ({ value: b.toString() }), (e: Error) => e.message));
       expect(v.value).toBe('still here');

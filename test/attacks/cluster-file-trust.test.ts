@@ -50,8 +50,11 @@ function ekv(args: string[]): Promise<{ code: number; stdout: string; stderr: st
 beforeAll(async () => {
   // The attacker's node runs the genuine image, but its "NSM" signs under the attacker's own CA and
   // reports the genuine PCRs: what an attacker with a CA of its own can mint.
-  [genuine, attacker] = await Promise.all([startTestRing({ nodes: 1 }), startCustomNode({ pcrs: (m) => m })]);
+  // (The genuine ring runs the image variant built for its options, so the claim is its PCR0, not the
+  // measurement of whatever image the attacker's node runs.)
+  genuine = await startTestRing({ nodes: 1 });
   pcr0 = genuine.cluster.trust.pcrs?.['0'] as string;
+  attacker = await startCustomNode({ pcrs: (m) => new Map(m).set(0, Buffer.from(pcr0, 'hex')) });
   dir = shortTempDir('ekv-atk-');
   attackerCluster = {
     version: 1,

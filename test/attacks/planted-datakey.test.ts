@@ -90,7 +90,7 @@ describe('a datakey planted by the host, made under a KMS key of its own', () =>
     restart(ring);
     await waitFor('the relaunched enclave to recover', 20_000, async () =>
       logs.slice(before).find((l) => l.msg === 'sealed state recovered') ?? 'not yet');
-    const kv = await connect({ cluster: ring.clusterFile, timeoutMs: 10_000 });
+    const kv = await connect({ cluster: ring.clusterFile, trustClusterFile: true, timeoutMs: 10_000 });
     try {
       await waitFor('a put to be acknowledged', 20_000, async () => kv.put('secret', 'the host must never read this').then(() => true, (e: Error) => e.message));
     } finally {
