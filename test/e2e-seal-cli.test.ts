@@ -82,13 +82,13 @@ function entries(tag: string, n: number): Array<[string, string]> {
   return Array.from({ length: n }, (_, i) => [`${tag}-${salt}-k${i}`, `${tag} value ${i} ${salt}`]);
 }
 
-async function putAll(cluster: string, kvs: Array<[string, string]>): Promise<void> {
-  for (const [k, v] of kvs) expect(await ekv(['put', k, v, '-c', cluster])).toMatchObject({ code: 0, stdout: 'OK\n' });
+async function putAll(cluster: string, kvs: Array<[string, string]>, flags: string[] = []): Promise<void> {
+  for (const [k, v] of kvs) expect(await ekv(['put', k, v, '-c', cluster, ...flags])).toMatchObject({ code: 0, stdout: 'OK\n' });
 }
 
-async function getAll(cluster: string, kvs: Array<[string, string]>): Promise<Array<[string, string]>> {
+async function getAll(cluster: string, kvs: Array<[string, string]>, flags: string[] = []): Promise<Array<[string, string]>> {
   return Promise.all(kvs.map(async ([k]) => {
-    const r = await ekv(['get', k, '-c', cluster]);
+    const r = await ekv(['get', k, '-c', cluster, ...flags]);
     return [k, r.code === 0 ? r.stdout : `exit ${r.code}: ${r.stderr.trim()}`] as [string, string];
   }));
 }
@@ -131,13 +131,16 @@ describe('ekv node founding a ring alone, stopped with SIGTERM and run again on 
     expect(addr).not.toBeNull();
     const file: ClusterFile = { version: 1, nodes: [{ addr: addr![1] as string, http: addr![2] as string }], trust, replicas: 1 };
     writeFileSync(cluster, JSON.stringify(file));
+    // This file's trust section is not one `ekv up` recorded (no ring pin: the node's ring is another), so
+    // the CLI uses it only when told to (docs/client-trust.md); the test wrote it itself.
+    const own = ['--trust-cluster-file'];
     const kvs = entries('node', 4);
-    await putAll(cluster, kvs);
+    await putAll(cluster, kvs, own);
     expect(await stopProcess(first.proc, 'SIGTERM')).toBe(0);
 
     const second = await startEkv(args);
     expect(second.ready).toContain(`ready: node ${addr![1]}`); // node.json kept its port
-    expect(await getAll(cluster, kvs)).toEqual(kvs);
+    expect(await getAll(cluster, kvs, own)).toEqual(kvs);
     expect(await stopProcess(second.proc, 'SIGTERM')).toBe(0);
   });
 });
