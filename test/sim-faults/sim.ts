@@ -100,7 +100,7 @@ export class FaultSim {
   private hclock = 0;
   private readonly nodes: SimNode[] = [];
   private readonly clients: Client[] = [];
-  private readonly blocked = new Set<string>(); // "a>b": a cannot reach b
+  private readonly blocked = new Map<string, number>(); // "a>b": a cannot reach b (count of faults cutting it)
   /** Nodes that receive no message carrying configurations (the host drops them; fencing must hold anyway). */
   private readonly gossipCut = new Set<string>();
   private loss = 0;
@@ -457,9 +457,9 @@ export class FaultSim {
   private readonly faultTable: Array<[FaultName, number, () => void]> = [
     ['partition', 12, () => this.fPartition()],
     ['partition-asym', 8, () => this.fAsymmetric()],
-    ['isolate', 8, () => this.fIsolate()],
+    ['isolate', 14, () => this.fIsolate()],
     ['pause', 12, () => this.fPause()],
-    ['stale-owner', 6, () => this.fStaleOwner()],
+    ['stale-owner', 10, () => this.fStaleOwner()],
     ['kill', 14, () => this.fKill()],
     ['kill-pair', 4, () => this.fKillPair()],
     ['disk-flaky', 6, () => this.fDisk()],
@@ -489,34 +489,44 @@ export class FaultSim {
     return [...this.liveNodes().map((n) => n.name), ...this.clients.map((c) => c.name)];
   }
 
-  private healBlocks(after: number): void {
-    this.at(this.now + after, () => this.blocked.clear());
+  /** Cuts these links now and restores them (only these: other faults keep theirs) after `ms`. */
+  private cut(links: readonly string[], ms: number): void {
+    for (const l of links) this.blocked.set(l, (this.blocked.get(l) ?? 0) + 1);
+    this.at(this.now + ms, () => {
+      for (const l of links) {
+        const k = (this.blocked.get(l) ?? 1) - 1;
+        if (k <= 0) this.blocked.delete(l);
+        else this.blocked.set(l, k);
+      }
+    });
   }
 
   private fPartition(): void {
     const all = this.everyone();
     const side = new Set(all.filter(() => this.rng.next() < 0.5));
-    for (const a of all) for (const b of all) if (side.has(a) !== side.has(b)) this.blocked.add(`${a}>${b}`);
+    const links: string[] = [];
+    for (const a of all) for (const b of all) if (side.has(a) !== side.has(b)) links.push(`${a}>${b}`);
     this.count('partition');
-    this.healBlocks(200 + this.rng.int(2_500));
+    this.cut(links, 200 + this.rng.int(2_500));
   }
 
   private fAsymmetric(): void {
     const all = this.everyone();
-    for (let i = 0; i < 4; i++) this.blocked.add(`${this.pick().name}>${all[this.rng.int(all.length)]}`);
+    const links = Array.from({ length: 4 }, () => `${this.pick().name}>${all[this.rng.int(all.length)]}`);
     this.count('partition-asym');
-    this.healBlocks(200 + this.rng.int(2_500));
+    this.cut(links, 200 + this.rng.int(2_500));
   }
 
   /** Cut one node off from its peers, not from clients: the stale-owner scenario (an owner, mostly). */
   private fIsolate(): void {
     const owners = this.activeOwners();
     const n = owners.length > 0 && this.rng.next() < 0.8 ? owners[this.rng.int(owners.length)] as SimNode : this.pick();
-    for (const p of this.liveNodes()) if (p !== n) { this.blocked.add(`${n.name}>${p.name}`); this.blocked.add(`${p.name}>${n.name}`); }
+    const links: string[] = [];
+    for (const p of this.liveNodes()) if (p !== n) links.push(`${n.name}>${p.name}`, `${p.name}>${n.name}`);
     // Half the clients lose it too: they find the new owner while the others still read from the old one.
-    for (const c of this.clients) if (this.rng.next() < 0.5) { this.blocked.add(`${n.name}>${c.name}`); this.blocked.add(`${c.name}>${n.name}`); }
+    for (const c of this.clients) if (this.rng.next() < 0.5) links.push(`${n.name}>${c.name}`, `${c.name}>${n.name}`);
     this.count('isolate', n);
-    this.healBlocks(300 + this.rng.int(3_000));
+    this.cut(links, 300 + this.rng.int(3_000));
   }
 
   private fPause(): void {
