@@ -30,7 +30,7 @@ export interface SimOptions {
 
 export const faultNames = [
   'partition', 'partition-asym', 'isolate', 'pause', 'stale-owner', 'kill', 'kill-pair', 'disk-flaky', 'clock-drift',
-  'net-lossy', 'whole-ring-restart', 'join', 'leave',
+  'net-lossy', 'whole-ring-restart', 'join', 'leave', 'clock-stall',
 ] as const;
 export type FaultName = (typeof faultNames)[number];
 
@@ -468,10 +468,15 @@ export class FaultSim {
     ['whole-ring-restart', 4, () => this.fWholeRing()],
     ['join', 6, () => this.fJoin()],
     ['leave', 4, () => this.fLeave()],
+    // Outside assumption I6 (a clock that stops while its enclave runs): never in the default mix, only to show
+    // that the assumption carries weight.
+    ['clock-stall', 0, () => this.fClockStall()],
   ];
 
   private injectFault(): void {
-    const table = this.o.mix ? this.faultTable.filter(([name]) => this.o.mix?.includes(name)) : this.faultTable;
+    const table = this.o.mix
+      ? this.faultTable.filter(([name]) => this.o.mix?.includes(name)).map(([n, w, f]): [FaultName, number, () => void] => [n, w || 10, f])
+      : this.faultTable;
     const total = table.reduce((a, [, w]) => a + w, 0);
     let roll = this.rng.int(total);
     for (const [, w, f] of table) {
@@ -521,12 +526,16 @@ export class FaultSim {
   private fIsolate(): void {
     const owners = this.activeOwners();
     const n = owners.length > 0 && this.rng.next() < 0.8 ? owners[this.rng.int(owners.length)] as SimNode : this.pick();
+    this.count('isolate', n);
+    this.fIsolateNode(n, 300 + this.rng.int(3_000));
+  }
+
+  private fIsolateNode(n: SimNode, ms: number): void {
     const links: string[] = [];
     for (const p of this.liveNodes()) if (p !== n) links.push(`${n.name}>${p.name}`, `${p.name}>${n.name}`);
     // Half the clients lose it too: they find the new owner while the others still read from the old one.
     for (const c of this.clients) if (this.rng.next() < 0.5) links.push(`${n.name}>${c.name}`, `${c.name}>${n.name}`);
-    this.count('isolate', n);
-    this.cut(links, 300 + this.rng.int(3_000));
+    this.cut(links, ms);
   }
 
   private fPause(): void {
@@ -589,6 +598,18 @@ export class FaultSim {
     const rho = this.dataConfig.driftPpm / 1e6;
     this.setRate(n, 1 - rho + this.rng.next() * 2 * rho);
     this.count('clock-drift', n);
+  }
+
+  /** An owner's clock stops for 0.3..1.5 s while it runs (rate 0, then back to 1); cut off from its peers. */
+  private fClockStall(): void {
+    const owners = this.activeOwners();
+    if (owners.length === 0) return;
+    const n = owners[this.rng.int(owners.length)] as SimNode;
+    this.setRate(n, 0);
+    this.count('clock-stall', n);
+    const ms = 300 + this.rng.int(1_200);
+    this.fIsolateNode(n, ms);
+    this.at(this.now + ms, () => this.setRate(n, 1));
   }
 
   private fLossy(): void {
