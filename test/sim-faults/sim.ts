@@ -5,7 +5,7 @@
 // random fault schedule. One seed replays a run exactly (TigerBeetle's VOPR,
 // FoundationDB's simulation). The history is then checked per key for
 // linearizability and for acknowledged writes lost (check.ts).
-import { type BrokenFlags, type ClientOp, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
+import { type BrokenFlags, type ClientOp, peerBodyToWire, validateClientOp, validatePeerBody, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
 import { distance } from '../../enclave/ring/index.ts';
 import type { HistEntry, HistOp, HistOut } from '../helpers/linearizability.ts';
 import { MinHeap } from '../sim/heap.ts';
@@ -26,6 +26,8 @@ export interface SimOptions {
   mix?: readonly FaultName[];
   /** Print events to stderr. */
   trace?: boolean;
+  /** Pass every message through the wire shape and the codec's validation (slower; catches schema drift). */
+  wire?: boolean;
 }
 
 export const faultNames = [
@@ -271,7 +273,8 @@ export class FaultSim {
       if (m.kind === 'peer') {
         const to = this.nodes.find((x) => x.name === m.to);
         if (this.gossipCut.has(m.to) && gossipTypes.has(m.body.t)) continue;
-        if (to) this.net(n.name, m.to, () => this.stepNode(to, { kind: 'peer', from: m.from, body: m.body }));
+        const body = this.o.wire ? validatePeerBody(structuredClone(peerBodyToWire(m.body)), this.dataConfig.shards) : m.body;
+        if (to) this.net(n.name, m.to, () => this.stepNode(to, { kind: 'peer', from: m.from, body }));
       } else {
         const c = this.clients.find((x) => x.name === m.to);
         if (this.o.trace) this.trace(`${n.name} -> ${m.to}#${m.rid} ${JSON.stringify(m.result)}`);
@@ -331,7 +334,7 @@ export class FaultSim {
       });
       this.net(c.name, target, () => {
         const n = this.nodes.find((x) => x.name === target);
-        if (n) this.stepNode(n, { kind: 'client', client: c.name, rid, op });
+        if (n) this.stepNode(n, { kind: 'client', client: c.name, rid, op: this.o.wire ? validateClientOp(structuredClone(op), this.dataConfig.shards) : op });
       });
       this.at(this.now + 80, () => {
         if (answered) return;
