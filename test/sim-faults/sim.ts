@@ -26,6 +26,8 @@ export interface SimOptions {
   mix?: readonly FaultName[];
   /** Print events to stderr. */
   trace?: boolean;
+  /** R (default 3). */
+  replicas?: number;
   /** Pass every message through the wire shape and the codec's validation (slower; catches schema drift). */
   wire?: boolean;
 }
@@ -41,9 +43,9 @@ export const defaultSimOptions: Omit<SimOptions, 'seed'> = {
 };
 
 /** One millisecond per tick. The drift bound the sim exercises is the core's own ρ. */
-export function simDataConfig(broken?: BrokenFlags): DataConfig {
+export function simDataConfig(broken?: BrokenFlags, replicas = 3): DataConfig {
   return {
-    replicas: 3, shards: 4, leaseTicks: 500, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 50,
+    replicas, shards: 4, leaseTicks: 500, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 50,
     heartbeatTicks: 25, suspectTicks: 100, retryTicks: 40, proposeTimeoutTicks: 500, backoffTicksMax: 100,
     sessionsMax: 6, windowMax: 8, queuedMax: 256, ...(broken ? { broken } : {}),
   };
@@ -121,7 +123,7 @@ export class FaultSim {
   constructor(o: SimOptions) {
     this.o = o;
     this.rng = makeRng(o.seed);
-    this.dataConfig = simDataConfig(o.broken);
+    this.dataConfig = simDataConfig(o.broken, o.replicas);
   }
 
   private at(time: number, fn: () => void): void {
@@ -437,6 +439,8 @@ export class FaultSim {
 
   /** Lost or rolled-back state is tolerated on a minority of a configuration (docs): one unhealed at a time. */
   private amnesiaAllowed(): boolean {
+    // ⌊(R−1)/2⌋ members of a configuration may lose state; the simulator allows one at a time, so R >= 3.
+    if (this.dataConfig.replicas < 3) return false;
     if (this.now - this.rollbackAt < 5_000) return false;
     if (this.nodes.some((n) => !n.up && !n.gone)) return false;
     if (this.nodes.some((n) => n.leaving && !n.gone)) return false;
