@@ -631,8 +631,14 @@ export class FaultSim {
     this.armed = () => {
       const live = this.liveNodes();
       for (const n of live) this.crash(n);
-      this.count('whole-ring-restart');
-      for (const n of shuffled(live, this.rng)) this.at(this.now + 100 + this.rng.int(2_500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
+      // Half the time an adversarial order: the nodes with the least in their logs first, the rest much later.
+      const adversarial = this.rng.next() < 0.5;
+      this.count(adversarial ? 'whole-ring-restart-stalest-first' : 'whole-ring-restart');
+      const order = adversarial ? [...live].sort((a, b) => a.log.length - b.log.length) : shuffled(live, this.rng);
+      order.forEach((n, i) => {
+        const at = adversarial ? 100 + i * (300 + this.rng.int(1_200)) : 100 + this.rng.int(2_500);
+        this.at(this.now + at, () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
+      });
     };
   }
 
