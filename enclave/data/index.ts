@@ -3,3 +3,5 @@ export { type BrokenFlags, type DataConfig, defaultDataConfig, ownerLeaseTicks, 
 export { DataError, type DataErrorCode } from './errors.ts';
 export { DataNode, type DataNodeInit, shardOf, shardStart } from './node.ts';
 export * from './types.ts';
+export { type DataDriverInit, DataDriver, type DataLog } from './driver.ts';
+export { peerBodyToWire, validateClientOp, validatePeerBody } from './codec.ts';

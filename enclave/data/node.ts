@@ -172,10 +172,6 @@ export class DataNode {
     return !!c && c.members.some((x) => sameMember(x, m));
   }
 
-  private memberOf(c: Config, name: string): Member | undefined {
-    return c.members.find((x) => x.name === name);
-  }
-
   // ---- placement (Chord decides who should hold a range; only configurations give authority) ----
 
   private alive(): Member[] {
@@ -727,6 +723,11 @@ export class DataNode {
   // ---- dispatch ----
 
   private onPeer(from: Member, b: PeerBody): void {
+    // The codec validates shapes and bounds; a range number outside this image's is dropped here.
+    const shard = 'shard' in b ? b.shard : 'base' in b ? b.base.shard : 'config' in b ? b.config.shard : 0;
+    if (!Number.isInteger(shard) || shard < 0 || shard >= this.cfg.shards) return;
+    if (b.t === 'install' && b.value.shard !== shard) return;
+    if (b.t === 'accept' && b.value.shard !== shard) return;
     if (from.name !== this.self.name) this.heard(from);
     switch (b.t) {
       case 'hb':

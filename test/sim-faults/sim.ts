@@ -5,7 +5,7 @@
 // random fault schedule. One seed replays a run exactly (TigerBeetle's VOPR,
 // FoundationDB's simulation). The history is then checked per key for
 // linearizability and for acknowledged writes lost (check.ts).
-import { type BrokenFlags, type ClientOp, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
+import { type BrokenFlags, type ClientOp, peerBodyToWire, validateClientOp, validatePeerBody, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
 import { distance } from '../../enclave/ring/index.ts';
 import type { HistEntry, HistOp, HistOut } from '../helpers/linearizability.ts';
 import { MinHeap } from '../sim/heap.ts';
@@ -26,11 +26,15 @@ export interface SimOptions {
   mix?: readonly FaultName[];
   /** Print events to stderr. */
   trace?: boolean;
+  /** R (default 3). */
+  replicas?: number;
+  /** Pass every message through the wire shape and the codec's validation (slower; catches schema drift). */
+  wire?: boolean;
 }
 
 export const faultNames = [
   'partition', 'partition-asym', 'isolate', 'pause', 'stale-owner', 'kill', 'kill-pair', 'disk-flaky', 'clock-drift',
-  'net-lossy', 'whole-ring-restart', 'join', 'leave',
+  'net-lossy', 'whole-ring-restart', 'join', 'leave', 'clock-stall',
 ] as const;
 export type FaultName = (typeof faultNames)[number];
 
@@ -39,9 +43,9 @@ export const defaultSimOptions: Omit<SimOptions, 'seed'> = {
 };
 
 /** One millisecond per tick. The drift bound the sim exercises is the core's own ρ. */
-export function simDataConfig(broken?: BrokenFlags): DataConfig {
+export function simDataConfig(broken?: BrokenFlags, replicas = 3): DataConfig {
   return {
-    replicas: 3, shards: 4, leaseTicks: 500, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 50,
+    replicas, shards: 4, leaseTicks: 500, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 50,
     heartbeatTicks: 25, suspectTicks: 100, retryTicks: 40, proposeTimeoutTicks: 500, backoffTicksMax: 100,
     sessionsMax: 6, windowMax: 8, queuedMax: 256, ...(broken ? { broken } : {}),
   };
@@ -100,7 +104,7 @@ export class FaultSim {
   private hclock = 0;
   private readonly nodes: SimNode[] = [];
   private readonly clients: Client[] = [];
-  private readonly blocked = new Set<string>(); // "a>b": a cannot reach b
+  private readonly blocked = new Map<string, number>(); // "a>b": a cannot reach b (count of faults cutting it)
   /** Nodes that receive no message carrying configurations (the host drops them; fencing must hold anyway). */
   private readonly gossipCut = new Set<string>();
   private loss = 0;
@@ -119,7 +123,7 @@ export class FaultSim {
   constructor(o: SimOptions) {
     this.o = o;
     this.rng = makeRng(o.seed);
-    this.dataConfig = simDataConfig(o.broken);
+    this.dataConfig = simDataConfig(o.broken, o.replicas);
   }
 
   private at(time: number, fn: () => void): void {
@@ -271,7 +275,8 @@ export class FaultSim {
       if (m.kind === 'peer') {
         const to = this.nodes.find((x) => x.name === m.to);
         if (this.gossipCut.has(m.to) && gossipTypes.has(m.body.t)) continue;
-        if (to) this.net(n.name, m.to, () => this.stepNode(to, { kind: 'peer', from: m.from, body: m.body }));
+        const body = this.o.wire ? validatePeerBody(structuredClone(peerBodyToWire(m.body)), this.dataConfig.shards) : m.body;
+        if (to) this.net(n.name, m.to, () => this.stepNode(to, { kind: 'peer', from: m.from, body }));
       } else {
         const c = this.clients.find((x) => x.name === m.to);
         if (this.o.trace) this.trace(`${n.name} -> ${m.to}#${m.rid} ${JSON.stringify(m.result)}`);
@@ -331,7 +336,7 @@ export class FaultSim {
       });
       this.net(c.name, target, () => {
         const n = this.nodes.find((x) => x.name === target);
-        if (n) this.stepNode(n, { kind: 'client', client: c.name, rid, op });
+        if (n) this.stepNode(n, { kind: 'client', client: c.name, rid, op: this.o.wire ? validateClientOp(structuredClone(op), this.dataConfig.shards) : op });
       });
       this.at(this.now + 80, () => {
         if (answered) return;
@@ -434,6 +439,8 @@ export class FaultSim {
 
   /** Lost or rolled-back state is tolerated on a minority of a configuration (docs): one unhealed at a time. */
   private amnesiaAllowed(): boolean {
+    // ⌊(R−1)/2⌋ members of a configuration may lose state; the simulator allows one at a time, so R >= 3.
+    if (this.dataConfig.replicas < 3) return false;
     if (this.now - this.rollbackAt < 5_000) return false;
     if (this.nodes.some((n) => !n.up && !n.gone)) return false;
     if (this.nodes.some((n) => n.leaving && !n.gone)) return false;
@@ -457,9 +464,9 @@ export class FaultSim {
   private readonly faultTable: Array<[FaultName, number, () => void]> = [
     ['partition', 12, () => this.fPartition()],
     ['partition-asym', 8, () => this.fAsymmetric()],
-    ['isolate', 8, () => this.fIsolate()],
+    ['isolate', 14, () => this.fIsolate()],
     ['pause', 12, () => this.fPause()],
-    ['stale-owner', 6, () => this.fStaleOwner()],
+    ['stale-owner', 10, () => this.fStaleOwner()],
     ['kill', 14, () => this.fKill()],
     ['kill-pair', 4, () => this.fKillPair()],
     ['disk-flaky', 6, () => this.fDisk()],
@@ -468,10 +475,15 @@ export class FaultSim {
     ['whole-ring-restart', 4, () => this.fWholeRing()],
     ['join', 6, () => this.fJoin()],
     ['leave', 4, () => this.fLeave()],
+    // Outside assumption I6 (a clock that stops while its enclave runs): never in the default mix, only to show
+    // that the assumption carries weight.
+    ['clock-stall', 0, () => this.fClockStall()],
   ];
 
   private injectFault(): void {
-    const table = this.o.mix ? this.faultTable.filter(([name]) => this.o.mix?.includes(name)) : this.faultTable;
+    const table = this.o.mix
+      ? this.faultTable.filter(([name]) => this.o.mix?.includes(name)).map(([n, w, f]): [FaultName, number, () => void] => [n, w || 10, f])
+      : this.faultTable;
     const total = table.reduce((a, [, w]) => a + w, 0);
     let roll = this.rng.int(total);
     for (const [, w, f] of table) {
@@ -489,34 +501,48 @@ export class FaultSim {
     return [...this.liveNodes().map((n) => n.name), ...this.clients.map((c) => c.name)];
   }
 
-  private healBlocks(after: number): void {
-    this.at(this.now + after, () => this.blocked.clear());
+  /** Cuts these links now and restores them (only these: other faults keep theirs) after `ms`. */
+  private cut(links: readonly string[], ms: number): void {
+    for (const l of links) this.blocked.set(l, (this.blocked.get(l) ?? 0) + 1);
+    this.at(this.now + ms, () => {
+      for (const l of links) {
+        const k = (this.blocked.get(l) ?? 1) - 1;
+        if (k <= 0) this.blocked.delete(l);
+        else this.blocked.set(l, k);
+      }
+    });
   }
 
   private fPartition(): void {
     const all = this.everyone();
     const side = new Set(all.filter(() => this.rng.next() < 0.5));
-    for (const a of all) for (const b of all) if (side.has(a) !== side.has(b)) this.blocked.add(`${a}>${b}`);
+    const links: string[] = [];
+    for (const a of all) for (const b of all) if (side.has(a) !== side.has(b)) links.push(`${a}>${b}`);
     this.count('partition');
-    this.healBlocks(200 + this.rng.int(2_500));
+    this.cut(links, 200 + this.rng.int(2_500));
   }
 
   private fAsymmetric(): void {
     const all = this.everyone();
-    for (let i = 0; i < 4; i++) this.blocked.add(`${this.pick().name}>${all[this.rng.int(all.length)]}`);
+    const links = Array.from({ length: 4 }, () => `${this.pick().name}>${all[this.rng.int(all.length)]}`);
     this.count('partition-asym');
-    this.healBlocks(200 + this.rng.int(2_500));
+    this.cut(links, 200 + this.rng.int(2_500));
   }
 
   /** Cut one node off from its peers, not from clients: the stale-owner scenario (an owner, mostly). */
   private fIsolate(): void {
     const owners = this.activeOwners();
     const n = owners.length > 0 && this.rng.next() < 0.8 ? owners[this.rng.int(owners.length)] as SimNode : this.pick();
-    for (const p of this.liveNodes()) if (p !== n) { this.blocked.add(`${n.name}>${p.name}`); this.blocked.add(`${p.name}>${n.name}`); }
-    // Half the clients lose it too: they find the new owner while the others still read from the old one.
-    for (const c of this.clients) if (this.rng.next() < 0.5) { this.blocked.add(`${n.name}>${c.name}`); this.blocked.add(`${c.name}>${n.name}`); }
     this.count('isolate', n);
-    this.healBlocks(300 + this.rng.int(3_000));
+    this.fIsolateNode(n, 300 + this.rng.int(3_000));
+  }
+
+  private fIsolateNode(n: SimNode, ms: number): void {
+    const links: string[] = [];
+    for (const p of this.liveNodes()) if (p !== n) links.push(`${n.name}>${p.name}`, `${p.name}>${n.name}`);
+    // Half the clients lose it too: they find the new owner while the others still read from the old one.
+    for (const c of this.clients) if (this.rng.next() < 0.5) links.push(`${n.name}>${c.name}`, `${c.name}>${n.name}`);
+    this.cut(links, ms);
   }
 
   private fPause(): void {
@@ -581,6 +607,18 @@ export class FaultSim {
     this.count('clock-drift', n);
   }
 
+  /** An owner's clock stops for 0.3..1.5 s while it runs (rate 0, then back to 1); cut off from its peers. */
+  private fClockStall(): void {
+    const owners = this.activeOwners();
+    if (owners.length === 0) return;
+    const n = owners[this.rng.int(owners.length)] as SimNode;
+    this.setRate(n, 0);
+    this.count('clock-stall', n);
+    const ms = 300 + this.rng.int(1_200);
+    this.fIsolateNode(n, ms);
+    this.at(this.now + ms, () => this.setRate(n, 1));
+  }
+
   private fLossy(): void {
     this.loss = this.rng.next() * 0.1;
     this.dup = this.rng.next() * 0.1;
@@ -593,8 +631,14 @@ export class FaultSim {
     this.armed = () => {
       const live = this.liveNodes();
       for (const n of live) this.crash(n);
-      this.count('whole-ring-restart');
-      for (const n of shuffled(live, this.rng)) this.at(this.now + 100 + this.rng.int(2_500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
+      // Half the time an adversarial order: the nodes with the least in their logs first, the rest much later.
+      const adversarial = this.rng.next() < 0.5;
+      this.count(adversarial ? 'whole-ring-restart-stalest-first' : 'whole-ring-restart');
+      const order = adversarial ? [...live].sort((a, b) => a.log.length - b.log.length) : shuffled(live, this.rng);
+      order.forEach((n, i) => {
+        const at = adversarial ? 100 + i * (300 + this.rng.int(1_200)) : 100 + this.rng.int(2_500);
+        this.at(this.now + at, () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
+      });
     };
   }
 

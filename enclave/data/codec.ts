@@ -1,0 +1,207 @@
+// Validation of the data core's messages as they arrive decoded (CBOR) from an attested peer or a client:
+// every field typed, every length bounded before it is used, anything else a DataError with a stable code.
+// Keys and values travel as latin1 strings (one char per byte), so a string's length is its byte count.
+import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
+import { DataError } from './errors.ts';
+import type { Ballot, ClientOp, Config, Entry, Member, PeerBody, RangeData, Sessions, WriteOp, WriteResult } from './types.ts';
+
+/** Members of one configuration (R is at most 7 by validateDataConfig). */
+export const membersMax = 7;
+export const nameCharsMax = 256;
+/** Keys in one range's transfer (promise, install, sync): past this the range must move in pieces. */
+export const rangeEntriesMax = 1_000_000;
+/** Sessions and results per session in one transfer (the table's own bounds are lower). */
+export const sessionsWireMax = 1 << 20;
+export const resultsWireMax = 1 << 16;
+/** Configurations in one heartbeat (one per range). */
+export const configsMax = 1 << 16;
+
+type Obj = Record<string, unknown>;
+
+function fail(msg: string): never {
+  throw new DataError('MALFORMED', msg);
+}
+
+function obj(x: unknown, what: string): Obj {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) fail(`${what} must be an object`);
+  return x as Obj;
+}
+
+function int(x: unknown, what: string, lo = 0, hi = Number.MAX_SAFE_INTEGER): number {
+  if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < lo || x > hi) fail(`${what} must be an integer in [${lo}, ${hi}]`);
+  return x;
+}
+
+function str(x: unknown, what: string, max: number, min = 0): string {
+  if (typeof x !== 'string') fail(`${what} must be a string`);
+  if (x.length > max) throw new DataError('TOO_LONG', `${what} longer than ${max}`);
+  if (x.length < min) fail(`${what} shorter than ${min}`);
+  return x;
+}
+
+function bool(x: unknown, what: string): boolean {
+  if (typeof x !== 'boolean') fail(`${what} must be a boolean`);
+  return x;
+}
+
+function arr(x: unknown, what: string, max: number): unknown[] {
+  if (!Array.isArray(x)) fail(`${what} must be an array`);
+  if (x.length > max) throw new DataError('TOO_LONG', `${what} has more than ${max} items`);
+  return x;
+}
+
+function member(x: unknown): Member {
+  const o = obj(x, 'member');
+  if (typeof o.ring !== 'bigint' || o.ring < 0n || o.ring >= 1n << 256n) fail('member.ring must be a 256-bit integer');
+  return { name: str(o.name, 'member.name', nameCharsMax, 1), ring: o.ring, inc: int(o.inc, 'member.inc') };
+}
+
+function config(x: unknown): Config {
+  const o = obj(x, 'config');
+  const members = arr(o.members, 'config.members', membersMax).map(member);
+  if (members.length === 0) fail('config.members is empty');
+  if (new Set(members.map((m) => m.name)).size !== members.length) fail('config.members repeats a node');
+  return { shard: int(o.shard, 'config.shard'), epoch: int(o.epoch, 'config.epoch', 1), members };
+}
+
+function ballot(x: unknown): Ballot {
+  const o = obj(x, 'ballot');
+  return { round: int(o.round, 'ballot.round'), name: str(o.name, 'ballot.name', nameCharsMax, 1), inc: int(o.inc, 'ballot.inc') };
+}
+
+function nullable<T>(x: unknown, f: (y: unknown) => T): T | null {
+  return x === null ? null : f(x);
+}
+
+function entry(x: unknown): Entry {
+  const o = obj(x, 'entry');
+  return { value: nullable(o.value, (v) => str(v, 'entry.value', valueBytesMax)), version: int(o.version, 'entry.version', 1), epoch: int(o.epoch, 'entry.epoch') };
+}
+
+function result(x: unknown): WriteResult {
+  const o = obj(x, 'result');
+  if (o.ok === true) return { ok: true, version: int(o.version, 'result.version'), existed: bool(o.existed, 'result.existed') };
+  if (o.ok === false && o.code === 'CONFLICT') return { ok: false, code: 'CONFLICT', version: int(o.version, 'result.version') };
+  return fail('result must be ok or CONFLICT');
+}
+
+function key(x: unknown, what: string): string {
+  return str(x, what, keyBytesMax, 1);
+}
+
+/** Range data travels as [key, entry] pairs. */
+function rangeData(x: unknown): RangeData {
+  const m = new Map<string, Entry>();
+  for (const p of arr(x, 'data', rangeEntriesMax)) {
+    const [k, e] = arr(p, 'data item', 2);
+    m.set(key(k, 'data key'), entry(e));
+  }
+  return m;
+}
+
+/** Sessions travel as { next, clock, table: [id, floor, used, [[seq, result]...]][] }. */
+function sessions(x: unknown): Sessions {
+  const o = obj(x, 'sessions');
+  const table = new Map<number, { floor: number; used: number; results: Map<number, WriteResult> }>();
+  for (const t of arr(o.table, 'sessions.table', sessionsWireMax)) {
+    const [id, floor, used, rs] = arr(t, 'session', 4);
+    const results = new Map<number, WriteResult>();
+    for (const r of arr(rs, 'session results', resultsWireMax)) {
+      const [seq, res] = arr(r, 'session result', 2);
+      results.set(int(seq, 'seq'), result(res));
+    }
+    table.set(int(id, 'session id', 1), { floor: int(floor, 'floor'), used: int(used, 'used'), results });
+  }
+  return { next: int(o.next, 'sessions.next', 1), clock: int(o.clock, 'sessions.clock'), table };
+}
+
+function writeOp(x: unknown): WriteOp {
+  const o = obj(x, 'op');
+  const req = nullable(o.req, (r) => {
+    const q = obj(r, 'op.req');
+    return { session: int(q.session, 'req.session', 1), seq: int(q.seq, 'req.seq'), floor: int(q.floor, 'req.floor'), result: result(q.result), used: int(q.used, 'req.used') };
+  });
+  const open = nullable(o.open, (r) => {
+    const q = obj(r, 'op.open');
+    return { id: int(q.id, 'open.id', 1), evict: nullable(q.evict, (e) => int(e, 'open.evict', 1)), used: int(q.used, 'open.used') };
+  });
+  return { key: nullable(o.key, (k) => key(k, 'op.key')), entry: nullable(o.entry, entry), req, open };
+}
+
+/** A peer message body, validated. `shards` is the image's range count. */
+export function validatePeerBody(x: unknown, shards: number): PeerBody {
+  const o = obj(x, 'message');
+  const shard = (v: unknown): number => int(v, 'shard', 0, shards - 1);
+  const inRange = (c: Config): Config => (c.shard < shards ? c : fail('config.shard out of range'));
+  switch (o.t) {
+    case 'hb': return { t: 'hb', leaving: bool(o.leaving, 'leaving'), configs: arr(o.configs, 'configs', configsMax).map(config).map(inRange) };
+    case 'prepare': return { t: 'prepare', base: inRange(config(o.base)), ballot: ballot(o.ballot) };
+    case 'promise': return { t: 'promise', shard: shard(o.shard), instance: int(o.instance, 'instance', 1), ballot: ballot(o.ballot), accepted: nullable(o.accepted, (a) => ({ ballot: ballot(obj(a, 'accepted').ballot), value: inRange(config(obj(a, 'accepted').value)) })), data: rangeData(o.data), sessions: sessions(o.sessions) };
+    case 'reject': {
+      const reason = o.reason;
+      if (reason !== 'PROMISED' && reason !== 'LEASED' && reason !== 'QUIET' && reason !== 'NOT_MEMBER') fail('reject.reason unknown');
+      return { t: 'reject', shard: shard(o.shard), instance: int(o.instance, 'instance', 1), ballot: ballot(o.ballot), reason, promised: nullable(o.promised, ballot) };
+    }
+    case 'stale': return { t: 'stale', config: inRange(config(o.config)) };
+    case 'install': {
+      const base = inRange(config(o.base));
+      const value = config(o.value);
+      if (value.shard !== base.shard || value.epoch !== base.epoch + 1) fail('install.value must follow install.base');
+      return { t: 'install', base, ballot: ballot(o.ballot), value, data: rangeData(o.data), sessions: sessions(o.sessions) };
+    }
+    case 'installAck': return { t: 'installAck', shard: shard(o.shard), instance: int(o.instance, 'instance', 1), ballot: ballot(o.ballot) };
+    case 'accept': {
+      const base = inRange(config(o.base));
+      const value = config(o.value);
+      if (value.shard !== base.shard || value.epoch !== base.epoch + 1) fail('accept.value must follow accept.base');
+      return { t: 'accept', base, ballot: ballot(o.ballot), value };
+    }
+    case 'accepted': return { t: 'accepted', shard: shard(o.shard), instance: int(o.instance, 'instance', 1), ballot: ballot(o.ballot) };
+    case 'commit': return { t: 'commit', config: inRange(config(o.config)) };
+    case 'sync': return { t: 'sync', config: inRange(config(o.config)), data: rangeData(o.data), sessions: sessions(o.sessions) };
+    case 'syncAck': return { t: 'syncAck', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1) };
+    case 'replicate': return { t: 'replicate', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), opId: int(o.opId, 'opId'), op: writeOp(o.op) };
+    case 'replicateAck': return { t: 'replicateAck', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), key: str(o.key, 'key', keyBytesMax), opId: int(o.opId, 'opId') };
+    case 'fenced': return { t: 'fenced', shard: shard(o.shard), epoch: int(o.epoch, 'epoch') };
+    case 'leaseReq': return { t: 'leaseReq', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
+    case 'leaseGrant': return { t: 'leaseGrant', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
+    default: throw new DataError('UNKNOWN_TYPE', `unknown message type ${String(o.t).slice(0, 32)}`);
+  }
+}
+
+/** A client's request, validated (the access check is the caller's). */
+export function validateClientOp(x: unknown, shards: number): ClientOp {
+  const o = obj(x, 'request');
+  const ifv = (): number | null => nullable(o.ifVersion, (v) => int(v, 'ifVersion'));
+  const ids = (): { session: number; seq: number; floor: number } => {
+    const seq = int(o.seq, 'seq');
+    const floor = int(o.floor, 'floor', 0, seq);
+    return { session: int(o.session, 'session', 1), seq, floor };
+  };
+  switch (o.kind) {
+    case 'get': return { kind: 'get', key: key(o.key, 'key') };
+    case 'put': return { kind: 'put', key: key(o.key, 'key'), value: str(o.value, 'value', valueBytesMax), ifVersion: ifv(), ...ids() };
+    case 'del': return { kind: 'del', key: key(o.key, 'key'), ifVersion: ifv(), ...ids() };
+    case 'open': return { kind: 'open', shard: int(o.shard, 'shard', 0, shards - 1) };
+    default: throw new DataError('UNKNOWN_TYPE', `unknown request kind ${String(o.kind).slice(0, 32)}`);
+  }
+}
+
+/** The wire shape of range data and sessions (maps become arrays), for the encoder. */
+export function rangeDataToWire(d: RangeData): Array<[string, Entry]> {
+  return [...d];
+}
+
+export function sessionsToWire(s: Sessions): { next: number; clock: number; table: Array<[number, number, number, Array<[number, WriteResult]>]> } {
+  return { next: s.next, clock: s.clock, table: [...s.table].map(([id, x]) => [id, x.floor, x.used, [...x.results]]) };
+}
+
+/** A peer body in its wire shape (what the driver hands to CBOR). */
+export function peerBodyToWire(b: PeerBody): Record<string, unknown> {
+  switch (b.t) {
+    case 'promise': return { ...b, data: rangeDataToWire(b.data), sessions: sessionsToWire(b.sessions) };
+    case 'install': return { ...b, data: rangeDataToWire(b.data), sessions: sessionsToWire(b.sessions) };
+    case 'sync': return { ...b, data: rangeDataToWire(b.data), sessions: sessionsToWire(b.sessions) };
+    default: return { ...b };
+  }
+}

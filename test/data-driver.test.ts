@@ -1,0 +1,109 @@
+// DataDriver: persist before send, batches in order, and fail-closed on a failed append (the batch's answers
+// never leave; the core is rebuilt from the log and serves again by itself).
+import { describe, expect, it } from 'vitest';
+import { type ClientResult, type DataConfig, DataDriver, type LogRecord, type Member, type Outbound } from '../enclave/data/index.ts';
+
+const cfg: DataConfig = {
+  replicas: 1, shards: 1, leaseTicks: 20, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 5, heartbeatTicks: 5,
+  suspectTicks: 11, retryTicks: 5, proposeTimeoutTicks: 50, backoffTicksMax: 5, sessionsMax: 4, windowMax: 4, queuedMax: 16,
+};
+const self: Member = { name: 'a', ring: 1n, inc: 1 };
+
+class FakeLog {
+  records: LogRecord[] = [];
+  failNext = false;
+  appends = 0;
+  async append(rs: readonly LogRecord[]): Promise<void> {
+    await Promise.resolve();
+    this.appends++;
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('EIO');
+    }
+    this.records.push(...rs);
+  }
+  async load(): Promise<LogRecord[]> {
+    return [...this.records];
+  }
+}
+
+function setup(): { d: DataDriver; log: FakeLog; sent: Outbound[]; advance: (n: number) => Promise<void>; later: Array<() => void>; fails: number[] } {
+  let now = 0;
+  const log = new FakeLog();
+  const sent: Outbound[] = [];
+  const ticks: Array<() => void> = [];
+  const later: Array<() => void> = [];
+  const fails: number[] = [];
+  const d = new DataDriver({
+    self, config: cfg, peers: [self], genesis: [{ shard: 0, epoch: 1, members: [self] }], log,
+    send: (m) => sent.push(m), clock: () => now, rand: () => 0.5,
+    every: (_ms, fn) => { ticks.push(fn); return { stop: () => void 0 }; },
+    after: (_ms, fn) => void later.push(fn),
+    tickMs: 10, reloadMs: 100, onFailClosed: () => fails.push(now),
+  });
+  const advance = async (n: number): Promise<void> => {
+    for (let i = 0; i < n; i++) {
+      now++;
+      for (const t of ticks) t();
+      await d.idle();
+    }
+  };
+  return { d, log, sent, advance, later, fails };
+}
+
+function reply(sent: Outbound[], rid: number): ClientResult | undefined {
+  const m = sent.find((x) => x.kind === 'reply' && x.rid === rid);
+  return m && m.kind === 'reply' ? m.result : undefined;
+}
+
+async function openSession(d: DataDriver, sent: Outbound[], rid: number): Promise<number> {
+  d.deliver({ kind: 'client', client: 'c', rid, op: { kind: 'open', shard: 0 } });
+  await d.idle();
+  const r = reply(sent, rid);
+  if (!r || !r.ok || r.kind !== 'open') throw new Error(`no session: ${JSON.stringify(r)}`);
+  return r.session;
+}
+
+describe('data driver', () => {
+  it('sends an answer only after its records are in the log', async () => {
+    const { d, log, sent, advance } = setup();
+    await d.start();
+    await advance(60);
+    expect(d.node?.isActiveOwner(0)).toBe(true);
+    const s = await openSession(d, sent, 1);
+    const before = log.records.length;
+    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'v', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    expect(reply(sent, 2)).toBeUndefined(); // not before the append resolves
+    await d.idle();
+    expect(reply(sent, 2)).toEqual({ ok: true, kind: 'write', version: 1, existed: false });
+    expect(log.records.slice(before).some((r) => r.t === 'w' && r.op.key === 'x')).toBe(true);
+  });
+
+  it('fails closed on a failed append, never sends that answer, and serves again after reloading the log', async () => {
+    const { d, log, sent, advance, later, fails } = setup();
+    await d.start();
+    await advance(60);
+    const s = await openSession(d, sent, 1);
+    log.failNext = true;
+    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'lost', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    await d.idle();
+    expect(reply(sent, 2)).toBeUndefined();
+    expect(d.serving).toBe(false);
+    expect(fails).toHaveLength(1);
+    d.deliver({ kind: 'client', client: 'c', rid: 3, op: { kind: 'get', key: 'x' } });
+    await d.idle();
+    expect(reply(sent, 3)).toBeUndefined(); // failed closed: nothing answers
+    for (const f of later.splice(0)) f();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(d.serving).toBe(true);
+    await advance(80); // quiet period, then a new epoch
+    expect(d.node?.isActiveOwner(0)).toBe(true);
+    d.deliver({ kind: 'client', client: 'c', rid: 4, op: { kind: 'get', key: 'x' } });
+    await d.idle();
+    expect(reply(sent, 4)).toMatchObject({ ok: true, found: false });
+    // The retry of the failed request (same id) now applies once.
+    d.deliver({ kind: 'client', client: 'c', rid: 5, op: { kind: 'put', key: 'x', value: 'lost', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    await d.idle();
+    expect(reply(sent, 5)).toEqual({ ok: true, kind: 'write', version: 1, existed: false });
+  });
+});
