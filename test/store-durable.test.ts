@@ -153,6 +153,50 @@ describe('durable before acknowledged; fail closed; recover', () => {
     expect(await put(a, 'k', 'v3')).toEqual({ n: 3 });
   });
 
+  it('a write in doubt is not readable on the owner until every replica holds it (persist failed, replica unreachable)', async () => {
+    await put(a, 'k', 'v1');
+    await put(a, 'other', 'o1');
+    a.store.stop(); // recovery driven by hand
+    a.log.failing = true;
+    down.add(b.ref.id); // the replica's traffic is dropped
+    const rid = newRid();
+    const first = put(a, 'k', 'v2', rid);
+    first.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 50));
+    a.store.stop();
+    a.log.failing = false; // the disk is back
+    expect(await a.store.recoverOnce()).toBe(false); // sealed again, but the write is not on the replica
+    // Other keys are served again; the key in doubt is refused, never read at the in-doubt version.
+    expect(await get(a, 'other')).toMatchObject({ n: 1 });
+    expect(held(a, 'k')?.version).toBe(1);
+    const read = get(a, 'k');
+    read.catch(() => undefined);
+    expect(await Promise.race([read, new Promise((r) => setTimeout(r, 300, 'pending'))])).toBe('pending');
+    expect(held(b, 'k')?.version).toBe(1);
+    down.delete(b.ref.id); // the replica answers again
+    expect(await a.store.recoverOnce()).toBe(true);
+    expect(held(b, 'k')).toMatchObject({ version: 2, value: Buffer.from('v2') });
+    expect(await read).toMatchObject({ n: 2 });
+    expect(await put(a, 'k', 'v2', rid)).toEqual({ n: 2 }); // its retry: the first outcome, once
+    expect(await put(a, 'k', 'v3')).toEqual({ n: 3 });
+  });
+
+  it('a write that reached no replica is not applied on the owner, and is dropped if a replica holds that version', async () => {
+    await put(a, 'k', 'v1');
+    down.add(b.ref.id);
+    const w = a.store.clientOp('put', Buffer.from('k'), Buffer.from('v2'), { principal: null, hops: 1, rid: newRid() });
+    // hops 1: no retry loop; the replicate deadline is long, so stop waiting for it via the replica coming back with another v2
+    await new Promise((r) => setTimeout(r, 50));
+    a.store.stop();
+    await b.store.peerOp('rep', { e: [[Buffer.from('k'), Buffer.from('theirs'), 2]] }, Buffer.alloc(32));
+    down.delete(b.ref.id);
+    expect(await codeOf(w)).toBe('UNAVAILABLE');
+    a.store.stop();
+    expect(held(a, 'k')?.version).toBe(1);
+    expect(await a.store.recoverOnce()).toBe(true); // the replica refused it: dropped, never applied
+    expect(held(a, 'k')?.version).toBe(1);
+  });
+
   it('reads are refused too while the log fails (the node fails closed)', async () => {
     await put(a, 'k', 'v1');
     a.log.broken = true;

@@ -198,8 +198,13 @@ export class ClusterStore {
     return this.inDoubt.size === 0 && (this.c.durable?.healthy ?? true);
   }
 
-  private failClosed(): void {
-    if (!this.durableNow) throw new EkvError('UNAVAILABLE', 'this node cannot persist writes now (its sealed log failed); the outcome of its last writes is unknown');
+  /**
+   * Refuse while the sealed log cannot persist; with `key`, also while that key has a write in doubt
+   * (its outcome is unknown until it is durable on every replica target, or dropped).
+   */
+  private failClosed(key?: Buffer): void {
+    if (!(this.c.durable?.healthy ?? true)) throw new EkvError('UNAVAILABLE', 'this node cannot persist writes now (its sealed log failed); the outcome of its last writes is unknown');
+    if (key && this.inDoubt.has(key.toString('latin1'))) throw new EkvError('UNAVAILABLE', 'the last write of this key is in doubt (not yet on every replica): its outcome is unknown');
   }
 
   /** Make entries durable here; on failure the node fails closed and starts recovering. */
@@ -235,28 +240,60 @@ export class ClusterStore {
     this.recovering.unref();
   }
 
-  /** One attempt to seal the state again; on success the writes in doubt take effect. */
+  /**
+   * One attempt to seal the state again, then to settle the writes in doubt. The log is sealed again
+   * without them (the host may or may not have landed their records: the fresh snapshot covers that
+   * range). Each is then made durable like a new write (own log, and strict `rep` to every current
+   * replica target) and applied only once all of them hold it: until then its key stays refused, so no
+   * read returns a version held by one copy. One that a replica refuses (another write holds that
+   * version, or a newer one) or that something newer superseded here is dropped: it was never
+   * acknowledged, and its request id stays unknown here (a retry of it is EXPIRED, not applied again).
+   */
   async recoverOnce(): Promise<boolean> {
     const durable = this.c.durable;
-    if (!durable) return true;
-    const extra = [...this.inDoubt.values()];
-    try {
-      for (const e of extra) if (e.rid) this.c.requests.add(e.rid, keyId(e.key), resultOf(e));
-      await durable.recover(extra);
-    } catch (err) {
-      this.c.logger.debug({ err: (err as Error).message }, 'sealed log still failing');
-      return false;
+    if (durable && !durable.healthy) {
+      try {
+        await durable.recover([]);
+      } catch (err) {
+        this.c.logger.debug({ err: (err as Error).message }, 'sealed log still failing');
+        return false;
+      }
+      this.stats.recoveries++;
+      this.c.logger.warn({ inDoubt: this.inDoubt.size }, 'sealed log recovered: serving again (keys with a write in doubt once it is replicated)');
     }
-    for (const e of extra) {
-      this.c.partition.apply(e.key, { value: e.value, version: e.version });
-      const k = e.key.toString('latin1');
-      if (this.inDoubt.get(k) === e) this.inDoubt.delete(k);
+    for (const e of [...this.inDoubt.values()]) {
+      const settled = await this.serialized(e.key, () => this.settleInDoubt(e)).catch(() => false);
+      if (!settled) break;
     }
-    if (this.inDoubt.size > 0 || !durable.healthy) return false;
+    if (this.inDoubt.size > 0 || !(durable?.healthy ?? true)) return false;
     if (this.recovering) clearInterval(this.recovering);
     this.recovering = null;
-    this.stats.recoveries++;
-    this.c.logger.warn({ applied: extra.length }, 'sealed log recovered: serving again');
+    return true;
+  }
+
+  /** Make one write in doubt durable here and on every replica target, then apply it; false: still in doubt. */
+  private async settleInDoubt(e: LogEntry): Promise<boolean> {
+    const k = e.key.toString('latin1');
+    if (this.inDoubt.get(k) !== e) return true;
+    const kid = keyId(e.key);
+    const cur = this.c.partition.get(e.key);
+    const drop = (why: string) => {
+      this.inDoubt.delete(k);
+      this.c.logger.warn({ version: e.version, why }, 'a write in doubt was dropped (never acknowledged)');
+      return true;
+    };
+    if (cur && cur.version >= e.version) return drop('superseded here');
+    if (!this.owns(kid)) return false; // wait for the ring to settle (the key stays refused here)
+    await this.persist([e], true);
+    try {
+      await this.replicate([toWireEntry(e)], true);
+    } catch (err) {
+      if (err instanceof EkvError && err.code === 'CONFLICT') return drop(err.message);
+      return false;
+    }
+    this.c.partition.apply(e.key, { value: e.value, version: e.version });
+    if (e.rid) this.c.requests.add(e.rid, kid, resultOf(e));
+    if (this.inDoubt.get(k) === e) this.inDoubt.delete(k);
     return true;
   }
 
@@ -381,17 +418,17 @@ export class ClusterStore {
   }
 
   private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
-    this.checkOwner(kid);
+    this.checkOwner(kid, key);
     if (!o.internal && this.access) await this.access.check(op, key, o.principal);
     if (op === 'get') {
-      this.checkOwner(kid); // the access check may have waited
+      this.checkOwner(kid, key); // the access check may have waited
       return localGet(this.c.partition, key);
     }
     return this.serialized(key, () => this.ownerWrite(op, key, kid, value, o));
   }
 
-  private checkOwner(kid: bigint): void {
-    this.failClosed();
+  private checkOwner(kid: bigint, key: Buffer): void {
+    this.failClosed(key);
     if (!this.serving) throw new EkvError('UNAVAILABLE', 'this node is still receiving its keys');
     if (!this.owns(kid)) throw new EkvError('UNAVAILABLE', 'ownership of this key is moving');
   }
@@ -403,7 +440,7 @@ export class ClusterStore {
    * changes nothing and says so (d: false).
    */
   private async ownerWrite(op: 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
-    this.checkOwner(kid); // the queue may have waited
+    this.checkOwner(kid, key); // the queue may have waited
     const rid = o.rid ?? null;
     const earlier = rid ? this.c.requests.lookup(rid, kid) : null;
     if (earlier) return this.answerRetry(key, earlier);
@@ -418,9 +455,15 @@ export class ClusterStore {
     // only once durable here, so no read returns what a crash could take back.
     const [here, there] = await Promise.allSettled([this.persist([e], true), this.replicate([toWireEntry(e)])]);
     if (here.status === 'rejected') throw here.reason;
+    if (there.status === 'rejected') {
+      // Durable here but not on every replica target: in doubt, not applied (no read may return a
+      // version one copy holds); the key stays refused until the replicas hold it (recoverOnce).
+      this.keepInDoubt(e);
+      this.startRecovering();
+      throw there.reason;
+    }
     this.c.partition.apply(key, { value: e.value, version: e.version });
     if (rid) this.c.requests.add(rid, kid, resultOf(e));
-    if (there.status === 'rejected') throw there.reason;
     return answerOf(resultOf(e));
   }
 
@@ -444,7 +487,7 @@ export class ClusterStore {
    * only delay or fail writes, not thin them out. Past the deadline the write fails with UNAVAILABLE
    * (its outcome is unknown to the client, as with any timeout).
    */
-  private async replicate(entries: WireEntry[]): Promise<void> {
+  private async replicate(entries: WireEntry[], settling = false): Promise<void> {
     const deadline = Date.now() + replicateDeadlineMs;
     const acked = new Set<bigint>();
     const conflicts: EkvError[] = [];
@@ -465,8 +508,11 @@ export class ClusterStore {
           ),
         ),
       );
+      // Settling a write in doubt: one round (the recovery timer tries again), and the replica's CONFLICT as it is.
+      if (conflicts.length > 0 && settling) throw conflicts[0]!;
       if (conflicts.length > 0) throw new EkvError('UNAVAILABLE', `a replica refused the write: ${conflicts[0]!.message} (outcome unknown)`);
       if (this.replicaTargets().every((t) => acked.has(t.id))) return;
+      if (settling) throw new EkvError('UNAVAILABLE', 'a replica did not acknowledge the write in doubt yet');
       if (Date.now() > deadline) throw new EkvError('UNAVAILABLE', 'the replicas did not acknowledge the write');
       await sleep(200);
     }
