@@ -31,7 +31,9 @@ import type { RpcResult } from '../../protocol/rpc.ts';
 import { type Partition, type StoredEntry } from '../kv/partition.ts';
 import { localGet } from '../kv/service.ts';
 import type { LogEntry } from '../persist.ts';
-import { RequestTable, requestIdToWire, wireRequestId, type RequestId, type WriteResult } from './requests.ts';
+import {
+  forwardedRequestId, keyTagOf, RequestTable, requestIdToWire, rowsPerBatchMax, wireRequestId, type RequestId, type WriteResult,
+} from './requests.ts';
 import {
   betweenOpen, idFromBytes, idToBytes, inRange, replicaSet, keyId, nodeIdFromPublicKey, responsibleRange, route, type NodeRef, type RingEvent,
 } from '../ring/index.ts';
@@ -395,17 +397,22 @@ export class ClusterStore {
     const kid = keyId(key);
     const deadline = Date.now() + clientOpDeadlineMs;
     let lastErr: EkvError | null = null; // built only on failure: an Error's stack trace is not free
+    // Once an attempt of this write may have reached an owner, the next ones are retries (requests.ts).
+    let reached = false;
+    const reach = () => (reached = true);
     for (let attempt = 0; Date.now() < deadline; attempt++) {
+      const oa = reached && o.rid && !o.rid.retry ? { ...o, rid: { ...o.rid, retry: true } } : o;
       try {
-        if (this.owns(kid)) return await this.ownerOp(op, key, kid, value, o);
+        if (this.owns(kid)) return await this.ownerOp(op, key, kid, value, oa, reach);
         if (hops >= forwardHopsMax) throw new EkvError('UNAVAILABLE', 'too many forwarding hops (the ring is changing)');
         const { owner } = await this.c.ring.lookup(kid);
-        if (owner.id === this.c.self.id) return await this.ownerOp(op, key, kid, value, o);
+        if (owner.id === this.c.self.id) return await this.ownerOp(op, key, kid, value, oa, reach);
         this.stats.forwards++;
         const fwd = {
           fo: op, k: key, v: value, h: hops + 1, p: o.principal, x: o.internal === true,
-          ...(o.rid ? { r: requestIdToWire(o.rid) } : {}), ...(o.ifVersion === undefined ? {} : { iv: o.ifVersion }),
+          ...(oa.rid ? { r: forwardedRequestId(oa.rid) } : {}), ...(o.ifVersion === undefined ? {} : { iv: o.ifVersion }),
         };
+        if (op !== 'get') reach();
         return await this.c.peers.call(owner.addr, 'fwd', fwd, clientOpDeadlineMs, owner.id);
       } catch (err) {
         if (!(err instanceof EkvError) || !retryable(err)) throw err;
@@ -417,14 +424,14 @@ export class ClusterStore {
     throw lastErr ?? new EkvError('UNAVAILABLE', 'no owner reachable');
   }
 
-  private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
+  private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions, reach?: () => void): Promise<RpcResult> {
     this.checkOwner(kid, key);
     if (!o.internal && this.access) await this.access.check(op, key, o.principal);
     if (op === 'get') {
       this.checkOwner(kid, key); // the access check may have waited
       return localGet(this.c.partition, key);
     }
-    return this.serialized(key, () => this.ownerWrite(op, key, kid, value, o));
+    return this.serialized(key, () => this.ownerWrite(op, key, kid, value, o, reach));
   }
 
   private checkOwner(kid: bigint, key: Buffer): void {
@@ -439,7 +446,7 @@ export class ClusterStore {
    * applied and acknowledged. Its version is the key's next; a delete of a key without a value
    * changes nothing and says so (d: false).
    */
-  private async ownerWrite(op: 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
+  private async ownerWrite(op: 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions, reach?: () => void): Promise<RpcResult> {
     this.checkOwner(kid, key); // the queue may have waited
     const rid = o.rid ?? null;
     const earlier = rid ? this.c.requests.lookup(rid, kid) : null;
@@ -453,6 +460,7 @@ export class ClusterStore {
     const e: LogEntry = { key, value: op === 'put' ? (value as Buffer) : null, version: (cur?.version ?? 0) + 1, rid };
     // Durable here (sealed log) and on every replica target before the client hears OK; applied here
     // only once durable here, so no read returns what a crash could take back.
+    reach?.();
     const [here, there] = await Promise.allSettled([this.persist([e], true), this.replicate([toWireEntry(e)])]);
     if (here.status === 'rejected') throw here.reason;
     if (there.status === 'rejected') {
@@ -536,7 +544,7 @@ export class ClusterStore {
         return this.clientOp(o, key, value, { principal, hops, internal: req.x === true, rid: wireRequestId(req.r), ...ifVersion });
       }
       case 'rep':
-        return { n: await this.applyEntries(req.e, req.w === true) };
+        return { n: await this.applyEntries(req.e, req.w === true, req.q) };
       case 'pull':
         return this.answerPull(req, peerKey);
       case 'owns': {
@@ -556,11 +564,14 @@ export class ClusterStore {
    * must not count this node as holding its write. Otherwise (sync, pull: copies of copies) the
    * newer version wins and an equal version with another value is kept as it is, and counted.
    */
-  private async applyEntries(raw: unknown, strict: boolean): Promise<number> {
+  private async applyEntries(raw: unknown, strict: boolean, rows?: unknown): Promise<number> {
     if (!Array.isArray(raw) || raw.length > batchEntriesMax) throw new EkvError('BAD_REQUEST', 'bad replica batch');
+    if (rows !== undefined && (!Array.isArray(rows) || rows.length > rowsPerBatchMax)) throw new EkvError('BAD_REQUEST', 'bad request-table rows');
     const fresh: LogEntry[] = [];
+    const tags = new Set<number>();
     for (const item of raw) {
       const e = wireEntry(item);
+      tags.add(keyTagOf(keyId(e.key)));
       const cur = this.c.partition.get(e.key);
       if (!cur || cur.version < e.version) {
         fresh.push(e);
@@ -577,14 +588,18 @@ export class ClusterStore {
         this.c.logger.warn({ version: e.version }, 'a pushed copy differs from ours at the same version: keeping ours');
       }
     }
-    if (fresh.length === 0) return 0;
-    this.failClosed();
-    await this.persist(fresh, false);
     let applied = 0;
-    for (const e of fresh) {
-      if (this.c.partition.apply(e.key, { value: e.value, version: e.version })) applied++;
-      if (e.rid) this.c.requests.add(e.rid, keyId(e.key), resultOf(e));
+    if (fresh.length > 0) {
+      this.failClosed();
+      await this.persist(fresh, false);
+      for (const e of fresh) {
+        if (this.c.partition.apply(e.key, { value: e.value, version: e.version })) applied++;
+        if (e.rid) this.c.requests.add(e.rid, keyId(e.key), resultOf(e));
+      }
     }
+    // The request ids of these keys that the sender knows (a pull, hand-off or sync push), once the
+    // entries are held here: a retry of one of them is then answered here instead of refused EXPIRED.
+    this.c.requests.mergeRows(rows, tags);
     return applied;
   }
 
@@ -612,7 +627,7 @@ export class ClusterStore {
       .filter((e) => after === null || e.key.toString('latin1') > after);
     const { batch, more } = takeBatch(picked);
     this.stats.pulls++;
-    return { e: batch.map(toWire), more };
+    return { e: batch.map(toWire), more, q: this.rowsOf(batch) };
   }
 
   // ------------------------------------------------------------ membership
@@ -669,7 +684,7 @@ export class ClusterStore {
     for (;;) {
       const req = { s: idToBytes(pred.id), addr: this.c.self.addr, f: first, ...(after ? { a: after } : {}) };
       const r = await this.c.peers.call(src.addr, 'pull', req, 10_000, src.id);
-      await this.applyEntries(r.e, false);
+      await this.applyEntries(r.e, false, r.q);
       const last = Array.isArray(r.e) && r.e.length > 0 ? (r.e[r.e.length - 1] as WireEntry)[0] : null;
       if (r.more !== true || !last) return;
       after = Buffer.from(last);
@@ -702,7 +717,7 @@ export class ClusterStore {
       while (rest.length > 0) {
         const { batch } = takeBatch(rest);
         rest = rest.slice(batch.length);
-        await this.c.peers.call(t.addr, 'rep', { e: batch.map(toWire) }, 10_000, t.id);
+        await this.c.peers.call(t.addr, 'rep', { e: batch.map(toWire), q: this.rowsOf(batch) }, 10_000, t.id);
         this.stats.syncPushed += batch.length;
       }
       return true;
@@ -710,6 +725,11 @@ export class ClusterStore {
       this.c.logger.debug({ to: t.addr, err: (err as Error).message }, 'sync push failed');
       return false;
     }
+  }
+
+  /** The request-table rows of a batch's keys (matched by key tag), sent along with it. */
+  private rowsOf(batch: StoredEntry[]): unknown[] {
+    return this.c.requests.rowsFor(new Set(batch.map((e) => keyTagOf(keyId(e.key)))));
   }
 
   /** Graceful leave: hand everything owned to the successor, then tell the neighbours. */
