@@ -263,10 +263,8 @@ export class ClusterStore {
       this.stats.recoveries++;
       this.c.logger.warn({ inDoubt: this.inDoubt.size }, 'sealed log recovered: serving again (keys with a write in doubt once it is replicated)');
     }
-    for (const e of [...this.inDoubt.values()]) {
-      const settled = await this.serialized(e.key, () => this.settleInDoubt(e)).catch(() => false);
-      if (!settled) break;
-    }
+    // Each key on its own: one that cannot settle yet (a silent replica, ownership moving) holds up no other.
+    for (const e of [...this.inDoubt.values()]) await this.serialized(e.key, () => this.settleInDoubt(e)).catch(() => false);
     if (this.inDoubt.size > 0 || !(durable?.healthy ?? true)) return false;
     if (this.recovering) clearInterval(this.recovering);
     this.recovering = null;
