@@ -197,20 +197,27 @@ export class EkvClient {
    * Send to the routed node; if it cannot be reached (it left, or died), try the other configured nodes,
    * which forward inside the ring. A refusal (UNATTESTED, TAMPERED, FORBIDDEN, ...) is never retried elsewhere.
    * A write (it carries a request id, `args.r`) is also retried after a TIMEOUT: the id makes it apply once.
+   * A write sent again is marked as a retry (`r: [session, seq, true]`): a node that does not know its id
+   * answers EXPIRED (outcome unknown) rather than apply it, since the first attempt may have landed where
+   * that node cannot see it (docs/durability.md).
    */
   private async callRouted(key: Buffer, op: string, args: Record<string, unknown>) {
     const retry = (e: unknown): boolean =>
       e instanceof EkvError && (e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || (e.code === 'TIMEOUT' && args.r !== undefined));
     let first: NodeConnection | null = null;
+    let sent = false;
     try {
       first = await this.route(key);
+      sent = true;
       return await first.call(op, args);
     } catch (err) {
       if (!retry(err)) throw err;
       for (const c of this.conns) {
         if (c === first) continue;
+        const again = sent && Array.isArray(args.r) ? { ...args, r: [...(args.r as unknown[]).slice(0, 2), true] } : args;
         try {
-          return await c.call(op, args);
+          sent = true;
+          return await c.call(op, again);
         } catch (e) {
           if (!retry(e)) throw e;
         }

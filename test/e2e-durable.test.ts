@@ -118,6 +118,10 @@ describe('retries with the same request id apply once', () => {
     expect(await call(other, 'del', del)).toMatchObject({ n: 3, d: true });
     expect(await call(owner, 'del', del)).toMatchObject({ n: 3, d: true });
     expect(await kv.delete('once-a')).toEqual({ deleted: false, version: 0 });
+    // A re-sent write (flagged) whose id no node knows: EXPIRED, never applied (docs/durability.md E3).
+    const unknown = { k: Buffer.from('once-a'), v: Buffer.from('late'), r: [session, ++seq, true] };
+    await expect(call(other, 'put', unknown)).rejects.toMatchObject({ code: 'EXPIRED' });
+    await expect(kv.getWithVersion('once-a')).rejects.toMatchObject({ code: 'NOT_FOUND' });
   }, 60_000);
 
   it('after the owner is killed with SIGKILL, a retry through another node still returns the first outcome', async () => {

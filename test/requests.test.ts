@@ -75,4 +75,33 @@ describe('request table', () => {
       expect(codeOf(() => wireRequestId(bad))).toBe('BAD_REQUEST');
     }
   });
+
+  it('a retry (flagged on the wire) with an unknown id is EXPIRED; a known one is answered', () => {
+    const t = new RequestTable();
+    const s = session();
+    expect(wireRequestId([s, 1, true])).toMatchObject({ seq: 1, retry: true });
+    expect(wireRequestId([s, 1])?.retry).toBeUndefined();
+    expect(codeOf(() => wireRequestId([s, 1, 1]))).toBe('BAD_REQUEST');
+    expect(codeOf(() => t.lookup({ ...rid(s, 1), retry: true }, 7n))).toBe('EXPIRED');
+    expect(t.lookup(rid(s, 1), 7n)).toBeNull();
+    t.add(rid(s, 1), 7n, put(2));
+    expect(t.lookup({ ...rid(s, 1), retry: true }, 7n)).toMatchObject({ version: 2 });
+  });
+
+  it('rows of the given key tags travel (bounded, newest) and merge validated, keeping known ids', () => {
+    const t = new RequestTable();
+    const s = session();
+    for (let i = 1; i <= 5; i++) t.add(rid(s, i), i % 2 === 0 ? 7n : 8n, put(i));
+    expect(t.rowsFor(new Set([7])).length).toBe(2);
+    expect(t.rowsFor(new Set([8]), 2).map((r) => (r as unknown[])[1])).toEqual([3, 5]);
+    const u = new RequestTable();
+    u.add(rid(s, 2), 7n, put(9));
+    expect(u.mergeRows(decodeCbor(encodeCbor(t.rowsFor(new Set([7, 8])))), new Set([7]))).toBe(1);
+    expect(u.lookup(rid(s, 2), 7n)).toMatchObject({ version: 9 }); // known: kept
+    expect(u.lookup(rid(s, 4), 7n)).toMatchObject({ version: 4 });
+    expect(u.lookup(rid(s, 3), 8n)).toBeNull(); // not of the batch's keys
+    expect(codeOf(() => u.mergeRows([[s, 1, -1, 1, false]], new Set([7])))).toBe('BAD_REQUEST');
+    expect(codeOf(() => u.mergeRows([[s, 1, 7, 1, 'no']], new Set([7])))).toBe('BAD_REQUEST');
+    expect(codeOf(() => u.mergeRows({}, new Set([7])))).toBe('BAD_REQUEST');
+  });
 });

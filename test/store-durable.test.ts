@@ -15,7 +15,7 @@ import type { PeerPool } from '../enclave/cluster/peers.ts';
 import type { RingDriver } from '../enclave/cluster/ring-driver.ts';
 import { Partition } from '../enclave/kv/partition.ts';
 import type { LogEntry } from '../enclave/persist.ts';
-import type { NodeRef } from '../enclave/ring/index.ts';
+import { idToBytes, nodeIdFromPublicKey, type NodeRef } from '../enclave/ring/index.ts';
 import { EkvError } from '../protocol/errors.ts';
 
 const logger = pino({ level: 'silent' });
@@ -153,6 +153,50 @@ describe('durable before acknowledged; fail closed; recover', () => {
     expect(await put(a, 'k', 'v3')).toEqual({ n: 3 });
   });
 
+  it('a write in doubt is not readable on the owner until every replica holds it (persist failed, replica unreachable)', async () => {
+    await put(a, 'k', 'v1');
+    await put(a, 'other', 'o1');
+    a.store.stop(); // recovery driven by hand
+    a.log.failing = true;
+    down.add(b.ref.id); // the replica's traffic is dropped
+    const rid = newRid();
+    const first = put(a, 'k', 'v2', rid);
+    first.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 50));
+    a.store.stop();
+    a.log.failing = false; // the disk is back
+    expect(await a.store.recoverOnce()).toBe(false); // sealed again, but the write is not on the replica
+    // Other keys are served again; the key in doubt is refused, never read at the in-doubt version.
+    expect(await get(a, 'other')).toMatchObject({ n: 1 });
+    expect(held(a, 'k')?.version).toBe(1);
+    const read = get(a, 'k');
+    read.catch(() => undefined);
+    expect(await Promise.race([read, new Promise((r) => setTimeout(r, 300, 'pending'))])).toBe('pending');
+    expect(held(b, 'k')?.version).toBe(1);
+    down.delete(b.ref.id); // the replica answers again
+    expect(await a.store.recoverOnce()).toBe(true);
+    expect(held(b, 'k')).toMatchObject({ version: 2, value: Buffer.from('v2') });
+    expect(await read).toMatchObject({ n: 2 });
+    expect(await put(a, 'k', 'v2', rid)).toEqual({ n: 2 }); // its retry: the first outcome, once
+    expect(await put(a, 'k', 'v3')).toEqual({ n: 3 });
+  });
+
+  it('a write that reached no replica is not applied on the owner, and is dropped if a replica holds that version', async () => {
+    await put(a, 'k', 'v1');
+    down.add(b.ref.id);
+    const w = a.store.clientOp('put', Buffer.from('k'), Buffer.from('v2'), { principal: null, hops: 1, rid: newRid() });
+    // hops 1: no retry loop; the replicate deadline is long, so stop waiting for it via the replica coming back with another v2
+    await new Promise((r) => setTimeout(r, 50));
+    a.store.stop();
+    await b.store.peerOp('rep', { e: [[Buffer.from('k'), Buffer.from('theirs'), 2]] }, Buffer.alloc(32));
+    down.delete(b.ref.id);
+    expect(await codeOf(w)).toBe('UNAVAILABLE');
+    a.store.stop();
+    expect(held(a, 'k')?.version).toBe(1);
+    expect(await a.store.recoverOnce()).toBe(true); // the replica refused it: dropped, never applied
+    expect(held(a, 'k')?.version).toBe(1);
+  });
+
   it('reads are refused too while the log fails (the node fails closed)', async () => {
     await put(a, 'k', 'v1');
     a.log.broken = true;
@@ -226,6 +270,67 @@ describe('exactly-once writes', () => {
     for (const [r, w] of b.requests.dump().ids) lone.requests.addStored(r, w);
     expect(await put(lone, 'k', 'v1', rid)).toEqual({ n: 1 });
     expect(held(lone, 'k')?.version).toBe(1);
+  });
+});
+
+describe('retries the node cannot vouch for', () => {
+  it('a write marked as a retry whose id this node does not know is refused EXPIRED, not applied', async () => {
+    await put(a, 'k', 'v1');
+    // As after a pull, a rollback or a wipe: the first attempt may have landed where this node cannot see it.
+    expect(await codeOf(put(a, 'k', 'v2', { ...newRid(), retry: true }))).toBe('EXPIRED');
+    expect(held(a, 'k')?.version).toBe(1);
+    expect(held(b, 'k')?.version).toBe(1);
+    // Known ids are still answered with their first outcome, retry or not.
+    const rid = newRid();
+    expect(await put(a, 'k', 'v2', rid)).toEqual({ n: 2 });
+    expect(await put(a, 'k', 'v2', { ...rid, retry: true })).toEqual({ n: 2 });
+    expect(held(a, 'k')?.version).toBe(2);
+  });
+
+  it('the forwarding node marks its own re-sends as retries once an attempt may have reached the owner', async () => {
+    // A forwards to owner B, which does not answer (its first attempt may have landed); when B answers
+    // again it does not know the id (as after a wipe or a rollback), so A's re-send, marked, is EXPIRED.
+    const calls: unknown[] = [];
+    type Inner = { c: { ring: { core: { predecessor: NodeRef | null }; lookup: unknown } } };
+    const ring = (a.store as unknown as Inner).c.ring;
+    ring.core.predecessor = { id: 99n, addr: 'n99' }; // A owns (99, 100]: not k
+    ring.lookup = async () => ({ owner: b.ref });
+    (b.store as unknown as Inner).c.ring.core.predecessor = b.ref; // B owns everything
+    down.add(b.ref.id);
+    const w = a.store.clientOp('put', Buffer.from('k'), Buffer.from('v'), { principal: null, hops: 0, rid: newRid() });
+    const peers = (a.store as unknown as { c: { peers: { call: (...x: unknown[]) => Promise<unknown> } } }).c.peers;
+    const call = peers.call.bind(peers);
+    peers.call = async (...x: unknown[]) => {
+      calls.push((x[2] as { r?: unknown[] }).r);
+      if (calls.length === 3) down.delete(b.ref.id);
+      return call(...x);
+    };
+    expect(await codeOf(w)).toBe('EXPIRED'); // B does not know the id: not applied on a retry
+    expect(held(b, 'k')).toBeUndefined();
+    expect((calls[0] as unknown[]).length).toBe(2);
+    expect((calls[1] as unknown[])[2]).toBe(true);
+  });
+
+  it('request-table rows travel with a pull (and a push), so the new holder answers the retry', async () => {
+    const rid = newRid();
+    expect(await put(a, 'k', 'v1', rid)).toEqual({ n: 1 });
+    const peerKey = Buffer.alloc(32, 7);
+    const end = nodeIdFromPublicKey(peerKey);
+    const answer = (await a.store.peerOp('pull', { s: idToBytes(end), addr: 'n9' }, peerKey)) as { e: unknown[]; q: unknown[] };
+    expect(answer.e.length).toBe(1);
+    expect(answer.q.length).toBe(1);
+    // A node that joins (empty table) takes the pulled entries with their rows, as pullFrom does.
+    const c = makeNode(9n, null, [], 1);
+    await c.store.peerOp('rep', { e: answer.e, q: answer.q }, Buffer.alloc(32));
+    expect(c.requests.size).toBe(1);
+    expect(await put(c, 'k', 'v1', { ...rid, retry: true })).toEqual({ n: 1 });
+    expect(held(c, 'k')?.version).toBe(1);
+    // Rows are validated and bounded, and only those of the batch's keys are taken.
+    expect(await codeOf(c.store.peerOp('rep', { e: answer.e, q: [['x']] }, Buffer.alloc(32)))).toBe('BAD_REQUEST');
+    expect(await codeOf(c.store.peerOp('rep', { e: answer.e, q: new Array(4097).fill(answer.q[0]) }, Buffer.alloc(32)))).toBe('BAD_REQUEST');
+    const d = makeNode(10n, null, [], 1);
+    await d.store.peerOp('rep', { e: [[Buffer.from('j'), Buffer.from('x'), 1]], q: answer.q }, Buffer.alloc(32));
+    expect(d.requests.size).toBe(0);
   });
 });
 

@@ -22,9 +22,18 @@ export const sessionIdBytes = 16;
 export const requestIdsMax = 131_072;
 export const sessionsMax = 65_536;
 
+/** Request-table rows sent with one batch of a pull, hand-off or sync push (at most). */
+export const rowsPerBatchMax = 4096;
+
 export interface RequestId {
   session: Buffer;
   seq: number;
+  /**
+   * Set on a re-sent write (the SDK's retry on another node, a forwarding node's retry after an attempt
+   * that may have reached an owner): if its id is unknown here it may have been applied elsewhere, so
+   * it is refused with EXPIRED rather than applied (again). Never recorded: only on the wire.
+   */
+  retry?: boolean;
 }
 
 /** What a write did, as its first answer said. */
@@ -44,18 +53,25 @@ export function keyTagOf(kid: bigint): number {
   return Number(kid & 0xffff_ffffn);
 }
 
-/** A request id from the wire (`[session bytes, seq]`), or null when absent; BAD_REQUEST when malformed. */
+/** A request id from the wire (`[session bytes, seq]`, `[session, seq, true]` for a retry), or null when absent; BAD_REQUEST when malformed. */
 export function wireRequestId(x: unknown): RequestId | null {
   if (x === undefined || x === null) return null;
-  if (!Array.isArray(x) || x.length !== 2) throw new EkvError('BAD_REQUEST', 'bad request id');
-  const [s, n] = x as unknown[];
+  if (!Array.isArray(x) || x.length < 2 || x.length > 3) throw new EkvError('BAD_REQUEST', 'bad request id');
+  const [s, n, rt] = x as unknown[];
   if (!(s instanceof Uint8Array) || s.length !== sessionIdBytes) throw new EkvError('BAD_REQUEST', 'bad request session');
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new EkvError('BAD_REQUEST', 'bad request sequence');
-  return { session: Buffer.from(s), seq: n };
+  if (x.length === 3 && rt !== true) throw new EkvError('BAD_REQUEST', 'bad request retry flag');
+  return rt === true ? { session: Buffer.from(s), seq: n, retry: true } : { session: Buffer.from(s), seq: n };
 }
 
+/** The id as recorded and replicated: [session, seq] (never the retry flag). */
 export function requestIdToWire(r: RequestId): [Buffer, number] {
   return [r.session, r.seq];
+}
+
+/** The id as a forwarded write carries it: with the retry flag when set. */
+export function forwardedRequestId(r: RequestId): [Buffer, number] | [Buffer, number, true] {
+  return r.retry === true ? [r.session, r.seq, true] : [r.session, r.seq];
 }
 
 /** The table's key: the session's 16 bytes as latin1, then the sequence number in decimal. */
@@ -95,6 +111,11 @@ export class RequestTable {
     if (mark !== undefined && rid.seq <= mark) {
       throw new EkvError('EXPIRED', 'this write is older than the request ids this node remembers: its outcome is unknown and it was not applied again');
     }
+    if (rid.retry === true) {
+      // A re-sent write this node has no record of: an earlier attempt may have been applied where this
+      // node cannot see it (an owner that died or was rolled back, a table rebuilt from old sealed state).
+      throw new EkvError('EXPIRED', 'this retried write is unknown to this node: its outcome is unknown and it was not applied again');
+    }
     return null;
   }
 
@@ -112,6 +133,43 @@ export class RequestTable {
       this.ids.delete(oldest);
       this.raise(ridOf(oldest));
     }
+  }
+
+  /** The rows (as encodeRequestTable's) of the keys with these tags, the newest `max` (for a pull, hand-off or sync push). */
+  rowsFor(tags: ReadonlySet<number>, max = rowsPerBatchMax): unknown[] {
+    const rows: unknown[] = [];
+    for (const [k, e] of this.ids) {
+      if (!tags.has(e.keyTag)) continue;
+      const rid = ridOf(k);
+      rows.push([rid.session, rid.seq, e.keyTag, e.version, e.deleted]);
+    }
+    return rows.length > max ? rows.slice(rows.length - max) : rows;
+  }
+
+  /**
+   * Merge rows a peer sent with entries (a pull answer, a hand-off or sync push); only rows of the keys
+   * with these tags (the batch's) are taken, and ids already known here are kept as they are.
+   * BAD_REQUEST when malformed or too many (checked before anything is taken).
+   */
+  mergeRows(raw: unknown, tags: ReadonlySet<number>): number {
+    if (raw === undefined) return 0;
+    if (!Array.isArray(raw) || raw.length > rowsPerBatchMax) throw new EkvError('BAD_REQUEST', 'bad request-table rows');
+    const rows: Array<[RequestId, StoredResult]> = [];
+    for (const r of raw as unknown[]) {
+      if (!Array.isArray(r) || r.length !== 5) throw new EkvError('BAD_REQUEST', 'bad request-table row');
+      const [s, n, tag, v, d] = r as unknown[];
+      const rid = wireRequestId([s, n]) as RequestId;
+      if (typeof tag !== 'number' || !Number.isInteger(tag) || tag < 0 || tag > 0xffff_ffff) throw new EkvError('BAD_REQUEST', 'bad request-table key tag');
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || typeof d !== 'boolean') throw new EkvError('BAD_REQUEST', 'bad request-table result');
+      rows.push([rid, { keyTag: tag, version: v, deleted: d }]);
+    }
+    let merged = 0;
+    for (const [rid, stored] of rows) {
+      if (!tags.has(stored.keyTag) || this.ids.has(idKey(rid))) continue;
+      this.addStored(rid, stored);
+      merged++;
+    }
+    return merged;
   }
 
   /** Everything, oldest first (for the sealed snapshot). */

@@ -31,7 +31,9 @@ import type { RpcResult } from '../../protocol/rpc.ts';
 import { type Partition, type StoredEntry } from '../kv/partition.ts';
 import { localGet } from '../kv/service.ts';
 import type { LogEntry } from '../persist.ts';
-import { RequestTable, requestIdToWire, wireRequestId, type RequestId, type WriteResult } from './requests.ts';
+import {
+  forwardedRequestId, keyTagOf, RequestTable, requestIdToWire, rowsPerBatchMax, wireRequestId, type RequestId, type WriteResult,
+} from './requests.ts';
 import {
   betweenOpen, idFromBytes, idToBytes, inRange, replicaSet, keyId, nodeIdFromPublicKey, responsibleRange, route, type NodeRef, type RingEvent,
 } from '../ring/index.ts';
@@ -224,8 +226,13 @@ export class ClusterStore {
     return this.inDoubt.size === 0 && (this.c.durable?.healthy ?? true);
   }
 
-  private failClosed(): void {
-    if (!this.durableNow) throw new EkvError('UNAVAILABLE', 'this node cannot persist writes now (its sealed log failed); the outcome of its last writes is unknown');
+  /**
+   * Refuse while the sealed log cannot persist; with `key`, also while that key has a write in doubt
+   * (its outcome is unknown until it is durable on every replica target, or dropped).
+   */
+  private failClosed(key?: Buffer): void {
+    if (!(this.c.durable?.healthy ?? true)) throw new EkvError('UNAVAILABLE', 'this node cannot persist writes now (its sealed log failed); the outcome of its last writes is unknown');
+    if (key && this.inDoubt.has(key.toString('latin1'))) throw new EkvError('UNAVAILABLE', 'the last write of this key is in doubt (not yet on every replica): its outcome is unknown');
   }
 
   /** Make entries durable here; on failure the node fails closed and starts recovering. */
@@ -261,28 +268,58 @@ export class ClusterStore {
     this.recovering.unref();
   }
 
-  /** One attempt to seal the state again; on success the writes in doubt take effect. */
+  /**
+   * One attempt to seal the state again, then to settle the writes in doubt. The log is sealed again
+   * without them (the host may or may not have landed their records: the fresh snapshot covers that
+   * range). Each is then made durable like a new write (own log, and strict `rep` to every current
+   * replica target) and applied only once all of them hold it: until then its key stays refused, so no
+   * read returns a version held by one copy. One that a replica refuses (another write holds that
+   * version, or a newer one) or that something newer superseded here is dropped: it was never
+   * acknowledged, and its request id stays unknown here (a retry of it is EXPIRED, not applied again).
+   */
   async recoverOnce(): Promise<boolean> {
     const durable = this.c.durable;
-    if (!durable) return true;
-    const extra = [...this.inDoubt.values()];
-    try {
-      for (const e of extra) if (e.rid) this.c.requests.add(e.rid, keyId(e.key), resultOf(e));
-      await durable.recover(extra);
-    } catch (err) {
-      this.c.logger.debug({ err: (err as Error).message }, 'sealed log still failing');
-      return false;
+    if (durable && !durable.healthy) {
+      try {
+        await durable.recover([]);
+      } catch (err) {
+        this.c.logger.debug({ err: (err as Error).message }, 'sealed log still failing');
+        return false;
+      }
+      this.stats.recoveries++;
+      this.c.logger.warn({ inDoubt: this.inDoubt.size }, 'sealed log recovered: serving again (keys with a write in doubt once it is replicated)');
     }
-    for (const e of extra) {
-      this.c.partition.apply(e.key, { value: e.value, version: e.version });
-      const k = e.key.toString('latin1');
-      if (this.inDoubt.get(k) === e) this.inDoubt.delete(k);
-    }
-    if (this.inDoubt.size > 0 || !durable.healthy) return false;
+    // Each key on its own: one that cannot settle yet (a silent replica, ownership moving) holds up no other.
+    for (const e of [...this.inDoubt.values()]) await this.serialized(e.key, () => this.settleInDoubt(e)).catch(() => false);
+    if (this.inDoubt.size > 0 || !(durable?.healthy ?? true)) return false;
     if (this.recovering) clearInterval(this.recovering);
     this.recovering = null;
-    this.stats.recoveries++;
-    this.c.logger.warn({ applied: extra.length }, 'sealed log recovered: serving again');
+    return true;
+  }
+
+  /** Make one write in doubt durable here and on every replica target, then apply it; false: still in doubt. */
+  private async settleInDoubt(e: LogEntry): Promise<boolean> {
+    const k = e.key.toString('latin1');
+    if (this.inDoubt.get(k) !== e) return true;
+    const kid = keyId(e.key);
+    const cur = this.c.partition.get(e.key);
+    const drop = (why: string) => {
+      this.inDoubt.delete(k);
+      this.c.logger.warn({ version: e.version, why }, 'a write in doubt was dropped (never acknowledged)');
+      return true;
+    };
+    if (cur && cur.version >= e.version) return drop('superseded here');
+    if (!this.owns(kid)) return false; // wait for the ring to settle (the key stays refused here)
+    await this.persist([e], true);
+    try {
+      await this.replicate([toWireEntry(e)], true);
+    } catch (err) {
+      if (err instanceof EkvError && err.code === 'CONFLICT') return drop(err.message);
+      return false;
+    }
+    this.c.partition.apply(e.key, { value: e.value, version: e.version });
+    if (e.rid) this.c.requests.add(e.rid, kid, resultOf(e));
+    if (this.inDoubt.get(k) === e) this.inDoubt.delete(k);
     return true;
   }
 
@@ -384,17 +421,22 @@ export class ClusterStore {
     const kid = keyId(key);
     const deadline = Date.now() + clientOpDeadlineMs;
     let lastErr: EkvError | null = null; // built only on failure: an Error's stack trace is not free
+    // Once an attempt of this write may have reached an owner, the next ones are retries (requests.ts).
+    let reached = false;
+    const reach = () => (reached = true);
     for (let attempt = 0; Date.now() < deadline; attempt++) {
+      const oa = reached && o.rid && !o.rid.retry ? { ...o, rid: { ...o.rid, retry: true } } : o;
       try {
-        if (this.owns(kid)) return await this.ownerOp(op, key, kid, value, o);
+        if (this.owns(kid)) return await this.ownerOp(op, key, kid, value, oa, reach);
         if (hops >= forwardHopsMax) throw new EkvError('UNAVAILABLE', 'too many forwarding hops (the ring is changing)');
         const { owner } = await this.c.ring.lookup(kid);
-        if (owner.id === this.c.self.id) return await this.ownerOp(op, key, kid, value, o);
+        if (owner.id === this.c.self.id) return await this.ownerOp(op, key, kid, value, oa, reach);
         this.stats.forwards++;
         const fwd = {
           fo: op, k: key, v: value, h: hops + 1, p: o.principal, x: o.internal === true,
-          ...(o.rid ? { r: requestIdToWire(o.rid) } : {}), ...(o.ifVersion === undefined ? {} : { iv: o.ifVersion }),
+          ...(oa.rid ? { r: forwardedRequestId(oa.rid) } : {}), ...(o.ifVersion === undefined ? {} : { iv: o.ifVersion }),
         };
+        if (op !== 'get') reach();
         return await this.c.peers.call(owner.addr, 'fwd', fwd, clientOpDeadlineMs, owner.id);
       } catch (err) {
         if (!(err instanceof EkvError) || !retryable(err)) throw err;
@@ -406,18 +448,18 @@ export class ClusterStore {
     throw lastErr ?? new EkvError('UNAVAILABLE', 'no owner reachable');
   }
 
-  private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
-    this.checkOwner(kid);
+  private async ownerOp(op: 'get' | 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions, reach?: () => void): Promise<RpcResult> {
+    this.checkOwner(kid, key);
     if (!o.internal && this.access) await this.access.check(op, key, o.principal);
     if (op === 'get') {
-      this.checkOwner(kid); // the access check may have waited
+      this.checkOwner(kid, key); // the access check may have waited
       return localGet(this.c.partition, key);
     }
-    return this.serialized(key, () => this.ownerWrite(op, key, kid, value, o));
+    return this.serialized(key, () => this.ownerWrite(op, key, kid, value, o, reach));
   }
 
-  private checkOwner(kid: bigint): void {
-    this.failClosed();
+  private checkOwner(kid: bigint, key: Buffer): void {
+    this.failClosed(key);
     if (!this.serving) throw new EkvError('UNAVAILABLE', 'this node is still receiving its keys');
     if (!this.owns(kid)) throw new EkvError('UNAVAILABLE', 'ownership of this key is moving');
   }
@@ -428,8 +470,8 @@ export class ClusterStore {
    * applied and acknowledged. Its version is the key's next; a delete of a key without a value
    * changes nothing and says so (d: false).
    */
-  private async ownerWrite(op: 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions): Promise<RpcResult> {
-    this.checkOwner(kid); // the queue may have waited
+  private async ownerWrite(op: 'put' | 'del', key: Buffer, kid: bigint, value: Buffer | null, o: OpOptions, reach?: () => void): Promise<RpcResult> {
+    this.checkOwner(kid, key); // the queue may have waited
     const rid = o.rid ?? null;
     const earlier = rid ? this.c.requests.lookup(rid, kid) : null;
     if (earlier) return this.answerRetry(key, earlier);
@@ -442,11 +484,18 @@ export class ClusterStore {
     const e: LogEntry = { key, value: op === 'put' ? (value as Buffer) : null, version: (cur?.version ?? 0) + 1, rid };
     // Durable here (sealed log) and on every replica target before the client hears OK; applied here
     // only once durable here, so no read returns what a crash could take back.
+    reach?.();
     const [here, there] = await Promise.allSettled([this.persist([e], true), this.replicate([toWireEntry(e)])]);
     if (here.status === 'rejected') throw here.reason;
+    if (there.status === 'rejected') {
+      // Durable here but not on every replica target: in doubt, not applied (no read may return a
+      // version one copy holds); the key stays refused until the replicas hold it (recoverOnce).
+      this.keepInDoubt(e);
+      this.startRecovering();
+      throw there.reason;
+    }
     this.c.partition.apply(key, { value: e.value, version: e.version });
     if (rid) this.c.requests.add(rid, kid, resultOf(e));
-    if (there.status === 'rejected') throw there.reason;
     return answerOf(resultOf(e));
   }
 
@@ -470,7 +519,7 @@ export class ClusterStore {
    * only delay or fail writes, not thin them out. Past the deadline the write fails with UNAVAILABLE
    * (its outcome is unknown to the client, as with any timeout).
    */
-  private async replicate(entries: WireEntry[]): Promise<void> {
+  private async replicate(entries: WireEntry[], settling = false): Promise<void> {
     const deadline = Date.now() + replicateDeadlineMs;
     const acked = new Set<bigint>();
     const conflicts: EkvError[] = [];
@@ -491,8 +540,11 @@ export class ClusterStore {
           ),
         ),
       );
+      // Settling a write in doubt: one round (the recovery timer tries again), and the replica's CONFLICT as it is.
+      if (conflicts.length > 0 && settling) throw conflicts[0]!;
       if (conflicts.length > 0) throw new EkvError('UNAVAILABLE', `a replica refused the write: ${conflicts[0]!.message} (outcome unknown)`);
       if (this.replicaTargets().every((t) => acked.has(t.id))) return;
+      if (settling) throw new EkvError('UNAVAILABLE', 'a replica did not acknowledge the write in doubt yet');
       if (Date.now() > deadline) throw new EkvError('UNAVAILABLE', 'the replicas did not acknowledge the write');
       await sleep(200);
     }
@@ -516,7 +568,7 @@ export class ClusterStore {
         return this.clientOp(o, key, value, { principal, hops, internal: req.x === true, rid: wireRequestId(req.r), ...ifVersion });
       }
       case 'rep':
-        return { n: await this.applyEntries(req.e, req.w === true) };
+        return { n: await this.applyEntries(req.e, req.w === true, req.q) };
       case 'pull':
         return this.answerPull(req, peerKey);
       case 'owns': {
@@ -536,11 +588,14 @@ export class ClusterStore {
    * must not count this node as holding its write. Otherwise (sync, pull: copies of copies) the
    * newer version wins and an equal version with another value is kept as it is, and counted.
    */
-  private async applyEntries(raw: unknown, strict: boolean): Promise<number> {
+  private async applyEntries(raw: unknown, strict: boolean, rows?: unknown): Promise<number> {
     if (!Array.isArray(raw) || raw.length > batchEntriesMax) throw new EkvError('BAD_REQUEST', 'bad replica batch');
+    if (rows !== undefined && (!Array.isArray(rows) || rows.length > rowsPerBatchMax)) throw new EkvError('BAD_REQUEST', 'bad request-table rows');
     const fresh: LogEntry[] = [];
+    const tags = new Set<number>();
     for (const item of raw) {
       const e = wireEntry(item);
+      tags.add(keyTagOf(keyId(e.key)));
       const cur = this.c.partition.get(e.key);
       if (!cur || cur.version < e.version) {
         fresh.push(e);
@@ -557,14 +612,18 @@ export class ClusterStore {
         this.c.logger.warn({ version: e.version }, 'a pushed copy differs from ours at the same version: keeping ours');
       }
     }
-    if (fresh.length === 0) return 0;
-    this.failClosed();
-    await this.persist(fresh, false);
     let applied = 0;
-    for (const e of fresh) {
-      if (this.c.partition.apply(e.key, { value: e.value, version: e.version })) applied++;
-      if (e.rid) this.c.requests.add(e.rid, keyId(e.key), resultOf(e));
+    if (fresh.length > 0) {
+      this.failClosed();
+      await this.persist(fresh, false);
+      for (const e of fresh) {
+        if (this.c.partition.apply(e.key, { value: e.value, version: e.version })) applied++;
+        if (e.rid) this.c.requests.add(e.rid, keyId(e.key), resultOf(e));
+      }
     }
+    // The request ids of these keys that the sender knows (a pull, hand-off or sync push), once the
+    // entries are held here: a retry of one of them is then answered here instead of refused EXPIRED.
+    this.c.requests.mergeRows(rows, tags);
     return applied;
   }
 
@@ -593,7 +652,7 @@ export class ClusterStore {
     const { batch, more } = takeBatch(picked);
     this.stats.pulls++;
     // Vouch for this answer only when serving, or when both of us served before (a whole-ring restart).
-    return { e: batch.map(toWire), more, v: this.serving || (this.hasServed && req.sv === true) };
+    return { e: batch.map(toWire), more, q: this.rowsOf(batch), v: this.serving || (this.hasServed && req.sv === true) };
   }
 
   // ------------------------------------------------------------ membership
@@ -656,7 +715,7 @@ export class ClusterStore {
     for (;;) {
       const req = { s: idToBytes(pred.id), addr: this.c.self.addr, f: first, sv: this.hasServed, ...(after ? { a: after } : {}) };
       const r = await this.c.peers.call(src.addr, 'pull', req, 10_000, src.id);
-      await this.applyEntries(r.e, false);
+      await this.applyEntries(r.e, false, r.q);
       vouched &&= r.v === true;
       const last = Array.isArray(r.e) && r.e.length > 0 ? (r.e[r.e.length - 1] as WireEntry)[0] : null;
       if (r.more !== true || !last) return vouched;
@@ -690,7 +749,7 @@ export class ClusterStore {
       while (rest.length > 0) {
         const { batch } = takeBatch(rest);
         rest = rest.slice(batch.length);
-        await this.c.peers.call(t.addr, 'rep', { e: batch.map(toWire) }, 10_000, t.id);
+        await this.c.peers.call(t.addr, 'rep', { e: batch.map(toWire), q: this.rowsOf(batch) }, 10_000, t.id);
         this.stats.syncPushed += batch.length;
       }
       return true;
@@ -698,6 +757,11 @@ export class ClusterStore {
       this.c.logger.debug({ to: t.addr, err: (err as Error).message }, 'sync push failed');
       return false;
     }
+  }
+
+  /** The request-table rows of a batch's keys (matched by key tag), sent along with it. */
+  private rowsOf(batch: StoredEntry[]): unknown[] {
+    return this.c.requests.rowsFor(new Set(batch.map((e) => keyTagOf(keyId(e.key)))));
   }
 
   /** Graceful leave: hand everything owned to the successor, then tell the neighbours. */
