@@ -65,6 +65,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   let ringCred: RingCredential | null = null;
   let founded: boolean;
   let discarded = false;
+  let recoveredLog = false;
   let served = false;
   if (sealing) {
     const opened = await Persistence.open({
@@ -76,6 +77,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     ringCred = opened.recovered.ring;
     founded = opened.recovered.founded;
     discarded = opened.recovered.reset !== null;
+    recoveredLog = opened.recovered.lastSeq > 0;
     served = opened.recovered.served;
   } else {
     // No KMS, so no ring secret: peers are trusted per image (docs/membership.md). Nothing survives a
@@ -92,10 +94,11 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const ring = new RingDriver(self, peers, c.logger);
   // Only the node that founded its ring on this very boot (it holds nothing) serves at once, and a node
   // whose image says it runs alone (a single-node deployment, measured into PCR0) and whose sealed state
-  // verified: having discarded it, a lone node has nothing true to say (NOT_FOUND would be a lie). Every
+  // verified and is there at all: having discarded it, or finding its log gone while its data key and ring
+  // secret remain (the host deleted it), a lone node has nothing true to say (NOT_FOUND would be a lie). Every
   // other node, whatever its host says (an empty join address, "solo"), has been a ring member: it serves
   // only after pulling its range from its successors, whose replicas hold every acknowledged write.
-  const servesAtOnce = founded || (imageConfig.singleNode && !discarded) || (testHostMayFound && c.config.join === null);
+  const servesAtOnce = founded || (imageConfig.singleNode && !discarded && recoveredLog) || (testHostMayFound && c.config.join === null);
   const onFirstServing = persistence ? () => (persistence as Persistence).markServed() : undefined;
   const store = new ClusterStore(
     {

@@ -199,7 +199,6 @@ export class Persistence {
         if (rid) c.requests.add(rid, ringKeyId(key), { version: n, deleted: v === null });
       } else if (rec[0] === 'snap') {
         identity = importIdentity(rec[1] as Uint8Array);
-        identity = importIdentity(rec[1] as Uint8Array);
         for (const e of rec[2] as unknown[]) apply(['e', ...(e as unknown[]).slice(0, 3)]);
         restoreRequestTable(c.requests, rec[3]);
         if (rec[4] instanceof Uint8Array) sealedRing = Buffer.from(rec[4]);
@@ -255,7 +254,7 @@ export class Persistence {
       const have = byKey.get(k);
       if (!have || (have[2] as number) < e.version) byKey.set(k, [e.key, e.value, e.version]);
     }
-    await this.store.resync(encodeCbor(['snap', this.identity.exportPrivate(), [...byKey.values()], encodeRequestTable(this.requests)]));
+    await this.store.resync(encodeCbor(['snap', this.identity.exportPrivate(), [...byKey.values()], encodeRequestTable(this.requests), this.ringId, this.served]));
   }
 
   private snapshotting = false;

@@ -239,7 +239,7 @@ describe("(b') everything deleted, data key and ring secret too, restarted with 
 });
 
 describe('(s) a single-node image', () => {
-  it('serves its sealed state alone after a restart, but not after discarding tampered state', async () => {
+  it('serves its sealed state alone after a restart, but not after discarding tampered state, nor with its log deleted', async () => {
     const single = await startLocalRing({ dir: join(dir, 'single'), nodes: 1, replicas: 1, logger });
     expect(single.settings?.singleNode).toBe(true);
     try {
@@ -249,13 +249,24 @@ describe('(s) a single-node image', () => {
       const good = copyData('single-good', join(dir, 'single', 'node-1', 'data'));
       const bad = copyData('single-bad', join(dir, 'single', 'node-1', 'data'));
       flipWalBit(bad);
+      // The host deletes the log (every wal- and snap- blob) and keeps the data key and ring secret: nothing
+      // looks tampered, and the node would have an empty store to answer from.
+      const gone = copyData('single-gone', join(dir, 'single', 'node-1', 'data'));
+      for (const n of readdirSync(gone)) if (n.startsWith('wal-') || n.startsWith('snap-')) rmSync(join(gone, n));
       const of = { ring: single };
-      const [restarted, tampered] = await Promise.all([isolated('s-good', good, {}, of), isolated('s-bad', bad, {}, of)]);
+      const [restarted, tampered, emptied] = await Promise.all([
+        isolated('s-good', good, {}, of), isolated('s-bad', bad, {}, of), isolated('s-gone', gone, {}, of),
+      ]);
       expect((await recovered('s-bad')).reset).toMatch(/^SEAL_/);
-      const [ok, refused] = await Promise.all([probe(restarted, single.cluster.trust), probe(tampered, single.cluster.trust)]);
+      expect((await recovered('s-gone')).lastSeq).toBe(0);
+      const [ok, refused, deleted] = await Promise.all([
+        probe(restarted, single.cluster.trust), probe(tampered, single.cluster.trust), probe(emptied, single.cluster.trust),
+      ]);
       expect(new Set(ok.gets)).toEqual(new Set(['single']));
       expect(new Set(refused.gets)).toEqual(new Set(['UNAVAILABLE']));
       expect(refused.put).toBe('UNAVAILABLE');
+      expect(new Set(deleted.gets)).toEqual(new Set(['UNAVAILABLE']));
+      expect(deleted.put).toBe('UNAVAILABLE');
     } finally {
       await single.stop();
     }
