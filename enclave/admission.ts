@@ -9,8 +9,12 @@
  *   oldest (an idle-connection flood cannot keep new connections out, and a genuine caller sends its
  *   hello in its first round trip);
  * - handshakes between hello and session, by claimed mode: anonymousHandshakesMax for 'client' and
- *   'attest' hellos, peerHandshakesMax reserved for 'peer' hellos, so a flood of anonymous hellos can
- *   never take a peer's slot. A handshake holds its slot through its NSM attestation (never
+ *   'attest' hellos, peerHandshakesMax reserved for 'peer' hellos that prove the ring secret (a MAC over
+ *   their nonce, ephemeral key and send time, checked in protocol/handshake.ts before this) and are fresh:
+ *   sent within peerHelloWindowMs of this enclave's clock and with a nonce not seen before (a bounded cache,
+ *   peerHelloNoncesMax), so neither a flood of hellos that only claim 'peer' nor the host's replays of
+ *   captured genuine peer hellos can take a peer's slot. A peer hello without a proof (a node with no ring,
+ *   --no-seal) is counted in the anonymous share. A handshake holds its slot through its NSM attestation (never
  *   interrupted) and then while it waits for the caller's finish; when a class is full, the oldest
  *   handshake of that class that has waited finishGraceMs or more for its finish is closed to make
  *   room (a caller that does not finish holds a slot for about a second, not for the 10 s handshake
@@ -26,7 +30,7 @@
  * Pure bookkeeping: no sockets or timers here; the server passes a `close` callback per connection.
  */
 import { EkvError } from '../protocol/errors.ts';
-import type { HelloMode } from '../protocol/handshake.ts';
+import type { HelloMode, PeerHelloProof } from '../protocol/handshake.ts';
 import { nsmPendingMax } from './nsm.ts';
 
 /** Connections the enclave keeps at once (clients, peers, the host's attestation fetches). */
@@ -34,6 +38,19 @@ export const connectionsMax = 8192;
 export const awaitingHelloMax = 1024;
 export const anonymousHandshakesMax = 32;
 export const peerHandshakesMax = 16;
+/**
+ * A proven peer hello is fresh if sent within this many ms of this enclave's clock (either way: clocks of
+ * two enclaves differ a little). Older ones are refused, so the nonce cache only needs this window.
+ */
+export const peerHelloWindowMs = 60_000;
+/**
+ * Nonces of proven peer hellos seen within the window. Only a hello with a valid MAC (made by a ring member)
+ * enters it, so the host cannot fill it with junk; its own replays are either in it or out of the window.
+ * 4096 is far more genuine peer hellos than a ring makes in a minute (16 peer slots, one handshake per peer
+ * connection); if it is ever full of live nonces, new peer hellos are refused BUSY rather than a nonce
+ * dropped (which would reopen its replay). Memory: 4096 x (64-char key + number) ~ a few hundred KiB.
+ */
+export const peerHelloNoncesMax = 4096;
 /** A handshake waiting this long for the caller's finish may be closed to admit a newer hello. */
 export const finishGraceMs = 1000;
 export const handshakeAttestationsMax = anonymousHandshakesMax + peerHandshakesMax;
@@ -87,16 +104,48 @@ export class HandshakeAdmission {
 
   readonly #now: () => number;
   readonly #graceMs: number;
+  /** Wall clock (ms since the epoch), for the peer hello's send time. */
+  readonly #wallNow: () => number;
+  /** Proven peer hello nonces (hex) -> when they leave the window (wall ms). */
+  readonly #peerNonces = new Map<string, number>();
+  readonly #refusedReplay = { count: 0 };
 
-  constructor(limits: AdmissionLimits = defaultAdmissionLimits, init: { now?: () => number; finishGraceMs?: number } = {}) {
+  constructor(limits: AdmissionLimits = defaultAdmissionLimits, init: { now?: () => number; wallNow?: () => number; finishGraceMs?: number } = {}) {
     for (const [k, v] of Object.entries(limits)) if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`${k} must be a positive integer`);
     this.#limits = limits;
     this.#now = init.now ?? (() => performance.now());
     this.#graceMs = init.finishGraceMs ?? finishGraceMs;
+    this.#wallNow = init.wallNow ?? (() => Date.now());
   }
 
-  static classOf(mode: HelloMode): AdmissionClass {
-    return mode === 'peer' ? 'peer' : 'anonymous';
+  /** Only a peer hello that proved the ring secret counts as a peer's; any other hello is anonymous. */
+  static classOf(mode: HelloMode, proof: PeerHelloProof | null): AdmissionClass {
+    return mode === 'peer' && proof !== null ? 'peer' : 'anonymous';
+  }
+
+  /** Peer hellos refused as replayed or stale. */
+  get refusedPeerReplays(): number {
+    return this.#refusedReplay.count;
+  }
+
+  /** A proven peer hello: refuse it unless fresh (in the window, nonce never seen), and remember its nonce. */
+  #checkFresh(proof: PeerHelloProof): void {
+    const now = this.#wallNow();
+    if (Math.abs(now - proof.sentAtMs) > peerHelloWindowMs) {
+      this.#refusedReplay.count++;
+      throw new EkvError('UNAVAILABLE', 'a peer hello outside the time window (replayed, or a clock far off)', { reason: 'STALE_HELLO' });
+    }
+    const key = proof.nonce.toString('hex');
+    if (this.#peerNonces.has(key)) {
+      this.#refusedReplay.count++;
+      throw new EkvError('UNAVAILABLE', 'a replayed peer hello', { reason: 'REPLAYED_HELLO' });
+    }
+    if (this.#peerNonces.size >= peerHelloNoncesMax) for (const [k, until] of this.#peerNonces) if (until < now) this.#peerNonces.delete(k);
+    if (this.#peerNonces.size >= peerHelloNoncesMax) {
+      this.#refused.peer++;
+      throw new EkvError('UNAVAILABLE', 'busy: too many peer hellos in the window', { reason: 'BUSY' });
+    }
+    this.#peerNonces.set(key, proof.sentAtMs + peerHelloWindowMs);
   }
 
   get stats(): AdmissionStats {
@@ -130,10 +179,14 @@ export class HandshakeAdmission {
     this.#slots.peer.delete(conn);
   }
 
-  /** The hello arrived, claiming `mode`: a ticket, or UNAVAILABLE/BUSY before any work is done. */
-  admit(conn: object, mode: HelloMode): HandshakeTicket {
+  /**
+   * The hello arrived, claiming `mode` (with `proof` if it is a peer hello that proved the ring secret): a
+   * ticket, or UNAVAILABLE (BUSY, or a replayed/stale peer hello) before any work is done.
+   */
+  admit(conn: object, mode: HelloMode, proof: PeerHelloProof | null = null): HandshakeTicket {
     this.#awaitingHello.delete(conn);
-    const cls = HandshakeAdmission.classOf(mode);
+    const cls = HandshakeAdmission.classOf(mode, proof);
+    if (cls === 'peer' && proof) this.#checkFresh(proof);
     const slots = this.#slots[cls];
     const max = cls === 'peer' ? this.#limits.peerHandshakesMax : this.#limits.anonymousHandshakesMax;
     if (mode === 'client' && this.#clientSessions.size >= this.#limits.clientSessionsMax) {

@@ -10,7 +10,7 @@ import { handshakeBytesMax } from '../protocol/constants.ts';
 import { encodeCbor } from '../protocol/cbor.ts';
 import { EkvError } from '../protocol/errors.ts';
 import { FramedSocket } from '../protocol/framed-socket.ts';
-import { acceptHandshake, type AcceptOptions, type AttestedPeer, type HelloMode } from '../protocol/handshake.ts';
+import { acceptHandshake, type AcceptOptions, type AttestedPeer, type HelloMode, type PeerHelloProof } from '../protocol/handshake.ts';
 import { serveRpc, type RpcResult } from '../protocol/rpc.ts';
 import { sessionLifetimeMs } from '../protocol/constants.ts';
 import { connectionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
@@ -94,9 +94,9 @@ export class EnclaveServer {
     const fs = new FramedSocket(socket, handshakeBytesMax);
     let ticket: HandshakeTicket | null = null;
     let mode: HelloMode | null = null;
-    const admit = (m: HelloMode) => {
+    const admit = (m: HelloMode, proof: PeerHelloProof | null) => {
       mode = m;
-      return (ticket = this.admission.admit(socket, m));
+      return (ticket = this.admission.admit(socket, m, proof));
     };
     const released = () => (ticket as HandshakeTicket | null)?.release();
     this.handshake(fs, admit).then(() => {

@@ -1,7 +1,7 @@
 /**
  * The attested handshake, three messages over length-prefixed CBOR frames:
  *
- *   C -> S  hello   { t:'hello', v, mode, nonce, eph }
+ *   C -> S  hello   { t:'hello', v, mode, nonce, eph, ts?, pmac? }
  *   S -> C  server  { t:'server', core, sig, rmac? }  core = CBOR { doc, eph, nonce, ring? }
  *   C -> S  finish  { t:'finish', doc?, sig?, rmac?, principal?, psig? }
  *
@@ -17,7 +17,10 @@
  * id, which a client may pin (WRONG_RING otherwise). In mode 'peer' both sides
  * also prove the ring secret: `rmac` = HMAC(ring MAC key, label || transcript
  * hash), the server's beside its core, the peer's in its finish. A peer of
- * another ring, or one without a MAC, is refused with WRONG_RING.
+ * another ring, or one without a MAC, is refused with WRONG_RING. A peer's hello
+ * already proves the secret (`pmac` over its nonce, ephemeral key and send time
+ * `ts`), checked before admission and before any NSM work, so a hello that only
+ * claims 'peer' cannot take a peer-reserved handshake slot.
  *
  * Mode 'attest' returns just a document (the host's /v1/attestation) and
  * closes.
@@ -29,7 +32,7 @@ import { attestationDocBytesMax, ed25519KeyBytes, ed25519SignatureBytes, frameBy
 import { EkvError, isEkvErrorCode } from './errors.ts';
 import type { FramedSocket } from './framed-socket.ts';
 import { generateEphemeral, verifyEd25519, type Identity } from './keys.ts';
-import { ringIdBytes, ringMac, ringMacBytes, ringMacValid, type RingCredential } from './ring.ts';
+import { ringHelloMac, ringHelloMacValid, ringIdBytes, ringMac, ringMacBytes, ringMacValid, type RingCredential } from './ring.ts';
 import { SecureSession } from './session.ts';
 
 export type HelloMode = 'client' | 'peer' | 'attest';
@@ -133,7 +136,12 @@ export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): 
   fs.setMaxFrameBytes(handshakeBytesMax);
   const nonce = randomBytes(nonceBytes);
   const eph = generateEphemeral();
-  const hello = encodeCbor({ t: 'hello', v: protocolVersion, mode: opts.mode, nonce, eph: eph.publicKey });
+  const helloMsg: Record<string, unknown> = { t: 'hello', v: protocolVersion, mode: opts.mode, nonce, eph: eph.publicKey };
+  if (opts.mode === 'peer' && opts.self?.ring) {
+    helloMsg.ts = Date.now();
+    helloMsg.pmac = ringHelloMac(opts.self.ring.macKey, nonce, eph.publicKey, helloMsg.ts as number);
+  }
+  const hello = encodeCbor(helloMsg);
   fs.write(hello);
 
   const serverMsg = parseMessage(await fs.next(timeout), 'server');
@@ -222,7 +230,14 @@ export interface AcceptOptions {
    * before any NSM work; throws (UNAVAILABLE/BUSY) to refuse. `attested()` is called once this side's
    * document went out (the handshake then only waits for the caller). The caller releases the ticket.
    */
-  admit?: (mode: HelloMode) => { attested(): void };
+  admit?: (mode: HelloMode, proof: PeerHelloProof | null) => { attested(): void };
+}
+
+/** A peer hello whose MAC proved the ring secret: the admission still refuses a replay (enclave/admission.ts). */
+export interface PeerHelloProof {
+  nonce: Buffer;
+  /** The sender's clock when it sent the hello (ms since the epoch), covered by the MAC. */
+  sentAtMs: number;
 }
 
 export type Accepted =
@@ -238,7 +253,8 @@ export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Pr
   const mode = hello.mode;
   if (mode !== 'client' && mode !== 'peer' && mode !== 'attest') throw new EkvError('PROTOCOL', 'unknown handshake mode');
   const clientNonce = bytesField(hello, 'nonce', 0, 512);
-  const ticket = opts.admit?.(mode);
+  const proof = mode === 'peer' ? checkPeerHello(hello, clientNonce, opts.ring) : null;
+  const ticket = opts.admit?.(mode, proof);
 
   if (mode === 'attest') {
     const doc = await opts.attest(clientNonce, opts.identity.publicKey);
@@ -269,6 +285,29 @@ export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Pr
   fs.setMaxFrameBytes(frameBytesMax);
   const session = new SecureSession(fs, new FrameSealer(keys.s2c), new FrameOpener(keys.c2s));
   return { kind: 'session', session, peer, principal };
+}
+
+/**
+ * Before admission and before any NSM work: does this 'peer' hello prove the ring secret?
+ *
+ * A node with a ring REFUSES (WRONG_RING) a peer hello without a valid MAC rather than counting it in the
+ * anonymous share: such a handshake could never finish (checkPeer demands the ring MAC in the finish), so
+ * refusing it at once costs no genuine peer anything, spends no NSM work and takes no anonymous slot from
+ * clients. A node without a ring (an unsealed --no-seal emulator node, where peers are per-image) has nothing
+ * to check: its peer hellos return null and are admitted in the anonymous share, so they still work (they
+ * only lose the reservation). The same with the test seam (ringChecks.accept false): unproven peer hellos go
+ * to the anonymous share, so the seam's controls still see a peer of another ring get through.
+ */
+function checkPeerHello(hello: Record<string, unknown>, nonce: Buffer, ring: RingOption): PeerHelloProof | null {
+  if (!ring) return null;
+  if (nonce.length !== nonceBytes) throw new EkvError('PROTOCOL', 'nonce must be 32 bytes');
+  const eph = bytesField(hello, 'eph', x25519KeyBytes, x25519KeyBytes);
+  const pmac = optionalBytesField(hello, 'pmac', ringMacBytes, ringMacBytes);
+  const ts = hello.ts;
+  const sentAtMs = typeof ts === 'number' && Number.isSafeInteger(ts) && ts >= 0 ? ts : -1;
+  if (ringHelloMacValid(ring.macKey, nonce, eph, sentAtMs, pmac)) return { nonce: Buffer.from(nonce), sentAtMs };
+  if (!ringChecks.accept) return null;
+  throw new EkvError('WRONG_RING', 'a peer hello without proof of the ring secret');
 }
 
 async function checkPeer(finish: Record<string, unknown>, serverNonce: Buffer, th: Buffer, opts: AcceptOptions): Promise<AttestedPeer & { key: Buffer }> {

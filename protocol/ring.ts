@@ -31,3 +31,21 @@ export function ringMacValid(macKey: Buffer, label: Buffer, transcript: Buffer, 
   if (mac === null || mac.length !== ringMacBytes) return false;
   return timingSafeEqual(ringMac(macKey, label, transcript), mac);
 }
+
+/**
+ * The peer hello's proof (docs/membership.md "Peer hellos"): HMAC(MAC key, label || nonce || ephemeral key ||
+ * sent-at ms, 8 bytes big-endian). Checked before admission, so a hello claiming 'peer' without the secret
+ * cannot take a peer-reserved handshake slot; the nonce and time let the accepting side refuse replays.
+ */
+export const ringHelloLabel = Buffer.from('ekv/1 ring hello');
+
+export function ringHelloMac(macKey: Buffer, nonce: Uint8Array, eph: Uint8Array, sentAtMs: number): Buffer {
+  const ts = Buffer.alloc(8);
+  ts.writeBigUInt64BE(BigInt(sentAtMs));
+  return createHmac('sha256', macKey).update(ringHelloLabel).update(nonce).update(eph).update(ts).digest();
+}
+
+export function ringHelloMacValid(macKey: Buffer, nonce: Uint8Array, eph: Uint8Array, sentAtMs: number, mac: Uint8Array | null): boolean {
+  if (mac === null || mac.length !== ringMacBytes || !Number.isSafeInteger(sentAtMs) || sentAtMs < 0) return false;
+  return timingSafeEqual(ringHelloMac(macKey, nonce, eph, sentAtMs), mac);
+}

@@ -54,7 +54,7 @@ interface Outcome {
   server: PromiseSettledResult<Accepted>;
 }
 
-async function peerHandshake(serverRing: RingOption, clientRing: RingOption): Promise<Outcome> {
+async function peerHandshake(serverRing: RingOption, clientRing: RingOption, onServerAttest: () => void = () => undefined): Promise<Outcome> {
   const [a, b] = duplexPair();
   const cfs = new FramedSocket(a, handshakeBytesMax);
   const sfs = new FramedSocket(b, handshakeBytesMax);
@@ -63,7 +63,7 @@ async function peerHandshake(serverRing: RingOption, clientRing: RingOption): Pr
     mode: 'peer', verifyServer: fakeVerify, timeoutMs: 1000, self: { identity: clientIdentity, attest: fakeAttest, ring: clientRing },
   });
   const s = acceptHandshake(sfs, {
-    identity: generateIdentity(), attest: fakeAttest, verifyPeer: fakeVerify, verifyPrincipal: (p, m, sig) => verifyEd25519(p, m, sig),
+    identity: generateIdentity(), attest: (n, k) => (onServerAttest(), fakeAttest(n, k)), verifyPeer: fakeVerify, verifyPrincipal: (p, m, sig) => verifyEd25519(p, m, sig),
     ring: serverRing, timeoutMs: 1000,
   });
   c.catch(() => cfs.destroy());
@@ -114,13 +114,23 @@ describe('peer handshake between rings', () => {
     expect(accepted.kind === 'session' && accepted.peer !== null).toBe(true);
   });
 
+  it('a peer of another ring connecting in is refused by the accepting side at its hello, before any NSM work', async () => {
+    let attests = 0;
+    const o = await peerHandshake(ringA, ringB, () => attests++);
+    expect(code(o.server)).toBe('WRONG_RING');
+    expect((o.server as PromiseRejectedResult).reason.message).toMatch(/peer hello without proof of the ring secret/);
+    expect(attests).toBe(0);
+  });
+
   it('a peer of another ring connecting in is refused by the connecting side (server ring id)', async () => {
+    ringChecks.accept = false; // the server is of another deployment: only the connecting side's rule counts
     const o = await peerHandshake(ringA, ringB);
     expect(code(o.client)).toBe('WRONG_RING');
     expect(code(o.server)).not.toBe('ACCEPTED');
   });
 
   it('a server that claims our ring id without the secret is refused (its MAC is wrong)', async () => {
+    ringChecks.accept = false; // the forged server skips its own checks
     const o = await peerHandshake(forgedA, ringA);
     expect(code(o.client)).toBe('WRONG_RING');
     expect((o.client as PromiseRejectedResult).reason.message).toMatch(/did not prove the ring secret/);
@@ -138,8 +148,10 @@ describe('peer handshake between rings', () => {
   });
 
   it('a ringless node and a ringed node are not peers, either way', async () => {
-    expect(code((await peerHandshake(ringA, null)).client)).toBe('WRONG_RING');
+    expect(code((await peerHandshake(ringA, null)).server)).toBe('WRONG_RING'); // its hello has no MAC
     expect(code((await peerHandshake(null, ringA)).client)).toBe('WRONG_RING');
+    ringChecks.accept = false;
+    expect(code((await peerHandshake(ringA, null)).client)).toBe('WRONG_RING');
     expect(code((await peerHandshake(null, null)).server)).toBe('ACCEPTED');
   });
 
