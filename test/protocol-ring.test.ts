@@ -17,6 +17,8 @@ import {
 } from '../protocol/handshake.ts';
 import { generateIdentity, verifyEd25519 } from '../protocol/keys.ts';
 import { ringCredential } from '../protocol/ring.ts';
+import { HandshakeAdmission } from '../enclave/admission.ts';
+import { protocolVersion } from '../protocol/constants.ts';
 
 function duplexPair(): [Duplex, Duplex] {
   const sides: Duplex[] = [];
@@ -179,5 +181,82 @@ describe('a client pinned to a ring id', () => {
   it('control: with the check switched off, the node of another ring is accepted', async () => {
     ringChecks.connect = false;
     expect(code((await clientHandshake(ringB, ringA.id)).client)).toBe('ACCEPTED');
+  });
+});
+
+// Issue 10 item 6: a hello's mode is a claim. Hellos claiming 'peer' without the ring MAC, and the host's
+// replays of a captured genuine peer hello, must not take the peer-reserved handshake slots; a genuine peer
+// is still admitted. Real acceptHandshake + HandshakeAdmission (the enclave server's wiring), in memory.
+describe('peer-reserved handshake slots', () => {
+  const limits = { awaitingHelloMax: 64, anonymousHandshakesMax: 2, peerHandshakesMax: 2, clientSessionsMax: 8 };
+
+  function acceptInto(admission: HandshakeAdmission, ring: RingOption, attests: { n: number }) {
+    const [a, b] = duplexPair();
+    const sfs = new FramedSocket(b, handshakeBytesMax);
+    const conn = {};
+    admission.connected(conn, () => sfs.destroy());
+    let ticket: { release(): void } | null = null;
+    const s = acceptHandshake(sfs, {
+      identity: generateIdentity(), attest: (n, k) => (attests.n++, fakeAttest(n, k)), verifyPeer: fakeVerify, verifyPrincipal: () => false,
+      ring, timeoutMs: 5000, admit: (m, p) => (ticket = admission.admit(conn, m, p)),
+    });
+    const settled = s.finally(() => ticket?.release());
+    settled.catch(() => undefined);
+    return { client: new FramedSocket(a, handshakeBytesMax), server: settled, close: () => { sfs.destroy(); admission.disconnected(conn); } };
+  }
+
+  it('a flood of unproven peer hellos and replays of a genuine one leaves the peer slots to genuine peers', async () => {
+    const admission = new HandshakeAdmission(limits, { finishGraceMs: 60_000 });
+    const attests = { n: 0 };
+    const opened: Array<{ close(): void }> = [];
+    try {
+      // The host captures one genuine peer hello (ring A) on its way.
+      const [ca, cb] = duplexPair();
+      const captureConn = connectHandshake(new FramedSocket(ca, handshakeBytesMax), {
+        mode: 'peer', verifyServer: fakeVerify, timeoutMs: 1000, self: { identity: generateIdentity(), attest: fakeAttest, ring: ringA },
+      });
+      captureConn.catch(() => undefined);
+      const captured = await new FramedSocket(cb, handshakeBytesMax).next(1000);
+      ca.destroy();
+      // Flood: hellos claiming peer with no MAC, with a made-up MAC, and the captured one replayed.
+      const outcomes: Array<Promise<string>> = [];
+      const send = (bytes: Buffer) => {
+        const c = acceptInto(admission, ringA, attests);
+        opened.push(c);
+        c.client.write(bytes);
+        outcomes.push(c.server.then(() => 'ACCEPTED', (e: EkvError) => `${e.code}/${e.reason ?? ''}`));
+      };
+      for (let i = 0; i < 8; i++) {
+        send(encodeCbor({ t: 'hello', v: protocolVersion, mode: 'peer', nonce: randomBytes(32), eph: randomBytes(32) }));
+        send(encodeCbor({ t: 'hello', v: protocolVersion, mode: 'peer', nonce: randomBytes(32), eph: randomBytes(32), ts: Date.now(), pmac: randomBytes(32) }));
+        send(captured);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      // The captured hello's first copy holds one peer slot (until its finish grace); nothing else does.
+      expect(admission.stats.handshakes).toEqual({ anonymous: 0, peer: 1 });
+      // Genuine peers (ring A) are still admitted and become peers.
+      for (let i = 0; i < 2; i++) {
+        const g = acceptInto(admission, ringA, attests);
+        opened.push(g);
+        const c = connectHandshake(g.client, {
+          mode: 'peer', verifyServer: fakeVerify, timeoutMs: 2000, self: { identity: generateIdentity(), attest: fakeAttest, ring: ringA },
+        });
+        const [client, server] = await Promise.allSettled([c, g.server]);
+        expect(code(client)).toBe('ACCEPTED');
+        expect(code(server)).toBe('ACCEPTED');
+        const acc = (server as PromiseFulfilledResult<Accepted>).value;
+        expect(acc.kind === 'session' && acc.peer !== null).toBe(true);
+        if (acc.kind === 'session') acc.session.close();
+        (client as PromiseFulfilledResult<ConnectResult>).value.session.close();
+      }
+      // The refusals were for lack of proof, or as replays, before any NSM work (one attestation for the
+      // first copy of the captured hello, which waits for a finish that never comes, one per genuine peer).
+      const codes = await Promise.all(outcomes.map((o, i) => (i === 2 ? Promise.resolve('first copy') : o)));
+      expect(codes.filter((c) => c === 'WRONG_RING/').length).toBe(16);
+      expect(codes.filter((c) => c === 'UNAVAILABLE/REPLAYED_HELLO').length).toBe(7);
+      expect(attests.n).toBe(3);
+    } finally {
+      for (const c of opened) c.close();
+    }
   });
 });
