@@ -4,6 +4,8 @@
  * 'peer' mode: both enclaves verify each other's document (same root, PCRs
  * equal to ours or allowlisted) and prove the same ring secret (a MAC over the
  * transcript, docs/membership.md) before any ring message or replica crosses.
+ * The hello itself already carries a MAC under the ring secret (connectHandshake adds it when `ring` is
+ * set), so the accepting node admits it to its peer-reserved handshake slots before any NSM work.
  * When the caller knows which node it wants (a ring id), the attested identity
  * key must hash to that id, so a host that routes us elsewhere is caught.
  */
