@@ -1,6 +1,8 @@
 /**
  * The trust flags of the commands that talk to nodes (put, get, del, status, attest, acl, ...):
  *   --pcr I=HEX (repeatable), --root PEM (repeatable), --allow-debug   the caller's own policy
+ *   --ring HEX                                                         with --pcr: the deployment's ring id (a
+ *                                                                      ring founded anew by a wiped node is refused)
  *   --trust-cluster-file                                               use the cluster file's trust section
  * With none of them, the cluster file's trust section is used only if this user's `ekv up` recorded it
  * in the trust store (cli/trust-store.ts); otherwise only the file's addresses are used, and a policy
@@ -18,6 +20,7 @@ export interface TrustFlags {
   pcr?: string[];
   root?: string[];
   allowDebug?: boolean;
+  ring?: string;
   trustClusterFile?: boolean;
 }
 
@@ -36,16 +39,22 @@ export function trustOptions(cmd: Command): Command {
     .addOption(new Option('--pcr <index=hex>', 'pin PCR <index> to <hex> (repeatable; repeat an index to allow several values); replaces the cluster file\'s trust').argParser(collect))
     .addOption(new Option('--root <pem>', 'trust this PEM root certificate file instead of the AWS Nitro root (repeatable); replaces the cluster file\'s trust').argParser(collect))
     .option('--allow-debug', 'with --pcr/--root: accept debug-mode enclaves (PCR0 all zeros)')
+    .option('--ring <hex>', "with --pcr: pin the deployment's ring id (64 hex digits, shown by ekv status); a node of another ring is refused (WRONG_RING)")
     .option('--trust-cluster-file', "use the cluster file's trust section (roots, PCRs, allowDebug, allowAnyImage): whoever wrote the file chooses which enclaves you trust");
 }
 
 export function trustChoice(o: TrustFlags, cluster: ClusterFile | null, env: NodeJS.ProcessEnv = process.env): TrustFlagChoice {
   const callerGave = o.pcr !== undefined || o.root !== undefined || o.allowDebug === true;
+  if (o.ring !== undefined) {
+    if (!callerGave) throw new UsageError('--ring goes with --pcr (a cluster file\'s ring id is already kept under any trust policy)');
+    if (!/^[0-9a-fA-F]{64}$/.test(o.ring)) throw new UsageError('--ring must be 64 hex digits');
+  }
   if (callerGave && o.trustClusterFile) throw new UsageError('--trust-cluster-file cannot be combined with --pcr, --root or --allow-debug (policies are never merged)');
   if (callerGave) {
     const trust: TrustPolicy = o.allowDebug === true ? { allowDebug: true } : {};
     if (o.pcr) trust.pcrs = parsePcrs(o.pcr);
     if (o.root) trust.roots = o.root.map(readRoot);
+    if (o.ring !== undefined) trust.ringId = o.ring.toLowerCase();
     return { trust, how: 'command-line flags (--pcr/--root)' };
   }
   if (o.trustClusterFile) return { trustClusterFile: true, how: 'cluster file (--trust-cluster-file)' };
