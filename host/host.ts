@@ -10,9 +10,11 @@ import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { startCredentialRefresher } from './credentials.ts';
+import { checkEnclaveHealth, sharedHealth } from './health.ts';
 import { createHttpApp } from './http.ts';
 import { createMetrics } from './metrics.ts';
 import { startInboundRelay, startOutboundRelay, type OutboundPolicy } from './relay.ts';
+import { EnclaveWatchdog, spawnEnclaveCommand, type WatchdogLimits } from './watchdog.ts';
 
 export interface HostOptions {
   vsockDir: string;
@@ -31,12 +33,25 @@ export interface HostOptions {
    * enclave's KMS calls (host/credentials.ts); none: the enclave gets no credentials.
    */
   imdsUrl?: string;
+  /**
+   * The command that launches this node's enclave and lives as long as it does (infra/host/run-enclave.sh on
+   * Nitro); given, the host is the enclave's watchdog (host/watchdog.ts). None: someone else launches it.
+   */
+  enclaveCommand?: string;
+  watchdogLimits?: Partial<WatchdogLimits>;
+  /** Roots the health check's attestation must chain to (default the AWS Nitro root; a local ring: the emulator's). */
+  healthRoots?: string[];
+  /** PCR0s the health check expects (the release's current and next); a different image is reported unhealthy. */
+  expectPcr0?: () => string[];
+  /** Health check timeout (default 5 s). */
+  healthTimeoutMs?: number;
 }
 
 export interface RunningHost {
   port: number;
   httpPort: number;
   enclaveSocket: string;
+  watchdog: EnclaveWatchdog | null;
   close(): Promise<void>;
 }
 
@@ -61,8 +76,27 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
   const credentials = o.imdsUrl && o.dataDir ? startCredentialRefresher({ imdsUrl: o.imdsUrl, dataDir: o.dataDir, logger: o.logger }) : null;
   // The first set before the enclave needs it; a failure is logged and retried (the enclave then waits or fails, as without KMS).
   await credentials?.refresh().catch(() => undefined);
+  const health = sharedHealth(() => checkEnclaveHealth({
+    enclaveSocket: paths.enclave,
+    ...(o.healthRoots ? { roots: o.healthRoots } : {}),
+    ...(o.expectPcr0 ? { expectPcr0: o.expectPcr0() } : {}),
+    ...(o.healthTimeoutMs ? { timeoutMs: o.healthTimeoutMs } : {}),
+  }).then((r) => {
+    metrics.healthChecks.inc({ result: r.enclave });
+    watchdog?.observe(r);
+    return r;
+  }));
+  const watchdog = o.enclaveCommand ? new EnclaveWatchdog({
+    launch: () => spawnEnclaveCommand(o.enclaveCommand as string),
+    probe: () => health.fresh(),
+    logger: o.logger.child({ svc: 'watchdog' }),
+    registry: metrics.registry,
+    ...(o.watchdogLimits ? { limits: o.watchdogLimits } : {}),
+  }) : null;
+  watchdog?.start();
   const app = createHttpApp({
-    enclaveSocket: paths.enclave, metrics, logger: o.logger, info: o.info ?? (() => ({})),
+    enclaveSocket: paths.enclave, metrics, logger: o.logger, health,
+    info: () => ({ ...(o.info?.() ?? {}), ...(watchdog ? { watchdog: watchdog.describe() } : {}) }),
     ...(o.dataDir ? { ringSecretFile: join(o.dataDir, 'ring-secret') } : {}),
   });
   const http: HttpServer = await new Promise((resolve, reject) => {
@@ -75,8 +109,10 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
     port,
     httpPort,
     enclaveSocket: paths.enclave,
+    watchdog,
     async close() {
       credentials?.close();
+      await watchdog?.stop();
       await Promise.all([closeInbound(), closeOutbound(), closeHttp(http), blobs?.close()]);
     },
   };

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { FramedSocket } from '../protocol/framed-socket.ts';
 import { requestAttestation } from '../protocol/handshake.ts';
 import { handshakeBytesMax } from '../protocol/constants.ts';
+import type { HealthReport } from './health.ts';
 import type { HostMetrics } from './metrics.ts';
 import { readRingSecretFile } from './ring-secret.ts';
 
@@ -21,21 +22,10 @@ export function fetchAttestation(enclaveSocket: string, nonce: Uint8Array): Prom
   return requestAttestation(fs, nonce, enclaveTimeoutMs).finally(() => socket.destroy());
 }
 
-function enclaveReachable(enclaveSocket: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(enclaveSocket);
-    const done = (ok: boolean) => {
-      s.destroy();
-      resolve(ok);
-    };
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-    s.setTimeout(1000, () => done(false));
-  });
-}
-
 export function createHttpApp(opts: {
   enclaveSocket: string; metrics: HostMetrics; logger: Logger; info: () => Record<string, unknown>;
+  /** The enclave's health: an attested handshake and its ring status (host/health.ts). */
+  health: { fresh(): Promise<HealthReport> };
   /** The node's ring-secret blob (KMS ciphertext, not secret), served for hosts of joining nodes. */
   ringSecretFile?: string;
 }) {
@@ -69,9 +59,11 @@ export function createHttpApp(opts: {
     res.type('application/octet-stream').send(bytes);
   });
 
+  // 200 only when the enclave answered an attested handshake for a fresh nonce and says it serves;
+  // 503 with the reason otherwise (down, not serving, an image the release does not name).
   app.get('/healthz', async (_req, res) => {
-    const up = await enclaveReachable(opts.enclaveSocket);
-    res.status(up ? 200 : 503).json({ ok: up, enclave: up ? 'up' : 'down', ...opts.info() });
+    const report = await opts.health.fresh();
+    res.status(report.ok ? 200 : 503).json({ ...report, ...opts.info() });
   });
 
   app.get('/metrics', async (_req, res) => {

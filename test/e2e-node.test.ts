@@ -210,10 +210,10 @@ describe('host HTTP side', () => {
     }
   });
 
-  it('/healthz reports the enclave up', async () => {
+  it('/healthz reports the enclave serving, from an attested handshake', async () => {
     const res = await fetch(`${t.node().http}/healthz`);
     expect(res.status).toBe(200);
-    expect(await res.json()).toMatchObject({ ok: true, enclave: 'up' });
+    expect(await res.json()).toMatchObject({ ok: true, enclave: 'serving', ring: 'active', pcr0: expect.stringMatching(/^[0-9a-f]{96}$/) });
   });
 
   it('/metrics is Prometheus text with the relay counters', async () => {

@@ -19,7 +19,8 @@ const source = () => join(dir, 'member-ring-secret');
 
 beforeAll(async () => {
   dir = mkdtempSync('/tmp/ekv-hrs-');
-  const app = createHttpApp({ enclaveSocket: join(dir, 'none.sock'), metrics: createMetrics(), logger, info: () => ({}), ringSecretFile: source() });
+  const app = createHttpApp({ enclaveSocket: join(dir, 'none.sock'), metrics: createMetrics(), logger, info: () => ({}), ringSecretFile: source(),
+    health: { fresh: async () => ({ ok: false, enclave: 'down' as const, checkedAt: '', latencyMs: 0 }) } });
   server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
   });

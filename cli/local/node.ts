@@ -95,6 +95,8 @@ export class LocalNode {
       info: () => ({ node: this.name, enclavePid: this.enclave?.pid ?? null, pids: this.pids(), restarts: this.restarts }),
       ...(this.opts.startBlobStore ? { startBlobStore: this.opts.startBlobStore } : {}),
       ...(this.opts.imdsUrl ? { imdsUrl: this.opts.imdsUrl } : {}),
+      // The health check verifies the enclave's document as a client would: against this emulated world's root.
+      healthRoots: [this.opts.ca.rootPem],
     });
   }
 
