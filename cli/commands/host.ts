@@ -5,12 +5,14 @@
  * enclave, the enclave's outbound connections to peers, and stores its sealed
  * blobs under --data-dir.
  */
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
 import { startBlobStore } from '../../host/blob-store.ts';
 import { startHost, type RunningHost } from '../../host/host.ts';
+import { CidrError, cidrPolicy, outboundCidrsDefault } from '../../host/outbound-policy.ts';
+import { readReleaseFile } from '../../host/release.ts';
 import { fetchRingSecret, ringSecretBlob } from '../../host/ring-secret.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
 
@@ -29,13 +31,16 @@ export function registerHost(program: Command): void {
     .option('--bind <address>', 'address to bind the TCP and HTTP ports to', '0.0.0.0')
     .option('--http <port>', 'HTTP port (attestation, health, metrics)', '8080')
     .option('--data-dir <dir>', 'where sealed blobs are stored', '/var/lib/ekv')
-    .option('--allow-outbound <cidrs>', 'comma-separated host prefixes the enclave may connect to (peers)', '10.,172.16.,192.168.,127.0.0.1')
+    .option('--allow-outbound <cidrs>', 'comma-separated CIDRs (or addresses) the enclave may connect to (peers)', outboundCidrsDefault.join(','))
+    .option('--enclave-cmd <command>', "launch the enclave with this command and be its watchdog (relaunch with backoff); on Nitro /opt/ekv/bin/run-enclave.sh")
+    .option('--health-root <pem>', 'the root the health check verifies the enclave against (default: the AWS Nitro root)')
+    .option('--release <file>', "the release file (PCR0s this node may run, written from SSM at boot); the health check reports another image as unhealthy")
     .option('--self-addr <host:port>', "the address peers reach this node's enclave at (passed to the enclave)")
     .option('--join <host:port>', 'a ring member for the enclave to join through (empty: found a ring)', '')
     .option('--imds <url>', "instance metadata service whose role credentials the enclave's KMS calls use ('' : none)", 'http://169.254.169.254')
     .option('--ring-secret <file|url>', "for a node joining a ring: the ring's ring-secret blob (KMS ciphertext, not secret), a file or a member host's http://<ip>:<http port>/v1/ring-secret; put into --data-dir if absent")
     .option('--log-level <level>', 'log level (JSON logs on stderr)', 'info')
-    .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; imds: string; ringSecret?: string }) =>
+    .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; imds: string; ringSecret?: string; enclaveCmd?: string; healthRoot?: string; release?: string }) =>
       run(false, async () => {
         const signal = firstSignal();
         // The enclave's per-node settings, read by it through the blob store (enclave/host-config.ts).
@@ -45,18 +50,29 @@ export function registerHost(program: Command): void {
           writeFileSync(join(o.dataDir, 'node-config.json'), JSON.stringify(cfg) + '\n', { mode: 0o600 });
         }
         const logger = pino({ level: o.logLevel, base: { svc: 'host' } }, pino.destination(2));
-        const prefixes = o.allowOutbound.split(',').map((s) => s.trim()).filter(Boolean);
+        let outboundPolicy;
+        try {
+          outboundPolicy = cidrPolicy(o.allowOutbound.split(',').map((s) => s.trim()).filter(Boolean));
+        } catch (err) {
+          if (err instanceof CidrError) throw new UsageError(`--allow-outbound: ${err.message}`);
+          throw err;
+        }
+        const healthRoots = o.healthRoot ? [readFileSync(o.healthRoot, 'utf8')] : undefined;
+        const release = o.release;
         const host: RunningHost = await startHost({
           vsockDir: o.vsockDir,
           listenHost: o.bind,
           listenPort: port(o.listen, '--listen'),
           httpPort: port(o.http, '--http'),
           dataDir: o.dataDir,
-          // IPv4 literals only: a DNS name such as 10.example.com must not pass a prefix test.
-          outboundPolicy: (h) => /^\d{1,3}(\.\d{1,3}){3}$/.test(h) && prefixes.some((p) => h.startsWith(p)),
+          outboundPolicy,
           logger,
           startBlobStore: (socketPath, dir) => startBlobStore({ socketPath, dir, logger }),
           ...(o.imds ? { imdsUrl: o.imds } : {}),
+          ...(o.enclaveCmd ? { enclaveCommand: o.enclaveCmd } : {}),
+          ...(healthRoots ? { healthRoots } : {}),
+          // Re-read on every check: an upgrade step changes the release without restarting the host.
+          ...(release ? { expectPcr0: () => readReleaseFile(release)?.accepted ?? [] } : {}),
         });
         // Not secret: only KMS opens it, for the measured image under this deployment's key (docs/membership.md).
         // Fetched in the background: until it arrives the enclave refuses to start, and is started again.
