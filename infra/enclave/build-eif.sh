@@ -2,7 +2,9 @@
 # Builds the enclave image file and records its measurements.
 #   infra/enclave/build-eif.sh            -> infra/ekv.eif, infra/build-enclave.json, infra/pcrs.json
 #   infra/enclave/build-eif.sh --lock     -> only (re)generate infra/enclave/libnsm/Cargo.lock
-# Needs: git, node 20 + npm, docker with buildx (BuildKit >= 0.13 for rewrite-timestamp), nitro-cli.
+#   EKV_OUT_DIR=/tmp/x build-eif.sh      -> the same into /tmp/x (eif-verify.mjs rebuilds there)
+# Needs: git, node 20 + npm, docker with buildx (BuildKit >= 0.13 for rewrite-timestamp), nitro-cli at the
+# version in infra/enclave/toolchain.json (its kernel and init blobs are part of the image: PCR1).
 # Run on a clean checkout: uncommitted changes would change the PCRs without a commit to show for it.
 set -euo pipefail
 
@@ -26,7 +28,16 @@ if [ "${1:-}" = "--lock" ]; then
   generate_lock
   exit 0
 fi
-[ -f "$lock" ] || generate_lock
+# Every input pinned, the crate graph committed: a build that resolved crates anew would give a PCR0
+# nobody else can reproduce, so there is no silent lock generation here (--lock does it, to be reviewed).
+node infra/enclave/check-pins.mjs --release
+
+nitro_pin="$(node -p 'require("./infra/enclave/toolchain.json").nitroCli')"
+nitro_have="$(nitro-cli --version | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1)"
+if [ "$nitro_have" != "$nitro_pin" ]; then
+  echo "build-eif: nitro-cli ${nitro_have:-?} is not the pinned ${nitro_pin} (infra/enclave/toolchain.json); its blobs would change PCR1" >&2
+  exit 1
+fi
 
 if [ -n "$(git status --porcelain)" ]; then
   echo "build-eif: warning: the working tree has changes; these PCRs belong to no commit" >&2
@@ -50,5 +61,9 @@ docker buildx build --file infra/enclave/Dockerfile \
 mkdir -p "$out_dir"
 nitro-cli build-enclave --docker-uri "$tag" --output-file "$out_dir/ekv.eif" > "$out_dir/build-enclave.json"
 node infra/enclave/pcrs-from-build.mjs "$out_dir/build-enclave.json" "$out_dir/pcrs.json"
+# What built it, beside the measurements: whoever rebuilds to compare PCRs uses the same.
+node infra/enclave/build-info.mjs > "$out_dir/build-info.json" \
+  --nitro-cli "$nitro_have" --docker "$(docker version --format '{{.Server.Version}}' 2>/dev/null || echo unknown)" \
+  --buildx "$(docker buildx version 2>/dev/null | awk '{print $2}' || echo unknown)"
 sha384sum "$out_dir/ekv.eif" | tee "$out_dir/ekv.eif.sha384"
 echo "build-eif: wrote $out_dir/ekv.eif and $out_dir/pcrs.json for commit $(git rev-parse HEAD)"

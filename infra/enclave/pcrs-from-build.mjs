@@ -48,5 +48,14 @@ if (replicas) {
   }
   pcrs.Replicas = Number(replicas);
 }
+const access = process.env.EKV_PINNED_ACCESS_MODE;
+if (access) {
+  if (access !== 'open' && access !== 'closed') {
+    console.error('pcrs-from-build: EKV_PINNED_ACCESS_MODE is not open or closed');
+    process.exit(1);
+  }
+  // Recorded so that a rebuild (eif-verify.mjs) compiles the same settings in.
+  pcrs.AccessMode = access;
+}
 writeFileSync(output, `${JSON.stringify(pcrs, null, 2)}\n`);
 console.log(`PCR0 ${pcrs.PCR0}`);
