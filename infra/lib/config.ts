@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { kmsKeyArnPattern, parsePcrs, pcr0Pattern, type Pcrs } from './pcrs.ts';
+import { kmsKeyArnPattern, parsePcrs, type Pcrs } from './pcrs.ts';
 
 export interface RingConfig {
   region: string;
@@ -18,13 +18,16 @@ export interface RingConfig {
   keyOnly: boolean;
   /** The current image's measurements and pinned key ARN (infra/pcrs.json, written by enclave/build-eif.sh); null when keyOnly. */
   pcrs: Pcrs | null;
-  /** During an image roll: the other image's PCR0, also allowed by the key policy. */
-  previousPcr0: string | undefined;
+  /**
+   * During an image roll: the next image's measurements (nextPcrsFile) and artifacts (nextArtifactsUri). The key
+   * policy and the release parameter then name both images; nodes move to the next one by one (docs/deploy.md).
+   */
+  next: { pcrs: Pcrs; artifactsUri: { bucket: string; prefix: string } } | null;
   /** Role allowed to administer (not use) the KMS key. */
   adminRoleArn: string;
   /** Role CloudFormation deploys with; needs key administration to create and update the key. */
   deployRoleArn: string | undefined;
-  /** s3://bucket/prefix holding ekv.eif and ekv-host.tgz. */
+  /** s3://bucket/prefix holding ekv.eif and ekv-host.tgz of the current image (unused by a keyOnly deploy). */
   artifactsUri: { bucket: string; prefix: string };
   clientPort: number;
   ringPort: number;
@@ -87,10 +90,15 @@ export function readConfig(ctx: Context, baseDir: string): RingConfig {
   const pcrsFile = str(ctx, 'pcrsFile', 'pcrs.json');
   const pcrsPath = isAbsolute(pcrsFile) ? pcrsFile : resolve(baseDir, pcrsFile);
   const pcrs = keyOnly ? null : parsePcrs(readFileSync(pcrsPath, 'utf8'), pcrsPath);
-  const previous = ctx('previousPcr0');
-  if (previous !== undefined && (typeof previous !== 'string' || !pcr0Pattern.test(previous))) {
-    throw new Error('context previousPcr0: 96 lowercase hex digits are required');
+  if (ctx('previousPcr0') !== undefined) {
+    throw new Error('context previousPcr0 is gone: a roll names the next image with nextPcrsFile and nextArtifactsUri (docs/deploy.md section 6)');
   }
+  const nextFile = ctx('nextPcrsFile');
+  const next = keyOnly || nextFile === undefined ? null : {
+    pcrs: parsePcrs(readFileSync(isAbsolute(String(nextFile)) ? String(nextFile) : resolve(baseDir, String(nextFile)), 'utf8'), String(nextFile)),
+    artifactsUri: s3Uri(str(ctx, 'nextArtifactsUri')),
+  };
+  if (next === null && ctx('nextArtifactsUri') !== undefined && !keyOnly) throw new Error('context nextArtifactsUri needs nextPcrsFile');
   const allowWorld = ctx('allowWorldClients') === true || ctx('allowWorldClients') === 'true';
   const nodeCount = int(ctx, 'nodeCount', 3, 1, nodeCountMax);
   const config: RingConfig = {
@@ -100,10 +108,11 @@ export function readConfig(ctx: Context, baseDir: string): RingConfig {
     keyOnly,
     replicationFactor: int(ctx, 'replicationFactor', pcrs?.Replicas ?? Math.min(3, nodeCount), 1, nodeCount),
     pcrs,
-    previousPcr0: previous as string | undefined,
+    next,
     adminRoleArn: str(ctx, 'adminRoleArn'),
     deployRoleArn: ctx('deployRoleArn') === undefined ? undefined : str(ctx, 'deployRoleArn'),
-    artifactsUri: s3Uri(str(ctx, 'artifactsUri')),
+    // A keyOnly deploy comes before any release: no artifacts yet.
+    artifactsUri: keyOnly && ctx('artifactsUri') === undefined ? { bucket: 'unused', prefix: '' } : s3Uri(str(ctx, 'artifactsUri')),
     clientPort: int(ctx, 'clientPort', 7000, 1024, 65535),
     ringPort: int(ctx, 'ringPort', 7001, 1024, 65535),
     httpPort: int(ctx, 'httpPort', 8080, 1024, 65535),
@@ -142,16 +151,25 @@ function validate(c: RingConfig): RingConfig {
     throw new Error('availabilityZones must list the zone of each of subnetIds, in the same order');
   }
   if (c.pcrs === null) return c;
-  if (c.previousPcr0 === c.pcrs.PCR0) throw new Error('previousPcr0 equals the current PCR0');
-  // The image seals only under the key ARN compiled into it; a ring deployed with another key could not start.
-  const arn = c.pcrs.KmsKeyArn === undefined ? null : kmsKeyArnPattern.exec(c.pcrs.KmsKeyArn);
-  if (arn === null) {
-    throw new Error('pcrs.json names no KmsKeyArn: deploy with -c keyOnly=true first, then build the image with EKV_PINNED_KMS_KEY=<its SealingKeyArn output>');
-  }
-  if (arn[1] !== c.region) throw new Error(`pcrs.json KmsKeyArn is in ${arn[1]}, the ring in ${c.region}`);
-  // R is the image's (EKV_PINNED_REPLICAS); the context only describes it, so it must say the same.
-  if (c.pcrs.Replicas !== undefined && c.pcrs.Replicas !== c.replicationFactor) {
-    throw new Error(`replicationFactor ${c.replicationFactor} differs from the image's R=${c.pcrs.Replicas} (pcrs.json Replicas)`);
+  checkImage(c, c.pcrs, 'pcrs.json');
+  if (c.next) {
+    if (c.next.pcrs.PCR0 === c.pcrs.PCR0) throw new Error('nextPcrsFile is the current image (same PCR0)');
+    checkImage(c, c.next.pcrs, 'nextPcrsFile');
+    // Both images must seal under the same key, or the next one could not open the current one's data.
+    if (c.next.pcrs.KmsKeyArn !== c.pcrs.KmsKeyArn) throw new Error('nextPcrsFile pins another KMS key than pcrs.json: an upgrade keeps the key');
   }
   return c;
+}
+
+function checkImage(c: RingConfig, pcrs: Pcrs, name: string): void {
+  // The image seals only under the key ARN compiled into it; a ring deployed with another key could not start.
+  const arn = pcrs.KmsKeyArn === undefined ? null : kmsKeyArnPattern.exec(pcrs.KmsKeyArn);
+  if (arn === null) {
+    throw new Error(`${name} names no KmsKeyArn: deploy with -c keyOnly=true first, then build the image with EKV_PINNED_KMS_KEY=<its SealingKeyArn output>`);
+  }
+  if (arn[1] !== c.region) throw new Error(`${name} KmsKeyArn is in ${arn[1]}, the ring in ${c.region}`);
+  // R is the image's (EKV_PINNED_REPLICAS); the context only describes it, so it must say the same.
+  if (pcrs.Replicas !== undefined && pcrs.Replicas !== c.replicationFactor) {
+    throw new Error(`replicationFactor ${c.replicationFactor} differs from the image's R=${pcrs.Replicas} (${name} Replicas)`);
+  }
 }

@@ -11,6 +11,8 @@ export interface Pcrs {
   KmsKeyArn?: string;
   /** The replication factor compiled into the image (EKV_PINNED_REPLICAS). */
   Replicas?: number;
+  /** The access mode compiled into the image (EKV_PINNED_ACCESS_MODE), for rebuilds (eif-verify). */
+  AccessMode?: 'open' | 'closed';
 }
 
 /** A KMS key ARN (not an alias: an alias can be repointed by UpdateAlias). Group 1: region, 2: account. */
@@ -46,6 +48,10 @@ export function parsePcrs(text: string, source: string): Pcrs {
     const r = o['Replicas'];
     if (typeof r !== 'number' || !Number.isInteger(r) || r < 1 || r > 8) throw new Error(`${source}: Replicas must be an integer in 1..8`);
     out.Replicas = r;
+  }
+  if (o['AccessMode'] !== undefined) {
+    if (o['AccessMode'] !== 'open' && o['AccessMode'] !== 'closed') throw new Error(`${source}: AccessMode must be open or closed`);
+    out.AccessMode = o['AccessMode'];
   }
   return out as Pcrs;
 }

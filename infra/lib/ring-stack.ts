@@ -8,10 +8,11 @@
  * volume, and a group that replaces instances on its own would discard it behind the ring's back.
  * Nodes are added and removed by changing nodeCount, one at a time (docs/deploy.md).
  */
-import { Annotations, CfnOutput, DefaultStackSynthesizer, Fn, Stack, type StackProps } from 'aws-cdk-lib';
+import { Annotations, CfnOutput, DefaultStackSynthesizer, Fn, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
+import * as ssm from 'aws-cdk-lib/aws-ssm';
 import type { Construct } from 'constructs';
 import type { RingConfig } from './config.ts';
 import { sealingKeyPolicy } from './key-policy.ts';
@@ -29,6 +30,8 @@ export class RingStack extends Stack {
   readonly role: iam.Role;
   readonly securityGroup: ec2.SecurityGroup;
   readonly instances: ec2.Instance[] = [];
+  /** The release record (host/release.ts): the images nodes may run now; absent in a keyOnly deploy. */
+  release: ssm.StringParameter | null = null;
 
   constructor(scope: Construct, id: string, props: RingStackProps) {
     super(scope, id, props);
@@ -43,6 +46,7 @@ export class RingStack extends Stack {
       return;
     }
     const pcrs = c.pcrs;
+    this.release = this.releaseParameter(c, pcrs);
     const image = props.amiId
       ? ec2.MachineImage.genericLinux({ [c.region]: props.amiId })
       : ec2.MachineImage.latestAmazonLinux2023();
@@ -65,10 +69,15 @@ export class RingStack extends Stack {
         enclaveEnabled: true,
         requireImdsv2: true,
         detailedMonitoring: true,
-        userData: nodeUserData({ config: c, pcrs, nodeIndex: i, seeds }),
+        // No image in the user data: a release changes the SSM parameter, never the instances (docs/deploy.md).
+        userData: nodeUserData({ config: c, releaseParameter: this.releaseParameterName, nodeIndex: i, seeds }),
+        // The node's sealed state lives on this volume: an instance replaced or terminated by mistake leaves it
+        // behind (to be attached to a new node or deleted by hand once the ring has re-replicated).
         blockDevices: [{ deviceName: '/dev/xvda', volume: ec2.BlockDeviceVolume.ebs(30, {
-          encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3, deleteOnTermination: true }) }],
+          encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3, deleteOnTermination: false }) }],
       }));
+      // The name is a plain string in the user data (no token, so it never changes); the order is explicit.
+      (this.instances[i] as ec2.Instance).node.addDependency(this.release);
     }
     this.outputs(c, pcrs);
   }
@@ -113,18 +122,19 @@ export class RingStack extends Stack {
       description: 'enclave-kv parent instances: read the release, be managed by SSM. KMS use is granted by the key policy only.',
       managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName('AmazonSSMManagedInstanceCore')],
     });
-    const prefix = c.artifactsUri.prefix ? `${c.artifactsUri.prefix}/` : '';
+    // The artifacts of the images the release names: the current one and, during a roll, the next one.
+    const uris = [c.artifactsUri, ...(c.next ? [c.next.artifactsUri] : [])];
     role.addToPolicy(new iam.PolicyStatement({
       sid: 'ReadRelease',
       actions: ['s3:GetObject'],
-      resources: [`arn:${this.partition}:s3:::${c.artifactsUri.bucket}/${prefix}*`],
+      resources: [...new Set(uris.map((u) => `arn:${this.partition}:s3:::${u.bucket}/${u.prefix ? `${u.prefix}/` : ''}*`))],
     }));
     return role;
   }
 
   private sealingKey(c: RingConfig): kms.CfnKey {
     const deployRole = c.deployRoleArn ?? this.cfnExecutionRoleArn();
-    const allowedPcr0 = c.pcrs ? [c.pcrs.PCR0, ...(c.previousPcr0 ? [c.previousPcr0] : [])] : [];
+    const allowedPcr0 = c.pcrs ? [c.pcrs.PCR0, ...(c.next ? [c.next.pcrs.PCR0] : [])] : [];
     const key = new kms.CfnKey(this, 'SealingKey', {
       description: 'enclave-kv sealing key: usable only by attested enclaves with an allowed PCR0',
       enableKeyRotation: true,
@@ -136,9 +146,37 @@ export class RingStack extends Stack {
         enclaveUse: c.pcrs !== null,
       }),
     });
+    // Every sealed byte of the ring is encrypted under this key: `cdk destroy`, a replacement or a stack
+    // deletion must never schedule it for deletion. Removing it is a deliberate, manual act.
+    key.applyRemovalPolicy(RemovalPolicy.RETAIN);
     // For humans only: the image pins the key ARN (an alias can be repointed with UpdateAlias).
     new kms.CfnAlias(this, 'SealingKeyAlias', { aliasName: `alias/${this.stackName}-sealing`, targetKeyId: key.ref });
     return key;
+  }
+
+  /**
+   * The release record, read by each node's run-enclave.sh at every launch: changing it (a roll, its end)
+   * changes no instance. CloudFormation updates it in the same deploy as the key policy, so the policy never
+   * lags the images the nodes are told to run.
+   */
+  get releaseParameterName(): string {
+    return `/ekv/${this.stackName}/release`;
+  }
+
+  private releaseParameter(c: RingConfig, pcrs: Pcrs): ssm.StringParameter {
+    const uri = (u: { bucket: string; prefix: string }) => `s3://${u.bucket}${u.prefix ? `/${u.prefix}` : ''}`;
+    const release = {
+      version: 1,
+      current: { pcr0: pcrs.PCR0, artifactsUri: uri(c.artifactsUri) },
+      ...(c.next ? { next: { pcr0: c.next.pcrs.PCR0, artifactsUri: uri(c.next.artifactsUri) } } : {}),
+    };
+    const param = new ssm.StringParameter(this, 'Release', {
+      parameterName: this.releaseParameterName,
+      description: 'enclave-kv release: the images nodes may run (host/release.ts)',
+      stringValue: JSON.stringify(release),
+    });
+    param.grantRead(this.role);
+    return param;
   }
 
   private cfnExecutionRoleArn(): string {
@@ -151,9 +189,15 @@ export class RingStack extends Stack {
     new CfnOutput(this, 'SealingKeyArn', { value: this.key.attrArn, description: 'must equal PinnedKmsKeyArn' });
     new CfnOutput(this, 'PinnedKmsKeyArn', { value: pcrs.KmsKeyArn as string, description: 'the key ARN compiled into the image (pcrs.json)' });
     new CfnOutput(this, 'Pcr0', { value: pcrs.PCR0 });
+    if (c.next) new CfnOutput(this, 'Pcr0Next', { value: c.next.pcrs.PCR0, description: 'the image being rolled out' });
+    new CfnOutput(this, 'ReleaseParameterName', { value: this.releaseParameterName });
+    new CfnOutput(this, 'ClientPort', { value: String(c.clientPort) });
+    new CfnOutput(this, 'HttpPort', { value: String(c.httpPort) });
+    new CfnOutput(this, 'NodeCount', { value: String(c.nodeCount) });
     this.instances.forEach((n, i) => {
       new CfnOutput(this, `Node${i}PrivateIp`, { value: n.instancePrivateIp,
         description: `node ${i}: client port ${c.clientPort}, ring port ${c.ringPort}, HTTP ${c.httpPort}` });
+      new CfnOutput(this, `Node${i}PublicIp`, { value: n.instancePublicIp });
       new CfnOutput(this, `Node${i}InstanceId`, { value: n.instanceId });
     });
   }

@@ -1,19 +1,22 @@
 /**
- * The parent instance's first-boot script: install the Nitro CLI, socat and Node, fetch the release
- * (ekv.eif, the host app), write the allocator and vsock-proxy configuration and the systemd units
- * from infra/host/, then start the host, the bridges, the KMS proxy and the enclave.
+ * The parent instance's first-boot script: install the Nitro CLI, socat and Node, fetch the host app of the
+ * release's current image, write the allocator and vsock-proxy configuration and the systemd units from
+ * infra/host/, then start the KMS proxy, the bridges and the host, which launches the enclave and is its
+ * watchdog (infra/host/run-enclave.sh).
+ *
+ * Nothing here names an image: the PCR0 to run and the artifacts to fetch are in the release parameter
+ * (SSM), read at every enclave launch, so a release never changes the user data (a change that
+ * CloudFormation would apply by stopping every instance at once, and that would not even re-run).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type { RingConfig } from './config.ts';
-import type { Pcrs } from './pcrs.ts';
 
 export const hostDir = join(import.meta.dirname, '..', 'host');
 
 /** Files copied verbatim from infra/host/ to the instance. */
 export const hostFiles: Record<string, { path: string; mode: string }> = {
-  'ekv-enclave.service': { path: '/etc/systemd/system/ekv-enclave.service', mode: '0644' },
   'ekv-host.service': { path: '/etc/systemd/system/ekv-host.service', mode: '0644' },
   'ekv-bridge-enclave.service': { path: '/etc/systemd/system/ekv-bridge-enclave.service', mode: '0644' },
   'ekv-bridge-host@.service': { path: '/etc/systemd/system/ekv-bridge-host@.service', mode: '0644' },
@@ -22,25 +25,26 @@ export const hostFiles: Record<string, { path: string; mode: string }> = {
   'ekv-enclave-logs.service': { path: '/etc/systemd/system/ekv-enclave-logs.service', mode: '0644' },
   'ekv-tmpfiles.conf': { path: '/etc/tmpfiles.d/ekv.conf', mode: '0644' },
   'check-eif.sh': { path: '/opt/ekv/bin/check-eif.sh', mode: '0755' },
+  'run-enclave.sh': { path: '/opt/ekv/bin/run-enclave.sh', mode: '0755' },
 };
 
 /** Units enabled and started, in this order. */
 export const startedUnits = [
   'nitro-enclaves-allocator.service',
   'ekv-vsock-proxy.service',
-  'ekv-host.service',
   'ekv-bridge-host@8000.service',
   'ekv-bridge-host@8001.service',
   'ekv-enclave-logs.service',
-  'ekv-enclave.service',
   'ekv-bridge-enclave.service',
   'ekv-ring-listener.service',
+  // Last: it launches the enclave (run-enclave.sh) once everything the enclave connects to is there.
+  'ekv-host.service',
 ];
 
 export interface NodeUserData {
   config: RingConfig;
-  /** The image's measurements (the config's, not null outside a keyOnly deploy). */
-  pcrs: Pcrs;
+  /** The SSM parameter holding the release record (host/release.ts). */
+  releaseParameter: string;
   nodeIndex: number;
   /** host:port of the nodes started before this one (tokens); empty for the first node. */
   seeds: string[];
@@ -52,7 +56,7 @@ function heredoc(path: string, body: string, mode: string): string[] {
   return [`install -d -m 0755 "$(dirname ${path})"`, `cat > ${path} <<'${tag}'\n${body.trimEnd()}\n${tag}`, `chmod ${mode} ${path}`];
 }
 
-export function envFile({ config: c, pcrs, nodeIndex, seeds }: NodeUserData): string {
+export function envFile({ config: c, releaseParameter, nodeIndex, seeds }: NodeUserData): string {
   return [
     `AWS_REGION=${c.region}`,
     `EKV_NSM=libnsm`,
@@ -62,7 +66,8 @@ export function envFile({ config: c, pcrs, nodeIndex, seeds }: NodeUserData): st
     // the ring member to join through (node 0 founds the ring); EKV_SELF_ADDR is appended at boot from IMDS.
     `EKV_JOIN=${seeds[0] ?? ''}`,
     `EKV_REPLICATION_FACTOR=${c.replicationFactor}`,
-    `EKV_PCR0=${pcrs.PCR0}`,
+    `EKV_RELEASE_PARAM=${releaseParameter}`,
+    `EKV_STATE_DIR=/var/lib/ekv`,
     `EKV_CLIENT_PORT=${c.clientPort}`,
     `EKV_RING_PORT=${c.ringPort}`,
     `EKV_HTTP_PORT=${c.httpPort}`,
@@ -85,7 +90,6 @@ export function vsockProxyYaml(c: RingConfig): string {
 export function nodeUserData(input: NodeUserData): ec2.UserData {
   const c = input.config;
   const ud = ec2.UserData.forLinux();
-  const s3 = `s3://${c.artifactsUri.bucket}/${c.artifactsUri.prefix ? `${c.artifactsUri.prefix}/` : ''}`;
   ud.addCommands(
     'set -euo pipefail',
     'dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel socat jq nodejs20',
@@ -93,8 +97,9 @@ export function nodeUserData(input: NodeUserData): ec2.UserData {
     'id ekv >/dev/null 2>&1 || useradd --system --home-dir /var/lib/ekv --shell /sbin/nologin ekv',
     'usermod -aG ne ekv',
     'install -d -m 0755 /opt/ekv /opt/ekv/bin /opt/ekv/app /etc/ekv',
-    `aws s3 cp ${s3}ekv.eif /opt/ekv/ekv.eif`,
-    `aws s3 cp ${s3}ekv-host.tgz /tmp/ekv-host.tgz`,
+    // The host app of the release's current image (the enclave image itself is fetched by run-enclave.sh).
+    `release=$(aws ssm get-parameter --region ${c.region} --name ${input.releaseParameter} --query Parameter.Value --output text)`,
+    `aws s3 cp --region ${c.region} "$(echo "$release" | jq -r .current.artifactsUri)/ekv-host.tgz" /tmp/ekv-host.tgz`,
     'tar -xzf /tmp/ekv-host.tgz -C /opt/ekv/app --no-same-owner && rm /tmp/ekv-host.tgz',
     ...heredoc('/etc/ekv/ekv.env', envFile(input), '0644'),
     // This instance's own address is only known at boot (IMDSv2).

@@ -103,7 +103,11 @@ describe('infra/enclave/entrypoint.sh', () => {
       const r = spawnSync(shell, ['-n', join(enclaveDir, file)], { encoding: 'utf8' });
       expect(r.status, r.stderr).toBe(0);
     }
-    const files = [join(enclaveDir, 'entrypoint.sh'), join(enclaveDir, 'build-eif.sh'), join(hostDir, 'check-eif.sh')];
+    for (const file of ['check-eif.sh', 'run-enclave.sh']) {
+      const r = spawnSync('bash', ['-n', join(hostDir, file)], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+    }
+    const files = [join(enclaveDir, 'entrypoint.sh'), join(enclaveDir, 'build-eif.sh'), join(hostDir, 'check-eif.sh'), join(hostDir, 'run-enclave.sh')];
     const sc = spawnSync('shellcheck', files, { encoding: 'utf8' });
     if (sc.error) return; // not installed: the syntax check above still ran
     expect(sc.status, sc.stdout).toBe(0);
@@ -173,12 +177,18 @@ describe('infra/host units', () => {
     }
   });
 
-  it('launch the enclave in production mode with the allocator resources', () => {
-    const enclave = read(hostDir, 'ekv-enclave.service');
-    expect(enclave).toMatch(/nitro-cli run-enclave .*--cpu-count \$\{EKV_ENCLAVE_CPU_COUNT\} --memory \$\{EKV_ENCLAVE_MEMORY_MIB\} --enclave-cid \$\{EKV_ENCLAVE_CID\}/);
-    expect(enclave).not.toMatch(/--debug-mode|--attach-console/);
-    expect(enclave).toContain('Requires=nitro-enclaves-allocator.service');
-    expect(enclave).toContain('check-eif.sh /opt/ekv/ekv.eif ${EKV_PCR0}');
+  it('launch the enclave from the host, its watchdog, in production mode with the allocator resources', () => {
+    const run = read(hostDir, 'run-enclave.sh');
+    expect(run).toMatch(/nitro-cli run-enclave --enclave-name "\$name" --eif-path "\$eif" \\\n\s+--cpu-count "\$EKV_ENCLAVE_CPU_COUNT" --memory "\$EKV_ENCLAVE_MEMORY_MIB" --enclave-cid "\$EKV_ENCLAVE_CID"/);
+    expect(run).not.toMatch(/--debug-mode|--attach-console/);
+    expect(run).toContain('"$bindir/check-eif.sh" "$eif" "$pcr0"');
+    const host = read(hostDir, 'ekv-host.service');
+    expect(host).toContain('--enclave-cmd /opt/ekv/bin/run-enclave.sh --release ${EKV_STATE_DIR}/release.json');
+    expect(host).toContain('Requires=nitro-enclaves-allocator.service');
+    expect(host).toMatch(/^Restart=always$/m);
+    expect(host).toMatch(/^SupplementaryGroups=ne$/m);
+    // No unit launches the enclave any more (the old Type=oneshot unit restarted nothing), and none is bound to one.
+    for (const u of units) expect(read(hostDir, u), u).not.toMatch(/nitro-cli run-enclave|Type=oneshot|ekv-enclave\.service/);
   });
 
   it('mirror the enclave side: the same vsock ports, the parent listening where the enclave connects', () => {

@@ -24,6 +24,11 @@ export function pcrsFile(pcrs: Record<string, string> = { PCR0: pcr0, PCR1: 'c3'
   return file;
 }
 
+/** The image a roll moves to: PCR0 pcr0Previous, same key. */
+export function nextPcrsFile(): string {
+  return pcrsFile({ PCR0: pcr0Previous, PCR1: 'c3'.repeat(48), PCR2: 'e5'.repeat(48), KmsKeyArn: pinnedKeyArn });
+}
+
 export function removeTempFiles(): void {
   if (dir) rmSync(dir, { recursive: true, force: true });
   dir = undefined;

@@ -1,9 +1,11 @@
 // The ring stack, synthesized offline and checked with aws-cdk-lib/assertions: what the issue
 // requires of enclaves, the key policy, the security groups, the role and the user data.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attestationConditionKey } from '../lib/key-policy.ts';
-import { actions, adminRoleArn, covers, pcr0, pcr0Previous, pcrsFile, pinnedKeyArn, removeTempFiles, type Statement, synth, userDataText } from './helpers.ts';
+import { actions, adminRoleArn, covers, pcr0, pcr0Previous, pcrsFile, nextPcrsFile, pinnedKeyArn, removeTempFiles, type Statement, synth, userDataText } from './helpers.ts';
 
 afterAll(removeTempFiles);
 
@@ -114,19 +116,22 @@ describe('ring stack (default 3 nodes)', () => {
     expect(rules.find((r) => r.FromPort === 8080)).toMatchObject({ CidrIp: '10.0.0.0/8' });
   });
 
-  it('user data installs the Nitro CLI and starts the allocator, KMS proxy, host, bridges and enclave', () => {
+  it('user data installs the Nitro CLI and starts the allocator, KMS proxy, bridges, then the host that launches the enclave', () => {
     const instances = Object.values(t.findResources('AWS::EC2::Instance')) as { Properties: { UserData: unknown } }[];
     const text = userDataText(instances[0]?.Properties.UserData);
     expect(text).toContain('dnf install -y aws-nitro-enclaves-cli');
     for (const unit of ['nitro-enclaves-allocator.service', 'ekv-vsock-proxy.service', 'ekv-host.service',
-      'ekv-bridge-host@8000.service', 'ekv-bridge-host@8001.service', 'ekv-enclave.service', 'ekv-bridge-enclave.service']) {
+      'ekv-bridge-host@8000.service', 'ekv-bridge-host@8001.service', 'ekv-bridge-enclave.service']) {
       expect(text).toContain(`systemctl enable --now ${unit}`);
     }
-    expect(text.indexOf('enable --now ekv-host.service')).toBeLessThan(text.indexOf('enable --now ekv-enclave.service'));
-    expect(text).toMatch(/ExecStart=\/usr\/bin\/nitro-cli run-enclave --enclave-name ekv --eif-path \/opt\/ekv\/ekv.eif/);
+    expect(text.indexOf('enable --now ekv-bridge-host@8001.service')).toBeLessThan(text.indexOf('enable --now ekv-host.service'));
+    expect(text).toContain('cat > /opt/ekv/bin/run-enclave.sh');
     expect(text).toMatch(/ExecStart=\/usr\/bin\/node \/opt\/ekv\/app\/bin\/ekv.js host --vsock-dir \$\{EKV_VSOCK_DIR\} --listen/);
     expect(text).not.toMatch(/--debug-mode|--attach-console/);
-    expect(text).toContain(`EKV_PCR0=${pcr0}`);
+    // No image in the user data: a release changes the SSM parameter, not the instances.
+    expect(text).not.toContain(pcr0);
+    expect(text).not.toContain('ekv-release-test');
+    expect(text).toContain('EKV_RELEASE_PARAM=/ekv/EnclaveKvRing/release');
     expect(text).toContain('memory_mib: 3072\ncpu_count: 2');
     // The vsock-proxy allowlist holds the regional KMS endpoint and nothing else.
     expect(text).toMatch(/allowlist:\n- \{address: kms\.eu-west-1\.amazonaws\.com, port: 443\}\nEKV_EOF/);
@@ -152,12 +157,64 @@ describe('ring stack (default 3 nodes)', () => {
   });
 });
 
-describe('ring stack parameters', () => {
-  it('allows both PCR0s in the key policy during an image roll', () => {
-    const t = synth({ previousPcr0: pcr0Previous });
+describe('releases and rolling upgrades', () => {
+  const releaseOf = (t: Template) => {
+    const params = Object.values(t.findResources('AWS::SSM::Parameter')) as Array<{ Properties: { Name: string; Value: string } }>;
+    expect(params).toHaveLength(1);
+    return { name: params[0]?.Properties.Name, value: JSON.parse(params[0]?.Properties.Value as string) as unknown };
+  };
+  const userData = (t: Template) => (Object.values(t.findResources('AWS::EC2::Instance')) as Array<{ Properties: { UserData: unknown } }>)
+    .map((i) => userDataText(i.Properties.UserData));
+
+  it('names the current image and its artifacts in the release parameter, which the role may read', () => {
+    const t = synth();
+    expect(releaseOf(t)).toEqual({ name: '/ekv/EnclaveKvRing/release', value: { version: 1, current: { pcr0, artifactsUri: 's3://ekv-release-test/v1' } } });
+    const policies = JSON.stringify(t.findResources('AWS::IAM::Policy'));
+    expect(policies).toContain('ssm:GetParameter');
+    expect(policies).toContain(':s3:::ekv-release-test/v1/*');
+  });
+
+  it('during a roll: both PCR0s in the key policy and the release, both artifact prefixes readable, and the same user data', () => {
+    const before = synth();
+    const t = synth({ nextPcrsFile: nextPcrsFile(), nextArtifactsUri: 's3://ekv-release-test/v2' });
     const use = keyStatements(t).find((s) => s.Sid === 'EnclaveUseWithAttestation') as Statement;
     expect(use.Condition).toEqual({ StringEqualsIgnoreCase: { [attestationConditionKey]: [pcr0, pcr0Previous] } });
+    expect(releaseOf(t).value).toEqual({ version: 1, current: { pcr0, artifactsUri: 's3://ekv-release-test/v1' }, next: { pcr0: pcr0Previous, artifactsUri: 's3://ekv-release-test/v2' } });
+    expect(JSON.stringify(t.findResources('AWS::IAM::Policy'))).toContain('ekv-release-test/v2/*');
+    // CloudFormation replaces or restarts no instance: their user data is byte for byte the same.
+    expect(userData(t)).toEqual(userData(before));
+    expect(t.findOutputs('Pcr0Next')['Pcr0Next']?.Value).toBe(pcr0Previous);
   });
+
+  it('refuses a roll to the same image, to another key, or without its artifacts; previousPcr0 is gone', () => {
+    expect(() => synth({ nextPcrsFile: pcrsFile(), nextArtifactsUri: 's3://ekv-release-test/v2' })).toThrow(/current image/);
+    const otherKey = pcrsFile({ PCR0: pcr0Previous, PCR1: 'c3'.repeat(48), PCR2: 'd4'.repeat(48), KmsKeyArn: pinnedKeyArn.replace('1234abcd', '9999abcd') });
+    expect(() => synth({ nextPcrsFile: otherKey, nextArtifactsUri: 's3://ekv-release-test/v2' })).toThrow(/another KMS key/);
+    expect(() => synth({ nextPcrsFile: nextPcrsFile() })).toThrow(/nextArtifactsUri/);
+    expect(() => synth({ previousPcr0: pcr0Previous })).toThrow(/previousPcr0 is gone/);
+  });
+});
+
+describe('data safety', () => {
+  it('retains the sealing key on stack deletion and replacement, and keeps the nodes\' volumes on termination', () => {
+    const t = synth();
+    const key = Object.values(t.findResources('AWS::KMS::Key'))[0] as Record<string, unknown>;
+    expect([key.DeletionPolicy, key.UpdateReplacePolicy]).toEqual(['Retain', 'Retain']);
+    const devices = (Object.values(t.findResources('AWS::EC2::Instance')) as Array<{ Properties: { BlockDeviceMappings: Array<{ Ebs: Record<string, unknown> }> } }>)
+      .flatMap((i) => i.Properties.BlockDeviceMappings);
+    expect(devices).toHaveLength(3);
+    for (const d of devices) expect(d.Ebs).toMatchObject({ DeleteOnTermination: false, Encrypted: true });
+    const keyOnly = synth({ keyOnly: 'true', pcrsFile: '/nonexistent/pcrs.json' });
+    expect((Object.values(keyOnly.findResources('AWS::KMS::Key'))[0] as Record<string, unknown>).DeletionPolicy).toBe('Retain');
+  });
+
+  it('pins the CDK CLI, so `npx cdk` runs the version the stack was tested with', () => {
+    const pkg = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'package.json'), 'utf8')) as { devDependencies: Record<string, string> };
+    expect(pkg.devDependencies['aws-cdk']).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+});
+
+describe('ring stack parameters', () => {
 
   it('honours instance type, node count, replication factor and ports', () => {
     const t = synth({ instanceType: 'm5.2xlarge', nodeCount: '5', replicationFactor: '2', clientPort: 9000, clientCidr: '192.168.0.0/16' });
@@ -187,7 +244,6 @@ describe('ring stack parameters', () => {
     expect(() => synth({ instanceType: 't3.xlarge' })).toThrow(/does not support Nitro Enclaves/);
     expect(() => synth({ instanceType: 'c6i.large' })).toThrow(/at least 4 vCPUs/);
     expect(() => synth({ enclaveCpuCount: 3 })).toThrow(/whole cores/);
-    expect(() => synth({ previousPcr0: 'xyz' })).toThrow(/previousPcr0/);
     expect(() => synth({ artifactsUri: 'https://example.com/x' })).toThrow(/artifactsUri/);
     expect(() => synth({ clientPort: 7001 })).toThrow(/must differ/);
   });
@@ -203,8 +259,9 @@ describe('ring stack parameters', () => {
 
 describe('the image pins the sealing key by ARN (issue 10, item 1)', () => {
   it('a keyOnly deploy creates the key, usable by nobody yet, and outputs its ARN for the image build', () => {
-    const t = synth({ keyOnly: 'true', pcrsFile: '/nonexistent/pcrs.json' });
+    const t = synth({ keyOnly: 'true', pcrsFile: '/nonexistent/pcrs.json', artifactsUri: undefined });
     t.resourceCountIs('AWS::EC2::Instance', 0);
+    t.resourceCountIs('AWS::SSM::Parameter', 0);
     t.resourceCountIs('AWS::KMS::Key', 1);
     const statements = keyStatements(t);
     expect(statements.filter((s) => s.Effect === 'Allow' && actions(s).some((a) => cryptoActions.some((c) => covers(a, c))))).toEqual([]);
