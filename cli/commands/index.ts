@@ -10,6 +10,7 @@ import { registerNode } from './node.ts';
 import { registerHost } from './host.ts';
 import { registerVerify } from './verify.ts';
 import { registerEmulateEnclave } from './emulate-enclave.ts';
+import { registerCluster } from './cluster.ts';
 
 export const commands: Array<(program: Command) => void> = [
   registerMeasure,
@@ -22,4 +23,5 @@ export const commands: Array<(program: Command) => void> = [
   registerHost,
   registerVerify,
   registerEmulateEnclave,
+  registerCluster,
 ];

@@ -195,6 +195,14 @@ describe('releases and rolling upgrades', () => {
   });
 });
 
+describe('stack outputs', () => {
+  it('are the ones `ekv cluster init` reads, with the fixture its test uses', () => {
+    const t = synth();
+    const fixture = JSON.parse(readFileSync(join(import.meta.dirname, '..', '..', 'test', 'fixtures', 'deploy', 'stack-outputs.json'), 'utf8')) as { EnclaveKvRing: Record<string, string> };
+    expect(Object.keys(t.findOutputs('*')).sort()).toEqual(Object.keys(fixture.EnclaveKvRing).sort());
+  });
+});
+
 describe('data safety', () => {
   it('retains the sealing key on stack deletion and replacement, and keeps the nodes\' volumes on termination', () => {
     const t = synth();
