@@ -7,12 +7,14 @@
  * test holds the two equal): its per-node settings come from the host (EKV_CONFIG_FROM_HOST=1) and KMS is
  * reached through the vsock-proxy's socket (host-8002.sock), never through anything chosen here.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
 import { EmulatorCa } from '../../emulator/ca.ts';
 import { launchEnclave } from '../../emulator/launcher.ts';
+import { measureImage } from '../../emulator/measure.ts';
+import { readReleaseFile, selectImage } from '../../host/release.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
 
 /** The ENV block of infra/enclave/Dockerfile that concerns the enclave's code, with the vsock directory given. */
@@ -24,18 +26,38 @@ export function imageEnv(vsockDir: string): Record<string, string> {
   };
 }
 
+/**
+ * run-enclave.sh's choice of image, on local files: the release record's image this node was told to run
+ * (image-pcr0 beside the release file), as <images-dir>/<pcr0>.mjs, whose measured PCR0 must be the release's.
+ */
+export function imageFromRelease(releaseFile: string, imagesDir: string): string {
+  const release = readReleaseFile(releaseFile);
+  if (release === null) throw new UsageError(`no release record at ${releaseFile}`);
+  const selectedFile = join(dirname(releaseFile), 'image-pcr0');
+  const chosen = selectImage(release, existsSync(selectedFile) ? readFileSync(selectedFile, 'utf8') : null);
+  const path = join(imagesDir, `${chosen.pcr0}.mjs`);
+  if (!existsSync(path)) throw new UsageError(`no image ${path} for PCR0 ${chosen.pcr0}`);
+  const pcr0 = measureImage(readFileSync(path)).pcr0.toString('hex');
+  if (pcr0 !== chosen.pcr0) throw new UsageError(`${path} has PCR0 ${pcr0}, the release says ${chosen.pcr0}`);
+  return path;
+}
+
 export function registerEmulateEnclave(program: Command): void {
   program
     .command('emulate-enclave')
     .description('run one enclave image on the emulated TEE until it exits (the local stand-in for nitro-cli run-enclave)')
-    .requiredOption('--image <file>', 'the enclave image (an esbuild bundle; its bytes are measured)')
+    .option('--image <file>', 'the enclave image (an esbuild bundle; its bytes are measured)')
+    .option('--release <file>', "instead of --image: the release record (host/release.ts); the image is the one it names for this node (image-pcr0 beside it), from --images-dir")
+    .option('--images-dir <dir>', 'with --release: where the images are, as <pcr0>.mjs')
     .requiredOption('--ca <dir>', 'the emulated CA (the NSM signs with it)')
     .requiredOption('--vsock-dir <dir>', "the node's vsock directory (the unix sockets the socat bridges would connect)")
     .option('--work-dir <dir>', 'where the private copy of the image goes (default: <vsock-dir>/../work)')
     .option('--pid-file <file>', "write the enclave's pid here (tests kill it)")
     .option('--log-level <level>', "the enclave's log level", 'info')
-    .action(async (o: { image: string; ca: string; vsockDir: string; workDir?: string; pidFile?: string; logLevel: string }) => run(false, async () => {
+    .action(async (o: { image?: string; release?: string; imagesDir?: string; ca: string; vsockDir: string; workDir?: string; pidFile?: string; logLevel: string }) => run(false, async () => {
       const signal = firstSignal();
+      if ((o.image === undefined) === (o.release === undefined)) throw new UsageError('give --image or --release (with --images-dir)');
+      const image = o.image ?? imageFromRelease(resolve(o.release as string), resolve(o.imagesDir ?? '.'));
       const vsockDir = resolve(o.vsockDir);
       const workDir = resolve(o.workDir ?? join(vsockDir, '..', 'work'));
       mkdirSync(workDir, { recursive: true, mode: 0o700 });
@@ -47,7 +69,7 @@ export function registerEmulateEnclave(program: Command): void {
         throw new UsageError(`--ca ${o.ca}: ${(err as Error).message}`);
       }
       const enclave = await launchEnclave({
-        imagePath: resolve(o.image), nsm: ca, workDir, logger,
+        imagePath: resolve(image), nsm: ca, workDir, logger,
         env: { ...imageEnv(vsockDir), EKV_LOG_LEVEL: o.logLevel },
       });
       if (o.pidFile) writeFileSync(o.pidFile, `${enclave.pid}\n`);

@@ -67,6 +67,12 @@ describe('infra/enclave/Dockerfile', () => {
     expect(dockerfile).toContain('ARG SOURCE_DATE_EPOCH');
   });
 
+  it('sets the environment `ekv emulate-enclave` gives the enclave locally (the rehearsal runs the same configuration)', async () => {
+    const { imageEnv } = await import('../../cli/commands/emulate-enclave.ts');
+    const env = instructions.filter((l) => l.startsWith('ENV ')).join(' ');
+    for (const [k, v] of Object.entries(imageEnv('/run/ekv/vsock'))) expect(env, k).toMatch(new RegExp(`\\b${k}=${v.replace(/[.]/g, '\\.')}\\b`));
+  });
+
   it('runs the bundled enclave with the production NSM', () => {
     expect(dockerfile).toContain('dist/enclave.mjs /app/enclave.mjs');
     expect(dockerfile).toMatch(/EKV_NSM=libnsm/);

@@ -1,0 +1,396 @@
+/**
+ * `npm run rehearse` (infra/scripts/rehearse.ts): the production boot path of a 3-node deployment, on this machine, with only the hardware
+ * seams emulated. What runs is what an instance runs:
+ *
+ * - each node's host is `ekv host` with the command line of infra/host/ekv-host.service (its ${VARS} filled as
+ *   the user data fills /etc/ekv/ekv.env), plus only what differs on loopback: the bind address, the emulated
+ *   IMDS's URL, the emulator's root for health checks, and the outbound range (127.0.0.0/8 stands for the VPC);
+ * - the host launches the enclave and is its watchdog (--enclave-cmd): `ekv emulate-enclave --release` makes the
+ *   choice run-enclave.sh makes (the release record's image for this node, checked against its PCR0) and runs it
+ *   on the emulated TEE with the image's production environment (EKV_CONFIG_FROM_HOST, KMS through the
+ *   vsock-proxy's socket);
+ * - the image is built by scripts/build-enclave.mjs with the settings compiled in (key ARN, R, access mode);
+ * - the emulated KMS enforces the key policy of the synthesized CloudFormation template (infra/, the same
+ *   `buildApp` as `cdk deploy`), and its release parameter is what the nodes read;
+ * - an emulated IMDS hands out rotating role credentials (IMDSv2), which the hosts pass to their enclaves;
+ * - the client's cluster file comes from `ekv cluster init` on stack outputs shaped as the template's.
+ *
+ * Seams: nitro-cli (the emulated TEE), socat (the unix sockets the bridges would connect; the ring port's socat
+ * is the client port's relay, both reach enclave-5000), vsock-proxy (a unix-to-TCP forwarder to the emulated
+ * KMS), SSM and S3 (files), IMDS and KMS (emulated).
+ *
+ * Then: first boot, a client, kill -9 of an enclave under a writer (watchdog, health red then green, no
+ * acknowledged write lost), a credentials rotation, and a node told to run an image the key policy does not
+ * admit yet (refused by KMS, says why, the ring keeps serving; back on the admitted image it recovers).
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { App } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { buildApp } from '../bin/app.ts';
+import { defaultImagePath, localImage, localImageSettings } from '../../cli/local/image.ts';
+import { connect, type EkvClient } from '../../client/index.ts';
+import { EmulatorCa } from '../../emulator/ca.ts';
+import { startEmulatedImds, type EmulatedImds } from '../../emulator/imds.ts';
+import { startEmulatedKms, type EmulatedKms, type KmsKeyPolicy } from '../../emulator/kms.ts';
+import { measureImage } from '../../emulator/measure.ts';
+import { localKmsKeyArn } from '../../enclave/image-config.ts';
+import { verifyAttestation } from '../../verifier/index.ts';
+
+const repo = fileURLToPath(new URL('../../', import.meta.url));
+const ekvBin = join(repo, 'bin', 'ekv.js');
+const hostUnit = join(repo, 'infra', 'host', 'ekv-host.service');
+const nodeCount = 3;
+const region = 'us-east-1'; // the local key ARN's
+
+export interface RehearsalOptions {
+  dir?: string;
+  log?: (line: string) => void;
+  /** Keys the client writes first (default 30). */
+  keys?: number;
+  keep?: boolean;
+  /**
+   * The shorter run of the test suite: no dedicated credentials step (the boot credentials have expired by the
+   * time of the kill, whose relaunch must unseal with rotated ones, which is checked) and no recovery wait at the end.
+   */
+  short?: boolean;
+}
+
+export interface RehearsalReport {
+  timingsMs: Record<string, number>;
+  acknowledgedWrites: number;
+  pcr0: { a: string; b: string };
+  refusal: string;
+}
+
+type Pcrs = { PCR0: string; PCR1: string; PCR2: string; KmsKeyArn: string; Replicas: number; AccessMode: 'open' };
+
+function pcrsOf(path: string): Pcrs {
+  const m = measureImage(readFileSync(path));
+  return { PCR0: m.pcr0.toString('hex'), PCR1: m.pcr1.toString('hex'), PCR2: m.pcr2.toString('hex'), KmsKeyArn: localKmsKeyArn, Replicas: 3, AccessMode: 'open' };
+}
+
+/** The stack as `cdk deploy` would create it, from the same app (infra/bin/app.ts). */
+function synthesize(dir: string, pcrsFile: string, extra: Record<string, string> = {}): Template {
+  const app = new App({ outdir: join(dir, 'cdk.out'), context: {
+    region, pcrsFile, nodeCount: '3', adminRoleArn: 'arn:aws:iam::111122223333:role/ekv-key-admin',
+    artifactsUri: 's3://ekv-rehearsal/release-a', amiId: 'ami-0123456789abcdef0', ...extra,
+  } });
+  return Template.fromStack(buildApp(app).stack);
+}
+
+interface Statement { Sid?: string; Effect: string; Action: string | string[]; Condition?: Record<string, Record<string, unknown>> }
+
+/**
+ * The template's key policy as the emulated KMS enforces it. Only the shapes the stack writes are understood;
+ * anything else is an error, so that a change to the policy cannot pass here unnoticed.
+ */
+export function emulatedPolicy(t: Template): KmsKeyPolicy {
+  const keys = Object.values(t.findResources('AWS::KMS::Key')) as Array<{ Properties: { KeyPolicy: { Statement: Statement[] } } }>;
+  if (keys.length !== 1) throw new Error('the template has no single sealing key');
+  const statements = keys[0]!.Properties.KeyPolicy.Statement;
+  const use = statements.filter((s) => s.Effect === 'Allow' && [s.Action].flat().some((a) => /^kms:(Decrypt|GenerateDataKey)$/.test(a)));
+  if (use.length !== 1) throw new Error('expected one Allow statement for enclave use');
+  const cond = use[0]!.Condition ?? {};
+  const keysUsed = Object.keys(cond);
+  if (keysUsed.length !== 1 || keysUsed[0] !== 'StringEqualsIgnoreCase') throw new Error(`unexpected condition operators ${keysUsed.join(',')}`);
+  const conditions = cond.StringEqualsIgnoreCase as Record<string, string | string[]>;
+  for (const k of Object.keys(conditions)) if (!/^kms:RecipientAttestation:(ImageSha384|PCR\d+)$/.test(k)) throw new Error(`unexpected condition key ${k}`);
+  const deny = statements.find((s) => s.Effect === 'Deny' && s.Condition?.Null?.['kms:RecipientAttestation:ImageSha384'] === 'true');
+  if (!deny) throw new Error('the template has no deny without attestation');
+  // The deny without attestation and no other allow: nothing is allowed without a Recipient.
+  return { allowWithoutRecipient: [], recipientConditions: conditions as KmsKeyPolicy['recipientConditions'] };
+}
+
+function releaseValue(t: Template): string {
+  const params = Object.values(t.findResources('AWS::SSM::Parameter')) as Array<{ Properties: { Value: string } }>;
+  return params[0]!.Properties.Value;
+}
+
+/** ExecStart of ekv-host.service, its ${VARS} filled from `env` (the unit's EnvironmentFile). */
+export function hostCommandLine(env: Record<string, string>): string[] {
+  const line = readFileSync(hostUnit, 'utf8').split('\n').find((l) => l.startsWith('ExecStart='));
+  if (!line) throw new Error('ekv-host.service has no ExecStart');
+  const filled = line.slice('ExecStart='.length).replace(/\$\{(\w+)\}/g, (_, k: string) => {
+    if (!(k in env)) throw new Error(`ekv-host.service uses \${${k}}, which the rehearsal does not set`);
+    return env[k] as string;
+  });
+  return filled.split(' ');
+}
+
+async function freePort(host: string): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer().once('error', rej).listen(0, host, () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => res(p));
+    });
+  });
+}
+
+/** vsock-proxy's stand-in: the enclave's KMS socket forwarded to the emulated KMS. */
+function kmsProxy(socketPath: string, port: number): net.Server {
+  rmSync(socketPath, { force: true });
+  const server = net.createServer((c) => {
+    const up = net.connect(port, '127.0.0.1');
+    c.pipe(up).pipe(c);
+    c.on('error', () => up.destroy());
+    up.on('error', () => c.destroy());
+  });
+  server.listen(socketPath);
+  return server;
+}
+
+/** The enclave's own words for the KMS refusal, from the first log line that carries it. */
+function refusalOf(log: string): string {
+  for (const line of log.split('\n')) {
+    if (!/AccessDenied/.test(line)) continue;
+    try {
+      const j = JSON.parse(line) as { err?: { message?: string }; msg?: string };
+      return (j.err?.message ?? j.msg ?? line).slice(0, 240);
+    } catch {
+      return line.slice(0, 240);
+    }
+  }
+  return '';
+}
+
+interface NodeProc { name: string; ip: string; dir: string; state: string; proc: ChildProcess; http: string; addr: string; log: string }
+
+async function until(what: string, pred: () => Promise<boolean>, ms: number): Promise<number> {
+  const start = Date.now();
+  for (;;) {
+    if (await pred().catch(() => false)) return Date.now() - start;
+    if (Date.now() - start > ms) throw new Error(`rehearsal: ${what} not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function healthy(n: NodeProc): Promise<boolean> {
+  const r = await fetch(`${n.http}/healthz`, { signal: AbortSignal.timeout(8000) });
+  return r.status === 200;
+}
+
+async function healthBody(n: NodeProc): Promise<Record<string, unknown>> {
+  return (await (await fetch(`${n.http}/healthz`, { signal: AbortSignal.timeout(8000) })).json()) as Record<string, unknown>;
+}
+
+export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalReport> {
+  const log = o.log ?? ((l: string) => process.stderr.write(`rehearse: ${l}\n`));
+  const dir = resolve(o.dir ?? mkdtempSync(join(tmpdir(), 'ekv-rh-')));
+  const t0 = Date.now();
+  const timings: Record<string, number> = {};
+  const lap = (name: string, since: number) => (timings[name] = Date.now() - since);
+  const cleanup: Array<() => Promise<void> | void> = [];
+  try {
+    // ---- the release: two images built by the same script, their PCRs, the stack synthesized for A
+    if (!existsSync(defaultImagePath)) await promisify(execFile)(process.execPath, [join(repo, 'scripts', 'build-enclave.mjs')], { cwd: repo });
+    const settings = localImageSettings({ access: 'open', replicas: 3, nodes: nodeCount });
+    const imageA = await localImage(settings);
+    const pcrsA = pcrsOf(imageA);
+    const imageB = await localImage({ ...settings, peerPcr0Allowlist: [pcrsA.PCR0] });
+    const pcrsB = pcrsOf(imageB);
+    const artifacts = join(dir, 'artifacts');
+    mkdirSync(artifacts, { recursive: true });
+    copyFileSync(imageA, join(artifacts, `${pcrsA.PCR0}.mjs`));
+    copyFileSync(imageB, join(artifacts, `${pcrsB.PCR0}.mjs`));
+    writeFileSync(join(dir, 'pcrs-a.json'), JSON.stringify(pcrsA, null, 2));
+    writeFileSync(join(dir, 'pcrs-b.json'), JSON.stringify(pcrsB, null, 2));
+    let s = Date.now();
+    const template = synthesize(dir, join(dir, 'pcrs-a.json'));
+    lap('synth', s);
+    const policy = emulatedPolicy(template);
+    log(`images A ${pcrsA.PCR0.slice(0, 12)}… B ${pcrsB.PCR0.slice(0, 12)}…; key policy from the template admits ${JSON.stringify(policy.recipientConditions['kms:RecipientAttestation:ImageSha384']).slice(0, 20)}…`);
+
+    // ---- the AWS side: IMDS with rotating credentials, KMS with the template's policy
+    const ca = await EmulatorCa.loadOrCreate(join(dir, 'ca'));
+    writeFileSync(join(dir, 'ca', 'root.pem'), ca.rootPem);
+    const imds: EmulatedImds = await startEmulatedImds({ lifetimeMs: 10_000, rotateEveryMs: 5000 });
+    cleanup.push(() => imds.close());
+    const tls = await ca.issueTlsServer([`kms.${region}.amazonaws.com`]);
+    const kmsPort = await freePort('127.0.0.1');
+    const startKms = (keyPolicy: KmsKeyPolicy) => startEmulatedKms({
+      region, port: kmsPort, keyPolicy, tls, credentials: imds.registry, dir: join(dir, 'kms'),
+      defaultKeyId: localKmsKeyArn.slice(localKmsKeyArn.indexOf(':key/') + 5),
+      verifyRecipient: (doc) => verifyAttestation(doc, { roots: [ca.rootPem] }),
+    });
+    let kms: EmulatedKms = await startKms(policy);
+    cleanup.push(() => kms.close());
+
+    // ---- the nodes: ekv host as the unit starts it; it launches the enclave
+    const clientPort = await freePort('127.0.0.11');
+    const httpPort = await freePort('127.0.0.11');
+    const release = releaseValue(template);
+    const nodes: NodeProc[] = [];
+    const startNode = (i: number): NodeProc => {
+      const name = `node${i}`;
+      const ip = `127.0.0.${11 + i}`;
+      const nd = join(dir, name);
+      const vsock = join(nd, 'vsock');
+      const state = join(nd, 'data');
+      mkdirSync(vsock, { recursive: true, mode: 0o700 });
+      mkdirSync(state, { recursive: true, mode: 0o700 });
+      writeFileSync(join(state, 'release.json'), release); // run-enclave.sh: aws ssm get-parameter
+      const proxy = kmsProxy(join(vsock, 'host-8002.sock'), kmsPort);
+      cleanup.push(() => new Promise((r) => proxy.close(() => r())));
+      const join0 = i === 0 ? '' : `${nodes[0]!.ip}:${clientPort}`;
+      const env = {
+        EKV_VSOCK_DIR: vsock, EKV_CLIENT_PORT: String(clientPort), EKV_HTTP_PORT: String(httpPort), EKV_SELF_ADDR: `${ip}:${clientPort}`,
+        EKV_JOIN: join0, EKV_RING_SECRET_URL: i === 0 ? '' : `http://${nodes[0]!.ip}:${httpPort}/v1/ring-secret`, EKV_STATE_DIR: state,
+      };
+      const argv = hostCommandLine(env).map((a) => (a === '/var/lib/ekv' ? state : a));
+      const cmd = argv.indexOf('--enclave-cmd');
+      argv[cmd + 1] = `${process.execPath} ${ekvBin} emulate-enclave --ca ${join(dir, 'ca')} --vsock-dir ${vsock} --release ${join(state, 'release.json')} --images-dir ${artifacts} --pid-file ${join(state, 'enclave.pid')} --log-level warn`;
+      const [, script, ...args] = argv; // /usr/bin/node /opt/ekv/app/bin/ekv.js ...: this checkout's
+      if (script !== '/opt/ekv/app/bin/ekv.js') throw new Error(`ekv-host.service runs ${script}`);
+      const local = ['--bind', ip, '--imds', imds.url, '--health-root', join(dir, 'ca', 'root.pem'), '--allow-outbound', '127.0.0.0/8', '--log-level', 'warn'];
+      const logFile = join(nd, 'host.log');
+      const out = createWriteStream(logFile);
+      const proc = spawn(process.execPath, [ekvBin, ...args, ...local], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EKV_ENCLAVE_LOG_LEVEL: 'warn' } });
+      proc.stdout?.pipe(out);
+      proc.stderr?.pipe(out);
+      const node = { name, ip, dir: nd, state, proc, http: `http://${ip}:${httpPort}`, addr: `${ip}:${clientPort}`, log: logFile };
+      cleanup.push(async () => {
+        if (proc.exitCode === null) {
+          proc.kill('SIGTERM');
+          await new Promise((r) => proc.once('exit', r));
+        }
+      });
+      return node;
+    };
+
+    s = Date.now();
+    nodes.push(startNode(0));
+    await until('node0 healthy (founds the ring)', () => healthy(nodes[0]!), 60_000);
+    lap('bootNode0', s);
+    for (let i = 1; i < nodeCount; i++) nodes.push(startNode(i));
+    await until('all nodes healthy', async () => (await Promise.all(nodes.map(healthy))).every(Boolean), 90_000);
+    lap('firstBoot', s);
+    log(`first boot: ${nodeCount} nodes serving after ${timings.firstBoot} ms`);
+
+    // ---- the client's cluster file, from stack outputs shaped as the template's
+    const outputNames = Object.keys(template.findOutputs('*'));
+    const values: Record<string, string> = {
+      SealingKeyArn: localKmsKeyArn, PinnedKmsKeyArn: localKmsKeyArn, Pcr0: pcrsA.PCR0, ReleaseParameterName: '/ekv/EnclaveKvRing/release',
+      ClientPort: String(clientPort), HttpPort: String(httpPort), NodeCount: String(nodeCount),
+    };
+    nodes.forEach((n, i) => Object.assign(values, { [`Node${i}PrivateIp`]: n.ip, [`Node${i}PublicIp`]: n.ip, [`Node${i}InstanceId`]: `i-rehearsal${i}` }));
+    const missing = outputNames.filter((k) => !(k in values));
+    if (missing.length > 0) throw new Error(`the template has outputs the rehearsal does not fill: ${missing.join(', ')}`);
+    writeFileSync(join(dir, 'outputs.json'), JSON.stringify({ EnclaveKvRing: Object.fromEntries(outputNames.map((k) => [k, values[k]])) }, null, 2));
+    await promisify(execFile)(process.execPath, [ekvBin, 'cluster', 'init', '--outputs', join(dir, 'outputs.json'), '--pcrs', join(dir, 'pcrs-a.json'), '-o', join(dir, 'cluster.json')]);
+    // The client pins its own policy (here the emulator's root stands for AWS's); the file gives addresses.
+    const kv: EkvClient = await connect({ cluster: join(dir, 'cluster.json'), trust: { roots: [ca.rootPem], pcrs: { 0: [pcrsA.PCR0, pcrsB.PCR0] } }, timeoutMs: 5000 });
+    cleanup.push(() => kv.close());
+    const acked = new Map<string, string>();
+    const keys = o.keys ?? 30;
+    s = Date.now();
+    for (let i = 0; i < keys; i++) {
+      await kv.put(`k${i}`, `v${i}`);
+      acked.set(`k${i}`, `v${i}`);
+    }
+    lap('clientWrites', s);
+
+    // ---- kill -9 of an enclave under a writer
+    let writing = true;
+    let seq = 0;
+    const writer = (async () => {
+      while (writing) {
+        const k = `w${seq % 20}`;
+        const v = `s${seq++}`;
+        try {
+          await kv.put(k, v);
+          acked.set(k, v);
+        } catch {
+          // refused or timed out: not acknowledged, so not counted
+        }
+      }
+    })();
+    const victim = nodes[1]!;
+    const victimCreds = () => (JSON.parse(readFileSync(join(victim.state, 'aws-credentials.json'), 'utf8')) as { AccessKeyId: string }).AccessKeyId;
+    const bootCreds = victimCreds();
+    const pid = Number(readFileSync(join(victim.state, 'enclave.pid'), 'utf8'));
+    s = Date.now();
+    process.kill(pid, 'SIGKILL');
+    timings.killToRed = await until('health red after kill -9', async () => !(await healthy(victim)), 20_000);
+    timings.killToGreen = await until('health green after the watchdog relaunch', () => healthy(victim), 90_000) + timings.killToRed;
+    const body = await healthBody(victim);
+    if ((body.watchdog as { restarts?: number } | undefined)?.restarts !== 1) throw new Error(`watchdog: ${JSON.stringify(body.watchdog)}`);
+    await new Promise((r) => setTimeout(r, 1000));
+    writing = false;
+    await writer;
+    log(`kill -9 ${victim.name}: health red after ${timings.killToRed} ms, green after ${timings.killToGreen} ms (watchdog), ${seq} writes attempted meanwhile`);
+
+    if (o.short) {
+      // The relaunch unsealed through KMS, which takes only current credentials: they must have rotated since boot.
+      await until('credentials rotated', async () => victimCreds() !== bootCreds, 20_000);
+    }
+    // ---- credentials rotation: the boot credentials are long expired; a relaunch unseals with current ones
+    if (!o.short) {
+    const creds = () => (JSON.parse(readFileSync(join(nodes[2]!.state, 'aws-credentials.json'), 'utf8')) as { AccessKeyId: string }).AccessKeyId;
+    const bootKey = creds();
+    s = Date.now();
+    await until('the host refreshed rotated credentials', async () => creds() !== bootKey, 30_000);
+    imds.rotate(); // and one forced rotation: every key issued so far is expired now
+    await until('the host refreshed after the forced rotation', async () => creds() !== bootKey, 30_000);
+    await new Promise((r) => setTimeout(r, 6000)); // at least one refresh past the forced rotation
+    process.kill(Number(readFileSync(join(nodes[2]!.state, 'enclave.pid'), 'utf8')), 'SIGKILL');
+    await until('red', async () => !(await healthy(nodes[2]!)), 20_000);
+    await until('green with rotated credentials', () => healthy(nodes[2]!), 90_000);
+    lap('credentialRotation', s);
+    log(`credentials rotated (${bootKey.slice(0, 8)}… -> ${creds().slice(0, 8)}…); ${nodes[2]!.name} unsealed again after ${timings.credentialRotation} ms`);
+    }
+
+    // ---- a node told to run image B before the key policy admits it: refused, says why, the ring serves on
+    const rolling = JSON.stringify({ version: 1, current: JSON.parse(release).current, next: { pcr0: pcrsB.PCR0, artifactsUri: 's3://ekv-rehearsal/release-b' } });
+    const early = nodes[2]!;
+    writeFileSync(join(early.state, 'release.json'), rolling);
+    writeFileSync(join(early.state, 'image-pcr0'), `${pcrsB.PCR0}\n`);
+    s = Date.now();
+    process.kill(Number(readFileSync(join(early.state, 'enclave.pid'), 'utf8')), 'SIGKILL');
+    await until('the node on image B reports why', async () => /AccessDenied/.test(readFileSync(early.log, 'utf8')), 60_000);
+    const refusal = refusalOf(readFileSync(early.log, 'utf8'));
+    const red = await healthBody(early);
+    if (red.ok !== false) throw new Error('a node refused by KMS reported healthy');
+    for (let i = 0; i < keys; i++) if ((await kv.get(`k${i}`)).toString() !== `v${i}`) throw new Error(`k${i} lost while a node was refused`);
+    lap('refusedImageB', s);
+    log(`${early.name} on image B refused by KMS ("${refusal}"); reads served by the others`);
+    // Back on A (the operator's fix: the release without next), the watchdog's next relaunch recovers.
+    writeFileSync(join(early.state, 'release.json'), release);
+    if (!o.short) {
+      s = Date.now();
+      await until('the node back on image A', () => healthy(early), 120_000);
+      lap('recoverOnA', s);
+    }
+
+    // ---- nothing acknowledged was lost
+    for (const [k, v] of acked) {
+      const got = (await kv.get(k)).toString();
+      if (got !== v) throw new Error(`acknowledged write ${k}=${v} reads ${got}`);
+    }
+    log(`${acked.size} acknowledged keys all read back; total ${Date.now() - t0} ms`);
+    timings.total = Date.now() - t0;
+    void kms;
+    return { timingsMs: timings, acknowledgedWrites: acked.size, pcr0: { a: pcrsA.PCR0, b: pcrsB.PCR0 }, refusal };
+  } catch (err) {
+    if (existsSync(dir)) log(`failed; logs in ${dir}/node*/host.log`);
+    throw err;
+  } finally {
+    for (const c of cleanup.reverse()) await Promise.resolve(c()).catch(() => undefined);
+    if (!o.keep && !o.dir) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
+  const keep = process.argv.includes('--keep');
+  rehearse({ keep }).then((r) => {
+    process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+  }).catch((err: unknown) => {
+    process.stderr.write(`rehearse: FAILED: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  });
+}
