@@ -43,15 +43,24 @@ function hex(b: Uint8Array | undefined): string {
   return b ? Buffer.from(b).toString('hex') : '';
 }
 
-export function peerVerifier(self: SelfTrust, now: () => number = Date.now) {
-  const pcrs = {
-    0: [hex(self.pcrs.get(0)), ...upgradePcr0Allowlist],
-    1: hex(self.pcrs.get(1)),
-    2: hex(self.pcrs.get(2)),
-  };
+/**
+ * A peer runs our image (PCR0, PCR1 and PCR2 all ours) or one of the allowlisted images. An allowlisted image is
+ * pinned by PCR0 alone: PCR0 measures the whole image (on Nitro the EIF: kernel, boot ramdisk and application; in
+ * the emulator the runtime and the image bytes), so it fixes PCR1 and PCR2, and another image's PCR2 differs from
+ * ours by construction. Requiring our PCR1/PCR2 of it, as this did before, refused every allowlisted image.
+ */
+export function peerVerifier(self: SelfTrust, now: () => number = Date.now, allowlist: readonly string[] = upgradePcr0Allowlist) {
+  const own = { 0: hex(self.pcrs.get(0)), 1: hex(self.pcrs.get(1)), 2: hex(self.pcrs.get(2)) };
+  const other = new Set(allowlist.map((p) => p.toLowerCase()).filter((p) => p !== own[0]));
   return async (doc: Uint8Array, nonce: Uint8Array): Promise<AttestedPeer> => {
     try {
-      return await verifyAttestation(doc, { roots: [self.root], pcrs, nonce, maxAgeMs: peerDocAgeMaxMs, now: now() });
+      const peer = await verifyAttestation(doc, { roots: [self.root], pcrs: { 0: [own[0], ...other] }, nonce, maxAgeMs: peerDocAgeMaxMs, now: now() });
+      if (other.has(hex(peer.pcrs.get(0)))) return peer;
+      // Our own image: PCR1 and PCR2 as well (implied by PCR0; checked anyway, as before).
+      if (hex(peer.pcrs.get(1)) !== own[1] || hex(peer.pcrs.get(2)) !== own[2]) {
+        throw new AttestationError('PCR_MISMATCH', 'a peer with our PCR0 but other PCR1/PCR2');
+      }
+      return peer;
     } catch (err) {
       if (err instanceof AttestationError) {
         throw new EkvError('UNATTESTED', `peer refused: ${err.code}: ${err.message}`, { reason: err.code });
