@@ -32,8 +32,10 @@ export interface RingConfig {
   clientPort: number;
   ringPort: number;
   httpPort: number;
-  clientCidr: string;
-  httpCidr: string;
+  /** Who may reach the client port: IPv4 CIDRs (comma-separated in context). */
+  clientCidr: string[];
+  /** Who may reach the HTTP port (attestation, health, metrics). */
+  httpCidr: string[];
   vpcId: string | undefined;
   subnetIds: string[];
   availabilityZones: string[];
@@ -70,13 +72,32 @@ function list(ctx: Context, key: string): string[] {
   return String(v).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
 }
 
-/** A CIDR that is not the whole internet: the ports it opens reach only clients you chose. */
-export function checkCidr(key: string, cidr: string, allowWorld: boolean): string {
-  if (!/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/.test(cidr)) throw new Error(`context ${key}: ${cidr} is not an IPv4 CIDR`);
-  if (cidr.endsWith('/0') && !allowWorld) {
-    throw new Error(`context ${key}: ${cidr} opens the port to the whole internet; set allowWorldClients=true to mean it`);
+/**
+ * Private ranges (RFC 1918): a new CDK VPC (10.0.0.0/16), the AWS default VPC (172.31.0.0/16) and peered networks.
+ * The default for the client and HTTP ports: reachable from inside private networks only.
+ */
+export const privateCidrs = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'];
+
+/**
+ * IPv4 CIDRs, each checked as an address and a prefix (not a string pattern): octets 0..255, prefix 0..32, no
+ * host bits set. None may be the whole internet unless asked: the ports they open reach only clients you chose.
+ */
+export function checkCidr(key: string, cidrs: string, allowWorld: boolean): string[] {
+  const out = cidrs.split(',').map((c) => c.trim()).filter((c) => c.length > 0);
+  if (out.length === 0) throw new Error(`context ${key}: at least one CIDR is required`);
+  for (const cidr of out) {
+    const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(cidr);
+    const octets = m ? m.slice(1, 5).map(Number) : [];
+    const prefix = m ? Number(m[5]) : -1;
+    if (!m || octets.some((o) => o > 255) || prefix > 32) throw new Error(`context ${key}: ${cidr} is not an IPv4 CIDR`);
+    const address = octets.reduce((a, o) => a * 256 + o, 0);
+    const hostBits = 2 ** (32 - prefix);
+    if (address % hostBits !== 0) throw new Error(`context ${key}: ${cidr} has host bits set (did you mean the network address?)`);
+    if (prefix === 0 && !allowWorld) {
+      throw new Error(`context ${key}: ${cidr} opens the port to the whole internet; set allowWorldClients=true to mean it`);
+    }
   }
-  return cidr;
+  return out;
 }
 
 function s3Uri(uri: string): { bucket: string; prefix: string } {
@@ -116,8 +137,8 @@ export function readConfig(ctx: Context, baseDir: string): RingConfig {
     clientPort: int(ctx, 'clientPort', 7000, 1024, 65535),
     ringPort: int(ctx, 'ringPort', 7001, 1024, 65535),
     httpPort: int(ctx, 'httpPort', 8080, 1024, 65535),
-    clientCidr: checkCidr('clientCidr', str(ctx, 'clientCidr', '10.0.0.0/8'), allowWorld),
-    httpCidr: checkCidr('httpCidr', str(ctx, 'httpCidr', '10.0.0.0/8'), allowWorld),
+    clientCidr: checkCidr('clientCidr', str(ctx, 'clientCidr', privateCidrs.join(',')), allowWorld),
+    httpCidr: checkCidr('httpCidr', str(ctx, 'httpCidr', privateCidrs.join(',')), allowWorld),
     vpcId: ctx('vpcId') === undefined ? undefined : str(ctx, 'vpcId'),
     subnetIds: list(ctx, 'subnetIds'),
     availabilityZones: list(ctx, 'availabilityZones'),

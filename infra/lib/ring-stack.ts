@@ -109,8 +109,8 @@ export class RingStack extends Stack {
       allowAllOutbound: true, // KMS and package repositories over the internet; inbound is what matters
     });
     sg.addIngressRule(sg, ec2.Port.tcp(c.ringPort), 'ring port: peers only');
-    sg.addIngressRule(ec2.Peer.ipv4(c.clientCidr), ec2.Port.tcp(c.clientPort), 'client port');
-    sg.addIngressRule(ec2.Peer.ipv4(c.httpCidr), ec2.Port.tcp(c.httpPort), 'attestation, health, metrics');
+    for (const cidr of c.clientCidr) sg.addIngressRule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(c.clientPort), 'client port');
+    for (const cidr of c.httpCidr) sg.addIngressRule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(c.httpPort), 'attestation, health, metrics');
     // A joining node's host fetches the ring-secret ciphertext from a member's host (docs/membership.md).
     sg.addIngressRule(sg, ec2.Port.tcp(c.httpPort), 'ring-secret between ring nodes');
     return sg;

@@ -246,6 +246,10 @@ describe('ring stack parameters', () => {
 
   it('refuses settings that would weaken or break the ring', () => {
     expect(() => synth({ clientCidr: '0.0.0.0/0' })).toThrow(/whole internet/);
+    expect(() => synth({ clientCidr: '10.0.0.0/8,0.0.0.0/0' })).toThrow(/whole internet/);
+    expect(() => synth({ clientCidr: '172.31.0.1/16' })).toThrow(/host bits/);
+    expect(() => synth({ clientCidr: '10.0.0.256/32' })).toThrow(/not an IPv4 CIDR/);
+    expect(() => synth({ clientCidr: '10.0.0.0/33' })).toThrow(/not an IPv4 CIDR/);
     expect(() => synth({ httpCidr: '0.0.0.0/0' })).toThrow(/whole internet/);
     expect(() => synth({ replicationFactor: 4 })).toThrow(/replicationFactor/);
     expect(() => synth({ nodeCount: 0 })).toThrow(/nodeCount/);
@@ -254,6 +258,16 @@ describe('ring stack parameters', () => {
     expect(() => synth({ enclaveCpuCount: 3 })).toThrow(/whole cores/);
     expect(() => synth({ artifactsUri: 'https://example.com/x' })).toThrow(/artifactsUri/);
     expect(() => synth({ clientPort: 7001 })).toThrow(/must differ/);
+  });
+
+  it('opens the client and HTTP ports to the private ranges by default, the AWS default VPC (172.31.0.0/16) included', () => {
+    const t = synth({ clientCidr: undefined, httpCidr: undefined });
+    for (const port of [7000, 8080]) {
+      const rules = Object.values(t.findResources('AWS::EC2::SecurityGroup'))
+        .flatMap((g) => (g as { Properties: { SecurityGroupIngress?: Array<{ FromPort: number; CidrIp?: string }> } }).Properties.SecurityGroupIngress ?? [])
+        .filter((r) => r.FromPort === port).map((r) => r.CidrIp);
+      expect(rules.sort()).toEqual(['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16']);
+    }
   });
 
   it('opens the client port to the world only when asked to explicitly, and never the ring port', () => {
