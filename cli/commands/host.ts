@@ -22,6 +22,16 @@ function port(v: string, name: string): number {
   return n;
 }
 
+/** The release's PCR0s for the health check; none (no expectation) while there is no valid release file. */
+function expectedImages(file: string, logger: pino.Logger): string[] {
+  try {
+    return readReleaseFile(file)?.accepted ?? [];
+  } catch (err) {
+    logger.warn({ err: (err as Error).message, file }, 'the release file is not valid; health checks expect no particular image');
+    return [];
+  }
+}
+
 export function registerHost(program: Command): void {
   program
     .command('host')
@@ -72,7 +82,7 @@ export function registerHost(program: Command): void {
           ...(o.enclaveCmd ? { enclaveCommand: o.enclaveCmd } : {}),
           ...(healthRoots ? { healthRoots } : {}),
           // Re-read on every check: an upgrade step changes the release without restarting the host.
-          ...(release ? { expectPcr0: () => readReleaseFile(release)?.accepted ?? [] } : {}),
+          ...(release ? { expectPcr0: () => expectedImages(release, logger) } : {}),
         });
         // Not secret: only KMS opens it, for the measured image under this deployment's key (docs/membership.md).
         // Fetched in the background: until it arrives the enclave refuses to start, and is started again.
