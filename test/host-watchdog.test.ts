@@ -110,6 +110,15 @@ describe('health and watchdog of a node launched by `ekv host --enclave-cmd`', (
     expect(body.pcr0).toMatch(/^[0-9a-f]{96}$/);
   }, 40_000);
 
+  it('reports an image the release does not name as unhealthy (UNEXPECTED_IMAGE), and the named one as healthy', async () => {
+    await until('healthz 200', async () => (await healthz()).status === 200, 30_000);
+    const running = (await healthz()).body.pcr0 as string;
+    const other = await checkEnclaveHealth({ enclaveSocket: host.enclaveSocket, roots: [ca.rootPem], expectPcr0: ['e'.repeat(96)], timeoutMs: 2000 });
+    expect(other).toMatchObject({ ok: false, enclave: 'serving', code: 'UNEXPECTED_IMAGE', pcr0Expected: false });
+    const named = await checkEnclaveHealth({ enclaveSocket: host.enclaveSocket, roots: [ca.rootPem], expectPcr0: ['e'.repeat(96), running.toUpperCase()], timeoutMs: 2000 });
+    expect(named).toMatchObject({ ok: true, pcr0Expected: true });
+  }, 40_000);
+
   it('a health check that trusts another root reports the enclave down (unattested), not up', async () => {
     const other = await EmulatorCa.loadOrCreate(join(dir, 'other-ca'));
     const r = await checkEnclaveHealth({ enclaveSocket: host.enclaveSocket, roots: [other.rootPem], timeoutMs: 2000 });
