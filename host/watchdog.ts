@@ -39,7 +39,9 @@ export const watchdogLimitsDefault: WatchdogLimits = {
   restartWindowMs: 10 * 60_000,
   probeIntervalMs: 5000,
   probeFailuresMax: 3,
-  startGraceMs: 3 * 60_000,
+  // Long enough for run-enclave.sh's first fetch of a new EIF (hundreds of MB from S3) plus a boot, unseal and
+  // join: an enclave that never answered is not stopped as hung before this (one that exits is relaunched at once).
+  startGraceMs: 10 * 60_000,
 };
 
 export interface RestartHistory {
