@@ -21,12 +21,9 @@ if (!values['no-enclave']) execFileSync(process.execPath, [join(root, 'scripts',
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 const bundled = ['commander', 'cbor-x'];
 const outdir = join(root, 'dist', 'lib');
-if (!values['no-lib']) {
-rmSync(outdir, { recursive: true, force: true });
-await build({
+/** Settings shared by the two bundles. */
+const common = {
   absWorkingDir: root,
-  entryPoints: { cli: 'cli/main.ts', index: 'client/index.ts', verifier: 'verifier/index.ts' },
-  outdir,
   bundle: true,
   splitting: true,
   format: 'esm',
@@ -36,7 +33,6 @@ await build({
   // every command needs at start-up, which are bundled: loading them as packages costs more (resolution,
   // CommonJS lexing) than the rest of `ekv get`. cbor-x's optional native add-on stays external.
   external: [...Object.keys(pkg.dependencies ?? {}), ...Object.keys(pkg.optionalDependencies ?? {})].filter((d) => !bundled.includes(d)).concat(['cbor-extract']),
-  chunkNames: 'chunks/[name]-[hash]',
   // cbor-x's pure-JavaScript build, as in the enclave image: its node entry loads a native add-on
   // (cbor-extract, found by scanning the file system) that only pays off on large, string-heavy messages.
   alias: { 'cbor-x': './node_modules/cbor-x/index.js' },
@@ -46,7 +42,14 @@ await build({
   logLevel: 'warning',
   // cbor-x (bundled) reaches its add-on through require().
   banner: { js: "import { createRequire as __ekvCreateRequire } from 'node:module'; const require = __ekvCreateRequire(import.meta.url);" },
-});
+};
+
+if (!values['no-lib']) {
+  rmSync(outdir, { recursive: true, force: true });
+  // The SDK (`import { connect } from 'enclave-kv'`) and the verifier (`enclave-kv/verifier`).
+  await build({ ...common, entryPoints: { index: 'client/index.ts', verifier: 'verifier/index.ts' }, outdir, chunkNames: 'chunks/[name]-[hash]' });
+  // The CLI on its own, so that its chunks follow its commands: one file for what `ekv get` needs.
+  await build({ ...common, entryPoints: { cli: 'cli/main.ts' }, outdir, chunkNames: 'cli/[name]-[hash]' });
 }
 
 if (!values['no-types']) {
