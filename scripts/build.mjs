@@ -1,8 +1,9 @@
 // The package build (`npm run build`, run by `npm ci` through `prepare`, by `npm start` and by the tests'
 // global setup):
 //   1. the enclave image, dist/enclave.mjs (scripts/build-enclave.mjs, unchanged: its bytes are PCR0);
-//   2. the compiled JavaScript the CLI, the host and the SDK run, dist/lib/ (esbuild: one ESM bundle per
-//      entry, code split so each CLI command loads only its own modules; npm packages stay external);
+//   2. the compiled JavaScript the CLI, the host and the SDK run, dist/lib/ (esbuild, ESM): index.js (the
+//      SDK) and verifier.js; cli.js (the CLI with its client commands) and cli-heavy/ (the commands that
+//      run nodes, loaded only by them); npm packages stay external but for commander and cbor-x;
 //   3. the SDK's type declarations, dist/types/ (tsc), unless --no-types.
 //
 //   node scripts/build.mjs [--no-enclave] [--no-lib] [--no-types]
@@ -36,6 +37,7 @@ const common = {
   // cbor-x's pure-JavaScript build, as in the enclave image: its node entry loads a native add-on
   // (cbor-extract, found by scanning the file system) that only pays off on large, string-heavy messages.
   alias: { 'cbor-x': './node_modules/cbor-x/index.js' },
+  // Names kept (readable stack traces); full minification measured no faster to start.
   minifyWhitespace: true,
   minifySyntax: true,
   legalComments: 'none',
@@ -48,8 +50,26 @@ if (!values['no-lib']) {
   rmSync(outdir, { recursive: true, force: true });
   // The SDK (`import { connect } from 'enclave-kv'`) and the verifier (`enclave-kv/verifier`).
   await build({ ...common, entryPoints: { index: 'client/index.ts', verifier: 'verifier/index.ts' }, outdir, chunkNames: 'chunks/[name]-[hash]' });
-  // The CLI on its own, so that its chunks follow its commands: one file for what `ekv get` needs.
-  await build({ ...common, entryPoints: { cli: 'cli/main.ts' }, outdir, chunkNames: 'cli/[name]-[hash]' });
+  // The CLI in one file with the commands that talk to nodes (get, put, batch, attest, status, acl, verify:
+  // what a script runs often), so `ekv get` reads and compiles one module. The commands that run nodes
+  // (up, node, host, measure: the emulator, express, pino, the AWS SDK) are bundles of their own in
+  // dist/lib/cli-heavy/, imported only when one of them runs.
+  const heavy = ['up', 'node', 'host', 'measure'];
+  const heavyImports = {
+    name: 'cli-heavy-external',
+    setup(b) {
+      // cli/commands/index.ts imports them as './<name>.ts'; cli.js reaches them as './cli-heavy/<name>.js'.
+      b.onResolve({ filter: new RegExp(`^\\./(${heavy.join('|')})\\.ts$`) }, (args) =>
+        args.importer.endsWith(join('cli', 'commands', 'index.ts')) ? { path: `./cli-heavy/${args.path.slice(2, -3)}.js`, external: true } : undefined);
+    },
+  };
+  await build({ ...common, splitting: false, entryPoints: { cli: 'cli/main.ts' }, outdir, plugins: [heavyImports] });
+  await build({
+    ...common,
+    entryPoints: Object.fromEntries(heavy.map((h) => [h, `cli/commands/${h}.ts`])),
+    outdir: join(outdir, 'cli-heavy'),
+    chunkNames: 'chunks/[name]-[hash]',
+  });
 }
 
 if (!values['no-types']) {

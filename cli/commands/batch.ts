@@ -12,7 +12,6 @@
  * Commands run one after another (a get sees the put before it). Exit 0 when every command succeeded,
  * 1 when any failed (every line is still answered), 2 on a usage error of the batch itself.
  */
-import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import type { EkvClient } from '../../client/index.ts';
 import { errorCode, run, UsageError } from '../output.ts';
@@ -101,6 +100,7 @@ export function registerBatch(program: Command): void {
           if (!process.stdout.write(text)) await new Promise((r) => process.stdout.once('drain', r));
         };
         await withClient(o, async (kv) => {
+          const { createInterface } = await import('node:readline'); // only batch needs it: keep it out of every start-up
           const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
           for await (const line of lines) {
             let result: string;
