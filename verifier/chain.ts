@@ -73,6 +73,8 @@ const keyCertSignBit = 0x04;
 
 interface FastCert {
   x509: X509Certificate;
+  /** x509.publicKey, read once (each read builds a new KeyObject). */
+  key: KeyObject;
   fields: CertFields;
   ca: boolean;
   keyCertSign: boolean | null;
@@ -113,19 +115,19 @@ function fastChecks(chain: readonly Uint8Array[]): VerifiedChain | null {
   for (let i = 0; i < certs.length - 1; i++) {
     const issuer = certs[i]!;
     if (!issuer.ca || issuer.keyCertSign === false || !issuer.x509.ca) return null;
-    if (!isP384(issuer.x509.publicKey)) return null;
+    if (!isP384(issuer.key)) return null;
   }
   for (let i = 1; i < certs.length; i++) {
     const cert = certs[i]!;
     const issuer = certs[i - 1]!;
     if (Buffer.compare(cert.fields.issuer, issuer.fields.subject) !== 0) return null;
     if (!cert.x509.checkIssued(issuer.x509)) return null;
-    if (!cert.x509.verify(issuer.x509.publicKey)) return null;
+    if (!cert.x509.verify(issuer.key)) return null;
   }
   const leaf = certs[certs.length - 1]!;
-  if (!isP384(leaf.x509.publicKey)) return null;
+  if (!isP384(leaf.key)) return null;
   chainPathCounts.fast++;
-  return { notBefore, notAfter, leafNotAfter: leaf.fields.notAfter, leafKey: leaf.x509.publicKey };
+  return { notBefore, notAfter, leafNotAfter: leaf.fields.notAfter, leafKey: leaf.key };
 }
 
 function fastCert(der: Uint8Array): FastCert | null {
@@ -147,7 +149,8 @@ function fastCert(der: Uint8Array): FastCert | null {
       keyCertSign = (first & keyCertSignBit) !== 0;
     } else if (!passiveExtensions.has(e.oid) || e.critical) return null;
   }
-  return { x509: new X509Certificate(der), fields, ca: ca === true, keyCertSign };
+  const x509 = new X509Certificate(der);
+  return { x509, key: x509.publicKey, fields, ca: ca === true, keyCertSign };
 }
 
 function isP384(key: KeyObject): boolean {
