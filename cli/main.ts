@@ -14,6 +14,12 @@ const program = new Command('ekv')
   .showHelpAfterError()
   .exitOverride();
 
+// `ekv status | head`: a reader that goes away is the end of the output, not a crash.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 const name = process.argv[2];
 const one = commandModules.find((m) => name !== undefined && m.names.includes(name));
 for (const m of one ? [one] : commandModules) (await m.load())(program);
