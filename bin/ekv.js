@@ -1,7 +1,12 @@
 #!/usr/bin/env node
-// The `ekv` command. The sources are TypeScript run through tsx's loader, so a
-// fresh clone needs no compile step beyond `npm ci`.
-import { register } from 'tsx/esm/api';
-
-register();
-await import('../cli/main.ts');
+// The `ekv` command: the compiled CLI (dist/lib/cli.js, built by `npm run build`, which `npm ci`,
+// `npm start` and the tests run). No TypeScript loader at run time.
+try {
+  await import('../dist/lib/cli.js');
+} catch (err) {
+  if (err?.code === 'ERR_MODULE_NOT_FOUND' && String(err.message).includes('dist/lib/cli.js')) {
+    process.stderr.write('ekv: the CLI is not built (dist/lib/cli.js is missing): run `npm run build`\n');
+    process.exit(2);
+  }
+  throw err;
+}

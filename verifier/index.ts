@@ -46,7 +46,17 @@ export interface AttestationDocument extends AttestationFields {
 }
 
 const defaultRoots: readonly Uint8Array[] = pemCertificates(AWS_NITRO_ROOT_PEM);
-const defaultCache = new ChainCache();
+let defaultCache = new ChainCache();
+
+/**
+ * Replace the process-wide default chain cache (used when a policy names none), e.g. with one that also
+ * remembers verified chains across processes (the CLI's, cli/chain-cache-file.ts). A cache only ever
+ * stands in for step 2's time-independent work on the exact chain bytes: the root and time checks, the
+ * COSE signature and the policy still run on every document.
+ */
+export function setDefaultChainCache(cache: ChainCache): void {
+  defaultCache = cache;
+}
 
 export async function verifyAttestation(doc: Uint8Array, policy: VerifyPolicy = {}): Promise<AttestationDocument> {
   const checks = resolvePolicy(policy);

@@ -3,6 +3,8 @@ import type { Command } from 'commander';
 import { loadCluster } from '../../client/cluster.ts';
 import { connect, type EkvClient, type Routing } from '../../client/index.ts';
 import { identityPath, loadIdentity, toPrincipalSigner } from '../../client/identity.ts';
+import { setDefaultChainCache } from '../../verifier/index.ts';
+import { FileChainCache } from '../chain-cache-file.ts';
 import { run, UsageError } from '../output.ts';
 import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
 
@@ -24,7 +26,18 @@ export function common(cmd: Command): Command {
     .option('--json', 'print one JSON object on stdout');
 }
 
+/**
+ * The data commands remember verified certificate chains across processes (cli/chain-cache-file.ts:
+ * only step 2's time-independent work on exact chain bytes; every document's root, window, signature,
+ * nonce, PCRs and age are still checked). EKV_CHAIN_CACHE=0 turns it off.
+ */
+function useFileChainCache(): void {
+  if (process.env.EKV_CHAIN_CACHE === '0') return;
+  setDefaultChainCache(new FileChainCache());
+}
+
 export async function withClient<T>(o: CommonOpts, body: (kv: EkvClient) => Promise<T>): Promise<T> {
+  useFileChainCache();
   const file = identityPath(o.identity);
   const identity = file === null ? undefined : toPrincipalSigner(loadIdentity(file));
   if (!['cached', 'iterative', 'any'].includes(o.routing)) throw new UsageError('--routing must be cached, iterative or any');

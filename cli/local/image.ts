@@ -25,7 +25,25 @@ export interface ImageSettings extends ImageConfig {
   testAnyPullSource?: boolean;
 }
 
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+/**
+ * The package root: the nearest directory above this module with enclave-kv's package.json (the sources
+ * run from cli/local/, the build from dist/lib/chunks/, so no fixed number of levels is right).
+ */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    try {
+      if ((JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown }).name === 'enclave-kv') return dir;
+    } catch {
+      // no package.json here, or not ours: keep going up
+    }
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the enclave-kv package root above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+}
+
+const repoRoot = packageRoot();
 /** The image `npm run build` produces; its settings are defaultImageSettings. */
 export const defaultImagePath = join(repoRoot, 'dist', 'enclave.mjs');
 

@@ -6,7 +6,12 @@
  * p50/p99 latency for each, and the ekv/redis throughput ratio per mix.
  * Progress goes to stderr; the table (or --json) to stdout.
  *
- * Then (unless --no-extra): sealed vs unsealed puts, authenticated vs anonymous gets (ACL of 1,000
+ * Two pairs, persistence matched (issue 15's fair baselines):
+ *   ekv sealed (every acknowledged write in its fsynced, sealed log)  vs  Redis appendonly yes + appendfsync always
+ *   ekv --no-seal (memory only)                                       vs  Redis without persistence (no RDB, no AOF)
+ * and sealed/unsealed for the put-heavy mix.
+ *
+ * Then (unless --no-extra): authenticated vs anonymous gets (ACL of 1,000
  * entries), and the recovery time of a sealed node per 100,000 keys (see lib/kv-extra.ts).
  *
  *   npm run bench:kv -- --clients 64 --connections 4 --seconds 5 --value-bytes 100 [--ops N] [--json] [--no-redis] [--no-extra] [--recovery-keys N]
@@ -16,7 +21,7 @@ import { connect, type EkvClient } from '../../client/index.ts';
 import { startEkvNode } from './lib/ekv-node.ts';
 import { authenticatedRun, recoveryRun } from './lib/kv-extra.ts';
 import { preload, runMix, type KvConnection, type LoadSettings, type Mix } from './lib/harness.ts';
-import { startRedis } from './lib/redis.ts';
+import { startRedis, type RedisPersistence } from './lib/redis.ts';
 import { RespClient } from './lib/resp.ts';
 import type { RunFigures } from './lib/stats.ts';
 
@@ -80,6 +85,16 @@ async function redisConnections(host: string, port: number, n: number): Promise<
 
 type Results = Record<string, Record<string, RunFigures>>;
 
+/** The systems, in the order they run; each pair compares one ekv setting with its Redis counterpart. */
+const sealedName = 'ekv sealed';
+const unsealedName = 'ekv no-seal';
+const redisAofName = 'redis aof-always';
+const redisMemName = 'redis no-persist';
+const pairs: Array<{ name: string; ekv: string; redis: string }> = [
+  { name: 'persistence matched (ekv sealed / redis appendfsync always)', ekv: sealedName, redis: redisAofName },
+  { name: 'memory only (ekv --no-seal / redis without persistence)', ekv: unsealedName, redis: redisMemName },
+];
+
 async function measure(system: string, conns: KvConnection[], s: LoadSettings, results: Results): Promise<void> {
   progress(`${system}: preloading ${s.keys} keys of ${s.valueBytes} bytes`);
   await preload(conns, s, Buffer.alloc(s.valueBytes, 0x62));
@@ -94,47 +109,43 @@ async function measure(system: string, conns: KvConnection[], s: LoadSettings, r
 function printTable(results: Results, s: LoadSettings): void {
   const out: string[] = [];
   out.push(`clients ${s.clients}, connections ${s.connections}, value ${s.valueBytes} B, keys ${s.keys}`);
-  out.push(`${'mix'.padEnd(17)}${'system'.padEnd(8)}${'ops/s'.padStart(10)}${'p50 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}`);
+  out.push(`${'mix'.padEnd(17)}${'system'.padEnd(18)}${'ops/s'.padStart(10)}${'p50 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}`);
   for (const [mix, bySystem] of Object.entries(results)) {
     for (const [system, f] of Object.entries(bySystem)) {
-      out.push(`${mix.padEnd(17)}${system.padEnd(8)}${Math.round(f.opsPerSec).toString().padStart(10)}${f.p50Ms.toFixed(3).padStart(10)}${f.p99Ms.toFixed(3).padStart(10)}${String(f.errors).padStart(8)}`);
+      out.push(`${mix.padEnd(17)}${system.padEnd(18)}${Math.round(f.opsPerSec).toString().padStart(10)}${f.p50Ms.toFixed(3).padStart(10)}${f.p99Ms.toFixed(3).padStart(10)}${String(f.errors).padStart(8)}`);
     }
   }
-  for (const [mix, r] of Object.entries(ratios(results))) out.push(`ratio ekv/redis, ${mix}: ${r.toFixed(3)}`);
+  const r = ratios(results);
+  for (const pair of pairs) {
+    for (const [mix, v] of Object.entries(r[pair.name] ?? {})) out.push(`ratio ${pair.name}, ${mix}: ${v.toFixed(3)}`);
+  }
+  const sealedPuts = results[mixes[1]!.name];
+  if (sealedPuts?.[sealedName] && sealedPuts[unsealedName]) {
+    out.push(`ratio sealed/unsealed ekv puts (${mixes[1]!.name}): ${(sealedPuts[sealedName].opsPerSec / sealedPuts[unsealedName].opsPerSec).toFixed(3)}`);
+  }
   process.stdout.write(out.join('\n') + '\n');
 }
 
-function ratios(results: Results): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [mix, bySystem] of Object.entries(results)) {
-    if (bySystem.ekv && bySystem.redis) out[mix] = bySystem.ekv.opsPerSec / bySystem.redis.opsPerSec;
+/** Per pair, per mix: ekv ops/s over its Redis counterpart's. */
+function ratios(results: Results): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const pair of pairs) {
+    for (const [mix, bySystem] of Object.entries(results)) {
+      const e = bySystem[pair.ekv];
+      const r = bySystem[pair.redis];
+      if (e && r) (out[pair.name] ??= {})[mix] = e.opsPerSec / r.opsPerSec;
+    }
   }
   return out;
 }
 
 interface Extra {
-  sealedPuts?: { sealed: RunFigures; unsealed: RunFigures; ratio: number };
   authenticated?: Awaited<ReturnType<typeof authenticatedRun>>;
   recovery?: Awaited<ReturnType<typeof recoveryRun>>;
 }
 
-async function extraRuns(s: LoadSettings, recoveryKeys: number, results: Results): Promise<Extra> {
+async function extraRuns(s: LoadSettings, recoveryKeys: number): Promise<Extra> {
   const extra: Extra = {};
-  const putHeavy = mixes[1] as Mix;
-  // The default node seals (the main run above); the same mix on a node without sealing is the baseline.
-  const plain = await startEkvNode(progress, ['--no-seal']);
-  try {
-    const conns = await ekvConnections(plain.clusterFile, s.connections);
-    progress('ekv --no-seal: preloading');
-    await preload(conns, s, Buffer.alloc(s.valueBytes, 0x62));
-    progress(`ekv --no-seal: ${putHeavy.name}`);
-    const unsealed = await runMix(conns, s, putHeavy, seed);
-    await Promise.all(conns.map((c) => c.close()));
-    const sealed = results[putHeavy.name]?.ekv as RunFigures;
-    extra.sealedPuts = { sealed, unsealed, ratio: sealed.opsPerSec / unsealed.opsPerSec };
-  } finally {
-    await plain.stop();
-  }
   const node = await startEkvNode(progress);
   try {
     extra.authenticated = await authenticatedRun(node.clusterFile, { ...s, keys: 1000 }, seed, progress);
@@ -147,9 +158,6 @@ async function extraRuns(s: LoadSettings, recoveryKeys: number, results: Results
 
 function printExtra(e: Extra): void {
   const out: string[] = [];
-  if (e.sealedPuts) {
-    out.push(`sealed puts (put-heavy 10/90): ${Math.round(e.sealedPuts.sealed.opsPerSec)} ops/s sealed, ${Math.round(e.sealedPuts.unsealed.opsPerSec)} ops/s unsealed, ratio sealed/unsealed ${e.sealedPuts.ratio.toFixed(3)}`);
-  }
   if (e.authenticated) {
     const a = e.authenticated;
     out.push(`authenticated gets (ACL of 1,000 entries): ${Math.round(a.authenticated.opsPerSec)} ops/s vs anonymous ${Math.round(a.anonymous.opsPerSec)} ops/s, ratio ${a.ratio.toFixed(3)}`);
@@ -160,28 +168,36 @@ function printExtra(e: Extra): void {
   process.stdout.write(out.join('\n') + '\n');
 }
 
-async function main(): Promise<void> {
-  const { s, json, redis, extra: wantExtra, recoveryKeys } = settings();
-  const results: Results = {};
-  const node = await startEkvNode(progress);
+async function ekvRun(name: string, args: string[], s: LoadSettings, results: Results): Promise<void> {
+  const node = await startEkvNode(progress, args);
   try {
     const conns = await ekvConnections(node.clusterFile, s.connections);
-    await measure('ekv', conns, s, results);
+    await measure(name, conns, s, results);
     await Promise.all(conns.map((c) => c.close()));
   } finally {
     await node.stop();
   }
-  const extra = wantExtra ? await extraRuns(s, recoveryKeys, results) : {};
-  if (redis) {
-    const server = await startRedis(progress);
-    try {
-      const conns = await redisConnections(server.host, server.port, s.connections);
-      await measure('redis', conns, s, results);
-      await Promise.all(conns.map((c) => c.close()));
-    } finally {
-      await server.stop();
-    }
+}
+
+async function redisRun(name: string, persistence: RedisPersistence, s: LoadSettings, results: Results): Promise<void> {
+  const server = await startRedis(progress, persistence);
+  try {
+    const conns = await redisConnections(server.host, server.port, s.connections);
+    await measure(name, conns, s, results);
+    await Promise.all(conns.map((c) => c.close()));
+  } finally {
+    await server.stop();
   }
+}
+
+async function main(): Promise<void> {
+  const { s, json, redis, extra: wantExtra, recoveryKeys } = settings();
+  const results: Results = {};
+  await ekvRun(sealedName, [], s, results);
+  if (redis) await redisRun(redisAofName, 'aof-always', s, results);
+  await ekvRun(unsealedName, ['--no-seal'], s, results);
+  if (redis) await redisRun(redisMemName, 'none', s, results);
+  const extra = wantExtra ? await extraRuns(s, recoveryKeys) : {};
   if (json) process.stdout.write(JSON.stringify({ settings: s, results, ratio: ratios(results), extra }) + '\n');
   else {
     printTable(results, s);

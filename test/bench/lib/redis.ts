@@ -1,6 +1,10 @@
 /**
  * The Redis baseline's server: installed with apt when missing, started on a
- * free loopback port without persistence, stopped by the benchmark itself.
+ * free loopback port, stopped by the benchmark itself. Persistence as asked:
+ * 'none' (no RDB, no AOF: the baseline for ekv --no-seal) or 'aof-always'
+ * (`appendonly yes`, `appendfsync always`: every write fsynced to the append-only
+ * file before its reply, Redis group-committing the writes of one event-loop
+ * turn; the baseline for ekv's sealed, fsynced log).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -38,12 +42,15 @@ export function ensureRedisInstalled(progress: (line: string) => void): string {
   return installed;
 }
 
-export async function startRedis(progress: (line: string) => void): Promise<RedisServer> {
+export type RedisPersistence = 'none' | 'aof-always';
+
+export async function startRedis(progress: (line: string) => void, persistence: RedisPersistence = 'none'): Promise<RedisServer> {
   const version = ensureRedisInstalled(progress);
   const port = await freePort();
   const dir = mkdtempSync('/tmp/ekv-redis-');
+  const durable = persistence === 'aof-always' ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
   const child: ChildProcess = spawn('redis-server', [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', ...durable,
     '--daemonize', 'no', '--dir', dir, '--logfile', join(dir, 'redis.log'),
   ], { stdio: 'ignore' });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -57,7 +64,7 @@ export async function startRedis(progress: (line: string) => void): Promise<Redi
     await stop();
     throw err;
   }
-  progress(`redis-server (${version.split(' ').slice(0, 3).join(' ')}) on 127.0.0.1:${port}, pid ${child.pid}`);
+  progress(`redis-server (${version.split(' ').slice(0, 3).join(' ')}, persistence ${persistence}) on 127.0.0.1:${port}, pid ${child.pid}`);
   return { host: '127.0.0.1', port, version, stop };
 }
 
