@@ -12,10 +12,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { EmulatorCa } from './ca.ts';
 import { probeIsolation } from './isolation.ts';
 import { forwardLines } from './log-lines.ts';
+import { serviceChild, serviceLogger } from './service-log.ts';
 import { measureImage, pcrMap, type ImageMeasurement } from './measure.ts';
 import { EmulatedNsm, serveNsm } from './nsm.ts';
 import { stopGraceMs } from './tee-constants.ts';
@@ -82,7 +83,7 @@ let exitHookInstalled = false;
 let warnedUnisolated = false;
 
 export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> {
-  const logger = init.logger ?? pino({ level: 'info', base: { svc: 'emulator' } }, pino.destination(2));
+  const logger = init.logger ?? serviceLogger('emulator', 'info');
   const bytes = await readImage(init.imagePath);
   const pcrs = measureImage(bytes);
   const nsm = typeof init.nsm === 'function'
@@ -103,7 +104,7 @@ export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> 
     stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
   });
   track(child);
-  const enclaveLog = logger.child({ enclave: nsm.moduleId });
+  const enclaveLog = serviceChild(logger, 'enclave', { enclave: nsm.moduleId });
   forwardLines(child.stdout as NonNullable<typeof child.stdout>, enclaveLog, 'stdout');
   forwardLines(child.stderr as NonNullable<typeof child.stderr>, enclaveLog, 'stderr');
   void serveNsm(child.stdio[3] as Duplex, nsm);

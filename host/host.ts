@@ -31,6 +31,8 @@ export interface HostOptions {
    * enclave's KMS calls (host/credentials.ts); none: the enclave gets no credentials.
    */
   imdsUrl?: string;
+  /** The `node` label of the enclave's metrics on /metrics (default: listenHost:port). */
+  nodeName?: string;
 }
 
 export interface RunningHost {
@@ -61,8 +63,9 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
   const credentials = o.imdsUrl && o.dataDir ? startCredentialRefresher({ imdsUrl: o.imdsUrl, dataDir: o.dataDir, logger: o.logger }) : null;
   // The first set before the enclave needs it; a failure is logged and retried (the enclave then waits or fails, as without KMS).
   await credentials?.refresh().catch(() => undefined);
+  const nodeName = () => o.nodeName ?? `${o.listenHost}:${(inbound.address() as AddressInfo).port}`;
   const app = createHttpApp({
-    enclaveSocket: paths.enclave, metrics, logger: o.logger, info: o.info ?? (() => ({})),
+    enclaveSocket: paths.enclave, metrics, logger: o.logger, info: o.info ?? (() => ({})), node: nodeName,
     ...(o.dataDir ? { ringSecretFile: join(o.dataDir, 'ring-secret') } : {}),
   });
   const http: HttpServer = await new Promise((resolve, reject) => {

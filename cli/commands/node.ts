@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import pino from 'pino';
+import { serviceLogger } from '../../emulator/service-log.ts';
 import { loadCluster, type ClusterFile } from '../../client/cluster.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
 import { defaultImagePath, localImage, localImageSettings } from '../local/image.ts';
@@ -61,7 +61,7 @@ export function registerNode(program: Command): void {
         const caDir = resolve(o.ca ?? join(dirname(clusterPath), 'ca'));
         if (!existsSync(caDir)) throw new UsageError(`no emulated CA at ${caDir}: pass --ca or --cluster of a ring started by ekv up`);
         const ca = await EmulatorCa.loadOrCreate(caDir);
-        const logger = pino({ level: o.logLevel, base: { svc: 'ekv-node' } }, pino.destination(2));
+        const logger = serviceLogger('ekv-node', o.logLevel);
         const statePath = join(resolve(o.dir), 'node.json');
         const prev = existsSync(statePath) ? (JSON.parse(readFileSync(statePath, 'utf8')) as { port: number; httpPort: number }) : null;
         // Seal through the ring's emulated KMS when `ekv up` left its address beside the cluster file;

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import pino from 'pino';
+import { serviceLogger } from '../../emulator/service-log.ts';
 import { defaultImagePath } from '../local/image.ts';
 import { startLocalRing } from '../local/ring.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
@@ -31,7 +31,7 @@ export function registerUp(program: Command): void {
         if (o.access !== 'open' && o.access !== 'closed') throw new UsageError('--access must be open or closed');
         if (!existsSync(image ?? defaultImagePath)) throw new UsageError(`no enclave image at ${image ?? defaultImagePath}: run \`npm run build\` first`);
         const signal = firstSignal();
-        const logger = pino({ level: o.logLevel, base: { svc: 'ekv-up' } }, pino.destination(2));
+        const logger = serviceLogger('ekv-up', o.logLevel);
         const started = Date.now();
         const ring = await startLocalRing({
           dir: o.dir, nodes, replicas, ...(image ? { imagePath: image } : {}), logger, access: o.access, seal: o.seal,

@@ -11,6 +11,7 @@ import type { EmulatorCa } from '../../emulator/ca.ts';
 import { launchEnclave, type LaunchedEnclave } from '../../emulator/launcher.ts';
 import type { ImageMeasurement } from '../../emulator/measure.ts';
 import { loopbackOnly, startHost, type RunningHost } from '../../host/host.ts';
+import { serviceChild } from '../../emulator/service-log.ts';
 
 export const restartDelayMs = 500;
 const socketPathBytesMax = 100;
@@ -91,7 +92,7 @@ export class LocalNode {
       httpPort,
       dataDir: this.dataDir,
       outboundPolicy: loopbackOnly,
-      logger: this.opts.logger.child({ svc: 'host', node: this.name }),
+      logger: serviceChild(this.opts.logger, 'host', { node: this.name }),
       info: () => ({ node: this.name, enclavePid: this.enclave?.pid ?? null, pids: this.pids(), restarts: this.restarts }),
       ...(this.opts.startBlobStore ? { startBlobStore: this.opts.startBlobStore } : {}),
       ...(this.opts.imdsUrl ? { imdsUrl: this.opts.imdsUrl } : {}),
@@ -112,7 +113,7 @@ export class LocalNode {
       workDir: this.workDir,
       env,
       isolate: this.opts.isolate ?? 'auto',
-      logger: this.opts.logger.child({ svc: 'emulator', node: this.name }),
+      logger: serviceChild(this.opts.logger, 'emulator', { node: this.name }),
     });
     this.enclave = enclave;
     void enclave.exited.then(() => {
