@@ -13,6 +13,8 @@
  * A histogram's samples are Prometheus's: `_bucket` (with `le`, cumulative), `_sum` and `_count`.
  */
 
+import { X509Certificate } from 'node:crypto';
+import { decodeAttestationDocument } from '../verifier/index.ts';
 import { enclaveMetricNameRe, type MetricFamily, type MetricLabels, type MetricSample, type MetricType, type MetricsSnapshot } from '../protocol/metrics.ts';
 
 export type Labels = MetricLabels;
@@ -38,6 +40,8 @@ export interface MetricsRegistry {
   /** A counter read at snapshot time (for totals another module already keeps). */
   counterFn(name: string, help: string, read: () => number | null): void;
   snapshot(now?: number): MetricsSnapshot;
+  /** Every registered family, with or without samples (for checking dashboards and alert rules). */
+  families(): Array<{ name: string; type: MetricType }>;
 }
 
 export const seriesPerFamilyMax = 256;
@@ -162,6 +166,9 @@ export function createMetricsRegistry(): MetricsRegistry {
         },
       });
     },
+    families() {
+      return [...families.values()].map((f) => ({ name: f.name, type: f.type }));
+    },
     snapshot(now = Date.now()) {
       const f: MetricFamily[] = [];
       for (const fam of families.values()) {
@@ -202,6 +209,7 @@ export const m = {
   kmsSeconds: enclaveMetrics.histogram('ekv_enclave_kms_duration_seconds', 'KMS call latency', ['op']),
   attestations: enclaveMetrics.counter('ekv_enclave_attestations_total', 'Attestation documents requested from the NSM, by result', ['result']),
   attestationLast: enclaveMetrics.gauge('ekv_enclave_attestation_last_timestamp_seconds', 'When the NSM last issued a document (enclave clock)'),
+  attestationNotAfter: enclaveMetrics.gauge('ekv_enclave_attestation_chain_not_after_timestamp_seconds', 'When the certificate chain of the NSM\'s latest document expires (earliest notAfter of leaf and bundle)'),
   /**
    * Hooks for the data layer (docs/consistency.md): filled by whichever store runs. Absent until set.
    */
@@ -212,12 +220,34 @@ export const m = {
   replicationRetries: enclaveMetrics.counter('ekv_enclave_replication_retries_total', 'Replication attempts retried'),
 } as const;
 
-/** Wraps an NSM attest call: counts it and records when the last document was issued. */
-export function countAttestation<T>(p: Promise<T>): Promise<T> {
+/** Reading a document's chain expiry costs a decode and a few certificate parses: at most this often. */
+export const chainExpiryEveryMs = 10_000;
+let chainExpiryAt = -Infinity;
+
+/** The earliest notAfter (seconds) of the document's leaf and CA bundle; null if it cannot be read. */
+export function chainNotAfterSeconds(doc: Uint8Array): number | null {
+  try {
+    const d = decodeAttestationDocument(doc);
+    const times = [d.certificate, ...d.cabundle].map((der) => Date.parse(new X509Certificate(der).validTo));
+    const min = Math.min(...times);
+    return Number.isFinite(min) ? min / 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Wraps an NSM attest call: counts it and records when the last document was issued and when its chain expires. */
+export function countAttestation(p: Promise<Uint8Array>): Promise<Uint8Array> {
   return p.then(
     (doc) => {
       m.attestations.inc({ result: 'ok' });
-      m.attestationLast.set(Date.now() / 1000);
+      const now = Date.now();
+      m.attestationLast.set(now / 1000);
+      if (now - chainExpiryAt >= chainExpiryEveryMs) {
+        chainExpiryAt = now;
+        const notAfter = chainNotAfterSeconds(doc);
+        if (notAfter !== null) m.attestationNotAfter.set(notAfter);
+      }
       return doc;
     },
     (err: unknown) => {

@@ -108,6 +108,7 @@ describe('a node exports its enclave metrics through its host', () => {
     expect(one('ekv_enclave_kms_calls_total', { ...nodeLabel, result: 'ok' })).toBeGreaterThanOrEqual(1);
     expect(one('ekv_enclave_attestations_total', { ...nodeLabel, result: 'ok' })).toBeGreaterThanOrEqual(1);
     expect(Date.now() / 1000 - one('ekv_enclave_attestation_last_timestamp_seconds', nodeLabel)).toBeLessThan(600);
+    expect(one('ekv_enclave_attestation_chain_not_after_timestamp_seconds', nodeLabel)).toBeGreaterThan(Date.now() / 1000);
     expect(one('ekv_enclave_handshakes_total', { ...nodeLabel, mode: 'client', result: 'ok' })).toBeGreaterThanOrEqual(1);
     // The host's own families are still there.
     expect(one('ekv_host_connections_total', { direction: 'inbound' })).toBeGreaterThanOrEqual(1);

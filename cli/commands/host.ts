@@ -57,6 +57,8 @@ export function registerHost(program: Command): void {
           logger,
           startBlobStore: (socketPath, dir) => startBlobStore({ socketPath, dir, logger }),
           ...(o.imds ? { imdsUrl: o.imds } : {}),
+          // The `node` label of the enclave's metrics on /metrics: the address peers know the node by.
+          ...(o.selfAddr ? { nodeName: o.selfAddr } : {}),
         });
         // Not secret: only KMS opens it, for the measured image under this deployment's key (docs/membership.md).
         // Fetched in the background: until it arrives the enclave refuses to start, and is started again.
