@@ -55,6 +55,8 @@ export interface LaunchedEnclave {
   networkIsolated: boolean;
   stop(signal?: NodeJS.Signals): Promise<void>;
   exited: Promise<EnclaveExit>;
+  /** The last error or fatal line the enclave logged (message and error), or null. */
+  lastError(): string | null;
 }
 
 /**
@@ -105,8 +107,10 @@ export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> 
   });
   track(child);
   const enclaveLog = serviceChild(logger, 'enclave', { enclave: nsm.moduleId });
-  forwardLines(child.stdout as NonNullable<typeof child.stdout>, enclaveLog, 'stdout');
-  forwardLines(child.stderr as NonNullable<typeof child.stderr>, enclaveLog, 'stderr');
+  let lastError: string | null = null;
+  const onError = (text: string) => (lastError = text);
+  forwardLines(child.stdout as NonNullable<typeof child.stdout>, enclaveLog, 'stdout', onError);
+  forwardLines(child.stderr as NonNullable<typeof child.stderr>, enclaveLog, 'stderr', onError);
   void serveNsm(child.stdio[3] as Duplex, nsm);
 
   const exited = new Promise<EnclaveExit>((resolve) => {
@@ -127,7 +131,7 @@ export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> 
   });
   enclaveLog.info({ pid: spawned, pcr0: pcrs.pcr0.toString('hex'), networkIsolated }, 'enclave launched');
   return {
-    pid: spawned, pcrs, moduleId: nsm.moduleId, nsm, networkIsolated, exited,
+    pid: spawned, pcrs, moduleId: nsm.moduleId, nsm, networkIsolated, exited, lastError: () => lastError,
     stop: (signal = 'SIGTERM') => stopChild(child, exited, signal, init.stopGraceMs ?? stopGraceMs),
   };
 }
