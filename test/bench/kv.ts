@@ -10,8 +10,11 @@
  * entries), and the recovery time of a sealed node per 100,000 keys (see lib/kv-extra.ts).
  *
  *   npm run bench:kv -- --clients 64 --connections 4 --seconds 5 --value-bytes 100 [--ops N] [--json] [--no-redis] [--no-extra] [--recovery-keys N]
+ *                       [--plot [--plot-dir DIR]]   also write SVG charts (default test/bench/charts/)
  */
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { writeBenchCharts } from './plot.ts';
 import { connect, type EkvClient } from '../../client/index.ts';
 import { startEkvNode } from './lib/ekv-node.ts';
 import { authenticatedRun, recoveryRun } from './lib/kv-extra.ts';
@@ -28,7 +31,7 @@ const seed = 20261125;
 
 const progress = (line: string) => process.stderr.write(`bench:kv: ${line}\n`);
 
-function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: boolean; recoveryKeys: number } {
+function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: boolean; recoveryKeys: number; plot: string | null } {
   const { values } = parseArgs({
     options: {
       clients: { type: 'string', default: '64' },
@@ -42,6 +45,8 @@ function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: bo
       'no-redis': { type: 'boolean', default: false },
       'no-extra': { type: 'boolean', default: false },
       'recovery-keys': { type: 'string', default: '100000' },
+      plot: { type: 'boolean', default: false },
+      'plot-dir': { type: 'string' },
     },
   });
   const int = (name: string, v: string | undefined, min: number, max: number): number => {
@@ -62,7 +67,8 @@ function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: bo
   if (!(s.seconds > 0 && s.seconds <= 3600) || !(s.warmupSeconds >= 0 && s.warmupSeconds <= 600)) {
     throw new Error('--seconds must be in (0, 3600], --warmup in [0, 600]');
   }
-  return { s, json: values.json, redis: !values['no-redis'], extra: !values['no-extra'], recoveryKeys: int('recovery-keys', values['recovery-keys'], 1000, 10_000_000) };
+  const plot = values['plot-dir'] ?? (values.plot ? fileURLToPath(new URL('./charts/', import.meta.url)) : null);
+  return { s, json: values.json, redis: !values['no-redis'], extra: !values['no-extra'], recoveryKeys: int('recovery-keys', values['recovery-keys'], 1000, 10_000_000), plot };
 }
 
 async function ekvConnections(clusterFile: string, n: number): Promise<KvConnection[]> {
@@ -161,7 +167,7 @@ function printExtra(e: Extra): void {
 }
 
 async function main(): Promise<void> {
-  const { s, json, redis, extra: wantExtra, recoveryKeys } = settings();
+  const { s, json, redis, extra: wantExtra, recoveryKeys, plot } = settings();
   const results: Results = {};
   const node = await startEkvNode(progress);
   try {
@@ -181,6 +187,10 @@ async function main(): Promise<void> {
     } finally {
       await server.stop();
     }
+  }
+  if (plot !== null) {
+    const caption = `${s.clients} clients over ${s.connections} connections, ${s.valueBytes}-byte values, ${s.keys} keys, one node on loopback`;
+    for (const f of await writeBenchCharts(plot, results, caption, extra.sealedPuts)) progress(`wrote ${f}`);
   }
   if (json) process.stdout.write(JSON.stringify({ settings: s, results, ratio: ratios(results), extra }) + '\n');
   else {
