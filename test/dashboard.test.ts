@@ -1,13 +1,16 @@
 // `ekv dashboard` in a real browser (Debian's chromium driven by playwright-core) against a real local ring:
 // the page shows N nodes serving; one node's enclave is frozen (SIGSTOP: it stops answering) and the page
 // shows it down with the reason; it is then killed (SIGKILL) and its launcher brings it back, and the page
-// shows it serving again; a screenshot is written under the test's temp dir; the page logs no console error.
+// shows it serving again; a node whose attestation fails (an enclave of another CA and PCR0, listed in the
+// cluster file) is shown "unattested" with the reason; a screenshot is written under the test's temp dir; the
+// page logs no console error.
 import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type EkvClient } from '../client/index.ts';
 import { startDashboard, type RunningDashboard } from '../cli/dashboard/server.ts';
+import { startCustomNode, type CustomNode } from './helpers/local-ring.ts';
 import { RingFixture } from './helpers/ring-fixture.ts';
 
 const chromiumPath = '/usr/bin/chromium';
@@ -25,16 +28,20 @@ describe.skipIf(!hasChromium)('ekv dashboard in headless chromium against a live
   let kv: EkvClient;
   let dash: RunningDashboard;
   let tmp: string;
+  let stranger: CustomNode;
   beforeAll(async () => {
     tmp = mkdtempSync(join(tmpdir(), 'ekv-dash-'));
     fx = await RingFixture.start({ nodes, replicas: 2 });
+    stranger = await startCustomNode({ pcrs: (m) => new Map([...m, [0, new Uint8Array(48).fill(0x5a)]]) });
     await fx.waitSettled(30_000);
-    kv = await connect({ cluster: fx.ring.cluster, trustClusterFile: true, timeoutMs: 1000 });
-    dash = await startDashboard({ cluster: fx.ring.cluster, kv, trust: 'the test ring\'s cluster file (emulator CA, its PCR0)', port: 0 });
+    const cluster = { ...fx.ring.cluster, nodes: [...fx.ring.cluster.nodes, { addr: stranger.addr }] };
+    kv = await connect({ cluster, trustClusterFile: true, timeoutMs: 1000 });
+    dash = await startDashboard({ cluster, kv, trust: 'the test ring\'s cluster file (emulator CA, its PCR0)', port: 0 });
   }, 90_000);
   afterAll(async () => {
     await dash?.close();
     await kv?.close();
+    await stranger?.stop();
     await fx?.stop();
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
@@ -51,9 +58,14 @@ describe.skipIf(!hasChromium)('ekv dashboard in headless chromium against a live
       });
       page.on('pageerror', (e) => consoleErrors.push(e.message));
       await page.goto(dash.url);
-      await page.waitForSelector(`#count[data-nodes="${nodes}"]`, { timeout: 10_000 });
+      await page.waitForSelector(`#count[data-nodes="${nodes + 1}"]`, { timeout: 10_000 });
       await page.waitForFunction(allServing, null, { timeout: 20_000 });
       expect(await page.locator('#ring g[data-state="serving"]').count()).toBe(nodes);
+      // The stranger never passed attestation: shown as such, with the verifier's reason, and never on the ring.
+      const strangerRow = page.locator(`#nodes tbody tr[data-node="${stranger.addr}"]`);
+      await strangerRow.and(page.locator('[data-state="unattested"]')).waitFor({ timeout: 10_000 });
+      await expect(strangerRow.locator('.reason').textContent()).resolves.toMatch(/UNATTESTED/);
+      expect(await page.locator(`#ring g[data-node="${stranger.addr}"]`).count()).toBe(0);
       await expect(page.locator('#attested').textContent()).resolves.toMatch(/attested session/);
 
       // Some traffic, so ops/s and latency have something to show.
