@@ -43,3 +43,11 @@ export function loadClusterFile(path: string, env: NodeJS.ProcessEnv = process.e
     throw err;
   }
 }
+
+export const logLevels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/** --log-level: one of pino's levels (exit 2 otherwise, not a stack trace from the logger). */
+export function logLevelFlag(value: string): string {
+  if (!(logLevels as readonly string[]).includes(value)) throw new UsageError(`--log-level must be one of ${logLevels.join(', ')}`);
+  return value;
+}

@@ -58,9 +58,10 @@ describe('data commands', () => {
     expect(() => intFlag('abc', '--timeout', 1, 10)).toThrow(/--timeout must be a whole number from 1 to 10/);
     expect(() => intFlag('1e3', '--timeout', 1, 10_000)).toThrow(UsageError);
     expect(intFlag(' 250 ', '--timeout', 1, 10_000)).toBe(250);
-    const [timeout, port, empty, hex] = await Promise.all([
+    const [timeout, port, level, empty, hex] = await Promise.all([
       ekv(['get', 'k', '--timeout', 'abc', ...trust()]),
       ekv(['node', '--port', 'x']),
+      ekv(['up', '--log-level', 'loud', '--dir', join(scratch, 'never')]),
       ekv(['put', 'edge-empty', ...trust()], { input: '' }),
       ekv(['put', 'edge-hex', '--hex', '00ff41', ...trust()]),
     ]);
@@ -68,6 +69,8 @@ describe('data commands', () => {
       expect(r.code, r.stderr).toBe(2);
       expect(r.stderr).toMatch(/--(timeout|port) must be a whole number/);
     }
+    expect(level.code, level.stderr).toBe(2);
+    expect(level.stderr).toMatch(/--log-level must be one of trace, debug, info, warn, error, fatal, silent/);
     expect(empty.code).toBe(2);
     expect(empty.stderr).toMatch(/empty stdin.*--allow-empty/);
     expect(hex.code, hex.stderr).toBe(0);

@@ -13,7 +13,7 @@ import { kmsEnv, localBlobStore, startLocalKms, type LocalKmsInfo } from '../loc
 import { LocalNode } from '../local/node.ts';
 import { provideRingSecret, writeJsonAtomic, type RingState } from '../local/ring.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
-import { defaultClusterFile, portFlag } from '../flags.ts';
+import { defaultClusterFile, logLevelFlag, portFlag } from '../flags.ts';
 import { EkvError } from '../../protocol/errors.ts';
 
 interface NodeOpts {
@@ -43,7 +43,7 @@ export function registerNode(program: Command): void {
     .option('--port <port>', 'client/peer TCP port on 127.0.0.1 (0: any free port)', '0')
     .option('--http-port <port>', 'HTTP port (attestation, health, metrics)', '0')
     .option('--access <mode>', 'keys outside any namespace: open or closed, compiled into the image (must match the ring)', 'open')
-    .option('--log-level <level>', 'log level (JSON logs on stderr)', 'warn')
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error, fatal or silent (JSON lines on stderr, one svc field each; the enclave\'s own: EKV_ENCLAVE_LOG_LEVEL)', 'warn')
     .option('--json', 'print the ready line as JSON')
     .action(async (o: NodeOpts) =>
       run(o.json, async () => {
@@ -65,7 +65,7 @@ export function registerNode(program: Command): void {
         const caDir = resolve(o.ca ?? join(dirname(clusterPath), 'ca'));
         if (!existsSync(caDir)) throw new UsageError(`no emulated CA at ${caDir}: pass --ca or --cluster of a ring started by ekv up`);
         const ca = await EmulatorCa.loadOrCreate(caDir);
-        const logger = serviceLogger('ekv-node', o.logLevel);
+        const logger = serviceLogger('ekv-node', logLevelFlag(o.logLevel));
         const statePath = join(resolve(o.dir), 'node.json');
         const prev = existsSync(statePath) ? (JSON.parse(readFileSync(statePath, 'utf8')) as { port: number; httpPort: number }) : null;
         // Seal through the ring's emulated KMS when `ekv up` left its address beside the cluster file;
