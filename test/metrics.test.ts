@@ -2,10 +2,14 @@
 // enclave's families labelled by node (requests by op and code, latency, keys and bytes, ring state, sealed
 // log, KMS, attestation), nothing naming a key or value; the same snapshot over an attested session; an
 // unreachable enclave shows as ekv_host_enclave_up 0; unknown paths are JSON 404s.
+import net from 'node:net';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type EkvClient } from '../client/index.ts';
 import { createMetricsRegistry, seriesPerFamilyMax } from '../enclave/metrics.ts';
 import { loopbackOnly, startHost } from '../host/host.ts';
+import { encodeCbor } from '../protocol/cbor.ts';
+import { encodeFrame } from '../protocol/frame.ts';
 import { parseMetricsSnapshot, renderPrometheus } from '../protocol/metrics.ts';
 import { shortTempDir, startTestRing, testLogger, type TestRing } from './helpers/local-ring.ts';
 
@@ -137,5 +141,37 @@ it('a host whose enclave does not answer serves its own metrics and ekv_host_enc
     expect(rows.some((x) => x.name.startsWith('ekv_enclave_'))).toBe(false);
   } finally {
     await host.close();
+  }
+});
+
+it('a host refuses what a non-enclave on the enclave socket answers: no injected sample, ekv_host_enclave_up 0', async () => {
+  const dir = shortTempDir();
+  const answers: Buffer[] = [
+    // A label value that would break out of its quotes and add a sample of its own.
+    encodeFrame(encodeCbor({ t: 'metrics', m: { v: 1, at: 1, f: [{ n: 'ekv_enclave_x', t: 'gauge', h: 'h', s: [['', { a: 'x"} 1\nekv_enclave_injected 2' }, 1]] }] } })),
+    // A family that is not ours, claiming to be the host's own.
+    encodeFrame(encodeCbor({ t: 'metrics', m: { v: 1, at: 1, f: [{ n: 'ekv_host_connections_total', t: 'counter', h: 'h', s: [['', {}, 1e9]] }] } })),
+    // A length prefix of 2 GiB (never allocated).
+    Buffer.from([0x7f, 0xff, 0xff, 0xff]),
+  ];
+  let turn = 0;
+  const fake = net.createServer((c) => {
+    c.on('error', () => undefined);
+    c.once('data', () => c.end(answers[turn++ % answers.length] as Buffer));
+  });
+  await new Promise<void>((r) => fake.listen(join(dir, 'enclave-5000.sock'), () => r()));
+  const host = await startHost({ vsockDir: dir, listenHost: '127.0.0.1', listenPort: 0, httpPort: 0, outboundPolicy: loopbackOnly, logger: testLogger(), nodeName: 'n1' });
+  try {
+    for (let i = 0; i < answers.length; i++) {
+      const text = await (await fetch(`http://127.0.0.1:${host.httpPort}/metrics`)).text();
+      const rows = parseProm(text);
+      expect(rows.find((x) => x.name === 'ekv_host_enclave_up')?.value).toBe(0);
+      expect(text).not.toMatch(/injected/);
+      expect(rows.filter((x) => x.name === 'ekv_host_connections_total' && x.value >= 1e9)).toEqual([]);
+      expect(rows.some((x) => x.name.startsWith('ekv_enclave_'))).toBe(false);
+    }
+  } finally {
+    await host.close();
+    await new Promise<void>((r) => fake.close(() => r()));
   }
 });
