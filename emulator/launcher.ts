@@ -12,10 +12,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { EmulatorCa } from './ca.ts';
 import { probeIsolation } from './isolation.ts';
 import { forwardLines } from './log-lines.ts';
+import { serviceChild, serviceLogger } from './service-log.ts';
 import { measureImage, pcrMap, type ImageMeasurement } from './measure.ts';
 import { EmulatedNsm, serveNsm } from './nsm.ts';
 import { stopGraceMs } from './tee-constants.ts';
@@ -54,6 +55,8 @@ export interface LaunchedEnclave {
   networkIsolated: boolean;
   stop(signal?: NodeJS.Signals): Promise<void>;
   exited: Promise<EnclaveExit>;
+  /** The last error or fatal line the enclave logged (message and error), or null. */
+  lastError(): string | null;
 }
 
 /**
@@ -82,7 +85,7 @@ let exitHookInstalled = false;
 let warnedUnisolated = false;
 
 export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> {
-  const logger = init.logger ?? pino({ level: 'info', base: { svc: 'emulator' } }, pino.destination(2));
+  const logger = init.logger ?? serviceLogger('emulator', 'info');
   const bytes = await readImage(init.imagePath);
   const pcrs = measureImage(bytes);
   const nsm = typeof init.nsm === 'function'
@@ -103,9 +106,11 @@ export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> 
     stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
   });
   track(child);
-  const enclaveLog = logger.child({ enclave: nsm.moduleId });
-  forwardLines(child.stdout as NonNullable<typeof child.stdout>, enclaveLog, 'stdout');
-  forwardLines(child.stderr as NonNullable<typeof child.stderr>, enclaveLog, 'stderr');
+  const enclaveLog = serviceChild(logger, 'enclave', { enclave: nsm.moduleId });
+  let lastError: string | null = null;
+  const onError = (text: string) => (lastError = text);
+  forwardLines(child.stdout as NonNullable<typeof child.stdout>, enclaveLog, 'stdout', onError);
+  forwardLines(child.stderr as NonNullable<typeof child.stderr>, enclaveLog, 'stderr', onError);
   void serveNsm(child.stdio[3] as Duplex, nsm);
 
   const exited = new Promise<EnclaveExit>((resolve) => {
@@ -126,7 +131,7 @@ export async function launchEnclave(init: LaunchInit): Promise<LaunchedEnclave> 
   });
   enclaveLog.info({ pid: spawned, pcr0: pcrs.pcr0.toString('hex'), networkIsolated }, 'enclave launched');
   return {
-    pid: spawned, pcrs, moduleId: nsm.moduleId, nsm, networkIsolated, exited,
+    pid: spawned, pcrs, moduleId: nsm.moduleId, nsm, networkIsolated, exited, lastError: () => lastError,
     stop: (signal = 'SIGTERM') => stopChild(child, exited, signal, init.stopGraceMs ?? stopGraceMs),
   };
 }

@@ -10,10 +10,13 @@ const levels: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fa
   10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal',
 };
 
-export function forwardLines(stream: Readable, logger: Logger, source: 'stdout' | 'stderr'): void {
+/** What an error or fatal line of the enclave said (its message, and its err's), for a launcher that gives up. */
+export type OnErrorLine = (text: string) => void;
+
+export function forwardLines(stream: Readable, logger: Logger, source: 'stdout' | 'stderr', onError?: OnErrorLine): void {
   let pending: Buffer[] = [];
   let pendingBytes = 0;
-  const emit = (line: string): void => logLine(logger, source, line);
+  const emit = (line: string): void => logLine(logger, source, line, onError);
   stream.on('data', (chunk: Buffer) => {
     let start = 0;
     for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
@@ -39,7 +42,7 @@ export function forwardLines(stream: Readable, logger: Logger, source: 'stdout' 
   });
 }
 
-function logLine(logger: Logger, source: string, line: string): void {
+function logLine(logger: Logger, source: string, line: string, onError?: OnErrorLine): void {
   if (line.length === 0) return;
   const record = parseRecord(line);
   if (!record) {
@@ -49,6 +52,11 @@ function logLine(logger: Logger, source: string, line: string): void {
   // Time, pid and service name are the launcher's own bindings; the rest is kept.
   const { level, msg, time: _time, pid: _pid, hostname: _hostname, svc: _svc, ...fields } = record;
   const method = levels[typeof level === 'number' ? level : 30] ?? 'info';
+  if (onError && typeof level === 'number' && level >= 50) {
+    const err = fields.err as { message?: unknown; code?: unknown } | undefined;
+    const detail = err && typeof err.message === 'string' ? `: ${typeof err.code === 'string' ? `${err.code} ` : ''}${err.message}` : '';
+    onError(`${typeof msg === 'string' ? msg : 'error'}${detail}`.slice(0, 500));
+  }
   logger[method]({ source, ...fields }, typeof msg === 'string' ? msg : '');
 }
 

@@ -20,6 +20,8 @@ import { Partition } from './kv/partition.ts';
 import { imageConfig, testAnyPullSource, testHostMayFound, testNoRingCheck, testSeamsOn } from './image-config.ts';
 import { Persistence, sealConfigFrom } from './persist.ts';
 import { requestKey, requestValue } from './kv/service.ts';
+import { countAttestation, enclaveMetrics } from './metrics.ts';
+import { clientOpNames, registerNodeMetrics } from './node-metrics.ts';
 import type { Nsm } from './nsm.ts';
 import { nodeIdFromPublicKey } from './ring/index.ts';
 import { EnclaveServer, type CallerContext } from './server.ts';
@@ -44,7 +46,10 @@ export interface RunningEnclave {
 
 const peerOps = new Set(['ring', 'fwd', 'rep', 'pull', 'owns']);
 
+const clientOps = new Set<string>(clientOpNames);
+
 export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave> {
+  const startedAt = Date.now();
   const partition = new Partition();
   const requests = new RequestTable();
   const trust = await learnSelfTrust(c.nsm);
@@ -86,7 +91,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     identity = generateIdentity();
     founded = c.config.join === null;
   }
-  const attest = (nonce: Uint8Array, publicKey: Uint8Array) => c.nsm.attest({ nonce, publicKey });
+  const attest = (nonce: Uint8Array, publicKey: Uint8Array) => countAttestation(c.nsm.attest({ nonce, publicKey }));
   const verifyPeer = peerVerifier(trust);
   const self = { id: nodeIdFromPublicKey(identity.publicKey), addr: c.config.selfAddr };
 
@@ -122,6 +127,9 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
         return store.routeStep(requestKey(req));
       case 'status':
         return { ...store.status(), ringId: ringCred?.id ?? null, founded };
+      case 'metrics':
+        // The same snapshot as the host's 'metrics' hello, here over an attested session (the dashboard).
+        return { m: enclaveMetrics.snapshot() };
     }
     // ACCESS-CONTROL HOOK (issue 7): namespace/ACL/group operations are dispatched here.
     if (access.handles(op)) return access.handle(op, req, ctx);
@@ -135,7 +143,12 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   // ACCESS-CONTROL HOOK (issue 7): set store.access here.
   const access = new AccessService({ store, ring, peers, partition, self, logger: c.logger }, { mode: settings.accessMode });
   store.access = access;
-  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger);
+  registerNodeMetrics({ status: () => store.status(), bytes: () => partition.bytes, startedAt });
+  const opLabel = (op: string) => (clientOps.has(op) || peerOps.has(op) || access.handles(op) ? op : 'other');
+  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger, {
+    metricsSnapshot: () => enclaveMetrics.snapshot(),
+    opLabel,
+  });
   await server.listen(c.paths.inbound);
   await joinWithRetry(ring, c.config.join, c.logger);
   store.start();

@@ -14,6 +14,7 @@ import { acceptHandshake, type AcceptOptions, type AttestedPeer, type HelloMode,
 import { serveRpc, type RpcResult } from '../protocol/rpc.ts';
 import { sessionLifetimeMs } from '../protocol/constants.ts';
 import { connectionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
+import { m as metrics } from './metrics.ts';
 import { NsmError } from './nsm.ts';
 
 
@@ -35,6 +36,10 @@ export interface ServerStats {
 export interface ServerInit {
   /** Limits on unauthenticated work (default: enclave/admission.ts's). */
   admission?: HandshakeAdmission;
+  /** The metrics snapshot for the host's 'metrics' hello (none: refused). */
+  metricsSnapshot?: () => unknown;
+  /** An operation's label in the request metrics: a known name, or 'other' (never a caller's string as given). */
+  opLabel?: (op: string) => string;
 }
 
 export class EnclaveServer {
@@ -42,6 +47,7 @@ export class EnclaveServer {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   readonly admission: HandshakeAdmission;
+  private readonly init: ServerInit;
 
   constructor(
     private readonly accept: AcceptOptions,
@@ -50,6 +56,7 @@ export class EnclaveServer {
     init: ServerInit = {},
   ) {
     this.admission = init.admission ?? new HandshakeAdmission();
+    this.init = init;
     this.server = net.createServer((s) => this.onConnection(s));
     // Connections are bounded in onConnection (connectionsMax), not by maxConnections: a new
     // connection may push out the oldest one still waiting for its hello, so a flood of idle
@@ -101,11 +108,13 @@ export class EnclaveServer {
     const released = () => (ticket as HandshakeTicket | null)?.release();
     this.handshake(fs, admit).then(() => {
       released();
+      metrics.handshakes.inc({ mode: mode ?? 'none', result: 'ok' });
       if (mode !== null && !socket.destroyed) this.admission.established(socket, mode);
     }, (err: unknown) => {
       released();
       this.stats.handshakesFailed++;
       const e = err instanceof EkvError ? err : new EkvError('INTERNAL', 'handshake failed');
+      metrics.handshakes.inc({ mode: mode ?? 'none', result: e.code });
       if (!(err instanceof EkvError)) this.logger.error({ err }, 'handshake error');
       else this.logger.debug({ code: e.code, msg: e.message }, 'handshake refused');
       if (!fs.closed) fs.end(encodeCbor({ t: 'error', code: e.code, message: e.message }));
@@ -115,8 +124,9 @@ export class EnclaveServer {
   }
 
   private async handshake(fs: FramedSocket, admit: AcceptOptions['admit']): Promise<void> {
-    const accepted = await acceptHandshake(fs, { ...this.accept, admit, attest: this.attest });
-    if (accepted.kind === 'attest') return;
+    const snapshot = this.init.metricsSnapshot;
+    const accepted = await acceptHandshake(fs, { ...this.accept, admit, attest: this.attest, ...(snapshot ? { metrics: snapshot } : {}) });
+    if (accepted.kind !== 'session') return;
     const { session, peer, principal } = accepted;
     const ctx: CallerContext = { peer, principal };
     // Sessions are bounded in time: the client handshakes again and sees a fresh document.
@@ -124,14 +134,44 @@ export class EnclaveServer {
     lifetime.unref();
     serveRpc(
       session,
-      (op, req) => this.handler(op, req, ctx),
+      (op, req) => this.timed(op, req, ctx),
       (err) => {
         clearTimeout(lifetime);
         if (err.code === 'TAMPERED' || err.code === 'PROTOCOL' || err.code === 'FRAME_TOO_LARGE') {
           this.stats.sessionsTampered++;
+          metrics.sessionsTampered.inc();
           this.logger.warn({ code: err.code, msg: err.message }, 'session ended');
         }
       },
     );
+  }
+
+  /** The dispatch, counted by operation, caller kind and result code, and timed (docs/observability.md). */
+  private timed(op: string, req: Record<string, unknown>, ctx: CallerContext): Promise<RpcResult> | RpcResult {
+    const label = this.init.opLabel ? this.init.opLabel(op) : 'other';
+    const caller = ctx.peer ? 'peer' : 'client';
+    const start = process.hrtime.bigint();
+    const done = (code: string) => {
+      metrics.requests.inc({ op: label, caller, code });
+      metrics.requestSeconds.observe(Number(process.hrtime.bigint() - start) / 1e9, { op: label });
+    };
+    const failed = (err: unknown): never => {
+      done(err instanceof EkvError ? err.code : 'INTERNAL');
+      throw err;
+    };
+    let r: Promise<RpcResult> | RpcResult;
+    try {
+      r = this.handler(op, req, ctx);
+    } catch (err) {
+      return failed(err);
+    }
+    if (r instanceof Promise) {
+      return r.then((v) => {
+        done('ok');
+        return v;
+      }, failed);
+    }
+    done('ok');
+    return r;
   }
 }

@@ -45,6 +45,8 @@ export interface HostOptions {
   expectPcr0?: () => string[];
   /** Health check timeout (default 5 s). */
   healthTimeoutMs?: number;
+  /** The `node` label of the enclave's metrics on /metrics (default: listenHost:port). */
+  nodeName?: string;
 }
 
 export interface RunningHost {
@@ -94,8 +96,9 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
     ...(o.watchdogLimits ? { limits: o.watchdogLimits } : {}),
   }) : null;
   watchdog?.start();
+  const nodeName = () => o.nodeName ?? `${o.listenHost}:${(inbound.address() as AddressInfo).port}`;
   const app = createHttpApp({
-    enclaveSocket: paths.enclave, metrics, logger: o.logger, health,
+    enclaveSocket: paths.enclave, metrics, logger: o.logger, health, node: nodeName,
     info: () => ({ ...(o.info?.() ?? {}), ...(watchdog ? { watchdog: watchdog.describe() } : {}) }),
     ...(o.dataDir ? { ringSecretFile: join(o.dataDir, 'ring-secret') } : {}),
   });

@@ -10,6 +10,7 @@ import { FramedSocket } from '../protocol/framed-socket.ts';
 import { requestAttestation } from '../protocol/handshake.ts';
 import { handshakeBytesMax } from '../protocol/constants.ts';
 import type { HealthReport } from './health.ts';
+import { enclaveMetricsText } from './enclave-metrics.ts';
 import type { HostMetrics } from './metrics.ts';
 import { readRingSecretFile } from './ring-secret.ts';
 
@@ -28,7 +29,10 @@ export function createHttpApp(opts: {
   health: { fresh(): Promise<HealthReport> };
   /** The node's ring-secret blob (KMS ciphertext, not secret), served for hosts of joining nodes. */
   ringSecretFile?: string;
+  /** The `node` label of the enclave's metrics (default: the node's public address). */
+  node?: () => string;
 }) {
+  const node = opts.node ?? (() => 'unknown');
   const app = express();
   app.disable('x-powered-by');
 
@@ -67,7 +71,20 @@ export function createHttpApp(opts: {
   });
 
   app.get('/metrics', async (_req, res) => {
-    res.type(opts.metrics.registry.contentType).send(await opts.metrics.registry.metrics());
+    const name = node();
+    const enclave = await enclaveMetricsText(opts.enclaveSocket, name);
+    opts.metrics.enclaveUp.set({ node: name }, enclave.up ? 1 : 0);
+    if (!enclave.up) opts.logger.debug({ err: enclave.error }, 'enclave metrics fetch failed');
+    res.type(opts.metrics.registry.contentType).send((await opts.metrics.registry.metrics()) + enclave.text);
+  });
+
+  // Anything else: a JSON 404 like every other answer here (not express's HTML page).
+  app.use((req, res) => {
+    res.status(404).json({ code: 'NOT_FOUND', message: `no route ${req.method} ${req.path.slice(0, 100)}` });
+  });
+  app.use((err: { status?: number; statusCode?: number }, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+    const status = err.status ?? err.statusCode ?? 500;
+    res.status(status >= 400 && status < 600 ? status : 500).json({ code: status < 500 ? 'BAD_REQUEST' : 'INTERNAL', message: status < 500 ? 'bad request' : 'internal error' });
   });
 
   return app;

@@ -12,6 +12,9 @@ export function encodeFrame(body: Uint8Array): Buffer {
   return out;
 }
 
+/** The first four bytes of an HTTP answer or request: what an HTTP port sends where a frame length should be. */
+const httpStarts = new Set(['HTTP', 'GET ', 'POST', 'PUT ', 'HEAD']);
+
 export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
@@ -48,6 +51,11 @@ export class FrameDecoder {
     if (this.buffered < 4) return null;
     const len = this.peek4().readUInt32BE(0);
     if (len > this.max) {
+      // "HTTP" (an answer) or an HTTP method (a request) read as a length: someone pointed us at an HTTP port.
+      const head = this.peek4().subarray(0, 4).toString('latin1');
+      if (httpStarts.has(head)) {
+        throw new EkvError('FRAME_TOO_LARGE', `not an enclave-kv node: it answered HTTP ("${head}..."); is this the node's HTTP port instead of its client port?`, { reason: 'HTTP' });
+      }
       throw new EkvError('FRAME_TOO_LARGE', `frame of ${len} bytes exceeds the limit of ${this.max}`);
     }
     if (this.buffered < 4 + len) return null;

@@ -23,7 +23,9 @@
  * claims 'peer' cannot take a peer-reserved handshake slot.
  *
  * Mode 'attest' returns just a document (the host's /v1/attestation) and
- * closes.
+ * closes. Mode 'metrics' returns the enclave's metrics snapshot (counters and
+ * histograms that name no key, value or principal: docs/observability.md) and
+ * closes; no NSM work, unauthenticated, for the host's Prometheus /metrics.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { deriveTrafficKeys, FrameOpener, FrameSealer } from './aead.ts';
@@ -33,9 +35,10 @@ import { EkvError, isEkvErrorCode } from './errors.ts';
 import type { FramedSocket } from './framed-socket.ts';
 import { generateEphemeral, verifyEd25519, type Identity } from './keys.ts';
 import { ringHelloMac, ringHelloMacValid, ringIdBytes, ringMac, ringMacBytes, ringMacValid, type RingCredential } from './ring.ts';
+import { metricsBytesMax } from './metrics.ts';
 import { SecureSession } from './session.ts';
 
-export type HelloMode = 'client' | 'peer' | 'attest';
+export type HelloMode = 'client' | 'peer' | 'attest' | 'metrics';
 export const handshakeTimeoutMs = 10_000;
 
 const label = {
@@ -206,6 +209,17 @@ export async function requestAttestation(fs: FramedSocket, nonce: Uint8Array, ti
   return bytesField(msg, 'doc', 1, attestationDocBytesMax);
 }
 
+/** Mode 'metrics': ask for the enclave's metrics snapshot (decoded, not yet checked: protocol/metrics.ts). */
+export async function requestMetrics(fs: FramedSocket, timeoutMs = handshakeTimeoutMs): Promise<unknown> {
+  fs.setMaxFrameBytes(metricsBytesMax);
+  fs.write(encodeCbor({ t: 'hello', v: protocolVersion, mode: 'metrics', nonce: Buffer.alloc(0) }));
+  const frame = await fs.next(timeoutMs);
+  const msg = decodeCbor(frame);
+  if (isRecord(msg) && msg.t === 'error') throw new EkvError('UNAVAILABLE', 'the metrics request was refused', { reason: isEkvErrorCode(msg.code) ? msg.code : 'PROTOCOL' });
+  if (!isRecord(msg) || msg.t !== 'metrics') throw new EkvError('PROTOCOL', 'expected a metrics answer');
+  return Object.hasOwn(msg, 'm') ? msg.m : null;
+}
+
 function agreeOrThrow(eph: ReturnType<typeof generateEphemeral>, peer: Uint8Array): Buffer {
   try {
     return eph.agree(peer);
@@ -231,6 +245,8 @@ export interface AcceptOptions {
    * document went out (the handshake then only waits for the caller). The caller releases the ticket.
    */
   admit?: (mode: HelloMode, proof: PeerHelloProof | null) => { attested(): void };
+  /** Mode 'metrics': the snapshot to answer with (none: the mode is refused). */
+  metrics?: () => unknown;
 }
 
 /** A peer hello whose MAC proved the ring secret: the admission still refuses a replay (enclave/admission.ts). */
@@ -242,6 +258,7 @@ export interface PeerHelloProof {
 
 export type Accepted =
   | { kind: 'attest' }
+  | { kind: 'metrics' }
   | { kind: 'session'; session: SecureSession; peer: (AttestedPeer & { key: Buffer }) | null; principal: Buffer | null };
 
 export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Promise<Accepted> {
@@ -251,11 +268,16 @@ export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Pr
   const hello = parseMessage(helloBytes, 'hello');
   if (hello.v !== protocolVersion) throw new EkvError('PROTOCOL', `unsupported protocol version ${String(hello.v)}`);
   const mode = hello.mode;
-  if (mode !== 'client' && mode !== 'peer' && mode !== 'attest') throw new EkvError('PROTOCOL', 'unknown handshake mode');
+  if (mode !== 'client' && mode !== 'peer' && mode !== 'attest' && mode !== 'metrics') throw new EkvError('PROTOCOL', 'unknown handshake mode');
+  if (mode === 'metrics' && !opts.metrics) throw new EkvError('PROTOCOL', 'metrics not offered here');
   const clientNonce = bytesField(hello, 'nonce', 0, 512);
   const proof = mode === 'peer' ? checkPeerHello(hello, clientNonce, opts.ring) : null;
   const ticket = opts.admit?.(mode, proof);
 
+  if (mode === 'metrics') {
+    fs.end(encodeCbor({ t: 'metrics', m: (opts.metrics as () => unknown)() }));
+    return { kind: 'metrics' };
+  }
   if (mode === 'attest') {
     const doc = await opts.attest(clientNonce, opts.identity.publicKey);
     fs.end(encodeCbor({ t: 'attestation', doc }));

@@ -186,7 +186,7 @@ describe('ekv measure', () => {
     const run = promisify(execFile);
     const json = await run(process.execPath, ['bin/ekv.js', 'measure', image, '--json'], { cwd: repo });
     expect(JSON.parse(json.stdout)).toEqual({
-      pcr0: expected.pcr0.toString('hex'), pcr1: expected.pcr1.toString('hex'), pcr2: expected.pcr2.toString('hex'),
+      PCR0: expected.pcr0.toString('hex'), PCR1: expected.pcr1.toString('hex'), PCR2: expected.pcr2.toString('hex'),
     });
     const text = await run(process.execPath, ['bin/ekv.js', 'measure', image], { cwd: repo });
     expect(text.stdout).toContain(`PCR0 ${expected.pcr0.toString('hex')}`);

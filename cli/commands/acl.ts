@@ -12,7 +12,7 @@
  * Values go to stdout; refusals print `CODE: message` on stderr and exit 1; bad arguments exit 2.
  */
 import type { Command } from 'commander';
-import { generateIdentity, saveIdentity } from '../../client/identity.ts';
+import { generateIdentity, identityPath, loadIdentity, saveIdentity } from '../../client/identity.ts';
 import type { AclView, GroupView } from '../../client/acl.ts';
 import { aclBodyToJson, allRights, formatSubject, groupBodyToJson, parseSubject, type Right, type SubjectRef } from '../../protocol/acl-doc.ts';
 import { Principal, principalFromText, type PrincipalAlg } from '../../protocol/principal.ts';
@@ -23,6 +23,7 @@ export const defaultIdentityFile = 'ekv.key';
 
 export function registerAcl(program: Command): void {
   registerKeygen(program);
+  registerWhoami(program);
   registerNs(program);
   registerAclCommands(program);
   registerGroup(program);
@@ -45,6 +46,23 @@ function registerKeygen(program: Command): void {
           process.stdout.write(principal.text + '\n');
           process.stderr.write(`wrote ${o.out}; use it with --identity ${o.out} or EKV_IDENTITY=${o.out}\n`);
         }
+      }),
+    );
+}
+
+function registerWhoami(program: Command): void {
+  program
+    .command('whoami')
+    .description('print the principal of a key file (the one --identity would prove), without contacting the ring')
+    .option('--identity <file>', 'the private key file (default: $EKV_IDENTITY)')
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (o: { identity?: string; json?: boolean }) =>
+      run(o.json, async () => {
+        const file = identityPath(o.identity);
+        if (file === null) throw new UsageError('no identity: pass --identity FILE or set EKV_IDENTITY');
+        const principal = loadIdentity(file).principal;
+        if (o.json) out({ ok: true, principal: principal.text, alg: principal.alg, file });
+        else process.stdout.write(principal.text + '\n');
       }),
     );
 }

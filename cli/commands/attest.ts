@@ -2,7 +2,6 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { Command } from 'commander';
-import { loadCluster } from '../../client/cluster.ts';
 import { parseAddress } from '../../client/node-connection.ts';
 import { checkTrustPolicy, documentVerifier, resolveTrust } from '../../client/trust.ts';
 import { handshakeBytesMax } from '../../protocol/constants.ts';
@@ -10,17 +9,18 @@ import { FramedSocket } from '../../protocol/framed-socket.ts';
 import { requestAttestation } from '../../protocol/handshake.ts';
 import { run } from '../output.ts';
 import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
+import { defaultClusterFile, loadClusterFile } from '../flags.ts';
 
 export function registerAttest(program: Command): void {
   trustOptions(program.command('attest'))
     .argument('<address>', 'the node, host:port')
     .description("fetch the node's attestation document for a fresh nonce and verify it against your trust policy (--pcr/--root, or the cluster file's: see --trust-cluster-file)")
-    .option('-c, --cluster <file>', 'cluster file (its trust section only with --trust-cluster-file or when your own ekv up wrote it)', process.env.EKV_CLUSTER ?? './cluster.json')
+    .option('-c, --cluster <file>', 'cluster file (its trust section only with --trust-cluster-file or when your own ekv up wrote it)', defaultClusterFile())
     .option('--out <file>', 'also write the raw document (COSE_Sign1) to this file')
     .option('--json', 'print one JSON object on stdout')
     .action(async (address: string, o: TrustFlags & { cluster: string; json?: boolean; out?: string }) =>
       run(o.json, async () => {
-        const cluster = loadCluster(o.cluster);
+        const cluster = loadClusterFile(o.cluster);
         const { how: _how, ...choice } = trustChoice(o, cluster);
         const trust = resolveTrust({ ...choice, fileTrust: cluster.trust }).policy;
         checkTrustPolicy(trust);

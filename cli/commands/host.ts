@@ -15,6 +15,7 @@ import { CidrError, cidrPolicy, outboundCidrsDefault } from '../../host/outbound
 import { readReleaseFile } from '../../host/release.ts';
 import { fetchRingSecret, ringSecretBlob } from '../../host/ring-secret.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
+import { logLevelFlag } from '../flags.ts';
 
 function port(v: string, name: string): number {
   const n = Number(v);
@@ -49,7 +50,7 @@ export function registerHost(program: Command): void {
     .option('--join <host:port>', 'a ring member for the enclave to join through (empty: found a ring)', '')
     .option('--imds <url>', "instance metadata service whose role credentials the enclave's KMS calls use ('' : none)", 'http://169.254.169.254')
     .option('--ring-secret <file|url>', "for a node joining a ring: the ring's ring-secret blob (KMS ciphertext, not secret), a file or a member host's http://<ip>:<http port>/v1/ring-secret; put into --data-dir if absent")
-    .option('--log-level <level>', 'log level (JSON logs on stderr)', 'info')
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error, fatal or silent (JSON lines on stderr)', 'info')
     .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; imds: string; ringSecret?: string; enclaveCmd?: string; healthRoot?: string; release?: string }) =>
       run(false, async () => {
         const signal = firstSignal();
@@ -59,7 +60,7 @@ export function registerHost(program: Command): void {
           const cfg = { selfAddr: o.selfAddr, join: o.join };
           writeFileSync(join(o.dataDir, 'node-config.json'), JSON.stringify(cfg) + '\n', { mode: 0o600 });
         }
-        const logger = pino({ level: o.logLevel, base: { svc: 'host' } }, pino.destination(2));
+        const logger = pino({ level: logLevelFlag(o.logLevel), base: { svc: 'host' } }, pino.destination(2));
         let outboundPolicy;
         try {
           outboundPolicy = cidrPolicy(o.allowOutbound.split(',').map((s) => s.trim()).filter(Boolean));
@@ -83,6 +84,8 @@ export function registerHost(program: Command): void {
           ...(healthRoots ? { healthRoots } : {}),
           // Re-read on every check: an upgrade step changes the release without restarting the host.
           ...(release ? { expectPcr0: () => expectedImages(release, logger) } : {}),
+          // The `node` label of the enclave's metrics on /metrics: the address peers know the node by.
+          ...(o.selfAddr ? { nodeName: o.selfAddr } : {}),
         });
         // Not secret: only KMS opens it, for the measured image under this deployment's key (docs/membership.md).
         // Fetched in the background: until it arrives the enclave refuses to start, and is started again.

@@ -21,4 +21,5 @@ export const commandModules: CommandModule[] = [
   { names: ['verify'], load: async () => (await import('./verify.ts')).registerVerify },
   { names: ['emulate-enclave'], load: async () => (await import('./emulate-enclave.ts')).registerEmulateEnclave },
   { names: ['cluster'], load: async () => (await import('./cluster.ts')).registerCluster },
+  { names: ['dashboard'], load: async () => (await import('./dashboard.ts')).registerDashboard },
 ];

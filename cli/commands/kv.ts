@@ -1,12 +1,12 @@
 /** `ekv put`, `ekv get`, `ekv del`: the redis-cli-like data commands. */
 import type { Command } from 'commander';
-import { loadCluster } from '../../client/cluster.ts';
 import { connect, type EkvClient, type Routing } from '../../client/index.ts';
 import { identityPath, loadIdentity, toPrincipalSigner } from '../../client/identity.ts';
 import { setDefaultChainCache } from '../../verifier/index.ts';
 import { FileChainCache } from '../chain-cache-file.ts';
 import { run, UsageError } from '../output.ts';
 import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
+import { defaultClusterFile, loadClusterFile, timeoutFlag } from '../flags.ts';
 
 export interface CommonOpts extends TrustFlags {
   cluster: string;
@@ -19,7 +19,7 @@ export interface CommonOpts extends TrustFlags {
 
 export function common(cmd: Command): Command {
   return trustOptions(cmd)
-    .option('-c, --cluster <file>', "cluster file (node addresses; its trust section only with --trust-cluster-file or when your own ekv up wrote it)", process.env.EKV_CLUSTER ?? './cluster.json')
+    .option('-c, --cluster <file>', "cluster file (node addresses; its trust section only with --trust-cluster-file or when your own ekv up wrote it)", defaultClusterFile())
     .option('--timeout <ms>', 'per-request timeout in milliseconds', '10000')
     .option('--identity <file>', 'private key to prove as principal (default: $EKV_IDENTITY; none: anonymous)')
     .option('--routing <mode>', "how the key's node is found: cached (one hop), iterative (walk the ring, verifying each hop) or any (the ring forwards)", 'cached')
@@ -41,9 +41,10 @@ export async function withClient<T>(o: CommonOpts, body: (kv: EkvClient) => Prom
   const file = identityPath(o.identity);
   const identity = file === null ? undefined : toPrincipalSigner(loadIdentity(file));
   if (!['cached', 'iterative', 'any'].includes(o.routing)) throw new UsageError('--routing must be cached, iterative or any');
-  const cluster = loadCluster(o.cluster);
+  const timeoutMs = timeoutFlag(o.timeout);
+  const cluster = loadClusterFile(o.cluster);
   const { how: _how, ...trust } = trustChoice(o, cluster);
-  const kv = await connect({ cluster, ...trust, timeoutMs: Number(o.timeout), routing: o.routing as Routing, ...(identity ? { identity } : {}) });
+  const kv = await connect({ cluster, ...trust, timeoutMs, routing: o.routing as Routing, ...(identity ? { identity } : {}) });
   try {
     return await body(kv);
   } finally {
@@ -52,13 +53,21 @@ export async function withClient<T>(o: CommonOpts, body: (kv: EkvClient) => Prom
 }
 
 export function registerKv(program: Command): void {
-  common(program.command('put').argument('<key>').argument('[value]', 'the value (read from stdin when omitted or "-")'))
+  common(program.command('put').argument('<key>').argument('[value]', 'the value (read from stdin when omitted or "-"; "" stores an empty value)'))
     .description('store a value under a key; prints the new version with --json')
     .option('--if-version <n>', 'compare-and-set: only if the key is at version n (0: only if it has no value); else CONFLICT and exit 1')
-    .action(async (key: string, value: string | undefined, o: CommonOpts & { ifVersion?: string }) =>
+    .option('--hex', 'the value (argument or stdin) is hex; stored as those bytes')
+    .option('--allow-empty', 'accept an empty stdin as an empty value (refused otherwise: a forgotten pipe is not a value)')
+    .action(async (key: string, value: string | undefined, o: CommonOpts & { ifVersion?: string; hex?: boolean; allowEmpty?: boolean }) =>
       run(o.json, async () => {
         const cas = ifVersionOption(o.ifVersion);
-        const bytes = value === undefined || value === '-' ? await readStdin() : Buffer.from(value, 'utf8');
+        timeoutFlag(o.timeout);
+        const fromStdin = value === undefined || value === '-';
+        const raw = fromStdin ? await readStdin() : Buffer.from(value, 'utf8');
+        if (fromStdin && raw.length === 0 && o.allowEmpty !== true) {
+          throw new UsageError('empty stdin: refusing to store an empty value (pass --allow-empty, or "" as the value)');
+        }
+        const bytes = o.hex ? hexValue(raw) : raw;
         const version = await withClient(o, (kv) => kv.put(key, bytes, cas));
         if (o.json) process.stdout.write(JSON.stringify({ ok: true, key, version }) + '\n');
         else process.stdout.write('OK\n');
@@ -100,7 +109,15 @@ function ifVersionOption(v: string | undefined): { ifVersion?: number } {
   return { ifVersion: Number(v) };
 }
 
+function hexValue(raw: Buffer): Buffer {
+  const text = raw.toString('latin1').trim();
+  if (!/^([0-9a-fA-F]{2})*$/.test(text)) throw new UsageError('--hex: the value must be an even number of hex digits');
+  return Buffer.from(text, 'hex');
+}
+
 async function readStdin(): Promise<Buffer> {
+  // On a terminal, say what we wait for (otherwise `ekv put KEY` just sits there).
+  if (process.stdin.isTTY) process.stderr.write('reading the value from stdin; end it with Ctrl-D (or pass it as an argument)\n');
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
   return Buffer.concat(chunks);

@@ -13,7 +13,7 @@ export function registerMeasure(program: Command): void {
     .command('measure')
     .description('print the PCR0/1/2 the emulated TEE measures for an enclave image')
     .argument('[image]', 'the enclave image file', defaultImagePath)
-    .option('--json', 'print {"pcr0","pcr1","pcr2"} as JSON')
+    .option('--json', 'print {"PCR0","PCR1","PCR2"} as JSON (the spelling of infra/pcrs.json)')
     .action(async (image: string, options: { json?: boolean }) => {
       const size = await stat(image).then((s) => s.size, () => -1);
       if (size < 0) {
@@ -27,8 +27,8 @@ export function registerMeasure(program: Command): void {
         return;
       }
       const { pcr0, pcr1, pcr2 } = measureImage(await readFile(image));
-      const hex = { pcr0: pcr0.toString('hex'), pcr1: pcr1.toString('hex'), pcr2: pcr2.toString('hex') };
+      const hex = { PCR0: pcr0.toString('hex'), PCR1: pcr1.toString('hex'), PCR2: pcr2.toString('hex') };
       if (options.json) process.stdout.write(JSON.stringify(hex) + '\n');
-      else process.stdout.write(`PCR0 ${hex.pcr0}\nPCR1 ${hex.pcr1}\nPCR2 ${hex.pcr2}\n`);
+      else process.stdout.write(`PCR0 ${hex.PCR0}\nPCR1 ${hex.PCR1}\nPCR2 ${hex.PCR2}\n`);
     });
 }

@@ -3,9 +3,9 @@ import { createHash } from 'node:crypto';
 import type { Command } from 'commander';
 import { defaultDocAgeMaxMs } from '../../client/trust.ts';
 import { connect, resolveConnect, type ResolvedTrust } from '../../client/index.ts';
-import { loadCluster } from '../../client/cluster.ts';
 import { run } from '../output.ts';
 import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
+import { defaultClusterFile, loadClusterFile } from '../flags.ts';
 
 interface NodeStatus {
   addr: string;
@@ -73,11 +73,11 @@ function printTrust(t: TrustReport): void {
 export function registerStatus(program: Command): void {
   trustOptions(program.command('status'))
     .description('show the trust policy in force (and where each part came from), then every node: ring id, address, predecessor/successor, key count, attestation (PCR0, document age), process ids')
-    .option('-c, --cluster <file>', 'cluster file', process.env.EKV_CLUSTER ?? './cluster.json')
+    .option('-c, --cluster <file>', 'cluster file', defaultClusterFile())
     .option('--json', 'print one JSON object on stdout')
     .action(async (o: TrustFlags & { cluster: string; json?: boolean }) =>
       run(o.json, async () => {
-        const cluster = loadCluster(o.cluster);
+        const cluster = loadClusterFile(o.cluster);
         const { how, ...choice } = trustChoice(o, cluster);
         const trust = trustReport(resolveConnect({ cluster, ...choice }).trust, how);
         if (!o.json) printTrust(trust);

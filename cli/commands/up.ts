@@ -2,10 +2,11 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import pino from 'pino';
+import { serviceLogger } from '../../emulator/service-log.ts';
 import { defaultImagePath } from '../local/image.ts';
 import { startLocalRing } from '../local/ring.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
+import { logLevelFlag } from '../flags.ts';
 
 export { defaultImagePath } from '../local/image.ts';
 
@@ -19,7 +20,7 @@ export function registerUp(program: Command): void {
     .option('--enclave-image <file>', 'run exactly this enclave image, with the settings compiled into it (default, or dist/enclave.mjs: the image built for --access, --replicas, --no-seal and --nodes)')
     .option('--access <mode>', 'keys outside any namespace: open (anyone) or closed (no one)', 'open')
     .option('--no-seal', 'keep data only in enclave memory (no KMS, no sealed log)')
-    .option('--log-level <level>', 'log level of the launcher and hosts (JSON logs on stderr)', 'warn')
+    .option('--log-level <level>', 'log level of the launcher and hosts: trace, debug, info, warn, error, fatal or silent (JSON lines on stderr, one svc field each; the enclaves\' own: EKV_ENCLAVE_LOG_LEVEL)', 'warn')
     .option('--json', 'print the ready line as JSON')
     .action(async (o: { nodes: string; replicas: string; dir: string; enclaveImage?: string; logLevel: string; access: string; seal: boolean; json?: boolean }) =>
       run(o.json, async () => {
@@ -31,7 +32,7 @@ export function registerUp(program: Command): void {
         if (o.access !== 'open' && o.access !== 'closed') throw new UsageError('--access must be open or closed');
         if (!existsSync(image ?? defaultImagePath)) throw new UsageError(`no enclave image at ${image ?? defaultImagePath}: run \`npm run build\` first`);
         const signal = firstSignal();
-        const logger = pino({ level: o.logLevel, base: { svc: 'ekv-up' } }, pino.destination(2));
+        const logger = serviceLogger('ekv-up', logLevelFlag(o.logLevel));
         const started = Date.now();
         const ring = await startLocalRing({
           dir: o.dir, nodes, replicas, ...(image ? { imagePath: image } : {}), logger, access: o.access, seal: o.seal,

@@ -27,7 +27,7 @@ export function registerVerify(program: Command): void {
   program
     .command('verify')
     .description('Verify an AWS Nitro attestation document (raw COSE_Sign1 bytes) and print its contents.')
-    .argument('<document-file>', 'file holding the attestation document, exactly as the NSM returned it')
+    .argument('<document-file>', 'file holding the attestation document as the NSM returned it (raw COSE_Sign1 bytes), or in base64 or hex; - reads stdin')
     .addOption(new Option('--root <pem>', 'trust this PEM root certificate file instead of the AWS Nitro root (repeatable)').argParser(collect))
     .addOption(new Option('--at <time>', 'verify at this time, ISO 8601 or epoch milliseconds, instead of now'))
     .addOption(new Option('--pcr <index>=<hex>', 'require PCR <index> (0-31) to equal <hex>; repeat an index to allow any of several values').argParser(collect))
@@ -42,35 +42,68 @@ export function registerVerify(program: Command): void {
     )
     .action(async function (this: Command, file: string, flags: VerifyFlags) {
       const policy = policyFrom(this, flags);
-      const bytes = readDocument(this, file);
+      const { bytes, form } = readDocument(this, file);
       try {
         printValid(await verifyAttestation(bytes, policy), flags.json === true);
       } catch (err) {
         if (!(err instanceof AttestationError)) throw err;
-        printInvalid(err, flags.json === true);
+        // A decoder's complaint about text it was never meant to read helps no one: say what was expected.
+        printInvalid(err.code === 'MALFORMED' && form === 'unknown' ? new AttestationError('MALFORMED', expectedDocument) : err, flags.json === true);
         process.exitCode = 1;
       }
     });
 }
 
-/** Reads at most one byte more than any document may hold, so a huge file is refused, not loaded. */
-function readDocument(cmd: Command, file: string): Uint8Array {
-  const limit = verifierLimits.documentBytesMax + 1;
+/**
+ * The document's bytes: raw COSE_Sign1 (it starts with a CBOR array or tag 18 header, never a printable
+ * character), or the same in base64 (standard or URL alphabet) or hex, whitespace ignored. Anything else is a
+ * usage error saying what was expected, not a CBOR decoder's message.
+ */
+export function documentBytes(input: Uint8Array): { bytes: Uint8Array; form: 'raw' | 'hex' | 'base64' | 'unknown' } {
+  const first = input[0];
+  if (first === 0x84 || first === 0xd2) return { bytes: input, form: 'raw' };
+  const text = Buffer.from(input).toString('latin1').replace(/\s+/g, '');
+  if (/^([0-9a-fA-F]{2})+$/.test(text)) return { bytes: new Uint8Array(Buffer.from(text, 'hex')), form: 'hex' };
+  if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(text) && text.length % 4 !== 1) {
+    const bytes = Buffer.from(text.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+    if (bytes[0] === 0x84 || bytes[0] === 0xd2) return { bytes: new Uint8Array(bytes), form: 'base64' };
+  }
+  // Left to the verifier, which refuses it MALFORMED; the caller says what was expected.
+  return { bytes: input, form: 'unknown' };
+}
+
+export const expectedDocument = 'not an attestation document: expected the raw COSE_Sign1 bytes the NSM returns, or them in base64 or hex';
+
+/** Reads at most a little more than any document may hold (in hex: twice), so a huge file is refused, not loaded. */
+function readDocument(cmd: Command, file: string): ReturnType<typeof documentBytes> {
+  const limit = verifierLimits.documentBytesMax * 2 + 1024;
   let fd: number;
   try {
-    fd = openSync(file, 'r');
+    fd = file === '-' ? 0 : openSync(file, 'r');
   } catch (err) {
     return cmd.error(`error: cannot read ${file}: ${(err as Error).message}`, { exitCode: 2 });
   }
   try {
     const buf = Buffer.alloc(limit);
     let filled = 0;
-    for (let n = -1; n !== 0 && filled < limit; filled += n) n = readSync(fd, buf, filled, limit - filled, null);
-    return buf.subarray(0, filled);
+    for (let n = -1; n !== 0 && filled < limit; filled += n) n = readSyncRetrying(fd, buf, filled, limit - filled);
+    return documentBytes(buf.subarray(0, filled));
   } catch (err) {
     return cmd.error(`error: cannot read ${file}: ${(err as Error).message}`, { exitCode: 2 });
   } finally {
-    closeSync(fd);
+    if (fd !== 0) closeSync(fd);
+  }
+}
+
+/** readSync on stdin may throw EAGAIN when it is a non-blocking pipe: wait and try again. */
+function readSyncRetrying(fd: number, buf: Buffer, offset: number, length: number): number {
+  for (;;) {
+    try {
+      return readSync(fd, buf, offset, length, null);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    }
   }
 }
 

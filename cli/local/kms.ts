@@ -13,6 +13,7 @@ import type { EmulatorCa } from '../../emulator/ca.ts';
 import { startEmulatedImds, type EmulatedImds, type ImdsInit } from '../../emulator/imds.ts';
 import { enclaveKeyPolicy, startEmulatedKms, type EmulatedKms } from '../../emulator/kms.ts';
 import { measureImage } from '../../emulator/measure.ts';
+import { serviceChild } from '../../emulator/service-log.ts';
 import { localKmsKeyArn } from '../../enclave/image-config.ts';
 import { startBlobStore } from '../../host/blob-store.ts';
 import { verifyAttestation } from '../../verifier/index.ts';
@@ -59,7 +60,7 @@ export async function startLocalKms(o: { dir: string; ca: EmulatorCa; imagePath:
       defaultKeyId: localKmsKeyArn.slice(localKmsKeyArn.indexOf(':key/') + 5),
       tls,
       credentials: imds.registry,
-      logger: o.logger.child({ svc: 'kms' }),
+      logger: serviceChild(o.logger, 'kms'),
     });
   } catch (err) {
     await imds.close();
@@ -82,5 +83,5 @@ export function kmsEnv(kms: { addr: string } | { url: string }): Record<string, 
 }
 
 export function localBlobStore(logger: Logger) {
-  return (socketPath: string, dataDir: string) => startBlobStore({ socketPath, dir: dataDir, logger: logger.child({ svc: 'blobs' }) });
+  return (socketPath: string, dataDir: string) => startBlobStore({ socketPath, dir: dataDir, logger: serviceChild(logger, 'blobs') });
 }

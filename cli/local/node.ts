@@ -11,8 +11,18 @@ import type { EmulatorCa } from '../../emulator/ca.ts';
 import { launchEnclave, type LaunchedEnclave } from '../../emulator/launcher.ts';
 import type { ImageMeasurement } from '../../emulator/measure.ts';
 import { loopbackOnly, startHost, type RunningHost } from '../../host/host.ts';
+import { serviceChild } from '../../emulator/service-log.ts';
 
 export const restartDelayMs = 500;
+/**
+ * An enclave that dies before it answers (a KMS that refuses its image, a join address that never answers)
+ * is launched again after a growing pause (restartDelayMs, x2 each time), at most this many times in all;
+ * then the node gives up with the enclave's last error instead of looping forever.
+ */
+export const startAttemptsMax = 4;
+/** An enclave that dies within this long of answering counts as crash-looping: its relaunch pause doubles. */
+export const quickDeathMs = 3000;
+const relaunchDelayMaxMs = 30_000;
 const socketPathBytesMax = 100;
 
 export interface LocalNodeOptions {
@@ -29,6 +39,8 @@ export interface LocalNodeOptions {
   /** The emulated IMDS whose role credentials this node's host hands its enclave. */
   imdsUrl?: string;
   isolate?: 'auto' | 'required' | 'off';
+  /** Called once if a relaunch gives up (startAttemptsMax start-up failures in a row); the node is then stopped. */
+  onGiveUp?: (err: Error) => void;
 }
 
 export class LocalNode {
@@ -37,6 +49,8 @@ export class LocalNode {
   enclave: LaunchedEnclave | null = null;
   restarts = 0;
   private stopping = false;
+  private quickDeaths = 0;
+  private pause: { timer: NodeJS.Timeout; resolve: () => void } | null = null;
   private readonly opts: LocalNodeOptions;
   private readonly vsockDir: string;
   private readonly dataDir: string;
@@ -91,7 +105,7 @@ export class LocalNode {
       httpPort,
       dataDir: this.dataDir,
       outboundPolicy: loopbackOnly,
-      logger: this.opts.logger.child({ svc: 'host', node: this.name }),
+      logger: serviceChild(this.opts.logger, 'host', { node: this.name }),
       info: () => ({ node: this.name, enclavePid: this.enclave?.pid ?? null, pids: this.pids(), restarts: this.restarts }),
       ...(this.opts.startBlobStore ? { startBlobStore: this.opts.startBlobStore } : {}),
       ...(this.opts.imdsUrl ? { imdsUrl: this.opts.imdsUrl } : {}),
@@ -100,8 +114,43 @@ export class LocalNode {
     });
   }
 
-  /** Resolves when the enclave accepts connections (its socket answers an attestation request). */
+  /**
+   * Launches the enclave and resolves when it accepts connections (its socket answers an attestation
+   * request). One that dies during start-up is launched again after a growing pause, startAttemptsMax times
+   * in all; then this rejects with the enclave's last error and the node stays stopped.
+   */
   async launch(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.launchOnce();
+        return;
+      } catch (err) {
+        if (this.stopping) throw err;
+        const last = this.enclave?.lastError() ?? null;
+        if (attempt >= startAttemptsMax) {
+          this.stopping = true;
+          throw new Error(`the enclave failed to start ${attempt} times; giving up. Its last error: ${last ?? (err as Error).message}`);
+        }
+        const delay = restartDelayMs * 2 ** (attempt - 1);
+        this.opts.logger.warn({ node: this.name, attempt, delayMs: delay, err: last ?? (err as Error).message }, 'the enclave failed to start; trying again');
+        await this.sleep(delay);
+        if (this.stopping) throw err;
+      }
+    }
+  }
+
+  /** A pause that stop() cuts short. */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pause = null;
+        resolve();
+      }, ms);
+      this.pause = { timer, resolve };
+    });
+  }
+
+  private async launchOnce(): Promise<void> {
     const env = {
       EKV_VSOCK_DIR: this.vsockDir,
       EKV_LOG_LEVEL: process.env.EKV_ENCLAVE_LOG_LEVEL ?? 'info',
@@ -114,18 +163,34 @@ export class LocalNode {
       workDir: this.workDir,
       env,
       isolate: this.opts.isolate ?? 'auto',
-      logger: this.opts.logger.child({ svc: 'emulator', node: this.name }),
+      logger: serviceChild(this.opts.logger, 'emulator', { node: this.name }),
     });
     this.enclave = enclave;
-    void enclave.exited.then(() => {
-      if (this.stopping || this.enclave !== enclave) return;
+    let readyAt: number | null = null;
+    void enclave.exited.then(async () => {
+      // A death during start-up is launch()'s to retry; this is for an enclave that was running.
+      if (this.stopping || this.enclave !== enclave || readyAt === null) return;
       this.restarts++;
-      this.opts.logger.warn({ node: this.name, restarts: this.restarts }, 'enclave died; launching it again');
-      setTimeout(() => {
-        if (!this.stopping) this.launch().catch((err: unknown) => this.opts.logger.error({ err }, 'relaunch failed'));
-      }, restartDelayMs);
+      this.quickDeaths = Date.now() - readyAt < quickDeathMs ? this.quickDeaths + 1 : 0;
+      const delay = Math.min(relaunchDelayMaxMs, restartDelayMs * 2 ** Math.min(this.quickDeaths, 10));
+      this.opts.logger.warn({ node: this.name, restarts: this.restarts, delayMs: delay }, 'enclave died; launching it again');
+      await this.sleep(delay);
+      if (this.stopping) return;
+      this.launch().catch((err: unknown) => {
+        if ((err as Error).message.startsWith('the enclave failed to start')) {
+          this.opts.logger.error({ node: this.name, err: (err as Error).message }, 'relaunch gave up');
+          this.opts.onGiveUp?.(err as Error);
+        } else if (!this.stopping) this.opts.logger.error({ err }, 'relaunch failed');
+      });
     });
-    await waitForEnclave(this.host.enclaveSocket, enclave);
+    try {
+      await waitForEnclave(this.host.enclaveSocket, enclave);
+    } catch (err) {
+      // Never two enclaves at once: one that did not answer in time is stopped before any retry.
+      await enclave.stop().catch(() => undefined);
+      throw err;
+    }
+    readyAt = Date.now();
   }
 
   pids(): { host: number; emulator: number; enclave: number | null } {
@@ -134,6 +199,11 @@ export class LocalNode {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    if (this.pause) {
+      clearTimeout(this.pause.timer);
+      this.pause.resolve();
+      this.pause = null;
+    }
     await this.enclave?.stop();
     await this.host?.close();
   }

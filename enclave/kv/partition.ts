@@ -22,6 +22,7 @@ interface Slot extends Entry {
 export class Partition {
   private readonly map = new Map<string, Slot>();
   private live = 0;
+  private liveBytes = 0;
   private seq = 0;
 
   /** The modification sequence number of the latest change. */
@@ -31,6 +32,11 @@ export class Partition {
 
   get size(): number {
     return this.live;
+  }
+
+  /** Bytes of the live entries' keys and values (tombstones not counted). */
+  get bytes(): number {
+    return this.liveBytes;
   }
 
   get(key: Buffer): Entry | undefined {
@@ -59,7 +65,10 @@ export class Partition {
     const k = key.toString('latin1');
     const prev = this.map.get(k);
     if (!prev) return;
-    if (prev.value !== null) this.live--;
+    if (prev.value !== null) {
+      this.live--;
+      this.liveBytes -= key.length + prev.value.length;
+    }
     this.map.delete(k);
   }
 
@@ -68,8 +77,14 @@ export class Partition {
   }
 
   private set(k: string, prev: Entry | undefined, entry: Entry): void {
-    if (prev?.value != null) this.live--;
-    if (entry.value !== null) this.live++;
+    if (prev?.value != null) {
+      this.live--;
+      this.liveBytes -= k.length + prev.value.length;
+    }
+    if (entry.value !== null) {
+      this.live++;
+      this.liveBytes += k.length + entry.value.length;
+    }
     this.map.set(k, { value: entry.value, version: entry.version, mseq: ++this.seq });
   }
 }

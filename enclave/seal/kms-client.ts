@@ -13,6 +13,7 @@
  * as CiphertextForRecipient, opened here (cms.ts). The plaintext data key never
  * crosses the relay; the CiphertextBlob is what the host may store.
  */
+import { m } from '../metrics.ts';
 import { generateKeyPair, type KeyObject } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
@@ -109,7 +110,7 @@ export function createEnclaveKms(init: EnclaveKmsInit): EnclaveKms {
   return {
     keyArn,
     generateDataKey: async (attest, opts = {}) => {
-      const out = await generate(client, keyArn, attest, opts);
+      const out = await counted('GenerateDataKey', generate(client, keyArn, attest, opts));
       try {
         expect('GenerateDataKey', out.keyId);
       } catch (err) {
@@ -119,7 +120,7 @@ export function createEnclaveKms(init: EnclaveKmsInit): EnclaveKms {
       return out;
     },
     decryptDataKey: async (blob, attest, opts = {}) => {
-      const out = await decryptKey(client, init.unsafeSkipKeyIdCheck === true ? null : keyArn, blob, attest, opts);
+      const out = await counted('Decrypt', decryptKey(client, init.unsafeSkipKeyIdCheck === true ? null : keyArn, blob, attest, opts));
       try {
         expect('Decrypt', out.keyId);
       } catch (err) {
@@ -134,6 +135,21 @@ export function createEnclaveKms(init: EnclaveKmsInit): EnclaveKms {
       httpsAgent.destroy();
     },
   };
+}
+
+/** Counts and times one KMS call by operation and result (the error's code, never its message). */
+async function counted<T>(op: string, p: Promise<T>): Promise<T> {
+  const started = process.hrtime.bigint();
+  try {
+    const out = await p;
+    m.kmsCalls.inc({ op, result: 'ok' });
+    return out;
+  } catch (err) {
+    m.kmsCalls.inc({ op, result: err instanceof KmsError ? err.code : 'error' });
+    throw err;
+  } finally {
+    m.kmsSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9, { op });
+  }
 }
 
 interface Recipient {

@@ -9,6 +9,7 @@
  * the previous blob write was in flight, as one segment. `append` resolves when
  * the segment holding the record is on the host's disk.
  */
+import { m } from '../metrics.ts';
 import { randomBytes } from 'node:crypto';
 import type { BlobClient } from './blob-client.ts';
 import { gcmNonceBytes, recordBytesMax, segmentBytesMax, segmentHeaderBytes, segmentRecordsMax } from './constants.ts';
@@ -94,6 +95,7 @@ export class SealedStore {
   append(record: Uint8Array): Promise<number> {
     if (this.broken !== null) return Promise.reject(this.broken);
     if (record.length > recordBytesMax) return Promise.reject(new RangeError(`record of ${record.length} bytes exceeds ${recordBytesMax}`));
+    m.sealAppends.inc();
     const seq = this.lastSeq + 1;
     const sealed = sealRecord(this.keys.wal, this.keys.nodeTag, seq, this.lastTag, this.nextNonce(), record);
     this.lastSeq = seq;
@@ -125,7 +127,14 @@ export class SealedStore {
     // and a crash in the middle would leave no complete snapshot at all.
     if (seq === this.snapshotSeq && this.snapshotNames.length > 0) return this.snapshotting;
     const chunks = sealSnapshot(this.keys.snapshot, this.keys.nodeTag, seq, this.lastTag, state);
-    const run = this.snapshotting.then(() => this.storeSnapshot(seq, chunks));
+    const run = this.snapshotting.then(() => this.storeSnapshot(seq, chunks)).then(
+      () => m.sealSnapshots.inc({ result: 'ok' }),
+      (err: unknown) => {
+        m.sealSnapshots.inc({ result: 'error' });
+        m.sealErrors.inc({ kind: 'snapshot' });
+        throw err;
+      },
+    );
     this.snapshotting = run.catch(() => undefined);
     return run;
   }
@@ -158,6 +167,7 @@ export class SealedStore {
     try {
       for (let i = 0; i < chunks.length; i++) await this.blobs.put(snapshotChunkName(seq, i), chunks[i]!);
     } catch (err) {
+      m.sealErrors.inc({ kind: 'resync' });
       throw err instanceof SealError ? err : new SealError('SEAL_IO', 'snapshot write failed', { cause: err });
     }
     const replacedNames = this.snapshotNames;
@@ -245,10 +255,15 @@ export class SealedStore {
       if (batch === undefined) return;
       this.headInFlight = true;
       const name = segmentName(batch.firstSeq);
+      const started = process.hrtime.bigint();
       try {
         if (this.broken !== null) throw this.broken;
         await this.blobs.put(name, encodeSegment(this.keys.nodeTag, batch.records));
+        m.sealWrites.inc({ result: 'ok' });
+        m.sealWriteSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
       } catch (err) {
+        m.sealWrites.inc({ result: 'error' });
+        m.sealErrors.inc({ kind: 'segment' });
         this.broken ??= err instanceof SealError ? err : new SealError('SEAL_IO', 'segment write failed', { cause: err });
         this.headInFlight = false;
         for (const b of this.queue.splice(0)) for (const w of b.waiters) w.reject(this.broken);

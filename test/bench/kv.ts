@@ -15,8 +15,11 @@
  * entries), and the recovery time of a sealed node per 100,000 keys (see lib/kv-extra.ts).
  *
  *   npm run bench:kv -- --clients 64 --connections 4 --seconds 5 --value-bytes 100 [--ops N] [--json] [--no-redis] [--no-extra] [--recovery-keys N]
+ *                       [--plot [--plot-dir DIR]]   also write SVG charts (default test/bench/charts/)
  */
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { writeBenchCharts } from './plot.ts';
 import { connect, type EkvClient } from '../../client/index.ts';
 import { startEkvNode } from './lib/ekv-node.ts';
 import { authenticatedRun, recoveryRun } from './lib/kv-extra.ts';
@@ -33,7 +36,7 @@ const seed = 20261125;
 
 const progress = (line: string) => process.stderr.write(`bench:kv: ${line}\n`);
 
-function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: boolean; recoveryKeys: number } {
+function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: boolean; recoveryKeys: number; plot: string | null } {
   const { values } = parseArgs({
     options: {
       clients: { type: 'string', default: '64' },
@@ -47,6 +50,8 @@ function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: bo
       'no-redis': { type: 'boolean', default: false },
       'no-extra': { type: 'boolean', default: false },
       'recovery-keys': { type: 'string', default: '100000' },
+      plot: { type: 'boolean', default: false },
+      'plot-dir': { type: 'string' },
     },
   });
   const int = (name: string, v: string | undefined, min: number, max: number): number => {
@@ -67,7 +72,8 @@ function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: bo
   if (!(s.seconds > 0 && s.seconds <= 3600) || !(s.warmupSeconds >= 0 && s.warmupSeconds <= 600)) {
     throw new Error('--seconds must be in (0, 3600], --warmup in [0, 600]');
   }
-  return { s, json: values.json, redis: !values['no-redis'], extra: !values['no-extra'], recoveryKeys: int('recovery-keys', values['recovery-keys'], 1000, 10_000_000) };
+  const plot = values['plot-dir'] ?? (values.plot ? fileURLToPath(new URL('./charts/', import.meta.url)) : null);
+  return { s, json: values.json, redis: !values['no-redis'], extra: !values['no-extra'], recoveryKeys: int('recovery-keys', values['recovery-keys'], 1000, 10_000_000), plot };
 }
 
 async function ekvConnections(clusterFile: string, n: number): Promise<KvConnection[]> {
@@ -191,13 +197,19 @@ async function redisRun(name: string, persistence: RedisPersistence, s: LoadSett
 }
 
 async function main(): Promise<void> {
-  const { s, json, redis, extra: wantExtra, recoveryKeys } = settings();
+  const { s, json, redis, extra: wantExtra, recoveryKeys, plot } = settings();
   const results: Results = {};
   await ekvRun(sealedName, [], s, results);
   if (redis) await redisRun(redisAofName, 'aof-always', s, results);
   await ekvRun(unsealedName, ['--no-seal'], s, results);
   if (redis) await redisRun(redisMemName, 'none', s, results);
   const extra = wantExtra ? await extraRuns(s, recoveryKeys) : {};
+  if (plot !== null) {
+    const caption = `${s.clients} clients over ${s.connections} connections, ${s.valueBytes}-byte values, ${s.keys} keys, one node on loopback`;
+    const puts = results[mixes[1]!.name];
+    const sealedPair = puts?.[sealedName] && puts[unsealedName] ? { sealed: puts[sealedName], unsealed: puts[unsealedName] } : undefined;
+    for (const f of await writeBenchCharts(plot, results, caption, sealedPair)) progress(`wrote ${f}`);
+  }
   if (json) process.stdout.write(JSON.stringify({ settings: s, results, ratio: ratios(results), extra }) + '\n');
   else {
     printTable(results, s);

@@ -8,7 +8,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import type { ClusterFile } from '../../client/cluster.ts';
 import { localImage, localImageSettings, type ImageSettings } from '../../cli/local/image.ts';
 import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
@@ -16,6 +16,7 @@ import type { LocalNode } from '../../cli/local/node.ts';
 import { EmulatorCa } from '../../emulator/ca.ts';
 import { launchEnclave, type LaunchedEnclave } from '../../emulator/launcher.ts';
 import { EmulatedNsm } from '../../emulator/nsm.ts';
+import { serviceLogger } from '../../emulator/service-log.ts';
 import { loopbackOnly, startHost, type RunningHost } from '../../host/host.ts';
 import { fetchAttestation } from '../../host/http.ts';
 
@@ -33,7 +34,7 @@ export function imageFor(o: { nodes?: number; replicas?: number; access?: 'open'
 const enclaveStartMs = 30_000;
 
 export function testLogger(): Logger {
-  return pino({ level: process.env.EKV_TEST_LOG ?? 'silent', base: { svc: 'test' } }, pino.destination(2));
+  return serviceLogger('test', process.env.EKV_TEST_LOG ?? 'silent');
 }
 
 /** A fresh directory with a short path (unix socket paths are limited to ~100 bytes). */

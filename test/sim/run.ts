@@ -1,21 +1,27 @@
-// `npm run sim [-- --seed N] [--quick] [--json]`: the Chord paper's experiments on the
-// real ring core. Progress goes to stderr, the tables (or one JSON document) to stdout.
+// `npm run sim [-- --seed N] [--quick] [--json] [--plot [--plot-dir DIR]]`: the Chord paper's experiments on the
+// real ring core. Progress goes to stderr, the tables (or one JSON document) to stdout; --plot also writes SVG
+// charts (default test/sim/charts/) with the paper's published figures on the same axes, and sweeps the
+// virtual nodes per node over 1, 2, 5, 10, 20 for the load chart.
 // Any failure prints the seed that replays it.
+import { fileURLToPath } from 'node:url';
+import { writeSimCharts } from './plot.ts';
 import {
   type FailureRow, type LoadRow, type PathRow, loadSpread, log2, pathLengthBootstrapped, pathLengthJoined,
   simultaneousFailures,
 } from './experiments.ts';
 
-interface Args { seed: number; quick: boolean; json: boolean }
+interface Args { seed: number; quick: boolean; json: boolean; plot: string | null }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seed: 1, quick: false, json: false };
+  const a: Args = { seed: 1, quick: false, json: false, plot: null };
   for (let i = 0; i < argv.length; i++) {
     const x = argv[i];
     if (x === '--quick') a.quick = true;
     else if (x === '--json') a.json = true;
     else if (x === '--seed') a.seed = Number(argv[++i]);
-    else throw new Error(`unknown argument ${x}; usage: run.ts [--seed N] [--quick] [--json]`);
+    else if (x === '--plot') a.plot ??= fileURLToPath(new URL('./charts/', import.meta.url));
+    else if (x === '--plot-dir') a.plot = argv[++i] ?? '';
+    else throw new Error(`unknown argument ${x}; usage: run.ts [--seed N] [--quick] [--json] [--plot [--plot-dir DIR]]`);
   }
   if (!Number.isSafeInteger(a.seed) || a.seed < 0) throw new Error('--seed must be a non-negative integer');
   return a;
@@ -52,8 +58,9 @@ function failurePhase(a: Args): FailureRow[] {
 function loadPhase(a: Args): LoadRow[] {
   const n = a.quick ? 1000 : 10000;
   const v = Math.floor(log2(n));
-  progress(`load: ${n} nodes, ${100 * n} keys, 1 and ${v} virtual nodes per node`);
-  return [loadSpread(n, 100, 1, a.seed), loadSpread(n, 100, v, a.seed)];
+  const vs = a.plot === null ? [1, v] : [...new Set([1, 2, 5, 10, v, 20])].sort((x, y) => x - y);
+  progress(`load: ${n} nodes, ${100 * n} keys, ${vs.join(', ')} virtual nodes per node`);
+  return vs.map((x) => loadSpread(n, 100, x, a.seed));
 }
 
 function printPath(rows: PathRow[]): void {
@@ -81,7 +88,7 @@ function printLoad(rows: LoadRow[]): void {
   }
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   const t0 = performance.now();
   progress(`seed ${a.seed}${a.quick ? ' (quick)' : ''}`);
@@ -91,6 +98,9 @@ function main(): void {
     const load = loadPhase(a);
     const seconds = (performance.now() - t0) / 1000;
     progress(`done in ${seconds.toFixed(1)} s`);
+    if (a.plot !== null) {
+      for (const f of await writeSimCharts(a.plot, { path, failures, load })) progress(`wrote ${f}`);
+    }
     if (a.json) {
       console.log(JSON.stringify({ seed: a.seed, quick: a.quick, seconds, path, failures, load }, null, 2));
       return;
@@ -105,4 +115,4 @@ function main(): void {
   }
 }
 
-main();
+await main();
