@@ -9,7 +9,7 @@
 //   node scripts/build.mjs [--no-enclave] [--no-lib] [--no-types]
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -54,7 +54,7 @@ if (!values['no-lib']) {
   // what a script runs often), so `ekv get` reads and compiles one module. The commands that run nodes
   // (up, node, host, measure: the emulator, express, pino, the AWS SDK) are bundles of their own in
   // dist/lib/cli-heavy/, imported only when one of them runs.
-  const heavy = ['up', 'node', 'host', 'measure', 'emulate-enclave'];
+  const heavy = ['up', 'node', 'host', 'measure', 'emulate-enclave', 'dashboard'];
   const heavyImports = {
     name: 'cli-heavy-external',
     setup(b) {
@@ -70,6 +70,8 @@ if (!values['no-lib']) {
     outdir: join(outdir, 'cli-heavy'),
     chunkNames: 'chunks/[name]-[hash]',
   });
+  // The dashboard's page and script, read beside the module that serves them (cli/dashboard/server.ts).
+  for (const f of ['index.html', 'app.js']) copyFileSync(join(root, 'cli', 'dashboard', f), join(outdir, 'cli-heavy', f));
 }
 
 if (!values['no-types']) {
