@@ -63,6 +63,8 @@ export interface LocalRingOptions {
    */
   startOrder?: number[];
   startGapMs?: number;
+  /** How long to wait for the ring to form once every enclave is up (default 60 s); 0: do not wait. */
+  formTimeoutMs?: number;
 }
 
 export interface LocalRing {
@@ -194,7 +196,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   // A cluster file from anyone else is not in the store and is used for its addresses only.
   if (o.rememberTrust !== false) rememberTrust(cluster.trust, `ekv up ${clusterFile}`);
   try {
-    await waitForRing(cluster, 60_000, progress);
+    if (o.formTimeoutMs !== 0) await waitForRing(cluster, o.formTimeoutMs ?? 60_000, progress);
   } catch (err) {
     await stopAll();
     throw err;

@@ -280,11 +280,14 @@ export class JepsenRing {
     await this.ring.stop();
   }
 
-  /** Start the ring again from its directory, nodes one at a time in `order`, `gapMs` apart. */
+  /**
+   * Start the ring again from its directory, nodes one at a time in `order`, `gapMs` apart; resolves once
+   * every enclave accepts connections (whether the ring forms and serves is for the run to find out).
+   */
   async restart(order: number[], gapMs: number): Promise<void> {
     this.ring = await startLocalRing({
       dir: this.o.dir, nodes: this.o.nodes, replicas: this.o.replicas, logger: this.o.logger, seal: true, rememberTrust: false,
-      startOrder: order, startGapMs: gapMs, ...(this.o.hostProcess ? { hostProcess: true } : {}),
+      startOrder: order, startGapMs: gapMs, formTimeoutMs: 0, ...(this.o.hostProcess ? { hostProcess: true } : {}),
     });
   }
 
@@ -413,9 +416,13 @@ export class Workload {
     const name = `c${i}`;
     const seen = new Map<string, number>(); // the last version this client saw per key, for compare-and-set
     const think = this.o.thinkMs ?? 20;
+    // After a write whose outcome is unknown, the client only reads until a read succeeds: during an outage
+    // it does not pile up unknown writes, each of which the checker must try at every later point (the
+    // search grows with them), while a failed read constrains nothing and costs nothing.
+    let degraded = false;
     for (let n = 1; this.running; n++) {
       const key = this.o.keys[Math.floor(rand() * this.o.keys.length)] as string;
-      const p = rand();
+      const p = degraded ? 0 : rand();
       const cas = seen.get(key) ?? 0;
       const op: HistOp = p < 0.4 ? { kind: 'get' }
         : p < 0.7 ? { kind: 'put', value: `${name}-${n}`, ifVersion: null }
@@ -424,6 +431,8 @@ export class Workload {
         : { kind: 'del', ifVersion: cas };
       const r = await recorded(this.rec, name, kv, key, op);
       if (r.status === 'ok' && r.out) seen.set(key, r.out.kind === 'get' ? (r.out.found ? r.out.version : 0) : r.out.version);
+      if (r.status === 'info' && op.kind !== 'get') degraded = true;
+      if (r.status === 'ok' && op.kind === 'get') degraded = false;
       if (r.status !== 'ok') await sleep(50 + rand() * 100);
       else if (think > 0) await sleep(rand() * think);
     }
@@ -645,6 +654,7 @@ export async function runJepsen(o: RunOptions): Promise<RunResult> {
   let verdict: Verdict;
   let settled: string | null = null;
   const facts: Record<string, number> = {};
+  let scheduleError: string | null = null;
   const fault = (what: string) => {
     rec.mark(what);
     log(`[${o.name}] ${(rec.ms() / 1000).toFixed(1)}s ${what}`);
@@ -658,17 +668,25 @@ export async function runJepsen(o: RunOptions): Promise<RunResult> {
     await sleep(o.warmupMs ?? 1500);
     try {
       await o.faults({ ring, rec, keys, rand, mark: fault, fact: (name, value) => { facts[name] = (facts[name] ?? 0) + value; } });
+    } catch (err) {
+      // A schedule that cannot go on (e.g. a node that does not come back) fails the run, after the checks.
+      scheduleError = (err as Error).message;
+      fault(`schedule failed: ${scheduleError}`);
     } finally {
       await ring.heal();
       fault('healed');
     }
     await sleep(o.healMs ?? 3000);
     settled = await ring.settle(o.settleMs ?? 30_000);
-    if (settled) fault(`not settled: ${settled}`);
+    if (settled) fault(`not settled ${o.settleMs ?? 30_000} ms after healing: ${settled}`);
     await work.stop();
     work = null;
     const missing = await finalReads(rec, ring.cluster, keys, 15_000);
     verdict = check(rec, missing);
+    if (scheduleError) {
+      verdict.ok = false;
+      verdict.problems.unshift(`the fault schedule failed: ${scheduleError}`);
+    }
   } finally {
     await work?.stop().catch(() => undefined);
     await ring?.stop().catch(() => undefined);

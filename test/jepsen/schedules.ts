@@ -136,7 +136,7 @@ export const schedules: Record<'pause' | 'host' | 'rolling' | 'restart', Schedul
         const holders = await ctx.ring.holders(key);
         const others = Array.from({ length: ctx.ring.size }, (_, i) => i).filter((i) => !holders.includes(i));
         const order = [...others, ...holders];
-        const gapMs = p.short ? 2500 : between(ctx.rand, 1000, 5000);
+        const gapMs = p.short ? 1500 : between(ctx.rand, 1000, 5000);
         await ctx.ring.crashAll();
         ctx.mark(`crashed every node; restarting in order ${order.map((i) => ctx.ring.name(i)).join(', ')} (holders of ${key} last), ${gapMs} ms apart`);
         await sleep(500);
