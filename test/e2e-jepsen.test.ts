@@ -14,7 +14,7 @@ function expectClean(r: RunResult): void {
   // The run did something: operations acknowledged, and the fault happened (else the test proves nothing).
   expect(r.verdict.counts.ok, r.summary).toBeGreaterThan(100);
   expect(r.faults.length, r.summary).toBeGreaterThan(1);
-  expect(r.verdict.anomalies, r.summary).toEqual({ nonLinearizableKeys: 0, lostWrites: 0, versionConflicts: 0, failedButApplied: 0, finalUnavailable: 0, undecided: 0 });
+  expect(r.verdict.anomalies, r.summary).toEqual({ nonLinearizableKeys: 0, lostWrites: 0, versionConflicts: 0, failedButApplied: 0, finalUnavailable: 0, undecided: 0, unwritableAfterHeal: 0 });
   expect(r.ok, r.summary).toBe(true);
 }
 

@@ -28,7 +28,7 @@ class Script {
   }
 }
 
-const clean = { nonLinearizableKeys: 0, lostWrites: 0, versionConflicts: 0, failedButApplied: 0, finalUnavailable: 0, undecided: 0 };
+const clean = { nonLinearizableKeys: 0, lostWrites: 0, versionConflicts: 0, failedButApplied: 0, finalUnavailable: 0, undecided: 0, unwritableAfterHeal: 0 };
 
 describe('jepsen history checks', () => {
   it('accepts a clean history with unknown outcomes, CAS, deletes and SDK puts that do not say whether the key existed', () => {
@@ -104,6 +104,14 @@ describe('jepsen history checks', () => {
     s.putOk('c1', 'k', 'b', 2);
     s.final('k', 'a', 3);
     expect(check(s.rec, []).anomalies.nonLinearizableKeys).toBe(1);
+  });
+
+  it('reports keys that took no write after healing', () => {
+    const s = new Script();
+    s.putOk('c0', 'k', 'a', 1);
+    const v = check(s.rec, [], ['k (INTERNAL)']);
+    expect(v.anomalies.unwritableAfterHeal).toBe(1);
+    expect(v.ok).toBe(false);
   });
 
   it('reports final reads that never answered', () => {

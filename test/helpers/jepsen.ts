@@ -439,6 +439,33 @@ export class Workload {
   }
 }
 
+/**
+ * After healing, one write to every key (client 'probe', recorded like any other), retried until one is
+ * acknowledged or `timeoutMs` passes: the keys that took none (the node holding them stays broken once its
+ * faults are gone: issue 11's row 2).
+ */
+export async function probeWrites(rec: Recorder, cluster: ClusterFile, keys: string[], timeoutMs: number): Promise<string[]> {
+  const kv = await connect({ cluster, trustClusterFile: true, timeoutMs: 3000 });
+  const deadline = Date.now() + timeoutMs;
+  const stuck: string[] = [];
+  try {
+    await Promise.all(keys.map(async (key) => {
+      for (let n = 1; ; n++) {
+        const r = await recorded(rec, 'probe', kv, key, { kind: 'put', value: `probe-${key}-${n}`, ifVersion: null });
+        if (r.status === 'ok') return;
+        if (Date.now() > deadline) {
+          stuck.push(`${key} (${r.error})`);
+          return;
+        }
+        await sleep(300);
+      }
+    }));
+  } finally {
+    await kv.close();
+  }
+  return stuck;
+}
+
 /** Read every key through every node, retrying each until it answers or `timeoutMs` passes. */
 export async function finalReads(rec: Recorder, cluster: ClusterFile, keys: string[], timeoutMs: number): Promise<string[]> {
   const kv = await connect({ cluster, trustClusterFile: true, timeoutMs: 3000 });
@@ -480,6 +507,8 @@ export interface Anomalies {
   finalUnavailable: number;
   /** Keys the checker could not decide (search bound hit). */
   undecided: number;
+  /** Keys that took no write after healing (probeWrites). */
+  unwritableAfterHeal: number;
 }
 
 export interface Verdict {
@@ -489,7 +518,7 @@ export interface Verdict {
   counts: { ops: number; ok: number; fail: number; info: number; reads: number; writes: number; checked: number; errors: Record<string, number> };
 }
 
-export function check(rec: Recorder, finalMissing: string[], statesMax = 2_000_000): Verdict {
+export function check(rec: Recorder, finalMissing: string[], stuck: string[] = [], statesMax = 2_000_000): Verdict {
   const problems: string[] = [];
   const hist = rec.history();
   const lin = checkHistory(hist, statesMax);
@@ -546,10 +575,11 @@ export function check(rec: Recorder, finalMissing: string[], statesMax = 2_000_0
     }
   }
   for (const m of finalMissing.slice(0, 10)) problems.push(`final read never answered: ${m}`);
+  for (const k of stuck) problems.push(`no write acknowledged after healing: ${k}`);
   const finalKeys = new Set(finalMissing.map((m) => m.split(' ')[0]));
   const anomalies: Anomalies = {
     nonLinearizableKeys: lin.failures.length - undecided, lostWrites, versionConflicts: conflicting.size, failedButApplied,
-    finalUnavailable: finalKeys.size, undecided,
+    finalUnavailable: finalKeys.size, undecided, unwritableAfterHeal: stuck.length,
   };
   const errors: Record<string, number> = {};
   for (const r of rec.ops) if (r.error) errors[r.error] = (errors[r.error] ?? 0) + 1;
@@ -621,6 +651,8 @@ export interface RunOptions {
   healMs?: number;
   /** How long to wait for the ring to settle after healing (default 30 s). */
   settleMs?: number;
+  /** How long each final read may be retried (default 15 s). */
+  finalMs?: number;
   /** Print progress and the summary (default: console.log). */
   log?: (line: string) => void;
   /** Keep the run directory (ring state and history) even when the run passes. */
@@ -681,8 +713,9 @@ export async function runJepsen(o: RunOptions): Promise<RunResult> {
     if (settled) fault(`not settled ${o.settleMs ?? 30_000} ms after healing: ${settled}`);
     await work.stop();
     work = null;
-    const missing = await finalReads(rec, ring.cluster, keys, 15_000);
-    verdict = check(rec, missing);
+    const stuck = await probeWrites(rec, ring.cluster, keys, o.finalMs ?? 15_000);
+    const missing = await finalReads(rec, ring.cluster, keys, o.finalMs ?? 15_000);
+    verdict = check(rec, missing, stuck);
     if (scheduleError) {
       verdict.ok = false;
       verdict.problems.unshift(`the fault schedule failed: ${scheduleError}`);

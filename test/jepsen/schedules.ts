@@ -36,6 +36,8 @@ const between = (rand: () => number, lo: number, hi: number): number => Math.rou
 function base(name: string, p: ScheduleParams, d: { nodes: number; clients: number; keys: number }): Omit<RunOptions, 'faults'> {
   return {
     name, seed: p.seed,
+    // Lean in npm test: less warm-up and healing, and a shorter bound on settling and the final reads.
+    ...(p.short ? { warmupMs: 1000, healMs: 2000, settleMs: 20_000, finalMs: 10_000 } : {}),
     ring: { nodes: p.nodes ?? d.nodes, replicas: p.replicas ?? 3 },
     clients: p.clients ?? d.clients, keys: p.keys ?? d.keys,
   };
@@ -57,17 +59,17 @@ export const schedules: Record<'pause' | 'host' | 'rolling' | 'restart', Schedul
       faults: (ctx) => repeat(p, async () => {
         const key = p.short ? (ctx.keys[0] as string) : pick(ctx.rand, ctx.keys);
         const owner = (await ctx.ring.holders(key))[0] as number;
-        const pauseMs = p.short ? 6000 : between(ctx.rand, 4000, 10_000);
+        const pauseMs = p.short ? 5000 : between(ctx.rand, 4000, 10_000);
         const pid = ctx.ring.pause(owner);
         ctx.mark(`SIGSTOP ${ctx.ring.name(owner)} (owner of ${key}) for ${pauseMs} ms`);
         await sleep(pauseMs);
         ctx.ring.resume(pid);
         ctx.mark(`SIGCONT ${ctx.ring.name(owner)}`);
-        await sleep(p.short ? 4000 : between(ctx.rand, 2000, 6000));
+        await sleep(p.short ? 3000 : between(ctx.rand, 2000, 6000));
         ctx.ring.kill9(owner);
         ctx.mark(`kill -9 ${ctx.ring.name(owner)} (the resumed owner)`);
         await waitBack(ctx, owner, pid);
-        await sleep(2000);
+        await sleep(p.short ? 1000 : 2000);
       }),
     }),
   },
@@ -83,7 +85,7 @@ export const schedules: Record<'pause' | 'host' | 'rolling' | 'restart', Schedul
         const key = p.short ? (ctx.keys[0] as string) : pick(ctx.rand, ctx.keys);
         const victim = (await ctx.ring.holders(key))[0] as number;
         for (let round = 0; round < (p.short ? 2 : 1); round++) {
-          const downMs = p.short ? 2000 : between(ctx.rand, 1000, 3000);
+          const downMs = p.short ? 1500 : between(ctx.rand, 1000, 3000);
           const pid = await ctx.ring.killHost(victim);
           ctx.mark(`kill -9 host proxy of ${ctx.ring.name(victim)} (pid ${pid}, owner of ${key}), down ${downMs} ms`);
           // The fault took hold: the node cannot be reached while its host is down.
@@ -92,7 +94,7 @@ export const schedules: Record<'pause' | 'host' | 'rolling' | 'restart', Schedul
           await sleep(Math.max(0, downMs - (Date.now() - started)));
           await ctx.ring.reviveHost(victim);
           ctx.mark(`host proxy of ${ctx.ring.name(victim)} started again`);
-          await sleep(p.short ? 3000 : between(ctx.rand, 2000, 6000));
+          await sleep(p.short ? 2000 : between(ctx.rand, 2000, 6000));
           ctx.fact('hostKills', 1);
         }
         // The enclave's sealed writes failed and it recovered (counters of the current data path, when it has them).
@@ -121,7 +123,7 @@ export const schedules: Record<'pause' | 'host' | 'rolling' | 'restart', Schedul
           await sleep(p.short ? 700 : between(ctx.rand, 0, 1500));
         }
         for (const [v, pid] of pids) await waitBack(ctx, v, pid);
-        await sleep(p.short ? 2000 : between(ctx.rand, 1000, 4000));
+        await sleep(p.short ? 1000 : between(ctx.rand, 1000, 4000));
       }, 2),
     }),
   },
@@ -136,13 +138,13 @@ export const schedules: Record<'pause' | 'host' | 'rolling' | 'restart', Schedul
         const holders = await ctx.ring.holders(key);
         const others = Array.from({ length: ctx.ring.size }, (_, i) => i).filter((i) => !holders.includes(i));
         const order = [...others, ...holders];
-        const gapMs = p.short ? 1500 : between(ctx.rand, 1000, 5000);
+        const gapMs = p.short ? 1000 : between(ctx.rand, 1000, 5000);
         await ctx.ring.crashAll();
         ctx.mark(`crashed every node; restarting in order ${order.map((i) => ctx.ring.name(i)).join(', ')} (holders of ${key} last), ${gapMs} ms apart`);
         await sleep(500);
         await ctx.ring.restart(order, gapMs);
-        ctx.mark('every node started again, ring formed');
-        await sleep(p.short ? 2000 : between(ctx.rand, 2000, 6000));
+        ctx.mark('every node started again');
+        await sleep(p.short ? 1000 : between(ctx.rand, 2000, 6000));
       }),
     }),
   },
