@@ -9,6 +9,10 @@ import { runJepsen, type RunResult } from './helpers/jepsen.ts';
 import { schedules } from './jepsen/schedules.ts';
 
 const seed = Number(process.env.EKV_JEPSEN_SEED ?? 1);
+/** Only each run's summary (its fault log is in it); EKV_JEPSEN_VERBOSE=1 prints every fault as it happens. */
+const log = (line: string): void => {
+  if (process.env.EKV_JEPSEN_VERBOSE || / seed \d+: /.test(line)) console.log(line);
+};
 
 function expectClean(r: RunResult): void {
   // The run did something: operations acknowledged, and the fault happened (else the test proves nothing).
@@ -20,18 +24,18 @@ function expectClean(r: RunResult): void {
 
 describe('fault tests with real processes (issue 11)', () => {
   it('row 1: an owner\'s enclave paused (SIGSTOP) past failure detection, resumed, later killed', async () => {
-    expectClean(await runJepsen(schedules.pause.options({ seed, short: true })));
+    expectClean(await runJepsen({ ...schedules.pause.options({ seed, short: true }), log }));
   }, 150_000);
 
   it('row 2: the host proxy of a node killed -9 and started again (its own process)', async () => {
-    expectClean(await runJepsen(schedules.host.options({ seed, short: true })));
+    expectClean(await runJepsen({ ...schedules.host.options({ seed, short: true }), log }));
   }, 150_000);
 
   it('row 3: rolling kill -9 of owners, never more than R-1 at once, with SDK retries', async () => {
-    expectClean(await runJepsen(schedules.rolling.options({ seed, short: true })));
+    expectClean(await runJepsen({ ...schedules.rolling.options({ seed, short: true }), log }));
   }, 150_000);
 
   it('row 4: the whole ring crashes and comes back one node at a time, non-holders of a key first', async () => {
-    expectClean(await runJepsen(schedules.restart.options({ seed, short: true })));
+    expectClean(await runJepsen({ ...schedules.restart.options({ seed, short: true }), log }));
   }, 180_000);
 });

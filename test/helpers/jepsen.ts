@@ -344,12 +344,34 @@ export class JepsenRing {
     }
   }
 
-  /** Node indices holding `key` on the settled ring: its owner first, then R-1 successors. */
+  /** The key's owner as the ring says (the `route` steps clients walk), or null if no walk ends at an owner. */
+  private async routedOwner(key: string): Promise<string | null> {
+    let addr = this.node(0).addr;
+    for (let step = 0; step < 8; step++) {
+      try {
+        const c = await this.statusClient(addr);
+        const r = await c.node(addr).call('route', { k: Buffer.from(key) });
+        if (r.r === 'owner') return addr;
+        if (r.r !== 'next' || typeof r.addr !== 'string') return null;
+        addr = r.addr;
+      } catch {
+        return null;
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Node indices holding `key` on the settled ring: its owner first (as the ring routes it; else by Chord
+   * placement from the nodes' ids), then the R-1 nodes after it in ring order.
+   */
   async holders(key: string): Promise<number[]> {
     const order = ringOrder(await this.statusAll());
     if (order.length !== this.size) throw new Error('not every node answered status');
+    const routed = await this.routedOwner(key);
     const kid = keyId(Buffer.from(key));
-    let first = order.findIndex((v) => (v.id as bigint) >= kid);
+    let first = routed !== null ? order.findIndex((v) => v.addr === routed) : -1;
+    if (first === -1) first = order.findIndex((v) => (v.id as bigint) >= kid);
     if (first === -1) first = 0;
     const out: number[] = [];
     for (let j = 0; j < Math.min(this.o.replicas, order.length); j++) {
@@ -525,7 +547,7 @@ export function check(rec: Recorder, finalMissing: string[], stuck: string[] = [
   let undecided = 0;
   for (const f of lin.failures) {
     if (f.exhausted) undecided++;
-    problems.push(describe(f.key, f.exhausted === true, f.ops, hist));
+    problems.push(describe(f.key, f.exhausted === true, f.ops, hist, rec.faults));
   }
   // Lost acknowledged writes: a final read that finds a value must have a version at or above every
   // acknowledged one (the lowest such read counts). A final NOT_FOUND carries no version (a delete's tombstone
@@ -604,7 +626,7 @@ function showOp(h: HistEntry): string {
 }
 
 /** The shortest failing prefix of a key's history (by bisection over its return times), and its last operations. */
-function describe(key: string, exhausted: boolean, n: number, history: readonly HistEntry[]): string {
+function describe(key: string, exhausted: boolean, n: number, history: readonly HistEntry[], faults: readonly FaultEvent[]): string {
   if (exhausted) return `key ${key}: search exhausted (${n} ops), not decided`;
   const ops = history.filter((h) => h.key === key && !(h.op.kind === 'get' && !h.out));
   const cut = (t: number) => ops.filter((h) => h.call <= t).map((h) => (h.ret <= t ? h : { ...h, ret: Infinity, out: null }));
@@ -617,7 +639,14 @@ function describe(key: string, exhausted: boolean, n: number, history: readonly 
     else hi = mid;
   }
   const t = times[lo] as number;
-  const shown = ops.filter((h) => h.call <= t).slice(-12).map((h) => `    ${showOp(h)}`);
+  const last = ops.filter((h) => h.call <= t).slice(-12);
+  // The fault events among them, at their place in the history.
+  const from = last[0]?.call ?? 0;
+  const lines = [
+    ...last.map((h) => ({ at: h.call, line: `    ${showOp(h)}` })),
+    ...faults.filter((f) => f.at >= from && f.at <= t).map((f) => ({ at: f.at, line: `    -- ${f.at}: ${f.what}` })),
+  ].sort((a, b) => a.at - b.at);
+  const shown = lines.map((l) => l.line);
   return `key ${key}: not linearizable (${n} ops); the shortest failing prefix ends at ${t}:\n${shown.join('\n')}`;
 }
 
