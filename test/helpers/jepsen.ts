@@ -749,6 +749,14 @@ export async function runJepsen(o: RunOptions): Promise<RunResult> {
       verdict.ok = false;
       verdict.problems.unshift(`the fault schedule failed: ${scheduleError}`);
     }
+  } catch (err) {
+    // The run could not be checked at all (e.g. the ring never formed): nothing worth keeping.
+    await work?.stop().catch(() => undefined);
+    await ring?.stop().catch(() => undefined);
+    work = null;
+    ring = null;
+    rmSync(runDir, { recursive: true, force: true });
+    throw err;
   } finally {
     await work?.stop().catch(() => undefined);
     await ring?.stop().catch(() => undefined);
