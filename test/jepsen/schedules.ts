@@ -57,8 +57,12 @@ export const schedules: Record<'pause' | 'host' | 'rolling' | 'restart', Schedul
     options: (p) => ({
       ...base('pause', p, { nodes: p.short ? 4 : 5, clients: 5, keys: 6 }),
       faults: (ctx) => repeat(p, async () => {
-        const key = p.short ? (ctx.keys[0] as string) : pick(ctx.rand, ctx.keys);
-        const owner = (await ctx.ring.holders(key))[0] as number;
+        // The node that owns the most of the keys (most of the workload meets it when it resumes); in long
+        // runs half the time the owner of a random key.
+        const owners = await Promise.all(ctx.keys.map(async (k) => (await ctx.ring.holders(k))[0] as number));
+        const most = owners.reduce((best, o) => (owners.filter((x) => x === o).length > owners.filter((x) => x === best).length ? o : best), owners[0] as number);
+        const owner = !p.short && ctx.rand() < 0.5 ? pick(ctx.rand, owners) : most;
+        const key = ctx.keys.filter((_, i) => owners[i] === owner).join(',');
         const pauseMs = p.short ? 5000 : between(ctx.rand, 4000, 10_000);
         const pid = ctx.ring.pause(owner);
         ctx.mark(`SIGSTOP ${ctx.ring.name(owner)} (owner of ${key}) for ${pauseMs} ms`);
