@@ -16,10 +16,10 @@ const log = (line: string): void => {
 
 function expectClean(r: RunResult): void {
   // The run did something: operations acknowledged, and the fault happened (else the test proves nothing).
-  expect(r.verdict.counts.ok, r.summary).toBeGreaterThan(100);
+  expect(r.verdict.counts.ok, r.summary).toBeGreaterThan(20);
   expect(r.faults.length, r.summary).toBeGreaterThan(1);
-  expect(r.verdict.anomalies, r.summary).toEqual({ nonLinearizableKeys: 0, lostWrites: 0, versionConflicts: 0, failedButApplied: 0, finalUnavailable: 0, undecided: 0, unwritableAfterHeal: 0 });
-  expect(r.ok, r.summary).toBe(true);
+  expect(r.verdict.anomalies, r.summary).toEqual({ nonLinearizableKeys: 0, lostWrites: 0, versionConflicts: 0, failedButApplied: 0, finalUnavailable: 0, undecided: 0 });
+  expect(r.ok, r.summary).toBe(true); // also availability after healing, for the schedules that demand it (row 2)
 }
 
 describe('fault tests with real processes (issue 11)', () => {
@@ -28,7 +28,10 @@ describe('fault tests with real processes (issue 11)', () => {
   }, 150_000);
 
   it('row 2: the host proxy of a node killed -9 and started again (its own process)', async () => {
-    expectClean(await runJepsen({ ...schedules.host.options({ seed, short: true }), log }));
+    const r = await runJepsen({ ...schedules.host.options({ seed, short: true }), log });
+    expectClean(r);
+    expect(r.verdict.availability, r.summary).toEqual({ unwritableAfterHeal: 0, finalPartial: 0 });
+    expect(r.facts.unreachableWhileHostDown, r.summary).toBeGreaterThan(0); // the fault took hold
   }, 150_000);
 
   it('row 3: rolling kill -9 of owners, never more than R-1 at once, with SDK retries', async () => {

@@ -28,7 +28,7 @@ class Script {
   }
 }
 
-const clean = { nonLinearizableKeys: 0, lostWrites: 0, versionConflicts: 0, failedButApplied: 0, finalUnavailable: 0, undecided: 0, unwritableAfterHeal: 0 };
+const clean = { nonLinearizableKeys: 0, lostWrites: 0, versionConflicts: 0, failedButApplied: 0, finalUnavailable: 0, undecided: 0 };
 
 describe('jepsen history checks', () => {
   it('accepts a clean history with unknown outcomes, CAS, deletes and SDK puts that do not say whether the key existed', () => {
@@ -106,19 +106,24 @@ describe('jepsen history checks', () => {
     expect(check(s.rec, []).anomalies.nonLinearizableKeys).toBe(1);
   });
 
-  it('reports keys that took no write after healing', () => {
+  it('reports keys that took no write after healing, and fails on them when availability is strict', () => {
     const s = new Script();
     s.putOk('c0', 'k', 'a', 1);
+    s.final('k', 'a', 1);
     const v = check(s.rec, [], ['k (INTERNAL)']);
-    expect(v.anomalies.unwritableAfterHeal).toBe(1);
-    expect(v.ok).toBe(false);
+    expect(v.availability.unwritableAfterHeal).toBe(1);
+    expect(v.ok).toBe(true);
+    expect(check(s.rec, [], ['k (INTERNAL)'], { strict: true }).ok).toBe(false);
   });
 
-  it('reports final reads that never answered', () => {
+  it('fails on a key no final read answered; one some node did not answer is availability', () => {
     const s = new Script();
     s.putOk('c0', 'k', 'a', 1);
-    const v = check(s.rec, ['k via 127.0.0.1:1 (UNAVAILABLE)']);
+    s.putOk('c0', 'j', 'b', 1);
+    s.final('j', 'b', 1); // through one node; not through the other
+    const v = check(s.rec, ['k via 127.0.0.1:1 (UNAVAILABLE)', 'k via 127.0.0.1:2 (TIMEOUT)', 'j via 127.0.0.1:2 (TIMEOUT)']);
     expect(v.anomalies.finalUnavailable).toBe(1);
+    expect(v.availability.finalPartial).toBe(1);
     expect(v.ok).toBe(false);
   });
 });

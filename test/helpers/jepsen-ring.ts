@@ -178,7 +178,8 @@ export class JepsenRing {
       return toView(addr, s);
     } catch (err) {
       const error = (err as { code?: string }).code ?? (err as Error).message;
-      return { addr, ok: false, error, id: null, ring: '?', serving: false, predecessor: null, successors: [], keys: 0, lookups: 0, hops: 0 };
+      // The view of an empty status (whatever fields NodeView has), marked as not answering.
+      return { ...toView(addr, {}), ok: false, error, ring: '?' };
     }
   }
 

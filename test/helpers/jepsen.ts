@@ -51,6 +51,8 @@ export interface RunOptions {
   settleMs?: number;
   /** How long each final read may be retried (default 15 s). */
   finalMs?: number;
+  /** Availability after healing fails the run too (Verdict.availability); default false. */
+  strictAvailability?: boolean;
   /** Print progress and the summary (default: console.log). */
   log?: (line: string) => void;
   /** Keep the run directory (ring state and history) even when the run passes. */
@@ -113,7 +115,7 @@ export async function runJepsen(o: RunOptions): Promise<RunResult> {
     work = null;
     const stuck = await probeWrites(rec, ring.cluster, keys, o.finalMs ?? 15_000);
     const missing = await finalReads(rec, ring.cluster, keys, o.finalMs ?? 15_000);
-    verdict = check(rec, missing, stuck);
+    verdict = check(rec, missing, stuck, { strict: o.strictAvailability === true });
     if (scheduleError) {
       verdict.ok = false;
       verdict.problems.unshift(`the fault schedule failed: ${scheduleError}`);
@@ -133,9 +135,10 @@ export async function runJepsen(o: RunOptions): Promise<RunResult> {
   const c = verdict.counts;
   const a = verdict.anomalies;
   const anomalyText = Object.entries(a).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ') || 'none';
+  const availabilityText = Object.entries(verdict.availability).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ') || 'ok';
   const faultText = rec.faults.map((f) => `${(f.t / 1000).toFixed(1)}s ${f.what}`).join('; ');
   let summary = `[${o.name}] seed ${o.seed}: ${c.ops} ops (${c.reads} reads, ${c.writes} writes): ok ${c.ok}, fail ${c.fail}, unknown ${c.info}; ` +
-    `checked ${c.checked} ops; errors ${JSON.stringify(c.errors)}; anomalies: ${anomalyText}; facts ${JSON.stringify(facts)}; faults: ${faultText}`;
+    `checked ${c.checked} ops; errors ${JSON.stringify(c.errors)}; anomalies: ${anomalyText}; availability after healing: ${availabilityText}${o.strictAvailability ? ' (strict)' : ''}; facts ${JSON.stringify(facts)}; faults: ${faultText}`;
   let dumpPath: string | null = null;
   if (!verdict.ok || o.keep) {
     dumpPath = join(runDir, 'history.json');

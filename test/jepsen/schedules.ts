@@ -85,6 +85,8 @@ export const schedules: Record<'pause' | 'host' | 'rolling' | 'restart', Schedul
     options: (p) => ({
       ...base('host', p, { nodes: 3, clients: 5, keys: 6 }),
       ring: { nodes: p.nodes ?? 3, replicas: p.replicas ?? 3, hostProcess: true },
+      // The row's symptom was availability: every write in the node's range failed for the rest of the run.
+      strictAvailability: true,
       faults: (ctx) => repeat(p, async () => {
         const key = p.short ? (ctx.keys[0] as string) : pick(ctx.rand, ctx.keys);
         // The key's owner; in long runs half the time any node (ring ids can give one node most owners).
