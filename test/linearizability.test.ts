@@ -86,6 +86,13 @@ describe('linearizability checker', () => {
     expect(checkKey('k', h).ok).toBe(false);
   });
 
+  it('accepts a write answer that does not say whether the key existed (the SDK\'s put), and still checks its version', () => {
+    const w = (version: number): HistOut => ({ kind: 'write', version });
+    expect(checkKey('k', [op(1, 2, put('a'), w(1)), op(3, 4, put('b'), w(2)), op(5, 6, get, read('b', 2))]).ok).toBe(true);
+    expect(checkKey('k', [op(1, 2, put('a'), w(1)), op(3, 4, put('b'), w(1))]).ok).toBe(false);
+    expect(checkKey('k', [op(1, 2, put('a'), w(1)), op(3, 4, put('b'), okW(2, false))]).ok).toBe(false);
+  });
+
   it('checks keys independently and reports only the failing one', () => {
     const h = [
       op(1, 2, put('a'), okW(1), 'x'),

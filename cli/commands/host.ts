@@ -51,7 +51,8 @@ export function registerHost(program: Command): void {
     .option('--imds <url>', "instance metadata service whose role credentials the enclave's KMS calls use ('' : none)", 'http://169.254.169.254')
     .option('--ring-secret <file|url>', "for a node joining a ring: the ring's ring-secret blob (KMS ciphertext, not secret), a file or a member host's http://<ip>:<http port>/v1/ring-secret; put into --data-dir if absent")
     .option('--log-level <level>', 'log level: trace, debug, info, warn, error, fatal or silent (JSON lines on stderr)', 'info')
-    .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; imds: string; ringSecret?: string; enclaveCmd?: string; healthRoot?: string; release?: string }) =>
+    .option('--json', 'once listening, print one ready line as JSON on stdout: {"ok":true,"port","httpPort","pid"} (a supervisor learns the ports chosen for 0)')
+    .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; imds: string; ringSecret?: string; enclaveCmd?: string; healthRoot?: string; release?: string; json?: boolean }) =>
       run(false, async () => {
         const signal = firstSignal();
         // The enclave's per-node settings, read by it through the blob store (enclave/host-config.ts).
@@ -95,6 +96,7 @@ export function registerHost(program: Command): void {
         } else if (o.ringSecret && !existsSync(join(o.dataDir, ringSecretBlob))) {
           copyFileSync(o.ringSecret, join(o.dataDir, ringSecretBlob));
         }
+        if (o.json) process.stdout.write(JSON.stringify({ ok: true, port: host.port, httpPort: host.httpPort, pid: process.pid }) + '\n');
         await signal;
         fetching.abort();
         await host.close();

@@ -12,6 +12,7 @@ import { launchEnclave, type LaunchedEnclave } from '../../emulator/launcher.ts'
 import type { ImageMeasurement } from '../../emulator/measure.ts';
 import { loopbackOnly, startHost, type RunningHost } from '../../host/host.ts';
 import { serviceChild } from '../../emulator/service-log.ts';
+import { spawnHostProcess, type HostProcess } from './host-process.ts';
 
 export const restartDelayMs = 500;
 /**
@@ -41,6 +42,11 @@ export interface LocalNodeOptions {
   isolate?: 'auto' | 'required' | 'off';
   /** Called once if a relaunch gives up (startAttemptsMax start-up failures in a row); the node is then stopped. */
   onGiveUp?: (err: Error) => void;
+  /**
+   * Run the host proxy as its own `ekv host` process (cli/local/host-process.ts) instead of in this
+   * process, so a fault test can kill -9 it (killHost) and start it again (reviveHost). Default false.
+   */
+  hostProcess?: boolean;
 }
 
 export class LocalNode {
@@ -97,7 +103,33 @@ export class LocalNode {
     this.host = await this.startHost(port, httpPort);
   }
 
+  /** The host proxy's own process, in hostProcess mode (else null: it runs in this process). */
+  get hostProcess(): HostProcess | null {
+    return 'kill9' in this.host ? (this.host as HostProcess) : null;
+  }
+
+  /** hostProcess mode: kill -9 the host proxy under the running enclave; resolves once it is gone. Returns its pid. */
+  async killHost(): Promise<number> {
+    const p = this.hostProcess;
+    if (!p) throw new Error(`${this.name}: the host proxy runs in this process (start the node with hostProcess)`);
+    await p.kill9();
+    return p.pid;
+  }
+
+  /** Start the host proxy again on the same ports (after killHost). */
+  async reviveHost(): Promise<void> {
+    const { port, httpPort } = this.host;
+    this.host = await this.startHost(port, httpPort);
+  }
+
   private startHost(listenPort: number, httpPort: number): Promise<RunningHost> {
+    if (this.opts.hostProcess) {
+      return spawnHostProcess({
+        vsockDir: this.vsockDir, dataDir: this.dataDir, listenPort, httpPort,
+        logger: this.opts.logger.child({ svc: 'host', node: this.name }),
+        ...(this.opts.imdsUrl ? { imdsUrl: this.opts.imdsUrl } : {}),
+      });
+    }
     return startHost({
       vsockDir: this.vsockDir,
       listenHost: '127.0.0.1',
@@ -194,7 +226,7 @@ export class LocalNode {
   }
 
   pids(): { host: number; emulator: number; enclave: number | null } {
-    return { host: process.pid, emulator: process.pid, enclave: this.enclave?.pid ?? null };
+    return { host: this.hostProcess?.pid ?? process.pid, emulator: process.pid, enclave: this.enclave?.pid ?? null };
   }
 
   async stop(): Promise<void> {

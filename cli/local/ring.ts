@@ -53,6 +53,18 @@ export interface LocalRingOptions {
   kmsAdmitImages?: string[];
   /** Record the cluster's trust section in the user's trust store (cli/trust-store.ts); default true. */
   rememberTrust?: boolean;
+  /** Each node's host proxy as its own `ekv host` process (LocalNodeOptions.hostProcess; fault tests). */
+  hostProcess?: boolean;
+  /**
+   * The order in which the nodes start (indices into ring.json's list; default 0, 1, ...), each once the
+   * previous one's enclave accepts connections, `startGapMs` (default 0) later. Fault tests restart a whole
+   * ring in an adversarial order (docs/fault-testing.md); the node list and ring.json keep index order.
+   * Only for a restart (ring.json exists): on a first start node 0 founds the ring.
+   */
+  startOrder?: number[];
+  startGapMs?: number;
+  /** How long to wait for the ring to form once every enclave is up (default 60 s); 0: do not wait. */
+  formTimeoutMs?: number;
 }
 
 export interface LocalRing {
@@ -90,6 +102,12 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   const replicas = previous ? previous.replicas : o.replicas;
   const progress = o.progress ?? (() => undefined);
   if (previous) progress(`restarting the ring in ${dir} (${count} nodes, as it was)`);
+  const order = o.startOrder ?? Array.from({ length: count }, (_, i) => i);
+  if (order.length !== count || new Set(order).size !== count || order.some((i) => !Number.isInteger(i) || i < 0 || i >= count)) {
+    throw new Error(`startOrder must list each of the ${count} node indices once`);
+  }
+  // On a first start node 0 founds the ring and the others join through it: only a restart may reorder.
+  if (!previous && order.some((n, i) => n !== i)) throw new Error('startOrder applies to a ring restarted from its directory');
 
   // The default image named explicitly means the same as no image: the variant for these options.
   const explicitImage = o.imagePath !== undefined && resolve(o.imagePath) !== defaultImagePath ? resolve(o.imagePath) : undefined;
@@ -102,17 +120,20 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   const kms = sealed ? await startLocalKms({ dir, ca, imagePath, logger: o.logger, ...(o.imds ? { imds: o.imds } : {}), ...(o.kmsAdmitImages ? { admitImages: o.kmsAdmitImages } : {}) }) : null;
   const kmsInfo = kms?.info ?? null;
   if (kmsInfo) writeJsonAtomic(join(dir, 'kms.json'), kmsInfo);
+  /** The nodes started so far, in start order; `slots` by index. */
   const nodes: LocalNode[] = [];
+  const slots: Array<LocalNode | undefined> = new Array<LocalNode | undefined>(count).fill(undefined);
   const stopAll = async () => {
     await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
     await kms?.close();
   };
   try {
-    for (let i = 0; i < count; i++) {
+    for (const [started, i] of order.entries()) {
+      if (started > 0 && o.startGapMs) await new Promise((r) => setTimeout(r, o.startGapMs));
       const name = `node-${i + 1}`;
       const prev = previous?.nodes[i];
       const dataDir = join(dir, name, 'data');
-      progress(`starting ${name} (${i + 1}/${count})`);
+      progress(`starting ${name} (${started + 1}/${count})`);
       const node: LocalNode = new LocalNode({
         name,
         dir: join(dir, name),
@@ -131,8 +152,10 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
         },
         ...(kms ? { startBlobStore: localBlobStore(o.logger), imdsUrl: kms.info.imdsUrl } : {}),
         ...(o.isolate ? { isolate: o.isolate } : {}),
+        ...(o.hostProcess ? { hostProcess: true } : {}),
       });
       nodes.push(node);
+      slots[i] = node;
       await node.start();
       if (kms && i === 0) publishRingSecret(dataDir, dir);
     }
@@ -140,6 +163,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
     await stopAll();
     throw err;
   }
+  nodes.splice(0, nodes.length, ...(slots as LocalNode[]));
 
   const state: RingState = {
     version: 1, replicas, nodes: nodes.map((n) => ({ name: n.name, port: n.host.port, httpPort: n.host.httpPort })),
@@ -172,7 +196,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   // A cluster file from anyone else is not in the store and is used for its addresses only.
   if (o.rememberTrust !== false) rememberTrust(cluster.trust, `ekv up ${clusterFile}`);
   try {
-    await waitForRing(cluster, 60_000, progress);
+    if (o.formTimeoutMs !== 0) await waitForRing(cluster, o.formTimeoutMs ?? 60_000, progress);
   } catch (err) {
     await stopAll();
     throw err;

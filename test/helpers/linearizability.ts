@@ -22,7 +22,8 @@ export type HistOp =
 
 export type HistOut =
   | { kind: 'get'; found: boolean; value: string | null; version: number }
-  | { kind: 'write'; version: number; existed: boolean }
+  /** existed: whether the key had a value before; absent when the client is not told (the SDK's put). */
+  | { kind: 'write'; version: number; existed?: boolean }
   | { kind: 'conflict'; version: number };
 
 export interface HistEntry {
@@ -68,7 +69,7 @@ export function stepModel(s: State, op: HistOp, out: HistOut | null): State | nu
     next = s;
     answer = { kind: 'write', version: s.version, existed: false };
   }
-  if (out && (out.kind !== 'write' || out.version !== answer.version || out.existed !== (answer as { existed: boolean }).existed)) return null;
+  if (out && (out.kind !== 'write' || out.version !== answer.version || (out.existed !== undefined && out.existed !== (answer as { existed: boolean }).existed))) return null;
   return next;
 }
 

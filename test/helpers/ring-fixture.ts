@@ -54,7 +54,7 @@ export async function waitFor<T>(what: string, timeoutMs: number, probe: () => P
   }
 }
 
-function toView(addr: string, s: Record<string, unknown>): NodeView {
+export function toView(addr: string, s: Record<string, unknown>): NodeView {
   const ref = (x: unknown) => ((x as { addr?: unknown } | null)?.addr as string | undefined) ?? null;
   return {
     addr, ok: true,
