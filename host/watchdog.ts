@@ -145,7 +145,7 @@ export class EnclaveWatchdog {
     this.limits = { ...watchdogLimitsDefault, ...init.limits };
     const registers = [init.registry];
     this.restartsTotal = new Counter({ name: 'ekv_host_enclave_restarts_total', help: 'Enclave relaunches by the watchdog', labelNames: ['reason'], registers });
-    this.upGauge = new Gauge({ name: 'ekv_host_enclave_up', help: '1 when the last health check found the enclave serving', registers });
+    this.upGauge = new Gauge({ name: 'ekv_host_enclave_serving', help: '1 when the last health check found the enclave serving', registers });
     this.backoffGauge = new Gauge({ name: 'ekv_host_enclave_restart_delay_seconds', help: 'Delay before the pending relaunch (0: none pending)', registers });
   }
 

@@ -137,7 +137,7 @@ describe('health and watchdog of a node launched by `ekv host --enclave-cmd`', (
     expect(Number(readFileSync(pidFile(), 'utf8'))).not.toBe(pid);
     const metrics = await (await fetch(`${http}/metrics`)).text();
     expect(metrics).toMatch(/^ekv_host_enclave_restarts_total\{reason="exit"\} 1$/m);
-    expect(metrics).toMatch(/^ekv_host_enclave_up 1$/m);
+    expect(metrics).toMatch(/^ekv_host_enclave_serving 1$/m);
     expect(logs.some((l) => l.msg === 'enclave exited; relaunching after backoff')).toBe(true);
     console.log(`watchdog: healthz 503 after ${downMs} ms, 200 again after ${upMs} ms more`);
   }, 40_000);
