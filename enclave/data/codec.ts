@@ -3,7 +3,7 @@
 // Keys and values travel as latin1 strings (one char per byte), so a string's length is its byte count.
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { DataError } from './errors.ts';
-import type { Ballot, ClientOp, Config, Entry, Member, PeerBody, RangeData, Sessions, WriteOp, WriteResult } from './types.ts';
+import type { Ballot, ClientOp, Config, Entry, LogRecord, Member, PeerBody, RangeData, Sessions, WriteOp, WriteResult } from './types.ts';
 
 /** Members of one configuration (R is at most 7 by validateDataConfig). */
 export const membersMax = 7;
@@ -81,8 +81,8 @@ function entry(x: unknown): Entry {
 function result(x: unknown): WriteResult {
   const o = obj(x, 'result');
   if (o.ok === true) return { ok: true, version: int(o.version, 'result.version'), existed: bool(o.existed, 'result.existed') };
-  if (o.ok === false && o.code === 'CONFLICT') return { ok: false, code: 'CONFLICT', version: int(o.version, 'result.version') };
-  return fail('result must be ok or CONFLICT');
+  if (o.ok === false && (o.code === 'CONFLICT' || o.code === 'RANGE_FULL')) return { ok: false, code: o.code, version: int(o.version, 'result.version') };
+  return fail('result must be ok, CONFLICT or RANGE_FULL');
 }
 
 function key(x: unknown, what: string): string {
@@ -203,5 +203,33 @@ export function peerBodyToWire(b: PeerBody): Record<string, unknown> {
     case 'install': return { ...b, data: rangeDataToWire(b.data), sessions: sessionsToWire(b.sessions) };
     case 'sync': return { ...b, data: rangeDataToWire(b.data), sessions: sessionsToWire(b.sessions) };
     default: return { ...b };
+  }
+}
+
+/** A log record in its wire shape (maps become arrays), for the sealed log's encoder. */
+export function logRecordToWire(r: LogRecord): Record<string, unknown> {
+  return r.t === 'snap' ? { ...r, data: rangeDataToWire(r.data), sessions: sessionsToWire(r.sessions) } : { ...r };
+}
+
+/**
+ * A log record read back from the node's own sealed log. The log is authenticated (only this enclave could have
+ * sealed it), but it is decoded as strictly as a message: a record that does not validate fails the load.
+ */
+export function validateLogRecord(x: unknown, shards: number): LogRecord {
+  const o = obj(x, 'record');
+  const shard = int(o.shard, 'shard', 0, shards - 1);
+  switch (o.t) {
+    case 'acc': return {
+      t: 'acc', shard, epoch: int(o.epoch, 'epoch', 1), promised: nullable(o.promised, ballot),
+      accepted: nullable(o.accepted, (a) => ({ ballot: ballot(obj(a, 'accepted').ballot), value: config(obj(a, 'accepted').value) })),
+    };
+    case 'round': return { t: 'round', shard, round: int(o.round, 'round') };
+    case 'cfg': return { t: 'cfg', shard, config: config(o.config) };
+    case 'snap': return {
+      t: 'snap', shard, instance: int(o.instance, 'instance'), ballot: nullable(o.ballot, ballot), synced: bool(o.synced, 'synced'),
+      data: rangeData(o.data), sessions: sessions(o.sessions),
+    };
+    case 'w': return { t: 'w', shard, epoch: int(o.epoch, 'epoch'), op: writeOp(o.op) };
+    default: throw new DataError('UNKNOWN_TYPE', `unknown record type ${String(o.t).slice(0, 32)}`);
   }
 }

@@ -30,6 +30,12 @@ export interface DataConfig {
   windowMax: number;
   /** Writes waiting per range at its owner; beyond, UNAVAILABLE. */
   queuedMax: number;
+  /**
+   * Optional: the most bytes (keys plus values) one range may hold. A put that would take its range past it
+   * is answered RANGE_FULL (remembered and replicated like CONFLICT, with no effect). The driver sets it so
+   * that a whole range fits in one transfer.
+   */
+  rangeBytesMax?: number;
   /** Test-only switches that break the protocol, so that tests can show the simulator catches it. */
   broken?: Readonly<BrokenFlags>;
 }
@@ -87,6 +93,7 @@ export function validateDataConfig(c: DataConfig): Readonly<DataConfig> {
   intIn('sessionsMax', c.sessionsMax, 1, 1 << 20);
   intIn('windowMax', c.windowMax, 1, 1 << 16);
   intIn('queuedMax', c.queuedMax, 1, 1 << 20);
+  if (c.rangeBytesMax !== undefined) intIn('rangeBytesMax', c.rangeBytesMax, 1, Number.MAX_SAFE_INTEGER);
   // A lease the owner cannot renew before it runs out is useless, and a negative one is a config error.
   if (ownerLeaseTicks(c) <= c.renewTicks) throw new DataError('BAD_CONFIG', 'the owner lease must outlast renewTicks');
   if (c.suspectTicks <= 2 * c.heartbeatTicks) throw new DataError('BAD_CONFIG', 'suspectTicks must exceed two heartbeats');

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { distance, idSpace, keyId } from '../ring/index.ts';
 import { type DataConfig, ownerLeaseTicks, validateDataConfig } from './config.ts';
 import {
-  applyRecord, cloneSessions, emptySessions, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState,
+  applyRecord, cloneSessions, emptySessions, entryBytes, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState,
 } from './range.ts';
 import {
   type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, type Inbound, type LogRecord, type Member,
@@ -137,6 +137,62 @@ export class DataNode {
 
   isActiveOwner(shard: number): boolean {
     return this.rangeAt(shard).active;
+  }
+
+  /** The entry an active owner would serve for `key` (acknowledged state only), or undefined. Null if not the active owner. */
+  ownedEntry(key: string): Entry | undefined | null {
+    const r = this.rangeAt(shardOf(key, this.cfg.shards));
+    if (!r.active) return null;
+    const f = r.inflight.get(key);
+    return f ? f.prev : r.data.get(key);
+  }
+
+  /** Bytes of keys and values a range holds (its transfer size, less framing): the driver bounds it. */
+  rangeBytes(shard: number): number {
+    return this.rangeAt(shard).bytes;
+  }
+
+  /** Number of keys with a value or a tombstone in a range. */
+  rangeKeys(shard: number): number {
+    return this.rangeAt(shard).data.size;
+  }
+
+  /**
+   * A peer the driver's directory learnt of (the Chord ring, an attested session). It counts as alive for
+   * placement only once it is heard from (a message from it, authenticated by the driver).
+   */
+  addPeer(name: string, ring: bigint): void {
+    if (name === this.self.name || this.peers.has(name)) return;
+    this.peers.set(name, { ring, inc: -1, heard: -Infinity, leaving: false });
+  }
+
+  /** Peers this node has heard from recently (its placement view). */
+  livePeers(): string[] {
+    return this.alive().filter((m) => m.name !== this.self.name).map((m) => m.name);
+  }
+
+  /**
+   * The durable state of every range as log records: replaying them (through a new DataNode's log) gives the
+   * same durable state as replaying every record made so far. The driver writes them as a snapshot (log
+   * compaction) and after a failed append (the log is sealed again from them). Records of a range in order:
+   * its configuration, its acceptor state, its data (and install ballot), its proposer round.
+   */
+  durableRecords(): LogRecord[] {
+    const out: LogRecord[] = [];
+    for (const r of this.ranges) {
+      if (r.config) {
+        out.push({ t: 'cfg', shard: r.shard, config: r.config });
+        if (r.promised || r.accepted) out.push({ t: 'acc', shard: r.shard, epoch: r.config.epoch, promised: r.promised, accepted: r.accepted });
+      }
+      if (r.config || r.data.size > 0 || r.install || r.sessions.next > 1) {
+        out.push({
+          t: 'snap', shard: r.shard, instance: r.install?.instance ?? 0, ballot: r.install?.ballot ?? null, synced: r.synced,
+          data: new Map(r.data), sessions: cloneSessions(r.sessions),
+        });
+      }
+      if (r.round > 0) out.push({ t: 'round', shard: r.shard, round: r.round });
+    }
+    return out;
   }
 
   // ---- plumbing ----
@@ -665,8 +721,11 @@ export class DataNode {
     const version = prev?.version ?? 0;
     let result: WriteResult;
     let entry: Entry | null = null;
+    const grows = op.kind === 'put' ? op.key.length + op.value.length - entryBytes(op.key, prev) : 0;
     if (op.ifVersion !== null && op.ifVersion !== live) {
       result = { ok: false, code: 'CONFLICT', version: live };
+    } else if (op.kind === 'put' && this.cfg.rangeBytesMax !== undefined && grows > 0 && r.bytes + grows > this.cfg.rangeBytesMax) {
+      result = { ok: false, code: 'RANGE_FULL', version: live };
     } else if (op.kind === 'put') {
       entry = { value: op.value, version: version + 1, epoch };
       result = { ok: true, version: version + 1, existed: live > 0 };

@@ -50,6 +50,8 @@ export interface RangeState {
   round: number;
   data: RangeData;
   sessions: Sessions;
+  /** Bytes of keys and values in `data` (kept with it). */
+  bytes: number;
   // Memory only.
   leaseUntil: number;
   active: boolean;
@@ -70,7 +72,7 @@ export function emptySessions(): Sessions {
 export function newRange(shard: number): RangeState {
   return {
     shard, config: null, synced: false, promised: null, accepted: null, install: null, round: 0,
-    data: new Map(), sessions: emptySessions(),
+    data: new Map(), sessions: emptySessions(), bytes: 0,
     leaseUntil: -Infinity, active: false, activating: null, lease: { validUntil: -Infinity, t0: -Infinity, grants: new Set() },
     inflight: new Map(), queues: new Map(), queued: 0, byReq: new Map(), proposal: null, nextTry: 0,
   };
@@ -100,8 +102,25 @@ export function mergeInto(data: RangeData, sessions: Sessions, fromData: RangeDa
   }
 }
 
+/** What one entry costs a range: its key and its value (a tombstone keeps its key). */
+export function entryBytes(key: string, e: Entry | undefined): number {
+  return e ? key.length + (e.value?.length ?? 0) : 0;
+}
+
+export function dataBytes(d: RangeData): number {
+  let n = 0;
+  for (const [k, e] of d) n += entryBytes(k, e);
+  return n;
+}
+
 function applyWrite(r: RangeState, op: WriteOp): void {
-  if (op.key !== null && op.entry !== null && newer(op.entry, r.data.get(op.key))) r.data.set(op.key, op.entry);
+  if (op.key !== null && op.entry !== null) {
+    const old = r.data.get(op.key);
+    if (newer(op.entry, old)) {
+      r.bytes += entryBytes(op.key, op.entry) - entryBytes(op.key, old);
+      r.data.set(op.key, op.entry);
+    }
+  }
   const s = r.sessions;
   if (op.open) {
     s.table.set(op.open.id, { floor: 0, used: op.open.used, results: new Map() });
@@ -140,6 +159,7 @@ export function applyRecord(r: RangeState, rec: LogRecord): void {
       return;
     case 'snap':
       r.data = new Map(rec.data);
+      r.bytes = dataBytes(r.data);
       r.sessions = cloneSessions(rec.sessions);
       r.synced = rec.synced;
       if (rec.ballot) r.install = { instance: rec.instance, ballot: rec.ballot };

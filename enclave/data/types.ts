@@ -49,7 +49,7 @@ export function newer(a: Entry, b: Entry | undefined): boolean {
 /** The outcome of a write, remembered per request so that a retry gets the same answer. */
 export type WriteResult =
   | { readonly ok: true; readonly version: number; readonly existed: boolean }
-  | { readonly ok: false; readonly code: 'CONFLICT'; readonly version: number };
+  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number };
 
 export interface Session {
   /** The client retries nothing below this seq; results below it are dropped. */
@@ -97,7 +97,7 @@ export type ClientResult =
   | { readonly ok: true; readonly kind: 'get'; readonly found: boolean; readonly value: string | null; readonly version: number }
   | { readonly ok: true; readonly kind: 'write'; readonly version: number; readonly existed: boolean }
   | { readonly ok: true; readonly kind: 'open'; readonly session: number }
-  | { readonly ok: false; readonly code: 'CONFLICT'; readonly version: number }
+  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number }
   | { readonly ok: false; readonly code: 'NOT_OWNER'; readonly hint: string | null }
   | { readonly ok: false; readonly code: 'UNAVAILABLE' | 'SESSION_EXPIRED' | 'STALE_REQUEST' | 'BAD_REQUEST' };
 
