@@ -47,10 +47,10 @@ async function statusOf(addr: string): Promise<NodeView> {
     return {
       addr, ok: true, id: idFromBytes(s.id as Uint8Array), ring: String(s.ring), serving: s.serving === true,
       predecessor: ref(s.predecessor), successors: (s.successors as unknown[]).map(ref).filter((a): a is string => a !== null),
-      keys: s.keys as number, lookups: 0, hops: 0,
+      keys: s.keys as number, lookups: 0, hops: 0, forwards: 0,
     };
   } catch (err) {
-    return { addr, ok: false, error: (err as Error).message, id: null, ring: '?', serving: false, predecessor: null, successors: [], keys: 0, lookups: 0, hops: 0 };
+    return { addr, ok: false, error: (err as Error).message, id: null, ring: '?', serving: false, predecessor: null, successors: [], keys: 0, lookups: 0, hops: 0, forwards: 0 };
   } finally {
     await c.close();
   }

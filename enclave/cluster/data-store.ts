@@ -456,12 +456,12 @@ export class DataStore {
       for (let s = 0; s < this.cfg.shards; s++) {
         const c = n.configOf(s);
         epochMax = Math.max(epochMax, c?.epoch ?? 0);
-        if (c?.members.some((m) => m.name === this.selfMember.name)) member++;
-        if (n.isActiveOwner(s)) {
-          owned++;
+        if (c?.members.some((m) => m.name === this.selfMember.name)) {
+          member++;
           keys += n.rangeKeys(s);
           bytes += n.rangeBytes(s);
         }
+        if (n.isActiveOwner(s)) owned++;
       }
     }
     return {
@@ -471,6 +471,7 @@ export class DataStore {
       rangesOwned: owned,
       rangesMember: member,
       epochMax,
+      /** Keys with a value in the ranges this node holds as a member (its copies). */
       keys,
       bytes,
       livePeers: n ? n.livePeers().length : 0,

@@ -7,7 +7,7 @@
  *   put  {k, v, s: [session, seq, floor], iv?}  value: bytes, 0..valueBytesMax; ifVersion: integer >= 0
  *   del  {k, s: [session, seq, floor], iv?}
  *   open {k}                                    open a write session on the key's range
- *   fwd  {o: 'get'|'put'|'del'|'open', ...}     peer only: the same, at the owner
+ *   fwd  {fo: 'get'|'put'|'del'|'open', ...}    peer only: the same, at the owner (i and o are the RPC envelope's)
  *
  * session >= 1, 0 <= floor <= seq (integers): the client's session of the key's range (SDK, client/index.ts).
  * Keys and values become latin1 strings for the core (one char per byte).
@@ -77,19 +77,19 @@ export function decodeDataOp(op: DataOpName, req: Record<string, unknown>, key: 
 export function encodeForward(op: ClientOp): Record<string, unknown> {
   switch (op.kind) {
     case 'get':
-      return { o: 'get', k: Buffer.from(op.key, 'latin1') };
+      return { fo: 'get', k: Buffer.from(op.key, 'latin1') };
     case 'put':
-      return { o: 'put', k: Buffer.from(op.key, 'latin1'), v: Buffer.from(op.value, 'latin1'), s: [op.session, op.seq, op.floor], iv: op.ifVersion };
+      return { fo: 'put', k: Buffer.from(op.key, 'latin1'), v: Buffer.from(op.value, 'latin1'), s: [op.session, op.seq, op.floor], iv: op.ifVersion };
     case 'del':
-      return { o: 'del', k: Buffer.from(op.key, 'latin1'), s: [op.session, op.seq, op.floor], iv: op.ifVersion };
+      return { fo: 'del', k: Buffer.from(op.key, 'latin1'), s: [op.session, op.seq, op.floor], iv: op.ifVersion };
     case 'open':
-      return { o: 'open', sh: op.shard };
+      return { fo: 'open', sh: op.shard };
   }
 }
 
 /** The owner's side of `fwd`: the operation, validated as a client's would be (reserved keys allowed: peers are enclaves). */
 export function decodeForward(req: Record<string, unknown>, shards: number, shardOf: (k: Buffer) => number): ClientOp {
-  const o = req.o;
+  const o = req.fo;
   if (o === 'open') return { kind: 'open', shard: int(req.sh, 'shard', 0, shards - 1) };
   if (o !== 'get' && o !== 'put' && o !== 'del') throw new EkvError('BAD_REQUEST', 'bad forwarded operation');
   return decodeDataOp(o, req, decodeKey(req), shardOf);

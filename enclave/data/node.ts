@@ -152,9 +152,11 @@ export class DataNode {
     return this.rangeAt(shard).bytes;
   }
 
-  /** Number of keys with a value or a tombstone in a range. */
+  /** Number of keys with a value in a range (tombstones not counted). */
   rangeKeys(shard: number): number {
-    return this.rangeAt(shard).data.size;
+    let n = 0;
+    for (const e of this.rangeAt(shard).data.values()) if (e.value !== null) n++;
+    return n;
   }
 
   /**

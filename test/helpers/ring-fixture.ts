@@ -14,6 +14,8 @@ import type { ImageSettings } from '../../cli/local/image.ts';
 import { kmsEnv, localBlobStore, type LocalKmsInfo } from '../../cli/local/kms.ts';
 import { LocalNode } from '../../cli/local/node.ts';
 import { provideRingSecret, startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
+import { enclaveDataConfig } from '../../enclave/cluster/data-store.ts';
+import { shardOf, shardStart } from '../../enclave/data/index.ts';
 import { idFromBytes, inRange, keyId } from '../../enclave/ring/index.ts';
 import type { History } from './history.ts';
 import { defaultImagePath, shortTempDir, testLogger } from './local-ring.ts';
@@ -35,6 +37,8 @@ export interface NodeView {
   keys: number;
   lookups: number;
   hops: number;
+  /** Client operations this node forwarded to a range's owner. */
+  forwards: number;
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -65,6 +69,7 @@ function toView(addr: string, s: Record<string, unknown>): NodeView {
     keys: typeof s.keys === 'number' ? s.keys : -1,
     lookups: typeof s.lookups === 'number' ? s.lookups : 0,
     hops: typeof s.hops === 'number' ? s.hops : 0,
+    forwards: typeof s.forwards === 'number' ? s.forwards : 0,
   };
 }
 
@@ -96,16 +101,18 @@ export function unsettled(views: NodeView[]): string | null {
 
 /**
  * How many of `keys` each node should hold with replication factor R on the
- * ring these views form: the keys owned by itself or by one of its R-1
- * nearest predecessors.
+ * ring these views form, once the data core's configurations match the ring
+ * (docs/consistency.md): a key's range is served by the first node at or after
+ * the range's start point and its R-1 successors.
  */
 export function expectedCounts(views: NodeView[], keys: Buffer[], replicas: number): Map<string, number> {
   const order = ringOrder(views);
   const out = new Map(order.map((v) => [v.addr, 0]));
   const ids = order.map((v) => v.id as bigint);
+  const shards = enclaveDataConfig.shards;
   for (const k of keys) {
-    const kid = keyId(k);
-    let owner = ids.findIndex((id) => id >= kid);
+    const start = shardStart(shardOf(k.toString('latin1'), shards), shards);
+    let owner = ids.findIndex((id) => id >= start);
     if (owner === -1) owner = 0; // past the largest id: wraps to the smallest
     for (let j = 0; j < Math.min(replicas, order.length); j++) {
       const v = order[(owner + j) % order.length] as NodeView;
@@ -215,7 +222,7 @@ export class RingFixture {
       return toView(addr, s);
     } catch (err) {
       const error = (err as { code?: string }).code ?? (err as Error).message;
-      return { addr, ok: false, error, id: null, ring: '?', serving: false, predecessor: null, successors: [], keys: 0, lookups: 0, hops: 0 };
+      return { addr, ok: false, error, id: null, ring: '?', serving: false, predecessor: null, successors: [], keys: 0, lookups: 0, hops: 0, forwards: 0 };
     }
   }
 
