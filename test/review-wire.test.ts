@@ -1,0 +1,205 @@
+// Hostile review of the wired data path (branch review-wire, a snapshot of `wire` at 61ba614). Each test shows
+// one finding of the review report; they PASS while the bug is there (they assert the unsafe behaviour), so a
+// fix turns them red and they should then be inverted into regression tests.
+// Harness: a copy of test/data-store.test.ts's in-process Net (three or four DataStores over the op catalogue).
+import { randomBytes } from 'node:crypto';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
+import { EkvError } from '../protocol/errors.ts';
+import type { RpcResult } from '../protocol/rpc.ts';
+import { DataStore } from '../enclave/cluster/data-store.ts';
+import { catalogue, dispatch } from '../enclave/cluster/ops.ts';
+import type { PeerPool } from '../enclave/cluster/peers.ts';
+import type { RingDriver } from '../enclave/cluster/ring-driver.ts';
+import { chunksOf, dataMessageBytesMax, decodePeerBody, encodePeerBody, rangeBytesMax, Reassembler } from '../enclave/cluster/data-wire.ts';
+import { type DataConfig, type DataLog, type Entry, type LogRecord, type PeerBody, shardOf } from '../enclave/data/index.ts';
+import { valueBytesMax } from '../protocol/constants.ts';
+import { nodeIdFromPublicKey, type NodeRef } from '../enclave/ring/index.ts';
+import type { Handler } from '../enclave/server.ts';
+
+const fast: Partial<DataConfig> = {
+  leaseTicks: 150, leaseMarginTicks: 2, renewTicks: 20, heartbeatTicks: 5, suspectTicks: 30, retryTicks: 10,
+  proposeTimeoutTicks: 100, backoffTicksMax: 10, shards: 4,
+};
+
+class MemLog implements DataLog {
+  records: LogRecord[] = [];
+  async append(rs: readonly LogRecord[]): Promise<void> {
+    await Promise.resolve();
+    this.records.push(...rs);
+  }
+  async load(): Promise<LogRecord[]> {
+    return [...this.records];
+  }
+}
+
+interface Node {
+  key: Buffer;
+  ref: NodeRef;
+  store: DataStore;
+  handler: Handler;
+}
+
+class Net {
+  readonly nodes: Node[] = [];
+  readonly cut = new Set<string>();
+  private readonly byAddr = new Map<string, Node>();
+
+  async start(n: number, config: Partial<DataConfig> = fast): Promise<void> {
+    const keys = Array.from({ length: n }, () => randomBytes(32));
+    const refs = keys.map((k, i) => ({ id: nodeIdFromPublicKey(k), addr: `n${i}` }));
+    for (let i = 0; i < n; i++) {
+      const me = refs[i] as NodeRef;
+      const key = keys[i] as Buffer;
+      const peers = {
+        call: async (addr: string, op: string, args: Record<string, unknown>, _t: number, expectId?: bigint): Promise<RpcResult> => {
+          const to = this.byAddr.get(addr);
+          if (!to || this.cut.has(addr) || this.cut.has(me.addr)) throw new EkvError('UNAVAILABLE', 'cut off');
+          if (expectId !== undefined && expectId !== to.ref.id) throw new EkvError('UNAVAILABLE', 'wrong node');
+          await new Promise((r) => setImmediate(r));
+          const req = decodeCbor(encodeCbor({ ...args, i: 1, o: op }), 1 << 22) as Record<string, unknown>;
+          const res = await to.handler(op, req, { peer: { key } as never, principal: null });
+          return decodeCbor(encodeCbor(res), 1 << 22) as RpcResult;
+        },
+      } as unknown as PeerPool;
+      // The Chord ring's view: every other node (the directory the data core is fed from).
+      const ring = { core: { predecessor: null, successors: refs.filter((r) => r !== me), fingers: [] } } as unknown as RingDriver;
+      const store = new DataStore({
+        self: me, peers, ring, log: new MemLog(), founded: i === 0, replicas: 3, minMembers: 3, config,
+        logger: pino({ level: 'silent' }),
+      });
+      const ops = catalogue({
+        data: store, ring, access: { check: () => undefined, handle: async () => ({}) }, status: () => store.status(),
+      });
+      const node = { key, ref: me, store, handler: dispatch(ops) };
+      this.nodes.push(node);
+      this.byAddr.set(me.addr, node);
+    }
+    for (const x of this.nodes) await x.store.start();
+  }
+
+  stop(): void {
+    for (const x of this.nodes) x.store.stop();
+  }
+
+  async until(what: string, ms: number, f: () => boolean): Promise<void> {
+    const end = Date.now() + ms;
+    while (!f()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** A client request through node `at` (as the SDK sends it: CBOR, the op catalogue). */
+  async call(at: Node, op: string, args: Record<string, unknown>): Promise<RpcResult> {
+    const req = decodeCbor(encodeCbor({ ...args, i: 1, o: op }), 1 << 22) as Record<string, unknown>;
+    return at.handler(op, req, { peer: null, principal: null });
+  }
+
+  ownerOf(key: string): Node {
+    const shard = shardOf(key, fast.shards as number);
+    const o = this.nodes.find((x) => x.store.driver.node?.isActiveOwner(shard));
+    if (!o) throw new Error('no active owner');
+    return o;
+  }
+}
+
+let net: Net | null = null;
+afterEach(() => {
+  net?.stop();
+  net = null;
+});
+
+async function formed(n: Net): Promise<void> {
+  await n.until('every range to have 3 members and an active owner', 15_000, () => n.nodes.every((x) => x.store.ready));
+}
+
+/** A key in the same range (of 4) as `key`. */
+function sameShard(key: Buffer, prefix: string): Buffer {
+  const want = shardOf(key.toString('latin1'), fast.shards as number);
+  for (let i = 0; ; i++) {
+    const k = `${prefix}-${i}`;
+    if (shardOf(k, fast.shards as number) === want) return Buffer.from(k);
+  }
+}
+
+describe('review of the wired data path', () => {
+  it('F1: another client reuses a victim\'s (guessable) session: the victim\'s put is acknowledged but never applied', async () => {
+    net = new Net();
+    await net.start(3);
+    await formed(net);
+    const [a, b, c] = net.nodes as [Node, Node, Node];
+    const victimKey = Buffer.from('apple');
+    // The victim opens its range session (session numbers are a per-range counter: 1, 2, 3, ...).
+    const s = (await net.call(a, 'open', { k: victimKey })).s as number;
+    // The attacker (any client allowed to write SOME key of that range) guesses the number and uses the
+    // victim's next seq on a key of its own.
+    const mine = sameShard(victimKey, 'mallory');
+    expect(await net.call(b, 'put', { k: mine, v: Buffer.from('junk'), s: [s, 1, 1] })).toEqual({ n: 1 });
+    // The victim's first write: answered with the attacker's recorded result ...
+    expect(await net.call(c, 'put', { k: victimKey, v: Buffer.from('red'), s: [s, 1, 1] })).toEqual({ n: 1 });
+    // ... but it never happened: an acknowledged write that no read will ever see.
+    await expect(net.call(a, 'get', { k: victimKey })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    // The attacker can also push the victim's floor: every later victim write is refused (outcome "unknown").
+    await net.call(b, 'put', { k: mine, v: Buffer.from('junk'), s: [s, 1000, 1000] });
+    await expect(net.call(c, 'put', { k: victimKey, v: Buffer.from('red'), s: [s, 2, 2] })).rejects.toMatchObject({ code: 'EXPIRED' });
+  }, 30_000);
+
+  it('F2: an owner cut off past its lease still "owns" its range for the access module (owns/readOwned/routeStep)', async () => {
+    net = new Net();
+    await net.start(4, { ...fast, leaseTicks: 100 });
+    await formed(net);
+    const key = 'pear';
+    const first = net.nodes[1] as Node;
+    const s = (await net.call(first, 'open', { k: Buffer.from(key) })).s as number;
+    expect(await net.call(first, 'put', { k: Buffer.from(key), v: Buffer.from('v1'), s: [s, 1, 1] })).toEqual({ n: 1 });
+    const old = net.ownerOf(key);
+    const other = net.nodes.find((x) => x !== old) as Node;
+    net.cut.add(old.ref.addr);
+    let acked = false;
+    for (let i = 0; i < 100 && !acked; i++) {
+      try {
+        await net.call(other, 'put', { k: Buffer.from(key), v: Buffer.from('v2'), s: [s, 2, 2] });
+        acked = true;
+      } catch (err) {
+        if ((err as EkvError).code !== 'UNAVAILABLE') throw err;
+      }
+    }
+    expect(acked).toBe(true); // v2 acknowledged by the new owner, long after the old owner's lease ran out
+    // A client get at the old owner is refused (onGet checks the lease) ...
+    await expect(net.call(old, 'get', { k: Buffer.from(key) })).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    // ... but the paths the access module uses for ACL/group documents do not check the lease:
+    expect(old.store.owns(Buffer.from(key))).toBe(true);
+    expect(old.store.readOwned(Buffer.from(key))?.toString()).toBe('v1'); // stale: v2 is acknowledged
+    expect(old.store.routeStep(Buffer.from(key))).toEqual({ r: 'owner' });
+    // Two nodes now answer owns() = true for the same key.
+    const newOwner = net.ownerOf(key) === old ? net.nodes.find((x) => x !== old && x.store.owns(Buffer.from(key))) : net.ownerOf(key);
+    expect(newOwner && newOwner !== old && newOwner.store.owns(Buffer.from(key))).toBe(true);
+  }, 40_000);
+
+  it('F3: a range the core accepts (under rangeBytesMax) can be too large to move: binary values double in CBOR text', () => {
+    // Fill a range to just under rangeBytesMax with values of high bytes (latin1 chars >= 0x80: two UTF-8 bytes each).
+    const data = new Map<string, Entry>();
+    let bytes = 0;
+    for (let i = 0; bytes + 64 + valueBytesMax <= rangeBytesMax; i++) {
+      const k = `k${i}`;
+      data.set(k, { value: '\xff'.repeat(valueBytesMax), version: 1, epoch: 1 });
+      bytes += k.length + valueBytesMax;
+    }
+    expect(bytes).toBeLessThanOrEqual(rangeBytesMax); // the core's RANGE_FULL check lets all of it in
+    const m = { ring: 1n, name: 'a', inc: 0 };
+    const sync = { t: 'sync', shard: 0, epoch: 2, config: { shard: 0, epoch: 2, members: [m] }, data, sessions: { next: 1, clock: 0, table: new Map() } } as unknown as PeerBody;
+    let enc: Buffer;
+    try {
+      enc = encodePeerBody(sync);
+    } catch (err) {
+      throw new Error(`encode failed: ${(err as Error).message}`);
+    }
+    expect(enc.length).toBeGreaterThan(dataMessageBytesMax); // about 2 x rangeBytesMax
+    // The receiver refuses it: the first chunk already names more chunks than a message may have.
+    const parts = chunksOf(enc);
+    expect(() => new Reassembler().add('peer', 1, 0, parts.length, parts[0] as Buffer)).toThrow(/bad chunk header/);
+    expect(() => decodePeerBody(enc, 4)).toThrow(/too large/);
+  });
+});
