@@ -44,6 +44,8 @@ interface Node {
 class Net {
   readonly nodes: Node[] = [];
   readonly cut = new Set<string>();
+  /** REVIEW: the next peer call of this op is delivered and handled, then its answer is lost once `gate` resolves. */
+  loseAnswer: { op: string; gate: Promise<void> } | null = null;
   private readonly byAddr = new Map<string, Node>();
 
   async start(n: number, config: Partial<DataConfig> = fast): Promise<void> {
@@ -60,6 +62,12 @@ class Net {
           await new Promise((r) => setImmediate(r));
           const req = decodeCbor(encodeCbor({ ...args, i: 1, o: op }), 1 << 22) as Record<string, unknown>;
           const res = await to.handler(op, req, { peer: { key } as never, principal: null });
+          const lose = this.loseAnswer;
+          if (lose && lose.op === op) {
+            this.loseAnswer = null;
+            await lose.gate;
+            throw new EkvError('UNAVAILABLE', 'answer lost');
+          }
           return decodeCbor(encodeCbor(res), 1 << 22) as RpcResult;
         },
       } as unknown as PeerPool;
@@ -202,4 +210,30 @@ describe('review of the wired data path', () => {
     expect(() => new Reassembler().add('peer', 1, 0, parts.length, parts[0] as Buffer)).toThrow(/bad chunk header/);
     expect(() => decodePeerBody(enc, 4)).toThrow(/too large/);
   });
+
+  it('F4: an entry node answers SESSION_EXPIRED for a write it had already applied (the SDK then sends it again in a new session)', async () => {
+    net = new Net();
+    await net.start(3, { ...fast, sessionsMax: 2 });
+    await formed(net);
+    const key = Buffer.from('apple');
+    const owner = net.ownerOf('apple');
+    const entry = net.nodes.find((x) => x !== owner) as Node;
+    const s = (await net.call(entry, 'open', { k: key })).s as number;
+    let release!: () => void;
+    net.loseAnswer = { op: 'fwd', gate: new Promise<void>((r) => (release = r)) };
+    // A create-if-absent, sent once by the SDK (sent.count = 1) to a node that forwards it to the owner.
+    const first = net.call(entry, 'put', { k: key, v: Buffer.from('mine'), iv: 0, s: [s, 1, 1] });
+    await net.until('the put to be applied at the owner', 5000, () => owner.store.readOwned(key)?.toString() === 'mine');
+    // Meanwhile other clients open sessions in that range (sessionsMax = 2 here; 1024 in the image): the victim's is evicted.
+    await net.call(owner, 'open', { k: key });
+    await net.call(owner, 'open', { k: key });
+    release(); // the forward's answer is lost; the entry node retries the same (session, seq) ...
+    await expect(first).rejects.toMatchObject({ code: 'EXPIRED', message: expect.stringMatching(/^SESSION_EXPIRED/) });
+    // ... and says SESSION_EXPIRED, which client/index.ts write() reads as "not applied" when it sent once
+    // (sent.count === 1 && fresh === 0) and so re-sends the write in a new session:
+    const s2 = (await net.call(entry, 'open', { k: key })).s as number;
+    await expect(net.call(entry, 'put', { k: key, v: Buffer.from('mine'), iv: 0, s: [s2, 1, 1] })).rejects.toMatchObject({ code: 'CONFLICT', version: 1 });
+    // The client is told its create failed (CONFLICT) although its own first attempt created the key.
+    expect(Buffer.from((await net.call(owner, 'get', { k: key })).v as Uint8Array).toString()).toBe('mine');
+  }, 30_000);
 });
