@@ -236,4 +236,23 @@ describe('review of the wired data path', () => {
     // The client is told its create failed (CONFLICT) although its own first attempt created the key.
     expect(Buffer.from((await net.call(owner, 'get', { k: key })).v as Uint8Array).toString()).toBe('mine');
   }, 30_000);
+
+  it('F1b: the same hijack on the enclave\'s own session for access documents: an ACL write "succeeds" but is not stored', async () => {
+    net = new Net();
+    await net.start(3);
+    await formed(net);
+    const doc = Buffer.from([0, 0x61, 0x63, 0x6c]); // a reserved key (an ACL document's)
+    const owner = net.ownerOf(doc.toString('latin1'));
+    await owner.store.putOwned(doc, Buffer.from('acl v1: alice may read'));
+    expect(owner.store.readOwned(doc)?.toString()).toBe('acl v1: alice may read');
+    // The enclave's internal session of that range is the first one opened there (1) and has used seq 1.
+    const mine = sameShard(doc, 'mallory');
+    const other = net.nodes.find((x) => x !== owner) as Node;
+    expect(await net.call(other, 'put', { k: mine, v: Buffer.from('x'), s: [1, 2, 2] })).toEqual({ n: 1 });
+    // The revocation is "stored" (putOwned resolves: the DocOwner commits it and pushes it to lease holders) ...
+    await owner.store.putOwned(doc, Buffer.from('acl v2: alice revoked'));
+    // ... but the range never applied it: the next owner after a takeover loads v1 again.
+    expect(owner.store.readOwned(doc)?.toString()).toBe('acl v1: alice may read');
+  }, 30_000);
 });
+
