@@ -212,7 +212,10 @@ export class FaultSim {
       // An older genuine copy: data records after a random point are gone (acceptor and configuration records
       // stay; rollback past a vote is the documented limit, docs/consistency.md).
       const cut = this.rng.int(n.log.length + 1);
-      n.log = n.log.filter((r, i) => i < cut || r.t !== 'w');
+      // REVIEW (opt-in): the real sealed log can only be rolled back as a prefix (the host hides the newest
+      // segments or serves an older snapshot): acceptor and configuration records go back with the data.
+      if (process.env.EKV_SIM_ROLLBACK_PREFIX === '1') n.log = n.log.slice(0, Math.max(cut, n.log.length - 1 - this.rng.int(40)));
+      else n.log = n.log.filter((r, i) => i < cut || r.t !== 'w');
     }
     this.boot(n, undefined);
   }
