@@ -5,7 +5,7 @@ import { type ClientResult, type DataConfig, DataDriver, type LogRecord, type Me
 
 const cfg: DataConfig = {
   replicas: 1, shards: 1, leaseTicks: 20, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 5, heartbeatTicks: 5,
-  suspectTicks: 11, retryTicks: 5, proposeTimeoutTicks: 50, backoffTicksMax: 5, sessionsMax: 4, windowMax: 4, queuedMax: 16,
+  suspectTicks: 11, retryTicks: 5, proposeTimeoutTicks: 50, backoffTicksMax: 5, sessionsMax: 4, sessionsPerPrincipalMax: 4, windowMax: 4, queuedMax: 16,
 };
 const self: Member = { name: 'a', ring: 1n, inc: 1 };
 
@@ -57,7 +57,7 @@ function reply(sent: Outbound[], rid: number): ClientResult | undefined {
 }
 
 async function openSession(d: DataDriver, sent: Outbound[], rid: number): Promise<number> {
-  d.deliver({ kind: 'client', client: 'c', rid, op: { kind: 'open', shard: 0 } });
+  d.deliver({ kind: 'client', client: 'c', rid, op: { kind: 'open', shard: 0, principal: 'c' } });
   await d.idle();
   const r = reply(sent, rid);
   if (!r || !r.ok || r.kind !== 'open') throw new Error(`no session: ${JSON.stringify(r)}`);
@@ -72,7 +72,7 @@ describe('data driver', () => {
     expect(d.node?.isActiveOwner(0)).toBe(true);
     const s = await openSession(d, sent, 1);
     const before = log.records.length;
-    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'v', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'v', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
     expect(reply(sent, 2)).toBeUndefined(); // not before the append resolves
     await d.idle();
     expect(reply(sent, 2)).toEqual({ ok: true, kind: 'write', version: 1, existed: false });
@@ -85,7 +85,7 @@ describe('data driver', () => {
     await advance(60);
     const s = await openSession(d, sent, 1);
     log.failNext = true;
-    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'lost', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'lost', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
     await d.idle();
     expect(reply(sent, 2)).toBeUndefined();
     expect(d.serving).toBe(false);
@@ -102,7 +102,7 @@ describe('data driver', () => {
     await d.idle();
     expect(reply(sent, 4)).toMatchObject({ ok: true, found: false });
     // The retry of the failed request (same id) now applies once.
-    d.deliver({ kind: 'client', client: 'c', rid: 5, op: { kind: 'put', key: 'x', value: 'lost', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    d.deliver({ kind: 'client', client: 'c', rid: 5, op: { kind: 'put', key: 'x', value: 'lost', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
     await d.idle();
     expect(reply(sent, 5)).toEqual({ ok: true, kind: 'write', version: 1, existed: false });
   });
@@ -146,7 +146,7 @@ describe('data driver with a log that can be sealed again (enclave/persist.ts)',
     await advance(60);
     const s = await openSession(d, sent, 1);
     log.failNext = true;
-    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'maybe', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'maybe', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
     await d.idle();
     expect(reply(sent, 2)).toBeUndefined();
     expect(d.serving).toBe(false);
@@ -162,7 +162,7 @@ describe('data driver with a log that can be sealed again (enclave/persist.ts)',
     expect(log.recovered[0]?.some((r) => r.t === 'snap' && r.data.get('x')?.value === 'maybe')).toBe(true);
     await advance(80);
     expect(d.node?.isActiveOwner(0)).toBe(true);
-    d.deliver({ kind: 'client', client: 'c', rid: 3, op: { kind: 'put', key: 'x', value: 'maybe', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    d.deliver({ kind: 'client', client: 'c', rid: 3, op: { kind: 'put', key: 'x', value: 'maybe', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
     await d.idle();
     expect(reply(sent, 3)).toEqual({ ok: true, kind: 'write', version: 1, existed: false });
     d.deliver({ kind: 'client', client: 'c', rid: 4, op: { kind: 'get', key: 'x' } });
@@ -193,7 +193,7 @@ describe('data driver with a log that can be sealed again (enclave/persist.ts)',
     for (let i = 0; i < 60; i++) { now++; for (const t of ticks) t(); await d.idle(); }
     const s = await openSession(d, sent, 1);
     want = true;
-    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'v', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'v', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
     await d.idle();
     expect(snaps).toHaveLength(1);
     // Replaying the snapshot gives the state replaying the whole log gives.

@@ -7,7 +7,7 @@ import {
 
 const cfg: DataConfig = {
   replicas: 3, shards: 1, leaseTicks: 50, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 10, heartbeatTicks: 5,
-  suspectTicks: 20, retryTicks: 10, proposeTimeoutTicks: 100, backoffTicksMax: 10, sessionsMax: 2, windowMax: 4,
+  suspectTicks: 20, retryTicks: 10, proposeTimeoutTicks: 100, backoffTicksMax: 10, sessionsMax: 2, sessionsPerPrincipalMax: 2, windowMax: 4,
   queuedMax: 16,
 };
 
@@ -77,7 +77,7 @@ function started(): Net {
 }
 
 function openSession(net: Net): number {
-  const r = net.ask(net.owner(), { kind: 'open', shard: 0 });
+  const r = net.ask(net.owner(), { kind: 'open', shard: 0, principal: 'c' });
   if (!r || !r.ok || r.kind !== 'open') throw new Error(`open failed: ${JSON.stringify(r)}`);
   return r.session;
 }
@@ -97,7 +97,7 @@ describe('data core', () => {
     const owner = net.owner();
     const s = openSession(net);
     const o = net.node(owner);
-    o.step({ kind: 'client', client: 'cl', rid: 99, op: { kind: 'put', key: 'x', value: 'v', ifVersion: null, session: s, seq: 1, floor: 1 } }, net.now);
+    o.step({ kind: 'client', client: 'cl', rid: 99, op: { kind: 'put', key: 'x', value: 'v', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } }, net.now);
     const rd = o.ready();
     expect(rd.persist.map((r) => r.t)).toEqual(['w']);
     expect(rd.messages.filter((m) => m.kind === 'peer' && m.body.t === 'replicate')).toHaveLength(2);
@@ -124,13 +124,13 @@ describe('data core', () => {
     const owner = net.owner();
     const s = openSession(net);
     const put = (seq: number, value: string, ifVersion: number | null): ClientResult | undefined =>
-      net.ask(owner, { kind: 'put', key: 'x', value, ifVersion, session: s, seq, floor: seq });
+      net.ask(owner, { kind: 'put', key: 'x', value, ifVersion, session: s, seq, floor: seq, principal: 'c' });
     expect(put(1, 'a', 0)).toEqual({ ok: true, kind: 'write', version: 1, existed: false });
     expect(put(2, 'b', 0)).toEqual({ ok: false, code: 'CONFLICT', version: 1 });
     expect(put(3, 'c', 1)).toEqual({ ok: true, kind: 'write', version: 2, existed: true });
-    expect(net.ask(owner, { kind: 'del', key: 'x', ifVersion: 1, session: s, seq: 4, floor: 4 })).toEqual({ ok: false, code: 'CONFLICT', version: 2 });
-    expect(net.ask(owner, { kind: 'del', key: 'x', ifVersion: 2, session: s, seq: 5, floor: 5 })).toEqual({ ok: true, kind: 'write', version: 3, existed: true });
-    expect(net.ask(owner, { kind: 'del', key: 'x', ifVersion: null, session: s, seq: 6, floor: 6 })).toEqual({ ok: true, kind: 'write', version: 3, existed: false });
+    expect(net.ask(owner, { kind: 'del', key: 'x', ifVersion: 1, session: s, seq: 4, floor: 4, principal: 'c' })).toEqual({ ok: false, code: 'CONFLICT', version: 2 });
+    expect(net.ask(owner, { kind: 'del', key: 'x', ifVersion: 2, session: s, seq: 5, floor: 5, principal: 'c' })).toEqual({ ok: true, kind: 'write', version: 3, existed: true });
+    expect(net.ask(owner, { kind: 'del', key: 'x', ifVersion: null, session: s, seq: 6, floor: 6, principal: 'c' })).toEqual({ ok: true, kind: 'write', version: 3, existed: false });
     expect(net.ask(owner, { kind: 'get', key: 'x' })).toMatchObject({ ok: true, found: false });
   });
 
@@ -138,9 +138,9 @@ describe('data core', () => {
     const net = started();
     const owner = net.owner();
     const s = openSession(net);
-    const op: ClientOp = { kind: 'put', key: 'x', value: 'a', ifVersion: 0, session: s, seq: 1, floor: 1 };
+    const op: ClientOp = { kind: 'put', key: 'x', value: 'a', ifVersion: 0, session: s, seq: 1, floor: 1, principal: 'c' };
     expect(net.ask(owner, op)).toEqual({ ok: true, kind: 'write', version: 1, existed: false });
-    net.ask(owner, { kind: 'put', key: 'x', value: 'b', ifVersion: null, session: s, seq: 2, floor: 2 });
+    net.ask(owner, { kind: 'put', key: 'x', value: 'b', ifVersion: null, session: s, seq: 2, floor: 2, principal: 'c' });
     // The first request again (a late duplicate or a retry): its first answer, not CONFLICT, not a new version.
     const o = net.node(owner);
     o.step({ kind: 'client', client: 'cl', rid: 500, op }, net.now);
@@ -148,7 +148,7 @@ describe('data core', () => {
     expect(rd.persist).toEqual([]);
     expect(rd.messages).toEqual([{ kind: 'reply', to: 'cl', rid: 500, result: { ok: false, code: 'STALE_REQUEST' } }]);
     // Within the window (floor not yet past it) the stored result comes back.
-    const op3: ClientOp = { kind: 'del', key: 'x', ifVersion: null, session: s, seq: 3, floor: 3 };
+    const op3: ClientOp = { kind: 'del', key: 'x', ifVersion: null, session: s, seq: 3, floor: 3, principal: 'c' };
     expect(net.ask(owner, op3)).toEqual({ ok: true, kind: 'write', version: 3, existed: true });
     expect(net.ask(owner, op3)).toEqual({ ok: true, kind: 'write', version: 3, existed: true });
     expect(net.ask(owner, { kind: 'get', key: 'x' })).toMatchObject({ ok: true, found: false });
@@ -160,10 +160,10 @@ describe('data core', () => {
     const s1 = openSession(net);
     openSession(net);
     openSession(net); // sessionsMax = 2: evicts s1
-    const r = net.ask(owner, { kind: 'put', key: 'x', value: 'a', ifVersion: null, session: s1, seq: 1, floor: 1 });
+    const r = net.ask(owner, { kind: 'put', key: 'x', value: 'a', ifVersion: null, session: s1, seq: 1, floor: 1, principal: 'c' });
     expect(r).toEqual({ ok: false, code: 'SESSION_EXPIRED' });
     expect(net.ask(owner, { kind: 'get', key: 'x' })).toMatchObject({ ok: true, found: false });
-    expect(net.ask(owner, { kind: 'put', key: 'x', value: 'a', ifVersion: null, session: 999, seq: 1, floor: 1 })).toEqual({ ok: false, code: 'BAD_REQUEST' });
+    expect(net.ask(owner, { kind: 'put', key: 'x', value: 'a', ifVersion: null, session: 999, seq: 1, floor: 1, principal: 'c' })).toEqual({ ok: false, code: 'BAD_REQUEST' });
   });
 
   it('a member refuses replication from anyone but its epoch\'s owner, and says so (FENCED)', () => {

@@ -1,6 +1,6 @@
-// Hostile review of the wired data path (branch review-wire, a snapshot of `wire` at 61ba614). Each test shows
-// one finding of the review report; they PASS while the bug is there (they assert the unsafe behaviour), so a
-// fix turns them red and they should then be inverted into regression tests.
+// Hostile review of the wired data path (branch review-wire, a snapshot of `wire` at 61ba614). Each test was
+// written to show one finding of the review report by asserting the unsafe behaviour; the fixed ones are
+// inverted into regression tests (they assert the safe behaviour, so each fails on the code at 61ba614).
 // Harness: a copy of test/data-store.test.ts's in-process Net (three or four DataStores over the op catalogue).
 import { randomBytes } from 'node:crypto';
 import pino from 'pino';
@@ -44,6 +44,8 @@ interface Node {
 class Net {
   readonly nodes: Node[] = [];
   readonly cut = new Set<string>();
+  /** Principal keys (hex) the access stub refuses every operation to. */
+  readonly forbid = new Set<string>();
   /** REVIEW: the next peer call of this op is delivered and handled, then its answer is lost once `gate` resolves. */
   loseAnswer: { op: string; gate: Promise<void> } | null = null;
   private readonly byAddr = new Map<string, Node>();
@@ -78,7 +80,13 @@ class Net {
         logger: pino({ level: 'silent' }),
       });
       const ops = catalogue({
-        data: store, ring, access: { check: () => undefined, handle: async () => ({}) }, status: () => store.status(),
+        data: store, ring, status: () => store.status(),
+        access: {
+          check: (_op, _key, principal) => {
+            if (principal && this.forbid.has(principal.toString('hex'))) throw new EkvError('FORBIDDEN', 'access denied');
+          },
+          handle: async () => ({}),
+        },
       });
       const node = { key, ref: me, store, handler: dispatch(ops) };
       this.nodes.push(node);
@@ -100,9 +108,9 @@ class Net {
   }
 
   /** A client request through node `at` (as the SDK sends it: CBOR, the op catalogue). */
-  async call(at: Node, op: string, args: Record<string, unknown>): Promise<RpcResult> {
+  async call(at: Node, op: string, args: Record<string, unknown>, principal: Buffer | null = null): Promise<RpcResult> {
     const req = decodeCbor(encodeCbor({ ...args, i: 1, o: op }), 1 << 22) as Record<string, unknown>;
-    return at.handler(op, req, { peer: null, principal: null });
+    return at.handler(op, req, { peer: null, principal });
   }
 
   ownerOf(key: string): Node {
@@ -133,25 +141,57 @@ function sameShard(key: Buffer, prefix: string): Buffer {
 }
 
 describe('review of the wired data path', () => {
-  it('F1: another client reuses a victim\'s (guessable) session: the victim\'s put is acknowledged but never applied', async () => {
+  it('F1: a session is bound to its principal: another client cannot use it, guess it, or push its floor', async () => {
     net = new Net();
     await net.start(3);
     await formed(net);
     const [a, b, c] = net.nodes as [Node, Node, Node];
+    const victim = randomBytes(32);
+    const mallory = randomBytes(32);
     const victimKey = Buffer.from('apple');
-    // The victim opens its range session (session numbers are a per-range counter: 1, 2, 3, ...).
-    const s = (await net.call(a, 'open', { k: victimKey })).s as number;
-    // The attacker (any client allowed to write SOME key of that range) guesses the number and uses the
-    // victim's next seq on a key of its own.
+    const s = (await net.call(a, 'open', { k: victimKey }, victim)).s as number;
+    const s2 = (await net.call(a, 'open', { k: victimKey }, victim)).s as number;
+    // Ids carry a random nonce: not a counter 1, 2, 3 (at 61ba614 they were).
+    expect(s).toBeGreaterThan(2 ** 21);
+    expect(s2 - s).not.toBe(1);
+    // Mallory (allowed to write some key of that range) uses the victim's session: refused, at any node.
     const mine = sameShard(victimKey, 'mallory');
-    expect(await net.call(b, 'put', { k: mine, v: Buffer.from('junk'), s: [s, 1, 1] })).toEqual({ n: 1 });
-    // The victim's first write: answered with the attacker's recorded result ...
-    expect(await net.call(c, 'put', { k: victimKey, v: Buffer.from('red'), s: [s, 1, 1] })).toEqual({ n: 1 });
-    // ... but it never happened: an acknowledged write that no read will ever see.
-    await expect(net.call(a, 'get', { k: victimKey })).rejects.toMatchObject({ code: 'NOT_FOUND' });
-    // The attacker can also push the victim's floor: every later victim write is refused (outcome "unknown").
-    await net.call(b, 'put', { k: mine, v: Buffer.from('junk'), s: [s, 1000, 1000] });
-    await expect(net.call(c, 'put', { k: victimKey, v: Buffer.from('red'), s: [s, 2, 2] })).rejects.toMatchObject({ code: 'EXPIRED' });
+    await expect(net.call(b, 'put', { k: mine, v: Buffer.from('junk'), s: [s, 1, 1] }, mallory)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    // ... also with no principal key at all.
+    await expect(net.call(b, 'put', { k: mine, v: Buffer.from('junk'), s: [s, 1, 1] }, null)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    // The victim's first write is its own: applied.
+    expect(await net.call(c, 'put', { k: victimKey, v: Buffer.from('red'), s: [s, 1, 1] }, victim)).toEqual({ n: 1 });
+    expect(Buffer.from((await net.call(a, 'get', { k: victimKey }, victim)).v as Uint8Array).toString()).toBe('red');
+    // Mallory cannot push the victim's floor either; the victim's later writes go through.
+    await expect(net.call(b, 'put', { k: mine, v: Buffer.from('junk'), s: [s, 1000, 1000] }, mallory)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    expect(await net.call(c, 'put', { k: victimKey, v: Buffer.from('red2'), s: [s, 2, 2] }, victim)).toEqual({ n: 2 });
+    // The same principal reusing (session, seq) for another request: refused, not answered with the first result.
+    await expect(net.call(c, 'put', { k: victimKey, v: Buffer.from('other'), s: [s, 2, 2] }, victim)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    await expect(net.call(c, 'put', { k: victimKey, v: Buffer.from('red2'), s: [s, 2, 2], iv: 1 }, victim)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    await expect(net.call(c, 'del', { k: victimKey, s: [s, 2, 2] }, victim)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    // The genuine retry gets its original answer.
+    expect(await net.call(b, 'put', { k: victimKey, v: Buffer.from('red2'), s: [s, 2, 2] }, victim)).toEqual({ n: 2 });
+  }, 30_000);
+
+  it('F1: open is access-checked, and one principal\'s opens evict only its own sessions', async () => {
+    net = new Net();
+    await net.start(3, { ...fast, sessionsMax: 4, sessionsPerPrincipalMax: 2 });
+    await formed(net);
+    const [a, b] = net.nodes as [Node, Node];
+    const victim = randomBytes(32);
+    const mallory = randomBytes(32);
+    const key = Buffer.from('apple');
+    net.forbid.add(mallory.toString('hex'));
+    await expect(net.call(b, 'open', { k: key }, mallory)).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    net.forbid.clear();
+    const s = (await net.call(a, 'open', { k: key }, victim)).s as number;
+    // Mallory opens many sessions: past its own bound (2) it evicts its own oldest, never the victim's.
+    const ms: number[] = [];
+    for (let i = 0; i < 6; i++) ms.push((await net.call(b, 'open', { k: key }, mallory)).s as number);
+    expect(await net.call(b, 'put', { k: key, v: Buffer.from('v'), s: [s, 1, 1] }, victim)).toEqual({ n: 1 });
+    const mine = sameShard(key, 'mallory');
+    await expect(net.call(b, 'put', { k: mine, v: Buffer.from('x'), s: [ms[0] as number, 1, 1] }, mallory)).rejects.toMatchObject({ code: 'EXPIRED' });
+    expect(await net.call(b, 'put', { k: mine, v: Buffer.from('x'), s: [ms[5] as number, 1, 1] }, mallory)).toEqual({ n: 1 });
   }, 30_000);
 
   it('F2: an owner cut off past its lease still "owns" its range for the access module (owns/readOwned/routeStep)', async () => {
@@ -213,7 +253,7 @@ describe('review of the wired data path', () => {
 
   it('F4: an entry node answers SESSION_EXPIRED for a write it had already applied (the SDK then sends it again in a new session)', async () => {
     net = new Net();
-    await net.start(3, { ...fast, sessionsMax: 2 });
+    await net.start(3, { ...fast, sessionsMax: 2, sessionsPerPrincipalMax: 2 });
     await formed(net);
     const key = Buffer.from('apple');
     const owner = net.ownerOf('apple');
@@ -237,7 +277,7 @@ describe('review of the wired data path', () => {
     expect(Buffer.from((await net.call(owner, 'get', { k: key })).v as Uint8Array).toString()).toBe('mine');
   }, 30_000);
 
-  it('F1b: the same hijack on the enclave\'s own session for access documents: an ACL write "succeeds" but is not stored', async () => {
+  it('F1b: the enclave\'s own session for access documents cannot be used by a client: an ACL write is stored', async () => {
     net = new Net();
     await net.start(3);
     await formed(net);
@@ -245,14 +285,19 @@ describe('review of the wired data path', () => {
     const owner = net.ownerOf(doc.toString('latin1'));
     await owner.store.putOwned(doc, Buffer.from('acl v1: alice may read'));
     expect(owner.store.readOwned(doc)?.toString()).toBe('acl v1: alice may read');
-    // The enclave's internal session of that range is the first one opened there (1) and has used seq 1.
+    // Even knowing the internal session's id (read here from the owner's state; a client cannot), a client's use is refused.
+    const shard = shardOf(doc.toString('latin1'), fast.shards as number);
+    const snap = owner.store.durableRecords().find((r) => r.t === 'snap' && r.shard === shard);
+    const internal = snap && snap.t === 'snap' ? [...snap.sessions.table].find(([, x]) => x.owner.startsWith('#')) : undefined;
+    expect(internal).toBeDefined();
+    const id = (internal as [number, unknown])[0];
     const mine = sameShard(doc, 'mallory');
     const other = net.nodes.find((x) => x !== owner) as Node;
-    expect(await net.call(other, 'put', { k: mine, v: Buffer.from('x'), s: [1, 2, 2] })).toEqual({ n: 1 });
-    // The revocation is "stored" (putOwned resolves: the DocOwner commits it and pushes it to lease holders) ...
+    for (const p of [null, randomBytes(32)]) {
+      await expect(net.call(other, 'put', { k: mine, v: Buffer.from('x'), s: [id, 2, 2] }, p)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    }
     await owner.store.putOwned(doc, Buffer.from('acl v2: alice revoked'));
-    // ... but the range never applied it: the next owner after a takeover loads v1 again.
-    expect(owner.store.readOwned(doc)?.toString()).toBe('acl v1: alice may read');
+    expect(owner.store.readOwned(doc)?.toString()).toBe('acl v2: alice revoked');
   }, 30_000);
 });
 

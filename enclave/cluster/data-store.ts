@@ -28,7 +28,7 @@ import {
 } from '../data/index.ts';
 import { idToBytes, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
 import { chunksOf, decodePeerBody, encodePeerBody, rangeBytesMax, Reassembler } from './data-wire.ts';
-import { encodeForward } from './op-wire.ts';
+import { encodeForward, internalTag } from './op-wire.ts';
 import type { PeerPool } from './peers.ts';
 import type { RingDriver } from './ring-driver.ts';
 
@@ -48,6 +48,7 @@ export const enclaveDataConfig: Readonly<DataConfig> = validateDataConfig({
   proposeTimeoutTicks: 500,
   backoffTicksMax: 100,
   sessionsMax: 1024,
+  sessionsPerPrincipalMax: 32,
   windowMax: 64,
   queuedMax: 4096,
   rangeBytesMax,
@@ -130,6 +131,8 @@ export class DataStore {
   private readonly timers: NodeJS.Timeout[] = [];
   private activeSig = '';
   private readonly ownershipListeners: Array<() => void> = [];
+  /** The principal tag of this node's own sessions: no client can send it (tags are derived, op-wire.ts). */
+  private readonly internalTag: string;
   /** Sessions of this node's own writes (access documents), per range. */
   private readonly internal = new Map<number, { session: number; seq: number; lock: Promise<unknown> }>();
 
@@ -138,6 +141,7 @@ export class DataStore {
     this.self = c.self;
     this.cfg = validateDataConfig({ ...enclaveDataConfig, replicas: c.replicas, ...c.config });
     this.selfMember = { name: nodeName(c.self.id), ring: c.self.id, inc: 0 };
+    this.internalTag = internalTag(this.selfMember.name);
     const genesis: Config[] | undefined = c.founded
       ? Array.from({ length: this.cfg.shards }, (_, shard) => ({ shard, epoch: 1, members: [this.selfMember] }))
       : undefined;
@@ -409,13 +413,13 @@ export class DataStore {
       for (let attempt = 0; attempt < 2; attempt++) {
         if (!this.owns(key)) throw new EkvError('UNAVAILABLE', 'not the owner of this document (the ring is changing)');
         if (st.session === 0) {
-          const o = await this.local({ kind: 'open', shard });
+          const o = await this.local({ kind: 'open', shard, principal: this.internalTag });
           if (!o.ok || o.kind !== 'open') throw new EkvError('UNAVAILABLE', 'cannot open a session');
           st.session = o.session;
           st.seq = 0;
         }
         const seq = ++st.seq;
-        const r = await this.local({ kind: 'put', key: key.toString('latin1'), value: bytes.toString('latin1'), ifVersion: null, session: st.session, seq, floor: seq });
+        const r = await this.local({ kind: 'put', key: key.toString('latin1'), value: bytes.toString('latin1'), ifVersion: null, session: st.session, seq, floor: seq, principal: this.internalTag });
         if (r.ok) return;
         if (r.code === 'SESSION_EXPIRED' && attempt === 0) {
           st.session = 0; // a first attempt in an unknown session was not applied: open another

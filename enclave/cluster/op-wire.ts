@@ -7,14 +7,29 @@
  *   put  {k, v, s: [session, seq, floor], iv?}  value: bytes, 0..valueBytesMax; ifVersion: integer >= 0
  *   del  {k, s: [session, seq, floor], iv?}
  *   open {k}                                    open a write session on the key's range
- *   fwd  {fo: 'get'|'put'|'del'|'open', ...}    peer only: the same, at the owner (i and o are the RPC envelope's)
+ *   fwd  {fo: 'get'|'put'|'del'|'open', p, ...} peer only: the same, at the owner (i and o are the RPC envelope's),
+ *                                              with p the caller's principal tag (principalTag) set by the entry node
  *
  * session >= 1, 0 <= floor <= seq (integers): the client's session of the key's range (SDK, client/index.ts).
  * Keys and values become latin1 strings for the core (one char per byte).
  */
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
-import type { ClientOp } from '../data/index.ts';
+import { createHash } from 'node:crypto';
+import { type ClientOp, principalCharsMax } from '../data/index.ts';
+
+/**
+ * The principal tag a write session is bound to: derived by the node that took the request from the caller's
+ * proven principal key ('k' + its SHA-256), or 'anon' for a caller without one. Never taken from a client's
+ * message, so no client can name another's tag, nor the enclave's own ('#' + node name, `internalTag`).
+ */
+export function principalTag(principal: Buffer | null): string {
+  return principal === null ? 'anon' : 'k' + createHash('sha256').update(principal).digest('hex');
+}
+
+export function internalTag(nodeName: string): string {
+  return '#' + nodeName;
+}
 
 function bytes(x: unknown, what: string, min: number, max: number, tooLarge: 'KEY_TOO_LARGE' | 'VALUE_TOO_LARGE'): Buffer {
   if (!(x instanceof Uint8Array)) throw new EkvError('BAD_REQUEST', `${what} must be bytes`);
@@ -57,19 +72,19 @@ export type DataOpName = 'get' | 'put' | 'del' | 'open';
  * A data operation's arguments as the core's ClientOp. `shardOf` maps a key to its range (open names the
  * range of its key). `key` is the checked key (for the access check).
  */
-export function decodeDataOp(op: DataOpName, req: Record<string, unknown>, key: Buffer, shardOf: (k: Buffer) => number): ClientOp {
+export function decodeDataOp(op: DataOpName, req: Record<string, unknown>, key: Buffer, shardOf: (k: Buffer) => number, principal: string): ClientOp {
   const k = key.toString('latin1');
   switch (op) {
     case 'get':
       return { kind: 'get', key: k };
     case 'put': {
       const value = bytes(req.v, 'value', 0, valueBytesMax, 'VALUE_TOO_LARGE');
-      return { kind: 'put', key: k, value: value.toString('latin1'), ifVersion: decodeIfVersion(req.iv), ...decodeIds(req.s) };
+      return { kind: 'put', key: k, value: value.toString('latin1'), ifVersion: decodeIfVersion(req.iv), ...decodeIds(req.s), principal };
     }
     case 'del':
-      return { kind: 'del', key: k, ifVersion: decodeIfVersion(req.iv), ...decodeIds(req.s) };
+      return { kind: 'del', key: k, ifVersion: decodeIfVersion(req.iv), ...decodeIds(req.s), principal };
     case 'open':
-      return { kind: 'open', shard: shardOf(key) };
+      return { kind: 'open', shard: shardOf(key), principal };
   }
 }
 
@@ -79,18 +94,21 @@ export function encodeForward(op: ClientOp): Record<string, unknown> {
     case 'get':
       return { fo: 'get', k: Buffer.from(op.key, 'latin1') };
     case 'put':
-      return { fo: 'put', k: Buffer.from(op.key, 'latin1'), v: Buffer.from(op.value, 'latin1'), s: [op.session, op.seq, op.floor], iv: op.ifVersion };
+      return { fo: 'put', k: Buffer.from(op.key, 'latin1'), v: Buffer.from(op.value, 'latin1'), s: [op.session, op.seq, op.floor], iv: op.ifVersion, p: op.principal };
     case 'del':
-      return { fo: 'del', k: Buffer.from(op.key, 'latin1'), s: [op.session, op.seq, op.floor], iv: op.ifVersion };
+      return { fo: 'del', k: Buffer.from(op.key, 'latin1'), s: [op.session, op.seq, op.floor], iv: op.ifVersion, p: op.principal };
     case 'open':
-      return { fo: 'open', sh: op.shard };
+      return { fo: 'open', sh: op.shard, p: op.principal };
   }
 }
 
 /** The owner's side of `fwd`: the operation, validated as a client's would be (reserved keys allowed: peers are enclaves). */
 export function decodeForward(req: Record<string, unknown>, shards: number, shardOf: (k: Buffer) => number): ClientOp {
   const o = req.fo;
-  if (o === 'open') return { kind: 'open', shard: int(req.sh, 'shard', 0, shards - 1) };
-  if (o !== 'get' && o !== 'put' && o !== 'del') throw new EkvError('BAD_REQUEST', 'bad forwarded operation');
-  return decodeDataOp(o, req, decodeKey(req), shardOf);
+  if (o !== 'get' && o !== 'put' && o !== 'del' && o !== 'open') throw new EkvError('BAD_REQUEST', 'bad forwarded operation');
+  // The principal tag set by the forwarding enclave (an attested peer of this ring running this image).
+  const p = o === 'get' ? '' : req.p;
+  if (typeof p !== 'string' || (o !== 'get' && (p.length < 1 || p.length > principalCharsMax))) throw new EkvError('BAD_REQUEST', 'bad forwarded principal');
+  if (o === 'open') return { kind: 'open', shard: int(req.sh, 'shard', 0, shards - 1), principal: p };
+  return decodeDataOp(o, req, decodeKey(req), shardOf, p);
 }

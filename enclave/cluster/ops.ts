@@ -12,7 +12,16 @@ import type { RpcResult } from '../../protocol/rpc.ts';
 import { accessClientOps, accessPeerOps, type AccessCheck, type AccessService } from '../access/index.ts';
 import type { CallerContext, Handler } from '../server.ts';
 import { type DataStore, resultToWire, toRpcResult } from './data-store.ts';
-import { decodeClientKey, decodeDataOp, decodeForward, type DataOpName } from './op-wire.ts';
+import { decodeClientKey, decodeDataOp, decodeForward, type DataOpName, principalTag } from './op-wire.ts';
+
+async function checkOpen(access: AccessCheck, key: Buffer, principal: Buffer | null): Promise<void> {
+  try {
+    await access.check('put', key, principal);
+  } catch (err) {
+    if (!(err instanceof EkvError) || err.code !== 'FORBIDDEN') throw err;
+    await access.check('del', key, principal);
+  }
+}
 import type { RingDriver } from './ring-driver.ts';
 
 export type CallerRule = 'client' | 'peer';
@@ -42,9 +51,11 @@ export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
     caller: 'client',
     run: async (req, ctx) => {
       const key = decodeClientKey(req);
-      const q = decodeDataOp(op, req, key, shardOf);
+      const q = decodeDataOp(op, req, key, shardOf, principalTag(ctx.principal));
       // The access check comes first, at the node that took the request, so a refusal reveals nothing about the key.
+      // A session is for writing: opening one on a key's range needs the right to put or to delete that key.
       if (op !== 'open') await c.access.check(op, key, ctx.principal);
+      else await checkOpen(c.access, key, ctx.principal);
       const shard = shardOf(key);
       return toRpcResult(await c.data.run(q), q.kind, shard, c.data.cfg.shards, c.data.cfg.windowMax);
     },

@@ -3,7 +3,17 @@
 // Keys and values travel as latin1 strings (one char per byte), so a string's length is its byte count.
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { DataError } from './errors.ts';
-import type { Ballot, ClientOp, Config, Entry, LogRecord, Member, PeerBody, RangeData, Sessions, WriteOp, WriteResult } from './types.ts';
+import { type Ballot, type ClientOp, type Config, type Done, type Entry, type LogRecord, type Member, type PeerBody, principalCharsMax, type RangeData, type Session, type Sessions, type WriteOp, type WriteResult } from './types.ts';
+
+/** A request digest (requestDigest in node.ts): 32 lowercase hex digits. */
+function digest(x: unknown, what: string): string {
+  if (typeof x !== 'string' || !/^[0-9a-f]{32}$/.test(x)) fail(`${what} must be 32 hex digits`);
+  return x;
+}
+
+function principal(x: unknown, what: string): string {
+  return str(x, what, principalCharsMax, 1);
+}
 
 /** Members of one configuration (R is at most 7 by validateDataConfig). */
 export const membersMax = 7;
@@ -99,18 +109,18 @@ function rangeData(x: unknown): RangeData {
   return m;
 }
 
-/** Sessions travel as { next, clock, table: [id, floor, used, [[seq, result]...]][] }. */
+/** Sessions travel as { next, clock, table: [id, owner, floor, used, [[seq, result, digest]...]][] }. */
 function sessions(x: unknown): Sessions {
   const o = obj(x, 'sessions');
-  const table = new Map<number, { floor: number; used: number; results: Map<number, WriteResult> }>();
+  const table = new Map<number, Session>();
   for (const t of arr(o.table, 'sessions.table', sessionsWireMax)) {
-    const [id, floor, used, rs] = arr(t, 'session', 4);
-    const results = new Map<number, WriteResult>();
+    const [id, owner, floor, used, rs] = arr(t, 'session', 5);
+    const results = new Map<number, Done>();
     for (const r of arr(rs, 'session results', resultsWireMax)) {
-      const [seq, res] = arr(r, 'session result', 2);
-      results.set(int(seq, 'seq'), result(res));
+      const [seq, res, d] = arr(r, 'session result', 3);
+      results.set(int(seq, 'seq'), { result: result(res), digest: digest(d, 'result digest') });
     }
-    table.set(int(id, 'session id', 1), { floor: int(floor, 'floor'), used: int(used, 'used'), results });
+    table.set(int(id, 'session id', 1), { owner: principal(owner, 'session owner'), floor: int(floor, 'floor'), used: int(used, 'used'), results });
   }
   return { next: int(o.next, 'sessions.next', 1), clock: int(o.clock, 'sessions.clock'), table };
 }
@@ -119,11 +129,11 @@ function writeOp(x: unknown): WriteOp {
   const o = obj(x, 'op');
   const req = nullable(o.req, (r) => {
     const q = obj(r, 'op.req');
-    return { session: int(q.session, 'req.session', 1), seq: int(q.seq, 'req.seq'), floor: int(q.floor, 'req.floor'), result: result(q.result), used: int(q.used, 'req.used') };
+    return { session: int(q.session, 'req.session', 1), seq: int(q.seq, 'req.seq'), floor: int(q.floor, 'req.floor'), result: result(q.result), digest: digest(q.digest, 'req.digest'), used: int(q.used, 'req.used') };
   });
   const open = nullable(o.open, (r) => {
     const q = obj(r, 'op.open');
-    return { id: int(q.id, 'open.id', 1), evict: nullable(q.evict, (e) => int(e, 'open.evict', 1)), used: int(q.used, 'open.used') };
+    return { id: int(q.id, 'open.id', 1), owner: principal(q.owner, 'open.owner'), evict: nullable(q.evict, (e) => int(e, 'open.evict', 1)), used: int(q.used, 'open.used') };
   });
   return { key: nullable(o.key, (k) => key(k, 'op.key')), entry: nullable(o.entry, entry), req, open };
 }
@@ -173,16 +183,16 @@ export function validatePeerBody(x: unknown, shards: number): PeerBody {
 export function validateClientOp(x: unknown, shards: number): ClientOp {
   const o = obj(x, 'request');
   const ifv = (): number | null => nullable(o.ifVersion, (v) => int(v, 'ifVersion'));
-  const ids = (): { session: number; seq: number; floor: number } => {
+  const ids = (): { session: number; seq: number; floor: number; principal: string } => {
     const seq = int(o.seq, 'seq');
     const floor = int(o.floor, 'floor', 0, seq);
-    return { session: int(o.session, 'session', 1), seq, floor };
+    return { session: int(o.session, 'session', 1), seq, floor, principal: principal(o.principal, 'principal') };
   };
   switch (o.kind) {
     case 'get': return { kind: 'get', key: key(o.key, 'key') };
     case 'put': return { kind: 'put', key: key(o.key, 'key'), value: str(o.value, 'value', valueBytesMax), ifVersion: ifv(), ...ids() };
     case 'del': return { kind: 'del', key: key(o.key, 'key'), ifVersion: ifv(), ...ids() };
-    case 'open': return { kind: 'open', shard: int(o.shard, 'shard', 0, shards - 1) };
+    case 'open': return { kind: 'open', shard: int(o.shard, 'shard', 0, shards - 1), principal: principal(o.principal, 'principal') };
     default: throw new DataError('UNKNOWN_TYPE', `unknown request kind ${String(o.kind).slice(0, 32)}`);
   }
 }
@@ -192,8 +202,8 @@ export function rangeDataToWire(d: RangeData): Array<[string, Entry]> {
   return [...d];
 }
 
-export function sessionsToWire(s: Sessions): { next: number; clock: number; table: Array<[number, number, number, Array<[number, WriteResult]>]> } {
-  return { next: s.next, clock: s.clock, table: [...s.table].map(([id, x]) => [id, x.floor, x.used, [...x.results]]) };
+export function sessionsToWire(s: Sessions): { next: number; clock: number; table: Array<[number, string, number, number, Array<[number, WriteResult, string]>]> } {
+  return { next: s.next, clock: s.clock, table: [...s.table].map(([id, x]) => [id, x.owner, x.floor, x.used, [...x.results].map(([seq, d]): [number, WriteResult, string] => [seq, d.result, d.digest])]) };
 }
 
 /** A peer body in its wire shape (what the driver hands to CBOR). */

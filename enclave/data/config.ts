@@ -26,6 +26,11 @@ export interface DataConfig {
   backoffTicksMax: number;
   /** Client sessions remembered per range; opening one more evicts the least recently used. */
   sessionsMax: number;
+  /**
+   * Sessions one principal may hold per range: opening one more evicts that principal's own least recently
+   * used session (so no principal can push another's sessions out while the table has room).
+   */
+  sessionsPerPrincipalMax: number;
   /** Results remembered per session: requests in [floor, floor + windowMax). */
   windowMax: number;
   /** Writes waiting per range at its owner; beyond, UNAVAILABLE. */
@@ -62,6 +67,7 @@ export const defaultDataConfig: Readonly<DataConfig> = Object.freeze({
   proposeTimeoutTicks: 300,
   backoffTicksMax: 60,
   sessionsMax: 1024,
+  sessionsPerPrincipalMax: 32,
   windowMax: 64,
   queuedMax: 4096,
 });
@@ -91,6 +97,7 @@ export function validateDataConfig(c: DataConfig): Readonly<DataConfig> {
   intIn('proposeTimeoutTicks', c.proposeTimeoutTicks, 1, 1_000_000);
   intIn('backoffTicksMax', c.backoffTicksMax, 1, 1_000_000);
   intIn('sessionsMax', c.sessionsMax, 1, 1 << 20);
+  intIn('sessionsPerPrincipalMax', c.sessionsPerPrincipalMax, 1, c.sessionsMax);
   intIn('windowMax', c.windowMax, 1, 1 << 16);
   intIn('queuedMax', c.queuedMax, 1, 1 << 20);
   if (c.rangeBytesMax !== undefined) intIn('rangeBytesMax', c.rangeBytesMax, 1, Number.MAX_SAFE_INTEGER);

@@ -9,6 +9,7 @@
 // synced every member; writes need every member's durable acknowledgement;
 // reads need a read lease granted by every member on its own clock.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { distance, idSpace, keyId } from '../ring/index.ts';
 import { type DataConfig, ownerLeaseTicks, validateDataConfig } from './config.ts';
 import {
@@ -16,7 +17,7 @@ import {
 } from './range.ts';
 import {
   type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, type Inbound, type LogRecord, type Member,
-  type Outbound, type PeerBody, type Ready, sameMember, type WriteOp, type WriteResult,
+  type Outbound, type PeerBody, type Ready, sameMember, sessionCounter, sessionNonceSpan, type WriteOp, type WriteResult,
 } from './types.ts';
 
 export interface DataNodeInit {
@@ -617,7 +618,7 @@ export class DataNode {
       return;
     }
     if (op.kind !== 'open' && !this.cfg.broken?.noDedup) {
-      const early = this.checkRequest(r, op.session, op.seq, op.floor);
+      const early = this.checkRequest(r, op, requestDigest(op));
       if (early === 'inflight') {
         r.byReq.get(`${op.session}:${op.seq}`)?.replies.push({ client, rid });
         return;
@@ -651,16 +652,21 @@ export class DataNode {
   }
 
   /** null: a new request; 'inflight': the same request is being replicated; else the answer to give now. */
-  private checkRequest(r: RangeState, session: number, seq: number, floor: number): ClientResult | 'inflight' | null {
+  private checkRequest(r: RangeState, op: Extract<ClientOp, { kind: 'put' | 'del' }>, digest: string): ClientResult | 'inflight' | null {
+    const { session, seq, floor } = op;
+    const ctr = sessionCounter(session);
+    if (ctr < 1 || ctr >= r.sessions.next) return { ok: false, code: 'BAD_REQUEST' };
     const s = r.sessions.table.get(session);
-    if (!Number.isInteger(session) || session < 1 || session >= r.sessions.next) return { ok: false, code: 'BAD_REQUEST' };
     if (!s) return { ok: false, code: 'SESSION_EXPIRED' };
+    // Another principal's session: refused as if unknown-shaped, and nothing about it is revealed.
+    if (s.owner !== op.principal) return { ok: false, code: 'BAD_REQUEST' };
     if (!Number.isInteger(seq) || seq < s.floor) return { ok: false, code: 'STALE_REQUEST' };
     if (seq >= Math.max(s.floor, floor) + this.cfg.windowMax || floor > seq) return { ok: false, code: 'BAD_REQUEST' };
     // In flight first: the owner's own record already holds the result, but it is not acknowledged yet.
-    if (r.byReq.has(`${session}:${seq}`)) return 'inflight';
+    const f = r.byReq.get(`${session}:${seq}`);
+    if (f) return f.digest === digest ? 'inflight' : { ok: false, code: 'BAD_REQUEST' };
     const done = s.results.get(seq);
-    if (done) return toClient(done);
+    if (done) return done.digest === digest ? toClient(done.result) : { ok: false, code: 'BAD_REQUEST' };
     return null;
   }
 
@@ -675,13 +681,14 @@ export class DataNode {
     let op: WriteOp;
     let result: ClientResult;
     let reqKey: string | null = null;
+    let digest = '';
     if (p.op.kind === 'open') {
-      op = this.openOp(r);
+      op = this.openOp(r, p.op.principal);
       result = { ok: true, kind: 'open', session: (op.open as { id: number }).id };
     } else if (p.op.kind === 'put' || p.op.kind === 'del') {
       if (!this.cfg.broken?.noDedup) {
         // Re-check: the same request may have completed while this one waited in the queue.
-        const early = this.checkRequest(r, p.op.session, p.op.seq, p.op.floor);
+        const early = this.checkRequest(r, p.op, requestDigest(p.op));
         if (early === 'inflight') {
           r.byReq.get(`${p.op.session}:${p.op.seq}`)?.replies.push({ client: p.client, rid: p.rid });
           this.startNext(r, key);
@@ -694,13 +701,14 @@ export class DataNode {
         }
         reqKey = `${p.op.session}:${p.op.seq}`;
       }
-      const w = this.writeOp(r, c.epoch, p.op, prev);
+      digest = requestDigest(p.op);
+      const w = this.writeOp(r, c.epoch, p.op, prev, digest);
       op = w.op;
       result = toClient(w.result);
     } else {
       assert.fail('gets are never queued');
     }
-    const f: Inflight = { opId: this.nextOpId++, key, op, result, prev, acks: new Set([this.self.name]), replies: [{ client: p.client, rid: p.rid }], sentAt: this.now, reqKey };
+    const f: Inflight = { opId: this.nextOpId++, key, op, result, prev, acks: new Set([this.self.name]), replies: [{ client: p.client, rid: p.rid }], sentAt: this.now, reqKey, digest };
     r.inflight.set(key, f);
     if (reqKey) r.byReq.set(reqKey, f);
     this.record({ t: 'w', shard: r.shard, epoch: c.epoch, op });
@@ -708,17 +716,33 @@ export class DataNode {
     this.checkCommitted(r, f);
   }
 
-  private openOp(r: RangeState): WriteOp {
+  /**
+   * A new session of `owner`: its id is the range's counter with a random nonce (ids cannot be guessed; the
+   * owner check is what makes a guessed one useless). Past the principal's own bound, its least recently used
+   * session is evicted; past the range's bound, the least recently used of all.
+   */
+  private openOp(r: RangeState, owner: string): WriteOp {
     const s = r.sessions;
     let evict: number | null = null;
-    if (s.table.size >= this.cfg.sessionsMax) {
+    let mine = 0;
+    let mineMin = Infinity;
+    let mineLru: number | null = null;
+    for (const [id, x] of s.table) {
+      if (x.owner !== owner) continue;
+      mine++;
+      if (x.used < mineMin) { mineMin = x.used; mineLru = id; }
+    }
+    if (mine >= this.cfg.sessionsPerPrincipalMax) {
+      evict = mineLru;
+    } else if (s.table.size >= this.cfg.sessionsMax) {
       let min = Infinity;
       for (const [id, x] of s.table) if (x.used < min) { min = x.used; evict = id; }
     }
-    return { key: null, entry: null, req: null, open: { id: s.next, evict, used: s.clock + 1 } };
+    const id = s.next * sessionNonceSpan + Math.floor(this.rand() * sessionNonceSpan);
+    return { key: null, entry: null, req: null, open: { id, owner, evict, used: s.clock + 1 } };
   }
 
-  private writeOp(r: RangeState, epoch: number, op: Extract<ClientOp, { kind: 'put' | 'del' }>, prev: Entry | undefined): { op: WriteOp; result: WriteResult } {
+  private writeOp(r: RangeState, epoch: number, op: Extract<ClientOp, { kind: 'put' | 'del' }>, prev: Entry | undefined, digest: string): { op: WriteOp; result: WriteResult } {
     const live = prev && prev.value !== null ? prev.version : 0;
     const version = prev?.version ?? 0;
     let result: WriteResult;
@@ -737,7 +761,7 @@ export class DataNode {
     } else {
       result = { ok: true, version, existed: false };
     }
-    const req = this.cfg.broken?.noDedup ? null : { session: op.session, seq: op.seq, floor: op.floor, result, used: r.sessions.clock + 1 };
+    const req = this.cfg.broken?.noDedup ? null : { session: op.session, seq: op.seq, floor: op.floor, result, digest, used: r.sessions.clock + 1 };
     return { op: { key: op.key, entry, req, open: null }, result };
   }
 
@@ -834,6 +858,20 @@ export class DataNode {
     for (const c of b.configs) if (c.shard >= 0 && c.shard < this.cfg.shards) this.learn(c);
   }
 }
+
+/**
+ * What identifies a write request beyond its (session, seq): its kind, key, value (by hash) and ifVersion, as
+ * 32 hex digits. A remembered result answers a retry only if the retry's digest matches.
+ */
+export function requestDigest(op: Extract<ClientOp, { kind: 'put' | 'del' }>): string {
+  const h = createHash('sha256');
+  h.update(`${op.kind}\0${op.ifVersion ?? -1}\0${op.key.length}\0`);
+  h.update(Buffer.from(op.key, 'latin1'));
+  if (op.kind === 'put') h.update(createHash('sha256').update(Buffer.from(op.value, 'latin1')).digest());
+  return h.digest('hex').slice(0, digestChars);
+}
+
+export const digestChars = 32;
 
 function toClient(r: WriteResult): ClientResult {
   return r.ok ? { ok: true, kind: 'write', version: r.version, existed: r.existed } : r;

@@ -2,7 +2,7 @@
 // log records. Replaying a node's log through applyRecord gives exactly the
 // state the live node had when those records were made durable.
 import type { Ballot, Config, Entry, LogRecord, RangeData, Session, Sessions, WriteOp } from './types.ts';
-import { newer } from './types.ts';
+import { newer, sessionCounter } from './types.ts';
 
 export interface Inflight {
   readonly opId: number;
@@ -17,6 +17,8 @@ export interface Inflight {
   sentAt: number;
   /** "session:seq" when the write carries a request id. */
   readonly reqKey: string | null;
+  /** requestDigest() of the write ('' for an open). */
+  readonly digest: string;
 }
 
 export interface Pending {
@@ -80,7 +82,7 @@ export function newRange(shard: number): RangeState {
 
 export function cloneSessions(s: Sessions): Sessions {
   const table = new Map<number, Session>();
-  for (const [id, x] of s.table) table.set(id, { floor: x.floor, used: x.used, results: new Map(x.results) });
+  for (const [id, x] of s.table) table.set(id, { owner: x.owner, floor: x.floor, used: x.used, results: new Map(x.results) });
   return { next: s.next, clock: s.clock, table };
 }
 
@@ -92,7 +94,7 @@ export function mergeInto(data: RangeData, sessions: Sessions, fromData: RangeDa
   for (const [id, x] of fromSessions.table) {
     const mine = sessions.table.get(id);
     if (!mine) {
-      sessions.table.set(id, { floor: x.floor, used: x.used, results: new Map(x.results) });
+      sessions.table.set(id, { owner: x.owner, floor: x.floor, used: x.used, results: new Map(x.results) });
       continue;
     }
     mine.floor = Math.max(mine.floor, x.floor);
@@ -123,8 +125,8 @@ function applyWrite(r: RangeState, op: WriteOp): void {
   }
   const s = r.sessions;
   if (op.open) {
-    s.table.set(op.open.id, { floor: 0, used: op.open.used, results: new Map() });
-    s.next = Math.max(s.next, op.open.id + 1);
+    s.table.set(op.open.id, { owner: op.open.owner, floor: 0, used: op.open.used, results: new Map() });
+    s.next = Math.max(s.next, sessionCounter(op.open.id) + 1);
     if (op.open.evict !== null) s.table.delete(op.open.evict);
     s.clock = Math.max(s.clock, op.open.used);
   }
@@ -135,7 +137,7 @@ function applyWrite(r: RangeState, op: WriteOp): void {
     x.used = Math.max(x.used, op.req.used);
     s.clock = Math.max(s.clock, op.req.used);
     for (const seq of [...x.results.keys()]) if (seq < x.floor) x.results.delete(seq);
-    if (op.req.seq >= x.floor) x.results.set(op.req.seq, op.req.result);
+    if (op.req.seq >= x.floor) x.results.set(op.req.seq, { result: op.req.result, digest: op.req.digest });
   }
 }
 

@@ -51,10 +51,19 @@ export type WriteResult =
   | { readonly ok: true; readonly version: number; readonly existed: boolean }
   | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number };
 
+/** A remembered result with the digest of the request it answered (a reuse of its seq for another request is refused). */
+export interface Done {
+  readonly result: WriteResult;
+  /** requestDigest(): the request's kind, key, value hash and ifVersion. */
+  readonly digest: string;
+}
+
 export interface Session {
+  /** The principal tag of whoever opened it: only that principal's writes may use it. */
+  readonly owner: string;
   /** The client retries nothing below this seq; results below it are dropped. */
   floor: number;
-  results: Map<number, WriteResult>;
+  results: Map<number, Done>;
   /** Owner's use stamp, for least-recently-used eviction. */
   used: number;
 }
@@ -73,8 +82,8 @@ export type RangeData = Map<string, Entry>;
 export interface WriteOp {
   readonly key: string | null;
   readonly entry: Entry | null;
-  readonly req: { readonly session: number; readonly seq: number; readonly floor: number; readonly result: WriteResult; readonly used: number } | null;
-  readonly open: { readonly id: number; readonly evict: number | null; readonly used: number } | null;
+  readonly req: { readonly session: number; readonly seq: number; readonly floor: number; readonly result: WriteResult; readonly digest: string; readonly used: number } | null;
+  readonly open: { readonly id: number; readonly owner: string; readonly evict: number | null; readonly used: number } | null;
 }
 
 /** Records the driver must make durable (sealed log) before it sends the batch's messages. */
@@ -87,11 +96,26 @@ export type LogRecord =
 
 // ---- client side ----
 
+/**
+ * Writes and opens carry the caller's principal tag, set by the enclave that took the request from the
+ * caller's proven identity (never sent by a client): a session is bound to the tag that opened it.
+ */
 export type ClientOp =
   | { readonly kind: 'get'; readonly key: string }
-  | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number }
-  | { readonly kind: 'del'; readonly key: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number }
-  | { readonly kind: 'open'; readonly shard: number };
+  | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number; readonly principal: string }
+  | { readonly kind: 'del'; readonly key: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number; readonly principal: string }
+  | { readonly kind: 'open'; readonly shard: number; readonly principal: string };
+
+/** Principal tags: at most this many characters. */
+export const principalCharsMax = 80;
+/** Session ids: (per-range counter) · 2^sessionNonceBits + a random nonce, so that ids cannot be guessed. */
+export const sessionNonceBits = 21;
+export const sessionNonceSpan = 2 ** sessionNonceBits;
+
+/** The counter part of a session id (0 for an id that is not one). */
+export function sessionCounter(id: number): number {
+  return Number.isSafeInteger(id) && id > 0 ? Math.floor(id / sessionNonceSpan) : 0;
+}
 
 export type ClientResult =
   | { readonly ok: true; readonly kind: 'get'; readonly found: boolean; readonly value: string | null; readonly version: number }

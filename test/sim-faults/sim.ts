@@ -47,7 +47,7 @@ export function simDataConfig(broken?: BrokenFlags, replicas = 3): DataConfig {
   return {
     replicas, shards: 4, leaseTicks: 500, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 50,
     heartbeatTicks: 25, suspectTicks: 100, retryTicks: 40, proposeTimeoutTicks: 500, backoffTicksMax: 100,
-    sessionsMax: 6, windowMax: 8, queuedMax: 256, ...(broken ? { broken } : {}),
+    sessionsMax: 6, sessionsPerPrincipalMax: 3, windowMax: 8, queuedMax: 256, ...(broken ? { broken } : {}),
   };
 }
 
@@ -387,7 +387,7 @@ export class FaultSim {
       this.runOp(c, key, shard, hop, next);
       return;
     }
-    this.request(c, shard, { kind: 'open', shard }, (r) => {
+    this.request(c, shard, { kind: 'open', shard, principal: c.name }, (r) => {
       if (r && r.ok && r.kind === 'open') c.sessions.set(shard, { id: r.session, seq: 1 });
       next();
     });
@@ -404,8 +404,8 @@ export class FaultSim {
       const s = c.sessions.get(shard) as { id: number; seq: number };
       const seq = s.seq++;
       op = hop.kind === 'put'
-        ? { kind: 'put', key, value: hop.value, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq }
-        : { kind: 'del', key, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq };
+        ? { kind: 'put', key, value: hop.value, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq, principal: c.name }
+        : { kind: 'del', key, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq, principal: c.name };
     }
     this.request(c, shard, op, (r) => {
       const out = toOut(r);
