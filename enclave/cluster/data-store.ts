@@ -152,7 +152,7 @@ export class DataStore {
       ...(genesis ? { genesis } : {}),
       log: c.log,
       send: (m) => this.send(m),
-      clock: () => Math.floor(performance.now() / dataTickMs),
+      clock: () => this.nowTicks(),
       rand: Math.random,
       every: (ms, fn) => {
         const t = setInterval(fn, ms);
@@ -356,9 +356,17 @@ export class DataStore {
 
   // ---- the access module's documents (reserved keys), at their owner only ----
 
-  /** This node is the active owner of the key's range (it may order the key's writes and serve it). */
+  /** The enclave's monotonic clock in core ticks, read now. */
+  private nowTicks(): number {
+    return Math.floor(performance.now() / dataTickMs);
+  }
+
+  /**
+   * This node is the active owner of the key's range with a read lease valid now (it may order the key's writes
+   * and serve it). Checked at every use: an owner cut off from its members loses its lease on its own clock.
+   */
   owns(key: Buffer): boolean {
-    return this.driver.node?.isActiveOwner(this.shardOfKey(key)) ?? false;
+    return this.driver.node?.isLeasedOwner(this.shardOfKey(key), this.nowTicks()) ?? false;
   }
 
   get serving(): boolean {
@@ -367,7 +375,7 @@ export class DataStore {
 
   /** The key's acknowledged value at its active owner (this node); throws UNAVAILABLE elsewhere. */
   readOwned(key: Buffer): Buffer | null {
-    const e = this.driver.node?.ownedEntry(key.toString('latin1'));
+    const e = this.driver.node?.ownedEntry(key.toString('latin1'), this.nowTicks());
     if (e === null || e === undefined) {
       if (e === null || !this.driver.node) throw new EkvError('UNAVAILABLE', 'not the owner of this key');
       return null;
@@ -385,7 +393,10 @@ export class DataStore {
     return addr && id !== null ? { id, addr } : null;
   }
 
-  /** Called when this node starts owning a range (the access module's takeover wait). */
+  /**
+   * Called when this node starts or stops owning a range with a valid lease (the access module forgets the
+   * documents it cached and waits out its takeover time). A lease that lapses and comes back counts as both.
+   */
   onOwnershipGained(fn: () => void): void {
     this.ownershipListeners.push(fn);
   }
@@ -393,12 +404,12 @@ export class DataStore {
   private watchOwnership(): void {
     const n = this.driver.node;
     if (!n) return;
+    const now = this.nowTicks();
     let sig = '';
-    for (let s = 0; s < this.cfg.shards; s++) sig += n.isActiveOwner(s) ? `${s}@${n.configOf(s)?.epoch},` : '';
+    for (let s = 0; s < this.cfg.shards; s++) sig += n.isLeasedOwner(s, now) ? `${s}@${n.configOf(s)?.epoch},` : '';
     if (sig === this.activeSig) return;
-    const gained = sig.split(',').some((x) => x !== '' && !this.activeSig.split(',').includes(x));
     this.activeSig = sig;
-    if (gained) for (const fn of this.ownershipListeners) fn();
+    for (const fn of this.ownershipListeners) fn();
   }
 
   /**

@@ -140,10 +140,22 @@ export class DataNode {
     return this.rangeAt(shard).active;
   }
 
-  /** The entry an active owner would serve for `key` (acknowledged state only), or undefined. Null if not the active owner. */
-  ownedEntry(key: string): Entry | undefined | null {
-    const r = this.rangeAt(shardOf(key, this.cfg.shards));
-    if (!r.active) return null;
+  /**
+   * The active owner of `shard` with a read lease valid at `now` (the caller's clock reading at the moment of
+   * use, never older than the core's last input): what serving a read, or acting on the range's documents,
+   * needs. An owner cut off from its members stays `active` until it hears of a newer epoch, but its lease
+   * runs out on its own clock (I3, I6).
+   */
+  isLeasedOwner(shard: number, now: number): boolean {
+    const r = this.rangeAt(shard);
+    return r.active && Math.max(now, this.now) < r.lease.validUntil;
+  }
+
+  /** The entry a leased owner would serve for `key` at `now` (acknowledged state only), or undefined. Null if not the leased owner. */
+  ownedEntry(key: string, now: number): Entry | undefined | null {
+    const shard = shardOf(key, this.cfg.shards);
+    const r = this.rangeAt(shard);
+    if (!this.isLeasedOwner(shard, now)) return null;
     const f = r.inflight.get(key);
     return f ? f.prev : r.data.get(key);
   }
