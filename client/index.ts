@@ -231,9 +231,15 @@ export class EkvClient {
 
   /**
    * A write in the key's range session: a sequence number within the range's window of the lowest unfinished
-   * one (the floor), the same (session, seq) on every retry. A first attempt refused because the range no
-   * longer knows the session (it evicted it) was not applied: the write is sent again in a new session. Any
-   * later refusal of that kind is EXPIRED (outcome unknown: an earlier attempt may have been applied).
+   * one (the floor), the same (session, seq) on every retry.
+   *
+   * The retry rule: the write is sent again in a NEW session only on the one explicit "not applied" answer,
+   * SESSION_EXPIRED (the range no longer knows the session, and the node that took the request made no
+   * earlier attempt that may have reached the owner), and only if this SDK sent the request once (sent.count
+   * === 1) and has not already re-sent it. Anything else that says the session is gone (OUTCOME_UNKNOWN from
+   * the node, or SESSION_EXPIRED after this SDK sent it more than once) is thrown as EXPIRED with an
+   * OUTCOME_UNKNOWN message: an earlier attempt may have been applied, and re-sending it in a new session
+   * could apply it twice (or, for a create-if-absent, report CONFLICT for its own create).
    */
   private async write(k: Buffer, op: 'put' | 'del', args: Record<string, unknown>): Promise<RpcResult> {
     for (let fresh = 0; ; fresh++) {
@@ -248,9 +254,11 @@ export class EkvClient {
         const floor = Math.min(...s.outstanding);
         return await this.callRouted(k, op, { ...args, s: [s.session, seq, floor] }, sent);
       } catch (err) {
-        const expired = err instanceof EkvError && err.code === 'EXPIRED' && err.message.startsWith('SESSION_EXPIRED');
-        if (expired && this.sessions.get(s.shard) === s) this.sessions.delete(s.shard);
-        if (expired && sent.count === 1 && fresh === 0) continue;
+        const notApplied = err instanceof EkvError && err.code === 'EXPIRED' && err.message.startsWith('SESSION_EXPIRED');
+        const unknown = err instanceof EkvError && err.code === 'EXPIRED' && err.message.startsWith('OUTCOME_UNKNOWN');
+        if ((notApplied || unknown) && this.sessions.get(s.shard) === s) this.sessions.delete(s.shard);
+        if (notApplied && sent.count === 1 && fresh === 0) continue;
+        if (notApplied && sent.count > 1) throw new EkvError('EXPIRED', 'OUTCOME_UNKNOWN: the write session expired after this client sent the write more than once (it may have been applied)');
         throw err;
       } finally {
         s.outstanding.delete(seq);

@@ -262,7 +262,7 @@ describe('review of the wired data path', () => {
     expect(() => decodePeerBody(enc, 4)).toThrow(/too large/);
   });
 
-  it('F4: an entry node answers SESSION_EXPIRED for a write it had already applied (the SDK then sends it again in a new session)', async () => {
+  it('F4: an entry node whose earlier attempt may have reached the owner never answers "not applied" (SESSION_EXPIRED), but OUTCOME_UNKNOWN', async () => {
     net = new Net();
     await net.start(3, { ...fast, sessionsMax: 2, sessionsPerPrincipalMax: 2 });
     await formed(net);
@@ -272,19 +272,20 @@ describe('review of the wired data path', () => {
     const s = (await net.call(entry, 'open', { k: key })).s as number;
     let release!: () => void;
     net.loseAnswer = { op: 'fwd', gate: new Promise<void>((r) => (release = r)) };
-    // A create-if-absent, sent once by the SDK (sent.count = 1) to a node that forwards it to the owner.
+    // A create-if-absent, sent once by the SDK to a node that forwards it to the owner.
     const first = net.call(entry, 'put', { k: key, v: Buffer.from('mine'), iv: 0, s: [s, 1, 1] });
     await net.until('the put to be applied at the owner', 5000, () => owner.store.readOwned(key)?.toString() === 'mine');
-    // Meanwhile other clients open sessions in that range (sessionsMax = 2 here; 1024 in the image): the victim's is evicted.
+    // Meanwhile the same principal opens more sessions in that range (its bound is 2 here): the first is evicted.
     await net.call(owner, 'open', { k: key });
     await net.call(owner, 'open', { k: key });
-    release(); // the forward's answer is lost; the entry node retries the same (session, seq) ...
-    await expect(first).rejects.toMatchObject({ code: 'EXPIRED', message: expect.stringMatching(/^SESSION_EXPIRED/) });
-    // ... and says SESSION_EXPIRED, which client/index.ts write() reads as "not applied" when it sent once
-    // (sent.count === 1 && fresh === 0) and so re-sends the write in a new session:
-    const s2 = (await net.call(entry, 'open', { k: key })).s as number;
-    await expect(net.call(entry, 'put', { k: key, v: Buffer.from('mine'), iv: 0, s: [s2, 1, 1] })).rejects.toMatchObject({ code: 'CONFLICT', version: 1 });
-    // The client is told its create failed (CONFLICT) although its own first attempt created the key.
+    release(); // the forward's answer is lost; the entry node retries the same (session, seq) and is refused SESSION_EXPIRED ...
+    // ... which it must not pass on as "not applied" (the SDK would re-send the write in a new session):
+    await expect(first).rejects.toMatchObject({ code: 'EXPIRED', message: expect.stringMatching(/^OUTCOME_UNKNOWN/) });
+    expect(Buffer.from((await net.call(owner, 'get', { k: key })).v as Uint8Array).toString()).toBe('mine');
+    // A write whose first attempt is refused SESSION_EXPIRED was not applied, and is said so.
+    await expect(net.call(entry, 'put', { k: key, v: Buffer.from('other'), s: [s, 2, 2] })).rejects.toMatchObject({
+      code: 'EXPIRED', message: expect.stringMatching(/^SESSION_EXPIRED/),
+    });
     expect(Buffer.from((await net.call(owner, 'get', { k: key })).v as Uint8Array).toString()).toBe('mine');
   }, 30_000);
 

@@ -297,11 +297,18 @@ export class DataStore {
     const shard = this.shardOfOp(op);
     const deadline = Date.now() + deadlineMs;
     let last: ClientResult = { ok: false, code: 'UNAVAILABLE' };
+    // Set once an attempt of a write was handed to a core (here, or sent to another node): from then on the
+    // write may have been applied, and a later "not applied" answer (SESSION_EXPIRED: the session was evicted
+    // meanwhile) says nothing about the earlier attempt, so it is reported as OUTCOME_UNKNOWN.
+    const reached = { maybe: false };
+    const settle = (r: ClientResult): ClientResult =>
+      reached.maybe && op.kind !== 'get' && op.kind !== 'open' && !r.ok && r.code === 'SESSION_EXPIRED' ? { ok: false, code: 'OUTCOME_UNKNOWN' } : r;
     for (let attempt = 0; ; attempt++) {
       let target = this.ownerName(shard);
       for (let hop = 0; hop <= forwardHopsMax; hop++) {
-        const r = target === null || target === this.selfMember.name || this.driver.node?.isActiveOwner(shard) ? await this.local(op) : await this.forward(target, op);
-        if (r.ok || !retryable(r.code)) return r;
+        const mayHaveReached = reached.maybe;
+        const r = target === null || target === this.selfMember.name || this.driver.node?.isActiveOwner(shard) ? await this.local(op, reached) : await this.forward(target, op, reached);
+        if (r.ok || !retryable(r.code)) return mayHaveReached ? settle(r) : r;
         last = r;
         if (r.code !== 'NOT_OWNER' || r.hint === null || r.hint === target) break;
         target = r.hint;
@@ -311,12 +318,13 @@ export class DataStore {
     }
   }
 
-  private async forward(name: string, op: ClientOp): Promise<ClientResult> {
+  private async forward(name: string, op: ClientOp, reached: { maybe: boolean } = { maybe: false }): Promise<ClientResult> {
     const addr = this.addrs.get(name);
     const id = nameToId(name);
     if (!addr || id === null) return { ok: false, code: 'UNAVAILABLE' };
     this.stats.forwards++;
     try {
+      reached.maybe = true; // sent: whatever comes back (or not), the owner may have applied it
       const r = await this.c.peers.call(addr, 'fwd', encodeForward(op), peerCallTimeoutMs, id);
       return wireResult(r.r);
     } catch (err) {
@@ -326,7 +334,7 @@ export class DataStore {
   }
 
   /** `op` at this node's core (an owner's answer, or NOT_OWNER with a hint). */
-  async local(op: ClientOp): Promise<ClientResult> {
+  async local(op: ClientOp, reached: { maybe: boolean } = { maybe: false }): Promise<ClientResult> {
     if (!this.driver.serving) return { ok: false, code: 'UNAVAILABLE' };
     if (op.kind !== 'get') {
       // An acknowledged write has R copies: a range not yet configured with R members takes none.
@@ -344,6 +352,7 @@ export class DataStore {
         clearTimeout(timer);
         resolve(r);
       });
+      reached.maybe = true;
       this.driver.deliver({ kind: 'client', client: 'local', rid, op });
       // Dropped (the driver failed closed meanwhile): answer now rather than at the timeout.
       if (!this.driver.serving && this.waiting.has(rid)) {
@@ -516,7 +525,10 @@ export function toEkvError(r: Extract<ClientResult, { ok: false }>): EkvError {
     case 'RANGE_FULL':
       return new EkvError('VALUE_TOO_LARGE', `RANGE_FULL: the key's range would exceed ${rangeBytesMax} bytes`);
     case 'SESSION_EXPIRED':
-      return new EkvError('EXPIRED', 'SESSION_EXPIRED: the write session is no longer known (outcome unknown; open a new session)');
+      // The one "not applied" answer: no attempt of this request by the node that took it may have reached an owner.
+      return new EkvError('EXPIRED', 'SESSION_EXPIRED: the write session is no longer known; this request was not applied (open a new session)');
+    case 'OUTCOME_UNKNOWN':
+      return new EkvError('EXPIRED', 'OUTCOME_UNKNOWN: the write session expired after an attempt that may have been applied');
     case 'STALE_REQUEST':
       return new EkvError('EXPIRED', 'STALE_REQUEST: a request below the session floor (outcome unknown)');
     case 'BAD_REQUEST':

@@ -123,7 +123,12 @@ export type ClientResult =
   | { readonly ok: true; readonly kind: 'open'; readonly session: number }
   | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number }
   | { readonly ok: false; readonly code: 'NOT_OWNER'; readonly hint: string | null }
-  | { readonly ok: false; readonly code: 'UNAVAILABLE' | 'SESSION_EXPIRED' | 'STALE_REQUEST' | 'BAD_REQUEST' };
+  | { readonly ok: false; readonly code: 'UNAVAILABLE' | 'SESSION_EXPIRED' | 'STALE_REQUEST' | 'BAD_REQUEST' }
+  /**
+   * Never from the core: the entry node's answer when an earlier attempt of the same write may have reached
+   * the owner and a later one is refused SESSION_EXPIRED (the write may have been applied).
+   */
+  | { readonly ok: false; readonly code: 'OUTCOME_UNKNOWN' };
 
 // ---- peer messages ----
 
