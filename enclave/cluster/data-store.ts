@@ -23,27 +23,27 @@ import type { Logger } from 'pino';
 import { EkvError } from '../../protocol/errors.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import {
-  type ClientOp, type ClientResult, type Config, type DataConfig, DataDriver, type DataLog, type LogRecord, type Member, type Outbound,
+  type ClientOp, type ClientResult, type Config, type DataConfig, DataDriver, type DataLog, type LogRecord, type Member, type Outbound, type PeerBody,
   shardOf, validateDataConfig,
 } from '../data/index.ts';
 import { idToBytes, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
-import { chunksOf, decodePeerBody, encodePeerBody, rangeBytesMax, Reassembler } from './data-wire.ts';
+import { batchBodiesMax, chunksOf, decodePeerBatch, encodePeerBatch, rangeBytesMax, Reassembler } from './data-wire.ts';
 import { encodeForward, internalTag } from './op-wire.ts';
 import type { PeerPool } from './peers.ts';
 import type { RingDriver } from './ring-driver.ts';
 
 export const dataTickMs = 10;
 
-/** The data core's settings in the enclave (ticks of 10 ms): lease 3 s, suspicion 1.5 s, heartbeats 250 ms. */
+/** The data core's settings in the enclave (ticks of 10 ms): lease 3 s (renewed every 1.2 s), suspicion 2 s, heartbeats 500 ms. */
 export const enclaveDataConfig: Readonly<DataConfig> = validateDataConfig({
   replicas: 3,
   shards: 64,
   leaseTicks: 300,
   driftPpm: 10_000,
   leaseMarginTicks: 10,
-  renewTicks: 100,
-  heartbeatTicks: 25,
-  suspectTicks: 150,
+  renewTicks: 120,
+  heartbeatTicks: 50,
+  suspectTicks: 200,
   retryTicks: 50,
   proposeTimeoutTicks: 500,
   backoffTicksMax: 100,
@@ -120,7 +120,11 @@ export class DataStore {
   readonly self: NodeRef;
   readonly selfMember: Member;
   readonly cfg: Readonly<DataConfig>;
-  readonly stats = { forwards: 0, undeliverable: 0, peerMessagesIn: 0, peerMessagesOut: 0, chunksOut: 0, failClosed: 0 };
+  readonly stats = {
+    forwards: 0, undeliverable: 0, peerMessagesIn: 0, peerMessagesOut: 0, chunksOut: 0,
+    /** Times the data log failed (the node failed closed), and times it was sealed again and the core rebuilt. */
+    persistFailures: 0, recoveries: 0,
+  };
   private readonly c: DataStoreInit;
   /** name → address to dial (never trusted: calls pin the name's ring id). */
   private readonly addrs = new Map<string, string>();
@@ -163,8 +167,12 @@ export class DataStore {
       tickMs: dataTickMs,
       reloadMs: 500,
       ...(c.logger.isLevelEnabled('debug') ? { debug: (line: string) => c.logger.debug(line) } : {}),
+      onRecovered: () => {
+        this.stats.recoveries++;
+        c.logger.warn('data log sealed again: serving from it');
+      },
       onFailClosed: (err) => {
-        this.stats.failClosed++;
+        this.stats.persistFailures++;
         c.logger.error({ err: (err as Error).message }, 'data log failed: failing closed until it is sealed again');
       },
     });
@@ -226,16 +234,40 @@ export class DataStore {
       }
       return;
     }
-    const addr = this.addrs.get(m.to);
-    const id = nameToId(m.to);
+    // Batched per peer for this turn of the event loop: one RPC carries every message the core sent that peer.
+    let q = this.outbox.get(m.to);
+    if (!q) {
+      q = { inc: m.from.inc, bodies: [] };
+      this.outbox.set(m.to, q);
+    }
+    q.bodies.push(m.body);
+    if (q.bodies.length >= batchBodiesMax) this.flushTo(m.to);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => {
+        this.flushScheduled = false;
+        for (const to of [...this.outbox.keys()]) this.flushTo(to);
+      });
+    }
+  }
+
+  private readonly outbox = new Map<string, { inc: number; bodies: PeerBody[] }>();
+  private flushScheduled = false;
+
+  private flushTo(to: string): void {
+    const q = this.outbox.get(to);
+    this.outbox.delete(to);
+    if (!q || q.bodies.length === 0) return;
+    const addr = this.addrs.get(to);
+    const id = nameToId(to);
     if (!addr || id === null) {
-      this.stats.undeliverable++;
+      this.stats.undeliverable += q.bodies.length;
       return;
     }
-    const bytes = encodePeerBody(m.body);
+    const bytes = encodePeerBatch(q.bodies);
     const chunks = chunksOf(bytes);
-    const head = { inc: m.from.inc, a: this.self.addr }; // (i and o are the RPC envelope's)
-    this.stats.peerMessagesOut++;
+    const head = { inc: q.inc, a: this.self.addr }; // (i and o are the RPC envelope's)
+    this.stats.peerMessagesOut += q.bodies.length;
     if (chunks.length === 1) {
       this.call(addr, 'dm', { ...head, m: bytes }, id);
       return;
@@ -266,10 +298,10 @@ export class DataStore {
       bytes = this.reassembly.add(name, c[0] as number, c[1] as number, c[2] as number, bytes);
       if (bytes === null) return {};
     }
-    const body = decodePeerBody(bytes, this.cfg.shards);
+    const bodies = decodePeerBatch(bytes, this.cfg.shards);
     this.learn(name, id, addr);
-    this.stats.peerMessagesIn++;
-    this.driver.deliver({ kind: 'peer', from: { name, ring: id, inc }, body });
+    this.stats.peerMessagesIn += bodies.length;
+    for (const body of bodies) this.driver.deliver({ kind: 'peer', from: { name, ring: id, inc }, body });
     return {};
   }
 
@@ -488,8 +520,17 @@ export class DataStore {
         if (n.isActiveOwner(s)) owned++;
       }
     }
+    // For operators: why this node is not ready (its first two ranges that lack members or an active owner here).
+    const waiting: string[] = [];
+    if (n) {
+      for (let s = 0; s < this.cfg.shards && waiting.length < 2; s++) {
+        const c = n.configOf(s);
+        if (!c || c.members.length < this.c.minMembers || (c.members[0]?.name === this.selfMember.name && !n.isActiveOwner(s))) waiting.push(n.describeRange(s));
+      }
+    }
     return {
       serving: this.ready,
+      waiting,
       durable: this.driver.serving,
       ranges: this.cfg.shards,
       rangesOwned: owned,

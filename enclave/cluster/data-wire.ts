@@ -70,6 +70,9 @@ function badRequest(err: unknown): EkvError {
   return new EkvError('BAD_REQUEST', 'malformed data message');
 }
 
+/** Messages one batch may carry (what one core's turn sends one peer: lease renewals of many ranges, say). */
+export const batchBodiesMax = 4096;
+
 export function encodePeerBody(b: PeerBody): Buffer {
   return encodeCbor(toWire(peerBodyToWire(b)));
 }
@@ -78,6 +81,22 @@ export function decodePeerBody(bytes: Uint8Array, shards: number): PeerBody {
   if (bytes.length > dataMessageBytesMax) throw new EkvError('BAD_REQUEST', 'data message too large');
   try {
     return validatePeerBody(fromWire(decodeCbor(bytes, Math.max(bytes.length, 16))), shards);
+  } catch (err) {
+    throw badRequest(err);
+  }
+}
+
+/** Several messages to one peer, in order, as one CBOR array. */
+export function encodePeerBatch(bs: readonly PeerBody[]): Buffer {
+  return encodeCbor(bs.map((b) => toWire(peerBodyToWire(b))));
+}
+
+export function decodePeerBatch(bytes: Uint8Array, shards: number): PeerBody[] {
+  if (bytes.length > dataMessageBytesMax) throw new EkvError('BAD_REQUEST', 'data message too large');
+  try {
+    const x = decodeCbor(bytes, Math.max(bytes.length, 16));
+    if (!Array.isArray(x) || x.length === 0 || x.length > batchBodiesMax) throw new EkvError('BAD_REQUEST', 'a batch is 1..4096 messages');
+    return x.map((b) => validatePeerBody(fromWire(b), shards));
   } catch (err) {
     throw badRequest(err);
   }

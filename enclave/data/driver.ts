@@ -47,6 +47,8 @@ export interface DataDriverInit {
   tickMs: number;
   reloadMs: number;
   onFailClosed?: (err: unknown) => void;
+  /** Called when a core was rebuilt after failing closed (the log works again). */
+  onRecovered?: () => void;
   /** The core's debug lines (ownership changes). */
   debug?: (line: string) => void;
 }
@@ -157,6 +159,7 @@ export class DataDriver {
   private async rebuild(state: LogRecord[] | null = null): Promise<void> {
     if (this.stopped) return;
     let log: LogRecord[];
+    const recovering = this.generation > 0;
     if (state && this.init.log.recover) {
       await this.init.log.recover(state);
       log = state;
@@ -167,9 +170,11 @@ export class DataDriver {
     const i = this.init;
     this.core = new DataNode({
       self: i.self, config: i.config, rand: i.rand, peers: [...this.directory].map(([name, ring]) => ({ name, ring })), log, now: i.clock(),
-      ...(log.length === 0 && i.genesis ? { genesis: i.genesis } : {}),
+      // Genesis only on the very first start: a core rebuilt after a failure never founds anything.
+      ...(log.length === 0 && i.genesis && !recovering ? { genesis: i.genesis } : {}),
       ...(i.debug ? { debug: i.debug } : {}),
     });
+    if (recovering) i.onRecovered?.();
     this.pump();
   }
 }

@@ -39,6 +39,8 @@ export interface NodeView {
   hops: number;
   /** Client operations this node forwarded to a range's owner. */
   forwards: number;
+  /** Why a node is not serving (status `waiting`: ranges without enough members or an active owner here). */
+  waiting?: string[];
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -70,6 +72,7 @@ function toView(addr: string, s: Record<string, unknown>): NodeView {
     lookups: typeof s.lookups === 'number' ? s.lookups : 0,
     hops: typeof s.hops === 'number' ? s.hops : 0,
     forwards: typeof s.forwards === 'number' ? s.forwards : 0,
+    waiting: Array.isArray(s.waiting) ? (s.waiting as unknown[]).map(String) : [],
   };
 }
 
@@ -87,7 +90,7 @@ export function unsettled(views: NodeView[]): string | null {
     const v = order[i] as NodeView;
     const next = order[(i + 1) % order.length] as NodeView;
     const prev = order[(i - 1 + order.length) % order.length] as NodeView;
-    if (v.ring !== 'active' || !v.serving) return `${v.addr} is ${v.ring}${v.serving ? '' : ', not serving'}`;
+    if (v.ring !== 'active' || !v.serving) return `${v.addr} is ${v.ring}${v.serving ? '' : `, not serving (${(v.waiting ?? []).join('; ').slice(0, 600)})`}`;
     if (order.length > 1 && v.successors[0] !== next.addr) return `${v.addr}: successor ${v.successors[0]}, expected ${next.addr}`;
     // The whole successor list too: replicas go to its first R-1 entries, and a stale list sends copies astray.
     for (let j = 1; j < order.length; j++) {
@@ -120,6 +123,14 @@ export function expectedCounts(views: NodeView[], keys: Buffer[], replicas: numb
     }
   }
   return out;
+}
+
+/** The address of the node that should own a key's range on the ring these views form (first at or after its start). */
+export function rangeOwnerOf(views: NodeView[], key: Buffer): string {
+  const order = ringOrder(views);
+  const shards = enclaveDataConfig.shards;
+  const start = shardStart(shardOf(key.toString('latin1'), shards), shards);
+  return (order.find((v) => (v.id as bigint) >= start) ?? order[0])!.addr;
 }
 
 /** Compare nodes' key counts with the expected placement: exact, at least, or short (some copies missing). */
