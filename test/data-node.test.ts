@@ -42,7 +42,7 @@ class Net {
       for (const m of out) {
         this.sent.push(m);
         if (m.kind === 'reply') this.replies.set(m.rid, m.result);
-        else this.nodes.get(m.to)?.step({ kind: 'peer', from: m.from, body: m.body }, this.now);
+        else this.nodes.get(m.to)?.step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos }, this.now);
       }
     }
     throw new Error('the network never went quiet');
@@ -175,7 +175,7 @@ describe('data core', () => {
     net.node(y?.name as string).step({ kind: 'peer', from: x as Member, body: forged }, net.now);
     const rd = net.node(y?.name as string).ready();
     expect(rd.persist).toEqual([]);
-    expect(rd.messages).toEqual([{ kind: 'peer', to: x?.name, from: y, body: { t: 'fenced', shard: 0, epoch } }]);
+    expect(rd.messages).toEqual([{ kind: 'peer', to: x?.name, from: y, body: { t: 'fenced', shard: 0, epoch }, pos: expect.any(Number) }]);
     // An old epoch from the real owner is refused the same way.
     const old: PeerBody = { ...forged, epoch: epoch - 1 } as PeerBody;
     net.node(y?.name as string).step({ kind: 'peer', from: members.find((m) => m.name === owner) as Member, body: old }, net.now);

@@ -237,9 +237,11 @@ export class DataStore {
     // Batched per peer for this turn of the event loop: one RPC carries every message the core sent that peer.
     let q = this.outbox.get(m.to);
     if (!q) {
-      q = { inc: m.from.inc, bodies: [] };
+      q = { inc: m.from.inc, pos: m.pos, bodies: [] };
       this.outbox.set(m.to, q);
     }
+    // One position for the batch: the lowest of its messages' (each was durable before it was handed here).
+    q.pos = Math.min(q.pos, m.pos);
     q.bodies.push(m.body);
     if (q.bodies.length >= batchBodiesMax) this.flushTo(m.to);
     if (!this.flushScheduled) {
@@ -251,7 +253,7 @@ export class DataStore {
     }
   }
 
-  private readonly outbox = new Map<string, { inc: number; bodies: PeerBody[] }>();
+  private readonly outbox = new Map<string, { inc: number; pos: number; bodies: PeerBody[] }>();
   private flushScheduled = false;
 
   private flushTo(to: string): void {
@@ -266,7 +268,7 @@ export class DataStore {
     }
     const bytes = encodePeerBatch(q.bodies);
     const chunks = chunksOf(bytes);
-    const head = { inc: q.inc, a: this.self.addr }; // (i and o are the RPC envelope's)
+    const head = { inc: q.inc, p: q.pos, a: this.self.addr }; // (i and o are the RPC envelope's)
     this.stats.peerMessagesOut += q.bodies.length;
     if (chunks.length === 1) {
       this.call(addr, 'dm', { ...head, m: bytes }, id);
@@ -289,6 +291,8 @@ export class DataStore {
     const name = nodeName(id);
     const inc = req.inc;
     if (typeof inc !== 'number' || !Number.isSafeInteger(inc) || inc < 0) throw new EkvError('BAD_REQUEST', 'bad incarnation');
+    const pos = req.p;
+    if (typeof pos !== 'number' || !Number.isSafeInteger(pos) || pos < -1) throw new EkvError('BAD_REQUEST', 'bad log position');
     const addr = typeof req.a === 'string' && req.a.length > 0 && req.a.length <= 300 ? req.a : null;
     if (!(req.m instanceof Uint8Array)) throw new EkvError('BAD_REQUEST', 'data message without bytes');
     let bytes: Buffer | null = Buffer.from(req.m.buffer, req.m.byteOffset, req.m.length);
@@ -301,7 +305,7 @@ export class DataStore {
     const bodies = decodePeerBatch(bytes, this.cfg.shards);
     this.learn(name, id, addr);
     this.stats.peerMessagesIn += bodies.length;
-    for (const body of bodies) this.driver.deliver({ kind: 'peer', from: { name, ring: id, inc }, body });
+    for (const body of bodies) this.driver.deliver({ kind: 'peer', from: { name, ring: id, inc }, body, pos });
     return {};
   }
 

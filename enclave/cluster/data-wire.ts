@@ -20,12 +20,16 @@ import {
 import { idToBytes } from '../ring/index.ts';
 
 /**
- * The most bytes one range may hold (keys plus values, tombstones' keys included). A whole range moves in one
- * promise, install or sync message, and lives in one log record, so a write that would take a range past this
- * is refused (VALUE_TOO_LARGE, "range full"): 16 MiB per range, 64 ranges, about 1 GiB per ring.
+ * The most bytes one range may hold, as encoded: keys plus values (CBOR byte strings, one byte per byte) plus
+ * each entry's encoding overhead (entryBytes in enclave/data/range.ts), tombstones' keys included. A whole range
+ * moves in one promise, install or sync message, and lives in one log record, so a write that would take a
+ * range past this is refused (VALUE_TOO_LARGE, "range full"): 16 MiB per range, 64 ranges, about 1 GiB per ring.
  */
 export const rangeBytesMax = 16 * 1024 * 1024;
-/** One reassembled message: a full range plus its session table (at most about 2 MiB) and framing. */
+/**
+ * One reassembled message: a full range plus its session table and framing. The table is at most 1024
+ * sessions of 64 results, each result about 70 bytes with its digest: under 5 MiB.
+ */
 export const dataMessageBytesMax = rangeBytesMax + 8 * 1024 * 1024;
 /** Bytes per chunk: well inside one frame (frameBytesMax) with the RPC envelope. */
 export const dataChunkBytes = 256 * 1024;

@@ -23,6 +23,8 @@ export const rangeEntriesMax = 1_000_000;
 /** Sessions and results per session in one transfer (the table's own bounds are lower). */
 export const sessionsWireMax = 1 << 20;
 export const resultsWireMax = 1 << 16;
+/** Peers in one witness record. */
+export const witnessesMax = 1 << 16;
 /** Configurations in one heartbeat (one per range). */
 export const configsMax = 1 << 16;
 
@@ -83,9 +85,32 @@ function nullable<T>(x: unknown, f: (y: unknown) => T): T | null {
   return x === null ? null : f(x);
 }
 
+/**
+ * Keys and values cross the wire and the log as CBOR byte strings (a latin1 string with chars >= 0x80 would
+ * take two bytes each as CBOR text, and a full range would not fit its transfer): bytes in, latin1 string out.
+ */
+function latin1(x: unknown, what: string, max: number, min = 0): string {
+  if (!(x instanceof Uint8Array)) fail(`${what} must be bytes`);
+  if (x.length > max) throw new DataError('TOO_LONG', `${what} longer than ${max}`);
+  if (x.length < min) fail(`${what} shorter than ${min}`);
+  return Buffer.from(x.buffer, x.byteOffset, x.length).toString('latin1');
+}
+
+function bytesOf(s: string): Buffer {
+  return Buffer.from(s, 'latin1');
+}
+
 function entry(x: unknown): Entry {
   const o = obj(x, 'entry');
-  return { value: nullable(o.value, (v) => str(v, 'entry.value', valueBytesMax)), version: int(o.version, 'entry.version', 1), epoch: int(o.epoch, 'entry.epoch') };
+  return { value: nullable(o.value, (v) => latin1(v, 'entry.value', valueBytesMax)), version: int(o.version, 'entry.version', 1), epoch: int(o.epoch, 'entry.epoch') };
+}
+
+function entryToWire(e: Entry): Record<string, unknown> {
+  return { value: e.value === null ? null : bytesOf(e.value), version: e.version, epoch: e.epoch };
+}
+
+function opToWire(op: WriteOp): Record<string, unknown> {
+  return { ...op, key: op.key === null ? null : bytesOf(op.key), entry: op.entry === null ? null : entryToWire(op.entry) };
 }
 
 function result(x: unknown): WriteResult {
@@ -104,7 +129,7 @@ function rangeData(x: unknown): RangeData {
   const m = new Map<string, Entry>();
   for (const p of arr(x, 'data', rangeEntriesMax)) {
     const [k, e] = arr(p, 'data item', 2);
-    m.set(key(k, 'data key'), entry(e));
+    m.set(latin1(k, 'data key', keyBytesMax, 1), entry(e));
   }
   return m;
 }
@@ -135,7 +160,7 @@ function writeOp(x: unknown): WriteOp {
     const q = obj(r, 'op.open');
     return { id: int(q.id, 'open.id', 1), owner: principal(q.owner, 'open.owner'), evict: nullable(q.evict, (e) => int(e, 'open.evict', 1)), used: int(q.used, 'open.used') };
   });
-  return { key: nullable(o.key, (k) => key(k, 'op.key')), entry: nullable(o.entry, entry), req, open };
+  return { key: nullable(o.key, (k) => latin1(k, 'op.key', keyBytesMax, 1)), entry: nullable(o.entry, entry), req, open };
 }
 
 /** A peer message body, validated. `shards` is the image's range count. */
@@ -175,6 +200,8 @@ export function validatePeerBody(x: unknown, shards: number): PeerBody {
     case 'fenced': return { t: 'fenced', shard: shard(o.shard), epoch: int(o.epoch, 'epoch') };
     case 'leaseReq': return { t: 'leaseReq', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
     case 'leaseGrant': return { t: 'leaseGrant', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
+    case 'witQ': return { t: 'witQ', nonce: int(o.nonce, 'nonce') };
+    case 'witA': return { t: 'witA', nonce: int(o.nonce, 'nonce'), pos: int(o.pos, 'pos'), inc: int(o.inc, 'inc') };
     default: throw new DataError('UNKNOWN_TYPE', `unknown message type ${String(o.t).slice(0, 32)}`);
   }
 }
@@ -198,8 +225,8 @@ export function validateClientOp(x: unknown, shards: number): ClientOp {
 }
 
 /** The wire shape of range data and sessions (maps become arrays), for the encoder. */
-export function rangeDataToWire(d: RangeData): Array<[string, Entry]> {
-  return [...d];
+export function rangeDataToWire(d: RangeData): Array<[Buffer, Record<string, unknown>]> {
+  return [...d].map(([k, e]) => [bytesOf(k), entryToWire(e)]);
 }
 
 export function sessionsToWire(s: Sessions): { next: number; clock: number; table: Array<[number, string, number, number, Array<[number, WriteResult, string]>]> } {
@@ -212,13 +239,16 @@ export function peerBodyToWire(b: PeerBody): Record<string, unknown> {
     case 'promise': return { ...b, data: rangeDataToWire(b.data), sessions: sessionsToWire(b.sessions) };
     case 'install': return { ...b, data: rangeDataToWire(b.data), sessions: sessionsToWire(b.sessions) };
     case 'sync': return { ...b, data: rangeDataToWire(b.data), sessions: sessionsToWire(b.sessions) };
+    case 'replicate': return { ...b, op: opToWire(b.op) };
     default: return { ...b };
   }
 }
 
 /** A log record in its wire shape (maps become arrays), for the sealed log's encoder. */
 export function logRecordToWire(r: LogRecord): Record<string, unknown> {
-  return r.t === 'snap' ? { ...r, data: rangeDataToWire(r.data), sessions: sessionsToWire(r.sessions) } : { ...r };
+  if (r.t === 'snap') return { ...r, data: rangeDataToWire(r.data), sessions: sessionsToWire(r.sessions) };
+  if (r.t === 'w') return { ...r, op: opToWire(r.op) };
+  return { ...r };
 }
 
 /**
@@ -240,6 +270,14 @@ export function validateLogRecord(x: unknown, shards: number): LogRecord {
       data: rangeData(o.data), sessions: sessions(o.sessions),
     };
     case 'w': return { t: 'w', shard, epoch: int(o.epoch, 'epoch'), op: writeOp(o.op) };
+    case 'mark': return { t: 'mark', shard, pos: int(o.pos, 'pos'), inc: int(o.inc, 'inc') };
+    case 'wit': return {
+      t: 'wit', shard,
+      w: arr(o.w, 'witnesses', witnessesMax).map((x) => {
+        const [name, pos, inc] = arr(x, 'witness', 3);
+        return [str(name, 'witness name', nameCharsMax, 1), int(pos, 'witness pos'), int(inc, 'witness inc')] as const;
+      }),
+    };
     default: throw new DataError('UNKNOWN_TYPE', `unknown record type ${String(o.t).slice(0, 32)}`);
   }
 }

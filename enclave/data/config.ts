@@ -52,6 +52,8 @@ export interface BrokenFlags {
   noLeaseWait?: boolean;
   /** The owner ignores request ids: every retry is a new write. */
   noDedup?: boolean;
+  /** A restarted node trusts its sealed state without asking its peers what they witnessed of it. */
+  noWitnessCheck?: boolean;
 }
 
 export const defaultDataConfig: Readonly<DataConfig> = Object.freeze({

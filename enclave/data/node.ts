@@ -52,8 +52,11 @@ function majority(n: number): number {
   return Math.floor(n / 2) + 1;
 }
 
+/** Messages whose sender's log position a witness keeps durably (votes and acknowledgements others rely on). */
+const voteTypes: ReadonlySet<PeerBody['t']> = new Set(['promise', 'accepted', 'installAck', 'syncAck', 'replicateAck', 'leaseGrant']);
+
 export class DataNode {
-  readonly self: Member;
+  private me: Member;
   readonly cfg: Readonly<DataConfig>;
   private readonly rand: () => number;
   private readonly debug: ((line: string) => void) | undefined;
@@ -69,9 +72,26 @@ export class DataNode {
   private readonly selfQueue: Inbound[] = [];
   private desiredSig = '';
   private readonly desiredCache = new Map<number, Member[]>();
+  /** Records made (replayed or live): this node's sealed-log position, carried on every message it sends. */
+  private pos = 0;
+  /** The position its log gave it at start: what peers' witnesses are compared with. */
+  private readonly loadedPos: number;
+  /** Per peer name: the highest (incarnation, position) seen on its messages. */
+  private readonly witness = new Map<string, { inc: number; pos: number }>();
+  private readonly witDirty = new Set<string>();
+  /**
+   * Set while a restarted node checks that it was not rolled back (docs/consistency.md, "Rollback"): it asks
+   * every peer what it witnessed of it, and neither votes, acknowledges nor serves until the check is done.
+   */
+  private checking: { nonce: number; answers: Map<string, { inc: number; pos: number }>; sentAt: number } | null = null;
+
+  /** This node as a member: its incarnation grows when it finds it was rolled back. */
+  get self(): Member {
+    return this.me;
+  }
 
   constructor(init: DataNodeInit) {
-    this.self = init.self;
+    this.me = init.self;
     this.cfg = validateDataConfig(init.config);
     this.rand = init.rand;
     this.debug = init.debug;
@@ -81,8 +101,40 @@ export class DataNode {
     for (const p of init.peers) {
       if (p.name !== this.self.name) this.peers.set(p.name, { ring: p.ring, inc: -1, heard: -Infinity, leaving: false });
     }
-    for (const rec of init.log) applyRecord(this.rangeAt(rec.shard), rec);
+    for (const rec of init.log) this.replay(rec);
+    this.loadedPos = this.pos;
     if (init.log.length === 0 && init.genesis) for (const c of init.genesis) this.record({ t: 'cfg', shard: c.shard, config: c });
+    // A founder creating the ring has nothing anyone could have witnessed; every other node checks.
+    else if (!this.cfg.broken?.noWitnessCheck) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity };
+  }
+
+  private replay(rec: LogRecord): void {
+    this.pos++;
+    if (rec.t === 'mark') {
+      // A higher incarnation's mark: everything before it was the old incarnation's state.
+      if (rec.inc > this.me.inc) {
+        for (let s = 0; s < this.ranges.length; s++) this.ranges[s] = newRange(s);
+        this.me = { ...this.me, inc: rec.inc };
+      }
+      this.pos = Math.max(this.pos, rec.pos);
+    } else if (rec.t === 'wit') {
+      for (const [name, pos, inc] of rec.w) this.see(name, inc, pos);
+    } else {
+      applyRecord(this.rangeAt(rec.shard), rec);
+    }
+  }
+
+  /** Raises the witness of `name`; true if it grew. */
+  private see(name: string, inc: number, pos: number): boolean {
+    const w = this.witness.get(name);
+    if (w && (inc < w.inc || (inc === w.inc && pos <= w.pos))) return false;
+    this.witness.set(name, { inc, pos });
+    return true;
+  }
+
+  /** Whether this node is still checking its state against its peers' witnesses (it votes, acks and serves nothing). */
+  get checkingState(): boolean {
+    return this.checking !== null;
   }
 
   // ---- inputs ----
@@ -91,6 +143,7 @@ export class DataNode {
     assert.ok(now >= this.now, 'time went backwards');
     this.now = now;
     if (now >= this.heartbeatAt) this.heartbeat();
+    this.tickCheck();
     for (const r of this.ranges) this.tickRange(r);
     this.drainSelf();
   }
@@ -103,7 +156,12 @@ export class DataNode {
     assert.ok(now >= this.now, 'time went backwards');
     this.now = now;
     if (m.kind === 'client') this.onClient(m.client, m.rid, m.op);
-    else this.onPeer(m.from, m.body);
+    else {
+      if (m.pos !== undefined && m.pos >= 0 && m.from.name !== this.me.name && this.see(m.from.name, m.from.inc, m.pos) && voteTypes.has(m.body.t)) {
+        this.witDirty.add(m.from.name);
+      }
+      this.onPeer(m.from, m.body);
+    }
     this.drainSelf();
   }
 
@@ -193,7 +251,8 @@ export class DataNode {
    * its configuration, its acceptor state, its data (and install ballot), its proposer round.
    */
   durableRecords(): LogRecord[] {
-    const out: LogRecord[] = [];
+    const out: LogRecord[] = [{ t: 'mark', shard: 0, pos: this.pos, inc: this.me.inc }];
+    if (this.witness.size > 0) out.push({ t: 'wit', shard: 0, w: [...this.witness].map(([name, x]) => [name, x.pos, x.inc] as const) });
     for (const r of this.ranges) {
       if (r.config) {
         out.push({ t: 'cfg', shard: r.shard, config: r.config });
@@ -219,13 +278,16 @@ export class DataNode {
   }
 
   private record(rec: LogRecord): void {
-    applyRecord(this.rangeAt(rec.shard), rec);
+    this.pos++;
+    if (rec.t !== 'mark' && rec.t !== 'wit') applyRecord(this.rangeAt(rec.shard), rec);
     this.persist.push(rec);
   }
 
   private send(to: string, body: PeerBody): void {
     if (to === this.self.name) this.selfQueue.push({ kind: 'peer', from: this.self, body });
-    else this.out.push({ kind: 'peer', to, from: this.self, body });
+    // The position is durable by the time the message leaves (persist-then-send); none while checking, so that
+    // what peers witness of this node comes only from before its restart.
+    else this.out.push({ kind: 'peer', to, from: this.self, body, pos: this.checking ? -1 : this.pos });
   }
 
   private reply(to: string, rid: number, result: ClientResult): void {
@@ -237,6 +299,65 @@ export class DataNode {
       const m = this.selfQueue.shift() as Inbound;
       if (m.kind === 'peer') this.onPeer(m.from, m.body);
     }
+    // Witnessed positions of votes and acks are durable before anything that relied on them is sent.
+    if (this.witDirty.size > 0) {
+      const w = [...this.witDirty].map((name) => {
+        const x = this.witness.get(name) as { inc: number; pos: number };
+        return [name, x.pos, x.inc] as const;
+      });
+      this.witDirty.clear();
+      this.record({ t: 'wit', shard: 0, w });
+    }
+  }
+
+  // ---- rollback check (docs/consistency.md, "Rollback") ----
+
+  private tickCheck(): void {
+    const k = this.checking;
+    if (!k) return;
+    if (this.now - k.sentAt >= this.cfg.retryTicks) {
+      k.sentAt = this.now;
+      for (const name of this.peers.keys()) this.send(name, { t: 'witQ', nonce: k.nonce });
+    }
+    const age = this.now - this.startedAt;
+    if (age < this.cfg.leaseTicks) return; // the quiet period: heartbeats bring the configurations we are in
+    const rolledBack = [...k.answers.values()].some((a) => a.inc > this.me.inc || (a.inc === this.me.inc && a.pos > this.loadedPos));
+    if (!rolledBack) {
+      // Every other member of every configuration naming us must have answered (after a long wait, a majority).
+      const late = age >= this.cfg.leaseTicks + 2 * this.cfg.proposeTimeoutTicks;
+      for (const r of this.ranges) {
+        const c = r.config;
+        if (!c || !this.isMember(c)) continue;
+        const others = c.members.filter((m) => m.name !== this.me.name);
+        const heard = others.filter((m) => k.answers.has(m.name)).length;
+        if (heard < (late ? majority(c.members.length) - 1 : others.length)) return;
+      }
+      this.checking = null;
+      this.debug?.(`${this.me.name}/${this.me.inc} witness check passed at pos ${this.loadedPos}`);
+      return;
+    }
+    // Rolled back: our acceptor state may have forgotten votes. Become a new member (a new incarnation, no
+    // configurations); reconfiguration brings us back in, with data installed from a majority.
+    let inc = this.me.inc;
+    for (const a of k.answers.values()) inc = Math.max(inc, a.inc);
+    inc++;
+    this.debug?.(`${this.me.name}/${this.me.inc} ROLLED BACK (loaded pos ${this.loadedPos}); new incarnation ${inc}`);
+    for (let s = 0; s < this.ranges.length; s++) this.ranges[s] = newRange(s);
+    this.me = { ...this.me, inc };
+    this.checking = null;
+    this.record({ t: 'mark', shard: 0, pos: this.pos, inc });
+  }
+
+  private onWitQ(from: Member, b: Extract<PeerBody, { t: 'witQ' }>): void {
+    const w = this.witness.get(from.name);
+    this.send(from.name, { t: 'witA', nonce: b.nonce, pos: w?.pos ?? 0, inc: w?.inc ?? 0 });
+  }
+
+  private onWitA(from: Member, b: Extract<PeerBody, { t: 'witA' }>): void {
+    const k = this.checking;
+    if (!k || b.nonce !== k.nonce) return;
+    const prev = k.answers.get(from.name);
+    if (!prev || b.inc > prev.inc || (b.inc === prev.inc && b.pos > prev.pos)) k.answers.set(from.name, { inc: b.inc, pos: b.pos });
   }
 
   private isMember(c: Config | null, m: Member = this.self): boolean {
@@ -290,7 +411,7 @@ export class DataNode {
     if (r.proposal && r.proposal.base.epoch < c.epoch) r.proposal = null;
     this.record({ t: 'cfg', shard: c.shard, config: c });
     this.debug?.(`${this.self.name} learns range ${c.shard} epoch ${c.epoch} [${c.members.map((m) => `${m.name}/${m.inc}`).join(',')}]`);
-    if (sameMember(c.members[0], this.self)) this.startActivation(r);
+    if (sameMember(c.members[0], this.self) && !this.checking) this.startActivation(r);
   }
 
   private deactivate(r: RangeState): void {
@@ -316,7 +437,7 @@ export class DataNode {
 
   private maybePropose(r: RangeState): void {
     const c = r.config;
-    if (!c || this.leaving) return;
+    if (!c || this.leaving || this.checking) return;
     const want = this.desired(r.shard);
     const amOwner = sameMember(c.members[0], this.self);
     if (!sameMember(want[0], this.self)) {
@@ -759,7 +880,7 @@ export class DataNode {
     const version = prev?.version ?? 0;
     let result: WriteResult;
     let entry: Entry | null = null;
-    const grows = op.kind === 'put' ? op.key.length + op.value.length - entryBytes(op.key, prev) : 0;
+    const grows = op.kind === 'put' ? entryBytes(op.key, { value: op.value, version: 0, epoch: 0 }) - entryBytes(op.key, prev) : 0;
     if (op.ifVersion !== null && op.ifVersion !== live) {
       result = { ok: false, code: 'CONFLICT', version: live };
     } else if (op.kind === 'put' && this.cfg.rangeBytesMax !== undefined && grows > 0 && r.bytes + grows > this.cfg.rangeBytesMax) {
@@ -826,7 +947,11 @@ export class DataNode {
     if (b.t === 'install' && b.value.shard !== shard) return;
     if (b.t === 'accept' && b.value.shard !== shard) return;
     if (from.name !== this.self.name) this.heard(from);
+    // While checking for a rollback: no vote, no acknowledgement, no lease (a silent drop; the sender retries).
+    if (this.checking && (b.t === 'prepare' || b.t === 'accept' || b.t === 'install' || b.t === 'sync' || b.t === 'replicate' || b.t === 'leaseReq')) return;
     switch (b.t) {
+      case 'witQ': return this.onWitQ(from, b);
+      case 'witA': return this.onWitA(from, b);
       case 'hb':
         this.onHeartbeat(from, b);
         return;

@@ -104,9 +104,18 @@ export function mergeInto(data: RangeData, sessions: Sessions, fromData: RangeDa
   }
 }
 
-/** What one entry costs a range: its key and its value (a tombstone keeps its key). */
+/**
+ * Encoding overhead of one entry in a transfer or a snapshot (CBOR: the pair, the byte strings' heads, the
+ * entry's field names, version and epoch), counted against the range's bound with its key and value.
+ */
+export const entryOverheadBytes = 48;
+
+/**
+ * What one entry costs a range: its key's and value's bytes plus the entry's encoding overhead (a tombstone keeps
+ * its key). Keys and values travel as CBOR byte strings (one byte per latin1 char), so this bounds the encoded size.
+ */
 export function entryBytes(key: string, e: Entry | undefined): number {
-  return e ? key.length + (e.value?.length ?? 0) : 0;
+  return e ? key.length + (e.value?.length ?? 0) + entryOverheadBytes : 0;
 }
 
 export function dataBytes(d: RangeData): number {
@@ -169,5 +178,8 @@ export function applyRecord(r: RangeState, rec: LogRecord): void {
     case 'w':
       applyWrite(r, rec.op);
       return;
+    case 'mark':
+    case 'wit':
+      return; // node-level: the node applies them
   }
 }

@@ -92,7 +92,15 @@ export type LogRecord =
   | { readonly t: 'round'; readonly shard: number; readonly round: number }
   | { readonly t: 'cfg'; readonly shard: number; readonly config: Config }
   | { readonly t: 'snap'; readonly shard: number; readonly instance: number; readonly ballot: Ballot | null; readonly synced: boolean; readonly data: RangeData; readonly sessions: Sessions }
-  | { readonly t: 'w'; readonly shard: number; readonly epoch: number; readonly op: WriteOp };
+  | { readonly t: 'w'; readonly shard: number; readonly epoch: number; readonly op: WriteOp }
+  /**
+   * Node-level (shard 0): the node's log position and incarnation. Written first in every snapshot, and when a
+   * node found it was rolled back and took a new incarnation: on replay, a mark of a higher incarnation than
+   * the state so far discards that state (it was the old incarnation's).
+   */
+  | { readonly t: 'mark'; readonly shard: number; readonly pos: number; readonly inc: number }
+  /** Node-level (shard 0): the highest log positions seen from peers, per peer name and incarnation (witnesses). */
+  | { readonly t: 'wit'; readonly shard: number; readonly w: ReadonlyArray<readonly [string, number, number]> };
 
 // ---- client side ----
 
@@ -151,14 +159,21 @@ export type PeerBody =
   | { readonly t: 'replicateAck'; readonly shard: number; readonly epoch: number; readonly key: string; readonly opId: number }
   | { readonly t: 'fenced'; readonly shard: number; readonly epoch: number }
   | { readonly t: 'leaseReq'; readonly shard: number; readonly epoch: number; readonly t0: number }
-  | { readonly t: 'leaseGrant'; readonly shard: number; readonly epoch: number; readonly t0: number };
+  | { readonly t: 'leaseGrant'; readonly shard: number; readonly epoch: number; readonly t0: number }
+  /** A restarting node asks what its peers witnessed of it (its highest log position and incarnation). */
+  | { readonly t: 'witQ'; readonly nonce: number }
+  | { readonly t: 'witA'; readonly nonce: number; readonly pos: number; readonly inc: number };
 
+/**
+ * `pos` on peer messages: the sender's sealed-log position (records made so far), durable before the message
+ * was sent (persist-then-send); -1 or absent: none given (a node still checking its own state gives none).
+ */
 export type Inbound =
-  | { readonly kind: 'peer'; readonly from: Member; readonly body: PeerBody }
+  | { readonly kind: 'peer'; readonly from: Member; readonly body: PeerBody; readonly pos?: number }
   | { readonly kind: 'client'; readonly client: string; readonly rid: number; readonly op: ClientOp };
 
 export type Outbound =
-  | { readonly kind: 'peer'; readonly to: string; readonly from: Member; readonly body: PeerBody }
+  | { readonly kind: 'peer'; readonly to: string; readonly from: Member; readonly body: PeerBody; readonly pos: number }
   | { readonly kind: 'reply'; readonly to: string; readonly rid: number; readonly result: ClientResult };
 
 export interface Ready {
