@@ -8,12 +8,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { EkvError } from '../protocol/errors.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
-import { DataStore } from '../enclave/cluster/data-store.ts';
+import { DataStore, nodeName, peerOutboundBytesMax } from '../enclave/cluster/data-store.ts';
 import { catalogue, dispatch } from '../enclave/cluster/ops.ts';
 import type { PeerPool } from '../enclave/cluster/peers.ts';
 import type { RingDriver } from '../enclave/cluster/ring-driver.ts';
 import { chunksOf, dataMessageBytesMax, decodePeerBody, encodePeerBody, rangeBytesMax, Reassembler } from '../enclave/cluster/data-wire.ts';
-import { type DataConfig, type DataLog, type Done, type Entry, type LogRecord, type PeerBody, type Session, type Sessions, shardOf } from '../enclave/data/index.ts';
+import { type Config, type DataConfig, type DataLog, type Done, type Entry, type LogRecord, type PeerBody, type Session, type Sessions, shardOf } from '../enclave/data/index.ts';
 import { entryBytes } from '../enclave/data/range.ts';
 import { valueBytesMax } from '../protocol/constants.ts';
 import { nodeIdFromPublicKey, type NodeRef } from '../enclave/ring/index.ts';
@@ -45,6 +45,12 @@ interface Node {
 class Net {
   readonly nodes: Node[] = [];
   readonly cut = new Set<string>();
+  /** Addresses whose data messages are held (never answered) until `release`; bytes of 'dm' calls per address. */
+  readonly hold = new Set<string>();
+  readonly held: Array<() => void> = [];
+  readonly dmBytes = new Map<string, number>();
+  /** Unsent socket bytes the fake pool reports per address (PeerPool.queuedBytes). */
+  readonly queued = new Map<string, number>();
   /** Principal keys (hex) the access stub refuses every operation to. */
   readonly forbid = new Set<string>();
   /** REVIEW: the next peer call of this op is delivered and handled, then its answer is lost once `gate` resolves. */
@@ -58,7 +64,10 @@ class Net {
       const me = refs[i] as NodeRef;
       const key = keys[i] as Buffer;
       const peers = {
+        queuedBytes: (addr: string) => this.queued.get(addr) ?? 0,
         call: async (addr: string, op: string, args: Record<string, unknown>, _t: number, expectId?: bigint): Promise<RpcResult> => {
+          if (op === 'dm' && me.addr === 'n0') this.dmBytes.set(addr, (this.dmBytes.get(addr) ?? 0) + (args.m as Uint8Array).length);
+          if (op === 'dm' && me.addr === 'n0' && this.hold.has(addr)) await new Promise<void>((r) => this.held.push(r));
           const to = this.byAddr.get(addr);
           if (!to || this.cut.has(addr) || this.cut.has(me.addr)) throw new EkvError('UNAVAILABLE', 'cut off');
           if (expectId !== undefined && expectId !== to.ref.id) throw new EkvError('UNAVAILABLE', 'wrong node');
@@ -282,6 +291,52 @@ describe('review of the wired data path', () => {
       expect(back.data.get(k0)).toEqual(e0);
     }
   }, 60_000);
+
+  it('F6: a peer\'s outbound bytes are bounded; a large message is not sent again while its previous copy is still out', async () => {
+    net = new Net();
+    await net.start(3);
+    await formed(net);
+    const [a, b] = net.nodes as [Node, Node];
+    const send = (body: PeerBody): void => (a.store as unknown as { send: (m: unknown) => void }).send({ kind: 'peer', to: nodeName(b.ref.id), from: a.store.selfMember, body, pos: 0 });
+    const flushed = (): Promise<void> => new Promise((r) => setImmediate(r));
+    const data = new Map<string, Entry>();
+    for (let i = 0; i < 8; i++) data.set(`big${i}`, { value: 'x'.repeat(valueBytesMax), version: 1, epoch: 1 });
+    const cfg = a.store.driver.node?.configOf(0) as Config;
+    const sync = { t: 'sync', config: cfg, data, sessions: { next: 1, clock: 0, table: new Map() } } as PeerBody;
+    const size = encodePeerBody(sync).length;
+    // The link to b is slow: nothing sent to it is answered.
+    net.hold.add(b.ref.addr);
+    net.dmBytes.clear();
+    for (let i = 0; i < 5; i++) {
+      send(sync);
+      await flushed();
+    }
+    // One copy went out; the four resends were dropped while it was still out.
+    expect(net.dmBytes.get(b.ref.addr)).toBeGreaterThanOrEqual(size);
+    expect(net.dmBytes.get(b.ref.addr)).toBeLessThan(2 * size);
+    expect(a.store.stats.outboundDropped).toBeGreaterThanOrEqual(4);
+    // Small messages still go.
+    const before = net.dmBytes.get(b.ref.addr) as number;
+    send({ t: 'fenced', shard: 0, epoch: 1 });
+    await flushed();
+    expect(net.dmBytes.get(b.ref.addr)).toBeGreaterThan(before);
+    // Once the link drains, the next copy goes.
+    for (const r of net.held.splice(0)) r();
+    net.hold.clear();
+    await new Promise((r) => setTimeout(r, 50));
+    const mid = net.dmBytes.get(b.ref.addr) as number;
+    send(sync);
+    await flushed();
+    expect((net.dmBytes.get(b.ref.addr) as number) - mid).toBeGreaterThanOrEqual(size);
+    // A socket that has not handed its bytes to the OS counts too: past the budget, nothing more is queued.
+    net.queued.set(b.ref.addr, peerOutboundBytesMax);
+    const dropped = a.store.stats.outboundDropped;
+    const last = net.dmBytes.get(b.ref.addr) as number;
+    send({ t: 'fenced', shard: 0, epoch: 1 });
+    await flushed();
+    expect(net.dmBytes.get(b.ref.addr)).toBe(last);
+    expect(a.store.stats.outboundDropped).toBeGreaterThan(dropped);
+  }, 30_000);
 
   it('F4: an entry node whose earlier attempt may have reached the owner never answers "not applied" (SESSION_EXPIRED), but OUTCOME_UNKNOWN', async () => {
     net = new Net();

@@ -27,7 +27,7 @@ import {
   shardOf, validateDataConfig,
 } from '../data/index.ts';
 import { idToBytes, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
-import { batchBodiesMax, chunksOf, decodePeerBatch, encodePeerBatch, rangeBytesMax, Reassembler } from './data-wire.ts';
+import { batchBodiesMax, chunksOf, dataMessageBytesMax, decodePeerBatch, encodePeerBatch, rangeBytesMax, Reassembler } from './data-wire.ts';
 import { encodeForward, internalTag } from './op-wire.ts';
 import type { PeerPool } from './peers.ts';
 import type { RingDriver } from './ring-driver.ts';
@@ -61,6 +61,10 @@ export const localAttemptMs = 3000;
 export const peerCallTimeoutMs = 4000;
 /** Forwarding hops one attempt may take (following owners' hints). */
 export const forwardHopsMax = 3;
+/** Data-message bytes held for one peer (unanswered calls, or its socket's unsent bytes): one full range and room for small messages. */
+export const peerOutboundBytesMax = dataMessageBytesMax + 8 * 1024 * 1024;
+/** Data-message bytes held for all peers together. */
+export const outboundBytesMax = 3 * dataMessageBytesMax;
 const directoryRefreshMs = 250;
 
 /** The one definition of "try again": nothing was decided, or the outcome is unknown and the request id makes a retry safe. */
@@ -124,6 +128,8 @@ export class DataStore {
     forwards: 0, undeliverable: 0, peerMessagesIn: 0, peerMessagesOut: 0, chunksOut: 0,
     /** Times the data log failed (the node failed closed), and times it was sealed again and the core rebuilt. */
     persistFailures: 0, recoveries: 0,
+    /** Data messages not sent: the peer's outbound budget was full, or a large message to it was still out. */
+    outboundDropped: 0,
   };
   private readonly c: DataStoreInit;
   /** name → address to dial (never trusted: calls pin the name's ring id). */
@@ -268,19 +274,46 @@ export class DataStore {
     }
     const bytes = encodePeerBatch(q.bodies);
     const chunks = chunksOf(bytes);
+    const large = chunks.length > 1;
+    // The outbound memory bound (per peer and in all): what this node still holds for a peer is the larger of
+    // the bytes of its calls not yet answered and what the peer's socket has not handed to the OS. Past the
+    // budget the batch is dropped (the core resends what matters after retryTicks); a large (chunked) message
+    // is never sent while another large one to that peer is still out, so a whole range is not queued twice.
+    const out = this.outbound.get(to) ?? { bytes: 0, large: 0 };
+    const held = Math.max(out.bytes, this.c.peers.queuedBytes?.(addr) ?? 0);
+    if ((large && out.large > 0) || held + bytes.length > peerOutboundBytesMax || this.outboundTotal + bytes.length > outboundBytesMax) {
+      this.stats.outboundDropped += q.bodies.length;
+      return;
+    }
+    out.bytes += bytes.length;
+    if (large) out.large++;
+    this.outbound.set(to, out);
+    this.outboundTotal += bytes.length;
+    let left = chunks.length;
+    const settled = (n: number): void => {
+      out.bytes -= n;
+      this.outboundTotal -= n;
+      if (--left === 0 && large) out.large--;
+      if (out.bytes <= 0 && out.large <= 0 && this.outbound.get(to) === out) this.outbound.delete(to);
+    };
     const head = { inc: q.inc, p: q.pos, a: this.self.addr }; // (i and o are the RPC envelope's)
     this.stats.peerMessagesOut += q.bodies.length;
-    if (chunks.length === 1) {
-      this.call(addr, 'dm', { ...head, m: bytes }, id);
+    if (!large) {
+      this.call(addr, 'dm', { ...head, m: bytes }, id, () => settled(bytes.length));
       return;
     }
     const mid = ++this.msgId;
     this.stats.chunksOut += chunks.length;
-    chunks.forEach((part, x) => this.call(addr, 'dm', { ...head, m: part, c: [mid, x, chunks.length] }, id));
+    chunks.forEach((part, x) => this.call(addr, 'dm', { ...head, m: part, c: [mid, x, chunks.length] }, id, () => settled(part.length)));
   }
 
-  private call(addr: string, op: string, args: Record<string, unknown>, id: bigint): void {
-    this.c.peers.call(addr, op, args, peerCallTimeoutMs, id).catch((err: unknown) => {
+  /** Per peer: bytes of data messages sent and not yet answered, and large (chunked) messages among them. */
+  private readonly outbound = new Map<string, { bytes: number; large: number }>();
+  private outboundTotal = 0;
+
+  private call(addr: string, op: string, args: Record<string, unknown>, id: bigint, done: () => void): void {
+    this.c.peers.call(addr, op, args, peerCallTimeoutMs, id).then(done, (err: unknown) => {
+      done();
       this.c.logger.debug({ to: addr, err: (err as Error).message }, 'data message not delivered');
     });
   }

@@ -324,7 +324,7 @@ export class DataNode {
     const rolledBack = [...k.answers.values()].some((a) => a.inc > this.me.inc || (a.inc === this.me.inc && a.pos > this.loadedPos));
     if (!rolledBack) {
       // Every other member of every configuration naming us must have answered (after a long wait, a majority).
-      const late = age >= this.cfg.leaseTicks + 2 * this.cfg.proposeTimeoutTicks;
+      const late = age >= this.cfg.leaseTicks + this.cfg.proposeTimeoutTicks;
       for (const r of this.ranges) {
         const c = r.config;
         if (!c || !this.isMember(c)) continue;
