@@ -378,6 +378,9 @@ export class DataStore {
         const mayHaveReached = reached.maybe;
         const r = target === null || target === this.selfMember.name || this.driver.node?.isActiveOwner(shard) ? await this.local(op, reached) : await this.forward(target, op, reached);
         if (r.ok || !retryable(r.code)) return mayHaveReached ? settle(r) : r;
+        // An open carries no request id: once one may have reached an owner, a retry here could open a second
+        // session (bounded by the principal's own session bound); the SDK retries instead, once.
+        if (op.kind === 'open' && reached.maybe && r.code === 'UNAVAILABLE') return r;
         last = r;
         if (r.code !== 'NOT_OWNER' || r.hint === null || r.hint === target) break;
         target = r.hint;
