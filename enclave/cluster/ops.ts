@@ -42,9 +42,10 @@ export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
     caller: 'client',
     run: async (req, ctx) => {
       const key = decodeClientKey(req);
-      const q = decodeDataOp(op, req, key, shardOf);
-      // The access check comes first, at the node that took the request, so a refusal reveals nothing about the key.
+      // The access check comes first (before the rest of the request is even decoded), at the node that took
+      // the request, so a refusal reveals nothing about the key or the request.
       if (op !== 'open') await c.access.check(op, key, ctx.principal);
+      const q = decodeDataOp(op, req, key, shardOf);
       const shard = shardOf(key);
       return toRpcResult(await c.data.run(q), q.kind, shard, c.data.cfg.shards, c.data.cfg.windowMax);
     },
