@@ -115,7 +115,7 @@ describe('revocation across failures', () => {
     await scenario('lease-holder', async (aclOwner) => ring.members.find((n) => n !== aclOwner) as LocalNode);
   }, 90_000);
 
-  it('the node that owns the ACL is killed just before the revoke (a replica takes over)', async () => {
+  it('the node that owns the ACL is killed just before the revoke (the revoke waits until its range has all its members again)', async () => {
     await ring.waitSettled(30_000);
     await scenario('acl-owner', async (aclOwner) => aclOwner);
   }, 90_000);
