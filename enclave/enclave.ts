@@ -102,8 +102,10 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const handler = dispatch(ops);
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger);
   await server.listen(c.paths.inbound);
-  await joinWithRetry(ring, c.config.join, c.logger);
+  // The data core replays its sealed log before the node enters the ring (status shows its state at once);
+  // it talks to peers only as the ring and attested senders name them.
   await data.start();
+  await joinWithRetry(ring, c.config.join, c.logger);
   return {
     nodeId: identity.publicKey.toString('hex'),
     identity,
