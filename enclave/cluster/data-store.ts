@@ -88,6 +88,8 @@ export interface DataStoreInit {
   minMembers: number;
   logger: Logger;
   config?: Partial<DataConfig>;
+  /** Test seam only (the controls of test/attacks/founding.test.ts): DataNodeInit.seizeAll. */
+  seizeAll?: boolean;
 }
 
 /** A client result as it crosses between enclaves: a value as bytes (a latin1 string would double in CBOR). */
@@ -142,7 +144,7 @@ export class DataStore {
     this.self = c.self;
     this.cfg = validateDataConfig({ ...enclaveDataConfig, replicas: c.replicas, ...c.config });
     this.selfMember = { name: nodeName(c.self.id), ring: c.self.id, inc: 0 };
-    const genesis: Config[] | undefined = c.founded
+    const genesis: Config[] | undefined = c.founded && !c.seizeAll
       ? Array.from({ length: this.cfg.shards }, (_, shard) => ({ shard, epoch: 1, members: [this.selfMember] }))
       : undefined;
     this.driver = new DataDriver({
@@ -151,6 +153,7 @@ export class DataStore {
       peers: [],
       ...(genesis ? { genesis } : {}),
       log: c.log,
+      ...(c.seizeAll ? { seizeAll: true } : {}),
       send: (m) => this.send(m),
       clock: () => Math.floor(performance.now() / dataTickMs),
       rand: Math.random,

@@ -30,6 +30,11 @@ export interface DataNodeInit {
   log: readonly LogRecord[];
   /** Configurations a founding node starts from when it has no log (the ring's creation). */
   genesis?: readonly Config[];
+  /**
+   * Test seam only (image-config's host-may-found / any-pull-source controls): take every range alone, at an
+   * epoch above the log's, whatever the log holds: what a host that could say "you are alone" would get.
+   */
+  seizeAll?: boolean;
   now: number;
   /** Optional debug log of ownership changes (the simulator's --trace). */
   debug?: (line: string) => void;
@@ -82,6 +87,9 @@ export class DataNode {
     }
     for (const rec of init.log) applyRecord(this.rangeAt(rec.shard), rec);
     if (init.log.length === 0 && init.genesis) for (const c of init.genesis) this.record({ t: 'cfg', shard: c.shard, config: c });
+    if (init.seizeAll) {
+      for (const r of this.ranges) this.record({ t: 'cfg', shard: r.shard, config: { shard: r.shard, epoch: (r.config?.epoch ?? 0) + 1, members: [this.self] } });
+    }
   }
 
   // ---- inputs ----
