@@ -466,18 +466,22 @@ export class DataStore {
   // ---- status ----
 
   /**
-   * Ready for clients: the data log works, every range has a configuration with enough members, and every
-   * range this node's configuration names it owner of is active here.
+   * Ready for clients: the data log works, every range has a configuration with enough members that is the
+   * placement this node's view of the ring wants, and every range this node's configuration names it owner
+   * of is active here. (A ring whose nodes all say so has converged: no range is about to move.)
    */
   get ready(): boolean {
     const n = this.driver.node;
     if (!n) return false;
-    for (let s = 0; s < this.cfg.shards; s++) {
-      const c = n.configOf(s);
-      if (!c || c.members.length < this.c.minMembers) return false;
-      if (c.members[0]?.name === this.selfMember.name && !n.isActiveOwner(s)) return false;
-    }
+    for (let s = 0; s < this.cfg.shards; s++) if (this.unready(n, s)) return false;
     return true;
+  }
+
+  private unready(n: NonNullable<DataDriver['node']>, s: number): boolean {
+    const c = n.configOf(s);
+    if (!c || c.members.length < this.c.minMembers) return true;
+    if (c.members[0]?.name === this.selfMember.name && !n.isActiveOwner(s)) return true;
+    return !n.placementSettled(s);
   }
 
   status(): RpcResult {
@@ -502,10 +506,7 @@ export class DataStore {
     // For operators: why this node is not ready (its first two ranges that lack members or an active owner here).
     const waiting: string[] = [];
     if (n) {
-      for (let s = 0; s < this.cfg.shards && waiting.length < 2; s++) {
-        const c = n.configOf(s);
-        if (!c || c.members.length < this.c.minMembers || (c.members[0]?.name === this.selfMember.name && !n.isActiveOwner(s))) waiting.push(n.describeRange(s));
-      }
+      for (let s = 0; s < this.cfg.shards && waiting.length < 2; s++) if (this.unready(n, s)) waiting.push(n.describeRange(s));
     }
     return {
       serving: this.ready,

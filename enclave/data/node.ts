@@ -176,6 +176,17 @@ export class DataNode {
     this.peers.set(name, { ring, inc: -1, heard: -Infinity, leaving: false });
   }
 
+  /**
+   * The range's configuration is what this node's view of the ring wants (its desired members, in order) and
+   * its owner is active here or elsewhere by that configuration: placement has converged, by this node's view.
+   */
+  placementSettled(shard: number): boolean {
+    const c = this.rangeAt(shard).config;
+    if (!c) return false;
+    const want = this.desired(shard);
+    return want.length === c.members.length && want.every((m, i) => sameMember(m, c.members[i]));
+  }
+
   /** Peers this node has heard from recently (its placement view). */
   livePeers(): string[] {
     return this.alive().filter((m) => m.name !== this.self.name).map((m) => m.name);
