@@ -128,6 +128,7 @@ export class EkvClient {
   private readonly conns: NodeConnection[];
   private readonly byAddr = new Map<string, NodeConnection>();
   private readonly routing: Routing;
+  private readonly timeoutMs: number;
   private readonly makeConn: (addr: string) => NodeConnection;
   /** The last route taken: hops walked (iterative) and the node asked. */
   lastRoute: { addr: string; steps: number } | null = null;
@@ -151,6 +152,7 @@ export class EkvClient {
     this.conns = addrs.map((a) => this.makeConn(a));
     for (const c of this.conns) this.byAddr.set(c.addr, c);
     this.routing = opts.routing ?? 'cached';
+    this.timeoutMs = opts.timeoutMs;
     this.acl = new AccessApi((key, op, args) => this.callRouted(key, op, args), opts.identity ?? null);
   }
 
@@ -285,23 +287,32 @@ export class EkvClient {
   private async callRouted(key: Buffer, op: string, args: Record<string, unknown>, sent: { count: number } = { count: 0 }) {
     const retry = (e: unknown): boolean =>
       e instanceof EkvError && (e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || (e.code === 'TIMEOUT' && args.s !== undefined));
-    let first: NodeConnection | null = null;
-    try {
-      first = await this.route(key);
-      sent.count++;
-      return await first.call(op, args);
-    } catch (err) {
-      if (!retry(err)) throw err;
-      for (const c of this.conns) {
-        if (c === first) continue;
-        try {
-          sent.count++;
-          return await c.call(op, args);
-        } catch (e) {
-          if (!retry(e)) throw e;
+    // A range moving to a new owner is unavailable for a few seconds (failure suspicion, then the old owner's
+    // read lease): keep trying, every node in turn, for up to one request timeout (each try is the same request).
+    const until = Date.now() + this.timeoutMs;
+    for (let round = 0; ; round++) {
+      let first: NodeConnection | null = null;
+      let last: unknown;
+      try {
+        first = await this.route(key);
+        sent.count++;
+        return await first.call(op, args);
+      } catch (err) {
+        if (!retry(err)) throw err;
+        last = err;
+        for (const c of this.conns) {
+          if (c === first) continue;
+          try {
+            sent.count++;
+            return await c.call(op, args);
+          } catch (e) {
+            if (!retry(e)) throw e;
+            last = e;
+          }
         }
       }
-      throw err;
+      if (Date.now() + 250 >= until || (last as EkvError).code === 'TIMEOUT') throw last;
+      await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** round, 1000)));
     }
   }
 

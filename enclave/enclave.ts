@@ -16,7 +16,7 @@ import { PeerPool } from './cluster/peers.ts';
 import { RingDriver } from './cluster/ring-driver.ts';
 import type { EnclaveConfig, socketPaths } from './config.ts';
 import type { DataLog } from './data/index.ts';
-import { imageConfig, testHostMayFound, testNoRingCheck, testSeamsOn } from './image-config.ts';
+import { imageConfig, testAnyPullSource, testHostMayFound, testNoRingCheck, testSeamsOn } from './image-config.ts';
 import { Persistence, sealConfigFrom } from './persist.ts';
 import type { Nsm } from './nsm.ts';
 import { idToBytes, nodeIdFromPublicKey } from './ring/index.ts';
@@ -88,9 +88,12 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   // reconfiguration. Nothing the host says (an empty join address, "solo") makes a node own anything.
   const data = new DataStore({
     self, peers, ring, log: persistence ?? memoryLog,
-    founded: founded || (testHostMayFound && c.config.join === null),
+    founded,
+    // Test seams (control images of test/attacks/ only, refused on Nitro): a node the host starts without a join
+    // address takes every range alone, as the old host-chosen "solo" or an unvouched pull would have let it.
+    ...((testHostMayFound || testAnyPullSource) && c.config.join === null ? { seizeAll: true } : {}),
     replicas: settings.replicas,
-    minMembers: imageConfig.singleNode ? 1 : settings.replicas,
+    minMembers: imageConfig.singleNode || ((testHostMayFound || testAnyPullSource) && c.config.join === null) ? 1 : settings.replicas,
     logger: c.logger,
   });
   // The access check is built before the client path that uses it, and passed in (ops.ts).
@@ -102,8 +105,10 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const handler = dispatch(ops);
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger);
   await server.listen(c.paths.inbound);
-  await joinWithRetry(ring, c.config.join, c.logger);
+  // The data core replays its sealed log before the node enters the ring (status shows its state at once);
+  // it talks to peers only as the ring and attested senders name them.
   await data.start();
+  await joinWithRetry(ring, c.config.join, c.logger);
   return {
     nodeId: identity.publicKey.toString('hex'),
     identity,

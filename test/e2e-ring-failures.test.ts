@@ -129,15 +129,17 @@ describe('kill -9 of enclaves while a writer runs (5 nodes, R=3)', () => {
 
   it('brings back R copies of every key', async () => {
     const keys = [...baseKeys, ...hotKeys].map((k) => Buffer.from(k));
-    const { views: v, report } = await fx.waitCopies(keys, 20_000, false);
-    expect(report.atLeast, report.lines.join('\n')).toBe(true);
+    // Ranges move back to the relaunched nodes by reconfiguration (each waits out the lease it replaces).
+    const { views: v, report } = await fx.waitCopies(keys, 45_000, false);
+    const failedPuts = history.ops.filter((r) => r.op === 'put' && r.outcome !== 'ok').map((r) => `${r.key}: ${r.error}`);
+    expect(report.atLeast, `${report.lines.join('\n')}\nfailed puts: ${failedPuts.length} ${failedPuts.slice(0, 5).join(', ')}`).toBe(true);
     expect(v.reduce((s, x) => s + x.keys, 0)).toBeGreaterThanOrEqual(replicas * keys.length);
-  }, 30_000);
+  }, 60_000);
 
   // Stray copies (left one node further on while an enclave was down) are collected (491b131).
   it('drops the stray copies once R copies are back (sum of keys = R x keys)', async () => {
     const keys = [...baseKeys, ...hotKeys].map((k) => Buffer.from(k));
-    const { views: v, report } = await fx.waitCopies(keys, 8000, true);
+    const { views: v, report } = await fx.waitCopies(keys, 20_000, true);
     expect(report.exact, report.lines.join('\n')).toBe(true);
     expect(v.reduce((s, x) => s + x.keys, 0)).toBe(replicas * keys.length);
   }, 30_000);

@@ -166,7 +166,7 @@ describe('a tampered sealed log is detected, discarded, and the node is refilled
     expect(codes).toContain(rejected[0]?.code);
     const recovered = logs.slice(logMark).filter((r) => r.node === node.name && r.msg === 'sealed state recovered');
     expect(recovered).toHaveLength(1);
-    expect(recovered[0]).toMatchObject({ entries: 0, reset: rejected[0]?.code });
+    expect(recovered[0]).toMatchObject({ records: 0, reset: rejected[0]?.code });
     // A new identity, so a new ring id: nothing of the discarded state is claimed as this node's.
     expect(after.id).not.toBe(before.id);
 

@@ -93,6 +93,8 @@ export interface DataStoreInit {
   minMembers: number;
   logger: Logger;
   config?: Partial<DataConfig>;
+  /** Test seam only (the controls of test/attacks/founding.test.ts): DataNodeInit.seizeAll. */
+  seizeAll?: boolean;
 }
 
 /** A client result as it crosses between enclaves: a value as bytes (a latin1 string would double in CBOR). */
@@ -152,7 +154,7 @@ export class DataStore {
     this.cfg = validateDataConfig({ ...enclaveDataConfig, replicas: c.replicas, ...c.config });
     this.selfMember = { name: nodeName(c.self.id), ring: c.self.id, inc: 0 };
     this.internalTag = internalTag(this.selfMember.name);
-    const genesis: Config[] | undefined = c.founded
+    const genesis: Config[] | undefined = c.founded && !c.seizeAll
       ? Array.from({ length: this.cfg.shards }, (_, shard) => ({ shard, epoch: 1, members: [this.selfMember] }))
       : undefined;
     this.driver = new DataDriver({
@@ -161,6 +163,7 @@ export class DataStore {
       peers: [],
       ...(genesis ? { genesis } : {}),
       log: c.log,
+      ...(c.seizeAll ? { seizeAll: true } : {}),
       send: (m) => this.send(m),
       clock: () => this.nowTicks(),
       rand: Math.random,
@@ -527,18 +530,22 @@ export class DataStore {
   // ---- status ----
 
   /**
-   * Ready for clients: the data log works, every range has a configuration with enough members, and every
-   * range this node's configuration names it owner of is active here.
+   * Ready for clients: the data log works, every range has a configuration with enough members that is the
+   * placement this node's view of the ring wants, and every range this node's configuration names it owner
+   * of is active here. (A ring whose nodes all say so has converged: no range is about to move.)
    */
   get ready(): boolean {
     const n = this.driver.node;
     if (!n) return false;
-    for (let s = 0; s < this.cfg.shards; s++) {
-      const c = n.configOf(s);
-      if (!c || c.members.length < this.c.minMembers) return false;
-      if (c.members[0]?.name === this.selfMember.name && !n.isActiveOwner(s)) return false;
-    }
+    for (let s = 0; s < this.cfg.shards; s++) if (this.unready(n, s)) return false;
     return true;
+  }
+
+  private unready(n: NonNullable<DataDriver['node']>, s: number): boolean {
+    const c = n.configOf(s);
+    if (!c || c.members.length < this.c.minMembers) return true;
+    if (c.members[0]?.name === this.selfMember.name && !n.isActiveOwner(s)) return true;
+    return !n.placementSettled(s);
   }
 
   status(): RpcResult {
@@ -563,10 +570,7 @@ export class DataStore {
     // For operators: why this node is not ready (its first two ranges that lack members or an active owner here).
     const waiting: string[] = [];
     if (n) {
-      for (let s = 0; s < this.cfg.shards && waiting.length < 2; s++) {
-        const c = n.configOf(s);
-        if (!c || c.members.length < this.c.minMembers || (c.members[0]?.name === this.selfMember.name && !n.isActiveOwner(s))) waiting.push(n.describeRange(s));
-      }
+      for (let s = 0; s < this.cfg.shards && waiting.length < 2; s++) if (this.unready(n, s)) waiting.push(n.describeRange(s));
     }
     return {
       serving: this.ready,

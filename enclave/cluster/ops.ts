@@ -51,11 +51,12 @@ export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
     caller: 'client',
     run: async (req, ctx) => {
       const key = decodeClientKey(req);
-      const q = decodeDataOp(op, req, key, shardOf, principalTag(ctx.principal));
-      // The access check comes first, at the node that took the request, so a refusal reveals nothing about the key.
-      // A session is for writing: opening one on a key's range needs the right to put or to delete that key.
+      // The access check comes first (before the rest of the request is even decoded), at the node that took
+      // the request, so a refusal reveals nothing about the key or the request. A session is for writing:
+      // opening one on a key's range needs the right to put or to delete that key.
       if (op !== 'open') await c.access.check(op, key, ctx.principal);
       else await checkOpen(c.access, key, ctx.principal);
+      const q = decodeDataOp(op, req, key, shardOf, principalTag(ctx.principal));
       const shard = shardOf(key);
       return toRpcResult(await c.data.run(q), q.kind, shard, c.data.cfg.shards, c.data.cfg.windowMax);
     },

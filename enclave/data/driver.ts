@@ -47,6 +47,8 @@ export interface DataDriverInit {
   tickMs: number;
   reloadMs: number;
   onFailClosed?: (err: unknown) => void;
+  /** Test seam only: DataNodeInit.seizeAll on the first start. */
+  seizeAll?: boolean;
   /** Called when a core was rebuilt after failing closed (the log works again). */
   onRecovered?: () => void;
   /** The core's debug lines (ownership changes). */
@@ -173,6 +175,7 @@ export class DataDriver {
       // Genesis only on the very first start: a core rebuilt after a failure never founds anything.
       ...(log.length === 0 && i.genesis && !recovering ? { genesis: i.genesis } : {}),
       ...(i.debug ? { debug: i.debug } : {}),
+      ...(i.seizeAll && !recovering ? { seizeAll: true } : {}),
     });
     if (recovering) i.onRecovered?.();
     this.pump();

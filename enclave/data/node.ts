@@ -31,6 +31,11 @@ export interface DataNodeInit {
   log: readonly LogRecord[];
   /** Configurations a founding node starts from when it has no log (the ring's creation). */
   genesis?: readonly Config[];
+  /**
+   * Test seam only (image-config's host-may-found / any-pull-source controls): take every range alone, at an
+   * epoch above the log's, whatever the log holds: what a host that could say "you are alone" would get.
+   */
+  seizeAll?: boolean;
   now: number;
   /** Optional debug log of ownership changes (the simulator's --trace). */
   debug?: (line: string) => void;
@@ -106,6 +111,9 @@ export class DataNode {
     if (init.log.length === 0 && init.genesis) for (const c of init.genesis) this.record({ t: 'cfg', shard: c.shard, config: c });
     // A founder creating the ring has nothing anyone could have witnessed; every other node checks.
     else if (!this.cfg.broken?.noWitnessCheck) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity };
+    if (init.seizeAll) {
+      for (const r of this.ranges) this.record({ t: 'cfg', shard: r.shard, config: { shard: r.shard, epoch: (r.config?.epoch ?? 0) + 1, members: [this.self] } });
+    }
   }
 
   private replay(rec: LogRecord): void {
@@ -237,6 +245,17 @@ export class DataNode {
   addPeer(name: string, ring: bigint): void {
     if (name === this.self.name || this.peers.has(name)) return;
     this.peers.set(name, { ring, inc: -1, heard: -Infinity, leaving: false });
+  }
+
+  /**
+   * The range's configuration is what this node's view of the ring wants (its desired members, in order) and
+   * its owner is active here or elsewhere by that configuration: placement has converged, by this node's view.
+   */
+  placementSettled(shard: number): boolean {
+    const c = this.rangeAt(shard).config;
+    if (!c) return false;
+    const want = this.desired(shard);
+    return want.length === c.members.length && want.every((m, i) => sameMember(m, c.members[i]));
   }
 
   /** Peers this node has heard from recently (its placement view). */
