@@ -10,9 +10,10 @@
  * EkvError('UNATTESTED') otherwise; every answer then arrives over the
  * channel bound to that document.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { keyBytesMax, valueBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
+import type { RpcResult } from '../protocol/rpc.ts';
 import type { PrincipalSigner } from '../protocol/handshake.ts';
 import { AccessApi } from './acl.ts';
 import { loadCluster, type ClusterFile } from './cluster.ts';
@@ -78,8 +79,21 @@ export interface DeleteResult {
   version: number;
 }
 
-/** The random session part of every request id this client sends (see requestId). */
-export const sessionIdBytes = 16;
+/**
+ * A write session of one range (docs/consistency.md, "Exactly once"): opened at the range's owner, which
+ * allocates its number; every write of this client to a key of that range carries (session, seq, floor), the
+ * same on every retry, so the range applies it once and answers a retry with the first outcome.
+ */
+interface RangeSession {
+  readonly shard: number;
+  readonly session: number;
+  /** Next sequence number to hand out. */
+  next: number;
+  /** Sequence numbers not finished yet (the floor is the lowest: nothing below it will be sent again). */
+  readonly outstanding: Set<number>;
+  /** Woken when a write finishes (a seq waits while it would fall outside the range's window). */
+  waiters: Array<() => void>;
+}
 
 function toBytes(x: Bytes): Buffer {
   return typeof x === 'string' ? Buffer.from(x, 'utf8') : Buffer.from(x.buffer, x.byteOffset, x.length);
@@ -114,18 +128,17 @@ export class EkvClient {
   private readonly conns: NodeConnection[];
   private readonly byAddr = new Map<string, NodeConnection>();
   private readonly routing: Routing;
+  private readonly timeoutMs: number;
   private readonly makeConn: (addr: string) => NodeConnection;
   /** The last route taken: hops walked (iterative) and the node asked. */
   lastRoute: { addr: string; steps: number } | null = null;
   /** Namespaces, ACLs and groups (client/acl.ts): signed with `identity`. */
   readonly acl: AccessApi;
-  /**
-   * Every write carries a request id, [session, seq]: this client's random session id and a sequence
-   * number per write, the same on every retry of that write (on this node, on another, or forwarded
-   * inside the ring), so that the ring applies it once and a retry returns the first outcome.
-   */
-  private readonly session = randomBytes(sessionIdBytes);
-  private seq = 0;
+  /** Write sessions by range, and the ranges' count and result window (learnt from the first `open`). */
+  private readonly sessions = new Map<number, RangeSession>();
+  private readonly opening = new Map<number, Promise<RangeSession>>();
+  private shards: number | null = null;
+  private window = 64;
 
   constructor(addrs: string[], trust: TrustPolicy, opts: { timeoutMs: number; identity?: PrincipalSigner; routing?: Routing }) {
     if (addrs.length === 0) throw new EkvError('BAD_REQUEST', 'no nodes to connect to');
@@ -139,6 +152,7 @@ export class EkvClient {
     this.conns = addrs.map((a) => this.makeConn(a));
     for (const c of this.conns) this.byAddr.set(c.addr, c);
     this.routing = opts.routing ?? 'cached';
+    this.timeoutMs = opts.timeoutMs;
     this.acl = new AccessApi((key, op, args) => this.callRouted(key, op, args), opts.identity ?? null);
   }
 
@@ -166,7 +180,7 @@ export class EkvClient {
    */
   async put(key: Bytes, value: Bytes, opts?: WriteOptions): Promise<number> {
     const k = checkedKey(key);
-    const r = await this.callRouted(k, 'put', { k, v: checkedValue(value), ...checkedIfVersion(opts), r: this.requestId() });
+    const r = await this.write(k, 'put', { k, v: checkedValue(value), ...checkedIfVersion(opts) });
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed put answer');
     return r.n;
   }
@@ -174,14 +188,85 @@ export class EkvClient {
   /** Delete a key; a key without a value is not an error (`deleted: false`). `{ ifVersion }` as for put. */
   async delete(key: Bytes, opts?: WriteOptions): Promise<DeleteResult> {
     const k = checkedKey(key);
-    const r = await this.callRouted(k, 'del', { k, ...checkedIfVersion(opts), r: this.requestId() });
+    const r = await this.write(k, 'del', { k, ...checkedIfVersion(opts) });
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed delete answer');
     return { deleted: r.d === true, version: r.n };
   }
 
-  /** A new request id (a write's; its retries reuse it). */
-  private requestId(): [Buffer, number] {
-    return [this.session, ++this.seq];
+  /** The range of a key, once the ring's range count is known. */
+  private shardOf(k: Buffer): number | null {
+    if (this.shards === null) return null;
+    const h = BigInt('0x' + createHash('sha256').update(k).digest('hex'));
+    return Number((h * BigInt(this.shards)) >> 256n);
+  }
+
+  /** This client's session of the key's range, opening one (at the range's owner) when there is none. */
+  private async sessionFor(k: Buffer): Promise<RangeSession> {
+    const known = this.shardOf(k);
+    if (known !== null) {
+      const s = this.sessions.get(known);
+      if (s) return s;
+      const pending = this.opening.get(known);
+      if (pending) return pending;
+    }
+    const p = (async (): Promise<RangeSession> => {
+      const r = await this.callRouted(k, 'open', { k });
+      const ok = (x: unknown, lo: number, hi: number): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= lo && x <= hi;
+      if (!ok(r.s, 1, Number.MAX_SAFE_INTEGER) || !ok(r.S, 1, 1 << 16) || !ok(r.sh, 0, (r.S as number) - 1) || !ok(r.w, 2, 1 << 16)) {
+        throw new EkvError('PROTOCOL', 'malformed open answer');
+      }
+      if (this.shards !== null && this.shards !== r.S) throw new EkvError('PROTOCOL', 'the ring changed its range count');
+      this.shards = r.S;
+      this.window = r.w;
+      if (this.shardOf(k) !== r.sh) throw new EkvError('PROTOCOL', 'open answered for another range');
+      const s: RangeSession = { shard: r.sh, session: r.s, next: 1, outstanding: new Set(), waiters: [] };
+      this.sessions.set(r.sh, s);
+      return s;
+    })();
+    if (known !== null) this.opening.set(known, p);
+    try {
+      return await p;
+    } finally {
+      if (known !== null) this.opening.delete(known);
+    }
+  }
+
+  /**
+   * A write in the key's range session: a sequence number within the range's window of the lowest unfinished
+   * one (the floor), the same (session, seq) on every retry.
+   *
+   * The retry rule: the write is sent again in a NEW session only on the one explicit "not applied" answer,
+   * SESSION_EXPIRED (the range no longer knows the session, and the node that took the request made no
+   * earlier attempt that may have reached the owner), and only if this SDK sent the request once (sent.count
+   * === 1) and has not already re-sent it. Anything else that says the session is gone (OUTCOME_UNKNOWN from
+   * the node, or SESSION_EXPIRED after this SDK sent it more than once) is thrown as EXPIRED with an
+   * OUTCOME_UNKNOWN message: an earlier attempt may have been applied, and re-sending it in a new session
+   * could apply it twice (or, for a create-if-absent, report CONFLICT for its own create).
+   */
+  private async write(k: Buffer, op: 'put' | 'del', args: Record<string, unknown>): Promise<RpcResult> {
+    for (let fresh = 0; ; fresh++) {
+      const s = await this.sessionFor(k);
+      while (s.outstanding.size > 0 && s.next - Math.min(...s.outstanding) >= this.window - 1) {
+        await new Promise<void>((resolve) => s.waiters.push(resolve));
+      }
+      const seq = s.next++;
+      s.outstanding.add(seq);
+      const sent = { count: 0 };
+      try {
+        const floor = Math.min(...s.outstanding);
+        return await this.callRouted(k, op, { ...args, s: [s.session, seq, floor] }, sent);
+      } catch (err) {
+        const notApplied = err instanceof EkvError && err.code === 'EXPIRED' && err.message.startsWith('SESSION_EXPIRED');
+        const unknown = err instanceof EkvError && err.code === 'EXPIRED' && err.message.startsWith('OUTCOME_UNKNOWN');
+        if ((notApplied || unknown) && this.sessions.get(s.shard) === s) this.sessions.delete(s.shard);
+        if (notApplied && sent.count === 1 && fresh === 0) continue;
+        if (notApplied && sent.count > 1) throw new EkvError('EXPIRED', 'OUTCOME_UNKNOWN: the write session expired after this client sent the write more than once (it may have been applied)');
+        throw err;
+      } finally {
+        s.outstanding.delete(seq);
+        for (const w of s.waiters.splice(0)) w();
+      }
+    }
   }
 
   /** The connection to one node by address (for attestation inspection and tests). */
@@ -194,35 +279,40 @@ export class EkvClient {
   }
 
   /**
-   * Send to the routed node; if it cannot be reached (it left, or died), try the other configured nodes,
-   * which forward inside the ring. A refusal (UNATTESTED, TAMPERED, FORBIDDEN, ...) is never retried elsewhere.
-   * A write (it carries a request id, `args.r`) is also retried after a TIMEOUT: the id makes it apply once.
-   * A write sent again is marked as a retry (`r: [session, seq, true]`): a node that does not know its id
-   * answers EXPIRED (outcome unknown) rather than apply it, since the first attempt may have landed where
-   * that node cannot see it (docs/durability.md).
+   * Send to the routed node; if it cannot be reached (it left, or died) or answers UNAVAILABLE, try the other
+   * configured nodes, which forward inside the ring to the range's owner. A refusal (UNATTESTED, TAMPERED,
+   * FORBIDDEN, ...) is never retried elsewhere. A write (it carries its range session's (session, seq), `args.s`)
+   * is also retried after a TIMEOUT: the same id makes it apply once, wherever it lands.
    */
-  private async callRouted(key: Buffer, op: string, args: Record<string, unknown>) {
+  private async callRouted(key: Buffer, op: string, args: Record<string, unknown>, sent: { count: number } = { count: 0 }) {
     const retry = (e: unknown): boolean =>
-      e instanceof EkvError && (e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || (e.code === 'TIMEOUT' && args.r !== undefined));
-    let first: NodeConnection | null = null;
-    let sent = false;
-    try {
-      first = await this.route(key);
-      sent = true;
-      return await first.call(op, args);
-    } catch (err) {
-      if (!retry(err)) throw err;
-      for (const c of this.conns) {
-        if (c === first) continue;
-        const again = sent && Array.isArray(args.r) ? { ...args, r: [...(args.r as unknown[]).slice(0, 2), true] } : args;
-        try {
-          sent = true;
-          return await c.call(op, again);
-        } catch (e) {
-          if (!retry(e)) throw e;
+      e instanceof EkvError && (e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || (e.code === 'TIMEOUT' && args.s !== undefined));
+    // A range moving to a new owner is unavailable for a few seconds (failure suspicion, then the old owner's
+    // read lease): keep trying, every node in turn, for up to one request timeout (each try is the same request).
+    const until = Date.now() + this.timeoutMs;
+    for (let round = 0; ; round++) {
+      let first: NodeConnection | null = null;
+      let last: unknown;
+      try {
+        first = await this.route(key);
+        sent.count++;
+        return await first.call(op, args);
+      } catch (err) {
+        if (!retry(err)) throw err;
+        last = err;
+        for (const c of this.conns) {
+          if (c === first) continue;
+          try {
+            sent.count++;
+            return await c.call(op, args);
+          } catch (e) {
+            if (!retry(e)) throw e;
+            last = e;
+          }
         }
       }
-      throw err;
+      if (Date.now() + 250 >= until || (last as EkvError).code === 'TIMEOUT') throw last;
+      await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** round, 1000)));
     }
   }
 
@@ -231,8 +321,20 @@ export class EkvClient {
     const h = createHash('sha256').update(key).digest();
     const any = this.conns[h.readUInt32BE(0) % this.conns.length] as NodeConnection;
     if (this.routing === 'iterative') return this.walk(key, any);
-    if (this.routing === 'cached') return this.cachedOwner(h) ?? any;
+    if (this.routing === 'cached') return this.cachedOwner(this.rangeStart(key) ?? h) ?? any;
     return any;
+  }
+
+  /**
+   * The point a key's owner is found from: its range's start once the range count is known (a range's owner is
+   * the first node at or after its start, docs/consistency.md), else the key's own hash. Only a guess: a node
+   * that does not own the range forwards to the one that does.
+   */
+  private rangeStart(key: Buffer): Buffer | null {
+    const shard = this.shardOf(key);
+    if (shard === null || this.shards === null) return null;
+    const start = (BigInt(shard) << 256n) / BigInt(this.shards);
+    return Buffer.from(start.toString(16).padStart(64, '0'), 'hex');
   }
 
   private readonly ids = new WeakMap<Buffer, bigint>();

@@ -9,22 +9,20 @@ import { verifyPrincipalSignature } from '../protocol/principal.ts';
 import { ringChecks } from '../protocol/handshake.ts';
 import { generateIdentity, type Identity } from '../protocol/keys.ts';
 import type { RingCredential } from '../protocol/ring.ts';
-import type { RpcResult } from '../protocol/rpc.ts';
 import { AccessService, accessModeFromEnv } from './access/index.ts';
+import { DataStore, enclaveDataConfig } from './cluster/data-store.ts';
+import { catalogue, dispatch } from './cluster/ops.ts';
 import { PeerPool } from './cluster/peers.ts';
 import { RingDriver } from './cluster/ring-driver.ts';
-import { RequestTable, wireRequestId } from './cluster/requests.ts';
-import { ClusterStore, wireIfVersion, type OpOptions } from './cluster/store.ts';
 import type { EnclaveConfig, socketPaths } from './config.ts';
-import { Partition } from './kv/partition.ts';
+import type { DataLog } from './data/index.ts';
 import { imageConfig, testAnyPullSource, testHostMayFound, testNoRingCheck, testSeamsOn } from './image-config.ts';
 import { Persistence, sealConfigFrom } from './persist.ts';
-import { requestKey, requestValue } from './kv/service.ts';
 import { countAttestation, enclaveMetrics } from './metrics.ts';
 import { clientOpNames, registerNodeMetrics } from './node-metrics.ts';
 import type { Nsm } from './nsm.ts';
-import { nodeIdFromPublicKey } from './ring/index.ts';
-import { EnclaveServer, type CallerContext } from './server.ts';
+import { idToBytes, nodeIdFromPublicKey } from './ring/index.ts';
+import { EnclaveServer } from './server.ts';
 import { learnSelfTrust, peerVerifier, type SelfTrust } from './trust.ts';
 
 export interface EnclaveComponents {
@@ -38,20 +36,18 @@ export interface RunningEnclave {
   nodeId: string;
   identity: Identity;
   trust: SelfTrust;
-  partition: Partition;
-  store: ClusterStore;
+  data: DataStore;
   server: EnclaveServer;
   stop(graceful: boolean): Promise<void>;
 }
 
-const peerOps = new Set(['ring', 'fwd', 'rep', 'pull', 'owns']);
+/** Without sealing (a local `--no-seal` image) nothing survives a restart: the log only resolves appends. */
+const memoryLog: DataLog = { append: async () => undefined, load: async () => [] };
 
 const clientOps = new Set<string>(clientOpNames);
 
 export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave> {
   const startedAt = Date.now();
-  const partition = new Partition();
-  const requests = new RequestTable();
   const trust = await learnSelfTrust(c.nsm);
   // Trust-relevant settings are the image's, in both worlds (enclave/image-config.ts); so are the test seams.
   const seamsOn = testSeamsOn();
@@ -69,21 +65,15 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   let identity: Identity;
   let ringCred: RingCredential | null = null;
   let founded: boolean;
-  let discarded = false;
-  let recoveredLog = false;
-  let served = false;
   if (sealing) {
     const opened = await Persistence.open({
-      config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, partition, requests, logger: c.logger,
+      config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, shards: enclaveDataConfig.shards, logger: c.logger,
       mayFound: c.config.join === null,
     });
     persistence = opened.persistence;
     identity = opened.recovered.identity;
     ringCred = opened.recovered.ring;
     founded = opened.recovered.founded;
-    discarded = opened.recovered.reset !== null;
-    recoveredLog = opened.recovered.lastSeq > 0;
-    served = opened.recovered.served;
   } else {
     // No KMS, so no ring secret: peers are trusted per image (docs/membership.md). Nothing survives a
     // restart, so every boot is a first boot and one with no join address founds.
@@ -97,72 +87,53 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
 
   const peers = new PeerPool({ outboundSocket: c.paths.outbound, identity, attest, verifyPeer, ring: ringCred, logger: c.logger });
   const ring = new RingDriver(self, peers, c.logger);
-  // Only the node that founded its ring on this very boot (it holds nothing) serves at once, and a node
-  // whose image says it runs alone (a single-node deployment, measured into PCR0) and whose sealed state
-  // verified and is there at all: having discarded it, or finding its log gone while its data key and ring
-  // secret remain (the host deleted it), a lone node has nothing true to say (NOT_FOUND would be a lie). Every
-  // other node, whatever its host says (an empty join address, "solo"), has been a ring member: it serves
-  // only after pulling its range from its successors, whose replicas hold every acknowledged write.
-  const servesAtOnce = founded || (imageConfig.singleNode && !discarded && recoveredLog) || (testHostMayFound && c.config.join === null);
-  const onFirstServing = persistence ? () => (persistence as Persistence).markServed() : undefined;
-  const store = new ClusterStore(
-    {
-      partition, ring, peers, self, replicas: settings.replicas, logger: c.logger, requests,
-      ...(persistence ? { durable: persistence } : {}), ...(onFirstServing ? { onFirstServing } : {}),
-    },
-    servesAtOnce,
-    served,
-  );
-  store.anyPullSource = testAnyPullSource;
-
-  const handler = (op: string, req: Record<string, unknown>, ctx: CallerContext): Promise<RpcResult> | RpcResult => {
-    switch (op) {
-      case 'get':
-        return store.clientOp('get', clientKey(req), null, { principal: ctx.principal, hops: 0 });
-      case 'put':
-        return store.clientOp('put', clientKey(req), requestValue(req), writeOptions(req, ctx));
-      case 'del':
-        return store.clientOp('del', clientKey(req), null, writeOptions(req, ctx));
-      case 'route':
-        return store.routeStep(requestKey(req));
-      case 'status':
-        return { ...store.status(), ringId: ringCred?.id ?? null, founded };
-      case 'metrics':
-        // The same snapshot as the host's 'metrics' hello, here over an attested session (the dashboard).
-        return { m: enclaveMetrics.snapshot() };
-    }
-    // ACCESS-CONTROL HOOK (issue 7): namespace/ACL/group operations are dispatched here.
-    if (access.handles(op)) return access.handle(op, req, ctx);
-    if (peerOps.has(op)) {
-      if (!ctx.peer) throw new EkvError('FORBIDDEN', 'ring operations are for attested peer enclaves only');
-      return store.peerOp(op, req, ctx.peer.key);
-    }
-    throw new EkvError('BAD_REQUEST', `unknown operation ${op.slice(0, 32)}`);
-  };
-
-  // ACCESS-CONTROL HOOK (issue 7): set store.access here.
-  const access = new AccessService({ store, ring, peers, partition, self, logger: c.logger }, { mode: settings.accessMode });
-  store.access = access;
-  registerNodeMetrics({ status: () => store.status(), bytes: () => partition.bytes, startedAt });
-  const opLabel = (op: string) => (clientOps.has(op) || peerOps.has(op) || access.handles(op) ? op : 'other');
+  // Authority over data comes only from the data core's decided configurations (docs/consistency.md): the node
+  // that founded its ring on this very boot starts every range as [itself] at epoch 1; every other node has
+  // its configurations in its sealed log, or learns them from its peers and is brought into ranges by
+  // reconfiguration. Nothing the host says (an empty join address, "solo") makes a node own anything.
+  const data = new DataStore({
+    self, peers, ring, log: persistence ?? memoryLog,
+    founded,
+    // Test seams (control images of test/attacks/ only, refused on Nitro): a node the host starts without a join
+    // address takes every range alone, as the old host-chosen "solo" or an unvouched pull would have let it.
+    ...((testHostMayFound || testAnyPullSource) && c.config.join === null ? { seizeAll: true } : {}),
+    replicas: settings.replicas,
+    minMembers: imageConfig.singleNode || ((testHostMayFound || testAnyPullSource) && c.config.join === null) ? 1 : settings.replicas,
+    logger: c.logger,
+  });
+  // The access check is built before the client path that uses it, and passed in (ops.ts).
+  const access = new AccessService({ docs: data, peers, self, logger: c.logger }, { mode: settings.accessMode });
+  const status = () => ({ ...ringStatus(ring, self), ...data.status(), replicas: settings.replicas, ringId: ringCred?.id ?? null, founded });
+  const ops = catalogue({
+    data, ring, access, status,
+    // The same snapshot as the host's 'metrics' hello, here over an attested session (the dashboard).
+    metrics: () => ({ m: enclaveMetrics.snapshot() }),
+  });
+  const handler = dispatch(ops);
+  registerNodeMetrics({ status, bytes: () => { const b = data.status().bytes; return typeof b === 'number' ? b : 0; }, startedAt });
+  const opLabel = (op: string) => (clientOps.has(op) || ops.has(op) ? op : 'other');
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger, {
     metricsSnapshot: () => enclaveMetrics.snapshot(),
     opLabel,
   });
   await server.listen(c.paths.inbound);
+  // The data core replays its sealed log before the node enters the ring (status shows its state at once);
+  // it talks to peers only as the ring and attested senders name them.
+  await data.start();
   await joinWithRetry(ring, c.config.join, c.logger);
-  store.start();
   return {
     nodeId: identity.publicKey.toString('hex'),
     identity,
     trust,
-    partition,
-    store,
+    data,
     server,
     async stop(graceful: boolean) {
-      if (graceful) await store.leave().catch(() => undefined);
+      if (graceful) {
+        await data.leave().catch(() => undefined);
+        ring.leave();
+      }
       access.stop();
-      store.stop();
+      data.stop();
       ring.stop();
       peers.closeAll();
       await server.close();
@@ -171,16 +142,19 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   };
 }
 
-/** A client write's options: its request id (r: [session, seq]) and compare-and-set version (iv), both optional. */
-function writeOptions(req: Record<string, unknown>, ctx: CallerContext): OpOptions {
-  return { principal: ctx.principal, hops: 0, rid: wireRequestId(req.r), ...(req.iv === undefined ? {} : { ifVersion: wireIfVersion(req.iv) }) };
-}
-
-/** Keys starting with 0x00 are reserved for the enclave's own documents (ACLs, groups). */
-function clientKey(req: Record<string, unknown>): Buffer {
-  const key = requestKey(req);
-  if (key[0] === 0) throw new EkvError('FORBIDDEN', 'reserved key');
-  return key;
+/** The ring part of `status`: where this node sits on the Chord ring (routing only; data authority is the core's). */
+function ringStatus(ring: RingDriver, self: { id: bigint; addr: string }): Record<string, unknown> {
+  const core = ring.core;
+  const ref = (n: { id: bigint; addr: string } | null | undefined) => (n ? { id: idToBytes(n.id), addr: n.addr } : null);
+  return {
+    id: idToBytes(self.id),
+    addr: self.addr,
+    ring: core.status,
+    predecessor: ref(core.predecessor),
+    successors: core.successors.map(ref),
+    lookups: ring.lookupsDone,
+    hops: ring.hopsTotal,
+  };
 }
 
 async function joinWithRetry(ring: RingDriver, join: string | null, logger: Logger): Promise<void> {

@@ -73,11 +73,11 @@ export const testUnsafeSkipKeyIdCheck =
  * the host (a hostile host sets the enclave's environment, locally as on Nitro): only an image built with
  * the seam has it, and that image has another PCR0. A production enclave refuses to start with any of them.
  */
-/** A node with no join address serves at once (the old host-chosen "solo"). */
+/** A node with no join address takes every range alone (the old host-chosen "solo"; enclave.ts). */
 export const testHostMayFound = (typeof EKV_TEST_HOST_MAY_FOUND === 'undefined' ? '' : EKV_TEST_HOST_MAY_FOUND) === '1';
 /** The peer handshake skips ring ids and ring MACs. */
 export const testNoRingCheck = (typeof EKV_TEST_NO_RING_CHECK === 'undefined' ? '' : EKV_TEST_NO_RING_CHECK) === '1';
-/** A pulling node serves even when no source vouched for its range. */
+/** A node with no join address takes every range alone (the old "serve without a vouching source"). */
 export const testAnyPullSource = (typeof EKV_TEST_ANY_PULL_SOURCE === 'undefined' ? '' : EKV_TEST_ANY_PULL_SOURCE) === '1';
 
 /** The names of the test seams this image was built with (empty for every image but test/attacks/ controls). */

@@ -1,17 +1,21 @@
 /**
- * Sealed persistence of one node: its identity key and partition, as a
- * write-ahead log and snapshots sealed under a KMS data key (enclave/seal).
+ * Sealed persistence of one node: its identity key, its ring, and the data core's log (enclave/data/:
+ * configurations, acceptor state, range data, sessions), as a write-ahead log and snapshots sealed under a
+ * KMS data key (enclave/seal).
  *
- * Records (CBOR): ['id', pkcs8] the node's identity key; ['e', key, value|null, version, requestId?] an
- * entry, with the request id of the write that made it ([session, seq], when the client gave one);
- * ['ring', ringId] the ring this node belongs to; ['served'] this node has served in it (docs/membership.md).
- * A snapshot is ['snap', pkcs8, [[key, value|null, version], ...], requests, ringId, served] where requests is
- * [[[session, seq, keyTag, version, deleted], ...], [[session, watermark], ...]] (the request table,
- * enclave/cluster/requests.ts); the table is rebuilt from the snapshot and the records after it.
+ * Records (CBOR): ['id', pkcs8] the node's identity key; ['ring', ringId] the ring this node belongs to;
+ * ['served'] (older states; kept for status); ['d', record] one of the core's LogRecords
+ * (enclave/cluster/data-wire.ts); ['dc', n, i, part] part i of n of one LogRecord too large for one sealed
+ * record (consecutive; an incomplete last one is a torn tail and dropped). A snapshot is
+ * ['snap2', pkcs8, ringId, served, [record, ...]]: the core's whole durable state as LogRecords
+ * (DataNode.durableRecords), taken at the position of the last record appended (log compaction).
+ * Sealed state written by the earlier data path (['e', ...] entries, ['snap', ...]) keeps its identity and
+ * ring; its entries are not migrated.
  *
- * Durability: a write is applied (and answered) only after `record` resolved. When the host's blob
- * store fails, `record` rejects and the log stays unhealthy until `recover` manages to seal the whole
- * state as a snapshot again (SealedStore.resync): the node fails closed meanwhile and heals itself.
+ * Durability: `append` resolves when the records are on the host's disk (SealedStore group commit). When
+ * the host's blob store fails, appends reject and the store stays broken until `recover` manages to seal
+ * the core's whole state as a snapshot again (SealedStore.resync): the data driver fails closed meanwhile and
+ * heals itself (enclave/data/driver.ts).
  *
  * The KMS key is the image's (enclave/image-config.ts), in both worlds: a host that chose it could
  * name a key it can decrypt itself. KMS is reached over TLS verified inside the enclave (the relay
@@ -24,9 +28,8 @@ import type { Logger } from 'pino';
 import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { generateIdentity, importIdentity, type Identity } from '../protocol/keys.ts';
 import type { RingCredential } from '../protocol/ring.ts';
-import type { Partition } from './kv/partition.ts';
-import { encodeRequestTable, restoreRequestTable, RequestTable, requestIdToWire, wireRequestId, type RequestId } from './cluster/requests.ts';
-import { keyId as ringKeyId } from './ring/index.ts';
+import { decodeLogRecord, encodeLogRecord } from './cluster/data-wire.ts';
+import type { DataLog, LogRecord } from './data/index.ts';
 import type { Nsm } from './nsm.ts';
 import { createBlobClient, type BlobClient } from './seal/blob-client.ts';
 import { hostCredentialsProvider } from './seal/credentials.ts';
@@ -38,6 +41,10 @@ import { imageConfig, kmsKeyArnRegion, localKmsKeyArn, testUnsafeSkipKeyIdCheck 
 import { createRingSecret, openRingSecret, readRingSecretBlob, RingError, type RingSecretInit } from './seal/ring-secret.ts';
 
 export const snapshotAfterRecords = 20_000;
+/** Log bytes appended since the last snapshot past which the next append also snapshots. */
+export const snapshotAfterBytes = 64 * 1024 * 1024;
+/** A LogRecord larger than this is sealed as consecutive parts (recordBytesMax is 1 MiB). */
+export const recordPartBytes = 768 * 1024;
 
 export interface SealConfig {
   /** The image's pinned key ARN. */
@@ -87,19 +94,10 @@ export function sealConfigFrom(env: NodeJS.ProcessEnv, trust: { production: bool
   };
 }
 
-/** One entry as the log records it. */
-export interface LogEntry {
-  key: Buffer;
-  value: Buffer | null;
-  version: number;
-  /** The request id of the client write that made it (null: a copy pushed by sync, a pull, ...). */
-  rid: RequestId | null;
-}
-
 export interface Recovered {
   identity: Identity;
-  /** Entries recovered from the sealed state (0 on first boot). */
-  entries: number;
+  /** The data core's durable records (empty on first boot, or when the state was discarded). */
+  records: LogRecord[];
   lastSeq: number;
   created: boolean;
   /** Set when the sealed log failed verification and was discarded: the SealError code. */
@@ -114,34 +112,32 @@ export interface Recovered {
   served: boolean;
 }
 
-export class Persistence {
+export class Persistence implements DataLog {
+  private recovered: LogRecord[];
+  private bytesSinceSnapshot = 0;
+  private partId = 0;
+  readonly stats = { appended: 0, snapshots: 0, snapshotFailures: 0, recoveries: 0 };
+
   private constructor(
     private readonly store: SealedStore,
     private readonly blobs: BlobClient,
     private readonly identity: Identity,
     private readonly ringId: Buffer,
-    private served: boolean,
-    private readonly partition: Partition,
-    private readonly requests: RequestTable,
+    private readonly served: boolean,
+    records: LogRecord[],
     private readonly logger: Logger,
-  ) {}
-
-  /** Record (once, durably) that this node serves in its ring. */
-  async markServed(): Promise<void> {
-    if (this.served) return;
-    this.served = true;
-    await this.store.append(encodeCbor(['served']));
+  ) {
+    this.recovered = records;
   }
 
-  /** Open (or create) the sealed state; rebuild `partition`; return the node's identity. */
+  /** Open (or create) the sealed state; return the node's identity, ring and the data core's records. */
   static async open(c: {
     config: SealConfig;
     nsm: Nsm;
     blobsSocket: string;
     outboundSocket: string;
-    partition: Partition;
-    /** Filled with the request ids found in the sealed state. */
-    requests: RequestTable;
+    /** The image's range count (records naming another are refused). */
+    shards: number;
     logger: Logger;
     /** No join address: a node on its first boot may found a ring (and only then). */
     mayFound: boolean;
@@ -185,22 +181,37 @@ export class Persistence {
     let identity: Identity | null = null;
     let sealedRing: Buffer | null = null;
     let served = false;
-    let entries = 0;
+    let records: LogRecord[] = [];
+    let parts: { n: number; got: Buffer[] } | null = null;
     const apply = (rec: unknown) => {
       if (!Array.isArray(rec)) return;
+      if (rec[0] !== 'dc') parts = null; // parts are consecutive: a broken sequence is dropped
       if (rec[0] === 'id' && rec[1] instanceof Uint8Array) identity = importIdentity(rec[1]);
       else if (rec[0] === 'ring' && rec[1] instanceof Uint8Array) sealedRing = Buffer.from(rec[1]);
       else if (rec[0] === 'served') served = true;
-      else if (rec[0] === 'e') {
-        const [, k, v, n, r] = rec as [string, Uint8Array, Uint8Array | null, number, unknown];
-        const key = Buffer.from(k);
-        if (c.partition.apply(key, { value: v === null ? null : Buffer.from(v), version: n })) entries++;
-        const rid = wireRequestId(r);
-        if (rid) c.requests.add(rid, ringKeyId(key), { version: n, deleted: v === null });
-      } else if (rec[0] === 'snap') {
+      else if (rec[0] === 'd' && rec[1] instanceof Uint8Array) records.push(decodeLogRecord(rec[1], c.shards));
+      else if (rec[0] === 'dc') {
+        const [, n, i, part] = rec as [string, unknown, unknown, unknown];
+        if (typeof n !== 'number' || typeof i !== 'number' || !(part instanceof Uint8Array)) return;
+        if (i === 0) parts = { n, got: [] };
+        const p = parts as { n: number; got: Buffer[] } | null;
+        if (p === null || p.n !== n || p.got.length !== i) {
+          parts = null;
+          return;
+        }
+        p.got.push(Buffer.from(part));
+        if (p.got.length === n) {
+          records.push(decodeLogRecord(Buffer.concat(p.got), c.shards));
+          parts = null;
+        }
+      } else if (rec[0] === 'snap2') {
         identity = importIdentity(rec[1] as Uint8Array);
-        for (const e of rec[2] as unknown[]) apply(['e', ...(e as unknown[]).slice(0, 3)]);
-        restoreRequestTable(c.requests, rec[3]);
+        if (rec[2] instanceof Uint8Array) sealedRing = Buffer.from(rec[2]);
+        if (rec[3] === true) served = true;
+        records = (rec[4] as unknown[]).map((r) => decodeLogRecord(r as Uint8Array, c.shards));
+      } else if (rec[0] === 'snap') {
+        // The earlier data path's snapshot: identity and ring only.
+        identity = importIdentity(rec[1] as Uint8Array);
         if (rec[4] instanceof Uint8Array) sealedRing = Buffer.from(rec[4]);
         if (rec[5] === true) served = true;
       }
@@ -208,7 +219,7 @@ export class Persistence {
     // Our own sealed state (authenticated, but still decoded strictly): a snapshot holds every entry,
     // so its item bound is its size, which the scan enforces anyway (an item is at least one byte).
     if (recovered.snapshot) apply(decodeCbor(recovered.snapshot, recovered.snapshot.length));
-    for (const r of recovered.records) apply(decodeCbor(r));
+    for (const r of recovered.records) apply(decodeCbor(r, Math.max(r.length, 16)));
     // A member has sealed records (its identity at least) or discarded tampered ones. A data key alone is
     // not membership: a founding boot that failed after creating it (KMS unavailable, say) may found again,
     // and a host that deletes the log but keeps the data key gains only what deleting everything gives it.
@@ -219,57 +230,87 @@ export class Persistence {
     } finally {
       kms.destroy();
     }
-    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, served, c.partition, c.requests, c.logger);
+    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, served, records, c.logger);
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
     if (sealedRing === null) await store.append(encodeCbor(['ring', ring.credential.id]));
-    c.logger.info({ created, entries, lastSeq: recovered.lastSeq, reset, member, served, founded: ring.founded, ring: ring.credential.id.toString('hex').slice(0, 16) }, 'sealed state recovered');
+    c.logger.info({ created, records: records.length, lastSeq: recovered.lastSeq, reset, member, served, founded: ring.founded, ring: ring.credential.id.toString('hex').slice(0, 16) }, 'sealed state recovered');
     return {
       persistence,
-      recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member, served },
+      recovered: { identity: persistence.identity, records, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member, served },
     };
   }
 
-  /** False while the host's blob store fails: `record` rejects until `recover` succeeds. */
-  get healthy(): boolean {
-    return this.store.healthy;
-  }
+  // ---- the data core's log (DataLog, enclave/data/driver.ts) ----
 
-  /** Durable when resolved: the caller applies and acknowledges a write only after this. */
-  async record(entries: LogEntry[]): Promise<void> {
-    await Promise.all(entries.map((e) => this.store.append(encodeCbor(['e', e.key, e.value, e.version, e.rid ? requestIdToWire(e.rid) : null]))));
-    if (this.store.stats().recordsSinceSnapshot > snapshotAfterRecords) void this.snapshot();
-  }
-
-  /**
-   * After a failed write: make the log durable again, holding the partition (everything applied, all
-   * of it durable before) plus `extra` (the writes whose outcome was unknown when the log failed: the
-   * caller applies them once this resolves). Throws while the host still fails.
-   */
-  async recover(extra: LogEntry[]): Promise<void> {
-    if (this.store.healthy) return this.record(extra);
-    const byKey = new Map<string, unknown[]>();
-    for (const e of this.partition.entries()) byKey.set(e.key.toString('latin1'), [e.key, e.value, e.version]);
-    for (const e of extra) {
-      const k = e.key.toString('latin1');
-      const have = byKey.get(k);
-      if (!have || (have[2] as number) < e.version) byKey.set(k, [e.key, e.value, e.version]);
+  /** Seals each record now (in order); resolves once all are on the host's disk. */
+  append(records: readonly LogRecord[]): Promise<void> {
+    const done: Array<Promise<number>> = [];
+    for (const r of records) {
+      const bytes = encodeLogRecord(r);
+      this.bytesSinceSnapshot += bytes.length;
+      this.stats.appended++;
+      if (bytes.length <= recordPartBytes) {
+        done.push(this.store.append(encodeCbor(['d', bytes])));
+        continue;
+      }
+      const n = Math.ceil(bytes.length / recordPartBytes);
+      for (let i = 0; i < n; i++) done.push(this.store.append(encodeCbor(['dc', n, i, bytes.subarray(i * recordPartBytes, (i + 1) * recordPartBytes)])));
     }
-    await this.store.resync(encodeCbor(['snap', this.identity.exportPrivate(), [...byKey.values()], encodeRequestTable(this.requests), this.ringId, this.served]));
+    return Promise.all(done).then(() => undefined);
+  }
+
+  /** The records recovered at open (handed over once: the driver keeps its state from then on). */
+  async load(): Promise<LogRecord[]> {
+    const r = this.recovered;
+    this.recovered = [];
+    return r;
   }
 
   private snapshotting = false;
 
-  async snapshot(): Promise<void> {
-    if (this.snapshotting) return;
+  wantsSnapshot(): boolean {
+    if (this.snapshotting || !this.store.healthy) return false;
+    return this.store.stats().recordsSinceSnapshot > snapshotAfterRecords || this.bytesSinceSnapshot > snapshotAfterBytes;
+  }
+
+  private snapshotBytes(records: LogRecord[]): Buffer {
+    return encodeCbor(['snap2', this.identity.exportPrivate(), this.ringId, this.served, records.map(encodeLogRecord)]);
+  }
+
+  /** Compaction: `records` is the core's state right after the last append, so the snapshot sits at that position. */
+  snapshot(records: LogRecord[]): void {
     this.snapshotting = true;
-    try {
-      const entries = [...this.partition.entries()].map((e) => [e.key, e.value, e.version]);
-      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, encodeRequestTable(this.requests), this.ringId, this.served]));
-    } catch (err) {
-      this.logger.error({ err: (err as Error).message }, 'snapshot failed');
-    } finally {
+    this.bytesSinceSnapshot = 0;
+    this.store.writeSnapshot(this.snapshotBytes(records)).then(
+      () => {
+        this.stats.snapshots++;
+      },
+      (err: unknown) => {
+        this.stats.snapshotFailures++;
+        this.logger.error({ err: (err as Error).message }, 'snapshot failed');
+      },
+    ).finally(() => {
       this.snapshotting = false;
-    }
+    });
+  }
+
+  /**
+   * After a failed append: seal `records` (the failed core's whole state) as the log's content. A broken store
+   * is resynced (SealedStore.resync: the failed records' positions are covered); a healthy one (the append
+   * failed before it reached the store) gets a snapshot at its current position. Throws while the host fails.
+   */
+  async recover(records: LogRecord[]): Promise<void> {
+    const bytes = this.snapshotBytes(records);
+    if (this.store.healthy) await this.store.writeSnapshot(bytes);
+    else await this.store.resync(bytes);
+    if (!this.store.healthy) throw new Error('the sealed log is still failing');
+    this.bytesSinceSnapshot = 0;
+    this.stats.recoveries++;
+  }
+
+  /** False while the host's blob store fails. */
+  get healthy(): boolean {
+    return this.store.healthy;
   }
 
   async close(): Promise<void> {

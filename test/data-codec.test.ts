@@ -29,7 +29,7 @@ describe('data codec', () => {
     const body = {
       t: 'sync' as const, config: cfg,
       data: new Map([['k', { value: null, version: 2, epoch: 3 }], ['j', { value: 'x', version: 1, epoch: 2 }]]),
-      sessions: { next: 3, clock: 9, table: new Map([[1, { floor: 2, used: 9, results: new Map([[2, { ok: false as const, code: 'CONFLICT' as const, version: 1 }]]) }]]) },
+      sessions: { next: 3, clock: 9, table: new Map([[1, { owner: 'kabc', floor: 2, used: 9, results: new Map([[2, { result: { ok: false as const, code: 'CONFLICT' as const, version: 1 }, digest: '0123456789abcdef0123456789abcdef' }]]) }]]) },
     };
     expect(validatePeerBody(structuredClone(peerBodyToWire(body)), 4)).toEqual(body);
   });
@@ -55,6 +55,6 @@ describe('data codec', () => {
     expect(code(() => validateClientOp({ kind: 'del', key: 'k', ifVersion: null, session: 0, seq: 1, floor: 1 }, 4))).toBe('MALFORMED');
     expect(code(() => validateClientOp({ kind: 'open', shard: 4 }, 4))).toBe('MALFORMED');
     expect(code(() => validateClientOp({ kind: 'cas' }, 4))).toBe('UNKNOWN_TYPE');
-    expect(validateClientOp({ kind: 'del', key: 'k', ifVersion: 0, session: 1, seq: 3, floor: 2 }, 4)).toEqual({ kind: 'del', key: 'k', ifVersion: 0, session: 1, seq: 3, floor: 2 });
+    expect(validateClientOp({ kind: 'del', key: 'k', ifVersion: 0, session: 1, seq: 3, floor: 2, principal: 'p' }, 4)).toEqual({ kind: 'del', key: 'k', ifVersion: 0, session: 1, seq: 3, floor: 2, principal: 'p' });
   });
 });

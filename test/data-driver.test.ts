@@ -5,7 +5,7 @@ import { type ClientResult, type DataConfig, DataDriver, type LogRecord, type Me
 
 const cfg: DataConfig = {
   replicas: 1, shards: 1, leaseTicks: 20, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 5, heartbeatTicks: 5,
-  suspectTicks: 11, retryTicks: 5, proposeTimeoutTicks: 50, backoffTicksMax: 5, sessionsMax: 4, windowMax: 4, queuedMax: 16,
+  suspectTicks: 11, retryTicks: 5, proposeTimeoutTicks: 50, backoffTicksMax: 5, sessionsMax: 4, sessionsPerPrincipalMax: 4, windowMax: 4, queuedMax: 16,
 };
 const self: Member = { name: 'a', ring: 1n, inc: 1 };
 
@@ -57,7 +57,7 @@ function reply(sent: Outbound[], rid: number): ClientResult | undefined {
 }
 
 async function openSession(d: DataDriver, sent: Outbound[], rid: number): Promise<number> {
-  d.deliver({ kind: 'client', client: 'c', rid, op: { kind: 'open', shard: 0 } });
+  d.deliver({ kind: 'client', client: 'c', rid, op: { kind: 'open', shard: 0, principal: 'c' } });
   await d.idle();
   const r = reply(sent, rid);
   if (!r || !r.ok || r.kind !== 'open') throw new Error(`no session: ${JSON.stringify(r)}`);
@@ -72,7 +72,7 @@ describe('data driver', () => {
     expect(d.node?.isActiveOwner(0)).toBe(true);
     const s = await openSession(d, sent, 1);
     const before = log.records.length;
-    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'v', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'v', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
     expect(reply(sent, 2)).toBeUndefined(); // not before the append resolves
     await d.idle();
     expect(reply(sent, 2)).toEqual({ ok: true, kind: 'write', version: 1, existed: false });
@@ -85,7 +85,7 @@ describe('data driver', () => {
     await advance(60);
     const s = await openSession(d, sent, 1);
     log.failNext = true;
-    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'lost', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'lost', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
     await d.idle();
     expect(reply(sent, 2)).toBeUndefined();
     expect(d.serving).toBe(false);
@@ -102,8 +102,109 @@ describe('data driver', () => {
     await d.idle();
     expect(reply(sent, 4)).toMatchObject({ ok: true, found: false });
     // The retry of the failed request (same id) now applies once.
-    d.deliver({ kind: 'client', client: 'c', rid: 5, op: { kind: 'put', key: 'x', value: 'lost', ifVersion: null, session: s, seq: 1, floor: 1 } });
+    d.deliver({ kind: 'client', client: 'c', rid: 5, op: { kind: 'put', key: 'x', value: 'lost', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
     await d.idle();
     expect(reply(sent, 5)).toEqual({ ok: true, kind: 'write', version: 1, existed: false });
+  });
+});
+
+class ResealLog extends FakeLog {
+  recovered: LogRecord[][] = [];
+  failRecover = 0;
+  async recover(state: LogRecord[]): Promise<void> {
+    await Promise.resolve();
+    if (this.failRecover > 0) {
+      this.failRecover--;
+      throw new Error('EIO');
+    }
+    this.recovered.push(state);
+    this.records = [...state];
+  }
+}
+
+describe('data driver with a log that can be sealed again (enclave/persist.ts)', () => {
+  it('after a failed append, seals the failed core\'s whole state again and serves from it; a retry of the failed write applies once', async () => {
+    let now = 0;
+    const log = new ResealLog();
+    const sent: Outbound[] = [];
+    const ticks: Array<() => void> = [];
+    const later: Array<() => void> = [];
+    const d = new DataDriver({
+      self, config: cfg, peers: [self], genesis: [{ shard: 0, epoch: 1, members: [self] }], log,
+      send: (m) => sent.push(m), clock: () => now, rand: () => 0.5,
+      every: (_ms, fn) => { ticks.push(fn); return { stop: () => void 0 }; },
+      after: (_ms, fn) => void later.push(fn), tickMs: 10, reloadMs: 100,
+    });
+    const advance = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        now++;
+        for (const t of ticks) t();
+        await d.idle();
+      }
+    };
+    await d.start();
+    await advance(60);
+    const s = await openSession(d, sent, 1);
+    log.failNext = true;
+    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'maybe', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
+    await d.idle();
+    expect(reply(sent, 2)).toBeUndefined();
+    expect(d.serving).toBe(false);
+    log.failRecover = 1; // the disk still fails once: it keeps trying
+    for (const f of later.splice(0)) f();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(d.serving).toBe(false);
+    for (const f of later.splice(0)) f();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(d.serving).toBe(true);
+    // The state sealed again holds the write that was in doubt (its messages were never sent: outcome unknown).
+    expect(log.recovered).toHaveLength(1);
+    expect(log.recovered[0]?.some((r) => r.t === 'snap' && r.data.get('x')?.value === 'maybe')).toBe(true);
+    await advance(80);
+    expect(d.node?.isActiveOwner(0)).toBe(true);
+    d.deliver({ kind: 'client', client: 'c', rid: 3, op: { kind: 'put', key: 'x', value: 'maybe', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
+    await d.idle();
+    expect(reply(sent, 3)).toEqual({ ok: true, kind: 'write', version: 1, existed: false });
+    d.deliver({ kind: 'client', client: 'c', rid: 4, op: { kind: 'get', key: 'x' } });
+    await d.idle();
+    expect(reply(sent, 4)).toMatchObject({ ok: true, found: true, value: 'maybe', version: 1 });
+  });
+
+  it('asks for a snapshot after an append and hands over exactly the core\'s state at that point', async () => {
+    let now = 0;
+    const snaps: LogRecord[][] = [];
+    let want = false;
+    const log = Object.assign(new FakeLog(), {
+      wantsSnapshot: () => want,
+      snapshot: (rs: LogRecord[]) => {
+        snaps.push(rs);
+        want = false;
+      },
+    });
+    const sent: Outbound[] = [];
+    const ticks: Array<() => void> = [];
+    const d = new DataDriver({
+      self, config: cfg, peers: [self], genesis: [{ shard: 0, epoch: 1, members: [self] }], log,
+      send: (m) => sent.push(m), clock: () => now, rand: () => 0.5,
+      every: (_ms, fn) => { ticks.push(fn); return { stop: () => void 0 }; },
+      after: () => undefined, tickMs: 10, reloadMs: 100,
+    });
+    await d.start();
+    for (let i = 0; i < 60; i++) { now++; for (const t of ticks) t(); await d.idle(); }
+    const s = await openSession(d, sent, 1);
+    want = true;
+    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: 'x', value: 'v', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
+    await d.idle();
+    expect(snaps).toHaveLength(1);
+    // Replaying the snapshot gives the state replaying the whole log gives.
+    const { DataNode } = await import('../enclave/data/index.ts');
+    const fromSnap = new DataNode({ self, config: cfg, rand: () => 0.5, peers: [], log: snaps[0] as LogRecord[], now });
+    const fromLog = new DataNode({ self, config: cfg, rand: () => 0.5, peers: [], log: log.records, now });
+    // (The log position only grows: a snapshot replays to at least the position of the log it replaces.)
+    const strip = (rs: LogRecord[]): LogRecord[] => rs.map((r) => (r.t === 'mark' ? { ...r, pos: 0 } : r));
+    expect(strip(fromSnap.durableRecords())).toEqual(strip(fromLog.durableRecords()));
+    const posOf = (rs: LogRecord[]): number => (rs[0]?.t === 'mark' ? rs[0].pos : -1);
+    expect(posOf(fromSnap.durableRecords())).toBeGreaterThanOrEqual(posOf(fromLog.durableRecords()));
+    expect(fromSnap.durableRecords().some((r) => r.t === 'snap' && r.data.get('x')?.value === 'v')).toBe(true);
   });
 });

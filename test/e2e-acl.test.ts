@@ -43,8 +43,13 @@ async function outcome(p: Promise<unknown>): Promise<string> {
 
 /** The same operation sent to each node in turn (each forwards to the key's owner): the outcomes. */
 async function onEveryNode(kv: EkvClient, op: 'get' | 'put' | 'del', key: string): Promise<string[]> {
-  const args = op === 'put' ? { k: Buffer.from(key), v: Buffer.from('v') } : { k: Buffer.from(key) };
-  return Promise.all(ring.addrs().map((a) => outcome(kv.node(a).call(op, args))));
+  const k = Buffer.from(key);
+  return Promise.all(ring.addrs().map(async (a) => {
+    // A write goes in a session of the key's range (opened through the same node, as the SDK does).
+    const s = op === 'get' ? {} : { s: [(await kv.node(a).call('open', { k })).s, 1, 1] };
+    const args = op === 'put' ? { k, v: Buffer.from('v'), ...s } : { k, ...s };
+    return outcome(kv.node(a).call(op, args));
+  }));
 }
 
 beforeAll(async () => {
@@ -263,5 +268,5 @@ describe('the ekv command line', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  });
+  }, 120_000); // about 17 CLI processes, each attesting the ring's nodes
 });

@@ -5,15 +5,13 @@
 //   log's writes fail, so the node must fail closed (answer UNAVAILABLE, outcome unknown) and recover by
 //   itself. The recorded history must show no lost acknowledged write and no stale read, every failure
 //   must be an "outcome unknown" one (never INTERNAL), and writes must resume on every key afterwards.
-// - a put or delete sent again with the same request id (through another node, and after the owner was
-//   killed with SIGKILL) returns its first outcome and applies once.
-import { randomBytes } from 'node:crypto';
+// - a put or delete sent again with the same request id (its range session's (session, seq)) through another
+//   node, and after the owner was killed with SIGKILL, returns its first outcome and applies once.
 import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type EkvClient } from '../client/index.ts';
-import { keyId } from '../enclave/ring/index.ts';
 import { History } from './helpers/history.ts';
-import { finishHistory, RingFixture, ringOrder, sleep, waitFor, Workload } from './helpers/ring-fixture.ts';
+import { finishHistory, rangeOwnerOf, RingFixture, ringOrder, sleep, waitFor, Workload } from './helpers/ring-fixture.ts';
 
 const keys = Array.from({ length: 12 }, (_, i) => `dur-${i}`);
 /** Written through one SDK client that knows every node: it retries a failed write elsewhere, with the same request id. */
@@ -31,6 +29,19 @@ beforeAll(async () => {
 afterAll(async () => {
   await fx?.stop();
 });
+
+/** Retries while the answer is "outcome unknown" (the same request each time). */
+async function untilAnswered<T>(f: () => Promise<T>, ms = 30_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      return await f();
+    } catch (err) {
+      if (!unknownOutcome.has((err as { code?: string }).code ?? '') || Date.now() > end) throw err;
+      await sleep(200);
+    }
+  }
+}
 
 async function nodeStats(addr: string): Promise<Record<string, unknown>> {
   return (await fx.client(addr)).node(addr).call('status', {});
@@ -91,47 +102,49 @@ describe('the host proxy of a node stopped and restarted under a writer', () => 
 });
 
 describe('retries with the same request id apply once', () => {
-  const session = randomBytes(16);
-  let seq = 1000;
-
-  /** The key's owner by the settled ring (the first node at or after the key's id), and another node. */
+  /** The key's range owner by the settled ring (the first node at or after the range's start), and another node. */
   async function placement(key: string): Promise<{ owner: string; other: string }> {
-    const order = ringOrder(await fx.waitSettled(30_000));
-    const kid = keyId(Buffer.from(key));
-    const owner = (order.find((v) => (v.id as bigint) >= kid) ?? order[0])!.addr;
-    return { owner, other: order.find((v) => v.addr !== owner)!.addr };
+    const views = await fx.waitSettled(30_000);
+    const owner = rangeOwnerOf(views, Buffer.from(key));
+    return { owner, other: ringOrder(views).find((v) => v.addr !== owner)!.addr };
   }
 
   const call = async (addr: string, op: string, args: Record<string, unknown>) => (await fx.client(addr)).node(addr).call(op, args);
+  /** A write session of the key's range, opened through `addr` (as the SDK does). */
+  const open = async (addr: string, key: string): Promise<number> => (await call(addr, 'open', { k: Buffer.from(key) })).s as number;
 
   it('a put and a delete sent again (through another node) return their first outcome', async () => {
     const { owner, other } = await placement('once-a');
-    const put = { k: Buffer.from('once-a'), v: Buffer.from('first'), r: [session, ++seq] };
+    const s = await open(other, 'once-a');
+    const put = { k: Buffer.from('once-a'), v: Buffer.from('first'), s: [s, 1, 1] };
     expect(await call(owner, 'put', put)).toMatchObject({ n: 1 });
     expect(await call(other, 'put', put)).toMatchObject({ n: 1 });
-    expect(await call(other, 'put', { k: Buffer.from('once-a'), v: Buffer.from('second'), r: [session, ++seq] })).toMatchObject({ n: 2 });
+    expect(await call(other, 'put', { k: Buffer.from('once-a'), v: Buffer.from('second'), s: [s, 2, 1] })).toMatchObject({ n: 2 });
     // The first put again, after a newer one: still its own first answer, and it does not overwrite.
     expect(await call(owner, 'put', put)).toMatchObject({ n: 1 });
     const kv: EkvClient = await fx.client(other);
     expect(await kv.getWithVersion('once-a')).toMatchObject({ version: 2, value: Buffer.from('second') });
-    const del = { k: Buffer.from('once-a'), r: [session, ++seq] };
+    const del = { k: Buffer.from('once-a'), s: [s, 3, 3] };
     expect(await call(other, 'del', del)).toMatchObject({ n: 3, d: true });
     expect(await call(owner, 'del', del)).toMatchObject({ n: 3, d: true });
     expect(await kv.delete('once-a')).toEqual({ deleted: false, version: 0 });
-    // A re-sent write (flagged) whose id no node knows: EXPIRED, never applied (docs/durability.md E3).
-    const unknown = { k: Buffer.from('once-a'), v: Buffer.from('late'), r: [session, ++seq, true] };
-    await expect(call(other, 'put', unknown)).rejects.toMatchObject({ code: 'EXPIRED' });
+    // A write below the floor the client declared (it promised never to send it again): EXPIRED, never applied.
+    const below = { k: Buffer.from('once-a'), v: Buffer.from('late'), s: [s, 2, 2] };
+    await expect(call(other, 'put', below)).rejects.toMatchObject({ code: 'EXPIRED' });
     await expect(kv.getWithVersion('once-a')).rejects.toMatchObject({ code: 'NOT_FOUND' });
   }, 60_000);
 
   it('after the owner is killed with SIGKILL, a retry through another node still returns the first outcome', async () => {
     const { owner, other } = await placement('once-b');
-    const put = { k: Buffer.from('once-b'), v: Buffer.from('only'), r: [session, ++seq] };
+    const s = await open(other, 'once-b');
+    const put = { k: Buffer.from('once-b'), v: Buffer.from('only'), s: [s, 1, 1] };
     expect(await call(owner, 'put', put)).toMatchObject({ n: 1 });
     const node = fx.byAddr(owner);
     const pid = fx.kill9(node);
-    // Retried while the owner is down (the successor, a replica, knows the id) and after it is back.
-    expect(await call(other, 'put', put)).toMatchObject({ n: 1 });
+    // Retried while the owner is down and after it is back. With 3 nodes and R = 3 the range has no spare node:
+    // it is unavailable (outcome unknown, retried with the same id) until the owner is back and a new epoch is
+    // decided; the retry then gets the first outcome.
+    expect(await untilAnswered(() => call(other, 'put', put))).toMatchObject({ n: 1 });
     await fx.waitRelaunched(node, pid, 20_000);
     await fx.waitSettled(30_000);
     expect(await call(owner, 'put', put)).toMatchObject({ n: 1 });

@@ -221,7 +221,11 @@ describe('after a valid handshake', () => {
     await expect(rpc.call('format-disk', {}, 3000)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
     await expect(rpc.call('get', { k: 'a string, not bytes' }, 3000)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
     await expect(rpc.call('put', { k: Buffer.from('k') }, 3000)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
-    expect((await rpc.call('put', { k: Buffer.from('raw'), v: Buffer.from('ok') }, 3000)).n).toBeTypeOf('number');
+    // A write without its range session's (session, seq, floor) is refused; with one it is applied.
+    await expect(rpc.call('put', { k: Buffer.from('raw'), v: Buffer.from('ok') }, 3000)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    await expect(rpc.call('put', { k: Buffer.from('raw'), v: Buffer.from('ok'), s: [1, 2, 3] }, 3000)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    const s = (await rpc.call('open', { k: Buffer.from('raw') }, 10_000)).s as number;
+    expect((await rpc.call('put', { k: Buffer.from('raw'), v: Buffer.from('ok'), s: [s, 1, 1] }, 10_000)).n).toBeTypeOf('number');
     expect(Buffer.from((await rpc.call('get', { k: Buffer.from('raw') }, 3000)).v as Uint8Array).toString()).toBe('ok');
     expect(fs.closed).toBe(false);
     rpc.close();

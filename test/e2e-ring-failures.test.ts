@@ -1,8 +1,8 @@
 // Crashes while a writer runs: on a 5-node ring (R=3), kill -9 one enclave,
 // then two adjacent ones at once (with R=3 the hardest case: for the keys the
 // first of them owns, only one copy survives). LocalNode relaunches each dead
-// enclave 500 ms later (Restart=always); here without sealed state, so it
-// comes back as a new node that joins through a member.
+// enclave 500 ms later (Restart=always) from its sealed log, so it comes back
+// as the same member of its ranges' configurations.
 // Every operation is recorded, and the history must show no lost acknowledged
 // write and no stale read; then R copies of every key must be back.
 import { writeFileSync } from 'node:fs';
@@ -64,9 +64,12 @@ describe('kill -9 of enclaves while a writer runs (5 nodes, R=3)', () => {
   const mark = (what: string) => (marks[what] = history.now());
 
   beforeAll(async () => {
-    // Unsealed: each relaunched enclave is a new node (new identity, new place) that joins through a member.
-    // (A sealed enclave rejoins with its old identity: test/e2e-ring-restart.test.ts.)
-    fx = await RingFixture.start({ nodes: 5, replicas, seal: false });
+    // Sealed: kill -9 keeps a node's sealed log, so a relaunched enclave is the same member (same identity,
+    // same promises) and its ranges need it back or a reconfiguration without it. (Two adjacent nodes that
+    // both lose their state at once take a majority of some range's configuration with them: that range is
+    // unavailable by design, docs/consistency.md "What is not guaranteed"; a node that loses its state alone
+    // is replaced: test/data-store.test.ts and the simulator.)
+    fx = await RingFixture.start({ nodes: 5, replicas, seal: true });
     await fx.waitSettled(30_000);
     // The base keys, written once through rotating nodes, recorded like everything else.
     const addrs = fx.addrs();
@@ -126,15 +129,17 @@ describe('kill -9 of enclaves while a writer runs (5 nodes, R=3)', () => {
 
   it('brings back R copies of every key', async () => {
     const keys = [...baseKeys, ...hotKeys].map((k) => Buffer.from(k));
-    const { views: v, report } = await fx.waitCopies(keys, 20_000, false);
-    expect(report.atLeast, report.lines.join('\n')).toBe(true);
+    // Ranges move back to the relaunched nodes by reconfiguration (each waits out the lease it replaces).
+    const { views: v, report } = await fx.waitCopies(keys, 45_000, false);
+    const failedPuts = history.ops.filter((r) => r.op === 'put' && r.outcome !== 'ok').map((r) => `${r.key}: ${r.error}`);
+    expect(report.atLeast, `${report.lines.join('\n')}\nfailed puts: ${failedPuts.length} ${failedPuts.slice(0, 5).join(', ')}`).toBe(true);
     expect(v.reduce((s, x) => s + x.keys, 0)).toBeGreaterThanOrEqual(replicas * keys.length);
-  }, 30_000);
+  }, 60_000);
 
   // Stray copies (left one node further on while an enclave was down) are collected (491b131).
   it('drops the stray copies once R copies are back (sum of keys = R x keys)', async () => {
     const keys = [...baseKeys, ...hotKeys].map((k) => Buffer.from(k));
-    const { views: v, report } = await fx.waitCopies(keys, 8000, true);
+    const { views: v, report } = await fx.waitCopies(keys, 20_000, true);
     expect(report.exact, report.lines.join('\n')).toBe(true);
     expect(v.reduce((s, x) => s + x.keys, 0)).toBe(replicas * keys.length);
   }, 30_000);

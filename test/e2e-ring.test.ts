@@ -43,9 +43,8 @@ describe('a 5-node ring with R=3', () => {
     expect(report.lines.length).toBe(5);
     expect(report.exact, report.lines.join('\n')).toBe(true);
     expect(views.reduce((s, v) => s + v.keys, 0)).toBe(replicas * keyCount);
-    // The ring did route: some requests were forwarded, and lookups took hops.
-    const lookups = views.reduce((s, v) => s + v.lookups, 0);
-    expect(lookups).toBeGreaterThan(0);
+    // Requests taken by a node that does not own the key's range were forwarded to its owner.
+    expect(views.reduce((s, v) => s + v.forwards, 0)).toBeGreaterThan(0);
   });
 
   it('iterative lookups: the client walks the ring hop by hop to each key\'s owner, verifying every hop', async () => {

@@ -47,10 +47,10 @@ async function statusOf(addr: string): Promise<NodeView> {
     return {
       addr, ok: true, id: idFromBytes(s.id as Uint8Array), ring: String(s.ring), serving: s.serving === true,
       predecessor: ref(s.predecessor), successors: (s.successors as unknown[]).map(ref).filter((a): a is string => a !== null),
-      keys: s.keys as number, lookups: 0, hops: 0,
+      keys: s.keys as number, lookups: 0, hops: 0, forwards: 0,
     };
   } catch (err) {
-    return { addr, ok: false, error: (err as Error).message, id: null, ring: '?', serving: false, predecessor: null, successors: [], keys: 0, lookups: 0, hops: 0 };
+    return { addr, ok: false, error: (err as Error).message, id: null, ring: '?', serving: false, predecessor: null, successors: [], keys: 0, lookups: 0, hops: 0, forwards: 0 };
   } finally {
     await c.close();
   }
@@ -166,7 +166,7 @@ describe('a tampered sealed log is detected, discarded, and the node is refilled
     expect(codes).toContain(rejected[0]?.code);
     const recovered = logs.slice(logMark).filter((r) => r.node === node.name && r.msg === 'sealed state recovered');
     expect(recovered).toHaveLength(1);
-    expect(recovered[0]).toMatchObject({ entries: 0, reset: rejected[0]?.code });
+    expect(recovered[0]).toMatchObject({ records: 0, reset: rejected[0]?.code });
     // A new identity, so a new ring id: nothing of the discarded state is claimed as this node's.
     expect(after.id).not.toBe(before.id);
 

@@ -25,14 +25,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { encodeSignedDoc } from '../../protocol/acl-doc.ts';
 import { EkvError } from '../../protocol/errors.ts';
-import type { Partition } from '../kv/partition.ts';
 import { leaseMarginMs, leaseMs, pushTimeoutMs, takeoverWaitMs } from './constants.ts';
 import { adoptDoc, type Verified } from './docs.ts';
 import type { DocState, DocTable, HolderRecord } from './table.ts';
 
 export interface OwnerStore {
-  owns(kid: bigint): boolean;
+  /** This node is the active owner of the key's range. */
+  owns(key: Buffer): boolean;
   readonly serving: boolean;
+  /** The key's acknowledged value here, as its owner (null: none). */
+  read(key: Buffer): Buffer | null;
   /** Store `bytes` under the reserved key, replicated; only if this node owns the key (no forwarding). */
   persist(key: Buffer, bytes: Buffer): Promise<void>;
 }
@@ -47,9 +49,7 @@ export class DocOwner {
   constructor(
     private readonly c: {
       table: DocTable;
-      partition: Partition;
       store: OwnerStore;
-      keyId: (key: Buffer) => bigint;
       now: () => number;
       push: Push;
       logger: Logger;
@@ -75,15 +75,15 @@ export class DocOwner {
   /** The committed version (null: none), loading it from the local store after a takeover. Throws UNAVAILABLE if not the owner. */
   committed(st: DocState): Verified | null {
     this.observeServing();
-    if (!this.c.store.serving || !this.c.store.owns(this.c.keyId(st.ref.key))) {
+    if (!this.c.store.serving || !this.c.store.owns(st.ref.key)) {
       throw new EkvError('UNAVAILABLE', 'not the owner of this document (the ring is changing)');
     }
     if (st.committed !== undefined) return st.committed;
-    const stored = this.c.partition.get(st.ref.key);
+    const stored = this.c.store.read(st.ref.key);
     let v = st.known;
-    if (stored?.value) {
+    if (stored) {
       try {
-        v = adoptDoc(st.ref, st.known, stored.value);
+        v = adoptDoc(st.ref, st.known, stored);
       } catch (err) {
         // Our floor is newer than the stored copy: a replica missed a change that was acknowledged
         // (pushes happen only after the store answered). Keep the floor, and write it back.
@@ -92,7 +92,7 @@ export class DocOwner {
     }
     if (v !== null) this.c.table.setKnown(st, v);
     st.committed = v;
-    if (v !== null && !(stored?.value && stored.value.equals(encodedDoc(v)))) {
+    if (v !== null && !(stored && stored.equals(encodedDoc(v)))) {
       void this.c.store.persist(st.ref.key, encodedDoc(v)).catch(() => undefined);
     }
     return v;

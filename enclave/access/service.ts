@@ -21,12 +21,8 @@ import { EkvError } from '../../protocol/errors.ts';
 import { principalBytesMax, principalFromBytes, type Principal } from '../../protocol/principal.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import { authorize, classifyKey, rightsBitsOf, type Op, type RingAccess, type VerifiedAcl, type VerifiedGroup } from '../acl/index.ts';
-import type { AccessCheck, ClusterStore } from '../cluster/store.ts';
-import { forwardHopsMax } from '../cluster/store.ts';
 import type { PeerPool } from '../cluster/peers.ts';
-import type { RingDriver } from '../cluster/ring-driver.ts';
-import type { Partition } from '../kv/partition.ts';
-import { keyId, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
+import { nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
 import { leaseRequestTimeoutMs, ownerOpDeadlineMs, principalCacheMax } from './constants.ts';
 import { applyDocUpdate, groupsToCheck, toEkvError, wireDocBytes, wireKind, wireName, wireSignedDoc, docRef, type DocRef, type Verified } from './docs.ts';
 import { LeaseHolder } from './holder.ts';
@@ -36,11 +32,33 @@ import { DocTable, type DocState, type HolderRecord } from './table.ts';
 export const accessClientOps: ReadonlySet<string> = new Set(['aclGet', 'aclPut', 'grpGet', 'grpKey', 'grpPut']);
 export const accessPeerOps: ReadonlySet<string> = new Set(['accOwn', 'accLease', 'accPush']);
 
+/**
+ * Access control, checked by the node that takes a client's request before it runs it (at the key's owner
+ * or forwarded there), so a refusal reveals nothing about the key. `principal` is the client's proven key
+ * (null: anonymous).
+ */
+export interface AccessCheck {
+  check(op: 'get' | 'put' | 'del', key: Buffer, principal: Buffer | null): Promise<void> | void;
+}
+
+/** Where the access documents live: reserved keys of the data store, at their range's owner. */
+export interface DocStore {
+  /** This node is the active owner of the key's range. */
+  owns(key: Buffer): boolean;
+  readonly serving: boolean;
+  /** The key's acknowledged value at its owner (this node); throws UNAVAILABLE elsewhere. */
+  readOwned(key: Buffer): Buffer | null;
+  /** Stores the value here as the key's owner (never forwarded). */
+  putOwned(key: Buffer, bytes: Buffer): Promise<void>;
+  /** The owner this node's configuration names for the key's range, with where to reach it. */
+  ownerOf(key: Buffer): NodeRef | null;
+  /** Called when this node starts owning a range. */
+  onOwnershipGained(fn: () => void): void;
+}
+
 export interface AccessComponents {
-  store: ClusterStore;
-  ring: RingDriver;
+  docs: DocStore;
   peers: PeerPool;
-  partition: Partition;
   self: NodeRef;
   logger: Logger;
 }
@@ -81,25 +99,20 @@ export class AccessService implements AccessCheck {
     this.holder = new LeaseHolder({ table: this.table, now: this.now, fetchLease: (ref) => this.fetchLease(ref), logger: c.logger });
     this.owner = new DocOwner({
       table: this.table,
-      partition: c.partition,
       store: {
-        owns: (kid) => c.store.owns(kid),
+        owns: (key) => c.docs.owns(key),
         get serving() {
-          return c.store.serving;
+          return c.docs.serving;
         },
-        persist: async (key, bytes) => {
-          // hops = forwardHopsMax: stored here as the owner, or refused (never forwarded past our compare-and-set).
-          await c.store.clientOp('put', key, bytes, { principal: null, hops: forwardHopsMax, internal: true });
-        },
+        read: (key) => c.docs.readOwned(key),
+        // Stored here as the owner, or refused (never forwarded past our compare-and-set).
+        persist: (key, bytes) => c.docs.putOwned(key, bytes),
       },
-      keyId,
       now: this.now,
       push: (h, st, bytes) => this.push(h, st, bytes),
       logger: c.logger,
     });
-    c.ring.onEvent((e) => {
-      if (e.type === 'predecessor_changed' || e.type === 'joined') this.owner.ownershipChanged();
-    });
+    c.docs.onOwnershipGained(() => this.owner.ownershipChanged());
     this.timer = setInterval(() => this.owner.observeServing(), observeServingMs);
     this.timer.unref();
   }
@@ -194,14 +207,14 @@ export class AccessService implements AccessCheck {
 
   /** Run at the document's owner: here when this node owns it, else forwarded (retrying while the ring settles). */
   private async viaOwner(ref: DocRef, fo: OwnerOp, doc: Buffer | null, principal: Buffer | null): Promise<RpcResult> {
-    const kid = keyId(ref.key);
     const deadline = this.now() + ownerOpDeadlineMs;
     let last = new EkvError('UNAVAILABLE', 'no owner reachable');
     for (let attempt = 0; this.now() < deadline; attempt++) {
       try {
         const st = this.table.state(ref.kind, ref.name);
-        if (this.c.store.owns(kid)) return await this.ownerOp(st, fo, doc, principal);
-        const { owner } = await this.c.ring.lookup(kid);
+        if (this.c.docs.owns(ref.key)) return await this.ownerOp(st, fo, doc, principal);
+        const owner = this.c.docs.ownerOf(ref.key);
+        if (!owner) throw new EkvError('UNAVAILABLE', 'no owner known for this document yet');
         if (owner.id === this.c.self.id) return await this.ownerOp(st, fo, doc, principal);
         const args = { fo, k: ref.kind, n: ref.name, d: doc, p: principal };
         return await this.c.peers.call(owner.addr, 'accOwn', args, ownerOpDeadlineMs, owner.id);
@@ -261,10 +274,10 @@ export class AccessService implements AccessCheck {
 
   private async fetchLease(ref: DocRef): Promise<Uint8Array | null> {
     this.stats.leaseFetches++;
-    const kid = keyId(ref.key);
     const self: Omit<HolderRecord, 'until'> = { key: 'self', nodeId: null, addr: this.c.self.addr };
-    if (this.c.store.owns(kid)) return this.owner.grant(this.table.state(ref.kind, ref.name), self);
-    const { owner } = await this.c.ring.lookup(kid);
+    if (this.c.docs.owns(ref.key)) return this.owner.grant(this.table.state(ref.kind, ref.name), self);
+    const owner = this.c.docs.ownerOf(ref.key);
+    if (!owner) throw new EkvError('UNAVAILABLE', 'no owner known for this document yet');
     if (owner.id === this.c.self.id) return this.owner.grant(this.table.state(ref.kind, ref.name), self);
     const r = await this.c.peers.call(owner.addr, 'accLease', { k: ref.kind, n: ref.name, a: this.c.self.addr }, leaseRequestTimeoutMs, owner.id);
     return r.d === null || r.d === undefined ? null : wireDocBytes(r.d, ref.kind);

@@ -25,6 +25,7 @@ export const peerConnectionsMax = 256;
 interface PeerConn {
   rpc: RpcClient;
   id: bigint;
+  socket: net.Socket;
 }
 
 export class PeerPool {
@@ -55,6 +56,13 @@ export class PeerPool {
     return conn.rpc.call(op, args, timeoutMs);
   }
 
+  /** Bytes written to the connection to `addr` that its socket has not handed to the OS yet (0: none, or no connection). */
+  queuedBytes(addr: string): number {
+    return this.sockets.get(addr)?.writableLength ?? 0;
+  }
+
+  private readonly sockets = new Map<string, net.Socket>();
+
   /** The ring id of the attested node at `addr` (connecting if needed). */
   async identify(addr: string): Promise<bigint> {
     return (await this.get(addr)).id;
@@ -63,6 +71,7 @@ export class PeerPool {
   drop(addr: string): void {
     const p = this.conns.get(addr);
     this.conns.delete(addr);
+    this.sockets.delete(addr);
     p?.then((c) => c.rpc.close(), () => undefined);
   }
 
@@ -81,8 +90,10 @@ export class PeerPool {
     this.conns.set(addr, p);
     p.then(
       (c) => {
+        this.sockets.set(addr, c.socket);
         c.rpc.onClose = () => {
           if (this.conns.get(addr) === p) this.conns.delete(addr);
+          if (this.sockets.get(addr) === c.socket) this.sockets.delete(addr);
         };
       },
       () => {
@@ -102,7 +113,7 @@ export class PeerPool {
         self: { identity: this.c.identity, attest: this.c.attest, ring: this.c.ring },
         timeoutMs: peerConnectTimeoutMs,
       });
-      return { rpc: new RpcClient(r.session), id: nodeIdFromPublicKey(r.serverKey) };
+      return { rpc: new RpcClient(r.session), id: nodeIdFromPublicKey(r.serverKey), socket };
     } catch (err) {
       socket.destroy();
       throw err instanceof EkvError ? err : new EkvError('UNAVAILABLE', String(err));

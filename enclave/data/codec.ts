@@ -3,7 +3,17 @@
 // Keys and values travel as latin1 strings (one char per byte), so a string's length is its byte count.
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { DataError } from './errors.ts';
-import type { Ballot, ClientOp, Config, Entry, Member, PeerBody, RangeData, Sessions, WriteOp, WriteResult } from './types.ts';
+import { type Ballot, type ClientOp, type Config, type Done, type Entry, type LogRecord, type Member, type PeerBody, principalCharsMax, type RangeData, type Session, type Sessions, type WriteOp, type WriteResult } from './types.ts';
+
+/** A request digest (requestDigest in node.ts): 32 lowercase hex digits. */
+function digest(x: unknown, what: string): string {
+  if (typeof x !== 'string' || !/^[0-9a-f]{32}$/.test(x)) fail(`${what} must be 32 hex digits`);
+  return x;
+}
+
+function principal(x: unknown, what: string): string {
+  return str(x, what, principalCharsMax, 1);
+}
 
 /** Members of one configuration (R is at most 7 by validateDataConfig). */
 export const membersMax = 7;
@@ -13,6 +23,8 @@ export const rangeEntriesMax = 1_000_000;
 /** Sessions and results per session in one transfer (the table's own bounds are lower). */
 export const sessionsWireMax = 1 << 20;
 export const resultsWireMax = 1 << 16;
+/** Peers in one witness record. */
+export const witnessesMax = 1 << 16;
 /** Configurations in one heartbeat (one per range). */
 export const configsMax = 1 << 16;
 
@@ -73,16 +85,39 @@ function nullable<T>(x: unknown, f: (y: unknown) => T): T | null {
   return x === null ? null : f(x);
 }
 
+/**
+ * Keys and values cross the wire and the log as CBOR byte strings (a latin1 string with chars >= 0x80 would
+ * take two bytes each as CBOR text, and a full range would not fit its transfer): bytes in, latin1 string out.
+ */
+function latin1(x: unknown, what: string, max: number, min = 0): string {
+  if (!(x instanceof Uint8Array)) fail(`${what} must be bytes`);
+  if (x.length > max) throw new DataError('TOO_LONG', `${what} longer than ${max}`);
+  if (x.length < min) fail(`${what} shorter than ${min}`);
+  return Buffer.from(x.buffer, x.byteOffset, x.length).toString('latin1');
+}
+
+function bytesOf(s: string): Buffer {
+  return Buffer.from(s, 'latin1');
+}
+
 function entry(x: unknown): Entry {
   const o = obj(x, 'entry');
-  return { value: nullable(o.value, (v) => str(v, 'entry.value', valueBytesMax)), version: int(o.version, 'entry.version', 1), epoch: int(o.epoch, 'entry.epoch') };
+  return { value: nullable(o.value, (v) => latin1(v, 'entry.value', valueBytesMax)), version: int(o.version, 'entry.version', 1), epoch: int(o.epoch, 'entry.epoch') };
+}
+
+function entryToWire(e: Entry): Record<string, unknown> {
+  return { value: e.value === null ? null : bytesOf(e.value), version: e.version, epoch: e.epoch };
+}
+
+function opToWire(op: WriteOp): Record<string, unknown> {
+  return { ...op, key: op.key === null ? null : bytesOf(op.key), entry: op.entry === null ? null : entryToWire(op.entry) };
 }
 
 function result(x: unknown): WriteResult {
   const o = obj(x, 'result');
   if (o.ok === true) return { ok: true, version: int(o.version, 'result.version'), existed: bool(o.existed, 'result.existed') };
-  if (o.ok === false && o.code === 'CONFLICT') return { ok: false, code: 'CONFLICT', version: int(o.version, 'result.version') };
-  return fail('result must be ok or CONFLICT');
+  if (o.ok === false && (o.code === 'CONFLICT' || o.code === 'RANGE_FULL')) return { ok: false, code: o.code, version: int(o.version, 'result.version') };
+  return fail('result must be ok, CONFLICT or RANGE_FULL');
 }
 
 function key(x: unknown, what: string): string {
@@ -94,23 +129,23 @@ function rangeData(x: unknown): RangeData {
   const m = new Map<string, Entry>();
   for (const p of arr(x, 'data', rangeEntriesMax)) {
     const [k, e] = arr(p, 'data item', 2);
-    m.set(key(k, 'data key'), entry(e));
+    m.set(latin1(k, 'data key', keyBytesMax, 1), entry(e));
   }
   return m;
 }
 
-/** Sessions travel as { next, clock, table: [id, floor, used, [[seq, result]...]][] }. */
+/** Sessions travel as { next, clock, table: [id, owner, floor, used, [[seq, result, digest]...]][] }. */
 function sessions(x: unknown): Sessions {
   const o = obj(x, 'sessions');
-  const table = new Map<number, { floor: number; used: number; results: Map<number, WriteResult> }>();
+  const table = new Map<number, Session>();
   for (const t of arr(o.table, 'sessions.table', sessionsWireMax)) {
-    const [id, floor, used, rs] = arr(t, 'session', 4);
-    const results = new Map<number, WriteResult>();
+    const [id, owner, floor, used, rs] = arr(t, 'session', 5);
+    const results = new Map<number, Done>();
     for (const r of arr(rs, 'session results', resultsWireMax)) {
-      const [seq, res] = arr(r, 'session result', 2);
-      results.set(int(seq, 'seq'), result(res));
+      const [seq, res, d] = arr(r, 'session result', 3);
+      results.set(int(seq, 'seq'), { result: result(res), digest: digest(d, 'result digest') });
     }
-    table.set(int(id, 'session id', 1), { floor: int(floor, 'floor'), used: int(used, 'used'), results });
+    table.set(int(id, 'session id', 1), { owner: principal(owner, 'session owner'), floor: int(floor, 'floor'), used: int(used, 'used'), results });
   }
   return { next: int(o.next, 'sessions.next', 1), clock: int(o.clock, 'sessions.clock'), table };
 }
@@ -119,13 +154,13 @@ function writeOp(x: unknown): WriteOp {
   const o = obj(x, 'op');
   const req = nullable(o.req, (r) => {
     const q = obj(r, 'op.req');
-    return { session: int(q.session, 'req.session', 1), seq: int(q.seq, 'req.seq'), floor: int(q.floor, 'req.floor'), result: result(q.result), used: int(q.used, 'req.used') };
+    return { session: int(q.session, 'req.session', 1), seq: int(q.seq, 'req.seq'), floor: int(q.floor, 'req.floor'), result: result(q.result), digest: digest(q.digest, 'req.digest'), used: int(q.used, 'req.used') };
   });
   const open = nullable(o.open, (r) => {
     const q = obj(r, 'op.open');
-    return { id: int(q.id, 'open.id', 1), evict: nullable(q.evict, (e) => int(e, 'open.evict', 1)), used: int(q.used, 'open.used') };
+    return { id: int(q.id, 'open.id', 1), owner: principal(q.owner, 'open.owner'), evict: nullable(q.evict, (e) => int(e, 'open.evict', 1)), used: int(q.used, 'open.used') };
   });
-  return { key: nullable(o.key, (k) => key(k, 'op.key')), entry: nullable(o.entry, entry), req, open };
+  return { key: nullable(o.key, (k) => latin1(k, 'op.key', keyBytesMax, 1)), entry: nullable(o.entry, entry), req, open };
 }
 
 /** A peer message body, validated. `shards` is the image's range count. */
@@ -156,7 +191,13 @@ export function validatePeerBody(x: unknown, shards: number): PeerBody {
       if (value.shard !== base.shard || value.epoch !== base.epoch + 1) fail('accept.value must follow accept.base');
       return { t: 'accept', base, ballot: ballot(o.ballot), value };
     }
-    case 'accepted': return { t: 'accepted', shard: shard(o.shard), instance: int(o.instance, 'instance', 1), ballot: ballot(o.ballot) };
+    case 'accepted': {
+      const base = { t: 'accepted' as const, shard: shard(o.shard), instance: int(o.instance, 'instance', 1), ballot: ballot(o.ballot) };
+      if (o.value === undefined) return base;
+      const value = inRange(config(o.value));
+      if (value.shard !== base.shard || value.epoch !== base.instance + 1) fail('accepted.value must follow its instance');
+      return { ...base, value };
+    }
     case 'commit': return { t: 'commit', config: inRange(config(o.config)) };
     case 'sync': return { t: 'sync', config: inRange(config(o.config)), data: rangeData(o.data), sessions: sessions(o.sessions) };
     case 'syncAck': return { t: 'syncAck', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1) };
@@ -165,6 +206,8 @@ export function validatePeerBody(x: unknown, shards: number): PeerBody {
     case 'fenced': return { t: 'fenced', shard: shard(o.shard), epoch: int(o.epoch, 'epoch') };
     case 'leaseReq': return { t: 'leaseReq', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
     case 'leaseGrant': return { t: 'leaseGrant', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
+    case 'witQ': return { t: 'witQ', nonce: int(o.nonce, 'nonce') };
+    case 'witA': return { t: 'witA', nonce: int(o.nonce, 'nonce'), pos: int(o.pos, 'pos'), inc: int(o.inc, 'inc') };
     default: throw new DataError('UNKNOWN_TYPE', `unknown message type ${String(o.t).slice(0, 32)}`);
   }
 }
@@ -173,27 +216,27 @@ export function validatePeerBody(x: unknown, shards: number): PeerBody {
 export function validateClientOp(x: unknown, shards: number): ClientOp {
   const o = obj(x, 'request');
   const ifv = (): number | null => nullable(o.ifVersion, (v) => int(v, 'ifVersion'));
-  const ids = (): { session: number; seq: number; floor: number } => {
+  const ids = (): { session: number; seq: number; floor: number; principal: string } => {
     const seq = int(o.seq, 'seq');
     const floor = int(o.floor, 'floor', 0, seq);
-    return { session: int(o.session, 'session', 1), seq, floor };
+    return { session: int(o.session, 'session', 1), seq, floor, principal: principal(o.principal, 'principal') };
   };
   switch (o.kind) {
     case 'get': return { kind: 'get', key: key(o.key, 'key') };
     case 'put': return { kind: 'put', key: key(o.key, 'key'), value: str(o.value, 'value', valueBytesMax), ifVersion: ifv(), ...ids() };
     case 'del': return { kind: 'del', key: key(o.key, 'key'), ifVersion: ifv(), ...ids() };
-    case 'open': return { kind: 'open', shard: int(o.shard, 'shard', 0, shards - 1) };
+    case 'open': return { kind: 'open', shard: int(o.shard, 'shard', 0, shards - 1), principal: principal(o.principal, 'principal') };
     default: throw new DataError('UNKNOWN_TYPE', `unknown request kind ${String(o.kind).slice(0, 32)}`);
   }
 }
 
 /** The wire shape of range data and sessions (maps become arrays), for the encoder. */
-export function rangeDataToWire(d: RangeData): Array<[string, Entry]> {
-  return [...d];
+export function rangeDataToWire(d: RangeData): Array<[Buffer, Record<string, unknown>]> {
+  return [...d].map(([k, e]) => [bytesOf(k), entryToWire(e)]);
 }
 
-export function sessionsToWire(s: Sessions): { next: number; clock: number; table: Array<[number, number, number, Array<[number, WriteResult]>]> } {
-  return { next: s.next, clock: s.clock, table: [...s.table].map(([id, x]) => [id, x.floor, x.used, [...x.results]]) };
+export function sessionsToWire(s: Sessions): { next: number; clock: number; table: Array<[number, string, number, number, Array<[number, WriteResult, string]>]> } {
+  return { next: s.next, clock: s.clock, table: [...s.table].map(([id, x]) => [id, x.owner, x.floor, x.used, [...x.results].map(([seq, d]): [number, WriteResult, string] => [seq, d.result, d.digest])]) };
 }
 
 /** A peer body in its wire shape (what the driver hands to CBOR). */
@@ -202,6 +245,45 @@ export function peerBodyToWire(b: PeerBody): Record<string, unknown> {
     case 'promise': return { ...b, data: rangeDataToWire(b.data), sessions: sessionsToWire(b.sessions) };
     case 'install': return { ...b, data: rangeDataToWire(b.data), sessions: sessionsToWire(b.sessions) };
     case 'sync': return { ...b, data: rangeDataToWire(b.data), sessions: sessionsToWire(b.sessions) };
+    case 'replicate': return { ...b, op: opToWire(b.op) };
     default: return { ...b };
+  }
+}
+
+/** A log record in its wire shape (maps become arrays), for the sealed log's encoder. */
+export function logRecordToWire(r: LogRecord): Record<string, unknown> {
+  if (r.t === 'snap') return { ...r, data: rangeDataToWire(r.data), sessions: sessionsToWire(r.sessions) };
+  if (r.t === 'w') return { ...r, op: opToWire(r.op) };
+  return { ...r };
+}
+
+/**
+ * A log record read back from the node's own sealed log. The log is authenticated (only this enclave could have
+ * sealed it), but it is decoded as strictly as a message: a record that does not validate fails the load.
+ */
+export function validateLogRecord(x: unknown, shards: number): LogRecord {
+  const o = obj(x, 'record');
+  const shard = int(o.shard, 'shard', 0, shards - 1);
+  switch (o.t) {
+    case 'acc': return {
+      t: 'acc', shard, epoch: int(o.epoch, 'epoch', 1), promised: nullable(o.promised, ballot),
+      accepted: nullable(o.accepted, (a) => ({ ballot: ballot(obj(a, 'accepted').ballot), value: config(obj(a, 'accepted').value) })),
+    };
+    case 'round': return { t: 'round', shard, round: int(o.round, 'round') };
+    case 'cfg': return { t: 'cfg', shard, config: config(o.config) };
+    case 'snap': return {
+      t: 'snap', shard, instance: int(o.instance, 'instance'), ballot: nullable(o.ballot, ballot), synced: bool(o.synced, 'synced'),
+      data: rangeData(o.data), sessions: sessions(o.sessions),
+    };
+    case 'w': return { t: 'w', shard, epoch: int(o.epoch, 'epoch'), op: writeOp(o.op) };
+    case 'mark': return { t: 'mark', shard, pos: int(o.pos, 'pos'), inc: int(o.inc, 'inc') };
+    case 'wit': return {
+      t: 'wit', shard,
+      w: arr(o.w, 'witnesses', witnessesMax).map((x) => {
+        const [name, pos, inc] = arr(x, 'witness', 3);
+        return [str(name, 'witness name', nameCharsMax, 1), int(pos, 'witness pos'), int(inc, 'witness inc')] as const;
+      }),
+    };
+    default: throw new DataError('UNKNOWN_TYPE', `unknown record type ${String(o.t).slice(0, 32)}`);
   }
 }

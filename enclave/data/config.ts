@@ -26,10 +26,21 @@ export interface DataConfig {
   backoffTicksMax: number;
   /** Client sessions remembered per range; opening one more evicts the least recently used. */
   sessionsMax: number;
+  /**
+   * Sessions one principal may hold per range: opening one more evicts that principal's own least recently
+   * used session (so no principal can push another's sessions out while the table has room).
+   */
+  sessionsPerPrincipalMax: number;
   /** Results remembered per session: requests in [floor, floor + windowMax). */
   windowMax: number;
   /** Writes waiting per range at its owner; beyond, UNAVAILABLE. */
   queuedMax: number;
+  /**
+   * Optional: the most bytes (keys plus values) one range may hold. A put that would take its range past it
+   * is answered RANGE_FULL (remembered and replicated like CONFLICT, with no effect). The driver sets it so
+   * that a whole range fits in one transfer.
+   */
+  rangeBytesMax?: number;
   /** Test-only switches that break the protocol, so that tests can show the simulator catches it. */
   broken?: Readonly<BrokenFlags>;
 }
@@ -41,6 +52,8 @@ export interface BrokenFlags {
   noLeaseWait?: boolean;
   /** The owner ignores request ids: every retry is a new write. */
   noDedup?: boolean;
+  /** A restarted node trusts its sealed state without asking its peers what they witnessed of it. */
+  noWitnessCheck?: boolean;
 }
 
 export const defaultDataConfig: Readonly<DataConfig> = Object.freeze({
@@ -56,6 +69,7 @@ export const defaultDataConfig: Readonly<DataConfig> = Object.freeze({
   proposeTimeoutTicks: 300,
   backoffTicksMax: 60,
   sessionsMax: 1024,
+  sessionsPerPrincipalMax: 32,
   windowMax: 64,
   queuedMax: 4096,
 });
@@ -85,8 +99,10 @@ export function validateDataConfig(c: DataConfig): Readonly<DataConfig> {
   intIn('proposeTimeoutTicks', c.proposeTimeoutTicks, 1, 1_000_000);
   intIn('backoffTicksMax', c.backoffTicksMax, 1, 1_000_000);
   intIn('sessionsMax', c.sessionsMax, 1, 1 << 20);
+  intIn('sessionsPerPrincipalMax', c.sessionsPerPrincipalMax, 1, c.sessionsMax);
   intIn('windowMax', c.windowMax, 1, 1 << 16);
   intIn('queuedMax', c.queuedMax, 1, 1 << 20);
+  if (c.rangeBytesMax !== undefined) intIn('rangeBytesMax', c.rangeBytesMax, 1, Number.MAX_SAFE_INTEGER);
   // A lease the owner cannot renew before it runs out is useless, and a negative one is a config error.
   if (ownerLeaseTicks(c) <= c.renewTicks) throw new DataError('BAD_CONFIG', 'the owner lease must outlast renewTicks');
   if (c.suspectTicks <= 2 * c.heartbeatTicks) throw new DataError('BAD_CONFIG', 'suspectTicks must exceed two heartbeats');

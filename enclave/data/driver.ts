@@ -9,10 +9,26 @@ import { DataNode } from './node.ts';
 import type { Config, Inbound, LogRecord, Member, Outbound } from './types.ts';
 
 export interface DataLog {
-  /** Appends and flushes; resolves only once the records are durable (sealed, fsynced). */
+  /**
+   * Appends and flushes; resolves only once the records are durable (sealed, fsynced). Called synchronously, in
+   * batch order, right after the core made the records: the log's order is the core's.
+   */
   append(records: readonly LogRecord[]): Promise<void>;
   /** Every durable record, in order (a torn tail already cut off). */
   load(): Promise<LogRecord[]>;
+  /**
+   * Optional compaction: asked right after each append; when it says yes, `snapshot` gets the core's whole durable
+   * state as records (DataNode.durableRecords), which is then exactly the state of every record appended so far.
+   */
+  wantsSnapshot?(): boolean;
+  snapshot?(records: LogRecord[]): void;
+  /**
+   * Optional recovery after a failed append, instead of `load`: make `records` (the failed core's whole durable
+   * state, including what the failed appends held) the log's durable content, replacing the log. Rejects while
+   * the disk still fails. Sound because the failed batches' messages were never sent: their records becoming
+   * durable now is the same as a flush followed by the loss of those messages, which the protocol tolerates.
+   */
+  recover?(records: LogRecord[]): Promise<void>;
 }
 
 export interface DataDriverInit {
@@ -31,6 +47,12 @@ export interface DataDriverInit {
   tickMs: number;
   reloadMs: number;
   onFailClosed?: (err: unknown) => void;
+  /** Test seam only: DataNodeInit.seizeAll on the first start. */
+  seizeAll?: boolean;
+  /** Called when a core was rebuilt after failing closed (the log works again). */
+  onRecovered?: () => void;
+  /** The core's debug lines (ownership changes). */
+  debug?: (line: string) => void;
 }
 
 export class DataDriver {
@@ -42,8 +64,19 @@ export class DataDriver {
   private timer: { stop(): void } | null = null;
   private stopped = false;
 
+  /** Every peer the directory has named, so that a rebuilt core starts with them too. */
+  private readonly directory = new Map<string, bigint>();
+
   constructor(init: DataDriverInit) {
     this.init = init;
+    for (const p of init.peers) this.directory.set(p.name, p.ring);
+  }
+
+  /** A node the directory learnt of (never trusted for safety: it only says whom to heartbeat). */
+  addPeer(name: string, ring: bigint): void {
+    if (this.directory.has(name)) return;
+    this.directory.set(name, ring);
+    this.core?.addPeer(name, ring);
   }
 
   async start(): Promise<void> {
@@ -62,6 +95,13 @@ export class DataDriver {
   deliver(m: Inbound): void {
     if (!this.core) return;
     this.core.step(m, this.init.clock());
+    this.pump();
+  }
+
+  /** Graceful leave: the core stops owning and tells its peers; its ranges move away by reconfiguration. */
+  leave(): void {
+    if (!this.core) return;
+    this.core.leave();
     this.pump();
   }
 
@@ -91,12 +131,17 @@ export class DataDriver {
     const rd = core.ready();
     if (rd.persist.length === 0 && rd.messages.length === 0) return;
     const gen = this.generation;
+    const log = this.init.log;
+    // Appended now, in the core's order (so a snapshot taken here is exactly the state of what was appended).
+    const durable = rd.persist.length > 0 ? log.append(rd.persist) : null;
+    durable?.catch(() => undefined); // handled in the chain below
+    if (durable && log.wantsSnapshot?.() && log.snapshot) log.snapshot(core.durableRecords());
     this.chain = this.chain.then(async () => {
       if (gen !== this.generation) return;
       try {
-        if (rd.persist.length > 0) await this.init.log.append(rd.persist);
+        if (durable) await durable;
       } catch (err) {
-        if (gen === this.generation) this.failClosed(err);
+        if (gen === this.generation) this.failClosed(err, core);
         return;
       }
       if (gen !== this.generation) return;
@@ -104,22 +149,35 @@ export class DataDriver {
     });
   }
 
-  private failClosed(err: unknown): void {
+  private failClosed(err: unknown, failed: DataNode | null, kept: LogRecord[] | null = null): void {
     this.generation++;
     this.core = null;
     this.init.onFailClosed?.(err);
-    this.init.after(this.init.reloadMs, () => void this.rebuild().catch(() => this.failClosed(new Error('log unreadable'))));
+    // The failed core's durable state (what its appends held, durable or not), for a log that can be resealed.
+    const state = kept ?? (failed && this.init.log.recover ? failed.durableRecords() : null);
+    this.init.after(this.init.reloadMs, () => void this.rebuild(state).catch((e: unknown) => this.failClosed(e, null, state)));
   }
 
-  private async rebuild(): Promise<void> {
+  private async rebuild(state: LogRecord[] | null = null): Promise<void> {
     if (this.stopped) return;
-    const log = await this.init.log.load();
+    let log: LogRecord[];
+    const recovering = this.generation > 0;
+    if (state && this.init.log.recover) {
+      await this.init.log.recover(state);
+      log = state;
+    } else {
+      log = await this.init.log.load();
+    }
     if (this.stopped) return;
     const i = this.init;
     this.core = new DataNode({
-      self: i.self, config: i.config, rand: i.rand, peers: i.peers, log, now: i.clock(),
-      ...(log.length === 0 && i.genesis ? { genesis: i.genesis } : {}),
+      self: i.self, config: i.config, rand: i.rand, peers: [...this.directory].map(([name, ring]) => ({ name, ring })), log, now: i.clock(),
+      // Genesis only on the very first start: a core rebuilt after a failure never founds anything.
+      ...(log.length === 0 && i.genesis && !recovering ? { genesis: i.genesis } : {}),
+      ...(i.debug ? { debug: i.debug } : {}),
+      ...(i.seizeAll && !recovering ? { seizeAll: true } : {}),
     });
+    if (recovering) i.onRecovered?.();
     this.pump();
   }
 }

@@ -4,4 +4,4 @@ export { DataError, type DataErrorCode } from './errors.ts';
 export { DataNode, type DataNodeInit, shardOf, shardStart } from './node.ts';
 export * from './types.ts';
 export { type DataDriverInit, DataDriver, type DataLog } from './driver.ts';
-export { peerBodyToWire, validateClientOp, validatePeerBody } from './codec.ts';
+export { logRecordToWire, peerBodyToWire, validateClientOp, validateLogRecord, validatePeerBody } from './codec.ts';

@@ -9,14 +9,15 @@
 // synced every member; writes need every member's durable acknowledgement;
 // reads need a read lease granted by every member on its own clock.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { distance, idSpace, keyId } from '../ring/index.ts';
 import { type DataConfig, ownerLeaseTicks, validateDataConfig } from './config.ts';
 import {
-  applyRecord, cloneSessions, emptySessions, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState,
+  applyRecord, cloneSessions, emptySessions, entryBytes, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState,
 } from './range.ts';
 import {
   type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, type Inbound, type LogRecord, type Member,
-  type Outbound, type PeerBody, type Ready, sameMember, type WriteOp, type WriteResult,
+  type Outbound, type PeerBody, type Ready, sameMember, sessionCounter, sessionNonceSpan, type WriteOp, type WriteResult,
 } from './types.ts';
 
 export interface DataNodeInit {
@@ -30,6 +31,11 @@ export interface DataNodeInit {
   log: readonly LogRecord[];
   /** Configurations a founding node starts from when it has no log (the ring's creation). */
   genesis?: readonly Config[];
+  /**
+   * Test seam only (image-config's host-may-found / any-pull-source controls): take every range alone, at an
+   * epoch above the log's, whatever the log holds: what a host that could say "you are alone" would get.
+   */
+  seizeAll?: boolean;
   now: number;
   /** Optional debug log of ownership changes (the simulator's --trace). */
   debug?: (line: string) => void;
@@ -51,8 +57,11 @@ function majority(n: number): number {
   return Math.floor(n / 2) + 1;
 }
 
+/** Messages whose sender's log position a witness keeps durably (votes and acknowledgements others rely on). */
+const voteTypes: ReadonlySet<PeerBody['t']> = new Set(['promise', 'accepted', 'installAck', 'syncAck', 'replicateAck', 'leaseGrant']);
+
 export class DataNode {
-  readonly self: Member;
+  private me: Member;
   readonly cfg: Readonly<DataConfig>;
   private readonly rand: () => number;
   private readonly debug: ((line: string) => void) | undefined;
@@ -68,9 +77,26 @@ export class DataNode {
   private readonly selfQueue: Inbound[] = [];
   private desiredSig = '';
   private readonly desiredCache = new Map<number, Member[]>();
+  /** Records made (replayed or live): this node's sealed-log position, carried on every message it sends. */
+  private pos = 0;
+  /** The position its log gave it at start: what peers' witnesses are compared with. */
+  private readonly loadedPos: number;
+  /** Per peer name: the highest (incarnation, position) seen on its messages. */
+  private readonly witness = new Map<string, { inc: number; pos: number }>();
+  private readonly witDirty = new Set<string>();
+  /**
+   * Set while a restarted node checks that it was not rolled back (docs/consistency.md, "Rollback"): it asks
+   * every peer what it witnessed of it, and neither votes, acknowledges nor serves until the check is done.
+   */
+  private checking: { nonce: number; answers: Map<string, { inc: number; pos: number }>; sentAt: number } | null = null;
+
+  /** This node as a member: its incarnation grows when it finds it was rolled back. */
+  get self(): Member {
+    return this.me;
+  }
 
   constructor(init: DataNodeInit) {
-    this.self = init.self;
+    this.me = init.self;
     this.cfg = validateDataConfig(init.config);
     this.rand = init.rand;
     this.debug = init.debug;
@@ -80,8 +106,43 @@ export class DataNode {
     for (const p of init.peers) {
       if (p.name !== this.self.name) this.peers.set(p.name, { ring: p.ring, inc: -1, heard: -Infinity, leaving: false });
     }
-    for (const rec of init.log) applyRecord(this.rangeAt(rec.shard), rec);
+    for (const rec of init.log) this.replay(rec);
+    this.loadedPos = this.pos;
     if (init.log.length === 0 && init.genesis) for (const c of init.genesis) this.record({ t: 'cfg', shard: c.shard, config: c });
+    // A founder creating the ring has nothing anyone could have witnessed; every other node checks.
+    else if (!this.cfg.broken?.noWitnessCheck) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity };
+    if (init.seizeAll) {
+      for (const r of this.ranges) this.record({ t: 'cfg', shard: r.shard, config: { shard: r.shard, epoch: (r.config?.epoch ?? 0) + 1, members: [this.self] } });
+    }
+  }
+
+  private replay(rec: LogRecord): void {
+    this.pos++;
+    if (rec.t === 'mark') {
+      // A higher incarnation's mark: everything before it was the old incarnation's state.
+      if (rec.inc > this.me.inc) {
+        for (let s = 0; s < this.ranges.length; s++) this.ranges[s] = newRange(s);
+        this.me = { ...this.me, inc: rec.inc };
+      }
+      this.pos = Math.max(this.pos, rec.pos);
+    } else if (rec.t === 'wit') {
+      for (const [name, pos, inc] of rec.w) this.see(name, inc, pos);
+    } else {
+      applyRecord(this.rangeAt(rec.shard), rec);
+    }
+  }
+
+  /** Raises the witness of `name`; true if it grew. */
+  private see(name: string, inc: number, pos: number): boolean {
+    const w = this.witness.get(name);
+    if (w && (inc < w.inc || (inc === w.inc && pos <= w.pos))) return false;
+    this.witness.set(name, { inc, pos });
+    return true;
+  }
+
+  /** Whether this node is still checking its state against its peers' witnesses (it votes, acks and serves nothing). */
+  get checkingState(): boolean {
+    return this.checking !== null;
   }
 
   // ---- inputs ----
@@ -90,6 +151,7 @@ export class DataNode {
     assert.ok(now >= this.now, 'time went backwards');
     this.now = now;
     if (now >= this.heartbeatAt) this.heartbeat();
+    this.tickCheck();
     for (const r of this.ranges) this.tickRange(r);
     this.drainSelf();
   }
@@ -102,7 +164,12 @@ export class DataNode {
     assert.ok(now >= this.now, 'time went backwards');
     this.now = now;
     if (m.kind === 'client') this.onClient(m.client, m.rid, m.op);
-    else this.onPeer(m.from, m.body);
+    else {
+      if (m.pos !== undefined && m.pos >= 0 && m.from.name !== this.me.name && this.see(m.from.name, m.from.inc, m.pos) && voteTypes.has(m.body.t)) {
+        this.witDirty.add(m.from.name);
+      }
+      this.onPeer(m.from, m.body);
+    }
     this.drainSelf();
   }
 
@@ -139,6 +206,88 @@ export class DataNode {
     return this.rangeAt(shard).active;
   }
 
+  /**
+   * The active owner of `shard` with a read lease valid at `now` (the caller's clock reading at the moment of
+   * use, never older than the core's last input): what serving a read, or acting on the range's documents,
+   * needs. An owner cut off from its members stays `active` until it hears of a newer epoch, but its lease
+   * runs out on its own clock (I3, I6).
+   */
+  isLeasedOwner(shard: number, now: number): boolean {
+    const r = this.rangeAt(shard);
+    return r.active && Math.max(now, this.now) < r.lease.validUntil;
+  }
+
+  /** The entry a leased owner would serve for `key` at `now` (acknowledged state only), or undefined. Null if not the leased owner. */
+  ownedEntry(key: string, now: number): Entry | undefined | null {
+    const shard = shardOf(key, this.cfg.shards);
+    const r = this.rangeAt(shard);
+    if (!this.isLeasedOwner(shard, now)) return null;
+    const f = r.inflight.get(key);
+    return f ? f.prev : r.data.get(key);
+  }
+
+  /** Bytes of keys and values a range holds (its transfer size, less framing): the driver bounds it. */
+  rangeBytes(shard: number): number {
+    return this.rangeAt(shard).bytes;
+  }
+
+  /** Number of keys with a value in a range (tombstones not counted). */
+  rangeKeys(shard: number): number {
+    let n = 0;
+    for (const e of this.rangeAt(shard).data.values()) if (e.value !== null) n++;
+    return n;
+  }
+
+  /**
+   * A peer the driver's directory learnt of (the Chord ring, an attested session). It counts as alive for
+   * placement only once it is heard from (a message from it, authenticated by the driver).
+   */
+  addPeer(name: string, ring: bigint): void {
+    if (name === this.self.name || this.peers.has(name)) return;
+    this.peers.set(name, { ring, inc: -1, heard: -Infinity, leaving: false });
+  }
+
+  /**
+   * The range's configuration is what this node's view of the ring wants (its desired members, in order) and
+   * its owner is active here or elsewhere by that configuration: placement has converged, by this node's view.
+   */
+  placementSettled(shard: number): boolean {
+    const c = this.rangeAt(shard).config;
+    if (!c) return false;
+    const want = this.desired(shard);
+    return want.length === c.members.length && want.every((m, i) => sameMember(m, c.members[i]));
+  }
+
+  /** Peers this node has heard from recently (its placement view). */
+  livePeers(): string[] {
+    return this.alive().filter((m) => m.name !== this.self.name).map((m) => m.name);
+  }
+
+  /**
+   * The durable state of every range as log records: replaying them (through a new DataNode's log) gives the
+   * same durable state as replaying every record made so far. The driver writes them as a snapshot (log
+   * compaction) and after a failed append (the log is sealed again from them). Records of a range in order:
+   * its configuration, its acceptor state, its data (and install ballot), its proposer round.
+   */
+  durableRecords(): LogRecord[] {
+    const out: LogRecord[] = [{ t: 'mark', shard: 0, pos: this.pos, inc: this.me.inc }];
+    if (this.witness.size > 0) out.push({ t: 'wit', shard: 0, w: [...this.witness].map(([name, x]) => [name, x.pos, x.inc] as const) });
+    for (const r of this.ranges) {
+      if (r.config) {
+        out.push({ t: 'cfg', shard: r.shard, config: r.config });
+        if (r.promised || r.accepted) out.push({ t: 'acc', shard: r.shard, epoch: r.config.epoch, promised: r.promised, accepted: r.accepted });
+      }
+      if (r.config || r.data.size > 0 || r.install || r.sessions.next > 1) {
+        out.push({
+          t: 'snap', shard: r.shard, instance: r.install?.instance ?? 0, ballot: r.install?.ballot ?? null, synced: r.synced,
+          data: new Map(r.data), sessions: cloneSessions(r.sessions),
+        });
+      }
+      if (r.round > 0) out.push({ t: 'round', shard: r.shard, round: r.round });
+    }
+    return out;
+  }
+
   // ---- plumbing ----
 
   private rangeAt(shard: number): RangeState {
@@ -148,13 +297,16 @@ export class DataNode {
   }
 
   private record(rec: LogRecord): void {
-    applyRecord(this.rangeAt(rec.shard), rec);
+    this.pos++;
+    if (rec.t !== 'mark' && rec.t !== 'wit') applyRecord(this.rangeAt(rec.shard), rec);
     this.persist.push(rec);
   }
 
   private send(to: string, body: PeerBody): void {
     if (to === this.self.name) this.selfQueue.push({ kind: 'peer', from: this.self, body });
-    else this.out.push({ kind: 'peer', to, from: this.self, body });
+    // The position is durable by the time the message leaves (persist-then-send); none while checking, so that
+    // what peers witness of this node comes only from before its restart.
+    else this.out.push({ kind: 'peer', to, from: this.self, body, pos: this.checking ? -1 : this.pos });
   }
 
   private reply(to: string, rid: number, result: ClientResult): void {
@@ -166,6 +318,65 @@ export class DataNode {
       const m = this.selfQueue.shift() as Inbound;
       if (m.kind === 'peer') this.onPeer(m.from, m.body);
     }
+    // Witnessed positions of votes and acks are durable before anything that relied on them is sent.
+    if (this.witDirty.size > 0) {
+      const w = [...this.witDirty].map((name) => {
+        const x = this.witness.get(name) as { inc: number; pos: number };
+        return [name, x.pos, x.inc] as const;
+      });
+      this.witDirty.clear();
+      this.record({ t: 'wit', shard: 0, w });
+    }
+  }
+
+  // ---- rollback check (docs/consistency.md, "Rollback") ----
+
+  private tickCheck(): void {
+    const k = this.checking;
+    if (!k) return;
+    if (this.now - k.sentAt >= this.cfg.retryTicks) {
+      k.sentAt = this.now;
+      for (const name of this.peers.keys()) this.send(name, { t: 'witQ', nonce: k.nonce });
+    }
+    const age = this.now - this.startedAt;
+    if (age < this.cfg.leaseTicks) return; // the quiet period: heartbeats bring the configurations we are in
+    const rolledBack = [...k.answers.values()].some((a) => a.inc > this.me.inc || (a.inc === this.me.inc && a.pos > this.loadedPos));
+    if (!rolledBack) {
+      // Every other member of every configuration naming us must have answered (after a long wait, a majority).
+      const late = age >= this.cfg.leaseTicks + this.cfg.proposeTimeoutTicks;
+      for (const r of this.ranges) {
+        const c = r.config;
+        if (!c || !this.isMember(c)) continue;
+        const others = c.members.filter((m) => m.name !== this.me.name);
+        const heard = others.filter((m) => k.answers.has(m.name)).length;
+        if (heard < (late ? majority(c.members.length) - 1 : others.length)) return;
+      }
+      this.checking = null;
+      this.debug?.(`${this.me.name}/${this.me.inc} witness check passed at pos ${this.loadedPos}`);
+      return;
+    }
+    // Rolled back: our acceptor state may have forgotten votes. Become a new member (a new incarnation, no
+    // configurations); reconfiguration brings us back in, with data installed from a majority.
+    let inc = this.me.inc;
+    for (const a of k.answers.values()) inc = Math.max(inc, a.inc);
+    inc++;
+    this.debug?.(`${this.me.name}/${this.me.inc} ROLLED BACK (loaded pos ${this.loadedPos}); new incarnation ${inc}`);
+    for (let s = 0; s < this.ranges.length; s++) this.ranges[s] = newRange(s);
+    this.me = { ...this.me, inc };
+    this.checking = null;
+    this.record({ t: 'mark', shard: 0, pos: this.pos, inc });
+  }
+
+  private onWitQ(from: Member, b: Extract<PeerBody, { t: 'witQ' }>): void {
+    const w = this.witness.get(from.name);
+    this.send(from.name, { t: 'witA', nonce: b.nonce, pos: w?.pos ?? 0, inc: w?.inc ?? 0 });
+  }
+
+  private onWitA(from: Member, b: Extract<PeerBody, { t: 'witA' }>): void {
+    const k = this.checking;
+    if (!k || b.nonce !== k.nonce) return;
+    const prev = k.answers.get(from.name);
+    if (!prev || b.inc > prev.inc || (b.inc === prev.inc && b.pos > prev.pos)) k.answers.set(from.name, { inc: b.inc, pos: b.pos });
   }
 
   private isMember(c: Config | null, m: Member = this.self): boolean {
@@ -219,7 +430,7 @@ export class DataNode {
     if (r.proposal && r.proposal.base.epoch < c.epoch) r.proposal = null;
     this.record({ t: 'cfg', shard: c.shard, config: c });
     this.debug?.(`${this.self.name} learns range ${c.shard} epoch ${c.epoch} [${c.members.map((m) => `${m.name}/${m.inc}`).join(',')}]`);
-    if (sameMember(c.members[0], this.self)) this.startActivation(r);
+    if (sameMember(c.members[0], this.self) && !this.checking) this.startActivation(r);
   }
 
   private deactivate(r: RangeState): void {
@@ -245,7 +456,7 @@ export class DataNode {
 
   private maybePropose(r: RangeState): void {
     const c = r.config;
-    if (!c || this.leaving) return;
+    if (!c || this.leaving || this.checking) return;
     const want = this.desired(r.shard);
     const amOwner = sameMember(c.members[0], this.self);
     if (!sameMember(want[0], this.self)) {
@@ -346,6 +557,10 @@ export class DataNode {
   }
 
   private onAccepted(from: Member, b: Extract<PeerBody, { t: 'accepted' }>): void {
+    if (b.value) {
+      this.onLearn(from, b as Required<Extract<PeerBody, { t: 'accepted' }>>);
+      return;
+    }
     const p = this.proposalFor(b.shard, b.instance, b.ballot);
     if (!p || p.phase !== 'accept' || !this.isMember(p.base, from)) return;
     p.acks.add(from.name);
@@ -355,6 +570,26 @@ export class DataNode {
     r.proposal = null;
     const to = new Set([...p.base.members, ...value.members].map((m) => m.name));
     for (const name of to) this.send(name, { t: 'commit', config: value });
+  }
+
+  /** A learner (a member of the accepted value): a majority of the instance's members accepted one ballot = decided. */
+  private onLearn(from: Member, b: Required<Extract<PeerBody, { t: 'accepted' }>>): void {
+    const r = this.rangeAt(b.shard);
+    const base = r.config;
+    if (!base || base.epoch !== b.instance || !this.isMember(b.value) || !this.isMember(base, from)) return;
+    const l = r.learning;
+    if (!l || l.instance !== b.instance || cmpBallot(l.ballot, b.ballot) !== 0) {
+      if (l && l.instance === b.instance && cmpBallot(b.ballot, l.ballot) < 0) return;
+      r.learning = { instance: b.instance, ballot: b.ballot, value: b.value, from: new Set([from.name]) };
+    } else {
+      if (l.value.epoch !== b.value.epoch || l.value.members.length !== b.value.members.length || !l.value.members.every((m, i) => sameMember(m, b.value.members[i]))) return;
+      l.from.add(from.name);
+    }
+    if ((r.learning as { from: Set<string> }).from.size >= majority(base.members.length)) {
+      const value = (r.learning as { value: Config }).value;
+      r.learning = null;
+      this.learn(value);
+    }
   }
 
   private onReject(b: Extract<PeerBody, { t: 'reject' }>): void {
@@ -418,6 +653,12 @@ export class DataNode {
     if (r.active || r.activating) this.deactivate(r);
     this.record({ t: 'acc', shard: r.shard, epoch: b.base.epoch, promised: b.ballot, accepted: { ballot: b.ballot, value: b.value } });
     this.send(from.name, { t: 'accepted', shard: r.shard, instance: b.base.epoch, ballot: b.ballot });
+    // The new configuration's members learn the decision from a majority of acceptances themselves, so that it
+    // is not lost with the proposer's commit (a decided epoch only the proposer knew, then lost, left a range
+    // with no one able to serve or re-propose).
+    for (const m of b.value.members) {
+      if (m.name !== from.name) this.send(m.name, { t: 'accepted', shard: r.shard, instance: b.base.epoch, ballot: b.ballot, value: b.value });
+    }
   }
 
   private onInstall(from: Member, b: Extract<PeerBody, { t: 'install' }>): void {
@@ -559,7 +800,7 @@ export class DataNode {
       return;
     }
     if (op.kind !== 'open' && !this.cfg.broken?.noDedup) {
-      const early = this.checkRequest(r, op.session, op.seq, op.floor);
+      const early = this.checkRequest(r, op, requestDigest(op));
       if (early === 'inflight') {
         r.byReq.get(`${op.session}:${op.seq}`)?.replies.push({ client, rid });
         return;
@@ -593,16 +834,21 @@ export class DataNode {
   }
 
   /** null: a new request; 'inflight': the same request is being replicated; else the answer to give now. */
-  private checkRequest(r: RangeState, session: number, seq: number, floor: number): ClientResult | 'inflight' | null {
+  private checkRequest(r: RangeState, op: Extract<ClientOp, { kind: 'put' | 'del' }>, digest: string): ClientResult | 'inflight' | null {
+    const { session, seq, floor } = op;
+    const ctr = sessionCounter(session);
+    if (ctr < 1 || ctr >= r.sessions.next) return { ok: false, code: 'BAD_REQUEST' };
     const s = r.sessions.table.get(session);
-    if (!Number.isInteger(session) || session < 1 || session >= r.sessions.next) return { ok: false, code: 'BAD_REQUEST' };
     if (!s) return { ok: false, code: 'SESSION_EXPIRED' };
+    // Another principal's session: refused as if unknown-shaped, and nothing about it is revealed.
+    if (s.owner !== op.principal) return { ok: false, code: 'BAD_REQUEST' };
     if (!Number.isInteger(seq) || seq < s.floor) return { ok: false, code: 'STALE_REQUEST' };
     if (seq >= Math.max(s.floor, floor) + this.cfg.windowMax || floor > seq) return { ok: false, code: 'BAD_REQUEST' };
     // In flight first: the owner's own record already holds the result, but it is not acknowledged yet.
-    if (r.byReq.has(`${session}:${seq}`)) return 'inflight';
+    const f = r.byReq.get(`${session}:${seq}`);
+    if (f) return f.digest === digest ? 'inflight' : { ok: false, code: 'BAD_REQUEST' };
     const done = s.results.get(seq);
-    if (done) return toClient(done);
+    if (done) return done.digest === digest ? toClient(done.result) : { ok: false, code: 'BAD_REQUEST' };
     return null;
   }
 
@@ -617,13 +863,14 @@ export class DataNode {
     let op: WriteOp;
     let result: ClientResult;
     let reqKey: string | null = null;
+    let digest = '';
     if (p.op.kind === 'open') {
-      op = this.openOp(r);
+      op = this.openOp(r, p.op.principal);
       result = { ok: true, kind: 'open', session: (op.open as { id: number }).id };
     } else if (p.op.kind === 'put' || p.op.kind === 'del') {
       if (!this.cfg.broken?.noDedup) {
         // Re-check: the same request may have completed while this one waited in the queue.
-        const early = this.checkRequest(r, p.op.session, p.op.seq, p.op.floor);
+        const early = this.checkRequest(r, p.op, requestDigest(p.op));
         if (early === 'inflight') {
           r.byReq.get(`${p.op.session}:${p.op.seq}`)?.replies.push({ client: p.client, rid: p.rid });
           this.startNext(r, key);
@@ -636,13 +883,14 @@ export class DataNode {
         }
         reqKey = `${p.op.session}:${p.op.seq}`;
       }
-      const w = this.writeOp(r, c.epoch, p.op, prev);
+      digest = requestDigest(p.op);
+      const w = this.writeOp(r, c.epoch, p.op, prev, digest);
       op = w.op;
       result = toClient(w.result);
     } else {
       assert.fail('gets are never queued');
     }
-    const f: Inflight = { opId: this.nextOpId++, key, op, result, prev, acks: new Set([this.self.name]), replies: [{ client: p.client, rid: p.rid }], sentAt: this.now, reqKey };
+    const f: Inflight = { opId: this.nextOpId++, key, op, result, prev, acks: new Set([this.self.name]), replies: [{ client: p.client, rid: p.rid }], sentAt: this.now, reqKey, digest };
     r.inflight.set(key, f);
     if (reqKey) r.byReq.set(reqKey, f);
     this.record({ t: 'w', shard: r.shard, epoch: c.epoch, op });
@@ -650,23 +898,42 @@ export class DataNode {
     this.checkCommitted(r, f);
   }
 
-  private openOp(r: RangeState): WriteOp {
+  /**
+   * A new session of `owner`: its id is the range's counter with a random nonce (ids cannot be guessed; the
+   * owner check is what makes a guessed one useless). Past the principal's own bound, its least recently used
+   * session is evicted; past the range's bound, the least recently used of all.
+   */
+  private openOp(r: RangeState, owner: string): WriteOp {
     const s = r.sessions;
     let evict: number | null = null;
-    if (s.table.size >= this.cfg.sessionsMax) {
+    let mine = 0;
+    let mineMin = Infinity;
+    let mineLru: number | null = null;
+    for (const [id, x] of s.table) {
+      if (x.owner !== owner) continue;
+      mine++;
+      if (x.used < mineMin) { mineMin = x.used; mineLru = id; }
+    }
+    if (mine >= this.cfg.sessionsPerPrincipalMax) {
+      evict = mineLru;
+    } else if (s.table.size >= this.cfg.sessionsMax) {
       let min = Infinity;
       for (const [id, x] of s.table) if (x.used < min) { min = x.used; evict = id; }
     }
-    return { key: null, entry: null, req: null, open: { id: s.next, evict, used: s.clock + 1 } };
+    const id = s.next * sessionNonceSpan + Math.floor(this.rand() * sessionNonceSpan);
+    return { key: null, entry: null, req: null, open: { id, owner, evict, used: s.clock + 1 } };
   }
 
-  private writeOp(r: RangeState, epoch: number, op: Extract<ClientOp, { kind: 'put' | 'del' }>, prev: Entry | undefined): { op: WriteOp; result: WriteResult } {
+  private writeOp(r: RangeState, epoch: number, op: Extract<ClientOp, { kind: 'put' | 'del' }>, prev: Entry | undefined, digest: string): { op: WriteOp; result: WriteResult } {
     const live = prev && prev.value !== null ? prev.version : 0;
     const version = prev?.version ?? 0;
     let result: WriteResult;
     let entry: Entry | null = null;
+    const grows = op.kind === 'put' ? entryBytes(op.key, { value: op.value, version: 0, epoch: 0 }) - entryBytes(op.key, prev) : 0;
     if (op.ifVersion !== null && op.ifVersion !== live) {
       result = { ok: false, code: 'CONFLICT', version: live };
+    } else if (op.kind === 'put' && this.cfg.rangeBytesMax !== undefined && grows > 0 && r.bytes + grows > this.cfg.rangeBytesMax) {
+      result = { ok: false, code: 'RANGE_FULL', version: live };
     } else if (op.kind === 'put') {
       entry = { value: op.value, version: version + 1, epoch };
       result = { ok: true, version: version + 1, existed: live > 0 };
@@ -676,7 +943,7 @@ export class DataNode {
     } else {
       result = { ok: true, version, existed: false };
     }
-    const req = this.cfg.broken?.noDedup ? null : { session: op.session, seq: op.seq, floor: op.floor, result, used: r.sessions.clock + 1 };
+    const req = this.cfg.broken?.noDedup ? null : { session: op.session, seq: op.seq, floor: op.floor, result, digest, used: r.sessions.clock + 1 };
     return { op: { key: op.key, entry, req, open: null }, result };
   }
 
@@ -729,7 +996,11 @@ export class DataNode {
     if (b.t === 'install' && b.value.shard !== shard) return;
     if (b.t === 'accept' && b.value.shard !== shard) return;
     if (from.name !== this.self.name) this.heard(from);
+    // While checking for a rollback: no vote, no acknowledgement, no lease (a silent drop; the sender retries).
+    if (this.checking && (b.t === 'prepare' || b.t === 'accept' || b.t === 'install' || b.t === 'sync' || b.t === 'replicate' || b.t === 'leaseReq')) return;
     switch (b.t) {
+      case 'witQ': return this.onWitQ(from, b);
+      case 'witA': return this.onWitA(from, b);
       case 'hb':
         this.onHeartbeat(from, b);
         return;
@@ -773,6 +1044,20 @@ export class DataNode {
     for (const c of b.configs) if (c.shard >= 0 && c.shard < this.cfg.shards) this.learn(c);
   }
 }
+
+/**
+ * What identifies a write request beyond its (session, seq): its kind, key, value (by hash) and ifVersion, as
+ * 32 hex digits. A remembered result answers a retry only if the retry's digest matches.
+ */
+export function requestDigest(op: Extract<ClientOp, { kind: 'put' | 'del' }>): string {
+  const h = createHash('sha256');
+  h.update(`${op.kind}\0${op.ifVersion ?? -1}\0${op.key.length}\0`);
+  h.update(Buffer.from(op.key, 'latin1'));
+  if (op.kind === 'put') h.update(createHash('sha256').update(Buffer.from(op.value, 'latin1')).digest());
+  return h.digest('hex').slice(0, digestChars);
+}
+
+export const digestChars = 32;
 
 function toClient(r: WriteResult): ClientResult {
   return r.ok ? { ok: true, kind: 'write', version: r.version, existed: r.existed } : r;

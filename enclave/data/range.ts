@@ -2,7 +2,7 @@
 // log records. Replaying a node's log through applyRecord gives exactly the
 // state the live node had when those records were made durable.
 import type { Ballot, Config, Entry, LogRecord, RangeData, Session, Sessions, WriteOp } from './types.ts';
-import { newer } from './types.ts';
+import { newer, sessionCounter } from './types.ts';
 
 export interface Inflight {
   readonly opId: number;
@@ -17,6 +17,8 @@ export interface Inflight {
   sentAt: number;
   /** "session:seq" when the write carries a request id. */
   readonly reqKey: string | null;
+  /** requestDigest() of the write ('' for an open). */
+  readonly digest: string;
 }
 
 export interface Pending {
@@ -50,6 +52,8 @@ export interface RangeState {
   round: number;
   data: RangeData;
   sessions: Sessions;
+  /** Bytes of keys and values in `data` (kept with it). */
+  bytes: number;
   // Memory only.
   leaseUntil: number;
   active: boolean;
@@ -60,6 +64,8 @@ export interface RangeState {
   queued: number;
   byReq: Map<string, Inflight>;
   proposal: Proposal | null;
+  /** As a learner: acceptances of one (instance, ballot) seen from members of that instance (memory only). */
+  learning: { instance: number; ballot: Ballot; value: Config; from: Set<string> } | null;
   nextTry: number;
 }
 
@@ -70,15 +76,15 @@ export function emptySessions(): Sessions {
 export function newRange(shard: number): RangeState {
   return {
     shard, config: null, synced: false, promised: null, accepted: null, install: null, round: 0,
-    data: new Map(), sessions: emptySessions(),
+    data: new Map(), sessions: emptySessions(), bytes: 0,
     leaseUntil: -Infinity, active: false, activating: null, lease: { validUntil: -Infinity, t0: -Infinity, grants: new Set() },
-    inflight: new Map(), queues: new Map(), queued: 0, byReq: new Map(), proposal: null, nextTry: 0,
+    inflight: new Map(), queues: new Map(), queued: 0, byReq: new Map(), proposal: null, learning: null, nextTry: 0,
   };
 }
 
 export function cloneSessions(s: Sessions): Sessions {
   const table = new Map<number, Session>();
-  for (const [id, x] of s.table) table.set(id, { floor: x.floor, used: x.used, results: new Map(x.results) });
+  for (const [id, x] of s.table) table.set(id, { owner: x.owner, floor: x.floor, used: x.used, results: new Map(x.results) });
   return { next: s.next, clock: s.clock, table };
 }
 
@@ -90,7 +96,7 @@ export function mergeInto(data: RangeData, sessions: Sessions, fromData: RangeDa
   for (const [id, x] of fromSessions.table) {
     const mine = sessions.table.get(id);
     if (!mine) {
-      sessions.table.set(id, { floor: x.floor, used: x.used, results: new Map(x.results) });
+      sessions.table.set(id, { owner: x.owner, floor: x.floor, used: x.used, results: new Map(x.results) });
       continue;
     }
     mine.floor = Math.max(mine.floor, x.floor);
@@ -100,12 +106,38 @@ export function mergeInto(data: RangeData, sessions: Sessions, fromData: RangeDa
   }
 }
 
+/**
+ * Encoding overhead of one entry in a transfer or a snapshot (CBOR: the pair, the byte strings' heads, the
+ * entry's field names, version and epoch), counted against the range's bound with its key and value.
+ */
+export const entryOverheadBytes = 48;
+
+/**
+ * What one entry costs a range: its key's and value's bytes plus the entry's encoding overhead (a tombstone keeps
+ * its key). Keys and values travel as CBOR byte strings (one byte per latin1 char), so this bounds the encoded size.
+ */
+export function entryBytes(key: string, e: Entry | undefined): number {
+  return e ? key.length + (e.value?.length ?? 0) + entryOverheadBytes : 0;
+}
+
+export function dataBytes(d: RangeData): number {
+  let n = 0;
+  for (const [k, e] of d) n += entryBytes(k, e);
+  return n;
+}
+
 function applyWrite(r: RangeState, op: WriteOp): void {
-  if (op.key !== null && op.entry !== null && newer(op.entry, r.data.get(op.key))) r.data.set(op.key, op.entry);
+  if (op.key !== null && op.entry !== null) {
+    const old = r.data.get(op.key);
+    if (newer(op.entry, old)) {
+      r.bytes += entryBytes(op.key, op.entry) - entryBytes(op.key, old);
+      r.data.set(op.key, op.entry);
+    }
+  }
   const s = r.sessions;
   if (op.open) {
-    s.table.set(op.open.id, { floor: 0, used: op.open.used, results: new Map() });
-    s.next = Math.max(s.next, op.open.id + 1);
+    s.table.set(op.open.id, { owner: op.open.owner, floor: 0, used: op.open.used, results: new Map() });
+    s.next = Math.max(s.next, sessionCounter(op.open.id) + 1);
     if (op.open.evict !== null) s.table.delete(op.open.evict);
     s.clock = Math.max(s.clock, op.open.used);
   }
@@ -116,7 +148,7 @@ function applyWrite(r: RangeState, op: WriteOp): void {
     x.used = Math.max(x.used, op.req.used);
     s.clock = Math.max(s.clock, op.req.used);
     for (const seq of [...x.results.keys()]) if (seq < x.floor) x.results.delete(seq);
-    if (op.req.seq >= x.floor) x.results.set(op.req.seq, op.req.result);
+    if (op.req.seq >= x.floor) x.results.set(op.req.seq, { result: op.req.result, digest: op.req.digest });
   }
 }
 
@@ -140,6 +172,7 @@ export function applyRecord(r: RangeState, rec: LogRecord): void {
       return;
     case 'snap':
       r.data = new Map(rec.data);
+      r.bytes = dataBytes(r.data);
       r.sessions = cloneSessions(rec.sessions);
       r.synced = rec.synced;
       if (rec.ballot) r.install = { instance: rec.instance, ballot: rec.ballot };
@@ -147,5 +180,8 @@ export function applyRecord(r: RangeState, rec: LogRecord): void {
     case 'w':
       applyWrite(r, rec.op);
       return;
+    case 'mark':
+    case 'wit':
+      return; // node-level: the node applies them
   }
 }

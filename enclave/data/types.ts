@@ -49,12 +49,21 @@ export function newer(a: Entry, b: Entry | undefined): boolean {
 /** The outcome of a write, remembered per request so that a retry gets the same answer. */
 export type WriteResult =
   | { readonly ok: true; readonly version: number; readonly existed: boolean }
-  | { readonly ok: false; readonly code: 'CONFLICT'; readonly version: number };
+  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number };
+
+/** A remembered result with the digest of the request it answered (a reuse of its seq for another request is refused). */
+export interface Done {
+  readonly result: WriteResult;
+  /** requestDigest(): the request's kind, key, value hash and ifVersion. */
+  readonly digest: string;
+}
 
 export interface Session {
+  /** The principal tag of whoever opened it: only that principal's writes may use it. */
+  readonly owner: string;
   /** The client retries nothing below this seq; results below it are dropped. */
   floor: number;
-  results: Map<number, WriteResult>;
+  results: Map<number, Done>;
   /** Owner's use stamp, for least-recently-used eviction. */
   used: number;
 }
@@ -73,8 +82,8 @@ export type RangeData = Map<string, Entry>;
 export interface WriteOp {
   readonly key: string | null;
   readonly entry: Entry | null;
-  readonly req: { readonly session: number; readonly seq: number; readonly floor: number; readonly result: WriteResult; readonly used: number } | null;
-  readonly open: { readonly id: number; readonly evict: number | null; readonly used: number } | null;
+  readonly req: { readonly session: number; readonly seq: number; readonly floor: number; readonly result: WriteResult; readonly digest: string; readonly used: number } | null;
+  readonly open: { readonly id: number; readonly owner: string; readonly evict: number | null; readonly used: number } | null;
 }
 
 /** Records the driver must make durable (sealed log) before it sends the batch's messages. */
@@ -83,23 +92,51 @@ export type LogRecord =
   | { readonly t: 'round'; readonly shard: number; readonly round: number }
   | { readonly t: 'cfg'; readonly shard: number; readonly config: Config }
   | { readonly t: 'snap'; readonly shard: number; readonly instance: number; readonly ballot: Ballot | null; readonly synced: boolean; readonly data: RangeData; readonly sessions: Sessions }
-  | { readonly t: 'w'; readonly shard: number; readonly epoch: number; readonly op: WriteOp };
+  | { readonly t: 'w'; readonly shard: number; readonly epoch: number; readonly op: WriteOp }
+  /**
+   * Node-level (shard 0): the node's log position and incarnation. Written first in every snapshot, and when a
+   * node found it was rolled back and took a new incarnation: on replay, a mark of a higher incarnation than
+   * the state so far discards that state (it was the old incarnation's).
+   */
+  | { readonly t: 'mark'; readonly shard: number; readonly pos: number; readonly inc: number }
+  /** Node-level (shard 0): the highest log positions seen from peers, per peer name and incarnation (witnesses). */
+  | { readonly t: 'wit'; readonly shard: number; readonly w: ReadonlyArray<readonly [string, number, number]> };
 
 // ---- client side ----
 
+/**
+ * Writes and opens carry the caller's principal tag, set by the enclave that took the request from the
+ * caller's proven identity (never sent by a client): a session is bound to the tag that opened it.
+ */
 export type ClientOp =
   | { readonly kind: 'get'; readonly key: string }
-  | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number }
-  | { readonly kind: 'del'; readonly key: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number }
-  | { readonly kind: 'open'; readonly shard: number };
+  | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number; readonly principal: string }
+  | { readonly kind: 'del'; readonly key: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number; readonly principal: string }
+  | { readonly kind: 'open'; readonly shard: number; readonly principal: string };
+
+/** Principal tags: at most this many characters. */
+export const principalCharsMax = 80;
+/** Session ids: (per-range counter) · 2^sessionNonceBits + a random nonce, so that ids cannot be guessed. */
+export const sessionNonceBits = 21;
+export const sessionNonceSpan = 2 ** sessionNonceBits;
+
+/** The counter part of a session id (0 for an id that is not one). */
+export function sessionCounter(id: number): number {
+  return Number.isSafeInteger(id) && id > 0 ? Math.floor(id / sessionNonceSpan) : 0;
+}
 
 export type ClientResult =
   | { readonly ok: true; readonly kind: 'get'; readonly found: boolean; readonly value: string | null; readonly version: number }
   | { readonly ok: true; readonly kind: 'write'; readonly version: number; readonly existed: boolean }
   | { readonly ok: true; readonly kind: 'open'; readonly session: number }
-  | { readonly ok: false; readonly code: 'CONFLICT'; readonly version: number }
+  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number }
   | { readonly ok: false; readonly code: 'NOT_OWNER'; readonly hint: string | null }
-  | { readonly ok: false; readonly code: 'UNAVAILABLE' | 'SESSION_EXPIRED' | 'STALE_REQUEST' | 'BAD_REQUEST' };
+  | { readonly ok: false; readonly code: 'UNAVAILABLE' | 'SESSION_EXPIRED' | 'STALE_REQUEST' | 'BAD_REQUEST' }
+  /**
+   * Never from the core: the entry node's answer when an earlier attempt of the same write may have reached
+   * the owner and a later one is refused SESSION_EXPIRED (the write may have been applied).
+   */
+  | { readonly ok: false; readonly code: 'OUTCOME_UNKNOWN' };
 
 // ---- peer messages ----
 
@@ -114,7 +151,8 @@ export type PeerBody =
   | { readonly t: 'install'; readonly base: Config; readonly ballot: Ballot; readonly value: Config; readonly data: RangeData; readonly sessions: Sessions }
   | { readonly t: 'installAck'; readonly shard: number; readonly instance: number; readonly ballot: Ballot }
   | { readonly t: 'accept'; readonly base: Config; readonly ballot: Ballot; readonly value: Config }
-  | { readonly t: 'accepted'; readonly shard: number; readonly instance: number; readonly ballot: Ballot }
+  /** To the proposer, and (with the value) to the value's members, which learn the decision from a majority. */
+  | { readonly t: 'accepted'; readonly shard: number; readonly instance: number; readonly ballot: Ballot; readonly value?: Config }
   | { readonly t: 'commit'; readonly config: Config }
   | { readonly t: 'sync'; readonly config: Config; readonly data: RangeData; readonly sessions: Sessions }
   | { readonly t: 'syncAck'; readonly shard: number; readonly epoch: number }
@@ -122,14 +160,21 @@ export type PeerBody =
   | { readonly t: 'replicateAck'; readonly shard: number; readonly epoch: number; readonly key: string; readonly opId: number }
   | { readonly t: 'fenced'; readonly shard: number; readonly epoch: number }
   | { readonly t: 'leaseReq'; readonly shard: number; readonly epoch: number; readonly t0: number }
-  | { readonly t: 'leaseGrant'; readonly shard: number; readonly epoch: number; readonly t0: number };
+  | { readonly t: 'leaseGrant'; readonly shard: number; readonly epoch: number; readonly t0: number }
+  /** A restarting node asks what its peers witnessed of it (its highest log position and incarnation). */
+  | { readonly t: 'witQ'; readonly nonce: number }
+  | { readonly t: 'witA'; readonly nonce: number; readonly pos: number; readonly inc: number };
 
+/**
+ * `pos` on peer messages: the sender's sealed-log position (records made so far), durable before the message
+ * was sent (persist-then-send); -1 or absent: none given (a node still checking its own state gives none).
+ */
 export type Inbound =
-  | { readonly kind: 'peer'; readonly from: Member; readonly body: PeerBody }
+  | { readonly kind: 'peer'; readonly from: Member; readonly body: PeerBody; readonly pos?: number }
   | { readonly kind: 'client'; readonly client: string; readonly rid: number; readonly op: ClientOp };
 
 export type Outbound =
-  | { readonly kind: 'peer'; readonly to: string; readonly from: Member; readonly body: PeerBody }
+  | { readonly kind: 'peer'; readonly to: string; readonly from: Member; readonly body: PeerBody; readonly pos: number }
   | { readonly kind: 'reply'; readonly to: string; readonly rid: number; readonly result: ClientResult };
 
 export interface Ready {

@@ -14,6 +14,8 @@ import type { ImageSettings } from '../../cli/local/image.ts';
 import { kmsEnv, localBlobStore, type LocalKmsInfo } from '../../cli/local/kms.ts';
 import { LocalNode } from '../../cli/local/node.ts';
 import { provideRingSecret, startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
+import { enclaveDataConfig } from '../../enclave/cluster/data-store.ts';
+import { shardOf, shardStart } from '../../enclave/data/index.ts';
 import { idFromBytes, inRange, keyId } from '../../enclave/ring/index.ts';
 import type { History } from './history.ts';
 import { defaultImagePath, shortTempDir, testLogger } from './local-ring.ts';
@@ -35,6 +37,10 @@ export interface NodeView {
   keys: number;
   lookups: number;
   hops: number;
+  /** Client operations this node forwarded to a range's owner. */
+  forwards: number;
+  /** Why a node is not serving (status `waiting`: ranges without enough members or an active owner here). */
+  waiting?: string[];
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -65,6 +71,8 @@ export function toView(addr: string, s: Record<string, unknown>): NodeView {
     keys: typeof s.keys === 'number' ? s.keys : -1,
     lookups: typeof s.lookups === 'number' ? s.lookups : 0,
     hops: typeof s.hops === 'number' ? s.hops : 0,
+    forwards: typeof s.forwards === 'number' ? s.forwards : 0,
+    waiting: Array.isArray(s.waiting) ? (s.waiting as unknown[]).map(String) : [],
   };
 }
 
@@ -82,7 +90,7 @@ export function unsettled(views: NodeView[]): string | null {
     const v = order[i] as NodeView;
     const next = order[(i + 1) % order.length] as NodeView;
     const prev = order[(i - 1 + order.length) % order.length] as NodeView;
-    if (v.ring !== 'active' || !v.serving) return `${v.addr} is ${v.ring}${v.serving ? '' : ', not serving'}`;
+    if (v.ring !== 'active' || !v.serving) return `${v.addr} is ${v.ring}${v.serving ? '' : `, not serving (${(v.waiting ?? []).join('; ').slice(0, 600)})`}`;
     if (order.length > 1 && v.successors[0] !== next.addr) return `${v.addr}: successor ${v.successors[0]}, expected ${next.addr}`;
     // The whole successor list too: replicas go to its first R-1 entries, and a stale list sends copies astray.
     for (let j = 1; j < order.length; j++) {
@@ -96,16 +104,18 @@ export function unsettled(views: NodeView[]): string | null {
 
 /**
  * How many of `keys` each node should hold with replication factor R on the
- * ring these views form: the keys owned by itself or by one of its R-1
- * nearest predecessors.
+ * ring these views form, once the data core's configurations match the ring
+ * (docs/consistency.md): a key's range is served by the first node at or after
+ * the range's start point and its R-1 successors.
  */
 export function expectedCounts(views: NodeView[], keys: Buffer[], replicas: number): Map<string, number> {
   const order = ringOrder(views);
   const out = new Map(order.map((v) => [v.addr, 0]));
   const ids = order.map((v) => v.id as bigint);
+  const shards = enclaveDataConfig.shards;
   for (const k of keys) {
-    const kid = keyId(k);
-    let owner = ids.findIndex((id) => id >= kid);
+    const start = shardStart(shardOf(k.toString('latin1'), shards), shards);
+    let owner = ids.findIndex((id) => id >= start);
     if (owner === -1) owner = 0; // past the largest id: wraps to the smallest
     for (let j = 0; j < Math.min(replicas, order.length); j++) {
       const v = order[(owner + j) % order.length] as NodeView;
@@ -113,6 +123,14 @@ export function expectedCounts(views: NodeView[], keys: Buffer[], replicas: numb
     }
   }
   return out;
+}
+
+/** The address of the node that should own a key's range on the ring these views form (first at or after its start). */
+export function rangeOwnerOf(views: NodeView[], key: Buffer): string {
+  const order = ringOrder(views);
+  const shards = enclaveDataConfig.shards;
+  const start = shardStart(shardOf(key.toString('latin1'), shards), shards);
+  return (order.find((v) => (v.id as bigint) >= start) ?? order[0])!.addr;
 }
 
 /** Compare nodes' key counts with the expected placement: exact, at least, or short (some copies missing). */
@@ -215,7 +233,7 @@ export class RingFixture {
       return toView(addr, s);
     } catch (err) {
       const error = (err as { code?: string }).code ?? (err as Error).message;
-      return { addr, ok: false, error, id: null, ring: '?', serving: false, predecessor: null, successors: [], keys: 0, lookups: 0, hops: 0 };
+      return { addr, ok: false, error, id: null, ring: '?', serving: false, predecessor: null, successors: [], keys: 0, lookups: 0, hops: 0, forwards: 0 };
     }
   }
 

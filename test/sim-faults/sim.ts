@@ -47,7 +47,7 @@ export function simDataConfig(broken?: BrokenFlags, replicas = 3): DataConfig {
   return {
     replicas, shards: 4, leaseTicks: 500, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 50,
     heartbeatTicks: 25, suspectTicks: 100, retryTicks: 40, proposeTimeoutTicks: 500, backoffTicksMax: 100,
-    sessionsMax: 6, windowMax: 8, queuedMax: 256, ...(broken ? { broken } : {}),
+    sessionsMax: 6, sessionsPerPrincipalMax: 3, windowMax: 8, queuedMax: 256, ...(broken ? { broken } : {}),
   };
 }
 
@@ -209,10 +209,12 @@ export class FaultSim {
       n.log = [];
       n.inc++;
     } else if (mode === 'rollback') {
-      // An older genuine copy: data records after a random point are gone (acceptor and configuration records
-      // stay; rollback past a vote is the documented limit, docs/consistency.md).
+      // An older genuine copy. The real sealed log can only be rolled back as a prefix (the host hides the
+      // newest segments or serves an older snapshot): acceptor, configuration and witness records go back with
+      // the data. (EKV_SIM_ROLLBACK_DATA=1: the earlier, weaker model that dropped only data records.)
       const cut = this.rng.int(n.log.length + 1);
-      n.log = n.log.filter((r, i) => i < cut || r.t !== 'w');
+      if (process.env.EKV_SIM_ROLLBACK_DATA === '1') n.log = n.log.filter((r, i) => i < cut || r.t !== 'w');
+      else n.log = n.log.slice(0, Math.max(cut, n.log.length - 1 - this.rng.int(40)));
     }
     this.boot(n, undefined);
   }
@@ -230,6 +232,8 @@ export class FaultSim {
   /** Persist then send (or, broken, send then persist); one disk per node, batches in order. */
   private flush(n: SimNode): void {
     if (!n.core) return;
+    if (n.core.self.inc !== n.inc) this.count('rollback-detected', n); // it found it was rolled back: a new incarnation
+    n.inc = n.core.self.inc;
     const rd = n.core.ready();
     if (rd.persist.length === 0 && rd.messages.length === 0) return;
     if (rd.persist.length === 0 && n.disk.length === 0) {
@@ -276,7 +280,7 @@ export class FaultSim {
         const to = this.nodes.find((x) => x.name === m.to);
         if (this.gossipCut.has(m.to) && gossipTypes.has(m.body.t)) continue;
         const body = this.o.wire ? validatePeerBody(structuredClone(peerBodyToWire(m.body)), this.dataConfig.shards) : m.body;
-        if (to) this.net(n.name, m.to, () => this.stepNode(to, { kind: 'peer', from: m.from, body }));
+        if (to) this.net(n.name, m.to, () => this.stepNode(to, { kind: 'peer', from: m.from, body, pos: m.pos }));
       } else {
         const c = this.clients.find((x) => x.name === m.to);
         if (this.o.trace) this.trace(`${n.name} -> ${m.to}#${m.rid} ${JSON.stringify(m.result)}`);
@@ -384,7 +388,7 @@ export class FaultSim {
       this.runOp(c, key, shard, hop, next);
       return;
     }
-    this.request(c, shard, { kind: 'open', shard }, (r) => {
+    this.request(c, shard, { kind: 'open', shard, principal: c.name }, (r) => {
       if (r && r.ok && r.kind === 'open') c.sessions.set(shard, { id: r.session, seq: 1 });
       next();
     });
@@ -401,8 +405,8 @@ export class FaultSim {
       const s = c.sessions.get(shard) as { id: number; seq: number };
       const seq = s.seq++;
       op = hop.kind === 'put'
-        ? { kind: 'put', key, value: hop.value, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq }
-        : { kind: 'del', key, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq };
+        ? { kind: 'put', key, value: hop.value, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq, principal: c.name }
+        : { kind: 'del', key, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq, principal: c.name };
     }
     this.request(c, shard, op, (r) => {
       const out = toOut(r);

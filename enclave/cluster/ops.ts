@@ -1,0 +1,101 @@
+/**
+ * The one catalogue of the enclave's RPC operations: for each, who may call it, its decoder (every field
+ * validated with the limits of protocol/constants.ts, in op-wire.ts or the access module's docs.ts) and its
+ * handler. The enclave's dispatch is built from it (`dispatch`), so an operation cannot be reachable without
+ * a caller rule and a decoder.
+ *
+ * Callers: 'client' (any attested session: clients, and peers acting for one), 'peer' (attested peer
+ * enclaves of this ring only).
+ */
+import { EkvError } from '../../protocol/errors.ts';
+import type { RpcResult } from '../../protocol/rpc.ts';
+import { accessClientOps, accessPeerOps, type AccessCheck, type AccessService } from '../access/index.ts';
+import type { CallerContext, Handler } from '../server.ts';
+import { type DataStore, resultToWire, toRpcResult } from './data-store.ts';
+import { decodeClientKey, decodeDataOp, decodeForward, type DataOpName, principalTag } from './op-wire.ts';
+
+async function checkOpen(access: AccessCheck, key: Buffer, principal: Buffer | null): Promise<void> {
+  try {
+    await access.check('put', key, principal);
+  } catch (err) {
+    if (!(err instanceof EkvError) || err.code !== 'FORBIDDEN') throw err;
+    await access.check('del', key, principal);
+  }
+}
+import type { RingDriver } from './ring-driver.ts';
+
+export type CallerRule = 'client' | 'peer';
+
+export interface OpSpec {
+  readonly caller: CallerRule;
+  /** Decodes and runs (the decoder is called first, before any work, and throws BAD_REQUEST and kin). */
+  readonly run: (req: Record<string, unknown>, ctx: CallerContext) => Promise<RpcResult> | RpcResult;
+}
+
+export interface OpsInit {
+  data: DataStore;
+  ring: RingDriver;
+  /** Built before the store's client path and passed in (the store itself never checks access). */
+  access: AccessCheck & Pick<AccessService, 'handle'>;
+  status: () => RpcResult;
+  /** The node's metrics snapshot (enclave/metrics.ts), for attested callers such as the dashboard. */
+  metrics?: () => RpcResult;
+}
+
+const accessOpsRule: ReadonlyArray<[string, CallerRule]> = [
+  ...[...accessClientOps].map((o): [string, CallerRule] => [o, 'client']),
+  ...[...accessPeerOps].map((o): [string, CallerRule] => [o, 'peer']),
+];
+
+export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
+  const shardOf = (k: Buffer): number => c.data.shardOfKey(k);
+  const dataOp = (op: DataOpName): OpSpec => ({
+    caller: 'client',
+    run: async (req, ctx) => {
+      const key = decodeClientKey(req);
+      // The access check comes first (before the rest of the request is even decoded), at the node that took
+      // the request, so a refusal reveals nothing about the key or the request. A session is for writing:
+      // opening one on a key's range needs the right to put or to delete that key.
+      if (op !== 'open') await c.access.check(op, key, ctx.principal);
+      else await checkOpen(c.access, key, ctx.principal);
+      const q = decodeDataOp(op, req, key, shardOf, principalTag(ctx.principal));
+      const shard = shardOf(key);
+      return toRpcResult(await c.data.run(q), q.kind, shard, c.data.cfg.shards, c.data.cfg.windowMax);
+    },
+  });
+  const ops = new Map<string, OpSpec>([
+    ['get', dataOp('get')],
+    ['put', dataOp('put')],
+    ['del', dataOp('del')],
+    ['open', dataOp('open')],
+    ['route', { caller: 'client', run: (req) => c.data.routeStep(decodeClientKey(req)) }],
+    ['status', { caller: 'client', run: () => c.status() }],
+    ...(c.metrics ? [['metrics', { caller: 'client', run: () => (c.metrics as () => RpcResult)() }] as [string, OpSpec]] : []),
+    // Peers: the Chord ring's messages, the data core's messages, a client's operation forwarded to its owner.
+    ['ring', {
+      caller: 'peer',
+      run: (req, ctx) => {
+        c.ring.receive(req.m, (ctx.peer as NonNullable<CallerContext['peer']>).key);
+        return {};
+      },
+    }],
+    ['dm', { caller: 'peer', run: (req, ctx) => c.data.onPeerMessage(req, (ctx.peer as NonNullable<CallerContext['peer']>).key) }],
+    ['fwd', {
+      caller: 'peer',
+      // Checked by the forwarding node (an attested enclave running this image), with the client's proven key.
+      run: async (req) => ({ r: resultToWire(await c.data.local(decodeForward(req, c.data.cfg.shards, shardOf))) }),
+    }],
+  ]);
+  for (const [name, caller] of accessOpsRule) ops.set(name, { caller, run: (req, ctx) => c.access.handle(name, req, ctx) });
+  return ops;
+}
+
+/** The enclave's request handler, built from the catalogue. */
+export function dispatch(ops: ReadonlyMap<string, OpSpec>): Handler {
+  return (op, req, ctx) => {
+    const spec = ops.get(op);
+    if (!spec) throw new EkvError('BAD_REQUEST', `unknown operation ${op.slice(0, 32)}`);
+    if (spec.caller === 'peer' && !ctx.peer) throw new EkvError('FORBIDDEN', 'ring operations are for attested peer enclaves only');
+    return spec.run(req, ctx);
+  };
+}

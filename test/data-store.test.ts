@@ -1,0 +1,214 @@
+// The enclave's data path (enclave/cluster/data-store.ts + ops.ts) in process: three DataStores whose peer
+// calls go through the op catalogue of the callee, with every request and answer CBOR-encoded as on the wire,
+// the sender named by its (fake) attested key, and a network that can cut a node off. Real timers, short
+// settings (10 ms ticks). Shows: the ring forms from a founder, operations are forwarded to a range's owner,
+// a retry with the same (session, seq) through another node applies once, big values travel chunked, a full
+// range refuses a put (and says the same on a retry), and an owner cut off stops serving before another
+// owner acknowledges a write (a stale read with the lease wait switched off shows the test can fail).
+import { randomBytes } from 'node:crypto';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
+import { EkvError } from '../protocol/errors.ts';
+import type { RpcResult } from '../protocol/rpc.ts';
+import { DataStore, nodeName, toRpcResult } from '../enclave/cluster/data-store.ts';
+import { catalogue, dispatch } from '../enclave/cluster/ops.ts';
+import type { PeerPool } from '../enclave/cluster/peers.ts';
+import type { RingDriver } from '../enclave/cluster/ring-driver.ts';
+import { type ClientOp, type ClientResult, type DataConfig, type DataLog, type LogRecord, shardOf } from '../enclave/data/index.ts';
+import { nodeIdFromPublicKey, type NodeRef } from '../enclave/ring/index.ts';
+import type { Handler } from '../enclave/server.ts';
+
+const fast: Partial<DataConfig> = {
+  leaseTicks: 150, leaseMarginTicks: 2, renewTicks: 20, heartbeatTicks: 5, suspectTicks: 30, retryTicks: 10,
+  proposeTimeoutTicks: 100, backoffTicksMax: 10, shards: 4,
+};
+
+class MemLog implements DataLog {
+  records: LogRecord[] = [];
+  async append(rs: readonly LogRecord[]): Promise<void> {
+    await Promise.resolve();
+    this.records.push(...rs);
+  }
+  async load(): Promise<LogRecord[]> {
+    return [...this.records];
+  }
+}
+
+interface Node {
+  key: Buffer;
+  ref: NodeRef;
+  store: DataStore;
+  handler: Handler;
+}
+
+class Net {
+  readonly nodes: Node[] = [];
+  readonly cut = new Set<string>();
+  private readonly byAddr = new Map<string, Node>();
+
+  async start(n: number, config: Partial<DataConfig> = fast): Promise<void> {
+    const keys = Array.from({ length: n }, () => randomBytes(32));
+    const refs = keys.map((k, i) => ({ id: nodeIdFromPublicKey(k), addr: `n${i}` }));
+    for (let i = 0; i < n; i++) {
+      const me = refs[i] as NodeRef;
+      const key = keys[i] as Buffer;
+      const peers = {
+        call: async (addr: string, op: string, args: Record<string, unknown>, _t: number, expectId?: bigint): Promise<RpcResult> => {
+          const to = this.byAddr.get(addr);
+          if (!to || this.cut.has(addr) || this.cut.has(me.addr)) throw new EkvError('UNAVAILABLE', 'cut off');
+          if (expectId !== undefined && expectId !== to.ref.id) throw new EkvError('UNAVAILABLE', 'wrong node');
+          await new Promise((r) => setImmediate(r));
+          const req = decodeCbor(encodeCbor({ ...args, i: 1, o: op }), 1 << 22) as Record<string, unknown>;
+          const res = await to.handler(op, req, { peer: { key } as never, principal: null });
+          return decodeCbor(encodeCbor(res), 1 << 22) as RpcResult;
+        },
+      } as unknown as PeerPool;
+      // The Chord ring's view: every other node (the directory the data core is fed from).
+      const ring = { core: { predecessor: null, successors: refs.filter((r) => r !== me), fingers: [] } } as unknown as RingDriver;
+      const store = new DataStore({
+        self: me, peers, ring, log: new MemLog(), founded: i === 0, replicas: 3, minMembers: 3, config,
+        logger: pino({ level: 'silent' }),
+      });
+      const ops = catalogue({
+        data: store, ring, access: { check: () => undefined, handle: async () => ({}) }, status: () => store.status(),
+      });
+      const node = { key, ref: me, store, handler: dispatch(ops) };
+      this.nodes.push(node);
+      this.byAddr.set(me.addr, node);
+    }
+    for (const x of this.nodes) await x.store.start();
+  }
+
+  stop(): void {
+    for (const x of this.nodes) x.store.stop();
+  }
+
+  async until(what: string, ms: number, f: () => boolean): Promise<void> {
+    const end = Date.now() + ms;
+    while (!f()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** A client request through node `at` (as the SDK sends it: CBOR, the op catalogue). */
+  async call(at: Node, op: string, args: Record<string, unknown>): Promise<RpcResult> {
+    const req = decodeCbor(encodeCbor({ ...args, i: 1, o: op }), 1 << 22) as Record<string, unknown>;
+    return at.handler(op, req, { peer: null, principal: null });
+  }
+
+  ownerOf(key: string): Node {
+    const shard = shardOf(key, fast.shards as number);
+    const o = this.nodes.find((x) => x.store.driver.node?.isActiveOwner(shard));
+    if (!o) throw new Error('no active owner');
+    return o;
+  }
+}
+
+let net: Net | null = null;
+afterEach(() => {
+  net?.stop();
+  net = null;
+});
+
+async function formed(n: Net): Promise<void> {
+  await n.until('every range to have 3 members and an active owner', 15_000, () => n.nodes.every((x) => x.store.ready));
+}
+
+describe('the data store over attested peer calls (in process)', () => {
+  it('forms from a founder, forwards to owners, and a retry through another node applies once', async () => {
+    net = new Net();
+    await net.start(3);
+    await formed(net);
+    const [a, b, c] = net.nodes as [Node, Node, Node];
+    const key = Buffer.from('apple');
+    const open = await net.call(a, 'open', { k: key });
+    expect(open).toMatchObject({ S: 4, w: 64 });
+    const s = open.s as number;
+    const put = { k: key, v: Buffer.from('red'), s: [s, 1, 1] };
+    expect(await net.call(b, 'put', put)).toEqual({ n: 1 });
+    // The same request again, through another node: the first outcome, not a second write.
+    expect(await net.call(c, 'put', put)).toEqual({ n: 1 });
+    expect(await net.call(a, 'get', { k: key })).toMatchObject({ n: 1 });
+    const del = { k: key, s: [s, 2, 2] };
+    expect(await net.call(c, 'del', del)).toEqual({ n: 2, d: true });
+    expect(await net.call(a, 'del', del)).toEqual({ n: 2, d: true }); // not "nothing to delete"
+    await expect(net.call(b, 'get', { k: key })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    // Compare-and-set.
+    await expect(net.call(b, 'put', { k: key, v: Buffer.from('x'), iv: 5, s: [s, 3, 3] })).rejects.toMatchObject({ code: 'CONFLICT', version: 0 });
+    expect(await net.call(b, 'put', { k: key, v: Buffer.from('x'), iv: 0, s: [s, 4, 4] })).toEqual({ n: 3 });
+    // Something was forwarded, and every member holds the key.
+    expect(net.nodes.reduce((t, x) => t + x.store.stats.forwards, 0)).toBeGreaterThan(0);
+    await net.until('three copies', 5000, () => net!.nodes.every((x) => x.store.status().keys === 1));
+    // Reserved keys are the enclave's own.
+    await expect(net.call(a, 'get', { k: Buffer.from([0, 1]) })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    // A write without a session is refused before it reaches the core.
+    await expect(net.call(a, 'put', { k: key, v: Buffer.from('x') })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+  }, 30_000);
+
+  it('moves values larger than a frame chunk (chunked peer messages) and refuses a put that would overfill a range', async () => {
+    net = new Net();
+    await net.start(3, { ...fast, rangeBytesMax: 1_200_000 });
+    await formed(net);
+    const [a, b] = net.nodes as [Node, Node];
+    const key = Buffer.from('big');
+    const s = (await net.call(a, 'open', { k: key })).s as number;
+    const value = randomBytes(500 * 1024); // about 750 KiB as CBOR text: three chunks per replicate
+    expect(await net.call(b, 'put', { k: key, v: value, s: [s, 1, 1] })).toEqual({ n: 1 });
+    const got = await net.call(a, 'get', { k: key });
+    expect(Buffer.from(got.v as Uint8Array).equals(value)).toBe(true);
+    expect(net.nodes.reduce((t, x) => t + x.store.stats.chunksOut, 0)).toBeGreaterThan(0);
+    // A second and third such value in the same range: the third would take it past 1.2 MB.
+    const key2 = sameShard(key, 'big2');
+    const key3 = sameShard(key, 'big3');
+    expect(await net.call(b, 'put', { k: key2, v: value, s: [s, 2, 2] })).toEqual({ n: 1 });
+    const full = { k: key3, v: value, s: [s, 3, 3] };
+    await expect(net.call(b, 'put', full)).rejects.toMatchObject({ code: 'VALUE_TOO_LARGE' });
+    await expect(net.call(a, 'put', full)).rejects.toMatchObject({ code: 'VALUE_TOO_LARGE' }); // the same answer again
+    await expect(net.call(a, 'get', { k: key3 })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  }, 30_000);
+
+  for (const broken of [false, true]) {
+    it(`an owner cut off from its members stops serving before another owner acknowledges a write${broken ? ' (BROKEN: no lease wait, so it must serve a stale read)' : ''}`, async () => {
+      net = new Net();
+      const slow = { ...fast, leaseTicks: 300 }; // a 3 s lease: the broken build's new owner acknowledges well inside it
+      await net.start(4, broken ? { ...slow, broken: { noLeaseWait: true } } : slow);
+      await formed(net);
+      const key = 'pear';
+      const first = net.nodes[1] as Node;
+      const s = (await net.call(first, 'open', { k: Buffer.from(key) })).s as number;
+      expect(await net.call(first, 'put', { k: Buffer.from(key), v: Buffer.from('v1'), s: [s, 1, 1] })).toEqual({ n: 1 });
+      const old = net.ownerOf(key);
+      const other = net.nodes.find((x) => x !== old) as Node;
+      net.cut.add(old.ref.addr);
+      // The others move the range away from the silent owner and acknowledge a new write.
+      let acked = false;
+      for (let i = 0; i < 100 && !acked; i++) {
+        try {
+          await net.call(other, 'put', { k: Buffer.from(key), v: Buffer.from('v2'), s: [s, 2, 2] });
+          acked = true;
+        } catch (err) {
+          if ((err as EkvError).code !== 'UNAVAILABLE') throw err;
+        }
+      }
+      expect(acked).toBe(true);
+      // Now the old owner, still cut off, is asked directly: it must not answer v1.
+      const r: ClientResult = await old.store.local({ kind: 'get', key } satisfies ClientOp);
+      const stale = r.ok && r.kind === 'get' && r.value === 'v1';
+      expect(stale).toBe(broken);
+      if (!broken) expect(() => toRpcResult(r, 'get', 0, 4, 64)).toThrow(/no serving owner/);
+    }, 40_000);
+  }
+});
+
+/** A key in the same range (of 4) as `key`. */
+function sameShard(key: Buffer, prefix: string): Buffer {
+  const want = shardOf(key.toString('latin1'), fast.shards as number);
+  for (let i = 0; ; i++) {
+    const k = `${prefix}-${i}`;
+    if (shardOf(k, fast.shards as number) === want) return Buffer.from(k);
+  }
+}
+
+void nodeName;
