@@ -82,7 +82,10 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     founded = c.config.join === null;
   }
   const attest = (nonce: Uint8Array, publicKey: Uint8Array) => countAttestation(c.nsm.attest({ nonce, publicKey }));
-  const verifyPeer = peerVerifier(trust);
+  // ringPeers: the image's choice, and only with a ring whose secret the handshake makes peers prove.
+  const verifyPeer = peerVerifier(trust, Date.now, undefined, {
+    ringPeers: imageConfig.ringPeers === true && ringCred !== null && ringChecks.accept && ringChecks.connect,
+  });
   const self = { id: nodeIdFromPublicKey(identity.publicKey), addr: c.config.selfAddr };
 
   const peers = new PeerPool({ outboundSocket: c.paths.outbound, identity, attest, verifyPeer, ring: ringCred, logger: c.logger });

@@ -11,6 +11,9 @@
  * - accessMode: what keys outside any namespace allow. replicas: the replication factor R.
  * - singleNode: whether this deployment may run as a ring of one node.
  * - peerPcr0Allowlist: PCR0s of other images accepted as peers (rolling upgrades).
+ * - ringPeers: also accept as a peer an enclave of another image that proves this ring's secret, which only
+ *   images the KMS key policy admits can open (rolling upgrades where the old image must accept the new one;
+ *   docs/deploy.md section 6). Off unless built with EKV_PINNED_RING_PEERS=1.
  *
  * The host gives only "where things are" (enclave/config.ts): its address, a ring member to join,
  * the transport to KMS. Production (Nitro) is decided by the root of the enclave's own attestation
@@ -21,6 +24,7 @@ declare const EKV_PINNED_ACCESS_MODE: string;
 declare const EKV_PINNED_REPLICAS: string;
 declare const EKV_PINNED_PEER_PCR0S: string;
 declare const EKV_PINNED_SINGLE_NODE: string;
+declare const EKV_PINNED_RING_PEERS: string;
 declare const EKV_TEST_UNSAFE_SKIP_KEYID_CHECK: string;
 declare const EKV_TEST_HOST_MAY_FOUND: string;
 declare const EKV_TEST_NO_RING_CHECK: string;
@@ -41,6 +45,8 @@ export interface ImageConfig {
   replicas: number;
   singleNode: boolean;
   peerPcr0Allowlist: string[];
+  /** Absent or false in images built before it or without it. */
+  ringPeers?: boolean;
 }
 
 export const imageConfig: ImageConfig = {
@@ -57,6 +63,7 @@ export const imageConfig: ImageConfig = {
     .split(',')
     .map((x) => x.trim().toLowerCase())
     .filter((x) => /^[0-9a-f]{96}$/.test(x)),
+  ringPeers: pinned(typeof EKV_PINNED_RING_PEERS === 'undefined' ? undefined : EKV_PINNED_RING_PEERS, '') === '1',
 };
 
 /**

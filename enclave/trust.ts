@@ -49,13 +49,26 @@ function hex(b: Uint8Array | undefined): string {
  * the emulator the runtime and the image bytes), so it fixes PCR1 and PCR2, and another image's PCR2 differs from
  * ours by construction. Requiring our PCR1/PCR2 of it, as this did before, refused every allowlisted image.
  */
-export function peerVerifier(self: SelfTrust, now: () => number = Date.now, allowlist: readonly string[] = upgradePcr0Allowlist) {
+export interface PeerVerifierOptions {
+  /**
+   * Accept a peer of any other (non-debug) image of our root, because the handshake then demands that it prove
+   * this ring's secret (protocol/handshake.ts: the ring MAC of a peer hello, of the server's answer and of the
+   * peer's finish), and only an enclave of an image the KMS key policy admits can open that secret. The caller
+   * sets it only when the image allows it (imageConfig.ringPeers) AND this node has a ring AND the ring checks
+   * are on: without a ring there is no secret to prove, and nothing else would stand in for the PCR0 pin.
+   */
+  ringPeers?: boolean;
+}
+
+export function peerVerifier(self: SelfTrust, now: () => number = Date.now, allowlist: readonly string[] = upgradePcr0Allowlist, o: PeerVerifierOptions = {}) {
   const own = { 0: hex(self.pcrs.get(0)), 1: hex(self.pcrs.get(1)), 2: hex(self.pcrs.get(2)) };
   const other = new Set(allowlist.map((p) => p.toLowerCase()).filter((p) => p !== own[0]));
   return async (doc: Uint8Array, nonce: Uint8Array): Promise<AttestedPeer> => {
     try {
-      const peer = await verifyAttestation(doc, { roots: [self.root], pcrs: { 0: [own[0], ...other] }, nonce, maxAgeMs: peerDocAgeMaxMs, now: now() });
-      if (other.has(hex(peer.pcrs.get(0)))) return peer;
+      const pcrs: Record<number, string[]> = o.ringPeers === true ? {} : { 0: [own[0], ...other] };
+      const peer = await verifyAttestation(doc, { roots: [self.root], pcrs, nonce, maxAgeMs: peerDocAgeMaxMs, allowDebug: false, now: now() });
+      const pcr0 = hex(peer.pcrs.get(0));
+      if (other.has(pcr0) || (o.ringPeers === true && pcr0 !== own[0])) return peer;
       // Our own image: PCR1 and PCR2 as well (implied by PCR0; checked anyway, as before).
       if (hex(peer.pcrs.get(1)) !== own[1] || hex(peer.pcrs.get(2)) !== own[2]) {
         throw new AttestationError('PCR_MISMATCH', 'a peer with our PCR0 but other PCR1/PCR2');

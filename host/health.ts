@@ -14,6 +14,7 @@ import { FramedSocket } from '../protocol/framed-socket.ts';
 import { connectHandshake, type AttestedPeer } from '../protocol/handshake.ts';
 import { RpcClient } from '../protocol/rpc.ts';
 import { AttestationError, verifyAttestation } from '../verifier/index.ts';
+import { membersFromStatus } from './ring-hints.ts';
 
 /** The whole check (connect, handshake, status) must finish within this. */
 export const healthTimeoutMsDefault = 5000;
@@ -36,6 +37,8 @@ export interface HealthReport {
   serving?: boolean;
   durable?: boolean;
   keys?: number;
+  /** The ring members the enclave named (successors, predecessor): addresses only, hints for a later join. */
+  members?: string[];
   /** When the check began (ISO): a report says nothing about an enclave launched after that. */
   checkedAt: string;
   latencyMs: number;
@@ -96,6 +99,7 @@ export async function checkEnclaveHealth(o: HealthCheckOptions): Promise<HealthR
       serving: status.serving === true,
       durable: status.durable !== false,
       ...(typeof status.keys === 'number' ? { keys: status.keys } : {}),
+      members: membersFromStatus(status, typeof status.addr === 'string' ? status.addr : ''),
       ...base(),
     };
     if (!serving) Object.assign(report, { code: 'NOT_SERVING', reason: `ring ${String(status.ring)}, serving ${String(status.serving)}` });

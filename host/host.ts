@@ -4,7 +4,7 @@
  * KMS), the sealed-blob store, and the HTTP side. Untrusted by design.
  */
 import type { Server as HttpServer } from 'node:http';
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -14,6 +14,7 @@ import { checkEnclaveHealth, sharedHealth } from './health.ts';
 import { createHttpApp } from './http.ts';
 import { createMetrics } from './metrics.ts';
 import { startInboundRelay, startOutboundRelay, type OutboundPolicy } from './relay.ts';
+import { nodeConfigForLaunch, RingHints } from './ring-hints.ts';
 import { EnclaveWatchdog, spawnEnclaveCommand, type WatchdogLimits } from './watchdog.ts';
 
 export interface HostOptions {
@@ -47,6 +48,12 @@ export interface HostOptions {
   healthTimeoutMs?: number;
   /** The `node` label of the enclave's metrics on /metrics (default: listenHost:port). */
   nodeName?: string;
+  /**
+   * The enclave's per-node settings (enclave/host-config.ts), written to node-config.json in dataDir before each
+   * launch. With no join address (the founding node), a relaunch joins through a member the enclave last named
+   * (host/ring-hints.ts).
+   */
+  nodeConfig?: { selfAddr: string; join: string };
 }
 
 export interface RunningHost {
@@ -78,6 +85,17 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
   const credentials = o.imdsUrl && o.dataDir ? startCredentialRefresher({ imdsUrl: o.imdsUrl, dataDir: o.dataDir, logger: o.logger }) : null;
   // The first set before the enclave needs it; a failure is logged and retried (the enclave then waits or fails, as without KMS).
   await credentials?.refresh().catch(() => undefined);
+  const hints = o.dataDir ? new RingHints(o.dataDir) : null;
+  const writeNodeConfig = () => {
+    if (!o.nodeConfig || !o.dataDir) return;
+    const cfg = hints ? nodeConfigForLaunch(o.nodeConfig, hints) : o.nodeConfig;
+    writeFileSync(join(o.dataDir, 'node-config.json'), JSON.stringify(cfg) + '\n', { mode: 0o600 });
+    if (cfg.join !== o.nodeConfig.join) o.logger.info({ join: cfg.join }, 'no join address configured: the enclave joins through a member it last named');
+  };
+  if (o.nodeConfig && o.dataDir) {
+    mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
+    writeNodeConfig();
+  }
   const health = sharedHealth(() => checkEnclaveHealth({
     enclaveSocket: paths.enclave,
     ...(o.healthRoots ? { roots: o.healthRoots } : {}),
@@ -85,11 +103,15 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
     ...(o.healthTimeoutMs ? { timeoutMs: o.healthTimeoutMs } : {}),
   }).then((r) => {
     metrics.healthChecks.inc({ result: r.enclave });
+    if (r.members && r.enclave === 'serving') hints?.update(r.members);
     watchdog?.observe(r);
     return r;
   }));
   const watchdog = o.enclaveCommand ? new EnclaveWatchdog({
-    launch: () => spawnEnclaveCommand(o.enclaveCommand as string),
+    launch: () => {
+      writeNodeConfig();
+      return spawnEnclaveCommand(o.enclaveCommand as string);
+    },
     probe: () => health.fresh(),
     logger: o.logger.child({ svc: 'watchdog' }),
     registry: metrics.registry,

@@ -28,6 +28,7 @@ const settings = given
       replicas: given.replicas === undefined ? '' : String(given.replicas),
       peerPcr0s: (given.peerPcr0Allowlist ?? []).join(','),
       singleNode: given.singleNode ? '1' : '',
+      ringPeers: given.ringPeers ? '1' : '',
       testUnsafeSkipKeyIdCheck: given.testUnsafeSkipKeyIdCheck ? '1' : '',
       testHostMayFound: given.testHostMayFound ? '1' : '',
       testNoRingCheck: given.testNoRingCheck ? '1' : '',
@@ -39,6 +40,7 @@ const settings = given
       replicas: env.EKV_PINNED_REPLICAS ?? '',
       peerPcr0s: env.EKV_PINNED_PEER_PCR0S ?? '',
       singleNode: env.EKV_PINNED_SINGLE_NODE ?? '',
+      ringPeers: env.EKV_PINNED_RING_PEERS ?? '',
       // test seams, never from the environment
       testUnsafeSkipKeyIdCheck: '',
       testHostMayFound: '',
@@ -74,6 +76,7 @@ await build({
     EKV_PINNED_REPLICAS: JSON.stringify(settings.replicas),
     EKV_PINNED_PEER_PCR0S: JSON.stringify(settings.peerPcr0s),
     EKV_PINNED_SINGLE_NODE: JSON.stringify(settings.singleNode),
+    EKV_PINNED_RING_PEERS: JSON.stringify(settings.ringPeers),
     EKV_TEST_UNSAFE_SKIP_KEYID_CHECK: JSON.stringify(settings.testUnsafeSkipKeyIdCheck),
     EKV_TEST_HOST_MAY_FOUND: JSON.stringify(settings.testHostMayFound),
     EKV_TEST_NO_RING_CHECK: JSON.stringify(settings.testNoRingCheck),

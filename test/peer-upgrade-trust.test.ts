@@ -35,10 +35,10 @@ async function docOf(pcrs: Map<number, Uint8Array>, nonce: Buffer) {
   return nsm.attest({ nonce, publicKey: randomBytes(32) });
 }
 
-async function verdict(self: SelfTrust, allowlist: string[], peer: Map<number, Uint8Array>): Promise<string> {
+async function verdict(self: SelfTrust, allowlist: string[], peer: Map<number, Uint8Array>, ringPeers = false): Promise<string> {
   const nonce = randomBytes(32);
   try {
-    await peerVerifier(self, Date.now, allowlist)(await docOf(peer, nonce), nonce);
+    await peerVerifier(self, Date.now, allowlist, { ringPeers })(await docOf(peer, nonce), nonce);
     return 'accepted';
   } catch (err) {
     expect(err).toBeInstanceOf(EkvError);
@@ -63,5 +63,18 @@ describe('peer trust across an image upgrade', () => {
     const forged = new Map(a);
     forged.set(2, reg('app-x'));
     expect(await verdict(selfOf(a), [], forged)).toBe('PCR_MISMATCH');
+  });
+
+  it('ringPeers (an image setting, used only with a ring): another image passes the document check, left to the ring MAC', async () => {
+    // The old image A accepts the new image B only this way: nothing measured into A names B. The handshake then
+    // demands B prove the ring secret, which only images the KMS key policy admits can open.
+    expect(await verdict(selfOf(a), [], b, true)).toBe('accepted');
+    // Still refused: our PCR0 with other PCR1/PCR2, and debug-mode documents (all-zero PCRs).
+    const forged = new Map(a);
+    forged.set(1, reg('other-kernel'));
+    expect(await verdict(selfOf(a), [], forged, true)).toBe('PCR_MISMATCH');
+    const debug = image('x', 'y', 'z');
+    for (const i of [0, 1, 2]) debug.set(i, new Uint8Array(48));
+    expect(await verdict(selfOf(a), [], debug, true)).toBe('DEBUG_MODE');
   });
 });

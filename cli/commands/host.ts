@@ -5,7 +5,7 @@
  * enclave, the enclave's outbound connections to peers, and stores its sealed
  * blobs under --data-dir.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
@@ -55,12 +55,7 @@ export function registerHost(program: Command): void {
     .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; imds: string; ringSecret?: string; enclaveCmd?: string; healthRoot?: string; release?: string; json?: boolean }) =>
       run(false, async () => {
         const signal = firstSignal();
-        // The enclave's per-node settings, read by it through the blob store (enclave/host-config.ts).
-        if (o.selfAddr) {
-          mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
-          const cfg = { selfAddr: o.selfAddr, join: o.join };
-          writeFileSync(join(o.dataDir, 'node-config.json'), JSON.stringify(cfg) + '\n', { mode: 0o600 });
-        }
+        mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
         const logger = pino({ level: logLevelFlag(o.logLevel), base: { svc: 'host' } }, pino.destination(2));
         let outboundPolicy;
         try {
@@ -82,6 +77,8 @@ export function registerHost(program: Command): void {
           startBlobStore: (socketPath, dir) => startBlobStore({ socketPath, dir, logger }),
           ...(o.imds ? { imdsUrl: o.imds } : {}),
           ...(o.enclaveCmd ? { enclaveCommand: o.enclaveCmd } : {}),
+          // The enclave's per-node settings, read by it through the blob store (enclave/host-config.ts).
+          ...(o.selfAddr ? { nodeConfig: { selfAddr: o.selfAddr, join: o.join } } : {}),
           ...(healthRoots ? { healthRoots } : {}),
           // Re-read on every check: an upgrade step changes the release without restarting the host.
           ...(release ? { expectPcr0: () => expectedImages(release, logger) } : {}),

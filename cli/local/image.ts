@@ -66,6 +66,7 @@ function canonical(s: ImageSettings): string {
   return JSON.stringify({
     kmsKeyArn: s.kmsKeyArn, accessMode: s.accessMode, replicas: s.replicas, singleNode: s.singleNode,
     peerPcr0Allowlist: [...s.peerPcr0Allowlist].map((x) => x.toLowerCase()).sort(),
+    ...(s.ringPeers ? { ringPeers: true } : {}),
     ...(s.testUnsafeSkipKeyIdCheck ? { testUnsafeSkipKeyIdCheck: true } : {}),
     ...(s.testHostMayFound ? { testHostMayFound: true } : {}),
     ...(s.testNoRingCheck ? { testNoRingCheck: true } : {}),

@@ -51,6 +51,9 @@ npm ci --no-audit --no-fund
 EKV_PINNED_PEER_PCR0S="$(node -e 'console.log(JSON.parse(require("fs").readFileSync("infra/enclave/peer-pcr0-allowlist.json","utf8")).join(","))')"
 export EKV_PINNED_KMS_KEY EKV_PINNED_PEER_PCR0S
 export EKV_PINNED_ACCESS_MODE="${EKV_PINNED_ACCESS_MODE:-closed}" EKV_PINNED_REPLICAS="${EKV_PINNED_REPLICAS:-3}"
+# Accept peers of another image that prove the ring secret (which only images the key policy admits can open):
+# what lets an image accept its successor during a roll (docs/deploy.md section 6). 0 to build without it.
+export EKV_PINNED_RING_PEERS="${EKV_PINNED_RING_PEERS:-1}"
 npm run build
 
 docker buildx build --file infra/enclave/Dockerfile \

@@ -22,6 +22,7 @@ export function buildEnv(expected) {
     EKV_PINNED_KMS_KEY: expected.KmsKeyArn,
     EKV_PINNED_REPLICAS: String(expected.Replicas ?? 3),
     EKV_PINNED_ACCESS_MODE: expected.AccessMode ?? 'closed',
+    EKV_PINNED_RING_PEERS: expected.RingPeers === true ? '1' : '0',
   };
 }
 

@@ -57,5 +57,13 @@ if (access) {
   // Recorded so that a rebuild (eif-verify.mjs) compiles the same settings in.
   pcrs.AccessMode = access;
 }
+const ringPeers = process.env.EKV_PINNED_RING_PEERS;
+if (ringPeers !== undefined && ringPeers !== '') {
+  if (ringPeers !== '0' && ringPeers !== '1') {
+    console.error('pcrs-from-build: EKV_PINNED_RING_PEERS is not 0 or 1');
+    process.exit(1);
+  }
+  pcrs.RingPeers = ringPeers === '1';
+}
 writeFileSync(output, `${JSON.stringify(pcrs, null, 2)}\n`);
 console.log(`PCR0 ${pcrs.PCR0}`);

@@ -13,6 +13,8 @@ export interface Pcrs {
   Replicas?: number;
   /** The access mode compiled into the image (EKV_PINNED_ACCESS_MODE), for rebuilds (eif-verify). */
   AccessMode?: 'open' | 'closed';
+  /** Whether the image accepts peers of another image that prove the ring secret (EKV_PINNED_RING_PEERS). */
+  RingPeers?: boolean;
 }
 
 /** A KMS key ARN (not an alias: an alias can be repointed by UpdateAlias). Group 1: region, 2: account. */
@@ -52,6 +54,10 @@ export function parsePcrs(text: string, source: string): Pcrs {
   if (o['AccessMode'] !== undefined) {
     if (o['AccessMode'] !== 'open' && o['AccessMode'] !== 'closed') throw new Error(`${source}: AccessMode must be open or closed`);
     out.AccessMode = o['AccessMode'];
+  }
+  if (o['RingPeers'] !== undefined) {
+    if (typeof o['RingPeers'] !== 'boolean') throw new Error(`${source}: RingPeers must be true or false`);
+    out.RingPeers = o['RingPeers'];
   }
   return out as Pcrs;
 }

@@ -53,7 +53,8 @@ describe('eif-verify', () => {
   const released = { PCR0: hex('a'), PCR1: hex('b'), PCR2: hex('c'), KmsKeyArn: 'arn:aws:kms:us-east-1:111122223333:key/0e4b1000-0000-4000-8000-00000000e4b1', Replicas: 3, AccessMode: 'closed' };
 
   it('rebuilds with the settings the release recorded', () => {
-    expect(buildEnv(released)).toEqual({ EKV_PINNED_KMS_KEY: released.KmsKeyArn, EKV_PINNED_REPLICAS: '3', EKV_PINNED_ACCESS_MODE: 'closed' });
+    expect(buildEnv(released)).toEqual({ EKV_PINNED_KMS_KEY: released.KmsKeyArn, EKV_PINNED_REPLICAS: '3', EKV_PINNED_ACCESS_MODE: 'closed', EKV_PINNED_RING_PEERS: '0' });
+    expect(buildEnv({ ...released, RingPeers: true }).EKV_PINNED_RING_PEERS).toBe('1');
     expect(() => buildEnv({ PCR0: hex('a') })).toThrow(/KmsKeyArn/);
   });
 
