@@ -213,7 +213,8 @@ describe('a host that answers with another node', () => {
     let substituteVerified = false;
     const mitm = await startMitm({
       target: nodeA().addr,
-      tamperConnections: 10,
+      // Every connection: the SDK retries retryable errors on fresh connections for a whole request timeout.
+      tamperConnections: 10_000,
       s2c: [{
         kind: 'rewrite',
         frame: 0,
@@ -246,7 +247,8 @@ describe('a host that answers with another node', () => {
   it("splicing B's whole server hello into a connection to A gets no request through", async () => {
     const mitm = await startMitm({
       target: nodeA().addr,
-      tamperConnections: 10,
+      // Every connection: the SDK retries retryable errors on fresh connections for a whole request timeout.
+      tamperConnections: 10_000,
       // B answers the client's own hello; the client then talks to A with keys agreed with B.
       s2c: [{ kind: 'rewrite', frame: 0, rewrite: (_body, ctx) => exchange(nodeB().addr, [ctx.seen.c2s[0] as Buffer]) }],
     });

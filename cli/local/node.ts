@@ -161,7 +161,7 @@ export class LocalNode {
         const last = this.enclave?.lastError() ?? null;
         if (attempt >= startAttemptsMax) {
           this.stopping = true;
-          throw new Error(`the enclave failed to start ${attempt} times; giving up. Its last error: ${last ?? (err as Error).message}`);
+          throw new Error(`the enclave failed to start ${attempt} times (the last time: ${(err as Error).message}); giving up. Its last error: ${last ?? (err as Error).message}`);
         }
         const delay = restartDelayMs * 2 ** (attempt - 1);
         this.opts.logger.warn({ node: this.name, attempt, delayMs: delay, err: last ?? (err as Error).message }, 'the enclave failed to start; trying again');
