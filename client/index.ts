@@ -15,8 +15,10 @@ import { keyBytesMax, valueBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import type { PrincipalSigner } from '../protocol/handshake.ts';
 import { AccessApi } from './acl.ts';
+import { Floor, noRing, type FloorSnapshot } from './floor.ts';
 import { loadCluster, type ClusterFile } from './cluster.ts';
 import { NodeConnection } from './node-connection.ts';
+import type { RpcResult } from '../protocol/rpc.ts';
 import { checkTrustPolicy, documentVerifier, resolveTrust, type ResolvedTrust, type TrustPolicy } from './trust.ts';
 
 export { EkvError } from '../protocol/errors.ts';
@@ -24,6 +26,7 @@ export type { EkvErrorCode } from '../protocol/errors.ts';
 export type { ResolvedTrust, TrustPolicy, TrustSource } from './trust.ts';
 export type { ClusterFile } from './cluster.ts';
 export { AccessApi, type AclView, type GroupView } from './acl.ts';
+export { Floor, floorKeysMax, type StaleReason } from './floor.ts';
 
 export type Bytes = Uint8Array | string;
 
@@ -55,6 +58,13 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /** A principal to prove in every handshake (access control). */
   identity?: PrincipalSigner;
+  /**
+   * Rollback and fork detection (client/floor.ts, docs/recovery.md): the client refuses with STALE any answer
+   * older than what it has seen of that key in that ring. `floorFile` keeps that floor across processes (read
+   * at connect, written atomically by close()); `floor: false` switches the check off.
+   */
+  floorFile?: string;
+  floor?: boolean;
 }
 
 export interface GetResult {
@@ -106,6 +116,17 @@ function checkedValue(x: Bytes): Buffer {
   return v;
 }
 
+/** The node whose answer (or refusal) an operation returns: its ring id keys the floor. */
+interface Via {
+  conn?: NodeConnection;
+}
+
+const emptySnapshot: FloorSnapshot = new Map();
+
+function ringOf(via: Via): string {
+  return via.conn?.ringId?.toString('hex') ?? noRing;
+}
+
 export const iterativeStepsMax = 32;
 const ringIdMask = (1n << 256n) - 1n;
 export const knownNodesMax = 4096;
@@ -127,7 +148,10 @@ export class EkvClient {
   private readonly session = randomBytes(sessionIdBytes);
   private seq = 0;
 
-  constructor(addrs: string[], trust: TrustPolicy, opts: { timeoutMs: number; identity?: PrincipalSigner; routing?: Routing }) {
+  /** What this client has seen (null: the check is off). */
+  readonly floor: Floor | null;
+
+  constructor(addrs: string[], trust: TrustPolicy, opts: { timeoutMs: number; identity?: PrincipalSigner; routing?: Routing; floor?: Floor | null }) {
     if (addrs.length === 0) throw new EkvError('BAD_REQUEST', 'no nodes to connect to');
     checkTrustPolicy(trust);
     const verify = documentVerifier(trust);
@@ -139,6 +163,7 @@ export class EkvClient {
     this.conns = addrs.map((a) => this.makeConn(a));
     for (const c of this.conns) this.byAddr.set(c.addr, c);
     this.routing = opts.routing ?? 'cached';
+    this.floor = opts.floor === undefined ? new Floor() : opts.floor;
     this.acl = new AccessApi((key, op, args) => this.callRouted(key, op, args), opts.identity ?? null);
   }
 
@@ -153,8 +178,18 @@ export class EkvClient {
 
   async getWithVersion(key: Bytes): Promise<GetResult> {
     const k = checkedKey(key);
-    const r = await this.callRouted(k, 'get', { k });
+    const before = this.floorBefore(k);
+    const via: Via = {};
+    let r: RpcResult;
+    try {
+      r = await this.callRouted(k, 'get', { k }, via);
+    } catch (err) {
+      // NOT_FOUND carries the version of the key's delete (0: never written): a read of "no value".
+      if (this.floor && err instanceof EkvError && err.code === 'NOT_FOUND') this.floor.checkRead(ringOf(via), k, before, err.version, null);
+      throw err;
+    }
     if (!(r.v instanceof Uint8Array) || typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed get answer');
+    this.floorAfter(via, r, (f, ring) => f.checkRead(ring, k, before, r.n as number, r.v as Uint8Array));
     return { value: Buffer.from(r.v), version: r.n };
   }
 
@@ -162,21 +197,56 @@ export class EkvClient {
    * Store a value; resolves with the key's new version once the write is acknowledged (durable on
    * every holder). `{ ifVersion }` makes it a compare-and-set. A rejection with UNAVAILABLE, TIMEOUT,
    * CLOSED or EXPIRED leaves the outcome unknown (the write may have taken or still take effect, once);
-   * CONFLICT, FORBIDDEN and the other refusals mean it was not applied.
+   * CONFLICT, FORBIDDEN and the other refusals mean it was not applied. STALE: the node acknowledged it at a
+   * version at or below one this client has seen (a rolled-back or forked ring took it).
    */
   async put(key: Bytes, value: Bytes, opts?: WriteOptions): Promise<number> {
     const k = checkedKey(key);
-    const r = await this.callRouted(k, 'put', { k, v: checkedValue(value), ...checkedIfVersion(opts), r: this.requestId() });
+    const v = checkedValue(value);
+    const before = this.floorBefore(k);
+    const via: Via = {};
+    const r = await this.callRouted(k, 'put', { k, v, ...checkedIfVersion(opts), r: this.requestId() }, via).catch((err: unknown) => this.floorOnError(err, via, before));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed put answer');
+    this.floorAfter(via, r, (f, ring) => f.checkWrite(ring, k, before, r.n as number, v));
     return r.n;
   }
 
   /** Delete a key; a key without a value is not an error (`deleted: false`). `{ ifVersion }` as for put. */
   async delete(key: Bytes, opts?: WriteOptions): Promise<DeleteResult> {
     const k = checkedKey(key);
-    const r = await this.callRouted(k, 'del', { k, ...checkedIfVersion(opts), r: this.requestId() });
+    const before = this.floorBefore(k);
+    const via: Via = {};
+    const r = await this.callRouted(k, 'del', { k, ...checkedIfVersion(opts), r: this.requestId() }, via).catch((err: unknown) => this.floorOnError(err, via, before));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed delete answer');
-    return { deleted: r.d === true, version: r.n };
+    const n = r.n;
+    this.floorAfter(via, r, (f, ring) => (r.d === true ? f.checkWrite(ring, k, before, n, null) : f.checkVersion(ring, before, n)));
+    return { deleted: r.d === true, version: n };
+  }
+
+  // ROLLBACK-FLOOR HOOKS (issue 12 section 3): the floor is taken when an operation is sent and checked
+  // against the answer of the node that gave it (its ring id); a STALE answer is thrown, never returned.
+  private floorBefore(k: Buffer): FloorSnapshot {
+    return this.floor ? this.floor.snapshot(k) : emptySnapshot;
+  }
+
+  private floorAfter(via: Via, r: RpcResult, check: (f: Floor, ring: string) => void): void {
+    if (!this.floor) return;
+    const ring = ringOf(via);
+    this.floor.checkGeneration(ring, r.g);
+    check(this.floor, ring);
+  }
+
+  private floorOnError(err: unknown, via: Via, before: FloorSnapshot): never {
+    // A CONFLICT names the key's current version: not below what this client has seen.
+    if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version !== undefined) {
+      this.floor.checkVersion(ringOf(via), before, err.version);
+    }
+    throw err;
+  }
+
+  /** Write the floor to its file now (close() does too). */
+  saveFloor(): void {
+    this.floor?.save();
   }
 
   /** A new request id (a write's; its retries reuse it). */
@@ -191,6 +261,7 @@ export class EkvClient {
 
   async close(): Promise<void> {
     for (const c of this.byAddr.values()) c.close();
+    this.floor?.save();
   }
 
   /**
@@ -201,7 +272,7 @@ export class EkvClient {
    * answers EXPIRED (outcome unknown) rather than apply it, since the first attempt may have landed where
    * that node cannot see it (docs/durability.md).
    */
-  private async callRouted(key: Buffer, op: string, args: Record<string, unknown>) {
+  private async callRouted(key: Buffer, op: string, args: Record<string, unknown>, via: Via = {}) {
     const retry = (e: unknown): boolean =>
       e instanceof EkvError && (e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || (e.code === 'TIMEOUT' && args.r !== undefined));
     let first: NodeConnection | null = null;
@@ -209,6 +280,7 @@ export class EkvClient {
     try {
       first = await this.route(key);
       sent = true;
+      via.conn = first;
       return await first.call(op, args);
     } catch (err) {
       if (!retry(err)) throw err;
@@ -217,6 +289,7 @@ export class EkvClient {
         const again = sent && Array.isArray(args.r) ? { ...args, r: [...(args.r as unknown[]).slice(0, 2), true] } : args;
         try {
           sent = true;
+          via.conn = c;
           return await c.call(op, again);
         } catch (e) {
           if (!retry(e)) throw e;
@@ -312,7 +385,9 @@ export function resolveConnect(opts: ConnectOptions): { addrs: string[]; trust: 
 
 export async function connect(opts: ConnectOptions): Promise<EkvClient> {
   const { addrs, trust } = resolveConnect(opts);
+  const floor = opts.floor === false ? null : new Floor(opts.floorFile ? { file: opts.floorFile } : {});
   return new EkvClient(addrs, trust.policy, {
+    floor,
     timeoutMs: opts.timeoutMs ?? 10_000,
     ...(opts.identity ? { identity: opts.identity } : {}),
     ...(opts.routing ? { routing: opts.routing } : {}),

@@ -25,6 +25,8 @@ export function requestValue(req: Record<string, unknown>): Buffer {
 
 export function localGet(p: Partition, key: Buffer): RpcResult {
   const e = p.get(key);
-  if (!e || e.value === null) throw new EkvError('NOT_FOUND', 'no such key');
+  // The version of the key's delete (0: never written) goes with NOT_FOUND, so that a client that saw a
+  // newer version can tell a rolled-back "no value" from a delete (client/floor.ts).
+  if (!e || e.value === null) throw new EkvError('NOT_FOUND', 'no such key', { version: e?.version ?? 0 });
   return { v: e.value, n: e.version };
 }
