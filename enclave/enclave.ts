@@ -24,6 +24,8 @@ import type { Nsm } from './nsm.ts';
 import { nodeIdFromPublicKey } from './ring/index.ts';
 import { EnclaveServer, type CallerContext } from './server.ts';
 import { learnSelfTrust, peerVerifier, type SelfTrust } from './trust.ts';
+import { imageRecoveryPolicy, recoveryOps, startRecovery, type RecoveryGate } from './recovery/index.ts';
+import type { Generation } from './recovery/generation.ts';
 
 export interface EnclaveComponents {
   nsm: Nsm;
@@ -67,6 +69,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   let discarded = false;
   let recoveredLog = false;
   let served = false;
+  let sealedGeneration: Generation | null = null;
   if (sealing) {
     const opened = await Persistence.open({
       config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, partition, requests, logger: c.logger,
@@ -79,6 +82,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     discarded = opened.recovered.reset !== null;
     recoveredLog = opened.recovered.lastSeq > 0;
     served = opened.recovered.served;
+    sealedGeneration = opened.recovered.generation;
   } else {
     // No KMS, so no ring secret: peers are trusted per image (docs/membership.md). Nothing survives a
     // restart, so every boot is a first boot and one with no join address founds.
@@ -110,7 +114,23 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   );
   store.anyPullSource = testAnyPullSource;
 
+  // RECOVERY HOOK (issue 12, docs/recovery.md): on an image with recovery members, a member that finds no
+  // live member of its ring serves nothing until k members sign its open (enclave/recovery/).
+  const policy = imageRecoveryPolicy(imageConfig.recoveryMembers, imageConfig.recoveryThreshold);
+  const recovery: RecoveryGate | null = policy && persistence && ringCred
+    ? await startRecovery({
+      policy, ring: ringCred, sealed: sealedGeneration, identityKey: identity.publicKey, persistence, partition, peers, join: c.config.join,
+      founded, serving: () => store.status().serving === true, logger: c.logger,
+    })
+    : null;
+
   const handler = (op: string, req: Record<string, unknown>, ctx: CallerContext): Promise<RpcResult> | RpcResult => {
+    // RECOVERY HOOK: recovery operations always; nothing else but status while in recovery mode.
+    if (recovery && recoveryOps.has(op)) {
+      if (op === 'rcvAlive' && !ctx.peer) throw new EkvError('FORBIDDEN', 'ring operations are for attested peer enclaves only');
+      return recovery.handle(op, req);
+    }
+    if (recovery?.inRecovery && op !== 'status') recovery.refuse();
     switch (op) {
       case 'get':
         return store.clientOp('get', clientKey(req), null, { principal: ctx.principal, hops: 0 });
@@ -121,7 +141,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       case 'route':
         return store.routeStep(requestKey(req));
       case 'status':
-        return { ...store.status(), ringId: ringCred?.id ?? null, founded };
+        return { ...store.status(), ringId: ringCred?.id ?? null, founded, ...(recovery ? { recovery: recovery.status() } : {}) };
     }
     // ACCESS-CONTROL HOOK (issue 7): namespace/ACL/group operations are dispatched here.
     if (access.handles(op)) return access.handle(op, req, ctx);
@@ -137,6 +157,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   store.access = access;
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger);
   await server.listen(c.paths.inbound);
+  await recovery?.opened; // RECOVERY HOOK: in recovery mode, nothing joins or serves until the open
   await joinWithRetry(ring, c.config.join, c.logger);
   store.start();
   return {

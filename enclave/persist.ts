@@ -36,6 +36,7 @@ import { createEnclaveKms } from './seal/kms-client.ts';
 import { SealedStore } from './seal/log.ts';
 import { imageConfig, kmsKeyArnRegion, localKmsKeyArn, testUnsafeSkipKeyIdCheck } from './image-config.ts';
 import { createRingSecret, openRingSecret, readRingSecretBlob, RingError, type RingSecretInit } from './seal/ring-secret.ts';
+import { decodeGeneration, encodeGeneration, type Generation } from './recovery/generation.ts';
 
 export const snapshotAfterRecords = 20_000;
 
@@ -112,6 +113,8 @@ export interface Recovered {
   member: boolean;
   /** This node has served in its ring (the sealed state that survived says so). */
   served: boolean;
+  /** RECOVERY HOOK: the ring's generation as sealed (null: never reopened, generation 0; docs/recovery.md). */
+  generation: Generation | null;
 }
 
 export class Persistence {
@@ -121,6 +124,8 @@ export class Persistence {
     private readonly identity: Identity,
     private readonly ringId: Buffer,
     private served: boolean,
+    /** RECOVERY HOOK: the newest ['gen', ...] record, carried into every snapshot (docs/recovery.md). */
+    private generation: Generation | null,
     private readonly partition: Partition,
     private readonly requests: RequestTable,
     private readonly logger: Logger,
@@ -131,6 +136,17 @@ export class Persistence {
     if (this.served) return;
     this.served = true;
     await this.store.append(encodeCbor(['served']));
+  }
+
+  /** RECOVERY HOOK: seal a reopened ring's generation (before the node serves in it). */
+  async recordGeneration(g: Generation): Promise<void> {
+    await this.store.append(encodeCbor(['gen', ...encodeGeneration(g)]));
+    this.generation = g;
+  }
+
+  /** The last sequence number of the sealed log (the recovery digest's and `status`'s). */
+  get lastSeq(): number {
+    return this.store.stats().lastSeq;
   }
 
   /** Open (or create) the sealed state; rebuild `partition`; return the node's identity. */
@@ -185,12 +201,14 @@ export class Persistence {
     let identity: Identity | null = null;
     let sealedRing: Buffer | null = null;
     let served = false;
+    let generation: Generation | null = null;
     let entries = 0;
     const apply = (rec: unknown) => {
       if (!Array.isArray(rec)) return;
       if (rec[0] === 'id' && rec[1] instanceof Uint8Array) identity = importIdentity(rec[1]);
       else if (rec[0] === 'ring' && rec[1] instanceof Uint8Array) sealedRing = Buffer.from(rec[1]);
       else if (rec[0] === 'served') served = true;
+      else if (rec[0] === 'gen') generation = decodeGeneration(rec.slice(1)) ?? generation;
       else if (rec[0] === 'e') {
         const [, k, v, n, r] = rec as [string, Uint8Array, Uint8Array | null, number, unknown];
         const key = Buffer.from(k);
@@ -203,6 +221,7 @@ export class Persistence {
         restoreRequestTable(c.requests, rec[3]);
         if (rec[4] instanceof Uint8Array) sealedRing = Buffer.from(rec[4]);
         if (rec[5] === true) served = true;
+        if (Array.isArray(rec[6])) generation = decodeGeneration(rec[6]) ?? generation;
       }
     };
     // Our own sealed state (authenticated, but still decoded strictly): a snapshot holds every entry,
@@ -219,13 +238,13 @@ export class Persistence {
     } finally {
       kms.destroy();
     }
-    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, served, c.partition, c.requests, c.logger);
+    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, served, generation, c.partition, c.requests, c.logger);
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
     if (sealedRing === null) await store.append(encodeCbor(['ring', ring.credential.id]));
     c.logger.info({ created, entries, lastSeq: recovered.lastSeq, reset, member, served, founded: ring.founded, ring: ring.credential.id.toString('hex').slice(0, 16) }, 'sealed state recovered');
     return {
       persistence,
-      recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member, served },
+      recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member, served, generation },
     };
   }
 
@@ -254,7 +273,11 @@ export class Persistence {
       const have = byKey.get(k);
       if (!have || (have[2] as number) < e.version) byKey.set(k, [e.key, e.value, e.version]);
     }
-    await this.store.resync(encodeCbor(['snap', this.identity.exportPrivate(), [...byKey.values()], encodeRequestTable(this.requests), this.ringId, this.served]));
+    await this.store.resync(encodeCbor(['snap', this.identity.exportPrivate(), [...byKey.values()], encodeRequestTable(this.requests), this.ringId, this.served, this.genField()]));
+  }
+
+  private genField(): unknown[] | null {
+    return this.generation ? encodeGeneration(this.generation) : null;
   }
 
   private snapshotting = false;
@@ -264,7 +287,7 @@ export class Persistence {
     this.snapshotting = true;
     try {
       const entries = [...this.partition.entries()].map((e) => [e.key, e.value, e.version]);
-      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, encodeRequestTable(this.requests), this.ringId, this.served]));
+      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, encodeRequestTable(this.requests), this.ringId, this.served, this.genField()]));
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'snapshot failed');
     } finally {

@@ -1,0 +1,87 @@
+/**
+ * Wiring of recovery mode into a node's boot (docs/recovery.md), kept out of enclave.ts but for two hooks:
+ * `startRecovery` after the sealed state and the peer pool exist, and the handler's refusal while in recovery.
+ *
+ * A node on an image with recovery members, booting from sealed state that makes it a member (not the
+ * founding boot), looks for a live member: an attested peer of its ring (same ring id, proven ring secret)
+ * that answers `rcvAlive` as serving at the same generation. It asks the join address its host gave, for at
+ * most recoveryProbeMs. None: recovery mode. The host can hide live members (then the node serves nothing),
+ * not invent one (a live member needs the ring secret, an admitted image, and an open ring).
+ */
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import { recoveryPolicy, stateHash, type RecoveryPolicy, type StateDigest } from '../../protocol/recovery.ts';
+import type { RingCredential } from '../../protocol/ring.ts';
+import type { PeerPool } from '../cluster/peers.ts';
+import type { Partition } from '../kv/partition.ts';
+import type { Persistence } from '../persist.ts';
+import { applyGeneration, RecoveryGate } from './gate.ts';
+import type { Generation } from './generation.ts';
+
+export { RecoveryGate, recoveryOps } from './gate.ts';
+
+/** How long a restarting member looks for a live member before it comes up in recovery mode. */
+export const recoveryProbeMs = 5000;
+const probeIntervalMs = 250;
+const probeCallMs = 1500;
+
+/** The image's recovery policy, or null when it names no recovery members (no recovery mode). */
+export function imageRecoveryPolicy(members: readonly string[] | undefined, threshold: number | undefined): RecoveryPolicy | null {
+  if (!members || members.length === 0) return null;
+  return recoveryPolicy(members, threshold ?? 1);
+}
+
+export interface StartRecoveryInit {
+  policy: RecoveryPolicy;
+  ring: RingCredential;
+  sealed: Generation | null;
+  identityKey: Buffer;
+  persistence: Persistence;
+  partition: Partition;
+  peers: PeerPool;
+  join: string | null;
+  /** This boot founded the ring (nothing to recover). */
+  founded: boolean;
+  serving: () => boolean;
+  logger: Logger;
+}
+
+/** Apply the sealed generation, then decide: open at once, or recovery mode (the gate's `opened` waits). */
+export async function startRecovery(c: StartRecoveryInit): Promise<RecoveryGate> {
+  applyGeneration(c.ring, c.sealed);
+  const generation = c.sealed?.generation ?? 0;
+  const live = c.founded ? true : await findLiveMember(c.peers, c.join, generation, c.logger);
+  const digest = (): StateDigest => ({ lastSeq: c.persistence.lastSeq, entries: c.partition.size, stateHash: stateHash(c.partition.entries()) });
+  const gate = new RecoveryGate(
+    {
+      policy: c.policy, ring: c.ring, sealed: c.sealed, node: createHash('sha256').update(c.identityKey).digest(), digest,
+      seal: (g) => c.persistence.recordGeneration(g), serving: c.serving, logger: c.logger,
+    },
+    !live,
+  );
+  if (!live) {
+    const s = gate.status();
+    c.logger.warn(
+      { generation, ring: c.ring.id.toString('hex').slice(0, 16), lastSeq: s.lastSeq, entries: s.entries, k: c.policy.threshold },
+      'RECOVERY MODE: no live member of this ring; serving nothing until the recovery members open it',
+    );
+  }
+  return gate;
+}
+
+/** True when a peer at the join address is an attested member of our ring serving at our generation. */
+async function findLiveMember(peers: PeerPool, join: string | null, generation: number, logger: Logger): Promise<boolean> {
+  if (!join) return false;
+  const deadline = Date.now() + recoveryProbeMs;
+  for (;;) {
+    try {
+      const r = await peers.call(join, 'rcvAlive', {}, probeCallMs);
+      if (r.serving === true && r.gen === generation) return true;
+      if (r.recovery === true) return false; // it is recovering too: nobody there can vouch
+    } catch (err) {
+      logger.info({ join, err: (err as Error).message }, 'recovery probe: no live member there yet');
+    }
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, probeIntervalMs));
+  }
+}
