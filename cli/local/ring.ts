@@ -39,7 +39,9 @@ function localRecoveryMember(dir: string, o: LocalRingOptions): Partial<ImageSet
 }
 
 async function keepSeen(cluster: ClusterFile, clusterFile: string): Promise<void> {
-  writeSeen(defaultSeenFile(clusterFile), await recoveryStatuses(cluster, cluster.trust, 5000));
+  // Bounded: a stop never waits more than a few seconds for it.
+  const statuses = await Promise.race([recoveryStatuses(cluster, cluster.trust, 3000), new Promise<null>((r) => setTimeout(() => r(null), 6000).unref())]);
+  if (statuses) writeSeen(defaultSeenFile(clusterFile), statuses);
 }
 
 /**

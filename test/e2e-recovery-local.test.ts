@@ -1,0 +1,93 @@
+// `ekv up`'s local recovery member (issue 12, section 2; docs/recovery.md), and the host's whole-ring rollback.
+// A 2-node sealed ring started with `recovery` (as `ekv up` does): DIR/recovery.key is its one member (k = 1).
+// (1) Stopped and started again, it comes up in recovery mode and the start signs the open itself, says so,
+//     and serves every acknowledged key under the new ring id (so `npm start` on an existing .ekv still works).
+// (2) The host restores an older copy of EVERY node's directory and starts the ring: the local member's
+//     last-seen record (kept when the ring stopped) shows the recovered state is older, so the start refuses
+//     to reopen it and nothing is served. Control: without that record the old state is reopened and serves
+//     the old value (so the check is what stops it), and under a new identity that a client pinned to the
+//     ring's real current id refuses (WRONG_RING).
+import { cpSync, existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, EkvError } from '../client/index.ts';
+import type { TrustPolicy } from '../client/trust.ts';
+import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
+import { shortTempDir, testLogger } from './helpers/local-ring.ts';
+
+let dir: string;
+let ring: LocalRing | null = null;
+const lines: string[] = [];
+const names = ['node-1', 'node-2'];
+
+function start(): Promise<LocalRing> {
+  return startLocalRing({ dir, nodes: 2, replicas: 2, logger: testLogger(), rememberTrust: false, recovery: true, progress: (l) => lines.push(l) });
+}
+
+async function get(trust: TrustPolicy, key: string): Promise<string> {
+  const kv = await connect({ cluster: join(dir, 'cluster.json'), trust, timeoutMs: 5000, floor: false });
+  try {
+    return (await kv.get(key)).toString();
+  } catch (err) {
+    if (err instanceof EkvError) return err.code;
+    throw err;
+  } finally {
+    await kv.close();
+  }
+}
+
+async function put(trust: TrustPolicy, key: string, value: string): Promise<void> {
+  const kv = await connect({ cluster: join(dir, 'cluster.json'), trust, floor: false });
+  await kv.put(key, value);
+  await kv.close();
+}
+
+beforeAll(async () => {
+  dir = shortTempDir('ekv-rl-');
+  ring = await start();
+}, 60_000);
+
+afterAll(async () => {
+  await ring?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('the local recovery member', () => {
+  let genOneTrust: TrustPolicy;
+
+  it('a restarted ring comes up in recovery mode and the start reopens it itself, saying so', async () => {
+    const r = ring as LocalRing;
+    expect(existsSync(join(dir, 'recovery.key'))).toBe(true);
+    expect(r.settings?.recoveryMembers).toHaveLength(1);
+    await put(r.cluster.trust, 'local-key', 'v1');
+    for (const n of names) cpSync(join(dir, n, 'data'), join(dir, 'old', n), { recursive: true, filter: (s) => !s.endsWith('.tmp') });
+    await put(r.cluster.trust, 'local-key', 'v2');
+    await r.stop();
+    ring = null;
+    expect(existsSync(join(dir, 'cluster.json.seen'))).toBe(true);
+    ring = await start();
+    expect(ring.recovery).toEqual({ reopened: true, waiting: false, generation: 1 });
+    expect(lines.join('\n')).toMatch(/2 node\(s\) came up in recovery mode[\s\S]*reopened the ring as generation 1 .* signed by your recovery key/);
+    genOneTrust = ring.cluster.trust;
+    expect(genOneTrust.ringId).not.toBe(r.cluster.trust.ringId); // the cluster file pins the new id
+    expect(await get(genOneTrust, 'local-key')).toBe('v2');
+  });
+
+  it('older copies of every node are not reopened (the last-seen record); without the record they would be', async () => {
+    await (ring as LocalRing).stop();
+    ring = null;
+    for (const n of names) {
+      rmSync(join(dir, n, 'data'), { recursive: true, force: true });
+      cpSync(join(dir, 'old', n), join(dir, n, 'data'), { recursive: true });
+    }
+    await expect(start()).rejects.toThrow(/not reopening: a node recovered state older than this ring last had/);
+    // Control: the member forgets what it saw; the host's old copies are reopened and serve the old value ...
+    rmSync(join(dir, 'cluster.json.seen'));
+    ring = await start();
+    expect(ring.recovery.reopened).toBe(true);
+    const { ringId: _pin, ...unpinned } = ring.cluster.trust;
+    expect(await get(unpinned, 'local-key')).toBe('v1');
+    // ... under another identity than the ring's real generation 1, which a client pinned to it refuses.
+    expect(await get(genOneTrust, 'local-key')).toBe('WRONG_RING');
+  });
+});
