@@ -219,7 +219,8 @@ export class EkvClient {
     const r = await this.callRouted(k, 'del', { k, ...checkedIfVersion(opts), r: this.requestId() }, via).catch((err: unknown) => this.floorOnError(err, via, before));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed delete answer');
     const n = r.n;
-    this.floorAfter(via, r, (f, ring) => (r.d === true ? f.checkWrite(ring, k, before, n, null) : f.checkVersion(ring, before, n)));
+    // A delete of a key without a value answers version 0 whatever its history: nothing to check.
+    this.floorAfter(via, r, (f, ring) => (r.d === true ? f.checkWrite(ring, k, before, n, null) : undefined));
     return { deleted: r.d === true, version: n };
   }
 
@@ -237,8 +238,9 @@ export class EkvClient {
   }
 
   private floorOnError(err: unknown, via: Via, before: FloorSnapshot): never {
-    // A CONFLICT names the key's current version: not below what this client has seen.
-    if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version !== undefined) {
+    // A CONFLICT names the key's current version: not below what this client has seen. (0 means "no value",
+    // which a delete after what this client saw also gives: not comparable.)
+    if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version !== undefined && err.version > 0) {
       this.floor.checkVersion(ringOf(via), before, err.version);
     }
     throw err;

@@ -150,3 +150,24 @@ describe('the SDK refuses what its floor says is stale', () => {
     expect(none.floor?.snapshot(Buffer.from('k')).get(noRing)?.v).toBe(1);
   });
 });
+
+describe('what the floor must not refuse', () => {
+  it('a delete of a key without a value (version 0), and a CONFLICT saying "no value" (0), after the client saw versions', async () => {
+    let step = 0;
+    const kv = scriptedClient(ringA, (op) => {
+      step++;
+      if (op === 'put') return { n: 3 };
+      if (op === 'del' && step === 2) return { n: 4, d: true };
+      if (op === 'del') return { n: 0 };
+      throw new Error(op);
+    });
+    await kv.put('k', 'v3');
+    expect(await kv.delete('k')).toEqual({ deleted: true, version: 4 });
+    expect(await kv.delete('k')).toEqual({ deleted: false, version: 0 });
+    (kv as unknown as { callRouted: unknown }).callRouted = async (_k: Buffer, _op: string, _a: unknown, via: { conn?: unknown }) => {
+      via.conn = { ringId: Buffer.from(ringA, 'hex') };
+      throw new EkvError('CONFLICT', 'no value', { version: 0 });
+    };
+    await expect(kv.put('k', 'x', { ifVersion: 4 })).rejects.toMatchObject({ code: 'CONFLICT' });
+  });
+});

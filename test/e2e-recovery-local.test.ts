@@ -2,6 +2,7 @@
 // A 2-node sealed ring started with `recovery` (as `ekv up` does): DIR/recovery.key is its one member (k = 1).
 // (1) Stopped and started again, it comes up in recovery mode and the start signs the open itself, says so,
 //     and serves every acknowledged key under the new ring id (so `npm start` on an existing .ekv still works).
+// (1b) Every enclave killed at once and relaunched (as systemd would): all in recovery mode, reopened likewise.
 // (2) The host restores an older copy of EVERY node's directory and starts the ring: the local member's
 //     last-seen record (kept when the ring stopped) shows the recovered state is older, so the start refuses
 //     to reopen it and nothing is served. Control: without that record the old state is reopened and serves
@@ -72,6 +73,22 @@ describe('the local recovery member', () => {
     expect(genOneTrust.ringId).not.toBe(r.cluster.trust.ringId); // the cluster file pins the new id
     expect(await get(genOneTrust, 'local-key')).toBe('v2');
   });
+
+  it('every enclave killed at once (kill -9): relaunched in recovery mode, the ring reopens itself', async () => {
+    const r = ring as LocalRing;
+    const before = r.cluster.trust.ringId;
+    for (const n of r.nodes) process.kill(n.enclave?.pid as number, 'SIGKILL');
+    const deadline = Date.now() + 60_000;
+    while (r.cluster.trust.ringId === before && Date.now() < deadline) await new Promise((res) => setTimeout(res, 250));
+    expect(r.cluster.trust.ringId).not.toBe(before);
+    expect(lines.join('\n')).toMatch(/reopened the ring as generation 2/);
+    let got = '';
+    while (got !== 'v2' && Date.now() < deadline) {
+      got = await get(r.cluster.trust, 'local-key');
+      if (got !== 'v2') await new Promise((res) => setTimeout(res, 500));
+    }
+    expect(got).toBe('v2');
+  }, 90_000);
 
   it('older copies of every node are not reopened (the last-seen record); without the record they would be', async () => {
     await (ring as LocalRing).stop();

@@ -38,6 +38,46 @@ function localRecoveryMember(dir: string, o: LocalRingOptions): Partial<ImageSet
   return { recoveryMembers: [principal.text], recoveryThreshold: 1 };
 }
 
+/**
+ * After any relaunch, for a while: once no node is open and some are in recovery mode, reopen them with the
+ * local member key (the same last-seen check as at a start) and pin the new ring id in the cluster file.
+ */
+function watchRelaunches(
+  dir: string, nodes: LocalNode[], cluster: ClusterFile, remember: boolean, progress: (l: string) => void, logger: Logger,
+): NodeJS.Timeout {
+  let restarts = nodes.reduce((a, n) => a + n.restarts, 0);
+  let checkUntil = 0;
+  let busy = false;
+  const timer = setInterval(() => {
+    const now = nodes.reduce((a, n) => a + n.restarts, 0);
+    if (now !== restarts) {
+      restarts = now;
+      checkUntil = Date.now() + 30_000;
+    }
+    if (busy || Date.now() > checkUntil) return;
+    busy = true;
+    void (async () => {
+      const statuses = await recoveryStatuses(cluster, cluster.trust, 3000);
+      if (statuses.some((st) => st.mode === 'open') || !statuses.some((st) => st.mode === 'recovery')) return;
+      if (statuses.some((st) => st.mode === 'unreachable')) return; // not all back yet
+      const r = await reopenLocal(dir, cluster, true, progress);
+      if (!r.reopened) return;
+      checkUntil = 0;
+      cluster.trust.ringId = (await learnRingId(cluster, { unpinned: true })) ?? cluster.trust.ringId;
+      writeJsonAtomic(join(dir, 'cluster.json'), cluster);
+      if (remember) rememberTrust(cluster.trust, `ekv up ${join(dir, 'cluster.json')}`);
+    })()
+      .catch((err: unknown) => {
+        checkUntil = 0;
+        logger.error({ err: (err as Error).message }, 'reopening the relaunched ring failed');
+        progress(`not reopened: ${(err as Error).message}`);
+      })
+      .finally(() => (busy = false));
+  }, 1000);
+  timer.unref();
+  return timer;
+}
+
 async function keepSeen(cluster: ClusterFile, clusterFile: string): Promise<void> {
   // Bounded: a stop never waits more than a few seconds for it.
   const statuses = await Promise.race([recoveryStatuses(cluster, cluster.trust, 3000), new Promise<null>((r) => setTimeout(() => r(null), 6000).unref())]);
@@ -167,7 +207,9 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   if (kmsInfo) writeJsonAtomic(join(dir, 'kms.json'), kmsInfo);
   const nodes: LocalNode[] = [];
   let clusterNow: ClusterFile | null = null;
+  let watcher: NodeJS.Timeout | null = null;
   const stopAll = async () => {
+    if (watcher) clearInterval(watcher);
     // RECOVERY HOOK: the local member's last-seen record, so a restart from older copies is not reopened.
     if (clusterNow && hasRecovery(settings)) await keepSeen(clusterNow, join(dir, 'cluster.json')).catch(() => undefined);
     await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
@@ -251,6 +293,11 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   } catch (err) {
     await stopAll();
     throw err;
+  }
+  // RECOVERY HOOK: enclaves that die are launched again (LocalNode); if they all came back in recovery mode
+  // (the whole ring crashed, or a one-node ring's enclave), the local member reopens it, as at a start.
+  if (hasRecovery(settings) && o.autoOpen !== false && o.recovery !== false) {
+    watcher = watchRelaunches(dir, nodes, cluster, o.rememberTrust !== false, progress, o.logger);
   }
   return { dir, nodes, ca, clusterFile, cluster, imagePath, settings, kms, recovery, stop: stopAll };
 }
