@@ -31,8 +31,10 @@ export interface RecoveryGateInit {
   sealed: Generation | null;
   /** SHA-256 of the node's identity key (its ring node id). */
   node: Buffer;
-  /** The digest of the recovered state (recovery mode), or how to read the live figures (open). */
+  /** The digest of the recovered state (computed once, in recovery mode: it hashes every entry). */
   digest: () => StateDigest;
+  /** The live figures shown when open (cheap: anyone may ask). */
+  figures: () => { lastSeq: number; entries: number };
   /** Seal the new generation (durable before the node serves). */
   seal: (g: Generation) => Promise<void>;
   /** Whether the node serves now (for rcvAlive). */
@@ -84,7 +86,7 @@ export class RecoveryGate {
       prev: this.c.ring.previous ?? [],
     };
     if (!this.recovering) {
-      const d = this.c.digest();
+      const d = this.c.figures();
       return { ...base, mode: 'open', lastSeq: d.lastSeq, entries: d.entries, signers: this.c.sealed?.signers ?? [] };
     }
     const d = this.recoveredDigest as StateDigest;

@@ -55,6 +55,7 @@ export async function startRecovery(c: StartRecoveryInit): Promise<RecoveryGate>
   const gate = new RecoveryGate(
     {
       policy: c.policy, ring: c.ring, sealed: c.sealed, node: createHash('sha256').update(c.identityKey).digest(), digest,
+      figures: () => ({ lastSeq: c.persistence.lastSeq, entries: c.partition.size }),
       seal: (g) => c.persistence.recordGeneration(g), serving: c.serving, logger: c.logger,
     },
     !live,
