@@ -103,26 +103,42 @@ export function writeSeen(file: string, statuses: NodeRecovery[]): void {
   renameSync(tmp, file);
 }
 
-/** How each recovering node compares with the record: lines to print, and whether any is older. */
+/**
+ * How each recovering node compares with the record: lines to print, and whether to refuse. Refused: a lower
+ * generation or another ring; a node whose log is behind what the member saw; a node the record does not know
+ * (a fresh or wiped node offered in its place) or a recorded node that is not among them (a partial ring).
+ */
 export function compareSeen(seen: SeenRecord | null, statuses: NodeRecovery[]): { lines: string[]; older: boolean } {
   if (!seen) return { lines: ['no last-seen record of yours for this ring: compare the digests with what you know before you sign'], older: false };
   const lines: string[] = [];
   let older = false;
-  for (const s of statuses.filter((x) => x.mode === 'recovery')) {
+  const recovering = statuses.filter((x) => x.mode === 'recovery');
+  for (const s of recovering) {
     const gen = s.gen ?? 0;
     if (gen < seen.gen || (gen === seen.gen && s.ring !== seen.ring)) {
       older = true;
       lines.push(`${s.addr}: recovered ring ${s.ring?.slice(0, 16)} generation ${gen}; you last saw ring ${seen.ring.slice(0, 16)} generation ${seen.gen}: OLDER (or another history)`);
       continue;
     }
-    const had = seen.nodes[s.node as string];
-    if (!had) {
-      lines.push(`${s.addr}: node ${s.node?.slice(0, 16)} lastSeq ${s.lastSeq}, ${s.entries} entries; you have no record of this node`);
+    if (gen > seen.gen) {
+      lines.push(`${s.addr}: generation ${gen}, newer than your record (${seen.gen}): reopened since you last looked`);
       continue;
     }
-    const isOlder = gen === seen.gen && (s.lastSeq ?? 0) < had.lastSeq;
+    const had = seen.nodes[s.node as string];
+    if (!had) {
+      older = true;
+      lines.push(`${s.addr}: node ${s.node?.slice(0, 16)} (lastSeq ${s.lastSeq}, ${s.entries} entries) is not one you saw in this ring: a new or wiped node?`);
+      continue;
+    }
+    const isOlder = (s.lastSeq ?? 0) < had.lastSeq;
     older ||= isOlder;
     lines.push(`${s.addr}: lastSeq ${s.lastSeq} (you last saw ${had.lastSeq}), ${s.entries} entries (you saw ${had.entries})${isOlder ? ': OLDER than you last saw' : ''}`);
+  }
+  const here = new Set(recovering.map((s) => s.node));
+  const missing = recovering.every((s) => (s.gen ?? 0) === seen.gen) ? Object.keys(seen.nodes).filter((n) => !here.has(n)) : [];
+  if (missing.length > 0) {
+    older = true;
+    lines.push(`${missing.length} node(s) you saw are not among those in recovery mode (${missing.map((n) => n.slice(0, 16)).join(', ')}): not the whole ring`);
   }
   return { lines, older };
 }

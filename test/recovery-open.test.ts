@@ -121,3 +121,17 @@ describe('the policy, the statement layout, identities and digests', () => {
     expect(digestHash(ring, 0, node, d)).not.toEqual(digestHash(ring, 0, node, { ...d, lastSeq: 9 }));
   });
 });
+
+describe("the member's check against its last-seen record (cli/recovery.ts compareSeen)", async () => {
+  const { compareSeen } = await import('../cli/recovery.ts');
+  const seen = { version: 1 as const, ring: 'aa'.repeat(32), gen: 2, nodes: { n1: { lastSeq: 50, entries: 9 }, n2: { lastSeq: 40, entries: 9 } } };
+  const node = (over: Record<string, unknown>) => ({ addr: 'x', mode: 'recovery' as const, ring: seen.ring, gen: 2, node: 'n1', lastSeq: 50, entries: 9, ...over });
+  it('signs what it saw; refuses older logs, older generations, unknown nodes and a partial ring', () => {
+    expect(compareSeen(seen, [node({}), node({ node: 'n2', lastSeq: 41 })]).older).toBe(false);
+    expect(compareSeen(seen, [node({ lastSeq: 49 }), node({ node: 'n2' })]).older).toBe(true);
+    expect(compareSeen(seen, [node({ gen: 1 }), node({ node: 'n2', gen: 1 })]).older).toBe(true);
+    expect(compareSeen(seen, [node({}), node({ node: 'n3', lastSeq: 0, entries: 0 })]).older).toBe(true);
+    expect(compareSeen(seen, [node({})]).older).toBe(true);
+    expect(compareSeen(null, [node({ lastSeq: 0 })]).older).toBe(false); // no record: the member must compare by other means
+  });
+});

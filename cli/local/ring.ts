@@ -290,6 +290,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   if (o.rememberTrust !== false) rememberTrust(cluster.trust, `ekv up ${clusterFile}`);
   try {
     if (!recovery.waiting) await waitForRing(cluster, 60_000, progress);
+    if (recovery.reopened) await keepSeen(cluster, clusterFile); // the record now names the reopened generation
   } catch (err) {
     await stopAll();
     throw err;
