@@ -2,7 +2,8 @@
 // A 2-node sealed ring started with `recovery` (as `ekv up` does): DIR/recovery.key is its one member (k = 1).
 // (1) Stopped and started again, it comes up in recovery mode and the start signs the open itself, says so,
 //     and serves every acknowledged key under the new ring id (so `npm start` on an existing .ekv still works).
-// (1b) Every enclave killed at once and relaunched (as systemd would): all in recovery mode, reopened likewise.
+// (3) A one-node ring's enclave killed (kill -9) and relaunched (as systemd would): alone, it finds no live
+//     member and comes back in recovery mode; `ekv up` (its relaunch watcher) reopens it likewise.
 // (2) The host restores an older copy of EVERY node's directory and starts the ring: the local member's
 //     last-seen record (kept when the ring stopped) shows the recovered state is older, so the start refuses
 //     to reopen it and nothing is served. Control: without that record the old state is reopened and serves
@@ -74,22 +75,6 @@ describe('the local recovery member', () => {
     expect(await get(genOneTrust, 'local-key')).toBe('v2');
   });
 
-  it('every enclave killed at once (kill -9): relaunched in recovery mode, the ring reopens itself', async () => {
-    const r = ring as LocalRing;
-    const before = r.cluster.trust.ringId;
-    for (const n of r.nodes) process.kill(n.enclave?.pid as number, 'SIGKILL');
-    const deadline = Date.now() + 60_000;
-    while (r.cluster.trust.ringId === before && Date.now() < deadline) await new Promise((res) => setTimeout(res, 250));
-    expect(r.cluster.trust.ringId).not.toBe(before);
-    expect(lines.join('\n')).toMatch(/reopened the ring as generation 2/);
-    let got = '';
-    while (got !== 'v2' && Date.now() < deadline) {
-      got = await get(r.cluster.trust, 'local-key');
-      if (got !== 'v2') await new Promise((res) => setTimeout(res, 500));
-    }
-    expect(got).toBe('v2');
-  }, 90_000);
-
   it('older copies of every node are not reopened (the last-seen record); without the record they would be', async () => {
     await (ring as LocalRing).stop();
     ring = null;
@@ -107,4 +92,27 @@ describe('the local recovery member', () => {
     // ... under another identity than the ring's real generation 1, which a client pinned to it refuses.
     expect(await get(genOneTrust, 'local-key')).toBe('WRONG_RING');
   });
+});
+
+describe('a one-node ring whose enclave is killed', () => {
+  it('comes back in recovery mode and is reopened by the local member; it serves again under the new ring id', async () => {
+    const dir1 = shortTempDir('ekv-r1n-');
+    const one = await startLocalRing({ dir: dir1, nodes: 1, replicas: 1, logger: testLogger(), rememberTrust: false, recovery: true, progress: (l) => lines.push(l) });
+    try {
+      const before = one.cluster.trust.ringId;
+      const kv = await connect({ cluster: one.cluster, trust: one.cluster.trust, floor: false });
+      await kv.put('alone', 'kept');
+      await kv.close();
+      process.kill(one.nodes[0]?.enclave?.pid as number, 'SIGKILL');
+      const deadline = Date.now() + 60_000;
+      while (one.cluster.trust.ringId === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+      expect(one.cluster.trust.ringId).not.toBe(before);
+      const again = await connect({ cluster: one.cluster, trust: one.cluster.trust, floor: false, timeoutMs: 10_000 });
+      expect((await again.get('alone')).toString()).toBe('kept');
+      await again.close();
+    } finally {
+      await one.stop();
+      rmSync(dir1, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
