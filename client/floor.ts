@@ -27,7 +27,7 @@ import { EkvError } from '../protocol/errors.ts';
 export const floorKeysMax = 8192;
 /** Ring identities remembered; beyond it the least recently used ring's generation is dropped. */
 export const floorRingsMax = 64;
-/** A floor file is at most about 80 bytes per key; anything larger is not one. */
+/** A floor file holds about 140 bytes per key (1.1 MB at floorKeysMax); anything larger is not one. */
 export const floorFileBytesMax = 4 * 1024 * 1024;
 
 /** What a STALE error's `reason` says. */
