@@ -70,6 +70,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   let recoveredLog = false;
   let served = false;
   let sealedGeneration: Generation | null = null;
+  let sealedPeers: string[] = [];
   if (sealing) {
     const opened = await Persistence.open({
       config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, partition, requests, logger: c.logger,
@@ -83,6 +84,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     recoveredLog = opened.recovered.lastSeq > 0;
     served = opened.recovered.served;
     sealedGeneration = opened.recovered.generation;
+    sealedPeers = opened.recovered.peers;
   } else {
     // No KMS, so no ring secret: peers are trusted per image (docs/membership.md). Nothing survives a
     // restart, so every boot is a first boot and one with no join address founds.
@@ -120,7 +122,8 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const recovery: RecoveryGate | null = policy && persistence && ringCred
     ? await startRecovery({
       policy, ring: ringCred, sealed: sealedGeneration, identityKey: identity.publicKey, persistence, partition, peers, join: c.config.join,
-      founded, serving: () => store.status().serving === true, logger: c.logger,
+      self: c.config.selfAddr, sealedPeers, founded, serving: () => store.status().serving === true, logger: c.logger,
+      neighbours: () => [...ring.core.successors.map((n) => n.addr), ...(ring.core.predecessor ? [ring.core.predecessor.addr] : [])],
     })
     : null;
 
@@ -158,7 +161,8 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger);
   await server.listen(c.paths.inbound);
   await recovery?.opened; // RECOVERY HOOK: in recovery mode, nothing joins or serves until the open
-  await joinWithRetry(ring, c.config.join, c.logger);
+  // RECOVERY HOOK: a member whose host gave no join address joins through the live member it found.
+  await joinWithRetry(ring, c.config.join ?? recovery?.liveVia ?? null, c.logger);
   store.start();
   return {
     nodeId: identity.publicKey.toString('hex'),

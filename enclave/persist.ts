@@ -39,6 +39,8 @@ import { createRingSecret, openRingSecret, readRingSecretBlob, RingError, type R
 import { decodeGeneration, encodeGeneration, type Generation } from './recovery/generation.ts';
 
 export const snapshotAfterRecords = 20_000;
+/** Last known ring neighbours kept sealed (docs/recovery.md: where a restarting node looks for a live member). */
+export const peersSealedMax = 8;
 
 export interface SealConfig {
   /** The image's pinned key ARN. */
@@ -115,6 +117,8 @@ export interface Recovered {
   served: boolean;
   /** RECOVERY HOOK: the ring's generation as sealed (null: never reopened, generation 0; docs/recovery.md). */
   generation: Generation | null;
+  /** RECOVERY HOOK: the addresses of this node's last known ring neighbours (where to look for a live member). */
+  peers: string[];
 }
 
 export class Persistence {
@@ -142,6 +146,15 @@ export class Persistence {
   async recordGeneration(g: Generation): Promise<void> {
     await this.store.append(encodeCbor(['gen', ...encodeGeneration(g)]));
     this.generation = g;
+  }
+
+  private peers: string[] = [];
+
+  /** RECOVERY HOOK: seal this node's current ring neighbours' addresses (at most 8, from the ring's view). */
+  async recordPeers(addrs: string[]): Promise<void> {
+    const list = addrs.slice(0, peersSealedMax);
+    await this.store.append(encodeCbor(['peers', list]));
+    this.peers = list;
   }
 
   /** The last sequence number of the sealed log (the recovery digest's and `status`'s). */
@@ -202,6 +215,9 @@ export class Persistence {
     let sealedRing: Buffer | null = null;
     let served = false;
     let generation: Generation | null = null;
+    let peers: string[] = [];
+    const peerList = (x: unknown): string[] | null =>
+      Array.isArray(x) && x.length <= peersSealedMax && x.every((a) => typeof a === 'string' && a.length <= 300) ? (x as string[]) : null;
     let entries = 0;
     const apply = (rec: unknown) => {
       if (!Array.isArray(rec)) return;
@@ -209,6 +225,7 @@ export class Persistence {
       else if (rec[0] === 'ring' && rec[1] instanceof Uint8Array) sealedRing = Buffer.from(rec[1]);
       else if (rec[0] === 'served') served = true;
       else if (rec[0] === 'gen') generation = decodeGeneration(rec.slice(1)) ?? generation;
+      else if (rec[0] === 'peers') peers = peerList(rec[1]) ?? peers;
       else if (rec[0] === 'e') {
         const [, k, v, n, r] = rec as [string, Uint8Array, Uint8Array | null, number, unknown];
         const key = Buffer.from(k);
@@ -222,6 +239,7 @@ export class Persistence {
         if (rec[4] instanceof Uint8Array) sealedRing = Buffer.from(rec[4]);
         if (rec[5] === true) served = true;
         if (Array.isArray(rec[6])) generation = decodeGeneration(rec[6]) ?? generation;
+        peers = peerList(rec[7]) ?? peers;
       }
     };
     // Our own sealed state (authenticated, but still decoded strictly): a snapshot holds every entry,
@@ -239,12 +257,13 @@ export class Persistence {
       kms.destroy();
     }
     const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, served, generation, c.partition, c.requests, c.logger);
+    persistence.peers = peers;
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
     if (sealedRing === null) await store.append(encodeCbor(['ring', ring.credential.id]));
     c.logger.info({ created, entries, lastSeq: recovered.lastSeq, reset, member, served, founded: ring.founded, ring: ring.credential.id.toString('hex').slice(0, 16) }, 'sealed state recovered');
     return {
       persistence,
-      recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member, served, generation },
+      recovered: { identity: persistence.identity, entries, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member, served, generation, peers },
     };
   }
 
@@ -273,7 +292,7 @@ export class Persistence {
       const have = byKey.get(k);
       if (!have || (have[2] as number) < e.version) byKey.set(k, [e.key, e.value, e.version]);
     }
-    await this.store.resync(encodeCbor(['snap', this.identity.exportPrivate(), [...byKey.values()], encodeRequestTable(this.requests), this.ringId, this.served, this.genField()]));
+    await this.store.resync(encodeCbor(['snap', this.identity.exportPrivate(), [...byKey.values()], encodeRequestTable(this.requests), this.ringId, this.served, this.genField(), this.peers]));
   }
 
   private genField(): unknown[] | null {
@@ -287,7 +306,7 @@ export class Persistence {
     this.snapshotting = true;
     try {
       const entries = [...this.partition.entries()].map((e) => [e.key, e.value, e.version]);
-      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, encodeRequestTable(this.requests), this.ringId, this.served, this.genField()]));
+      await this.store.writeSnapshot(encodeCbor(['snap', this.identity.exportPrivate(), entries, encodeRequestTable(this.requests), this.ringId, this.served, this.genField(), this.peers]));
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'snapshot failed');
     } finally {

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, EkvError } from '../client/index.ts';
 import type { TrustPolicy } from '../client/trust.ts';
+import type { LocalNode } from '../cli/local/node.ts';
 import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
 import { shortTempDir, testLogger } from './helpers/local-ring.ts';
 
@@ -74,6 +75,34 @@ describe('the local recovery member', () => {
     expect(genOneTrust.ringId).not.toBe(r.cluster.trust.ringId); // the cluster file pins the new id
     expect(await get(genOneTrust, 'local-key')).toBe('v2');
   });
+
+  it('a node restarted while its ring lives, with no join address from its host, finds a live member among its sealed neighbours', async () => {
+    const r = ring as LocalRing;
+    await new Promise((res) => setTimeout(res, 6000)); // the neighbours are sealed within a few seconds of a change
+    const node1 = r.nodes[0] as LocalNode;
+    const opts = (node1 as unknown as { opts: { enclaveEnv: (s: { addr: string; relaunch: boolean }) => Record<string, string> } }).opts;
+    const env = opts.enclaveEnv;
+    opts.enclaveEnv = (self) => ({ ...env(self), EKV_JOIN: '' }); // the host gives no join address (a deployment's first node)
+    // Down long enough for its neighbour to notice (a Chord join under an id the ring still holds is another matter).
+    (node1 as unknown as { stopping: boolean }).stopping = true;
+    await node1.enclave?.stop();
+    await new Promise((res) => setTimeout(res, 4000));
+    (node1 as unknown as { stopping: boolean }).stopping = false;
+    await node1.launch();
+    opts.enclaveEnv = env;
+    const deadline = Date.now() + 60_000;
+    let got = '';
+    while (got !== 'v2' && Date.now() < deadline) {
+      const kv = await connect({ nodes: [node1.addr], trust: r.cluster.trust, timeoutMs: 3000, floor: false, routing: 'any' });
+      const st = await kv.node(node1.addr).call('status', {}).catch(() => null);
+      expect((st?.recovery as { mode?: string } | undefined)?.mode ?? 'open').toBe('open');
+      got = await kv.get('local-key').then((b) => b.toString(), (e: unknown) => (e instanceof EkvError ? e.code : String(e)));
+      await kv.close();
+      if (got !== 'v2') await new Promise((res) => setTimeout(res, 500));
+    }
+    expect(got).toBe('v2');
+    expect(r.recovery.generation).toBe(1); // nobody reopened anything
+  }, 90_000);
 
   it('older copies of every node are not reopened (the last-seen record); without the record they would be', async () => {
     await (ring as LocalRing).stop();

@@ -52,6 +52,8 @@ export class RecoveryGate {
   private resolveOpened: () => void = () => undefined;
   /** Resolves once the ring is open (at once when the node did not start in recovery mode). */
   readonly opened: Promise<void>;
+  /** The live member found at boot (the node joins through it when its host gave no join address). */
+  liveVia: string | null = null;
 
   constructor(private readonly c: RecoveryGateInit, recovering: boolean) {
     this.recovering = recovering;

@@ -40,6 +40,11 @@ export interface StartRecoveryInit {
   partition: Partition;
   peers: PeerPool;
   join: string | null;
+  /** This node's own address (never probed) and its sealed last known neighbours (probed after `join`). */
+  self: string;
+  sealedPeers: string[];
+  /** The ring's current neighbours (addresses), sealed when they change so a later boot knows whom to ask. */
+  neighbours: () => string[];
   /** This boot founded the ring (nothing to recover). */
   founded: boolean;
   serving: () => boolean;
@@ -50,7 +55,10 @@ export interface StartRecoveryInit {
 export async function startRecovery(c: StartRecoveryInit): Promise<RecoveryGate> {
   applyGeneration(c.ring, c.sealed);
   const generation = c.sealed?.generation ?? 0;
-  const live = c.founded ? true : await findLiveMember(c.peers, c.join, generation, c.logger);
+  const candidates = [...new Set([c.join ?? '', ...c.sealedPeers])].filter((a) => a !== '' && a !== c.self);
+  const via = c.founded ? null : await findLiveMember(c.peers, candidates, generation, c.logger);
+  const live = c.founded || via !== null;
+  watchNeighbours(c);
   const digest = (): StateDigest => ({ lastSeq: c.persistence.lastSeq, entries: c.partition.size, stateHash: stateHash(c.partition.entries()) });
   const gate = new RecoveryGate(
     {
@@ -60,6 +68,7 @@ export async function startRecovery(c: StartRecoveryInit): Promise<RecoveryGate>
     },
     !live,
   );
+  gate.liveVia = via;
   if (!live) {
     const s = gate.status();
     c.logger.warn(
@@ -70,19 +79,46 @@ export async function startRecovery(c: StartRecoveryInit): Promise<RecoveryGate>
   return gate;
 }
 
-/** True when a peer at the join address is an attested member of our ring serving at our generation. */
-async function findLiveMember(peers: PeerPool, join: string | null, generation: number, logger: Logger): Promise<boolean> {
-  if (!join) return false;
+/**
+ * The address of one of `candidates` (the host's join address, then the last known neighbours) is an attested
+ * member of our ring serving at our generation. Ends early when those that answer are all recovering.
+ */
+async function findLiveMember(peers: PeerPool, candidates: string[], generation: number, logger: Logger): Promise<string | null> {
+  if (candidates.length === 0) return null;
   const deadline = Date.now() + recoveryProbeMs;
   for (;;) {
-    try {
-      const r = await peers.call(join, 'rcvAlive', {}, probeCallMs);
-      if (r.serving === true && r.gen === generation) return true;
-      if (r.recovery === true) return false; // it is recovering too: nobody there can vouch
-    } catch (err) {
-      logger.info({ join, err: (err as Error).message }, 'recovery probe: no live member there yet');
+    let recovering = 0;
+    let unreachable = 0;
+    for (const addr of candidates) {
+      try {
+        const r = await peers.call(addr, 'rcvAlive', {}, probeCallMs);
+        if (r.serving === true && r.gen === generation) return addr;
+        if (r.recovery === true) recovering++; // it is recovering too: nobody there can vouch
+      } catch (err) {
+        unreachable++;
+        logger.info({ addr, err: (err as Error).message }, 'recovery probe: no live member there yet');
+      }
     }
-    if (Date.now() >= deadline) return false;
+    // Every candidate recovering or unreachable, and some recovering: the ring is restarting as a whole.
+    if ((recovering > 0 && recovering + unreachable === candidates.length) || Date.now() >= deadline) return null;
     await new Promise((r) => setTimeout(r, probeIntervalMs));
   }
+}
+
+const neighboursCheckMs = 5000;
+
+/** Seal the ring's neighbours whenever they change (checked every few seconds; bounded by peersSealedMax). */
+function watchNeighbours(c: StartRecoveryInit): void {
+  let last = [...c.sealedPeers].sort().join(',');
+  let busy = false;
+  const timer = setInterval(() => {
+    const now = [...new Set(c.neighbours())].filter((a) => a !== c.self).sort();
+    if (busy || now.length === 0 || now.join(',') === last) return;
+    busy = true;
+    c.persistence.recordPeers(now).then(
+      () => (last = now.join(',')),
+      (err: unknown) => c.logger.info({ err: (err as Error).message }, 'could not seal the ring neighbours'),
+    ).finally(() => (busy = false));
+  }, neighboursCheckMs);
+  timer.unref();
 }
