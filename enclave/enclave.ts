@@ -20,8 +20,10 @@ import { imageConfig, testAnyPullSource, testHostMayFound, testNoRingCheck, test
 import { Persistence, sealConfigFrom } from './persist.ts';
 import type { Nsm } from './nsm.ts';
 import { idToBytes, nodeIdFromPublicKey } from './ring/index.ts';
-import { EnclaveServer } from './server.ts';
+import { EnclaveServer, type Handler } from './server.ts';
 import { learnSelfTrust, peerVerifier, type SelfTrust } from './trust.ts';
+import { imageRecoveryPolicy, recoveryOps, startRecovery, type RecoveryGate } from './recovery/index.ts';
+import type { Generation } from './recovery/generation.ts';
 
 export interface EnclaveComponents {
   nsm: Nsm;
@@ -60,6 +62,8 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   let identity: Identity;
   let ringCred: RingCredential | null = null;
   let founded: boolean;
+  let sealedGeneration: Generation | null = null;
+  let sealedPeers: string[] = [];
   if (sealing) {
     const opened = await Persistence.open({
       config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, shards: enclaveDataConfig.shards, logger: c.logger,
@@ -69,6 +73,8 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     identity = opened.recovered.identity;
     ringCred = opened.recovered.ring;
     founded = opened.recovered.founded;
+    sealedGeneration = opened.recovered.generation; // RECOVERY HOOK
+    sealedPeers = opened.recovered.peers;
   } else {
     // No KMS, so no ring secret: peers are trusted per image (docs/membership.md). Nothing survives a
     // restart, so every boot is a first boot and one with no join address founds.
@@ -100,15 +106,43 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const access = new AccessService({ docs: data, peers, self, logger: c.logger }, { mode: settings.accessMode });
   const ops = catalogue({
     data, ring, access,
-    status: () => ({ ...ringStatus(ring, self), ...data.status(), replicas: settings.replicas, ringId: ringCred?.id ?? null, founded }),
+    status: () => ({
+      ...ringStatus(ring, self), ...data.status(), replicas: settings.replicas, ringId: ringCred?.id ?? null, founded,
+      ...(recovery ? { recovery: recovery.status() } : {}),
+    }),
   });
-  const handler = dispatch(ops);
+  // RECOVERY HOOK (issue 12, docs/recovery.md): on an image with recovery members, a member that finds no
+  // live member of its ring serves nothing until k members sign its open (enclave/recovery/). Decided before
+  // the data core starts: in recovery mode the core is not started at all (it replays nothing, sends nothing,
+  // takes no peer message, so it cannot vote, ack or serve for a generation nobody opened).
+  const policy = imageRecoveryPolicy(imageConfig.recoveryMembers, imageConfig.recoveryThreshold);
+  const recovery: RecoveryGate | null = policy && persistence && ringCred
+    ? await startRecovery({
+      policy, ring: ringCred, sealed: sealedGeneration, identityKey: identity.publicKey, persistence, peers, join: c.config.join,
+      self: c.config.selfAddr, sealedPeers, founded, serving: () => data.ready, logger: c.logger,
+      keys: () => data.status().keys as number,
+      neighbours: () => [...ring.core.successors.map((n) => n.addr), ...(ring.core.predecessor ? [ring.core.predecessor.addr] : [])],
+    })
+    : null;
+  const opsHandler = dispatch(ops);
+  const handler: Handler = (op, req, ctx) => {
+    // RECOVERY HOOK: recovery operations always; nothing else but status while in recovery mode (no client data,
+    // no ACL, and no ring / data-core / forwarded peer traffic).
+    if (recovery && recoveryOps.has(op)) {
+      if (op === 'rcvAlive' && !ctx.peer) throw new EkvError('FORBIDDEN', 'ring operations are for attested peer enclaves only');
+      return recovery.handle(op, req);
+    }
+    if (recovery?.inRecovery && op !== 'status') recovery.refuse();
+    return opsHandler(op, req, ctx);
+  };
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger);
   await server.listen(c.paths.inbound);
   // The data core replays its sealed log before the node enters the ring (status shows its state at once);
   // it talks to peers only as the ring and attested senders name them.
+  await recovery?.opened; // RECOVERY HOOK: in recovery mode, the data core neither starts nor joins until the open
   await data.start();
-  await joinWithRetry(ring, c.config.join, c.logger);
+  // RECOVERY HOOK: a member whose host gave no join address joins through the live member it found.
+  await joinWithRetry(ring, c.config.join ?? recovery?.liveVia ?? null, c.logger);
   return {
     nodeId: identity.publicKey.toString('hex'),
     identity,

@@ -21,6 +21,8 @@ declare const EKV_PINNED_ACCESS_MODE: string;
 declare const EKV_PINNED_REPLICAS: string;
 declare const EKV_PINNED_PEER_PCR0S: string;
 declare const EKV_PINNED_SINGLE_NODE: string;
+declare const EKV_PINNED_RECOVERY_MEMBERS: string;
+declare const EKV_PINNED_RECOVERY_THRESHOLD: string;
 declare const EKV_TEST_UNSAFE_SKIP_KEYID_CHECK: string;
 declare const EKV_TEST_HOST_MAY_FOUND: string;
 declare const EKV_TEST_NO_RING_CHECK: string;
@@ -41,6 +43,13 @@ export interface ImageConfig {
   replicas: number;
   singleNode: boolean;
   peerPcr0Allowlist: string[];
+  /**
+   * Recovery members (docs/recovery.md): principals (ekv1...) of whom `recoveryThreshold` must sign the
+   * open of a ring that restarted as a whole. Absent or empty: no recovery mode (a whole-ring restart
+   * reconciles among its own nodes, as before).
+   */
+  recoveryMembers?: string[];
+  recoveryThreshold?: number;
 }
 
 export const imageConfig: ImageConfig = {
@@ -57,6 +66,11 @@ export const imageConfig: ImageConfig = {
     .split(',')
     .map((x) => x.trim().toLowerCase())
     .filter((x) => /^[0-9a-f]{96}$/.test(x)),
+  recoveryMembers: pinned(typeof EKV_PINNED_RECOVERY_MEMBERS === 'undefined' ? undefined : EKV_PINNED_RECOVERY_MEMBERS, '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== ''),
+  recoveryThreshold: Number(pinned(typeof EKV_PINNED_RECOVERY_THRESHOLD === 'undefined' ? undefined : EKV_PINNED_RECOVERY_THRESHOLD, '0')),
 };
 
 /**

@@ -9,6 +9,7 @@ import { registerStatus } from './status.ts';
 import { registerNode } from './node.ts';
 import { registerHost } from './host.ts';
 import { registerVerify } from './verify.ts';
+import { registerRecovery } from './recovery.ts';
 
 export const commands: Array<(program: Command) => void> = [
   registerMeasure,
@@ -20,4 +21,5 @@ export const commands: Array<(program: Command) => void> = [
   registerNode,
   registerHost,
   registerVerify,
+  registerRecovery,
 ];
