@@ -93,14 +93,27 @@ describe('Floor', () => {
   });
 });
 
+type Routed = (key: Buffer, op: string, args: Record<string, unknown>, via: { conn?: unknown }) => Promise<Record<string, unknown>>;
+
+/**
+ * Replaces the client's routed calls with `fn`. Writes on the data path run in range sessions: the session's
+ * `open` (one range) is answered here, as a node would, and is not the scripted node's business.
+ */
+function script(kv: EkvClient, fn: Routed): void {
+  (kv as unknown as { callRouted: Routed }).callRouted = async (key, op, args, via) => {
+    if (op === 'open') return { s: 1, sh: 0, S: 1, w: 64 };
+    return fn(key, op, args, via ?? {});
+  };
+}
+
 /** An SDK client whose routed calls are answered by `answer` from a node of ring `ring`. */
 function scriptedClient(ring: string | null, answer: (op: string, args: Record<string, unknown>) => Record<string, unknown>, floor?: Floor | null): EkvClient {
   const kv = new EkvClient(['127.0.0.1:1'], { pcrs: { 0: '00'.repeat(48) } }, { timeoutMs: 1000, ...(floor === undefined ? {} : { floor }) });
   const conn = { ringId: ring === null ? null : Buffer.from(ring, 'hex') };
-  (kv as unknown as { callRouted: unknown }).callRouted = async (_key: Buffer, op: string, args: Record<string, unknown>, via: { conn?: unknown }) => {
+  script(kv, async (_key, op, args, via) => {
     via.conn = conn;
     return answer(op, args);
-  };
+  });
   return kv;
 }
 
@@ -130,11 +143,11 @@ describe('the SDK refuses what its floor says is stale', () => {
       throw new Error(op);
     });
     await kv.put('k', 'v4');
-    (kv as unknown as { callRouted: unknown }).callRouted = async (_k: Buffer, op: string, _a: unknown, via: { conn?: unknown }) => {
+    script(kv, async (_k, op, _a, via) => {
       via.conn = { ringId: Buffer.from(ringA, 'hex') };
       if (op === 'get') throw new EkvError('NOT_FOUND', 'no such key', { version: 0 });
       throw new EkvError('CONFLICT', 'the key is at 2', { version: 2 });
-    };
+    });
     await expect(kv.getWithVersion('k')).rejects.toMatchObject({ code: 'STALE' });
     await expect(kv.put('k', 'x', { ifVersion: 4 })).rejects.toMatchObject({ code: 'STALE' });
   });
@@ -164,10 +177,10 @@ describe('what the floor must not refuse', () => {
     await kv.put('k', 'v3');
     expect(await kv.delete('k')).toEqual({ deleted: true, version: 4 });
     expect(await kv.delete('k')).toEqual({ deleted: false, version: 0 });
-    (kv as unknown as { callRouted: unknown }).callRouted = async (_k: Buffer, _op: string, _a: unknown, via: { conn?: unknown }) => {
+    script(kv, async (_k, _op, _a, via) => {
       via.conn = { ringId: Buffer.from(ringA, 'hex') };
       throw new EkvError('CONFLICT', 'no value', { version: 0 });
-    };
+    });
     await expect(kv.put('k', 'x', { ifVersion: 4 })).rejects.toMatchObject({ code: 'CONFLICT' });
   });
 });
