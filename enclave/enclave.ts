@@ -115,11 +115,15 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   // live member of its ring serves nothing until k members sign its open (enclave/recovery/). Decided before
   // the data core starts: in recovery mode the core is not started at all (it replays nothing, sends nothing,
   // takes no peer message, so it cannot vote, ack or serve for a generation nobody opened).
+  // A live member (rcvAlive) is a node of this generation whose data core runs: it was opened (founded, found a
+  // live member, or signed open) and the core's own fencing governs what it may vote, ack or serve. Readiness
+  // (R members per range) is not asked: a ring still forming (one node of R) is alive.
+  let coreRunning = false;
   const policy = imageRecoveryPolicy(imageConfig.recoveryMembers, imageConfig.recoveryThreshold);
   const recovery: RecoveryGate | null = policy && persistence && ringCred
     ? await startRecovery({
       policy, ring: ringCred, sealed: sealedGeneration, identityKey: identity.publicKey, persistence, peers, join: c.config.join,
-      self: c.config.selfAddr, sealedPeers, founded, serving: () => data.ready, logger: c.logger,
+      self: c.config.selfAddr, sealedPeers, founded, serving: () => coreRunning, logger: c.logger,
       keys: () => data.status().keys as number,
       neighbours: () => [...ring.core.successors.map((n) => n.addr), ...(ring.core.predecessor ? [ring.core.predecessor.addr] : [])],
     })
@@ -141,6 +145,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   // it talks to peers only as the ring and attested senders name them.
   await recovery?.opened; // RECOVERY HOOK: in recovery mode, the data core neither starts nor joins until the open
   await data.start();
+  coreRunning = true;
   // RECOVERY HOOK: a member whose host gave no join address joins through the live member it found.
   await joinWithRetry(ring, c.config.join ?? recovery?.liveVia ?? null, c.logger);
   return {
