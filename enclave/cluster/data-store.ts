@@ -584,6 +584,8 @@ export class DataStore {
       keys,
       bytes,
       livePeers: n ? n.livePeers().length : 0,
+      /** This node's incarnation as a data-core member (it grows when the node finds it was rolled back or cloned). */
+      incarnation: n ? n.self.inc : null,
       ...this.stats,
     };
   }
