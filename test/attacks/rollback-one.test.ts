@@ -6,8 +6,10 @@
 //     while the ring is alive. Read through node-2 alone, from the moment it is back until well after it
 //     serves: never a v1, and bob never reads (its old ACL floor is not used).
 // (b) The host starts a second copy (a clone) of node-3 from a copy of its directory while node-3 runs, on
-//     another port, joined to the ring. The ring accepts at most one of them: the other is fenced (answers
-//     nothing as data), and no acknowledged write is lost or read stale through either.
+//     another port, joined to the ring. The ring accepts at most one of them as a data-core member (they end
+//     with different incarnations; peers drop the older one's messages), and no version is acknowledged twice
+//     and the last acknowledged value is read. (Written on the earlier data path, where the check was the
+//     Chord views naming node-3's address; on the data core the Chord view is routing only.)
 import { cpSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
