@@ -191,13 +191,7 @@ export function validatePeerBody(x: unknown, shards: number): PeerBody {
       if (value.shard !== base.shard || value.epoch !== base.epoch + 1) fail('accept.value must follow accept.base');
       return { t: 'accept', base, ballot: ballot(o.ballot), value };
     }
-    case 'accepted': {
-      const base = { t: 'accepted' as const, shard: shard(o.shard), instance: int(o.instance, 'instance', 1), ballot: ballot(o.ballot) };
-      if (o.value === undefined) return base;
-      const value = inRange(config(o.value));
-      if (value.shard !== base.shard || value.epoch !== base.instance + 1) fail('accepted.value must follow its instance');
-      return { ...base, value };
-    }
+    case 'accepted': return { t: 'accepted', shard: shard(o.shard), instance: int(o.instance, 'instance', 1), ballot: ballot(o.ballot) };
     case 'commit': return { t: 'commit', config: inRange(config(o.config)) };
     case 'sync': return { t: 'sync', config: inRange(config(o.config)), data: rangeData(o.data), sessions: sessions(o.sessions) };
     case 'syncAck': return { t: 'syncAck', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1) };

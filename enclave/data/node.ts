@@ -557,10 +557,6 @@ export class DataNode {
   }
 
   private onAccepted(from: Member, b: Extract<PeerBody, { t: 'accepted' }>): void {
-    if (b.value) {
-      this.onLearn(from, b as Required<Extract<PeerBody, { t: 'accepted' }>>);
-      return;
-    }
     const p = this.proposalFor(b.shard, b.instance, b.ballot);
     if (!p || p.phase !== 'accept' || !this.isMember(p.base, from)) return;
     p.acks.add(from.name);
@@ -570,26 +566,6 @@ export class DataNode {
     r.proposal = null;
     const to = new Set([...p.base.members, ...value.members].map((m) => m.name));
     for (const name of to) this.send(name, { t: 'commit', config: value });
-  }
-
-  /** A learner (a member of the accepted value): a majority of the instance's members accepted one ballot = decided. */
-  private onLearn(from: Member, b: Required<Extract<PeerBody, { t: 'accepted' }>>): void {
-    const r = this.rangeAt(b.shard);
-    const base = r.config;
-    if (!base || base.epoch !== b.instance || !this.isMember(b.value) || !this.isMember(base, from)) return;
-    const l = r.learning;
-    if (!l || l.instance !== b.instance || cmpBallot(l.ballot, b.ballot) !== 0) {
-      if (l && l.instance === b.instance && cmpBallot(b.ballot, l.ballot) < 0) return;
-      r.learning = { instance: b.instance, ballot: b.ballot, value: b.value, from: new Set([from.name]) };
-    } else {
-      if (l.value.epoch !== b.value.epoch || l.value.members.length !== b.value.members.length || !l.value.members.every((m, i) => sameMember(m, b.value.members[i]))) return;
-      l.from.add(from.name);
-    }
-    if ((r.learning as { from: Set<string> }).from.size >= majority(base.members.length)) {
-      const value = (r.learning as { value: Config }).value;
-      r.learning = null;
-      this.learn(value);
-    }
   }
 
   private onReject(b: Extract<PeerBody, { t: 'reject' }>): void {
@@ -653,12 +629,6 @@ export class DataNode {
     if (r.active || r.activating) this.deactivate(r);
     this.record({ t: 'acc', shard: r.shard, epoch: b.base.epoch, promised: b.ballot, accepted: { ballot: b.ballot, value: b.value } });
     this.send(from.name, { t: 'accepted', shard: r.shard, instance: b.base.epoch, ballot: b.ballot });
-    // The new configuration's members learn the decision from a majority of acceptances themselves, so that it
-    // is not lost with the proposer's commit (a decided epoch only the proposer knew, then lost, left a range
-    // with no one able to serve or re-propose).
-    for (const m of b.value.members) {
-      if (m.name !== from.name) this.send(m.name, { t: 'accepted', shard: r.shard, instance: b.base.epoch, ballot: b.ballot, value: b.value });
-    }
   }
 
   private onInstall(from: Member, b: Extract<PeerBody, { t: 'install' }>): void {

@@ -64,8 +64,6 @@ export interface RangeState {
   queued: number;
   byReq: Map<string, Inflight>;
   proposal: Proposal | null;
-  /** As a learner: acceptances of one (instance, ballot) seen from members of that instance (memory only). */
-  learning: { instance: number; ballot: Ballot; value: Config; from: Set<string> } | null;
   nextTry: number;
 }
 
@@ -78,7 +76,7 @@ export function newRange(shard: number): RangeState {
     shard, config: null, synced: false, promised: null, accepted: null, install: null, round: 0,
     data: new Map(), sessions: emptySessions(), bytes: 0,
     leaseUntil: -Infinity, active: false, activating: null, lease: { validUntil: -Infinity, t0: -Infinity, grants: new Set() },
-    inflight: new Map(), queues: new Map(), queued: 0, byReq: new Map(), proposal: null, learning: null, nextTry: 0,
+    inflight: new Map(), queues: new Map(), queued: 0, byReq: new Map(), proposal: null, nextTry: 0,
   };
 }
 

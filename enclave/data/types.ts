@@ -151,8 +151,7 @@ export type PeerBody =
   | { readonly t: 'install'; readonly base: Config; readonly ballot: Ballot; readonly value: Config; readonly data: RangeData; readonly sessions: Sessions }
   | { readonly t: 'installAck'; readonly shard: number; readonly instance: number; readonly ballot: Ballot }
   | { readonly t: 'accept'; readonly base: Config; readonly ballot: Ballot; readonly value: Config }
-  /** To the proposer, and (with the value) to the value's members, which learn the decision from a majority. */
-  | { readonly t: 'accepted'; readonly shard: number; readonly instance: number; readonly ballot: Ballot; readonly value?: Config }
+  | { readonly t: 'accepted'; readonly shard: number; readonly instance: number; readonly ballot: Ballot }
   | { readonly t: 'commit'; readonly config: Config }
   | { readonly t: 'sync'; readonly config: Config; readonly data: RangeData; readonly sessions: Sessions }
   | { readonly t: 'syncAck'; readonly shard: number; readonly epoch: number }

@@ -187,8 +187,9 @@ describe('control: with the ring check switched off by the test-only seam on bot
     // Ring C: a third deployment under the same (emulated) root as ring B's node, its nodes with the seam.
     const cDir = join(dir, 'c');
     cpSync(join(dir, 'ca'), join(cDir, 'ca'), { recursive: true });
-    // Its image: ring A's settings with the seam (not single-node, though it starts with one node).
-    const ringC = await startLocalRing({ dir: cDir, nodes: 1, replicas: 2, logger, imageSettings: { singleNode: false, testNoRingCheck: true } });
+    // Its image: ring A's settings with the seam. Two nodes: with R = 2 a ring of one takes no writes (an
+    // acknowledged write has R copies), so it would never be ready.
+    const ringC = await startLocalRing({ dir: cDir, nodes: 2, replicas: 2, logger, imageSettings: { singleNode: false, testNoRingCheck: true } });
     try {
       expect(ringC.imagePath).toBe(noRingCheckImage);
       const kv = await connect({ cluster: ringC.clusterFile, trustClusterFile: true, timeoutMs: 10_000 });
@@ -220,5 +221,5 @@ describe('control: with the ring check switched off by the test-only seam on bot
     } finally {
       await ringC.stop();
     }
-  }, 60_000);
+  }, 120_000);
 });
