@@ -46,7 +46,15 @@ async function onEveryNode(kv: EkvClient, op: 'get' | 'put' | 'del', key: string
   const k = Buffer.from(key);
   return Promise.all(ring.addrs().map(async (a) => {
     // A write goes in a session of the key's range (opened through the same node, as the SDK does).
-    const s = op === 'get' ? {} : { s: [(await kv.node(a).call('open', { k })).s, 1, 1] };
+    // Opening it is access-checked too (the right to put or delete): a refusal there is the write's outcome.
+    let s = {};
+    if (op !== 'get') {
+      try {
+        s = { s: [(await kv.node(a).call('open', { k })).s, 1, 1] };
+      } catch (err) {
+        return outcome(Promise.reject(err));
+      }
+    }
     const args = op === 'put' ? { k, v: Buffer.from('v'), ...s } : { k, ...s };
     return outcome(kv.node(a).call(op, args));
   }));
