@@ -16,6 +16,7 @@ import { EkvError } from '../protocol/errors.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
 import type { PrincipalSigner } from '../protocol/handshake.ts';
 import { AccessApi } from './acl.ts';
+import { Floor, noRing, type FloorSnapshot } from './floor.ts';
 import { loadCluster, type ClusterFile } from './cluster.ts';
 import { NodeConnection } from './node-connection.ts';
 import { checkTrustPolicy, documentVerifier, resolveTrust, type ResolvedTrust, type TrustPolicy } from './trust.ts';
@@ -25,6 +26,7 @@ export type { EkvErrorCode } from '../protocol/errors.ts';
 export type { ResolvedTrust, TrustPolicy, TrustSource } from './trust.ts';
 export type { ClusterFile } from './cluster.ts';
 export { AccessApi, type AclView, type GroupView } from './acl.ts';
+export { Floor, floorKeysMax, type StaleReason } from './floor.ts';
 
 export type Bytes = Uint8Array | string;
 
@@ -56,6 +58,13 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /** A principal to prove in every handshake (access control). */
   identity?: PrincipalSigner;
+  /**
+   * Rollback and fork detection (client/floor.ts, docs/recovery.md): the client refuses with STALE any answer
+   * older than what it has seen of that key in that ring. `floorFile` keeps that floor across processes (read
+   * at connect, written atomically by close()); `floor: false` switches the check off.
+   */
+  floorFile?: string;
+  floor?: boolean;
 }
 
 export interface GetResult {
@@ -120,6 +129,19 @@ function checkedValue(x: Bytes): Buffer {
   return v;
 }
 
+/** The node whose answer (or refusal) an operation returns: its ring id keys the floor. */
+interface Via {
+  conn?: NodeConnection;
+  /** How many times the request was sent (the write retry rule reads it). */
+  count: number;
+}
+
+const emptySnapshot: FloorSnapshot = new Map();
+
+function ringOf(via: Via): string {
+  return via.conn?.ringId?.toString('hex') ?? noRing;
+}
+
 export const iterativeStepsMax = 32;
 const ringIdMask = (1n << 256n) - 1n;
 export const knownNodesMax = 4096;
@@ -140,7 +162,10 @@ export class EkvClient {
   private shards: number | null = null;
   private window = 64;
 
-  constructor(addrs: string[], trust: TrustPolicy, opts: { timeoutMs: number; identity?: PrincipalSigner; routing?: Routing }) {
+  /** What this client has seen (null: the check is off). */
+  readonly floor: Floor | null;
+
+  constructor(addrs: string[], trust: TrustPolicy, opts: { timeoutMs: number; identity?: PrincipalSigner; routing?: Routing; floor?: Floor | null }) {
     if (addrs.length === 0) throw new EkvError('BAD_REQUEST', 'no nodes to connect to');
     checkTrustPolicy(trust);
     const verify = documentVerifier(trust);
@@ -153,6 +178,7 @@ export class EkvClient {
     for (const c of this.conns) this.byAddr.set(c.addr, c);
     this.routing = opts.routing ?? 'cached';
     this.timeoutMs = opts.timeoutMs;
+    this.floor = opts.floor === undefined ? new Floor() : opts.floor;
     this.acl = new AccessApi((key, op, args) => this.callRouted(key, op, args), opts.identity ?? null);
   }
 
@@ -167,8 +193,18 @@ export class EkvClient {
 
   async getWithVersion(key: Bytes): Promise<GetResult> {
     const k = checkedKey(key);
-    const r = await this.callRouted(k, 'get', { k });
+    const before = this.floorBefore(k);
+    const via: Via = { count: 0 };
+    let r: RpcResult;
+    try {
+      r = await this.callRouted(k, 'get', { k }, via);
+    } catch (err) {
+      // NOT_FOUND carries the version of the key's delete (0: never written): a read of "no value".
+      if (this.floor && err instanceof EkvError && err.code === 'NOT_FOUND') this.floor.checkRead(ringOf(via), k, before, err.version, null);
+      throw err;
+    }
     if (!(r.v instanceof Uint8Array) || typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed get answer');
+    this.floorAfter(via, r, (f, ring) => f.checkRead(ring, k, before, r.n as number, r.v as Uint8Array));
     return { value: Buffer.from(r.v), version: r.n };
   }
 
@@ -176,21 +212,58 @@ export class EkvClient {
    * Store a value; resolves with the key's new version once the write is acknowledged (durable on
    * every holder). `{ ifVersion }` makes it a compare-and-set. A rejection with UNAVAILABLE, TIMEOUT,
    * CLOSED or EXPIRED leaves the outcome unknown (the write may have taken or still take effect, once);
-   * CONFLICT, FORBIDDEN and the other refusals mean it was not applied.
+   * CONFLICT, FORBIDDEN and the other refusals mean it was not applied. STALE: the node acknowledged it at a
+   * version at or below one this client has seen (a rolled-back or forked ring took it).
    */
   async put(key: Bytes, value: Bytes, opts?: WriteOptions): Promise<number> {
     const k = checkedKey(key);
-    const r = await this.write(k, 'put', { k, v: checkedValue(value), ...checkedIfVersion(opts) });
+    const v = checkedValue(value);
+    const before = this.floorBefore(k);
+    const via: Via = { count: 0 };
+    const r = await this.write(k, 'put', { k, v, ...checkedIfVersion(opts) }, via).catch((err: unknown) => this.floorOnError(err, via, before));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed put answer');
+    this.floorAfter(via, r, (f, ring) => f.checkWrite(ring, k, before, r.n as number, v));
     return r.n;
   }
 
   /** Delete a key; a key without a value is not an error (`deleted: false`). `{ ifVersion }` as for put. */
   async delete(key: Bytes, opts?: WriteOptions): Promise<DeleteResult> {
     const k = checkedKey(key);
-    const r = await this.write(k, 'del', { k, ...checkedIfVersion(opts) });
+    const before = this.floorBefore(k);
+    const via: Via = { count: 0 };
+    const r = await this.write(k, 'del', { k, ...checkedIfVersion(opts) }, via).catch((err: unknown) => this.floorOnError(err, via, before));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed delete answer');
-    return { deleted: r.d === true, version: r.n };
+    const n = r.n;
+    // A delete of a key without a value answers version 0 whatever its history: nothing to check.
+    this.floorAfter(via, r, (f, ring) => (r.d === true ? f.checkWrite(ring, k, before, n, null) : undefined));
+    return { deleted: r.d === true, version: n };
+  }
+
+  // ROLLBACK-FLOOR HOOKS (issue 12 section 3): the floor is taken when an operation is sent and checked
+  // against the answer of the node that gave it (its ring id); a STALE answer is thrown, never returned.
+  private floorBefore(k: Buffer): FloorSnapshot {
+    return this.floor ? this.floor.snapshot(k) : emptySnapshot;
+  }
+
+  private floorAfter(via: Via, r: RpcResult, check: (f: Floor, ring: string) => void): void {
+    if (!this.floor) return;
+    const ring = ringOf(via);
+    this.floor.checkGeneration(ring, r.g);
+    check(this.floor, ring);
+  }
+
+  private floorOnError(err: unknown, via: Via, before: FloorSnapshot): never {
+    // A CONFLICT names the key's current version: not below what this client has seen. (0 means "no value",
+    // which a delete after what this client saw also gives: not comparable.)
+    if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version !== undefined && err.version > 0) {
+      this.floor.checkVersion(ringOf(via), before, err.version);
+    }
+    throw err;
+  }
+
+  /** Write the floor to its file now (close() does too). */
+  saveFloor(): void {
+    this.floor?.save();
   }
 
   /** The range of a key, once the ring's range count is known. */
@@ -243,7 +316,7 @@ export class EkvClient {
    * OUTCOME_UNKNOWN message: an earlier attempt may have been applied, and re-sending it in a new session
    * could apply it twice (or, for a create-if-absent, report CONFLICT for its own create).
    */
-  private async write(k: Buffer, op: 'put' | 'del', args: Record<string, unknown>): Promise<RpcResult> {
+  private async write(k: Buffer, op: 'put' | 'del', args: Record<string, unknown>, via: Via = { count: 0 }): Promise<RpcResult> {
     for (let fresh = 0; ; fresh++) {
       const s = await this.sessionFor(k);
       while (s.outstanding.size > 0 && s.next - Math.min(...s.outstanding) >= this.window - 1) {
@@ -251,7 +324,8 @@ export class EkvClient {
       }
       const seq = s.next++;
       s.outstanding.add(seq);
-      const sent = { count: 0 };
+      const sent = via;
+      sent.count = 0;
       try {
         const floor = Math.min(...s.outstanding);
         return await this.callRouted(k, op, { ...args, s: [s.session, seq, floor] }, sent);
@@ -276,6 +350,7 @@ export class EkvClient {
 
   async close(): Promise<void> {
     for (const c of this.byAddr.values()) c.close();
+    this.floor?.save();
   }
 
   /**
@@ -284,7 +359,7 @@ export class EkvClient {
    * FORBIDDEN, ...) is never retried elsewhere. A write (it carries its range session's (session, seq), `args.s`)
    * is also retried after a TIMEOUT: the same id makes it apply once, wherever it lands.
    */
-  private async callRouted(key: Buffer, op: string, args: Record<string, unknown>, sent: { count: number } = { count: 0 }) {
+  private async callRouted(key: Buffer, op: string, args: Record<string, unknown>, sent: Via = { count: 0 }) {
     const retry = (e: unknown): boolean =>
       e instanceof EkvError && (e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || (e.code === 'TIMEOUT' && args.s !== undefined));
     // A range moving to a new owner is unavailable for a few seconds (failure suspicion, then the old owner's
@@ -296,6 +371,7 @@ export class EkvClient {
       try {
         first = await this.route(key);
         sent.count++;
+        sent.conn = first;
         return await first.call(op, args);
       } catch (err) {
         if (!retry(err)) throw err;
@@ -304,6 +380,7 @@ export class EkvClient {
           if (c === first) continue;
           try {
             sent.count++;
+            sent.conn = c;
             return await c.call(op, args);
           } catch (e) {
             if (!retry(e)) throw e;
@@ -414,7 +491,9 @@ export function resolveConnect(opts: ConnectOptions): { addrs: string[]; trust: 
 
 export async function connect(opts: ConnectOptions): Promise<EkvClient> {
   const { addrs, trust } = resolveConnect(opts);
+  const floor = opts.floor === false ? null : new Floor(opts.floorFile ? { file: opts.floorFile } : {});
   return new EkvClient(addrs, trust.policy, {
+    floor,
     timeoutMs: opts.timeoutMs ?? 10_000,
     ...(opts.identity ? { identity: opts.identity } : {}),
     ...(opts.routing ? { routing: opts.routing } : {}),

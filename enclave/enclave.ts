@@ -9,6 +9,7 @@ import { verifyPrincipalSignature } from '../protocol/principal.ts';
 import { ringChecks } from '../protocol/handshake.ts';
 import { generateIdentity, type Identity } from '../protocol/keys.ts';
 import type { RingCredential } from '../protocol/ring.ts';
+import type { RpcResult } from '../protocol/rpc.ts';
 import { AccessService, accessModeFromEnv } from './access/index.ts';
 import { DataStore, enclaveDataConfig } from './cluster/data-store.ts';
 import { catalogue, dispatch } from './cluster/ops.ts';
@@ -22,8 +23,10 @@ import { countAttestation, enclaveMetrics } from './metrics.ts';
 import { clientOpNames, registerNodeMetrics } from './node-metrics.ts';
 import type { Nsm } from './nsm.ts';
 import { idToBytes, nodeIdFromPublicKey } from './ring/index.ts';
-import { EnclaveServer } from './server.ts';
+import { EnclaveServer, type Handler } from './server.ts';
 import { learnSelfTrust, peerVerifier, type SelfTrust } from './trust.ts';
+import { imageRecoveryPolicy, recoveryOps, startRecovery, type RecoveryGate } from './recovery/index.ts';
+import type { Generation } from './recovery/generation.ts';
 
 export interface EnclaveComponents {
   nsm: Nsm;
@@ -65,6 +68,8 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   let identity: Identity;
   let ringCred: RingCredential | null = null;
   let founded: boolean;
+  let sealedGeneration: Generation | null = null;
+  let sealedPeers: string[] = [];
   if (sealing) {
     const opened = await Persistence.open({
       config: sealing, nsm: c.nsm, blobsSocket: c.paths.blobs, outboundSocket: c.paths.outbound, shards: enclaveDataConfig.shards, logger: c.logger,
@@ -74,6 +79,8 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     identity = opened.recovered.identity;
     ringCred = opened.recovered.ring;
     founded = opened.recovered.founded;
+    sealedGeneration = opened.recovered.generation; // RECOVERY HOOK
+    sealedPeers = opened.recovered.peers;
   } else {
     // No KMS, so no ring secret: peers are trusted per image (docs/membership.md). Nothing survives a
     // restart, so every boot is a first boot and one with no join address founds.
@@ -106,15 +113,47 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   });
   // The access check is built before the client path that uses it, and passed in (ops.ts).
   const access = new AccessService({ docs: data, peers, self, logger: c.logger }, { mode: settings.accessMode });
-  const status = () => ({ ...ringStatus(ring, self), ...data.status(), replicas: settings.replicas, ringId: ringCred?.id ?? null, founded });
+  // Read at call time (after start-up): `recovery` is set below, before the server listens.
+  const status = (): RpcResult => ({
+    ...ringStatus(ring, self), ...data.status(), replicas: settings.replicas, ringId: ringCred?.id ?? null, founded,
+    ...(recovery ? { recovery: recovery.status() } : {}),
+  });
   const ops = catalogue({
-    data, ring, access, status,
+    data, ring, access,
     // The same snapshot as the host's 'metrics' hello, here over an attested session (the dashboard).
     metrics: () => ({ m: enclaveMetrics.snapshot() }),
+    status,
   });
-  const handler = dispatch(ops);
+  // RECOVERY HOOK (issue 12, docs/recovery.md): on an image with recovery members, a member that finds no
+  // live member of its ring serves nothing until k members sign its open (enclave/recovery/). Decided before
+  // the data core starts: in recovery mode the core is not started at all (it replays nothing, sends nothing,
+  // takes no peer message, so it cannot vote, ack or serve for a generation nobody opened).
+  // A live member (rcvAlive) is a node of this generation whose data core runs: it was opened (founded, found a
+  // live member, or signed open) and the core's own fencing governs what it may vote, ack or serve. Readiness
+  // (R members per range) is not asked: a ring still forming (one node of R) is alive.
+  let coreRunning = false;
+  const policy = imageRecoveryPolicy(imageConfig.recoveryMembers, imageConfig.recoveryThreshold);
+  const recovery: RecoveryGate | null = policy && persistence && ringCred
+    ? await startRecovery({
+      policy, ring: ringCred, sealed: sealedGeneration, identityKey: identity.publicKey, persistence, peers, join: c.config.join,
+      self: c.config.selfAddr, sealedPeers, founded, serving: () => coreRunning, logger: c.logger,
+      keys: () => data.status().keys as number,
+      neighbours: () => [...ring.core.successors.map((n) => n.addr), ...(ring.core.predecessor ? [ring.core.predecessor.addr] : [])],
+    })
+    : null;
+  const opsHandler = dispatch(ops);
+  const handler: Handler = (op, req, ctx) => {
+    // RECOVERY HOOK: recovery operations always; nothing else but status while in recovery mode (no client data,
+    // no ACL, and no ring / data-core / forwarded peer traffic).
+    if (recovery && recoveryOps.has(op)) {
+      if (op === 'rcvAlive' && !ctx.peer) throw new EkvError('FORBIDDEN', 'ring operations are for attested peer enclaves only');
+      return recovery.handle(op, req);
+    }
+    if (recovery?.inRecovery && op !== 'status') recovery.refuse();
+    return opsHandler(op, req, ctx);
+  };
   registerNodeMetrics({ status, bytes: () => { const b = data.status().bytes; return typeof b === 'number' ? b : 0; }, startedAt });
-  const opLabel = (op: string) => (clientOps.has(op) || ops.has(op) ? op : 'other');
+  const opLabel = (op: string) => (clientOps.has(op) || ops.has(op) || (recovery !== null && recoveryOps.has(op)) ? op : 'other');
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger, {
     metricsSnapshot: () => enclaveMetrics.snapshot(),
     opLabel,
@@ -122,8 +161,11 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   await server.listen(c.paths.inbound);
   // The data core replays its sealed log before the node enters the ring (status shows its state at once);
   // it talks to peers only as the ring and attested senders name them.
+  await recovery?.opened; // RECOVERY HOOK: in recovery mode, the data core neither starts nor joins until the open
   await data.start();
-  await joinWithRetry(ring, c.config.join, c.logger);
+  coreRunning = true;
+  // RECOVERY HOOK: a member whose host gave no join address joins through the live member it found.
+  await joinWithRetry(ring, c.config.join ?? recovery?.liveVia ?? null, c.logger);
   return {
     nodeId: identity.publicKey.toString('hex'),
     identity,

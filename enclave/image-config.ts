@@ -25,6 +25,8 @@ declare const EKV_PINNED_REPLICAS: string;
 declare const EKV_PINNED_PEER_PCR0S: string;
 declare const EKV_PINNED_SINGLE_NODE: string;
 declare const EKV_PINNED_RING_PEERS: string;
+declare const EKV_PINNED_RECOVERY_MEMBERS: string;
+declare const EKV_PINNED_RECOVERY_THRESHOLD: string;
 declare const EKV_TEST_UNSAFE_SKIP_KEYID_CHECK: string;
 declare const EKV_TEST_HOST_MAY_FOUND: string;
 declare const EKV_TEST_NO_RING_CHECK: string;
@@ -47,6 +49,13 @@ export interface ImageConfig {
   peerPcr0Allowlist: string[];
   /** Absent or false in images built before it or without it. */
   ringPeers?: boolean;
+  /**
+   * Recovery members (docs/recovery.md): principals (ekv1...) of whom `recoveryThreshold` must sign the
+   * open of a ring that restarted as a whole. Absent or empty: no recovery mode (a whole-ring restart
+   * reconciles among its own nodes, as before).
+   */
+  recoveryMembers?: string[];
+  recoveryThreshold?: number;
 }
 
 export const imageConfig: ImageConfig = {
@@ -64,6 +73,11 @@ export const imageConfig: ImageConfig = {
     .map((x) => x.trim().toLowerCase())
     .filter((x) => /^[0-9a-f]{96}$/.test(x)),
   ringPeers: pinned(typeof EKV_PINNED_RING_PEERS === 'undefined' ? undefined : EKV_PINNED_RING_PEERS, '') === '1',
+  recoveryMembers: pinned(typeof EKV_PINNED_RECOVERY_MEMBERS === 'undefined' ? undefined : EKV_PINNED_RECOVERY_MEMBERS, '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== ''),
+  recoveryThreshold: Number(pinned(typeof EKV_PINNED_RECOVERY_THRESHOLD === 'undefined' ? undefined : EKV_PINNED_RECOVERY_THRESHOLD, '0')),
 };
 
 /**

@@ -39,12 +39,15 @@ import { createEnclaveKms } from './seal/kms-client.ts';
 import { SealedStore } from './seal/log.ts';
 import { imageConfig, kmsKeyArnRegion, localKmsKeyArn, testUnsafeSkipKeyIdCheck } from './image-config.ts';
 import { createRingSecret, openRingSecret, readRingSecretBlob, RingError, type RingSecretInit } from './seal/ring-secret.ts';
+import { decodeGeneration, encodeGeneration, type Generation } from './recovery/generation.ts';
 
 export const snapshotAfterRecords = 20_000;
 /** Log bytes appended since the last snapshot past which the next append also snapshots. */
 export const snapshotAfterBytes = 64 * 1024 * 1024;
 /** A LogRecord larger than this is sealed as consecutive parts (recordBytesMax is 1 MiB). */
 export const recordPartBytes = 768 * 1024;
+/** Last known ring neighbours kept sealed (docs/recovery.md: where a restarting node looks for a live member). */
+export const peersSealedMax = 8;
 
 export interface SealConfig {
   /** The image's pinned key ARN. */
@@ -110,6 +113,10 @@ export interface Recovered {
   member: boolean;
   /** This node has served in its ring (the sealed state that survived says so). */
   served: boolean;
+  /** RECOVERY HOOK: the ring's generation as sealed (null: never reopened, generation 0; docs/recovery.md). */
+  generation: Generation | null;
+  /** RECOVERY HOOK: the addresses of this node's last known ring neighbours (where to look for a live member). */
+  peers: string[];
 }
 
 export class Persistence implements DataLog {
@@ -124,10 +131,37 @@ export class Persistence implements DataLog {
     private readonly identity: Identity,
     private readonly ringId: Buffer,
     private readonly served: boolean,
+    /** RECOVERY HOOK: the newest ['gen', ...] record, carried into every snapshot (docs/recovery.md). */
+    private generation: Generation | null,
     records: LogRecord[],
     private readonly logger: Logger,
   ) {
     this.recovered = records;
+  }
+
+  /** RECOVERY HOOK: seal a reopened ring's generation (before the node serves in it). */
+  async recordGeneration(g: Generation): Promise<void> {
+    await this.store.append(encodeCbor(['gen', ...encodeGeneration(g)]));
+    this.generation = g;
+  }
+
+  private peers: string[] = [];
+
+  /** RECOVERY HOOK: seal this node's current ring neighbours' addresses (at most 8, from the ring's view). */
+  async recordPeers(addrs: string[]): Promise<void> {
+    const list = addrs.slice(0, peersSealedMax);
+    await this.store.append(encodeCbor(['peers', list]));
+    this.peers = list;
+  }
+
+  /** The last sequence number of the sealed log (the recovery digest's and `status`'s). */
+  get lastSeq(): number {
+    return this.store.stats().lastSeq;
+  }
+
+  /** The data core's records recovered at open and not yet loaded (the recovery digest reads them). */
+  pendingRecords(): readonly LogRecord[] {
+    return this.recovered;
   }
 
   /** Open (or create) the sealed state; return the node's identity, ring and the data core's records. */
@@ -183,12 +217,18 @@ export class Persistence implements DataLog {
     let served = false;
     let records: LogRecord[] = [];
     let parts: { n: number; got: Buffer[] } | null = null;
+    let generation: Generation | null = null;
+    let peers: string[] = [];
+    const peerList = (x: unknown): string[] | null =>
+      Array.isArray(x) && x.length <= peersSealedMax && x.every((a) => typeof a === 'string' && a.length <= 300) ? (x as string[]) : null;
     const apply = (rec: unknown) => {
       if (!Array.isArray(rec)) return;
       if (rec[0] !== 'dc') parts = null; // parts are consecutive: a broken sequence is dropped
       if (rec[0] === 'id' && rec[1] instanceof Uint8Array) identity = importIdentity(rec[1]);
       else if (rec[0] === 'ring' && rec[1] instanceof Uint8Array) sealedRing = Buffer.from(rec[1]);
       else if (rec[0] === 'served') served = true;
+      else if (rec[0] === 'gen') generation = decodeGeneration(rec.slice(1)) ?? generation; // RECOVERY HOOK
+      else if (rec[0] === 'peers') peers = peerList(rec[1]) ?? peers;
       else if (rec[0] === 'd' && rec[1] instanceof Uint8Array) records.push(decodeLogRecord(rec[1], c.shards));
       else if (rec[0] === 'dc') {
         const [, n, i, part] = rec as [string, unknown, unknown, unknown];
@@ -209,6 +249,8 @@ export class Persistence implements DataLog {
         if (rec[2] instanceof Uint8Array) sealedRing = Buffer.from(rec[2]);
         if (rec[3] === true) served = true;
         records = (rec[4] as unknown[]).map((r) => decodeLogRecord(r as Uint8Array, c.shards));
+        if (Array.isArray(rec[5])) generation = decodeGeneration(rec[5]) ?? generation; // RECOVERY HOOK
+        peers = peerList(rec[6]) ?? peers;
       } else if (rec[0] === 'snap') {
         // The earlier data path's snapshot: identity and ring only.
         identity = importIdentity(rec[1] as Uint8Array);
@@ -230,13 +272,14 @@ export class Persistence implements DataLog {
     } finally {
       kms.destroy();
     }
-    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, served, records, c.logger);
+    const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, served, generation, records, c.logger);
+    persistence.peers = peers;
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
     if (sealedRing === null) await store.append(encodeCbor(['ring', ring.credential.id]));
     c.logger.info({ created, records: records.length, lastSeq: recovered.lastSeq, reset, member, served, founded: ring.founded, ring: ring.credential.id.toString('hex').slice(0, 16) }, 'sealed state recovered');
     return {
       persistence,
-      recovered: { identity: persistence.identity, records, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member, served },
+      recovered: { identity: persistence.identity, records, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member, served, generation, peers },
     };
   }
 
@@ -266,6 +309,10 @@ export class Persistence implements DataLog {
     return r;
   }
 
+  private genField(): unknown[] | null {
+    return this.generation ? encodeGeneration(this.generation) : null;
+  }
+
   private snapshotting = false;
 
   wantsSnapshot(): boolean {
@@ -274,7 +321,8 @@ export class Persistence implements DataLog {
   }
 
   private snapshotBytes(records: LogRecord[]): Buffer {
-    return encodeCbor(['snap2', this.identity.exportPrivate(), this.ringId, this.served, records.map(encodeLogRecord)]);
+    // RECOVERY HOOK: the generation and the last known neighbours ride in every snapshot (fields 5 and 6).
+    return encodeCbor(['snap2', this.identity.exportPrivate(), this.ringId, this.served, records.map(encodeLogRecord), this.genField(), this.peers]);
   }
 
   /** Compaction: `records` is the core's state right after the last append, so the snapshot sits at that position. */

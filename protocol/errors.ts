@@ -20,11 +20,12 @@ export type EkvErrorCode =
   | 'EXPIRED' // a retried write whose request id the node no longer remembers: its outcome is unknown, it was not applied again
   | 'STALE' // the node's data is older than what the ring acknowledged
   | 'WRONG_RING' // the node belongs to another ring (deployment) than the one expected
+  | 'RING_RECOVERED' // the expected ring was stopped and reopened by its recovery members under a new ring id
   | 'INTERNAL';
 
 export const ekvErrorCodes: ReadonlySet<string> = new Set<EkvErrorCode>([
   'NOT_FOUND', 'UNATTESTED', 'TAMPERED', 'PROTOCOL', 'FRAME_TOO_LARGE', 'CLOSED', 'TIMEOUT',
-  'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BAD_REQUEST', 'FORBIDDEN', 'UNAVAILABLE', 'CONFLICT', 'EXPIRED', 'STALE', 'WRONG_RING', 'INTERNAL',
+  'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BAD_REQUEST', 'FORBIDDEN', 'UNAVAILABLE', 'CONFLICT', 'EXPIRED', 'STALE', 'WRONG_RING', 'RING_RECOVERED', 'INTERNAL',
 ]);
 
 export class EkvError extends Error {

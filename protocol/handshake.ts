@@ -34,7 +34,7 @@ import { attestationDocBytesMax, ed25519KeyBytes, ed25519SignatureBytes, frameBy
 import { EkvError, isEkvErrorCode } from './errors.ts';
 import type { FramedSocket } from './framed-socket.ts';
 import { generateEphemeral, verifyEd25519, type Identity } from './keys.ts';
-import { ringHelloMac, ringHelloMacValid, ringIdBytes, ringMac, ringMacBytes, ringMacValid, type RingCredential } from './ring.ts';
+import { previousRingIdsMax, ringHelloMac, ringHelloMacValid, ringIdBytes, ringMac, ringMacBytes, ringMacValid, type RingCredential } from './ring.ts';
 import { metricsBytesMax } from './metrics.ts';
 import { SecureSession } from './session.ts';
 
@@ -156,6 +156,7 @@ export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): 
   const serverEph = bytesField(core, 'eph', x25519KeyBytes, x25519KeyBytes);
   const serverNonce = bytesField(core, 'nonce', nonceBytes, nonceBytes);
   const serverRing = optionalBytesField(core, 'ring', ringIdBytes, ringIdBytes);
+  const previousRings = previousRingsField(core);
 
   const server = await opts.verifyServer(doc, nonce);
   const serverKey = server.publicKey;
@@ -168,6 +169,12 @@ export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): 
   }
   // The ring id is believed only now: the attested key signed it with the transcript.
   if (opts.expectRing && ringChecks.connect && !(serverRing?.equals(opts.expectRing) ?? false)) {
+    // RECOVERY HOOK (issue 12, docs/recovery.md): the ring this client pinned was reopened by its recovery
+    // members under a new identity; say so, rather than a bare WRONG_RING.
+    const expected = opts.expectRing;
+    if (previousRings.some((p) => p.equals(expected))) {
+      throw new EkvError('RING_RECOVERED', `ring ${ringHex(expected)} was stopped and reopened by its recovery members as ring ${serverRing?.toString('hex') ?? 'none'} (generation ${String(core.rgen)}): check \`ekv recovery status\`, then pin the new ring id`);
+    }
     throw new EkvError('WRONG_RING', `the node belongs to ring ${ringHex(serverRing)}, not ${ringHex(opts.expectRing)}`);
   }
 
@@ -192,6 +199,22 @@ export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): 
   fs.setMaxFrameBytes(frameBytesMax);
   const session = new SecureSession(fs, new FrameSealer(keys.c2s), new FrameOpener(keys.s2c));
   return { session, server, serverKey: Buffer.from(serverKey), ring: serverRing };
+}
+
+/** A reopened ring's previous ids and generation, for the signed core (docs/recovery.md). */
+function recoveredFields(ring: RingCredential): Record<string, unknown> {
+  const prev = ring.previous ?? [];
+  return prev.length === 0 ? {} : { rprev: prev.slice(0, previousRingIdsMax), rgen: ring.generation ?? 0 };
+}
+
+/** `rprev`: at most previousRingIdsMax ring ids; absent: none. */
+function previousRingsField(core: Record<string, unknown>): Buffer[] {
+  const v = core.rprev;
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.length > previousRingIdsMax || !v.every((x) => x instanceof Uint8Array && x.length === ringIdBytes)) {
+    throw new EkvError('PROTOCOL', 'malformed rprev');
+  }
+  return v.map((x) => Buffer.from(x as Uint8Array));
 }
 
 /** A peer's server must be of our ring and prove its secret over this transcript. */
@@ -289,7 +312,7 @@ export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Pr
   const eph = generateEphemeral();
   const serverNonce = randomBytes(nonceBytes);
   const doc = await opts.attest(clientNonce, opts.identity.publicKey);
-  const coreBytes = encodeCbor({ doc, eph: eph.publicKey, nonce: serverNonce, ...(opts.ring ? { ring: opts.ring.id } : {}) });
+  const coreBytes = encodeCbor({ doc, eph: eph.publicKey, nonce: serverNonce, ...(opts.ring ? { ring: opts.ring.id, ...recoveredFields(opts.ring) } : {}) });
   const th = sha256(helloBytes, coreBytes);
   const serverMsg: Record<string, unknown> = { t: 'server', core: coreBytes, sig: opts.identity.sign(Buffer.concat([label.server, th])) };
   // Only a peer gets the ring MAC: it proves the secret to a fellow member, and tells a client nothing it needs.

@@ -9,12 +9,20 @@ import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 export const ringSecretBytes = 32;
 export const ringIdBytes = 32;
 export const ringMacBytes = 32;
+/** Previous ring ids a reopened ring names in its handshake (docs/recovery.md), newest first. */
+export const previousRingIdsMax = 8;
 
 export interface RingCredential {
   /** HKDF(secret, "ekv ring id"): names the ring; not secret. */
   id: Buffer;
   /** HKDF(secret, "ekv ring mac"): proves membership in peer handshakes. */
   macKey: Buffer;
+  /**
+   * A ring reopened by its recovery members (docs/recovery.md): `id` is then the reopened ring's, these are
+   * the ids it had before (newest first) and `generation` how many times it was reopened.
+   */
+  previous?: Buffer[];
+  generation?: number;
 }
 
 export function ringCredential(secret: Uint8Array): RingCredential {

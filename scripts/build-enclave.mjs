@@ -29,6 +29,8 @@ const settings = given
       peerPcr0s: (given.peerPcr0Allowlist ?? []).join(','),
       singleNode: given.singleNode ? '1' : '',
       ringPeers: given.ringPeers ? '1' : '',
+      recoveryMembers: (given.recoveryMembers ?? []).join(','),
+      recoveryThreshold: given.recoveryThreshold === undefined ? '' : String(given.recoveryThreshold),
       testUnsafeSkipKeyIdCheck: given.testUnsafeSkipKeyIdCheck ? '1' : '',
       testHostMayFound: given.testHostMayFound ? '1' : '',
       testNoRingCheck: given.testNoRingCheck ? '1' : '',
@@ -41,6 +43,8 @@ const settings = given
       peerPcr0s: env.EKV_PINNED_PEER_PCR0S ?? '',
       singleNode: env.EKV_PINNED_SINGLE_NODE ?? '',
       ringPeers: env.EKV_PINNED_RING_PEERS ?? '',
+      recoveryMembers: env.EKV_PINNED_RECOVERY_MEMBERS ?? '',
+      recoveryThreshold: env.EKV_PINNED_RECOVERY_THRESHOLD ?? '',
       // test seams, never from the environment
       testUnsafeSkipKeyIdCheck: '',
       testHostMayFound: '',
@@ -53,6 +57,10 @@ if (settings.kmsKeyArn !== '' && !keyArnRe.test(settings.kmsKeyArn)) {
 }
 if (!['', 'open', 'closed'].includes(settings.accessMode)) throw new Error('access mode must be open or closed');
 if (settings.replicas !== '' && !/^[1-8]$/.test(settings.replicas)) throw new Error('replicas must be 1..8');
+if (settings.recoveryMembers !== '' && !/^(ekv1[a-z2-7]{60,61})(,ekv1[a-z2-7]{60,61}){0,15}$/.test(settings.recoveryMembers)) {
+  throw new Error('recovery members must be 1..16 comma-separated principals (ekv1...)');
+}
+if (settings.recoveryThreshold !== '' && !/^([1-9]|1[0-6])$/.test(settings.recoveryThreshold)) throw new Error('recovery threshold must be 1..16');
 
 const outfile = values.out ?? 'dist/enclave.mjs';
 mkdirSync(dirname(outfile), { recursive: true });
@@ -77,6 +85,8 @@ await build({
     EKV_PINNED_PEER_PCR0S: JSON.stringify(settings.peerPcr0s),
     EKV_PINNED_SINGLE_NODE: JSON.stringify(settings.singleNode),
     EKV_PINNED_RING_PEERS: JSON.stringify(settings.ringPeers),
+    EKV_PINNED_RECOVERY_MEMBERS: JSON.stringify(settings.recoveryMembers),
+    EKV_PINNED_RECOVERY_THRESHOLD: JSON.stringify(settings.recoveryThreshold),
     EKV_TEST_UNSAFE_SKIP_KEYID_CHECK: JSON.stringify(settings.testUnsafeSkipKeyIdCheck),
     EKV_TEST_HOST_MAY_FOUND: JSON.stringify(settings.testHostMayFound),
     EKV_TEST_NO_RING_CHECK: JSON.stringify(settings.testNoRingCheck),

@@ -107,10 +107,12 @@ describe('ekv up, stopped with SIGTERM and run again on the same directory', () 
     const second = await startEkv(['up', '--dir', dir]);
     expect(first.stderr()).toContain('SIGTERM: stopping 3 node(s)');
     expect(second.stderr()).toContain(`restarting the ring in ${dir} (3 nodes, as it was)`);
+    // A whole-ring restart is a recovery; ekv up's own recovery member reopens it and says so (docs/recovery.md).
+    expect(second.stderr()).toMatch(/reopened the ring as generation 1 .*signed by your recovery key/);
     expect((JSON.parse(readFileSync(cluster, 'utf8')) as ClusterFile).nodes).toEqual(nodesBefore);
     expect(await getAll(cluster, kvs)).toEqual(kvs);
     expect(await stopProcess(second.proc, 'SIGTERM')).toBe(0);
-  });
+  }, 150_000);
 });
 
 describe('ekv node founding a ring alone, stopped with SIGTERM and run again on the same directory', () => {
@@ -118,7 +120,8 @@ describe('ekv node founding a ring alone, stopped with SIGTERM and run again on 
   // writes that file itself) so no other ring's file is changed. Alone, `ekv node` runs its own emulated KMS.
   it('comes back with every acknowledged key', async () => {
     const ringDir = tempDir('ekv-scn-');
-    const ringRun = await startEkv(['up', '--nodes', '1', '--replicas', '1', '--dir', ringDir]); // only for its CA and trust policy (the same image: one node, R=1)
+    // only for its CA and trust policy (the same image: one node, R=1, no recovery member as `ekv node` has none)
+    const ringRun = await startEkv(['up', '--nodes', '1', '--replicas', '1', '--no-recovery', '--dir', ringDir]);
     // The node founds a ring of its own (another ring id): keep the CA and PCRs (both run the single-node variant), not the ring pin.
     const { ringId: _otherRing, ...trust } = (JSON.parse(readFileSync(join(ringDir, 'cluster.json'), 'utf8')) as ClusterFile).trust;
     expect(await stopProcess(ringRun.proc, 'SIGTERM')).toBe(0);

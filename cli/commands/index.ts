@@ -20,6 +20,7 @@ export const commandModules: CommandModule[] = [
   { names: ['host'], load: async () => (await import('./host.ts')).registerHost },
   { names: ['verify'], load: async () => (await import('./verify.ts')).registerVerify },
   { names: ['emulate-enclave'], load: async () => (await import('./emulate-enclave.ts')).registerEmulateEnclave },
+  { names: ['recovery'], load: async () => (await import('./recovery.ts')).registerRecovery },
   { names: ['cluster'], load: async () => (await import('./cluster.ts')).registerCluster },
   { names: ['dashboard'], load: async () => (await import('./dashboard.ts')).registerDashboard },
 ];

@@ -15,6 +15,13 @@ export interface CommonOpts extends TrustFlags {
   /** --identity FILE; EKV_IDENTITY when absent; anonymous when neither. */
   identity?: string;
   routing: string;
+  /** --floor FILE (default: the cluster file's path + '.floor'); --no-floor: false. */
+  floor?: string | false;
+}
+
+/** Where the CLI keeps its floor by default: beside the cluster file (docs/recovery.md "What a client detects"). */
+export function defaultFloorFile(clusterPath: string): string {
+  return `${clusterPath}.floor`;
 }
 
 export function common(cmd: Command): Command {
@@ -23,6 +30,8 @@ export function common(cmd: Command): Command {
     .option('--timeout <ms>', 'per-request timeout in milliseconds', '10000')
     .option('--identity <file>', 'private key to prove as principal (default: $EKV_IDENTITY; none: anonymous)')
     .option('--routing <mode>', "how the key's node is found: cached (one hop), iterative (walk the ring, verifying each hop) or any (the ring forwards)", 'cached')
+    .option('--floor <file>', 'the versions this CLI has seen, kept between runs: an older answer is refused (STALE) (default: the cluster file + .floor)')
+    .option('--no-floor', 'do not check or keep the floor')
     .option('--json', 'print one JSON object on stdout');
 }
 
@@ -44,11 +53,17 @@ export async function withClient<T>(o: CommonOpts, body: (kv: EkvClient) => Prom
   const timeoutMs = timeoutFlag(o.timeout);
   const cluster = loadClusterFile(o.cluster);
   const { how: _how, ...trust } = trustChoice(o, cluster);
-  const kv = await connect({ cluster, ...trust, timeoutMs, routing: o.routing as Routing, ...(identity ? { identity } : {}) });
+  const floor = o.floor === false ? { floor: false } : { floorFile: o.floor ?? defaultFloorFile(o.cluster) };
+  const kv = await connect({ cluster, ...trust, ...floor, timeoutMs, routing: o.routing as Routing, ...(identity ? { identity } : {}) });
   try {
     return await body(kv);
   } finally {
-    await kv.close();
+    try {
+      await kv.close();
+    } catch (err) {
+      // The operation's outcome stands; only the floor could not be kept.
+      process.stderr.write(`warning: the floor file was not written: ${(err as Error).message}\n`);
+    }
   }
 }
 

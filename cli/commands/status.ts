@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import type { Command } from 'commander';
 import { defaultDocAgeMaxMs } from '../../client/trust.ts';
 import { connect, resolveConnect, type ResolvedTrust } from '../../client/index.ts';
+import { loadCluster } from '../../client/cluster.ts';
+import { principalFromBytes } from '../../protocol/principal.ts';
 import { run } from '../output.ts';
 import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
 import { defaultClusterFile, loadClusterFile } from '../flags.ts';
@@ -23,6 +25,15 @@ interface NodeStatus {
   /** The ring (deployment) id the node's attested key signed in the handshake. */
   ringId?: string;
   pids?: { host: number | null; emulator: number | null; enclave: number | null };
+  /** Recovery (docs/recovery.md): mode, generation, members and k, who signed the last open. */
+  recovery?: { mode: string; generation: number; members: string[]; k: number; signers: string[] };
+}
+
+function recoveryOf(r: unknown): NodeStatus['recovery'] | undefined {
+  if (typeof r !== 'object' || r === null) return undefined;
+  const x = r as Record<string, unknown>;
+  const texts = (v: unknown) => (Array.isArray(v) ? v.filter((p): p is Uint8Array => p instanceof Uint8Array).map((p) => principalFromBytes(p).text) : []);
+  return { mode: String(x.mode), generation: Number(x.gen), members: texts(x.members), k: Number(x.k), signers: texts(x.signers) };
 }
 
 const hex = (b: unknown) => (b instanceof Uint8Array ? Buffer.from(b).toString('hex') : null);
@@ -98,6 +109,7 @@ export function registerStatus(program: Command): void {
                 pcr0: att ? Buffer.from(att.pcrs.get(0) ?? []).toString('hex') : undefined,
                 documentAgeMs: att ? Date.now() - att.timestamp : undefined,
                 ...(conn.ringId ? { ringId: conn.ringId.toString('hex') } : {}),
+                ...(recoveryOf(s.recovery) ? { recovery: recoveryOf(s.recovery) } : {}),
                 ...(pids ? { pids } : {}),
               };
             } catch (err) {
@@ -119,6 +131,11 @@ export function registerStatus(program: Command): void {
                 `pcr0 ${r.pcr0?.slice(0, 12)}  ring ${r.ringId?.slice(0, 12) ?? '-'}  doc age ${Math.round((r.documentAgeMs ?? 0) / 1000)}s  pids host/emu/enclave ${r.pids?.host ?? '?'}/${r.pids?.emulator ?? '?'}/${r.pids?.enclave ?? '?'}\n`,
             );
           }
+        }
+        const rec = rows.find((r) => r.recovery)?.recovery;
+        if (rec && !o.json) {
+          process.stdout.write(`recovery members (${rec.k} of ${rec.members.length} reopen a stopped ring): ${rec.members.join(' ')}\n`);
+          process.stdout.write(`ring generation ${rec.generation}${rec.signers.length ? `, reopened by ${rec.signers.join(', ')}` : ''}${rows.some((r) => r.recovery?.mode === 'recovery') ? '; RECOVERY MODE: see ekv recovery status' : ''}\n`);
         }
         if (!rows.every((r) => r.ok)) process.exitCode = 1;
       }),

@@ -20,9 +20,11 @@ export function registerUp(program: Command): void {
     .option('--enclave-image <file>', 'run exactly this enclave image, with the settings compiled into it (default, or dist/enclave.mjs: the image built for --access, --replicas, --no-seal and --nodes)')
     .option('--access <mode>', 'keys outside any namespace: open (anyone) or closed (no one)', 'open')
     .option('--no-seal', 'keep data only in enclave memory (no KMS, no sealed log)')
+    .option('--no-recovery', 'a new ring without a recovery member (a whole-ring restart then reopens without anyone signing)')
+    .option('--no-auto-open', 'when the restarted ring comes up in recovery mode, leave it there (ekv recovery status / open)')
     .option('--log-level <level>', 'log level of the launcher and hosts: trace, debug, info, warn, error, fatal or silent (JSON lines on stderr, one svc field each; the enclaves\' own: EKV_ENCLAVE_LOG_LEVEL)', 'warn')
     .option('--json', 'print the ready line as JSON')
-    .action(async (o: { nodes: string; replicas: string; dir: string; enclaveImage?: string; logLevel: string; access: string; seal: boolean; json?: boolean }) =>
+    .action(async (o: { nodes: string; replicas: string; dir: string; enclaveImage?: string; logLevel: string; access: string; seal: boolean; recovery: boolean; autoOpen: boolean; json?: boolean }) =>
       run(o.json, async () => {
         const nodes = Number(o.nodes);
         const replicas = Number(o.replicas);
@@ -36,6 +38,7 @@ export function registerUp(program: Command): void {
         const started = Date.now();
         const ring = await startLocalRing({
           dir: o.dir, nodes, replicas, ...(image ? { imagePath: image } : {}), logger, access: o.access, seal: o.seal,
+          recovery: o.recovery, autoOpen: o.autoOpen,
           progress: (line) => process.stderr.write(`ekv up: ${line}\n`),
         });
         const ready = {
@@ -47,6 +50,7 @@ export function registerUp(program: Command): void {
         };
         if (o.json) process.stdout.write(JSON.stringify(ready) + '\n');
         else {
+          if (ring.recovery.waiting) process.stdout.write(`waiting: the ring is in recovery mode; its recovery members open it (ekv recovery status -c ${ring.clusterFile})\n`);
           process.stdout.write(`ready: ${ring.nodes.length} node(s) in ${ready.startedInMs} ms; cluster file ${ring.clusterFile}\n`);
           for (const n of ready.nodes) process.stdout.write(`  ${n.name}  ${n.addr}  ${n.http}  enclave pid ${n.pids.enclave}\n`);
           process.stdout.write(`try: npx ekv put hello world --cluster ${ring.clusterFile} && npx ekv get hello --cluster ${ring.clusterFile}\n`);

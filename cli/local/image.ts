@@ -67,6 +67,8 @@ function canonical(s: ImageSettings): string {
     kmsKeyArn: s.kmsKeyArn, accessMode: s.accessMode, replicas: s.replicas, singleNode: s.singleNode,
     peerPcr0Allowlist: [...s.peerPcr0Allowlist].map((x) => x.toLowerCase()).sort(),
     ...(s.ringPeers ? { ringPeers: true } : {}),
+    // Only when set, so images without recovery members keep their names (and PCR0s).
+    ...(s.recoveryMembers && s.recoveryMembers.length > 0 ? { recoveryMembers: s.recoveryMembers, recoveryThreshold: s.recoveryThreshold ?? 1 } : {}),
     ...(s.testUnsafeSkipKeyIdCheck ? { testUnsafeSkipKeyIdCheck: true } : {}),
     ...(s.testHostMayFound ? { testHostMayFound: true } : {}),
     ...(s.testNoRingCheck ? { testNoRingCheck: true } : {}),

@@ -20,6 +20,97 @@ import { kmsEnv, localBlobStore, startLocalKms, type LocalKms } from './kms.ts';
 import { LocalNode } from './node.ts';
 import { waitForRing } from './ready.ts';
 import { rememberTrust } from '../trust-store.ts';
+import { generateIdentity, loadIdentity, saveIdentity } from '../../client/identity.ts';
+import { compareSeen, defaultSeenFile, readSeen, recoveryStatuses, signOpens, writeSeen } from '../recovery.ts';
+
+/** The local user's recovery member key of a ring started with `recovery` (docs/recovery.md). */
+export const recoveryKeyFile = 'recovery.key';
+
+function hasRecovery(s: ImageSettings | null): boolean {
+  return (s?.recoveryMembers?.length ?? 0) > 0;
+}
+
+/** A new sealed ring with `recovery`: its image names DIR/recovery.key (made now) as the one member, k = 1. */
+function localRecoveryMember(dir: string, o: LocalRingOptions): Partial<ImageSettings> {
+  if (!o.recovery || o.seal === false) return {};
+  const file = join(dir, recoveryKeyFile);
+  const principal = existsSync(file) ? loadIdentity(file).principal : saveIdentity(file, generateIdentity('ed25519'));
+  return { recoveryMembers: [principal.text], recoveryThreshold: 1 };
+}
+
+/**
+ * After any relaunch, for a while: once no node is open and some are in recovery mode, reopen them with the
+ * local member key (the same last-seen check as at a start) and pin the new ring id in the cluster file.
+ */
+function watchRelaunches(
+  dir: string, nodes: LocalNode[], cluster: ClusterFile, remember: boolean, progress: (l: string) => void, logger: Logger,
+): NodeJS.Timeout {
+  let restarts = nodes.reduce((a, n) => a + n.restarts, 0);
+  let checkUntil = 0;
+  let busy = false;
+  const timer = setInterval(() => {
+    const now = nodes.reduce((a, n) => a + n.restarts, 0);
+    if (now !== restarts) {
+      restarts = now;
+      checkUntil = Date.now() + 30_000;
+    }
+    if (busy || Date.now() > checkUntil) return;
+    busy = true;
+    void (async () => {
+      const statuses = await recoveryStatuses(cluster, cluster.trust, 3000);
+      if (statuses.some((st) => st.mode === 'open') || !statuses.some((st) => st.mode === 'recovery')) return;
+      if (statuses.some((st) => st.mode === 'unreachable')) return; // not all back yet
+      const r = await reopenLocal(dir, cluster, true, progress);
+      if (!r.reopened) return;
+      checkUntil = 0;
+      cluster.trust.ringId = (await learnRingId(cluster, { unpinned: true })) ?? cluster.trust.ringId;
+      writeJsonAtomic(join(dir, 'cluster.json'), cluster);
+      if (remember) rememberTrust(cluster.trust, `ekv up ${join(dir, 'cluster.json')}`);
+    })()
+      .catch((err: unknown) => {
+        checkUntil = 0;
+        logger.error({ err: (err as Error).message }, 'reopening the relaunched ring failed');
+        progress(`not reopened: ${(err as Error).message}`);
+      })
+      .finally(() => (busy = false));
+  }, 1000);
+  timer.unref();
+  return timer;
+}
+
+async function keepSeen(cluster: ClusterFile, clusterFile: string): Promise<void> {
+  // Bounded: a stop never waits more than a few seconds for it.
+  const statuses = await Promise.race([recoveryStatuses(cluster, cluster.trust, 3000), new Promise<null>((r) => setTimeout(() => r(null), 6000).unref())]);
+  if (statuses) writeSeen(defaultSeenFile(clusterFile), statuses);
+}
+
+/**
+ * After a restart: wait until every node says whether it is in recovery mode; if some are and `autoOpen`,
+ * sign their open with the local member key, after the same check a member makes by hand.
+ */
+async function reopenLocal(dir: string, cluster: ClusterFile, autoOpen: boolean, progress: (l: string) => void): Promise<LocalRing['recovery']> {
+  const clusterFile = join(dir, 'cluster.json');
+  let statuses = await recoveryStatuses(cluster, cluster.trust, 5000);
+  for (let i = 0; i < 40 && statuses.some((s) => s.mode === 'unreachable'); i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    statuses = await recoveryStatuses(cluster, cluster.trust, 5000);
+  }
+  const recovering = statuses.filter((s) => s.mode === 'recovery');
+  const generation = Math.max(0, ...statuses.map((s) => s.gen ?? 0));
+  if (recovering.length === 0) return { reopened: false, waiting: false, generation };
+  progress(`${recovering.length} node(s) came up in recovery mode (ring generation ${recovering[0]?.gen}): nothing alive vouches for their sealed state`);
+  if (!autoOpen) return { reopened: false, waiting: true, generation };
+  const cmp = compareSeen(readSeen(defaultSeenFile(clusterFile)), statuses);
+  for (const l of cmp.lines) progress(l);
+  if (cmp.older) {
+    throw new Error(`not reopening: a node recovered state older than this ring last had (a rollback?); see \`ekv recovery status -c ${clusterFile}\`, start with --no-auto-open and open it by hand (ekv recovery open --identity ${join(dir, recoveryKeyFile)} --force) if you mean to`);
+  }
+  const r = await signOpens(statuses, loadIdentity(join(dir, recoveryKeyFile)), cluster.trust);
+  const failed = r.outcomes.find((x) => x.error || !x.opened);
+  if (failed) throw new Error(`reopening failed at ${failed.addr}: ${failed.error ?? 'not open'}`);
+  progress(`reopened the ring as generation ${r.generation} (ring ${r.newRing.slice(0, 16)}), signed by your recovery key ${join(dir, recoveryKeyFile)}`);
+  return { reopened: true, waiting: false, generation: r.generation };
+}
 
 export interface RingState {
   version: 1;
@@ -65,6 +156,16 @@ export interface LocalRingOptions {
   startGapMs?: number;
   /** How long to wait for the ring to form once every enclave is up (default 60 s); 0: do not wait. */
   formTimeoutMs?: number;
+  /**
+   * A new ring gets one recovery member, DIR/recovery.key, made for the local user (docs/recovery.md); `ekv up`
+   * sets it. Default false (a ring whose image names no recovery members).
+   */
+  recovery?: boolean;
+  /**
+   * When the restarted ring comes up in recovery mode, sign its open with DIR/recovery.key after checking it
+   * against DIR/cluster.json.seen (default true). False: leave it in recovery mode (and do not wait for it).
+   */
+  autoOpen?: boolean;
 }
 
 export interface LocalRing {
@@ -77,6 +178,8 @@ export interface LocalRing {
   imagePath: string;
   settings: ImageSettings | null;
   kms: LocalKms | null;
+  /** What the start did about recovery mode: reopened (by DIR/recovery.key), left waiting, or nothing. */
+  recovery: { reopened: boolean; waiting: boolean; generation: number };
   stop(): Promise<void>;
 }
 
@@ -113,7 +216,7 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   const explicitImage = o.imagePath !== undefined && resolve(o.imagePath) !== defaultImagePath ? resolve(o.imagePath) : undefined;
   const settings: ImageSettings | null = explicitImage !== undefined
     ? null
-    : previous?.image ?? { ...localImageSettings({ seal: o.seal ?? true, access: o.access ?? 'open', replicas, nodes: count }), ...o.imageSettings };
+    : previous?.image ?? { ...localImageSettings({ seal: o.seal ?? true, access: o.access ?? 'open', replicas, nodes: count }), ...localRecoveryMember(dir, o), ...o.imageSettings };
   const imagePath = explicitImage ?? (await localImage(settings as ImageSettings));
   const ca = await EmulatorCa.loadOrCreate(join(dir, 'ca'));
   const sealed = settings ? settings.kmsKeyArn !== '' : o.seal !== false;
@@ -123,7 +226,12 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
   /** The nodes started so far, in start order; `slots` by index. */
   const nodes: LocalNode[] = [];
   const slots: Array<LocalNode | undefined> = new Array<LocalNode | undefined>(count).fill(undefined);
+  let clusterNow: ClusterFile | null = null;
+  let watcher: NodeJS.Timeout | null = null;
   const stopAll = async () => {
+    if (watcher) clearInterval(watcher);
+    // RECOVERY HOOK: the local member's last-seen record, so a restart from older copies is not reopened.
+    if (clusterNow && hasRecovery(settings)) await keepSeen(clusterNow, join(dir, 'cluster.json')).catch(() => undefined);
     await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
     await kms?.close();
   };
@@ -181,27 +289,42 @@ export async function startLocalRing(o: LocalRingOptions): Promise<LocalRing> {
     },
     replicas,
   };
+  let recovery = { reopened: false, waiting: false, generation: 0 };
   try {
     // The ring id is pinned when the ring is founded and kept across restarts: a node that comes back in
     // another ring (its host wiped it and it founded anew) is then refused by clients (WRONG_RING).
-    const ringId = (previous && existsSync(clusterFile) ? loadCluster(clusterFile).trust.ringId : undefined) ?? (kms ? await learnRingId(cluster) : undefined);
+    let ringId = (previous && existsSync(clusterFile) ? loadCluster(clusterFile).trust.ringId : undefined) ?? (kms ? await learnRingId(cluster) : undefined);
     if (ringId) cluster.trust.ringId = ringId;
+    // RECOVERY HOOK (docs/recovery.md): a restarted ring whose image names recovery members comes up in
+    // recovery mode; the local member (DIR/recovery.key) signs its open unless it is older than last seen.
+    if (previous && hasRecovery(settings)) {
+      recovery = await reopenLocal(dir, cluster, o.autoOpen !== false, progress);
+      if (recovery.reopened) ringId = await learnRingId(cluster, { unpinned: true });
+      if (ringId) cluster.trust.ringId = ringId;
+    }
   } catch (err) {
     await stopAll();
     throw err;
   }
+  clusterNow = cluster;
   writeJsonAtomic(clusterFile, cluster);
   // This process created (or loaded) the emulated CA and measured the image itself, so the trust
   // section it just wrote is the user's own: record it, and `ekv get -c DIR/cluster.json` needs no flag.
   // A cluster file from anyone else is not in the store and is used for its addresses only.
   if (o.rememberTrust !== false) rememberTrust(cluster.trust, `ekv up ${clusterFile}`);
   try {
-    if (o.formTimeoutMs !== 0) await waitForRing(cluster, o.formTimeoutMs ?? 60_000, progress);
+    if (!recovery.waiting && o.formTimeoutMs !== 0) await waitForRing(cluster, o.formTimeoutMs ?? 60_000, progress);
+    if (recovery.reopened) await keepSeen(cluster, clusterFile); // the record now names the reopened generation
   } catch (err) {
     await stopAll();
     throw err;
   }
-  return { dir, nodes, ca, clusterFile, cluster, imagePath, settings, kms, stop: stopAll };
+  // RECOVERY HOOK: enclaves that die are launched again (LocalNode); if they all came back in recovery mode
+  // (the whole ring crashed, or a one-node ring's enclave), the local member reopens it, as at a start.
+  if (hasRecovery(settings) && o.autoOpen !== false && o.recovery !== false) {
+    watcher = watchRelaunches(dir, nodes, cluster, o.rememberTrust !== false, progress, o.logger);
+  }
+  return { dir, nodes, ca, clusterFile, cluster, imagePath, settings, kms, recovery, stop: stopAll };
 }
 
 /** The ring-secret blob (KMS ciphertext, not secret) beside the cluster file, for nodes that join later. */
@@ -220,9 +343,11 @@ export function provideRingSecret(ringDir: string, nodeDataDir: string): void {
 }
 
 /** The ring id the first node's attested key signs in its handshake. */
-async function learnRingId(cluster: ClusterFile): Promise<string | undefined> {
+async function learnRingId(cluster: ClusterFile, o: { unpinned?: boolean } = {}): Promise<string | undefined> {
   // This process wrote the trust section itself (its CA, its image's measurement): it may trust the file.
-  const kv = await connect({ cluster: { ...cluster, nodes: cluster.nodes.slice(0, 1) }, trustClusterFile: true, timeoutMs: 10_000 });
+  const { ringId: _pinned, ...unpinnedTrust } = cluster.trust;
+  const file = { ...cluster, nodes: cluster.nodes.slice(0, 1), ...(o.unpinned ? { trust: unpinnedTrust } : {}) };
+  const kv = await connect({ cluster: file, trustClusterFile: true, timeoutMs: 10_000, floor: false });
   try {
     const conn = kv.node(cluster.nodes[0]!.addr);
     await conn.ensure();

@@ -584,6 +584,8 @@ export class DataStore {
       keys,
       bytes,
       livePeers: n ? n.livePeers().length : 0,
+      /** This node's incarnation as a data-core member (it grows when the node finds it was rolled back or cloned). */
+      incarnation: n ? n.self.inc : null,
       ...this.stats,
     };
   }
@@ -629,7 +631,9 @@ export function toRpcResult(r: ClientResult, opKind: ClientOp['kind'], shard: nu
   if (!r.ok) throw toEkvError(r);
   switch (r.kind) {
     case 'get':
-      if (!r.found || r.value === null) throw new EkvError('NOT_FOUND', 'no such key');
+      // The version of the key's delete (its tombstone's; 0: never written) goes with NOT_FOUND, so that a client
+      // that saw a newer version can tell a rolled-back "no value" from a delete (client/floor.ts).
+      if (!r.found || r.value === null) throw new EkvError('NOT_FOUND', 'no such key', { version: r.version });
       return { v: Buffer.from(r.value, 'latin1'), n: r.version };
     case 'write':
       // A delete of a key without a value says version 0 (there was nothing to delete).

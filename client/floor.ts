@@ -1,0 +1,261 @@
+/**
+ * The client's floor (issue 12, section 3; docs/recovery.md "What a client detects"): per ring identity, the
+ * newest state this client has seen, so that an answer older than it is refused (EkvError STALE), never
+ * returned. A host that starts nodes from old genuine sealed state (a rollback, or a second history forked
+ * from it) can fool a client that never saw the newer state; it cannot fool one that did.
+ *
+ * Kept per ring id (the id the node's attested key signs in its handshake; 'none' for a ring-less node):
+ * - `gen`: the highest ring generation an answer carried (`g`: how many times the ring was reopened by a
+ *   recovery; absent from answers of nodes that do not send it);
+ * - per key: the highest version this client read or wrote, and a short hash of the value at that version
+ *   (null: a delete), so that a second value at the same version (a fork) is refused too.
+ *
+ * Checks are against the floor as it was when the operation was sent (`snapshot`), so that concurrent calls
+ * of one client never make each other stale: a read may return anything at or above what was seen before it
+ * began; a write's new version must be above it.
+ *
+ * Bounded: at most `floorKeysMax` keys (least recently used dropped first) and `floorRingsMax` rings. Keys are
+ * kept as a 16-byte hash, so the file does not list key names. Persisted (optional) to a JSON file, written
+ * atomically (temporary file, fsync, rename) after merging with what the file holds, so two processes
+ * using one file each keep the other's floor (the newer version of a key wins).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { EkvError } from '../protocol/errors.ts';
+
+/** Keys remembered (per client and per file), least recently used dropped first. */
+export const floorKeysMax = 8192;
+/** Ring identities remembered; beyond it the least recently used ring's generation is dropped. */
+export const floorRingsMax = 64;
+/** A floor file holds about 140 bytes per key (1.1 MB at floorKeysMax); anything larger is not one. */
+export const floorFileBytesMax = 4 * 1024 * 1024;
+
+/** What a STALE error's `reason` says. */
+export type StaleReason = 'OLDER_VERSION' | 'FORKED_VALUE' | 'OLDER_GENERATION';
+
+export interface FloorEntry {
+  /** The highest version seen. */
+  v: number;
+  /** 16 hex digits of SHA-256 of the value at that version; null: the key was deleted at it. */
+  h: string | null;
+}
+
+/** A key's floors across rings, as they were when an operation was sent. */
+export type FloorSnapshot = ReadonlyMap<string, FloorEntry>;
+
+export const noRing = 'none';
+
+function keyHash(key: Uint8Array): string {
+  return createHash('sha256').update(key).digest().subarray(0, 16).toString('hex');
+}
+
+export function valueHash(value: Uint8Array): string {
+  return createHash('sha256').update(value).digest().subarray(0, 8).toString('hex');
+}
+
+function stale(reason: StaleReason, message: string, version?: number): EkvError {
+  return new EkvError('STALE', message, { reason, ...(version === undefined ? {} : { version }) });
+}
+
+export class Floor {
+  /** `${ring}/${keyHash}` -> entry, in least-recently-used order (oldest first). */
+  private readonly keys = new Map<string, FloorEntry>();
+  private readonly gens = new Map<string, number>();
+  private dirty = false;
+
+  constructor(private readonly opts: { file?: string; keysMax?: number } = {}) {
+    if (opts.file) this.merge(readFloorFile(opts.file));
+    this.dirty = false;
+  }
+
+  get size(): number {
+    return this.keys.size;
+  }
+
+  /** The floors of `key` in every ring this client knows (taken when an operation is sent). */
+  snapshot(key: Uint8Array): FloorSnapshot {
+    const kh = keyHash(key);
+    const out = new Map<string, FloorEntry>();
+    for (const ring of this.gens.keys()) {
+      const e = this.keys.get(`${ring}/${kh}`);
+      if (e) out.set(ring, e);
+    }
+    return out;
+  }
+
+  /** An answer's ring generation (`g`): never lower than the highest seen for that ring. */
+  checkGeneration(ring: string, g: unknown): void {
+    if (typeof g !== 'number' || !Number.isSafeInteger(g) || g < 0) return;
+    const have = this.gens.get(ring) ?? 0;
+    if (g < have) throw stale('OLDER_GENERATION', `the node answered for generation ${g} of its ring; this client has seen generation ${have}`);
+    this.touchRing(ring, g);
+  }
+
+  /**
+   * A read's answer: `value` null means NOT_FOUND, with `version` the version of its delete (0: never
+   * written), or undefined when the node did not say (then nothing can be checked).
+   */
+  checkRead(ring: string, key: Uint8Array, before: FloorSnapshot, version: number | undefined, value: Uint8Array | null): void {
+    if (version === undefined) return;
+    const seen = before.get(ring);
+    const h = value === null ? null : valueHash(value);
+    if (seen) {
+      if (version < seen.v) throw stale('OLDER_VERSION', `the node answered version ${version} of this key; this client has seen version ${seen.v}`, seen.v);
+      if (version === seen.v && version > 0 && seen.h !== h) {
+        throw stale('FORKED_VALUE', `the node answered another value at version ${version} than this client saw there (a second history)`, seen.v);
+      }
+    }
+    this.raise(ring, key, { v: version, h });
+  }
+
+  /** A write's answer: its new version must be above everything seen before the write was sent. */
+  checkWrite(ring: string, key: Uint8Array, before: FloorSnapshot, version: number, value: Uint8Array | null): void {
+    const seen = before.get(ring);
+    if (seen && version <= seen.v) {
+      throw stale('OLDER_VERSION', `the node acknowledged this write at version ${version}; this client has seen version ${seen.v} already`, seen.v);
+    }
+    this.raise(ring, key, { v: version, h: value === null ? null : valueHash(value) });
+  }
+
+  /** A CONFLICT's current version (or a delete of an absent key's) is a read of the version only. */
+  checkVersion(ring: string, before: FloorSnapshot, version: number): void {
+    const seen = before.get(ring);
+    if (seen && version < seen.v) throw stale('OLDER_VERSION', `the node reported version ${version} of this key; this client has seen version ${seen.v}`, seen.v);
+  }
+
+  /** Write the floor to its file (merged with what the file holds now), atomically. No file: nothing. */
+  save(): void {
+    const file = this.opts.file;
+    if (!file || !this.dirty) return;
+    // What the file holds now (another process may have written it) goes first, as older than ours in use.
+    const ours = [...this.keys];
+    this.keys.clear();
+    this.merge(readFloorFile(file));
+    for (const [id, e] of ours) {
+      const have = this.keys.get(id);
+      this.keys.delete(id);
+      this.keys.set(id, have && have.v > e.v ? have : e);
+    }
+    this.trim();
+    writeFloorFile(file, this.toJson());
+    this.dirty = false;
+  }
+
+  private touchRing(ring: string, g: number): void {
+    const have = this.gens.get(ring);
+    this.gens.delete(ring);
+    this.gens.set(ring, Math.max(have ?? 0, g));
+    if (have === undefined || g > have) this.dirty = true;
+    while (this.gens.size > floorRingsMax) {
+      const oldest = this.gens.keys().next().value as string;
+      this.gens.delete(oldest);
+      for (const k of [...this.keys.keys()]) if (k.startsWith(`${oldest}/`)) this.keys.delete(k);
+    }
+  }
+
+  private raise(ring: string, key: Uint8Array, e: FloorEntry): void {
+    this.raiseHashed(ring, keyHash(key), e);
+  }
+
+  private raiseHashed(ring: string, kh: string, e: FloorEntry): void {
+    if (!this.gens.has(ring)) this.touchRing(ring, 0);
+    const id = `${ring}/${kh}`;
+    const have = this.keys.get(id);
+    const next = have && have.v >= e.v ? have : e;
+    this.keys.delete(id);
+    this.keys.set(id, next);
+    if (next !== have) this.dirty = true;
+    this.trim();
+  }
+
+  private trim(): void {
+    const max = this.opts.keysMax ?? floorKeysMax;
+    while (this.keys.size > max) this.keys.delete(this.keys.keys().next().value as string);
+  }
+
+  private merge(f: FloorJson | null): void {
+    if (!f) return;
+    for (const [ring, g] of Object.entries(f.rings)) {
+      if (!this.gens.has(ring) || (this.gens.get(ring) as number) < g) this.touchRing(ring, g);
+    }
+    for (const [ring, kh, v, h] of f.keys) this.raiseHashed(ring, kh, { v, h });
+  }
+
+  private toJson(): FloorJson {
+    return {
+      version: 1,
+      rings: Object.fromEntries(this.gens),
+      keys: [...this.keys].map(([id, e]) => {
+        const [ring, kh] = id.split('/') as [string, string];
+        return [ring, kh, e.v, e.h];
+      }),
+    };
+  }
+}
+
+interface FloorJson {
+  version: 1;
+  rings: Record<string, number>;
+  /** [ring, key hash, version, value hash | null], least recently used first. */
+  keys: Array<[string, string, number, string | null]>;
+}
+
+const ringRe = /^(none|[0-9a-f]{64})$/;
+const khRe = /^[0-9a-f]{32}$/;
+const vhRe = /^[0-9a-f]{16}$/;
+
+function badFile(file: string, why: string): EkvError {
+  return new EkvError('BAD_REQUEST', `floor file ${file}: ${why} (delete it to start a new floor, or run without one)`);
+}
+
+/** The file's floor; null when there is no file yet. Anything else than a floor file is refused. */
+export function readFloorFile(file: string): FloorJson | null {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw badFile(file, `cannot read it: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (text.length > floorFileBytesMax) throw badFile(file, 'too large');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw badFile(file, 'not JSON');
+  }
+  const f = raw as Partial<FloorJson> | null;
+  if (!f || f.version !== 1 || typeof f.rings !== 'object' || f.rings === null || !Array.isArray(f.keys)) throw badFile(file, 'not a floor file');
+  const rings: Record<string, number> = {};
+  for (const [ring, g] of Object.entries(f.rings)) {
+    if (!ringRe.test(ring) || typeof g !== 'number' || !Number.isSafeInteger(g) || g < 0) throw badFile(file, 'a malformed ring entry');
+    rings[ring] = g;
+  }
+  const keys: FloorJson['keys'] = [];
+  for (const k of f.keys as unknown[]) {
+    if (!Array.isArray(k) || k.length !== 4) throw badFile(file, 'a malformed key entry');
+    const [ring, kh, v, h] = k as unknown[];
+    if (typeof ring !== 'string' || !ringRe.test(ring) || typeof kh !== 'string' || !khRe.test(kh)) throw badFile(file, 'a malformed key entry');
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || !(h === null || (typeof h === 'string' && vhRe.test(h)))) {
+      throw badFile(file, 'a malformed key entry');
+    }
+    keys.push([ring, kh, v, h]);
+  }
+  return { version: 1, rings, keys };
+}
+
+/** Write `f` to `file` atomically: a temporary file beside it, flushed, then renamed over it. */
+function writeFloorFile(file: string, f: FloorJson): void {
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    writeSync(fd, JSON.stringify(f) + '\n');
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  renameSync(tmp, file);
+}
