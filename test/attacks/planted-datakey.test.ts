@@ -75,7 +75,7 @@ describe('a datakey planted by the host, made under a KMS key of its own', () =>
     const before = logs.length;
     await plant(ring);
     restart(ring);
-    const fatal = await waitFor('the relaunched enclave to fail', 20_000, async () =>
+    const fatal = await waitFor('the relaunched enclave to fail', 45_000, async () =>
       logs.slice(before).find((l) => l.msg === 'enclave failed to start') ?? 'not yet');
     expect(JSON.stringify(fatal)).toMatch(/KMS_WRONG_KEY/);
     expect(logs.slice(before).some((l) => l.msg === 'sealed state recovered')).toBe(false);
