@@ -230,7 +230,7 @@ describe('findings not fixed (FINDING: each test asserts the safe behaviour and 
     }
     const victim = randomBytes(32);
     const vs = (await net.call(owner, 'open', { k: key }, victim)).s as number;
-    expect(await net.call(owner, 'put', { k: key, v: Buffer.from('v1'), s: [vs, 1, 1] }, victim)).toEqual({ n: 1 });
+    expect(await net.call(owner, 'put', { k: key, v: Buffer.alloc(1000), s: [vs, 1, 1] }, victim)).toEqual({ n: 1 });
   }, 30_000);
 
   // FINDING R10 (low-medium, availability): the owner's write queue (`queuedMax`, 4,096 per range) is shared.
