@@ -18,7 +18,7 @@ const num = (x: unknown): number | null => (typeof x === 'number' && Number.isFi
 const bool = (x: unknown): number | null => (typeof x === 'boolean' ? (x ? 1 : 0) : null);
 
 /** Operations the request metrics name; any other string is counted as 'other'. */
-export const clientOpNames = ['get', 'put', 'del', 'route', 'status', 'metrics', 'scan', 'mget', 'mput'] as const;
+export const clientOpNames = ['get', 'put', 'del', 'route', 'status', 'metrics'] as const;
 
 const registered = new WeakMap<MetricsRegistry, { src: NodeMetricsSources }>();
 

@@ -234,7 +234,7 @@ describe('scans and batches over the data store (in process)', () => {
         expect(e.length).toBeLessThanOrEqual(limit);
         for (const [k, v, ver] of e) out.push([Buffer.from(k).toString(), Buffer.from(v).toString(), ver]);
         if (!r.m) break;
-        a = Buffer.from((e[e.length - 1] as [Uint8Array])[0]);
+        a = Buffer.from((e[e.length - 1] as [Uint8Array, Uint8Array, number])[0]);
       }
     }
     return out.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));

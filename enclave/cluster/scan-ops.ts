@@ -205,7 +205,7 @@ export async function runScan(store: DataStore, access: ScanAccess, q: ScanReque
     let hint: string | null = null;
     for (let hop = 0; hop <= 3; hop++) {
       let r: LocalScan;
-      const owner = hint ?? store.ownerRefOfShard(q.shard)?.name ?? null;
+      const owner: string | null = hint ?? store.ownerRefOfShard(q.shard)?.name ?? null;
       if (owner === null || owner === store.selfMember.name || store.activeOwner(q.shard)) {
         r = await scanHere(store, access, q, principal);
       } else {
