@@ -205,14 +205,21 @@ describe('the data store over attested peer calls (in process)', () => {
 });
 
 describe('scans and batches over the data store (in process)', () => {
-  // The access filter: hidden/* may not be read; slow/* is decided only after a (simulated) document fetch.
+  // The access filter: hidden/* may not be read; slow/* is decided only after a (simulated) document fetch, which
+  // the node then holds for a while (as the ACL lease cache does).
+  const fetched = new Map<string, number>();
   const access: AccessCheck & ScanAccess = {
-    check: (_op, key) => {
-      if (key.toString('latin1').startsWith('hidden/')) throw new EkvError('FORBIDDEN', 'access denied');
+    check: (op, key) => {
+      if (op === 'get' && key.toString('latin1').startsWith('hidden/')) throw new EkvError('FORBIDDEN', 'access denied');
     },
     readable: (key) => {
       const k = key.toString('latin1');
-      if (k.startsWith('slow/')) return new Promise((r) => setTimeout(() => r(true), 5));
+      if (k.startsWith('slow/') && (fetched.get(k) ?? 0) < Date.now()) {
+        return new Promise((r) => setTimeout(() => {
+          fetched.set(k, Date.now() + 200);
+          r(true);
+        }, 5));
+      }
       return !k.startsWith('hidden/');
     },
     nsVisible: () => false,
