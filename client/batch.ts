@@ -30,6 +30,8 @@ export interface ClientPort {
   put(key: Bytes, value: Bytes, opts: WriteOptions | undefined, send: Send): Promise<number>;
   /** A request to a range's owner (routed by the range's start), retried like a get; with the answering node's ring. */
   callRange(shard: number, op: string, args: Record<string, unknown>): Promise<{ r: RpcResult; ring: string }>;
+  /** Opens the write sessions of these keys' ranges (errors are left to the puts). */
+  prepareWrites(keys: Buffer[]): Promise<void>;
   shards(): number | null;
   learnShards(S: number): void;
   readonly floor: Floor | null;
@@ -156,9 +158,12 @@ export async function mget(port: ClientPort, keys: readonly Bytes[]): Promise<Mg
 export async function mput(port: ClientPort, entries: ReadonlyArray<readonly [Bytes, Bytes] | { key: Bytes; value: Bytes; ifVersion?: number }>): Promise<MputResult[]> {
   checkCount(entries.length);
   const b = new Batcher();
-  return Promise.all(entries.map(async (e): Promise<MputResult> => {
+  const items = entries.map((e) => {
     const [k, v, o] = Array.isArray(e) ? [e[0], e[1], undefined] : [(e as { key: Bytes }).key, (e as { value: Bytes }).value, e as { ifVersion?: number }];
-    const key = toBuffer(k as Bytes);
+    return { key: toBuffer(k as Bytes), v, o };
+  });
+  await port.prepareWrites(items.map((x) => x.key).filter((k) => k.length > 0));
+  return Promise.all(items.map(async ({ key, v, o }): Promise<MputResult> => {
     try {
       const version = await port.put(key, v as Bytes, o?.ifVersion === undefined ? undefined : { ifVersion: o.ifVersion }, b.send);
       return { ok: true, key, version };

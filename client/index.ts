@@ -410,6 +410,20 @@ export class EkvClient {
         const r = await this.callRouted({ shard }, op, args, via);
         return { r, ring: ringOf(via) };
       },
+      prepareWrites: async (keys) => {
+        // One session per range, opened before the puts are sent, so that the puts leave in one turn (one mput
+        // per node). A refusal here is left to the put of that key, which reports it.
+        const first = keys[0];
+        if (first === undefined) return;
+        await this.sessionFor(first).catch(() => undefined);
+        const seen = new Set<number | null>();
+        await Promise.all(keys.map((k) => {
+          const sh = this.shardOf(k);
+          if (seen.has(sh)) return undefined;
+          seen.add(sh);
+          return this.sessionFor(k).catch(() => undefined);
+        }));
+      },
       shards: () => this.shards,
       learnShards: (S) => {
         if (this.shards !== null && this.shards !== S) throw new EkvError('PROTOCOL', 'the ring changed its range count');

@@ -154,6 +154,7 @@ function fakePort(ranges: string[][], opts: { shortPages?: boolean } = {}): Clie
     learnShards: (S: number) => {
       port.shards = () => S;
     },
+    prepareWrites: async () => undefined,
     get: async () => { throw new Error('unused'); },
     put: async () => { throw new Error('unused'); },
     callRange: async (shard: number, op: string, args: Record<string, unknown>) => {
