@@ -24,7 +24,7 @@ import { EkvError } from '../../protocol/errors.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import {
   type ClientOp, type ClientResult, type Config, type DataConfig, DataDriver, type DataLog, type LogRecord, type Member, type Outbound, type PeerBody,
-  shardOf, validateDataConfig,
+  type ScanView, shardOf, validateDataConfig,
 } from '../data/index.ts';
 import { idToBytes, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
 import { batchBodiesMax, chunksOf, dataMessageBytesMax, decodePeerBatch, encodePeerBatch, rangeBytesMax, Reassembler } from './data-wire.ts';
@@ -529,6 +529,43 @@ export class DataStore {
     });
     st.lock = run.catch(() => undefined);
     await run;
+  }
+
+  // ---- scans and batches (enclave/cluster/scan-ops.ts) ----
+
+  /**
+   * A range's acknowledged view, here, now, if this node is its active owner with a read lease valid now and its
+   * log works (the condition a get is served under); null otherwise. Used synchronously and not kept.
+   */
+  scanView(shard: number): ScanView | null {
+    if (!this.driver.serving) return null;
+    return this.driver.node?.scanView(shard, this.nowTicks()) ?? null;
+  }
+
+  /** Whether this node's core is the active owner of a range (leased or not: a scan waits for the lease here). */
+  activeOwner(shard: number): boolean {
+    return this.driver.node?.isActiveOwner(shard) ?? false;
+  }
+
+  /** The owner the local configuration names for a range, with where to reach it (null: none, or this node). */
+  ownerRefOfShard(shard: number): { name: string; ref: NodeRef | null } | null {
+    const name = this.ownerName(shard);
+    if (name === null) return null;
+    if (name === this.selfMember.name) return { name, ref: this.self };
+    return { name, ref: this.refOfName(name) };
+  }
+
+  /** A peer by member name, with an address to reach it (null: unknown). */
+  refOfName(name: string): NodeRef | null {
+    const addr = this.addrs.get(name);
+    const id = nameToId(name);
+    return addr && id !== null ? { id, addr } : null;
+  }
+
+  /** An operation at another enclave of this ring, pinned to its ring id. */
+  async callPeer(ref: NodeRef, op: string, args: Record<string, unknown>): Promise<RpcResult> {
+    this.stats.forwards++;
+    return this.c.peers.call(ref.addr, op, args, peerCallTimeoutMs, ref.id);
   }
 
   // ---- status ----

@@ -61,6 +61,8 @@ export interface BrokenFlags {
   noDedup?: boolean;
   /** A restarted node trusts its sealed state without asking its peers what they witnessed of it. */
   noWitnessCheck?: boolean;
+  /** Scans (scan.ts) are served by an active owner whether or not its read lease is valid. */
+  scanNoLease?: boolean;
 }
 
 export const defaultDataConfig: Readonly<DataConfig> = Object.freeze({

@@ -229,6 +229,16 @@ export class DataNode {
     return f ? f.prev : r.data.get(key);
   }
 
+  /**
+   * Scan hook (enclave/data/scan.ts): the range's acknowledged view for its leased owner at `now` (the same
+   * condition as a read), or null. The caller uses it synchronously, at that moment, and keeps nothing of it.
+   */
+  scanView(shard: number, now: number): import('./scan.ts').ScanView | null {
+    if (!Number.isInteger(shard) || shard < 0 || shard >= this.cfg.shards) return null;
+    const r = this.rangeAt(shard);
+    return (this.cfg.broken?.scanNoLease ? r.active : this.isLeasedOwner(shard, now)) ? r : null;
+  }
+
   /** Bytes of keys and values a range holds (its transfer size, less framing): the driver bounds it. */
   rangeBytes(shard: number): number {
     return this.rangeAt(shard).bytes;
