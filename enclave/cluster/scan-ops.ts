@@ -21,6 +21,7 @@ import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import type { AccessCheck } from '../access/index.ts';
+import { classifyKey } from '../acl/index.ts';
 import { type ScanDecision, type ScanEntry, selectPage } from '../data/index.ts';
 import type { NodeRef } from '../ring/index.ts';
 import type { CallerContext } from '../server.ts';
@@ -156,6 +157,8 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
     if (view === null) return { ok: false, code: 'UNAVAILABLE', hint: null };
     const page = selectPage(view, {
       prefix: base + q.prefix, after, limit: q.limit - entries.length, bytesMax: Math.max(1, q.bytesMax - bytes), values: q.values, decide,
+      // A data key's read right depends on its namespace alone (docs/access-control.md): a refused namespace is skipped whole.
+      ...(q.ns ? {} : { groupOf: namespaceGroup }),
       ...(live ? { live } : {}),
     });
     for (const e of page.entries) {
@@ -173,6 +176,11 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
   // Too many documents to fetch for one page: answer what was found (resuming after its last entry), or ask again.
   if (entries.length > 0) return { ok: true, entries, more: true };
   return { ok: false, code: 'UNAVAILABLE', hint: null };
+}
+
+function namespaceGroup(key: string): string | null {
+  const c = classifyKey(key);
+  return c.kind === 'namespace' ? `${c.ns}/` : null;
 }
 
 function entriesToWire(entries: readonly ScanEntry[]): unknown[] {
