@@ -240,7 +240,7 @@ export class EkvClient {
     const v = checkedValue(value);
     const before = this.floorBefore(k);
     const via: Via = { count: 0 };
-    const r = await this.write(k, 'put', { k, v, ...checkedIfVersion(opts) }, via, send).catch((err: unknown) => this.floorOnError(err, via, before));
+    const r = await this.write(k, 'put', { k, v, ...checkedIfVersion(opts) }, via, send).catch((err: unknown) => this.floorOnError(err, via, before, k));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed put answer');
     this.floorAfter(via, r, (f, ring) => f.checkWrite(ring, k, before, r.n as number, v));
     return r.n;
@@ -251,11 +251,13 @@ export class EkvClient {
     const k = checkedKey(key);
     const before = this.floorBefore(k);
     const via: Via = { count: 0 };
-    const r = await this.write(k, 'del', { k, ...checkedIfVersion(opts) }, via).catch((err: unknown) => this.floorOnError(err, via, before));
+    const r = await this.write(k, 'del', { k, ...checkedIfVersion(opts) }, via).catch((err: unknown) => this.floorOnError(err, via, before, k));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed delete answer');
     const n = r.n;
-    // A delete of a key without a value answers version 0 whatever its history: nothing to check.
-    this.floorAfter(via, r, (f, ring) => (r.d === true ? f.checkWrite(ring, k, before, n, null) : undefined));
+    // A delete of a key without a value answers version 0, and in `t` the version of the key's delete (0: never
+    // written): a read of "no value", checked as one (a node without `t` cannot be checked).
+    const t = typeof r.t === 'number' && Number.isSafeInteger(r.t) && r.t >= 0 ? r.t : undefined;
+    this.floorAfter(via, r, (f, ring) => (r.d === true ? f.checkWrite(ring, k, before, n, null) : f.checkRead(ring, k, before, t, null)));
     return { deleted: r.d === true, version: n };
   }
 
@@ -272,11 +274,14 @@ export class EkvClient {
     check(this.floor, ring);
   }
 
-  private floorOnError(err: unknown, via: Via, before: FloorSnapshot): never {
+  private floorOnError(err: unknown, via: Via, before: FloorSnapshot, k: Buffer): never {
     // A CONFLICT names the key's current version: not below what this client has seen. (0 means "no value",
-    // which a delete after what this client saw also gives: not comparable.)
+    // which a delete after what this client saw also gives: then `absentAt`, the version of that delete, is
+    // checked as a read of "no value"; a node that does not say cannot be checked.)
     if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version !== undefined && err.version > 0) {
       this.floor.checkVersion(ringOf(via), before, err.version);
+    } else if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version === 0 && err.absentAt !== undefined) {
+      this.floor.checkRead(ringOf(via), k, before, err.absentAt, null);
     }
     throw err;
   }

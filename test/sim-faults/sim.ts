@@ -28,6 +28,8 @@ export interface SimOptions {
   trace?: boolean;
   /** R (default 3). */
   replicas?: number;
+  /** The core's sessionIdleTicks (default: off): opens never evict a session used this recently for another caller. */
+  sessionIdleTicks?: number;
   /** Pass every message through the wire shape and the codec's validation (slower; catches schema drift). */
   wire?: boolean;
   /**
@@ -130,7 +132,7 @@ export class FaultSim {
   constructor(o: SimOptions) {
     this.o = o;
     this.rng = makeRng(o.seed);
-    this.dataConfig = simDataConfig(o.broken, o.replicas);
+    this.dataConfig = { ...simDataConfig(o.broken, o.replicas), ...(o.sessionIdleTicks ? { sessionIdleTicks: o.sessionIdleTicks } : {}) };
   }
 
   private at(time: number, fn: () => void): void {
