@@ -8,8 +8,9 @@
  *                                       -> {e: [[key, value | null, version], ...], m: more?, S: ranges}
  *   scanf {same, pk}                    peer only: the same at the range's owner, with the caller's proven
  *                                       principal key (pk, or null) set by the entry node -> {e, m} | {no: hint}
- *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?}, ...]} in order
- *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null], ...]} -> {r: [{n} | {e, m, n?}, ...]}
+ *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?, t?}, ...]} in order
+ *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null], ...]} -> {r: [{n} | {e, m, n?, t?}, ...]}
+ *                                       (an item's refusal carries what the RPC refusal would: protocol/rpc.ts)
  *
  * A scan is served only by a range's active owner with a read lease valid at the moment it reads (the
  * condition of a get), and a page is filtered by the caller's read right before its limit is applied, at the
@@ -246,7 +247,8 @@ export interface ScanOpsInit {
 }
 
 function itemError(err: unknown): Record<string, unknown> {
-  if (err instanceof EkvError) return { e: err.code, m: err.message, ...(err.version !== undefined ? { n: err.version } : {}) };
+  // The same fields as an RPC refusal (protocol/rpc.ts): n a CONFLICT's (or NOT_FOUND's) version, t absentAt.
+  if (err instanceof EkvError) return { e: err.code, m: err.message, ...(err.version !== undefined ? { n: err.version } : {}), ...(err.absentAt !== undefined ? { t: err.absentAt } : {}) };
   throw err;
 }
 
