@@ -20,6 +20,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
+import { principalBytesMax, principalFromBytes } from '../../protocol/principal.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import type { AccessCheck } from '../access/index.ts';
 import { classifyKey } from '../acl/index.ts';
@@ -274,7 +275,14 @@ export function scanOps(c: ScanOpsInit): Array<[string, OpSpec]> {
       // The entry node (an attested enclave of this ring running this image) names the caller's proven key.
       run: async (req) => {
         const q = decodeScan(req, c.data.cfg.shards);
-        const pk = req.pk === null || req.pk === undefined ? null : optBytes(req.pk, 'principal', 1, 256);
+        const pk = req.pk === null || req.pk === undefined ? null : optBytes(req.pk, 'principal', 1, principalBytesMax);
+        if (pk !== null) {
+          try {
+            principalFromBytes(pk);
+          } catch {
+            throw new EkvError('BAD_REQUEST', 'bad forwarded principal');
+          }
+        }
         const r = await scanHere(c.data, access, q, pk);
         if (r.ok) return { e: entriesToWire(r.entries), m: r.more };
         if (r.code === 'NOT_OWNER') return { no: r.hint ?? '' };
