@@ -7,6 +7,8 @@ import { runSeed } from './sim-faults/run.ts';
 import { defaultSimOptions, type FaultName, FaultSim, type SimOptions } from './sim-faults/sim.ts';
 
 const seedsShort = 200;
+const EXPIRY_LOCAL_MIX: FaultName[] | undefined = undefined;
+const EXPIRY_DURABLE_MIX: FaultName[] | undefined = ['whole-ring-restart', 'kill-pair'];
 
 describe('fault simulator (issue 11)', () => {
   it(`${seedsShort} seeds of the random fault schedule: linearizable per key, no acknowledged write lost`, () => {
@@ -15,8 +17,10 @@ describe('fault simulator (issue 11)', () => {
     let faults = 0;
     let rollbacks = 0;
     let detected = 0;
+    let expired = 0;
     for (let seed = 1; seed <= seedsShort; seed++) {
       const v = runSeed(seed);
+      expired += v.expired;
       rollbacks += v.faults['kill-rollback'] ?? 0;
       detected += v.faults['rollback-detected'] ?? 0;
       ops += v.ops;
@@ -30,6 +34,8 @@ describe('fault simulator (issue 11)', () => {
     // Rollbacks (a prefix of the log) happen, and restarted nodes find them from their peers' witnesses.
     expect(rollbacks).toBeGreaterThan(10);
     expect(detected).toBeGreaterThan(rollbacks / 2);
+    // Puts with a ttl expire (tombstones acknowledged), and the checker saw each expiry's window.
+    expect(expired / seedsShort).toBeGreaterThan(5);
   }, 300_000);
 
   it('replays a seed exactly', () => {
@@ -46,6 +52,8 @@ describe('fault simulator (issue 11)', () => {
     ['lease wait off (row 1: a cut-off owner keeps reading)', { noLeaseWait: true }, ['isolate']],
     ['dedup off (row 2: retries applied twice)', { noDedup: true }, undefined],
     ['ack before persist (row 3: acknowledged, not durable)', { ackBeforePersist: true }, ['whole-ring-restart', 'kill-pair']],
+    ['expiry not replicated (each owner answers "absent" by its own clock: a failover resurrects the value)', { expiryLocalOnly: true }, EXPIRY_LOCAL_MIX],
+    ['expiry not sealed (a restart resurrects the value)', { expiryNotDurable: true }, EXPIRY_DURABLE_MIX],
   ];
   for (const [name, flags, mix] of broken) {
     it(`catches a broken build: ${name}`, () => {
