@@ -63,6 +63,11 @@ export interface BrokenFlags {
   expiryLocalOnly?: boolean;
   /** The replicated expiry (the tombstone the owner writes at the deadline) is applied but never sealed in the log. */
   expiryNotDurable?: boolean;
+  /**
+   * A deadline travels as the sender's absolute tick (its `until`) and the receiver takes it as its own: clocks of
+   * different nodes are compared (only the simulator passes entries by reference, so only it can show this).
+   */
+  absoluteDeadlines?: boolean;
 }
 
 /** Expired keys collected per tick by default. */

@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { distance, idSpace, keyId } from '../ring/index.ts';
 import { type DataConfig, expireBatchDefault, ownerLeaseTicks, validateDataConfig } from './config.ts';
 import {
-  applyRecord, cloneSessions, dataOut, emptySessions, entryBytes, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState,
+  applyRecord, cloneSessions, dataOut, emptySessions, entryBytes, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState, type TtlRule,
 } from './range.ts';
 import {
   type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, expiredHere, type Inbound, type LogRecord, type Member,
@@ -91,6 +91,7 @@ export class DataNode {
   /** Expired keys this node may still start collecting in the current tick. */
   private expireBudget = 0;
   readonly counters: DataCounters;
+  private readonly ttlRule: TtlRule;
   private persist: LogRecord[] = [];
   private out: Outbound[] = [];
   private readonly selfQueue: Inbound[] = [];
@@ -118,6 +119,7 @@ export class DataNode {
     this.me = init.self;
     this.counters = init.counters ?? newDataCounters();
     this.cfg = validateDataConfig(init.config);
+    this.ttlRule = { driftPpm: this.cfg.driftPpm, absolute: !!this.cfg.broken?.absoluteDeadlines };
     this.rand = init.rand;
     this.debug = init.debug;
     this.now = init.now;
@@ -148,7 +150,7 @@ export class DataNode {
     } else if (rec.t === 'wit') {
       for (const [name, pos, inc] of rec.w) this.see(name, inc, pos);
     } else {
-      applyRecord(this.rangeAt(rec.shard), rec, this.now, this.cfg.driftPpm);
+      applyRecord(this.rangeAt(rec.shard), rec, this.now, this.ttlRule);
     }
   }
 
@@ -320,7 +322,7 @@ export class DataNode {
       if (r.config || r.data.size > 0 || r.install || r.sessions.next > 1) {
         out.push({
           t: 'snap', shard: r.shard, instance: r.install?.instance ?? 0, ballot: r.install?.ballot ?? null, synced: r.synced,
-          data: dataOut(r.data, this.now), sessions: cloneSessions(r.sessions),
+          data: dataOut(r.data, this.now, this.ttlRule), sessions: cloneSessions(r.sessions),
         });
       }
       if (r.round > 0) out.push({ t: 'round', shard: r.shard, round: r.round });
@@ -338,7 +340,7 @@ export class DataNode {
 
   private record(rec: LogRecord): void {
     this.pos++;
-    if (rec.t !== 'mark' && rec.t !== 'wit') applyRecord(this.rangeAt(rec.shard), rec, this.now, this.cfg.driftPpm);
+    if (rec.t !== 'mark' && rec.t !== 'wit') applyRecord(this.rangeAt(rec.shard), rec, this.now, this.ttlRule);
     this.persist.push(rec);
   }
 
@@ -656,7 +658,7 @@ export class DataNode {
     this.record({ t: 'acc', shard: r.shard, epoch: b.base.epoch, promised: b.ballot, accepted: r.accepted });
     this.send(from.name, {
       t: 'promise', shard: r.shard, instance: b.base.epoch, ballot: b.ballot, accepted: r.accepted,
-      data: dataOut(r.data, this.now), sessions: cloneSessions(r.sessions),
+      data: dataOut(r.data, this.now, this.ttlRule), sessions: cloneSessions(r.sessions),
     });
   }
 
@@ -693,7 +695,7 @@ export class DataNode {
   private startActivation(r: RangeState): void {
     const c = r.config as Config;
     r.activating = { acks: new Set([this.self.name]), startedAt: this.now, sentAt: this.now };
-    this.record({ t: 'snap', shard: r.shard, instance: c.epoch, ballot: null, synced: true, data: dataOut(r.data, this.now), sessions: cloneSessions(r.sessions) });
+    this.record({ t: 'snap', shard: r.shard, instance: c.epoch, ballot: null, synced: true, data: dataOut(r.data, this.now, this.ttlRule), sessions: cloneSessions(r.sessions) });
     this.sendSyncs(r);
     this.checkActivated(r);
   }
@@ -702,7 +704,7 @@ export class DataNode {
     const c = r.config as Config;
     const a = r.activating;
     if (!a) return;
-    const data = dataOut(r.data, this.now);
+    const data = dataOut(r.data, this.now, this.ttlRule);
     for (const m of c.members) if (!a.acks.has(m.name)) this.send(m.name, { t: 'sync', config: c, data, sessions: cloneSessions(r.sessions) });
   }
 
@@ -794,7 +796,7 @@ export class DataNode {
       acks: new Set([this.self.name]), replies: [], sentAt: this.now, reqKey: null, digest: '', expire: true, gets: [],
     };
     r.inflight.set(key, f);
-    if (this.cfg.broken?.expiryNotDurable) applyRecord(r, { t: 'w', shard: r.shard, epoch: c.epoch, op }, this.now, this.cfg.driftPpm);
+    if (this.cfg.broken?.expiryNotDurable) applyRecord(r, { t: 'w', shard: r.shard, epoch: c.epoch, op }, this.now, this.ttlRule);
     else this.record({ t: 'w', shard: r.shard, epoch: c.epoch, op });
     this.sendReplicate(r, f);
     this.checkCommitted(r, f);
@@ -1033,7 +1035,7 @@ export class DataNode {
     }
     // Persisted again even when we hold it already: the acknowledgement must follow a flush.
     const expiry = b.op.entry?.value === null && b.op.req === null && b.op.open === null;
-    if (expiry && this.cfg.broken?.expiryNotDurable) applyRecord(r, { t: 'w', shard: b.shard, epoch: b.epoch, op: b.op }, this.now, this.cfg.driftPpm);
+    if (expiry && this.cfg.broken?.expiryNotDurable) applyRecord(r, { t: 'w', shard: b.shard, epoch: b.epoch, op: b.op }, this.now, this.ttlRule);
     else this.record({ t: 'w', shard: b.shard, epoch: b.epoch, op: b.op });
     this.send(from.name, { t: 'replicateAck', shard: b.shard, epoch: b.epoch, key: b.op.key ?? sessionKey, opId: b.opId });
   }

@@ -67,21 +67,29 @@ export class DeadlineHeap {
  * An entry as this node holds it: with a ttl, its deadline here is now plus the ttl stretched by the drift bound
  * (never early); any `until` it came with (another node's clock) is ignored.
  */
-export function entryHere(e: Entry, now: number, driftPpm: number): Entry {
+export function entryHere(e: Entry, now: number, rule: TtlRule): Entry {
   if (e.ttl === undefined || e.value === null) return e.until === undefined && e.ttl === undefined ? e : { value: e.value, version: e.version, epoch: e.epoch };
-  return { value: e.value, version: e.version, epoch: e.epoch, ttl: e.ttl, until: now + ttlTicksHere(e.ttl, driftPpm) };
+  // (Broken build only: a deadline that came with the entry, read on another node's clock, is taken as this node's.)
+  if (rule.absolute && e.until !== undefined) return e;
+  return { value: e.value, version: e.version, epoch: e.epoch, ttl: e.ttl, until: now + ttlTicksHere(e.ttl, rule.driftPpm) };
+}
+
+/** How a node counts ttls: the drift bound; `absolute` is the broken build's (DataConfig.broken.absoluteDeadlines). */
+export interface TtlRule {
+  readonly driftPpm: number;
+  readonly absolute?: boolean;
 }
 
 /** An entry as it leaves this node (a message, a snapshot): the ticks left on its deadline at `now`, no `until`. */
-export function entryOut(e: Entry, now: number): Entry {
-  if (e.until === undefined) return e;
+export function entryOut(e: Entry, now: number, rule?: TtlRule): Entry {
+  if (e.until === undefined || rule?.absolute) return e;
   return { value: e.value, version: e.version, epoch: e.epoch, ttl: Math.max(0, e.until - now) };
 }
 
 /** A range's data as it leaves this node at `now` (promise, sync, snapshot). */
-export function dataOut(d: RangeData, now: number): RangeData {
+export function dataOut(d: RangeData, now: number, rule?: TtlRule): RangeData {
   const out = new Map<string, Entry>();
-  for (const [k, e] of d) out.set(k, entryOut(e, now));
+  for (const [k, e] of d) out.set(k, entryOut(e, now, rule));
   return out;
 }
 
@@ -222,18 +230,18 @@ export function dataBytes(d: RangeData): number {
 }
 
 /** Sets a key's entry as this node holds it, keeping the byte count and the deadlines. */
-function setEntry(r: RangeState, key: string, e: Entry, now: number, driftPpm: number): void {
-  const here = entryHere(e, now, driftPpm);
+function setEntry(r: RangeState, key: string, e: Entry, now: number, rule: TtlRule): void {
+  const here = entryHere(e, now, rule);
   r.data.set(key, here);
   if (here.until !== undefined) r.expiries.push(here.until, key);
 }
 
-function applyWrite(r: RangeState, op: WriteOp, now: number, driftPpm: number): void {
+function applyWrite(r: RangeState, op: WriteOp, now: number, rule: TtlRule): void {
   if (op.key !== null && op.entry !== null) {
     const old = r.data.get(op.key);
     if (newer(op.entry, old)) {
       r.bytes += entryBytes(op.key, op.entry) - entryBytes(op.key, old);
-      setEntry(r, op.key, op.entry, now, driftPpm);
+      setEntry(r, op.key, op.entry, now, rule);
       r.expiries.compact(r.data);
     }
   }
@@ -260,7 +268,7 @@ function applyWrite(r: RangeState, op: WriteOp, now: number, driftPpm: number): 
  * clock when the record is applied: an entry's ttl is counted from then (on replay, from the restart: a key
  * outlives its ttl by the time the node was down, never the reverse).
  */
-export function applyRecord(r: RangeState, rec: LogRecord, now: number, driftPpm: number): void {
+export function applyRecord(r: RangeState, rec: LogRecord, now: number, rule: TtlRule): void {
   switch (rec.t) {
     case 'acc':
       if (r.config && r.config.epoch === rec.epoch) {
@@ -280,14 +288,14 @@ export function applyRecord(r: RangeState, rec: LogRecord, now: number, driftPpm
     case 'snap':
       r.data = new Map();
       r.expiries = new DeadlineHeap();
-      for (const [k, e] of rec.data) setEntry(r, k, e, now, driftPpm);
+      for (const [k, e] of rec.data) setEntry(r, k, e, now, rule);
       r.bytes = dataBytes(r.data);
       r.sessions = cloneSessions(rec.sessions);
       r.synced = rec.synced;
       if (rec.ballot) r.install = { instance: rec.instance, ballot: rec.ballot };
       return;
     case 'w':
-      applyWrite(r, rec.op, now, driftPpm);
+      applyWrite(r, rec.op, now, rule);
       return;
     case 'mark':
     case 'wit':

@@ -4,12 +4,12 @@
 import { checkRun } from './check.ts';
 import { defaultSimOptions, type FaultName, faultNames, FaultSim, type SimOptions } from './sim.ts';
 
-interface Args { replicas: number; nodes: number; from: number; seeds: number; broken: SimOptions['broken']; mix: FaultName[] | undefined; trace: boolean; verbose: boolean; ttl: boolean }
+interface Args { replicas: number; nodes: number; from: number; seeds: number; broken: SimOptions['broken']; mix: FaultName[] | undefined; trace: boolean; verbose: boolean; ttl: boolean; keys: number }
 
-const flags = ['noFencing', 'noLeaseWait', 'noDedup', 'noWitnessCheck', 'ackBeforePersist', 'expiryLocalOnly', 'expiryNotDurable'] as const;
+const flags = ['noFencing', 'noLeaseWait', 'noDedup', 'noWitnessCheck', 'ackBeforePersist', 'expiryLocalOnly', 'expiryNotDurable', 'absoluteDeadlines'] as const;
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { replicas: 3, nodes: 5, from: 1, seeds: 20, broken: undefined, mix: undefined, trace: false, verbose: false, ttl: true };
+  const a: Args = { replicas: 3, nodes: 5, from: 1, seeds: 20, broken: undefined, mix: undefined, trace: false, verbose: false, ttl: true, keys: defaultSimOptions.keys };
   for (let i = 0; i < argv.length; i++) {
     const x = argv[i];
     if (x === '--seed') { a.from = Number(argv[++i]); a.seeds = 1; a.verbose = true; }
@@ -17,6 +17,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (x === '--from') a.from = Number(argv[++i]);
     else if (x === '--trace') a.trace = true;
     else if (x === '--no-ttl') a.ttl = false;
+    else if (x === '--keys') a.keys = Number(argv[++i]);
     else if (x === '--replicas') a.replicas = Number(argv[++i]);
     else if (x === '--nodes') a.nodes = Number(argv[++i]);
     else if (x === '--faults') {
@@ -28,15 +29,17 @@ function parseArgs(argv: readonly string[]): Args {
       const f = argv[++i] as (typeof flags)[number];
       if (!flags.includes(f)) throw new Error(`--broken takes one of ${flags.join(', ')}`);
       a.broken = { ...(a.broken ?? {}), [f]: true };
-    } else throw new Error(`unknown argument ${x}; usage: run.ts [--seed N | --seeds N [--from S]] [--broken FLAG] [--faults A,B] [--replicas R --nodes N] [--no-ttl] [--trace]`);
+    } else throw new Error(`unknown argument ${x}; usage: run.ts [--seed N | --seeds N [--from S]] [--broken FLAG] [--faults A,B] [--replicas R --nodes N] [--keys K] [--no-ttl] [--trace]`);
   }
   if (!Number.isSafeInteger(a.from) || a.from < 0 || !Number.isSafeInteger(a.seeds) || a.seeds < 1) throw new Error('seeds must be non-negative integers');
+  if (!Number.isSafeInteger(a.keys) || a.keys < 1 || a.keys > 1000) throw new Error('--keys must be an integer in [1, 1000]');
   return a;
 }
 
-export function runSeed(seed: number, broken?: SimOptions['broken'], trace = false, mix?: readonly FaultName[], shape?: { replicas: number; nodes: number }, ttl = true): ReturnType<typeof checkRun> & { faults: Record<string, number>; seed: number; expired: number } {
+export function runSeed(seed: number, broken?: SimOptions['broken'], trace = false, mix?: readonly FaultName[], shape?: { replicas: number; nodes: number; keys?: number }, ttl = true): ReturnType<typeof checkRun> & { faults: Record<string, number>; seed: number; expired: number } {
   const size = shape && (shape.replicas !== 3 || shape.nodes !== 5) ? { replicas: shape.replicas, nodes: shape.nodes, nodesMax: shape.nodes + 2 } : {};
-  const sim = new FaultSim({ ...defaultSimOptions, ...size, seed, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}), trace, ttl });
+  const keys = shape?.keys !== undefined && shape.keys !== defaultSimOptions.keys ? { keys: shape.keys } : {};
+  const sim = new FaultSim({ ...defaultSimOptions, ...size, ...keys, seed, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}), trace, ttl });
   const r = sim.run();
   return { ...checkRun(r), faults: r.faults, seed, expired: r.expired };
 }
@@ -50,7 +53,7 @@ function main(): void {
   let unknown = 0;
   let expired = 0;
   for (let s = a.from; s < a.from + a.seeds; s++) {
-    const v = runSeed(s, a.broken, a.trace, a.mix, { replicas: a.replicas, nodes: a.nodes }, a.ttl);
+    const v = runSeed(s, a.broken, a.trace, a.mix, { replicas: a.replicas, nodes: a.nodes, keys: a.keys }, a.ttl);
     expired += v.expired;
     ops += v.ops;
     unknown += v.unknown;
@@ -59,7 +62,7 @@ function main(): void {
     if (a.verbose) process.stdout.write(`seed ${s}: ${v.ops} ops checked, ${v.acked} writes acknowledged, ${v.unknown} unknown, ${v.expired} expired; faults ${JSON.stringify(v.faults)}\n`);
     if (!v.ok) {
       failed++;
-      process.stdout.write(`FAIL seed ${s} (replay: npm run sim:faults -- --seed ${s}${a.ttl ? '' : ' --no-ttl'}${a.broken ? ' ' + Object.keys(a.broken).map((f) => `--broken ${f}`).join(' ') : ''}${a.mix ? ` --faults ${a.mix.join(',')}` : ''}${a.replicas !== 3 || a.nodes !== 5 ? ` --replicas ${a.replicas} --nodes ${a.nodes}` : ''})\n${v.problems.slice(0, a.verbose ? 20 : 2).join('\n')}\n`);
+      process.stdout.write(`FAIL seed ${s} (replay: npm run sim:faults -- --seed ${s}${a.ttl ? '' : ' --no-ttl'}${a.broken ? ' ' + Object.keys(a.broken).map((f) => `--broken ${f}`).join(' ') : ''}${a.mix ? ` --faults ${a.mix.join(',')}` : ''}${a.replicas !== 3 || a.nodes !== 5 ? ` --replicas ${a.replicas} --nodes ${a.nodes}` : ''}${a.keys !== defaultSimOptions.keys ? ` --keys ${a.keys}` : ''})\n${v.problems.slice(0, a.verbose ? 20 : 2).join('\n')}\n`);
     }
   }
   const secs = (performance.now() - t0) / 1000;

@@ -390,8 +390,8 @@ export class FaultSim {
     }
     const cas = this.rng.next() < 0.4;
     const ifVersion = cas ? (this.rng.next() < 0.3 ? 0 : (c.versions.get(key) ?? 0)) : null;
-    // A third of the puts (with expiry on) expire after 50 ms .. 2 s.
-    const ttl = this.o.ttl !== false && roll < 0.8 && this.rng.next() < 0.33 ? { ttl: 50 + this.rng.int(1_950) } : {};
+    // 40% of the puts (with expiry on) expire: half after 20..500 ms, half after 0.5..3 s (longer than a restart).
+    const ttl = this.o.ttl !== false && roll < 0.8 && this.rng.next() < 0.4 ? { ttl: this.rng.next() < 0.5 ? 20 + this.rng.int(480) : 500 + this.rng.int(2_500) } : {};
     const hop: ClientHistOp = roll < 0.8 ? { kind: 'put', value: `${c.name}.${c.n++}`, ifVersion, ...ttl } : { kind: 'del', ifVersion };
     const s = c.sessions.get(shard);
     if (s) {
