@@ -184,7 +184,8 @@ describe('expiry in the data core', () => {
     const { net, session } = started();
     put(net, session, 'k', 'v', { ttl: 10 });
     net.now += 20; // past the deadline, before the collector ran
-    expect(put(net, session, 'k', 'w', { ifVersion: 1 })).toEqual({ ok: false, code: 'CONFLICT', version: 0 });
+    // CONFLICT on "no value" carries the version of what removed it (t): the expiry's tombstone, above the value's.
+    expect(put(net, session, 'k', 'w', { ifVersion: 1 })).toEqual({ ok: false, code: 'CONFLICT', version: 0, t: 2 });
     expect(put(net, session, 'k', 'w', { ifVersion: 0 })).toMatchObject({ ok: true, version: 3, existed: false });
     // A retry of the same (session, seq) with another ttl is another request: refused.
     const seq = seqN++;
