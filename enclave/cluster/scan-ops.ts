@@ -9,7 +9,7 @@
  *   scanf {same, pk}                    peer only: the same at the range's owner, with the caller's proven
  *                                       principal key (pk, or null) set by the entry node -> {e, m} | {no: hint}
  *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?, t?}, ...]} in order
- *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null], ...]} -> {r: [{n} | {e, m, n?, t?}, ...]}
+ *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null, ttl?], ...]} -> {r: [{n} | {e, m, n?, t?}, ...]}
  *                                       (an item's refusal carries what the RPC refusal would: protocol/rpc.ts)
  *
  * A scan is served only by a range's active owner with a read lease valid at the moment it reads (the
@@ -322,9 +322,9 @@ export function scanOps(c: ScanOpsInit): Array<[string, OpSpec]> {
       run: async (req, ctx) => {
         const items = batchList(req.b, 'b');
         const r = await Promise.all(items.map((it) => {
-          if (!Array.isArray(it) || it.length !== 4) return Promise.resolve({ e: 'BAD_REQUEST', m: 'an mput item is [key, value, ids, ifVersion]' });
-          const [k, v, s, iv] = it as [unknown, unknown, unknown, unknown];
-          return c.runData('put', { k, v, s, ...(iv === null ? {} : { iv }) }, ctx).then((x) => x as Record<string, unknown>, itemError);
+          if (!Array.isArray(it) || it.length < 4 || it.length > 5) return Promise.resolve({ e: 'BAD_REQUEST', m: 'an mput item is [key, value, ids, ifVersion, ttl?]' });
+          const [k, v, s, iv, t] = it as [unknown, unknown, unknown, unknown, unknown];
+          return c.runData('put', { k, v, s, ...(iv === null ? {} : { iv }), ...(t === undefined ? {} : { t }) }, ctx).then((x) => x as Record<string, unknown>, itemError);
         }));
         return { r };
       },
