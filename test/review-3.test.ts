@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { EkvClient } from '../client/index.ts';
 import { EkvError } from '../protocol/errors.ts';
 import { shardOf } from '../enclave/data/index.ts';
-import { opensQueuedPerPrincipal } from '../enclave/data/node.ts';
+import { opensQueuedPerPrincipal, waitersPerWriteMax } from '../enclave/data/node.ts';
 import { principalTag } from '../enclave/cluster/op-wire.ts';
 import { DataNet, fast, type NetNode } from './helpers/data-net.ts';
 
@@ -135,6 +135,34 @@ describe('R8: one caller\'s flood of opens does not take a range\'s queue from e
     // On main: 64 opens queued and the victim's write refused UNAVAILABLE (queue full).
     expect(await put).toMatchObject({ ok: true, version: 1 });
     expect(results.filter((r) => r.ok).length).toBeLessThanOrEqual(opensQueuedPerPrincipal + 1);
+  }, 30_000);
+});
+
+describe('R11: the host stalling a write while a client re-sends it does not grow the owner\'s memory without bound', () => {
+  it('callers waiting for one write in flight are bounded (the oldest is answered UNAVAILABLE)', async () => {
+    net = new DataNet();
+    await net.start(3);
+    await net.formed();
+    const key = 'stall';
+    const n0 = net.ownerOf(key);
+    const n1 = net.nodes.find((x) => x !== n0) as NetNode;
+    const tag = principalTag(null);
+    const o = await n0.store.local({ kind: 'open', shard: shardOf(key, 4), principal: tag });
+    const s = o.ok && o.kind === 'open' ? o.session : 0;
+    // The host holds the owner's data messages to n1: n1 never acknowledges and the write stays in flight (3 nodes, R = 3: no spare).
+    net.holdSender = n0.ref.addr;
+    net.hold.add(n1.ref.addr);
+    const put = { kind: 'put' as const, key, value: 'v', ifVersion: null, session: s, seq: 1, floor: 1, principal: tag };
+    const answers: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 3000; i++) answers.push(n0.store.local(put));
+    const range = (n0.store.driver.node as unknown as { ranges: Array<{ inflight: Map<string, { replies: unknown[] }> }> }).ranges[shardOf(key, 4)];
+    const waiting = range?.inflight.get(key)?.replies.length ?? -1;
+    // On main: 3,000 (one per re-send, for as long as the host holds the write; 25 per SDK request from its entry node's retries).
+    expect(waiting).toBeGreaterThan(0);
+    expect(waiting).toBeLessThanOrEqual(waitersPerWriteMax);
+    for (const r of net.held.splice(0)) r();
+    net.hold.clear();
+    await Promise.all(answers);
   }, 30_000);
 });
 
