@@ -5,7 +5,9 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EkvClient } from '../client/index.ts';
+import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { EkvError } from '../protocol/errors.ts';
+import { RpcClient, serveRpc } from '../protocol/rpc.ts';
 import { shardOf } from '../enclave/data/index.ts';
 import { opensQueuedPerPrincipal, waitersPerWriteMax } from '../enclave/data/node.ts';
 import { principalTag } from '../enclave/cluster/op-wire.ts';
@@ -112,6 +114,7 @@ describe('R7 (the fix\'s own risk): a table kept busy by callers does not block 
     const mine = net.sameShard(doc, 'mallory');
     for (let i = 0; i < 4; i++) await net.call(owner, 'open', { k: mine }, randomBytes(32));
     expect((await rejection(net.call(owner, 'open', { k: mine }, randomBytes(32))))?.code).toBe('UNAVAILABLE');
+    await net.until('the owner to hold its read lease (slow under load)', 10_000, () => owner.store.owns(doc));
     await owner.store.putOwned(doc, Buffer.from('acl v2: mallory revoked'));
     expect(owner.store.readOwned(doc)?.toString()).toBe('acl v2: mallory revoked');
   }, 30_000);
@@ -185,6 +188,32 @@ describe('R6: a CONFLICT or a delete saying "no value" is checked against the cl
     const other = net.sameShard(key, 'never');
     expect(await rejection(net.call(a, 'put', { k: other, v: Buffer.from('x'), iv: 7, s: [s, 5, 5] }))).toMatchObject({ code: 'CONFLICT', version: 0, absentAt: 0 });
   }, 30_000);
+
+  it('the RPC layer carries a refusal\'s `t` as EkvError.absentAt (and nothing else claims it)', async () => {
+    // Two in-memory ends of a session (every message through CBOR, as on the wire).
+    type End = { onMsg: (m: unknown) => void; peer: End | null };
+    const mk = (): End & { start: (m: (x: unknown) => void, c: (e: EkvError) => void) => void; send: (x: unknown) => void; close: () => void } => {
+      const e = {
+        onMsg: (_m: unknown) => undefined as void, peer: null as End | null,
+        start(m: (x: unknown) => void) { e.onMsg = m; },
+        send(x: unknown) { const to = e.peer; if (to) setImmediate(() => to.onMsg(decodeCbor(encodeCbor(x)))); },
+        close() {},
+      };
+      return e;
+    };
+    const a = mk();
+    const b = mk();
+    a.peer = b;
+    b.peer = a;
+    serveRpc(b as never, (op) => {
+      if (op === 'cas') throw new EkvError('CONFLICT', 'no value', { version: 0, absentAt: 4 });
+      throw new EkvError('CONFLICT', 'the key is at 2', { version: 2 });
+    }, () => undefined);
+    const rpc = new RpcClient(a as never);
+    expect(await rejection(rpc.call('cas', {}, 1000))).toMatchObject({ code: 'CONFLICT', version: 0, absentAt: 4 });
+    expect(await rejection(rpc.call('other', {}, 1000))).toMatchObject({ code: 'CONFLICT', version: 2, absentAt: undefined });
+    rpc.close();
+  });
 
   const ringA = 'a'.repeat(64);
   type Routed = (key: Buffer, op: string, args: Record<string, unknown>, via: { conn?: unknown }) => Promise<Record<string, unknown>>;

@@ -948,7 +948,9 @@ export class DataNode {
       let min = Infinity;
       for (const [id, x] of s.table) {
         if (!idle(id)) continue;
-        const n = counts.get(x.owner) ?? 0;
+        // With the idle rule: the principal holding the most first. Without it (the simulator's default): the least
+        // recently used of all, as before (so that the simulator's regression seeds keep their schedules).
+        const n = idleFor > 0 ? (counts.get(x.owner) ?? 0) : 0;
         if (n > most || (n === most && x.used < min)) { most = n; min = x.used; evict = id; }
       }
       if (evict === null) return null;
