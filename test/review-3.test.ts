@@ -81,7 +81,7 @@ describe('R7: a principal cannot evict sessions other callers are using', () => 
 
   it('R7c: the bound still holds: sessions not used for sessionIdleTicks are evicted (fairly: the principal with the most first)', async () => {
     net = new DataNet();
-    await net.start(3, { ...fast, sessionsMax: 4, sessionsPerPrincipalMax: 3, sessionIdleTicks: 30 });
+    await net.start(3, { ...fast, sessionsMax: 4, sessionsPerPrincipalMax: 3, sessionIdleTicks: 300 });
     await net.formed();
     const key = Buffer.from('apple');
     const owner = net.ownerOf('apple');
@@ -93,7 +93,7 @@ describe('R7: a principal cannot evict sessions other callers are using', () => 
     // The table (4) is full of busy sessions: a newcomer is refused.
     const carol = randomBytes(32);
     expect((await rejection(net.call(owner, 'open', { k: key }, carol)))?.code).toBe('UNAVAILABLE');
-    await new Promise((r) => setTimeout(r, 500)); // every session idle (300 ms)
+    await new Promise((r) => setTimeout(r, 3500)); // every session idle (3 s: long enough that the opens above stay busy under load)
     const c = (await net.call(owner, 'open', { k: key }, carol)).s as number;
     expect(c).toBeGreaterThan(0);
     // Bob held the most: his least recently used session went, Alice's stayed.
