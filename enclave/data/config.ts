@@ -54,6 +54,8 @@ export interface BrokenFlags {
   noDedup?: boolean;
   /** A restarted node trusts its sealed state without asking its peers what they witnessed of it. */
   noWitnessCheck?: boolean;
+  /** A get's answer claims to depend on no record (R1 broken): it may leave before what it shows is durable. */
+  readsDependOnNothing?: boolean;
 }
 
 export const defaultDataConfig: Readonly<DataConfig> = Object.freeze({

@@ -26,12 +26,10 @@ export interface EkvNodeProcess {
  */
 export async function startEkvNode(progress: (line: string) => void, extraArgs: string[] = [], profDir: string | null = null): Promise<EkvNodeProcess> {
   const dir = shortTempDir('ekv-bench-');
-  const env = profDir === null ? process.env : {
-    ...process.env,
-    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDir}/host`.trim(),
-    EKV_ENCLAVE_NODE_ARGS: `--cpu-prof --cpu-prof-dir=${profDir}/enclave`,
-  };
-  const child = spawn(process.execPath, [ekvBin, 'up', '--nodes', '1', '--dir', dir, '--json', '--log-level', 'warn', ...extraArgs], {
+  // --cpu-prof is not allowed in NODE_OPTIONS: the host process gets it on its command line.
+  const env = profDir === null ? process.env : { ...process.env, EKV_ENCLAVE_NODE_ARGS: `--cpu-prof --cpu-prof-dir=${profDir}/enclave` };
+  const nodeArgs = profDir === null ? [] : ['--cpu-prof', `--cpu-prof-dir=${profDir}/host`];
+  const child = spawn(process.execPath, [...nodeArgs, ekvBin, 'up', '--nodes', '1', '--dir', dir, '--json', '--log-level', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env,
   });
