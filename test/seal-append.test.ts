@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { appendHeaderBytes } from '../enclave/seal/constants.ts';
 import { SealError } from '../enclave/seal/errors.ts';
 import { deriveSealKeys } from '../enclave/seal/keys.ts';
-import { SealedStore } from '../enclave/seal/log.ts';
+import { appendsInFlightMax, SealedStore } from '../enclave/seal/log.ts';
 import { parseAnySegment, parseSegmentName } from '../enclave/seal/record.ts';
 import { FakeBlobs } from './helpers/fake-blobs.ts';
 import { startSealEnv, type SealEnv } from './helpers/seal-env.ts';
@@ -243,6 +243,25 @@ describe('append-only segments: durability and order (T1, T2)', () => {
     await tick();
     expect(done).toEqual(['a1', 'a2', 'b1', 'c1']);
     expect(store.stats().durableSeq).toBe(4);
+  });
+
+  it('at most appendsInFlightMax requests are out: later turns wait for an answer and then go out as one request', async () => {
+    const blobs = new ManualBlobs();
+    const { store } = await open(blobs);
+    const all: Array<Promise<number>> = [];
+    for (let t = 0; t < appendsInFlightMax + 2; t++) {
+      all.push(store.append(rec(t)));
+      await tick();
+    }
+    expect(blobs.calls).toHaveLength(appendsInFlightMax);
+    blobs.calls[0]!.land();
+    blobs.calls[0]!.answer(true);
+    await tick();
+    expect(blobs.calls).toHaveLength(appendsInFlightMax + 1); // the two waiting turns, in one request
+    for (const c of blobs.calls.slice(1)) c.land();
+    for (const c of blobs.calls.slice(1)) c.answer(true);
+    expect(await Promise.all(all)).toEqual(Array.from({ length: appendsInFlightMax + 2 }, (_, i) => i + 1));
+    expect((await open(blobs)).recovered.records.map(String)).toEqual(texts(appendsInFlightMax + 2));
   });
 
   it('a failed append fails every later one too (fail closed) and resync continues in a new segment (T6)', async () => {

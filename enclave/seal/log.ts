@@ -52,6 +52,9 @@ export interface SealedStoreStats {
   appendsInFlight: number;
 }
 
+/** Append requests out at once; later turns' records wait for an answer and then go out as one request. */
+export const appendsInFlightMax = 4;
+
 interface Waiter {
   resolve: () => void;
   reject: (err: Error) => void;
@@ -161,11 +164,16 @@ export class SealedStore {
     }
   }
 
-  /** Sends this turn's records: one append request per segment they go to (T6 cuts segments at one blob). */
+  /**
+   * Sends this turn's records: one append request per segment they go to (T6 cuts segments at one blob). With
+   * `appendsInFlightMax` requests out already, the records wait for the next answer and go out together then
+   * (the host would write them in one group anyway; fewer, larger requests cost less on both sides).
+   */
   private sendTurn(): void {
     const turn = this.turn;
-    this.turn = null;
     if (turn === null) return;
+    if (this.broken === null && this.appending.length >= appendsInFlightMax) return; // sent by onAppended
+    this.turn = null;
     if (this.broken !== null) {
       for (const w of turn.waiters) w.reject(this.broken);
       return;
@@ -215,6 +223,7 @@ export class SealedStore {
       for (const w of done.waiters) w.resolve();
     }
     this.wakeDurable();
+    if (this.turn !== null && this.appending.length < appendsInFlightMax) this.sendTurn();
   }
 
   /** T1: a failed append breaks the store; nothing after it is acknowledged until resync. */
