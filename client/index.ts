@@ -11,7 +11,7 @@
  * channel bound to that document.
  */
 import { createHash } from 'node:crypto';
-import { keyBytesMax, valueBytesMax } from '../protocol/constants.ts';
+import { keyBytesMax, ttlMsMax, valueBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
 import type { PrincipalSigner } from '../protocol/handshake.ts';
@@ -19,6 +19,8 @@ import { AccessApi } from './acl.ts';
 import { Floor, noRing, type FloorSnapshot } from './floor.ts';
 import { loadCluster, type ClusterFile } from './cluster.ts';
 import { NodeConnection } from './node-connection.ts';
+import { mget, mput, type ClientPort, type MgetResult, type MputResult } from './batch.ts';
+import { listNamespaces, scanIterate, scanPage, type ScanItem, type ScanOptions, type ScanPage } from './scan.ts';
 import { checkTrustPolicy, documentVerifier, resolveTrust, type ResolvedTrust, type TrustPolicy } from './trust.ts';
 
 export { EkvError } from '../protocol/errors.ts';
@@ -27,6 +29,8 @@ export type { ResolvedTrust, TrustPolicy, TrustSource } from './trust.ts';
 export type { ClusterFile } from './cluster.ts';
 export { AccessApi, type AclView, type GroupView } from './acl.ts';
 export { Floor, floorKeysMax, type StaleReason } from './floor.ts';
+export { batchKeysMax, type MgetResult, type MputResult } from './batch.ts';
+export { cursorCharsMax, scanLimitMax, type ScanItem, type ScanOptions, type ScanPage } from './scan.ts';
 
 export type Bytes = Uint8Array | string;
 
@@ -81,6 +85,17 @@ export interface WriteOptions {
   ifVersion?: number;
 }
 
+/** Options of put. */
+export interface PutOptions extends WriteOptions {
+  /**
+   * Expiry: the value reads as absent (NOT_FOUND, on every node, also after failovers and restarts) once this many
+   * milliseconds have passed, counted by the enclaves' own monotonic clocks from when the range's owner applied the
+   * write. Never earlier; later by up to the owner's tick (10 ms) and one replication round, and by the time a
+   * range takes to move or a node was down (docs/consistency.md "Expiry"). Whole ms in [1, ttlMsMax] (366 days).
+   */
+  ttlMs?: number;
+}
+
 export interface DeleteResult {
   /** Whether the key had a value (false: nothing to delete, which is not an error). */
   deleted: boolean;
@@ -123,6 +138,13 @@ function checkedIfVersion(o: WriteOptions | undefined): { iv?: number } {
   return { iv: v };
 }
 
+function checkedTtl(o: PutOptions | undefined): { t?: number } {
+  const t = o?.ttlMs;
+  if (t === undefined) return {};
+  if (!Number.isSafeInteger(t) || t < 1 || t > ttlMsMax) throw new EkvError('BAD_REQUEST', `ttlMs must be an integer in [1, ${ttlMsMax}]`);
+  return { t };
+}
+
 function checkedValue(x: Bytes): Buffer {
   const v = toBytes(x);
   if (v.length > valueBytesMax) throw new EkvError('VALUE_TOO_LARGE', `value of ${v.length} bytes exceeds ${valueBytesMax}`);
@@ -137,6 +159,14 @@ interface Via {
 }
 
 const emptySnapshot: FloorSnapshot = new Map();
+
+/** How a request reaches a node: directly, or through a batcher (client/batch.ts) that groups requests per node. */
+export type Send = (c: NodeConnection, op: string, args: Record<string, unknown>) => Promise<RpcResult>;
+const directSend: Send = (c, op, args) => c.call(op, args);
+/** A whole range as a routing target (scans). */
+interface RangeTarget {
+  readonly shard: number;
+}
 
 function ringOf(via: Via): string {
   return via.conn?.ringId?.toString('hex') ?? noRing;
@@ -192,12 +222,16 @@ export class EkvClient {
   }
 
   async getWithVersion(key: Bytes): Promise<GetResult> {
+    return this.getVia(key, directSend);
+  }
+
+  private async getVia(key: Bytes, send: Send): Promise<GetResult> {
     const k = checkedKey(key);
     const before = this.floorBefore(k);
     const via: Via = { count: 0 };
     let r: RpcResult;
     try {
-      r = await this.callRouted(k, 'get', { k }, via);
+      r = await this.callRouted(k, 'get', { k }, via, send);
     } catch (err) {
       // NOT_FOUND carries the version of the key's delete (0: never written): a read of "no value".
       if (this.floor && err instanceof EkvError && err.code === 'NOT_FOUND') this.floor.checkRead(ringOf(via), k, before, err.version, null);
@@ -210,17 +244,22 @@ export class EkvClient {
 
   /**
    * Store a value; resolves with the key's new version once the write is acknowledged (durable on
-   * every holder). `{ ifVersion }` makes it a compare-and-set. A rejection with UNAVAILABLE, TIMEOUT,
+   * every holder). `{ ifVersion }` makes it a compare-and-set; `{ ttlMs }` makes the value expire. A rejection with UNAVAILABLE, TIMEOUT,
    * CLOSED or EXPIRED leaves the outcome unknown (the write may have taken or still take effect, once);
    * CONFLICT, FORBIDDEN and the other refusals mean it was not applied. STALE: the node acknowledged it at a
    * version at or below one this client has seen (a rolled-back or forked ring took it).
    */
-  async put(key: Bytes, value: Bytes, opts?: WriteOptions): Promise<number> {
+  async put(key: Bytes, value: Bytes, opts?: PutOptions): Promise<number> {
+    return this.putVia(key, value, opts, directSend);
+  }
+
+  private async putVia(key: Bytes, value: Bytes, opts: PutOptions | undefined, send: Send): Promise<number> {
     const k = checkedKey(key);
     const v = checkedValue(value);
+    const ttl = checkedTtl(opts);
     const before = this.floorBefore(k);
     const via: Via = { count: 0 };
-    const r = await this.write(k, 'put', { k, v, ...checkedIfVersion(opts) }, via).catch((err: unknown) => this.floorOnError(err, via, before));
+    const r = await this.write(k, 'put', { k, v, ...checkedIfVersion(opts), ...ttl }, via, send).catch((err: unknown) => this.floorOnError(err, via, before, k));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed put answer');
     this.floorAfter(via, r, (f, ring) => f.checkWrite(ring, k, before, r.n as number, v));
     return r.n;
@@ -231,11 +270,13 @@ export class EkvClient {
     const k = checkedKey(key);
     const before = this.floorBefore(k);
     const via: Via = { count: 0 };
-    const r = await this.write(k, 'del', { k, ...checkedIfVersion(opts) }, via).catch((err: unknown) => this.floorOnError(err, via, before));
+    const r = await this.write(k, 'del', { k, ...checkedIfVersion(opts) }, via).catch((err: unknown) => this.floorOnError(err, via, before, k));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed delete answer');
     const n = r.n;
-    // A delete of a key without a value answers version 0 whatever its history: nothing to check.
-    this.floorAfter(via, r, (f, ring) => (r.d === true ? f.checkWrite(ring, k, before, n, null) : undefined));
+    // A delete of a key without a value answers version 0, and in `t` the version of the key's delete (0: never
+    // written): a read of "no value", checked as one (a node without `t` cannot be checked).
+    const t = typeof r.t === 'number' && Number.isSafeInteger(r.t) && r.t >= 0 ? r.t : undefined;
+    this.floorAfter(via, r, (f, ring) => (r.d === true ? f.checkWrite(ring, k, before, n, null) : f.checkRead(ring, k, before, t, null)));
     return { deleted: r.d === true, version: n };
   }
 
@@ -252,11 +293,14 @@ export class EkvClient {
     check(this.floor, ring);
   }
 
-  private floorOnError(err: unknown, via: Via, before: FloorSnapshot): never {
+  private floorOnError(err: unknown, via: Via, before: FloorSnapshot, k: Buffer): never {
     // A CONFLICT names the key's current version: not below what this client has seen. (0 means "no value",
-    // which a delete after what this client saw also gives: not comparable.)
+    // which a delete after what this client saw also gives: then `absentAt`, the version of that delete, is
+    // checked as a read of "no value"; a node that does not say cannot be checked.)
     if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version !== undefined && err.version > 0) {
       this.floor.checkVersion(ringOf(via), before, err.version);
+    } else if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version === 0 && err.absentAt !== undefined) {
+      this.floor.checkRead(ringOf(via), k, before, err.absentAt, null);
     }
     throw err;
   }
@@ -316,7 +360,7 @@ export class EkvClient {
    * OUTCOME_UNKNOWN message: an earlier attempt may have been applied, and re-sending it in a new session
    * could apply it twice (or, for a create-if-absent, report CONFLICT for its own create).
    */
-  private async write(k: Buffer, op: 'put' | 'del', args: Record<string, unknown>, via: Via = { count: 0 }): Promise<RpcResult> {
+  private async write(k: Buffer, op: 'put' | 'del', args: Record<string, unknown>, via: Via = { count: 0 }, send: Send = directSend): Promise<RpcResult> {
     for (let fresh = 0; ; fresh++) {
       const s = await this.sessionFor(k);
       while (s.outstanding.size > 0 && s.next - Math.min(...s.outstanding) >= this.window - 1) {
@@ -328,7 +372,7 @@ export class EkvClient {
       sent.count = 0;
       try {
         const floor = Math.min(...s.outstanding);
-        return await this.callRouted(k, op, { ...args, s: [s.session, seq, floor] }, sent);
+        return await this.callRouted(k, op, { ...args, s: [s.session, seq, floor] }, sent, send);
       } catch (err) {
         const notApplied = err instanceof EkvError && err.code === 'EXPIRED' && err.message.startsWith('SESSION_EXPIRED');
         const unknown = err instanceof EkvError && err.code === 'EXPIRED' && err.message.startsWith('OUTCOME_UNKNOWN');
@@ -341,6 +385,76 @@ export class EkvClient {
         for (const w of s.waiters.splice(0)) w();
       }
     }
+  }
+
+  // ---- scans and batches (client/scan.ts, client/batch.ts; docs/scans.md) ----
+
+  /**
+   * One page of the keys (with `values: true`, also their values) that this client's principal may read, in
+   * byte order; `cursor` continues after the page it came from (null: no more). Not a snapshot: each entry is
+   * what a get of that key would have answered at some moment during the call.
+   */
+  scan(opts: ScanOptions = {}): Promise<ScanPage> {
+    return scanPage(this.port(), opts);
+  }
+
+  /** Every key (and value) matching `prefix`, in byte order, page after page, with bounded memory. */
+  scanAll(opts: Omit<ScanOptions, 'limit'> = {}): AsyncGenerator<ScanItem> {
+    return scanIterate(this.port(), opts);
+  }
+
+  /** The namespaces this client's principal holds a right in (created ones: those with an ACL), sorted. */
+  listNamespaces(opts: { prefix?: string } = {}): Promise<string[]> {
+    return listNamespaces(this.port(), opts);
+  }
+
+  /**
+   * Many gets: one request per node, grouped by the node each key is routed to; per-key results, in order (a
+   * batch is not a transaction). Each key is exactly a get (retries, floor), and refusals are per key.
+   */
+  mget(keys: Bytes[]): Promise<MgetResult[]> {
+    return mget(this.port(), keys);
+  }
+
+  /**
+   * Many puts: one request per node; per-key results, in order (not a transaction: some may apply and others
+   * not). Each item is exactly a put in its range's write session, with its own (session, seq) reused on every
+   * retry, so no item is applied twice.
+   */
+  mput(entries: ReadonlyArray<readonly [Bytes, Bytes] | { key: Bytes; value: Bytes; ifVersion?: number }>): Promise<MputResult[]> {
+    return mput(this.port(), entries);
+  }
+
+  private port(): ClientPort {
+    return {
+      get: (k, send) => this.getVia(k, send),
+      put: (k, v, o, send) => this.putVia(k, v, o, send),
+      callRange: async (shard, op, args) => {
+        const via: Via = { count: 0 };
+        const r = await this.callRouted({ shard }, op, args, via);
+        return { r, ring: ringOf(via) };
+      },
+      prepareWrites: async (keys) => {
+        // One session per range, opened before the puts are sent, so that the puts leave in one turn (one mput
+        // per node). A refusal here is left to the put of that key, which reports it.
+        const first = keys[0];
+        if (first === undefined) return;
+        await this.sessionFor(first).catch(() => undefined);
+        const seen = new Set<number | null>();
+        await Promise.all(keys.map((k) => {
+          const sh = this.shardOf(k);
+          if (seen.has(sh)) return undefined;
+          seen.add(sh);
+          return this.sessionFor(k).catch(() => undefined);
+        }));
+      },
+      shards: () => this.shards,
+      learnShards: (S) => {
+        if (this.shards !== null && this.shards !== S) throw new EkvError('PROTOCOL', 'the ring changed its range count');
+        this.shards = S;
+      },
+      floor: this.floor,
+    };
   }
 
   /** The connection to one node by address (for attestation inspection and tests). */
@@ -359,7 +473,7 @@ export class EkvClient {
    * FORBIDDEN, ...) is never retried elsewhere. A write (it carries its range session's (session, seq), `args.s`)
    * is also retried after a TIMEOUT: the same id makes it apply once, wherever it lands.
    */
-  private async callRouted(key: Buffer, op: string, args: Record<string, unknown>, sent: Via = { count: 0 }) {
+  private async callRouted(key: Buffer | RangeTarget, op: string, args: Record<string, unknown>, sent: Via = { count: 0 }, send: Send = directSend) {
     const retry = (e: unknown): boolean =>
       e instanceof EkvError && (e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || (e.code === 'TIMEOUT' && args.s !== undefined));
     // A range moving to a new owner is unavailable for a few seconds (failure suspicion, then the old owner's
@@ -372,7 +486,7 @@ export class EkvClient {
         first = await this.route(key);
         sent.count++;
         sent.conn = first;
-        return await first.call(op, args);
+        return await send(first, op, args);
       } catch (err) {
         if (!retry(err)) throw err;
         last = err;
@@ -381,7 +495,7 @@ export class EkvClient {
           try {
             sent.count++;
             sent.conn = c;
-            return await c.call(op, args);
+            return await send(c, op, args);
           } catch (e) {
             if (!retry(e)) throw e;
             last = e;
@@ -393,8 +507,14 @@ export class EkvClient {
     }
   }
 
-  private async route(key: Buffer): Promise<NodeConnection> {
+  private async route(key: Buffer | RangeTarget): Promise<NodeConnection> {
     if (this.byAddr.size === 1 && this.routing !== 'iterative') return this.conns[0] as NodeConnection; // nothing to choose
+    if (!Buffer.isBuffer(key)) {
+      // A whole range (scans): the first node at or after its start, once the range count is known.
+      const start = this.shards === null ? null : (BigInt(key.shard) << 256n) / BigInt(this.shards);
+      const at = start === null ? null : this.cachedOwner(Buffer.from(start.toString(16).padStart(64, '0'), 'hex'));
+      return at ?? (this.conns[key.shard % this.conns.length] as NodeConnection);
+    }
     const h = createHash('sha256').update(key).digest();
     const any = this.conns[h.readUInt32BE(0) % this.conns.length] as NodeConnection;
     if (this.routing === 'iterative') return this.walk(key, any);

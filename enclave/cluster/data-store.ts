@@ -24,15 +24,15 @@ import { EkvError } from '../../protocol/errors.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import {
   type ClientOp, type ClientResult, type Config, type DataConfig, DataDriver, type DataLog, type LogRecord, type Member, type Outbound, type PeerBody,
-  shardOf, validateDataConfig,
+  type ScanView, shardOf, validateDataConfig,
 } from '../data/index.ts';
 import { idToBytes, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
 import { batchBodiesMax, chunksOf, dataMessageBytesMax, decodePeerBatch, encodePeerBatch, rangeBytesMax, Reassembler } from './data-wire.ts';
-import { encodeForward, internalTag } from './op-wire.ts';
+import { dataTickMs, encodeForward, internalTag } from './op-wire.ts';
 import type { PeerPool } from './peers.ts';
 import type { RingDriver } from './ring-driver.ts';
 
-export const dataTickMs = 10;
+export { dataTickMs };
 
 /** The data core's settings in the enclave (ticks of 10 ms): lease 3 s (renewed every 1.2 s), suspicion 2 s, heartbeats 500 ms. */
 export const enclaveDataConfig: Readonly<DataConfig> = validateDataConfig({
@@ -52,6 +52,8 @@ export const enclaveDataConfig: Readonly<DataConfig> = validateDataConfig({
   windowMax: 64,
   queuedMax: 4096,
   rangeBytesMax,
+  // 30 s: longer than any gap between the attempts of one write (the entry node's 8 s, the SDK's request timeout).
+  sessionIdleTicks: 3000,
 });
 
 /** How long a client operation is retried by the node that took it (the SDK retries past this). */
@@ -78,6 +80,23 @@ export function nodeName(id: bigint): string {
 
 function nameToId(name: string): bigint | null {
   return /^[0-9a-f]{64}$/.test(name) ? BigInt('0x' + name) : null;
+}
+
+/** DataStore.metrics(): see there. Lease seconds: null for a range this node does not serve, or one with no end (R = 1). */
+export interface DataMetrics {
+  ranges: Array<{ range: number; epoch: number; members: number; role: 'owner' | 'member' | 'none'; leaseSeconds: number | null }>;
+  owned: number;
+  leased: number;
+  member: number;
+  underReplicated: number;
+  backlog: number;
+  expiring: number;
+  leaseMinSeconds: number | null;
+  epochMax: number;
+  expiredCollected: number;
+  resends: number;
+  fenced: number;
+  dropped: number;
 }
 
 export interface DataStoreInit {
@@ -114,7 +133,9 @@ function wireResult(x: unknown): ClientResult {
     if (o.kind === 'write' && typeof o.existed === 'boolean' && n(o.version) >= 0) return { ok: true, kind: 'write', version: n(o.version), existed: o.existed };
     if (o.kind === 'open' && n(o.session) >= 1) return { ok: true, kind: 'open', session: n(o.session) };
   } else if (o.ok === false) {
-    if ((o.code === 'CONFLICT' || o.code === 'RANGE_FULL') && n(o.version) >= 0) return { ok: false, code: o.code, version: n(o.version) };
+    if ((o.code === 'CONFLICT' || o.code === 'RANGE_FULL') && n(o.version) >= 0) {
+      return o.t === undefined ? { ok: false, code: o.code, version: n(o.version) } : { ok: false, code: o.code, version: n(o.version), t: n(o.t) };
+    }
     if (o.code === 'NOT_OWNER') return { ok: false, code: 'NOT_OWNER', hint: typeof o.hint === 'string' && o.hint.length <= 64 ? o.hint : null };
     if (o.code === 'UNAVAILABLE' || o.code === 'SESSION_EXPIRED' || o.code === 'STALE_REQUEST' || o.code === 'BAD_REQUEST') return { ok: false, code: o.code };
   }
@@ -527,6 +548,43 @@ export class DataStore {
     await run;
   }
 
+  // ---- scans and batches (enclave/cluster/scan-ops.ts) ----
+
+  /**
+   * A range's acknowledged view, here, now, if this node is its active owner with a read lease valid now and its
+   * log works (the condition a get is served under); null otherwise. Used synchronously and not kept.
+   */
+  scanView(shard: number): ScanView | null {
+    if (!this.driver.serving) return null;
+    return this.driver.node?.scanView(shard, this.nowTicks()) ?? null;
+  }
+
+  /** Whether this node's core is the active owner of a range (leased or not: a scan waits for the lease here). */
+  activeOwner(shard: number): boolean {
+    return this.driver.node?.isActiveOwner(shard) ?? false;
+  }
+
+  /** The owner the local configuration names for a range, with where to reach it (null: none, or this node). */
+  ownerRefOfShard(shard: number): { name: string; ref: NodeRef | null } | null {
+    const name = this.ownerName(shard);
+    if (name === null) return null;
+    if (name === this.selfMember.name) return { name, ref: this.self };
+    return { name, ref: this.refOfName(name) };
+  }
+
+  /** A peer by member name, with an address to reach it (null: unknown). */
+  refOfName(name: string): NodeRef | null {
+    const addr = this.addrs.get(name);
+    const id = nameToId(name);
+    return addr && id !== null ? { id, addr } : null;
+  }
+
+  /** An operation at another enclave of this ring, pinned to its ring id. */
+  async callPeer(ref: NodeRef, op: string, args: Record<string, unknown>): Promise<RpcResult> {
+    this.stats.forwards++;
+    return this.c.peers.call(ref.addr, op, args, peerCallTimeoutMs, ref.id);
+  }
+
   // ---- status ----
 
   /**
@@ -546,6 +604,45 @@ export class DataStore {
     if (!c || c.members.length < this.c.minMembers) return true;
     if (c.members[0]?.name === this.selfMember.name && !n.isActiveOwner(s)) return true;
     return !n.placementSettled(s);
+  }
+
+  /**
+   * The data layer's gauges and counters for the metrics registry (enclave/node-metrics.ts): per range (by range
+   * number, a fixed slice of the hash space) its epoch and this node's lease; counts of ranges owned, leased and
+   * held; ranges this node owns with fewer than R members, or with a member it has not heard from lately;
+   * entries on their way to members (syncs of an activation, installs of a proposal); values waiting to expire;
+   * the cores' counters. Nothing names a key, a value or a principal.
+   */
+  metrics(): DataMetrics | null {
+    const n = this.driver.node;
+    if (!n) return null;
+    const now = this.nowTicks();
+    const live = new Set(n.livePeers());
+    live.add(this.selfMember.name);
+    const out: DataMetrics = {
+      ranges: [], owned: 0, leased: 0, member: 0, underReplicated: 0, backlog: 0, expiring: 0, leaseMinSeconds: null, epochMax: 0,
+      expiredCollected: this.driver.counters.expiredCollected, resends: this.driver.counters.resends, fenced: this.driver.counters.fenced,
+      dropped: this.stats.outboundDropped + this.stats.undeliverable,
+    };
+    for (let s = 0; s < this.cfg.shards; s++) {
+      const r = n.rangeState(s, now);
+      if (r.epoch === 0) continue;
+      const leaseSeconds = r.active ? (r.leaseLeft < 0 ? null : (r.leaseLeft * dataTickMs) / 1000) : null;
+      out.ranges.push({ range: s, epoch: r.epoch, members: r.members, role: r.active ? 'owner' : r.member ? 'member' : 'none', leaseSeconds });
+      if (r.member) {
+        out.member++;
+        out.expiring += n.rangeExpiring(s);
+      }
+      if (r.active) {
+        out.owned++;
+        out.epochMax = Math.max(out.epochMax, r.epoch);
+        if (leaseSeconds !== null) out.leaseMinSeconds = Math.min(out.leaseMinSeconds ?? Infinity, leaseSeconds);
+      }
+      if (r.leased) out.leased++;
+      if (r.owner && (r.members < this.c.minMembers || r.memberNames.some((m) => !live.has(m)))) out.underReplicated++;
+      if (r.moving) out.backlog += n.rangeKeys(s);
+    }
+    return out;
   }
 
   status(): RpcResult {
@@ -608,7 +705,7 @@ export class DataStore {
 export function toEkvError(r: Extract<ClientResult, { ok: false }>): EkvError {
   switch (r.code) {
     case 'CONFLICT':
-      return new EkvError('CONFLICT', `the key's version is ${r.version}`, { version: r.version });
+      return new EkvError('CONFLICT', `the key's version is ${r.version}`, { version: r.version, ...(r.t === undefined || r.t < 0 ? {} : { absentAt: r.t }) });
     case 'RANGE_FULL':
       return new EkvError('VALUE_TOO_LARGE', `RANGE_FULL: the key's range would exceed ${rangeBytesMax} bytes`);
     case 'SESSION_EXPIRED':
@@ -636,8 +733,9 @@ export function toRpcResult(r: ClientResult, opKind: ClientOp['kind'], shard: nu
       if (!r.found || r.value === null) throw new EkvError('NOT_FOUND', 'no such key', { version: r.version });
       return { v: Buffer.from(r.value, 'latin1'), n: r.version };
     case 'write':
-      // A delete of a key without a value says version 0 (there was nothing to delete).
-      return opKind === 'del' ? (r.existed ? { n: r.version, d: true } : { n: 0, d: false }) : { n: r.version };
+      // A delete of a key without a value says version 0 (there was nothing to delete), and in `t` the version of
+      // the key's delete (0: never written), which the client's floor checks as a read of "no value".
+      return opKind === 'del' ? (r.existed ? { n: r.version, d: true } : { n: 0, d: false, t: r.version }) : { n: r.version };
     case 'open':
       return { s: r.session, sh: shard, S: shards, w: windowMax };
   }

@@ -5,7 +5,7 @@
 // are dropped unsent, the core is discarded, and a new one is built from what the log holds, retrying until
 // the log can be read again (it recovers by itself when the disk works again).
 import { type DataConfig } from './config.ts';
-import { DataNode } from './node.ts';
+import { type DataCounters, DataNode, newDataCounters } from './node.ts';
 import type { Config, Inbound, LogRecord, Member, Outbound } from './types.ts';
 
 export interface DataLog {
@@ -56,6 +56,8 @@ export interface DataDriverInit {
 }
 
 export class DataDriver {
+  /** The cores' counters, kept across rebuilds (metrics). */
+  readonly counters: DataCounters = newDataCounters();
   private readonly init: DataDriverInit;
   private core: DataNode | null = null;
   /** Bumps when a core is discarded: work queued for an older core is dropped. */
@@ -185,6 +187,7 @@ export class DataDriver {
     const i = this.init;
     this.core = new DataNode({
       self: i.self, config: i.config, rand: i.rand, peers: [...this.directory].map(([name, ring]) => ({ name, ring })), log, now: i.clock(),
+      counters: this.counters,
       // Genesis only on the very first start: a core rebuilt after a failure never founds anything.
       ...(log.length === 0 && i.genesis && !recovering ? { genesis: i.genesis } : {}),
       ...(i.debug ? { debug: i.debug } : {}),

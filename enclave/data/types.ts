@@ -40,6 +40,26 @@ export interface Entry {
   readonly version: number;
   /** Epoch of the owner that applied it: entries compare by (epoch, version). */
   readonly epoch: number;
+  /**
+   * Expiry (docs/consistency.md "Expiry"), values only: ticks left, counted from when the record or message that
+   * carries the entry was made (a write's own ttl in a Replicate or its log record; what was left when a range
+   * was sent or snapshotted). Absent: the entry never expires.
+   */
+  readonly ttl?: number;
+  /**
+   * This node's own deadline in its monotonic ticks, set when the entry is applied here (from `ttl`, counted
+   * from then and stretched by the drift bound, so never early). Memory only: never sent, never sealed.
+   */
+  readonly until?: number;
+}
+
+/**
+ * Whether `e` has expired by this node's clock at `now` (ticks): the helper readers such as scans use to skip
+ * an entry the owner is about to collect. A get never answers "absent" from this alone: it waits for the
+ * replicated expiry (a tombstone every member holds), so that no later owner can bring the value back.
+ */
+export function expiredHere(e: Entry | undefined, now: number): boolean {
+  return e !== undefined && e.value !== null && e.until !== undefined && now >= e.until;
 }
 
 export function newer(a: Entry, b: Entry | undefined): boolean {
@@ -49,7 +69,7 @@ export function newer(a: Entry, b: Entry | undefined): boolean {
 /** The outcome of a write, remembered per request so that a retry gets the same answer. */
 export type WriteResult =
   | { readonly ok: true; readonly version: number; readonly existed: boolean }
-  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number };
+  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number; readonly t?: number };
 
 /** A remembered result with the digest of the request it answered (a reuse of its seq for another request is refused). */
 export interface Done {
@@ -110,9 +130,22 @@ export type LogRecord =
  */
 export type ClientOp =
   | { readonly kind: 'get'; readonly key: string }
-  | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number; readonly principal: string }
+  /** ttl: expire the value this many ticks after it is applied (docs/consistency.md "Expiry"); absent or null: never. */
+  | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number; readonly principal: string; readonly ttl?: number | null }
   | { readonly kind: 'del'; readonly key: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number; readonly principal: string }
   | { readonly kind: 'open'; readonly shard: number; readonly principal: string };
+
+/**
+ * The principal tag of every caller without a key: shared by strangers, so a session of it is never evicted
+ * while it is in use (a stranger must not push another's busy session out by opening its own).
+ */
+export const anonPrincipal = 'anon';
+
+/**
+ * Principal tags starting with this are the enclaves' own (the access module's document sessions; no client can
+ * produce one): their opens may evict any session, so that a table kept busy by callers cannot block an ACL change.
+ */
+export const internalPrincipalPrefix = '#';
 
 /** Principal tags: at most this many characters. */
 export const principalCharsMax = 80;
@@ -129,7 +162,11 @@ export type ClientResult =
   | { readonly ok: true; readonly kind: 'get'; readonly found: boolean; readonly value: string | null; readonly version: number }
   | { readonly ok: true; readonly kind: 'write'; readonly version: number; readonly existed: boolean }
   | { readonly ok: true; readonly kind: 'open'; readonly session: number }
-  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number }
+  /**
+   * `t` (a CONFLICT on a key without a value only): the version of the key's delete (its tombstone's; 0: never
+   * written), so that a client whose floor saw a newer version can tell a rolled-back "no value" from a delete.
+   */
+  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number; readonly t?: number }
   | { readonly ok: false; readonly code: 'NOT_OWNER'; readonly hint: string | null }
   | { readonly ok: false; readonly code: 'UNAVAILABLE' | 'SESSION_EXPIRED' | 'STALE_REQUEST' | 'BAD_REQUEST' }
   /**

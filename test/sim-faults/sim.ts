@@ -5,9 +5,9 @@
 // random fault schedule. One seed replays a run exactly (TigerBeetle's VOPR,
 // FoundationDB's simulation). The history is then checked per key for
 // linearizability and for acknowledged writes lost (check.ts).
-import { type BrokenFlags, type ClientOp, peerBodyToWire, validateClientOp, validatePeerBody, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
+import { type BrokenFlags, type ClientOp, type ScanPage, selectPage, peerBodyToWire, validateClientOp, validatePeerBody, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
 import { distance } from '../../enclave/ring/index.ts';
-import type { HistEntry, HistOp, HistOut } from '../helpers/linearizability.ts';
+import type { ClientHistOp, HistEntry, HistOut } from '../helpers/linearizability.ts';
 import { MinHeap } from '../sim/heap.ts';
 import { makeRng, type Rng, shuffled } from '../sim/rng.ts';
 
@@ -28,8 +28,19 @@ export interface SimOptions {
   trace?: boolean;
   /** R (default 3). */
   replicas?: number;
+  /** The core's sessionIdleTicks (default: off): opens never evict a session used this recently for another caller. */
+  sessionIdleTicks?: number;
   /** Pass every message through the wire shape and the codec's validation (slower; catches schema drift). */
   wire?: boolean;
+  /** Some puts carry a ttl (docs/consistency.md "Expiry"); default true. Off: the workload seeds were found under before expiry. */
+  ttl?: boolean;
+  /**
+   * The share of client operations that are range scans (default 0: the workload of the seeds kept as
+   * regressions is unchanged). A scan reads one range at its leased owner (DataNode.scanView + the scan core, as
+   * enclave/cluster/scan-ops.ts does) and enters the history as one get per key of that range, all with the
+   * scan's call and return: the checker then holds every scanned value to per-key linearizability.
+   */
+  scans?: number;
 }
 
 export const faultNames = [
@@ -95,6 +106,8 @@ export interface SimResult {
   finalMissing: string[];
   messages: number;
   events: number;
+  /** Expired values collected (tombstones acknowledged), summed over every core that ran. */
+  expired: number;
 }
 
 export class FaultSim {
@@ -118,6 +131,9 @@ export class FaultSim {
   private genesis: Config[] = [];
   private messages = 0;
   private events = 0;
+  /** Real (simulated) time of each logical history time: realAt[hclock]. */
+  private readonly realAt: number[] = [0];
+  private expired = 0;
   private rollbackAt = -Infinity;
   /** A kill waiting for the next acknowledgement of a write to leave a node (the host sees it go). */
   private armed: ((replier: SimNode) => void) | null = null;
@@ -125,7 +141,7 @@ export class FaultSim {
   constructor(o: SimOptions) {
     this.o = o;
     this.rng = makeRng(o.seed);
-    this.dataConfig = simDataConfig(o.broken, o.replicas);
+    this.dataConfig = { ...simDataConfig(o.broken, o.replicas), ...(o.sessionIdleTicks ? { sessionIdleTicks: o.sessionIdleTicks } : {}) };
   }
 
   private at(time: number, fn: () => void): void {
@@ -199,6 +215,7 @@ export class FaultSim {
   }
 
   private crash(n: SimNode): void {
+    this.expired += n.core?.counters.expiredCollected ?? 0;
     n.life++;
     n.up = false;
     n.core = null;
@@ -387,13 +404,19 @@ export class FaultSim {
     const shard = shardOf(key, this.dataConfig.shards);
     const roll = this.rng.next();
     const next = (): void => { this.at(this.now + this.rng.int(40), () => this.clientLoop(c)); };
+    if (this.o.scans && this.rng.next() < this.o.scans) {
+      this.runScan(c, shard, next);
+      return;
+    }
     if (roll < 0.4) {
       this.runOp(c, key, shard, { kind: 'get' }, next);
       return;
     }
     const cas = this.rng.next() < 0.4;
     const ifVersion = cas ? (this.rng.next() < 0.3 ? 0 : (c.versions.get(key) ?? 0)) : null;
-    const hop: HistOp = roll < 0.8 ? { kind: 'put', value: `${c.name}.${c.n++}`, ifVersion } : { kind: 'del', ifVersion };
+    // 40% of the puts (with expiry on) expire: half after 20..500 ms, half after 0.5..3 s (longer than a restart).
+    const ttl = this.o.ttl !== false && roll < 0.8 && this.rng.next() < 0.4 ? { ttl: this.rng.next() < 0.5 ? 20 + this.rng.int(480) : 500 + this.rng.int(2_500) } : {};
+    const hop: ClientHistOp = roll < 0.8 ? { kind: 'put', value: `${c.name}.${c.n++}`, ifVersion, ...ttl } : { kind: 'del', ifVersion };
     const s = c.sessions.get(shard);
     if (s) {
       this.runOp(c, key, shard, hop, next);
@@ -405,8 +428,62 @@ export class FaultSim {
     });
   }
 
-  private runOp(c: Client, key: string, shard: number, hop: HistOp, next: () => void): void {
-    const h: HistEntry = { key, op: hop, call: ++this.hclock, ret: Infinity, out: null, client: c.name };
+  /** A scan of one whole range: a get of each of its keys (of the workload's), linearized within the scan. */
+  private runScan(c: Client, shard: number, next: () => void): void {
+    const keys = Array.from({ length: this.o.keys }, (_, i) => `k${i}`).filter((k) => shardOf(k, this.dataConfig.shards) === shard);
+    const call = this.stamp();
+    const hs = keys.map((key): HistEntry => ({ key, op: { kind: 'get' }, call, ret: Infinity, out: null, client: c.name }));
+    this.history.push(...hs);
+    this.trace(`${c.name} call ${call} scan of range ${shard}`);
+    let attempts = 0;
+    const attempt = (target: string): void => {
+      if (++attempts > 15) {
+        next();
+        return;
+      }
+      const rid = ++c.rid;
+      let answered = false;
+      const answer = (page: ScanPage | null, hint: string | null): void => {
+        if (answered) return;
+        answered = true;
+        if (!page) {
+          this.at(this.now + (hint ? 1 : 20 + this.rng.int(60)), () => attempt(hint ?? this.pickNode()));
+          return;
+        }
+        const ret = this.stamp();
+        const got = new Map(page.entries.map((e) => [e.key, e]));
+        for (const h of hs) {
+          const e = got.get(h.key);
+          // The whole range fits one page (a handful of keys): a key not on it has no value.
+          h.out = e ? { kind: 'get', found: true, value: e.value, version: e.version } : { kind: 'get', found: false, value: null, version: 0 };
+          h.ret = ret;
+        }
+        this.trace(`${c.name} ret ${ret} scan of range ${shard}: ${page.entries.map((e) => `${e.key}=${e.value}@${e.version}`).join(' ')}`);
+        next();
+      };
+      void rid;
+      this.net(c.name, target, () => {
+        const n = this.nodes.find((x) => x.name === target);
+        // A node that is down or paused answers nothing (the client's timeout retries elsewhere).
+        if (!n || !n.up || !n.core || this.now < n.pausedUntil) return;
+        const view = n.core.scanView(shard, this.localNow(n));
+        let page: ScanPage | null = null;
+        let hint: string | null = null;
+        if (view) page = selectPage(view, { prefix: '', after: null, limit: 1000, bytesMax: 1 << 30, values: true, decide: () => true });
+        else if (!n.core.isActiveOwner(shard)) hint = n.core.configOf(shard)?.members[0]?.name ?? null;
+        this.net(target, c.name, () => answer(page, hint === target ? null : hint));
+      });
+      this.at(this.now + 80, () => {
+        if (answered) return;
+        answered = true;
+        attempt(this.pickNode());
+      });
+    };
+    attempt(this.rng.next() < 0.5 ? this.ringOwner(shard) : (c.hint.get(shard) ?? this.pickNode()));
+  }
+
+  private runOp(c: Client, key: string, shard: number, hop: ClientHistOp, next: () => void): void {
+    const h: HistEntry = { key, op: hop, call: this.stamp(), ret: Infinity, out: null, client: c.name };
     this.history.push(h);
     this.trace(`${c.name} call ${h.call} ${key} ${JSON.stringify(hop)}`);
     let op: ClientOp;
@@ -416,14 +493,14 @@ export class FaultSim {
       const s = c.sessions.get(shard) as { id: number; seq: number };
       const seq = s.seq++;
       op = hop.kind === 'put'
-        ? { kind: 'put', key, value: hop.value, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq, principal: c.name }
+        ? { kind: 'put', key, value: hop.value, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq, principal: c.name, ...(hop.ttl ? { ttl: hop.ttl } : {}) }
         : { kind: 'del', key, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq, principal: c.name };
     }
     this.request(c, shard, op, (r) => {
       const out = toOut(r);
       if (out) {
         h.out = out;
-        h.ret = ++this.hclock;
+        h.ret = this.stamp();
         this.trace(`${c.name} ret ${h.ret} ${key} ${JSON.stringify(out)}`);
         if (out.kind !== 'get' || out.found) c.versions.set(key, out.kind === 'get' ? out.version : out.version);
       } else if (hop.kind !== 'get') {
@@ -709,7 +786,38 @@ export class FaultSim {
     this.at(stopAt, () => { for (const c of this.clients) c.stopped = true; });
     this.runUntil(stopAt + 3_000);
     const finalMissing = this.finalReads();
-    return { seed: this.o.seed, history: this.history, faults: this.faults, finalMissing, messages: this.messages, events: this.events };
+    for (const n of this.nodes) this.expired += n.core?.counters.expiredCollected ?? 0;
+    this.addExpiries();
+    return { seed: this.o.seed, history: this.history, faults: this.faults, finalMissing, messages: this.messages, events: this.events, expired: this.expired };
+  }
+
+  /** A logical history time (distinct, increasing), remembering the simulated time it stands for. */
+  private stamp(): number {
+    this.realAt.push(this.now);
+    return ++this.hclock;
+  }
+
+  /**
+   * Every put with a ttl brings its expiry (test/helpers/linearizability.ts): called no earlier than the put's
+   * invocation plus its ttl in simulated (real) time, i.e. after every history event stamped before then. The
+   * core counts the ttl from when the owner starts the write, stretched by the drift bound, so never earlier.
+   */
+  private addExpiries(): void {
+    const expiries: HistEntry[] = [];
+    for (const h of this.history) {
+      if (h.op.kind !== 'put' || !h.op.ttl) continue;
+      const t = (this.realAt[h.call] as number) + h.op.ttl;
+      // The last logical time stamped strictly before t (realAt is nondecreasing).
+      let lo = 0;
+      let hi = this.realAt.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if ((this.realAt[mid] as number) < t) lo = mid;
+        else hi = mid - 1;
+      }
+      expiries.push({ key: h.key, op: { kind: 'expire', value: h.op.value }, call: lo + 0.5, ret: Infinity, out: null, client: 'expiry' });
+    }
+    this.history.push(...expiries);
   }
 
   private heal(): void {
@@ -744,13 +852,13 @@ export class FaultSim {
     for (let k = 0; k < this.o.keys; k++) {
       const key = `k${k}`;
       let done = false;
-      const h: HistEntry = { key, op: { kind: 'get' }, call: ++this.hclock, ret: Infinity, out: null, client: 'final' };
+      const h: HistEntry = { key, op: { kind: 'get' }, call: this.stamp(), ret: Infinity, out: null, client: 'final' };
       const tryRead = (): void => {
         this.request(reader, shardOf(key, this.dataConfig.shards), { kind: 'get', key }, (r) => {
           const out = toOut(r);
           if (out) {
             h.out = out;
-            h.ret = ++this.hclock;
+            h.ret = this.stamp();
             done = true;
           } else if (!done) {
             this.at(this.now + 100, tryRead);
