@@ -1,0 +1,86 @@
+// Hostile review 4 (docs: the report in the review2 branch): findings on the surfaces merged on day 4
+// (scans, batches, expiry, export/import, enclave metrics, sealed-log group commit, /healthz).
+import { writeFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { BackupError, BackupWriter, readBackup } from '../cli/backup-file.ts';
+import { DataNet } from './helpers/data-net.ts';
+
+// scrypt as the backup reader calls it: every call's parameters recorded, and any that would allocate more than
+// 1 GiB refused here (the test must not make the shared machine allocate 2 GiB on a build that lets it through).
+const scryptCalls: Array<{ N: number; r: number; p: number }> = [];
+vi.mock('node:crypto', async (orig) => {
+  const real = await orig<typeof import('node:crypto')>();
+  const scryptSync = (pass: Parameters<typeof real.scryptSync>[0], salt: Parameters<typeof real.scryptSync>[1], len: number, o: { N: number; r: number; p: number; maxmem?: number }) => {
+    scryptCalls.push({ N: o.N, r: o.r, p: o.p });
+    if (128 * o.N * o.r > 2 ** 30 || o.N * o.r * o.p > 2 ** 23) throw new Error(`test: scrypt asked for ${128 * o.N * o.r} bytes, work ${o.N * o.r * o.p}`);
+    return real.scryptSync(pass, salt, len, o);
+  };
+  return { ...real, default: { ...real, scryptSync }, scryptSync };
+});
+
+let net: DataNet | null = null;
+afterEach(() => {
+  net?.stop();
+  net = null;
+});
+
+describe('review-4 H1: /healthz on a 3-node R=3 ring with one member down', () => {
+  it('the live nodes stop reporting serving once a member is gone (no range can keep R members)', async () => {
+    net = new DataNet();
+    await net.start(3);
+    await net.formed();
+    const [a, b, c] = net.nodes as [NonNullable<DataNet['nodes'][0]>, NonNullable<DataNet['nodes'][0]>, NonNullable<DataNet['nodes'][0]>];
+    net.cut.add(c.ref.addr);
+    // suspectTicks 30 (300 ms) and leaseTicks 150 (1.5 s) at 10 ms ticks: well within 5 s nobody may say serving.
+    await net.until('the live nodes to stop saying serving', 10_000, () => a.store.status().serving === false && b.store.status().serving === false);
+    // And they keep saying so (sampled for 2 s): the ring cannot serve any range with R = 3 on two nodes.
+    const end = Date.now() + 2000;
+    const seen: string[] = [];
+    while (Date.now() < end) {
+      for (const x of [a, b, c]) if (x.store.status().serving === true) seen.push(x.ref.addr);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(seen).toEqual([]);
+  }, 30_000);
+});
+
+describe('review-4 B1: an export file\'s scrypt parameters cost its reader at most what the writer makes', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ekv-review4-'));
+  const pass = Buffer.from('correct horse battery staple');
+  function fileWith(log2N: number, r: number, p: number): string {
+    // A real file (log2 N 14), its header's cost bytes rewritten: the reader must refuse before any scrypt.
+    const path = join(dir, `f-${log2N}-${r}-${p}-${Math.random().toString(16).slice(2)}`);
+    const w = new BackupWriter(path, pass, { log2N: 14 });
+    w.add(Buffer.from('k'), Buffer.from('v'));
+    w.finish();
+    const b = readFileSync(path);
+    b[9] = log2N;
+    b[10] = r;
+    b[11] = p;
+    writeFileSync(path, b);
+    return path;
+  }
+  async function code(path: string): Promise<string> {
+    try {
+      await readBackup(path, pass, () => undefined);
+      return 'OK';
+    } catch (err) {
+      return err instanceof BackupError ? err.code : `other: ${(err as Error).message}`;
+    }
+  }
+
+  it('a header asking for N 2^20, r 16, p 4 (2 GiB, 64x the default work) is BAD_FILE, no scrypt run', async () => {
+    scryptCalls.length = 0;
+    expect(await code(fileWith(20, 16, 4))).toBe('BAD_FILE');
+    expect(await code(fileWith(20, 16, 1))).toBe('BAD_FILE'); // 2 GiB
+    expect(await code(fileWith(19, 8, 4))).toBe('BAD_FILE'); // 512 MiB but 2x the writer's largest work
+    expect(scryptCalls.filter((c) => c.N * c.r * c.p > 2 ** 23 || 128 * c.N * c.r > 2 ** 30)).toEqual([]);
+  });
+
+  it('files the writer makes still open (and a changed cost within bounds is TAMPERED or BAD_PASSPHRASE, not a crash)', async () => {
+    expect(await code(fileWith(14, 8, 1))).toBe('OK');
+    expect(['BAD_PASSPHRASE', 'TAMPERED']).toContain(await code(fileWith(15, 8, 1)));
+  });
+});
