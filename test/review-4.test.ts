@@ -84,3 +84,16 @@ describe('review-4 B1: an export file\'s scrypt parameters cost its reader at mo
     expect(['BAD_PASSPHRASE', 'TAMPERED']).toContain(await code(fileWith(15, 8, 1)));
   });
 });
+
+describe('review-4 C1: a key another principal wrote cannot drive the terminal of an operator listing keys', () => {
+  it('escapeKey leaves no control character, C1 control or bidi override in a listed key', async () => {
+    const { escapeKey } = await import('../cli/commands/scan.ts');
+    // OSC 52 (set the clipboard), a cursor-up + erase-line (hide the previous line), BEL, DEL, C1 CSI, RLO.
+    const key = Buffer.from('user/a\x1b]52;c;ZXZpbA==\x07\x1b[1A\x1b[2K\x7f\u009b31m\u202eb\\x', 'utf8');
+    const line = escapeKey(key);
+    expect(line).not.toMatch(/[\x00-\x1f\x7f\u0080-\u009f\u202a-\u202e\u2066-\u2069]/);
+    expect(line).toBe('user/a\\x1b]52;c;ZXZpbA==\\x07\\x1b[1A\\x1b[2K\\x7f\\u009b31m\\u202eb\\\\x');
+    // What was escaped before is as before.
+    expect(escapeKey(Buffer.from('a\tb\nc\rd\\'))).toBe('a\\tb\\nc\\rd\\\\');
+  });
+});

@@ -16,6 +16,7 @@ import { BackupWriter, passphraseFromFile, readBackup } from '../backup-file.ts'
 import { intFlag } from '../flags.ts';
 import { errorCode, run, UsageError } from '../output.ts';
 import { common, withClient, type CommonOpts } from './kv.ts';
+import { escapeKey } from './scan.ts';
 
 const progressMs = 2000;
 /** Puts sent together by import (one mput per node each). */
@@ -99,7 +100,7 @@ export function registerBackup(program: Command): void {
             for (const r of rs) {
               if (r.ok) done++;
               else if (o.ifAbsent && r.error.code === 'CONFLICT') skipped++;
-              else failures.push({ key: r.key.toString('utf8'), code: errorCode(r.error), message: r.error.message });
+              else failures.push({ key: escapeKey(r.key), code: errorCode(r.error), message: r.error.message });
             }
             group = [];
             bytes = 0;
