@@ -97,3 +97,46 @@ describe('review-4 C1: a key another principal wrote cannot drive the terminal o
     expect(escapeKey(Buffer.from('a\tb\nc\rd\\'))).toBe('a\\tb\\nc\\rd\\\\');
   });
 });
+
+describe('review-4 S1: a scan page that waited for access documents still fits one frame', () => {
+  it('entries taken after a wait count against the page\'s byte budget (the first entry is free only on an empty page)', async () => {
+    const { scanHere, scanPageBytesMax } = await import('../enclave/cluster/scan-ops.ts');
+    const { encodeCbor } = await import('../protocol/cbor.ts');
+    const { frameBytesMax, valueBytesMax } = await import('../protocol/constants.ts');
+    const { shardOf } = await import('../enclave/data/index.ts');
+    net = new DataNet();
+    await net.start(3);
+    await net.formed();
+    // Three keys of one range in three namespaces, each with a value of 400 KB (a frame holds one, not two).
+    const first = Buffer.from('na/k');
+    const keys = [first, net.sameShard(first, 'nb/k'), net.sameShard(first, 'nc/k')];
+    const owner = net.ownerOf(first.toString('latin1'));
+    const big = Buffer.alloc(400 * 1024, 0x61);
+    expect(big.length).toBeLessThan(valueBytesMax);
+    for (const k of keys) {
+      const s = (await net.call(owner, 'open', { k })).s as number;
+      expect(await net.call(owner, 'put', { k, v: big, s: [s, 1, 1] })).toEqual({ n: 1 });
+    }
+    // The owner's access filter must fetch each namespace's document once (as an ACL lease miss does).
+    const fetched = new Set<string>();
+    const access = {
+      readable: (key: Buffer): boolean | Promise<boolean> => {
+        const ns = key.toString('latin1').split('/')[0] as string;
+        if (fetched.has(ns)) return true;
+        fetched.add(ns);
+        return new Promise<boolean>((r) => setTimeout(() => r(true), 5));
+      },
+      nsVisible: () => false,
+    };
+    const shard = shardOf(first.toString('latin1'), net.shards);
+    const r = await scanHere(owner.store, access, { shard, prefix: '', after: null, limit: 1000, bytesMax: scanPageBytesMax, values: true, ns: false }, null);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    const bytes = r.entries.reduce((n, e) => n + e.key.length + (e.value?.length ?? 0), 0);
+    expect(r.entries.length === 1 || bytes <= scanPageBytesMax).toBe(true);
+    // The answer as the scan op sends it must fit one frame (else the session that carries it dies).
+    const wire = encodeCbor({ e: r.entries.map((e) => [Buffer.from(e.key, 'latin1'), e.value === null ? null : Buffer.from(e.value, 'latin1'), e.version]), m: r.more, S: net.shards });
+    expect(wire.length).toBeLessThan(frameBytesMax);
+    expect(r.more).toBe(true);
+  }, 30_000);
+});

@@ -24,7 +24,7 @@ import { principalBytesMax, principalFromBytes } from '../../protocol/principal.
 import type { RpcResult } from '../../protocol/rpc.ts';
 import type { AccessCheck } from '../access/index.ts';
 import { classifyKey } from '../acl/index.ts';
-import { expiredHere, type ScanDecision, type ScanEntry, type ScanView, selectPage } from '../data/index.ts';
+import { expiredHere, type ScanDecision, type ScanEntry, type ScanView, scanEntryOverheadBytes, selectPage } from '../data/index.ts';
 import type { NodeRef } from '../ring/index.ts';
 import type { CallerContext } from '../server.ts';
 import { clientOpDeadlineMs, type DataStore, retryable } from './data-store.ts';
@@ -169,14 +169,16 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
     cur = view;
     curNow = store.clockTicks();
     const page = selectPage(view, {
-      prefix: base + q.prefix, after, limit: q.limit - entries.length, bytesMax: Math.max(1, q.bytesMax - bytes), values: q.values, decide,
+      // After a wait the page already holds entries: the rest of the budget binds every entry (the first is free
+      // only on an empty page), so a page stays within q.bytesMax plus one entry and fits its frame.
+      prefix: base + q.prefix, after, limit: q.limit - entries.length, bytesMax: q.bytesMax - bytes, taken: entries.length > 0, values: q.values, decide,
       // A data key's read right depends on its namespace alone (docs/access-control.md): a refused namespace is skipped whole.
       ...(q.ns ? {} : { groupOf: namespaceGroup }),
       ...(live ? { live } : {}),
     });
     for (const e of page.entries) {
       entries.push(q.ns ? { key: e.key.slice(aclPrefix.length), value: null, version: e.version } : e);
-      bytes += e.key.length + (e.value?.length ?? 0);
+      bytes += e.key.length + (e.value?.length ?? 0) + scanEntryOverheadBytes;
     }
     if (!page.wait) return { ok: true, entries, more: page.more };
     // The filter's answer for that key arrives with the document; the next round decides it from the lease.

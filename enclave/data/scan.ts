@@ -28,8 +28,14 @@ export interface ScanQuery {
   readonly after: string | null;
   /** At most this many entries (>= 1). */
   readonly limit: number;
-  /** Stop before the page's key (and value) bytes pass this; the first entry is always taken. */
+  /** Stop before the page's key (and value) bytes pass this; the first entry is always taken (unless `taken`). */
   readonly bytesMax: number;
+  /**
+   * The page this call continues already holds entries (the caller ran it again after a wait): then no entry
+   * is free, every one counts against `bytesMax` (else each round after a wait took one more "first" entry,
+   * and a page outgrew the frame that carries it).
+   */
+  readonly taken?: boolean;
   readonly values: boolean;
   readonly decide: (key: string) => ScanDecision;
   /**
@@ -172,7 +178,7 @@ export function selectPage(view: ScanView, q: ScanQuery): ScanPage {
       }
       const e = visible(view, k) as Entry;
       const cost = k.length + (q.values ? (e.value as string).length : 0) + scanEntryOverheadBytes;
-      if (entries.length >= q.limit || (entries.length > 0 && bytes + cost > q.bytesMax)) return { entries, more: true, wait: null };
+      if (entries.length >= q.limit || ((entries.length > 0 || q.taken === true) && bytes + cost > q.bytesMax)) return { entries, more: true, wait: null };
       entries.push({ key: k, value: q.values ? e.value : null, version: e.version });
       bytes += cost;
       pos = k;
