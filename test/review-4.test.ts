@@ -140,3 +140,30 @@ describe('review-4 S1: a scan page that waited for access documents still fits o
     expect(r.more).toBe(true);
   }, 30_000);
 });
+
+describe('review-4 M1: an mget answer fits one frame whatever its items', () => {
+  it('one value of the largest size and 255 keys without a value: the answer still fits a frame', async () => {
+    const { encodeCbor } = await import('../protocol/cbor.ts');
+    const { frameBytesMax, valueBytesMax } = await import('../protocol/constants.ts');
+    net = new DataNet();
+    await net.start(3);
+    await net.formed();
+    const big = Buffer.from('big');
+    const owner = net.ownerOf('big');
+    const s = (await net.call(owner, 'open', { k: big })).s as number;
+    expect(await net.call(owner, 'put', { k: big, v: Buffer.alloc(valueBytesMax, 0x62), s: [s, 1, 1] })).toEqual({ n: 1 });
+    // 255 keys nobody wrote (each answers NOT_FOUND, with its message).
+    const ks = [big, ...Array.from({ length: 255 }, (_, i) => Buffer.from(`missing-with-a-longish-name-${i}`))];
+    const a = await net.call(owner, 'mget', { ks });
+    const r = a.r as Array<Record<string, unknown>>;
+    expect(r.length).toBe(256);
+    // The answer as the session seals it (the RPC envelope adds a few bytes): within one frame.
+    expect(encodeCbor([{ i: 1, r: a }]).length + 16).toBeLessThanOrEqual(frameBytesMax);
+    // Every item is either its answer or a BATCH_FULL (asked again by the SDK), never dropped.
+    for (const x of r.slice(1)) expect(['NOT_FOUND', 'UNAVAILABLE']).toContain(x.e);
+    expect(r[0]?.v instanceof Uint8Array || r[0]?.e === 'UNAVAILABLE').toBe(true);
+    // Asked again alone (as the SDK does with a BATCH_FULL item), the value comes back: progress.
+    const again = (await net.call(owner, 'mget', { ks: [big] })).r as Array<Record<string, unknown>>;
+    expect((again[0]?.v as Uint8Array).length).toBe(valueBytesMax);
+  }, 30_000);
+});

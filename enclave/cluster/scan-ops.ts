@@ -18,7 +18,8 @@
  * exactly the single operation (access check, session ids, retries): a batch is not a transaction.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
+import { frameBytesMax, keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
+import { encodeCbor } from '../../protocol/cbor.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import { principalBytesMax, principalFromBytes } from '../../protocol/principal.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
@@ -36,8 +37,13 @@ export const scanPageKeysMax = 1000;
 export const scanPageBytesMax = 256 * 1024;
 /** Items of one mget or mput request. */
 export const batchItemsMax = 256;
-/** Value bytes of one mget answer; items past it answer UNAVAILABLE with BATCH_FULL (the SDK asks again). */
-export const mgetAnswerBytesMax = valueBytesMax;
+/**
+ * Encoded bytes of one mget answer (its items as CBOR; the RPC envelope and the seal fit in the rest of a frame).
+ * Value items past it answer UNAVAILABLE with BATCH_FULL (the SDK asks again). Counting values alone let an
+ * answer of one largest value and 255 refusals (each with its message) outgrow the frame: the session died.
+ */
+export const mgetAnswerBytesMax = frameBytesMax - 1024;
+const batchFull = { e: 'UNAVAILABLE', m: 'BATCH_FULL: the answer is full, ask again' } as const;
 /** Times one page may wait for access documents before it answers with what it has. */
 export const scanWaitsMax = 32;
 /** The reserved prefix of namespace ACLs (enclave/acl/keys.ts aclStorageKey). */
@@ -307,13 +313,17 @@ export function scanOps(c: ScanOpsInit): Array<[string, OpSpec]> {
       run: async (req, ctx) => {
         const ks = batchList(req.ks, 'ks');
         const rs = await Promise.all(ks.map((k) => c.runData('get', { k }, ctx).then((r) => r as Record<string, unknown>, itemError)));
-        // The answer fits a frame: values past the budget are left for the client to ask again.
+        // The answer fits a frame: every item counted as encoded; values past the budget are left for the client
+        // to ask again (BATCH_FULL). A value alone always fits (a get's answer does), so a retry makes progress.
+        const size = (x: Record<string, unknown>): number => (x.v instanceof Uint8Array ? x.v.length + encodeCbor({ ...x, v: null }).length + 5 : encodeCbor(x).length);
+        const fullBytes = encodeCbor(batchFull).length;
         let bytes = 0;
-        let taken = 0;
+        for (const x of rs) bytes += x.v instanceof Uint8Array ? fullBytes : size(x);
         const r = rs.map((x) => {
           if (!(x.v instanceof Uint8Array)) return x;
-          bytes += x.v.length;
-          if (taken++ > 0 && bytes > mgetAnswerBytesMax) return { e: 'UNAVAILABLE', m: 'BATCH_FULL: the answer is full, ask again' };
+          const more = size(x) - fullBytes;
+          if (bytes + more > mgetAnswerBytesMax) return batchFull;
+          bytes += more;
           return x;
         });
         return { r };
