@@ -185,10 +185,17 @@ function readExactly(fd: number, n: number, what: string, eofOk = false): Buffer
  * passphrase. Entries of a chunk are handed out only after that chunk authenticated; a caller that must not act
  * on a file that later proves truncated reads it twice (import does).
  */
-export async function readBackup(path: string, passphrase: Buffer, onEntry: (key: Buffer, value: Buffer) => void | Promise<void>): Promise<number> {
+export async function readBackup(
+  path: string, passphrase: Buffer, onEntry: (key: Buffer, value: Buffer) => void | Promise<void>,
+  opts: { onHeader?: (header: Buffer) => void; expectHeader?: Buffer } = {},
+): Promise<number> {
   const fd = openSync(path, 'r');
   try {
     const header = readExactly(fd, headerBytes, 'the header') as Buffer;
+    // A second pass (import's) must read the file the first pass checked: its header (a fresh random salt per
+    // file) names it; another export put in its place between the passes is refused before anything is put.
+    if (opts.expectHeader && !header.equals(opts.expectHeader)) throw new BackupError('TAMPERED', 'the file changed since it was checked');
+    opts.onHeader?.(Buffer.from(header));
     if (!header.subarray(0, 8).equals(backupMagic)) throw new BackupError('BAD_FILE', 'not an enclave-kv export (bad magic)');
     const [version, log2N, r, p] = [header[8], header[9], header[10], header[11]] as [number, number, number, number];
     if (version !== 1) throw new BackupError('BAD_FILE', `export format version ${version} is not supported`);

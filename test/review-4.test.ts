@@ -167,3 +167,25 @@ describe('review-4 M1: an mget answer fits one frame whatever its items', () => 
     expect((again[0]?.v as Uint8Array).length).toBe(valueBytesMax);
   }, 30_000);
 });
+
+describe('review-4 B2: import\'s second pass reads the file its first pass checked', () => {
+  it('another export (same passphrase) put in its place between the passes is TAMPERED before any entry', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ekv-review4-b2-'));
+    const pass = Buffer.from('correct horse battery staple');
+    const mk = (name: string, v: string): string => {
+      const path = join(dir, name);
+      const w = new BackupWriter(path, pass, { log2N: 14 });
+      w.add(Buffer.from('k'), Buffer.from(v));
+      w.finish();
+      return path;
+    };
+    const a = mk('a', 'checked');
+    const b = mk('b', 'swapped');
+    let header: Buffer | undefined;
+    expect(await readBackup(a, pass, () => undefined, { onHeader: (h) => (header = h) })).toBe(1);
+    writeFileSync(a, readFileSync(b)); // the file is replaced between the passes
+    const seen: string[] = [];
+    await expect(readBackup(a, pass, (_k, v) => void seen.push(v.toString()), { expectHeader: header as Buffer })).rejects.toMatchObject({ code: 'TAMPERED' });
+    expect(seen).toEqual([]);
+  });
+});

@@ -86,7 +86,8 @@ export function registerBackup(program: Command): void {
       run(o.json, async () => {
         const pass = passphrase(o.passphraseFile);
         // Pass 1: the whole file authenticates and is complete before anything is written.
-        const total = await readBackup(file, pass, () => undefined);
+        let checked: Buffer | undefined;
+        const total = await readBackup(file, pass, () => undefined, { onHeader: (h) => (checked = h) });
         const started = Date.now();
         let done = 0;
         let skipped = 0;
@@ -110,7 +111,7 @@ export function registerBackup(program: Command): void {
             group.push({ key, value, ...(o.ifAbsent ? { ifVersion: 0 } : {}) });
             bytes += key.length + value.length;
             if (group.length >= importGroupKeys || bytes >= importGroupBytes) await send();
-          });
+          }, { ...(checked ? { expectHeader: checked } : {}) });
           if (group.length > 0) await send();
         });
         const ms = Date.now() - started;
