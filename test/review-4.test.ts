@@ -158,13 +158,27 @@ describe('review-4 M1: an mget answer fits one frame whatever its items', () => 
     const r = a.r as Array<Record<string, unknown>>;
     expect(r.length).toBe(256);
     // The answer as the session seals it (the RPC envelope adds a few bytes): within one frame.
-    expect(encodeCbor([{ i: 1, r: a }]).length + 16).toBeLessThanOrEqual(frameBytesMax);
+    const sealed = (x: Record<string, unknown>): number => encodeCbor([{ ...x, i: Number.MAX_SAFE_INTEGER, ok: true }]).length + 16;
+    expect(sealed(a)).toBeLessThanOrEqual(frameBytesMax);
     // Every item is either its answer or a BATCH_FULL (asked again by the SDK), never dropped.
     for (const x of r.slice(1)) expect(['NOT_FOUND', 'UNAVAILABLE']).toContain(x.e);
     expect(r[0]?.v instanceof Uint8Array || r[0]?.e === 'UNAVAILABLE').toBe(true);
     // Asked again alone (as the SDK does with a BATCH_FULL item), the value comes back: progress.
     const again = (await net.call(owner, 'mget', { ks: [big] })).r as Array<Record<string, unknown>>;
     expect((again[0]?.v as Uint8Array).length).toBe(valueBytesMax);
+    // A batch of nothing but largest values (what a retry holds) takes its first: one value and 255 BATCH_FULL
+    // items fit the budget (checked by size: 256 such values are more than this test's ring holds).
+    const { mgetAnswerBytesMax, mgetBatchFull } = await import('../enclave/cluster/scan-ops.ts');
+    const valueItem = encodeCbor({ v: Buffer.alloc(valueBytesMax), n: Number.MAX_SAFE_INTEGER }).length;
+    expect(valueItem + 255 * encodeCbor(mgetBatchFull).length).toBeLessThanOrEqual(mgetAnswerBytesMax);
+    const big2 = net.sameShard(big, 'big2');
+    const s2 = (await net.call(owner, 'open', { k: big2 })).s as number;
+    expect(await net.call(owner, 'put', { k: big2, v: Buffer.alloc(valueBytesMax, 0x63), s: [s2, 1, 1] })).toEqual({ n: 1 });
+    const two = (await net.call(owner, 'mget', { ks: [big, big2] })).r as Array<Record<string, unknown>>;
+    expect((two[0]?.v as Uint8Array).length).toBe(valueBytesMax);
+    expect(two[1]).toEqual({ e: 'UNAVAILABLE' });
+    // And such an answer, sealed as the session sends it, fits a frame.
+    expect(sealed({ r: [{ v: Buffer.alloc(valueBytesMax), n: Number.MAX_SAFE_INTEGER }, ...Array.from({ length: 255 }, () => mgetBatchFull)] })).toBeLessThanOrEqual(frameBytesMax);
   }, 30_000);
 });
 

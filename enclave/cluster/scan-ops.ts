@@ -38,12 +38,19 @@ export const scanPageBytesMax = 256 * 1024;
 /** Items of one mget or mput request. */
 export const batchItemsMax = 256;
 /**
- * Encoded bytes of one mget answer (its items as CBOR; the RPC envelope and the seal fit in the rest of a frame).
+ * Encoded bytes of one mget answer (its items as CBOR; the RPC envelope, about 30 bytes, and the seal's 16 fit in
+ * the rest of a frame).
  * Value items past it answer UNAVAILABLE with BATCH_FULL (the SDK asks again). Counting values alone let an
  * answer of one largest value and 255 refusals (each with its message) outgrow the frame: the session died.
  */
-export const mgetAnswerBytesMax = frameBytesMax - 1024;
-const batchFull = { e: 'UNAVAILABLE', m: 'BATCH_FULL: the answer is full, ask again' } as const;
+export const mgetAnswerBytesMax = frameBytesMax - 512;
+/**
+ * The BATCH_FULL item: UNAVAILABLE with no message (17 bytes), so that a largest value and 255 of these fit one
+ * answer: a batch of nothing but values always takes its first one, and the SDK's retries make progress
+ * (refusals are final; only BATCH_FULL items are asked again).
+ */
+export const mgetBatchFull = { e: 'UNAVAILABLE' } as const;
+const batchFull = mgetBatchFull;
 /** Times one page may wait for access documents before it answers with what it has. */
 export const scanWaitsMax = 32;
 /** The reserved prefix of namespace ACLs (enclave/acl/keys.ts aclStorageKey). */
@@ -314,7 +321,8 @@ export function scanOps(c: ScanOpsInit): Array<[string, OpSpec]> {
         const ks = batchList(req.ks, 'ks');
         const rs = await Promise.all(ks.map((k) => c.runData('get', { k }, ctx).then((r) => r as Record<string, unknown>, itemError)));
         // The answer fits a frame: every item counted as encoded; values past the budget are left for the client
-        // to ask again (BATCH_FULL). A value alone always fits (a get's answer does), so a retry makes progress.
+        // to ask again (BATCH_FULL). The first value always fits beside BATCH_FULL items alone (mgetBatchFull),
+        // so a retry, which holds only BATCH_FULL items of before, makes progress.
         const size = (x: Record<string, unknown>): number => (x.v instanceof Uint8Array ? x.v.length + encodeCbor({ ...x, v: null }).length + 5 : encodeCbor(x).length);
         const fullBytes = encodeCbor(batchFull).length;
         let bytes = 0;
