@@ -63,6 +63,12 @@ const sessionKey = ''; // keys are at least one byte, so '' serializes session o
 /** Opens waiting at a range's owner (they run one at a time), in all and per principal; beyond, UNAVAILABLE. */
 export const opensQueuedMax = 64;
 export const opensQueuedPerPrincipal = 4;
+/**
+ * Callers waiting for one write in flight (its retries, by any number of entry nodes); past this the oldest is
+ * answered UNAVAILABLE (its entry node has usually given up on it already). Without the bound, a write the host
+ * keeps from completing (it holds one member's acknowledgements) plus a client re-sending it grew without end.
+ */
+export const waitersPerWriteMax = 32;
 
 /** Recent keys' ranges (a request asks for its key's range several times on its way: SHA-256 and BigInt each time). */
 const shardMemo = new Map<number, Map<string, number>>();
@@ -919,7 +925,7 @@ export class DataNode {
     if (op.kind !== 'open' && !this.cfg.broken?.noDedup) {
       const early = this.checkRequest(r, op, requestDigest(op));
       if (early === 'inflight') {
-        r.byReq.get(`${op.session}:${op.seq}`)?.replies.push({ client, rid });
+        this.addWaiter(r.byReq.get(`${op.session}:${op.seq}`), client, rid);
         return;
       }
       if (early) {
@@ -1017,7 +1023,7 @@ export class DataNode {
         // Re-check: the same request may have completed while this one waited in the queue.
         const early = this.checkRequest(r, p.op, requestDigest(p.op));
         if (early === 'inflight') {
-          r.byReq.get(`${p.op.session}:${p.op.seq}`)?.replies.push({ client: p.client, rid: p.rid });
+          this.addWaiter(r.byReq.get(`${p.op.session}:${p.op.seq}`), p.client, p.rid);
           this.startNext(r, key);
           return;
         }
@@ -1041,6 +1047,16 @@ export class DataNode {
     this.record({ t: 'w', shard: r.shard, epoch: c.epoch, op });
     this.sendReplicate(r, f);
     this.checkCommitted(r, f);
+  }
+
+  /** One more caller waiting for the write in flight `f` (bounded: the oldest waiter is answered UNAVAILABLE). */
+  private addWaiter(f: Inflight | undefined, client: string, rid: number): void {
+    if (!f) return;
+    f.replies.push({ client, rid });
+    if (f.replies.length > waitersPerWriteMax) {
+      const old = f.replies.shift() as { client: string; rid: number };
+      this.reply(old.client, old.rid, { ok: false, code: 'UNAVAILABLE' });
+    }
   }
 
   /**
@@ -1075,7 +1091,9 @@ export class DataNode {
       let min = Infinity;
       for (const [id, x] of s.table) {
         if (!idle(id)) continue;
-        const n = counts.get(x.owner) ?? 0;
+        // With the idle rule: the principal holding the most first. Without it (the simulator's default): the least
+        // recently used of all, as before (so that the simulator's regression seeds keep their schedules).
+        const n = idleFor > 0 ? (counts.get(x.owner) ?? 0) : 0;
         if (n > most || (n === most && x.used < min)) { most = n; min = x.used; evict = id; }
       }
       if (evict === null) return null;
