@@ -288,6 +288,14 @@ describe('scans and batches over the data store (in process)', () => {
     // An mput item with a ttl expires like a put's value: once gone, no scan lists it and mget says NOT_FOUND.
     expect((await net.call(b, 'mput', { b: [[items[1], Buffer.from('brief'), [sess[1], 2, 2], null, 150]] })).r).toEqual([{ n: 2 }]);
     expect((await scanAll(net, a, 'm/', 10)).map((x) => x[0])).toEqual(['m/1', 'm/2', 'm/3']);
+    // A scanned value with a ttl carries what is left of it (an export keeps it); the others carry none.
+    const sh2 = shardOf('m/2', fast.shards as number);
+    const withTtl = ((await net.call(b, 'scan', { sh: sh2, p: Buffer.from('m/2'), l: 5 })).e as unknown[][])[0] as unknown[];
+    expect(withTtl.length).toBe(4);
+    expect(withTtl[3]).toBeGreaterThan(0);
+    expect(withTtl[3]).toBeLessThanOrEqual(150 * 1.01 + 20); // never early: whole ticks, stretched by the drift bound
+    const sh1 = shardOf('m/1', fast.shards as number);
+    expect(((await net.call(b, 'scan', { sh: sh1, p: Buffer.from('m/1'), l: 5 })).e as unknown[][])[0]?.length).toBe(3);
     await new Promise((r) => setTimeout(r, 400));
     for (const at of [a, b, c]) expect((await scanAll(net, at, 'm/', 10)).map((x) => x[0])).toEqual(['m/1', 'm/3']);
     expect(((await net.call(c, 'mget', { ks: [items[1]] })).r as Array<Record<string, unknown>>)[0]?.e).toBe('NOT_FOUND');

@@ -5,7 +5,8 @@
  *   scan  {sh, p?, a?, l, b?, v?, ns?}  one page of range `sh`: keys with prefix p, strictly after a, at most l
  *                                       entries and about b bytes, with values if v; ns: the namespaces the
  *                                       caller holds a right in (names, no values) instead of keys
- *                                       -> {e: [[key, value | null, version], ...], m: more?, S: ranges}
+ *                                       -> {e: [[key, value | null, version, ttlMs?], ...], m: more?, S: ranges}
+ *                                       (ttlMs: what is left of a value's ttl, rounded up)
  *   scanf {same, pk}                    peer only: the same at the range's owner, with the caller's proven
  *                                       principal key (pk, or null) set by the entry node -> {e, m} | {no: hint}
  *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?, t?}, ...]} in order
@@ -18,7 +19,7 @@
  * exactly the single operation (access check, session ids, retries): a batch is not a transaction.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
+import { keyBytesMax, ttlMsMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import { principalBytesMax, principalFromBytes } from '../../protocol/principal.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
@@ -28,6 +29,7 @@ import { expiredHere, type ScanDecision, type ScanEntry, type ScanView, selectPa
 import type { NodeRef } from '../ring/index.ts';
 import type { CallerContext } from '../server.ts';
 import { clientOpDeadlineMs, type DataStore, retryable } from './data-store.ts';
+import { dataTickMs } from './op-wire.ts';
 import type { OpSpec } from './ops.ts';
 
 /** Entries one page may hold (per range). */
@@ -126,7 +128,15 @@ function encodeScan(q: ScanRequest, principal: Buffer | null): Record<string, un
   };
 }
 
-type LocalScan = { ok: true; entries: ScanEntry[]; more: boolean } | { ok: false; code: 'UNAVAILABLE' | 'NOT_OWNER'; hint: string | null };
+/** A page entry as it leaves the owner: the scan core's, with the ttl left instead of a local deadline. */
+export interface PageEntry {
+  readonly key: string;
+  readonly value: string | null;
+  readonly version: number;
+  readonly ttlMs?: number;
+}
+
+type LocalScan = { ok: true; entries: PageEntry[]; more: boolean } | { ok: false; code: 'UNAVAILABLE' | 'NOT_OWNER'; hint: string | null };
 
 /**
  * One page of one range here, as its owner: each round reads the range's view under the lease valid at that
@@ -158,7 +168,7 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
       if (expiredHere(f ? f.prev : cur.data.get(k), curNow)) return { wait: store.local({ kind: 'get', key: k }) };
       return true;
     };
-  const entries: ScanEntry[] = [];
+  const entries: PageEntry[] = [];
   let after = q.after === null ? null : base + q.after;
   let bytes = 0;
   let cur: ScanView = { data: new Map(), inflight: new Map() };
@@ -175,7 +185,9 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
       ...(live ? { live } : {}),
     });
     for (const e of page.entries) {
-      entries.push(q.ns ? { key: e.key.slice(aclPrefix.length), value: null, version: e.version } : e);
+      // A value with a ttl carries what is left of it (ms, rounded up: never early), for exports to keep.
+      const left = e.until === undefined ? {} : { ttlMs: Math.min(ttlMsMax, Math.max(1, (e.until - curNow) * dataTickMs)) };
+      entries.push(q.ns ? { key: e.key.slice(aclPrefix.length), value: null, version: e.version } : { key: e.key, value: e.value, version: e.version, ...left });
       bytes += e.key.length + (e.value?.length ?? 0);
     }
     if (!page.wait) return { ok: true, entries, more: page.more };
@@ -196,31 +208,32 @@ function namespaceGroup(key: string): string | null {
   return c.kind === 'namespace' ? `${c.ns}/` : null;
 }
 
-function entriesToWire(entries: readonly ScanEntry[]): unknown[] {
-  return entries.map((e) => [Buffer.from(e.key, 'latin1'), e.value === null ? null : Buffer.from(e.value, 'latin1'), e.version]);
+function entriesToWire(entries: readonly PageEntry[]): unknown[] {
+  return entries.map((e) => [Buffer.from(e.key, 'latin1'), e.value === null ? null : Buffer.from(e.value, 'latin1'), e.version, ...(e.ttlMs === undefined ? [] : [e.ttlMs])]);
 }
 
 /** A forwarded page from the owner, checked against the request (an attested peer, but bounded all the same). */
-function wireEntries(x: unknown, q: ScanRequest): ScanEntry[] {
+function wireEntries(x: unknown, q: ScanRequest): PageEntry[] {
   if (!Array.isArray(x) || x.length > q.limit) throw new EkvError('PROTOCOL', 'malformed scan page');
-  const out: ScanEntry[] = [];
+  const out: PageEntry[] = [];
   let last = q.after;
   for (const it of x) {
-    if (!Array.isArray(it) || it.length !== 3) throw new EkvError('PROTOCOL', 'malformed scan entry');
-    const [k, v, n] = it as [unknown, unknown, unknown];
+    if (!Array.isArray(it) || it.length < 3 || it.length > 4) throw new EkvError('PROTOCOL', 'malformed scan entry');
+    const [k, v, n, t] = it as [unknown, unknown, unknown, unknown];
+    if (t !== undefined && (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 1 || t > ttlMsMax)) throw new EkvError('PROTOCOL', 'malformed scan ttl');
     if (!(k instanceof Uint8Array) || k.length < 1 || k.length > keyBytesMax) throw new EkvError('PROTOCOL', 'malformed scan key');
     if (!(v === null || (v instanceof Uint8Array && v.length <= valueBytesMax)) || (v !== null) !== q.values) throw new EkvError('PROTOCOL', 'malformed scan value');
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new EkvError('PROTOCOL', 'malformed scan version');
     const key = Buffer.from(k).toString('latin1');
     if (!key.startsWith(q.prefix) || (last !== null && key <= last)) throw new EkvError('PROTOCOL', 'scan page out of order');
     last = key;
-    out.push({ key, value: v === null ? null : Buffer.from(v).toString('latin1'), version: n });
+    out.push({ key, value: v === null ? null : Buffer.from(v).toString('latin1'), version: n, ...(t === undefined ? {} : { ttlMs: t as number }) });
   }
   return out;
 }
 
 /** A page of one range, at its owner: here, or forwarded (following hints), retried while retryable until the deadline. */
-export async function runScan(store: DataStore, access: ScanAccess, q: ScanRequest, principal: Buffer | null, deadlineMs = clientOpDeadlineMs): Promise<{ entries: ScanEntry[]; more: boolean }> {
+export async function runScan(store: DataStore, access: ScanAccess, q: ScanRequest, principal: Buffer | null, deadlineMs = clientOpDeadlineMs): Promise<{ entries: PageEntry[]; more: boolean }> {
   const deadline = Date.now() + deadlineMs;
   for (let attempt = 0; ; attempt++) {
     let hint: string | null = null;

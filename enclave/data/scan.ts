@@ -47,6 +47,8 @@ export interface ScanEntry {
   /** null when values were not asked for. */
   readonly value: string | null;
   readonly version: number;
+  /** The entry's expiry deadline on this node's clock (ticks), when it has one (values with a ttl). */
+  readonly until?: number;
 }
 
 export interface ScanPage {
@@ -173,7 +175,7 @@ export function selectPage(view: ScanView, q: ScanQuery): ScanPage {
       const e = visible(view, k) as Entry;
       const cost = k.length + (q.values ? (e.value as string).length : 0) + scanEntryOverheadBytes;
       if (entries.length >= q.limit || (entries.length > 0 && bytes + cost > q.bytesMax)) return { entries, more: true, wait: null };
-      entries.push({ key: k, value: q.values ? e.value : null, version: e.version });
+      entries.push({ key: k, value: q.values ? e.value : null, version: e.version, ...(e.until !== undefined ? { until: e.until } : {}) });
       bytes += cost;
       pos = k;
     }
