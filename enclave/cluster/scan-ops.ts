@@ -9,7 +9,8 @@
  *                                       (ttlMs: what is left of a value's ttl, rounded up)
  *   scanf {same, pk}                    peer only: the same at the range's owner, with the caller's proven
  *                                       principal key (pk, or null) set by the entry node -> {e, m} | {no: hint}
- *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?, t?}, ...]} in order
+ *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?, t?}, ...]} in order; the
+ *                                       answer may end early (at least one item) to fit a frame: ask again for the rest
  *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null, ttl?], ...]} -> {r: [{n} | {e, m, n?, t?}, ...]}
  *                                       (an item's refusal carries what the RPC refusal would: protocol/rpc.ts)
  *
@@ -25,7 +26,7 @@ import { principalBytesMax, principalFromBytes } from '../../protocol/principal.
 import type { RpcResult } from '../../protocol/rpc.ts';
 import type { AccessCheck } from '../access/index.ts';
 import { classifyKey } from '../acl/index.ts';
-import { expiredHere, type ScanDecision, type ScanEntry, type ScanView, selectPage } from '../data/index.ts';
+import { expiredHere, type ScanDecision, type ScanView, scanEntryOverheadBytes, selectPage } from '../data/index.ts';
 import type { NodeRef } from '../ring/index.ts';
 import type { CallerContext } from '../server.ts';
 import { clientOpDeadlineMs, type DataStore, retryable } from './data-store.ts';
@@ -38,8 +39,10 @@ export const scanPageKeysMax = 1000;
 export const scanPageBytesMax = 256 * 1024;
 /** Items of one mget or mput request. */
 export const batchItemsMax = 256;
-/** Value bytes of one mget answer; items past it answer UNAVAILABLE with BATCH_FULL (the SDK asks again). */
-export const mgetAnswerBytesMax = valueBytesMax;
+/** Bytes of one mget answer (values, messages, overhead): it ends before the item that would pass it (the SDK asks again). */
+export const mgetAnswerBytesMax = valueBytesMax + 2048;
+/** Per mget item beyond its value and message: CBOR heads, the version, field names. */
+const mgetItemOverheadBytes = 32;
 /** Times one page may wait for access documents before it answers with what it has. */
 export const scanWaitsMax = 32;
 /** The reserved prefix of namespace ACLs (enclave/acl/keys.ts aclStorageKey). */
@@ -179,7 +182,8 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
     cur = view;
     curNow = store.clockTicks();
     const page = selectPage(view, {
-      prefix: base + q.prefix, after, limit: q.limit - entries.length, bytesMax: Math.max(1, q.bytesMax - bytes), values: q.values, decide,
+      // A page continued after a wait stays within the caller's bytes: only the page's very first entry may pass them.
+      prefix: base + q.prefix, after, limit: q.limit - entries.length, bytesMax: Math.max(0, q.bytesMax - bytes), bytesStrict: entries.length > 0, values: q.values, decide,
       // A data key's read right depends on its namespace alone (docs/access-control.md): a refused namespace is skipped whole.
       ...(q.ns ? {} : { groupOf: namespaceGroup }),
       ...(live ? { live } : {}),
@@ -188,7 +192,7 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
       // A value with a ttl carries what is left of it (ms, rounded up: never early), for exports to keep.
       const left = e.until === undefined ? {} : { ttlMs: Math.min(ttlMsMax, Math.max(1, (e.until - curNow) * dataTickMs)) };
       entries.push(q.ns ? { key: e.key.slice(aclPrefix.length), value: null, version: e.version } : { key: e.key, value: e.value, version: e.version, ...left });
-      bytes += e.key.length + (e.value?.length ?? 0);
+      bytes += e.key.length + (e.value?.length ?? 0) + scanEntryOverheadBytes;
     }
     if (!page.wait) return { ok: true, entries, more: page.more };
     // The filter's answer for that key arrives with the document; the next round decides it from the lease.
@@ -318,16 +322,17 @@ export function scanOps(c: ScanOpsInit): Array<[string, OpSpec]> {
       run: async (req, ctx) => {
         const ks = batchList(req.ks, 'ks');
         const rs = await Promise.all(ks.map((k) => c.runData('get', { k }, ctx).then((r) => r as Record<string, unknown>, itemError)));
-        // The answer fits a frame: values past the budget are left for the client to ask again.
+        // The answer fits a frame: it stops before the item that would take it past the budget (the first item is
+        // always answered); the client asks again for the items it did not get (BATCH_FULL).
         let bytes = 0;
-        let taken = 0;
-        const r = rs.map((x) => {
-          if (!(x.v instanceof Uint8Array)) return x;
-          bytes += x.v.length;
-          if (taken++ > 0 && bytes > mgetAnswerBytesMax) return { e: 'UNAVAILABLE', m: 'BATCH_FULL: the answer is full, ask again' };
-          return x;
-        });
-        return { r };
+        let n = 0;
+        for (const x of rs) {
+          const size = (x.v instanceof Uint8Array ? x.v.length : 0) + (typeof x.m === 'string' ? x.m.length : 0) + mgetItemOverheadBytes;
+          if (n > 0 && bytes + size > mgetAnswerBytesMax) break;
+          bytes += size;
+          n++;
+        }
+        return { r: rs.slice(0, n) };
       },
     }],
     ['mput', {
