@@ -421,7 +421,7 @@ export class EkvClient {
    * not). Each item is exactly a put in its range's write session, with its own (session, seq) reused on every
    * retry, so no item is applied twice.
    */
-  mput(entries: ReadonlyArray<readonly [Bytes, Bytes] | { key: Bytes; value: Bytes; ifVersion?: number }>): Promise<MputResult[]> {
+  mput(entries: ReadonlyArray<readonly [Bytes, Bytes] | { key: Bytes; value: Bytes; ifVersion?: number; ttlMs?: number }>): Promise<MputResult[]> {
     return mput(this.port(), entries);
   }
 

@@ -8,6 +8,7 @@ import {
   type Outbound, peerBodyToWire, ttlTicksHere, validateLogRecord, validatePeerBody,
 } from '../enclave/data/index.ts';
 import { DataError } from '../enclave/data/errors.ts';
+import { selectPage } from '../enclave/data/scan.ts';
 
 const base: DataConfig = {
   replicas: 3, shards: 1, leaseTicks: 50, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 10, heartbeatTicks: 5,
@@ -225,6 +226,22 @@ describe('expiry in the data core', () => {
     expect(get(net, 'b')).toMatchObject({ found: true, value: '2', version: 2 });
     net.run(40);
     expect(get(net, 'b')).toMatchObject({ found: false, version: 3 });
+  });
+
+  it('a scan skips a value past its deadline here (expiredHere), before and after its tombstone', () => {
+    const { net, session } = started();
+    put(net, session, 'a', '1', { ttl: 10 });
+    put(net, session, 'b', '2');
+    const keysAt = (): string[] => {
+      const view = net.node(net.owner()).scanView(0, net.now);
+      if (!view) throw new Error('no view');
+      return selectPage(view, { prefix: '', after: null, limit: 10, bytesMax: 1 << 20, values: false, decide: () => true, live: (_k, e) => !expiredHere(e, net.now) }).entries.map((e) => e.key);
+    };
+    expect(keysAt()).toEqual(['a', 'b']);
+    net.now += 11; // past the deadline, not collected yet
+    expect(keysAt()).toEqual(['b']);
+    net.run(2);
+    expect(keysAt()).toEqual(['b']);
   });
 
   it('broken: expiryLocalOnly answers "absent" from the owner\'s clock alone, with no tombstone anywhere', () => {

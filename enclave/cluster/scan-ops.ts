@@ -156,7 +156,8 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
     if (view === null) return { ok: false, code: 'UNAVAILABLE', hint: null };
     const page = selectPage(view, {
       prefix: base + q.prefix, after, limit: q.limit - entries.length, bytesMax: Math.max(1, q.bytesMax - bytes), values: q.values, decide,
-      ...(live ? { live } : {}),
+      // Expired values are skipped (never early: only past this node's own deadline), as a get would not return them.
+      live: live ?? ((_k, e) => !store.expiredNow(e)),
     });
     for (const e of page.entries) {
       entries.push(q.ns ? { key: e.key.slice(aclPrefix.length), value: null, version: e.version } : e);
