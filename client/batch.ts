@@ -102,8 +102,11 @@ export class Batcher {
         if (a === null || typeof a !== 'object') return x.reject(new EkvError('PROTOCOL', `malformed ${op} item`));
         if (a.e === undefined) return x.resolve(a as RpcResult);
         const code = isEkvErrorCode(a.e) ? a.e : 'PROTOCOL';
-        const version = typeof a.n === 'number' && Number.isSafeInteger(a.n) ? a.n : undefined;
-        x.reject(new EkvError(code, typeof a.m === 'string' ? a.m.slice(0, 500) : code, version === undefined ? undefined : { version }));
+        // As the RPC client reads a refusal (protocol/rpc.ts): n the version, t a CONFLICT's absentAt.
+        const nat = (v: unknown): number | undefined => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : undefined);
+        const version = nat(a.n);
+        const absentAt = nat(a.t);
+        x.reject(new EkvError(code, typeof a.m === 'string' ? a.m.slice(0, 500) : code, { ...(version === undefined ? {} : { version }), ...(absentAt === undefined ? {} : { absentAt }) }));
       });
     }, (err: unknown) => {
       for (const x of items) x.reject(err);

@@ -45,7 +45,8 @@ describe('fault simulator (issue 11)', () => {
   });
 
   // Each broken build against the fault mix of the table row it reopens; the first failing seed is enough.
-  const broken: Array<[string, SimOptions['broken'], FaultName[] | undefined]> = [
+  // (An optional fourth field widens the seed search for flags whose bug needs a rarer schedule.)
+  const broken: Array<[string, SimOptions['broken'], FaultName[] | undefined, number?]> = [
     ['fencing off (row 1: a paused owner resumes and writes)', { noFencing: true }, ['stale-owner']],
     ['lease wait off (row 1: a cut-off owner keeps reading)', { noLeaseWait: true }, ['isolate']],
     ['dedup off (row 2: retries applied twice)', { noDedup: true }, undefined],
@@ -53,13 +54,13 @@ describe('fault simulator (issue 11)', () => {
     // Expiry (docs/consistency.md "Expiry"; the tombstone not sealed, which a whole-ring restart resurrects, is
     // shown by test/data-expiry.test.ts: in this mix a later write or a reconfiguration's snapshot usually seals over it).
     ['expiry not replicated (each owner answers "absent" by its own clock alone)', { expiryLocalOnly: true }, undefined],
-    ['deadlines compared across nodes (a range moved with its sender\'s absolute deadline: early expiry)', { absoluteDeadlines: true }, undefined],
+    ['deadlines compared across nodes (a range moved with its sender\'s absolute deadline: early expiry)', { absoluteDeadlines: true }, undefined, 60],
   ];
-  for (const [name, flags, mix] of broken) {
+  for (const [name, flags, mix, seedsMax = 30] of broken) {
     it(`catches a broken build: ${name}`, () => {
       let failing: number | null = null;
-      for (let seed = 1; seed <= 30 && failing === null; seed++) if (!runSeed(seed, flags, false, mix).ok) failing = seed;
-      expect(failing, 'no failing seed in 1..30').not.toBeNull();
+      for (let seed = 1; seed <= seedsMax && failing === null; seed++) if (!runSeed(seed, flags, false, mix).ok) failing = seed;
+      expect(failing, `no failing seed in 1..${seedsMax}`).not.toBeNull();
       // The same seed passes on the correct build: the failure is the flag's doing.
       expect(runSeed(failing as number, undefined, false, mix).ok).toBe(true);
     }, 120_000);
@@ -69,7 +70,9 @@ describe('fault simulator (issue 11)', () => {
   // was one): they must pass on the correct build, and a broken one must still fail, so the seed keeps its bite.
   // `ttl: false`: found before the workload had puts with a ttl (a seed's schedule depends on its workload).
   const regressions: Array<{ seed: number; mix: FaultName[]; why: string; broken?: SimOptions['broken']; ttl?: boolean }> = [
-    { seed: 186, mix: ['kill', 'pause', 'partition', 'net-lossy'], broken: { noWitnessCheck: true }, ttl: false, why: 'a node rolled back (prefix of its log) votes again with forgotten promises: two writes acknowledged at one version' },
+    // Seed 186 of kill,pause,partition,net-lossy found this first; later changes to the core (session opens, R8)
+    // moved its schedule off the bug, so the bite is kept by seed 12 of the kill-only mix (checked both ways below).
+    { seed: 12, mix: ['kill'], broken: { noWitnessCheck: true }, ttl: false, why: 'a node rolled back (prefix of its log) votes again with forgotten promises: two writes acknowledged at one version' },
   ];
   for (const r of regressions) {
     it(`regression seed ${r.seed} (${r.mix.join(',')}): ${r.why}`, () => {
@@ -86,11 +89,15 @@ describe('fault simulator (issue 11)', () => {
     checkRun(new FaultSim({ ...defaultSimOptions, seed, scans: 0.15, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}) }).run());
   it('scans in the workload: every scanned value linearizable per key (40 seeds)', () => {
     const failures: string[] = [];
+    // A key whose history the checker could not search to the end (many writes of unknown outcome plus optional
+    // expiries) is neither proven nor refuted: such seeds are counted apart and must stay rare.
+    const exhausted: string[] = [];
     for (let seed = 1; seed <= 40; seed++) {
       const v = scanRun(seed);
-      if (!v.ok) failures.push(`seed ${seed}: ${v.problems[0]}`);
+      for (const p of v.problems) (p.includes('search exhausted') ? exhausted : failures).push(`seed ${seed}: ${p}`);
     }
     expect(failures).toEqual([]);
+    expect(exhausted.length, exhausted.join('\n')).toBeLessThanOrEqual(2);
   }, 120_000);
 
   it('catches a broken build: scans served without the read lease (a cut-off owner scans stale values)', () => {

@@ -8,8 +8,9 @@
  *                                       -> {e: [[key, value | null, version], ...], m: more?, S: ranges}
  *   scanf {same, pk}                    peer only: the same at the range's owner, with the caller's proven
  *                                       principal key (pk, or null) set by the entry node -> {e, m} | {no: hint}
- *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?}, ...]} in order
- *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null], ...]} -> {r: [{n} | {e, m, n?}, ...]}
+ *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?, t?}, ...]} in order
+ *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null], ...]} -> {r: [{n} | {e, m, n?, t?}, ...]}
+ *                                       (an item's refusal carries what the RPC refusal would: protocol/rpc.ts)
  *
  * A scan is served only by a range's active owner with a read lease valid at the moment it reads (the
  * condition of a get), and a page is filtered by the caller's read right before its limit is applied, at the
@@ -19,8 +20,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
+import { principalBytesMax, principalFromBytes } from '../../protocol/principal.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import type { AccessCheck } from '../access/index.ts';
+import { classifyKey } from '../acl/index.ts';
 import { type ScanDecision, type ScanEntry, selectPage } from '../data/index.ts';
 import type { NodeRef } from '../ring/index.ts';
 import type { CallerContext } from '../server.ts';
@@ -156,6 +159,8 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
     if (view === null) return { ok: false, code: 'UNAVAILABLE', hint: null };
     const page = selectPage(view, {
       prefix: base + q.prefix, after, limit: q.limit - entries.length, bytesMax: Math.max(1, q.bytesMax - bytes), values: q.values, decide,
+      // A data key's read right depends on its namespace alone (docs/access-control.md): a refused namespace is skipped whole.
+      ...(q.ns ? {} : { groupOf: namespaceGroup }),
       // Expired values are skipped (never early: only past this node's own deadline), as a get would not return them.
       live: live ?? ((_k, e) => !store.expiredNow(e)),
     });
@@ -174,6 +179,11 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
   // Too many documents to fetch for one page: answer what was found (resuming after its last entry), or ask again.
   if (entries.length > 0) return { ok: true, entries, more: true };
   return { ok: false, code: 'UNAVAILABLE', hint: null };
+}
+
+function namespaceGroup(key: string): string | null {
+  const c = classifyKey(key);
+  return c.kind === 'namespace' ? `${c.ns}/` : null;
 }
 
 function entriesToWire(entries: readonly ScanEntry[]): unknown[] {
@@ -239,7 +249,8 @@ export interface ScanOpsInit {
 }
 
 function itemError(err: unknown): Record<string, unknown> {
-  if (err instanceof EkvError) return { e: err.code, m: err.message, ...(err.version !== undefined ? { n: err.version } : {}) };
+  // The same fields as an RPC refusal (protocol/rpc.ts): n a CONFLICT's (or NOT_FOUND's) version, t absentAt.
+  if (err instanceof EkvError) return { e: err.code, m: err.message, ...(err.version !== undefined ? { n: err.version } : {}), ...(err.absentAt !== undefined ? { t: err.absentAt } : {}) };
   throw err;
 }
 
@@ -265,7 +276,14 @@ export function scanOps(c: ScanOpsInit): Array<[string, OpSpec]> {
       // The entry node (an attested enclave of this ring running this image) names the caller's proven key.
       run: async (req) => {
         const q = decodeScan(req, c.data.cfg.shards);
-        const pk = req.pk === null || req.pk === undefined ? null : optBytes(req.pk, 'principal', 1, 256);
+        const pk = req.pk === null || req.pk === undefined ? null : optBytes(req.pk, 'principal', 1, principalBytesMax);
+        if (pk !== null) {
+          try {
+            principalFromBytes(pk);
+          } catch {
+            throw new EkvError('BAD_REQUEST', 'bad forwarded principal');
+          }
+        }
         const r = await scanHere(c.data, access, q, pk);
         if (r.ok) return { e: entriesToWire(r.entries), m: r.more };
         if (r.code === 'NOT_OWNER') return { no: r.hint ?? '' };

@@ -19,7 +19,8 @@
  * is the client port's relay, both reach enclave-5000), vsock-proxy (a unix-to-TCP forwarder to the emulated
  * KMS), SSM and S3 (files), IMDS and KMS (emulated).
  *
- * Then: first boot, a client, kill -9 of an enclave under a writer (watchdog, health red then green, no
+ * Then: first boot (the three nodes started at once, as a first deploy starts its instances: with R = 3 a lone
+ * founder never serves, so nothing waits for node 0 alone), a client, kill -9 of an enclave under a writer (watchdog, health red then green, no
  * acknowledged write lost), a credentials rotation, and a node told to run an image the key policy does not
  * admit yet (refused by KMS, says why, the ring keeps serving; back on the admitted image it recovers).
  */
@@ -45,7 +46,13 @@ import { verifyAttestation } from '../../verifier/index.ts';
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const ekvBin = join(repo, 'bin', 'ekv.js');
 const hostUnit = join(repo, 'infra', 'host', 'ekv-host.service');
-const nodeCount = 3;
+/**
+ * Nodes of the rehearsed deployment: R + 1, as docs/deploy.md section 7 recommends. With R = 3 and three nodes
+ * one node down stops the whole ring (every range has all three as members; a read needs every member's lease
+ * grant and a write R acknowledgements, and no configuration of fewer than R members is ever proposed), so the
+ * steps that take one node out (an image the key policy refuses) could not show the ring serving on.
+ */
+const nodeCountDefault = 4;
 /** The hosts' and enclaves' log level (host.log in each node's directory; --keep keeps them). */
 const logLevel = process.env.EKV_REHEARSAL_LOG_LEVEL ?? 'warn';
 const region = 'us-east-1'; // the local key ARN's
@@ -61,6 +68,8 @@ export interface RehearsalOptions {
    * time of the kill, whose relaunch must unseal with rotated ones, which is checked), and a roll of one node only.
    */
   short?: boolean;
+  /** Nodes (default 4: R + 1). */
+  nodes?: number;
 }
 
 export interface RehearsalReport {
@@ -78,9 +87,9 @@ function pcrsOf(path: string): Pcrs {
 }
 
 /** The stack as `cdk deploy` would create it, from the same app (infra/bin/app.ts). */
-function synthesize(dir: string, pcrsFile: string, extra: Record<string, string> = {}): Template {
+function synthesize(dir: string, nodeCount: number, pcrsFile: string, extra: Record<string, string> = {}): Template {
   const app = new App({ outdir: join(dir, 'cdk.out'), context: {
-    region, pcrsFile, nodeCount: '3', adminRoleArn: 'arn:aws:iam::111122223333:role/ekv-key-admin',
+    region, pcrsFile, nodeCount: String(nodeCount), adminRoleArn: 'arn:aws:iam::111122223333:role/ekv-key-admin',
     artifactsUri: 's3://ekv-rehearsal/release-a', amiId: 'ami-0123456789abcdef0', ...extra,
   } });
   return Template.fromStack(buildApp(app).stack);
@@ -162,17 +171,18 @@ function refusalOf(log: string): string {
 }
 
 /**
- * A read, retried for a few seconds: right after a node dies the ring may still route to it until its failure
+ * A read, retried up to a deadline (30 s): right after a node dies the ring may still route to it until its failure
  * detector has noticed (a timeout, not a wrong answer). A wrong value is never retried: it fails the rehearsal.
  */
-async function read(kv: EkvClient, key: string): Promise<string> {
-  for (let attempt = 0; ; attempt++) {
+async function read(kv: EkvClient, key: string, deadlineMs = 30_000): Promise<string> {
+  const start = Date.now();
+  for (;;) {
     try {
       return (await kv.get(key)).toString();
     } catch (err) {
       const code = (err as { code?: string }).code;
-      if (attempt >= 10 || (code !== 'TIMEOUT' && code !== 'UNAVAILABLE')) throw err;
-      await new Promise((r) => setTimeout(r, 1000));
+      if (Date.now() - start > deadlineMs || (code !== 'TIMEOUT' && code !== 'UNAVAILABLE')) throw err;
+      await new Promise((r) => setTimeout(r, 500));
     }
   }
 }
@@ -201,6 +211,7 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
   const log = o.log ?? ((l: string) => process.stderr.write(`rehearse: ${l}\n`));
   const dir = resolve(o.dir ?? mkdtempSync(join(tmpdir(), 'ekv-rh-')));
   const t0 = Date.now();
+  const nodeCount = o.nodes ?? nodeCountDefault;
   const timings: Record<string, number> = {};
   const lap = (name: string, since: number) => (timings[name] = Date.now() - since);
   const cleanup: Array<() => Promise<void> | void> = [];
@@ -221,7 +232,7 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     writeFileSync(join(dir, 'pcrs-a.json'), JSON.stringify(pcrsA, null, 2));
     writeFileSync(join(dir, 'pcrs-b.json'), JSON.stringify(pcrsB, null, 2));
     let s = Date.now();
-    const template = synthesize(dir, join(dir, 'pcrs-a.json'));
+    const template = synthesize(dir, nodeCount, join(dir, 'pcrs-a.json'));
     lap('synth', s);
     const policy = emulatedPolicy(template);
     log(`images A ${pcrsA.PCR0.slice(0, 12)}… B ${pcrsB.PCR0.slice(0, 12)}…; key policy from the template admits ${JSON.stringify(policy.recipientConditions['kms:RecipientAttestation:ImageSha384']).slice(0, 20)}…`);
@@ -283,13 +294,23 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
       return node;
     };
 
+    // First boot as a first deploy does it: every instance at once (CloudFormation waits for none to serve).
+    // Nothing may wait for node 0 alone: with R = 3 a lone founder never serves (each range needs R members, so
+    // its /healthz stays 503 NOT_SERVING until two more have joined). Node 0 founds the ring (ring secret, ring
+    // id); the joiners' hosts fetch the ring secret from node 0's host and only then launch their enclaves.
     s = Date.now();
-    nodes.push(startNode(0));
-    await until('node0 healthy (founds the ring)', () => healthy(nodes[0]!), 60_000);
-    lap('bootNode0', s);
-    for (let i = 1; i < nodeCount; i++) nodes.push(startNode(i));
-    await until('all nodes healthy', async () => (await Promise.all(nodes.map(healthy))).every(Boolean), 90_000);
+    for (let i = 0; i < nodeCount; i++) nodes.push(startNode(i));
+    const firstHealthy: Record<string, number> = {};
+    await until('all nodes healthy', async () => {
+      const up = await Promise.all(nodes.map(async (n) => {
+        const ok = await healthy(n).catch(() => false);
+        if (ok) firstHealthy[n.name] ??= Date.now() - s;
+        return ok;
+      }));
+      return up.every(Boolean);
+    }, 150_000);
     lap('firstBoot', s);
+    for (const [name, ms] of Object.entries(firstHealthy)) timings[`firstBoot_${name}`] = ms;
     log(`first boot: ${nodeCount} nodes serving after ${timings.firstBoot} ms`);
 
     // ---- the client's cluster file, from stack outputs shaped as the template's
@@ -389,7 +410,7 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     // ---- a rolling upgrade A -> B under a writer: one deploy puts both images in the key policy and the release;
     // then one node at a time is told to run B and its enclave relaunched; then a deploy retires A.
     s = Date.now();
-    const rollTemplate = synthesize(dir, join(dir, 'pcrs-a.json'), { nextPcrsFile: join(dir, 'pcrs-b.json'), nextArtifactsUri: 's3://ekv-rehearsal/release-b' });
+    const rollTemplate = synthesize(dir, nodeCount, join(dir, 'pcrs-a.json'), { nextPcrsFile: join(dir, 'pcrs-b.json'), nextArtifactsUri: 's3://ekv-rehearsal/release-b' });
     await kms.close();
     kms = await startKms(emulatedPolicy(rollTemplate));
     for (const n of nodes) writeFileSync(join(n.state, 'release.json'), releaseValue(rollTemplate));
@@ -426,7 +447,7 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     }
     if (!o.short) {
       // End of the roll: the key policy and the release name B alone.
-      const done = synthesize(dir, join(dir, 'pcrs-b.json'), { artifactsUri: 's3://ekv-rehearsal/release-b' });
+      const done = synthesize(dir, nodeCount, join(dir, 'pcrs-b.json'), { artifactsUri: 's3://ekv-rehearsal/release-b' });
       await kms.close();
       kms = await startKms(emulatedPolicy(done));
       for (const n of nodes) writeFileSync(join(n.state, 'release.json'), releaseValue(done));
@@ -459,7 +480,13 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
   const keep = process.argv.includes('--keep');
-  rehearse({ keep, short: process.argv.includes('--short') }).then((r) => {
+  const at = process.argv.indexOf('--nodes');
+  const nodes = at > 0 ? Number(process.argv[at + 1]) : undefined;
+  if (nodes !== undefined && !(Number.isInteger(nodes) && nodes >= 3 && nodes <= 8)) {
+    process.stderr.write('rehearse: --nodes must be an integer from 3 to 8\n');
+    process.exit(2);
+  }
+  rehearse({ keep, short: process.argv.includes('--short'), ...(nodes ? { nodes } : {}) }).then((r) => {
     process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
   }).catch((err: unknown) => {
     process.stderr.write(`rehearse: FAILED: ${(err as Error).stack ?? String(err)}\n`);

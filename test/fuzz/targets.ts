@@ -8,6 +8,8 @@ import { Duplex } from 'node:stream';
 import { encodeRingValue } from '../../enclave/cluster/codec.ts';
 import { decodeLogRecord, decodePeerBatch, encodeLogRecord, encodePeerBatch } from '../../enclave/cluster/data-wire.ts';
 import { decodeClientKey, decodeDataOp, decodeForward, type DataOpName } from '../../enclave/cluster/op-wire.ts';
+import { decodeScan } from '../../enclave/cluster/scan-ops.ts';
+import { decodeCursor, encodeCursor } from '../../client/scan.ts';
 import { DataError, type PeerBody, shardOf, type Sessions } from '../../enclave/data/index.ts';
 import { HostConfigError, parseNodeConfig } from '../../enclave/host-config.ts';
 import { NsmError, StreamNsm } from '../../enclave/nsm.ts';
@@ -384,6 +386,29 @@ export const targets: FuzzTarget[] = [
         }
       }
       decodeForward(r, dataShards, shardOfKey);
+    },
+    typed: [EkvError],
+  },
+  {
+    // Scans (docs/scans.md): a scan request as the enclave decodes it (client `scan` and peer `scanf`), and the
+    // SDK's cursor decoder on the same bytes taken as text.
+    name: 'scan-request',
+    layout: 'cbor',
+    weight: 1,
+    seeds: () => [
+      encodeCbor({ sh: 3, p: Buffer.from('team/'), a: Buffer.from('team/a'), l: 100, b: 65536, v: true }),
+      encodeCbor({ sh: 0, l: 1, ns: true, p: Buffer.from('te'), pk: randomBytes(32) }),
+      Buffer.from(encodeCursor(Buffer.from('team/'), Buffer.from('team/plan'))),
+    ],
+    run: (b) => {
+      try {
+        decodeCursor(b.toString('latin1'), Buffer.from('team/'));
+      } catch (err) {
+        if (!(err instanceof EkvError)) throw err;
+      }
+      const req = decodeCbor(b);
+      if (req === null || typeof req !== 'object' || Array.isArray(req)) return;
+      decodeScan(req as Record<string, unknown>, dataShards);
     },
     typed: [EkvError],
   },
