@@ -90,7 +90,7 @@ export class Batcher {
     this.requests++;
     const args = op === 'mget'
       ? { ks: items.map((x) => x.args.k) }
-      : { b: items.map((x) => [x.args.k, x.args.v, x.args.s, x.args.iv ?? null]) };
+      : { b: items.map((x) => [x.args.k, x.args.v, x.args.s, x.args.iv ?? null, ...(x.args.t === undefined ? [] : [x.args.t])]) };
     c.call(op, args).then((r) => {
       const rs = r.r;
       if (!Array.isArray(rs) || rs.length !== items.length) {
@@ -169,7 +169,7 @@ export async function mput(port: ClientPort, entries: ReadonlyArray<readonly [By
   return Promise.all(items.map(async ({ key, v, o }): Promise<MputResult> => {
     try {
       const opts = { ...(o?.ifVersion === undefined ? {} : { ifVersion: o.ifVersion }), ...(o?.ttlMs === undefined ? {} : { ttlMs: o.ttlMs }) };
-      const version = await port.put(key, v as Bytes, opts.ifVersion === undefined && opts.ttlMs === undefined ? undefined : opts, b.send);
+      const version = await port.put(key, v as Bytes, opts, b.send);
       return { ok: true, key, version };
     } catch (err) {
       return { ok: false, key, error: asError(err) };

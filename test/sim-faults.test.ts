@@ -66,6 +66,15 @@ describe('fault simulator (issue 11)', () => {
     }, 120_000);
   }
 
+  // R1 (docs/durability.md): a get's answer leaves once its range's records are durable. With the tag broken
+  // (readsDependOnNothing) a one-member range shows a write a crash then loses; seed 10 at R = 1 on 3 nodes
+  // was the first of four failing seeds in 1..60 (not linearizable), and passes on the correct build.
+  it('catches a broken build: reads that wait for no record (R1), one replica', () => {
+    const shape = { replicas: 1, nodes: 3 };
+    expect(runSeed(10, { readsDependOnNothing: true }, false, undefined, shape).ok).toBe(false);
+    expect(runSeed(10, undefined, false, undefined, shape).ok).toBe(true);
+  }, 120_000);
+
   // Seeds that failed during development, each with the fault mix it failed under (and the broken build, if it
   // was one): they must pass on the correct build, and a broken one must still fail, so the seed keeps its bite.
   // `ttl: false`: found before the workload had puts with a ttl (a seed's schedule depends on its workload).
@@ -85,20 +94,44 @@ describe('fault simulator (issue 11)', () => {
 
   // Scans (docs/scans.md) in the workload: each scanned value is a get linearized within the scan, so no scan
   // returns a value older than a write acknowledged before it started; and a scan that skips the lease is caught.
-  const scanRun = (seed: number, broken?: SimOptions['broken'], mix?: FaultName[]) =>
-    checkRun(new FaultSim({ ...defaultSimOptions, seed, scans: 0.15, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}) }).run());
-  it('scans in the workload: every scanned value linearizable per key (40 seeds)', () => {
+  // (Without ttl puts: with expiries, which the checker treats as optional operations, and many scanned reads, the
+  // search exhausts on some keys; the second test runs them together and counts only decided keys.)
+  const scanRun = (seed: number, broken?: SimOptions['broken'], mix?: FaultName[], ttl = false) =>
+    checkRun(new FaultSim({ ...defaultSimOptions, seed, scans: 0.15, ttl, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}) }).run());
+  it('scans in the workload: every scanned value linearizable per key (30 seeds)', () => {
     const failures: string[] = [];
     // A key whose history the checker could not search to the end (many writes of unknown outcome plus optional
     // expiries) is neither proven nor refuted: such seeds are counted apart and must stay rare.
     const exhausted: string[] = [];
-    for (let seed = 1; seed <= 40; seed++) {
+    for (let seed = 1; seed <= 30; seed++) {
       const v = scanRun(seed);
       for (const p of v.problems) (p.includes('search exhausted') ? exhausted : failures).push(`seed ${seed}: ${p}`);
     }
     expect(failures).toEqual([]);
     expect(exhausted.length, exhausted.join('\n')).toBeLessThanOrEqual(2);
   }, 120_000);
+
+  it('scans with expiring values: no scanned value contradicts an expiry (15 seeds, keys the checker decides)', () => {
+    const failures: string[] = [];
+    let exhausted = 0;
+    for (let seed = 1; seed <= 15; seed++) {
+      const v = scanRun(seed, undefined, undefined, true);
+      exhausted += v.problems.filter((p) => p.includes('search exhausted')).length;
+      const real = v.problems.filter((p) => !p.includes('search exhausted'));
+      if (real.length > 0) failures.push(`seed ${seed}: ${real[0]}`);
+    }
+    expect(failures).toEqual([]);
+    expect(exhausted).toBeLessThan(15 * 5 / 3); // most keys are decided
+  }, 180_000);
+
+  // Found while choosing how scans treat expiry: skipping a value as soon as its deadline passed here (without
+  // waiting for the replicated tombstone, as a get waits) lets a later owner, whose deadline is later, serve it
+  // again after a scan said it was gone. Kept as a regression: it must fail broken and pass correct.
+  it('regression seed 6 (scans, ttl): a scan must not call a value gone before its expiry is replicated', () => {
+    const problems = (broken?: SimOptions['broken']) => scanRun(6, broken, undefined, true).problems.filter((p) => !p.includes('search exhausted'));
+    expect(problems()).toEqual([]);
+    expect(problems({ scanSkipsExpiredHere: true }).length).toBeGreaterThan(0);
+  }, 60_000);
 
   it('catches a broken build: scans served without the read lease (a cut-off owner scans stale values)', () => {
     let failing: number | null = null;

@@ -567,6 +567,11 @@ export class DataStore {
     return expiredHere(e, this.nowTicks());
   }
 
+  /** The enclave's monotonic clock in core ticks, read now (what scanView and expiry deadlines are measured in). */
+  clockTicks(): number {
+    return this.nowTicks();
+  }
+
   /** Whether this node's core is the active owner of a range (leased or not: a scan waits for the lease here). */
   activeOwner(shard: number): boolean {
     return this.driver.node?.isActiveOwner(shard) ?? false;

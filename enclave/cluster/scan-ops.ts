@@ -9,7 +9,7 @@
  *   scanf {same, pk}                    peer only: the same at the range's owner, with the caller's proven
  *                                       principal key (pk, or null) set by the entry node -> {e, m} | {no: hint}
  *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?, t?}, ...]} in order
- *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null], ...]} -> {r: [{n} | {e, m, n?, t?}, ...]}
+ *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null, ttl?], ...]} -> {r: [{n} | {e, m, n?, t?}, ...]}
  *                                       (an item's refusal carries what the RPC refusal would: protocol/rpc.ts)
  *
  * A scan is served only by a range's active owner with a read lease valid at the moment it reads (the
@@ -24,7 +24,7 @@ import { principalBytesMax, principalFromBytes } from '../../protocol/principal.
 import type { RpcResult } from '../../protocol/rpc.ts';
 import type { AccessCheck } from '../access/index.ts';
 import { classifyKey } from '../acl/index.ts';
-import { type ScanDecision, type ScanEntry, selectPage } from '../data/index.ts';
+import { expiredHere, type ScanDecision, type ScanEntry, type ScanView, selectPage } from '../data/index.ts';
 import type { NodeRef } from '../ring/index.ts';
 import type { CallerContext } from '../server.ts';
 import { clientOpDeadlineMs, type DataStore, retryable } from './data-store.ts';
@@ -149,20 +149,30 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
     : (k: string): ScanDecision => {
       if (k.charCodeAt(0) === 0) return false; // reserved: never listed, whatever the filter says
       const r = access.readable(Buffer.from(k, 'latin1'), principal);
-      return typeof r === 'boolean' ? r : { wait: r };
+      if (typeof r !== 'boolean') return { wait: r };
+      if (!r) return false;
+      // Expiry (docs/consistency.md "Expiry"): a value whose deadline passed here is not listed, and, as a get
+      // does, "absent" is said only once its expiry (a replicated tombstone) is acknowledged: the scan waits for
+      // it (the get path starts it, or joins the one the collector started), so no later owner can list it again.
+      const f = cur.inflight.get(k);
+      if (expiredHere(f ? f.prev : cur.data.get(k), curNow)) return { wait: store.local({ kind: 'get', key: k }) };
+      return true;
     };
   const entries: ScanEntry[] = [];
   let after = q.after === null ? null : base + q.after;
   let bytes = 0;
+  let cur: ScanView = { data: new Map(), inflight: new Map() };
+  let curNow = 0;
   for (let round = 0; round <= scanWaitsMax; round++) {
     const view = store.scanView(q.shard);
     if (view === null) return { ok: false, code: 'UNAVAILABLE', hint: null };
+    cur = view;
+    curNow = store.clockTicks();
     const page = selectPage(view, {
       prefix: base + q.prefix, after, limit: q.limit - entries.length, bytesMax: Math.max(1, q.bytesMax - bytes), values: q.values, decide,
       // A data key's read right depends on its namespace alone (docs/access-control.md): a refused namespace is skipped whole.
       ...(q.ns ? {} : { groupOf: namespaceGroup }),
-      // Expired values are skipped (never early: only past this node's own deadline), as a get would not return them.
-      live: live ?? ((_k, e) => !store.expiredNow(e)),
+      ...(live ? { live } : {}),
     });
     for (const e of page.entries) {
       entries.push(q.ns ? { key: e.key.slice(aclPrefix.length), value: null, version: e.version } : e);
@@ -312,9 +322,9 @@ export function scanOps(c: ScanOpsInit): Array<[string, OpSpec]> {
       run: async (req, ctx) => {
         const items = batchList(req.b, 'b');
         const r = await Promise.all(items.map((it) => {
-          if (!Array.isArray(it) || it.length !== 4) return Promise.resolve({ e: 'BAD_REQUEST', m: 'an mput item is [key, value, ids, ifVersion]' });
-          const [k, v, s, iv] = it as [unknown, unknown, unknown, unknown];
-          return c.runData('put', { k, v, s, ...(iv === null ? {} : { iv }) }, ctx).then((x) => x as Record<string, unknown>, itemError);
+          if (!Array.isArray(it) || it.length < 4 || it.length > 5) return Promise.resolve({ e: 'BAD_REQUEST', m: 'an mput item is [key, value, ids, ifVersion, ttl?]' });
+          const [k, v, s, iv, t] = it as [unknown, unknown, unknown, unknown, unknown];
+          return c.runData('put', { k, v, s, ...(iv === null ? {} : { iv }), ...(t === undefined ? {} : { t }) }, ctx).then((x) => x as Record<string, unknown>, itemError);
         }));
         return { r };
       },

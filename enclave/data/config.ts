@@ -63,6 +63,8 @@ export interface BrokenFlags {
   noDedup?: boolean;
   /** A restarted node trusts its sealed state without asking its peers what they witnessed of it. */
   noWitnessCheck?: boolean;
+  /** A get's answer claims to depend on no record (R1 broken): it may leave before what it shows is durable. */
+  readsDependOnNothing?: boolean;
   /**
    * Expiry is each node's own business: the owner answers "absent" once its own deadline has passed (and compares
    * versions as if absent) without replicating anything; nothing is collected.

@@ -63,9 +63,26 @@ const sessionKey = ''; // keys are at least one byte, so '' serializes session o
 /** Opens waiting at a range's owner (they run one at a time), in all and per principal; beyond, UNAVAILABLE. */
 export const opensQueuedMax = 64;
 export const opensQueuedPerPrincipal = 4;
+/**
+ * Callers waiting for one write in flight (its retries, by any number of entry nodes); past this the oldest is
+ * answered UNAVAILABLE (its entry node has usually given up on it already). Without the bound, a write the host
+ * keeps from completing (it holds one member's acknowledgements) plus a client re-sending it grew without end.
+ */
+export const waitersPerWriteMax = 32;
+
+/** Recent keys' ranges (a request asks for its key's range several times on its way: SHA-256 and BigInt each time). */
+const shardMemo = new Map<number, Map<string, number>>();
+const shardMemoMax = 4096;
 
 export function shardOf(key: string, shards: number): number {
-  return Number((keyId(Buffer.from(key, 'latin1')) * BigInt(shards)) / idSpace);
+  let memo = shardMemo.get(shards);
+  if (memo === undefined) shardMemo.set(shards, (memo = new Map()));
+  const known = memo.get(key);
+  if (known !== undefined) return known;
+  const shard = Number((keyId(Buffer.from(key, 'latin1')) * BigInt(shards)) / idSpace);
+  if (memo.size >= shardMemoMax) memo.clear();
+  if (key.length <= 1024) memo.set(key, shard);
+  return shard;
 }
 
 export function shardStart(shard: number, shards: number): bigint {
@@ -112,6 +129,11 @@ export class DataNode {
    * every peer what it witnessed of it, and neither votes, acknowledges nor serves until the check is done.
    */
   private checking: { nonce: number; answers: Map<string, { inc: number; pos: number }>; sentAt: number } | null = null;
+
+  /** The log position its log gave it at start (everything up to it is durable). */
+  get loadedPosition(): number {
+    return this.loadedPos;
+  }
 
   /** This node as a member: its incarnation grows when it finds it was rolled back. */
   get self(): Member {
@@ -207,7 +229,7 @@ export class DataNode {
   }
 
   ready(): Ready {
-    const rd = { persist: this.persist, messages: this.out };
+    const rd = { persist: this.persist, messages: this.out, pos: this.pos };
     this.persist = [];
     this.out = [];
     return rd;
@@ -353,8 +375,23 @@ export class DataNode {
 
   private record(rec: LogRecord): void {
     this.pos++;
-    if (rec.t !== 'mark' && rec.t !== 'wit') applyRecord(this.rangeAt(rec.shard), rec, this.now, this.ttlRule);
+    if (rec.t !== 'mark' && rec.t !== 'wit') {
+      applyRecord(this.rangeAt(rec.shard), rec, this.now, this.ttlRule);
+      this.rangePos[rec.shard] = this.pos;
+    } else {
+      this.nodePos = this.pos;
+    }
     this.persist.push(rec);
+  }
+
+  /** Per range, the position of its newest record made by this core; and of the newest node-level record (R1). */
+  private readonly rangePos: number[] = [];
+  private nodePos = 0;
+
+  /** The position a get's answer in range `shard` depends on (R1): every record of the range, every node-level one. */
+  private readDep(shard: number): number {
+    if (this.cfg.broken?.readsDependOnNothing) return 0;
+    return Math.max(this.rangePos[shard] ?? 0, this.nodePos);
   }
 
   private send(to: string, body: PeerBody): void {
@@ -888,7 +925,7 @@ export class DataNode {
     if (op.kind !== 'open' && !this.cfg.broken?.noDedup) {
       const early = this.checkRequest(r, op, requestDigest(op));
       if (early === 'inflight') {
-        r.byReq.get(`${op.session}:${op.seq}`)?.replies.push({ client, rid });
+        this.addWaiter(r.byReq.get(`${op.session}:${op.seq}`), client, rid);
         return;
       }
       if (early) {
@@ -925,8 +962,10 @@ export class DataNode {
       (f ?? this.startExpire(r, key)).gets.push({ client, rid });
       return;
     }
-    if (!e || e.value === null) this.reply(client, rid, { ok: true, kind: 'get', found: false, value: null, version: e?.version ?? 0 });
-    else this.reply(client, rid, { ok: true, kind: 'get', found: true, value: e.value, version: e.version });
+    // R1: this answer depends on its range's records and the node's only (docs/durability.md).
+    const dep = this.readDep(r.shard);
+    if (!e || e.value === null) this.out.push({ kind: 'reply', to: client, rid, result: { ok: true, kind: 'get', found: false, value: null, version: e?.version ?? 0 }, dep });
+    else this.out.push({ kind: 'reply', to: client, rid, result: { ok: true, kind: 'get', found: true, value: e.value, version: e.version }, dep });
   }
 
   /** null: a new request; 'inflight': the same request is being replicated; else the answer to give now. */
@@ -984,7 +1023,7 @@ export class DataNode {
         // Re-check: the same request may have completed while this one waited in the queue.
         const early = this.checkRequest(r, p.op, requestDigest(p.op));
         if (early === 'inflight') {
-          r.byReq.get(`${p.op.session}:${p.op.seq}`)?.replies.push({ client: p.client, rid: p.rid });
+          this.addWaiter(r.byReq.get(`${p.op.session}:${p.op.seq}`), p.client, p.rid);
           this.startNext(r, key);
           return;
         }
@@ -1008,6 +1047,16 @@ export class DataNode {
     this.record({ t: 'w', shard: r.shard, epoch: c.epoch, op });
     this.sendReplicate(r, f);
     this.checkCommitted(r, f);
+  }
+
+  /** One more caller waiting for the write in flight `f` (bounded: the oldest waiter is answered UNAVAILABLE). */
+  private addWaiter(f: Inflight | undefined, client: string, rid: number): void {
+    if (!f) return;
+    f.replies.push({ client, rid });
+    if (f.replies.length > waitersPerWriteMax) {
+      const old = f.replies.shift() as { client: string; rid: number };
+      this.reply(old.client, old.rid, { ok: false, code: 'UNAVAILABLE' });
+    }
   }
 
   /**
@@ -1042,7 +1091,9 @@ export class DataNode {
       let min = Infinity;
       for (const [id, x] of s.table) {
         if (!idle(id)) continue;
-        const n = counts.get(x.owner) ?? 0;
+        // With the idle rule: the principal holding the most first. Without it (the simulator's default): the least
+        // recently used of all, as before (so that the simulator's regression seeds keep their schedules).
+        const n = idleFor > 0 ? (counts.get(x.owner) ?? 0) : 0;
         if (n > most || (n === most && x.used < min)) { most = n; min = x.used; evict = id; }
       }
       if (evict === null) return null;
@@ -1191,7 +1242,18 @@ export class DataNode {
  * What identifies a write request beyond its (session, seq): its kind, key, value (by hash) and ifVersion, as
  * 32 hex digits. A remembered result answers a retry only if the retry's digest matches.
  */
+/** An operation's digest, computed once per operation object (it is asked for at entry and again when it starts). */
+const digestMemo = new WeakMap<object, string>();
+
 export function requestDigest(op: Extract<ClientOp, { kind: 'put' | 'del' }>): string {
+  const known = digestMemo.get(op);
+  if (known !== undefined) return known;
+  const d = computeDigest(op);
+  digestMemo.set(op, d);
+  return d;
+}
+
+function computeDigest(op: Extract<ClientOp, { kind: 'put' | 'del' }>): string {
   const h = createHash('sha256');
   h.update(`${op.kind}\0${op.ifVersion ?? -1}\0${op.key.length}\0`);
   h.update(Buffer.from(op.key, 'latin1'));

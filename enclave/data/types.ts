@@ -211,10 +211,20 @@ export type Inbound =
 
 export type Outbound =
   | { readonly kind: 'peer'; readonly to: string; readonly from: Member; readonly body: PeerBody; readonly pos: number }
-  | { readonly kind: 'reply'; readonly to: string; readonly rid: number; readonly result: ClientResult };
+  | {
+    readonly kind: 'reply'; readonly to: string; readonly rid: number; readonly result: ClientResult;
+    /**
+     * Only on a get's answer (docs/durability.md R1): the log position of the newest record it may depend on (its
+     * range's newest record, or a node-level one). It may leave as soon as the log is durable up to there, ahead
+     * of the rest of its batch; without `dep` a message waits for its whole batch.
+     */
+    readonly dep?: number;
+  };
 
 export interface Ready {
-  /** Make these durable, in order, before sending any of `messages`. */
+  /** Make these durable, in order, before sending any of `messages` (except a reply whose `dep` is durable already). */
   readonly persist: LogRecord[];
   readonly messages: Outbound[];
+  /** The log position after `persist` (positions only grow within one core). */
+  readonly pos: number;
 }

@@ -143,17 +143,47 @@ async function freePort(host: string): Promise<number> {
   });
 }
 
-/** vsock-proxy's stand-in: the enclave's KMS socket forwarded to the emulated KMS. */
-function kmsProxy(socketPath: string, port: number): net.Server {
+/**
+ * vsock-proxy's stand-in: the enclave's KMS socket forwarded to the emulated KMS. Its close() cuts the
+ * connections still open (a kept-alive TLS connection would otherwise hold server.close() forever).
+ */
+function kmsProxy(socketPath: string, port: number): { close(): Promise<void> } {
   rmSync(socketPath, { force: true });
+  const open = new Set<net.Socket>();
   const server = net.createServer((c) => {
     const up = net.connect(port, '127.0.0.1');
+    for (const s of [c, up]) {
+      open.add(s);
+      s.once('close', () => open.delete(s));
+    }
     c.pipe(up).pipe(c);
     c.on('error', () => up.destroy());
     up.on('error', () => c.destroy());
   });
   server.listen(socketPath);
-  return server;
+  return {
+    close: () => new Promise((r) => {
+      for (const s of open) s.destroy();
+      server.close(() => r());
+    }),
+  };
+}
+
+/** SIGTERM (systemctl stop): the host stops its enclave and exits; SIGKILL after a deadline, its enclave too. */
+async function stopHost(n: NodeProc, deadlineMs = 45_000): Promise<void> {
+  if (n.proc.exitCode !== null || n.proc.signalCode !== null) return;
+  const exited = new Promise((r) => n.proc.once('exit', r));
+  n.proc.kill('SIGTERM');
+  const t = setTimeout(() => {
+    n.proc.kill('SIGKILL');
+    try {
+      process.kill(Number(readFileSync(join(n.state, 'enclave.pid'), 'utf8')), 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }, deadlineMs);
+  await exited;
+  clearTimeout(t);
 }
 
 /** The enclave's own words for the KMS refusal, from the first log line that carries it. */
@@ -257,7 +287,12 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     const httpPort = await freePort('127.0.0.11');
     const release = releaseValue(template);
     const nodes: NodeProc[] = [];
-    const startNode = (i: number): NodeProc => {
+    const proxies = new Map<number, { close(): Promise<void> }>();
+    // Cleanup runs in reverse: every host stopped at once (each stops its enclave), then the proxies.
+    cleanup.push(() => Promise.all([...proxies.values()].map((p) => p.close())).then(() => undefined));
+    cleanup.push(() => Promise.all(nodes.map((n) => stopHost(n))).then(() => undefined));
+    /** Node i's host, started as the unit starts it, with `releaseJson` as what run-enclave.sh reads from SSM. */
+    const startNode = (i: number, releaseJson = release): NodeProc => {
       const name = `node${i}`;
       const ip = `127.0.0.${11 + i}`;
       const nd = join(dir, name);
@@ -265,9 +300,10 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
       const state = join(nd, 'data');
       mkdirSync(vsock, { recursive: true, mode: 0o700 });
       mkdirSync(state, { recursive: true, mode: 0o700 });
-      writeFileSync(join(state, 'release.json'), release); // run-enclave.sh: aws ssm get-parameter
-      const proxy = kmsProxy(join(vsock, 'host-8002.sock'), kmsPort);
-      cleanup.push(() => new Promise((r) => proxy.close(() => r())));
+      writeFileSync(join(state, 'release.json'), releaseJson); // run-enclave.sh: aws ssm get-parameter
+      if (!proxies.has(i)) { // ekv-vsock-proxy.service: its own unit, not restarted with the host
+        proxies.set(i, kmsProxy(join(vsock, 'host-8002.sock'), kmsPort));
+      }
       const join0 = i === 0 ? '' : `${nodes[0]!.ip}:${clientPort}`;
       const env = {
         EKV_VSOCK_DIR: vsock, EKV_CLIENT_PORT: String(clientPort), EKV_HTTP_PORT: String(httpPort), EKV_SELF_ADDR: `${ip}:${clientPort}`,
@@ -280,17 +316,11 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
       if (script !== '/opt/ekv/app/bin/ekv.js') throw new Error(`ekv-host.service runs ${script}`);
       const local = ['--bind', ip, '--imds', imds.url, '--health-root', join(dir, 'ca', 'root.pem'), '--allow-outbound', '127.0.0.0/8', '--log-level', logLevel];
       const logFile = join(nd, 'host.log');
-      const out = createWriteStream(logFile);
+      const out = createWriteStream(logFile, { flags: 'a' }); // the journal: kept across host restarts
       const proc = spawn(process.execPath, [ekvBin, ...args, ...local], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EKV_ENCLAVE_LOG_LEVEL: 'warn' } });
       proc.stdout?.pipe(out);
       proc.stderr?.pipe(out);
       const node = { name, ip, dir: nd, state, proc, http: `http://${ip}:${httpPort}`, addr: `${ip}:${clientPort}`, log: logFile };
-      cleanup.push(async () => {
-        if (proc.exitCode === null) {
-          proc.kill('SIGTERM');
-          await new Promise((r) => proc.once('exit', r));
-        }
-      });
       return node;
     };
 
@@ -408,7 +438,7 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     lap('recoverOnA', s);
 
     // ---- a rolling upgrade A -> B under a writer: one deploy puts both images in the key policy and the release;
-    // then one node at a time is told to run B and its enclave relaunched; then a deploy retires A.
+    // then one node at a time is told to run B and its host restarted; then a deploy retires A.
     s = Date.now();
     const rollTemplate = synthesize(dir, nodeCount, join(dir, 'pcrs-a.json'), { nextPcrsFile: join(dir, 'pcrs-b.json'), nextArtifactsUri: 's3://ekv-rehearsal/release-b' });
     await kms.close();
@@ -434,16 +464,21 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     })();
     // Node 0 founded the ring and has no join address: its host names a member the enclave last reported
     // (host/ring-hints.ts), so it is rolled like the others. The short run rolls node 1 alone (a mixed ring).
-    const order = o.short ? [nodes[1]!] : nodes;
-    for (const n of order) {
+    // Each step is what roll-node.sh runs through SSM: `echo <B> > /var/lib/ekv/image-pcr0 && systemctl restart
+    // ekv-host`: the host stops its enclave and exits, a new host (a fresh watchdog) launches B.
+    const order = o.short ? [1] : nodes.map((_, i) => i);
+    for (const i of order) {
       const t = Date.now();
-      writeFileSync(join(n.state, 'image-pcr0'), `${pcrsB.PCR0}\n`); // what roll-node.sh does through SSM
-      process.kill(Number(readFileSync(join(n.state, 'enclave.pid'), 'utf8')), 'SIGKILL');
-      await until(`${n.name} serving image B`, async () => {
-        const b = await healthBody(n);
+      const n = nodes[i]!;
+      writeFileSync(join(n.state, 'image-pcr0'), `${pcrsB.PCR0}\n`);
+      await stopHost(n);
+      const again = startNode(i, releaseValue(rollTemplate));
+      nodes[i] = again;
+      await until(`${again.name} serving image B`, async () => {
+        const b = await healthBody(again);
         return b.ok === true && b.pcr0 === pcrsB.PCR0;
       }, 120_000);
-      timings[`roll_${n.name}`] = Date.now() - t;
+      timings[`roll_${again.name}`] = Date.now() - t;
     }
     if (!o.short) {
       // End of the roll: the key policy and the release name B alone.
@@ -458,7 +493,7 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     await rollWriter;
     lap('roll', s);
     if (refusedDuringRoll.length > 0) throw new Error(`a client pinned to A or B was refused during the roll: ${refusedDuringRoll[0]}`);
-    log(`rolled ${order.map((n) => n.name).join(', ')} to image B under a writer (${rollSeq} writes attempted) in ${timings.roll} ms; no client refused`);
+    log(`rolled ${order.map((i) => nodes[i]!.name).join(', ')} to image B under a writer (${rollSeq} writes attempted) in ${timings.roll} ms; no client refused`);
 
     // ---- nothing acknowledged was lost
     for (const [k, v] of acked) {

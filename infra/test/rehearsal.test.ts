@@ -21,5 +21,5 @@ describe('rehearsal (short)', () => {
     expect(r.timingsMs.killToGreen).toBeGreaterThan(0);
     // A mixed ring: node 1 rolled to image B, accepted by the A nodes (ringPeers), no client refused.
     expect(r.timingsMs.roll_node1).toBeGreaterThan(0);
-  }, 300_000);
+  }, 420_000); // 160-180 s on a 2-core machine loaded by other work (docs/deploy.md section 11)
 });

@@ -5,7 +5,7 @@
 // random fault schedule. One seed replays a run exactly (TigerBeetle's VOPR,
 // FoundationDB's simulation). The history is then checked per key for
 // linearizability and for acknowledged writes lost (check.ts).
-import { type BrokenFlags, type ClientOp, type ScanPage, selectPage, peerBodyToWire, validateClientOp, validatePeerBody, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
+import { type BrokenFlags, type ClientOp, expiredHere, type ScanPage, selectPage, peerBodyToWire, validateClientOp, validatePeerBody, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
 import { distance } from '../../enclave/ring/index.ts';
 import type { ClientHistOp, HistEntry, HistOut } from '../helpers/linearizability.ts';
 import { MinHeap } from '../sim/heap.ts';
@@ -21,7 +21,11 @@ export interface SimOptions {
   faultMs: number;
   healMs: number;
   /** Test-only protocol breakage (core flags), plus the driver's own: acknowledge before persisting. */
-  broken?: BrokenFlags & { ackBeforePersist?: boolean };
+  broken?: BrokenFlags & {
+    ackBeforePersist?: boolean;
+    /** Scans skip a value expired here at once, without waiting for its replicated expiry (unsound: a later owner lists it again). */
+    scanSkipsExpiredHere?: boolean;
+  };
   /** Only these faults (default: all of them). */
   mix?: readonly FaultName[];
   /** Print events to stderr. */
@@ -80,6 +84,8 @@ interface SimNode {
   log: LogRecord[];
   disk: Batch[];
   diskBusy: boolean;
+  /** The core's log position durable so far (R1: a get's answer at or below it leaves at once). */
+  durablePos: number;
   diskFailP: number;
   clock: { real0: number; local0: number; rate: number };
 }
@@ -172,7 +178,7 @@ export class FaultSim {
   private addNode(): SimNode {
     const n: SimNode = {
       name: `n${this.nodes.length}`, ring: this.rng.id256(), inc: 1, core: null, life: 0, up: false, gone: false, leaving: false,
-      pausedUntil: -Infinity, inbox: [], log: [], disk: [], diskBusy: false, diskFailP: 0,
+      pausedUntil: -Infinity, inbox: [], log: [], disk: [], diskBusy: false, durablePos: 0, diskFailP: 0,
       clock: { real0: 0, local0: this.rng.int(1_000_000), rate: 1 },
     };
     this.nodes.push(n);
@@ -192,6 +198,7 @@ export class FaultSim {
       ...(genesis ? { genesis } : {}), now: this.localNow(n),
       ...(this.o.trace ? { debug: (l: string) => this.trace(l) } : {}),
     });
+    n.durablePos = n.core.loadedPosition;
     if (n.leaving) n.core.leave();
     this.flush(n);
     const life = n.life;
@@ -251,15 +258,22 @@ export class FaultSim {
     if (!n.core) return;
     if (n.core.self.inc !== n.inc) this.count('rollback-detected', n); // it found it was rolled back: a new incarnation
     n.inc = n.core.self.inc;
-    const rd = n.core.ready();
+    let rd = n.core.ready();
     if (rd.persist.length === 0 && rd.messages.length === 0) return;
+    // R1 (as enclave/data/driver.ts): a get's answer whose records are durable leaves now, ahead of the disk queue.
+    if (rd.messages.some((m) => m.kind === 'reply' && m.dep !== undefined && m.dep <= n.durablePos)) {
+      const now = rd.messages.filter((m) => m.kind === 'reply' && m.dep !== undefined && m.dep <= n.durablePos);
+      this.sendAll(n, now);
+      rd = { ...rd, messages: rd.messages.filter((m) => !now.includes(m)) };
+      if (rd.persist.length === 0 && rd.messages.length === 0) return;
+    }
     if (rd.persist.length === 0 && n.disk.length === 0) {
       this.sendAll(n, rd.messages);
       return;
     }
     if (this.o.broken?.ackBeforePersist) {
       this.sendAll(n, rd.messages);
-      n.disk.push({ ready: { persist: rd.persist, messages: [] }, life: n.life });
+      n.disk.push({ ready: { persist: rd.persist, messages: [], pos: rd.pos }, life: n.life });
     } else {
       n.disk.push({ ready: rd, life: n.life });
     }
@@ -275,7 +289,7 @@ export class FaultSim {
       n.diskBusy = false;
       // Group commit: one write makes every batch queued so far durable; their messages go out in order.
       const all = n.disk.splice(0);
-      const b: Batch = { life, ready: { persist: all.flatMap((x) => x.ready.persist), messages: all.flatMap((x) => x.ready.messages) } };
+      const b: Batch = { life, ready: { persist: all.flatMap((x) => x.ready.persist), messages: all.flatMap((x) => x.ready.messages), pos: Math.max(...all.map((x) => x.ready.pos)) } };
       if (this.rng.next() < n.diskFailP) {
         const torn = this.rng.next() < 0.5;
         if (torn) n.log.push(...b.ready.persist.slice(0, this.rng.int(b.ready.persist.length)));
@@ -286,6 +300,7 @@ export class FaultSim {
         return;
       }
       n.log.push(...b.ready.persist);
+      n.durablePos = Math.max(n.durablePos, ...all.map((x) => x.ready.pos));
       this.sendAll(n, b.ready.messages);
       this.pumpDisk(n);
     });
@@ -458,7 +473,17 @@ export class FaultSim {
         const view = n.core.scanView(shard, this.localNow(n));
         let page: ScanPage | null = null;
         let hint: string | null = null;
-        if (view) page = selectPage(view, { prefix: '', after: null, limit: 1000, bytesMax: 1 << 30, values: true, decide: () => true });
+        if (view) {
+          // As scan-ops.ts: a value expired here is not listed until its expiry is acknowledged (the enclave waits for
+          // it; here the scan is answered UNAVAILABLE and retried, while the owner's collector writes the tombstone).
+          const now = this.localNow(n);
+          const expired = (k: string): boolean => {
+            const f = view.inflight.get(k);
+            return expiredHere(f ? f.prev : view.data.get(k), now);
+          };
+          const p = selectPage(view, { prefix: '', after: null, limit: 1000, bytesMax: 1 << 30, values: true, decide: (k) => (!expired(k) ? true : this.o.broken?.scanSkipsExpiredHere ? false : { wait: Promise.resolve() }) });
+          page = p.wait ? null : p;
+        }
         else if (!n.core.isActiveOwner(shard)) hint = n.core.configOf(shard)?.members[0]?.name ?? null;
         this.net(target, c.name, () => answer(page, hint === target ? null : hint));
       });
