@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { distance, idSpace, keyId } from '../ring/index.ts';
-import { type DataConfig, expireBatchDefault, ownerLeaseTicks, validateDataConfig } from './config.ts';
+import { type DataConfig, expireBatchDefault, ownerLeaseTicks, ttlTicksStretched, validateDataConfig } from './config.ts';
 import {
   applyRecord, cloneSessions, dataOut, emptySessions, entryBytes, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState, type TtlRule,
 } from './range.ts';
@@ -1107,7 +1107,8 @@ export class DataNode {
     const version = (prev?.version ?? 0) + (lapsed ? 1 : 0);
     let result: WriteResult;
     let entry: Entry | null = null;
-    const ttl = op.kind === 'put' && op.ttl ? { ttl: op.ttl } : {};
+    // The ttl in the ticks every node counts down (stretched once by the drift bound: docs/consistency.md "Expiry").
+    const ttl = op.kind === 'put' && op.ttl ? { ttl: ttlTicksStretched(op.ttl, this.cfg.driftPpm) } : {};
     const grows = op.kind === 'put' ? entryBytes(op.key, { value: op.value, version: 0, epoch: 0, ...ttl }) - entryBytes(op.key, prev) : 0;
     if (op.ifVersion !== null && op.ifVersion !== live) {
       // Without a value, the version of its delete goes along (t), so that a client's floor can check "no value".
