@@ -156,29 +156,22 @@ describe('review-4 M1: an mget answer fits one frame whatever its items', () => 
     const ks = [big, ...Array.from({ length: 255 }, (_, i) => Buffer.from(`missing-with-a-longish-name-${i}`))];
     const a = await net.call(owner, 'mget', { ks });
     const r = a.r as Array<Record<string, unknown>>;
-    expect(r.length).toBe(256);
-    // The answer as the session seals it (the RPC envelope adds a few bytes): within one frame.
+    // (main, kvops' fix: an answer ends before the item that would pass the budget; the SDK asks again for the rest.)
+    expect(r.length).toBeGreaterThanOrEqual(1);
+    expect(r.length).toBeLessThanOrEqual(256);
+    // The answer as the session seals it (the RPC envelope, the GCM tag): within one frame.
     const sealed = (x: Record<string, unknown>): number => encodeCbor([{ ...x, i: Number.MAX_SAFE_INTEGER, ok: true }]).length + 16;
     expect(sealed(a)).toBeLessThanOrEqual(frameBytesMax);
-    // Every item is either its answer or a BATCH_FULL (asked again by the SDK), never dropped.
-    for (const x of r.slice(1)) expect(['NOT_FOUND', 'UNAVAILABLE']).toContain(x.e);
-    expect(r[0]?.v instanceof Uint8Array || r[0]?.e === 'UNAVAILABLE').toBe(true);
-    // Asked again alone (as the SDK does with a BATCH_FULL item), the value comes back: progress.
-    const again = (await net.call(owner, 'mget', { ks: [big] })).r as Array<Record<string, unknown>>;
-    expect((again[0]?.v as Uint8Array).length).toBe(valueBytesMax);
-    // A batch of nothing but largest values (what a retry holds) takes its first: one value and 255 BATCH_FULL
-    // items fit the budget (checked by size: 256 such values are more than this test's ring holds).
-    const { mgetAnswerBytesMax, mgetBatchFull } = await import('../enclave/cluster/scan-ops.ts');
-    const valueItem = encodeCbor({ v: Buffer.alloc(valueBytesMax), n: Number.MAX_SAFE_INTEGER }).length;
-    expect(valueItem + 255 * encodeCbor(mgetBatchFull).length).toBeLessThanOrEqual(mgetAnswerBytesMax);
+    // The first item is always answered (progress), the others are their answers.
+    expect((r[0]?.v as Uint8Array).length).toBe(valueBytesMax);
+    for (const x of r.slice(1)) expect(x.e).toBe('NOT_FOUND');
+    // Two largest values: the first is answered, the answer fits.
     const big2 = net.sameShard(big, 'big2');
     const s2 = (await net.call(owner, 'open', { k: big2 })).s as number;
     expect(await net.call(owner, 'put', { k: big2, v: Buffer.alloc(valueBytesMax, 0x63), s: [s2, 1, 1] })).toEqual({ n: 1 });
-    const two = (await net.call(owner, 'mget', { ks: [big, big2] })).r as Array<Record<string, unknown>>;
-    expect((two[0]?.v as Uint8Array).length).toBe(valueBytesMax);
-    expect(two[1]).toEqual({ e: 'UNAVAILABLE' });
-    // And such an answer, sealed as the session sends it, fits a frame.
-    expect(sealed({ r: [{ v: Buffer.alloc(valueBytesMax), n: Number.MAX_SAFE_INTEGER }, ...Array.from({ length: 255 }, () => mgetBatchFull)] })).toBeLessThanOrEqual(frameBytesMax);
+    const two = await net.call(owner, 'mget', { ks: [big, big2] });
+    expect(((two.r as Array<Record<string, unknown>>)[0]?.v as Uint8Array).length).toBe(valueBytesMax);
+    expect(sealed(two)).toBeLessThanOrEqual(frameBytesMax);
   }, 30_000);
 });
 

@@ -28,14 +28,10 @@ export interface ScanQuery {
   readonly after: string | null;
   /** At most this many entries (>= 1). */
   readonly limit: number;
-  /** Stop before the page's key (and value) bytes pass this; the first entry is always taken (unless `taken`). */
+  /** Stop before the page's key (and value) bytes pass this; the first entry is always taken (unless `bytesStrict`). */
   readonly bytesMax: number;
-  /**
-   * The page this call continues already holds entries (the caller ran it again after a wait): then no entry
-   * is free, every one counts against `bytesMax` (else each round after a wait took one more "first" entry,
-   * and a page outgrew the frame that carries it).
-   */
-  readonly taken?: boolean;
+  /** Even the first entry must fit `bytesMax` (a caller continuing a page it has already started). */
+  readonly bytesStrict?: boolean;
   readonly values: boolean;
   readonly decide: (key: string) => ScanDecision;
   /**
@@ -53,6 +49,8 @@ export interface ScanEntry {
   /** null when values were not asked for. */
   readonly value: string | null;
   readonly version: number;
+  /** The entry's expiry deadline on this node's clock (ticks), when it has one (values with a ttl). */
+  readonly until?: number;
 }
 
 export interface ScanPage {
@@ -178,8 +176,8 @@ export function selectPage(view: ScanView, q: ScanQuery): ScanPage {
       }
       const e = visible(view, k) as Entry;
       const cost = k.length + (q.values ? (e.value as string).length : 0) + scanEntryOverheadBytes;
-      if (entries.length >= q.limit || ((entries.length > 0 || q.taken === true) && bytes + cost > q.bytesMax)) return { entries, more: true, wait: null };
-      entries.push({ key: k, value: q.values ? e.value : null, version: e.version });
+      if (entries.length >= q.limit || ((entries.length > 0 || q.bytesStrict) && bytes + cost > q.bytesMax)) return { entries, more: true, wait: null };
+      entries.push({ key: k, value: q.values ? e.value : null, version: e.version, ...(e.until !== undefined ? { until: e.until } : {}) });
       bytes += cost;
       pos = k;
     }
