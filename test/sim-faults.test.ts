@@ -67,13 +67,15 @@ describe('fault simulator (issue 11)', () => {
   }
 
   // R1 (docs/durability.md): a get's answer leaves once its range's records are durable. With the tag broken
-  // (readsDependOnNothing) a one-member range shows a write a crash then loses; seed 10 at R = 1 on 3 nodes
-  // was the first of four failing seeds in 1..60 (not linearizable), and passes on the correct build.
+  // (readsDependOnNothing) a one-member range shows a write a crash then loses; at R = 1 on 3 nodes about one
+  // seed in fifteen fails (seed 10 when it was written; merges of other work move schedules, so it searches).
   it('catches a broken build: reads that wait for no record (R1), one replica', () => {
     const shape = { replicas: 1, nodes: 3 };
-    expect(runSeed(10, { readsDependOnNothing: true }, false, undefined, shape).ok).toBe(false);
-    expect(runSeed(10, undefined, false, undefined, shape).ok).toBe(true);
-  }, 120_000);
+    let failing: number | null = null;
+    for (let seed = 1; seed <= 80 && failing === null; seed++) if (!runSeed(seed, { readsDependOnNothing: true }, false, undefined, shape).ok) failing = seed;
+    expect(failing, 'no failing seed in 1..80').not.toBeNull();
+    expect(runSeed(failing as number, undefined, false, undefined, shape).ok).toBe(true);
+  }, 240_000);
 
   // Seeds that failed during development, each with the fault mix it failed under (and the broken build, if it
   // was one): they must pass on the correct build, and a broken one must still fail, so the seed keeps its bite.
