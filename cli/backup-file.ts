@@ -6,7 +6,9 @@
  *   key     = scrypt(passphrase, salt, 32, N, r, p); check = HMAC-SHA256(key, "ekv-export-check")[0..16]
  *   chunks  = (u32 BE length | AES-256-GCM ciphertext with its 16-byte tag)*, chunk i sealed with nonce
  *             0^4 | u64 BE i and associated data header | final u8 (1 on the last chunk only)
- *   records = (0x01 | u16 key length | key | u32 value length | value)*, then in the last chunk 0x02 | u64 count
+ *   records = (0x01 | u16 key length | key | u32 value length | value
+ *              | 0x03 | u16 key length | key | u32 value length | value | u64 ttl left in ms)*,
+ *             then in the last chunk 0x02 | u64 count
  *
  * A fresh random salt per file gives a fresh key, so counter nonces never repeat under one key. The header is
  * authenticated by every chunk (associated data); a chunk cannot be dropped, reordered, duplicated or moved
@@ -17,7 +19,7 @@
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { keyBytesMax, valueBytesMax } from '../protocol/constants.ts';
+import { keyBytesMax, ttlMsMax, valueBytesMax } from '../protocol/constants.ts';
 
 export type BackupErrorCode = 'BAD_FILE' | 'BAD_PASSPHRASE' | 'TAMPERED' | 'TRUNCATED';
 
@@ -99,15 +101,23 @@ export class BackupWriter {
     return this.count;
   }
 
-  add(key: Buffer, value: Buffer): void {
+  /** One entry; `ttlMs`: what was left of the value's ttl (the import counts it again from then). */
+  add(key: Buffer, value: Buffer, ttlMs?: number): void {
     if (key.length < 1 || key.length > keyBytesMax || value.length > valueBytesMax) throw new RangeError('key or value out of bounds');
+    if (ttlMs !== undefined && (!Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > ttlMsMax)) throw new RangeError('ttl out of bounds');
     const head = Buffer.alloc(1 + 2);
-    head[0] = 1;
+    head[0] = ttlMs === undefined ? 1 : 3;
     head.writeUInt16BE(key.length, 1);
     const vlen = Buffer.alloc(4);
     vlen.writeUInt32BE(value.length, 0);
     this.parts.push(head, key, vlen, value);
     this.size += head.length + key.length + 4 + value.length;
+    if (ttlMs !== undefined) {
+      const t = Buffer.alloc(8);
+      t.writeBigUInt64BE(BigInt(ttlMs), 0);
+      this.parts.push(t);
+      this.size += 8;
+    }
     this.count++;
     if (this.size >= chunkTargetBytes) this.flush(false);
   }
@@ -169,7 +179,7 @@ function readExactly(fd: number, n: number, what: string, eofOk = false): Buffer
  * passphrase. Entries of a chunk are handed out only after that chunk authenticated; a caller that must not act
  * on a file that later proves truncated reads it twice (import does).
  */
-export async function readBackup(path: string, passphrase: Buffer, onEntry: (key: Buffer, value: Buffer) => void | Promise<void>): Promise<number> {
+export async function readBackup(path: string, passphrase: Buffer, onEntry: (key: Buffer, value: Buffer, ttlMs?: number) => void | Promise<void>): Promise<number> {
   const fd = openSync(path, 'r');
   try {
     const header = readExactly(fd, headerBytes, 'the header') as Buffer;
@@ -206,7 +216,7 @@ export async function readBackup(path: string, passphrase: Buffer, onEntry: (key
       let at = 0;
       while (at < plain.length) {
         const t = plain[at];
-        if (t === 1) {
+        if (t === 1 || t === 3) {
           if (at + 3 > plain.length) throw new BackupError('TAMPERED', 'a record header is cut');
           const kl = plain.readUInt16BE(at + 1);
           if (kl < 1 || kl > keyBytesMax || at + 3 + kl + 4 > plain.length) throw new BackupError('TAMPERED', 'a key length out of bounds');
@@ -214,9 +224,16 @@ export async function readBackup(path: string, passphrase: Buffer, onEntry: (key
           const vl = plain.readUInt32BE(at + 3 + kl);
           const vs = at + 3 + kl + 4;
           if (vl > valueBytesMax || vs + vl > plain.length) throw new BackupError('TAMPERED', 'a value length out of bounds');
-          await onEntry(Buffer.from(k), Buffer.from(plain.subarray(vs, vs + vl)));
+          let ttlMs: number | undefined;
+          if (t === 3) {
+            if (vs + vl + 8 > plain.length) throw new BackupError('TAMPERED', 'a ttl is cut');
+            const x = plain.readBigUInt64BE(vs + vl);
+            if (x < 1n || x > BigInt(ttlMsMax)) throw new BackupError('TAMPERED', 'a ttl out of bounds');
+            ttlMs = Number(x);
+          }
+          await onEntry(Buffer.from(k), Buffer.from(plain.subarray(vs, vs + vl)), ttlMs);
           count++;
-          at = vs + vl;
+          at = vs + vl + (t === 3 ? 8 : 0);
         } else if (t === 2) {
           if (!ended || at + 9 !== plain.length) throw new BackupError('TAMPERED', 'the end record is not last');
           const n = plain.readBigUInt64BE(at + 1);

@@ -61,7 +61,7 @@ export function registerBackup(program: Command): void {
           const tick = progress();
           try {
             for await (const it of kv.scanAll({ prefix: o.prefix, values: true })) {
-              w.add(it.key, it.value as Buffer);
+              w.add(it.key, it.value as Buffer, it.ttlMs);
               tick(() => `exported ${w.entries} keys`);
             }
             w.finish();
@@ -92,7 +92,7 @@ export function registerBackup(program: Command): void {
         const failures: Array<{ key: string; code: string; message: string }> = [];
         await withClient(o, async (kv) => {
           const tick = progress();
-          let group: Array<{ key: Buffer; value: Buffer; ifVersion?: number }> = [];
+          let group: Array<{ key: Buffer; value: Buffer; ifVersion?: number; ttlMs?: number }> = [];
           let bytes = 0;
           const send = async (): Promise<void> => {
             const rs: MputResult[] = await kv.mput(group);
@@ -105,8 +105,8 @@ export function registerBackup(program: Command): void {
             bytes = 0;
             tick(() => `imported ${done + skipped + failures.length}/${total} keys`);
           };
-          await readBackup(file, pass, async (key, value) => {
-            group.push({ key, value, ...(o.ifAbsent ? { ifVersion: 0 } : {}) });
+          await readBackup(file, pass, async (key, value, ttlMs) => {
+            group.push({ key, value, ...(o.ifAbsent ? { ifVersion: 0 } : {}), ...(ttlMs === undefined ? {} : { ttlMs }) });
             bytes += key.length + value.length;
             if (group.length >= importGroupKeys || bytes >= importGroupBytes) await send();
           });

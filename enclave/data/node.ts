@@ -17,7 +17,7 @@ import {
 } from './range.ts';
 import {
   type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, expiredHere, type Inbound, type LogRecord, type Member,
-  type Outbound, type PeerBody, type Ready, anonPrincipal, internalPrincipalPrefix, sameMember, sessionCounter, sessionNonceSpan, type WriteOp, type WriteResult,
+  type Outbound, type PeerBody, type Ready, internalPrincipalPrefix, sameMember, sessionCounter, sessionNonceSpan, type WriteOp, type WriteResult,
 } from './types.ts';
 
 /** Counters of the data core's own work (the driver exports them as metrics: nothing names a key or a principal). */
@@ -1072,7 +1072,7 @@ export class DataNode {
   /**
    * A new session of `owner`: its id is the range's counter with a random nonce (ids cannot be guessed; the
    * owner check is what makes a guessed one useless). Past the principal's own bound, its least recently used
-   * session is evicted (for the shared anonymous tag, only one not in use); past the range's bound, a session not
+   * session is evicted (busy or not: for the shared anonymous tag too, see review-3 R7b); past the range's bound, a session not
    * in use (`sessionIdleTicks`), of the principal holding the most sessions, least recently used first. Null when
    * every session it could evict is in use: the open is refused, so that no caller, however many keys it makes,
    * can push out a session another caller is using (a write in flight would come back EXPIRED, outcome unknown).
@@ -1090,11 +1090,9 @@ export class DataNode {
       counts.set(x.owner, (counts.get(x.owner) ?? 0) + 1);
       if (x.owner !== owner) continue;
       mine++;
-      if (owner === anonPrincipal && !idle(id)) continue;
       if (x.used < mineMin) { mineMin = x.used; mineLru = id; }
     }
     if (mine >= this.cfg.sessionsPerPrincipalMax) {
-      if (mineLru === null) return null;
       evict = mineLru;
     } else if (s.table.size >= this.cfg.sessionsMax) {
       let most = -1;
