@@ -15,7 +15,8 @@
  * from another file (its index is its nonce, and a file's key is its own); a truncated file has no final chunk
  * and is refused (TRUNCATED); the count in the last chunk must equal the records read. A wrong passphrase is
  * told apart from tampering by the check value (BAD_PASSPHRASE vs TAMPERED). Every length is checked before
- * anything is allocated; scrypt's cost read from a header is bounded (log2 N in 14..20, r 1..16, p 1..4).
+ * anything is allocated; scrypt's cost read from a header is bounded (log2 N in 14..20, r 1..16, p 1..4, and its
+ * memory 128·N·r and work N·r·p at most the writer's largest: 1 GiB and 2^23, scryptCostAccepted).
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
@@ -40,6 +41,21 @@ const chunkTargetBytes = 1024 * 1024;
 export const chunkBytesMax = chunkTargetBytes + 1 + 2 + keyBytesMax + 4 + valueBytesMax + 16;
 export const scryptLog2NDefault = 17;
 const scryptBounds = { log2N: [14, 20], r: [1, 16], p: [1, 4] } as const;
+/**
+ * The cost a file may ask of its reader, at most what the writer can make (log2 N 20, r 8, p 1): scrypt's memory
+ * 128·N·r bytes (1 GiB) and its work N·r·p. Each bound above alone let a file ask for 2 GiB (N 2^20, r 16) and
+ * eight times the writer's work (p 4): a malicious file made import allocate and spin before anything was checked.
+ */
+export const scryptMemoryBytesMax = 128 * 2 ** 20 * 8;
+export const scryptWorkMax = 2 ** 20 * 8;
+
+/** Whether a reader runs scrypt with these parameters (each within its bounds, and memory and work within the writer's). */
+export function scryptCostAccepted(log2N: number, r: number, p: number): boolean {
+  const inb = (x: number, [lo, hi]: readonly [number, number]): boolean => Number.isInteger(x) && x >= lo && x <= hi;
+  if (!inb(log2N, scryptBounds.log2N) || !inb(r, scryptBounds.r) || !inb(p, scryptBounds.p)) return false;
+  const N = 2 ** log2N;
+  return 128 * N * r <= scryptMemoryBytesMax && N * r * p <= scryptWorkMax;
+}
 /** Passphrases shorter than this are refused (a key file of random bytes is the intended use). */
 export const passphraseBytesMin = 12;
 export const passphraseBytesMax = 4096;
@@ -179,15 +195,21 @@ function readExactly(fd: number, n: number, what: string, eofOk = false): Buffer
  * passphrase. Entries of a chunk are handed out only after that chunk authenticated; a caller that must not act
  * on a file that later proves truncated reads it twice (import does).
  */
-export async function readBackup(path: string, passphrase: Buffer, onEntry: (key: Buffer, value: Buffer, ttlMs?: number) => void | Promise<void>): Promise<number> {
+export async function readBackup(
+  path: string, passphrase: Buffer, onEntry: (key: Buffer, value: Buffer, ttlMs?: number) => void | Promise<void>,
+  opts: { onHeader?: (header: Buffer) => void; expectHeader?: Buffer } = {},
+): Promise<number> {
   const fd = openSync(path, 'r');
   try {
     const header = readExactly(fd, headerBytes, 'the header') as Buffer;
+    // A second pass (import's) must read the file the first pass checked: its header (a fresh random salt per
+    // file) names it; another export put in its place between the passes is refused before anything is put.
+    if (opts.expectHeader && !header.equals(opts.expectHeader)) throw new BackupError('TAMPERED', 'the file changed since it was checked');
+    opts.onHeader?.(Buffer.from(header));
     if (!header.subarray(0, 8).equals(backupMagic)) throw new BackupError('BAD_FILE', 'not an enclave-kv export (bad magic)');
     const [version, log2N, r, p] = [header[8], header[9], header[10], header[11]] as [number, number, number, number];
     if (version !== 1) throw new BackupError('BAD_FILE', `export format version ${version} is not supported`);
-    const inb = (x: number, [lo, hi]: readonly [number, number]): boolean => x >= lo && x <= hi;
-    if (!inb(log2N, scryptBounds.log2N) || !inb(r, scryptBounds.r) || !inb(p, scryptBounds.p)) throw new BackupError('BAD_FILE', 'scrypt parameters out of bounds');
+    if (!scryptCostAccepted(log2N, r, p)) throw new BackupError('BAD_FILE', 'scrypt parameters out of bounds');
     const key = deriveKey(passphrase, header.subarray(12, 28), log2N, r, p);
     if (!timingSafeEqual(checkValue(key), header.subarray(28, 44))) throw new BackupError('BAD_PASSPHRASE', 'this passphrase does not open this file');
     let count = 0;

@@ -16,6 +16,7 @@ import { BackupWriter, passphraseFromFile, readBackup } from '../backup-file.ts'
 import { intFlag } from '../flags.ts';
 import { errorCode, run, UsageError } from '../output.ts';
 import { common, withClient, type CommonOpts } from './kv.ts';
+import { escapeKey } from './scan.ts';
 
 const progressMs = 2000;
 /** Puts sent together by import (one mput per node each). */
@@ -85,7 +86,8 @@ export function registerBackup(program: Command): void {
       run(o.json, async () => {
         const pass = passphrase(o.passphraseFile);
         // Pass 1: the whole file authenticates and is complete before anything is written.
-        const total = await readBackup(file, pass, () => undefined);
+        let checked: Buffer | undefined;
+        const total = await readBackup(file, pass, () => undefined, { onHeader: (h) => (checked = h) });
         const started = Date.now();
         let done = 0;
         let skipped = 0;
@@ -99,7 +101,7 @@ export function registerBackup(program: Command): void {
             for (const r of rs) {
               if (r.ok) done++;
               else if (o.ifAbsent && r.error.code === 'CONFLICT') skipped++;
-              else failures.push({ key: r.key.toString('utf8'), code: errorCode(r.error), message: r.error.message });
+              else failures.push({ key: escapeKey(r.key), code: errorCode(r.error), message: r.error.message });
             }
             group = [];
             bytes = 0;
@@ -109,7 +111,7 @@ export function registerBackup(program: Command): void {
             group.push({ key, value, ...(o.ifAbsent ? { ifVersion: 0 } : {}), ...(ttlMs === undefined ? {} : { ttlMs }) });
             bytes += key.length + value.length;
             if (group.length >= importGroupKeys || bytes >= importGroupBytes) await send();
-          });
+          }, { ...(checked ? { expectHeader: checked } : {}) });
           if (group.length > 0) await send();
         });
         const ms = Date.now() - started;
