@@ -8,6 +8,7 @@ import {
   type Outbound, peerBodyToWire, ttlTicksStretched, validateLogRecord, validatePeerBody,
 } from '../enclave/data/index.ts';
 import { DataError } from '../enclave/data/errors.ts';
+import { getsPerWriteMax } from '../enclave/data/node.ts';
 import { selectPage } from '../enclave/data/scan.ts';
 
 const base: DataConfig = {
@@ -146,6 +147,17 @@ describe('expiry in the data core', () => {
     for (const m of rd.messages) if (m.kind === 'peer') net.node(m.to).step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos }, net.now);
     net.drain();
     expect(net.replies.get(777)).toMatchObject({ ok: true, found: false, version: 2 });
+  });
+
+  it('bounds the gets waiting for an expiry the members do not acknowledge (the oldest answered UNAVAILABLE)', () => {
+    const { net, session } = started();
+    put(net, session, 'k', 'v', { ttl: 5 });
+    const o = net.node(net.owner());
+    net.now += 10; // past the deadline; nothing is delivered from here on (the members never acknowledge)
+    for (let rid = 1000; rid < 1000 + getsPerWriteMax + 3; rid++) o.step({ kind: 'client', client: 'cl', rid, op: { kind: 'get', key: 'k' } }, net.now);
+    const replies = o.ready().messages.filter((m) => m.kind === 'reply');
+    expect(replies.map((m) => m.kind === 'reply' && m.rid)).toEqual([1000, 1001, 1002]);
+    expect(replies.every((m) => m.kind === 'reply' && !m.result.ok && m.result.code === 'UNAVAILABLE')).toBe(true);
   });
 
   it('stays absent across a whole-ring restart (the tombstone is sealed); broken: expiryNotDurable resurrects it', () => {

@@ -69,6 +69,11 @@ export const opensQueuedPerPrincipal = 4;
  * keeps from completing (it holds one member's acknowledgements) plus a client re-sending it grew without end.
  */
 export const waitersPerWriteMax = 32;
+/**
+ * Gets waiting for a write in flight on a value past its deadline (its expiry, or the write before it); past
+ * this the oldest is answered UNAVAILABLE (the client retries), so a held-up expiry cannot gather reads without end.
+ */
+export const getsPerWriteMax = 256;
 
 /** Recent keys' ranges (a request asks for its key's range several times on its way: SHA-256 and BigInt each time). */
 const shardMemo = new Map<number, Map<string, number>>();
@@ -959,7 +964,12 @@ export class DataNode {
       }
       // Expired here, but "absent" only once every member holds the tombstone: wait for the write on the key
       // (the expiry itself, started now if nothing is in flight), then answer from what it left.
-      (f ?? this.startExpire(r, key)).gets.push({ client, rid });
+      const w = f ?? this.startExpire(r, key);
+      w.gets.push({ client, rid });
+      if (w.gets.length > getsPerWriteMax) {
+        const old = w.gets.shift() as { client: string; rid: number };
+        this.reply(old.client, old.rid, { ok: false, code: 'UNAVAILABLE' });
+      }
       return;
     }
     // R1: this answer depends on its range's records and the node's only (docs/durability.md).
