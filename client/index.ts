@@ -200,7 +200,10 @@ export class EkvClient {
       r = await this.callRouted(k, 'get', { k }, via);
     } catch (err) {
       // NOT_FOUND carries the version of the key's delete (0: never written): a read of "no value".
-      if (this.floor && err instanceof EkvError && err.code === 'NOT_FOUND') this.floor.checkRead(ringOf(via), k, before, err.version, null);
+      if (this.floor && err instanceof EkvError && err.code === 'NOT_FOUND') {
+        this.checkGeneration(via, undefined);
+        this.floor.checkRead(ringOf(via), k, before, err.version, null);
+      }
       throw err;
     }
     if (!(r.v instanceof Uint8Array) || typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed get answer');
@@ -248,14 +251,27 @@ export class EkvClient {
   private floorAfter(via: Via, r: RpcResult, check: (f: Floor, ring: string) => void): void {
     if (!this.floor) return;
     const ring = ringOf(via);
-    this.floor.checkGeneration(ring, r.g);
+    this.checkGeneration(via, r.g);
     check(this.floor, ring);
+  }
+
+  /**
+   * The answering node's ring generation (its handshake's signed `rgen`, or the answer's `g` if higher) against
+   * the highest this client has seen for any ring id of its lineage: a node of an older generation of the same
+   * deployment (an old copy started again after its ring was reopened) is refused STALE (OLDER_GENERATION).
+   */
+  private checkGeneration(via: Via, g: unknown): void {
+    if (!this.floor) return;
+    const lineage = via.conn?.lineage ?? { generation: 0, previous: [] };
+    const answered = typeof g === 'number' && Number.isSafeInteger(g) && g > lineage.generation ? g : lineage.generation;
+    this.floor.checkGeneration(ringOf(via), answered, lineage.previous.map((p) => p.toString('hex')));
   }
 
   private floorOnError(err: unknown, via: Via, before: FloorSnapshot): never {
     // A CONFLICT names the key's current version: not below what this client has seen. (0 means "no value",
     // which a delete after what this client saw also gives: not comparable.)
     if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version !== undefined && err.version > 0) {
+      this.checkGeneration(via, undefined);
       this.floor.checkVersion(ringOf(via), before, err.version);
     }
     throw err;

@@ -15,10 +15,12 @@ describe('fault simulator (issue 11)', () => {
     let faults = 0;
     let rollbacks = 0;
     let detected = 0;
+    let clones = 0;
     for (let seed = 1; seed <= seedsShort; seed++) {
       const v = runSeed(seed);
       rollbacks += v.faults['kill-rollback'] ?? 0;
       detected += v.faults['rollback-detected'] ?? 0;
+      clones += v.faults.clone ?? 0;
       ops += v.ops;
       faults += Object.values(v.faults).reduce((a, b) => a + b, 0);
       if (!v.ok) failures.push(`seed ${seed} (npm run sim:faults -- --seed ${seed}): ${v.problems[0]}`);
@@ -30,6 +32,8 @@ describe('fault simulator (issue 11)', () => {
     // Rollbacks (a prefix of the log) happen, and restarted nodes find them from their peers' witnesses.
     expect(rollbacks).toBeGreaterThan(10);
     expect(detected).toBeGreaterThan(rollbacks / 2);
+    // Clones at the exact durable position run beside their originals (docs/consistency.md, "Boots and clones").
+    expect(clones).toBeGreaterThan(10);
   }, 300_000);
 
   it('replays a seed exactly', () => {
