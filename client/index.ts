@@ -19,6 +19,8 @@ import { AccessApi } from './acl.ts';
 import { Floor, noRing, type FloorSnapshot } from './floor.ts';
 import { loadCluster, type ClusterFile } from './cluster.ts';
 import { NodeConnection } from './node-connection.ts';
+import { mget, mput, type ClientPort, type MgetResult, type MputResult } from './batch.ts';
+import { listNamespaces, scanIterate, scanPage, type ScanItem, type ScanOptions, type ScanPage } from './scan.ts';
 import { checkTrustPolicy, documentVerifier, resolveTrust, type ResolvedTrust, type TrustPolicy } from './trust.ts';
 
 export { EkvError } from '../protocol/errors.ts';
@@ -27,6 +29,8 @@ export type { ResolvedTrust, TrustPolicy, TrustSource } from './trust.ts';
 export type { ClusterFile } from './cluster.ts';
 export { AccessApi, type AclView, type GroupView } from './acl.ts';
 export { Floor, floorKeysMax, type StaleReason } from './floor.ts';
+export { batchKeysMax, type MgetResult, type MputResult } from './batch.ts';
+export { cursorCharsMax, scanLimitMax, type ScanItem, type ScanOptions, type ScanPage } from './scan.ts';
 
 export type Bytes = Uint8Array | string;
 
@@ -138,6 +142,14 @@ interface Via {
 
 const emptySnapshot: FloorSnapshot = new Map();
 
+/** How a request reaches a node: directly, or through a batcher (client/batch.ts) that groups requests per node. */
+export type Send = (c: NodeConnection, op: string, args: Record<string, unknown>) => Promise<RpcResult>;
+const directSend: Send = (c, op, args) => c.call(op, args);
+/** A whole range as a routing target (scans). */
+interface RangeTarget {
+  readonly shard: number;
+}
+
 function ringOf(via: Via): string {
   return via.conn?.ringId?.toString('hex') ?? noRing;
 }
@@ -192,12 +204,16 @@ export class EkvClient {
   }
 
   async getWithVersion(key: Bytes): Promise<GetResult> {
+    return this.getVia(key, directSend);
+  }
+
+  private async getVia(key: Bytes, send: Send): Promise<GetResult> {
     const k = checkedKey(key);
     const before = this.floorBefore(k);
     const via: Via = { count: 0 };
     let r: RpcResult;
     try {
-      r = await this.callRouted(k, 'get', { k }, via);
+      r = await this.callRouted(k, 'get', { k }, via, send);
     } catch (err) {
       // NOT_FOUND carries the version of the key's delete (0: never written): a read of "no value".
       if (this.floor && err instanceof EkvError && err.code === 'NOT_FOUND') {
@@ -219,11 +235,15 @@ export class EkvClient {
    * version at or below one this client has seen (a rolled-back or forked ring took it).
    */
   async put(key: Bytes, value: Bytes, opts?: WriteOptions): Promise<number> {
+    return this.putVia(key, value, opts, directSend);
+  }
+
+  private async putVia(key: Bytes, value: Bytes, opts: WriteOptions | undefined, send: Send): Promise<number> {
     const k = checkedKey(key);
     const v = checkedValue(value);
     const before = this.floorBefore(k);
     const via: Via = { count: 0 };
-    const r = await this.write(k, 'put', { k, v, ...checkedIfVersion(opts) }, via).catch((err: unknown) => this.floorOnError(err, via, before));
+    const r = await this.write(k, 'put', { k, v, ...checkedIfVersion(opts) }, via, send).catch((err: unknown) => this.floorOnError(err, via, before, k));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed put answer');
     this.floorAfter(via, r, (f, ring) => f.checkWrite(ring, k, before, r.n as number, v));
     return r.n;
@@ -234,11 +254,13 @@ export class EkvClient {
     const k = checkedKey(key);
     const before = this.floorBefore(k);
     const via: Via = { count: 0 };
-    const r = await this.write(k, 'del', { k, ...checkedIfVersion(opts) }, via).catch((err: unknown) => this.floorOnError(err, via, before));
+    const r = await this.write(k, 'del', { k, ...checkedIfVersion(opts) }, via).catch((err: unknown) => this.floorOnError(err, via, before, k));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed delete answer');
     const n = r.n;
-    // A delete of a key without a value answers version 0 whatever its history: nothing to check.
-    this.floorAfter(via, r, (f, ring) => (r.d === true ? f.checkWrite(ring, k, before, n, null) : undefined));
+    // A delete of a key without a value answers version 0, and in `t` the version of the key's delete (0: never
+    // written): a read of "no value", checked as one (a node without `t` cannot be checked).
+    const t = typeof r.t === 'number' && Number.isSafeInteger(r.t) && r.t >= 0 ? r.t : undefined;
+    this.floorAfter(via, r, (f, ring) => (r.d === true ? f.checkWrite(ring, k, before, n, null) : f.checkRead(ring, k, before, t, null)));
     return { deleted: r.d === true, version: n };
   }
 
@@ -267,12 +289,15 @@ export class EkvClient {
     this.floor.checkGeneration(ringOf(via), answered, lineage.previous.map((p) => p.toString('hex')));
   }
 
-  private floorOnError(err: unknown, via: Via, before: FloorSnapshot): never {
+  private floorOnError(err: unknown, via: Via, before: FloorSnapshot, k: Buffer): never {
     // A CONFLICT names the key's current version: not below what this client has seen. (0 means "no value",
-    // which a delete after what this client saw also gives: not comparable.)
+    // which a delete after what this client saw also gives: then `absentAt`, the version of that delete, is
+    // checked as a read of "no value"; a node that does not say cannot be checked.)
     if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version !== undefined && err.version > 0) {
       this.checkGeneration(via, undefined);
       this.floor.checkVersion(ringOf(via), before, err.version);
+    } else if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version === 0 && err.absentAt !== undefined) {
+      this.floor.checkRead(ringOf(via), k, before, err.absentAt, null);
     }
     throw err;
   }
@@ -332,7 +357,7 @@ export class EkvClient {
    * OUTCOME_UNKNOWN message: an earlier attempt may have been applied, and re-sending it in a new session
    * could apply it twice (or, for a create-if-absent, report CONFLICT for its own create).
    */
-  private async write(k: Buffer, op: 'put' | 'del', args: Record<string, unknown>, via: Via = { count: 0 }): Promise<RpcResult> {
+  private async write(k: Buffer, op: 'put' | 'del', args: Record<string, unknown>, via: Via = { count: 0 }, send: Send = directSend): Promise<RpcResult> {
     for (let fresh = 0; ; fresh++) {
       const s = await this.sessionFor(k);
       while (s.outstanding.size > 0 && s.next - Math.min(...s.outstanding) >= this.window - 1) {
@@ -344,7 +369,7 @@ export class EkvClient {
       sent.count = 0;
       try {
         const floor = Math.min(...s.outstanding);
-        return await this.callRouted(k, op, { ...args, s: [s.session, seq, floor] }, sent);
+        return await this.callRouted(k, op, { ...args, s: [s.session, seq, floor] }, sent, send);
       } catch (err) {
         const notApplied = err instanceof EkvError && err.code === 'EXPIRED' && err.message.startsWith('SESSION_EXPIRED');
         const unknown = err instanceof EkvError && err.code === 'EXPIRED' && err.message.startsWith('OUTCOME_UNKNOWN');
@@ -357,6 +382,76 @@ export class EkvClient {
         for (const w of s.waiters.splice(0)) w();
       }
     }
+  }
+
+  // ---- scans and batches (client/scan.ts, client/batch.ts; docs/scans.md) ----
+
+  /**
+   * One page of the keys (with `values: true`, also their values) that this client's principal may read, in
+   * byte order; `cursor` continues after the page it came from (null: no more). Not a snapshot: each entry is
+   * what a get of that key would have answered at some moment during the call.
+   */
+  scan(opts: ScanOptions = {}): Promise<ScanPage> {
+    return scanPage(this.port(), opts);
+  }
+
+  /** Every key (and value) matching `prefix`, in byte order, page after page, with bounded memory. */
+  scanAll(opts: Omit<ScanOptions, 'limit'> = {}): AsyncGenerator<ScanItem> {
+    return scanIterate(this.port(), opts);
+  }
+
+  /** The namespaces this client's principal holds a right in (created ones: those with an ACL), sorted. */
+  listNamespaces(opts: { prefix?: string } = {}): Promise<string[]> {
+    return listNamespaces(this.port(), opts);
+  }
+
+  /**
+   * Many gets: one request per node, grouped by the node each key is routed to; per-key results, in order (a
+   * batch is not a transaction). Each key is exactly a get (retries, floor), and refusals are per key.
+   */
+  mget(keys: Bytes[]): Promise<MgetResult[]> {
+    return mget(this.port(), keys);
+  }
+
+  /**
+   * Many puts: one request per node; per-key results, in order (not a transaction: some may apply and others
+   * not). Each item is exactly a put in its range's write session, with its own (session, seq) reused on every
+   * retry, so no item is applied twice.
+   */
+  mput(entries: ReadonlyArray<readonly [Bytes, Bytes] | { key: Bytes; value: Bytes; ifVersion?: number }>): Promise<MputResult[]> {
+    return mput(this.port(), entries);
+  }
+
+  private port(): ClientPort {
+    return {
+      get: (k, send) => this.getVia(k, send),
+      put: (k, v, o, send) => this.putVia(k, v, o, send),
+      callRange: async (shard, op, args) => {
+        const via: Via = { count: 0 };
+        const r = await this.callRouted({ shard }, op, args, via);
+        return { r, ring: ringOf(via) };
+      },
+      prepareWrites: async (keys) => {
+        // One session per range, opened before the puts are sent, so that the puts leave in one turn (one mput
+        // per node). A refusal here is left to the put of that key, which reports it.
+        const first = keys[0];
+        if (first === undefined) return;
+        await this.sessionFor(first).catch(() => undefined);
+        const seen = new Set<number | null>();
+        await Promise.all(keys.map((k) => {
+          const sh = this.shardOf(k);
+          if (seen.has(sh)) return undefined;
+          seen.add(sh);
+          return this.sessionFor(k).catch(() => undefined);
+        }));
+      },
+      shards: () => this.shards,
+      learnShards: (S) => {
+        if (this.shards !== null && this.shards !== S) throw new EkvError('PROTOCOL', 'the ring changed its range count');
+        this.shards = S;
+      },
+      floor: this.floor,
+    };
   }
 
   /** The connection to one node by address (for attestation inspection and tests). */
@@ -375,7 +470,7 @@ export class EkvClient {
    * FORBIDDEN, ...) is never retried elsewhere. A write (it carries its range session's (session, seq), `args.s`)
    * is also retried after a TIMEOUT: the same id makes it apply once, wherever it lands.
    */
-  private async callRouted(key: Buffer, op: string, args: Record<string, unknown>, sent: Via = { count: 0 }) {
+  private async callRouted(key: Buffer | RangeTarget, op: string, args: Record<string, unknown>, sent: Via = { count: 0 }, send: Send = directSend) {
     const retry = (e: unknown): boolean =>
       e instanceof EkvError && (e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || (e.code === 'TIMEOUT' && args.s !== undefined));
     // A range moving to a new owner is unavailable for a few seconds (failure suspicion, then the old owner's
@@ -388,7 +483,7 @@ export class EkvClient {
         first = await this.route(key);
         sent.count++;
         sent.conn = first;
-        return await first.call(op, args);
+        return await send(first, op, args);
       } catch (err) {
         if (!retry(err)) throw err;
         last = err;
@@ -397,7 +492,7 @@ export class EkvClient {
           try {
             sent.count++;
             sent.conn = c;
-            return await c.call(op, args);
+            return await send(c, op, args);
           } catch (e) {
             if (!retry(e)) throw e;
             last = e;
@@ -409,8 +504,14 @@ export class EkvClient {
     }
   }
 
-  private async route(key: Buffer): Promise<NodeConnection> {
+  private async route(key: Buffer | RangeTarget): Promise<NodeConnection> {
     if (this.byAddr.size === 1 && this.routing !== 'iterative') return this.conns[0] as NodeConnection; // nothing to choose
+    if (!Buffer.isBuffer(key)) {
+      // A whole range (scans): the first node at or after its start, once the range count is known.
+      const start = this.shards === null ? null : (BigInt(key.shard) << 256n) / BigInt(this.shards);
+      const at = start === null ? null : this.cachedOwner(Buffer.from(start.toString(16).padStart(64, '0'), 'hex'));
+      return at ?? (this.conns[key.shard % this.conns.length] as NodeConnection);
+    }
     const h = createHash('sha256').update(key).digest();
     const any = this.conns[h.readUInt32BE(0) % this.conns.length] as NodeConnection;
     if (this.routing === 'iterative') return this.walk(key, any);

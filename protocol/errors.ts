@@ -34,13 +34,19 @@ export class EkvError extends Error {
   readonly reason: string | undefined;
   /** For CONFLICT from a compare-and-set: the key's current version (0 = absent). */
   readonly version: number | undefined;
+  /**
+   * For a CONFLICT on a key without a value: the version of its delete (its tombstone's; 0: never written), which
+   * the client's floor checks (a rolled-back "no value" is STALE). Absent from nodes that do not say.
+   */
+  readonly absentAt: number | undefined;
 
-  constructor(code: EkvErrorCode, message: string, options?: { reason?: string; cause?: unknown; version?: number }) {
+  constructor(code: EkvErrorCode, message: string, options?: { reason?: string; cause?: unknown; version?: number; absentAt?: number }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'EkvError';
     this.code = code;
     this.reason = options?.reason;
     this.version = options?.version;
+    this.absentAt = options?.absentAt;
   }
 }
 

@@ -2,8 +2,8 @@
  * Requests and responses over a SecureSession, many in flight per connection.
  *
  *   request  { i: id, o: op, ...args }
- *   response { i: id, ok: true, ...result } | { i: id, ok: false, c: code, m: message, n?: version }
- *   (n: a CONFLICT's current version of the key)
+ *   response { i: id, ok: true, ...result } | { i: id, ok: false, c: code, m: message, n?: version, t?: absentAt }
+ *   (n: a CONFLICT's current version of the key; t: for a CONFLICT on a key without a value, its delete's version)
  *
  * The caller side matches responses by id, bounds the number in flight and
  * times each one out; a response whose id is unknown ends the session (the
@@ -102,7 +102,8 @@ export class RpcClient {
     else {
       const code = isEkvErrorCode(msg.c) ? msg.c : 'INTERNAL';
       const version = typeof msg.n === 'number' && Number.isSafeInteger(msg.n) && msg.n >= 0 ? { version: msg.n } : {};
-      p.reject(new EkvError(code, typeof msg.m === 'string' ? msg.m.slice(0, 500) : code, version));
+      const absentAt = typeof msg.t === 'number' && Number.isSafeInteger(msg.t) && msg.t >= 0 ? { absentAt: msg.t } : {};
+      p.reject(new EkvError(code, typeof msg.m === 'string' ? msg.m.slice(0, 500) : code, { ...version, ...absentAt }));
     }
   }
 
@@ -142,7 +143,7 @@ export function serveRpc(
       const refuse = (err: unknown) => {
         inflight--;
         const e = err instanceof EkvError ? err : new EkvError('INTERNAL', 'internal error');
-        session.send({ i: id, ok: false, c: e.code, m: e.message, ...(e.version === undefined ? {} : { n: e.version }) });
+        session.send({ i: id, ok: false, c: e.code, m: e.message, ...(e.version === undefined ? {} : { n: e.version }), ...(e.absentAt === undefined ? {} : { t: e.absentAt }) });
       };
       try {
         const r = handle(msg.o, msg);

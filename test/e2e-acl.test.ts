@@ -3,7 +3,7 @@
 // revoke holds on every node from the moment it is acknowledged; forged,
 // rolled-back and replayed documents are refused and change nothing.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -277,4 +277,85 @@ describe('the ekv command line', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000); // about 17 CLI processes, each attesting the ring's nodes
+});
+
+describe('scans, batches, namespace listing and export (issue 14) on the same ring', () => {
+  it('a principal scans only what it may read (not even a count of the rest), through the SDK and the CLI', async () => {
+    await aliceKv.acl.createNamespace('scan');
+    const put = await aliceKv.mput(['a', 'b', 'c', 'd', 'e'].map((x) => [`scan/${x}`, `v${x}`] as [string, string]));
+    expect(put.map((r) => r.ok)).toEqual([true, true, true, true, true]);
+    const open = await anonKv.mput([['open-scan/1', 'one'], ['open-scan/2', 'two']]);
+    expect(open.every((r) => r.ok)).toBe(true);
+
+    // The owner: every key, in order, with values; pages of 2 with cursors.
+    const all: string[] = [];
+    for await (const it of aliceKv.scanAll({ prefix: 'scan/', values: true })) all.push(`${it.key}=${it.value}`);
+    expect(all).toEqual(['scan/a=va', 'scan/b=vb', 'scan/c=vc', 'scan/d=vd', 'scan/e=ve']);
+    const pages: string[][] = [];
+    let cursor: string | undefined;
+    do {
+      const p = await aliceKv.scan({ prefix: 'scan/', limit: 2, ...(cursor ? { cursor } : {}) });
+      pages.push(p.items.map((x) => x.key.toString()));
+      cursor = p.cursor ?? undefined;
+    } while (cursor);
+    expect(pages).toEqual([['scan/a', 'scan/b'], ['scan/c', 'scan/d'], ['scan/e']]);
+    await expect(aliceKv.scan({ prefix: 'other/', cursor: 'c1.AAAA' })).rejects.toMatchObject({ code: 'BAD_REQUEST', reason: 'BAD_CURSOR' });
+
+    // Bob and an anonymous client: nothing of `scan`, the same answer as an empty namespace; the open keys.
+    for (const kv of [bobKv, anonKv]) {
+      expect(await kv.scan({ prefix: 'scan/' })).toEqual({ items: [], cursor: null });
+      const keys: string[] = [];
+      for await (const it of kv.scanAll({})) keys.push(it.key.toString());
+      expect(keys.filter((k) => k.startsWith('scan/'))).toEqual([]);
+      expect(keys).toEqual(expect.arrayContaining(['open-scan/1', 'open-scan/2']));
+    }
+    expect(await anonKv.listNamespaces()).toEqual([]);
+    expect(await aliceKv.listNamespaces()).toEqual(expect.arrayContaining(['scan', 'team']));
+    expect(await bobKv.listNamespaces()).not.toContain('scan');
+    const mg = await bobKv.mget(['scan/a', 'open-scan/1']);
+    expect(mg.map((r) => (r.ok ? r.value.toString() : r.error.code))).toEqual(['FORBIDDEN', 'one']);
+
+    await aliceKv.acl.grant('scan', bob.principal, 'read');
+    expect((await bobKv.scan({ prefix: 'scan/', limit: 10 })).items.map((x) => x.key.toString())).toEqual(['scan/a', 'scan/b', 'scan/c', 'scan/d', 'scan/e']);
+    expect(await bobKv.listNamespaces({ prefix: 'sc' })).toEqual(['scan']);
+  }, 120_000);
+
+  it('ekv keys, scan, get --prefix, mget, mput, ns list, export and import', async () => {
+    const ekvBin = fileURLToPath(new URL('../bin/ekv.js', import.meta.url));
+    const ekv = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => new Promise((resolve) => {
+      execFile(process.execPath, [ekvBin, ...args, '-c', ring.ring.clusterFile], { timeout: 60_000 }, (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+      });
+    });
+    const dir = mkdtempSync('/tmp/ekv-scan-cli-');
+    try {
+      expect(await ekv(['mput', 'cli-scan/1', 'one', 'cli-scan/2', 'two', 'cli-scan/3', 'three'])).toMatchObject({ code: 0, stdout: 'OK\nOK\nOK\n' });
+      expect(await ekv(['mput', 'odd'])).toMatchObject({ code: 2 });
+      expect(await ekv(['keys', 'cli-scan/'])).toMatchObject({ code: 0, stdout: 'cli-scan/1\ncli-scan/2\ncli-scan/3\n' });
+      const page = await ekv(['scan', '--prefix', 'cli-scan/', '--limit', '2', '--json']);
+      const j = JSON.parse(page.stdout) as { items: Array<{ key: string }>; cursor: string };
+      expect(j.items.map((x) => x.key)).toEqual(['cli-scan/1', 'cli-scan/2']);
+      expect(await ekv(['scan', '--prefix', 'cli-scan/', '--cursor', j.cursor, '--values'])).toMatchObject({ code: 0, stdout: 'cli-scan/3\tthree\n' });
+      expect(await ekv(['scan', '--prefix', 'cli-scan/', '--cursor', 'garbage'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/^BAD_REQUEST \(BAD_CURSOR\)/) });
+      expect(await ekv(['get', '--prefix', 'cli-scan/'])).toMatchObject({ code: 0, stdout: 'cli-scan/1\tone\ncli-scan/2\ttwo\ncli-scan/3\tthree\n' });
+      expect(await ekv(['mget', 'cli-scan/2', 'cli-scan/none'])).toMatchObject({ code: 1, stdout: 'two\nNOT_FOUND: no such key\n' });
+      expect(JSON.parse((await ekv(['ns', 'list', '--json'])).stdout)).toEqual({ ok: true, namespaces: [] }); // anonymous: none
+
+      const pass = join(dir, 'pass');
+      writeFileSync(pass, 'a long enough passphrase\n');
+      const file = join(dir, 'dump.ekvx');
+      const exp = await ekv(['export', '--out', file, '--passphrase-file', pass, '--prefix', 'cli-scan/', '--scrypt-log2n', '14']);
+      expect(exp).toMatchObject({ code: 0, stdout: `exported 3 keys to ${file}\n` });
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      expect(await ekv(['export', '--out', file, '--passphrase-file', pass])).toMatchObject({ code: 2 }); // exists
+      expect((await ekv(['del', 'cli-scan/2'])).code).toBe(0);
+      expect((await ekv(['put', 'cli-scan/3', 'changed'])).code).toBe(0);
+      expect(await ekv(['import', file, '--passphrase-file', pass, '--if-absent'])).toMatchObject({ code: 0, stdout: 'imported 1 of 3 keys (2 skipped: they have a value)\n' });
+      expect(await ekv(['get', '--prefix', 'cli-scan/'])).toMatchObject({ stdout: 'cli-scan/1\tone\ncli-scan/2\ttwo\ncli-scan/3\tchanged\n' });
+      writeFileSync(pass, 'another passphrase entirely\n');
+      expect(await ekv(['import', file, '--passphrase-file', pass])).toMatchObject({ code: 1, stderr: expect.stringMatching(/^BAD_PASSPHRASE/) });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });

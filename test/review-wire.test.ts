@@ -1,135 +1,17 @@
 // Hostile review of the wired data path (branch review-wire, a snapshot of `wire` at 61ba614). Each test was
 // written to show one finding of the review report by asserting the unsafe behaviour; the fixed ones are
 // inverted into regression tests (they assert the safe behaviour, so each fails on the code at 61ba614).
-// Harness: a copy of test/data-store.test.ts's in-process Net (three or four DataStores over the op catalogue).
+// Harness: test/helpers/data-net.ts (three or four DataStores over the op catalogue).
 import { randomBytes } from 'node:crypto';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { EkvError } from '../protocol/errors.ts';
-import type { RpcResult } from '../protocol/rpc.ts';
-import { DataStore, nodeName, peerOutboundBytesMax } from '../enclave/cluster/data-store.ts';
-import { catalogue, dispatch } from '../enclave/cluster/ops.ts';
-import type { PeerPool } from '../enclave/cluster/peers.ts';
-import type { RingDriver } from '../enclave/cluster/ring-driver.ts';
+import { nodeName, peerOutboundBytesMax } from '../enclave/cluster/data-store.ts';
 import { chunksOf, dataMessageBytesMax, decodePeerBody, encodePeerBody, rangeBytesMax, Reassembler } from '../enclave/cluster/data-wire.ts';
-import { type Config, type DataConfig, type DataLog, type Done, type Entry, type LogRecord, type PeerBody, type Session, type Sessions, shardOf } from '../enclave/data/index.ts';
+import { type Config, type Done, type Entry, type PeerBody, type Session, type Sessions, shardOf } from '../enclave/data/index.ts';
 import { entryBytes } from '../enclave/data/range.ts';
 import { valueBytesMax } from '../protocol/constants.ts';
-import { nodeIdFromPublicKey, type NodeRef } from '../enclave/ring/index.ts';
-import type { Handler } from '../enclave/server.ts';
+import { DataNet as Net, fast, type NetNode as Node } from './helpers/data-net.ts';
 
-const fast: Partial<DataConfig> = {
-  leaseTicks: 150, leaseMarginTicks: 2, renewTicks: 20, heartbeatTicks: 5, suspectTicks: 30, retryTicks: 10,
-  proposeTimeoutTicks: 100, backoffTicksMax: 10, shards: 4,
-};
-
-class MemLog implements DataLog {
-  records: LogRecord[] = [];
-  async append(rs: readonly LogRecord[]): Promise<void> {
-    await Promise.resolve();
-    this.records.push(...rs);
-  }
-  async load(): Promise<LogRecord[]> {
-    return [...this.records];
-  }
-}
-
-interface Node {
-  key: Buffer;
-  ref: NodeRef;
-  store: DataStore;
-  handler: Handler;
-}
-
-class Net {
-  readonly nodes: Node[] = [];
-  readonly cut = new Set<string>();
-  /** Addresses whose data messages are held (never answered) until `release`; bytes of 'dm' calls per address. */
-  readonly hold = new Set<string>();
-  readonly held: Array<() => void> = [];
-  readonly dmBytes = new Map<string, number>();
-  /** Unsent socket bytes the fake pool reports per address (PeerPool.queuedBytes). */
-  readonly queued = new Map<string, number>();
-  /** Principal keys (hex) the access stub refuses every operation to. */
-  readonly forbid = new Set<string>();
-  /** REVIEW: the next peer call of this op is delivered and handled, then its answer is lost once `gate` resolves. */
-  loseAnswer: { op: string; gate: Promise<void> } | null = null;
-  private readonly byAddr = new Map<string, Node>();
-
-  async start(n: number, config: Partial<DataConfig> = fast): Promise<void> {
-    const keys = Array.from({ length: n }, () => randomBytes(32));
-    const refs = keys.map((k, i) => ({ id: nodeIdFromPublicKey(k), addr: `n${i}` }));
-    for (let i = 0; i < n; i++) {
-      const me = refs[i] as NodeRef;
-      const key = keys[i] as Buffer;
-      const peers = {
-        queuedBytes: (addr: string) => this.queued.get(addr) ?? 0,
-        call: async (addr: string, op: string, args: Record<string, unknown>, _t: number, expectId?: bigint): Promise<RpcResult> => {
-          if (op === 'dm' && me.addr === 'n0') this.dmBytes.set(addr, (this.dmBytes.get(addr) ?? 0) + (args.m as Uint8Array).length);
-          if (op === 'dm' && me.addr === 'n0' && this.hold.has(addr)) await new Promise<void>((r) => this.held.push(r));
-          const to = this.byAddr.get(addr);
-          if (!to || this.cut.has(addr) || this.cut.has(me.addr)) throw new EkvError('UNAVAILABLE', 'cut off');
-          if (expectId !== undefined && expectId !== to.ref.id) throw new EkvError('UNAVAILABLE', 'wrong node');
-          await new Promise((r) => setImmediate(r));
-          const req = decodeCbor(encodeCbor({ ...args, i: 1, o: op }), 1 << 22) as Record<string, unknown>;
-          const res = await to.handler(op, req, { peer: { key } as never, principal: null });
-          const lose = this.loseAnswer;
-          if (lose && lose.op === op) {
-            this.loseAnswer = null;
-            await lose.gate;
-            throw new EkvError('UNAVAILABLE', 'answer lost');
-          }
-          return decodeCbor(encodeCbor(res), 1 << 22) as RpcResult;
-        },
-      } as unknown as PeerPool;
-      // The Chord ring's view: every other node (the directory the data core is fed from).
-      const ring = { core: { predecessor: null, successors: refs.filter((r) => r !== me), fingers: [] } } as unknown as RingDriver;
-      const store = new DataStore({
-        self: me, peers, ring, log: new MemLog(), founded: i === 0, replicas: 3, minMembers: 3, config,
-        logger: pino({ level: 'silent' }),
-      });
-      const ops = catalogue({
-        data: store, ring, status: () => store.status(),
-        access: {
-          check: (_op, _key, principal) => {
-            if (principal && this.forbid.has(principal.toString('hex'))) throw new EkvError('FORBIDDEN', 'access denied');
-          },
-          handle: async () => ({}),
-        },
-      });
-      const node = { key, ref: me, store, handler: dispatch(ops) };
-      this.nodes.push(node);
-      this.byAddr.set(me.addr, node);
-    }
-    for (const x of this.nodes) await x.store.start();
-  }
-
-  stop(): void {
-    for (const x of this.nodes) x.store.stop();
-  }
-
-  async until(what: string, ms: number, f: () => boolean): Promise<void> {
-    const end = Date.now() + ms;
-    while (!f()) {
-      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-
-  /** A client request through node `at` (as the SDK sends it: CBOR, the op catalogue). */
-  async call(at: Node, op: string, args: Record<string, unknown>, principal: Buffer | null = null): Promise<RpcResult> {
-    const req = decodeCbor(encodeCbor({ ...args, i: 1, o: op }), 1 << 22) as Record<string, unknown>;
-    return at.handler(op, req, { peer: null, principal });
-  }
-
-  ownerOf(key: string): Node {
-    const shard = shardOf(key, fast.shards as number);
-    const o = this.nodes.find((x) => x.store.driver.node?.isActiveOwner(shard));
-    if (!o) throw new Error('no active owner');
-    return o;
-  }
-}
 
 let net: Net | null = null;
 afterEach(() => {
@@ -297,7 +179,7 @@ describe('review of the wired data path', () => {
     await net.start(3);
     await formed(net);
     const [a, b] = net.nodes as [Node, Node];
-    const send = (body: PeerBody): void => (a.store as unknown as { send: (m: unknown) => void }).send({ kind: 'peer', to: nodeName(b.ref.id), from: a.store.selfMember, body, pos: 0 });
+    const send = (body: PeerBody): void => (a.store as unknown as { send: (m: unknown) => void }).send({ kind: 'peer', to: nodeName(b.ref.id), from: a.store.selfMember, body, pos: 0, boot: a.store.driver.node?.boot ?? 1, toBoot: 0, toInc: -1 });
     const flushed = (): Promise<void> => new Promise((r) => setImmediate(r));
     const data = new Map<string, Entry>();
     for (let i = 0; i < 8; i++) data.set(`big${i}`, { value: 'x'.repeat(valueBytesMax), version: 1, epoch: 1 });
@@ -345,21 +227,24 @@ describe('review of the wired data path', () => {
     const key = Buffer.from('apple');
     const owner = net.ownerOf('apple');
     const entry = net.nodes.find((x) => x !== owner) as Node;
-    const s = (await net.call(entry, 'open', { k: key })).s as number;
+    // (A principal with a key: its own opens evict its own sessions, busy or not. The shared anonymous tag's
+    // opens evict only sessions not in use since review-3's R7b.)
+    const me = randomBytes(32);
+    const s = (await net.call(entry, 'open', { k: key }, me)).s as number;
     let release!: () => void;
     net.loseAnswer = { op: 'fwd', gate: new Promise<void>((r) => (release = r)) };
     // A create-if-absent, sent once by the SDK to a node that forwards it to the owner.
-    const first = net.call(entry, 'put', { k: key, v: Buffer.from('mine'), iv: 0, s: [s, 1, 1] });
+    const first = net.call(entry, 'put', { k: key, v: Buffer.from('mine'), iv: 0, s: [s, 1, 1] }, me);
     await net.until('the put to be applied at the owner', 5000, () => owner.store.readOwned(key)?.toString() === 'mine');
     // Meanwhile the same principal opens more sessions in that range (its bound is 2 here): the first is evicted.
-    await net.call(owner, 'open', { k: key });
-    await net.call(owner, 'open', { k: key });
+    await net.call(owner, 'open', { k: key }, me);
+    await net.call(owner, 'open', { k: key }, me);
     release(); // the forward's answer is lost; the entry node retries the same (session, seq) and is refused SESSION_EXPIRED ...
     // ... which it must not pass on as "not applied" (the SDK would re-send the write in a new session):
     await expect(first).rejects.toMatchObject({ code: 'EXPIRED', message: expect.stringMatching(/^OUTCOME_UNKNOWN/) });
     expect(Buffer.from((await net.call(owner, 'get', { k: key })).v as Uint8Array).toString()).toBe('mine');
     // A write whose first attempt is refused SESSION_EXPIRED was not applied, and is said so.
-    await expect(net.call(entry, 'put', { k: key, v: Buffer.from('other'), s: [s, 2, 2] })).rejects.toMatchObject({
+    await expect(net.call(entry, 'put', { k: key, v: Buffer.from('other'), s: [s, 2, 2] }, me)).rejects.toMatchObject({
       code: 'EXPIRED', message: expect.stringMatching(/^SESSION_EXPIRED/),
     });
     expect(Buffer.from((await net.call(owner, 'get', { k: key })).v as Uint8Array).toString()).toBe('mine');

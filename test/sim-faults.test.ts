@@ -75,6 +75,26 @@ describe('fault simulator (issue 11)', () => {
     }, 60_000);
   }
 
+  // Scans (docs/scans.md) in the workload: each scanned value is a get linearized within the scan, so no scan
+  // returns a value older than a write acknowledged before it started; and a scan that skips the lease is caught.
+  const scanRun = (seed: number, broken?: SimOptions['broken'], mix?: FaultName[]) =>
+    checkRun(new FaultSim({ ...defaultSimOptions, seed, scans: 0.15, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}) }).run());
+  it('scans in the workload: every scanned value linearizable per key (40 seeds)', () => {
+    const failures: string[] = [];
+    for (let seed = 1; seed <= 40; seed++) {
+      const v = scanRun(seed);
+      if (!v.ok) failures.push(`seed ${seed}: ${v.problems[0]}`);
+    }
+    expect(failures).toEqual([]);
+  }, 120_000);
+
+  it('catches a broken build: scans served without the read lease (a cut-off owner scans stale values)', () => {
+    let failing: number | null = null;
+    for (let seed = 1; seed <= 30 && failing === null; seed++) if (!scanRun(seed, { scanNoLease: true }, ['isolate']).ok) failing = seed;
+    expect(failing, 'no failing seed in 1..30').not.toBeNull();
+    expect(scanRun(failing as number, undefined, ['isolate']).ok).toBe(true);
+  }, 120_000);
+
   it('outside the clock assumption (an owner\'s clock stops while it runs), lease reads go stale: I6 carries weight', () => {
     let failing: number | null = null;
     for (let seed = 1; seed <= 20 && failing === null; seed++) if (!runSeed(seed, undefined, false, ['clock-stall']).ok) failing = seed;

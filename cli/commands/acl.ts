@@ -77,6 +77,16 @@ function registerNs(program: Command): void {
         printAclChange(o, v);
       }),
     );
+  common(ns.command('list'))
+    .description('the namespaces your identity holds a right in (read, write or admin; owners included), sorted; anonymous: none')
+    .option('--prefix <p>', 'only names starting with this', '')
+    .action(async (o: CommonOpts & { prefix: string }) =>
+      run(o.json, async () => {
+        const names = await withClient(o, (kv) => kv.listNamespaces({ prefix: o.prefix }));
+        if (o.json) process.stdout.write(JSON.stringify({ ok: true, namespaces: names }) + '\n');
+        else if (names.length > 0) process.stdout.write(names.join('\n') + '\n');
+      }),
+    );
 }
 
 function registerAclCommands(program: Command): void {

@@ -89,11 +89,19 @@ export function registerKv(program: Command): void {
       }),
     );
 
-  common(program.command('get').argument('<key>'))
-    .description('print the value of a key on stdout (exit 1 and NOT_FOUND on stderr when missing)')
+  common(program.command('get').argument('[key]'))
+    .description('print the value of a key on stdout (exit 1 and NOT_FOUND on stderr when missing); --prefix P: every key<TAB>value under P')
     .option('--hex', 'print the value as hex')
-    .action(async (key: string, o: CommonOpts & { hex?: boolean }) =>
+    .option('--prefix <p>', 'every key you may read starting with P, with its value (one key<TAB>value line each; docs/scans.md)')
+    .action(async (key: string | undefined, o: CommonOpts & { hex?: boolean; prefix?: string }) =>
       run(o.json, async () => {
+        if (o.prefix !== undefined) {
+          if (key !== undefined) throw new UsageError('give a key or --prefix, not both');
+          const { printPrefix } = await import('./scan.ts');
+          await withClient(o, (kv) => printPrefix(kv, o.prefix as string, o, true));
+          return;
+        }
+        if (key === undefined) throw new UsageError('get needs a key (or --prefix P)');
         const r = await withClient(o, (kv) => kv.getWithVersion(key));
         if (o.json) {
           process.stdout.write(JSON.stringify({ ok: true, key, version: r.version, value: r.value.toString('utf8'), valueHex: r.value.toString('hex') }) + '\n');

@@ -142,6 +142,37 @@ export class AccessService implements AccessCheck {
     );
   }
 
+  /**
+   * Scans (enclave/cluster/scan-ops.ts): may `principal` read `key`? The same rule as check('get'), without
+   * counting a refusal (a scan skips what it may not read). Synchronous when the key's documents are leased.
+   */
+  readable(key: Buffer, principal: Buffer | null): boolean | Promise<boolean> {
+    const k = classifyKey(key);
+    if (k.kind === 'reserved') return false;
+    const p = principal === null ? null : this.principal(principal);
+    if (k.kind === 'outside') return authorize(null, this.table, p, 'read', this.mode);
+    const cached = this.holder.cached(k.ns);
+    if (cached !== undefined) return authorize(cached, this.table, p, 'read', this.mode);
+    return this.holder.acl(k.ns).then((acl) => authorize(acl, this.table, p, 'read', this.mode), (err: unknown) => {
+      throw err instanceof EkvError ? err : new EkvError('UNAVAILABLE', `cannot obtain the ACL: ${(err as Error).message}`);
+    });
+  }
+
+  /**
+   * `ekv ns list`: does `principal` hold some right in namespace `ns` (created: it has an ACL)? Those who may
+   * read its ACL (docs/access-control.md) may see it listed; anonymous sessions see none.
+   */
+  nsVisible(ns: string, principal: Buffer | null): boolean | Promise<boolean> {
+    if (principal === null) return false;
+    const p = this.principal(principal);
+    const visible = (acl: VerifiedAcl | null): boolean => acl !== null && rightsBitsOf(acl, this.table, p) !== 0;
+    const cached = this.holder.cached(ns);
+    if (cached !== undefined) return visible(cached);
+    return this.holder.acl(ns).then(visible, (err: unknown) => {
+      throw err instanceof EkvError ? err : new EkvError('UNAVAILABLE', `cannot obtain the ACL: ${(err as Error).message}`);
+    });
+  }
+
   private decide(acl: VerifiedAcl | null, principal: Buffer | null, op: Op): void {
     if (!authorize(acl, this.table, principal === null ? null : this.principal(principal), op, this.mode)) throw this.forbidden();
   }

@@ -25,7 +25,7 @@ import { EkvError } from '../../protocol/errors.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import {
   bootIdMax, type ClientOp, type ClientResult, type Config, type DataConfig, DataDriver, type DataLog, type LogRecord, type Member, type Outbound, type PeerBody,
-  shardOf, validateDataConfig,
+  type ScanView, shardOf, validateDataConfig,
 } from '../data/index.ts';
 import { idToBytes, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
 import { batchBodiesMax, chunksOf, dataMessageBytesMax, decodePeerBatch, encodePeerBatch, rangeBytesMax, Reassembler } from './data-wire.ts';
@@ -53,6 +53,8 @@ export const enclaveDataConfig: Readonly<DataConfig> = validateDataConfig({
   windowMax: 64,
   queuedMax: 4096,
   rangeBytesMax,
+  // 30 s: longer than any gap between the attempts of one write (the entry node's 8 s, the SDK's request timeout).
+  sessionIdleTicks: 3000,
 });
 
 /** How long a client operation is retried by the node that took it (the SDK retries past this). */
@@ -115,7 +117,9 @@ function wireResult(x: unknown): ClientResult {
     if (o.kind === 'write' && typeof o.existed === 'boolean' && n(o.version) >= 0) return { ok: true, kind: 'write', version: n(o.version), existed: o.existed };
     if (o.kind === 'open' && n(o.session) >= 1) return { ok: true, kind: 'open', session: n(o.session) };
   } else if (o.ok === false) {
-    if ((o.code === 'CONFLICT' || o.code === 'RANGE_FULL') && n(o.version) >= 0) return { ok: false, code: o.code, version: n(o.version) };
+    if ((o.code === 'CONFLICT' || o.code === 'RANGE_FULL') && n(o.version) >= 0) {
+      return o.t === undefined ? { ok: false, code: o.code, version: n(o.version) } : { ok: false, code: o.code, version: n(o.version), t: n(o.t) };
+    }
     if (o.code === 'NOT_OWNER') return { ok: false, code: 'NOT_OWNER', hint: typeof o.hint === 'string' && o.hint.length <= 64 ? o.hint : null };
     if (o.code === 'UNAVAILABLE' || o.code === 'SESSION_EXPIRED' || o.code === 'STALE_REQUEST' || o.code === 'BAD_REQUEST') return { ok: false, code: o.code };
   }
@@ -169,7 +173,7 @@ export class DataStore {
       clock: () => this.nowTicks(),
       rand: Math.random,
       // Each core's boot id comes from the enclave's CSPRNG, never from the host.
-      bootId: () => randomInt(1, bootIdMax + 1),
+      bootId: () => randomInt(1, bootIdMax), // [1, 2^48 - 1] (randomInt's span is below 2^48)
       every: (ms, fn) => {
         const t = setInterval(fn, ms);
         t.unref();
@@ -544,6 +548,43 @@ export class DataStore {
     await run;
   }
 
+  // ---- scans and batches (enclave/cluster/scan-ops.ts) ----
+
+  /**
+   * A range's acknowledged view, here, now, if this node is its active owner with a read lease valid now and its
+   * log works (the condition a get is served under); null otherwise. Used synchronously and not kept.
+   */
+  scanView(shard: number): ScanView | null {
+    if (!this.driver.serving) return null;
+    return this.driver.node?.scanView(shard, this.nowTicks()) ?? null;
+  }
+
+  /** Whether this node's core is the active owner of a range (leased or not: a scan waits for the lease here). */
+  activeOwner(shard: number): boolean {
+    return this.driver.node?.isActiveOwner(shard) ?? false;
+  }
+
+  /** The owner the local configuration names for a range, with where to reach it (null: none, or this node). */
+  ownerRefOfShard(shard: number): { name: string; ref: NodeRef | null } | null {
+    const name = this.ownerName(shard);
+    if (name === null) return null;
+    if (name === this.selfMember.name) return { name, ref: this.self };
+    return { name, ref: this.refOfName(name) };
+  }
+
+  /** A peer by member name, with an address to reach it (null: unknown). */
+  refOfName(name: string): NodeRef | null {
+    const addr = this.addrs.get(name);
+    const id = nameToId(name);
+    return addr && id !== null ? { id, addr } : null;
+  }
+
+  /** An operation at another enclave of this ring, pinned to its ring id. */
+  async callPeer(ref: NodeRef, op: string, args: Record<string, unknown>): Promise<RpcResult> {
+    this.stats.forwards++;
+    return this.c.peers.call(ref.addr, op, args, peerCallTimeoutMs, ref.id);
+  }
+
   // ---- status ----
 
   /**
@@ -630,7 +671,7 @@ export class DataStore {
 export function toEkvError(r: Extract<ClientResult, { ok: false }>): EkvError {
   switch (r.code) {
     case 'CONFLICT':
-      return new EkvError('CONFLICT', `the key's version is ${r.version}`, { version: r.version });
+      return new EkvError('CONFLICT', `the key's version is ${r.version}`, { version: r.version, ...(r.t === undefined || r.t < 0 ? {} : { absentAt: r.t }) });
     case 'RANGE_FULL':
       return new EkvError('VALUE_TOO_LARGE', `RANGE_FULL: the key's range would exceed ${rangeBytesMax} bytes`);
     case 'SESSION_EXPIRED':
@@ -658,8 +699,9 @@ export function toRpcResult(r: ClientResult, opKind: ClientOp['kind'], shard: nu
       if (!r.found || r.value === null) throw new EkvError('NOT_FOUND', 'no such key', { version: r.version });
       return { v: Buffer.from(r.value, 'latin1'), n: r.version };
     case 'write':
-      // A delete of a key without a value says version 0 (there was nothing to delete).
-      return opKind === 'del' ? (r.existed ? { n: r.version, d: true } : { n: 0, d: false }) : { n: r.version };
+      // A delete of a key without a value says version 0 (there was nothing to delete), and in `t` the version of
+      // the key's delete (0: never written), which the client's floor checks as a read of "no value".
+      return opKind === 'del' ? (r.existed ? { n: r.version, d: true } : { n: 0, d: false, t: r.version }) : { n: r.version };
     case 'open':
       return { s: r.session, sh: shard, S: shards, w: windowMax };
   }

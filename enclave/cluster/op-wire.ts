@@ -16,7 +16,7 @@
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import { createHash } from 'node:crypto';
-import { type ClientOp, principalCharsMax } from '../data/index.ts';
+import { anonPrincipal, type ClientOp, internalPrincipalPrefix, principalCharsMax } from '../data/index.ts';
 
 /**
  * The principal tag a write session is bound to: derived by the node that took the request from the caller's
@@ -24,11 +24,11 @@ import { type ClientOp, principalCharsMax } from '../data/index.ts';
  * message, so no client can name another's tag, nor the enclave's own ('#' + node name, `internalTag`).
  */
 export function principalTag(principal: Buffer | null): string {
-  return principal === null ? 'anon' : 'k' + createHash('sha256').update(principal).digest('hex');
+  return principal === null ? anonPrincipal : 'k' + createHash('sha256').update(principal).digest('hex');
 }
 
 export function internalTag(nodeName: string): string {
-  return '#' + nodeName;
+  return internalPrincipalPrefix + nodeName;
 }
 
 function bytes(x: unknown, what: string, min: number, max: number, tooLarge: 'KEY_TOO_LARGE' | 'VALUE_TOO_LARGE'): Buffer {

@@ -13,6 +13,7 @@ import { accessClientOps, accessPeerOps, type AccessCheck, type AccessService } 
 import type { CallerContext, Handler } from '../server.ts';
 import { type DataStore, resultToWire, toRpcResult } from './data-store.ts';
 import { decodeClientKey, decodeDataOp, decodeForward, type DataOpName, principalTag } from './op-wire.ts';
+import { scanOps } from './scan-ops.ts';
 
 async function checkOpen(access: AccessCheck, key: Buffer, principal: Buffer | null): Promise<void> {
   try {
@@ -42,7 +43,7 @@ export interface OpsInit {
   metrics?: () => RpcResult;
   /**
    * The ring's generation now (how many times recovery members reopened it; docs/recovery.md), read at each
-   * answer: every data answer carries it as `g`, so that a client that has seen a newer generation refuses it.
+   * answer: every data answer of a reopened ring carries it as `g`, so that a client that has seen a newer generation refuses it.
    */
   generation?: () => number;
 }
@@ -54,21 +55,22 @@ const accessOpsRule: ReadonlyArray<[string, CallerRule]> = [
 
 export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
   const shardOf = (k: Buffer): number => c.data.shardOfKey(k);
-  const dataOp = (op: DataOpName): OpSpec => ({
-    caller: 'client',
-    run: async (req, ctx) => {
-      const key = decodeClientKey(req);
-      // The access check comes first (before the rest of the request is even decoded), at the node that took
-      // the request, so a refusal reveals nothing about the key or the request. A session is for writing:
-      // opening one on a key's range needs the right to put or to delete that key.
-      if (op !== 'open') await c.access.check(op, key, ctx.principal);
-      else await checkOpen(c.access, key, ctx.principal);
-      const q = decodeDataOp(op, req, key, shardOf, principalTag(ctx.principal));
-      const shard = shardOf(key);
-      const r = toRpcResult(await c.data.run(q), q.kind, shard, c.data.cfg.shards, c.data.cfg.windowMax);
-      return { ...r, g: c.generation?.() ?? 0 };
-    },
-  });
+  const runData = async (op: DataOpName, req: Record<string, unknown>, ctx: CallerContext): Promise<RpcResult> => {
+    const key = decodeClientKey(req);
+    // The access check comes first (before the rest of the request is even decoded), at the node that took
+    // the request, so a refusal reveals nothing about the key or the request. A session is for writing:
+    // opening one on a key's range needs the right to put or to delete that key.
+    if (op !== 'open') await c.access.check(op, key, ctx.principal);
+    else await checkOpen(c.access, key, ctx.principal);
+    const q = decodeDataOp(op, req, key, shardOf, principalTag(ctx.principal));
+    const shard = shardOf(key);
+    const r = toRpcResult(await c.data.run(q), q.kind, shard, c.data.cfg.shards, c.data.cfg.windowMax);
+    // The ring's generation after a recovery (docs/recovery.md; absent: 0, never reopened): a client that has
+    // seen a newer one refuses this answer.
+    const g = c.generation?.() ?? 0;
+    return g > 0 ? { ...r, g } : r;
+  };
+  const dataOp = (op: DataOpName): OpSpec => ({ caller: 'client', run: (req, ctx) => runData(op, req, ctx) });
   const ops = new Map<string, OpSpec>([
     ['get', dataOp('get')],
     ['put', dataOp('put')],
@@ -92,6 +94,8 @@ export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
       run: async (req) => ({ r: resultToWire(await c.data.local(decodeForward(req, c.data.cfg.shards, shardOf))) }),
     }],
   ]);
+  // Scans, namespace listing and batches (scan-ops.ts): each batch item is exactly its single operation.
+  for (const [name, spec] of scanOps({ data: c.data, access: c.access, runData })) ops.set(name, spec);
   for (const [name, caller] of accessOpsRule) ops.set(name, { caller, run: (req, ctx) => c.access.handle(name, req, ctx) });
   return ops;
 }

@@ -116,7 +116,10 @@ function opToWire(op: WriteOp): Record<string, unknown> {
 function result(x: unknown): WriteResult {
   const o = obj(x, 'result');
   if (o.ok === true) return { ok: true, version: int(o.version, 'result.version'), existed: bool(o.existed, 'result.existed') };
-  if (o.ok === false && (o.code === 'CONFLICT' || o.code === 'RANGE_FULL')) return { ok: false, code: o.code, version: int(o.version, 'result.version') };
+  if (o.ok === false && (o.code === 'CONFLICT' || o.code === 'RANGE_FULL')) {
+    const version = int(o.version, 'result.version');
+    return o.t === undefined ? { ok: false, code: o.code, version } : { ok: false, code: o.code, version, t: int(o.t, 'result.t') };
+  }
   return fail('result must be ok, CONFLICT or RANGE_FULL');
 }
 

@@ -33,6 +33,13 @@ export interface DataConfig {
   sessionsPerPrincipalMax: number;
   /** Results remembered per session: requests in [floor, floor + windowMax). */
   windowMax: number;
+  /**
+   * Optional (0 or absent: off): a session used (opened, or a write of it received by the owner) less than this
+   * long ago, on the owner's clock, is *busy*: another principal's open never evicts it, nor does an open of the
+   * shared anonymous tag; an open that could only evict busy sessions is refused UNAVAILABLE instead (nothing
+   * changes). Sessions the owner has not seen used since it became active count as used at its activation.
+   */
+  sessionIdleTicks?: number;
   /** Writes waiting per range at its owner; beyond, UNAVAILABLE. */
   queuedMax: number;
   /**
@@ -59,6 +66,8 @@ export interface BrokenFlags {
    * its current log position votes as the same member as the original.
    */
   noBootFence?: boolean;
+  /** Scans (scan.ts) are served by an active owner whether or not its read lease is valid. */
+  scanNoLease?: boolean;
 }
 
 export const defaultDataConfig: Readonly<DataConfig> = Object.freeze({
@@ -106,6 +115,7 @@ export function validateDataConfig(c: DataConfig): Readonly<DataConfig> {
   intIn('sessionsMax', c.sessionsMax, 1, 1 << 20);
   intIn('sessionsPerPrincipalMax', c.sessionsPerPrincipalMax, 1, c.sessionsMax);
   intIn('windowMax', c.windowMax, 1, 1 << 16);
+  if (c.sessionIdleTicks !== undefined) intIn('sessionIdleTicks', c.sessionIdleTicks, 0, 100_000_000);
   intIn('queuedMax', c.queuedMax, 1, 1 << 20);
   if (c.rangeBytesMax !== undefined) intIn('rangeBytesMax', c.rangeBytesMax, 1, Number.MAX_SAFE_INTEGER);
   // A lease the owner cannot renew before it runs out is useless, and a negative one is a config error.

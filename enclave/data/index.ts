@@ -5,3 +5,4 @@ export { DataNode, type DataNodeInit, shardOf, shardStart } from './node.ts';
 export * from './types.ts';
 export { type DataDriverInit, DataDriver, type DataLog } from './driver.ts';
 export { logRecordToWire, peerBodyToWire, validateClientOp, validateLogRecord, validatePeerBody } from './codec.ts';
+export { type ScanDecision, type ScanEntry, type ScanPage, type ScanQuery, type ScanView, scanEntryOverheadBytes, selectPage } from './scan.ts';

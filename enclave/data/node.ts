@@ -17,7 +17,7 @@ import {
 } from './range.ts';
 import {
   type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, type Inbound, type LogRecord, type Member,
-  type Outbound, type PeerBody, type Ready, replacedBootsMax, sameMember, sessionCounter, sessionNonceSpan, type Witnessed, type WriteOp, type WriteResult, bootIdMax,
+  type Outbound, type PeerBody, type Ready, anonPrincipal, internalPrincipalPrefix, replacedBootsMax, sameMember, sessionCounter, sessionNonceSpan, type Witnessed, type WriteOp, type WriteResult, bootIdMax,
 } from './types.ts';
 
 export interface DataNodeInit {
@@ -49,6 +49,9 @@ export interface DataNodeInit {
 interface PeerView { ring: bigint; inc: number; heard: number; leaving: boolean }
 
 const sessionKey = ''; // keys are at least one byte, so '' serializes session opens
+/** Opens waiting at a range's owner (they run one at a time), in all and per principal; beyond, UNAVAILABLE. */
+export const opensQueuedMax = 64;
+export const opensQueuedPerPrincipal = 4;
 
 export function shardOf(key: string, shards: number): number {
   return Number((keyId(Buffer.from(key, 'latin1')) * BigInt(shards)) / idSpace);
@@ -372,6 +375,16 @@ export class DataNode {
     return f ? f.prev : r.data.get(key);
   }
 
+  /**
+   * Scan hook (enclave/data/scan.ts): the range's acknowledged view for its leased owner at `now` (the same
+   * condition as a read), or null. The caller uses it synchronously, at that moment, and keeps nothing of it.
+   */
+  scanView(shard: number, now: number): import('./scan.ts').ScanView | null {
+    if (!Number.isInteger(shard) || shard < 0 || shard >= this.cfg.shards) return null;
+    const r = this.rangeAt(shard);
+    return (this.cfg.broken?.scanNoLease ? r.active : this.isLeasedOwner(shard, now)) ? r : null;
+  }
+
   /** Bytes of keys and values a range holds (its transfer size, less framing): the driver bounds it. */
   rangeBytes(shard: number): number {
     return this.rangeAt(shard).bytes;
@@ -650,6 +663,7 @@ export class DataNode {
     r.queues.clear();
     r.queued = 0;
     r.byReq.clear();
+    r.lastUse.clear();
   }
 
   private tickRange(r: RangeState): void {
@@ -887,6 +901,8 @@ export class DataNode {
     if (!r.activating || r.activating.acks.size < c.members.length) return;
     r.activating = null;
     r.active = true;
+    r.activeAt = this.now;
+    r.lastUse.clear();
     this.debug?.(`${this.self.name} ACTIVE range ${r.shard} epoch ${c.epoch} [${c.members.map((m) => m.name).join(',')}] keys ${[...r.data].map(([k, e]) => `${k}=v${e.version}@${e.epoch}`).join(' ')}`);
     r.lease = { validUntil: -Infinity, t0: -Infinity, grants: new Set() };
     this.renewLease(r);
@@ -974,6 +990,22 @@ export class DataNode {
       this.onGet(r, client, rid, op.key);
       return;
     }
+    if (op.kind === 'open') {
+      // Opens wait in one queue (they are serialized on one key): bounded per range and per principal, so that one
+      // caller's flood of opens cannot take the range's queue (queuedMax) from everyone else's writes.
+      const q = r.queues.get(sessionKey);
+      let mine = 0;
+      if (q) for (const p of q) if (p.op.kind === 'open' && p.op.principal === op.principal) mine++;
+      if ((q?.length ?? 0) >= opensQueuedMax || mine >= opensQueuedPerPrincipal) {
+        this.reply(client, rid, { ok: false, code: 'UNAVAILABLE' });
+        return;
+      }
+    }
+    if (op.kind !== 'open') {
+      // A write of a session, by its principal, marks the session busy (openOp never evicts a busy session for another).
+      const s = r.sessions.table.get(op.session);
+      if (s && s.owner === op.principal) r.lastUse.set(op.session, this.now);
+    }
     if (op.kind !== 'open' && !this.cfg.broken?.noDedup) {
       const early = this.checkRequest(r, op, requestDigest(op));
       if (early === 'inflight') {
@@ -1040,8 +1072,18 @@ export class DataNode {
     let reqKey: string | null = null;
     let digest = '';
     if (p.op.kind === 'open') {
-      op = this.openOp(r, p.op.principal);
-      result = { ok: true, kind: 'open', session: (op.open as { id: number }).id };
+      const o = this.openOp(r, p.op.principal);
+      if (o === null) {
+        // Every session it could evict is in use: refused, nothing changed (the caller tries again later).
+        this.reply(p.client, p.rid, { ok: false, code: 'UNAVAILABLE' });
+        this.startNext(r, key);
+        return;
+      }
+      op = o;
+      const id = (o.open as { id: number }).id;
+      r.lastUse.set(id, this.now);
+      if (o.open?.evict != null) r.lastUse.delete(o.open.evict);
+      result = { ok: true, kind: 'open', session: id };
     } else if (p.op.kind === 'put' || p.op.kind === 'del') {
       if (!this.cfg.broken?.noDedup) {
         // Re-check: the same request may have completed while this one waited in the queue.
@@ -1076,24 +1118,39 @@ export class DataNode {
   /**
    * A new session of `owner`: its id is the range's counter with a random nonce (ids cannot be guessed; the
    * owner check is what makes a guessed one useless). Past the principal's own bound, its least recently used
-   * session is evicted; past the range's bound, the least recently used of all.
+   * session is evicted (for the shared anonymous tag, only one not in use); past the range's bound, a session not
+   * in use (`sessionIdleTicks`), of the principal holding the most sessions, least recently used first. Null when
+   * every session it could evict is in use: the open is refused, so that no caller, however many keys it makes,
+   * can push out a session another caller is using (a write in flight would come back EXPIRED, outcome unknown).
    */
-  private openOp(r: RangeState, owner: string): WriteOp {
+  private openOp(r: RangeState, owner: string): WriteOp | null {
     const s = r.sessions;
+    const idleFor = owner.startsWith(internalPrincipalPrefix) ? 0 : (this.cfg.sessionIdleTicks ?? 0);
+    const idle = (id: number): boolean => idleFor <= 0 || this.now - (r.lastUse.get(id) ?? r.activeAt) >= idleFor;
     let evict: number | null = null;
     let mine = 0;
     let mineMin = Infinity;
     let mineLru: number | null = null;
+    const counts = new Map<string, number>();
     for (const [id, x] of s.table) {
+      counts.set(x.owner, (counts.get(x.owner) ?? 0) + 1);
       if (x.owner !== owner) continue;
       mine++;
+      if (owner === anonPrincipal && !idle(id)) continue;
       if (x.used < mineMin) { mineMin = x.used; mineLru = id; }
     }
     if (mine >= this.cfg.sessionsPerPrincipalMax) {
+      if (mineLru === null) return null;
       evict = mineLru;
     } else if (s.table.size >= this.cfg.sessionsMax) {
+      let most = -1;
       let min = Infinity;
-      for (const [id, x] of s.table) if (x.used < min) { min = x.used; evict = id; }
+      for (const [id, x] of s.table) {
+        if (!idle(id)) continue;
+        const n = counts.get(x.owner) ?? 0;
+        if (n > most || (n === most && x.used < min)) { most = n; min = x.used; evict = id; }
+      }
+      if (evict === null) return null;
     }
     const id = s.next * sessionNonceSpan + Math.floor(this.rand() * sessionNonceSpan);
     return { key: null, entry: null, req: null, open: { id, owner, evict, used: s.clock + 1 } };
@@ -1106,7 +1163,8 @@ export class DataNode {
     let entry: Entry | null = null;
     const grows = op.kind === 'put' ? entryBytes(op.key, { value: op.value, version: 0, epoch: 0 }) - entryBytes(op.key, prev) : 0;
     if (op.ifVersion !== null && op.ifVersion !== live) {
-      result = { ok: false, code: 'CONFLICT', version: live };
+      // Without a value, the version of its delete goes along (t), so that a client's floor can check "no value".
+      result = live === 0 ? { ok: false, code: 'CONFLICT', version: 0, t: version } : { ok: false, code: 'CONFLICT', version: live };
     } else if (op.kind === 'put' && this.cfg.rangeBytesMax !== undefined && grows > 0 && r.bytes + grows > this.cfg.rangeBytesMax) {
       result = { ok: false, code: 'RANGE_FULL', version: live };
     } else if (op.kind === 'put') {

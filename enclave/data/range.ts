@@ -65,6 +65,10 @@ export interface RangeState {
   byReq: Map<string, Inflight>;
   proposal: Proposal | null;
   nextTry: number;
+  /** Owner only: when each session was last used here (opened, or a write of it received), on the owner's clock. */
+  lastUse: Map<number, number>;
+  /** Owner only: when this node became the range's active owner (sessions it has not seen used count as used then). */
+  activeAt: number;
 }
 
 export function emptySessions(): Sessions {
@@ -77,6 +81,7 @@ export function newRange(shard: number): RangeState {
     data: new Map(), sessions: emptySessions(), bytes: 0,
     leaseUntil: -Infinity, active: false, activating: null, lease: { validUntil: -Infinity, t0: -Infinity, grants: new Set() },
     inflight: new Map(), queues: new Map(), queued: 0, byReq: new Map(), proposal: null, nextTry: 0,
+    lastUse: new Map(), activeAt: 0,
   };
 }
 

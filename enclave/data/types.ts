@@ -49,7 +49,7 @@ export function newer(a: Entry, b: Entry | undefined): boolean {
 /** The outcome of a write, remembered per request so that a retry gets the same answer. */
 export type WriteResult =
   | { readonly ok: true; readonly version: number; readonly existed: boolean }
-  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number };
+  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number; readonly t?: number };
 
 /** A remembered result with the digest of the request it answered (a reuse of its seq for another request is refused). */
 export interface Done {
@@ -129,6 +129,18 @@ export type ClientOp =
   | { readonly kind: 'del'; readonly key: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number; readonly principal: string }
   | { readonly kind: 'open'; readonly shard: number; readonly principal: string };
 
+/**
+ * The principal tag of every caller without a key: shared by strangers, so a session of it is never evicted
+ * while it is in use (a stranger must not push another's busy session out by opening its own).
+ */
+export const anonPrincipal = 'anon';
+
+/**
+ * Principal tags starting with this are the enclaves' own (the access module's document sessions; no client can
+ * produce one): their opens may evict any session, so that a table kept busy by callers cannot block an ACL change.
+ */
+export const internalPrincipalPrefix = '#';
+
 /** Principal tags: at most this many characters. */
 export const principalCharsMax = 80;
 /** Session ids: (per-range counter) · 2^sessionNonceBits + a random nonce, so that ids cannot be guessed. */
@@ -144,7 +156,11 @@ export type ClientResult =
   | { readonly ok: true; readonly kind: 'get'; readonly found: boolean; readonly value: string | null; readonly version: number }
   | { readonly ok: true; readonly kind: 'write'; readonly version: number; readonly existed: boolean }
   | { readonly ok: true; readonly kind: 'open'; readonly session: number }
-  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number }
+  /**
+   * `t` (a CONFLICT on a key without a value only): the version of the key's delete (its tombstone's; 0: never
+   * written), so that a client whose floor saw a newer version can tell a rolled-back "no value" from a delete.
+   */
+  | { readonly ok: false; readonly code: 'CONFLICT' | 'RANGE_FULL'; readonly version: number; readonly t?: number }
   | { readonly ok: false; readonly code: 'NOT_OWNER'; readonly hint: string | null }
   | { readonly ok: false; readonly code: 'UNAVAILABLE' | 'SESSION_EXPIRED' | 'STALE_REQUEST' | 'BAD_REQUEST' }
   /**

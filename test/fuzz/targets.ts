@@ -6,6 +6,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Duplex } from 'node:stream';
 import { encodeRingValue } from '../../enclave/cluster/codec.ts';
+import { decodeLogRecord, decodePeerBatch, encodeLogRecord, encodePeerBatch } from '../../enclave/cluster/data-wire.ts';
+import { decodeClientKey, decodeDataOp, decodeForward, type DataOpName } from '../../enclave/cluster/op-wire.ts';
+import { DataError, type PeerBody, shardOf, type Sessions } from '../../enclave/data/index.ts';
 import { HostConfigError, parseNodeConfig } from '../../enclave/host-config.ts';
 import { NsmError, StreamNsm } from '../../enclave/nsm.ts';
 import { RingError } from '../../enclave/ring/errors.ts';
@@ -338,6 +341,52 @@ export const targets: FuzzTarget[] = [
     },
     typed: [NsmError],
   },
+  {
+    name: 'data-peer-batch',
+    layout: 'cbor',
+    weight: 1,
+    seeds: () => [encodePeerBatch(dataBodies()), encodePeerBatch(dataBodies().slice(5))],
+    run: (b) => decodePeerBatch(b, dataShards),
+    typed: [EkvError, DataError],
+  },
+  {
+    name: 'data-log-record',
+    layout: 'cbor',
+    weight: 0.5,
+    seeds: () => [
+      encodeLogRecord({ t: 'snap', shard: 3, instance: 4, ballot: null, synced: true, data: new Map([['k', { value: 'v', version: 1, epoch: 1 }]]), sessions: dataSessions() }),
+      encodeLogRecord({ t: 'w', shard: 3, epoch: 4, op: (dataBodies()[5] as Extract<PeerBody, { t: 'replicate' }>).op }),
+    ],
+    run: (b) => decodeLogRecord(b, dataShards),
+    typed: [EkvError, DataError],
+  },
+  {
+    name: 'data-client-op',
+    layout: 'cbor',
+    weight: 1,
+    seeds: () => [
+      encodeCbor({ o: 'put', k: Buffer.from('team/plan'), v: randomBytes(40), s: [2 ** 21 + 5, 3, 2], iv: 0 }),
+      encodeCbor({ o: 'del', k: Buffer.from('k'), s: [2 ** 22 + 1, 1, 1] }),
+      encodeCbor({ fo: 'put', k: Buffer.from('k'), v: Buffer.from('v'), s: [2 ** 21 + 5, 3, 2], iv: null, p: 'anon' }),
+      encodeCbor({ fo: 'open', sh: 3, p: 'k' + 'a'.repeat(64) }),
+    ],
+    run: (b) => {
+      // A client's request as the enclave decodes it (the op named by `o`, else each), and a peer's forwarded form.
+      const req = decodeCbor(b);
+      if (req === null || typeof req !== 'object' || Array.isArray(req)) return;
+      const r = req as Record<string, unknown>;
+      const shardOfKey = (k: Buffer) => shardOf(k.toString('latin1'), dataShards);
+      for (const op of dataOps.includes(r.o as DataOpName) ? [r.o as DataOpName] : dataOps) {
+        try {
+          decodeDataOp(op, r, decodeClientKey(r), shardOfKey, 'anon');
+        } catch (err) {
+          if (!(err instanceof EkvError)) throw err;
+        }
+      }
+      decodeForward(r, dataShards, shardOfKey);
+    },
+    typed: [EkvError],
+  },
 ];
 
 // ------------------------------------------------------------------ sealed-state and session seeds
@@ -374,6 +423,42 @@ async function runSession(plain: Buffer): Promise<void> {
     );
   });
 }
+
+// ------------------------------------------------------------------ the data path (review-3: not fuzzed before)
+
+const dataShards = 64;
+const dataMember = { name: 'a'.repeat(64), ring: 5n, inc: 0 };
+
+function dataSessions(): Sessions {
+  const results = new Map([
+    [3, { result: { ok: true as const, version: 7, existed: true }, digest: 'f'.repeat(32) }],
+    [4, { result: { ok: false as const, code: 'CONFLICT' as const, version: 0, t: 6 }, digest: 'e'.repeat(32) }],
+  ]);
+  return { next: 3, clock: 9, table: new Map([[2 * 2 ** 21 + 77, { owner: 'anon', floor: 3, used: 9, results }]]) };
+}
+
+function dataBodies(): PeerBody[] {
+  const config = { shard: 3, epoch: 4, members: [dataMember] };
+  const ballot = { round: 2, name: dataMember.name, inc: 0 };
+  const data = new Map([['k1', { value: 'v\xff', version: 2, epoch: 4 }], ['k2', { value: null, version: 3, epoch: 4 }]]);
+  const op = { key: 'k1', entry: { value: 'v', version: 3, epoch: 4 }, req: { session: 2 * 2 ** 21 + 77, seq: 5, floor: 5, result: { ok: false as const, code: 'CONFLICT' as const, version: 0, t: 2 }, digest: 'a'.repeat(32), used: 10 }, open: null };
+  return [
+    { t: 'hb', leaving: false, configs: [config] },
+    { t: 'prepare', base: config, ballot },
+    { t: 'promise', shard: 3, instance: 4, ballot, accepted: { ballot, value: config }, data, sessions: dataSessions() },
+    { t: 'install', base: config, ballot, value: { ...config, epoch: 5 }, data, sessions: dataSessions() },
+    { t: 'sync', config, data, sessions: dataSessions() },
+    { t: 'replicate', shard: 3, epoch: 4, opId: 9, op },
+    { t: 'replicateAck', shard: 3, epoch: 4, key: 'k1', opId: 9 },
+    { t: 'leaseReq', shard: 3, epoch: 4, t0: 100 },
+    { t: 'witA', nonce: 5, pos: 10, inc: 0, boot: 7, posBoot: 6, live: false },
+    { t: 'bootQ', t0: 100 },
+    { t: 'bootA', t0: 100, boot: 7 },
+    { t: 'superseded', boot: 7 },
+  ];
+}
+
+const dataOps: readonly DataOpName[] = ['get', 'put', 'del', 'open'];
 
 export function targetByName(name: string): FuzzTarget {
   const t = targets.find((x) => x.name === name);

@@ -1,15 +1,15 @@
-// `npm run sim:faults [-- --seed N | --seeds N [--from S]] [--broken FLAG] [--faults A,B] [--trace]`: the seeded fault
+// `npm run sim:faults [-- --seed N | --seeds N [--from S]] [--broken FLAG] [--faults A,B] [--session-idle TICKS] [--trace]`: the seeded fault
 // simulator of the data layer (README.md here). Prints one line per failing seed and a summary; exit 1 on any
 // failure. `--seed N` replays one seed (with --trace, every fault and unknown outcome as it happens).
 import { checkRun } from './check.ts';
 import { defaultSimOptions, type FaultName, faultNames, FaultSim, type SimOptions } from './sim.ts';
 
-interface Args { replicas: number; nodes: number; from: number; seeds: number; broken: SimOptions['broken']; mix: FaultName[] | undefined; trace: boolean; verbose: boolean }
+interface Args { replicas: number; nodes: number; from: number; seeds: number; broken: SimOptions['broken']; mix: FaultName[] | undefined; trace: boolean; verbose: boolean; sessionIdle: number }
 
 const flags = ['noFencing', 'noLeaseWait', 'noDedup', 'noWitnessCheck', 'noBootFence', 'ackBeforePersist'] as const;
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { replicas: 3, nodes: 5, from: 1, seeds: 20, broken: undefined, mix: undefined, trace: false, verbose: false };
+  const a: Args = { replicas: 3, nodes: 5, from: 1, seeds: 20, broken: undefined, mix: undefined, trace: false, verbose: false, sessionIdle: 0 };
   for (let i = 0; i < argv.length; i++) {
     const x = argv[i];
     if (x === '--seed') { a.from = Number(argv[++i]); a.seeds = 1; a.verbose = true; }
@@ -18,6 +18,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (x === '--trace') a.trace = true;
     else if (x === '--replicas') a.replicas = Number(argv[++i]);
     else if (x === '--nodes') a.nodes = Number(argv[++i]);
+    else if (x === '--session-idle') a.sessionIdle = Number(argv[++i]);
     else if (x === '--faults') {
       const names = String(argv[++i]).split(',') as FaultName[];
       for (const n of names) if (!faultNames.includes(n)) throw new Error(`--faults takes a comma-separated list of ${faultNames.join(', ')}`);
@@ -27,15 +28,15 @@ function parseArgs(argv: readonly string[]): Args {
       const f = argv[++i] as (typeof flags)[number];
       if (!flags.includes(f)) throw new Error(`--broken takes one of ${flags.join(', ')}`);
       a.broken = { ...(a.broken ?? {}), [f]: true };
-    } else throw new Error(`unknown argument ${x}; usage: run.ts [--seed N | --seeds N [--from S]] [--broken FLAG] [--faults A,B] [--replicas R --nodes N] [--trace]`);
+    } else throw new Error(`unknown argument ${x}; usage: run.ts [--seed N | --seeds N [--from S]] [--broken FLAG] [--faults A,B] [--replicas R --nodes N] [--session-idle TICKS] [--trace]`);
   }
   if (!Number.isSafeInteger(a.from) || a.from < 0 || !Number.isSafeInteger(a.seeds) || a.seeds < 1) throw new Error('seeds must be non-negative integers');
   return a;
 }
 
-export function runSeed(seed: number, broken?: SimOptions['broken'], trace = false, mix?: readonly FaultName[], shape?: { replicas: number; nodes: number }): ReturnType<typeof checkRun> & { faults: Record<string, number>; seed: number } {
+export function runSeed(seed: number, broken?: SimOptions['broken'], trace = false, mix?: readonly FaultName[], shape?: { replicas: number; nodes: number }, sessionIdleTicks = 0): ReturnType<typeof checkRun> & { faults: Record<string, number>; seed: number } {
   const size = shape && (shape.replicas !== 3 || shape.nodes !== 5) ? { replicas: shape.replicas, nodes: shape.nodes, nodesMax: shape.nodes + 2 } : {};
-  const sim = new FaultSim({ ...defaultSimOptions, ...size, seed, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}), trace });
+  const sim = new FaultSim({ ...defaultSimOptions, ...size, seed, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}), trace, ...(sessionIdleTicks > 0 ? { sessionIdleTicks } : {}) });
   const r = sim.run();
   return { ...checkRun(r), faults: r.faults, seed };
 }
@@ -48,7 +49,7 @@ function main(): void {
   let faults = 0;
   let unknown = 0;
   for (let s = a.from; s < a.from + a.seeds; s++) {
-    const v = runSeed(s, a.broken, a.trace, a.mix, { replicas: a.replicas, nodes: a.nodes });
+    const v = runSeed(s, a.broken, a.trace, a.mix, { replicas: a.replicas, nodes: a.nodes }, a.sessionIdle);
     ops += v.ops;
     unknown += v.unknown;
     const nf = Object.values(v.faults).reduce((x, y) => x + y, 0);
@@ -56,7 +57,7 @@ function main(): void {
     if (a.verbose) process.stdout.write(`seed ${s}: ${v.ops} ops checked, ${v.acked} writes acknowledged, ${v.unknown} unknown; faults ${JSON.stringify(v.faults)}\n`);
     if (!v.ok) {
       failed++;
-      process.stdout.write(`FAIL seed ${s} (replay: npm run sim:faults -- --seed ${s}${a.broken ? ' ' + Object.keys(a.broken).map((f) => `--broken ${f}`).join(' ') : ''}${a.mix ? ` --faults ${a.mix.join(',')}` : ''}${a.replicas !== 3 || a.nodes !== 5 ? ` --replicas ${a.replicas} --nodes ${a.nodes}` : ''})\n${v.problems.slice(0, a.verbose ? 20 : 2).join('\n')}\n`);
+      process.stdout.write(`FAIL seed ${s} (replay: npm run sim:faults -- --seed ${s}${a.broken ? ' ' + Object.keys(a.broken).map((f) => `--broken ${f}`).join(' ') : ''}${a.mix ? ` --faults ${a.mix.join(',')}` : ''}${a.replicas !== 3 || a.nodes !== 5 ? ` --replicas ${a.replicas} --nodes ${a.nodes}` : ''}${a.sessionIdle > 0 ? ` --session-idle ${a.sessionIdle}` : ''})\n${v.problems.slice(0, a.verbose ? 20 : 2).join('\n')}\n`);
     }
   }
   const secs = (performance.now() - t0) / 1000;

@@ -5,7 +5,7 @@
 // random fault schedule. One seed replays a run exactly (TigerBeetle's VOPR,
 // FoundationDB's simulation). The history is then checked per key for
 // linearizability and for acknowledged writes lost (check.ts).
-import { type BrokenFlags, type ClientOp, peerBodyToWire, validateClientOp, validatePeerBody, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
+import { type BrokenFlags, type ClientOp, type ScanPage, selectPage, peerBodyToWire, validateClientOp, validatePeerBody, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
 import { distance } from '../../enclave/ring/index.ts';
 import type { HistEntry, HistOp, HistOut } from '../helpers/linearizability.ts';
 import { MinHeap } from '../sim/heap.ts';
@@ -28,8 +28,17 @@ export interface SimOptions {
   trace?: boolean;
   /** R (default 3). */
   replicas?: number;
+  /** The core's sessionIdleTicks (default: off): opens never evict a session used this recently for another caller. */
+  sessionIdleTicks?: number;
   /** Pass every message through the wire shape and the codec's validation (slower; catches schema drift). */
   wire?: boolean;
+  /**
+   * The share of client operations that are range scans (default 0: the workload of the seeds kept as
+   * regressions is unchanged). A scan reads one range at its leased owner (DataNode.scanView + the scan core, as
+   * enclave/cluster/scan-ops.ts does) and enters the history as one get per key of that range, all with the
+   * scan's call and return: the checker then holds every scanned value to per-key linearizability.
+   */
+  scans?: number;
 }
 
 export const faultNames = [
@@ -125,7 +134,7 @@ export class FaultSim {
   constructor(o: SimOptions) {
     this.o = o;
     this.rng = makeRng(o.seed);
-    this.dataConfig = simDataConfig(o.broken, o.replicas);
+    this.dataConfig = { ...simDataConfig(o.broken, o.replicas), ...(o.sessionIdleTicks ? { sessionIdleTicks: o.sessionIdleTicks } : {}) };
   }
 
   private at(time: number, fn: () => void): void {
@@ -388,6 +397,10 @@ export class FaultSim {
     const shard = shardOf(key, this.dataConfig.shards);
     const roll = this.rng.next();
     const next = (): void => { this.at(this.now + this.rng.int(40), () => this.clientLoop(c)); };
+    if (this.o.scans && this.rng.next() < this.o.scans) {
+      this.runScan(c, shard, next);
+      return;
+    }
     if (roll < 0.4) {
       this.runOp(c, key, shard, { kind: 'get' }, next);
       return;
@@ -404,6 +417,60 @@ export class FaultSim {
       if (r && r.ok && r.kind === 'open') c.sessions.set(shard, { id: r.session, seq: 1 });
       next();
     });
+  }
+
+  /** A scan of one whole range: a get of each of its keys (of the workload's), linearized within the scan. */
+  private runScan(c: Client, shard: number, next: () => void): void {
+    const keys = Array.from({ length: this.o.keys }, (_, i) => `k${i}`).filter((k) => shardOf(k, this.dataConfig.shards) === shard);
+    const call = ++this.hclock;
+    const hs = keys.map((key): HistEntry => ({ key, op: { kind: 'get' }, call, ret: Infinity, out: null, client: c.name }));
+    this.history.push(...hs);
+    this.trace(`${c.name} call ${call} scan of range ${shard}`);
+    let attempts = 0;
+    const attempt = (target: string): void => {
+      if (++attempts > 15) {
+        next();
+        return;
+      }
+      const rid = ++c.rid;
+      let answered = false;
+      const answer = (page: ScanPage | null, hint: string | null): void => {
+        if (answered) return;
+        answered = true;
+        if (!page) {
+          this.at(this.now + (hint ? 1 : 20 + this.rng.int(60)), () => attempt(hint ?? this.pickNode()));
+          return;
+        }
+        const ret = ++this.hclock;
+        const got = new Map(page.entries.map((e) => [e.key, e]));
+        for (const h of hs) {
+          const e = got.get(h.key);
+          // The whole range fits one page (a handful of keys): a key not on it has no value.
+          h.out = e ? { kind: 'get', found: true, value: e.value, version: e.version } : { kind: 'get', found: false, value: null, version: 0 };
+          h.ret = ret;
+        }
+        this.trace(`${c.name} ret ${ret} scan of range ${shard}: ${page.entries.map((e) => `${e.key}=${e.value}@${e.version}`).join(' ')}`);
+        next();
+      };
+      void rid;
+      this.net(c.name, target, () => {
+        const n = this.nodes.find((x) => x.name === target);
+        // A node that is down or paused answers nothing (the client's timeout retries elsewhere).
+        if (!n || !n.up || !n.core || this.now < n.pausedUntil) return;
+        const view = n.core.scanView(shard, this.localNow(n));
+        let page: ScanPage | null = null;
+        let hint: string | null = null;
+        if (view) page = selectPage(view, { prefix: '', after: null, limit: 1000, bytesMax: 1 << 30, values: true, decide: () => true });
+        else if (!n.core.isActiveOwner(shard)) hint = n.core.configOf(shard)?.members[0]?.name ?? null;
+        this.net(target, c.name, () => answer(page, hint === target ? null : hint));
+      });
+      this.at(this.now + 80, () => {
+        if (answered) return;
+        answered = true;
+        attempt(this.pickNode());
+      });
+    };
+    attempt(this.rng.next() < 0.5 ? this.ringOwner(shard) : (c.hint.get(shard) ?? this.pickNode()));
   }
 
   private runOp(c: Client, key: string, shard: number, hop: HistOp, next: () => void): void {
