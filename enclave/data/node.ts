@@ -87,6 +87,20 @@ export const bootHistoryMax = 64;
 /** A new incarnation is the highest known plus 1 plus a random step below this, so two boots never pick the same. */
 export const incStepMax = 2 ** 20;
 
+/** Other members of an n-member configuration whose boot lease a member needs to act: ⌈(n−1)/2⌉. */
+export function leaseQuorum(n: number): number {
+  return Math.ceil((n - 1) / 2);
+}
+
+/**
+ * Other members of an n-member configuration that must admit a restarted boot before it keeps its incarnation:
+ * ⌊(n−1)/2⌋ + 1, so that with leaseQuorum(n) the two sets of the n−1 others always intersect (every other
+ * member with R = 3; three of four with R = 5).
+ */
+export function admitQuorum(n: number): number {
+  return n <= 1 ? 0 : Math.floor((n - 1) / 2) + 1;
+}
+
 export class DataNode {
   private me: Member;
   readonly cfg: Readonly<DataConfig>;
@@ -126,6 +140,8 @@ export class DataNode {
    * every peer what it witnessed of it, and neither votes, acknowledges nor serves until the check is done.
    */
   private checking: { nonce: number; answers: Map<string, WitAnswer>; sentAt: number; rolledBack: boolean } | null = null;
+  /** The member this checking boot last found it still needs an admission from (for the debug log). */
+  private waitingFor: string | null = null;
 
   /** This node as a member: its incarnation grows when it finds it was rolled back. */
   get self(): Member {
@@ -248,17 +264,19 @@ export class DataNode {
     return false;
   }
 
-  /** This boot holds a boot lease from another member of `members` (or there is none): it may act as a member. */
+  /**
+   * This boot holds boot leases from leaseQuorum(n) other members of `members` (one of two others with R = 3): it
+   * may act as a member. With admitQuorum(n) others needed to admit a replacement, the two always share one.
+   */
   private bootLeased(members: readonly Member[] | undefined): boolean {
     if (this.cfg.broken?.noBootFence || !members) return true;
-    let others = 0;
+    let leased = 0;
     for (const m of members) {
       if (m.name === this.me.name) continue;
-      others++;
       const l = this.bootLease.get(m.name);
-      if (l && l.inc === m.inc && l.until > this.now) return true;
+      if (l && l.inc === m.inc && l.until > this.now) leased++;
     }
-    return others === 0;
+    return leased >= leaseQuorum(members.length);
   }
 
   /** Replaced by another boot: never vote, acknowledge, grant or serve again (the process must be restarted). */
@@ -518,30 +536,36 @@ export class DataNode {
       for (const r of this.ranges) {
         const c = r.config;
         if (!c || !this.isMember(c)) continue;
+        let admitted = 0;
+        let absent: string | null = null;
         for (const m of c.members) {
           if (m.name === this.me.name) continue;
           const a = k.answers.get(m.name);
-          if (!a || (!this.cfg.broken?.noBootFence && a.boot !== this.boot)) missing = m.name;
+          if (a && (this.cfg.broken?.noBootFence || a.boot === this.boot)) admitted++;
+          else absent = m.name;
         }
-        if (missing !== null) break;
+        if (absent !== null && admitted < admitQuorum(c.members.length)) {
+          missing = absent;
+          break;
+        }
       }
       if (missing === null) {
         this.checking = null;
         this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot} witness check passed at pos ${this.loadedPos}`);
         return;
       }
-      // Not admitted by every member. A member that has not answered may be down: keep waiting (passing without
-      // it could leave it counting another boot of this member). A member that keeps saying another boot of this
-      // incarnation is live there after the long wait: that boot runs (this one is its clone, or its original),
-      // and keeping this incarnation could make two acceptors of one vote; a new incarnation is a new member
-      // with no votes, always safe.
-      if (age < this.cfg.leaseTicks + this.cfg.proposeTimeoutTicks) return;
-      const live = [...k.answers].find(([, a]) => a.live && a.inc === this.me.inc && a.boot !== this.boot);
-      if (!live) return;
-      this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot}: boot ${live[1].boot} is live at ${live[0].slice(0, 12)}: taking a new incarnation`);
+      // Not admitted by enough members: a member that has not answered may be down, or another boot of this
+      // member (the original of which this is a copy, or its copy) is live there. Keep waiting: acting now could
+      // make two acceptors of one vote. (A copy beside a live original waits, acting in nothing, for as long as
+      // the original runs; a restart waits until its previous boot has been silent for a lease at each member.)
+      if (missing !== this.waitingFor) {
+        this.waitingFor = missing;
+        this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot} waits for ${missing.slice(0, 12)} to admit it`);
+      }
+      return;
     }
-    // Rolled back (or not admitted): our acceptor state may have forgotten votes. Become a new member (a new
-    // incarnation, no configurations); reconfiguration brings us back in, with data installed from a majority.
+    // Rolled back: our acceptor state may have forgotten votes. Become a new member (a new incarnation, no
+    // configurations); reconfiguration brings us back in, with data installed from a majority.
     let inc = this.me.inc;
     for (const a of k.answers.values()) inc = Math.max(inc, a.inc);
     // Plus a random step: two boots that both take a new incarnation (a clone and its original) become two members.
@@ -570,7 +594,8 @@ export class DataNode {
     }
     // The latest answer decides admission (a peer admits this boot once the other one has been silent long enough).
     const prev = k.answers.get(from.name);
-    if (!prev || prev.boot !== this.boot || b.boot === this.boot) k.answers.set(from.name, { inc: b.inc, pos: b.pos, boot: b.boot, posBoot: b.posBoot, live: b.live });
+    if (prev && prev.boot === this.boot && b.boot !== this.boot) return; // a late answer from before it admitted us
+    k.answers.set(from.name, { inc: b.inc, pos: b.pos, boot: b.boot, posBoot: b.posBoot, live: b.live });
   }
 
   /**

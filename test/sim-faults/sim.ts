@@ -82,6 +82,8 @@ interface SimNode {
   clock: { real0: number; local0: number; rate: number };
   /** A second copy of this node started from its log (the `clone` fault): same name, ring and incarnation. */
   twin: SimNode | null;
+  /** While a clone runs: until then the host keeps this original from its peers (both ways), not from clients. */
+  hiddenUntil: number;
 }
 
 interface Client {
@@ -168,7 +170,7 @@ export class FaultSim {
     const n: SimNode = {
       name: `n${this.nodes.length}`, ring: this.rng.id256(), inc: 1, core: null, life: 0, up: false, gone: false, leaving: false,
       pausedUntil: -Infinity, inbox: [], log: [], disk: [], diskBusy: false, diskFailP: 0,
-      clock: { real0: 0, local0: this.rng.int(1_000_000), rate: 1 }, twin: null,
+      clock: { real0: 0, local0: this.rng.int(1_000_000), rate: 1 }, twin: null, hiddenUntil: -Infinity,
     };
     this.nodes.push(n);
     return n;
@@ -245,6 +247,13 @@ export class FaultSim {
     if (!n.core) return;
     if (n.core.self.inc !== n.inc) this.count('rollback-detected', n); // it found it was rolled back: a new incarnation
     n.inc = n.core.self.inc;
+    // A node replaced by another boot of itself has stopped for good (status: superseded): the host restarts it.
+    if (n.core.superseded && this.nodes.includes(n) && !n.gone) {
+      this.count('superseded-restart', n);
+      this.crash(n);
+      this.at(this.now + 50 + this.rng.int(500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
+      return;
+    }
     const rd = n.core.ready();
     if (rd.persist.length === 0 && rd.messages.length === 0) return;
     if (rd.persist.length === 0 && n.disk.length === 0) {
@@ -288,6 +297,7 @@ export class FaultSim {
   private sendAll(n: SimNode, msgs: readonly Outbound[]): void {
     for (const m of msgs) {
       if (m.kind === 'peer') {
+        if (n.twin && this.now < n.hiddenUntil) continue; // an original hidden from its peers while its clone starts
         const to = this.nodes.find((x) => x.name === m.to);
         if (this.gossipCut.has(m.to) && gossipTypes.has(m.body.t)) continue;
         const body = this.o.wire ? validatePeerBody(structuredClone(peerBodyToWire(m.body)), this.dataConfig.shards) : m.body;
@@ -325,6 +335,7 @@ export class FaultSim {
   private route(n: SimNode): SimNode[] {
     const t = n.twin;
     if (!t) return [n];
+    if (this.now < n.hiddenUntil) return [t];
     const r = this.rng.int(3);
     return r === 0 ? [n] : r === 1 ? [t] : [n, t];
   }
@@ -748,11 +759,17 @@ export class FaultSim {
     const t: SimNode = {
       name: n.name, ring: n.ring, inc: n.inc, core: null, life: 0, up: false, gone: false, leaving: false,
       pausedUntil: -Infinity, inbox: [], log: [...n.log], disk: [], diskBusy: false, diskFailP: 0,
-      clock: { real0: this.now, local0: this.rng.int(1_000_000), rate: 1 }, twin: null,
+      clock: { real0: this.now, local0: this.rng.int(1_000_000), rate: 1 }, twin: null, hiddenUntil: -Infinity,
     };
     n.twin = t;
     this.rollbackAt = this.now;
     this.count('clone', n);
+    // Half the time the host also hides the original from its peers (and routes its name to the copy) for about a
+    // lease: the copy's check then sees the original silent, and the original's progress unwitnessed.
+    if (this.rng.next() < 0.5) {
+      n.hiddenUntil = this.now + this.dataConfig.leaseTicks + this.rng.int(1_500);
+      this.count('clone-hide', n);
+    }
     this.boot(t, undefined);
     this.at(this.now + 1_000 + this.rng.int(3_000), () => this.endClone(n));
   }
@@ -761,6 +778,9 @@ export class FaultSim {
     const t = n.twin;
     if (!t) return;
     n.twin = null;
+    n.hiddenUntil = -Infinity;
+    // A copy that became a member of its own (a new incarnation) is a member lost when it goes: an amnesia.
+    if (t.inc !== n.inc) this.rollbackAt = this.now;
     this.crash(t);
     t.gone = true; // never restarted by a fault scheduled earlier
     if (n.gone || this.rng.next() < 0.5) {
@@ -791,10 +811,12 @@ export class FaultSim {
     n.core?.leave();
     this.flush(n);
     this.count('leave', n);
-    const deadline = this.now + 6_000;
     const stop = (): void => {
       if (n.gone) return;
-      if (n.up && this.inAnyConfig(n) && this.now < deadline) {
+      // Stopped once no configuration names it; a leaving node that is down (a crash mid-leave) is restarted by
+      // its host and finishes leaving: a member stopped for good while configurations still name it would be a
+      // permanent loss, which a co-member's restart must wait out (docs/consistency.md, "Boots and clones", B5).
+      if (!n.up || this.inAnyConfig(n)) {
         this.at(this.now + 200, stop);
         return;
       }
