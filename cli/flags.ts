@@ -15,6 +15,17 @@ export function intFlag(value: string, flag: string, min: number, max: number): 
 }
 
 export const portFlag = (value: string, flag: string): number => intFlag(value, flag, 0, 65535);
+
+const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A duration with its unit (500ms, 30s, 5m, 1h, 2d) in milliseconds, in [1 ms, maxMs]; anything else exit 2. */
+export function durationFlag(value: string, flag: string, maxMs: number): number {
+  const m = /^(\d{1,12})(ms|s|m|h|d)$/.exec(value.trim());
+  const ms = m ? Number(m[1]) * (durationUnits[m[2] as string] as number) : NaN;
+  if (!m) throw new UsageError(`${flag} must be a duration with its unit (500ms, 30s, 5m, 1h, 2d), not ${JSON.stringify(value.slice(0, 40))}`);
+  if (!Number.isSafeInteger(ms) || ms < 1 || ms > maxMs) throw new UsageError(`${flag} must be from 1ms to ${maxMs / 86_400_000}d, not ${JSON.stringify(value.slice(0, 40))}`);
+  return ms;
+}
 /** --timeout: milliseconds, 1 ms .. 10 minutes. */
 export const timeoutFlag = (value: string): number => intFlag(value, '--timeout', 1, 600_000);
 

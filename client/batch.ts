@@ -12,7 +12,7 @@ import { frameBytesMax } from '../protocol/constants.ts';
 import { EkvError, isEkvErrorCode } from '../protocol/errors.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
 import type { Floor } from './floor.ts';
-import type { Bytes, GetResult, Send, WriteOptions } from './index.ts';
+import type { Bytes, GetResult, PutOptions, Send } from './index.ts';
 import type { NodeConnection } from './node-connection.ts';
 
 /** Keys one mget or mput call may name (larger batches: call again). */
@@ -27,7 +27,7 @@ const itemOverheadBytes = 64;
 /** What client/index.ts hands to the scan and batch modules. */
 export interface ClientPort {
   get(key: Bytes, send: Send): Promise<GetResult>;
-  put(key: Bytes, value: Bytes, opts: WriteOptions | undefined, send: Send): Promise<number>;
+  put(key: Bytes, value: Bytes, opts: PutOptions | undefined, send: Send): Promise<number>;
   /** A request to a range's owner (routed by the range's start), retried like a get; with the answering node's ring. */
   callRange(shard: number, op: string, args: Record<string, unknown>): Promise<{ r: RpcResult; ring: string }>;
   /** Opens the write sessions of these keys' ranges (errors are left to the puts). */
@@ -90,7 +90,7 @@ export class Batcher {
     this.requests++;
     const args = op === 'mget'
       ? { ks: items.map((x) => x.args.k) }
-      : { b: items.map((x) => [x.args.k, x.args.v, x.args.s, x.args.iv ?? null]) };
+      : { b: items.map((x) => [x.args.k, x.args.v, x.args.s, x.args.iv ?? null, ...(x.args.t === undefined ? [] : [x.args.t])]) };
     c.call(op, args).then((r) => {
       const rs = r.r;
       if (!Array.isArray(rs) || rs.length !== items.length) {
@@ -102,8 +102,11 @@ export class Batcher {
         if (a === null || typeof a !== 'object') return x.reject(new EkvError('PROTOCOL', `malformed ${op} item`));
         if (a.e === undefined) return x.resolve(a as RpcResult);
         const code = isEkvErrorCode(a.e) ? a.e : 'PROTOCOL';
-        const version = typeof a.n === 'number' && Number.isSafeInteger(a.n) ? a.n : undefined;
-        x.reject(new EkvError(code, typeof a.m === 'string' ? a.m.slice(0, 500) : code, version === undefined ? undefined : { version }));
+        // As the RPC client reads a refusal (protocol/rpc.ts): n the version, t a CONFLICT's absentAt.
+        const nat = (v: unknown): number | undefined => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : undefined);
+        const version = nat(a.n);
+        const absentAt = nat(a.t);
+        x.reject(new EkvError(code, typeof a.m === 'string' ? a.m.slice(0, 500) : code, { ...(version === undefined ? {} : { version }), ...(absentAt === undefined ? {} : { absentAt }) }));
       });
     }, (err: unknown) => {
       for (const x of items) x.reject(err);
@@ -155,17 +158,18 @@ export async function mget(port: ClientPort, keys: readonly Bytes[]): Promise<Mg
   }));
 }
 
-export async function mput(port: ClientPort, entries: ReadonlyArray<readonly [Bytes, Bytes] | { key: Bytes; value: Bytes; ifVersion?: number }>): Promise<MputResult[]> {
+export async function mput(port: ClientPort, entries: ReadonlyArray<readonly [Bytes, Bytes] | { key: Bytes; value: Bytes; ifVersion?: number; ttlMs?: number }>): Promise<MputResult[]> {
   checkCount(entries.length);
   const b = new Batcher();
   const items = entries.map((e) => {
-    const [k, v, o] = Array.isArray(e) ? [e[0], e[1], undefined] : [(e as { key: Bytes }).key, (e as { value: Bytes }).value, e as { ifVersion?: number }];
+    const [k, v, o] = Array.isArray(e) ? [e[0], e[1], undefined] : [(e as { key: Bytes }).key, (e as { value: Bytes }).value, e as { ifVersion?: number; ttlMs?: number }];
     return { key: toBuffer(k as Bytes), v, o };
   });
   await port.prepareWrites(items.map((x) => x.key).filter((k) => k.length > 0));
   return Promise.all(items.map(async ({ key, v, o }): Promise<MputResult> => {
     try {
-      const version = await port.put(key, v as Bytes, o?.ifVersion === undefined ? undefined : { ifVersion: o.ifVersion }, b.send);
+      const opts = { ...(o?.ifVersion === undefined ? {} : { ifVersion: o.ifVersion }), ...(o?.ttlMs === undefined ? {} : { ttlMs: o.ttlMs }) };
+      const version = await port.put(key, v as Bytes, opts, b.send);
       return { ok: true, key, version };
     } catch (err) {
       return { ok: false, key, error: asError(err) };

@@ -11,7 +11,7 @@
  * channel bound to that document.
  */
 import { createHash } from 'node:crypto';
-import { keyBytesMax, valueBytesMax } from '../protocol/constants.ts';
+import { keyBytesMax, ttlMsMax, valueBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
 import type { PrincipalSigner } from '../protocol/handshake.ts';
@@ -85,6 +85,17 @@ export interface WriteOptions {
   ifVersion?: number;
 }
 
+/** Options of put. */
+export interface PutOptions extends WriteOptions {
+  /**
+   * Expiry: the value reads as absent (NOT_FOUND, on every node, also after failovers and restarts) once this many
+   * milliseconds have passed, counted by the enclaves' own monotonic clocks from when the range's owner applied the
+   * write. Never earlier; later by up to the owner's tick (10 ms) and one replication round, and by the time a
+   * range takes to move or a node was down (docs/consistency.md "Expiry"). Whole ms in [1, ttlMsMax] (366 days).
+   */
+  ttlMs?: number;
+}
+
 export interface DeleteResult {
   /** Whether the key had a value (false: nothing to delete, which is not an error). */
   deleted: boolean;
@@ -125,6 +136,13 @@ function checkedIfVersion(o: WriteOptions | undefined): { iv?: number } {
   if (v === undefined) return {};
   if (!Number.isSafeInteger(v) || v < 0) throw new EkvError('BAD_REQUEST', 'ifVersion must be a non-negative integer');
   return { iv: v };
+}
+
+function checkedTtl(o: PutOptions | undefined): { t?: number } {
+  const t = o?.ttlMs;
+  if (t === undefined) return {};
+  if (!Number.isSafeInteger(t) || t < 1 || t > ttlMsMax) throw new EkvError('BAD_REQUEST', `ttlMs must be an integer in [1, ${ttlMsMax}]`);
+  return { t };
 }
 
 function checkedValue(x: Bytes): Buffer {
@@ -229,21 +247,22 @@ export class EkvClient {
 
   /**
    * Store a value; resolves with the key's new version once the write is acknowledged (durable on
-   * every holder). `{ ifVersion }` makes it a compare-and-set. A rejection with UNAVAILABLE, TIMEOUT,
+   * every holder). `{ ifVersion }` makes it a compare-and-set; `{ ttlMs }` makes the value expire. A rejection with UNAVAILABLE, TIMEOUT,
    * CLOSED or EXPIRED leaves the outcome unknown (the write may have taken or still take effect, once);
    * CONFLICT, FORBIDDEN and the other refusals mean it was not applied. STALE: the node acknowledged it at a
    * version at or below one this client has seen (a rolled-back or forked ring took it).
    */
-  async put(key: Bytes, value: Bytes, opts?: WriteOptions): Promise<number> {
+  async put(key: Bytes, value: Bytes, opts?: PutOptions): Promise<number> {
     return this.putVia(key, value, opts, directSend);
   }
 
-  private async putVia(key: Bytes, value: Bytes, opts: WriteOptions | undefined, send: Send): Promise<number> {
+  private async putVia(key: Bytes, value: Bytes, opts: PutOptions | undefined, send: Send): Promise<number> {
     const k = checkedKey(key);
     const v = checkedValue(value);
+    const ttl = checkedTtl(opts);
     const before = this.floorBefore(k);
     const via: Via = { count: 0 };
-    const r = await this.write(k, 'put', { k, v, ...checkedIfVersion(opts) }, via, send).catch((err: unknown) => this.floorOnError(err, via, before, k));
+    const r = await this.write(k, 'put', { k, v, ...checkedIfVersion(opts), ...ttl }, via, send).catch((err: unknown) => this.floorOnError(err, via, before, k));
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed put answer');
     this.floorAfter(via, r, (f, ring) => f.checkWrite(ring, k, before, r.n as number, v));
     return r.n;
@@ -418,7 +437,7 @@ export class EkvClient {
    * not). Each item is exactly a put in its range's write session, with its own (session, seq) reused on every
    * retry, so no item is applied twice.
    */
-  mput(entries: ReadonlyArray<readonly [Bytes, Bytes] | { key: Bytes; value: Bytes; ifVersion?: number }>): Promise<MputResult[]> {
+  mput(entries: ReadonlyArray<readonly [Bytes, Bytes] | { key: Bytes; value: Bytes; ifVersion?: number; ttlMs?: number }>): Promise<MputResult[]> {
     return mput(this.port(), entries);
   }
 

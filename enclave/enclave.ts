@@ -154,7 +154,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     if (recovery?.inRecovery && op !== 'status') recovery.refuse();
     return opsHandler(op, req, ctx);
   };
-  registerNodeMetrics({ status, bytes: () => { const b = data.status().bytes; return typeof b === 'number' ? b : 0; }, startedAt });
+  registerNodeMetrics({ status, bytes: () => { const b = data.status().bytes; return typeof b === 'number' ? b : 0; }, startedAt, data: () => data.metrics() });
   const opLabel = (op: string) => (clientOps.has(op) || ops.has(op) || (recovery !== null && recoveryOps.has(op)) ? op : 'other');
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger, {
     metricsSnapshot: () => enclaveMetrics.snapshot(),

@@ -210,14 +210,8 @@ export const m = {
   attestations: enclaveMetrics.counter('ekv_enclave_attestations_total', 'Attestation documents requested from the NSM, by result', ['result']),
   attestationLast: enclaveMetrics.gauge('ekv_enclave_attestation_last_timestamp_seconds', 'When the NSM last issued a document (enclave clock)'),
   attestationNotAfter: enclaveMetrics.gauge('ekv_enclave_attestation_chain_not_after_timestamp_seconds', 'When the certificate chain of the NSM\'s latest document expires (earliest notAfter of leaf and bundle)'),
-  /**
-   * Hooks for the data layer (docs/consistency.md): filled by whichever store runs. Absent until set.
-   */
-  epoch: enclaveMetrics.gauge('ekv_enclave_epoch', 'Configuration epoch of the ranges this node serves (highest)'),
-  leaseRemaining: enclaveMetrics.gauge('ekv_enclave_lease_remaining_seconds', 'Time left on this node\'s read lease (lowest over its ranges)'),
-  rangesOwned: enclaveMetrics.gauge('ekv_enclave_ranges_owned', 'Key ranges this node owns'),
-  rereplicationBacklog: enclaveMetrics.gauge('ekv_enclave_rereplication_backlog', 'Entries waiting to be re-replicated (pushed to or pulled from a replica)'),
-  replicationRetries: enclaveMetrics.counter('ekv_enclave_replication_retries_total', 'Replication attempts retried'),
+  // The data layer's families (epoch, lease, ranges, backlog, retries, expiry) are read from the data store at
+  // snapshot time: enclave/node-metrics.ts.
 } as const;
 
 /** Reading a document's chain expiry costs a decode and a few certificate parses: at most this often. */

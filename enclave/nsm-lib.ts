@@ -1,54 +1,57 @@
 /**
- * The production NSM: AWS's `libnsm` (the nsm-lib crate of aws-nitro-enclaves-nsm-api, built into
- * the enclave image) called through koffi. It implements the same `Nsm` interface as the emulator's
- * stream NSM, so nothing above this file changes between a laptop and a Nitro enclave.
+ * The production NSM: the NSM driver's ioctl on /dev/nsm, through the C shim infra/enclave/nsm/ekv-nsm.c
+ * (built into the enclave image as /usr/lib/libekv-nsm.so) called with koffi. It implements the same `Nsm`
+ * interface as the emulator's stream NSM, and speaks the same messages: the request is encoded and the
+ * response decoded here, in TypeScript (enclave/nsm.ts: encodeNsmRequest, decodeNsmResponse, the strict CBOR
+ * decoder), so the shim only moves bounded byte buffers and nothing above this file changes between a laptop
+ * and a Nitro enclave. (It replaced AWS's Rust libnsm, whose crate graph could not be locked reproducibly.)
  *
- * The C ABI used (nsm-lib/src/lib.rs, v0.5.1):
- *   int32_t nsm_lib_init(void);                         // fd of /dev/nsm, or < 0
- *   ErrorCode nsm_get_attestation_doc(int32_t fd,
- *       const uint8_t *user_data, uint32_t user_data_len,   // NULL = field absent
- *       const uint8_t *nonce, uint32_t nonce_len,
- *       const uint8_t *public_key, uint32_t public_key_len,
- *       uint8_t *att_doc, uint32_t *att_doc_len);            // capacity in, length out
- *   void nsm_lib_exit(int32_t fd);
- * ErrorCode is a C enum (int-sized), numbered in the order of the Rust `ErrorCode` variants; errors are
- * the same `NsmError` codes the stream NSM raises.
+ * The shim's C ABI (ekv-nsm.c; negative errno on failure):
+ *   uint32_t ekv_nsm_abi(void);                           // 1
+ *   uint32_t ekv_nsm_ioctl_request(void);                 // 0xC0200A00, NSM_IOCTL_RAW
+ *   int32_t  ekv_nsm_open(const char *path);              // NULL = /dev/nsm; the descriptor
+ *   int32_t  ekv_nsm_call(int32_t fd, const uint8_t *request, uint32_t request_len,
+ *                         uint8_t *response, uint32_t *response_len);   // capacity in, length out
+ *   int32_t  ekv_nsm_close(int32_t fd);
  *
  * The library is opened once per path and cached for the process: reopening it per request leaked
  * descriptors in another project. Calls run on koffi's worker threads (`.async`) so the ioctl never
  * blocks the event loop, and one at a time, because they share one descriptor.
  */
 import { createRequire } from 'node:module';
-import { type AttestationRequest, type Nsm, type NsmErrorCode, NsmError, nsmFieldBytesMax, nsmPendingMax } from './nsm.ts';
+import {
+  type AttestationRequest, type Nsm, type NsmErrorCode, NsmError, decodeNsmResponse, encodeNsmRequest, nsmPendingMax,
+  nsmRequestBytesMax, nsmResponseBytesMax,
+} from './nsm.ts';
 
-export const libnsmPathDefault = '/usr/lib/libnsm.so';
-/** Capacity of the document buffer; real documents are about 4.5 KiB. */
-export const nsmDocumentBytesMax = 16 * 1024;
+export const libnsmPathDefault = '/usr/lib/libekv-nsm.so';
+export const nsmDevicePathDefault = '/dev/nsm';
+/** The shim's ABI version this binding speaks (ekv_nsm_abi). */
+export const nsmShimAbi = 1;
+/** NSM_IOCTL_RAW (include/uapi/linux/nsm.h): _IOWR(0x0A, 0, struct nsm_raw), the struct being 4 u64s. */
+export const nsmIoctlRaw = ((3 << 30) | (32 << 16) | (0x0a << 8) | 0) >>> 0;
 
-/** libnsm's ErrorCode values (index = the C enum value; 0 is Success) in our codes. */
-const statusCodes: readonly NsmErrorCode[] = [
-  'INTERNAL_ERROR', // 0 is Success; never mapped
-  'INVALID_ARGUMENT',
-  'INVALID_INDEX',
-  'INVALID_RESPONSE',
-  'READ_ONLY_INDEX',
-  'INVALID_OPERATION',
-  'BUFFER_TOO_SMALL',
-  'INPUT_TOO_LARGE',
-  'INTERNAL_ERROR',
-];
+// errno values (Linux, every architecture Nitro runs on) the shim returns negated.
+const EINVAL = 22;
+const ENOBUFS = 105;
+const EMSGSIZE = 90;
 
-/** Maps a libnsm status to our code; a value outside the enum is a malformed response. */
-export function libNsmStatusCode(status: number): NsmErrorCode {
-  if (!Number.isInteger(status) || status <= 0 || status >= statusCodes.length) return 'MALFORMED_RESPONSE';
-  return statusCodes[status] as NsmErrorCode;
+/** A negative errno from ekv_nsm_call, as our code (a value that is not a negative integer: MALFORMED_RESPONSE). */
+export function shimErrorCode(rc: number): NsmErrorCode {
+  if (!Number.isInteger(rc) || rc >= 0 || rc < -4095) return 'MALFORMED_RESPONSE';
+  switch (-rc) {
+    case EINVAL: return 'INVALID_ARGUMENT';
+    case EMSGSIZE: return 'INPUT_TOO_LARGE'; // the driver refused the request's size
+    case ENOBUFS: return 'RESPONSE_TOO_LARGE'; // the response did not fit the driver's buffer
+    default: return 'INTERNAL_ERROR';
+  }
 }
 
 type AsyncCall = (...args: unknown[]) => void;
 interface Bindings {
-  init: () => number;
-  exit: (fd: number) => void;
-  getDocAsync: AsyncCall;
+  open: (path: string | null) => number;
+  close: (fd: number) => number;
+  callAsync: AsyncCall;
 }
 
 const bindingsByPath = new Map<string, Bindings>();
@@ -61,32 +64,30 @@ function loadBindings(libraryPath: string): Bindings {
     // koffi is loaded lazily: emulator runs of the enclave never need the native add-on.
     const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
     const lib = koffi.load(libraryPath);
-    const getDoc = lib.func(
-      'int32_t nsm_get_attestation_doc(int32_t fd, const uint8_t *user_data, uint32_t user_data_len, ' +
-        'const uint8_t *nonce, uint32_t nonce_len, const uint8_t *pub_key, uint32_t pub_key_len, ' +
-        'uint8_t *att_doc, _Inout_ uint32_t *att_doc_len)',
+    const abi = (lib.func('uint32_t ekv_nsm_abi()') as () => number)();
+    if (abi !== nsmShimAbi) throw new Error(`the shim speaks ABI ${abi}, this binding ${nsmShimAbi}`);
+    const ioctl = (lib.func('uint32_t ekv_nsm_ioctl_request()') as () => number)();
+    if (ioctl !== nsmIoctlRaw) throw new Error(`the shim's ioctl is 0x${ioctl.toString(16)}, not NSM_IOCTL_RAW 0x${nsmIoctlRaw.toString(16)}`);
+    const call = lib.func(
+      'int32_t ekv_nsm_call(int32_t fd, const uint8_t *request, uint32_t request_len, uint8_t *response, _Inout_ uint32_t *response_len)',
     );
     bindings = {
-      init: lib.func('int32_t nsm_lib_init()') as () => number,
-      exit: lib.func('void nsm_lib_exit(int32_t fd)') as (fd: number) => void,
-      getDocAsync: getDoc.async as AsyncCall,
+      open: lib.func('int32_t ekv_nsm_open(const char *path)') as (path: string | null) => number,
+      close: lib.func('int32_t ekv_nsm_close(int32_t fd)') as (fd: number) => number,
+      callAsync: call.async as AsyncCall,
     };
   } catch (cause) {
     const reason = cause instanceof Error ? cause.message : String(cause);
-    throw new NsmError('UNAVAILABLE', `cannot load libnsm from ${libraryPath}: ${reason}`);
+    throw new NsmError('UNAVAILABLE', `cannot load the NSM shim from ${libraryPath}: ${reason}`);
   }
   bindingsByPath.set(libraryPath, bindings);
   return bindings;
 }
 
-function field(name: string, value: Uint8Array | undefined): [Uint8Array | null, number] {
-  if (value === undefined) return [null, 0];
-  if (value.byteLength > nsmFieldBytesMax) {
-    throw new NsmError('INPUT_TOO_LARGE', `${name} is ${value.byteLength} bytes, above ${nsmFieldBytesMax}`);
-  }
-  // koffi passes an empty buffer as NULL, which libnsm reads as "absent"; a 1-byte buffer with
-  // length 0 keeps an empty field present (the NSM then encodes an empty byte string).
-  return [value.byteLength === 0 ? new Uint8Array(1) : value, value.byteLength];
+export interface LibNsmInit {
+  pendingMax?: number;
+  /** The NSM device (default /dev/nsm; tests give a stand-in). */
+  device?: string;
 }
 
 export class LibNsm implements Nsm {
@@ -99,29 +100,33 @@ export class LibNsm implements Nsm {
   private pending = 0;
   private readonly pendingMax: number;
 
-  constructor(libraryPath: string = process.env.EKV_LIBNSM ?? libnsmPathDefault, init: { pendingMax?: number } = {}) {
+  constructor(libraryPath: string = process.env.EKV_LIBNSM ?? libnsmPathDefault, init: LibNsmInit = {}) {
     this.pendingMax = init.pendingMax ?? nsmPendingMax;
     this.bindings = loadBindings(libraryPath);
-    const fd = this.bindings.init();
+    const device = init.device ?? nsmDevicePathDefault;
+    const fd = this.bindings.open(device);
     if (!Number.isInteger(fd) || fd < 0) {
-      throw new NsmError('UNAVAILABLE', `nsm_lib_init returned ${fd}: no NSM device (is this a Nitro enclave?)`);
+      throw new NsmError('UNAVAILABLE', `ekv_nsm_open(${device}) returned ${fd}: no NSM device (is this a Nitro enclave?)`);
     }
     this.fd = fd;
   }
 
   attest(req: AttestationRequest): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(new NsmError('CLOSED', 'the NSM was closed'));
-    let args: [Uint8Array | null, number][];
+    let request: Uint8Array;
     try {
-      args = [field('user_data', req.userData), field('nonce', req.nonce), field('public_key', req.publicKey)];
+      request = encodeNsmRequest(req);
     } catch (err) {
       return Promise.reject(err);
+    }
+    if (request.length > nsmRequestBytesMax) {
+      return Promise.reject(new NsmError('INPUT_TOO_LARGE', `NSM request of ${request.length} bytes, above ${nsmRequestBytesMax}`));
     }
     if (this.pending >= this.pendingMax) {
       return Promise.reject(new NsmError('BUSY', `${this.pending} NSM requests already pending`));
     }
     this.pending++;
-    const run = this.tail.then(() => this.call(args)).finally(() => this.pending--);
+    const run = this.tail.then(() => this.call(request)).finally(() => this.pending--);
     this.tail = run.catch(() => undefined);
     return run;
   }
@@ -130,25 +135,28 @@ export class LibNsm implements Nsm {
     if (this.closed) return;
     this.closed = true;
     // Let a call in flight finish on the descriptor before it is closed.
-    void this.tail.then(() => this.bindings.exit(this.fd));
+    void this.tail.then(() => this.bindings.close(this.fd));
   }
 
-  private call(args: [Uint8Array | null, number][]): Promise<Uint8Array> {
-    const out = Buffer.alloc(nsmDocumentBytesMax);
-    const length = [nsmDocumentBytesMax];
-    const flat = args.flat();
+  private call(request: Uint8Array): Promise<Uint8Array> {
+    const out = Buffer.alloc(nsmResponseBytesMax);
+    const length = [nsmResponseBytesMax];
     return new Promise((resolve, reject) => {
-      this.bindings.getDocAsync(this.fd, ...flat, out, length, (err: unknown, status: number) => {
-        if (err) return reject(new NsmError('INTERNAL_ERROR', `the libnsm call failed: ${String(err)}`));
-        if (status !== 0) {
-          const code = libNsmStatusCode(status);
-          return reject(new NsmError(code, `nsm_get_attestation_doc returned status ${status} (${code})`));
+      this.bindings.callAsync(this.fd, request, request.length, out, length, (err: unknown, rc: number) => {
+        if (err) return reject(new NsmError('INTERNAL_ERROR', `the NSM shim call failed: ${String(err)}`));
+        if (rc !== 0) {
+          const code = shimErrorCode(rc);
+          return reject(new NsmError(code, `ekv_nsm_call returned ${rc} (${code})`));
         }
         const n = length[0];
-        if (typeof n !== 'number' || !Number.isInteger(n) || n <= 0 || n > nsmDocumentBytesMax) {
-          return reject(new NsmError('MALFORMED_RESPONSE', `libnsm reported a document of ${String(n)} bytes`));
+        if (typeof n !== 'number' || !Number.isInteger(n) || n <= 0 || n > nsmResponseBytesMax) {
+          return reject(new NsmError('MALFORMED_RESPONSE', `the NSM device reported a response of ${String(n)} bytes`));
         }
-        resolve(new Uint8Array(out.subarray(0, n)));
+        try {
+          resolve(decodeNsmResponse(out.subarray(0, n)));
+        } catch (e) {
+          reject(e);
+        }
       });
     });
   }

@@ -4,8 +4,9 @@
  * - `StreamNsm`: the NSM API's CBOR messages, u32-BE length-prefixed, over a
  *   byte stream. The emulator's launcher hands the enclave such a stream on
  *   fd 3 and sets EKV_NSM=fd:3.
- * - `LibNsm` (enclave/nsm-lib.ts): AWS's libnsm over /dev/nsm through koffi,
- *   the default (EKV_NSM unset or `libnsm`) on real Nitro.
+ * - `LibNsm` (enclave/nsm-lib.ts): the same CBOR messages through the NSM
+ *   driver's ioctl on /dev/nsm (the C shim infra/enclave/nsm/ekv-nsm.c, via
+ *   koffi), the default (EKV_NSM unset or `libnsm`) on real Nitro.
  * The request and response shapes are those of aws-nitro-enclaves-nsm-api:
  * {"Attestation": {"user_data", "nonce", "public_key"}} -> {"Attestation":
  * {"document"}} or {"Error": "<ErrorCode>"}.
@@ -31,6 +32,8 @@ export interface Nsm {
 export const nsmFieldBytesMax = 1024;
 /** The NSM driver's response buffer (0x3000): no genuine response is longer. */
 export const nsmResponseBytesMax = 0x3000;
+/** The NSM driver's request buffer (0x1000): three fields of 1024 bytes and their CBOR fit. */
+export const nsmRequestBytesMax = 0x1000;
 /**
  * Requests queued or in flight before attest() refuses with BUSY, in both implementations (StreamNsm,
  * LibNsm). Inbound handshakes may hold at most handshakeAttestationsMax of them (enclave/admission.ts),
@@ -117,7 +120,7 @@ export class StreamNsm implements Nsm {
     }
     let body: Uint8Array;
     try {
-      body = encodeRequest(req);
+      body = encodeNsmRequest(req);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -192,7 +195,8 @@ export class StreamNsm implements Nsm {
   }
 }
 
-function encodeRequest(req: AttestationRequest): Uint8Array {
+/** An attestation request as the NSM API's CBOR (fields checked and bounded first). */
+export function encodeNsmRequest(req: AttestationRequest): Uint8Array {
   const args = new Map<string, Uint8Array | null>([
     ['user_data', field('user_data', req.userData)],
     ['nonce', field('nonce', req.nonce)],
@@ -211,23 +215,37 @@ function field(name: string, value: Uint8Array | undefined): Uint8Array | null {
 }
 
 function settle(waiter: Pending, body: Uint8Array): void {
+  try {
+    waiter.resolve(decodeNsmResponse(body));
+  } catch (err) {
+    waiter.reject(err instanceof NsmError ? err : new NsmError('MALFORMED_RESPONSE', 'the NSM response could not be read'));
+  }
+}
+
+/**
+ * An NSM response (untrusted bytes: from the device, or the emulator's stream) to the attestation document it
+ * carries, or the typed error it names. Strict: one CBOR item, `{"Attestation": {"document": bytes}}` or
+ * `{"Error": "<ErrorCode>"}`; anything else is MALFORMED_RESPONSE. Bounded before decoding.
+ */
+export function decodeNsmResponse(body: Uint8Array): Uint8Array {
+  if (body.length > nsmResponseBytesMax) throw new NsmError('RESPONSE_TOO_LARGE', `NSM response of ${body.length} bytes`);
   let response: unknown;
   try {
     response = decodeUntrustedCbor(body, { maps: 'map', depthMax: 4, itemsMax: 64 });
   } catch {
-    return waiter.reject(new NsmError('MALFORMED_RESPONSE', 'the NSM response is not CBOR'));
+    throw new NsmError('MALFORMED_RESPONSE', 'the NSM response is not CBOR');
   }
   if (response instanceof Map && response.size === 1) {
     const attestation: unknown = response.get('Attestation');
     const document: unknown = attestation instanceof Map ? attestation.get('document') : undefined;
-    if (document instanceof Uint8Array) return waiter.resolve(Uint8Array.from(document));
+    if (document instanceof Uint8Array) return Uint8Array.from(document);
     const name: unknown = response.get('Error');
     if (typeof name === 'string') {
       const code = (Object.hasOwn(nsmErrorNames, name) ? nsmErrorNames[name] : undefined) ?? 'INTERNAL_ERROR';
-      return waiter.reject(new NsmError(code, `the NSM refused the request: ${name.slice(0, 64)}`));
+      throw new NsmError(code, `the NSM refused the request: ${name.slice(0, 64)}`);
     }
   }
-  waiter.reject(new NsmError('MALFORMED_RESPONSE', 'the NSM response has an unknown shape'));
+  throw new NsmError('MALFORMED_RESPONSE', 'the NSM response has an unknown shape');
 }
 
 /**

@@ -12,7 +12,8 @@
  * Sealed state written by the earlier data path (['e', ...] entries, ['snap', ...]) keeps its identity and
  * ring; its entries are not migrated.
  *
- * Durability: `append` resolves when the records are on the host's disk (SealedStore group commit). When
+ * Durability: `append` resolves when the records are on the host's disk (SealedStore group commit: append-only
+ * segments, one request per turn, docs/durability.md T1-T6). When
  * the host's blob store fails, appends reject and the store stays broken until `recover` manages to seal
  * the core's whole state as a snapshot again (SealedStore.resync): the data driver fails closed meanwhile and
  * heals itself (enclave/data/driver.ts).
@@ -276,7 +277,8 @@ export class Persistence implements DataLog {
     persistence.peers = peers;
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
     if (sealedRing === null) await store.append(encodeCbor(['ring', ring.credential.id]));
-    c.logger.info({ created, records: records.length, lastSeq: recovered.lastSeq, reset, member, served, founded: ring.founded, ring: ring.credential.id.toString('hex').slice(0, 16) }, 'sealed state recovered');
+    // tornBytes: a torn tail cut off the newest segment (an append a crash interrupted: docs/durability.md T3).
+    c.logger.info({ created, records: records.length, lastSeq: recovered.lastSeq, reset, member, served, founded: ring.founded, ring: ring.credential.id.toString('hex').slice(0, 16), tornBytes: store.stats().tornBytes }, 'sealed state recovered');
     return {
       persistence,
       recovered: { identity: persistence.identity, records, lastSeq: recovered.lastSeq, created, reset, ring: ring.credential, founded: ring.founded, member, served, generation, peers },

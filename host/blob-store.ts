@@ -5,6 +5,13 @@
  * it store or send. Requests on one connection are served in order, so a put
  * is on disk (written to a temporary file, fsynced, renamed) before any later
  * request on that connection is answered.
+ *
+ * The sealed log's segments are append-only files (docs/durability.md T1-T6): every `append` queued on a
+ * connection behind the one being served, to the same file, is written with it in one write and one
+ * fdatasync (group commit), and each is answered after that. A failed append poisons its file (later
+ * appends to it are refused until it is created, put or deleted again) and cuts it back to its length before
+ * the write, so no later record lands behind a hole. Requests still queued when their connection closes are
+ * dropped unserved: their client has already failed them.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, unlinkSync } from 'node:fs';
@@ -32,6 +39,8 @@ export interface BlobStoreInit {
 
 export interface BlobStore {
   socketPath: string;
+  /** Append requests served, and the groups (one write and one fdatasync each) they were served in. */
+  stats: { appends: number; appendGroups: number };
   close(): Promise<void>;
 }
 
@@ -45,7 +54,12 @@ class BlobFault extends Error {
   }
 }
 
+/** Names of files whose last append failed: appends to them are refused until they are created anew. */
+type Poisoned = Set<string>;
+
 export async function startBlobStore(init: BlobStoreInit): Promise<BlobStore> {
+  const poisoned: Poisoned = new Set();
+  const stats = { appends: 0, appendGroups: 0 };
   mkdirSync(init.dir, { recursive: true, mode: 0o700 });
   try {
     unlinkSync(init.socketPath);
@@ -56,7 +70,7 @@ export async function startBlobStore(init: BlobStoreInit): Promise<BlobStore> {
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
-    serveConnection(socket, init);
+    serveConnection(socket, init, poisoned, stats);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -65,6 +79,7 @@ export async function startBlobStore(init: BlobStoreInit): Promise<BlobStore> {
   init.logger?.info({ socketPath: init.socketPath, dir: init.dir }, 'blob store listening');
   return {
     socketPath: init.socketPath,
+    stats,
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
@@ -73,11 +88,41 @@ export async function startBlobStore(init: BlobStoreInit): Promise<BlobStore> {
   };
 }
 
-function serveConnection(socket: net.Socket, init: BlobStoreInit): void {
+type Decoded = { msg: Record<string, unknown> | null };
+
+function isAppendTo(d: Decoded | undefined, name: unknown): boolean {
+  return d !== undefined && d.msg !== null && d.msg['op'] === 'append' && d.msg['create'] !== true && d.msg['name'] === name && isRequestId(d.msg['id']);
+}
+
+function serveConnection(socket: net.Socket, init: BlobStoreInit, poisoned: Poisoned, stats: BlobStore['stats']): void {
   const decoder = new FrameDecoder(blobFrameBytesMax);
-  // One request at a time per connection: ordering is the durability contract.
-  let chain: Promise<void> = Promise.resolve();
-  let queued = 0;
+  // One request (or one group of appends) at a time per connection: ordering is the durability contract.
+  const queue: Decoded[] = [];
+  let running = false;
+  let closed = false;
+  const run = async (): Promise<void> => {
+    if (running) return;
+    running = true;
+    try {
+      while (queue.length > 0 && !closed) {
+        const head = queue.shift() as Decoded;
+        let responses: BlobResponse[];
+        if (head.msg !== null && head.msg['op'] === 'append' && isRequestId(head.msg['id'])) {
+          const group = [head.msg];
+          while (isAppendTo(queue[0], head.msg['name'])) group.push((queue.shift() as Decoded).msg as Record<string, unknown>);
+          stats.appends += group.length;
+          stats.appendGroups++;
+          responses = await appendGroup(group, init, poisoned);
+        } else {
+          responses = [await handleFrame(head.msg, init, poisoned)];
+        }
+        if (!socket.destroyed) for (const r of responses) socket.write(encodeBlobMessage(r));
+        if (queue.length <= pipelineResume && socket.isPaused()) socket.resume();
+      }
+    } finally {
+      running = false;
+    }
+  };
   socket.on('data', (chunk: Buffer) => {
     let frames: Buffer[];
     try {
@@ -87,27 +132,24 @@ function serveConnection(socket: net.Socket, init: BlobStoreInit): void {
       socket.destroy();
       return;
     }
-    for (const frame of frames) {
-      queued += 1;
-      chain = chain.then(async () => {
-        const response = await handleFrame(frame, init);
-        if (!socket.destroyed) socket.write(encodeBlobMessage(response));
-        queued -= 1;
-        if (queued <= pipelineResume && socket.isPaused()) socket.resume();
-      });
-    }
+    for (const frame of frames) queue.push({ msg: decodeBlobMessage(frame) });
     // Backpressure: a client that pipelines faster than the disk stops being read.
-    if (queued >= pipelineMax) socket.pause();
+    if (queue.length >= pipelineMax) socket.pause();
+    void run();
   });
   socket.on('error', () => socket.destroy());
+  // Queued requests of a closed connection are not served: their client already counts them as failed.
+  socket.on('close', () => {
+    closed = true;
+    queue.length = 0;
+  });
 }
 
-async function handleFrame(frame: Uint8Array, init: BlobStoreInit): Promise<BlobResponse> {
-  const msg = decodeBlobMessage(frame);
+async function handleFrame(msg: Record<string, unknown> | null, init: BlobStoreInit, poisoned: Poisoned): Promise<BlobResponse> {
   const id = msg !== null && isRequestId(msg['id']) ? msg['id'] : 0;
   try {
     if (msg === null || !isRequestId(msg['id'])) throw new BlobFault('BAD_REQUEST', 'not a request');
-    return { id, ok: true, ...(await dispatch(msg, init)) };
+    return { id, ok: true, ...(await dispatch(msg, init, poisoned)) };
   } catch (err) {
     if (err instanceof BlobFault) return { id, ok: false, code: err.code, message: err.message };
     init.logger?.warn({ err: String(err) }, 'blob store I/O error');
@@ -115,21 +157,77 @@ async function handleFrame(frame: Uint8Array, init: BlobStoreInit): Promise<Blob
   }
 }
 
-async function dispatch(msg: Record<string, unknown>, init: BlobStoreInit): Promise<Partial<BlobResponse>> {
+async function dispatch(msg: Record<string, unknown>, init: BlobStoreInit, poisoned: Poisoned): Promise<Partial<BlobResponse>> {
   switch (msg['op']) {
-    case 'put':
-      await putBlob(init, checkName(msg['name']), msg['data'], init.fsync ?? true);
+    case 'put': {
+      const name = checkName(msg['name']);
+      poisoned.delete(name);
+      await putBlob(init, name, msg['data'], init.fsync ?? true);
       return {};
+    }
     case 'get':
       return { data: await getBlob(init.dir, checkName(msg['name'])) };
     case 'list':
       if (!isValidBlobPrefix(msg['prefix'])) throw new BlobFault('BAD_NAME', 'invalid prefix');
       return { names: await listBlobs(init.dir, msg['prefix']) };
-    case 'delete':
-      await unlink(join(init.dir, checkName(msg['name']))).catch(ignoreMissing);
+    case 'delete': {
+      const name = checkName(msg['name']);
+      poisoned.delete(name);
+      await unlink(join(init.dir, name)).catch(ignoreMissing);
       return {};
+    }
     default:
       throw new BlobFault('BAD_REQUEST', 'unknown op');
+  }
+}
+
+/**
+ * Appends `group` (one request that may create the file, then appends to the same file) with one write and
+ * one fdatasync. All succeed or all fail; a failure poisons the file and cuts it back to its old length.
+ */
+async function appendGroup(group: Array<Record<string, unknown>>, init: BlobStoreInit, poisoned: Poisoned): Promise<BlobResponse[]> {
+  const ids = group.map((m) => m['id'] as number);
+  const fail = (code: BlobWireCode, message: string): BlobResponse[] => ids.map((id) => ({ id, ok: false, code, message }));
+  const name = group[0]!['name'];
+  if (!isValidBlobName(name)) return fail('BAD_NAME', 'invalid blob name');
+  const datas: Uint8Array[] = [];
+  let bytes = 0;
+  for (const m of group) {
+    const data = m['data'];
+    if (!(data instanceof Uint8Array)) return fail('BAD_REQUEST', 'append needs data');
+    datas.push(data);
+    bytes += data.length;
+  }
+  const create = group[0]!['create'] === true;
+  if (create) poisoned.delete(name);
+  else if (poisoned.has(name)) return fail('IO', 'an earlier append to this blob failed');
+  const path = join(init.dir, name);
+  const fsync = init.fsync ?? true;
+  let size: number | null = null;
+  let fh: Awaited<ReturnType<typeof open>> | null = null;
+  try {
+    fh = await open(path, create ? 'w' : 'r+', 0o600);
+    size = create ? 0 : (await fh.stat()).size;
+    if (size + bytes > blobBytesMax) {
+      poisoned.add(name);
+      return fail('TOO_LARGE', 'blob too large');
+    }
+    let written = (await fh.writev(datas, size)).bytesWritten;
+    if (written < bytes) {
+      const all = Buffer.concat(datas);
+      while (written < bytes) written += (await fh.write(all, written, bytes - written, size + written)).bytesWritten;
+    }
+    if (fsync) await fh.datasync();
+    if (create && fsync) await syncDir(init.dir);
+    return ids.map((id) => ({ id, ok: true }));
+  } catch (err) {
+    poisoned.add(name);
+    if (fh !== null && size !== null) await fh.truncate(size).catch(() => undefined);
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return fail('IO', 'no such blob to append to');
+    init.logger?.warn({ err: String(err) }, 'blob store I/O error');
+    return fail('IO', 'storage error');
+  } finally {
+    await fh?.close().catch(() => undefined);
   }
 }
 

@@ -39,6 +39,12 @@ export interface HostOptions {
    * Nitro); given, the host is the enclave's watchdog (host/watchdog.ts). None: someone else launches it.
    */
   enclaveCommand?: string;
+  /**
+   * The watchdog's first launch waits for this (a joining node's ring-secret fetch: an enclave launched
+   * without it refuses to start, and each refusal would cost a relaunch of the watchdog's bounded budget and
+   * a growing backoff). Resolving to false (the fetch was abandoned) launches nothing.
+   */
+  launchAfter?: Promise<boolean>;
   watchdogLimits?: Partial<WatchdogLimits>;
   /** Roots the health check's attestation must chain to (default the AWS Nitro root; a local ring: the emulator's). */
   healthRoots?: string[];
@@ -117,7 +123,15 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
     registry: metrics.registry,
     ...(o.watchdogLimits ? { limits: o.watchdogLimits } : {}),
   }) : null;
-  watchdog?.start();
+  let closed = false;
+  if (watchdog && o.launchAfter) {
+    o.logger.info('enclave launch waits for the ring-secret');
+    void o.launchAfter.then((go) => {
+      if (go && !closed) watchdog.start();
+    }, (err: unknown) => o.logger.error({ err: (err as Error).message }, 'no enclave launch: waiting for the ring-secret failed'));
+  } else {
+    watchdog?.start();
+  }
   const nodeName = () => o.nodeName ?? `${o.listenHost}:${(inbound.address() as AddressInfo).port}`;
   const app = createHttpApp({
     enclaveSocket: paths.enclave, metrics, logger: o.logger, health, node: nodeName,
@@ -136,6 +150,7 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
     enclaveSocket: paths.enclave,
     watchdog,
     async close() {
+      closed = true;
       credentials?.close();
       await watchdog?.stop();
       await Promise.all([closeInbound(), closeOutbound(), closeHttp(http), blobs?.close()]);

@@ -8,6 +8,8 @@
  *
  *   request  { id: uint, op: 'put', name, data } | { id, op: 'get', name }
  *            | { id, op: 'list', prefix } | { id, op: 'delete', name }
+ *            | { id, op: 'append', name, data, create: bool }   (the sealed log's segments, docs/durability.md T1-T6:
+ *              create starts the file anew; otherwise data goes at its end; answered once fdatasync returned)
  *   response { id, ok: true, data?: bytes | null, names?: string[] }
  *            | { id, ok: false, code: BlobWireCode, message: string }
  */
@@ -25,7 +27,7 @@ export const blobListNamesMax = 65_536;
 /** A frame holds one blob plus CBOR overhead, or a full name list. */
 export const blobFrameBytesMax = Math.max(blobBytesMax + 4096, blobListNamesMax * (blobNameBytesMax + 4) + 4096);
 
-export type BlobOp = 'put' | 'get' | 'list' | 'delete';
+export type BlobOp = 'put' | 'get' | 'list' | 'delete' | 'append';
 export type BlobWireCode = 'BAD_REQUEST' | 'BAD_NAME' | 'TOO_LARGE' | 'TOO_MANY' | 'IO';
 
 export interface BlobRequest {
@@ -34,6 +36,7 @@ export interface BlobRequest {
   name?: string;
   prefix?: string;
   data?: Uint8Array;
+  create?: boolean;
 }
 
 export interface BlobResponse {

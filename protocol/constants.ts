@@ -21,6 +21,8 @@ export const sessionLifetimeMs = 60 * 60 * 1000;
 /** Requests a connection may have in flight before the enclave stops reading from it. */
 export const inflightMax = 4096;
 export const protocolVersion = 1;
+/** A put's ttl (expiry, docs/consistency.md "Expiry"): whole milliseconds in [1, ttlMsMax] (366 days). */
+export const ttlMsMax = 366 * 24 * 60 * 60 * 1000;
 
 // Relations the code relies on.
 if (frameBytesMax <= valueBytesMax + keyBytesMax) throw new Error('frameBytesMax too small');

@@ -13,7 +13,7 @@ import { loadCluster } from '../client/cluster.ts';
 import { generateIdentity, saveIdentity } from '../client/identity.ts';
 import { connect, EkvError } from '../client/index.ts';
 import { documentBytes } from '../cli/commands/verify.ts';
-import { intFlag } from '../cli/flags.ts';
+import { durationFlag, intFlag } from '../cli/flags.ts';
 import { UsageError } from '../cli/output.ts';
 import { startAttemptsMax } from '../cli/local/node.ts';
 import { imageFor, startTestRing, type TestRing } from './helpers/local-ring.ts';
@@ -58,13 +58,22 @@ describe('data commands', () => {
     expect(() => intFlag('abc', '--timeout', 1, 10)).toThrow(/--timeout must be a whole number from 1 to 10/);
     expect(() => intFlag('1e3', '--timeout', 1, 10_000)).toThrow(UsageError);
     expect(intFlag(' 250 ', '--timeout', 1, 10_000)).toBe(250);
-    const [timeout, port, level, empty, hex] = await Promise.all([
+    expect([durationFlag('500ms', '--ttl', 1e12), durationFlag('30s', '--ttl', 1e12), durationFlag('5m', '--ttl', 1e12), durationFlag('1h', '--ttl', 1e12), durationFlag('2d', '--ttl', 1e12)])
+      .toEqual([500, 30_000, 300_000, 3_600_000, 172_800_000]);
+    for (const bad of ['30', '0s', '-1s', '1.5s', '1e3ms', '3w', '', '367d']) expect(() => durationFlag(bad, '--ttl', 366 * 86_400_000), bad).toThrow(UsageError);
+    const [timeout, port, level, empty, hex, ttlBad, ttlOk] = await Promise.all([
       ekv(['get', 'k', '--timeout', 'abc', ...trust()]),
       ekv(['node', '--port', 'x']),
       ekv(['up', '--log-level', 'loud', '--dir', join(scratch, 'never')]),
       ekv(['put', 'edge-empty', ...trust()], { input: '' }),
       ekv(['put', 'edge-hex', '--hex', '00ff41', ...trust()]),
+      ekv(['put', 'edge-ttl', 'v', '--ttl', '30', ...trust()]),
+      ekv(['put', 'edge-ttl', 'v', '--ttl', '1h', '--json', ...trust()]),
     ]);
+    expect(ttlBad.code, ttlBad.stderr).toBe(2);
+    expect(ttlBad.stderr).toMatch(/--ttl must be a duration with its unit/);
+    expect(ttlOk.code, ttlOk.stderr).toBe(0);
+    expect(JSON.parse(ttlOk.stdout)).toMatchObject({ ok: true, version: 1, ttlMs: 3_600_000 });
     for (const r of [timeout, port]) {
       expect(r.code, r.stderr).toBe(2);
       expect(r.stderr).toMatch(/--(timeout|port) must be a whole number/);

@@ -45,4 +45,22 @@ describe('dashboard model', () => {
     expect(m.state(6000).nodes[0]!.state).toBe('receiving');
     expect(m.state(6000).events.map((e) => e.kind)).toEqual(['back', 'attestation', 'death']);
   });
+
+  it('epoch and lease per node from the node\'s data-layer metrics (the same families the host serves)', async () => {
+    const { registerNodeMetrics } = await import('../enclave/node-metrics.ts');
+    const reg = createMetricsRegistry();
+    const ranges = [{ range: 0, epoch: 7, members: 3, role: 'owner' as const, leaseSeconds: 2.5 }, { range: 1, epoch: 4, members: 3, role: 'member' as const, leaseSeconds: null }];
+    registerNodeMetrics({
+      status: () => ({}), bytes: () => 0, startedAt: 0,
+      data: () => ({ ranges, owned: 1, leased: 0, member: 2, underReplicated: 1, backlog: 0, expiring: 0, leaseMinSeconds: 2.5, epochMax: 7, expiredCollected: 0, resends: 0, fenced: 0, dropped: 0 }),
+    }, reg);
+    const m = new DashModel(['a:1'], 'test');
+    m.update('a:1', ok(1000, reg.snapshot()));
+    expect(m.state(1000).nodes[0]!.data).toEqual({ epoch: 7, owned: 1, leased: 0, leaseSeconds: 2.5, underReplicated: 1 });
+    // A node whose data core does not run (recovery mode) shows nothing rather than zeros.
+    const bare = createMetricsRegistry();
+    registerNodeMetrics({ status: () => ({}), bytes: () => 0, startedAt: 0, data: () => null }, bare);
+    m.update('a:1', ok(2000, bare.snapshot()));
+    expect(m.state(2000).nodes[0]!.data).toBeNull();
+  });
 });

@@ -1,7 +1,7 @@
 // DataDriver: persist before send, batches in order, and fail-closed on a failed append (the batch's answers
 // never leave; the core is rebuilt from the log and serves again by itself).
 import { describe, expect, it } from 'vitest';
-import { type ClientResult, type DataConfig, DataDriver, type LogRecord, type Member, type Outbound } from '../enclave/data/index.ts';
+import { type ClientResult, type DataConfig, DataDriver, type LogRecord, type Member, type Outbound, shardOf } from '../enclave/data/index.ts';
 
 const cfg: DataConfig = {
   replicas: 1, shards: 1, leaseTicks: 20, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 5, heartbeatTicks: 5,
@@ -208,5 +208,68 @@ describe('data driver with a log that can be sealed again (enclave/persist.ts)',
     const last = fromSnap.durableRecords().at(-1);
     expect(last).toMatchObject({ t: 'mark', pos: fromSnap.position });
     expect(fromSnap.durableRecords().some((r) => r.t === 'snap' && r.data.get('x')?.value === 'v')).toBe(true);
+  });
+});
+
+// R1 (docs/durability.md): a get's answer waits only for the records it may depend on (its range's and the
+// node's), not for every batch before it. Fails with the core's broken flag readsDependOnNothing.
+describe('data driver: reads wait for their own range only (R1)', () => {
+  const two: DataConfig = { ...cfg, shards: 2 };
+  async function run(broken: boolean): Promise<{ early: ClientResult | undefined; other: ClientResult | undefined; after: ClientResult | undefined }> {
+    let now = 0;
+    const held: Array<() => void> = [];
+    let hold = false;
+    const records: LogRecord[] = [];
+    const log = {
+      append: (rs: readonly LogRecord[]): Promise<void> => {
+        const land = (): void => void records.push(...rs);
+        if (!hold) return Promise.resolve().then(land);
+        return new Promise<void>((resolve) => held.push(() => (land(), resolve())));
+      },
+      load: async () => [...records],
+    };
+    const sent: Outbound[] = [];
+    const ticks: Array<() => void> = [];
+    const d = new DataDriver({
+      self, config: broken ? { ...two, broken: { readsDependOnNothing: true } } : two, peers: [self],
+      genesis: [0, 1].map((shard) => ({ shard, epoch: 1, members: [self] })), log,
+      send: (m) => sent.push(m), clock: () => now, rand: () => 0.5,
+      every: (_ms, fn) => { ticks.push(fn); return { stop: () => void 0 }; },
+      after: () => undefined, tickMs: 10, reloadMs: 100,
+    });
+    await d.start();
+    for (let i = 0; i < 60; i++) {
+      now++;
+      for (const t of ticks) t();
+      await d.idle();
+    }
+    expect(d.node?.isActiveOwner(0) && d.node.isActiveOwner(1)).toBe(true);
+    const keyIn = (shard: number): string => Array.from({ length: 100 }, (_, i) => `k${i}`).find((k) => shardOf(k, 2) === shard) as string;
+    const [k0, k1] = [keyIn(0), keyIn(1)];
+    const s = await openSession(d, sent, 1);
+    hold = true; // the disk is slow from here on: nothing appended now is durable yet
+    d.deliver({ kind: 'client', client: 'c', rid: 2, op: { kind: 'put', key: k0, value: 'new', ifVersion: null, session: s, seq: 1, floor: 1, principal: 'c' } });
+    d.deliver({ kind: 'client', client: 'c', rid: 3, op: { kind: 'get', key: k0 } });
+    d.deliver({ kind: 'client', client: 'c', rid: 4, op: { kind: 'get', key: k1 } });
+    await Promise.resolve();
+    const early = reply(sent, 3);
+    const other = reply(sent, 4);
+    expect(reply(sent, 2)).toBeUndefined();
+    for (const f of held.splice(0)) f();
+    hold = false;
+    await d.idle();
+    return { early, other, after: reply(sent, 3) };
+  }
+
+  it('a get in a range with a record not yet durable waits for it; a get in another range is answered at once', async () => {
+    const r = await run(false);
+    expect(r.early).toBeUndefined(); // R = 1: the put committed in memory, its record is not durable yet
+    expect(r.other).toEqual({ ok: true, kind: 'get', found: false, value: null, version: 0 });
+    expect(r.after).toEqual({ ok: true, kind: 'get', found: true, value: 'new', version: 1 });
+  });
+
+  it('broken (readsDependOnNothing): the value of a write not yet durable is shown', async () => {
+    const r = await run(true);
+    expect(r.early).toEqual({ ok: true, kind: 'get', found: true, value: 'new', version: 1 });
   });
 });

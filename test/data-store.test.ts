@@ -285,6 +285,12 @@ describe('scans and batches over the data store (in process)', () => {
     expect((await net.call(a, 'mput', batch)).r).toEqual([{ n: 1 }, { n: 1 }, { n: 1 }]);
     const cas = await net.call(a, 'mput', { b: [[items[0], Buffer.from('y'), [sess[0], 2, 2], 0]] });
     expect(cas.r).toEqual([{ e: 'CONFLICT', m: expect.any(String), n: 1 }]);
+    // An mput item with a ttl expires like a put's value: once gone, no scan lists it and mget says NOT_FOUND.
+    expect((await net.call(b, 'mput', { b: [[items[1], Buffer.from('brief'), [sess[1], 2, 2], null, 150]] })).r).toEqual([{ n: 2 }]);
+    expect((await scanAll(net, a, 'm/', 10)).map((x) => x[0])).toEqual(['m/1', 'm/2', 'm/3']);
+    await new Promise((r) => setTimeout(r, 400));
+    for (const at of [a, b, c]) expect((await scanAll(net, at, 'm/', 10)).map((x) => x[0])).toEqual(['m/1', 'm/3']);
+    expect(((await net.call(c, 'mget', { ks: [items[1]] })).r as Array<Record<string, unknown>>)[0]?.e).toBe('NOT_FOUND');
   }, 40_000);
 
   for (const broken of [false, true]) {

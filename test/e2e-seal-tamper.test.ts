@@ -1,9 +1,11 @@
 // The host tampers with one node's sealed write-ahead log while its enclave is down (issue 5): it flips a
-// byte, cuts a segment short, drops one, swaps two, or replays an old one over a newer one. The relaunched
+// byte of a record or of a record's length, drops a record from the middle, swaps two, or duplicates one
+// (a torn tail, a cut at the end of the newest segment, is an honest crash and not refused: docs/durability.md
+// T3, test/seal-append.test.ts). The relaunched
 // enclave must detect it (a typed SealError code in its log), discard that state rather than serve it (it
 // comes back empty, under a new identity, so a new ring id), and the ring must refill it from replicas:
 // every acknowledged key stays readable with its latest value, through that node and through the ring.
-import { closeSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, EkvError, type EkvClient } from '../client/index.ts';
@@ -13,6 +15,7 @@ import { shortTempDir } from './helpers/local-ring.ts';
 import { unsettled, waitFor, type NodeView } from './helpers/ring-fixture.ts';
 import { idFromBytes } from '../enclave/ring/index.ts';
 import { captureLogs } from './helpers/log-capture.ts';
+import { flipRecordByte, rewriteRecords, walRecords, type WalRecord } from './helpers/wal-files.ts';
 
 const { logs, logger } = captureLogs();
 
@@ -66,60 +69,42 @@ async function mismatches(c: EkvClient): Promise<string[]> {
   return bad;
 }
 
-/** The target's WAL segment names, in sequence order (the names carry the first sequence number in hex). */
-function segments(dataDir: string): string[] {
-  return readdirSync(dataDir).filter((n) => /^wal-[0-9a-f]{16}$/.test(n)).sort();
-}
-
 /** The node's log records at warn level or above since `from`, one JSON line each (for failure messages). */
 function problems(name: string, from: number): string {
   return logs.slice(from).filter((r) => r.node === name && (r.level as number) >= 40).map((r) => JSON.stringify(r).slice(0, 400)).join('\n');
 }
 
-type Tamper = (dataDir: string, segs: string[]) => void;
+/** The tamper gets the records of the newest segment (the writes of this round: each relaunch starts one). */
+type Tamper = (records: WalRecord[]) => void;
 
 const tampers: Array<{ name: string; codes: string[]; tamper: Tamper }> = [
   {
-    name: 'flip one byte of the newest segment\'s ciphertext',
+    name: 'flip one byte of a record\'s ciphertext (not the last record)',
     codes: ['SEAL_CORRUPT'],
-    tamper: (d, segs) => {
-      const p = join(d, segs.at(-1) as string);
-      const fd = openSync(p, 'r+');
-      const b = Buffer.alloc(1);
-      const at = readFileSync(p).length - 20; // inside the last record's ciphertext or tag
-      readSync(fd, b, 0, 1, at);
-      b[0] = (b[0] as number) ^ 0x01;
-      writeSync(fd, b, 0, 1, at);
-      closeSync(fd);
-    },
+    tamper: (rs) => flipRecordByte(rs.at(-3) as WalRecord, 60),
   },
   {
-    name: 'cut the newest segment short',
-    codes: ['SEAL_TRUNCATED'],
-    tamper: (d, segs) => {
-      const p = join(d, segs.at(-1) as string);
-      truncateSync(p, readFileSync(p).length - 7);
-    },
+    name: 'flip one byte of a record\'s length (not the last record)',
+    codes: ['SEAL_CORRUPT'],
+    tamper: (rs) => flipRecordByte(rs.at(-2) as WalRecord, 38),
   },
   {
-    name: 'drop a segment in the middle',
+    name: 'drop a record from the middle',
     codes: ['SEAL_GAP'],
-    tamper: (d, segs) => rmSync(join(d, segs.at(-3) as string)),
+    tamper: (rs) => rewriteRecords((rs[0] as WalRecord).file, (all) => all.filter((_, i) => i !== all.length - 3)),
   },
   {
-    name: 'swap two segments (rename each to the other\'s name)',
-    codes: ['SEAL_REORDERED'],
-    tamper: (d, segs) => {
-      const [a, b] = [join(d, segs.at(-3) as string), join(d, segs.at(-2) as string)];
-      renameSync(a, `${a}.tmp`);
-      renameSync(b, a);
-      renameSync(`${a}.tmp`, b);
-    },
+    name: 'swap two records',
+    codes: ['SEAL_GAP', 'SEAL_REORDERED'],
+    tamper: (rs) => rewriteRecords((rs[0] as WalRecord).file, (all) => {
+      const n = all.length;
+      return [...all.slice(0, n - 3), all[n - 2] as Buffer, all[n - 3] as Buffer, all[n - 1] as Buffer];
+    }),
   },
   {
-    name: 'replay an older segment over a newer one',
-    codes: ['SEAL_REPLAYED', 'SEAL_REORDERED'],
-    tamper: (d, segs) => writeFileSync(join(d, segs.at(-1) as string), readFileSync(join(d, segs.at(-3) as string))),
+    name: 'duplicate a record',
+    codes: ['SEAL_REPLAYED'],
+    tamper: (rs) => rewriteRecords((rs[0] as WalRecord).file, (all) => [...all.slice(0, all.length - 1), all[all.length - 2] as Buffer, all[all.length - 1] as Buffer]),
   },
 ];
 
@@ -128,7 +113,7 @@ describe('a tampered sealed log is detected, discarded, and the node is refilled
     round++;
     const node = ring.nodes[1] as LocalNode;
     const dataDir = join(dir, node.name, 'data');
-    // Sequential writes: each is its own segment in every node's log (group commit has nothing to batch).
+    // Sequential writes: each its own append to the newest segment of every node's log.
     for (const k of keys.slice(0, 6)) {
       await kv.put(k, `${k} v${round}`);
       model.set(k, `${k} v${round}`);
@@ -148,9 +133,10 @@ describe('a tampered sealed log is detected, discarded, and the node is refilled
     const logMark = logs.length;
     process.kill(enclave.pid, 'SIGKILL');
     await enclave.exited; // LocalNode relaunches it restartDelayMs (500 ms) after this: tamper at once
-    const segs = segments(dataDir);
-    expect(segs.length).toBeGreaterThanOrEqual(4);
-    tamper(dataDir, segs);
+    const all = walRecords(dataDir);
+    const newest = all.filter((r) => r.file === all.at(-1)?.file);
+    expect(newest.length).toBeGreaterThanOrEqual(4);
+    tamper(newest);
 
     const views = await waitFor('the ring to settle around the relaunched node', 30_000, async () => {
       if (node.enclave === enclave) return 'not relaunched yet';

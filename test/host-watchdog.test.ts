@@ -2,7 +2,7 @@
 // an attested handshake with the enclave found; a killed enclave is reported down (503) and launched
 // again by `ekv host`'s watchdog, through the same launch command on every world (`ekv emulate-enclave`
 // here, infra/host/run-enclave.sh on Nitro).
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
@@ -159,6 +159,50 @@ describe('health and watchdog of a node launched by `ekv host --enclave-cmd`', (
       } catch {
         // relaunched: the stopped one is gone
       }
+    }
+  }, 60_000);
+});
+
+describe('the first launch of a joining node waits for its ring-secret (startHost launchAfter)', () => {
+  // A joining node's host fetches the ring secret from a member's host, which may not have founded yet; an
+  // enclave launched without it refuses to start, and each refusal spends the watchdog's bounded budget.
+  async function hostWith(dir: string, launchAfter: Promise<boolean>) {
+    const { logger } = captureLogs('warn');
+    const vsockDir = join(dir, 'vsock');
+    mkdirSync(vsockDir, { recursive: true });
+    const marker = join(dir, 'launched');
+    const host = await startHost({
+      vsockDir, listenHost: '127.0.0.1', listenPort: 0, httpPort: 0, outboundPolicy: loopbackOnly, logger,
+      enclaveCommand: `${process.execPath} -e "require('fs').writeFileSync('${marker}', ''); setTimeout(() => {}, 60000)"`,
+      launchAfter,
+      watchdogLimits: { probeIntervalMs: 60_000, startGraceMs: 60_000 },
+    });
+    return { host, launched: () => existsSync(marker) };
+  }
+
+  it('launches nothing until the fetch resolves true, then launches; nothing at all when it resolves false', async () => {
+    const dir = mkdtempSync('/tmp/ekv-wd-after-');
+    const dir2 = mkdtempSync('/tmp/ekv-wd-after2-');
+    let go!: (v: boolean) => void;
+    let abandon!: (v: boolean) => void;
+    const a = await hostWith(dir, new Promise<boolean>((r) => (go = r)));
+    const b = await hostWith(dir2, new Promise<boolean>((r) => (abandon = r)));
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(a.launched()).toBe(false);
+      expect(a.host.watchdog?.describe()).toMatchObject({ state: 'starting', pid: null });
+      go(true);
+      abandon(false);
+      const deadline = Date.now() + 20_000;
+      while (!a.launched() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(a.launched()).toBe(true);
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(b.launched()).toBe(false);
+    } finally {
+      await a.host.close();
+      await b.host.close();
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(dir2, { recursive: true, force: true });
     }
   }, 60_000);
 });

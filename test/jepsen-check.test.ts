@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { EkvError, type EkvClient } from '../client/index.ts';
 import { check, recorded, Recorder, type Rec } from './helpers/jepsen.ts';
-import type { HistOp } from './helpers/linearizability.ts';
+import type { ClientHistOp as HistOp } from './helpers/linearizability.ts';
 
 const put = (value: string, ifVersion: number | null = null): HistOp => ({ kind: 'put', value, ifVersion });
 const del = (ifVersion: number | null = null): HistOp => ({ kind: 'del', ifVersion });

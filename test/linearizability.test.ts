@@ -120,4 +120,24 @@ describe('linearizability checker', () => {
     }
     expect(checkKey('k', h).ok).toBe(true);
   });
+
+  describe('expiry (a put with a ttl brings an optional expire of its value, called at invocation + ttl)', () => {
+    const expire = (call: number, value: string): HistEntry => ({ key: 'k', op: { kind: 'expire', value }, call, ret: Infinity, out: null });
+
+    it('accepts an expiry that happened, late or never, and CAS against the expired key', () => {
+      const h = [op(1, 2, put('a'), okW(1)), expire(5.5, 'a'), op(3, 4, get, read('a', 1)), op(6, 7, get, read('a', 1)), op(8, 9, get, read(null, 2)), op(10, 11, put('b', 0), okW(3, false)), op(12, 13, get, read('b', 3))];
+      expect(checkKey('k', h).ok).toBe(true);
+      // Never expired (a late expiry constrains nothing).
+      expect(checkKey('k', [op(1, 2, put('a'), okW(1)), expire(2.5, 'a'), op(20, 21, get, read('a', 1))]).ok).toBe(true);
+      // Overwritten before its deadline: the expiry of the old value does nothing to the new one.
+      expect(checkKey('k', [op(1, 2, put('a'), okW(1)), op(3, 4, put('b'), okW(2, true)), expire(5.5, 'a'), op(6, 7, get, read('b', 2))]).ok).toBe(true);
+    });
+
+    it('rejects an early expiry (absent before invocation + ttl) and a resurrection', () => {
+      expect(checkKey('k', [op(1, 2, put('a'), okW(1)), expire(5.5, 'a'), op(3, 4, get, read(null, 2))]).ok).toBe(false);
+      expect(checkKey('k', [op(1, 2, put('a'), okW(1)), expire(2.5, 'a'), op(3, 4, get, read(null, 2)), op(5, 6, get, read('a', 1))]).ok).toBe(false);
+      // The expiry takes a version: a put after it that reports the value's next version did not follow it.
+      expect(checkKey('k', [op(1, 2, put('a'), okW(1)), expire(2.5, 'a'), op(3, 4, get, read(null, 2)), op(5, 6, put('b'), okW(2, false))]).ok).toBe(false);
+    });
+  });
 });

@@ -118,6 +118,36 @@ describe('a node exports its enclave metrics through its host', () => {
     expect(one('ekv_host_connections_total', { direction: 'inbound' })).toBeGreaterThanOrEqual(1);
   });
 
+  it('data layer: epoch and lease per range, ranges owned and leased; a ttl put expires through the SDK and is counted', async () => {
+    const node = ring.node(0);
+    const t0 = Date.now();
+    expect(await kv.put('metrics-ttl', 'short-lived', { ttlMs: 300 })).toBe(1);
+    expect((await kv.get('metrics-ttl')).toString()).toBe('short-lived');
+    // Never early: absent only once 300 ms have passed (counted by the enclave from when it applied the write).
+    let gone: unknown = null;
+    for (const deadline = Date.now() + 20_000; Date.now() < deadline && gone === null;) {
+      await kv.get('metrics-ttl').then(() => new Promise((r) => setTimeout(r, 50)), (err: unknown) => { gone = err; });
+    }
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+    // NOT_FOUND with the tombstone's version (above the value's), so the client floor accepts it.
+    expect(gone).toMatchObject({ code: 'NOT_FOUND', version: 2 });
+    await expect(kv.put('metrics-ttl', 'x', { ttlMs: 0 })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    const rows = parseProm(await (await fetch(`${node.http}/metrics`)).text());
+    const val = (name: string, labels: Record<string, string> = {}) => rows.filter((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v));
+    const nodeLabel = { node: node.addr };
+    expect(val('ekv_enclave_ranges_owned', nodeLabel)[0]?.value).toBe(64);
+    expect(val('ekv_enclave_ranges_leased', nodeLabel)[0]?.value).toBe(64);
+    expect(val('ekv_enclave_ranges_member', nodeLabel)[0]?.value).toBe(64);
+    expect(val('ekv_enclave_ranges_under_replicated', nodeLabel)[0]?.value).toBe(0);
+    expect(val('ekv_enclave_epoch', nodeLabel)[0]?.value).toBeGreaterThanOrEqual(1);
+    const epochs = val('ekv_enclave_range_epoch', nodeLabel);
+    expect(epochs.map((x) => x.labels.range).sort((a, b) => Number(a) - Number(b))).toEqual(Array.from({ length: 64 }, (_, i) => String(i)));
+    expect(epochs.every((x) => x.value >= 1)).toBe(true);
+    expect(val('ekv_enclave_expired_collected_total', nodeLabel)[0]?.value).toBeGreaterThanOrEqual(1);
+    expect(val('ekv_enclave_rereplication_backlog', nodeLabel)[0]?.value).toBe(0);
+    expect(val('ekv_enclave_replication_retries_total', nodeLabel)).toHaveLength(1);
+  });
+
   it('the same snapshot over an attested session (the dashboard\'s channel)', async () => {
     const r = await kv.node(ring.node(0).addr).call('metrics', {});
     const snap = parseMetricsSnapshot(r.m);

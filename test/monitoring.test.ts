@@ -48,7 +48,7 @@ describe('infra/monitoring', () => {
 
   it('has the alerts an operator needs', () => {
     const alertNames = [...alerts.matchAll(/^\s*- alert:\s*(\S+)/gm)].map((m) => m[1]);
-    for (const a of ['EkvHostDown', 'EkvEnclaveDown', 'EkvNodeNotServing', 'EkvRereplicationBacklogGrowing', 'EkvSealErrors', 'EkvKmsErrors', 'EkvAttestationDocumentExpiring']) {
+    for (const a of ['EkvHostDown', 'EkvEnclaveDown', 'EkvNodeNotServing', 'EkvRereplicationBacklogGrowing', 'EkvSealErrors', 'EkvKmsErrors', 'EkvAttestationDocumentExpiring', 'EkvRangeUnderReplicated', 'EkvLeaseNotRenewed', 'EkvReplicationRetrying']) {
       expect(alertNames).toContain(a);
     }
   });

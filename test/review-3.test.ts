@@ -5,9 +5,11 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EkvClient } from '../client/index.ts';
+import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { EkvError } from '../protocol/errors.ts';
+import { RpcClient, serveRpc } from '../protocol/rpc.ts';
 import { shardOf } from '../enclave/data/index.ts';
-import { opensQueuedPerPrincipal } from '../enclave/data/node.ts';
+import { opensQueuedPerPrincipal, waitersPerWriteMax } from '../enclave/data/node.ts';
 import { principalTag } from '../enclave/cluster/op-wire.ts';
 import { DataNet, fast, type NetNode } from './helpers/data-net.ts';
 
@@ -79,7 +81,7 @@ describe('R7: a principal cannot evict sessions other callers are using', () => 
 
   it('R7c: the bound still holds: sessions not used for sessionIdleTicks are evicted (fairly: the principal with the most first)', async () => {
     net = new DataNet();
-    await net.start(3, { ...fast, sessionsMax: 4, sessionsPerPrincipalMax: 3, sessionIdleTicks: 30 });
+    await net.start(3, { ...fast, sessionsMax: 4, sessionsPerPrincipalMax: 3, sessionIdleTicks: 300 });
     await net.formed();
     const key = Buffer.from('apple');
     const owner = net.ownerOf('apple');
@@ -91,7 +93,7 @@ describe('R7: a principal cannot evict sessions other callers are using', () => 
     // The table (4) is full of busy sessions: a newcomer is refused.
     const carol = randomBytes(32);
     expect((await rejection(net.call(owner, 'open', { k: key }, carol)))?.code).toBe('UNAVAILABLE');
-    await new Promise((r) => setTimeout(r, 500)); // every session idle (300 ms)
+    await new Promise((r) => setTimeout(r, 3500)); // every session idle (3 s: long enough that the opens above stay busy under load)
     const c = (await net.call(owner, 'open', { k: key }, carol)).s as number;
     expect(c).toBeGreaterThan(0);
     // Bob held the most: his least recently used session went, Alice's stayed.
@@ -112,6 +114,7 @@ describe('R7 (the fix\'s own risk): a table kept busy by callers does not block 
     const mine = net.sameShard(doc, 'mallory');
     for (let i = 0; i < 4; i++) await net.call(owner, 'open', { k: mine }, randomBytes(32));
     expect((await rejection(net.call(owner, 'open', { k: mine }, randomBytes(32))))?.code).toBe('UNAVAILABLE');
+    await net.until('the owner to hold its read lease (slow under load)', 10_000, () => owner.store.owns(doc));
     await owner.store.putOwned(doc, Buffer.from('acl v2: mallory revoked'));
     expect(owner.store.readOwned(doc)?.toString()).toBe('acl v2: mallory revoked');
   }, 30_000);
@@ -138,6 +141,34 @@ describe('R8: one caller\'s flood of opens does not take a range\'s queue from e
   }, 30_000);
 });
 
+describe('R11: the host stalling a write while a client re-sends it does not grow the owner\'s memory without bound', () => {
+  it('callers waiting for one write in flight are bounded (the oldest is answered UNAVAILABLE)', async () => {
+    net = new DataNet();
+    await net.start(3);
+    await net.formed();
+    const key = 'stall';
+    const n0 = net.ownerOf(key);
+    const n1 = net.nodes.find((x) => x !== n0) as NetNode;
+    const tag = principalTag(null);
+    const o = await n0.store.local({ kind: 'open', shard: shardOf(key, 4), principal: tag });
+    const s = o.ok && o.kind === 'open' ? o.session : 0;
+    // The host holds the owner's data messages to n1: n1 never acknowledges and the write stays in flight (3 nodes, R = 3: no spare).
+    net.holdSender = n0.ref.addr;
+    net.hold.add(n1.ref.addr);
+    const put = { kind: 'put' as const, key, value: 'v', ifVersion: null, session: s, seq: 1, floor: 1, principal: tag };
+    const answers: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 3000; i++) answers.push(n0.store.local(put));
+    const range = (n0.store.driver.node as unknown as { ranges: Array<{ inflight: Map<string, { replies: unknown[] }> }> }).ranges[shardOf(key, 4)];
+    const waiting = range?.inflight.get(key)?.replies.length ?? -1;
+    // On main: 3,000 (one per re-send, for as long as the host holds the write; 25 per SDK request from its entry node's retries).
+    expect(waiting).toBeGreaterThan(0);
+    expect(waiting).toBeLessThanOrEqual(waitersPerWriteMax);
+    for (const r of net.held.splice(0)) r();
+    net.hold.clear();
+    await Promise.all(answers);
+  }, 30_000);
+});
+
 describe('R6: a CONFLICT or a delete saying "no value" is checked against the client floor', () => {
   it('the owner says which delete left the key without a value (t / absentAt): CONFLICT and a delete of an absent key', async () => {
     net = new DataNet();
@@ -157,6 +188,32 @@ describe('R6: a CONFLICT or a delete saying "no value" is checked against the cl
     const other = net.sameShard(key, 'never');
     expect(await rejection(net.call(a, 'put', { k: other, v: Buffer.from('x'), iv: 7, s: [s, 5, 5] }))).toMatchObject({ code: 'CONFLICT', version: 0, absentAt: 0 });
   }, 30_000);
+
+  it('the RPC layer carries a refusal\'s `t` as EkvError.absentAt (and nothing else claims it)', async () => {
+    // Two in-memory ends of a session (every message through CBOR, as on the wire).
+    type End = { onMsg: (m: unknown) => void; peer: End | null };
+    const mk = (): End & { start: (m: (x: unknown) => void, c: (e: EkvError) => void) => void; send: (x: unknown) => void; close: () => void } => {
+      const e = {
+        onMsg: (_m: unknown) => undefined as void, peer: null as End | null,
+        start(m: (x: unknown) => void) { e.onMsg = m; },
+        send(x: unknown) { const to = e.peer; if (to) setImmediate(() => to.onMsg(decodeCbor(encodeCbor(x)))); },
+        close() {},
+      };
+      return e;
+    };
+    const a = mk();
+    const b = mk();
+    a.peer = b;
+    b.peer = a;
+    serveRpc(b as never, (op) => {
+      if (op === 'cas') throw new EkvError('CONFLICT', 'no value', { version: 0, absentAt: 4 });
+      throw new EkvError('CONFLICT', 'the key is at 2', { version: 2 });
+    }, () => undefined);
+    const rpc = new RpcClient(a as never);
+    expect(await rejection(rpc.call('cas', {}, 1000))).toMatchObject({ code: 'CONFLICT', version: 0, absentAt: 4 });
+    expect(await rejection(rpc.call('other', {}, 1000))).toMatchObject({ code: 'CONFLICT', version: 2, absentAt: undefined });
+    rpc.close();
+  });
 
   const ringA = 'a'.repeat(64);
   type Routed = (key: Buffer, op: string, args: Record<string, unknown>, via: { conn?: unknown }) => Promise<Record<string, unknown>>;

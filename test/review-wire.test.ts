@@ -256,6 +256,7 @@ describe('review of the wired data path', () => {
     await formed(net);
     const doc = Buffer.from([0, 0x61, 0x63, 0x6c]); // a reserved key (an ACL document's)
     const owner = net.ownerOf(doc.toString('latin1'));
+    await net.until('the owner to hold its read lease (slow under load)', 10_000, () => owner.store.owns(doc));
     await owner.store.putOwned(doc, Buffer.from('acl v1: alice may read'));
     expect(owner.store.readOwned(doc)?.toString()).toBe('acl v1: alice may read');
     // Even knowing the internal session's id (read here from the owner's state; a client cannot), a client's use is refused.

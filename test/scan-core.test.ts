@@ -103,6 +103,26 @@ describe('the scan core (selectPage)', () => {
     }));
   });
 
+  it('a refused namespace is skipped whole: the same pages as deciding every key', () => {
+    fc.assert(fc.property(modelArb, fc.integer({ min: 1, max: 5 }), fc.func(fc.boolean()), (m, limit, allowNs) => {
+      // Decisions by namespace (the part before the first '/'), as the access module's are.
+      const group = (k: string): string | null => (k.indexOf('/') > 0 ? k.slice(0, k.indexOf('/') + 1) : null);
+      const allow = (k: string): boolean => { const g = group(k); return g === null ? true : allowNs(g); };
+      const pages = (withGroups: boolean): string[] => {
+        const out: string[] = [];
+        let after: string | null = null;
+        for (let i = 0; i < 200; i++) {
+          const p = selectPage(m.view, { prefix: '', after, limit, bytesMax: 1 << 20, values: false, decide: allow, ...(withGroups ? { groupOf: group } : {}) });
+          out.push(...p.entries.map((e) => e.key), '|');
+          if (!p.more) break;
+          after = (p.entries[p.entries.length - 1] as { key: string }).key;
+        }
+        return out;
+      };
+      expect(pages(true)).toEqual(pages(false));
+    }));
+  });
+
   it('a wide range refused but for its last key costs a few passes, not one per window', () => {
     const data = new Map<string, Entry>();
     for (let i = 0; i < 20_000; i++) data.set(`k${String(i).padStart(6, '0')}`, { value: 'v', version: 1, epoch: 1 });

@@ -3,6 +3,7 @@
 import { copyFileSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { appendHeaderBytes } from '../enclave/seal/constants.ts';
 import { SealError, type SealErrorCode } from '../enclave/seal/errors.ts';
 import { SealedStore } from '../enclave/seal/log.ts';
 import { startSealEnv, type SealEnv } from './helpers/seal-env.ts';
@@ -16,9 +17,18 @@ afterEach(async () => env.cleanup());
 const rec = (i: number): Buffer => Buffer.from(`put key-${i} = secret-value-${i}`);
 const files = (prefix: string): string[] => readdirSync(env.dir).filter((n) => n.startsWith(prefix)).sort();
 
-/** Appends n records one by one (awaited), so each lands in its own segment. */
+/** Appends n records one by one (awaited): each its own append request, all in the store's current segment. */
 async function appendEach(store: SealedStore, from: number, n: number): Promise<void> {
   for (let i = from; i < from + n; i++) await store.append(rec(i));
+}
+
+/** Appends n records, each through a store opened for it: every open starts a new segment (docs/durability.md T6). */
+async function appendApart(from: number, n: number): Promise<void> {
+  for (let i = from; i < from + n; i++) {
+    const { store } = await env.open();
+    await store.append(rec(i));
+    await store.close();
+  }
 }
 
 async function openCode(): Promise<SealErrorCode | 'OK'> {
@@ -57,7 +67,7 @@ describe('sealed log', () => {
     const { store } = await env.open();
     await appendEach(store, 0, 5);
     await store.writeSnapshot(Buffer.from('state after 5'));
-    expect(files('wal-')).toEqual([]);
+    expect(files('wal-')).toHaveLength(1); // the segment appends go to is kept (T6)
     await appendEach(store, 5, 2);
     await store.writeSnapshot(Buffer.from('state after 7'));
     await appendEach(store, 7, 2);
@@ -109,9 +119,7 @@ describe('sealed log', () => {
   });
 
   it('rollback: the host may serve an older genuine state; the caller detects it against the ring', async () => {
-    const { store } = await env.open();
-    await appendEach(store, 0, 4);
-    await store.close();
+    await appendApart(0, 4);
     unlinkSync(join(env.dir, files('wal-').at(-1)!));
     const { recovered } = await env.open();
     expect(recovered.lastSeq).toBe(3);
@@ -122,9 +130,7 @@ describe('sealed log', () => {
 
 describe('sealed log against a hostile host', () => {
   beforeEach(async () => {
-    const { store } = await env.open();
-    await appendEach(store, 0, 4); // wal-1 .. wal-4, one record each
-    await store.close();
+    await appendApart(0, 4); // wal-1 .. wal-4, one record each
   });
   const seg = (i: number): string => join(env.dir, files('wal-')[i]!);
 
@@ -137,7 +143,7 @@ describe('sealed log against a hostile host', () => {
 
   it('a flipped sequence number in a record header: detected', async () => {
     const bytes = readFileSync(seg(1));
-    bytes[17 + 7]! ^= 0x01; // low byte of the record's seq
+    bytes[appendHeaderBytes + 7]! ^= 0x01; // low byte of the record's seq
     writeFileSync(seg(1), bytes);
     expect(['SEAL_REORDERED', 'SEAL_GAP', 'SEAL_CORRUPT']).toContain(await openCode());
   });
@@ -174,9 +180,7 @@ describe('sealed log against a hostile host', () => {
     const oldThird = readFileSync(seg(2));
     unlinkSync(seg(3));
     unlinkSync(seg(2)); // the host rolls back to 2 records
-    const { store } = await env.open();
-    await appendEach(store, 100, 2); // a new record 3 and 4
-    await store.close();
+    await appendApart(100, 2); // a new record 3 and 4
     writeFileSync(seg(2), oldThird); // and then serves the old record 3 before the new 4
     expect(await openCode()).toBe('SEAL_REPLAYED');
   });

@@ -16,8 +16,10 @@ describe('fault simulator (issue 11)', () => {
     let rollbacks = 0;
     let detected = 0;
     let clones = 0;
+    let expired = 0;
     for (let seed = 1; seed <= seedsShort; seed++) {
       const v = runSeed(seed);
+      expired += v.expired;
       rollbacks += v.faults['kill-rollback'] ?? 0;
       detected += v.faults['rollback-detected'] ?? 0;
       clones += v.faults.clone ?? 0;
@@ -34,6 +36,8 @@ describe('fault simulator (issue 11)', () => {
     expect(detected).toBeGreaterThan(rollbacks / 2);
     // Clones at the exact durable position run beside their originals (docs/consistency.md, "Boots and clones").
     expect(clones).toBeGreaterThan(10);
+    // Puts with a ttl expire (tombstones acknowledged), and the checker saw each expiry's window.
+    expect(expired / seedsShort).toBeGreaterThan(5);
   }, 300_000);
 
   it('replays a seed exactly', () => {
@@ -45,52 +49,98 @@ describe('fault simulator (issue 11)', () => {
   });
 
   // Each broken build against the fault mix of the table row it reopens; the first failing seed is enough.
-  const broken: Array<[string, SimOptions['broken'], FaultName[] | undefined]> = [
+  // (An optional fourth field widens the seed search for flags whose bug needs a rarer schedule.)
+  const broken: Array<[string, SimOptions['broken'], FaultName[] | undefined, number?]> = [
     ['fencing off (row 1: a paused owner resumes and writes)', { noFencing: true }, ['stale-owner']],
     ['lease wait off (row 1: a cut-off owner keeps reading)', { noLeaseWait: true }, ['isolate']],
     ['dedup off (row 2: retries applied twice)', { noDedup: true }, undefined],
     ['ack before persist (row 3: acknowledged, not durable)', { ackBeforePersist: true }, ['whole-ring-restart', 'kill-pair']],
     ['boot fence off (a copy of a running node at its exact log position votes as the same member)', { noBootFence: true }, ['clone']],
+    // Expiry (docs/consistency.md "Expiry"; the tombstone not sealed, which a whole-ring restart resurrects, is
+    // shown by test/data-expiry.test.ts: in this mix a later write or a reconfiguration's snapshot usually seals over it).
+    ['expiry not replicated (each owner answers "absent" by its own clock alone)', { expiryLocalOnly: true }, undefined],
+    ['deadlines compared across nodes (a range moved with its sender\'s absolute deadline: early expiry)', { absoluteDeadlines: true }, undefined, 60],
   ];
-  for (const [name, flags, mix] of broken) {
+  for (const [name, flags, mix, seedsMax = 30] of broken) {
     it(`catches a broken build: ${name}`, () => {
       let failing: number | null = null;
-      for (let seed = 1; seed <= 30 && failing === null; seed++) if (!runSeed(seed, flags, false, mix).ok) failing = seed;
-      expect(failing, 'no failing seed in 1..30').not.toBeNull();
+      for (let seed = 1; seed <= seedsMax && failing === null; seed++) if (!runSeed(seed, flags, false, mix).ok) failing = seed;
+      expect(failing, `no failing seed in 1..${seedsMax}`).not.toBeNull();
       // The same seed passes on the correct build: the failure is the flag's doing.
       expect(runSeed(failing as number, undefined, false, mix).ok).toBe(true);
     }, 120_000);
   }
 
+  // R1 (docs/durability.md): a get's answer leaves once its range's records are durable. With the tag broken
+  // (readsDependOnNothing) a one-member range shows a write a crash then loses; seed 10 at R = 1 on 3 nodes
+  // was the first of four failing seeds in 1..60 (not linearizable), and passes on the correct build. (Seed 13
+  // since boot fencing's messages moved the schedules.)
+  it('catches a broken build: reads that wait for no record (R1), one replica', () => {
+    const shape = { replicas: 1, nodes: 3 };
+    expect(runSeed(13, { readsDependOnNothing: true }, false, undefined, shape).ok).toBe(false);
+    expect(runSeed(13, undefined, false, undefined, shape).ok).toBe(true);
+  }, 120_000);
+
   // Seeds that failed during development, each with the fault mix it failed under (and the broken build, if it
   // was one): they must pass on the correct build, and a broken one must still fail, so the seed keeps its bite.
-  // (Seed 186 of kill,pause,partition,net-lossy was noWitnessCheck's until the boot fence changed the schedules; seed 9
-  // of the whole mix fails with it now, and passes on the correct build.)
-  const regressions: Array<{ seed: number; mix: FaultName[] | undefined; why: string; broken?: SimOptions['broken'] }> = [
-    { seed: 9, mix: undefined, broken: { noWitnessCheck: true }, why: 'a node rolled back (prefix of its log) votes again with forgotten promises: a read misses an acknowledged write' },
-    { seed: 2, mix: ['clone'], broken: { noBootFence: true }, why: 'a copy of a running node at its exact log position (the original hidden from its peers meanwhile) passes the witness check and votes as the same member: a read misses an acknowledged write' },
+  // `ttl: false`: found before the workload had puts with a ttl (a seed's schedule depends on its workload).
+  const regressions: Array<{ seed: number; mix: FaultName[] | undefined; why: string; broken?: SimOptions['broken']; ttl?: boolean }> = [
+    // Seed 186 of kill,pause,partition,net-lossy found this first; later changes to the core (session opens, R8)
+    // moved its schedule off the bug, then seed 12 of the kill-only mix kept it until boot fencing's messages moved
+    // the schedules again: now seed 9 of the whole mix (checked both ways below).
+    { seed: 9, mix: undefined, broken: { noWitnessCheck: true }, ttl: false, why: 'a node rolled back (prefix of its log) votes again with forgotten promises: two writes acknowledged at one version' },
+    { seed: 4, mix: ['clone'], broken: { noBootFence: true }, why: 'a copy of a running node at its exact log position (the original hidden from its peers meanwhile) passes the witness check and votes as the same member: a read misses an acknowledged write' },
   ];
   for (const r of regressions) {
     it(`regression seed ${r.seed} (${r.mix?.join(',') ?? 'all faults'}): ${r.why}`, () => {
-      const v = runSeed(r.seed, undefined, false, r.mix);
+      const v = runSeed(r.seed, undefined, false, r.mix, undefined, { ttl: r.ttl ?? true });
       expect(v.problems).toEqual([]);
       // (A broken build takes another path through the same seed: its schedule diverges once it behaves differently.)
-      if (r.broken) expect(runSeed(r.seed, r.broken, false, r.mix).ok).toBe(false);
+      if (r.broken) expect(runSeed(r.seed, r.broken, false, r.mix, undefined, { ttl: r.ttl ?? true }).ok).toBe(false);
     }, 60_000);
   }
 
   // Scans (docs/scans.md) in the workload: each scanned value is a get linearized within the scan, so no scan
   // returns a value older than a write acknowledged before it started; and a scan that skips the lease is caught.
-  const scanRun = (seed: number, broken?: SimOptions['broken'], mix?: FaultName[]) =>
-    checkRun(new FaultSim({ ...defaultSimOptions, seed, scans: 0.15, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}) }).run());
-  it('scans in the workload: every scanned value linearizable per key (40 seeds)', () => {
+  // (Without ttl puts: with expiries, which the checker treats as optional operations, and many scanned reads, the
+  // search exhausts on some keys; the second test runs them together and counts only decided keys.)
+  const scanRun = (seed: number, broken?: SimOptions['broken'], mix?: FaultName[], ttl = false) =>
+    checkRun(new FaultSim({ ...defaultSimOptions, seed, scans: 0.15, ttl, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}) }).run());
+  it('scans in the workload: every scanned value linearizable per key (30 seeds)', () => {
     const failures: string[] = [];
-    for (let seed = 1; seed <= 40; seed++) {
+    // A key whose history the checker could not search to the end (many writes of unknown outcome plus optional
+    // expiries) is neither proven nor refuted: such seeds are counted apart and must stay rare.
+    const exhausted: string[] = [];
+    for (let seed = 1; seed <= 30; seed++) {
       const v = scanRun(seed);
-      if (!v.ok) failures.push(`seed ${seed}: ${v.problems[0]}`);
+      for (const p of v.problems) (p.includes('search exhausted') ? exhausted : failures).push(`seed ${seed}: ${p}`);
     }
     expect(failures).toEqual([]);
+    expect(exhausted.length, exhausted.join('\n')).toBeLessThanOrEqual(2);
   }, 120_000);
+
+  it('scans with expiring values: no scanned value contradicts an expiry (15 seeds, keys the checker decides)', () => {
+    const failures: string[] = [];
+    let exhausted = 0;
+    for (let seed = 1; seed <= 15; seed++) {
+      const v = scanRun(seed, undefined, undefined, true);
+      exhausted += v.problems.filter((p) => p.includes('search exhausted')).length;
+      const real = v.problems.filter((p) => !p.includes('search exhausted'));
+      if (real.length > 0) failures.push(`seed ${seed}: ${real[0]}`);
+    }
+    expect(failures).toEqual([]);
+    expect(exhausted).toBeLessThan(15 * 5 / 3); // most keys are decided
+  }, 180_000);
+
+  // Found while choosing how scans treat expiry: skipping a value as soon as its deadline passed here (without
+  // waiting for the replicated tombstone, as a get waits) lets a later owner, whose deadline is later, serve it
+  // again after a scan said it was gone. Kept as a regression: it must fail broken and pass correct.
+  // (Seed 6 until boot fencing's messages moved the schedules; seed 24 since.)
+  it('regression seed 24 (scans, ttl): a scan must not call a value gone before its expiry is replicated', () => {
+    const problems = (broken?: SimOptions['broken']) => scanRun(24, broken, undefined, true).problems.filter((p) => !p.includes('search exhausted'));
+    expect(problems()).toEqual([]);
+    expect(problems({ scanSkipsExpiredHere: true }).length).toBeGreaterThan(0);
+  }, 60_000);
 
   it('catches a broken build: scans served without the read lease (a cut-off owner scans stale values)', () => {
     let failing: number | null = null;

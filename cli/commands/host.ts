@@ -66,32 +66,41 @@ export function registerHost(program: Command): void {
         }
         const healthRoots = o.healthRoot ? [readFileSync(o.healthRoot, 'utf8')] : undefined;
         const release = o.release;
-        const host: RunningHost = await startHost({
-          vsockDir: o.vsockDir,
-          listenHost: o.bind,
-          listenPort: port(o.listen, '--listen'),
-          httpPort: port(o.http, '--http'),
-          dataDir: o.dataDir,
-          outboundPolicy,
-          logger,
-          startBlobStore: (socketPath, dir) => startBlobStore({ socketPath, dir, logger }),
-          ...(o.imds ? { imdsUrl: o.imds } : {}),
-          ...(o.enclaveCmd ? { enclaveCommand: o.enclaveCmd } : {}),
-          // The enclave's per-node settings, read by it through the blob store (enclave/host-config.ts).
-          ...(o.selfAddr ? { nodeConfig: { selfAddr: o.selfAddr, join: o.join } } : {}),
-          ...(healthRoots ? { healthRoots } : {}),
-          // Re-read on every check: an upgrade step changes the release without restarting the host.
-          ...(release ? { expectPcr0: () => expectedImages(release, logger) } : {}),
-          // The `node` label of the enclave's metrics on /metrics: the address peers know the node by.
-          ...(o.selfAddr ? { nodeName: o.selfAddr } : {}),
-        });
         // Not secret: only KMS opens it, for the measured image under this deployment's key (docs/membership.md).
-        // Fetched in the background: until it arrives the enclave refuses to start, and is started again.
+        // Fetched in the background from a member's host (which may not have founded the ring yet); the enclave's
+        // first launch waits for it: launched without it, the enclave refuses to start.
         const fetching = new AbortController();
+        let launchAfter: Promise<boolean> | undefined;
         if (o.ringSecret && /^https?:\/\//.test(o.ringSecret)) {
-          void fetchRingSecret(o.ringSecret, join(o.dataDir, ringSecretBlob), { logger, signal: fetching.signal });
+          launchAfter = fetchRingSecret(o.ringSecret, join(o.dataDir, ringSecretBlob), { logger, signal: fetching.signal });
         } else if (o.ringSecret && !existsSync(join(o.dataDir, ringSecretBlob))) {
           copyFileSync(o.ringSecret, join(o.dataDir, ringSecretBlob));
+        }
+        let host: RunningHost;
+        try {
+          host = await startHost({
+            vsockDir: o.vsockDir,
+            listenHost: o.bind,
+            listenPort: port(o.listen, '--listen'),
+            httpPort: port(o.http, '--http'),
+            dataDir: o.dataDir,
+            outboundPolicy,
+            logger,
+            startBlobStore: (socketPath, dir) => startBlobStore({ socketPath, dir, logger }),
+            ...(o.imds ? { imdsUrl: o.imds } : {}),
+            ...(o.enclaveCmd ? { enclaveCommand: o.enclaveCmd } : {}),
+            ...(launchAfter ? { launchAfter } : {}),
+            // The enclave's per-node settings, read by it through the blob store (enclave/host-config.ts).
+            ...(o.selfAddr ? { nodeConfig: { selfAddr: o.selfAddr, join: o.join } } : {}),
+            ...(healthRoots ? { healthRoots } : {}),
+            // Re-read on every check: an upgrade step changes the release without restarting the host.
+            ...(release ? { expectPcr0: () => expectedImages(release, logger) } : {}),
+            // The `node` label of the enclave's metrics on /metrics: the address peers know the node by.
+            ...(o.selfAddr ? { nodeName: o.selfAddr } : {}),
+          });
+        } catch (err) {
+          fetching.abort(); // no host, no launch to wait for
+          throw err;
         }
         if (o.json) process.stdout.write(JSON.stringify({ ok: true, port: host.port, httpPort: host.httpPort, pid: process.pid }) + '\n');
         await signal;

@@ -6,7 +6,8 @@ import { setDefaultChainCache } from '../../verifier/index.ts';
 import { FileChainCache } from '../chain-cache-file.ts';
 import { run, UsageError } from '../output.ts';
 import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
-import { defaultClusterFile, loadClusterFile, timeoutFlag } from '../flags.ts';
+import { ttlMsMax } from '../../protocol/constants.ts';
+import { defaultClusterFile, durationFlag, loadClusterFile, timeoutFlag } from '../flags.ts';
 
 export interface CommonOpts extends TrustFlags {
   cluster: string;
@@ -73,9 +74,10 @@ export function registerKv(program: Command): void {
     .option('--if-version <n>', 'compare-and-set: only if the key is at version n (0: only if it has no value); else CONFLICT and exit 1')
     .option('--hex', 'the value (argument or stdin) is hex; stored as those bytes')
     .option('--allow-empty', 'accept an empty stdin as an empty value (refused otherwise: a forgotten pipe is not a value)')
-    .action(async (key: string, value: string | undefined, o: CommonOpts & { ifVersion?: string; hex?: boolean; allowEmpty?: boolean }) =>
+    .option('--ttl <duration>', "expire the value after this long (500ms, 30s, 5m, 1h, 2d; up to 366d), counted by the enclaves' own clocks: never earlier, later by at most a tick and a replication round, more after a failover or restart")
+    .action(async (key: string, value: string | undefined, o: CommonOpts & { ifVersion?: string; hex?: boolean; allowEmpty?: boolean; ttl?: string }) =>
       run(o.json, async () => {
-        const cas = ifVersionOption(o.ifVersion);
+        const cas = { ...ifVersionOption(o.ifVersion), ...(o.ttl === undefined ? {} : { ttlMs: durationFlag(o.ttl, '--ttl', ttlMsMax) }) };
         timeoutFlag(o.timeout);
         const fromStdin = value === undefined || value === '-';
         const raw = fromStdin ? await readStdin() : Buffer.from(value, 'utf8');
@@ -84,7 +86,7 @@ export function registerKv(program: Command): void {
         }
         const bytes = o.hex ? hexValue(raw) : raw;
         const version = await withClient(o, (kv) => kv.put(key, bytes, cas));
-        if (o.json) process.stdout.write(JSON.stringify({ ok: true, key, version }) + '\n');
+        if (o.json) process.stdout.write(JSON.stringify({ ok: true, key, version, ...(cas.ttlMs ? { ttlMs: cas.ttlMs } : {}) }) + '\n');
         else process.stdout.write('OK\n');
       }),
     );

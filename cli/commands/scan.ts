@@ -11,7 +11,8 @@ import type { Command } from 'commander';
 import type { EkvClient, ScanItem } from '../../client/index.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import { errorCode, run, UsageError } from '../output.ts';
-import { intFlag } from '../flags.ts';
+import { durationFlag, intFlag } from '../flags.ts';
+import { ttlMsMax } from '../../protocol/constants.ts';
 import { escapeValue } from './batch.ts';
 import { common, withClient, type CommonOpts } from './kv.ts';
 
@@ -120,17 +121,19 @@ export function registerScan(program: Command): void {
 
   common(program.command('mput').argument('<pairs...>', 'KEY VALUE KEY VALUE ...'))
     .description('put many keys, one request per node: one line per key, in order (OK, or CODE: message); not a transaction (some may apply, others not)')
-    .action(async (pairs: string[], o: CommonOpts) =>
+    .option('--ttl <duration>', 'every value expires after this long (as `ekv put --ttl`)')
+    .action(async (pairs: string[], o: CommonOpts & { ttl?: string }) =>
       run(o.json, async () => {
         if (pairs.length % 2 !== 0) throw new UsageError('mput takes KEY VALUE pairs (an even number of arguments)');
-        const entries: Array<[string, string]> = [];
-        for (let i = 0; i < pairs.length; i += 2) entries.push([pairs[i] as string, pairs[i + 1] as string]);
+        const ttl = o.ttl === undefined ? {} : { ttlMs: durationFlag(o.ttl, '--ttl', ttlMsMax) };
+        const entries: Array<{ key: string; value: string; ttlMs?: number }> = [];
+        for (let i = 0; i < pairs.length; i += 2) entries.push({ key: pairs[i] as string, value: pairs[i + 1] as string, ...ttl });
         const rs = await withClient(o, (kv) => kv.mput(entries));
         const failed = rs.filter((r) => !r.ok).length;
         if (o.json) {
           await write(JSON.stringify({
             ok: failed === 0,
-            results: rs.map((r, i) => (r.ok ? { ok: true, key: entries[i]?.[0], version: r.version } : { ok: false, key: entries[i]?.[0], ...itemFailure(r.error) })),
+            results: rs.map((r, i) => (r.ok ? { ok: true, key: entries[i]?.key, version: r.version } : { ok: false, key: entries[i]?.key, ...itemFailure(r.error) })),
           }) + '\n');
         } else {
           await write(rs.map((r) => {

@@ -5,6 +5,8 @@ const svgNs = 'http://www.w3.org/2000/svg';
 const colours = { serving: '#2e8b57', receiving: '#d08a00', down: '#c0392b', unattested: '#7d3c98' };
 const short = (h, n = 12) => (h ? h.slice(0, n) : '-');
 const fmtMs = (ms) => (ms == null ? '-' : ms < 1 ? ms.toFixed(2) : ms < 10 ? ms.toFixed(1) : Math.round(ms).toString());
+/** Epoch and lease: "e7 · 5/5 leased · 2.9 s" (an owner without a lease for some range stands out). */
+const fmtData = (d) => (!d ? '-' : `e${d.epoch ?? '?'} · ${d.leased ?? '?'}/${d.owned ?? '?'} leased${d.leaseSeconds == null ? '' : ` · ${d.leaseSeconds.toFixed(1)} s`}${d.underReplicated ? ` · ${d.underReplicated} under-replicated` : ''}`);
 const fmtAge = (ms) => (ms == null ? '-' : ms < 60000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60000)} min`);
 
 function el(tag, attrs, text) {
@@ -62,6 +64,7 @@ function drawTable(nodes) {
       el('td', { class: 'mono' }, up ? n.successors.map((s) => s.addr.replace(/^127\.0\.0\.1/, '')).join(' ') || '-' : '-'),
       el('td', {}, up && n.keys != null ? String(n.keys) : '-'),
       el('td', {}, up && n.bytes != null ? String(n.bytes) : '-'),
+      el('td', { class: 'mono', title: 'epoch of its owned ranges (highest); ranges owned, of which leased; lowest read lease left' }, up ? fmtData(n.data) : '-'),
       el('td', {}, n.opsPerSec == null ? '-' : n.opsPerSec.toFixed(1)),
       el('td', {}, n.latencyMs ? `${fmtMs(n.latencyMs.p50)} / ${fmtMs(n.latencyMs.p95)} / ${fmtMs(n.latencyMs.p99)} ms` : '-'),
       el('td', { class: 'mono', title: n.pcr0 || '' }, short(n.pcr0, 16)),

@@ -33,6 +33,11 @@ export interface NodeView {
   rangeShare: number | null;
   keys: number | null;
   bytes: number | null;
+  /**
+   * The data layer (docs/consistency.md), from the node's attested metrics: the highest epoch of the ranges it
+   * owns, how many it owns and how many of those it holds a read lease for, and the lowest lease left (seconds).
+   */
+  data: { epoch: number | null; owned: number | null; leased: number | null; leaseSeconds: number | null; underReplicated: number | null } | null;
   durable: boolean | null;
   opsPerSec: number | null;
   latencyMs: { p50: number; p95: number; p99: number } | null;
@@ -192,6 +197,11 @@ export class DashModel {
     else v.rangeShare = null;
     if (snap) {
       v.bytes = gauge(snap, 'ekv_enclave_bytes');
+      const owned = gauge(snap, 'ekv_enclave_ranges_owned');
+      v.data = owned === null && gauge(snap, 'ekv_enclave_epoch') === null ? null : {
+        epoch: gauge(snap, 'ekv_enclave_epoch'), owned, leased: gauge(snap, 'ekv_enclave_ranges_leased'),
+        leaseSeconds: gauge(snap, 'ekv_enclave_lease_remaining_seconds'), underReplicated: gauge(snap, 'ekv_enclave_ranges_under_replicated'),
+      };
       const ops = counterSum(snap, 'ekv_enclave_requests_total', (l) => l.caller === 'client' && clientOps.has(l.op ?? ''));
       const hist = histogram(snap, 'ekv_enclave_request_duration_seconds', (l) => clientOps.has(l.op ?? ''));
       const p = this.prev.get(addr);
@@ -251,7 +261,7 @@ export function ringDistance(fromHex: string, toHex: string): number {
 function blank(addr: string): NodeView {
   return {
     addr, state: 'down', reason: 'not polled yet', since: 0, id: null, angle: null, predecessor: null, successors: [], rangeShare: null,
-    keys: null, bytes: null, durable: null, opsPerSec: null, latencyMs: null, pcr0: null, moduleId: null, documentAgeMs: null, ringId: null,
+    keys: null, bytes: null, data: null, durable: null, opsPerSec: null, latencyMs: null, pcr0: null, moduleId: null, documentAgeMs: null, ringId: null,
     hostSays: null, lastSeen: null,
   };
 }

@@ -29,11 +29,11 @@ import {
 } from '../data/index.ts';
 import { idToBytes, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
 import { batchBodiesMax, chunksOf, dataMessageBytesMax, decodePeerBatch, encodePeerBatch, rangeBytesMax, Reassembler } from './data-wire.ts';
-import { encodeForward, internalTag } from './op-wire.ts';
+import { dataTickMs, encodeForward, internalTag } from './op-wire.ts';
 import type { PeerPool } from './peers.ts';
 import type { RingDriver } from './ring-driver.ts';
 
-export const dataTickMs = 10;
+export { dataTickMs };
 
 /** The data core's settings in the enclave (ticks of 10 ms): lease 3 s (renewed every 1.2 s), suspicion 2 s, heartbeats 500 ms. */
 export const enclaveDataConfig: Readonly<DataConfig> = validateDataConfig({
@@ -81,6 +81,23 @@ export function nodeName(id: bigint): string {
 
 function nameToId(name: string): bigint | null {
   return /^[0-9a-f]{64}$/.test(name) ? BigInt('0x' + name) : null;
+}
+
+/** DataStore.metrics(): see there. Lease seconds: null for a range this node does not serve, or one with no end (R = 1). */
+export interface DataMetrics {
+  ranges: Array<{ range: number; epoch: number; members: number; role: 'owner' | 'member' | 'none'; leaseSeconds: number | null }>;
+  owned: number;
+  leased: number;
+  member: number;
+  underReplicated: number;
+  backlog: number;
+  expiring: number;
+  leaseMinSeconds: number | null;
+  epochMax: number;
+  expiredCollected: number;
+  resends: number;
+  fenced: number;
+  dropped: number;
 }
 
 export interface DataStoreInit {
@@ -559,6 +576,11 @@ export class DataStore {
     return this.driver.node?.scanView(shard, this.nowTicks()) ?? null;
   }
 
+  /** The enclave's monotonic clock in core ticks, read now (what scanView and expiry deadlines are measured in). */
+  clockTicks(): number {
+    return this.nowTicks();
+  }
+
   /** Whether this node's core is the active owner of a range (leased or not: a scan waits for the lease here). */
   activeOwner(shard: number): boolean {
     return this.driver.node?.isActiveOwner(shard) ?? false;
@@ -604,6 +626,45 @@ export class DataStore {
     if (!c || c.members.length < this.c.minMembers) return true;
     if (c.members[0]?.name === this.selfMember.name && !n.isActiveOwner(s)) return true;
     return !n.placementSettled(s);
+  }
+
+  /**
+   * The data layer's gauges and counters for the metrics registry (enclave/node-metrics.ts): per range (by range
+   * number, a fixed slice of the hash space) its epoch and this node's lease; counts of ranges owned, leased and
+   * held; ranges this node owns with fewer than R members, or with a member it has not heard from lately;
+   * entries on their way to members (syncs of an activation, installs of a proposal); values waiting to expire;
+   * the cores' counters. Nothing names a key, a value or a principal.
+   */
+  metrics(): DataMetrics | null {
+    const n = this.driver.node;
+    if (!n) return null;
+    const now = this.nowTicks();
+    const live = new Set(n.livePeers());
+    live.add(this.selfMember.name);
+    const out: DataMetrics = {
+      ranges: [], owned: 0, leased: 0, member: 0, underReplicated: 0, backlog: 0, expiring: 0, leaseMinSeconds: null, epochMax: 0,
+      expiredCollected: this.driver.counters.expiredCollected, resends: this.driver.counters.resends, fenced: this.driver.counters.fenced,
+      dropped: this.stats.outboundDropped + this.stats.undeliverable,
+    };
+    for (let s = 0; s < this.cfg.shards; s++) {
+      const r = n.rangeState(s, now);
+      if (r.epoch === 0) continue;
+      const leaseSeconds = r.active ? (r.leaseLeft < 0 ? null : (r.leaseLeft * dataTickMs) / 1000) : null;
+      out.ranges.push({ range: s, epoch: r.epoch, members: r.members, role: r.active ? 'owner' : r.member ? 'member' : 'none', leaseSeconds });
+      if (r.member) {
+        out.member++;
+        out.expiring += n.rangeExpiring(s);
+      }
+      if (r.active) {
+        out.owned++;
+        out.epochMax = Math.max(out.epochMax, r.epoch);
+        if (leaseSeconds !== null) out.leaseMinSeconds = Math.min(out.leaseMinSeconds ?? Infinity, leaseSeconds);
+      }
+      if (r.leased) out.leased++;
+      if (r.owner && (r.members < this.c.minMembers || r.memberNames.some((m) => !live.has(m)))) out.underReplicated++;
+      if (r.moving) out.backlog += n.rangeKeys(s);
+    }
+    return out;
   }
 
   status(): RpcResult {

@@ -4,7 +4,8 @@
  * a client's operation to the range's owner (`fwd`: the client's own form, so both ends share one decoder).
  *
  *   get  {k}                                   key: bytes, 1..keyBytesMax
- *   put  {k, v, s: [session, seq, floor], iv?}  value: bytes, 0..valueBytesMax; ifVersion: integer >= 0
+ *   put  {k, v, s: [session, seq, floor], iv?, t?}  value: bytes, 0..valueBytesMax; ifVersion: integer >= 0;
+ *                                              t: ttl in ms, 1..ttlMsMax (counted in the enclave's own ticks)
  *   del  {k, s: [session, seq, floor], iv?}
  *   open {k}                                    open a write session on the key's range
  *   fwd  {fo: 'get'|'put'|'del'|'open', p, ...} peer only: the same, at the owner (i and o are the RPC envelope's),
@@ -13,7 +14,7 @@
  * session >= 1, 0 <= floor <= seq (integers): the client's session of the key's range (SDK, client/index.ts).
  * Keys and values become latin1 strings for the core (one char per byte).
  */
-import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
+import { keyBytesMax, ttlMsMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import { createHash } from 'node:crypto';
 import { anonPrincipal, type ClientOp, internalPrincipalPrefix, principalCharsMax } from '../data/index.ts';
@@ -66,6 +67,14 @@ function decodeIfVersion(x: unknown): number | null {
   return x === undefined || x === null ? null : int(x, 'ifVersion', 0);
 }
 
+/** One tick of the data core's clock in the enclave (performance.now(), never the host's time). */
+export const dataTickMs = 10;
+
+/** A put's ttl: ms on the wire, whole ticks (rounded up: never early) for the core. */
+function decodeTtl(x: unknown): { ttl?: number } {
+  return x === undefined || x === null ? {} : { ttl: Math.ceil(int(x, 'ttl', 1, ttlMsMax) / dataTickMs) };
+}
+
 export type DataOpName = 'get' | 'put' | 'del' | 'open';
 
 /**
@@ -79,7 +88,7 @@ export function decodeDataOp(op: DataOpName, req: Record<string, unknown>, key: 
       return { kind: 'get', key: k };
     case 'put': {
       const value = bytes(req.v, 'value', 0, valueBytesMax, 'VALUE_TOO_LARGE');
-      return { kind: 'put', key: k, value: value.toString('latin1'), ifVersion: decodeIfVersion(req.iv), ...decodeIds(req.s), principal };
+      return { kind: 'put', key: k, value: value.toString('latin1'), ifVersion: decodeIfVersion(req.iv), ...decodeIds(req.s), principal, ...decodeTtl(req.t) };
     }
     case 'del':
       return { kind: 'del', key: k, ifVersion: decodeIfVersion(req.iv), ...decodeIds(req.s), principal };
@@ -94,7 +103,7 @@ export function encodeForward(op: ClientOp): Record<string, unknown> {
     case 'get':
       return { fo: 'get', k: Buffer.from(op.key, 'latin1') };
     case 'put':
-      return { fo: 'put', k: Buffer.from(op.key, 'latin1'), v: Buffer.from(op.value, 'latin1'), s: [op.session, op.seq, op.floor], iv: op.ifVersion, p: op.principal };
+      return { fo: 'put', k: Buffer.from(op.key, 'latin1'), v: Buffer.from(op.value, 'latin1'), s: [op.session, op.seq, op.floor], iv: op.ifVersion, p: op.principal, ...(op.ttl ? { t: op.ttl * dataTickMs } : {}) };
     case 'del':
       return { fo: 'del', k: Buffer.from(op.key, 'latin1'), s: [op.session, op.seq, op.floor], iv: op.ifVersion, p: op.principal };
     case 'open':

@@ -8,8 +8,9 @@
  *                                       -> {e: [[key, value | null, version], ...], m: more?, S: ranges}
  *   scanf {same, pk}                    peer only: the same at the range's owner, with the caller's proven
  *                                       principal key (pk, or null) set by the entry node -> {e, m} | {no: hint}
- *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?}, ...]} in order
- *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null], ...]} -> {r: [{n} | {e, m, n?}, ...]}
+ *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?, t?}, ...]} in order
+ *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null, ttl?], ...]} -> {r: [{n} | {e, m, n?, t?}, ...]}
+ *                                       (an item's refusal carries what the RPC refusal would: protocol/rpc.ts)
  *
  * A scan is served only by a range's active owner with a read lease valid at the moment it reads (the
  * condition of a get), and a page is filtered by the caller's read right before its limit is applied, at the
@@ -19,9 +20,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
+import { principalBytesMax, principalFromBytes } from '../../protocol/principal.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import type { AccessCheck } from '../access/index.ts';
-import { type ScanDecision, type ScanEntry, selectPage } from '../data/index.ts';
+import { classifyKey } from '../acl/index.ts';
+import { expiredHere, type ScanDecision, type ScanEntry, type ScanView, selectPage } from '../data/index.ts';
 import type { NodeRef } from '../ring/index.ts';
 import type { CallerContext } from '../server.ts';
 import { clientOpDeadlineMs, type DataStore, retryable } from './data-store.ts';
@@ -146,16 +149,29 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
     : (k: string): ScanDecision => {
       if (k.charCodeAt(0) === 0) return false; // reserved: never listed, whatever the filter says
       const r = access.readable(Buffer.from(k, 'latin1'), principal);
-      return typeof r === 'boolean' ? r : { wait: r };
+      if (typeof r !== 'boolean') return { wait: r };
+      if (!r) return false;
+      // Expiry (docs/consistency.md "Expiry"): a value whose deadline passed here is not listed, and, as a get
+      // does, "absent" is said only once its expiry (a replicated tombstone) is acknowledged: the scan waits for
+      // it (the get path starts it, or joins the one the collector started), so no later owner can list it again.
+      const f = cur.inflight.get(k);
+      if (expiredHere(f ? f.prev : cur.data.get(k), curNow)) return { wait: store.local({ kind: 'get', key: k }) };
+      return true;
     };
   const entries: ScanEntry[] = [];
   let after = q.after === null ? null : base + q.after;
   let bytes = 0;
+  let cur: ScanView = { data: new Map(), inflight: new Map() };
+  let curNow = 0;
   for (let round = 0; round <= scanWaitsMax; round++) {
     const view = store.scanView(q.shard);
     if (view === null) return { ok: false, code: 'UNAVAILABLE', hint: null };
+    cur = view;
+    curNow = store.clockTicks();
     const page = selectPage(view, {
       prefix: base + q.prefix, after, limit: q.limit - entries.length, bytesMax: Math.max(1, q.bytesMax - bytes), values: q.values, decide,
+      // A data key's read right depends on its namespace alone (docs/access-control.md): a refused namespace is skipped whole.
+      ...(q.ns ? {} : { groupOf: namespaceGroup }),
       ...(live ? { live } : {}),
     });
     for (const e of page.entries) {
@@ -173,6 +189,11 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
   // Too many documents to fetch for one page: answer what was found (resuming after its last entry), or ask again.
   if (entries.length > 0) return { ok: true, entries, more: true };
   return { ok: false, code: 'UNAVAILABLE', hint: null };
+}
+
+function namespaceGroup(key: string): string | null {
+  const c = classifyKey(key);
+  return c.kind === 'namespace' ? `${c.ns}/` : null;
 }
 
 function entriesToWire(entries: readonly ScanEntry[]): unknown[] {
@@ -238,7 +259,8 @@ export interface ScanOpsInit {
 }
 
 function itemError(err: unknown): Record<string, unknown> {
-  if (err instanceof EkvError) return { e: err.code, m: err.message, ...(err.version !== undefined ? { n: err.version } : {}) };
+  // The same fields as an RPC refusal (protocol/rpc.ts): n a CONFLICT's (or NOT_FOUND's) version, t absentAt.
+  if (err instanceof EkvError) return { e: err.code, m: err.message, ...(err.version !== undefined ? { n: err.version } : {}), ...(err.absentAt !== undefined ? { t: err.absentAt } : {}) };
   throw err;
 }
 
@@ -264,7 +286,14 @@ export function scanOps(c: ScanOpsInit): Array<[string, OpSpec]> {
       // The entry node (an attested enclave of this ring running this image) names the caller's proven key.
       run: async (req) => {
         const q = decodeScan(req, c.data.cfg.shards);
-        const pk = req.pk === null || req.pk === undefined ? null : optBytes(req.pk, 'principal', 1, 256);
+        const pk = req.pk === null || req.pk === undefined ? null : optBytes(req.pk, 'principal', 1, principalBytesMax);
+        if (pk !== null) {
+          try {
+            principalFromBytes(pk);
+          } catch {
+            throw new EkvError('BAD_REQUEST', 'bad forwarded principal');
+          }
+        }
         const r = await scanHere(c.data, access, q, pk);
         if (r.ok) return { e: entriesToWire(r.entries), m: r.more };
         if (r.code === 'NOT_OWNER') return { no: r.hint ?? '' };
@@ -293,9 +322,9 @@ export function scanOps(c: ScanOpsInit): Array<[string, OpSpec]> {
       run: async (req, ctx) => {
         const items = batchList(req.b, 'b');
         const r = await Promise.all(items.map((it) => {
-          if (!Array.isArray(it) || it.length !== 4) return Promise.resolve({ e: 'BAD_REQUEST', m: 'an mput item is [key, value, ids, ifVersion]' });
-          const [k, v, s, iv] = it as [unknown, unknown, unknown, unknown];
-          return c.runData('put', { k, v, s, ...(iv === null ? {} : { iv }) }, ctx).then((x) => x as Record<string, unknown>, itemError);
+          if (!Array.isArray(it) || it.length < 4 || it.length > 5) return Promise.resolve({ e: 'BAD_REQUEST', m: 'an mput item is [key, value, ids, ifVersion, ttl?]' });
+          const [k, v, s, iv, t] = it as [unknown, unknown, unknown, unknown, unknown];
+          return c.runData('put', { k, v, s, ...(iv === null ? {} : { iv }), ...(t === undefined ? {} : { t }) }, ctx).then((x) => x as Record<string, unknown>, itemError);
         }));
         return { r };
       },

@@ -2,6 +2,7 @@
 // every field typed, every length bounded before it is used, anything else a DataError with a stable code.
 // Keys and values travel as latin1 strings (one char per byte), so a string's length is its byte count.
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
+import { ttlTicksMax } from './config.ts';
 import { DataError } from './errors.ts';
 import { type Ballot, bootIdMax, replacedBootsMax, type ClientOp, type Config, type Done, type Entry, type LogRecord, type Member, type PeerBody, principalCharsMax, type RangeData, type Session, type Sessions, type WriteOp, type WriteResult } from './types.ts';
 
@@ -100,13 +101,19 @@ function bytesOf(s: string): Buffer {
   return Buffer.from(s, 'latin1');
 }
 
+/** An entry: its ttl (ticks left, docs/consistency.md "Expiry") only on a value; a node's own deadline never travels. */
 function entry(x: unknown): Entry {
   const o = obj(x, 'entry');
-  return { value: nullable(o.value, (v) => latin1(v, 'entry.value', valueBytesMax)), version: int(o.version, 'entry.version', 1), epoch: int(o.epoch, 'entry.epoch') };
+  const e = { value: nullable(o.value, (v) => latin1(v, 'entry.value', valueBytesMax)), version: int(o.version, 'entry.version', 1), epoch: int(o.epoch, 'entry.epoch') };
+  if (o.ttl === undefined) return e;
+  if (e.value === null) fail('entry.ttl on a tombstone');
+  return { ...e, ttl: int(o.ttl, 'entry.ttl', 0, ttlTicksMax) };
 }
 
 function entryToWire(e: Entry): Record<string, unknown> {
-  return { value: e.value === null ? null : bytesOf(e.value), version: e.version, epoch: e.epoch };
+  const w: Record<string, unknown> = { value: e.value === null ? null : bytesOf(e.value), version: e.version, epoch: e.epoch };
+  if (e.ttl !== undefined) w.ttl = e.ttl;
+  return w;
 }
 
 function opToWire(op: WriteOp): Record<string, unknown> {
@@ -223,7 +230,10 @@ export function validateClientOp(x: unknown, shards: number): ClientOp {
   };
   switch (o.kind) {
     case 'get': return { kind: 'get', key: key(o.key, 'key') };
-    case 'put': return { kind: 'put', key: key(o.key, 'key'), value: str(o.value, 'value', valueBytesMax), ifVersion: ifv(), ...ids() };
+    case 'put': {
+      const ttl = o.ttl === undefined || o.ttl === null ? {} : { ttl: int(o.ttl, 'ttl', 1, ttlTicksMax) };
+      return { kind: 'put', key: key(o.key, 'key'), value: str(o.value, 'value', valueBytesMax), ifVersion: ifv(), ...ids(), ...ttl };
+    }
     case 'del': return { kind: 'del', key: key(o.key, 'key'), ifVersion: ifv(), ...ids() };
     case 'open': return { kind: 'open', shard: int(o.shard, 'shard', 0, shards - 1), principal: principal(o.principal, 'principal') };
     default: throw new DataError('UNKNOWN_TYPE', `unknown request kind ${String(o.kind).slice(0, 32)}`);

@@ -48,6 +48,8 @@ export interface DataConfig {
    * that a whole range fits in one transfer.
    */
   rangeBytesMax?: number;
+  /** Expired keys the owners of this node start collecting per tick, over all its ranges (a bound on work per tick). */
+  expireBatchMax?: number;
   /** Test-only switches that break the protocol, so that tests can show the simulator catches it. */
   broken?: Readonly<BrokenFlags>;
 }
@@ -66,8 +68,35 @@ export interface BrokenFlags {
    * its current log position votes as the same member as the original.
    */
   noBootFence?: boolean;
+  /** A get's answer claims to depend on no record (R1 broken): it may leave before what it shows is durable. */
+  readsDependOnNothing?: boolean;
+  /**
+   * Expiry is each node's own business: the owner answers "absent" once its own deadline has passed (and compares
+   * versions as if absent) without replicating anything; nothing is collected.
+   */
+  expiryLocalOnly?: boolean;
+  /** The replicated expiry (the tombstone the owner writes at the deadline) is applied but never sealed in the log. */
+  expiryNotDurable?: boolean;
+  /**
+   * A deadline travels as the sender's absolute tick (its `until`) and the receiver takes it as its own: clocks of
+   * different nodes are compared (only the simulator passes entries by reference, so only it can show this).
+   */
+  absoluteDeadlines?: boolean;
   /** Scans (scan.ts) are served by an active owner whether or not its read lease is valid. */
   scanNoLease?: boolean;
+}
+
+/** Expired keys collected per tick by default. */
+export const expireBatchDefault = 64;
+/** The longest ttl a write may carry, in ticks (about 3.2 years of 10 ms ticks; safe with any inflation). */
+export const ttlTicksMax = 10_000_000_000;
+
+/**
+ * Ticks a node counts for `ticks` it was told are left (by its own log, or by another node), so that the
+ * deadline is never early in real time: its clock may run up to ρ fast, and the teller's up to ρ slow.
+ */
+export function ttlTicksHere(ticks: number, driftPpm: number): number {
+  return Math.ceil((ticks * (1_000_000 + driftPpm)) / (1_000_000 - driftPpm));
 }
 
 export const defaultDataConfig: Readonly<DataConfig> = Object.freeze({
@@ -117,6 +146,7 @@ export function validateDataConfig(c: DataConfig): Readonly<DataConfig> {
   intIn('windowMax', c.windowMax, 1, 1 << 16);
   if (c.sessionIdleTicks !== undefined) intIn('sessionIdleTicks', c.sessionIdleTicks, 0, 100_000_000);
   intIn('queuedMax', c.queuedMax, 1, 1 << 20);
+  if (c.expireBatchMax !== undefined) intIn('expireBatchMax', c.expireBatchMax, 1, 1 << 20);
   if (c.rangeBytesMax !== undefined) intIn('rangeBytesMax', c.rangeBytesMax, 1, Number.MAX_SAFE_INTEGER);
   // A lease the owner cannot renew before it runs out is useless, and a negative one is a config error.
   if (ownerLeaseTicks(c) <= c.renewTicks) throw new DataError('BAD_CONFIG', 'the owner lease must outlast renewTicks');

@@ -5,7 +5,7 @@
 // are dropped unsent, the core is discarded, and a new one is built from what the log holds, retrying until
 // the log can be read again (it recovers by itself when the disk works again).
 import { type DataConfig } from './config.ts';
-import { DataNode } from './node.ts';
+import { type DataCounters, DataNode, newDataCounters } from './node.ts';
 import type { Config, Inbound, LogRecord, Member, Outbound } from './types.ts';
 
 export interface DataLog {
@@ -61,11 +61,15 @@ export interface DataDriverInit {
 }
 
 export class DataDriver {
+  /** The cores' counters, kept across rebuilds (metrics). */
+  readonly counters: DataCounters = newDataCounters();
   private readonly init: DataDriverInit;
   private core: DataNode | null = null;
   /** Bumps when a core is discarded: work queued for an older core is dropped. */
   private generation = 0;
   private chain: Promise<void> = Promise.resolve();
+  /** The log position durable so far in this core (R1: a get's answer leaves once its `dep` is at or below it). */
+  private durablePos = 0;
   private timer: { stop(): void } | null = null;
   private stopped = false;
 
@@ -137,6 +141,16 @@ export class DataDriver {
     if (rd.persist.length === 0 && rd.messages.length === 0) return;
     const gen = this.generation;
     const log = this.init.log;
+    // R1: a get's answer whose records are durable already leaves now, not behind this batch and the ones before.
+    let messages = rd.messages;
+    if (messages.some((m) => m.kind === 'reply' && m.dep !== undefined && m.dep <= this.durablePos)) {
+      messages = [];
+      for (const m of rd.messages) {
+        if (m.kind === 'reply' && m.dep !== undefined && m.dep <= this.durablePos) this.init.send(m);
+        else messages.push(m);
+      }
+      if (rd.persist.length === 0 && messages.length === 0) return;
+    }
     // Appended now, in the core's order (so a snapshot taken here is exactly the state of what was appended).
     const durable = rd.persist.length > 0 ? log.append(rd.persist) : null;
     durable?.catch(() => undefined); // handled in the chain below
@@ -150,7 +164,8 @@ export class DataDriver {
         return;
       }
       if (gen !== this.generation) return;
-      for (const m of rd.messages) this.init.send(m);
+      this.durablePos = Math.max(this.durablePos, rd.pos);
+      for (const m of messages) this.init.send(m);
     });
   }
 
@@ -177,6 +192,7 @@ export class DataDriver {
     const i = this.init;
     this.core = new DataNode({
       self: i.self, config: i.config, rand: i.rand, peers: [...this.directory].map(([name, ring]) => ({ name, ring })), log, now: i.clock(),
+      counters: this.counters,
       // Genesis only on the very first start: a core rebuilt after a failure never founds anything.
       ...(log.length === 0 && i.genesis && !recovering ? { genesis: i.genesis } : {}),
       ...(i.debug ? { debug: i.debug } : {}),
@@ -184,6 +200,8 @@ export class DataDriver {
       ...(i.seizeAll && !recovering ? { seizeAll: true } : {}),
     });
     if (recovering) i.onRecovered?.();
+    // Everything the new core was built from is durable; what its constructor recorded (genesis) is not yet.
+    this.durablePos = this.core.loadedPosition;
     this.pump();
   }
 }

@@ -1,7 +1,7 @@
 // The data layer as a pure state machine (docs/consistency.md).
-export { type BrokenFlags, type DataConfig, defaultDataConfig, ownerLeaseTicks, validateDataConfig } from './config.ts';
+export { type BrokenFlags, type DataConfig, defaultDataConfig, expireBatchDefault, ownerLeaseTicks, ttlTicksHere, ttlTicksMax, validateDataConfig } from './config.ts';
 export { DataError, type DataErrorCode } from './errors.ts';
-export { DataNode, type DataNodeInit, shardOf, shardStart } from './node.ts';
+export { type DataCounters, DataNode, type DataNodeInit, newDataCounters, shardOf, shardStart } from './node.ts';
 export * from './types.ts';
 export { type DataDriverInit, DataDriver, type DataLog } from './driver.ts';
 export { logRecordToWire, peerBodyToWire, validateClientOp, validateLogRecord, validatePeerBody } from './codec.ts';

@@ -11,14 +11,28 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { distance, idSpace, keyId } from '../ring/index.ts';
-import { type DataConfig, ownerLeaseTicks, validateDataConfig } from './config.ts';
+import { type DataConfig, expireBatchDefault, ownerLeaseTicks, validateDataConfig } from './config.ts';
 import {
-  applyRecord, cloneSessions, emptySessions, entryBytes, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState,
+  applyRecord, cloneSessions, dataOut, emptySessions, entryBytes, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState, type TtlRule,
 } from './range.ts';
 import {
-  type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, type Inbound, type LogRecord, type Member,
+  type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, expiredHere, type Inbound, type LogRecord, type Member,
   type Outbound, type PeerBody, type Ready, anonPrincipal, internalPrincipalPrefix, replacedBootsMax, sameMember, sessionCounter, sessionNonceSpan, type Witnessed, type WriteOp, type WriteResult, bootIdMax,
 } from './types.ts';
+
+/** Counters of the data core's own work (the driver exports them as metrics: nothing names a key or a principal). */
+export interface DataCounters {
+  /** Expired values replaced by their tombstone, acknowledged by every member (at the owner). */
+  expiredCollected: number;
+  /** Replicate, sync, install, prepare and accept messages sent again because no answer came in time. */
+  resends: number;
+  /** FENCED answers received for this node's writes or syncs (its epoch was over). */
+  fenced: number;
+}
+
+export function newDataCounters(): DataCounters {
+  return { expiredCollected: 0, resends: 0, fenced: 0 };
+}
 
 export interface DataNodeInit {
   self: Member;
@@ -42,6 +56,8 @@ export interface DataNodeInit {
    * enclave's own randomness, never the host's. Default: drawn from `rand`.
    */
   boot?: number;
+  /** Counters to add to (the driver passes the same object to every core it builds, so totals survive a rebuild). */
+  counters?: DataCounters;
   /** Optional debug log of ownership changes (the simulator's --trace). */
   debug?: (line: string) => void;
 }
@@ -52,9 +68,26 @@ const sessionKey = ''; // keys are at least one byte, so '' serializes session o
 /** Opens waiting at a range's owner (they run one at a time), in all and per principal; beyond, UNAVAILABLE. */
 export const opensQueuedMax = 64;
 export const opensQueuedPerPrincipal = 4;
+/**
+ * Callers waiting for one write in flight (its retries, by any number of entry nodes); past this the oldest is
+ * answered UNAVAILABLE (its entry node has usually given up on it already). Without the bound, a write the host
+ * keeps from completing (it holds one member's acknowledgements) plus a client re-sending it grew without end.
+ */
+export const waitersPerWriteMax = 32;
+
+/** Recent keys' ranges (a request asks for its key's range several times on its way: SHA-256 and BigInt each time). */
+const shardMemo = new Map<number, Map<string, number>>();
+const shardMemoMax = 4096;
 
 export function shardOf(key: string, shards: number): number {
-  return Number((keyId(Buffer.from(key, 'latin1')) * BigInt(shards)) / idSpace);
+  let memo = shardMemo.get(shards);
+  if (memo === undefined) shardMemo.set(shards, (memo = new Map()));
+  const known = memo.get(key);
+  if (known !== undefined) return known;
+  const shard = Number((keyId(Buffer.from(key, 'latin1')) * BigInt(shards)) / idSpace);
+  if (memo.size >= shardMemoMax) memo.clear();
+  if (key.length <= 1024) memo.set(key, shard);
+  return shard;
 }
 
 export function shardStart(shard: number, shards: number): bigint {
@@ -113,6 +146,10 @@ export class DataNode {
   private leaving = false;
   private heartbeatAt = 0;
   private nextOpId = 1;
+  /** Expired keys this node may still start collecting in the current tick. */
+  private expireBudget = 0;
+  readonly counters: DataCounters;
+  private readonly ttlRule: TtlRule;
   private persist: LogRecord[] = [];
   private out: Outbound[] = [];
   private readonly selfQueue: Inbound[] = [];
@@ -143,6 +180,11 @@ export class DataNode {
   /** The member this checking boot last found it still needs an admission from (for the debug log). */
   private waitingFor: string | null = null;
 
+  /** The log position its log gave it at start (everything up to it is durable). */
+  get loadedPosition(): number {
+    return this.loadedPos;
+  }
+
   /** This node as a member: its incarnation grows when it finds it was rolled back. */
   get self(): Member {
     return this.me;
@@ -150,7 +192,9 @@ export class DataNode {
 
   constructor(init: DataNodeInit) {
     this.me = init.self;
+    this.counters = init.counters ?? newDataCounters();
     this.cfg = validateDataConfig(init.config);
+    this.ttlRule = { driftPpm: this.cfg.driftPpm, absolute: !!this.cfg.broken?.absoluteDeadlines };
     this.rand = init.rand;
     this.debug = init.debug;
     this.now = init.now;
@@ -198,7 +242,7 @@ export class DataNode {
         }
       }
     } else {
-      applyRecord(this.rangeAt(rec.shard), rec);
+      applyRecord(this.rangeAt(rec.shard), rec, this.now, this.ttlRule);
     }
   }
 
@@ -310,6 +354,7 @@ export class DataNode {
   tick(now: number): void {
     assert.ok(now >= this.now, 'time went backwards');
     this.now = now;
+    this.expireBudget = this.cfg.expireBatchMax ?? expireBatchDefault;
     if (now >= this.heartbeatAt) this.heartbeat();
     this.tickCheck();
     for (const r of this.ranges) this.tickRange(r);
@@ -348,7 +393,7 @@ export class DataNode {
   }
 
   ready(): Ready {
-    const rd = { persist: this.persist, messages: this.out };
+    const rd = { persist: this.persist, messages: this.out, pos: this.pos };
     this.persist = [];
     this.out = [];
     return rd;
@@ -415,6 +460,25 @@ export class DataNode {
     return n;
   }
 
+  /** Entries of a range waiting for their deadline here (values with a ttl; stale heap items included). */
+  rangeExpiring(shard: number): number {
+    return this.rangeAt(shard).expiries.size;
+  }
+
+  /** A range's configuration epoch and whether this node serves it now (active owner with a valid lease). */
+  rangeState(shard: number, now: number): { epoch: number; members: number; member: boolean; owner: boolean; active: boolean; leased: boolean; leaseLeft: number; inflight: number; queued: number; moving: boolean; memberNames: readonly string[] } {
+    const r = this.rangeAt(shard);
+    const c = r.config;
+    const leaseLeft = r.active ? Math.max(0, r.lease.validUntil - Math.max(now, this.now)) : 0;
+    return {
+      epoch: c?.epoch ?? 0, members: c?.members.length ?? 0, member: this.isMember(c), owner: sameMember(c?.members[0], this.self), active: r.active,
+      leased: this.isLeasedOwner(shard, now), leaseLeft: Number.isFinite(leaseLeft) ? leaseLeft : -1, inflight: r.inflight.size, queued: r.queued,
+      // Its data is on its way to members: syncs of an activation, or installs of a proposal.
+      moving: r.activating !== null || r.proposal?.phase === 'install',
+      memberNames: c ? c.members.map((m) => m.name) : [],
+    };
+  }
+
   /**
    * A peer the driver's directory learnt of (the Chord ring, an attested session). It counts as alive for
    * placement only once it is heard from (a message from it, authenticated by the driver).
@@ -460,7 +524,7 @@ export class DataNode {
       if (r.config || r.data.size > 0 || r.install || r.sessions.next > 1) {
         out.push({
           t: 'snap', shard: r.shard, instance: r.install?.instance ?? 0, ballot: r.install?.ballot ?? null, synced: r.synced,
-          data: new Map(r.data), sessions: cloneSessions(r.sessions),
+          data: dataOut(r.data, this.now, this.ttlRule), sessions: cloneSessions(r.sessions),
         });
       }
       if (r.round > 0) out.push({ t: 'round', shard: r.shard, round: r.round });
@@ -480,8 +544,23 @@ export class DataNode {
   private record(rec: LogRecord): void {
     if (rec.t === 'mark' && rec.boot !== undefined) this.noteBoot(rec.boot, rec.pos);
     this.pos++;
-    if (rec.t !== 'mark' && rec.t !== 'wit') applyRecord(this.rangeAt(rec.shard), rec);
+    if (rec.t !== 'mark' && rec.t !== 'wit') {
+      applyRecord(this.rangeAt(rec.shard), rec, this.now, this.ttlRule);
+      this.rangePos[rec.shard] = this.pos;
+    } else {
+      this.nodePos = this.pos;
+    }
     this.persist.push(rec);
+  }
+
+  /** Per range, the position of its newest record made by this core; and of the newest node-level record (R1). */
+  private readonly rangePos: number[] = [];
+  private nodePos = 0;
+
+  /** The position a get's answer in range `shard` depends on (R1): every record of the range, every node-level one. */
+  private readDep(shard: number): number {
+    if (this.cfg.broken?.readsDependOnNothing) return 0;
+    return Math.max(this.rangePos[shard] ?? 0, this.nodePos);
   }
 
   /** `toBoot`: the boot of `to` the message is meant for (default: the one this node admits, for its incarnation). */
@@ -682,7 +761,7 @@ export class DataNode {
     r.activating = null;
     r.lease = { validUntil: -Infinity, t0: -Infinity, grants: new Set() };
     const hint = r.config?.members[0]?.name ?? null;
-    for (const f of r.inflight.values()) for (const w of f.replies) this.reply(w.client, w.rid, { ok: false, code: 'UNAVAILABLE' });
+    for (const f of r.inflight.values()) for (const w of [...f.replies, ...f.gets]) this.reply(w.client, w.rid, { ok: false, code: 'UNAVAILABLE' });
     for (const q of r.queues.values()) for (const p of q) this.reply(p.client, p.rid, { ok: false, code: 'NOT_OWNER', hint });
     r.inflight.clear();
     r.queues.clear();
@@ -743,6 +822,7 @@ export class DataNode {
     }
     if (this.now - p.sentAt < this.cfg.retryTicks) return;
     p.sentAt = this.now;
+    this.counters.resends++;
     if (p.phase === 'prepare') {
       for (const m of p.base.members) if (!p.promises.has(m.name)) this.send(m.name, { t: 'prepare', base: p.base, ballot: p.ballot });
     } else if (p.phase === 'install') {
@@ -859,7 +939,7 @@ export class DataNode {
     this.record({ t: 'acc', shard: r.shard, epoch: b.base.epoch, promised: b.ballot, accepted: r.accepted });
     this.send(from.name, {
       t: 'promise', shard: r.shard, instance: b.base.epoch, ballot: b.ballot, accepted: r.accepted,
-      data: new Map(r.data), sessions: cloneSessions(r.sessions),
+      data: dataOut(r.data, this.now, this.ttlRule), sessions: cloneSessions(r.sessions),
     });
   }
 
@@ -896,7 +976,7 @@ export class DataNode {
   private startActivation(r: RangeState): void {
     const c = r.config as Config;
     r.activating = { acks: new Set([this.self.name]), startedAt: this.now, sentAt: this.now };
-    this.record({ t: 'snap', shard: r.shard, instance: c.epoch, ballot: null, synced: true, data: new Map(r.data), sessions: cloneSessions(r.sessions) });
+    this.record({ t: 'snap', shard: r.shard, instance: c.epoch, ballot: null, synced: true, data: dataOut(r.data, this.now, this.ttlRule), sessions: cloneSessions(r.sessions) });
     this.sendSyncs(r);
     this.checkActivated(r);
   }
@@ -905,7 +985,8 @@ export class DataNode {
     const c = r.config as Config;
     const a = r.activating;
     if (!a) return;
-    for (const m of c.members) if (!a.acks.has(m.name)) this.send(m.name, { t: 'sync', config: c, data: new Map(r.data), sessions: cloneSessions(r.sessions) });
+    const data = dataOut(r.data, this.now, this.ttlRule);
+    for (const m of c.members) if (!a.acks.has(m.name)) this.send(m.name, { t: 'sync', config: c, data, sessions: cloneSessions(r.sessions) });
   }
 
   private tickActivation(r: RangeState): void {
@@ -917,6 +998,7 @@ export class DataNode {
     }
     if (this.now - a.sentAt >= this.cfg.retryTicks) {
       a.sentAt = this.now;
+      this.counters.resends++;
       this.sendSyncs(r);
     }
   }
@@ -961,8 +1043,47 @@ export class DataNode {
     for (const f of r.inflight.values()) {
       if (this.now - f.sentAt < this.cfg.retryTicks) continue;
       f.sentAt = this.now;
+      this.counters.resends++;
       this.sendReplicate(r, f);
     }
+    this.collectExpired(r);
+  }
+
+  // ---- owner: expiry (docs/consistency.md "Expiry") ----
+
+  /**
+   * Starts the replicated expiry of keys whose deadline has passed here, earliest first, at most the tick's budget
+   * over all ranges. A key with a write in flight is skipped: checkCommitted looks at it again when that ends.
+   */
+  private collectExpired(r: RangeState): void {
+    if (this.cfg.broken?.expiryLocalOnly) return;
+    const h = r.expiries;
+    for (let top = h.peek(); this.expireBudget > 0 && top && top.until <= this.now; top = h.peek()) {
+      h.pop();
+      const e = r.data.get(top.key);
+      if (!e || e.until !== top.until || e.value === null) continue; // stale: overwritten since
+      if (r.inflight.has(top.key)) continue;
+      this.expireBudget--;
+      this.startExpire(r, top.key);
+    }
+  }
+
+  /** The owner's write of a tombstone over an expired value: an ordinary replicated write with no request id. */
+  private startExpire(r: RangeState, key: string): Inflight {
+    const c = r.config as Config;
+    const prev = r.data.get(key) as Entry;
+    assert.ok(prev && prev.value !== null && !r.inflight.has(key), 'expiry of a live, idle key');
+    const op: WriteOp = { key, entry: { value: null, version: prev.version + 1, epoch: c.epoch }, req: null, open: null };
+    const f: Inflight = {
+      opId: this.nextOpId++, key, op, result: { ok: true, kind: 'write', version: prev.version + 1, existed: true }, prev,
+      acks: new Set([this.self.name]), replies: [], sentAt: this.now, reqKey: null, digest: '', expire: true, gets: [],
+    };
+    r.inflight.set(key, f);
+    if (this.cfg.broken?.expiryNotDurable) applyRecord(r, { t: 'w', shard: r.shard, epoch: c.epoch, op }, this.now, this.ttlRule);
+    else this.record({ t: 'w', shard: r.shard, epoch: c.epoch, op });
+    this.sendReplicate(r, f);
+    this.checkCommitted(r, f);
+    return f;
   }
 
   private renewLease(r: RangeState): void {
@@ -1034,7 +1155,7 @@ export class DataNode {
     if (op.kind !== 'open' && !this.cfg.broken?.noDedup) {
       const early = this.checkRequest(r, op, requestDigest(op));
       if (early === 'inflight') {
-        r.byReq.get(`${op.session}:${op.seq}`)?.replies.push({ client, rid });
+        this.addWaiter(r.byReq.get(`${op.session}:${op.seq}`), client, rid);
         return;
       }
       if (early) {
@@ -1061,8 +1182,20 @@ export class DataNode {
     }
     const f = r.inflight.get(key);
     const e = f ? f.prev : r.data.get(key);
-    if (!e || e.value === null) this.reply(client, rid, { ok: true, kind: 'get', found: false, value: null, version: e?.version ?? 0 });
-    else this.reply(client, rid, { ok: true, kind: 'get', found: true, value: e.value, version: e.version });
+    if (expiredHere(e, this.now)) {
+      if (this.cfg.broken?.expiryLocalOnly) {
+        this.reply(client, rid, { ok: true, kind: 'get', found: false, value: null, version: (e as Entry).version + 1 });
+        return;
+      }
+      // Expired here, but "absent" only once every member holds the tombstone: wait for the write on the key
+      // (the expiry itself, started now if nothing is in flight), then answer from what it left.
+      (f ?? this.startExpire(r, key)).gets.push({ client, rid });
+      return;
+    }
+    // R1: this answer depends on its range's records and the node's only (docs/durability.md).
+    const dep = this.readDep(r.shard);
+    if (!e || e.value === null) this.out.push({ kind: 'reply', to: client, rid, result: { ok: true, kind: 'get', found: false, value: null, version: e?.version ?? 0 }, dep });
+    else this.out.push({ kind: 'reply', to: client, rid, result: { ok: true, kind: 'get', found: true, value: e.value, version: e.version }, dep });
   }
 
   /** null: a new request; 'inflight': the same request is being replicated; else the answer to give now. */
@@ -1086,8 +1219,14 @@ export class DataNode {
 
   private startNext(r: RangeState, key: string): void {
     const q = r.queues.get(key);
-    const p = q?.shift();
-    if (!q || !p) return;
+    if (!q || q.length === 0) return;
+    // A value past its deadline is replaced by its tombstone before any write evaluates against it.
+    if (expiredHere(r.data.get(key), this.now) && !this.cfg.broken?.expiryLocalOnly) {
+      this.startExpire(r, key);
+      return;
+    }
+    const p = q.shift();
+    if (!p) return;
     r.queued--;
     if (q.length === 0) r.queues.delete(key);
     const c = r.config as Config;
@@ -1114,7 +1253,7 @@ export class DataNode {
         // Re-check: the same request may have completed while this one waited in the queue.
         const early = this.checkRequest(r, p.op, requestDigest(p.op));
         if (early === 'inflight') {
-          r.byReq.get(`${p.op.session}:${p.op.seq}`)?.replies.push({ client: p.client, rid: p.rid });
+          this.addWaiter(r.byReq.get(`${p.op.session}:${p.op.seq}`), p.client, p.rid);
           this.startNext(r, key);
           return;
         }
@@ -1132,12 +1271,22 @@ export class DataNode {
     } else {
       assert.fail('gets are never queued');
     }
-    const f: Inflight = { opId: this.nextOpId++, key, op, result, prev, acks: new Set([this.self.name]), replies: [{ client: p.client, rid: p.rid }], sentAt: this.now, reqKey, digest };
+    const f: Inflight = { opId: this.nextOpId++, key, op, result, prev, acks: new Set([this.self.name]), replies: [{ client: p.client, rid: p.rid }], sentAt: this.now, reqKey, digest, expire: false, gets: [] };
     r.inflight.set(key, f);
     if (reqKey) r.byReq.set(reqKey, f);
     this.record({ t: 'w', shard: r.shard, epoch: c.epoch, op });
     this.sendReplicate(r, f);
     this.checkCommitted(r, f);
+  }
+
+  /** One more caller waiting for the write in flight `f` (bounded: the oldest waiter is answered UNAVAILABLE). */
+  private addWaiter(f: Inflight | undefined, client: string, rid: number): void {
+    if (!f) return;
+    f.replies.push({ client, rid });
+    if (f.replies.length > waitersPerWriteMax) {
+      const old = f.replies.shift() as { client: string; rid: number };
+      this.reply(old.client, old.rid, { ok: false, code: 'UNAVAILABLE' });
+    }
   }
 
   /**
@@ -1172,7 +1321,9 @@ export class DataNode {
       let min = Infinity;
       for (const [id, x] of s.table) {
         if (!idle(id)) continue;
-        const n = counts.get(x.owner) ?? 0;
+        // With the idle rule: the principal holding the most first. Without it (the simulator's default): the least
+        // recently used of all, as before (so that the simulator's regression seeds keep their schedules).
+        const n = idleFor > 0 ? (counts.get(x.owner) ?? 0) : 0;
         if (n > most || (n === most && x.used < min)) { most = n; min = x.used; evict = id; }
       }
       if (evict === null) return null;
@@ -1182,18 +1333,21 @@ export class DataNode {
   }
 
   private writeOp(r: RangeState, epoch: number, op: Extract<ClientOp, { kind: 'put' | 'del' }>, prev: Entry | undefined, digest: string): { op: WriteOp; result: WriteResult } {
-    const live = prev && prev.value !== null ? prev.version : 0;
-    const version = prev?.version ?? 0;
+    // (Broken build only: an expired value that was never collected counts as absent, as if its tombstone were there.)
+    const lapsed = !!this.cfg.broken?.expiryLocalOnly && expiredHere(prev, this.now);
+    const live = prev && prev.value !== null && !lapsed ? prev.version : 0;
+    const version = (prev?.version ?? 0) + (lapsed ? 1 : 0);
     let result: WriteResult;
     let entry: Entry | null = null;
-    const grows = op.kind === 'put' ? entryBytes(op.key, { value: op.value, version: 0, epoch: 0 }) - entryBytes(op.key, prev) : 0;
+    const ttl = op.kind === 'put' && op.ttl ? { ttl: op.ttl } : {};
+    const grows = op.kind === 'put' ? entryBytes(op.key, { value: op.value, version: 0, epoch: 0, ...ttl }) - entryBytes(op.key, prev) : 0;
     if (op.ifVersion !== null && op.ifVersion !== live) {
       // Without a value, the version of its delete goes along (t), so that a client's floor can check "no value".
       result = live === 0 ? { ok: false, code: 'CONFLICT', version: 0, t: version } : { ok: false, code: 'CONFLICT', version: live };
     } else if (op.kind === 'put' && this.cfg.rangeBytesMax !== undefined && grows > 0 && r.bytes + grows > this.cfg.rangeBytesMax) {
       result = { ok: false, code: 'RANGE_FULL', version: live };
     } else if (op.kind === 'put') {
-      entry = { value: op.value, version: version + 1, epoch };
+      entry = { value: op.value, version: version + 1, epoch, ...ttl };
       result = { ok: true, version: version + 1, existed: live > 0 };
     } else if (live > 0) {
       entry = { value: null, version: version + 1, epoch };
@@ -1219,7 +1373,9 @@ export class DataNode {
       return;
     }
     // Persisted again even when we hold it already: the acknowledgement must follow a flush.
-    this.record({ t: 'w', shard: b.shard, epoch: b.epoch, op: b.op });
+    const expiry = b.op.entry?.value === null && b.op.req === null && b.op.open === null;
+    if (expiry && this.cfg.broken?.expiryNotDurable) applyRecord(r, { t: 'w', shard: b.shard, epoch: b.epoch, op: b.op }, this.now, this.ttlRule);
+    else this.record({ t: 'w', shard: b.shard, epoch: b.epoch, op: b.op });
     this.send(from.name, { t: 'replicateAck', shard: b.shard, epoch: b.epoch, key: b.op.key ?? sessionKey, opId: b.opId });
   }
 
@@ -1236,13 +1392,21 @@ export class DataNode {
     if (f.acks.size < c.members.length) return;
     r.inflight.delete(f.key);
     if (f.reqKey) r.byReq.delete(f.reqKey);
+    if (f.expire) this.counters.expiredCollected++;
     for (const w of f.replies) this.reply(w.client, w.rid, f.result);
-    this.startNext(r, f.key);
+    if (r.queues.has(f.key)) this.startNext(r, f.key);
+    // The value left may itself be past its deadline (it expired while this write was in flight, or this write
+    // changed nothing): collect it now rather than wait for the heap, which may have dropped its item.
+    else if (expiredHere(r.data.get(f.key), this.now) && !this.cfg.broken?.expiryLocalOnly) this.startExpire(r, f.key);
+    for (const g of f.gets) this.onGet(r, g.client, g.rid, f.key);
   }
 
   private onFenced(b: Extract<PeerBody, { t: 'fenced' }>): void {
     const r = this.rangeAt(b.shard);
-    if ((r.active || r.activating) && r.config?.epoch === b.epoch) this.deactivate(r);
+    if ((r.active || r.activating) && r.config?.epoch === b.epoch) {
+      this.counters.fenced++;
+      this.deactivate(r);
+    }
   }
 
   // ---- dispatch ----
@@ -1321,11 +1485,24 @@ export class DataNode {
  * What identifies a write request beyond its (session, seq): its kind, key, value (by hash) and ifVersion, as
  * 32 hex digits. A remembered result answers a retry only if the retry's digest matches.
  */
+/** An operation's digest, computed once per operation object (it is asked for at entry and again when it starts). */
+const digestMemo = new WeakMap<object, string>();
+
 export function requestDigest(op: Extract<ClientOp, { kind: 'put' | 'del' }>): string {
+  const known = digestMemo.get(op);
+  if (known !== undefined) return known;
+  const d = computeDigest(op);
+  digestMemo.set(op, d);
+  return d;
+}
+
+function computeDigest(op: Extract<ClientOp, { kind: 'put' | 'del' }>): string {
   const h = createHash('sha256');
   h.update(`${op.kind}\0${op.ifVersion ?? -1}\0${op.key.length}\0`);
   h.update(Buffer.from(op.key, 'latin1'));
   if (op.kind === 'put') h.update(createHash('sha256').update(Buffer.from(op.value, 'latin1')).digest());
+  // A ttl is part of the request (a retry with another ttl is another request); without one the digest is as before.
+  if (op.kind === 'put' && op.ttl) h.update(`\0ttl${op.ttl}`);
   return h.digest('hex').slice(0, digestChars);
 }
 

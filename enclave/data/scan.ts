@@ -5,7 +5,7 @@
 //
 // Keys are latin1 strings (one char per byte), so `<` on them is byte order.
 // A page costs O(n log w) for a range of n keys and a window of w candidates; when the access filter refuses
-// whole windows, the window doubles, so a page never costs more than O(n log n).
+// whole windows, the window grows eightfold (up to 65,536 keys), so a page never costs more than O(n log n).
 import type { Entry } from './types.ts';
 
 /** The acknowledged state of a range: `data` holds applied entries; a key with a write in flight shows `prev`. */
@@ -32,6 +32,12 @@ export interface ScanQuery {
   readonly bytesMax: number;
   readonly values: boolean;
   readonly decide: (key: string) => ScanDecision;
+  /**
+   * Optional: the group a key's decision depends on alone (its namespace prefix, `ns/`), or null. Once a key of a
+   * group is refused, the page skips the rest of that group without asking again (a range full of keys the
+   * caller may not read costs one pass per refused group, not one decision per key).
+   */
+  readonly groupOf?: (key: string) => string | null;
   /** Optional: entries that exist but read as absent (e.g. expired), skipped like tombstones. */
   readonly live?: (key: string, e: Entry) => boolean;
 }
@@ -56,8 +62,10 @@ export interface ScanPage {
 
 /** Per entry on a page beyond its key and value (CBOR heads and the version): counted against bytesMax. */
 export const scanEntryOverheadBytes = 16;
-/** The first window of candidates, as a multiple of the limit; it doubles while the filter refuses whole windows. */
+/** The first window of candidates (at least the limit); it grows while the filter refuses whole windows. */
 const windowMin = 16;
+/** How much the window grows after a pass that the filter refused (fewer passes over a range mostly refused). */
+const windowGrowth = 8;
 export const scanWindowMax = 1 << 16;
 
 /** The entry a read would see: the acknowledged one (a key with a write in flight shows its previous entry). */
@@ -87,8 +95,10 @@ class SmallestKeys {
       let i = h.length - 1;
       while (i > 0) {
         const p = (i - 1) >> 1;
-        if ((h[p] as string) >= (h[i] as string)) break;
-        [h[p], h[i]] = [h[i] as string, h[p] as string];
+        const hp = h[p] as string;
+        if (hp >= (h[i] as string)) break;
+        h[p] = h[i] as string;
+        h[i] = hp;
         i = p;
       }
       return;
@@ -103,7 +113,9 @@ class SmallestKeys {
       if (l < h.length && (h[l] as string) > (h[m] as string)) m = l;
       if (r < h.length && (h[r] as string) > (h[m] as string)) m = r;
       if (m === i) break;
-      [h[m], h[i]] = [h[i] as string, h[m] as string];
+      const hm = h[m] as string;
+      h[m] = h[i] as string;
+      h[i] = hm;
       i = m;
     }
   }
@@ -124,23 +136,37 @@ export function selectPage(view: ScanView, q: ScanQuery): ScanPage {
   let bytes = 0;
   let pos = q.after;
   let window = Math.min(Math.max(windowMin, q.limit), scanWindowMax);
+  const refused = new Set<string>();
+  const skip = (k: string): boolean => {
+    if (refused.size === 0 || !q.groupOf) return false;
+    const g = q.groupOf(k);
+    return g !== null && refused.has(g);
+  };
   for (;;) {
     const cands = new SmallestKeys(window);
     let count = 0;
-    for (const k of view.data.keys()) {
+    const inflight = view.inflight.size > 0;
+    for (const [k, applied] of view.data) {
       if (pos !== null && k <= pos) continue;
       if (!k.startsWith(q.prefix)) continue;
-      const e = visible(view, k);
+      const e = inflight ? visible(view, k) : applied;
       if (!e || e.value === null) continue;
       if (q.live && !q.live(k, e)) continue;
+      if (skip(k)) continue;
       count++;
       if (cands.admits(k)) cands.push(k);
     }
     const keys = cands.sorted();
     for (const k of keys) {
+      if (skip(k)) {
+        pos = k;
+        continue;
+      }
       const d = q.decide(k);
       if (typeof d === 'object') return { entries, more: true, wait: { promise: d.wait, resume: pos } };
       if (!d) {
+        const g = q.groupOf?.(k) ?? null;
+        if (g !== null) refused.add(g);
         pos = k;
         continue;
       }
@@ -153,6 +179,6 @@ export function selectPage(view: ScanView, q: ScanQuery): ScanPage {
     }
     // Fewer candidates than the window: the range holds no more matching keys after the last one walked.
     if (count <= window) return { entries, more: false, wait: null };
-    window = Math.min(window * 2, scanWindowMax);
+    window = Math.min(window * windowGrowth, scanWindowMax);
   }
 }

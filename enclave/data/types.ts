@@ -40,6 +40,26 @@ export interface Entry {
   readonly version: number;
   /** Epoch of the owner that applied it: entries compare by (epoch, version). */
   readonly epoch: number;
+  /**
+   * Expiry (docs/consistency.md "Expiry"), values only: ticks left, counted from when the record or message that
+   * carries the entry was made (a write's own ttl in a Replicate or its log record; what was left when a range
+   * was sent or snapshotted). Absent: the entry never expires.
+   */
+  readonly ttl?: number;
+  /**
+   * This node's own deadline in its monotonic ticks, set when the entry is applied here (from `ttl`, counted
+   * from then and stretched by the drift bound, so never early). Memory only: never sent, never sealed.
+   */
+  readonly until?: number;
+}
+
+/**
+ * Whether `e` has expired by this node's clock at `now` (ticks): the helper readers such as scans use to skip
+ * an entry the owner is about to collect. A get never answers "absent" from this alone: it waits for the
+ * replicated expiry (a tombstone every member holds), so that no later owner can bring the value back.
+ */
+export function expiredHere(e: Entry | undefined, now: number): boolean {
+  return e !== undefined && e.value !== null && e.until !== undefined && now >= e.until;
 }
 
 export function newer(a: Entry, b: Entry | undefined): boolean {
@@ -125,7 +145,8 @@ export const bootIdMax = 2 ** 48;
  */
 export type ClientOp =
   | { readonly kind: 'get'; readonly key: string }
-  | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number; readonly principal: string }
+  /** ttl: expire the value this many ticks after it is applied (docs/consistency.md "Expiry"); absent or null: never. */
+  | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number; readonly principal: string; readonly ttl?: number | null }
   | { readonly kind: 'del'; readonly key: string; readonly ifVersion: number | null; readonly session: number; readonly seq: number; readonly floor: number; readonly principal: string }
   | { readonly kind: 'open'; readonly shard: number; readonly principal: string };
 
@@ -219,10 +240,20 @@ export type Inbound =
 
 export type Outbound =
   | { readonly kind: 'peer'; readonly to: string; readonly from: Member; readonly body: PeerBody; readonly pos: number; readonly boot: number; readonly toBoot: number; readonly toInc: number }
-  | { readonly kind: 'reply'; readonly to: string; readonly rid: number; readonly result: ClientResult };
+  | {
+    readonly kind: 'reply'; readonly to: string; readonly rid: number; readonly result: ClientResult;
+    /**
+     * Only on a get's answer (docs/durability.md R1): the log position of the newest record it may depend on (its
+     * range's newest record, or a node-level one). It may leave as soon as the log is durable up to there, ahead
+     * of the rest of its batch; without `dep` a message waits for its whole batch.
+     */
+    readonly dep?: number;
+  };
 
 export interface Ready {
-  /** Make these durable, in order, before sending any of `messages`. */
+  /** Make these durable, in order, before sending any of `messages` (except a reply whose `dep` is durable already). */
   readonly persist: LogRecord[];
   readonly messages: Outbound[];
+  /** The log position after `persist` (positions only grow within one core). */
+  readonly pos: number;
 }

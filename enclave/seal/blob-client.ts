@@ -15,6 +15,11 @@ import { SealError } from './errors.ts';
 export interface BlobClient {
   /** Durable when resolved (the host fsyncs before answering). */
   put(name: string, bytes: Uint8Array): Promise<void>;
+  /**
+   * Appends to a segment file (`create`: start it anew); durable when resolved (the host fdatasyncs first).
+   * Requests go out in call order; the host serves them in that order (docs/durability.md T1, T2).
+   */
+  append(name: string, bytes: Uint8Array, create: boolean): Promise<void>;
   /** null when no such blob. */
   get(name: string): Promise<Uint8Array | null>;
   /** Names starting with prefix, sorted. */
@@ -60,6 +65,12 @@ class SocketBlobClient implements BlobClient {
     await this.request({ id: 0, op: 'put', name, data: bytes }, '');
   }
 
+  async append(name: string, bytes: Uint8Array, create: boolean): Promise<void> {
+    checkName(name);
+    if (bytes.length > blobBytesMax) throw new RangeError(`append of ${bytes.length} bytes exceeds ${blobBytesMax}`);
+    await this.request({ id: 0, op: 'append', name, data: bytes, create }, '');
+  }
+
   async get(name: string): Promise<Uint8Array | null> {
     checkName(name);
     const res = await this.request({ id: 0, op: 'get', name }, '');
@@ -85,18 +96,27 @@ class SocketBlobClient implements BlobClient {
     this.fail(new SealError('SEAL_CLOSED', 'blob client closed'));
   }
 
+  /** Callers waiting for a place in flight, first come first served (appends must go out in call order). */
+  private readonly admission: Array<() => void> = [];
+
   private async request(req: BlobRequest, prefix: string): Promise<Record<string, unknown>> {
     if (this.closed) throw new SealError('SEAL_CLOSED', 'blob client closed');
-    while (this.pending.size >= inflightMax) await new Promise((r) => setImmediate(r));
+    if (this.pending.size + this.admitting >= inflightMax || this.admission.length > 0 || this.admitting > 0) {
+      await new Promise<void>((r) => this.admission.push(r));
+      this.admitting--;
+      if (this.closed) throw new SealError('SEAL_CLOSED', 'blob client closed');
+    }
     const socket = this.ensureSocket();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
+        this.admitNext();
         reject(ioError(`blob store did not answer ${req.op} in time`));
       }, this.init.timeoutMs ?? 30_000);
       this.pending.set(id, { op: req.op, prefix, resolve, reject, timer });
       socket.write(encodeBlobMessage({ ...req, id }));
+      if (this.admission.length > 0 && this.admitting === 0) this.admitNext();
     });
   }
 
@@ -135,9 +155,20 @@ class SocketBlobClient implements BlobClient {
       return;
     }
     this.pending.delete(id as number);
+    this.admitNext();
     clearTimeout(entry.timer);
     if (msg['ok'] === true) entry.resolve(msg);
     else entry.reject(ioError(`blob store refused ${entry.op}: ${String(msg['code']).slice(0, 32)}`));
+  }
+
+  /** Places taken by admitted callers that have not sent yet (so a newcomer cannot overtake them). */
+  private admitting = 0;
+
+  private admitNext(): void {
+    while (this.admission.length > 0 && this.pending.size + this.admitting < inflightMax) {
+      this.admitting++;
+      (this.admission.shift() as () => void)();
+    }
   }
 
   private fail(err: SealError): void {
@@ -146,6 +177,7 @@ class SocketBlobClient implements BlobClient {
       entry.reject(err);
       this.pending.delete(id);
     }
+    this.admitNext();
     if (this.closed) this.socket?.destroy();
   }
 }

@@ -22,9 +22,14 @@ export const gcmNonceBytes = 12;
 export const nodeTagBytes = 8;
 export const snapIdBytes = 8;
 
-/** Segment: magic | version | nodeTag | recordCount u32. */
+/** Segment v1 (written whole by one put): magic | version 1 | nodeTag | recordCount u32. */
 export const segmentMagic = Buffer.from('EKVL', 'latin1');
 export const segmentHeaderBytes = 4 + 1 + nodeTagBytes + 4;
+/** Segment v2 (append-only, docs/durability.md T1-T6): magic | version 2 | nodeTag | firstSeq u64, then records to the end. */
+export const appendFormatVersion = 2;
+export const appendHeaderBytes = 4 + 1 + nodeTagBytes + 8;
+/** In a v2 segment each record header is followed by a keyed MAC of it, so a length the host changed is never believed. */
+export const headerMacBytes = 16;
 /** Record: seq u64 | prevTag | nonce | ctLen u32 | ct | tag. */
 export const recordHeaderBytes = 8 + gcmTagBytes + gcmNonceBytes + 4;
 /** Snapshot chunk: magic | version | nodeTag | seq u64 | chainTag | snapId | index u32 | count u32 | nonce | ct | tag. */

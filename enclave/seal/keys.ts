@@ -8,6 +8,8 @@ import { nodeTagBytes } from './constants.ts';
 
 export interface SealKeys {
   wal: Buffer;
+  /** HMAC key of the append-only segments' record headers (docs/durability.md T3, T4). */
+  walHeader: Buffer;
   snapshot: Buffer;
   /** A short public tag of the store id, written in clear in each blob to tell "foreign" from "corrupt". */
   nodeTag: Buffer;
@@ -19,5 +21,5 @@ export function deriveSealKeys(dataKey: Uint8Array, nodeId: Uint8Array): SealKey
   const derive = (label: string): Buffer =>
     Buffer.from(hkdfSync('sha256', dataKey, nodeId, `ekv-seal-v1 ${label}`, 32));
   const nodeTag = createHash('sha256').update('ekv-seal-v1 node').update(nodeId).digest().subarray(0, nodeTagBytes);
-  return { wal: derive('wal'), snapshot: derive('snapshot'), nodeTag: Buffer.from(nodeTag) };
+  return { wal: derive('wal'), walHeader: derive('wal header'), snapshot: derive('snapshot'), nodeTag: Buffer.from(nodeTag) };
 }

@@ -4,18 +4,19 @@
  * records and snapshots; this module owns confidentiality, integrity, order and
  * durability (see enclave/seal/README.md for what is and is not protected).
  *
- * Appends are group-committed: a record is sealed at once (so the hash chain
- * advances synchronously), queued, and written with every record appended while
- * the previous blob write was in flight, as one segment. `append` resolves when
- * the segment holding the record is on the host's disk.
+ * Appends are group-committed (docs/durability.md T1-T6): a record is sealed at once (so the hash chain
+ * advances synchronously); the records sealed in one turn of the event loop go out at its end as one
+ * `append` to the current segment file, without waiting for earlier appends (pipelined); the host writes
+ * the appends it has queued with one write and one fdatasync. `append` resolves when the request holding
+ * the record and every earlier one were answered (durable).
  */
 import { m } from '../metrics.ts';
 import { randomBytes } from 'node:crypto';
 import type { BlobClient } from './blob-client.ts';
-import { gcmNonceBytes, recordBytesMax, segmentBytesMax, segmentHeaderBytes, segmentRecordsMax } from './constants.ts';
+import { appendHeaderBytes, gcmNonceBytes, recordBytesMax, segmentBytesMax } from './constants.ts';
 import { SealError } from './errors.ts';
 import { deriveSealKeys, type SealKeys } from './keys.ts';
-import { encodeSegment, sealRecord, segmentName } from './record.ts';
+import { appendSegmentHeader, sealAppendRecord, sealRecord, segmentName } from './record.ts';
 import { recoverLog, type Recovered, type SegmentInfo } from './recover.ts';
 import { sealSnapshot, snapshotChunkName } from './snapshot.ts';
 
@@ -45,14 +46,35 @@ export interface SealedStoreStats {
   segments: number;
   /** Records appended since the newest snapshot: the caller snapshots when this grows large. */
   recordsSinceSnapshot: number;
+  /** Bytes of a torn tail cut off the newest segment at open (docs/durability.md T3), 0 if none. */
+  tornBytes: number;
+  /** Append requests sent and not yet answered. */
+  appendsInFlight: number;
 }
 
-interface Batch {
+/** Append requests out at once; later turns' records wait for an answer and then go out as one request. */
+export const appendsInFlightMax = 4;
+
+interface Waiter {
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+/** The records sealed in this turn, not yet sent. */
+interface Turn {
+  firstSeq: number;
+  records: Buffer[];
+  waiters: Waiter[];
+}
+
+/** One append request out at the host. */
+interface Appending {
+  name: string;
   firstSeq: number;
   lastSeq: number;
-  records: Buffer[];
-  bytes: number;
-  waiters: Array<{ resolve: () => void; reject: (err: Error) => void }>;
+  waiters: Waiter[];
+  answered: boolean;
+  started: bigint;
 }
 
 export class SealedStore {
@@ -62,8 +84,12 @@ export class SealedStore {
   private snapshotSeq: number;
   private segments: SegmentInfo[];
   private snapshotNames: string[];
-  private readonly queue: Batch[] = [];
-  private flushing: Promise<void> | null = null;
+  /** The segment file appends go to (null: the next append creates one, T6), and its size. */
+  private current: { name: string; firstSeq: number; bytes: number } | null = null;
+  private turn: Turn | null = null;
+  private readonly appending: Appending[] = [];
+  private readonly durableWaiters: Array<{ seq: number; wake: () => void }> = [];
+  private tornBytes = 0;
   private snapshotting: Promise<void> = Promise.resolve();
   private broken: SealError | null = null;
   // Nonces: a random prefix per open and a counter, so no nonce repeats even
@@ -86,7 +112,13 @@ export class SealedStore {
     const rec = await recoverLog(init.blobs, keys);
     // Leftovers of an interrupted compaction: genuine but no longer needed.
     for (const name of rec.obsolete) await init.blobs.delete(name);
+    // T3: a torn tail is cut off for good before anything is appended after it (one atomic put).
+    if (rec.torn !== null) {
+      if (rec.torn.keep === null) await init.blobs.delete(rec.torn.name);
+      else await init.blobs.put(rec.torn.name, rec.torn.keep);
+    }
     const store = new SealedStore(init.blobs, keys, rec);
+    store.tornBytes = rec.torn?.cutBytes ?? 0;
     const { snapshot, snapshotSeq, records, lastSeq } = rec;
     return { store, recovered: { snapshot, snapshotSeq, records, lastSeq } };
   }
@@ -97,22 +129,115 @@ export class SealedStore {
     if (record.length > recordBytesMax) return Promise.reject(new RangeError(`record of ${record.length} bytes exceeds ${recordBytesMax}`));
     m.sealAppends.inc();
     const seq = this.lastSeq + 1;
-    const sealed = sealRecord(this.keys.wal, this.keys.nodeTag, seq, this.lastTag, this.nextNonce(), record);
+    const sealed = sealAppendRecord(this.keys, this.keys.nodeTag, seq, this.lastTag, this.nextNonce(), record);
     this.lastSeq = seq;
     this.lastTag = sealed.tag;
-    const batch = this.batchFor(seq, sealed.bytes.length);
-    batch.records.push(sealed.bytes);
-    batch.bytes += sealed.bytes.length;
-    batch.lastSeq = seq;
-    const done = new Promise<number>((resolve, reject) => batch.waiters.push({ resolve: () => resolve(seq), reject }));
-    this.kick();
-    return done;
+    if (this.turn === null) {
+      this.turn = { firstSeq: seq, records: [], waiters: [] };
+      // The end of this turn: every append made until then goes out in the same request.
+      setImmediate(() => this.sendTurn());
+    }
+    const turn = this.turn;
+    turn.records.push(sealed.bytes);
+    return new Promise<number>((resolve, reject) => turn.waiters.push({ resolve: () => resolve(seq), reject }));
   }
 
-  /** Resolves when every record appended so far is durable. */
+  /** Resolves when every record appended so far is durable; throws if the store is broken. */
   async flush(): Promise<void> {
-    while (this.flushing !== null) await this.flushing;
+    await this.durable(this.lastSeq);
     if (this.broken !== null) throw this.broken;
+  }
+
+  /** Resolves once `seq` is durable, or the store broke. */
+  private durable(seq: number): Promise<void> {
+    if (this.durableSeq >= seq || this.broken !== null) return Promise.resolve();
+    return new Promise((wake) => this.durableWaiters.push({ seq, wake }));
+  }
+
+  private wakeDurable(): void {
+    for (let i = this.durableWaiters.length - 1; i >= 0; i--) {
+      const w = this.durableWaiters[i]!;
+      if (this.durableSeq >= w.seq || this.broken !== null) {
+        this.durableWaiters.splice(i, 1);
+        w.wake();
+      }
+    }
+  }
+
+  /**
+   * Sends this turn's records: one append request per segment they go to (T6 cuts segments at one blob). With
+   * `appendsInFlightMax` requests out already, the records wait for the next answer and go out together then
+   * (the host would write them in one group anyway; fewer, larger requests cost less on both sides).
+   */
+  private sendTurn(): void {
+    const turn = this.turn;
+    if (turn === null) return;
+    if (this.broken === null && this.appending.length >= appendsInFlightMax) return; // sent by onAppended
+    this.turn = null;
+    if (this.broken !== null) {
+      for (const w of turn.waiters) w.reject(this.broken);
+      return;
+    }
+    let i = 0;
+    let seq = turn.firstSeq;
+    while (i < turn.records.length) {
+      const parts: Buffer[] = [];
+      let create = false;
+      if (this.current === null || this.current.bytes + turn.records[i]!.length > segmentBytesMax) {
+        this.current = { name: segmentName(seq), firstSeq: seq, bytes: appendHeaderBytes };
+        parts.push(appendSegmentHeader(this.keys.nodeTag, seq));
+        create = true;
+      }
+      const cur = this.current;
+      const from = i;
+      // A maximal record fits in an empty segment (constants.ts), so every request carries at least one.
+      while (i < turn.records.length && (i === from || cur.bytes + turn.records[i]!.length <= segmentBytesMax)) {
+        cur.bytes += turn.records[i]!.length;
+        parts.push(turn.records[i]!);
+        i++;
+      }
+      const req: Appending = {
+        name: cur.name, firstSeq: seq, lastSeq: seq + (i - from) - 1, waiters: turn.waiters.slice(from, i), answered: false,
+        started: process.hrtime.bigint(),
+      };
+      seq = req.lastSeq + 1;
+      this.appending.push(req);
+      this.blobs.append(cur.name, parts.length === 1 ? parts[0]! : Buffer.concat(parts), create).then(
+        () => this.onAppended(req),
+        (err: unknown) => this.onAppendFailed(req, err),
+      );
+    }
+  }
+
+  /** An append was answered: records are durable up to the first request still out (answers may not overtake). */
+  private onAppended(req: Appending): void {
+    req.answered = true;
+    m.sealWrites.inc({ result: 'ok' });
+    m.sealWriteSeconds.observe(Number(process.hrtime.bigint() - req.started) / 1e9);
+    while (this.appending.length > 0 && this.appending[0]!.answered) {
+      const done = this.appending.shift()!;
+      const info = this.segments.find((x) => x.name === done.name);
+      if (info !== undefined) info.lastSeq = done.lastSeq;
+      else this.segments.push({ name: done.name, firstSeq: done.firstSeq, lastSeq: done.lastSeq });
+      this.durableSeq = done.lastSeq;
+      for (const w of done.waiters) w.resolve();
+    }
+    this.wakeDurable();
+    if (this.turn !== null && this.appending.length < appendsInFlightMax) this.sendTurn();
+  }
+
+  /** T1: a failed append breaks the store; nothing after it is acknowledged until resync. */
+  private onAppendFailed(req: Appending, err: unknown): void {
+    if (!this.appending.includes(req)) return; // the store already broke on an earlier request
+    m.sealWrites.inc({ result: 'error' });
+    m.sealErrors.inc({ kind: 'segment' });
+    this.broken ??= err instanceof SealError ? err : new SealError('SEAL_IO', 'segment write failed', { cause: err });
+    for (const r of this.appending.splice(0)) for (const w of r.waiters) w.reject(this.broken);
+    if (this.turn !== null) {
+      for (const w of this.turn.waiters) w.reject(this.broken);
+      this.turn = null;
+    }
+    this.wakeDurable();
   }
 
   /**
@@ -155,7 +280,7 @@ export class SealedStore {
    */
   async resync(state: Uint8Array): Promise<void> {
     if (this.broken?.code === 'SEAL_CLOSED') throw this.broken;
-    while (this.flushing !== null) await this.flushing;
+    await this.durable(this.lastSeq);
     await this.snapshotting;
     if (this.broken === null) return;
     // Each attempt takes a sequence number of its own (a record sealed but never written, covered by
@@ -171,7 +296,11 @@ export class SealedStore {
       throw err instanceof SealError ? err : new SealError('SEAL_IO', 'snapshot write failed', { cause: err });
     }
     const replacedNames = this.snapshotNames;
-    const dropped = this.segments;
+    const dropped = this.segments.map((x) => x.name);
+    // The segment the failed append went to may not be listed (its first append failed), and may hold a
+    // torn or unanswered tail: it is covered by the snapshot, and never appended to again (T6).
+    if (this.current !== null && !dropped.includes(this.current.name)) dropped.push(this.current.name);
+    this.current = null;
     this.snapshotNames = chunks.map((_, i) => snapshotChunkName(seq, i));
     this.snapshotSeq = seq;
     this.durableSeq = seq;
@@ -180,7 +309,7 @@ export class SealedStore {
     // Best effort: what the snapshot replaces is obsolete (recovery skips it), so a failed delete costs only space.
     try {
       for (const name of replacedNames) if (!this.snapshotNames.includes(name)) await this.blobs.delete(name);
-      for (const seg of dropped) await this.blobs.delete(seg.name);
+      for (const name of dropped) await this.blobs.delete(name);
     } catch {
       // Left for the next compaction or recovery (obsolete blobs are deleted on open).
     }
@@ -200,6 +329,8 @@ export class SealedStore {
       snapshotSeq: this.snapshotSeq,
       segments: this.segments.length,
       recordsSinceSnapshot: this.lastSeq - this.snapshotSeq,
+      tornBytes: this.tornBytes,
+      appendsInFlight: this.appending.length,
     };
   }
 
@@ -209,6 +340,7 @@ export class SealedStore {
     await this.snapshotting;
     this.broken ??= new SealError('SEAL_CLOSED', 'sealed store closed');
     this.keys.wal.fill(0);
+    this.keys.walHeader.fill(0);
     this.keys.snapshot.fill(0);
   }
 
@@ -223,70 +355,19 @@ export class SealedStore {
     return nonce;
   }
 
-  /** The open batch, or a new one when the record would overflow a segment or the open one is being written. */
-  private batchFor(seq: number, recordBytes: number): Batch {
-    const last = this.queue[this.queue.length - 1];
-    const inFlight = last !== undefined && last === this.queue[0] && this.headInFlight;
-    const fits = last !== undefined && last.bytes + recordBytes <= segmentBytesMax && last.records.length < segmentRecordsMax;
-    if (last !== undefined && fits && !inFlight) return last;
-    const batch: Batch = { firstSeq: seq, lastSeq: seq, records: [], bytes: segmentHeaderBytes, waiters: [] };
-    this.queue.push(batch);
-    return batch;
-  }
-
-  private headInFlight = false;
-
-  private kick(): void {
-    if (this.flushing !== null) return;
-    // setImmediate first: every append made in the same turn joins the first segment.
-    this.flushing = new Promise<void>((resolve) => setImmediate(resolve))
-      .then(() => this.drain())
-      .finally(() => {
-        this.flushing = null;
-        // Appends made by callers woken at the very end of drain.
-        if (this.queue.length > 0 && this.broken === null) this.kick();
-      });
-  }
-
-  /** Writes queued batches one at a time, in order: segment n+1 is never on disk without segment n. */
-  private async drain(): Promise<void> {
-    for (;;) {
-      const batch = this.queue[0];
-      if (batch === undefined) return;
-      this.headInFlight = true;
-      const name = segmentName(batch.firstSeq);
-      const started = process.hrtime.bigint();
-      try {
-        if (this.broken !== null) throw this.broken;
-        await this.blobs.put(name, encodeSegment(this.keys.nodeTag, batch.records));
-        m.sealWrites.inc({ result: 'ok' });
-        m.sealWriteSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
-      } catch (err) {
-        m.sealWrites.inc({ result: 'error' });
-        m.sealErrors.inc({ kind: 'segment' });
-        this.broken ??= err instanceof SealError ? err : new SealError('SEAL_IO', 'segment write failed', { cause: err });
-        this.headInFlight = false;
-        for (const b of this.queue.splice(0)) for (const w of b.waiters) w.reject(this.broken);
-        return;
-      }
-      this.queue.shift();
-      this.headInFlight = false;
-      this.segments.push({ name, firstSeq: batch.firstSeq, lastSeq: batch.lastSeq });
-      this.durableSeq = batch.lastSeq;
-      for (const w of batch.waiters) w.resolve();
-    }
-  }
-
   private async storeSnapshot(seq: number, chunks: Buffer[]): Promise<void> {
     // The snapshot names a chain position; the segments up to it must be durable first.
-    while (this.durableSeq < seq) await this.flush();
+    await this.durable(seq);
+    if (this.broken !== null) throw this.broken;
     for (let i = 0; i < chunks.length; i++) await this.blobs.put(snapshotChunkName(seq, i), chunks[i]!);
     const replacedNames = this.snapshotNames;
     this.snapshotNames = chunks.map((_, i) => snapshotChunkName(seq, i));
     this.snapshotSeq = seq;
-    // Only now is it safe to drop what the snapshot replaces: segments wholly at or before seq.
-    const dropped = this.segments.filter((s) => s.lastSeq <= seq);
-    this.segments = this.segments.filter((s) => s.lastSeq > seq);
+    // Only now is it safe to drop what the snapshot replaces: segments wholly at or before seq, except the
+    // one appends go to (T6: recovery skips its records at or before the snapshot).
+    const keep = (x: SegmentInfo): boolean => x.lastSeq > seq || x.name === this.current?.name;
+    const dropped = this.segments.filter((x) => !keep(x));
+    this.segments = this.segments.filter(keep);
     for (const name of replacedNames) if (!this.snapshotNames.includes(name)) await this.blobs.delete(name);
     for (const s of dropped) await this.blobs.delete(s.name);
   }

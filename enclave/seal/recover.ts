@@ -13,7 +13,7 @@ import type { BlobClient } from './blob-client.ts';
 import { segmentPrefix, segmentsMax, snapshotPrefix } from './constants.ts';
 import { SealError } from './errors.ts';
 import type { SealKeys } from './keys.ts';
-import { genesisTag, openRecord, parseSegment, parseSegmentName, type RawRecord } from './record.ts';
+import { genesisTag, openRecord, parseAnySegment, parseSegmentName, type RawRecord } from './record.ts';
 import { openSnapshotChunk, parseSnapshotChunkName } from './snapshot.ts';
 
 export interface SegmentInfo {
@@ -34,6 +34,11 @@ export interface Recovered {
   segments: SegmentInfo[];
   snapshotNames: string[];
   obsolete: string[];
+  /**
+   * The newest segment ended in a torn tail (docs/durability.md T3): its intact prefix (`keep`, null when
+   * no record of it is left) must replace it before the store appends again, and how many bytes were cut.
+   */
+  torn: { name: string; keep: Buffer | null; cutBytes: number } | null;
 }
 
 /** Segments fetched ahead while the previous one is checked. */
@@ -63,14 +68,16 @@ export async function recoverLog(blobs: BlobClient, keys: SealKeys): Promise<Rec
     segments: walk.segments,
     snapshotNames: snap?.names ?? [],
     obsolete,
+    torn: walk.torn,
   };
 }
 
 async function walkSegments(
   blobs: BlobClient, keys: SealKeys, live: Array<{ name: string; firstSeq: number }>, base: number, chainTag: Buffer,
-): Promise<{ records: Buffer[]; lastTag: Buffer; segments: SegmentInfo[] }> {
+): Promise<{ records: Buffer[]; lastTag: Buffer; segments: SegmentInfo[]; torn: Recovered['torn'] }> {
   const records: Buffer[] = [];
   const segments: SegmentInfo[] = [];
+  let torn: Recovered['torn'] = null;
   let nextSeq = base + 1;
   let prevTag = chainTag;
   // Prefetched reads that are abandoned when an earlier segment fails must not surface as unhandled.
@@ -87,7 +94,24 @@ async function walkSegments(
     const blob = await fetches[i]!;
     fetches[i] = null;
     if (blob === null) throw new SealError('SEAL_GAP', `segment ${seg.name} vanished`);
-    const raws = parseSegment(blob, keys.nodeTag, seg.name);
+    const newest = i === live.length - 1;
+    const parsed = parseAnySegment(blob, keys, seg.name, seg.firstSeq, newest);
+    const raws = parsed.raws;
+    let tornAt = parsed.tornAt;
+    // T3: the newest segment's last record may be a torn write that failed authentication (never served).
+    const last = raws[raws.length - 1];
+    if (newest && last !== undefined && last.offset >= 0 && !authenticates(keys, last)) {
+      raws.pop();
+      tornAt = last.offset;
+    }
+    if (tornAt !== null) {
+      const keep = raws.length > 0 ? Buffer.from(blob.subarray(0, tornAt)) : null;
+      torn = { name: seg.name, keep, cutBytes: blob.length - tornAt };
+    }
+    if (raws.length === 0) {
+      if (tornAt !== null) continue; // a segment torn before its first record: removed at open
+      throw new SealError('SEAL_TRUNCATED', `segment ${seg.name} holds no record`);
+    }
     checkSegmentOrder(raws, seg.name, seg.firstSeq);
     for (const raw of raws) {
       if (raw.seq <= base && nextSeq === base + 1) continue; // before the snapshot, in a straddling segment
@@ -101,7 +125,16 @@ async function walkSegments(
     }
     segments.push({ name: seg.name, firstSeq: seg.firstSeq, lastSeq: raws[raws.length - 1]!.seq });
   }
-  return { records, lastTag: Buffer.from(prevTag), segments };
+  return { records, lastTag: Buffer.from(prevTag), segments, torn };
+}
+
+function authenticates(keys: SealKeys, raw: RawRecord): boolean {
+  try {
+    openRecord(keys.wal, keys.nodeTag, raw);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function checkSegmentOrder(raws: RawRecord[], name: string, firstSeq: number): void {

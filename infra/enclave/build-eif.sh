@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Builds the enclave image file and records its measurements.
 #   infra/enclave/build-eif.sh            -> infra/ekv.eif, infra/build-enclave.json, infra/pcrs.json
-#   infra/enclave/build-eif.sh --lock     -> only (re)generate infra/enclave/libnsm/Cargo.lock
 #   EKV_OUT_DIR=/tmp/x build-eif.sh      -> the same into /tmp/x (eif-verify.mjs rebuilds there)
 # Needs: git, node 20 + npm, docker with buildx (BuildKit >= 0.13 for rewrite-timestamp), nitro-cli at the
 # version in infra/enclave/toolchain.json (its kernel and init blobs are part of the image: PCR1).
@@ -11,25 +10,14 @@ set -euo pipefail
 repo="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
 cd "$repo"
 out_dir="${EKV_OUT_DIR:-infra}"
-lock="infra/enclave/libnsm/Cargo.lock"
 tag="ekv-enclave:$(git rev-parse --short=12 HEAD)"
 
 # One timestamp for everything the build stamps: the commit's.
 SOURCE_DATE_EPOCH="$(git log -1 --format=%ct)"
 export SOURCE_DATE_EPOCH
 
-generate_lock() {
-  echo "build-eif: resolving libnsm's crates once into ${lock}; commit it" >&2
-  docker buildx build --file infra/enclave/Dockerfile --target libnsm-lock \
-    --output "type=local,dest=$(dirname "$lock")" .
-}
-
-if [ "${1:-}" = "--lock" ]; then
-  generate_lock
-  exit 0
-fi
-# Every input pinned, the crate graph committed: a build that resolved crates anew would give a PCR0
-# nobody else can reproduce, so there is no silent lock generation here (--lock does it, to be reviewed).
+# Every input pinned (base image digest, dated Debian snapshot, exact gcc, lockfiles), the NSM shim's source
+# committed: a build whose inputs floated would give a PCR0 nobody else can reproduce.
 node infra/enclave/check-pins.mjs --release
 
 nitro_pin="$(node -p 'require("./infra/enclave/toolchain.json").nitroCli')"

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Prints build-info.json, written by build-eif.sh beside pcrs.json: the commit, SOURCE_DATE_EPOCH, the
-// tool versions outside the Dockerfile (nitro-cli, docker, buildx, node, npm) and the pins inside it.
+// tool versions outside the Dockerfile (nitro-cli, docker, buildx, node, npm) and the pins inside it (base image,
+// Debian snapshot, the gcc version that compiles the NSM shim, the shim source's SHA-256).
 // Usage: node build-info.mjs --nitro-cli V --docker V --buildx V
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -20,7 +21,7 @@ for (const l of instructions(readFileSync(join(here, 'Dockerfile'), 'utf8'))) {
   const m = /^ARG\s+(\w+)=(\S+)/.exec(l);
   if (m) args[m[1]] = m[2];
 }
-const lock = join(here, 'libnsm', 'Cargo.lock');
+const shim = join(here, 'nsm', 'ekv-nsm.c');
 const git = (...a) => execFileSync('git', ['-C', here, ...a], { encoding: 'utf8' }).trim();
 const info = {
   commit: git('rev-parse', 'HEAD'),
@@ -33,8 +34,8 @@ const info = {
     npm: execFileSync('npm', ['--version'], { encoding: 'utf8' }).trim(),
   },
   pins: {
-    nodeImage: args.NODE_IMAGE, rustImage: args.RUST_IMAGE, nsmApiCommit: args.NSM_API_COMMIT, debianSnapshot: args.DEBIAN_SNAPSHOT,
-    libnsmCargoLockSha256: existsSync(lock) ? createHash('sha256').update(readFileSync(lock)).digest('hex') : null,
+    nodeImage: args.NODE_IMAGE, debianSnapshot: args.DEBIAN_SNAPSHOT, gccVersion: args.GCC_VERSION,
+    nsmShimSha256: existsSync(shim) ? createHash('sha256').update(readFileSync(shim)).digest('hex') : null,
   },
 };
 process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// Fails when anything that goes into the enclave image floats: a base image without a digest, an unpinned
-// libnsm commit, an undated Debian snapshot, a nitro-cli version that is not exact, or (with --release) a
-// libnsm Cargo.lock that is missing or not committed. build-eif.sh runs it before building.
+// Fails when anything that goes into the enclave image floats: a base image without a digest, an undated
+// Debian snapshot, a C compiler that is not an exact Debian version, a build step that resolves anew, a
+// nitro-cli version that is not exact, or (with --release) an NSM shim source (infra/enclave/nsm/ekv-nsm.c)
+// that is not committed as it is. build-eif.sh runs it before building.
 // Usage: node infra/enclave/check-pins.mjs [--release] [--dockerfile FILE]
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -33,7 +34,10 @@ export function dockerfileProblems(text) {
     }
     if (as && /^as$/i.test(as) && name) stages.add(name);
   }
-  if (!/^[0-9a-f]{40}$/.test(args.get('NSM_API_COMMIT') ?? '')) problems.push('NSM_API_COMMIT must be a full 40-hex commit id');
+  // A Debian package version (epoch, upstream, revision), exact: apt installs it or fails.
+  if (!/^(\d+:)?\d[\w.+~]*-[\w.+~]+$/.test(args.get('GCC_VERSION') ?? '')) problems.push('GCC_VERSION must be an exact Debian package version (e.g. 12.2.0-14+deb12u1)');
+  const installsGcc = lines.some((l) => /apt-get install/.test(l) && /\bgcc/.test(l));
+  if (installsGcc && !lines.some((l) => /apt-get install/.test(l) && /"?gcc-\d+=\$\{GCC_VERSION\}"?/.test(l))) problems.push('gcc must be installed at ${GCC_VERSION} (gcc-N=${GCC_VERSION})');
   if (!/^\d{8}T\d{6}Z$/.test(args.get('DEBIAN_SNAPSHOT') ?? '')) problems.push('DEBIAN_SNAPSHOT must be a dated snapshot (YYYYMMDDThhmmssZ)');
   if (/^ADD\s/m.test(lines.join('\n'))) problems.push('ADD fetches at build time; use COPY of committed files');
   if (/\bnpm install\b/.test(text)) problems.push('npm install resolves anew; use npm ci from a lockfile');
@@ -47,14 +51,17 @@ export function toolchainProblems(toolchain) {
   return problems;
 }
 
-/** With --release: the lock must exist and be committed unchanged (git knows it, no local edits). */
-export function lockProblems(repo, lockPath) {
-  if (!existsSync(lockPath)) return [`${relative(repo, lockPath)} is missing: run infra/enclave/build-eif.sh --lock on a machine that reaches crates.io, review and commit it`];
+/** The native source compiled into the image (the NSM shim): with --release it must be committed as it is. */
+export const nativeSources = ['infra/enclave/nsm/ekv-nsm.c'];
+
+/** With --release: each file must exist and be committed unchanged (git knows it, no local edits). */
+export function committedProblems(repo, path) {
+  if (!existsSync(path)) return [`${relative(repo, path)} is missing`];
   try {
-    const status = execFileSync('git', ['-C', repo, 'status', '--porcelain', '--', lockPath], { encoding: 'utf8' });
-    if (status.trim() !== '') return [`${relative(repo, lockPath)} is not committed as it is (${status.trim().slice(0, 2)})`];
+    const status = execFileSync('git', ['-C', repo, 'status', '--porcelain', '--', path], { encoding: 'utf8' });
+    if (status.trim() !== '') return [`${relative(repo, path)} is not committed as it is (${status.trim().slice(0, 2)})`];
   } catch {
-    return ['cannot ask git about the Cargo.lock'];
+    return [`cannot ask git about ${relative(repo, path)}`];
   }
   return [];
 }
@@ -67,7 +74,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const problems = [
     ...dockerfileProblems(readFileSync(dockerfile, 'utf8')),
     ...toolchainProblems(JSON.parse(readFileSync(join(here, 'toolchain.json'), 'utf8'))),
-    ...(argv.includes('--release') ? lockProblems(repo, join(here, 'libnsm', 'Cargo.lock')) : []),
+    ...(argv.includes('--release') ? nativeSources.flatMap((f) => committedProblems(repo, join(repo, f))) : []),
   ];
   for (const p of problems) console.error(`check-pins: ${p}`);
   if (problems.length > 0) process.exit(1);

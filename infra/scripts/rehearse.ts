@@ -19,7 +19,8 @@
  * is the client port's relay, both reach enclave-5000), vsock-proxy (a unix-to-TCP forwarder to the emulated
  * KMS), SSM and S3 (files), IMDS and KMS (emulated).
  *
- * Then: first boot, a client, kill -9 of an enclave under a writer (watchdog, health red then green, no
+ * Then: first boot (the three nodes started at once, as a first deploy starts its instances: with R = 3 a lone
+ * founder never serves, so nothing waits for node 0 alone), a client, kill -9 of an enclave under a writer (watchdog, health red then green, no
  * acknowledged write lost), a credentials rotation, and a node told to run an image the key policy does not
  * admit yet (refused by KMS, says why, the ring keeps serving; back on the admitted image it recovers).
  */
@@ -45,7 +46,13 @@ import { verifyAttestation } from '../../verifier/index.ts';
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const ekvBin = join(repo, 'bin', 'ekv.js');
 const hostUnit = join(repo, 'infra', 'host', 'ekv-host.service');
-const nodeCount = 3;
+/**
+ * Nodes of the rehearsed deployment: R + 1, as docs/deploy.md section 7 recommends. With R = 3 and three nodes
+ * one node down stops the whole ring (every range has all three as members; a read needs every member's lease
+ * grant and a write R acknowledgements, and no configuration of fewer than R members is ever proposed), so the
+ * steps that take one node out (an image the key policy refuses) could not show the ring serving on.
+ */
+const nodeCountDefault = 4;
 /** The hosts' and enclaves' log level (host.log in each node's directory; --keep keeps them). */
 const logLevel = process.env.EKV_REHEARSAL_LOG_LEVEL ?? 'warn';
 const region = 'us-east-1'; // the local key ARN's
@@ -61,6 +68,8 @@ export interface RehearsalOptions {
    * time of the kill, whose relaunch must unseal with rotated ones, which is checked), and a roll of one node only.
    */
   short?: boolean;
+  /** Nodes (default 4: R + 1). */
+  nodes?: number;
 }
 
 export interface RehearsalReport {
@@ -78,9 +87,9 @@ function pcrsOf(path: string): Pcrs {
 }
 
 /** The stack as `cdk deploy` would create it, from the same app (infra/bin/app.ts). */
-function synthesize(dir: string, pcrsFile: string, extra: Record<string, string> = {}): Template {
+function synthesize(dir: string, nodeCount: number, pcrsFile: string, extra: Record<string, string> = {}): Template {
   const app = new App({ outdir: join(dir, 'cdk.out'), context: {
-    region, pcrsFile, nodeCount: '3', adminRoleArn: 'arn:aws:iam::111122223333:role/ekv-key-admin',
+    region, pcrsFile, nodeCount: String(nodeCount), adminRoleArn: 'arn:aws:iam::111122223333:role/ekv-key-admin',
     artifactsUri: 's3://ekv-rehearsal/release-a', amiId: 'ami-0123456789abcdef0', ...extra,
   } });
   return Template.fromStack(buildApp(app).stack);
@@ -134,17 +143,47 @@ async function freePort(host: string): Promise<number> {
   });
 }
 
-/** vsock-proxy's stand-in: the enclave's KMS socket forwarded to the emulated KMS. */
-function kmsProxy(socketPath: string, port: number): net.Server {
+/**
+ * vsock-proxy's stand-in: the enclave's KMS socket forwarded to the emulated KMS. Its close() cuts the
+ * connections still open (a kept-alive TLS connection would otherwise hold server.close() forever).
+ */
+function kmsProxy(socketPath: string, port: number): { close(): Promise<void> } {
   rmSync(socketPath, { force: true });
+  const open = new Set<net.Socket>();
   const server = net.createServer((c) => {
     const up = net.connect(port, '127.0.0.1');
+    for (const s of [c, up]) {
+      open.add(s);
+      s.once('close', () => open.delete(s));
+    }
     c.pipe(up).pipe(c);
     c.on('error', () => up.destroy());
     up.on('error', () => c.destroy());
   });
   server.listen(socketPath);
-  return server;
+  return {
+    close: () => new Promise((r) => {
+      for (const s of open) s.destroy();
+      server.close(() => r());
+    }),
+  };
+}
+
+/** SIGTERM (systemctl stop): the host stops its enclave and exits; SIGKILL after a deadline, its enclave too. */
+async function stopHost(n: NodeProc, deadlineMs = 45_000): Promise<void> {
+  if (n.proc.exitCode !== null || n.proc.signalCode !== null) return;
+  const exited = new Promise((r) => n.proc.once('exit', r));
+  n.proc.kill('SIGTERM');
+  const t = setTimeout(() => {
+    n.proc.kill('SIGKILL');
+    try {
+      process.kill(Number(readFileSync(join(n.state, 'enclave.pid'), 'utf8')), 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }, deadlineMs);
+  await exited;
+  clearTimeout(t);
 }
 
 /** The enclave's own words for the KMS refusal, from the first log line that carries it. */
@@ -162,17 +201,18 @@ function refusalOf(log: string): string {
 }
 
 /**
- * A read, retried for a few seconds: right after a node dies the ring may still route to it until its failure
+ * A read, retried up to a deadline (30 s): right after a node dies the ring may still route to it until its failure
  * detector has noticed (a timeout, not a wrong answer). A wrong value is never retried: it fails the rehearsal.
  */
-async function read(kv: EkvClient, key: string): Promise<string> {
-  for (let attempt = 0; ; attempt++) {
+async function read(kv: EkvClient, key: string, deadlineMs = 30_000): Promise<string> {
+  const start = Date.now();
+  for (;;) {
     try {
       return (await kv.get(key)).toString();
     } catch (err) {
       const code = (err as { code?: string }).code;
-      if (attempt >= 10 || (code !== 'TIMEOUT' && code !== 'UNAVAILABLE')) throw err;
-      await new Promise((r) => setTimeout(r, 1000));
+      if (Date.now() - start > deadlineMs || (code !== 'TIMEOUT' && code !== 'UNAVAILABLE')) throw err;
+      await new Promise((r) => setTimeout(r, 500));
     }
   }
 }
@@ -201,6 +241,7 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
   const log = o.log ?? ((l: string) => process.stderr.write(`rehearse: ${l}\n`));
   const dir = resolve(o.dir ?? mkdtempSync(join(tmpdir(), 'ekv-rh-')));
   const t0 = Date.now();
+  const nodeCount = o.nodes ?? nodeCountDefault;
   const timings: Record<string, number> = {};
   const lap = (name: string, since: number) => (timings[name] = Date.now() - since);
   const cleanup: Array<() => Promise<void> | void> = [];
@@ -221,7 +262,7 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     writeFileSync(join(dir, 'pcrs-a.json'), JSON.stringify(pcrsA, null, 2));
     writeFileSync(join(dir, 'pcrs-b.json'), JSON.stringify(pcrsB, null, 2));
     let s = Date.now();
-    const template = synthesize(dir, join(dir, 'pcrs-a.json'));
+    const template = synthesize(dir, nodeCount, join(dir, 'pcrs-a.json'));
     lap('synth', s);
     const policy = emulatedPolicy(template);
     log(`images A ${pcrsA.PCR0.slice(0, 12)}… B ${pcrsB.PCR0.slice(0, 12)}…; key policy from the template admits ${JSON.stringify(policy.recipientConditions['kms:RecipientAttestation:ImageSha384']).slice(0, 20)}…`);
@@ -246,7 +287,12 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     const httpPort = await freePort('127.0.0.11');
     const release = releaseValue(template);
     const nodes: NodeProc[] = [];
-    const startNode = (i: number): NodeProc => {
+    const proxies = new Map<number, { close(): Promise<void> }>();
+    // Cleanup runs in reverse: every host stopped at once (each stops its enclave), then the proxies.
+    cleanup.push(() => Promise.all([...proxies.values()].map((p) => p.close())).then(() => undefined));
+    cleanup.push(() => Promise.all(nodes.map((n) => stopHost(n))).then(() => undefined));
+    /** Node i's host, started as the unit starts it, with `releaseJson` as what run-enclave.sh reads from SSM. */
+    const startNode = (i: number, releaseJson = release): NodeProc => {
       const name = `node${i}`;
       const ip = `127.0.0.${11 + i}`;
       const nd = join(dir, name);
@@ -254,9 +300,10 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
       const state = join(nd, 'data');
       mkdirSync(vsock, { recursive: true, mode: 0o700 });
       mkdirSync(state, { recursive: true, mode: 0o700 });
-      writeFileSync(join(state, 'release.json'), release); // run-enclave.sh: aws ssm get-parameter
-      const proxy = kmsProxy(join(vsock, 'host-8002.sock'), kmsPort);
-      cleanup.push(() => new Promise((r) => proxy.close(() => r())));
+      writeFileSync(join(state, 'release.json'), releaseJson); // run-enclave.sh: aws ssm get-parameter
+      if (!proxies.has(i)) { // ekv-vsock-proxy.service: its own unit, not restarted with the host
+        proxies.set(i, kmsProxy(join(vsock, 'host-8002.sock'), kmsPort));
+      }
       const join0 = i === 0 ? '' : `${nodes[0]!.ip}:${clientPort}`;
       const env = {
         EKV_VSOCK_DIR: vsock, EKV_CLIENT_PORT: String(clientPort), EKV_HTTP_PORT: String(httpPort), EKV_SELF_ADDR: `${ip}:${clientPort}`,
@@ -269,27 +316,31 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
       if (script !== '/opt/ekv/app/bin/ekv.js') throw new Error(`ekv-host.service runs ${script}`);
       const local = ['--bind', ip, '--imds', imds.url, '--health-root', join(dir, 'ca', 'root.pem'), '--allow-outbound', '127.0.0.0/8', '--log-level', logLevel];
       const logFile = join(nd, 'host.log');
-      const out = createWriteStream(logFile);
+      const out = createWriteStream(logFile, { flags: 'a' }); // the journal: kept across host restarts
       const proc = spawn(process.execPath, [ekvBin, ...args, ...local], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EKV_ENCLAVE_LOG_LEVEL: 'warn' } });
       proc.stdout?.pipe(out);
       proc.stderr?.pipe(out);
       const node = { name, ip, dir: nd, state, proc, http: `http://${ip}:${httpPort}`, addr: `${ip}:${clientPort}`, log: logFile };
-      cleanup.push(async () => {
-        if (proc.exitCode === null) {
-          proc.kill('SIGTERM');
-          await new Promise((r) => proc.once('exit', r));
-        }
-      });
       return node;
     };
 
+    // First boot as a first deploy does it: every instance at once (CloudFormation waits for none to serve).
+    // Nothing may wait for node 0 alone: with R = 3 a lone founder never serves (each range needs R members, so
+    // its /healthz stays 503 NOT_SERVING until two more have joined). Node 0 founds the ring (ring secret, ring
+    // id); the joiners' hosts fetch the ring secret from node 0's host and only then launch their enclaves.
     s = Date.now();
-    nodes.push(startNode(0));
-    await until('node0 healthy (founds the ring)', () => healthy(nodes[0]!), 60_000);
-    lap('bootNode0', s);
-    for (let i = 1; i < nodeCount; i++) nodes.push(startNode(i));
-    await until('all nodes healthy', async () => (await Promise.all(nodes.map(healthy))).every(Boolean), 90_000);
+    for (let i = 0; i < nodeCount; i++) nodes.push(startNode(i));
+    const firstHealthy: Record<string, number> = {};
+    await until('all nodes healthy', async () => {
+      const up = await Promise.all(nodes.map(async (n) => {
+        const ok = await healthy(n).catch(() => false);
+        if (ok) firstHealthy[n.name] ??= Date.now() - s;
+        return ok;
+      }));
+      return up.every(Boolean);
+    }, 150_000);
     lap('firstBoot', s);
+    for (const [name, ms] of Object.entries(firstHealthy)) timings[`firstBoot_${name}`] = ms;
     log(`first boot: ${nodeCount} nodes serving after ${timings.firstBoot} ms`);
 
     // ---- the client's cluster file, from stack outputs shaped as the template's
@@ -387,9 +438,9 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     lap('recoverOnA', s);
 
     // ---- a rolling upgrade A -> B under a writer: one deploy puts both images in the key policy and the release;
-    // then one node at a time is told to run B and its enclave relaunched; then a deploy retires A.
+    // then one node at a time is told to run B and its host restarted; then a deploy retires A.
     s = Date.now();
-    const rollTemplate = synthesize(dir, join(dir, 'pcrs-a.json'), { nextPcrsFile: join(dir, 'pcrs-b.json'), nextArtifactsUri: 's3://ekv-rehearsal/release-b' });
+    const rollTemplate = synthesize(dir, nodeCount, join(dir, 'pcrs-a.json'), { nextPcrsFile: join(dir, 'pcrs-b.json'), nextArtifactsUri: 's3://ekv-rehearsal/release-b' });
     await kms.close();
     kms = await startKms(emulatedPolicy(rollTemplate));
     for (const n of nodes) writeFileSync(join(n.state, 'release.json'), releaseValue(rollTemplate));
@@ -413,20 +464,25 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     })();
     // Node 0 founded the ring and has no join address: its host names a member the enclave last reported
     // (host/ring-hints.ts), so it is rolled like the others. The short run rolls node 1 alone (a mixed ring).
-    const order = o.short ? [nodes[1]!] : nodes;
-    for (const n of order) {
+    // Each step is what roll-node.sh runs through SSM: `echo <B> > /var/lib/ekv/image-pcr0 && systemctl restart
+    // ekv-host`: the host stops its enclave and exits, a new host (a fresh watchdog) launches B.
+    const order = o.short ? [1] : nodes.map((_, i) => i);
+    for (const i of order) {
       const t = Date.now();
-      writeFileSync(join(n.state, 'image-pcr0'), `${pcrsB.PCR0}\n`); // what roll-node.sh does through SSM
-      process.kill(Number(readFileSync(join(n.state, 'enclave.pid'), 'utf8')), 'SIGKILL');
-      await until(`${n.name} serving image B`, async () => {
-        const b = await healthBody(n);
+      const n = nodes[i]!;
+      writeFileSync(join(n.state, 'image-pcr0'), `${pcrsB.PCR0}\n`);
+      await stopHost(n);
+      const again = startNode(i, releaseValue(rollTemplate));
+      nodes[i] = again;
+      await until(`${again.name} serving image B`, async () => {
+        const b = await healthBody(again);
         return b.ok === true && b.pcr0 === pcrsB.PCR0;
       }, 120_000);
-      timings[`roll_${n.name}`] = Date.now() - t;
+      timings[`roll_${again.name}`] = Date.now() - t;
     }
     if (!o.short) {
       // End of the roll: the key policy and the release name B alone.
-      const done = synthesize(dir, join(dir, 'pcrs-b.json'), { artifactsUri: 's3://ekv-rehearsal/release-b' });
+      const done = synthesize(dir, nodeCount, join(dir, 'pcrs-b.json'), { artifactsUri: 's3://ekv-rehearsal/release-b' });
       await kms.close();
       kms = await startKms(emulatedPolicy(done));
       for (const n of nodes) writeFileSync(join(n.state, 'release.json'), releaseValue(done));
@@ -437,7 +493,7 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
     await rollWriter;
     lap('roll', s);
     if (refusedDuringRoll.length > 0) throw new Error(`a client pinned to A or B was refused during the roll: ${refusedDuringRoll[0]}`);
-    log(`rolled ${order.map((n) => n.name).join(', ')} to image B under a writer (${rollSeq} writes attempted) in ${timings.roll} ms; no client refused`);
+    log(`rolled ${order.map((i) => nodes[i]!.name).join(', ')} to image B under a writer (${rollSeq} writes attempted) in ${timings.roll} ms; no client refused`);
 
     // ---- nothing acknowledged was lost
     for (const [k, v] of acked) {
@@ -459,7 +515,13 @@ export async function rehearse(o: RehearsalOptions = {}): Promise<RehearsalRepor
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
   const keep = process.argv.includes('--keep');
-  rehearse({ keep, short: process.argv.includes('--short') }).then((r) => {
+  const at = process.argv.indexOf('--nodes');
+  const nodes = at > 0 ? Number(process.argv[at + 1]) : undefined;
+  if (nodes !== undefined && !(Number.isInteger(nodes) && nodes >= 3 && nodes <= 8)) {
+    process.stderr.write('rehearse: --nodes must be an integer from 3 to 8\n');
+    process.exit(2);
+  }
+  rehearse({ keep, short: process.argv.includes('--short'), ...(nodes ? { nodes } : {}) }).then((r) => {
     process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
   }).catch((err: unknown) => {
     process.stderr.write(`rehearse: FAILED: ${(err as Error).stack ?? String(err)}\n`);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM scripts without types
-import { dockerfileProblems, lockProblems, toolchainProblems } from '../enclave/check-pins.mjs';
+import { committedProblems, dockerfileProblems, nativeSources, toolchainProblems } from '../enclave/check-pins.mjs';
 // @ts-expect-error plain ESM scripts without types
 import { buildEnv, comparePcrs } from '../enclave/eif-verify.mjs';
 
@@ -20,32 +20,35 @@ describe('check-pins', () => {
     expect(toolchainProblems(JSON.parse(readFileSync(join(enclaveDir, 'toolchain.json'), 'utf8')))).toEqual([]);
   });
 
-  it('fails a floating tag, a short commit, an undated snapshot, unlocked builds and a vague nitro-cli', () => {
+  it('fails a floating tag, an undated snapshot, a vague gcc, unlocked builds and a vague nitro-cli', () => {
     const mutate = (from: RegExp, to: string) => {
       const m = dockerfile.replace(from, to);
       expect(m).not.toBe(dockerfile);
       return dockerfileProblems(m);
     };
     expect(mutate(/ARG NODE_IMAGE=\S+/, 'ARG NODE_IMAGE=node:20-bookworm-slim')[0]).toMatch(/pinned by digest/);
-    expect(mutate(/ARG RUST_IMAGE=\S+/, 'ARG RUST_IMAGE=rust:latest')[0]).toMatch(/pinned by digest/);
-    expect(mutate(/ARG NSM_API_COMMIT=\S+/, 'ARG NSM_API_COMMIT=v0.5.1')[0]).toMatch(/NSM_API_COMMIT/);
+    expect(mutate(/FROM \$\{NODE_IMAGE\} AS nsm-shim/, 'FROM gcc:12 AS nsm-shim')[0]).toMatch(/pinned by digest/);
     expect(mutate(/ARG DEBIAN_SNAPSHOT=\S+/, 'ARG DEBIAN_SNAPSHOT=latest')[0]).toMatch(/DEBIAN_SNAPSHOT/);
-    expect(mutate(/cargo build --locked/, 'cargo build')[0]).toMatch(/--locked/);
+    expect(mutate(/ARG GCC_VERSION=\S+/, 'ARG GCC_VERSION=12')[0]).toMatch(/GCC_VERSION/);
+    expect(mutate(/"gcc-12=\$\{GCC_VERSION\}"/, 'gcc')[0]).toMatch(/gcc must be installed at/);
+    expect(dockerfileProblems(`${dockerfile}\nRUN cargo build --release\n`)[0]).toMatch(/--locked/);
     expect(mutate(/npm ci --omit=dev/, 'npm install --omit=dev')[0]).toMatch(/npm ci/);
     expect(toolchainProblems({ nitroCli: '1.4' })).toHaveLength(1);
     expect(toolchainProblems({ nitroCli: 'latest' })).toHaveLength(1);
   });
 
-  it('a release build needs the libnsm Cargo.lock, committed as it is', () => {
+  it('a release build needs the NSM shim source committed as it is; no lockfile to generate', () => {
     const repo = join(enclaveDir, '..', '..');
-    expect(lockProblems(repo, join(enclaveDir, 'libnsm', 'no-such-Cargo.lock'))[0]).toMatch(/is missing/);
-    const dir = mkdtempSync(join(enclaveDir, 'tmp-lock-'));
+    expect(nativeSources).toEqual(['infra/enclave/nsm/ekv-nsm.c']);
+    expect(committedProblems(repo, join(enclaveDir, 'nsm', 'no-such.c'))[0]).toMatch(/is missing/);
+    const dir = mkdtempSync(join(enclaveDir, 'tmp-shim-'));
     try {
-      writeFileSync(join(dir, 'Cargo.lock'), '# not committed\n');
-      expect(lockProblems(repo, join(dir, 'Cargo.lock'))[0]).toMatch(/not committed/);
+      writeFileSync(join(dir, 'ekv-nsm.c'), '/* not committed */\n');
+      expect(committedProblems(repo, join(dir, 'ekv-nsm.c'))[0]).toMatch(/not committed/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+    expect(dockerfile.split('\n').filter((l) => !l.startsWith('#')).join('\n')).not.toMatch(/Cargo\.lock|cargo |RUST_IMAGE|NSM_API_COMMIT/);
   });
 });
 

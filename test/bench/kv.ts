@@ -14,29 +14,57 @@
  * Then (unless --no-extra): authenticated vs anonymous gets (ACL of 1,000
  * entries), and the recovery time of a sealed node per 100,000 keys (see lib/kv-extra.ts).
  *
+ * Per run it also prints the server's CPU per operation (the `ekv up` process tree: host proxy, blob store,
+ * emulated KMS and NSM, enclave; Redis: redis-server), from /proc/<pid>/stat before and after the measured
+ * window, and the load generator's own CPU per operation (the SDK, or the RESP client), with the 1-minute
+ * load average at the end of the window (a shared machine shows up there).
+ *
  *   npm run bench:kv -- --clients 64 --connections 4 --seconds 5 --value-bytes 100 [--ops N] [--json] [--no-redis] [--no-extra] [--recovery-keys N]
+ *                       [--systems sealed,redis-aof,no-seal,redis-mem] [--mixes get,put]
+ *                       [--cpu-prof [--prof-dir DIR]]   V8 profiles of the enclave, the host process and the load generator
+ *                                                       (ekv runs), summarized as the top costs per operation
  *                       [--plot [--plot-dir DIR]]   also write SVG charts (default test/bench/charts/)
  */
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { loadAverage, selfCpuSeconds, treeCpuSeconds } from './lib/cpu.ts';
+import { formatSummary, readProfile, summarizeProfile, type CpuProfile, type ProfileSummary } from './lib/cpuprofile.ts';
 import { writeBenchCharts } from './plot.ts';
 import { connect, type EkvClient } from '../../client/index.ts';
 import { startEkvNode } from './lib/ekv-node.ts';
 import { authenticatedRun, recoveryRun } from './lib/kv-extra.ts';
-import { preload, runMix, type KvConnection, type LoadSettings, type Mix } from './lib/harness.ts';
+import { preload, runMix, type KvConnection, type LoadSettings, type MeasureWindow, type Mix } from './lib/harness.ts';
 import { startRedis, type RedisPersistence } from './lib/redis.ts';
 import { RespClient } from './lib/resp.ts';
 import type { RunFigures } from './lib/stats.ts';
 
-const mixes: Mix[] = [
-  { name: 'get-heavy 90/10', getFraction: 0.9 },
-  { name: 'put-heavy 10/90', getFraction: 0.1 },
+const allMixes: Array<Mix & { id: string }> = [
+  { id: 'get', name: 'get-heavy 90/10', getFraction: 0.9 },
+  { id: 'put', name: 'put-heavy 10/90', getFraction: 0.1 },
 ];
+let mixes: Mix[] = allMixes;
 const seed = 20261125;
 
 const progress = (line: string) => process.stderr.write(`bench:kv: ${line}\n`);
 
-function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: boolean; recoveryKeys: number; plot: string | null } {
+interface Cli {
+  s: LoadSettings;
+  json: boolean;
+  redis: boolean;
+  extra: boolean;
+  recoveryKeys: number;
+  plot: string | null;
+  systems: string[];
+  profDir: string | null;
+}
+
+const systemIds = ['sealed', 'redis-aof', 'no-seal', 'redis-mem'];
+
+function settings(): Cli {
   const { values } = parseArgs({
     options: {
       clients: { type: 'string', default: '64' },
@@ -52,6 +80,10 @@ function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: bo
       'recovery-keys': { type: 'string', default: '100000' },
       plot: { type: 'boolean', default: false },
       'plot-dir': { type: 'string' },
+      systems: { type: 'string', default: systemIds.join(',') },
+      mixes: { type: 'string', default: 'get,put' },
+      'cpu-prof': { type: 'boolean', default: false },
+      'prof-dir': { type: 'string' },
     },
   });
   const int = (name: string, v: string | undefined, min: number, max: number): number => {
@@ -73,7 +105,16 @@ function settings(): { s: LoadSettings; json: boolean; redis: boolean; extra: bo
     throw new Error('--seconds must be in (0, 3600], --warmup in [0, 600]');
   }
   const plot = values['plot-dir'] ?? (values.plot ? fileURLToPath(new URL('./charts/', import.meta.url)) : null);
-  return { s, json: values.json, redis: !values['no-redis'], extra: !values['no-extra'], recoveryKeys: int('recovery-keys', values['recovery-keys'], 1000, 10_000_000), plot };
+  const systems = values.systems.split(',').filter((x) => x !== '');
+  for (const x of systems) if (!systemIds.includes(x)) throw new Error(`--systems takes ${systemIds.join(',')}`);
+  const mixIds = values.mixes.split(',').filter((x) => x !== '');
+  mixes = allMixes.filter((m) => mixIds.includes(m.id));
+  if (mixes.length === 0 || mixIds.some((x) => !allMixes.some((m) => m.id === x))) throw new Error('--mixes takes get,put');
+  const profDir = values['prof-dir'] ?? (values['cpu-prof'] ? join(tmpdir(), `ekv-prof-${Date.now()}`) : null);
+  return {
+    s, json: values.json, redis: !values['no-redis'], extra: !values['no-extra'],
+    recoveryKeys: int('recovery-keys', values['recovery-keys'], 1000, 10_000_000), plot, systems, profDir,
+  };
 }
 
 async function ekvConnections(clusterFile: string, n: number): Promise<KvConnection[]> {
@@ -89,7 +130,18 @@ async function redisConnections(host: string, port: number, n: number): Promise<
   return conns.map((c) => ({ get: (k) => c.get(k), put: (k, v) => c.set(k, v), close: () => c.close() }));
 }
 
-type Results = Record<string, Record<string, RunFigures>>;
+/** A run's figures with the CPU each side used per operation in the measured window (null: not measurable here). */
+type Figures = RunFigures & { serverCpuUsPerOp: number | null; clientCpuUsPerOp: number; loadAvg: number };
+type Results = Record<string, Record<string, Figures>>;
+
+/** Counts every operation issued through the connections (preload and warm-up too), for the profiles' per-op costs. */
+function counted(conns: KvConnection[], counter: { ops: number }): KvConnection[] {
+  return conns.map((c) => ({
+    get: (k) => (counter.ops++, c.get(k)),
+    put: (k, v) => (counter.ops++, c.put(k, v)),
+    close: () => c.close(),
+  }));
+}
 
 /** The systems, in the order they run; each pair compares one ekv setting with its Redis counterpart. */
 const sealedName = 'ekv sealed';
@@ -101,13 +153,33 @@ const pairs: Array<{ name: string; ekv: string; redis: string }> = [
   { name: 'memory only (ekv --no-seal / redis without persistence)', ekv: unsealedName, redis: redisMemName },
 ];
 
-async function measure(system: string, conns: KvConnection[], s: LoadSettings, results: Results): Promise<void> {
+async function measure(system: string, conns: KvConnection[], s: LoadSettings, results: Results, serverPid: number): Promise<void> {
   progress(`${system}: preloading ${s.keys} keys of ${s.valueBytes} bytes`);
   await preload(conns, s, Buffer.alloc(s.valueBytes, 0x62));
   for (const mix of mixes) {
     progress(`${system}: ${mix.name}, ${s.clients} clients over ${s.connections} connections, ${s.ops ?? `${s.seconds} s`} (+${s.warmupSeconds} s warm-up)`);
-    const f = await runMix(conns, s, mix, seed);
-    progress(`${system}: ${mix.name}: ${Math.round(f.opsPerSec)} ops/s, p50 ${f.p50Ms.toFixed(3)} ms, p99 ${f.p99Ms.toFixed(3)} ms, ${f.errors} errors`);
+    let server0: number | null = null;
+    let server1: number | null = null;
+    let client0 = 0;
+    let client1 = 0;
+    const window: MeasureWindow = {
+      start: () => {
+        server0 = treeCpuSeconds(serverPid);
+        client0 = selfCpuSeconds();
+      },
+      end: () => {
+        server1 = treeCpuSeconds(serverPid);
+        client1 = selfCpuSeconds();
+      },
+    };
+    const run = await runMix(conns, s, mix, seed, window);
+    const ops = Math.max(1, run.ops + run.errors);
+    const serverCpu = server0 !== null && server1 !== null ? ((server1 - server0) * 1e6) / ops : null;
+    const f: Figures = { ...run, serverCpuUsPerOp: serverCpu, clientCpuUsPerOp: ((client1 - client0) * 1e6) / ops, loadAvg: loadAverage() };
+    progress(
+      `${system}: ${mix.name}: ${Math.round(f.opsPerSec)} ops/s, p50 ${f.p50Ms.toFixed(3)} ms, p99 ${f.p99Ms.toFixed(3)} ms, ${f.errors} errors, ` +
+        `server CPU ${serverCpu === null ? '-' : serverCpu.toFixed(1)} us/op, client CPU ${f.clientCpuUsPerOp.toFixed(1)} us/op, load ${f.loadAvg.toFixed(2)}`,
+    );
     (results[mix.name] ??= {})[system] = f;
   }
 }
@@ -115,19 +187,35 @@ async function measure(system: string, conns: KvConnection[], s: LoadSettings, r
 function printTable(results: Results, s: LoadSettings): void {
   const out: string[] = [];
   out.push(`clients ${s.clients}, connections ${s.connections}, value ${s.valueBytes} B, keys ${s.keys}`);
-  out.push(`${'mix'.padEnd(17)}${'system'.padEnd(18)}${'ops/s'.padStart(10)}${'p50 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}`);
+  out.push(
+    `${'mix'.padEnd(17)}${'system'.padEnd(18)}${'ops/s'.padStart(10)}${'p50 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}` +
+      `${'srv us/op'.padStart(11)}${'cli us/op'.padStart(11)}${'load'.padStart(7)}`,
+  );
   for (const [mix, bySystem] of Object.entries(results)) {
     for (const [system, f] of Object.entries(bySystem)) {
-      out.push(`${mix.padEnd(17)}${system.padEnd(18)}${Math.round(f.opsPerSec).toString().padStart(10)}${f.p50Ms.toFixed(3).padStart(10)}${f.p99Ms.toFixed(3).padStart(10)}${String(f.errors).padStart(8)}`);
+      out.push(
+        `${mix.padEnd(17)}${system.padEnd(18)}${Math.round(f.opsPerSec).toString().padStart(10)}${f.p50Ms.toFixed(3).padStart(10)}${f.p99Ms.toFixed(3).padStart(10)}${String(f.errors).padStart(8)}` +
+          `${(f.serverCpuUsPerOp === null ? '-' : f.serverCpuUsPerOp.toFixed(1)).padStart(11)}${f.clientCpuUsPerOp.toFixed(1).padStart(11)}${f.loadAvg.toFixed(2).padStart(7)}`,
+      );
     }
   }
   const r = ratios(results);
   for (const pair of pairs) {
     for (const [mix, v] of Object.entries(r[pair.name] ?? {})) out.push(`ratio ${pair.name}, ${mix}: ${v.toFixed(3)}`);
   }
-  const sealedPuts = results[mixes[1]!.name];
+  for (const pair of pairs) {
+    for (const [mix, bySystem] of Object.entries(results)) {
+      const e = bySystem[pair.ekv];
+      const r = bySystem[pair.redis];
+      if (e?.serverCpuUsPerOp && r?.serverCpuUsPerOp) {
+        out.push(`server CPU per op ${pair.ekv} / ${pair.redis}, ${mix}: ${(e.serverCpuUsPerOp / r.serverCpuUsPerOp).toFixed(1)}x; client CPU per op (SDK / RESP client): ${(e.clientCpuUsPerOp / r.clientCpuUsPerOp).toFixed(1)}x`);
+      }
+    }
+  }
+  const putMix = allMixes[1]!.name;
+  const sealedPuts = results[putMix];
   if (sealedPuts?.[sealedName] && sealedPuts[unsealedName]) {
-    out.push(`ratio sealed/unsealed ekv puts (${mixes[1]!.name}): ${(sealedPuts[sealedName].opsPerSec / sealedPuts[unsealedName].opsPerSec).toFixed(3)}`);
+    out.push(`ratio sealed/unsealed ekv puts (${putMix}): ${(sealedPuts[sealedName].opsPerSec / sealedPuts[unsealedName].opsPerSec).toFixed(3)}`);
   }
   process.stdout.write(out.join('\n') + '\n');
 }
@@ -174,14 +262,54 @@ function printExtra(e: Extra): void {
   process.stdout.write(out.join('\n') + '\n');
 }
 
-async function ekvRun(name: string, args: string[], s: LoadSettings, results: Results): Promise<void> {
-  const node = await startEkvNode(progress, args);
+/** Profiles of one ekv run: the `ekv up` process, the enclave and the load generator, per operation issued. */
+const profiles: Record<string, ProfileSummary[]> = {};
+
+function newestProfile(dir: string): CpuProfile | null {
+  let names: string[];
   try {
-    const conns = await ekvConnections(node.clusterFile, s.connections);
-    await measure(name, conns, s, results);
+    names = readdirSync(dir).filter((n) => n.endsWith('.cpuprofile')).sort();
+  } catch {
+    return null;
+  }
+  return names.length === 0 ? null : readProfile(join(dir, names[names.length - 1] as string));
+}
+
+async function ekvRun(name: string, args: string[], s: LoadSettings, results: Results, profDir: string | null): Promise<void> {
+  const dir = profDir === null ? null : join(profDir, name.replace(/[^a-z0-9-]+/gi, '-'));
+  if (dir !== null) mkdirSync(dir, { recursive: true });
+  const node = await startEkvNode(progress, args, dir);
+  const counter = { ops: 0 };
+  let session: Session | null = null;
+  try {
+    const conns = counted(await ekvConnections(node.clusterFile, s.connections), counter);
+    if (dir !== null) {
+      session = new Session();
+      session.connect();
+      await session.post('Profiler.enable');
+      await session.post('Profiler.start');
+    }
+    await measure(name, conns, s, results, node.pids.host);
+    if (session !== null && dir !== null) {
+      const { profile } = await session.post('Profiler.stop');
+      writeFileSync(join(dir, 'load-generator.cpuprofile'), JSON.stringify(profile));
+    }
     await Promise.all(conns.map((c) => c.close()));
   } finally {
+    session?.disconnect();
     await node.stop();
+  }
+  if (dir !== null) {
+    const out: ProfileSummary[] = [];
+    for (const [label, file] of [['enclave', join(dir, 'enclave')], ['host (ekv up)', join(dir, 'host')]] as const) {
+      const p = newestProfile(file);
+      if (p === null) progress(`${name}: no profile in ${file}`);
+      else out.push(summarizeProfile(p, `${name} ${label}`, counter.ops));
+    }
+    const lg = newestProfile(dir);
+    if (lg !== null) out.push(summarizeProfile(lg, `${name} load generator (SDK)`, counter.ops));
+    profiles[name] = out;
+    progress(`${name}: profiles in ${dir} (${counter.ops} operations issued)`);
   }
 }
 
@@ -189,7 +317,7 @@ async function redisRun(name: string, persistence: RedisPersistence, s: LoadSett
   const server = await startRedis(progress, persistence);
   try {
     const conns = await redisConnections(server.host, server.port, s.connections);
-    await measure(name, conns, s, results);
+    await measure(name, conns, s, results, server.pid);
     await Promise.all(conns.map((c) => c.close()));
   } finally {
     await server.stop();
@@ -197,23 +325,25 @@ async function redisRun(name: string, persistence: RedisPersistence, s: LoadSett
 }
 
 async function main(): Promise<void> {
-  const { s, json, redis, extra: wantExtra, recoveryKeys, plot } = settings();
+  const { s, json, redis, extra: wantExtra, recoveryKeys, plot, systems, profDir } = settings();
   const results: Results = {};
-  await ekvRun(sealedName, [], s, results);
-  if (redis) await redisRun(redisAofName, 'aof-always', s, results);
-  await ekvRun(unsealedName, ['--no-seal'], s, results);
-  if (redis) await redisRun(redisMemName, 'none', s, results);
+  progress(`load average at start: ${loadAverage().toFixed(2)}`);
+  if (systems.includes('sealed')) await ekvRun(sealedName, [], s, results, profDir);
+  if (redis && systems.includes('redis-aof')) await redisRun(redisAofName, 'aof-always', s, results);
+  if (systems.includes('no-seal')) await ekvRun(unsealedName, ['--no-seal'], s, results, profDir);
+  if (redis && systems.includes('redis-mem')) await redisRun(redisMemName, 'none', s, results);
   const extra = wantExtra ? await extraRuns(s, recoveryKeys) : {};
   if (plot !== null) {
     const caption = `${s.clients} clients over ${s.connections} connections, ${s.valueBytes}-byte values, ${s.keys} keys, one node on loopback`;
-    const puts = results[mixes[1]!.name];
+    const puts = results[allMixes[1]!.name];
     const sealedPair = puts?.[sealedName] && puts[unsealedName] ? { sealed: puts[sealedName], unsealed: puts[unsealedName] } : undefined;
     for (const f of await writeBenchCharts(plot, results, caption, sealedPair)) progress(`wrote ${f}`);
   }
-  if (json) process.stdout.write(JSON.stringify({ settings: s, results, ratio: ratios(results), extra }) + '\n');
+  if (json) process.stdout.write(JSON.stringify({ settings: s, results, ratio: ratios(results), extra, profiles }) + '\n');
   else {
     printTable(results, s);
     printExtra(extra);
+    for (const list of Object.values(profiles)) for (const p of list) process.stdout.write(formatSummary(p) + '\n');
   }
 }
 

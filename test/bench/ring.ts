@@ -11,6 +11,7 @@
 //
 //   npx tsx test/bench/ring.ts [--nodes 1,3,5] [--clients 32] [--seconds 5] [--value-bytes 100]
 //                              [--keys 2000] [--restore-keys 10000] [--seal] [--json]
+//                              [--routings cached,any] [--no-restore]   (fewer phases, for a quick before/after)
 // Progress goes to stderr, the table (or one JSON object) to stdout.
 import { parseArgs } from 'node:util';
 import { connect, type EkvClient, type Routing } from '../../client/index.ts';
@@ -52,6 +53,8 @@ const { values: argv } = parseArgs({
     'restore-deadline': { type: 'string', default: '120' },
     seal: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
+    routings: { type: 'string', default: 'cached,any' },
+    'no-restore': { type: 'boolean', default: false },
   },
 });
 const sizes = (argv.nodes as string).split(',').map(Number);
@@ -162,14 +165,14 @@ async function benchRing(nodes: number): Promise<{ phases: PhaseResult[]; restor
     const keys = Array.from({ length: keyCount }, (_, i) => Buffer.from(`bench-${i}`));
     await writeAll(fx, keys);
     const phases: PhaseResult[] = [];
-    for (const routing of ['cached', 'any'] as Routing[]) {
+    for (const routing of (argv.routings as string).split(',') as Routing[]) {
       for (const op of ['put', 'get'] as const) {
         progress(`${nodes} nodes: ${op} via '${routing}' routing, ${clients} clients, ${phaseMs / 1000} s`);
         phases.push(await runPhase(fx, op, routing, keys));
       }
     }
     // One node cannot restore anything, and with R=3 a 3-node ring needs the relaunched node back.
-    const restore = nodes > 1 ? await measureRestore(fx) : null;
+    const restore = nodes > 1 && !argv['no-restore'] ? await measureRestore(fx) : null;
     return { phases, restore };
   } finally {
     await fx.stop();

@@ -8,6 +8,8 @@ import { Duplex } from 'node:stream';
 import { encodeRingValue } from '../../enclave/cluster/codec.ts';
 import { decodeLogRecord, decodePeerBatch, encodeLogRecord, encodePeerBatch } from '../../enclave/cluster/data-wire.ts';
 import { decodeClientKey, decodeDataOp, decodeForward, type DataOpName } from '../../enclave/cluster/op-wire.ts';
+import { decodeScan } from '../../enclave/cluster/scan-ops.ts';
+import { decodeCursor, encodeCursor } from '../../client/scan.ts';
 import { DataError, type PeerBody, shardOf, type Sessions } from '../../enclave/data/index.ts';
 import { HostConfigError, parseNodeConfig } from '../../enclave/host-config.ts';
 import { NsmError, StreamNsm } from '../../enclave/nsm.ts';
@@ -17,7 +19,9 @@ import { parseRecipientCms } from '../../enclave/seal/cms.ts';
 import { createBlobClient } from '../../enclave/seal/blob-client.ts';
 import { parseRecord } from '../../enclave/seal/data-key.ts';
 import { KmsError, SealError } from '../../enclave/seal/errors.ts';
-import { encodeSegment, genesisTag, openRecord, parseSegment, sealRecord } from '../../enclave/seal/record.ts';
+import {
+  appendSegmentHeader, encodeSegment, genesisTag, openRecord, parseAnySegment, parseSegment, sealAppendRecord, sealRecord,
+} from '../../enclave/seal/record.ts';
 import { openSnapshotChunk, sealSnapshot } from '../../enclave/seal/snapshot.ts';
 import { KmsFault } from '../../emulator/kms-errors.ts';
 import { blob, encryptionContext, int, optionalStr, recipientDocument, str } from '../../emulator/kms-request.ts';
@@ -245,6 +249,18 @@ export const targets: FuzzTarget[] = [
     typed: [SealError, EkvError],
   },
   {
+    // The append-only segment (docs/durability.md T3, T4) as the newest one: torn tails allowed, anything else typed.
+    name: 'sealed-append-segment',
+    layout: 'bytes',
+    weight: 1,
+    seeds: () => [appendSegmentSeed()],
+    run: (b) => {
+      const keys = { nodeTag: sealKeys.nodeTag.subarray(0, 8), walHeader: sealKeys.key };
+      for (const r of parseAnySegment(b, keys, 'wal-0000000000000001', 1, true).raws) openRecord(sealKeys.key, keys.nodeTag, r);
+    },
+    typed: [SealError, EkvError],
+  },
+  {
     name: 'sealed-snapshot',
     layout: 'bytes',
     weight: 1,
@@ -387,6 +403,29 @@ export const targets: FuzzTarget[] = [
     },
     typed: [EkvError],
   },
+  {
+    // Scans (docs/scans.md): a scan request as the enclave decodes it (client `scan` and peer `scanf`), and the
+    // SDK's cursor decoder on the same bytes taken as text.
+    name: 'scan-request',
+    layout: 'cbor',
+    weight: 1,
+    seeds: () => [
+      encodeCbor({ sh: 3, p: Buffer.from('team/'), a: Buffer.from('team/a'), l: 100, b: 65536, v: true }),
+      encodeCbor({ sh: 0, l: 1, ns: true, p: Buffer.from('te'), pk: randomBytes(32) }),
+      Buffer.from(encodeCursor(Buffer.from('team/'), Buffer.from('team/plan'))),
+    ],
+    run: (b) => {
+      try {
+        decodeCursor(b.toString('latin1'), Buffer.from('team/'));
+      } catch (err) {
+        if (!(err instanceof EkvError)) throw err;
+      }
+      const req = decodeCbor(b);
+      if (req === null || typeof req !== 'object' || Array.isArray(req)) return;
+      decodeScan(req as Record<string, unknown>, dataShards);
+    },
+    typed: [EkvError],
+  },
 ];
 
 // ------------------------------------------------------------------ sealed-state and session seeds
@@ -402,6 +441,18 @@ function sealedSegmentSeed(): Buffer {
     prev = r.tag;
   }
   return encodeSegment(sealKeys.nodeTag, records);
+}
+
+function appendSegmentSeed(): Buffer {
+  const nodeTag = sealKeys.nodeTag.subarray(0, 8);
+  let prev = genesisTag;
+  const parts = [appendSegmentHeader(nodeTag, 1)];
+  for (let seq = 1; seq <= 3; seq++) {
+    const r = sealAppendRecord({ wal: sealKeys.key, walHeader: sealKeys.key }, nodeTag, seq, prev, randomBytes(12), encodeCbor(['d', randomBytes(30)]));
+    parts.push(r.bytes);
+    prev = r.tag;
+  }
+  return Buffer.concat(parts);
 }
 
 // A session whose keys the fuzzer knows: mutated frames are sealed again before delivery half of the

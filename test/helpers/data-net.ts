@@ -43,8 +43,9 @@ export interface NetNode {
 export class DataNet {
   readonly nodes: NetNode[] = [];
   readonly cut = new Set<string>();
-  /** Addresses whose data messages from n0 are held (never answered) until released; bytes of 'dm' calls per address. */
+  /** Addresses whose data messages from `holdSender` are held (never answered) until released; bytes of its 'dm' calls per address. */
   readonly hold = new Set<string>();
+  holdSender = 'n0';
   readonly held: Array<() => void> = [];
   readonly dmBytes = new Map<string, number>();
   /** Unsent socket bytes the fake pool reports per address (PeerPool.queuedBytes). */
@@ -66,8 +67,8 @@ export class DataNet {
       const peers = {
         queuedBytes: (addr: string) => this.queued.get(addr) ?? 0,
         call: async (addr: string, op: string, args: Record<string, unknown>, _t: number, expectId?: bigint): Promise<RpcResult> => {
-          if (op === 'dm' && me.addr === 'n0') this.dmBytes.set(addr, (this.dmBytes.get(addr) ?? 0) + (args.m as Uint8Array).length);
-          if (op === 'dm' && me.addr === 'n0' && this.hold.has(addr)) await new Promise<void>((r) => this.held.push(r));
+          if (op === 'dm' && me.addr === this.holdSender) this.dmBytes.set(addr, (this.dmBytes.get(addr) ?? 0) + (args.m as Uint8Array).length);
+          if (op === 'dm' && me.addr === this.holdSender && this.hold.has(addr)) await new Promise<void>((r) => this.held.push(r));
           const to = this.byAddr.get(addr);
           if (!to || this.cut.has(addr) || this.cut.has(me.addr)) throw new EkvError('UNAVAILABLE', 'cut off');
           if (expectId !== undefined && expectId !== to.ref.id) throw new EkvError('UNAVAILABLE', 'wrong node');

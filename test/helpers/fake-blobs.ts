@@ -10,8 +10,9 @@ export class FakeBlobs implements BlobClient {
   /** What the next puts do. */
   fault: PutFault = 'ok';
   /** Writes taken with 'hold': failed to the caller, to be landed later by landHeld(). */
-  readonly held: Array<[string, Uint8Array]> = [];
+  readonly held: Array<() => void> = [];
   puts = 0;
+  appends = 0;
 
   async put(name: string, bytes: Uint8Array): Promise<void> {
     this.puts++;
@@ -22,15 +23,40 @@ export class FakeBlobs implements BlobClient {
       throw new SealError('SEAL_IO', 'blob store connection closed');
     }
     if (this.fault === 'hold') {
-      this.held.push([name, copy]);
+      this.held.push(() => this.blobs.set(name, copy));
       throw new SealError('SEAL_IO', 'blob store did not answer put in time');
     }
     this.blobs.set(name, copy);
   }
 
+  /** Appends as the host does (create starts the blob anew; appending to a missing blob fails), with the same faults. */
+  async append(name: string, bytes: Uint8Array, create: boolean): Promise<void> {
+    this.appends++;
+    const land = (): void => {
+      const old = create ? new Uint8Array(0) : this.blobs.get(name);
+      if (old === undefined) return;
+      this.blobs.set(name, Buffer.concat([old, bytes]));
+    };
+    if (this.fault === 'fail') throw new SealError('SEAL_IO', 'blob store connection closed');
+    if (this.fault === 'land-then-fail') {
+      land();
+      throw new SealError('SEAL_IO', 'blob store connection closed');
+    }
+    if (this.fault === 'hold') {
+      const copy = Uint8Array.from(bytes);
+      this.held.push(() => {
+        const old = create ? new Uint8Array(0) : this.blobs.get(name);
+        if (old !== undefined) this.blobs.set(name, Buffer.concat([old, copy]));
+      });
+      throw new SealError('SEAL_IO', 'blob store did not answer append in time');
+    }
+    if (!create && !this.blobs.has(name)) throw new SealError('SEAL_IO', 'blob store refused append: IO');
+    land();
+  }
+
   /** The writes that were held land now (the host wrote them late). */
   landHeld(): void {
-    for (const [name, bytes] of this.held.splice(0)) this.blobs.set(name, bytes);
+    for (const land of this.held.splice(0)) land();
   }
 
   async get(name: string): Promise<Uint8Array | null> {

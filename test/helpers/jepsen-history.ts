@@ -5,7 +5,7 @@
 // conflicts, failed writes applied, keys unwritable or unreadable after healing).
 import { performance } from 'node:perf_hooks';
 import { EkvError, type EkvClient } from '../../client/index.ts';
-import { checkHistory, checkKey, type HistEntry, type HistOp, type HistOut } from './linearizability.ts';
+import { checkHistory, checkKey, type ClientHistOp, type HistEntry, type HistOut } from './linearizability.ts';
 
 // ---------------------------------------------------------------------------------------------------
 // Randomness (seeded) and the history.
@@ -29,7 +29,7 @@ export type Status = 'invoke' | 'ok' | 'fail' | 'info';
 export interface Rec {
   client: string;
   key: string;
-  op: HistOp;
+  op: ClientHistOp;
   /** Logical times (distinct across the history); ret is Infinity while pending or when the outcome is unknown. */
   call: number;
   ret: number;
@@ -58,7 +58,7 @@ export class Recorder {
     return Math.round((performance.now() - this.start) * 10) / 10;
   }
 
-  invoke(client: string, key: string, op: HistOp, via?: string): Rec {
+  invoke(client: string, key: string, op: ClientHistOp, via?: string): Rec {
     const r: Rec = { client, key, op, call: ++this.clock, ret: Infinity, t0: this.ms(), t1: null, status: 'invoke', out: null };
     if (via !== undefined) r.via = via;
     this.ops.push(r);
@@ -104,7 +104,7 @@ export class Recorder {
 }
 
 /** Record one SDK call: ok with its answer, fail (a refusal) or info (unknown outcome), by the SDK's contract. */
-export async function recorded(rec: Recorder, client: string, kv: EkvClient, key: string, op: HistOp, via?: string): Promise<Rec> {
+export async function recorded(rec: Recorder, client: string, kv: EkvClient, key: string, op: ClientHistOp, via?: string): Promise<Rec> {
   const r = rec.invoke(client, key, op, via);
   try {
     if (op.kind === 'get') {
@@ -262,7 +262,7 @@ export function check(rec: Recorder, finalMissing: string[], stuck: string[] = [
 }
 
 function showOp(h: HistEntry): string {
-  const op = h.op.kind === 'get' ? 'get' : h.op.kind === 'put' ? `put ${h.op.value}${h.op.ifVersion !== null ? ` if v${h.op.ifVersion}` : ''}` : `del${h.op.ifVersion !== null ? ` if v${h.op.ifVersion}` : ''}`;
+  const op = h.op.kind === 'get' ? 'get' : h.op.kind === 'expire' ? `expire ${h.op.value}` : h.op.kind === 'put' ? `put ${h.op.value}${h.op.ifVersion !== null ? ` if v${h.op.ifVersion}` : ''}` : `del${h.op.ifVersion !== null ? ` if v${h.op.ifVersion}` : ''}`;
   const out = !h.out ? '?' : h.out.kind === 'get' ? (h.out.found ? `${h.out.value} v${h.out.version}` : 'NOT_FOUND') : h.out.kind === 'write' ? `ok v${h.out.version}` : `CONFLICT v${h.out.version}`;
   return `[${h.call}, ${h.ret === Infinity ? '∞' : h.ret}] ${h.client ?? ''} ${op} -> ${out}`;
 }

@@ -8,7 +8,7 @@ import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
 import type { LocalNode } from '../../cli/local/node.ts';
 import { keyId } from '../../enclave/ring/index.ts';
 import { recorded, rng, type Recorder } from './jepsen-history.ts';
-import type { HistOp } from './linearizability.ts';
+import type { ClientHistOp } from './linearizability.ts';
 import { testLogger } from './local-ring.ts';
 import { ringOrder, sleep, toView, unsettled, type NodeView } from './ring-fixture.ts';
 
@@ -299,7 +299,7 @@ export class Workload {
       const key = this.o.keys[Math.floor(rand() * this.o.keys.length)] as string;
       const p = degraded ? 0 : rand();
       const cas = seen.get(key) ?? 0;
-      const op: HistOp = p < 0.4 ? { kind: 'get' }
+      const op: ClientHistOp = p < 0.4 ? { kind: 'get' }
         : p < 0.7 ? { kind: 'put', value: `${name}-${n}`, ifVersion: null }
         : p < 0.85 ? { kind: 'put', value: `${name}-${n}`, ifVersion: cas }
         : p < 0.95 ? { kind: 'del', ifVersion: null }

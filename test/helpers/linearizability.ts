@@ -14,11 +14,25 @@
 // nothing; ifVersion 0 means "only if absent", N > 0 "only if the live version
 // is N"; a CONFLICT answer carries the live version (0 if absent) and changes
 // nothing; a get returns the value and version, or not found.
+//
+// Expiry (docs/consistency.md "Expiry"): a put with a ttl brings an `expire`
+// operation of its value, called no earlier than the put's invocation plus its
+// ttl (never early) with no return (it may happen at any time after, or never:
+// a late expiry constrains nothing here). It takes effect only while its value
+// is the key's current one, as a delete would (the version grows by one); it is
+// optional, so the search never takes it as a no-op. A resurrected value (read
+// absent after its expiry, then read again) is therefore not linearizable.
+
+/** What a client does. */
+export type ClientHistOp =
+  | { kind: 'get' }
+  | { kind: 'put'; value: string; ifVersion: number | null; ttl?: number }
+  | { kind: 'del'; ifVersion: number | null };
 
 export type HistOp =
-  | { kind: 'get' }
-  | { kind: 'put'; value: string; ifVersion: number | null }
-  | { kind: 'del'; ifVersion: number | null };
+  | ClientHistOp
+  /** The system's own: the value of a put with a ttl expires (values are unique per history). */
+  | { kind: 'expire'; value: string };
 
 export type HistOut =
   | { kind: 'get'; found: boolean; value: string | null; version: number }
@@ -45,6 +59,10 @@ const initial: State = { exists: false, value: null, version: 0 };
 /** The next state, or null if the observed output is impossible from `s`. */
 export function stepModel(s: State, op: HistOp, out: HistOut | null): State | null {
   const live = s.exists ? s.version : 0;
+  if (op.kind === 'expire') {
+    if (out || !s.exists || s.value !== op.value) return null; // only as an effect: skipping it is "never"
+    return { exists: false, value: null, version: s.version + 1 };
+  }
   if (op.kind === 'get') {
     if (!out) return s;
     if (out.kind !== 'get') return null;
@@ -142,9 +160,15 @@ export function checkKey(key: string, ops: readonly HistEntry[], statesMax = 2_0
   const stack: Array<{ e: Node; s: State }> = [];
   let s = initial;
   let e = head.next;
-  while (head.next) {
-    if (!e) return { key, ok: false, ops: n }; // cannot happen: a return always ends the scan
-    if (e.isCall) {
+  // Expiries are optional: the search is done when every other operation is taken.
+  const optional = (i: number): boolean => (ops[i] as HistEntry).op.kind === 'expire';
+  let required = ops.filter((o) => o.op.kind !== 'expire').length;
+  while (required > 0) {
+    if (e && !e.isCall && optional(e.op)) {
+      e = e.next; // an expiry not taken yet never has to be
+      continue;
+    }
+    if (e && e.isCall) {
       const o = ops[e.op] as HistEntry;
       const next = stepModel(s, o.op, o.out);
       if (next) {
@@ -158,6 +182,7 @@ export function checkKey(key: string, ops: readonly HistEntry[], statesMax = 2_0
           s = next;
           h1 = n1;
           h2 = n2;
+          if (!optional(e.op)) required--;
           lift(e);
           e = head.next;
           continue;
@@ -171,6 +196,7 @@ export function checkKey(key: string, ops: readonly HistEntry[], statesMax = 2_0
       s = top.s;
       h1 = (h1 ^ (z1[top.e.op] as number)) >>> 0;
       h2 = (h2 ^ (z2[top.e.op] as number)) >>> 0;
+      if (!optional(top.e.op)) required++;
       unlift(top.e);
       e = top.e.next;
     }

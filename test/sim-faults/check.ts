@@ -20,13 +20,13 @@ export function checkRun(r: SimResult): RunVerdict {
   const finals = new Map<string, HistEntry>();
   for (const h of r.history) if (h.client === 'final') finals.set(h.key, h);
   for (const h of r.history) {
-    if (h.op.kind === 'get' || !h.out || h.out.kind !== 'write') continue;
+    if (h.op.kind === 'get' || h.op.kind === 'expire' || !h.out || h.out.kind !== 'write') continue;
     const f = finals.get(h.key);
     const fv = f?.out?.kind === 'get' ? (f.out.found ? f.out.version : -1) : null;
     if (fv !== null && fv !== -1 && fv < h.out.version) problems.push(`lost acknowledged write: ${h.key} v${h.out.version} by ${h.client}, final read v${fv}`);
   }
   for (const k of r.finalMissing) problems.push(`unavailable at the end: final read of ${k} never answered`);
-  const writes = r.history.filter((h) => h.op.kind !== 'get');
+  const writes = r.history.filter((h) => h.op.kind !== 'get' && h.op.kind !== 'expire');
   return {
     ok: problems.length === 0,
     problems,
@@ -56,7 +56,7 @@ function describe(v: KeyVerdict, history: readonly HistEntry[]): string {
   const t = times[lo] as number;
   const shown = ops.filter((h) => h.call <= t && (h.ret >= t - 60 || h.call >= t - 60 || !Number.isFinite(h.ret)));
   const lines = shown.slice(-25).map((h) => {
-    const op = h.op.kind === 'get' ? 'get' : h.op.kind === 'put' ? `put ${h.op.value}${h.op.ifVersion !== null ? ` if v${h.op.ifVersion}` : ''}` : `del${h.op.ifVersion !== null ? ` if v${h.op.ifVersion}` : ''}`;
+    const op = h.op.kind === 'get' ? 'get' : h.op.kind === 'expire' ? `expire ${h.op.value}` : h.op.kind === 'put' ? `put ${h.op.value}${h.op.ifVersion !== null ? ` if v${h.op.ifVersion}` : ''}${h.op.ttl ? ` ttl ${h.op.ttl}` : ''}` : `del${h.op.ifVersion !== null ? ` if v${h.op.ifVersion}` : ''}`;
     const out = !h.out ? '?' : h.out.kind === 'get' ? (h.out.found ? `${h.out.value} v${h.out.version}` : 'NOT_FOUND') : h.out.kind === 'write' ? `ok v${h.out.version}${h.out.existed ? ' existed' : ''}` : `CONFLICT v${h.out.version}`;
     return `    [${h.call}, ${h.ret === Infinity ? '∞' : h.ret}] ${h.client ?? ''} ${op} -> ${out}`;
   });

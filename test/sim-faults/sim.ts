@@ -5,9 +5,9 @@
 // random fault schedule. One seed replays a run exactly (TigerBeetle's VOPR,
 // FoundationDB's simulation). The history is then checked per key for
 // linearizability and for acknowledged writes lost (check.ts).
-import { type BrokenFlags, type ClientOp, type ScanPage, selectPage, peerBodyToWire, validateClientOp, validatePeerBody, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
+import { type BrokenFlags, type ClientOp, expiredHere, type ScanPage, selectPage, peerBodyToWire, validateClientOp, validatePeerBody, type ClientResult, type Config, type DataConfig, DataNode, type Inbound, type LogRecord, type Member, type Outbound, type Ready, shardOf, shardStart } from '../../enclave/data/index.ts';
 import { distance } from '../../enclave/ring/index.ts';
-import type { HistEntry, HistOp, HistOut } from '../helpers/linearizability.ts';
+import type { ClientHistOp, HistEntry, HistOut } from '../helpers/linearizability.ts';
 import { MinHeap } from '../sim/heap.ts';
 import { makeRng, type Rng, shuffled } from '../sim/rng.ts';
 
@@ -21,7 +21,11 @@ export interface SimOptions {
   faultMs: number;
   healMs: number;
   /** Test-only protocol breakage (core flags), plus the driver's own: acknowledge before persisting. */
-  broken?: BrokenFlags & { ackBeforePersist?: boolean };
+  broken?: BrokenFlags & {
+    ackBeforePersist?: boolean;
+    /** Scans skip a value expired here at once, without waiting for its replicated expiry (unsound: a later owner lists it again). */
+    scanSkipsExpiredHere?: boolean;
+  };
   /** Only these faults (default: all of them). */
   mix?: readonly FaultName[];
   /** Print events to stderr. */
@@ -32,6 +36,8 @@ export interface SimOptions {
   sessionIdleTicks?: number;
   /** Pass every message through the wire shape and the codec's validation (slower; catches schema drift). */
   wire?: boolean;
+  /** Some puts carry a ttl (docs/consistency.md "Expiry"); default true. Off: the workload seeds were found under before expiry. */
+  ttl?: boolean;
   /**
    * The share of client operations that are range scans (default 0: the workload of the seeds kept as
    * regressions is unchanged). A scan reads one range at its leased owner (DataNode.scanView + the scan core, as
@@ -78,6 +84,8 @@ interface SimNode {
   log: LogRecord[];
   disk: Batch[];
   diskBusy: boolean;
+  /** The core's log position durable so far (R1: a get's answer at or below it leaves at once). */
+  durablePos: number;
   diskFailP: number;
   clock: { real0: number; local0: number; rate: number };
   /** A second copy of this node started from its log (the `clone` fault): same name, ring and incarnation. */
@@ -106,6 +114,8 @@ export interface SimResult {
   finalMissing: string[];
   messages: number;
   events: number;
+  /** Expired values collected (tombstones acknowledged), summed over every core that ran. */
+  expired: number;
 }
 
 export class FaultSim {
@@ -129,6 +139,9 @@ export class FaultSim {
   private genesis: Config[] = [];
   private messages = 0;
   private events = 0;
+  /** Real (simulated) time of each logical history time: realAt[hclock]. */
+  private readonly realAt: number[] = [0];
+  private expired = 0;
   private rollbackAt = -Infinity;
   /** A kill waiting for the next acknowledgement of a write to leave a node (the host sees it go). */
   private armed: ((replier: SimNode) => void) | null = null;
@@ -169,7 +182,7 @@ export class FaultSim {
   private addNode(): SimNode {
     const n: SimNode = {
       name: `n${this.nodes.length}`, ring: this.rng.id256(), inc: 1, core: null, life: 0, up: false, gone: false, leaving: false,
-      pausedUntil: -Infinity, inbox: [], log: [], disk: [], diskBusy: false, diskFailP: 0,
+      pausedUntil: -Infinity, inbox: [], log: [], disk: [], diskBusy: false, durablePos: 0, diskFailP: 0,
       clock: { real0: 0, local0: this.rng.int(1_000_000), rate: 1 }, twin: null, hiddenUntil: -Infinity,
     };
     this.nodes.push(n);
@@ -189,6 +202,7 @@ export class FaultSim {
       ...(genesis ? { genesis } : {}), now: this.localNow(n),
       ...(this.o.trace ? { debug: (l: string) => this.trace(l) } : {}),
     });
+    n.durablePos = n.core.loadedPosition;
     if (n.leaving) n.core.leave();
     this.flush(n);
     const life = n.life;
@@ -209,6 +223,7 @@ export class FaultSim {
   }
 
   private crash(n: SimNode): void {
+    this.expired += n.core?.counters.expiredCollected ?? 0;
     n.life++;
     n.up = false;
     n.core = null;
@@ -254,15 +269,22 @@ export class FaultSim {
       this.at(this.now + 50 + this.rng.int(500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
       return;
     }
-    const rd = n.core.ready();
+    let rd = n.core.ready();
     if (rd.persist.length === 0 && rd.messages.length === 0) return;
+    // R1 (as enclave/data/driver.ts): a get's answer whose records are durable leaves now, ahead of the disk queue.
+    if (rd.messages.some((m) => m.kind === 'reply' && m.dep !== undefined && m.dep <= n.durablePos)) {
+      const now = rd.messages.filter((m) => m.kind === 'reply' && m.dep !== undefined && m.dep <= n.durablePos);
+      this.sendAll(n, now);
+      rd = { ...rd, messages: rd.messages.filter((m) => !now.includes(m)) };
+      if (rd.persist.length === 0 && rd.messages.length === 0) return;
+    }
     if (rd.persist.length === 0 && n.disk.length === 0) {
       this.sendAll(n, rd.messages);
       return;
     }
     if (this.o.broken?.ackBeforePersist) {
       this.sendAll(n, rd.messages);
-      n.disk.push({ ready: { persist: rd.persist, messages: [] }, life: n.life });
+      n.disk.push({ ready: { persist: rd.persist, messages: [], pos: rd.pos }, life: n.life });
     } else {
       n.disk.push({ ready: rd, life: n.life });
     }
@@ -278,7 +300,7 @@ export class FaultSim {
       n.diskBusy = false;
       // Group commit: one write makes every batch queued so far durable; their messages go out in order.
       const all = n.disk.splice(0);
-      const b: Batch = { life, ready: { persist: all.flatMap((x) => x.ready.persist), messages: all.flatMap((x) => x.ready.messages) } };
+      const b: Batch = { life, ready: { persist: all.flatMap((x) => x.ready.persist), messages: all.flatMap((x) => x.ready.messages), pos: Math.max(...all.map((x) => x.ready.pos)) } };
       if (this.rng.next() < n.diskFailP) {
         const torn = this.rng.next() < 0.5;
         if (torn) n.log.push(...b.ready.persist.slice(0, this.rng.int(b.ready.persist.length)));
@@ -289,6 +311,7 @@ export class FaultSim {
         return;
       }
       n.log.push(...b.ready.persist);
+      n.durablePos = Math.max(n.durablePos, ...all.map((x) => x.ready.pos));
       this.sendAll(n, b.ready.messages);
       this.pumpDisk(n);
     });
@@ -418,7 +441,9 @@ export class FaultSim {
     }
     const cas = this.rng.next() < 0.4;
     const ifVersion = cas ? (this.rng.next() < 0.3 ? 0 : (c.versions.get(key) ?? 0)) : null;
-    const hop: HistOp = roll < 0.8 ? { kind: 'put', value: `${c.name}.${c.n++}`, ifVersion } : { kind: 'del', ifVersion };
+    // 40% of the puts (with expiry on) expire: half after 20..500 ms, half after 0.5..3 s (longer than a restart).
+    const ttl = this.o.ttl !== false && roll < 0.8 && this.rng.next() < 0.4 ? { ttl: this.rng.next() < 0.5 ? 20 + this.rng.int(480) : 500 + this.rng.int(2_500) } : {};
+    const hop: ClientHistOp = roll < 0.8 ? { kind: 'put', value: `${c.name}.${c.n++}`, ifVersion, ...ttl } : { kind: 'del', ifVersion };
     const s = c.sessions.get(shard);
     if (s) {
       this.runOp(c, key, shard, hop, next);
@@ -433,7 +458,7 @@ export class FaultSim {
   /** A scan of one whole range: a get of each of its keys (of the workload's), linearized within the scan. */
   private runScan(c: Client, shard: number, next: () => void): void {
     const keys = Array.from({ length: this.o.keys }, (_, i) => `k${i}`).filter((k) => shardOf(k, this.dataConfig.shards) === shard);
-    const call = ++this.hclock;
+    const call = this.stamp();
     const hs = keys.map((key): HistEntry => ({ key, op: { kind: 'get' }, call, ret: Infinity, out: null, client: c.name }));
     this.history.push(...hs);
     this.trace(`${c.name} call ${call} scan of range ${shard}`);
@@ -452,7 +477,7 @@ export class FaultSim {
           this.at(this.now + (hint ? 1 : 20 + this.rng.int(60)), () => attempt(hint ?? this.pickNode()));
           return;
         }
-        const ret = ++this.hclock;
+        const ret = this.stamp();
         const got = new Map(page.entries.map((e) => [e.key, e]));
         for (const h of hs) {
           const e = got.get(h.key);
@@ -471,7 +496,17 @@ export class FaultSim {
         const view = n.core.scanView(shard, this.localNow(n));
         let page: ScanPage | null = null;
         let hint: string | null = null;
-        if (view) page = selectPage(view, { prefix: '', after: null, limit: 1000, bytesMax: 1 << 30, values: true, decide: () => true });
+        if (view) {
+          // As scan-ops.ts: a value expired here is not listed until its expiry is acknowledged (the enclave waits for
+          // it; here the scan is answered UNAVAILABLE and retried, while the owner's collector writes the tombstone).
+          const now = this.localNow(n);
+          const expired = (k: string): boolean => {
+            const f = view.inflight.get(k);
+            return expiredHere(f ? f.prev : view.data.get(k), now);
+          };
+          const p = selectPage(view, { prefix: '', after: null, limit: 1000, bytesMax: 1 << 30, values: true, decide: (k) => (!expired(k) ? true : this.o.broken?.scanSkipsExpiredHere ? false : { wait: Promise.resolve() }) });
+          page = p.wait ? null : p;
+        }
         else if (!n.core.isActiveOwner(shard)) hint = n.core.configOf(shard)?.members[0]?.name ?? null;
         this.net(target, c.name, () => answer(page, hint === target ? null : hint));
       });
@@ -484,8 +519,8 @@ export class FaultSim {
     attempt(this.rng.next() < 0.5 ? this.ringOwner(shard) : (c.hint.get(shard) ?? this.pickNode()));
   }
 
-  private runOp(c: Client, key: string, shard: number, hop: HistOp, next: () => void): void {
-    const h: HistEntry = { key, op: hop, call: ++this.hclock, ret: Infinity, out: null, client: c.name };
+  private runOp(c: Client, key: string, shard: number, hop: ClientHistOp, next: () => void): void {
+    const h: HistEntry = { key, op: hop, call: this.stamp(), ret: Infinity, out: null, client: c.name };
     this.history.push(h);
     this.trace(`${c.name} call ${h.call} ${key} ${JSON.stringify(hop)}`);
     let op: ClientOp;
@@ -495,14 +530,14 @@ export class FaultSim {
       const s = c.sessions.get(shard) as { id: number; seq: number };
       const seq = s.seq++;
       op = hop.kind === 'put'
-        ? { kind: 'put', key, value: hop.value, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq, principal: c.name }
+        ? { kind: 'put', key, value: hop.value, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq, principal: c.name, ...(hop.ttl ? { ttl: hop.ttl } : {}) }
         : { kind: 'del', key, ifVersion: hop.ifVersion, session: s.id, seq, floor: seq, principal: c.name };
     }
     this.request(c, shard, op, (r) => {
       const out = toOut(r);
       if (out) {
         h.out = out;
-        h.ret = ++this.hclock;
+        h.ret = this.stamp();
         this.trace(`${c.name} ret ${h.ret} ${key} ${JSON.stringify(out)}`);
         if (out.kind !== 'get' || out.found) c.versions.set(key, out.kind === 'get' ? out.version : out.version);
       } else if (hop.kind !== 'get') {
@@ -758,7 +793,7 @@ export class FaultSim {
     const n = ready[this.rng.int(ready.length)] as SimNode;
     const t: SimNode = {
       name: n.name, ring: n.ring, inc: n.inc, core: null, life: 0, up: false, gone: false, leaving: false,
-      pausedUntil: -Infinity, inbox: [], log: [...n.log], disk: [], diskBusy: false, diskFailP: 0,
+      pausedUntil: -Infinity, inbox: [], log: [...n.log], disk: [], diskBusy: false, durablePos: 0, diskFailP: 0,
       clock: { real0: this.now, local0: this.rng.int(1_000_000), rate: 1 }, twin: null, hiddenUntil: -Infinity,
     };
     n.twin = t;
@@ -849,7 +884,38 @@ export class FaultSim {
     this.at(stopAt, () => { for (const c of this.clients) c.stopped = true; });
     this.runUntil(stopAt + 3_000);
     const finalMissing = this.finalReads();
-    return { seed: this.o.seed, history: this.history, faults: this.faults, finalMissing, messages: this.messages, events: this.events };
+    for (const n of this.nodes) this.expired += n.core?.counters.expiredCollected ?? 0;
+    this.addExpiries();
+    return { seed: this.o.seed, history: this.history, faults: this.faults, finalMissing, messages: this.messages, events: this.events, expired: this.expired };
+  }
+
+  /** A logical history time (distinct, increasing), remembering the simulated time it stands for. */
+  private stamp(): number {
+    this.realAt.push(this.now);
+    return ++this.hclock;
+  }
+
+  /**
+   * Every put with a ttl brings its expiry (test/helpers/linearizability.ts): called no earlier than the put's
+   * invocation plus its ttl in simulated (real) time, i.e. after every history event stamped before then. The
+   * core counts the ttl from when the owner starts the write, stretched by the drift bound, so never earlier.
+   */
+  private addExpiries(): void {
+    const expiries: HistEntry[] = [];
+    for (const h of this.history) {
+      if (h.op.kind !== 'put' || !h.op.ttl) continue;
+      const t = (this.realAt[h.call] as number) + h.op.ttl;
+      // The last logical time stamped strictly before t (realAt is nondecreasing).
+      let lo = 0;
+      let hi = this.realAt.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if ((this.realAt[mid] as number) < t) lo = mid;
+        else hi = mid - 1;
+      }
+      expiries.push({ key: h.key, op: { kind: 'expire', value: h.op.value }, call: lo + 0.5, ret: Infinity, out: null, client: 'expiry' });
+    }
+    this.history.push(...expiries);
   }
 
   private heal(): void {
@@ -886,13 +952,13 @@ export class FaultSim {
     for (let k = 0; k < this.o.keys; k++) {
       const key = `k${k}`;
       let done = false;
-      const h: HistEntry = { key, op: { kind: 'get' }, call: ++this.hclock, ret: Infinity, out: null, client: 'final' };
+      const h: HistEntry = { key, op: { kind: 'get' }, call: this.stamp(), ret: Infinity, out: null, client: 'final' };
       const tryRead = (): void => {
         this.request(reader, shardOf(key, this.dataConfig.shards), { kind: 'get', key }, (r) => {
           const out = toOut(r);
           if (out) {
             h.out = out;
-            h.ret = ++this.hclock;
+            h.ret = this.stamp();
             done = true;
           } else if (!done) {
             this.at(this.now + 100, tryRead);

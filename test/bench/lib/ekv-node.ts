@@ -19,10 +19,19 @@ export interface EkvNodeProcess {
   stop(): Promise<void>;
 }
 
-export async function startEkvNode(progress: (line: string) => void, extraArgs: string[] = []): Promise<EkvNodeProcess> {
+/**
+ * `profDir`: profile the node's processes with V8's sampling profiler (`--cpu-prof`), written when they exit:
+ * the `ekv up` process (host proxy, blob store, emulated KMS and NSM) into `<profDir>/host`, the enclave
+ * into `<profDir>/enclave` (through EKV_ENCLAVE_NODE_ARGS, the launcher's profiling-only flags).
+ */
+export async function startEkvNode(progress: (line: string) => void, extraArgs: string[] = [], profDir: string | null = null): Promise<EkvNodeProcess> {
   const dir = shortTempDir('ekv-bench-');
-  const child = spawn(process.execPath, [ekvBin, 'up', '--nodes', '1', '--dir', dir, '--json', '--log-level', 'warn', ...extraArgs], {
+  // --cpu-prof is not allowed in NODE_OPTIONS: the host process gets it on its command line.
+  const env = profDir === null ? process.env : { ...process.env, EKV_ENCLAVE_NODE_ARGS: `--cpu-prof --cpu-prof-dir=${profDir}/enclave` };
+  const nodeArgs = profDir === null ? [] : ['--cpu-prof', `--cpu-prof-dir=${profDir}/host`];
+  const child = spawn(process.execPath, [...nodeArgs, ekvBin, 'up', '--nodes', '1', '--dir', dir, '--json', '--log-level', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env,
   });
   child.stderr.on('data', (d: Buffer) => {
     for (const line of d.toString().split('\n')) if (line.trim()) progress(`[ekv up] ${line.slice(0, 300)}`);

@@ -58,7 +58,13 @@ export async function preload(conns: KvConnection[], s: LoadSettings, value: Buf
   })));
 }
 
-export async function runMix(conns: KvConnection[], s: LoadSettings, mix: Mix, seed: number): Promise<RunFigures> {
+/** Called when the measured window opens (after the warm-up) and when it closes. */
+export interface MeasureWindow {
+  start(): void;
+  end(): void;
+}
+
+export async function runMix(conns: KvConnection[], s: LoadSettings, mix: Mix, seed: number, window?: MeasureWindow): Promise<RunFigures> {
   const value = Buffer.alloc(s.valueBytes, 0x61);
   const lat = new Latencies();
   let errors = 0;
@@ -76,6 +82,7 @@ export async function runMix(conns: KvConnection[], s: LoadSettings, mix: Mix, s
     for (;;) {
       if (!recording && Date.now() >= warmupEnd) {
         recording = true;
+        window?.start();
         measureStart = process.hrtime.bigint();
       }
       if (done()) return;
@@ -94,5 +101,6 @@ export async function runMix(conns: KvConnection[], s: LoadSettings, mix: Mix, s
   };
   await Promise.all(Array.from({ length: s.clients }, (_, w) => worker(w)));
   measureEnd = process.hrtime.bigint();
+  window?.end();
   return figures(lat, errors, Number(measureEnd - measureStart) / 1e9);
 }

@@ -18,6 +18,7 @@ export interface RedisServer {
   host: string;
   port: number;
   version: string;
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -65,7 +66,7 @@ export async function startRedis(progress: (line: string) => void, persistence: 
     throw err;
   }
   progress(`redis-server (${version.split(' ').slice(0, 3).join(' ')}, persistence ${persistence}) on 127.0.0.1:${port}, pid ${child.pid}`);
-  return { host: '127.0.0.1', port, version, stop };
+  return { host: '127.0.0.1', port, version, pid: child.pid as number, stop };
 }
 
 async function waitForPong(port: number): Promise<void> {
