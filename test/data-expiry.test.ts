@@ -54,7 +54,7 @@ class Net {
       if (out.length === 0) return;
       for (const m of out) {
         if (m.kind === 'reply') this.replies.set(m.rid, m.result);
-        else this.nodes.get(m.to)?.step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos }, this.now);
+        else this.nodes.get(m.to)?.step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos, boot: m.boot, toBoot: m.toBoot, toInc: m.toInc }, this.now);
       }
     }
     throw new Error('the network never went quiet');
@@ -144,7 +144,7 @@ describe('expiry in the data core', () => {
     expect(rd.persist.some((r) => r.t === 'w' && r.op.key === 'k' && r.op.entry?.value === null)).toBe(true);
     // Put the batch back through the harness (persist, then send): the answer comes once every member acked.
     net.logs.set(o.self.name, [...(net.logs.get(o.self.name) ?? []), ...rd.persist]);
-    for (const m of rd.messages) if (m.kind === 'peer') net.node(m.to).step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos }, net.now);
+    for (const m of rd.messages) if (m.kind === 'peer') net.node(m.to).step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos, boot: m.boot, toBoot: m.toBoot, toInc: m.toInc }, net.now);
     net.drain();
     expect(net.replies.get(777)).toMatchObject({ ok: true, found: false, version: 2 });
   });
