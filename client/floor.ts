@@ -83,12 +83,20 @@ export class Floor {
     return out;
   }
 
-  /** An answer's ring generation (`g`): never lower than the highest seen for that ring. */
-  checkGeneration(ring: string, g: unknown): void {
+  /**
+   * An answer's ring generation: never lower than the highest seen for its ring id, or for any id its ring had
+   * before (`previous`, from the node's signed handshake): a reopened ring names its earlier ids, so once this
+   * client has seen generation g of a deployment, a node still answering for an earlier generation (an old copy
+   * of the ring started again beside the reopened one) is refused, whichever of the lineage's ids it names.
+   */
+  checkGeneration(ring: string, g: unknown, previous: readonly string[] = []): void {
     if (typeof g !== 'number' || !Number.isSafeInteger(g) || g < 0) return;
-    const have = this.gens.get(ring) ?? 0;
-    if (g < have) throw stale('OLDER_GENERATION', `the node answered for generation ${g} of its ring; this client has seen generation ${have}`);
-    this.touchRing(ring, g);
+    const ids = ring === noRing ? [ring] : [ring, ...previous.filter((p) => ringRe.test(p) && p !== noRing)];
+    for (const id of ids) {
+      const have = this.gens.get(id) ?? 0;
+      if (g < have) throw stale('OLDER_GENERATION', `the node answered for generation ${g} of its ring; this client has seen generation ${have} of that deployment`);
+    }
+    for (const id of ids) this.touchRing(id, g);
   }
 
   /**

@@ -234,7 +234,10 @@ export class EkvClient {
       r = await this.callRouted(k, 'get', { k }, via, send);
     } catch (err) {
       // NOT_FOUND carries the version of the key's delete (0: never written): a read of "no value".
-      if (this.floor && err instanceof EkvError && err.code === 'NOT_FOUND') this.floor.checkRead(ringOf(via), k, before, err.version, null);
+      if (this.floor && err instanceof EkvError && err.code === 'NOT_FOUND') {
+        this.checkGeneration(via, undefined);
+        this.floor.checkRead(ringOf(via), k, before, err.version, null);
+      }
       throw err;
     }
     if (!(r.v instanceof Uint8Array) || typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed get answer');
@@ -289,8 +292,20 @@ export class EkvClient {
   private floorAfter(via: Via, r: RpcResult, check: (f: Floor, ring: string) => void): void {
     if (!this.floor) return;
     const ring = ringOf(via);
-    this.floor.checkGeneration(ring, r.g);
+    this.checkGeneration(via, r.g);
     check(this.floor, ring);
+  }
+
+  /**
+   * The answering node's ring generation (its handshake's signed `rgen`, or the answer's `g` if higher) against
+   * the highest this client has seen for any ring id of its lineage: a node of an older generation of the same
+   * deployment (an old copy started again after its ring was reopened) is refused STALE (OLDER_GENERATION).
+   */
+  private checkGeneration(via: Via, g: unknown): void {
+    if (!this.floor) return;
+    const lineage = via.conn?.lineage ?? { generation: 0, previous: [] };
+    const answered = typeof g === 'number' && Number.isSafeInteger(g) && g > lineage.generation ? g : lineage.generation;
+    this.floor.checkGeneration(ringOf(via), answered, lineage.previous.map((p) => p.toString('hex')));
   }
 
   private floorOnError(err: unknown, via: Via, before: FloorSnapshot, k: Buffer): never {
@@ -298,6 +313,7 @@ export class EkvClient {
     // which a delete after what this client saw also gives: then `absentAt`, the version of that delete, is
     // checked as a read of "no value"; a node that does not say cannot be checked.)
     if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version !== undefined && err.version > 0) {
+      this.checkGeneration(via, undefined);
       this.floor.checkVersion(ringOf(via), before, err.version);
     } else if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version === 0 && err.absentAt !== undefined) {
       this.floor.checkRead(ringOf(via), k, before, err.absentAt, null);

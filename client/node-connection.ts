@@ -39,6 +39,8 @@ interface Live {
   server: AttestedPeer;
   serverKey: Buffer;
   ring: Buffer | null;
+  previousRings: Buffer[];
+  generation: number;
   renewAt: number;
 }
 
@@ -68,6 +70,14 @@ export class NodeConnection {
   /** The node's ring id as its attested key signed it (null: a node without a ring), once connected. */
   get ringId(): Buffer | null {
     return this.live?.ring ?? null;
+  }
+
+  /**
+   * The node's ring lineage as its attested key signed it: the ids its ring had before a recovery reopened it
+   * (newest first) and its generation (0 and none: never reopened). docs/recovery.md.
+   */
+  get lineage(): { generation: number; previous: readonly Buffer[] } {
+    return { generation: this.live?.generation ?? 0, previous: this.live?.previousRings ?? [] };
   }
 
   async call(op: string, args: Record<string, unknown>): Promise<RpcResult> {
@@ -118,7 +128,7 @@ export class NodeConnection {
       });
       const now = (this.opts.now ?? Date.now)();
       const renewAt = Math.min(r.server.leafNotAfter, now + sessionLifetimeMs) - renewMarginMs;
-      return { rpc: new RpcClient(r.session), server: r.server, serverKey: r.serverKey, ring: r.ring, renewAt };
+      return { rpc: new RpcClient(r.session), server: r.server, serverKey: r.serverKey, ring: r.ring, previousRings: r.previousRings, generation: r.generation, renewAt };
     } catch (err) {
       socket.destroy();
       throw err;

@@ -123,6 +123,8 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     // The same snapshot as the host's 'metrics' hello, here over an attested session (the dashboard).
     metrics: () => ({ m: enclaveMetrics.snapshot() }),
     status,
+    // The shared credential: a recovery open updates it in place (enclave/recovery/gate.ts).
+    generation: () => ringCred?.generation ?? 0,
   });
   // RECOVERY HOOK (issue 12, docs/recovery.md): on an image with recovery members, a member that finds no
   // live member of its ring serves nothing until k members sign its open (enclave/recovery/). Decided before

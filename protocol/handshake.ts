@@ -132,6 +132,9 @@ export interface ConnectResult {
   serverKey: Buffer;
   /** The server's ring id, signed by its attested key (null: a node without a ring). */
   ring: Buffer | null;
+  /** A reopened ring's previous ids (newest first) and generation, signed with the ring id (none and 0 otherwise). */
+  previousRings: Buffer[];
+  generation: number;
 }
 
 export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): Promise<ConnectResult> {
@@ -198,13 +201,21 @@ export async function connectHandshake(fs: FramedSocket, opts: ConnectOptions): 
   const keys = deriveTrafficKeys(agreeOrThrow(eph, serverEph), sha256(th, finishBytes));
   fs.setMaxFrameBytes(frameBytesMax);
   const session = new SecureSession(fs, new FrameSealer(keys.c2s), new FrameOpener(keys.s2c));
-  return { session, server, serverKey: Buffer.from(serverKey), ring: serverRing };
+  return { session, server, serverKey: Buffer.from(serverKey), ring: serverRing, previousRings, generation: generationField(core, previousRings) };
 }
 
 /** A reopened ring's previous ids and generation, for the signed core (docs/recovery.md). */
 function recoveredFields(ring: RingCredential): Record<string, unknown> {
   const prev = ring.previous ?? [];
   return prev.length === 0 ? {} : { rprev: prev.slice(0, previousRingIdsMax), rgen: ring.generation ?? 0 };
+}
+
+/** `rgen`: the reopened ring's generation, signed with the core (0: never reopened, no `rprev`). */
+function generationField(core: Record<string, unknown>, previous: readonly Buffer[]): number {
+  if (previous.length === 0) return 0;
+  const g = core.rgen;
+  if (typeof g !== 'number' || !Number.isSafeInteger(g) || g < 1) throw new EkvError('PROTOCOL', 'malformed rgen');
+  return g;
 }
 
 /** `rprev`: at most previousRingIdsMax ring ids; absent: none. */

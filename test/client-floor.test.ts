@@ -63,6 +63,20 @@ describe('Floor', () => {
     expect(staleOf(() => f.checkGeneration(ringA, undefined))).toBeNull();
   });
 
+  it('refuses a node of an older generation of the same deployment, whichever id of the lineage it names (and after a restart, from the file)', () => {
+    const file = join(dir, 'floor-gen');
+    const f = new Floor({ file });
+    // Generation 1 of the deployment (ring B, reopened from ring A): its handshake names A as a previous id.
+    f.checkGeneration(ringB, 1, [ringA]);
+    expect(staleOf(() => f.checkGeneration(ringA, 0))).toBe('OLDER_GENERATION'); // an old copy of ring A
+    expect(staleOf(() => f.checkGeneration(ringB, 1, [ringA]))).toBeNull();
+    f.save();
+    const again = new Floor({ file });
+    expect(staleOf(() => again.checkGeneration(ringA, 0))).toBe('OLDER_GENERATION');
+    // Another deployment is not affected.
+    expect(staleOf(() => again.checkGeneration('c'.repeat(64), 0))).toBeNull();
+  });
+
   it('keeps at most keysMax keys, least recently used dropped first', () => {
     const f = new Floor({ keysMax: 3 });
     for (const name of ['a', 'b', 'c']) f.checkWrite(ringA, Buffer.from(name), new Map(), 1, Buffer.from('x'));
@@ -161,6 +175,33 @@ describe('the SDK refuses what its floor says is stale', () => {
     const none = scriptedClient(null, () => ({ n: 1 }));
     await none.put('k', 'x');
     expect(none.floor?.snapshot(Buffer.from('k')).get(noRing)?.v).toBe(1);
+  });
+});
+
+describe('the SDK and the ring generation (docs/recovery.md)', () => {
+  it('a node of an older generation of the same deployment is STALE once a newer one was seen (its handshake\'s lineage)', async () => {
+    const file = join(dir, 'floor-gen-sdk');
+    const mk = (): EkvClient => new EkvClient(['127.0.0.1:1'], { pcrs: { 0: '00'.repeat(48) } }, { timeoutMs: 1000, floor: new Floor({ file }) });
+    const reopened = { ringId: Buffer.from(ringB, 'hex'), lineage: { generation: 1, previous: [Buffer.from(ringA, 'hex')] } };
+    const old = { ringId: Buffer.from(ringA, 'hex'), lineage: { generation: 0, previous: [] } };
+    let conn: unknown = reopened;
+    const kv = mk();
+    script(kv, async (_key, _op, _args, via) => {
+      via.conn = conn;
+      return { v: Buffer.from('x'), n: 1, g: conn === reopened ? 1 : 0 };
+    });
+    await kv.getWithVersion('k');
+    conn = old; // the host starts an old copy of generation 0 beside the reopened ring and routes the client to it
+    await expect(kv.getWithVersion('k')).rejects.toMatchObject({ code: 'STALE', reason: 'OLDER_GENERATION' });
+    await kv.close();
+    // Another process with the same floor file refuses it too.
+    const kv2 = mk();
+    script(kv2, async (_key, _op, _args, via) => {
+      via.conn = old;
+      return { v: Buffer.from('x'), n: 1, g: 0 };
+    });
+    await expect(kv2.getWithVersion('k')).rejects.toMatchObject({ code: 'STALE', reason: 'OLDER_GENERATION' });
+    await kv2.close();
   });
 });
 

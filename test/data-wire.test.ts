@@ -31,7 +31,8 @@ describe('data wire', () => {
       { t: 'snap', shard: 2, instance: 4, ballot, synced: true, data: new Map([['x', { value: null, version: 3, epoch: 4 }]]), sessions },
       { t: 'w', shard: 2, epoch: 4, op: { key: 'x', entry: { value, version: 4, epoch: 4 }, req: { session: 2, seq: 1, floor: 1, result: { ok: false, code: 'RANGE_FULL', version: 3 }, digest: 'fedcba9876543210fedcba9876543210', used: 10 }, open: null } },
       { t: 'mark', shard: 0, pos: 123, inc: 2 },
-      { t: 'wit', shard: 0, w: [['a'.repeat(64), 99, 1]] },
+      { t: 'mark', shard: 0, pos: 7, inc: 2, boot: 123456 },
+      { t: 'wit', shard: 0, w: [['a'.repeat(64), 99, 1, 77, 78, [76]]] },
     ];
     for (const r of records) expect(decodeLogRecord(encodeLogRecord(r), 64)).toEqual(r);
   });

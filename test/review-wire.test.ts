@@ -179,7 +179,7 @@ describe('review of the wired data path', () => {
     await net.start(3);
     await formed(net);
     const [a, b] = net.nodes as [Node, Node];
-    const send = (body: PeerBody): void => (a.store as unknown as { send: (m: unknown) => void }).send({ kind: 'peer', to: nodeName(b.ref.id), from: a.store.selfMember, body, pos: 0 });
+    const send = (body: PeerBody): void => (a.store as unknown as { send: (m: unknown) => void }).send({ kind: 'peer', to: nodeName(b.ref.id), from: a.store.selfMember, body, pos: 0, boot: a.store.driver.node?.boot ?? 1, toBoot: 0, toInc: -1 });
     const flushed = (): Promise<void> => new Promise((r) => setImmediate(r));
     const data = new Map<string, Entry>();
     for (let i = 0; i < 8; i++) data.set(`big${i}`, { value: 'x'.repeat(valueBytesMax), version: 1, epoch: 1 });

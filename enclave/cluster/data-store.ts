@@ -18,12 +18,13 @@
  *   Writes carry the client's (session, seq, floor) from the SDK, so every retry, here or from the SDK
  *   through any node, is the same request to the core (exactly once).
  */
+import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { EkvError } from '../../protocol/errors.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import {
-  type ClientOp, type ClientResult, type Config, type DataConfig, DataDriver, type DataLog, type Entry, expiredHere, type LogRecord, type Member, type Outbound, type PeerBody,
+  bootIdMax, type ClientOp, type ClientResult, type Config, type DataConfig, DataDriver, type DataLog, type Entry, expiredHere, type LogRecord, type Member, type Outbound, type PeerBody,
   type ScanView, shardOf, validateDataConfig,
 } from '../data/index.ts';
 import { idToBytes, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
@@ -188,6 +189,8 @@ export class DataStore {
       send: (m) => this.send(m),
       clock: () => this.nowTicks(),
       rand: Math.random,
+      // Each core's boot id comes from the enclave's CSPRNG, never from the host.
+      bootId: () => randomInt(1, bootIdMax), // [1, 2^48 - 1] (randomInt's span is below 2^48)
       every: (ms, fn) => {
         const t = setInterval(fn, ms);
         t.unref();
@@ -265,9 +268,14 @@ export class DataStore {
       return;
     }
     // Batched per peer for this turn of the event loop: one RPC carries every message the core sent that peer.
+    // One batch per peer and boot pair: a message meant for one boot of a name never travels as another's.
     let q = this.outbox.get(m.to);
+    if (q && (q.boot !== m.boot || q.toBoot !== m.toBoot || q.toInc !== m.toInc || q.inc !== m.from.inc)) {
+      this.flushTo(m.to);
+      q = undefined;
+    }
     if (!q) {
-      q = { inc: m.from.inc, pos: m.pos, bodies: [] };
+      q = { inc: m.from.inc, pos: m.pos, boot: m.boot, toBoot: m.toBoot, toInc: m.toInc, bodies: [] };
       this.outbox.set(m.to, q);
     }
     // One position for the batch: the lowest of its messages' (each was durable before it was handed here).
@@ -283,7 +291,7 @@ export class DataStore {
     }
   }
 
-  private readonly outbox = new Map<string, { inc: number; pos: number; bodies: PeerBody[] }>();
+  private readonly outbox = new Map<string, { inc: number; pos: number; boot: number; toBoot: number; toInc: number; bodies: PeerBody[] }>();
   private flushScheduled = false;
 
   private flushTo(to: string): void {
@@ -320,7 +328,9 @@ export class DataStore {
       if (--left === 0 && large) out.large--;
       if (out.bytes <= 0 && out.large <= 0 && this.outbound.get(to) === out) this.outbound.delete(to);
     };
-    const head = { inc: q.inc, p: q.pos, a: this.self.addr }; // (i and o are the RPC envelope's)
+    // b: this core's boot; tb, ti: the boot of the peer's name this core admits (0: none) and for which incarnation
+    // (-1: any). (i and o are the RPC envelope's.)
+    const head = { inc: q.inc, p: q.pos, b: q.boot, tb: q.toBoot, ti: q.toInc, a: this.self.addr };
     this.stats.peerMessagesOut += q.bodies.length;
     if (!large) {
       this.call(addr, 'dm', { ...head, m: bytes }, id, () => settled(bytes.length));
@@ -350,6 +360,13 @@ export class DataStore {
     if (typeof inc !== 'number' || !Number.isSafeInteger(inc) || inc < 0) throw new EkvError('BAD_REQUEST', 'bad incarnation');
     const pos = req.p;
     if (typeof pos !== 'number' || !Number.isSafeInteger(pos) || pos < -1) throw new EkvError('BAD_REQUEST', 'bad log position');
+    // Boot ids (docs/consistency.md, "Boots and clones"): required, so that no peer is admitted without one.
+    const boot = req.b;
+    if (typeof boot !== 'number' || !Number.isSafeInteger(boot) || boot < 1 || boot > bootIdMax) throw new EkvError('BAD_REQUEST', 'bad boot id');
+    const toBoot = req.tb === undefined ? 0 : req.tb;
+    if (typeof toBoot !== 'number' || !Number.isSafeInteger(toBoot) || toBoot < 0 || toBoot > bootIdMax) throw new EkvError('BAD_REQUEST', 'bad boot id');
+    const toInc = req.ti === undefined ? -1 : req.ti;
+    if (typeof toInc !== 'number' || !Number.isSafeInteger(toInc) || toInc < -1) throw new EkvError('BAD_REQUEST', 'bad incarnation');
     const addr = typeof req.a === 'string' && req.a.length > 0 && req.a.length <= 300 ? req.a : null;
     if (!(req.m instanceof Uint8Array)) throw new EkvError('BAD_REQUEST', 'data message without bytes');
     let bytes: Buffer | null = Buffer.from(req.m.buffer, req.m.byteOffset, req.m.length);
@@ -362,7 +379,7 @@ export class DataStore {
     const bodies = decodePeerBatch(bytes, this.cfg.shards);
     this.learn(name, id, addr);
     this.stats.peerMessagesIn += bodies.length;
-    for (const body of bodies) this.driver.deliver({ kind: 'peer', from: { name, ring: id, inc }, body, pos });
+    for (const body of bodies) this.driver.deliver({ kind: 'peer', from: { name, ring: id, inc }, body, pos, boot, toBoot, toInc });
     return {};
   }
 
@@ -696,6 +713,11 @@ export class DataStore {
       livePeers: n ? n.livePeers().length : 0,
       /** This node's incarnation as a data-core member (it grows when the node finds it was rolled back or cloned). */
       incarnation: n ? n.self.inc : null,
+      /** This core's boot id, and whether it is still checking its state or was replaced by another boot (fenced). */
+      boot: n ? n.boot : null,
+      position: n ? n.position : null,
+      checking: n ? n.checkingState : null,
+      superseded: n ? n.superseded : null,
       ...this.stats,
     };
   }

@@ -41,6 +41,11 @@ export interface OpsInit {
   status: () => RpcResult;
   /** The node's metrics snapshot (enclave/metrics.ts), for attested callers such as the dashboard. */
   metrics?: () => RpcResult;
+  /**
+   * The ring's generation now (how many times recovery members reopened it; docs/recovery.md), read at each
+   * answer: every data answer of a reopened ring carries it as `g`, so that a client that has seen a newer generation refuses it.
+   */
+  generation?: () => number;
 }
 
 const accessOpsRule: ReadonlyArray<[string, CallerRule]> = [
@@ -59,7 +64,11 @@ export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
     else await checkOpen(c.access, key, ctx.principal);
     const q = decodeDataOp(op, req, key, shardOf, principalTag(ctx.principal));
     const shard = shardOf(key);
-    return toRpcResult(await c.data.run(q), q.kind, shard, c.data.cfg.shards, c.data.cfg.windowMax);
+    const r = toRpcResult(await c.data.run(q), q.kind, shard, c.data.cfg.shards, c.data.cfg.windowMax);
+    // The ring's generation after a recovery (docs/recovery.md; absent: 0, never reopened): a client that has
+    // seen a newer one refuses this answer.
+    const g = c.generation?.() ?? 0;
+    return g > 0 ? { ...r, g } : r;
   };
   const dataOp = (op: DataOpName): OpSpec => ({ caller: 'client', run: (req, ctx) => runData(op, req, ctx) });
   const ops = new Map<string, OpSpec>([

@@ -4,7 +4,7 @@
 import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
 import { ttlTicksMax } from './config.ts';
 import { DataError } from './errors.ts';
-import { type Ballot, type ClientOp, type Config, type Done, type Entry, type LogRecord, type Member, type PeerBody, principalCharsMax, type RangeData, type Session, type Sessions, type WriteOp, type WriteResult } from './types.ts';
+import { type Ballot, bootIdMax, replacedBootsMax, type ClientOp, type Config, type Done, type Entry, type LogRecord, type Member, type PeerBody, principalCharsMax, type RangeData, type Session, type Sessions, type WriteOp, type WriteResult } from './types.ts';
 
 /** A request digest (requestDigest in node.ts): 32 lowercase hex digits. */
 function digest(x: unknown, what: string): string {
@@ -211,7 +211,10 @@ export function validatePeerBody(x: unknown, shards: number): PeerBody {
     case 'leaseReq': return { t: 'leaseReq', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
     case 'leaseGrant': return { t: 'leaseGrant', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
     case 'witQ': return { t: 'witQ', nonce: int(o.nonce, 'nonce') };
-    case 'witA': return { t: 'witA', nonce: int(o.nonce, 'nonce'), pos: int(o.pos, 'pos'), inc: int(o.inc, 'inc') };
+    case 'witA': return { t: 'witA', nonce: int(o.nonce, 'nonce'), pos: int(o.pos, 'pos'), inc: int(o.inc, 'inc'), boot: int(o.boot, 'boot', 0, bootIdMax), posBoot: int(o.posBoot, 'posBoot', 0, bootIdMax), live: bool(o.live, 'live') };
+    case 'bootQ': return { t: 'bootQ', t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
+    case 'bootA': return { t: 'bootA', t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER), boot: int(o.boot, 'boot', 1, bootIdMax) };
+    case 'superseded': return { t: 'superseded', boot: int(o.boot, 'boot', 1, bootIdMax) };
     default: throw new DataError('UNKNOWN_TYPE', `unknown message type ${String(o.t).slice(0, 32)}`);
   }
 }
@@ -283,12 +286,15 @@ export function validateLogRecord(x: unknown, shards: number): LogRecord {
       data: rangeData(o.data), sessions: sessions(o.sessions),
     };
     case 'w': return { t: 'w', shard, epoch: int(o.epoch, 'epoch'), op: writeOp(o.op) };
-    case 'mark': return { t: 'mark', shard, pos: int(o.pos, 'pos'), inc: int(o.inc, 'inc') };
+    case 'mark': return { t: 'mark', shard, pos: int(o.pos, 'pos'), inc: int(o.inc, 'inc'), ...(o.boot === undefined ? {} : { boot: int(o.boot, 'mark boot', 1, bootIdMax) }) };
     case 'wit': return {
       t: 'wit', shard,
       w: arr(o.w, 'witnesses', witnessesMax).map((x) => {
-        const [name, pos, inc] = arr(x, 'witness', 3);
-        return [str(name, 'witness name', nameCharsMax, 1), int(pos, 'witness pos'), int(inc, 'witness inc')] as const;
+        // Three fields in logs written before boot fencing (no boot admitted: 0), four since.
+        const [name, pos, inc, boot, posBoot, replaced] = arr(x, 'witness', 6);
+        const b = (v: unknown): number => (v === undefined ? 0 : int(v, 'witness boot', 0, bootIdMax));
+        const r = replaced === undefined ? [] : arr(replaced, 'witness replaced', replacedBootsMax).map((v) => int(v, 'witness replaced', 1, bootIdMax));
+        return [str(name, 'witness name', nameCharsMax, 1), int(pos, 'witness pos'), int(inc, 'witness inc'), b(boot), b(posBoot), r] as const;
       }),
     };
     default: throw new DataError('UNKNOWN_TYPE', `unknown record type ${String(o.t).slice(0, 32)}`);

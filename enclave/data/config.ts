@@ -63,6 +63,11 @@ export interface BrokenFlags {
   noDedup?: boolean;
   /** A restarted node trusts its sealed state without asking its peers what they witnessed of it. */
   noWitnessCheck?: boolean;
+  /**
+   * Peers admit any boot of a member (no admission, no supersession, no boot lease): a copy of a node started at
+   * its current log position votes as the same member as the original.
+   */
+  noBootFence?: boolean;
   /** A get's answer claims to depend on no record (R1 broken): it may leave before what it shows is durable. */
   readsDependOnNothing?: boolean;
   /**

@@ -41,6 +41,11 @@ export interface DataDriverInit {
   /** The enclave's monotonic clock, in ticks (never wall-clock time, never the host's). */
   clock: () => number;
   rand: () => number;
+  /**
+   * A fresh boot id for each core it builds (a rebuilt core is a new boot), from the enclave's own randomness
+   * (docs/consistency.md, "Boots and clones"). Default: drawn from `rand`.
+   */
+  bootId?: () => number;
   /** Timers, injected so tests can drive them. */
   every: (ms: number, fn: () => void) => { stop(): void };
   after: (ms: number, fn: () => void) => void;
@@ -191,6 +196,7 @@ export class DataDriver {
       // Genesis only on the very first start: a core rebuilt after a failure never founds anything.
       ...(log.length === 0 && i.genesis && !recovering ? { genesis: i.genesis } : {}),
       ...(i.debug ? { debug: i.debug } : {}),
+      ...(i.bootId ? { boot: i.bootId() } : {}),
       ...(i.seizeAll && !recovering ? { seizeAll: true } : {}),
     });
     if (recovering) i.onRecovered?.();

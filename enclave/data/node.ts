@@ -17,7 +17,7 @@ import {
 } from './range.ts';
 import {
   type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, expiredHere, type Inbound, type LogRecord, type Member,
-  type Outbound, type PeerBody, type Ready, internalPrincipalPrefix, sameMember, sessionCounter, sessionNonceSpan, type WriteOp, type WriteResult,
+  type Outbound, type PeerBody, type Ready, anonPrincipal, internalPrincipalPrefix, replacedBootsMax, sameMember, sessionCounter, sessionNonceSpan, type Witnessed, type WriteOp, type WriteResult, bootIdMax,
 } from './types.ts';
 
 /** Counters of the data core's own work (the driver exports them as metrics: nothing names a key or a principal). */
@@ -51,6 +51,11 @@ export interface DataNodeInit {
    */
   seizeAll?: boolean;
   now: number;
+  /**
+   * This start's boot id (docs/consistency.md, "Boots and clones"): a random integer in [1, 2^48], drawn from the
+   * enclave's own randomness, never the host's. Default: drawn from `rand`.
+   */
+  boot?: number;
   /** Counters to add to (the driver passes the same object to every core it builds, so totals survive a rebuild). */
   counters?: DataCounters;
   /** Optional debug log of ownership changes (the simulator's --trace). */
@@ -101,6 +106,39 @@ function majority(n: number): number {
 /** Messages whose sender's log position a witness keeps durably (votes and acknowledgements others rely on). */
 const voteTypes: ReadonlySet<PeerBody['t']> = new Set(['promise', 'accepted', 'installAck', 'syncAck', 'replicateAck', 'leaseGrant']);
 
+/** Messages that only the boot they were meant for may count (a vote, an acknowledgement, a grant, a boot lease). */
+const boundTypes: ReadonlySet<PeerBody['t']> = new Set([...voteTypes, 'bootA']);
+
+/** What a member does that others rely on: held back while checking, fenced, or without a boot lease. */
+const actTypes: ReadonlySet<PeerBody['t']> = new Set(['prepare', 'accept', 'install', 'sync', 'replicate', 'leaseReq']);
+
+/**
+ * Per peer name: the highest (incarnation, position) seen on its messages, the one boot of that incarnation this
+ * node admits (0: none yet), when that boot was last heard (memory only) and the boot it replaced (memory only).
+ */
+interface Witness { inc: number; pos: number; boot: number; posBoot: number; heard: number; replaced: number[] }
+
+interface WitAnswer { inc: number; pos: number; boot: number; posBoot: number; live: boolean }
+
+/** Boots a node's log remembers (start marks; snapshots repeat them): a witness naming an older one is a fork. */
+export const bootHistoryMax = 64;
+/** A new incarnation is the highest known plus 1 plus a random step below this, so two boots never pick the same. */
+export const incStepMax = 2 ** 20;
+
+/** Other members of an n-member configuration whose boot lease a member needs to act: ⌈(n−1)/2⌉. */
+export function leaseQuorum(n: number): number {
+  return Math.ceil((n - 1) / 2);
+}
+
+/**
+ * Other members of an n-member configuration that must admit a restarted boot before it keeps its incarnation:
+ * ⌊(n−1)/2⌋ + 1, so that with leaseQuorum(n) the two sets of the n−1 others always intersect (every other
+ * member with R = 3; three of four with R = 5).
+ */
+export function admitQuorum(n: number): number {
+  return n <= 1 ? 0 : Math.floor((n - 1) / 2) + 1;
+}
+
 export class DataNode {
   private me: Member;
   readonly cfg: Readonly<DataConfig>;
@@ -127,13 +165,25 @@ export class DataNode {
   /** The position its log gave it at start: what peers' witnesses are compared with. */
   private readonly loadedPos: number;
   /** Per peer name: the highest (incarnation, position) seen on its messages. */
-  private readonly witness = new Map<string, { inc: number; pos: number }>();
+  private readonly witness = new Map<string, Witness>();
+  /** This start's boot id: sent with every peer message; peers admit one boot per member. */
+  readonly boot: number;
+  /** Per peer name: until when (own clock) that peer, in that incarnation, confirmed it admits this boot (the boot lease). */
+  private readonly bootLease = new Map<string, { until: number; inc: number }>();
+  /** A peer said another boot of this member replaced this one: it never votes, acknowledges or serves again. */
+  private supersededBy: string | null = null;
+  /** The boots whose records this node's log holds, oldest first: each from its start mark's position. */
+  private bootHistory: Array<{ boot: number; start: number }> = [];
+  /** Per boot in the loaded log: the last position its records reach in this log (the next boot's start). */
+  private readonly loadedBoots = new Map<number, number>();
   private readonly witDirty = new Set<string>();
   /**
    * Set while a restarted node checks that it was not rolled back (docs/consistency.md, "Rollback"): it asks
    * every peer what it witnessed of it, and neither votes, acknowledges nor serves until the check is done.
    */
-  private checking: { nonce: number; answers: Map<string, { inc: number; pos: number }>; sentAt: number } | null = null;
+  private checking: { nonce: number; answers: Map<string, WitAnswer>; sentAt: number; rolledBack: boolean } | null = null;
+  /** The member this checking boot last found it still needs an admission from (for the debug log). */
+  private waitingFor: string | null = null;
 
   /** The log position its log gave it at start (everything up to it is durable). */
   get loadedPosition(): number {
@@ -154,15 +204,21 @@ export class DataNode {
     this.debug = init.debug;
     this.now = init.now;
     this.startedAt = init.now;
+    this.boot = init.boot ?? 1 + Math.floor(init.rand() * bootIdMax);
+    assert.ok(Number.isSafeInteger(this.boot) && this.boot >= 1 && this.boot <= bootIdMax, 'boot id out of range');
     this.ranges = Array.from({ length: this.cfg.shards }, (_, s) => newRange(s));
     for (const p of init.peers) {
       if (p.name !== this.self.name) this.peers.set(p.name, { ring: p.ring, inc: -1, heard: -Infinity, leaving: false });
     }
     for (const rec of init.log) this.replay(rec);
     this.loadedPos = this.pos;
+    this.bootHistory.forEach((h, i) => this.loadedBoots.set(h.boot, this.bootHistory[i + 1]?.start ?? this.loadedPos));
+    // This boot starts here: durable before anything it sends (its first batch), so any boot a peer ever admitted
+    // has its start in its own log, and a log without it is not that boot's continuation.
+    this.record({ t: 'mark', shard: 0, pos: this.pos, inc: this.me.inc, boot: this.boot });
     if (init.log.length === 0 && init.genesis) for (const c of init.genesis) this.record({ t: 'cfg', shard: c.shard, config: c });
     // A founder creating the ring has nothing anyone could have witnessed; every other node checks.
-    else if (!this.cfg.broken?.noWitnessCheck) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity };
+    else if (!this.cfg.broken?.noWitnessCheck) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity, rolledBack: false };
     if (init.seizeAll) {
       for (const r of this.ranges) this.record({ t: 'cfg', shard: r.shard, config: { shard: r.shard, epoch: (r.config?.epoch ?? 0) + 1, members: [this.self] } });
     }
@@ -175,21 +231,122 @@ export class DataNode {
       if (rec.inc > this.me.inc) {
         for (let s = 0; s < this.ranges.length; s++) this.ranges[s] = newRange(s);
         this.me = { ...this.me, inc: rec.inc };
+        this.bootHistory = []; // the old incarnation's boots
       }
-      this.pos = Math.max(this.pos, rec.pos);
+      // A boot's start mark names where that boot started; a plain mark sets the position (a snapshot's last record).
+      if (rec.boot !== undefined) {
+        if (rec.inc === this.me.inc) this.noteBoot(rec.boot, rec.pos);
+      } else this.pos = Math.max(this.pos, rec.pos);
     } else if (rec.t === 'wit') {
-      for (const [name, pos, inc] of rec.w) this.see(name, inc, pos);
+      for (const [name, pos, inc, boot, posBoot, replaced] of rec.w) {
+        this.see(name, inc, pos, posBoot);
+        const w = this.witness.get(name);
+        if (w && w.inc === inc) {
+          if (boot !== 0) w.boot = boot;
+          w.replaced = [...replaced];
+        }
+      }
     } else {
       applyRecord(this.rangeAt(rec.shard), rec, this.now, this.ttlRule);
     }
   }
 
   /** Raises the witness of `name`; true if it grew. */
-  private see(name: string, inc: number, pos: number): boolean {
+  private see(name: string, inc: number, pos: number, boot: number): boolean {
     const w = this.witness.get(name);
     if (w && (inc < w.inc || (inc === w.inc && pos <= w.pos))) return false;
-    this.witness.set(name, { inc, pos });
+    if (w && w.inc === inc) {
+      w.pos = pos;
+      w.posBoot = boot;
+    } else this.witness.set(name, { inc, pos, boot: 0, posBoot: boot, heard: -Infinity, replaced: [] });
     return true;
+  }
+
+  private noteBoot(boot: number, start: number): void {
+    this.bootHistory = this.bootHistory.filter((h) => h.boot !== boot);
+    this.bootHistory.push({ boot, start });
+    if (this.bootHistory.length > bootHistoryMax) this.bootHistory.shift();
+  }
+
+  // ---- boots (docs/consistency.md, "Boots and clones") ----
+
+  /**
+   * Admission: whether a peer message from `m.boot` may be handled. One boot per member name and incarnation is
+   * admitted (durably, in the witness record); another boot of the same incarnation replaces it only once the
+   * admitted one has been silent here for a whole lease (and this node has run that long), so never while it
+   * holds a boot lease from this node. A replaced boot is remembered (durably) and never admitted again: its
+   * state lacks what the boot that replaced it did. Any other boot's messages are dropped; a replaced boot is
+   * told so.
+   */
+  private admit(m: Extract<Inbound, { kind: 'peer' }>): boolean {
+    if (this.cfg.broken?.noBootFence || m.boot === undefined || m.from.name === this.me.name) return true;
+    const name = m.from.name;
+    const boot = m.boot;
+    const w = this.witness.get(name);
+    if (w && m.from.inc < w.inc) return true; // an older incarnation: configurations tell the members apart
+    if (!w || m.from.inc > w.inc) {
+      this.witness.set(name, { inc: m.from.inc, pos: 0, boot, posBoot: 0, heard: this.now, replaced: [] });
+      this.witDirty.add(name);
+      return true;
+    }
+    if (w.boot === boot || w.boot === 0) {
+      if (w.boot === 0) this.witDirty.add(name);
+      w.boot = boot;
+      w.heard = this.now;
+      return true;
+    }
+    const replaced = w.replaced.includes(boot);
+    if (!replaced && this.now - w.heard >= this.cfg.leaseTicks && this.now - this.startedAt >= this.cfg.leaseTicks) {
+      this.debug?.(`${this.me.name} admits boot ${boot} of ${name}/${w.inc} (replacing ${w.boot}, silent ${this.now - w.heard})`);
+      w.replaced = [...w.replaced, w.boot].slice(-replacedBootsMax);
+      w.boot = boot;
+      w.heard = this.now;
+      this.witDirty.add(name);
+      return true;
+    }
+    // Another boot of an admitted incarnation: a clone, or a restart too early. Its messages are not handled. The
+    // asker learns whether the admitted boot is live here (heard within a lease by this run of this node), or only
+    // not yet replaceable (this node started less than a lease ago).
+    const live = this.now - w.heard < this.cfg.leaseTicks;
+    if (m.body.t === 'witQ') this.send(name, { t: 'witA', nonce: m.body.nonce, pos: w.pos, inc: w.inc, boot: w.boot, posBoot: w.posBoot, live }, boot);
+    else if (replaced && m.body.t !== 'superseded') this.send(name, { t: 'superseded', boot }, boot);
+    return false;
+  }
+
+  /**
+   * This boot holds boot leases from leaseQuorum(n) other members of `members` (one of two others with R = 3): it
+   * may act as a member. With admitQuorum(n) others needed to admit a replacement, the two always share one.
+   */
+  private bootLeased(members: readonly Member[] | undefined): boolean {
+    if (this.cfg.broken?.noBootFence || !members) return true;
+    let leased = 0;
+    for (const m of members) {
+      if (m.name === this.me.name) continue;
+      const l = this.bootLease.get(m.name);
+      if (l && l.inc === m.inc && l.until > this.now) leased++;
+    }
+    return leased >= leaseQuorum(members.length);
+  }
+
+  /** Replaced by another boot: never vote, acknowledge, grant or serve again (the process must be restarted). */
+  private fence(by: string): void {
+    if (this.supersededBy !== null) return;
+    this.supersededBy = by;
+    this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot} SUPERSEDED (told by ${by})`);
+    for (const r of this.ranges) {
+      if (r.active || r.activating) this.deactivate(r);
+      r.proposal = null;
+    }
+  }
+
+  /** This node's sealed-log position (records made so far). */
+  get position(): number {
+    return this.pos;
+  }
+
+  /** Whether another boot of this member replaced this one (it is fenced for good). */
+  get superseded(): boolean {
+    return this.supersededBy !== null;
   }
 
   /** Whether this node is still checking its state against its peers' witnesses (it votes, acks and serves nothing). */
@@ -218,7 +375,14 @@ export class DataNode {
     this.now = now;
     if (m.kind === 'client') this.onClient(m.client, m.rid, m.op);
     else {
-      if (m.pos !== undefined && m.pos >= 0 && m.from.name !== this.me.name && this.see(m.from.name, m.from.inc, m.pos) && voteTypes.has(m.body.t)) {
+      // A vote, grant or boot lease meant for another boot of this name (a clone, or the boot this one replaced).
+      if (!this.cfg.broken?.noBootFence && m.toBoot && m.toBoot !== this.boot && (m.toInc ?? this.me.inc) === this.me.inc && boundTypes.has(m.body.t)) return;
+      if (!this.admit(m)) return;
+      if (m.body.t === 'bootQ') {
+        if (m.boot !== undefined) this.send(m.from.name, { t: 'bootA', t0: m.body.t0, boot: m.boot }, m.boot);
+        return;
+      }
+      if (m.pos !== undefined && m.pos >= 0 && m.from.name !== this.me.name && this.see(m.from.name, m.from.inc, m.pos, m.boot ?? 0) && voteTypes.has(m.body.t)) {
         this.witDirty.add(m.from.name);
       }
       this.onPeer(m.from, m.body);
@@ -352,8 +516,11 @@ export class DataNode {
    * its configuration, its acceptor state, its data (and install ballot), its proposer round.
    */
   durableRecords(): LogRecord[] {
-    const out: LogRecord[] = [{ t: 'mark', shard: 0, pos: this.pos, inc: this.me.inc }];
-    if (this.witness.size > 0) out.push({ t: 'wit', shard: 0, w: [...this.witness].map(([name, x]) => [name, x.pos, x.inc] as const) });
+    // The incarnation first (on replay it discards older state), the position last: replaying a snapshot gives
+    // exactly this position, never more (a larger one would hide a rollback of fewer records than the snapshot has).
+    const out: LogRecord[] = [{ t: 'mark', shard: 0, pos: 0, inc: this.me.inc }];
+    for (const h of this.bootHistory) out.push({ t: 'mark', shard: 0, pos: h.start, inc: this.me.inc, boot: h.boot });
+    if (this.witness.size > 0) out.push({ t: 'wit', shard: 0, w: [...this.witness].map(([name, x]): Witnessed => [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced]) });
     for (const r of this.ranges) {
       if (r.config) {
         out.push({ t: 'cfg', shard: r.shard, config: r.config });
@@ -367,6 +534,7 @@ export class DataNode {
       }
       if (r.round > 0) out.push({ t: 'round', shard: r.shard, round: r.round });
     }
+    out.push({ t: 'mark', shard: 0, pos: this.pos, inc: this.me.inc });
     return out;
   }
 
@@ -379,6 +547,7 @@ export class DataNode {
   }
 
   private record(rec: LogRecord): void {
+    if (rec.t === 'mark' && rec.boot !== undefined) this.noteBoot(rec.boot, rec.pos);
     this.pos++;
     if (rec.t !== 'mark' && rec.t !== 'wit') {
       applyRecord(this.rangeAt(rec.shard), rec, this.now, this.ttlRule);
@@ -399,11 +568,18 @@ export class DataNode {
     return Math.max(this.rangePos[shard] ?? 0, this.nodePos);
   }
 
-  private send(to: string, body: PeerBody): void {
+  /** `toBoot`: the boot of `to` the message is meant for (default: the one this node admits, for its incarnation). */
+  private send(to: string, body: PeerBody, toBoot?: number): void {
     if (to === this.self.name) this.selfQueue.push({ kind: 'peer', from: this.self, body });
     // The position is durable by the time the message leaves (persist-then-send); none while checking, so that
     // what peers witness of this node comes only from before its restart.
-    else this.out.push({ kind: 'peer', to, from: this.self, body, pos: this.checking ? -1 : this.pos });
+    else {
+      const w = this.witness.get(to);
+      const tb = toBoot ?? w?.boot ?? 0;
+      // An explicit boot answers that boot's own message: any incarnation of it (-1) is meant.
+      const ti = toBoot !== undefined ? -1 : (w?.inc ?? -1);
+      this.out.push({ kind: 'peer', to, from: this.self, body, pos: this.checking ? -1 : this.pos, boot: this.boot, toBoot: tb, toInc: ti });
+    }
   }
 
   private reply(to: string, rid: number, result: ClientResult): void {
@@ -417,9 +593,9 @@ export class DataNode {
     }
     // Witnessed positions of votes and acks are durable before anything that relied on them is sent.
     if (this.witDirty.size > 0) {
-      const w = [...this.witDirty].map((name) => {
-        const x = this.witness.get(name) as { inc: number; pos: number };
-        return [name, x.pos, x.inc] as const;
+      const w = [...this.witDirty].map((name): Witnessed => {
+        const x = this.witness.get(name) as Witness;
+        return [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced];
       });
       this.witDirty.clear();
       this.record({ t: 'wit', shard: 0, w });
@@ -437,43 +613,94 @@ export class DataNode {
     }
     const age = this.now - this.startedAt;
     if (age < this.cfg.leaseTicks) return; // the quiet period: heartbeats bring the configurations we are in
-    const rolledBack = [...k.answers.values()].some((a) => a.inc > this.me.inc || (a.inc === this.me.inc && a.pos > this.loadedPos));
-    if (!rolledBack) {
-      // Every other member of every configuration naming us must have answered (after a long wait, a majority).
-      const late = age >= this.cfg.leaseTicks + this.cfg.proposeTimeoutTicks;
+    if (!k.rolledBack) {
+      // Every other member of every configuration naming us must have answered, and (boot fencing) admitted this
+      // boot: then no other boot of this member holds a boot lease from them, nor will again.
+      let missing: string | null = null;
       for (const r of this.ranges) {
         const c = r.config;
         if (!c || !this.isMember(c)) continue;
-        const others = c.members.filter((m) => m.name !== this.me.name);
-        const heard = others.filter((m) => k.answers.has(m.name)).length;
-        if (heard < (late ? majority(c.members.length) - 1 : others.length)) return;
+        let admitted = 0;
+        let absent: string | null = null;
+        for (const m of c.members) {
+          if (m.name === this.me.name) continue;
+          const a = k.answers.get(m.name);
+          if (a && (this.cfg.broken?.noBootFence || a.boot === this.boot)) admitted++;
+          else absent = m.name;
+        }
+        if (absent !== null && admitted < admitQuorum(c.members.length)) {
+          missing = absent;
+          break;
+        }
       }
-      this.checking = null;
-      this.debug?.(`${this.me.name}/${this.me.inc} witness check passed at pos ${this.loadedPos}`);
+      if (missing === null) {
+        this.checking = null;
+        this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot} witness check passed at pos ${this.loadedPos}`);
+        return;
+      }
+      // Not admitted by enough members: a member that has not answered may be down, or another boot of this
+      // member (the original of which this is a copy, or its copy) is live there. Keep waiting: acting now could
+      // make two acceptors of one vote. (A copy beside a live original waits, acting in nothing, for as long as
+      // the original runs; a restart waits until its previous boot has been silent for a lease at each member.)
+      if (missing !== this.waitingFor) {
+        this.waitingFor = missing;
+        this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot} waits for ${missing.slice(0, 12)} to admit it`);
+      }
       return;
     }
     // Rolled back: our acceptor state may have forgotten votes. Become a new member (a new incarnation, no
     // configurations); reconfiguration brings us back in, with data installed from a majority.
     let inc = this.me.inc;
     for (const a of k.answers.values()) inc = Math.max(inc, a.inc);
-    inc++;
+    // Plus a random step: two boots that both take a new incarnation (a clone and its original) become two members.
+    inc += 1 + (this.cfg.broken?.noBootFence ? 0 : Math.floor(this.rand() * incStepMax));
     this.debug?.(`${this.me.name}/${this.me.inc} ROLLED BACK (loaded pos ${this.loadedPos}); new incarnation ${inc}`);
     for (let s = 0; s < this.ranges.length; s++) this.ranges[s] = newRange(s);
     this.me = { ...this.me, inc };
     this.checking = null;
+    this.bootHistory = [];
     this.record({ t: 'mark', shard: 0, pos: this.pos, inc });
+    this.record({ t: 'mark', shard: 0, pos: this.pos, inc, boot: this.boot }); // this boot starts the incarnation
   }
 
   private onWitQ(from: Member, b: Extract<PeerBody, { t: 'witQ' }>): void {
     const w = this.witness.get(from.name);
-    this.send(from.name, { t: 'witA', nonce: b.nonce, pos: w?.pos ?? 0, inc: w?.inc ?? 0 });
+    // Reached only by an admitted boot (or an older incarnation): live is false for the asker's own boot.
+    this.send(from.name, { t: 'witA', nonce: b.nonce, pos: w?.pos ?? 0, inc: w?.inc ?? 0, boot: w?.boot ?? 0, posBoot: w?.posBoot ?? 0, live: false });
   }
 
   private onWitA(from: Member, b: Extract<PeerBody, { t: 'witA' }>): void {
     const k = this.checking;
     if (!k || b.nonce !== k.nonce) return;
+    if (this.behind(b)) {
+      if (!k.rolledBack) this.debug?.(`${this.me.name}/${this.me.inc} ${from.name} witnessed ${b.inc}/${b.pos} of boot ${b.posBoot}: behind (loaded ${this.loadedPos})`);
+      k.rolledBack = true;
+    }
+    // The latest answer decides admission (a peer admits this boot once the other one has been silent long enough).
     const prev = k.answers.get(from.name);
-    if (!prev || b.inc > prev.inc || (b.inc === prev.inc && b.pos > prev.pos)) k.answers.set(from.name, { inc: b.inc, pos: b.pos });
+    if (prev && prev.boot === this.boot && b.boot !== this.boot) return; // a late answer from before it admitted us
+    k.answers.set(from.name, { inc: b.inc, pos: b.pos, boot: b.boot, posBoot: b.posBoot, live: b.live });
+  }
+
+  /**
+   * Whether a peer's witness shows this log is not the newest state of this member: a higher incarnation; or a
+   * position, carried by a boot this log holds, beyond where that boot's records end in this log (the log is an
+   * older copy, or a copy that went on without what that boot did later: a clone's fork); or a boot this log
+   * never held (another boot's continuation admitted instead: this log is a fork). Without the boot (older
+   * witnesses): a position beyond the loaded one.
+   */
+  private behind(b: { inc: number; pos: number; posBoot: number }): boolean {
+    if (b.inc !== this.me.inc) return b.inc > this.me.inc;
+    if (this.cfg.broken?.noBootFence || b.posBoot === 0) return b.pos > this.loadedPos;
+    const end = this.loadedBoots.get(b.posBoot);
+    return end === undefined ? b.pos > 0 : b.pos > end;
+  }
+
+  private onBootA(from: Member, b: Extract<PeerBody, { t: 'bootA' }>): void {
+    if (b.boot !== this.boot || b.t0 > this.now) return;
+    const until = b.t0 + ownerLeaseTicks(this.cfg);
+    const l = this.bootLease.get(from.name);
+    if (!l || l.inc !== from.inc || until > l.until) this.bootLease.set(from.name, { until, inc: from.inc });
   }
 
   private isMember(c: Config | null, m: Member = this.self): boolean {
@@ -514,7 +741,10 @@ export class DataNode {
   private heartbeat(): void {
     this.heartbeatAt = this.now + this.cfg.heartbeatTicks;
     const configs = this.ranges.flatMap((r) => (r.config ? [r.config] : []));
-    for (const name of this.peers.keys()) this.send(name, { t: 'hb', leaving: this.leaving, configs });
+    for (const name of this.peers.keys()) {
+      this.send(name, { t: 'hb', leaving: this.leaving, configs });
+      this.send(name, { t: 'bootQ', t0: this.now });
+    }
   }
 
   // ---- configurations ----
@@ -527,7 +757,7 @@ export class DataNode {
     if (r.proposal && r.proposal.base.epoch < c.epoch) r.proposal = null;
     this.record({ t: 'cfg', shard: c.shard, config: c });
     this.debug?.(`${this.self.name} learns range ${c.shard} epoch ${c.epoch} [${c.members.map((m) => `${m.name}/${m.inc}`).join(',')}]`);
-    if (sameMember(c.members[0], this.self) && !this.checking) this.startActivation(r);
+    if (sameMember(c.members[0], this.self) && !this.checking && !this.supersededBy) this.startActivation(r);
   }
 
   private deactivate(r: RangeState): void {
@@ -554,7 +784,7 @@ export class DataNode {
 
   private maybePropose(r: RangeState): void {
     const c = r.config;
-    if (!c || this.leaving || this.checking) return;
+    if (!c || this.leaving || this.checking || this.supersededBy) return;
     const want = this.desired(r.shard);
     const amOwner = sameMember(c.members[0], this.self);
     if (!sameMember(want[0], this.self)) {
@@ -1197,11 +1427,23 @@ export class DataNode {
     if (b.t === 'install' && b.value.shard !== shard) return;
     if (b.t === 'accept' && b.value.shard !== shard) return;
     if (from.name !== this.self.name) this.heard(from);
-    // While checking for a rollback: no vote, no acknowledgement, no lease (a silent drop; the sender retries).
-    if (this.checking && (b.t === 'prepare' || b.t === 'accept' || b.t === 'install' || b.t === 'sync' || b.t === 'replicate' || b.t === 'leaseReq')) return;
+    // While checking for a rollback, or replaced by another boot: no vote, no acknowledgement, no lease (a silent
+    // drop; the sender retries). Without a boot lease from another member of the configuration in question, the
+    // same (docs/consistency.md, "Boots and clones": a boot that peers may have replaced stops by its own clock).
+    if (actTypes.has(b.t)) {
+      if (this.checking || this.supersededBy) return;
+      const r = this.ranges[shard] as RangeState;
+      const members = b.t === 'prepare' || b.t === 'accept' || b.t === 'install' ? b.base.members : b.t === 'sync' ? b.config.members : r.config?.members;
+      if (!this.bootLeased(members)) return;
+    }
     switch (b.t) {
       case 'witQ': return this.onWitQ(from, b);
       case 'witA': return this.onWitA(from, b);
+      case 'bootA': return this.onBootA(from, b);
+      case 'bootQ': return; // answered in step (it needs the asker's boot)
+      case 'superseded':
+        if (b.boot === this.boot && !this.checking) this.fence(from.name);
+        return;
       case 'hb':
         this.onHeartbeat(from, b);
         return;
@@ -1234,7 +1476,9 @@ export class DataNode {
       this.peers.set(from.name, { ring: from.ring, inc: from.inc, heard: this.now, leaving: false });
       return;
     }
-    if (from.inc < p.inc) return; // an older incarnation's delayed message
+    // An older incarnation's message: a delayed one, or an original whose clone took a new incarnation. Placement
+    // follows the newer one while it is heard; once it is silent (the clone is gone), the older one again.
+    if (from.inc < p.inc && this.now - p.heard <= this.cfg.suspectTicks) return;
     p.inc = from.inc;
     p.heard = this.now;
   }

@@ -116,11 +116,26 @@ export type LogRecord =
   /**
    * Node-level (shard 0): the node's log position and incarnation. Written first in every snapshot, and when a
    * node found it was rolled back and took a new incarnation: on replay, a mark of a higher incarnation than
-   * the state so far discards that state (it was the old incarnation's).
+   * the state so far discards that state (it was the old incarnation's). With `boot`: that boot started at
+   * `pos` (every core writes one when it starts; snapshots repeat the node's recent boots), so a restarted node
+   * knows which boots' records its log holds, and up to where.
    */
-  | { readonly t: 'mark'; readonly shard: number; readonly pos: number; readonly inc: number }
+  | { readonly t: 'mark'; readonly shard: number; readonly pos: number; readonly inc: number; readonly boot?: number }
   /** Node-level (shard 0): the highest log positions seen from peers, per peer name and incarnation (witnesses). */
-  | { readonly t: 'wit'; readonly shard: number; readonly w: ReadonlyArray<readonly [string, number, number]> };
+  | { readonly t: 'wit'; readonly shard: number; readonly w: ReadonlyArray<Witnessed> };
+
+/**
+ * A witness entry: peer name, highest log position seen, its incarnation, the boot of that incarnation this node
+ * admits, the boot whose message carried that position (0: none known), and the boots of that incarnation it
+ * admitted and then replaced (never admitted again). Logs written before boot fencing have three fields. docs/consistency.md, "Boots and clones".
+ */
+export type Witnessed = readonly [name: string, pos: number, inc: number, boot: number, posBoot: number, replaced: readonly number[]];
+
+/** Boots of one peer's incarnation remembered as replaced (never admitted again), most recent last. */
+export const replacedBootsMax = 8;
+
+/** Boot ids: a random integer in [1, 2^48] drawn by each core at start (0 means "none"). */
+export const bootIdMax = 2 ** 48;
 
 // ---- client side ----
 
@@ -199,18 +214,32 @@ export type PeerBody =
   | { readonly t: 'leaseGrant'; readonly shard: number; readonly epoch: number; readonly t0: number }
   /** A restarting node asks what its peers witnessed of it (its highest log position and incarnation). */
   | { readonly t: 'witQ'; readonly nonce: number }
-  | { readonly t: 'witA'; readonly nonce: number; readonly pos: number; readonly inc: number };
+  /**
+   * The answer: the highest position and incarnation witnessed of the asker's name, the boot of it this node
+   * admits (the asker's own boot once it is admitted), and whether another admitted boot is still live here.
+   */
+  | { readonly t: 'witA'; readonly nonce: number; readonly pos: number; readonly inc: number; readonly boot: number; readonly posBoot: number; readonly live: boolean }
+  /** Boot lease: a node asks its peers to confirm that they admit its boot (t0: its clock when it asked). */
+  | { readonly t: 'bootQ'; readonly t0: number }
+  | { readonly t: 'bootA'; readonly t0: number; readonly boot: number }
+  /** To a boot this node does not admit (another boot of its name and incarnation is admitted): it must stop for good. */
+  | { readonly t: 'superseded'; readonly boot: number };
 
 /**
  * `pos` on peer messages: the sender's sealed-log position (records made so far), durable before the message
  * was sent (persist-then-send); -1 or absent: none given (a node still checking its own state gives none).
  */
 export type Inbound =
-  | { readonly kind: 'peer'; readonly from: Member; readonly body: PeerBody; readonly pos?: number }
+  /**
+   * `boot`: the sender's boot id; `toBoot`: the boot of this node's name the sender admits (0: none), and
+   * `toInc` the incarnation it admits it for, so that a vote or grant meant for one boot is not counted by
+   * another boot of the same incarnation (docs/consistency.md, "Boots and clones").
+   */
+  | { readonly kind: 'peer'; readonly from: Member; readonly body: PeerBody; readonly pos?: number; readonly boot?: number; readonly toBoot?: number; readonly toInc?: number }
   | { readonly kind: 'client'; readonly client: string; readonly rid: number; readonly op: ClientOp };
 
 export type Outbound =
-  | { readonly kind: 'peer'; readonly to: string; readonly from: Member; readonly body: PeerBody; readonly pos: number }
+  | { readonly kind: 'peer'; readonly to: string; readonly from: Member; readonly body: PeerBody; readonly pos: number; readonly boot: number; readonly toBoot: number; readonly toInc: number }
   | {
     readonly kind: 'reply'; readonly to: string; readonly rid: number; readonly result: ClientResult;
     /**

@@ -5,11 +5,13 @@
 //     the ring moves on (keys at v2; bob revoked everywhere), then the host restarts node-2 from the old copy
 //     while the ring is alive. Read through node-2 alone, from the moment it is back until well after it
 //     serves: never a v1, and bob never reads (its old ACL floor is not used).
-// (b) The host starts a second copy (a clone) of node-3 from a copy of its directory while node-3 runs, on
-//     another port, joined to the ring. The ring accepts at most one of them as a data-core member (they end
-//     with different incarnations; peers drop the older one's messages), and no version is acknowledged twice
-//     and the last acknowledged value is read. (Written on the earlier data path, where the check was the
-//     Chord views naming node-3's address; on the data core the Chord view is routing only.)
+// (b) The host copies node-3's directory while node-3 runs and nothing is written (so the copy is at node-3's
+//     exact log position) and starts the copy on another port, joined to the ring. Boot fencing
+//     (docs/consistency.md, "Boots and clones"): the ring accepts at most one of them as node-3's member (the
+//     other takes a new incarnation, or is replaced and stops); no version is acknowledged twice, no read
+//     returns a value other than the one acknowledged at its version, and the last acknowledged value is read.
+//     With the boot fence switched off (enclaveDataConfig broken.noBootFence) the copy passes the witness
+//     check with node-3's incarnation and this test fails.
 import { cpSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -117,58 +119,11 @@ describe('(a) an old copy of one node restarted while the ring is alive', () => 
   }, 60_000);
 });
 
-describe('(b) a clone of a running node', () => {
-  it('the ring accepts at most one of the two; the other is fenced', async () => {
+describe('(b) a clone of a running node, copied at its exact log position', () => {
+  it('the ring accepts at most one of the two as the member; the other is fenced; no client reads a divergent value', async () => {
     const kms = JSON.parse(readFileSync(join(dir, 'kms.json'), 'utf8')) as LocalKmsInfo;
-    const cloneDir = join(dir, 'clone');
-    mkdirSync(cloneDir, { recursive: true });
-    cpSync(join(dir, 'node-3', 'data'), join(cloneDir, 'data'), { recursive: true, filter: (s) => !s.endsWith('.tmp') });
-    const join1 = (ring.nodes[0] as LocalNode).addr;
-    const clone = new LocalNode({
-      name: 'clone', dir: cloneDir, imagePath: ring.imagePath, ca: ring.ca, listenPort: 0, httpPort: 0, logger,
-      enclaveEnv: () => ({ EKV_JOIN: join1, ...kmsEnv(kms) }), startBlobStore: localBlobStore(logger), imdsUrl: kms.imdsUrl,
-    });
-    extra.push(clone);
-    await clone.start();
     const node3 = ring.nodes[2] as LocalNode;
-    // Writes through each copy for ~10 s (each forwards to the key's owner): every acknowledged version of a key
-    // is unique, and the ring finally reads the last acknowledged value.
-    const acked = new Map<string, Array<{ version: number; value: string }>>();
-    const results: Record<string, string[]> = { node3: [], clone: [] };
-    for (let round = 0; round < 12; round++) {
-      for (const [name, addr] of [['node3', node3.addr], ['clone', clone.addr]] as const) {
-        const kv = await client([addr]);
-        const key = `clone-${round % 3}`;
-        const value = `${name}-${round}`;
-        const r = await outcome(kv.put(key, value));
-        results[name]?.push(r);
-        if (r.startsWith('ACK')) acked.set(key, [...(acked.get(key) ?? []), { version: Number(r.slice(4)), value }]);
-        await kv.close();
-      }
-      await new Promise((r) => setTimeout(r, 400));
-    }
-    const ringKv = await client(ring.nodes.map((n) => n.addr), undefined, 12_000);
-    for (const [k, acks] of acked) {
-      const versions = acks.map((a) => a.version);
-      expect(new Set(versions).size).toBe(versions.length); // no version acknowledged twice (no second owner)
-      const last = acks.reduce((a, b) => (b.version > a.version ? b : a));
-      // Finally: a range the clone contested may take a few lease periods to settle on a loaded machine
-      // (UNAVAILABLE is an answer about availability, not a value); any value other than the last is a failure.
-      let got = await outcome(ringKv.get(k));
-      for (const until = Date.now() + 40_000; got === 'UNAVAILABLE' && Date.now() < until;) {
-        await new Promise((r) => setTimeout(r, 1000));
-        got = await outcome(ringKv.get(k));
-      }
-      expect(got).toBe(last.value);
-    }
-    await ringKv.close();
-    // Membership is the data core's (docs/consistency.md), not the Chord view: node-3 and its clone share a ring
-    // id, so the routing layer may name either address (routing only; the old data path's check of the Chord
-    // views no longer says who holds data). The core tells them apart by incarnation: the copy that finds
-    // itself behind its peers' witnesses of its log takes a new incarnation, and peers drop the older one's
-    // messages, so the ring takes at most one of them as a member. Both answering with one incarnation would
-    // mean two acceptors with one vote.
-    const statusOf = async (addr: string) => {
+    const statusOf = async (addr: string): Promise<Record<string, unknown>> => {
       const kv = await client([addr]);
       try {
         return await kv.node(addr).call('status', {});
@@ -176,9 +131,95 @@ describe('(b) a clone of a running node', () => {
         await kv.close();
       }
     };
-    const [s3, sc] = [await statusOf(node3.addr), await statusOf(clone.addr)];
-    logger.info({ node3: s3.incarnation, clone: sc.incarnation, results }, 'rollback-one (b): incarnations');
-    expect(typeof s3.incarnation).toBe('number');
-    expect(s3.incarnation).not.toBe(sc.incarnation);
-  }, 180_000);
+    // Nothing is written between (a) and here, so node-3's sealed log does not move while it is copied: the copy
+    // is at node-3's exact position (the case the witness check alone let through: same name, incarnation and
+    // position; docs/consistency.md, "Boots and clones").
+    const cloneDir = join(dir, 'clone');
+    let before = await statusOf(node3.addr);
+    for (const until = Date.now() + 30_000; ;) {
+      // Copy only while node-3's position holds still (the ranges settled after (a)), and check it held.
+      await new Promise((r) => setTimeout(r, 1500));
+      const now = await statusOf(node3.addr);
+      if (now.position === before.position) {
+        rmSync(cloneDir, { recursive: true, force: true });
+        mkdirSync(cloneDir, { recursive: true });
+        cpSync(join(dir, 'node-3', 'data'), join(cloneDir, 'data'), { recursive: true, filter: (s) => !s.endsWith('.tmp') });
+        const after = await statusOf(node3.addr);
+        if (after.position === before.position) break;
+      }
+      before = now;
+      if (Date.now() > until) throw new Error('node-3\'s log position never held still for 1.5 s');
+    }
+    const join1 = (ring.nodes[0] as LocalNode).addr;
+    const clone = new LocalNode({
+      name: 'clone', dir: cloneDir, imagePath: ring.imagePath, ca: ring.ca, listenPort: 0, httpPort: 0, logger,
+      enclaveEnv: () => ({ EKV_JOIN: join1, ...kmsEnv(kms) }), startBlobStore: localBlobStore(logger), imdsUrl: kms.imdsUrl,
+    });
+    extra.push(clone);
+    await clone.start();
+    // The copy checks its state before it acts: past its quiet period and the long wait (3 s + 5 s), a copy the
+    // members admitted would act. Beside a live node-3 it is never admitted: it keeps waiting, acting in nothing.
+    let sc = await statusOf(clone.addr);
+    for (const until = Date.now() + 15_000; sc.checking !== false && Date.now() < until;) {
+      await new Promise((r) => setTimeout(r, 500));
+      sc = await statusOf(clone.addr);
+    }
+    /** The copies that act as node-3's member: its incarnation, not checking, not replaced. */
+    const acting = (ss: Array<Record<string, unknown>>) => ss.filter((x) => x.incarnation === before.incarnation && x.checking === false && x.superseded === false).length;
+    const s3a = await statusOf(node3.addr);
+    logger.info({ before: before.incarnation, node3: [s3a.incarnation, s3a.boot, s3a.superseded], clone: [sc.incarnation, sc.boot, sc.superseded] }, 'rollback-one (b): after the copy\'s check');
+    expect(sc.boot).not.toBe(s3a.boot); // two boots of one name
+    expect(acting([s3a, sc])).toBeLessThanOrEqual(1);
+    // Writes and reads through each copy for ~10 s (each forwards to the key's owner): every acknowledged version of a
+    // key is unique, every read value is the one acknowledged at its version, and the ring finally reads the last one.
+    const acked = new Map<string, Map<number, string>>();
+    const reads: Array<{ key: string; version: number; value: string; via: string }> = [];
+    const dup: string[] = [];
+    for (let round = 0; round < 12; round++) {
+      for (const [name, addr] of [['node3', node3.addr], ['clone', clone.addr]] as const) {
+        const kv = await client([addr]);
+        const key = `clone-${round % 3}`;
+        const value = `${name}-${round}`;
+        const r = await outcome(kv.put(key, value));
+        if (r.startsWith('ACK')) {
+          const m = acked.get(key) ?? new Map<number, string>();
+          const version = Number(r.slice(4));
+          if (m.has(version)) dup.push(`${key}@${version}`);
+          m.set(version, value);
+          acked.set(key, m);
+        }
+        for (const k of ['clone-0', 'clone-1', 'clone-2']) {
+          const g = await kv.getWithVersion(k).catch(() => null);
+          if (g) reads.push({ key: k, version: g.version, value: g.value.toString(), via: name });
+        }
+        await kv.close();
+      }
+      await new Promise((r) => setTimeout(r, 400));
+    }
+    expect(dup).toEqual([]); // no version acknowledged twice (no second owner)
+    const divergent = reads.filter((x) => acked.get(x.key)?.has(x.version) && acked.get(x.key)?.get(x.version) !== x.value);
+    expect(divergent).toEqual([]);
+    const ringKv = await client(ring.nodes.map((n) => n.addr), undefined, 12_000);
+    for (const [k, m] of acked) {
+      const last = [...m].reduce((a, b) => (b[0] > a[0] ? b : a));
+      // Finally: a range the clone contested may take a few lease periods to settle on a loaded machine
+      // (UNAVAILABLE is an answer about availability, not a value); any value other than the last is a failure.
+      let got = await outcome(ringKv.get(k));
+      for (const until = Date.now() + 40_000; got === 'UNAVAILABLE' && Date.now() < until;) {
+        await new Promise((r) => setTimeout(r, 1000));
+        got = await outcome(ringKv.get(k));
+      }
+      expect(got).toBe(last[1]);
+    }
+    await ringKv.close();
+    // Membership is the data core's (docs/consistency.md), not the Chord view: node-3 and its clone share a ring
+    // id, so the routing layer may name either address (routing only). The core tells them apart by boot and
+    // incarnation: at most one of them acts as node-3's member; the other took a new incarnation (a new member
+    // with no votes) or was replaced and stopped (superseded). Both acting with one incarnation would mean two
+    // acceptors with one vote.
+    const [s3, sc2] = [await statusOf(node3.addr), await statusOf(clone.addr)];
+    logger.info({ node3: [s3.incarnation, s3.superseded], clone: [sc2.incarnation, sc2.superseded], acked: acked.size, reads: reads.length }, 'rollback-one (b): at the end');
+    expect(acting([s3, sc2])).toBeLessThanOrEqual(1);
+    expect(s3.incarnation === sc2.incarnation && s3.superseded === false && sc2.superseded === false).toBe(false);
+  }, 240_000);
 });

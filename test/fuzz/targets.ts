@@ -502,7 +502,10 @@ function dataBodies(): PeerBody[] {
     { t: 'replicate', shard: 3, epoch: 4, opId: 9, op },
     { t: 'replicateAck', shard: 3, epoch: 4, key: 'k1', opId: 9 },
     { t: 'leaseReq', shard: 3, epoch: 4, t0: 100 },
-    { t: 'witA', nonce: 5, pos: 10, inc: 0 },
+    { t: 'witA', nonce: 5, pos: 10, inc: 0, boot: 7, posBoot: 6, live: false },
+    { t: 'bootQ', t0: 100 },
+    { t: 'bootA', t0: 100, boot: 7 },
+    { t: 'superseded', boot: 7 },
   ];
 }
 

@@ -49,7 +49,7 @@ export interface SimOptions {
 
 export const faultNames = [
   'partition', 'partition-asym', 'isolate', 'pause', 'stale-owner', 'kill', 'kill-pair', 'disk-flaky', 'clock-drift',
-  'net-lossy', 'whole-ring-restart', 'join', 'leave', 'clock-stall',
+  'net-lossy', 'whole-ring-restart', 'join', 'leave', 'clone', 'clock-stall',
 ] as const;
 export type FaultName = (typeof faultNames)[number];
 
@@ -88,6 +88,10 @@ interface SimNode {
   durablePos: number;
   diskFailP: number;
   clock: { real0: number; local0: number; rate: number };
+  /** A second copy of this node started from its log (the `clone` fault): same name, ring and incarnation. */
+  twin: SimNode | null;
+  /** While a clone runs: until then the host keeps this original from its peers (both ways), not from clients. */
+  hiddenUntil: number;
 }
 
 interface Client {
@@ -179,7 +183,7 @@ export class FaultSim {
     const n: SimNode = {
       name: `n${this.nodes.length}`, ring: this.rng.id256(), inc: 1, core: null, life: 0, up: false, gone: false, leaving: false,
       pausedUntil: -Infinity, inbox: [], log: [], disk: [], diskBusy: false, durablePos: 0, diskFailP: 0,
-      clock: { real0: 0, local0: this.rng.int(1_000_000), rate: 1 },
+      clock: { real0: 0, local0: this.rng.int(1_000_000), rate: 1 }, twin: null, hiddenUntil: -Infinity,
     };
     this.nodes.push(n);
     return n;
@@ -194,7 +198,7 @@ export class FaultSim {
     n.diskBusy = false;
     const peers = this.nodes.filter((p) => !p.gone).map((p) => ({ name: p.name, ring: p.ring }));
     n.core = new DataNode({
-      self: this.member(n), config: this.dataConfig, rand: this.rng.fork().next, peers, log: n.log,
+      self: this.member(n), config: this.dataConfig, rand: this.rng.fork().next, peers, log: n.log, boot: 1 + Math.floor(this.rng.next() * 2 ** 48),
       ...(genesis ? { genesis } : {}), now: this.localNow(n),
       ...(this.o.trace ? { debug: (l: string) => this.trace(l) } : {}),
     });
@@ -258,6 +262,13 @@ export class FaultSim {
     if (!n.core) return;
     if (n.core.self.inc !== n.inc) this.count('rollback-detected', n); // it found it was rolled back: a new incarnation
     n.inc = n.core.self.inc;
+    // A node replaced by another boot of itself has stopped for good (status: superseded): the host restarts it.
+    if (n.core.superseded && this.nodes.includes(n) && !n.gone) {
+      this.count('superseded-restart', n);
+      this.crash(n);
+      this.at(this.now + 50 + this.rng.int(500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
+      return;
+    }
     let rd = n.core.ready();
     if (rd.persist.length === 0 && rd.messages.length === 0) return;
     // R1 (as enclave/data/driver.ts): a get's answer whose records are durable leaves now, ahead of the disk queue.
@@ -309,10 +320,13 @@ export class FaultSim {
   private sendAll(n: SimNode, msgs: readonly Outbound[]): void {
     for (const m of msgs) {
       if (m.kind === 'peer') {
+        if (n.twin && this.now < n.hiddenUntil) continue; // an original hidden from its peers while its clone starts
         const to = this.nodes.find((x) => x.name === m.to);
         if (this.gossipCut.has(m.to) && gossipTypes.has(m.body.t)) continue;
         const body = this.o.wire ? validatePeerBody(structuredClone(peerBodyToWire(m.body)), this.dataConfig.shards) : m.body;
-        if (to) this.net(n.name, m.to, () => this.stepNode(to, { kind: 'peer', from: m.from, body, pos: m.pos }));
+        const inbound: Inbound = { kind: 'peer', from: m.from, body, pos: m.pos, boot: m.boot, toBoot: m.toBoot, toInc: m.toInc };
+        // A name with a clone running: the host routes each message to either copy, or to both.
+        if (to) for (const dest of this.route(to)) this.net(n.name, m.to, () => this.stepNode(dest, inbound));
       } else {
         const c = this.clients.find((x) => x.name === m.to);
         if (this.o.trace) this.trace(`${n.name} -> ${m.to}#${m.rid} ${JSON.stringify(m.result)}`);
@@ -338,6 +352,15 @@ export class FaultSim {
         deliver();
       });
     }
+  }
+
+  /** Where the host delivers a message for `n`: itself, or with a clone running, either copy or both. */
+  private route(n: SimNode): SimNode[] {
+    const t = n.twin;
+    if (!t) return [n];
+    if (this.now < n.hiddenUntil) return [t];
+    const r = this.rng.int(3);
+    return r === 0 ? [n] : r === 1 ? [t] : [n, t];
   }
 
   // ---- clients ----
@@ -372,7 +395,7 @@ export class FaultSim {
       });
       this.net(c.name, target, () => {
         const n = this.nodes.find((x) => x.name === target);
-        if (n) this.stepNode(n, { kind: 'client', client: c.name, rid, op: this.o.wire ? validateClientOp(structuredClone(op), this.dataConfig.shards) : op });
+        if (n) for (const dest of this.route(n)) this.stepNode(dest, { kind: 'client', client: c.name, rid, op: this.o.wire ? validateClientOp(structuredClone(op), this.dataConfig.shards) : op });
       });
       this.at(this.now + 80, () => {
         if (answered) return;
@@ -581,6 +604,7 @@ export class FaultSim {
     ['whole-ring-restart', 4, () => this.fWholeRing()],
     ['join', 6, () => this.fJoin()],
     ['leave', 4, () => this.fLeave()],
+    ['clone', 6, () => this.fClone()],
     // Outside assumption I6 (a clock that stops while its enclave runs): never in the default mix, only to show
     // that the assumption carries weight.
     ['clock-stall', 0, () => this.fClockStall()],
@@ -755,6 +779,64 @@ export class FaultSim {
     this.count('join', n);
   }
 
+  /**
+   * The host copies a running node's sealed log at its exact current position (what is durable now) and starts
+   * the copy beside it: same name, ring and incarnation, both running, every message for the name routed to
+   * either copy or both. 1..4 s later it keeps one: the original (the copy is killed), or the copy's disk (the
+   * original is killed and restarted from the copy's log). A copy is a member that may be lost: it counts
+   * against the amnesia budget.
+   */
+  private fClone(): void {
+    if (!this.amnesiaAllowed()) return;
+    const ready = this.liveNodes().filter((x) => x.up && x.core && !x.twin && !x.leaving && !x.core.checkingState && this.now >= x.pausedUntil);
+    if (ready.length === 0) return;
+    const n = ready[this.rng.int(ready.length)] as SimNode;
+    const t: SimNode = {
+      name: n.name, ring: n.ring, inc: n.inc, core: null, life: 0, up: false, gone: false, leaving: false,
+      pausedUntil: -Infinity, inbox: [], log: [...n.log], disk: [], diskBusy: false, durablePos: 0, diskFailP: 0,
+      clock: { real0: this.now, local0: this.rng.int(1_000_000), rate: 1 }, twin: null, hiddenUntil: -Infinity,
+    };
+    n.twin = t;
+    this.rollbackAt = this.now;
+    this.count('clone', n);
+    // Half the time the host also hides the original from its peers (and routes its name to the copy) for about a
+    // lease: the copy's check then sees the original silent, and the original's progress unwitnessed.
+    if (this.rng.next() < 0.5) {
+      n.hiddenUntil = this.now + this.dataConfig.leaseTicks + this.rng.int(1_500);
+      this.count('clone-hide', n);
+    }
+    this.boot(t, undefined);
+    this.at(this.now + 1_000 + this.rng.int(3_000), () => this.endClone(n));
+  }
+
+  private endClone(n: SimNode): void {
+    const t = n.twin;
+    if (!t) return;
+    n.twin = null;
+    n.hiddenUntil = -Infinity;
+    // A copy that became a member of its own (a new incarnation) is a member lost when it goes: an amnesia.
+    if (t.inc !== n.inc) this.rollbackAt = this.now;
+    this.crash(t);
+    t.gone = true; // never restarted by a fault scheduled earlier
+    if (n.gone || this.rng.next() < 0.5) {
+      this.count('clone-dropped', n);
+      // An original replaced by its copy has stopped for good (status: superseded): the host restarts it.
+      if (n.up && n.core?.superseded) {
+        this.crash(n);
+        this.count('superseded-restart', n);
+        this.at(this.now + 50 + this.rng.int(500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
+      }
+      return;
+    }
+    // The host keeps the copy's disk: the original is stopped and started again from the copy's log.
+    this.crash(n);
+    n.log = t.log;
+    n.inc = t.inc;
+    this.rollbackAt = this.now; // the original's state since the copy is lost: an amnesia
+    this.count('clone-kept', n);
+    this.at(this.now + 50 + this.rng.int(500), () => { if (!n.up && !n.gone) this.restart(n, 'sealed'); });
+  }
+
   /** A leave is a lost member until its ranges have moved: it counts against the same budget as amnesia. */
   private fLeave(): void {
     const staying = this.liveNodes().filter((n) => n.up && !n.leaving);
@@ -764,10 +846,12 @@ export class FaultSim {
     n.core?.leave();
     this.flush(n);
     this.count('leave', n);
-    const deadline = this.now + 6_000;
     const stop = (): void => {
       if (n.gone) return;
-      if (n.up && this.inAnyConfig(n) && this.now < deadline) {
+      // Stopped once no configuration names it; a leaving node that is down (a crash mid-leave) is restarted by
+      // its host and finishes leaving: a member stopped for good while configurations still name it would be a
+      // permanent loss, which a co-member's restart must wait out (docs/consistency.md, "Boots and clones", B5).
+      if (!n.up || this.inAnyConfig(n)) {
         this.at(this.now + 200, stop);
         return;
       }
@@ -842,6 +926,8 @@ export class FaultSim {
     this.loss = 0;
     this.dup = 0;
     for (const n of this.nodes) {
+      if (n.twin) this.endClone(n);
+      if (n.up && n.core?.superseded) this.crash(n);
       n.diskFailP = 0;
       n.pausedUntil = -Infinity;
       if (!n.up && !n.gone) this.restart(n, 'sealed');
