@@ -6,18 +6,21 @@
  *   key     = scrypt(passphrase, salt, 32, N, r, p); check = HMAC-SHA256(key, "ekv-export-check")[0..16]
  *   chunks  = (u32 BE length | AES-256-GCM ciphertext with its 16-byte tag)*, chunk i sealed with nonce
  *             0^4 | u64 BE i and associated data header | final u8 (1 on the last chunk only)
- *   records = (0x01 | u16 key length | key | u32 value length | value)*, then in the last chunk 0x02 | u64 count
+ *   records = (0x01 | u16 key length | key | u32 value length | value
+ *              | 0x03 | u16 key length | key | u32 value length | value | u64 ttl left in ms)*,
+ *             then in the last chunk 0x02 | u64 count
  *
  * A fresh random salt per file gives a fresh key, so counter nonces never repeat under one key. The header is
  * authenticated by every chunk (associated data); a chunk cannot be dropped, reordered, duplicated or moved
  * from another file (its index is its nonce, and a file's key is its own); a truncated file has no final chunk
  * and is refused (TRUNCATED); the count in the last chunk must equal the records read. A wrong passphrase is
  * told apart from tampering by the check value (BAD_PASSPHRASE vs TAMPERED). Every length is checked before
- * anything is allocated; scrypt's cost read from a header is bounded (log2 N in 14..20, r 1..16, p 1..4).
+ * anything is allocated; scrypt's cost read from a header is bounded (log2 N in 14..20, r 1..16, p 1..4, and its
+ * memory 128·N·r and work N·r·p at most the writer's largest: 1 GiB and 2^23, scryptCostAccepted).
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { keyBytesMax, valueBytesMax } from '../protocol/constants.ts';
+import { keyBytesMax, ttlMsMax, valueBytesMax } from '../protocol/constants.ts';
 
 export type BackupErrorCode = 'BAD_FILE' | 'BAD_PASSPHRASE' | 'TAMPERED' | 'TRUNCATED';
 
@@ -38,6 +41,21 @@ const chunkTargetBytes = 1024 * 1024;
 export const chunkBytesMax = chunkTargetBytes + 1 + 2 + keyBytesMax + 4 + valueBytesMax + 16;
 export const scryptLog2NDefault = 17;
 const scryptBounds = { log2N: [14, 20], r: [1, 16], p: [1, 4] } as const;
+/**
+ * The cost a file may ask of its reader, at most what the writer can make (log2 N 20, r 8, p 1): scrypt's memory
+ * 128·N·r bytes (1 GiB) and its work N·r·p. Each bound above alone let a file ask for 2 GiB (N 2^20, r 16) and
+ * eight times the writer's work (p 4): a malicious file made import allocate and spin before anything was checked.
+ */
+export const scryptMemoryBytesMax = 128 * 2 ** 20 * 8;
+export const scryptWorkMax = 2 ** 20 * 8;
+
+/** Whether a reader runs scrypt with these parameters (each within its bounds, and memory and work within the writer's). */
+export function scryptCostAccepted(log2N: number, r: number, p: number): boolean {
+  const inb = (x: number, [lo, hi]: readonly [number, number]): boolean => Number.isInteger(x) && x >= lo && x <= hi;
+  if (!inb(log2N, scryptBounds.log2N) || !inb(r, scryptBounds.r) || !inb(p, scryptBounds.p)) return false;
+  const N = 2 ** log2N;
+  return 128 * N * r <= scryptMemoryBytesMax && N * r * p <= scryptWorkMax;
+}
 /** Passphrases shorter than this are refused (a key file of random bytes is the intended use). */
 export const passphraseBytesMin = 12;
 export const passphraseBytesMax = 4096;
@@ -99,15 +117,23 @@ export class BackupWriter {
     return this.count;
   }
 
-  add(key: Buffer, value: Buffer): void {
+  /** One entry; `ttlMs`: what was left of the value's ttl (the import counts it again from then). */
+  add(key: Buffer, value: Buffer, ttlMs?: number): void {
     if (key.length < 1 || key.length > keyBytesMax || value.length > valueBytesMax) throw new RangeError('key or value out of bounds');
+    if (ttlMs !== undefined && (!Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > ttlMsMax)) throw new RangeError('ttl out of bounds');
     const head = Buffer.alloc(1 + 2);
-    head[0] = 1;
+    head[0] = ttlMs === undefined ? 1 : 3;
     head.writeUInt16BE(key.length, 1);
     const vlen = Buffer.alloc(4);
     vlen.writeUInt32BE(value.length, 0);
     this.parts.push(head, key, vlen, value);
     this.size += head.length + key.length + 4 + value.length;
+    if (ttlMs !== undefined) {
+      const t = Buffer.alloc(8);
+      t.writeBigUInt64BE(BigInt(ttlMs), 0);
+      this.parts.push(t);
+      this.size += 8;
+    }
     this.count++;
     if (this.size >= chunkTargetBytes) this.flush(false);
   }
@@ -169,15 +195,21 @@ function readExactly(fd: number, n: number, what: string, eofOk = false): Buffer
  * passphrase. Entries of a chunk are handed out only after that chunk authenticated; a caller that must not act
  * on a file that later proves truncated reads it twice (import does).
  */
-export async function readBackup(path: string, passphrase: Buffer, onEntry: (key: Buffer, value: Buffer) => void | Promise<void>): Promise<number> {
+export async function readBackup(
+  path: string, passphrase: Buffer, onEntry: (key: Buffer, value: Buffer, ttlMs?: number) => void | Promise<void>,
+  opts: { onHeader?: (header: Buffer) => void; expectHeader?: Buffer } = {},
+): Promise<number> {
   const fd = openSync(path, 'r');
   try {
     const header = readExactly(fd, headerBytes, 'the header') as Buffer;
+    // A second pass (import's) must read the file the first pass checked: its header (a fresh random salt per
+    // file) names it; another export put in its place between the passes is refused before anything is put.
+    if (opts.expectHeader && !header.equals(opts.expectHeader)) throw new BackupError('TAMPERED', 'the file changed since it was checked');
+    opts.onHeader?.(Buffer.from(header));
     if (!header.subarray(0, 8).equals(backupMagic)) throw new BackupError('BAD_FILE', 'not an enclave-kv export (bad magic)');
     const [version, log2N, r, p] = [header[8], header[9], header[10], header[11]] as [number, number, number, number];
     if (version !== 1) throw new BackupError('BAD_FILE', `export format version ${version} is not supported`);
-    const inb = (x: number, [lo, hi]: readonly [number, number]): boolean => x >= lo && x <= hi;
-    if (!inb(log2N, scryptBounds.log2N) || !inb(r, scryptBounds.r) || !inb(p, scryptBounds.p)) throw new BackupError('BAD_FILE', 'scrypt parameters out of bounds');
+    if (!scryptCostAccepted(log2N, r, p)) throw new BackupError('BAD_FILE', 'scrypt parameters out of bounds');
     const key = deriveKey(passphrase, header.subarray(12, 28), log2N, r, p);
     if (!timingSafeEqual(checkValue(key), header.subarray(28, 44))) throw new BackupError('BAD_PASSPHRASE', 'this passphrase does not open this file');
     let count = 0;
@@ -206,7 +238,7 @@ export async function readBackup(path: string, passphrase: Buffer, onEntry: (key
       let at = 0;
       while (at < plain.length) {
         const t = plain[at];
-        if (t === 1) {
+        if (t === 1 || t === 3) {
           if (at + 3 > plain.length) throw new BackupError('TAMPERED', 'a record header is cut');
           const kl = plain.readUInt16BE(at + 1);
           if (kl < 1 || kl > keyBytesMax || at + 3 + kl + 4 > plain.length) throw new BackupError('TAMPERED', 'a key length out of bounds');
@@ -214,9 +246,16 @@ export async function readBackup(path: string, passphrase: Buffer, onEntry: (key
           const vl = plain.readUInt32BE(at + 3 + kl);
           const vs = at + 3 + kl + 4;
           if (vl > valueBytesMax || vs + vl > plain.length) throw new BackupError('TAMPERED', 'a value length out of bounds');
-          await onEntry(Buffer.from(k), Buffer.from(plain.subarray(vs, vs + vl)));
+          let ttlMs: number | undefined;
+          if (t === 3) {
+            if (vs + vl + 8 > plain.length) throw new BackupError('TAMPERED', 'a ttl is cut');
+            const x = plain.readBigUInt64BE(vs + vl);
+            if (x < 1n || x > BigInt(ttlMsMax)) throw new BackupError('TAMPERED', 'a ttl out of bounds');
+            ttlMs = Number(x);
+          }
+          await onEntry(Buffer.from(k), Buffer.from(plain.subarray(vs, vs + vl)), ttlMs);
           count++;
-          at = vs + vl;
+          at = vs + vl + (t === 3 ? 8 : 0);
         } else if (t === 2) {
           if (!ended || at + 9 !== plain.length) throw new BackupError('TAMPERED', 'the end record is not last');
           const n = plain.readBigUInt64BE(at + 1);

@@ -93,11 +93,14 @@ export class Batcher {
       : { b: items.map((x) => [x.args.k, x.args.v, x.args.s, x.args.iv ?? null, ...(x.args.t === undefined ? [] : [x.args.t])]) };
     c.call(op, args).then((r) => {
       const rs = r.r;
-      if (!Array.isArray(rs) || rs.length !== items.length) {
+      // An mget answer may end early to fit a frame (at least one item): the rest are asked again (UNAVAILABLE is
+      // retried by the single-key path). An mput answer is complete.
+      if (!Array.isArray(rs) || rs.length > items.length || rs.length < (op === 'mget' ? 1 : items.length)) {
         for (const x of items) x.reject(new EkvError('PROTOCOL', `malformed ${op} answer`));
         return;
       }
       items.forEach((x, i) => {
+        if (i >= rs.length) return x.reject(new EkvError('UNAVAILABLE', 'BATCH_FULL: not in this answer, asked again'));
         const a = rs[i] as Record<string, unknown> | null;
         if (a === null || typeof a !== 'object') return x.reject(new EkvError('PROTOCOL', `malformed ${op} item`));
         if (a.e === undefined) return x.resolve(a as RpcResult);

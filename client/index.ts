@@ -90,7 +90,7 @@ export interface PutOptions extends WriteOptions {
   /**
    * Expiry: the value reads as absent (NOT_FOUND, on every node, also after failovers and restarts) once this many
    * milliseconds have passed, counted by the enclaves' own monotonic clocks from when the range's owner applied the
-   * write. Never earlier; later by up to the owner's tick (10 ms) and one replication round, and by the time a
+   * write. Never earlier; later by 1 % (the drift bound), the owner's tick (10 ms) and one replication round, and by the time a
    * range takes to move or a node was down (docs/consistency.md "Expiry"). Whole ms in [1, ttlMsMax] (366 days).
    */
   ttlMs?: number;

@@ -10,7 +10,7 @@
  * BAD_CURSOR), and names only a key the caller was given.
  */
 import { createHash } from 'node:crypto';
-import { keyBytesMax, valueBytesMax } from '../protocol/constants.ts';
+import { keyBytesMax, ttlMsMax, valueBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import type { ClientPort } from './batch.ts';
 import type { Bytes } from './index.ts';
@@ -47,6 +47,8 @@ export interface ScanItem {
   /** With `values: true` only. */
   value?: Buffer;
   version: number;
+  /** For a value with a ttl: what was left of it when the owner read it (ms, rounded up). */
+  ttlMs?: number;
 }
 
 export interface ScanPage {
@@ -128,8 +130,9 @@ class Merger {
     const items: ScanItem[] = [];
     let last = s.after;
     for (const it of r.e as unknown[]) {
-      if (!Array.isArray(it) || it.length !== 3) throw new EkvError('PROTOCOL', 'malformed scan entry');
-      const [k, v, n] = it as [unknown, unknown, unknown];
+      if (!Array.isArray(it) || it.length < 3 || it.length > 4) throw new EkvError('PROTOCOL', 'malformed scan entry');
+      const [k, v, n, t] = it as [unknown, unknown, unknown, unknown];
+      if (t !== undefined && (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 1 || t > ttlMsMax)) throw new EkvError('PROTOCOL', 'malformed scan ttl');
       if (!(k instanceof Uint8Array) || k.length < 1 || k.length > keyBytesMax) throw new EkvError('PROTOCOL', 'malformed scan key');
       if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new EkvError('PROTOCOL', 'malformed scan version');
       if (this.q.values ? !(v instanceof Uint8Array && v.length <= valueBytesMax) : v !== null) throw new EkvError('PROTOCOL', 'malformed scan value');
@@ -146,7 +149,7 @@ class Merger {
         if (value !== undefined) f.checkRead(ring, key, f.snapshot(key), n, value);
         else f.checkVersion(ring, f.snapshot(key), n);
       }
-      items.push({ key, ...(value !== undefined ? { value } : {}), version: n });
+      items.push({ key, ...(value !== undefined ? { value } : {}), version: n, ...(typeof t === 'number' ? { ttlMs: t } : {}) });
     }
     s.buf = items;
     s.at = 0;

@@ -26,6 +26,17 @@ async function read(path: string, p = pass): Promise<Array<[string, string]>> {
   return out;
 }
 
+it('keeps what was left of a ttl per entry', async () => {
+  const path = join(dir, 'ttl.ekvx');
+  const w = new BackupWriter(path, pass, fast);
+  w.add(Buffer.from('a'), Buffer.from('1'), 30_000);
+  w.add(Buffer.from('b'), Buffer.from('2'));
+  w.finish();
+  const out: Array<[string, string, number | undefined]> = [];
+  await readBackup(path, pass, (k, v, t) => void out.push([k.toString(), v.toString(), t]));
+  expect(out).toEqual([['a', '1', 30_000], ['b', '2', undefined]]);
+});
+
 // Enough data for several chunks (1 MiB each).
 const entries: Array<[Buffer, Buffer]> = Array.from({ length: 40 }, (_, i) => [Buffer.from(`key/${i}`), randomBytes(i % 7 === 0 ? 300_000 : 100 + i)]);
 const want = entries.map(([k, v]) => [k.toString('hex'), v.toString('hex')]);

@@ -19,6 +19,10 @@ describe('batch line parsing', () => {
     expect(parseBatchLine('set k ')).toEqual({ op: 'put', key: 'k', value: '' });
     expect(parseBatchLine('put --if-version 0 k v')).toEqual({ op: 'put', key: 'k', value: 'v', ifVersion: 0 });
     expect(parseBatchLine('delete --if-version 7 k')).toEqual({ op: 'del', key: 'k', ifVersion: 7 });
+    expect(parseBatchLine('put --ttl 30s k v w')).toEqual({ op: 'put', key: 'k', value: 'v w', ttlMs: 30_000 });
+    expect(parseBatchLine('put --ttl 5m --if-version 0 k v')).toEqual({ op: 'put', key: 'k', value: 'v', ifVersion: 0, ttlMs: 300_000 });
+    expect(parseBatchLine('put --if-version 2 --ttl 500ms k v')).toEqual({ op: 'put', key: 'k', value: 'v', ifVersion: 2, ttlMs: 500 });
+    for (const bad of ['put --ttl 30 k v', 'put --ttl 1s --ttl 2s k v', 'get --ttl 1s k', 'del --ttl 1s k', 'put --ttl 400d k v']) expect(() => parseBatchLine(bad), bad).toThrow(/--ttl/);
     expect(parseBatchLine('')).toBeNull();
     expect(parseBatchLine('   # a comment')).toBeNull();
   });

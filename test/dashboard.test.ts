@@ -73,7 +73,12 @@ describe.skipIf(!hasChromium)('ekv dashboard in headless chromium against a live
       const writer = await connect({ cluster: fx.ring.cluster, trustClusterFile: true, timeoutMs: 5000 });
       for (let i = 0; i < 60; i++) await writer.put(`dash-${i}`, `v${i}`);
       await writer.close();
-      await expect.poll(async () => (await page.locator('#nodes tbody tr').evaluateAll((trs) => trs.some((tr) => / ms$/.test(tr.children[8]?.textContent ?? '')))), { timeout: 10_000, interval: 200 }).toBe(true);
+      await expect.poll(async () => (await page.locator('#nodes tbody tr').evaluateAll((trs) => trs.some((tr) => / ms$/.test(tr.children[9]?.textContent ?? '')))), { timeout: 10_000, interval: 200 }).toBe(true);
+      // Epoch and lease per node (the data layer's metrics, over the attested session): serving nodes show the
+      // epoch of the ranges they own and how many of those they hold a lease for ("e7 · 21/21 leased").
+      const epochCells = async (): Promise<string[]> => page.locator(servingRows).evaluateAll((trs) => trs.map((tr) => tr.children[7]?.textContent ?? ''));
+      await expect.poll(async () => (await epochCells()).some((t) => /^e[1-9]\d* · \d+\/[1-9]\d* leased/.test(t)), { timeout: 15_000, interval: 200 }).toBe(true);
+      expect((await epochCells()).every((t) => /^e\d+ · \d+\/\d+ leased/.test(t))).toBe(true);
 
       const victim = fx.members[1]!;
       const row = page.locator(`#nodes tbody tr[data-node="${victim.addr}"]`);

@@ -5,9 +5,11 @@
 import { describe, expect, it } from 'vitest';
 import {
   type ClientOp, type ClientResult, type Config, type DataConfig, DataNode, type Entry, expiredHere, type LogRecord, logRecordToWire, type Member,
-  type Outbound, peerBodyToWire, ttlTicksHere, validateLogRecord, validatePeerBody,
+  type Outbound, peerBodyToWire, ttlTicksStretched, validateLogRecord, validatePeerBody,
 } from '../enclave/data/index.ts';
 import { DataError } from '../enclave/data/errors.ts';
+import { getsPerWriteMax } from '../enclave/data/node.ts';
+import { selectPage } from '../enclave/data/scan.ts';
 
 const base: DataConfig = {
   replicas: 3, shards: 1, leaseTicks: 50, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 10, heartbeatTicks: 5,
@@ -118,9 +120,9 @@ describe('expiry in the data core', () => {
     const ttl = 100;
     const t0 = net.now;
     expect(put(net, session, 'k', 'v', { ttl })).toMatchObject({ ok: true, version: 1 });
-    // The owner counts ⌈ttl·(1+ρ)/(1−ρ)⌉ ticks from when it started the write: present until then.
-    const here = ttlTicksHere(ttl, base.driftPpm);
-    expect(here).toBe(103);
+    // The owner counts ⌈ttl·(1+ρ)⌉ ticks from when it started the write: present until then.
+    const here = ttlTicksStretched(ttl, base.driftPpm);
+    expect(here).toBe(101);
     net.run(here - 1);
     expect(net.now - t0).toBe(here - 1);
     expect(get(net, 'k')).toMatchObject({ ok: true, found: true, value: 'v', version: 1 });
@@ -147,6 +149,17 @@ describe('expiry in the data core', () => {
     expect(net.replies.get(777)).toMatchObject({ ok: true, found: false, version: 2 });
   });
 
+  it('bounds the gets waiting for an expiry the members do not acknowledge (the oldest answered UNAVAILABLE)', () => {
+    const { net, session } = started();
+    put(net, session, 'k', 'v', { ttl: 5 });
+    const o = net.node(net.owner());
+    net.now += 10; // past the deadline; nothing is delivered from here on (the members never acknowledge)
+    for (let rid = 1000; rid < 1000 + getsPerWriteMax + 3; rid++) o.step({ kind: 'client', client: 'cl', rid, op: { kind: 'get', key: 'k' } }, net.now);
+    const replies = o.ready().messages.filter((m) => m.kind === 'reply');
+    expect(replies.map((m) => m.kind === 'reply' && m.rid)).toEqual([1000, 1001, 1002]);
+    expect(replies.every((m) => m.kind === 'reply' && !m.result.ok && m.result.code === 'UNAVAILABLE')).toBe(true);
+  });
+
   it('stays absent across a whole-ring restart (the tombstone is sealed); broken: expiryNotDurable resurrects it', () => {
     for (const broken of [false, true]) {
       const { net, session } = started(broken ? { ...base, broken: { expiryNotDurable: true } } : base);
@@ -171,13 +184,29 @@ describe('expiry in the data core', () => {
     for (const m of members) net.restart(m.name);
     const restartedAt = net.now;
     const owner = net.settle();
-    // Its log's record says 300 left (the write's own ttl): counted from the restart, stretched by the drift bound.
+    // Its log's record says 303 left (the write's own ttl, stretched once): counted again from the restart.
     const e = net.node(owner).ownedEntry('k', net.now) as Entry;
     expect(e.value).toBe('v');
     expect(e.until).toBeGreaterThanOrEqual(restartedAt + 300);
     expect(expiredHere(e, restartedAt + 299)).toBe(false);
-    net.run(restartedAt + ttlTicksHere(ttlTicksHere(300, base.driftPpm), base.driftPpm) + 5 - net.now);
+    net.run(restartedAt + ttlTicksStretched(300, base.driftPpm) + 3 - net.now);
     expect(get(net, 'k')).toMatchObject({ ok: true, found: false });
+  });
+
+  it('a long ttl is stretched once, never again: moves and restarts only count down (no growth past the bound)', () => {
+    const { net, session } = started();
+    const ttl = 3_000_000_000; // about a year of 10 ms ticks
+    put(net, session, 'k', 'v', { ttl });
+    const left = (): number => {
+      const o = net.node(net.settle());
+      return ((o.ownedEntry('k', net.now) as Entry).until as number) - net.now;
+    };
+    const first = left();
+    expect(first).toBeLessThanOrEqual(ttlTicksStretched(ttl, base.driftPpm));
+    for (let i = 0; i < 5; i++) {
+      for (const m of members) net.restart(m.name);
+      expect(left()).toBeLessThanOrEqual(first);
+    }
   });
 
   it('compare-and-set sees an expired value as absent; the ttl is part of the request', () => {
@@ -225,6 +254,22 @@ describe('expiry in the data core', () => {
     expect(get(net, 'b')).toMatchObject({ found: true, value: '2', version: 2 });
     net.run(40);
     expect(get(net, 'b')).toMatchObject({ found: false, version: 3 });
+  });
+
+  it('a scan skips a value past its deadline here (expiredHere), before and after its tombstone', () => {
+    const { net, session } = started();
+    put(net, session, 'a', '1', { ttl: 10 });
+    put(net, session, 'b', '2');
+    const keysAt = (): string[] => {
+      const view = net.node(net.owner()).scanView(0, net.now);
+      if (!view) throw new Error('no view');
+      return selectPage(view, { prefix: '', after: null, limit: 10, bytesMax: 1 << 20, values: false, decide: () => true, live: (_k, e) => !expiredHere(e, net.now) }).entries.map((e) => e.key);
+    };
+    expect(keysAt()).toEqual(['a', 'b']);
+    net.now += 11; // past the deadline, not collected yet
+    expect(keysAt()).toEqual(['b']);
+    net.run(2);
+    expect(keysAt()).toEqual(['b']);
   });
 
   it('broken: expiryLocalOnly answers "absent" from the owner\'s clock alone, with no tombstone anywhere', () => {

@@ -277,6 +277,13 @@ describe('scans and batches over the data store (in process)', () => {
     const mg = await net.call(b, 'mget', { ks: ['pub/3', 'hidden/1', 'nope', 'pub/0'].map((k) => Buffer.from(k)) });
     expect((mg.r as Array<Record<string, unknown>>).map((x) => x.e ?? Buffer.from(x.v as Uint8Array).toString())).toEqual(['v-pub/3', 'FORBIDDEN', 'NOT_FOUND', 'NOT_FOUND']);
     await expect(net.call(b, 'mget', { ks: Array.from({ length: 257 }, () => Buffer.from('k')) })).rejects.toThrow(/BATCH_TOO_LARGE/);
+    // An answer that would not fit a frame ends early (at least one item): the client asks again for the rest.
+    const big = 'z'.repeat(300 * 1024);
+    await put(net, a, 'big/1', big);
+    await put(net, a, 'big/2', big);
+    const mb = (await net.call(c, 'mget', { ks: ['big/1', 'big/2', 'pub/3'].map((k) => Buffer.from(k)) })).r as Array<Record<string, unknown>>;
+    expect(mb.length).toBe(1);
+    expect(Buffer.from(mb[0]?.v as Uint8Array).length).toBe(300 * 1024);
     // mput: each item in its own session ids; a retry of the whole batch (same ids) applies nothing twice.
     const items = ['m/1', 'm/2', 'm/3'].map((k) => Buffer.from(k));
     const sess = await Promise.all(items.map(async (k) => (await net!.call(c, 'open', { k })).s as number));
@@ -288,6 +295,14 @@ describe('scans and batches over the data store (in process)', () => {
     // An mput item with a ttl expires like a put's value: once gone, no scan lists it and mget says NOT_FOUND.
     expect((await net.call(b, 'mput', { b: [[items[1], Buffer.from('brief'), [sess[1], 2, 2], null, 150]] })).r).toEqual([{ n: 2 }]);
     expect((await scanAll(net, a, 'm/', 10)).map((x) => x[0])).toEqual(['m/1', 'm/2', 'm/3']);
+    // A scanned value with a ttl carries what is left of it (an export keeps it); the others carry none.
+    const sh2 = shardOf('m/2', fast.shards as number);
+    const withTtl = ((await net.call(b, 'scan', { sh: sh2, p: Buffer.from('m/2'), l: 5 })).e as unknown[][])[0] as unknown[];
+    expect(withTtl.length).toBe(4);
+    expect(withTtl[3]).toBeGreaterThan(0);
+    expect(withTtl[3]).toBeLessThanOrEqual(150 * 1.01 + 20); // never early: whole ticks, stretched by the drift bound
+    const sh1 = shardOf('m/1', fast.shards as number);
+    expect(((await net.call(b, 'scan', { sh: sh1, p: Buffer.from('m/1'), l: 5 })).e as unknown[][])[0]?.length).toBe(3);
     await new Promise((r) => setTimeout(r, 400));
     for (const at of [a, b, c]) expect((await scanAll(net, at, 'm/', 10)).map((x) => x[0])).toEqual(['m/1', 'm/3']);
     expect(((await net.call(c, 'mget', { ks: [items[1]] })).r as Array<Record<string, unknown>>)[0]?.e).toBe('NOT_FOUND');

@@ -351,10 +351,11 @@ describe('attested handshake', () => {
       const verifyServer = documentVerifier({ roots: [ca.rootPem], pcrs: pcrHex });
       const identity = generateIdentity();
       let recorded: Uint8Array | null = null;
-      const first = await handshake({ identity, attest: async (n, k) => (recorded = await realAttest(n, k)) }, { verifyServer });
+      // A real document is signed and checked here (P-384, the chain): allow for a loaded machine.
+      const first = await handshake({ identity, attest: async (n, k) => (recorded = await realAttest(n, k)) }, { verifyServer, timeoutMs: 15_000 });
       expect(first.client.status).toBe('fulfilled');
       first.cfs.destroy();
-      const replay = await handshake({ identity, attest: () => Promise.resolve(recorded as Uint8Array) }, { verifyServer });
+      const replay = await handshake({ identity, attest: () => Promise.resolve(recorded as Uint8Array) }, { verifyServer, timeoutMs: 15_000 });
       const e = rejection(replay.client);
       expect([e.code, e.reason]).toEqual(['UNATTESTED', 'NONCE_MISMATCH']);
     });

@@ -78,6 +78,13 @@ describe('the scan core (selectPage)', () => {
     expect(none).toEqual(p);
   });
 
+  it('bytesStrict: a continued page takes no entry past its bytes, not even a first one', () => {
+    const data = new Map<string, Entry>([['a', { value: 'x'.repeat(100), version: 1, epoch: 1 }], ['b', { value: 'y', version: 1, epoch: 1 }]]);
+    const q = { prefix: '', after: null, limit: 10, bytesMax: 50, values: true, decide: () => true };
+    expect(selectPage({ data, inflight: new Map() }, q).entries.map((e) => e.key)).toEqual(['a']);
+    expect(selectPage({ data, inflight: new Map() }, { ...q, bytesStrict: true })).toMatchObject({ entries: [], more: true });
+  });
+
   it('stops to wait for the filter and resumes where it stopped, never skipping or repeating a key', async () => {
     await fc.assert(fc.asyncProperty(modelArb, fc.integer({ min: 1, max: 5 }), async (m, limit) => {
       const known = new Set<string>();
@@ -260,5 +267,13 @@ describe('the batcher (client/batch.ts)', () => {
     expect(Buffer.from((rs[1] as PromiseFulfilledResult<RpcResult>).value.v as Buffer).toString()).toBe('B:k2');
     expect(rs[2]).toMatchObject({ status: 'rejected', reason: { code: 'NOT_FOUND', version: 3 } });
     expect(batcher.requests).toBe(2);
+  });
+
+  it('an mget answer that ended early leaves the rest UNAVAILABLE (BATCH_FULL), which the get path retries', async () => {
+    const conn = { call: async (): Promise<RpcResult> => ({ r: [{ v: Buffer.from('big'), n: 1 }] }) };
+    const batcher = new Batcher();
+    const rs = await Promise.allSettled(['a', 'b'].map((k) => batcher.send(conn as never, 'get', { k: Buffer.from(k) })));
+    expect(rs[0]).toMatchObject({ status: 'fulfilled', value: { n: 1 } });
+    expect(rs[1]).toMatchObject({ status: 'rejected', reason: { code: 'UNAVAILABLE', message: expect.stringMatching(/^BATCH_FULL/) } });
   });
 });

@@ -59,7 +59,7 @@ describe('fault simulator (issue 11)', () => {
     // Expiry (docs/consistency.md "Expiry"; the tombstone not sealed, which a whole-ring restart resurrects, is
     // shown by test/data-expiry.test.ts: in this mix a later write or a reconfiguration's snapshot usually seals over it).
     ['expiry not replicated (each owner answers "absent" by its own clock alone)', { expiryLocalOnly: true }, undefined],
-    ['deadlines compared across nodes (a range moved with its sender\'s absolute deadline: early expiry)', { absoluteDeadlines: true }, undefined, 60],
+    ['deadlines compared across nodes (a range moved with its sender\'s absolute deadline: early expiry)', { absoluteDeadlines: true }, ['partition', 'kill']],
   ];
   for (const [name, flags, mix, seedsMax = 30] of broken) {
     it(`catches a broken build: ${name}`, () => {
@@ -72,14 +72,15 @@ describe('fault simulator (issue 11)', () => {
   }
 
   // R1 (docs/durability.md): a get's answer leaves once its range's records are durable. With the tag broken
-  // (readsDependOnNothing) a one-member range shows a write a crash then loses; seed 10 at R = 1 on 3 nodes
-  // was the first of four failing seeds in 1..60 (not linearizable), and passes on the correct build. (Seed 13
-  // since boot fencing's messages moved the schedules.)
+  // (readsDependOnNothing) a one-member range shows a write a crash then loses; at R = 1 on 3 nodes about one
+  // seed in fifteen fails (seed 10 when it was written; merges of other work move schedules, so it searches).
   it('catches a broken build: reads that wait for no record (R1), one replica', () => {
     const shape = { replicas: 1, nodes: 3 };
-    expect(runSeed(13, { readsDependOnNothing: true }, false, undefined, shape).ok).toBe(false);
-    expect(runSeed(13, undefined, false, undefined, shape).ok).toBe(true);
-  }, 120_000);
+    let failing: number | null = null;
+    for (let seed = 1; seed <= 80 && failing === null; seed++) if (!runSeed(seed, { readsDependOnNothing: true }, false, undefined, shape).ok) failing = seed;
+    expect(failing, 'no failing seed in 1..80').not.toBeNull();
+    expect(runSeed(failing as number, undefined, false, undefined, shape).ok).toBe(true);
+  }, 240_000);
 
   // Seeds that failed during development, each with the fault mix it failed under (and the broken build, if it
   // was one): they must pass on the correct build, and a broken one must still fail, so the seed keeps its bite.
@@ -134,13 +135,15 @@ describe('fault simulator (issue 11)', () => {
 
   // Found while choosing how scans treat expiry: skipping a value as soon as its deadline passed here (without
   // waiting for the replicated tombstone, as a get waits) lets a later owner, whose deadline is later, serve it
-  // again after a scan said it was gone. Kept as a regression: it must fail broken and pass correct.
-  // (Seed 6 until boot fencing's messages moved the schedules; seed 24 since.)
-  it('regression seed 24 (scans, ttl): a scan must not call a value gone before its expiry is replicated', () => {
-    const problems = (broken?: SimOptions['broken']) => scanRun(24, broken, undefined, true).problems.filter((p) => !p.includes('search exhausted'));
-    expect(problems()).toEqual([]);
-    expect(problems({ scanSkipsExpiredHere: true }).length).toBeGreaterThan(0);
-  }, 60_000);
+  // again after a scan said it was gone (first found at seed 6; seeds 3, then 27, as the workload changed). Kept as a
+  // broken build the simulator must catch, on a seed the correct build passes.
+  it('catches a broken build: scans that call a value gone before its expiry is replicated', () => {
+    const problems = (seed: number, broken?: SimOptions['broken']) => scanRun(seed, broken, undefined, true).problems.filter((p) => !p.includes('search exhausted'));
+    let failing: number | null = null;
+    for (let seed = 1; seed <= 40 && failing === null; seed++) if (problems(seed, { scanSkipsExpiredHere: true }).length > 0) failing = seed;
+    expect(failing, 'no failing seed in 1..40').not.toBeNull();
+    expect(problems(failing as number)).toEqual([]);
+  }, 120_000);
 
   it('catches a broken build: scans served without the read lease (a cut-off owner scans stale values)', () => {
     let failing: number | null = null;

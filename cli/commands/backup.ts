@@ -16,6 +16,7 @@ import { BackupWriter, passphraseFromFile, readBackup } from '../backup-file.ts'
 import { intFlag } from '../flags.ts';
 import { errorCode, run, UsageError } from '../output.ts';
 import { common, withClient, type CommonOpts } from './kv.ts';
+import { escapeKey } from './scan.ts';
 
 const progressMs = 2000;
 /** Puts sent together by import (one mput per node each). */
@@ -61,7 +62,7 @@ export function registerBackup(program: Command): void {
           const tick = progress();
           try {
             for await (const it of kv.scanAll({ prefix: o.prefix, values: true })) {
-              w.add(it.key, it.value as Buffer);
+              w.add(it.key, it.value as Buffer, it.ttlMs);
               tick(() => `exported ${w.entries} keys`);
             }
             w.finish();
@@ -85,31 +86,32 @@ export function registerBackup(program: Command): void {
       run(o.json, async () => {
         const pass = passphrase(o.passphraseFile);
         // Pass 1: the whole file authenticates and is complete before anything is written.
-        const total = await readBackup(file, pass, () => undefined);
+        let checked: Buffer | undefined;
+        const total = await readBackup(file, pass, () => undefined, { onHeader: (h) => (checked = h) });
         const started = Date.now();
         let done = 0;
         let skipped = 0;
         const failures: Array<{ key: string; code: string; message: string }> = [];
         await withClient(o, async (kv) => {
           const tick = progress();
-          let group: Array<{ key: Buffer; value: Buffer; ifVersion?: number }> = [];
+          let group: Array<{ key: Buffer; value: Buffer; ifVersion?: number; ttlMs?: number }> = [];
           let bytes = 0;
           const send = async (): Promise<void> => {
             const rs: MputResult[] = await kv.mput(group);
             for (const r of rs) {
               if (r.ok) done++;
               else if (o.ifAbsent && r.error.code === 'CONFLICT') skipped++;
-              else failures.push({ key: r.key.toString('utf8'), code: errorCode(r.error), message: r.error.message });
+              else failures.push({ key: escapeKey(r.key), code: errorCode(r.error), message: r.error.message });
             }
             group = [];
             bytes = 0;
             tick(() => `imported ${done + skipped + failures.length}/${total} keys`);
           };
-          await readBackup(file, pass, async (key, value) => {
-            group.push({ key, value, ...(o.ifAbsent ? { ifVersion: 0 } : {}) });
+          await readBackup(file, pass, async (key, value, ttlMs) => {
+            group.push({ key, value, ...(o.ifAbsent ? { ifVersion: 0 } : {}), ...(ttlMs === undefined ? {} : { ttlMs }) });
             bytes += key.length + value.length;
             if (group.length >= importGroupKeys || bytes >= importGroupBytes) await send();
-          });
+          }, { ...(checked ? { expectHeader: checked } : {}) });
           if (group.length > 0) await send();
         });
         const ms = Date.now() - started;

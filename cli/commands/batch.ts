@@ -3,7 +3,7 @@
  * per line on stdout, in order, over one client (one attested connection per node, verified once):
  *
  *   get KEY                              -> the value (text mode escapes \ as \\, newline as \n, CR as \r)
- *   put [--if-version N] KEY VALUE...    -> OK          (VALUE: the rest of the line, spaces kept)
+ *   put [--if-version N] [--ttl D] KEY VALUE...  -> OK  (VALUE: the rest of the line, spaces kept; D as put --ttl)
  *   del [--if-version N] KEY             -> OK | OK (no such key)
  *   a failure                            -> CODE: message (CODE as in the single commands: NOT_FOUND, ...)
  *
@@ -17,6 +17,8 @@ import type { EkvClient } from '../../client/index.ts';
 import { errorCode, run, UsageError } from '../output.ts';
 import { common, withClient, type CommonOpts } from './kv.ts';
 import { EkvError } from '../../protocol/errors.ts';
+import { ttlMsMax } from '../../protocol/constants.ts';
+import { durationFlag } from '../flags.ts';
 
 /** A line longer than this is answered with USAGE (a put's value is bounded by the protocol anyway). */
 export const batchLineBytesMax = 1024 * 1024 + 4096;
@@ -26,20 +28,34 @@ export interface BatchLine {
   key: string;
   value?: string;
   ifVersion?: number;
+  /** put only: expire after this many ms (docs/consistency.md "Expiry"). */
+  ttlMs?: number;
 }
 
 /** Parses one line; null for a blank or comment line; throws UsageError for anything else it cannot read. */
 export function parseBatchLine(line: string): BatchLine | null {
   const text = line.endsWith('\r') ? line.slice(0, -1) : line;
   if (text.trim() === '' || text.trimStart().startsWith('#')) return null;
-  // op [--if-version N] key[ value]: the key ends at the first space; a put's value is all after that one space.
-  const m = /^\s*(\S+)(?:\s+--if-version\s+(\S+))?(?:\s+(\S+))?(?: ([\s\S]*))?$/.exec(text);
-  if (!m) throw new UsageError('cannot read the line: op [--if-version N] KEY [VALUE]');
+  // op [--if-version N] [--ttl D] key[ value]: the key ends at the first space; a put's value is all after that one space.
+  const m = /^\s*(\S+)((?:\s+--(?:if-version|ttl)\s+\S+)*)(?:\s+(\S+))?(?: ([\s\S]*))?$/.exec(text);
+  if (!m) throw new UsageError('cannot read the line: op [--if-version N] [--ttl D] KEY [VALUE]');
   const op = (m[1] as string).toLowerCase();
   const name = op === 'delete' ? 'del' : op === 'set' ? 'put' : op;
   if (name !== 'get' && name !== 'put' && name !== 'del') throw new UsageError(`unknown command ${JSON.stringify(op.slice(0, 40))} (get, put, del)`);
-  const [, , version, key, value] = m;
+  const [, , flags, key, value] = m;
+  let version: string | undefined;
+  let ttl: string | undefined;
+  for (const f of (flags ?? '').matchAll(/--(if-version|ttl)\s+(\S+)/g)) {
+    if (f[1] === 'ttl') {
+      if (ttl !== undefined) throw new UsageError('--ttl given twice');
+      ttl = f[2];
+    } else {
+      if (version !== undefined) throw new UsageError('--if-version given twice');
+      version = f[2];
+    }
+  }
   if (key === undefined) throw new UsageError(`${name} needs a key`);
+  if (ttl !== undefined && name !== 'put') throw new UsageError(`${name} takes no --ttl`);
   let ifVersion: number | undefined;
   if (version !== undefined) {
     if (name === 'get') throw new UsageError('get takes no --if-version');
@@ -49,7 +65,7 @@ export function parseBatchLine(line: string): BatchLine | null {
   const cas = ifVersion === undefined ? {} : { ifVersion };
   if (name === 'put') {
     if (value === undefined) throw new UsageError('put needs a key and a value');
-    return { op: 'put', key, value, ...cas };
+    return { op: 'put', key, value, ...cas, ...(ttl === undefined ? {} : { ttlMs: durationFlag(ttl, '--ttl', ttlMsMax) }) };
   }
   if (value !== undefined && value.trim() !== '') throw new UsageError(`${name} takes one key`);
   return { op: name, key, ...cas };
@@ -69,8 +85,8 @@ async function execute(kv: EkvClient, c: BatchLine, json: boolean): Promise<stri
       : escapeValue(r.value);
   }
   if (c.op === 'put') {
-    const version = await kv.put(c.key, c.value as string, cas);
-    return json ? JSON.stringify({ ok: true, key: c.key, version }) : 'OK';
+    const version = await kv.put(c.key, c.value as string, c.ttlMs === undefined ? cas : { ...cas, ttlMs: c.ttlMs });
+    return json ? JSON.stringify({ ok: true, key: c.key, version, ...(c.ttlMs === undefined ? {} : { ttlMs: c.ttlMs }) }) : 'OK';
   }
   const r = await kv.delete(c.key, cas);
   return json ? JSON.stringify({ ok: true, key: c.key, deleted: r.deleted, version: r.version }) : r.deleted ? 'OK' : 'OK (no such key)';
@@ -87,7 +103,7 @@ function failure(err: unknown, json: boolean): string {
 
 export function registerBatch(program: Command): void {
   common(program.command('batch').alias('shell'))
-    .description('pipe mode: one command per line on stdin (get KEY | put [--if-version N] KEY VALUE | del [--if-version N] KEY), one result per line on stdout, over one connection')
+    .description('pipe mode: one command per line on stdin (get KEY | put [--if-version N] [--ttl D] KEY VALUE | del [--if-version N] KEY), one result per line on stdout, over one connection')
     .action(async (o: CommonOpts) =>
       run(o.json, async () => {
         const json = o.json === true;

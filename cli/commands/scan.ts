@@ -3,7 +3,8 @@
  * `printPrefix`): what a Redis or etcd user expects (docs/scans.md).
  *
  * Text output, one line per entry: a key (keys, scan), `key<TAB>value` (scan --values, get --prefix; both
- * escaped as `ekv batch` escapes values: \ as \\, newline as \n, CR as \r, and a tab in a key as \t), a value or
+ * escaped as `ekv batch` escapes values: \ as \\, newline as \n, CR as \r; in a key also a tab as \t, other control
+ * characters as \xHH, C1 controls and bidi overrides as \uHHHH: escapeKey), a value or
  * `CODE: message` per key (mget), `OK` or `CODE: message` per pair (mput). --json: one JSON object.
  * mget and mput exit 1 if any key failed (every key is still answered), like `ekv batch`.
  */
@@ -16,9 +17,17 @@ import { ttlMsMax } from '../../protocol/constants.ts';
 import { escapeValue } from './batch.ts';
 import { common, withClient, type CommonOpts } from './kv.ts';
 
-/** Text mode: a key on one line whatever bytes it holds (and a tab would split `key<TAB>value`). */
+/**
+ * Text mode: a key on one line whatever bytes it holds (and a tab would split `key<TAB>value`), and nothing a
+ * terminal acts on: keys are written by any principal with a write right, and an operator lists them in a
+ * terminal. Other C0 controls and DEL print as `\xHH`, C1 controls and the bidirectional overrides and isolates
+ * (which reorder what a line shows) as `\uHHHH`; a backslash is `\\`, so the escapes are unambiguous.
+ */
 export function escapeKey(key: Buffer): string {
-  return escapeValue(key).replace(/\t/g, '\\t');
+  return escapeValue(key)
+    .replace(/\t/g, '\\t')
+    .replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+    .replace(/[\u0080-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 function itemJson(it: ScanItem): Record<string, unknown> {

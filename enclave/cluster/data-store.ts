@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import { EkvError } from '../../protocol/errors.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import {
-  bootIdMax, type ClientOp, type ClientResult, type Config, type DataConfig, DataDriver, type DataLog, type LogRecord, type Member, type Outbound, type PeerBody,
+  bootIdMax, type ClientOp, type ClientResult, type Config, type DataConfig, DataDriver, type DataLog, type Entry, expiredHere, type LogRecord, type Member, type Outbound, type PeerBody,
   type ScanView, shardOf, validateDataConfig,
 } from '../data/index.ts';
 import { idToBytes, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
@@ -574,6 +574,14 @@ export class DataStore {
   scanView(shard: number): ScanView | null {
     if (!this.driver.serving) return null;
     return this.driver.node?.scanView(shard, this.nowTicks()) ?? null;
+  }
+
+  /**
+   * Whether an entry's deadline has passed on this node's clock now (docs/consistency.md "Expiry"): scans skip it,
+   * as a get would not return it (a get waits for the replicated tombstone instead).
+   */
+  expiredNow(e: Entry): boolean {
+    return expiredHere(e, this.nowTicks());
   }
 
   /** The enclave's monotonic clock in core ticks, read now (what scanView and expiry deadlines are measured in). */

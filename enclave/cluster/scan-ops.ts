@@ -5,10 +5,12 @@
  *   scan  {sh, p?, a?, l, b?, v?, ns?}  one page of range `sh`: keys with prefix p, strictly after a, at most l
  *                                       entries and about b bytes, with values if v; ns: the namespaces the
  *                                       caller holds a right in (names, no values) instead of keys
- *                                       -> {e: [[key, value | null, version], ...], m: more?, S: ranges}
+ *                                       -> {e: [[key, value | null, version, ttlMs?], ...], m: more?, S: ranges}
+ *                                       (ttlMs: what is left of a value's ttl, rounded up)
  *   scanf {same, pk}                    peer only: the same at the range's owner, with the caller's proven
  *                                       principal key (pk, or null) set by the entry node -> {e, m} | {no: hint}
- *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?, t?}, ...]} in order
+ *   mget  {ks: [key, ...]}              -> {r: [{v, n} | {e: code, m: message, n?, t?}, ...]} in order; the
+ *                                       answer may end early (at least one item) to fit a frame: ask again for the rest
  *   mput  {b: [[key, value, [session, seq, floor], ifVersion | null, ttl?], ...]} -> {r: [{n} | {e, m, n?, t?}, ...]}
  *                                       (an item's refusal carries what the RPC refusal would: protocol/rpc.ts)
  *
@@ -18,16 +20,17 @@
  * exactly the single operation (access check, session ids, retries): a batch is not a transaction.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { keyBytesMax, valueBytesMax } from '../../protocol/constants.ts';
+import { keyBytesMax, ttlMsMax, valueBytesMax } from '../../protocol/constants.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import { principalBytesMax, principalFromBytes } from '../../protocol/principal.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import type { AccessCheck } from '../access/index.ts';
 import { classifyKey } from '../acl/index.ts';
-import { expiredHere, type ScanDecision, type ScanEntry, type ScanView, selectPage } from '../data/index.ts';
+import { expiredHere, type ScanDecision, type ScanView, scanEntryOverheadBytes, selectPage } from '../data/index.ts';
 import type { NodeRef } from '../ring/index.ts';
 import type { CallerContext } from '../server.ts';
 import { clientOpDeadlineMs, type DataStore, retryable } from './data-store.ts';
+import { dataTickMs } from './op-wire.ts';
 import type { OpSpec } from './ops.ts';
 
 /** Entries one page may hold (per range). */
@@ -36,8 +39,10 @@ export const scanPageKeysMax = 1000;
 export const scanPageBytesMax = 256 * 1024;
 /** Items of one mget or mput request. */
 export const batchItemsMax = 256;
-/** Value bytes of one mget answer; items past it answer UNAVAILABLE with BATCH_FULL (the SDK asks again). */
-export const mgetAnswerBytesMax = valueBytesMax;
+/** Bytes of one mget answer (values, messages, overhead): it ends before the item that would pass it (the SDK asks again). */
+export const mgetAnswerBytesMax = valueBytesMax + 2048;
+/** Per mget item beyond its value and message: CBOR heads, the version, field names. */
+const mgetItemOverheadBytes = 32;
 /** Times one page may wait for access documents before it answers with what it has. */
 export const scanWaitsMax = 32;
 /** The reserved prefix of namespace ACLs (enclave/acl/keys.ts aclStorageKey). */
@@ -126,7 +131,15 @@ function encodeScan(q: ScanRequest, principal: Buffer | null): Record<string, un
   };
 }
 
-type LocalScan = { ok: true; entries: ScanEntry[]; more: boolean } | { ok: false; code: 'UNAVAILABLE' | 'NOT_OWNER'; hint: string | null };
+/** A page entry as it leaves the owner: the scan core's, with the ttl left instead of a local deadline. */
+export interface PageEntry {
+  readonly key: string;
+  readonly value: string | null;
+  readonly version: number;
+  readonly ttlMs?: number;
+}
+
+type LocalScan = { ok: true; entries: PageEntry[]; more: boolean } | { ok: false; code: 'UNAVAILABLE' | 'NOT_OWNER'; hint: string | null };
 
 /**
  * One page of one range here, as its owner: each round reads the range's view under the lease valid at that
@@ -158,7 +171,7 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
       if (expiredHere(f ? f.prev : cur.data.get(k), curNow)) return { wait: store.local({ kind: 'get', key: k }) };
       return true;
     };
-  const entries: ScanEntry[] = [];
+  const entries: PageEntry[] = [];
   let after = q.after === null ? null : base + q.after;
   let bytes = 0;
   let cur: ScanView = { data: new Map(), inflight: new Map() };
@@ -169,14 +182,17 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
     cur = view;
     curNow = store.clockTicks();
     const page = selectPage(view, {
-      prefix: base + q.prefix, after, limit: q.limit - entries.length, bytesMax: Math.max(1, q.bytesMax - bytes), values: q.values, decide,
+      // A page continued after a wait stays within the caller's bytes: only the page's very first entry may pass them.
+      prefix: base + q.prefix, after, limit: q.limit - entries.length, bytesMax: Math.max(0, q.bytesMax - bytes), bytesStrict: entries.length > 0, values: q.values, decide,
       // A data key's read right depends on its namespace alone (docs/access-control.md): a refused namespace is skipped whole.
       ...(q.ns ? {} : { groupOf: namespaceGroup }),
       ...(live ? { live } : {}),
     });
     for (const e of page.entries) {
-      entries.push(q.ns ? { key: e.key.slice(aclPrefix.length), value: null, version: e.version } : e);
-      bytes += e.key.length + (e.value?.length ?? 0);
+      // A value with a ttl carries what is left of it (ms, rounded up: never early), for exports to keep.
+      const left = e.until === undefined ? {} : { ttlMs: Math.min(ttlMsMax, Math.max(1, (e.until - curNow) * dataTickMs)) };
+      entries.push(q.ns ? { key: e.key.slice(aclPrefix.length), value: null, version: e.version } : { key: e.key, value: e.value, version: e.version, ...left });
+      bytes += e.key.length + (e.value?.length ?? 0) + scanEntryOverheadBytes;
     }
     if (!page.wait) return { ok: true, entries, more: page.more };
     // The filter's answer for that key arrives with the document; the next round decides it from the lease.
@@ -196,31 +212,32 @@ function namespaceGroup(key: string): string | null {
   return c.kind === 'namespace' ? `${c.ns}/` : null;
 }
 
-function entriesToWire(entries: readonly ScanEntry[]): unknown[] {
-  return entries.map((e) => [Buffer.from(e.key, 'latin1'), e.value === null ? null : Buffer.from(e.value, 'latin1'), e.version]);
+function entriesToWire(entries: readonly PageEntry[]): unknown[] {
+  return entries.map((e) => [Buffer.from(e.key, 'latin1'), e.value === null ? null : Buffer.from(e.value, 'latin1'), e.version, ...(e.ttlMs === undefined ? [] : [e.ttlMs])]);
 }
 
 /** A forwarded page from the owner, checked against the request (an attested peer, but bounded all the same). */
-function wireEntries(x: unknown, q: ScanRequest): ScanEntry[] {
+function wireEntries(x: unknown, q: ScanRequest): PageEntry[] {
   if (!Array.isArray(x) || x.length > q.limit) throw new EkvError('PROTOCOL', 'malformed scan page');
-  const out: ScanEntry[] = [];
+  const out: PageEntry[] = [];
   let last = q.after;
   for (const it of x) {
-    if (!Array.isArray(it) || it.length !== 3) throw new EkvError('PROTOCOL', 'malformed scan entry');
-    const [k, v, n] = it as [unknown, unknown, unknown];
+    if (!Array.isArray(it) || it.length < 3 || it.length > 4) throw new EkvError('PROTOCOL', 'malformed scan entry');
+    const [k, v, n, t] = it as [unknown, unknown, unknown, unknown];
+    if (t !== undefined && (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 1 || t > ttlMsMax)) throw new EkvError('PROTOCOL', 'malformed scan ttl');
     if (!(k instanceof Uint8Array) || k.length < 1 || k.length > keyBytesMax) throw new EkvError('PROTOCOL', 'malformed scan key');
     if (!(v === null || (v instanceof Uint8Array && v.length <= valueBytesMax)) || (v !== null) !== q.values) throw new EkvError('PROTOCOL', 'malformed scan value');
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) throw new EkvError('PROTOCOL', 'malformed scan version');
     const key = Buffer.from(k).toString('latin1');
     if (!key.startsWith(q.prefix) || (last !== null && key <= last)) throw new EkvError('PROTOCOL', 'scan page out of order');
     last = key;
-    out.push({ key, value: v === null ? null : Buffer.from(v).toString('latin1'), version: n });
+    out.push({ key, value: v === null ? null : Buffer.from(v).toString('latin1'), version: n, ...(t === undefined ? {} : { ttlMs: t as number }) });
   }
   return out;
 }
 
 /** A page of one range, at its owner: here, or forwarded (following hints), retried while retryable until the deadline. */
-export async function runScan(store: DataStore, access: ScanAccess, q: ScanRequest, principal: Buffer | null, deadlineMs = clientOpDeadlineMs): Promise<{ entries: ScanEntry[]; more: boolean }> {
+export async function runScan(store: DataStore, access: ScanAccess, q: ScanRequest, principal: Buffer | null, deadlineMs = clientOpDeadlineMs): Promise<{ entries: PageEntry[]; more: boolean }> {
   const deadline = Date.now() + deadlineMs;
   for (let attempt = 0; ; attempt++) {
     let hint: string | null = null;
@@ -305,16 +322,17 @@ export function scanOps(c: ScanOpsInit): Array<[string, OpSpec]> {
       run: async (req, ctx) => {
         const ks = batchList(req.ks, 'ks');
         const rs = await Promise.all(ks.map((k) => c.runData('get', { k }, ctx).then((r) => r as Record<string, unknown>, itemError)));
-        // The answer fits a frame: values past the budget are left for the client to ask again.
+        // The answer fits a frame: it stops before the item that would take it past the budget (the first item is
+        // always answered); the client asks again for the items it did not get (BATCH_FULL).
         let bytes = 0;
-        let taken = 0;
-        const r = rs.map((x) => {
-          if (!(x.v instanceof Uint8Array)) return x;
-          bytes += x.v.length;
-          if (taken++ > 0 && bytes > mgetAnswerBytesMax) return { e: 'UNAVAILABLE', m: 'BATCH_FULL: the answer is full, ask again' };
-          return x;
-        });
-        return { r };
+        let n = 0;
+        for (const x of rs) {
+          const size = (x.v instanceof Uint8Array ? x.v.length : 0) + (typeof x.m === 'string' ? x.m.length : 0) + mgetItemOverheadBytes;
+          if (n > 0 && bytes + size > mgetAnswerBytesMax) break;
+          bytes += size;
+          n++;
+        }
+        return { r: rs.slice(0, n) };
       },
     }],
     ['mput', {

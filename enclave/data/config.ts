@@ -92,11 +92,13 @@ export const expireBatchDefault = 64;
 export const ttlTicksMax = 10_000_000_000;
 
 /**
- * Ticks a node counts for `ticks` it was told are left (by its own log, or by another node), so that the
- * deadline is never early in real time: its clock may run up to ρ fast, and the teller's up to ρ slow.
+ * The ticks a write's ttl is counted in (once, by the owner that applies it): stretched by the drift bound, so
+ * that ticks counted on any clocks, each running at most ρ fast, add up to at least the ttl in real time. Nodes
+ * then count down what is left on their own clocks, each from when it got the entry, and never stretch again:
+ * the sum of ticks counted is never more than the real time elapsed·(1+ρ), so reaching it is never early.
  */
-export function ttlTicksHere(ticks: number, driftPpm: number): number {
-  return Math.ceil((ticks * (1_000_000 + driftPpm)) / (1_000_000 - driftPpm));
+export function ttlTicksStretched(ticks: number, driftPpm: number): number {
+  return Math.ceil((ticks * (1_000_000 + driftPpm)) / 1_000_000);
 }
 
 export const defaultDataConfig: Readonly<DataConfig> = Object.freeze({

@@ -1,5 +1,5 @@
 // The data layer as a pure state machine (docs/consistency.md).
-export { type BrokenFlags, type DataConfig, defaultDataConfig, expireBatchDefault, ownerLeaseTicks, ttlTicksHere, ttlTicksMax, validateDataConfig } from './config.ts';
+export { type BrokenFlags, type DataConfig, defaultDataConfig, expireBatchDefault, ownerLeaseTicks, ttlTicksMax, ttlTicksStretched, validateDataConfig } from './config.ts';
 export { DataError, type DataErrorCode } from './errors.ts';
 export { type DataCounters, DataNode, type DataNodeInit, newDataCounters, shardOf, shardStart } from './node.ts';
 export * from './types.ts';

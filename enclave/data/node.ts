@@ -11,13 +11,13 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { distance, idSpace, keyId } from '../ring/index.ts';
-import { type DataConfig, expireBatchDefault, ownerLeaseTicks, validateDataConfig } from './config.ts';
+import { type DataConfig, expireBatchDefault, ownerLeaseTicks, ttlTicksStretched, validateDataConfig } from './config.ts';
 import {
   applyRecord, cloneSessions, dataOut, emptySessions, entryBytes, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState, type TtlRule,
 } from './range.ts';
 import {
   type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, expiredHere, type Inbound, type LogRecord, type Member,
-  type Outbound, type PeerBody, type Ready, anonPrincipal, internalPrincipalPrefix, replacedBootsMax, sameMember, sessionCounter, sessionNonceSpan, type Witnessed, type WriteOp, type WriteResult, bootIdMax,
+  type Outbound, type PeerBody, type Ready, internalPrincipalPrefix, replacedBootsMax, sameMember, sessionCounter, sessionNonceSpan, type Witnessed, type WriteOp, type WriteResult, bootIdMax,
 } from './types.ts';
 
 /** Counters of the data core's own work (the driver exports them as metrics: nothing names a key or a principal). */
@@ -74,6 +74,11 @@ export const opensQueuedPerPrincipal = 4;
  * keeps from completing (it holds one member's acknowledgements) plus a client re-sending it grew without end.
  */
 export const waitersPerWriteMax = 32;
+/**
+ * Gets waiting for a write in flight on a value past its deadline (its expiry, or the write before it); past
+ * this the oldest is answered UNAVAILABLE (the client retries), so a held-up expiry cannot gather reads without end.
+ */
+export const getsPerWriteMax = 256;
 
 /** Recent keys' ranges (a request asks for its key's range several times on its way: SHA-256 and BigInt each time). */
 const shardMemo = new Map<number, Map<string, number>>();
@@ -1189,7 +1194,12 @@ export class DataNode {
       }
       // Expired here, but "absent" only once every member holds the tombstone: wait for the write on the key
       // (the expiry itself, started now if nothing is in flight), then answer from what it left.
-      (f ?? this.startExpire(r, key)).gets.push({ client, rid });
+      const w = f ?? this.startExpire(r, key);
+      w.gets.push({ client, rid });
+      if (w.gets.length > getsPerWriteMax) {
+        const old = w.gets.shift() as { client: string; rid: number };
+        this.reply(old.client, old.rid, { ok: false, code: 'UNAVAILABLE' });
+      }
       return;
     }
     // R1: this answer depends on its range's records and the node's only (docs/durability.md).
@@ -1292,7 +1302,7 @@ export class DataNode {
   /**
    * A new session of `owner`: its id is the range's counter with a random nonce (ids cannot be guessed; the
    * owner check is what makes a guessed one useless). Past the principal's own bound, its least recently used
-   * session is evicted (for the shared anonymous tag, only one not in use); past the range's bound, a session not
+   * session is evicted (busy or not: for the shared anonymous tag too, see review-3 R7b); past the range's bound, a session not
    * in use (`sessionIdleTicks`), of the principal holding the most sessions, least recently used first. Null when
    * every session it could evict is in use: the open is refused, so that no caller, however many keys it makes,
    * can push out a session another caller is using (a write in flight would come back EXPIRED, outcome unknown).
@@ -1310,11 +1320,9 @@ export class DataNode {
       counts.set(x.owner, (counts.get(x.owner) ?? 0) + 1);
       if (x.owner !== owner) continue;
       mine++;
-      if (owner === anonPrincipal && !idle(id)) continue;
       if (x.used < mineMin) { mineMin = x.used; mineLru = id; }
     }
     if (mine >= this.cfg.sessionsPerPrincipalMax) {
-      if (mineLru === null) return null;
       evict = mineLru;
     } else if (s.table.size >= this.cfg.sessionsMax) {
       let most = -1;
@@ -1339,7 +1347,8 @@ export class DataNode {
     const version = (prev?.version ?? 0) + (lapsed ? 1 : 0);
     let result: WriteResult;
     let entry: Entry | null = null;
-    const ttl = op.kind === 'put' && op.ttl ? { ttl: op.ttl } : {};
+    // The ttl in the ticks every node counts down (stretched once by the drift bound: docs/consistency.md "Expiry").
+    const ttl = op.kind === 'put' && op.ttl ? { ttl: ttlTicksStretched(op.ttl, this.cfg.driftPpm) } : {};
     const grows = op.kind === 'put' ? entryBytes(op.key, { value: op.value, version: 0, epoch: 0, ...ttl }) - entryBytes(op.key, prev) : 0;
     if (op.ifVersion !== null && op.ifVersion !== live) {
       // Without a value, the version of its delete goes along (t), so that a client's floor can check "no value".

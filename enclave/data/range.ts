@@ -1,7 +1,6 @@
 // One range's state at one node, and the pure functions that change it from
 // log records. Replaying a node's log through applyRecord gives exactly the
 // state the live node had when those records were made durable.
-import { ttlTicksHere } from './config.ts';
 import type { Ballot, Config, Entry, LogRecord, RangeData, Session, Sessions, WriteOp } from './types.ts';
 import { newer, sessionCounter } from './types.ts';
 
@@ -64,17 +63,18 @@ export class DeadlineHeap {
 }
 
 /**
- * An entry as this node holds it: with a ttl, its deadline here is now plus the ttl stretched by the drift bound
- * (never early); any `until` it came with (another node's clock) is ignored.
+ * An entry as this node holds it: with a ttl, its deadline here is now plus the ticks left (counted from now:
+ * the time the entry spent in flight or on disk is not counted, so later, never earlier); any `until` it came
+ * with (another node's clock) is ignored.
  */
 export function entryHere(e: Entry, now: number, rule: TtlRule): Entry {
   if (e.ttl === undefined || e.value === null) return e.until === undefined && e.ttl === undefined ? e : { value: e.value, version: e.version, epoch: e.epoch };
   // (Broken build only: a deadline that came with the entry, read on another node's clock, is taken as this node's.)
   if (rule.absolute && e.until !== undefined) return e;
-  return { value: e.value, version: e.version, epoch: e.epoch, ttl: e.ttl, until: now + ttlTicksHere(e.ttl, rule.driftPpm) };
+  return { value: e.value, version: e.version, epoch: e.epoch, ttl: e.ttl, until: now + e.ttl };
 }
 
-/** How a node counts ttls: the drift bound; `absolute` is the broken build's (DataConfig.broken.absoluteDeadlines). */
+/** How a node counts ttls: `absolute` is the broken build's (DataConfig.broken.absoluteDeadlines). */
 export interface TtlRule {
   readonly driftPpm: number;
   readonly absolute?: boolean;

@@ -28,8 +28,10 @@ export interface ScanQuery {
   readonly after: string | null;
   /** At most this many entries (>= 1). */
   readonly limit: number;
-  /** Stop before the page's key (and value) bytes pass this; the first entry is always taken. */
+  /** Stop before the page's key (and value) bytes pass this; the first entry is always taken (unless `bytesStrict`). */
   readonly bytesMax: number;
+  /** Even the first entry must fit `bytesMax` (a caller continuing a page it has already started). */
+  readonly bytesStrict?: boolean;
   readonly values: boolean;
   readonly decide: (key: string) => ScanDecision;
   /**
@@ -47,6 +49,8 @@ export interface ScanEntry {
   /** null when values were not asked for. */
   readonly value: string | null;
   readonly version: number;
+  /** The entry's expiry deadline on this node's clock (ticks), when it has one (values with a ttl). */
+  readonly until?: number;
 }
 
 export interface ScanPage {
@@ -172,8 +176,8 @@ export function selectPage(view: ScanView, q: ScanQuery): ScanPage {
       }
       const e = visible(view, k) as Entry;
       const cost = k.length + (q.values ? (e.value as string).length : 0) + scanEntryOverheadBytes;
-      if (entries.length >= q.limit || (entries.length > 0 && bytes + cost > q.bytesMax)) return { entries, more: true, wait: null };
-      entries.push({ key: k, value: q.values ? e.value : null, version: e.version });
+      if (entries.length >= q.limit || ((entries.length > 0 || q.bytesStrict) && bytes + cost > q.bytesMax)) return { entries, more: true, wait: null };
+      entries.push({ key: k, value: q.values ? e.value : null, version: e.version, ...(e.until !== undefined ? { until: e.until } : {}) });
       bytes += cost;
       pos = k;
     }

@@ -151,8 +151,8 @@ export type ClientOp =
   | { readonly kind: 'open'; readonly shard: number; readonly principal: string };
 
 /**
- * The principal tag of every caller without a key: shared by strangers, so a session of it is never evicted
- * while it is in use (a stranger must not push another's busy session out by opening its own).
+ * The principal tag of every caller without a key: shared by strangers, who therefore share one bound of sessions
+ * per range (and can evict each other's, as they can overwrite and delete each other's keys: review-3 R7b).
  */
 export const anonPrincipal = 'anon';
 

@@ -38,7 +38,8 @@ export type HistOut =
   | { kind: 'get'; found: boolean; value: string | null; version: number }
   /** existed: whether the key had a value before; absent when the client is not told (the SDK's put). */
   | { kind: 'write'; version: number; existed?: boolean }
-  | { kind: 'conflict'; version: number };
+  /** t: for a CONFLICT on a key without a value, the version of its delete (0: never written), when the answer says. */
+  | { kind: 'conflict'; version: number; t?: number };
 
 export interface HistEntry {
   key: string;
@@ -73,6 +74,8 @@ export function stepModel(s: State, op: HistOp, out: HistOut | null): State | nu
   const holds = op.ifVersion === null || op.ifVersion === live;
   if (!holds) {
     if (out && (out.kind !== 'conflict' || out.version !== live)) return null;
+    // A CONFLICT on a key without a value names its delete's version (review-3 R6): the model's version then.
+    if (out && out.kind === 'conflict' && out.t !== undefined && (s.exists || out.t !== s.version)) return null;
     return s;
   }
   let next: State;

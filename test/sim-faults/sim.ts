@@ -988,7 +988,7 @@ function toOut(r: ClientResult | null): HistOut | null {
   if (!r) return null;
   if (r.ok && r.kind === 'get') return { kind: 'get', found: r.found, value: r.value, version: r.found ? r.version : 0 };
   if (r.ok && r.kind === 'write') return { kind: 'write', version: r.version, existed: r.existed };
-  if (!r.ok && r.code === 'CONFLICT') return { kind: 'conflict', version: r.version };
+  if (!r.ok && r.code === 'CONFLICT') return r.t === undefined ? { kind: 'conflict', version: r.version } : { kind: 'conflict', version: r.version, t: r.t };
   return null;
 }
 
