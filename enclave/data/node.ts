@@ -17,7 +17,7 @@ import {
 } from './range.ts';
 import {
   type Ballot, type ClientOp, type ClientResult, type Config, cmpBallot, type Entry, expiredHere, type Inbound, type LogRecord, type Member,
-  type Outbound, type PeerBody, type Ready, anonPrincipal, internalPrincipalPrefix, replacedBootsMax, sameMember, sessionCounter, sessionNonceSpan, type Witnessed, type WriteOp, type WriteResult, bootIdMax,
+  type Outbound, type PeerBody, type Ready, internalPrincipalPrefix, replacedBootsMax, sameMember, sessionCounter, sessionNonceSpan, type Witnessed, type WriteOp, type WriteResult, bootIdMax,
 } from './types.ts';
 
 /** Counters of the data core's own work (the driver exports them as metrics: nothing names a key or a principal). */
