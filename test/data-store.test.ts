@@ -6,124 +6,31 @@
 // range refuses a put (and says the same on a retry), and an owner cut off stops serving before another
 // owner acknowledges a write (a stale read with the lease wait switched off shows the test can fail).
 import { randomBytes } from 'node:crypto';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { EkvError } from '../protocol/errors.ts';
-import type { RpcResult } from '../protocol/rpc.ts';
-import { DataStore, nodeName, toRpcResult } from '../enclave/cluster/data-store.ts';
-import { catalogue, dispatch } from '../enclave/cluster/ops.ts';
-import type { PeerPool } from '../enclave/cluster/peers.ts';
-import type { RingDriver } from '../enclave/cluster/ring-driver.ts';
-import { type ClientOp, type ClientResult, type DataConfig, type DataLog, type LogRecord, shardOf } from '../enclave/data/index.ts';
-import { nodeIdFromPublicKey, type NodeRef } from '../enclave/ring/index.ts';
-import type { Handler } from '../enclave/server.ts';
+import { nodeName, toRpcResult } from '../enclave/cluster/data-store.ts';
+import { catalogue } from '../enclave/cluster/ops.ts';
+import { type ClientOp, type ClientResult, shardOf } from '../enclave/data/index.ts';
 import type { AccessCheck } from '../enclave/access/index.ts';
 import { decodeScan, scanAccessOf, scanHere, type ScanAccess } from '../enclave/cluster/scan-ops.ts';
+import { DataNet, fast, type NetNode } from './helpers/data-net.ts';
 
-const fast: Partial<DataConfig> = {
-  leaseTicks: 150, leaseMarginTicks: 2, renewTicks: 20, heartbeatTicks: 5, suspectTicks: 30, retryTicks: 10,
-  proposeTimeoutTicks: 100, backoffTicksMax: 10, shards: 4,
-};
-
-class MemLog implements DataLog {
-  records: LogRecord[] = [];
-  async append(rs: readonly LogRecord[]): Promise<void> {
-    await Promise.resolve();
-    this.records.push(...rs);
-  }
-  async load(): Promise<LogRecord[]> {
-    return [...this.records];
-  }
-}
-
-interface Node {
-  key: Buffer;
-  ref: NodeRef;
-  store: DataStore;
-  handler: Handler;
-}
-
-class Net {
-  readonly nodes: Node[] = [];
-  readonly cut = new Set<string>();
-  private readonly byAddr = new Map<string, Node>();
-
-  async start(n: number, config: Partial<DataConfig> = fast, access: AccessCheck & Partial<ScanAccess> = { check: () => undefined }): Promise<void> {
-    const keys = Array.from({ length: n }, () => randomBytes(32));
-    const refs = keys.map((k, i) => ({ id: nodeIdFromPublicKey(k), addr: `n${i}` }));
-    for (let i = 0; i < n; i++) {
-      const me = refs[i] as NodeRef;
-      const key = keys[i] as Buffer;
-      const peers = {
-        call: async (addr: string, op: string, args: Record<string, unknown>, _t: number, expectId?: bigint): Promise<RpcResult> => {
-          const to = this.byAddr.get(addr);
-          if (!to || this.cut.has(addr) || this.cut.has(me.addr)) throw new EkvError('UNAVAILABLE', 'cut off');
-          if (expectId !== undefined && expectId !== to.ref.id) throw new EkvError('UNAVAILABLE', 'wrong node');
-          await new Promise((r) => setImmediate(r));
-          const req = decodeCbor(encodeCbor({ ...args, i: 1, o: op }), 1 << 22) as Record<string, unknown>;
-          const res = await to.handler(op, req, { peer: { key } as never, principal: null });
-          return decodeCbor(encodeCbor(res), 1 << 22) as RpcResult;
-        },
-      } as unknown as PeerPool;
-      // The Chord ring's view: every other node (the directory the data core is fed from).
-      const ring = { core: { predecessor: null, successors: refs.filter((r) => r !== me), fingers: [] } } as unknown as RingDriver;
-      const store = new DataStore({
-        self: me, peers, ring, log: new MemLog(), founded: i === 0, replicas: 3, minMembers: 3, config,
-        logger: pino({ level: 'silent' }),
-      });
-      const ops = catalogue({
-        data: store, ring, access: Object.assign(Object.create(access) as typeof access, { handle: async () => ({}) }), status: () => store.status(),
-      });
-      const node = { key, ref: me, store, handler: dispatch(ops) };
-      this.nodes.push(node);
-      this.byAddr.set(me.addr, node);
-    }
-    for (const x of this.nodes) await x.store.start();
-  }
-
-  stop(): void {
-    for (const x of this.nodes) x.store.stop();
-  }
-
-  async until(what: string, ms: number, f: () => boolean): Promise<void> {
-    const end = Date.now() + ms;
-    while (!f()) {
-      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-
-  /** A client request through node `at` (as the SDK sends it: CBOR, the op catalogue). */
-  async call(at: Node, op: string, args: Record<string, unknown>): Promise<RpcResult> {
-    const req = decodeCbor(encodeCbor({ ...args, i: 1, o: op }), 1 << 22) as Record<string, unknown>;
-    return at.handler(op, req, { peer: null, principal: null });
-  }
-
-  ownerOf(key: string): Node {
-    const shard = shardOf(key, fast.shards as number);
-    const o = this.nodes.find((x) => x.store.driver.node?.isActiveOwner(shard));
-    if (!o) throw new Error('no active owner');
-    return o;
-  }
-}
-
-let net: Net | null = null;
+let net: DataNet | null = null;
 afterEach(() => {
   net?.stop();
   net = null;
 });
 
-async function formed(n: Net): Promise<void> {
+async function formed(n: DataNet): Promise<void> {
   await n.until('every range to have 3 members and an active owner', 15_000, () => n.nodes.every((x) => x.store.ready));
 }
 
 describe('the data store over attested peer calls (in process)', () => {
   it('forms from a founder, forwards to owners, and a retry through another node applies once', async () => {
-    net = new Net();
+    net = new DataNet();
     await net.start(3);
     await formed(net);
-    const [a, b, c] = net.nodes as [Node, Node, Node];
+    const [a, b, c] = net.nodes as [NetNode, NetNode, NetNode];
     const key = Buffer.from('apple');
     const open = await net.call(a, 'open', { k: key });
     expect(open).toMatchObject({ S: 4, w: 64 });
@@ -150,10 +57,10 @@ describe('the data store over attested peer calls (in process)', () => {
   }, 30_000);
 
   it('moves values larger than a frame chunk (chunked peer messages) and refuses a put that would overfill a range', async () => {
-    net = new Net();
+    net = new DataNet();
     await net.start(3, { ...fast, rangeBytesMax: 1_200_000 });
     await formed(net);
-    const [a, b] = net.nodes as [Node, Node];
+    const [a, b] = net.nodes as [NetNode, NetNode];
     const key = Buffer.from('big');
     const s = (await net.call(a, 'open', { k: key })).s as number;
     const value = randomBytes(500 * 1024); // about 750 KiB as CBOR text: three chunks per replicate
@@ -173,16 +80,16 @@ describe('the data store over attested peer calls (in process)', () => {
 
   for (const broken of [false, true]) {
     it(`an owner cut off from its members stops serving before another owner acknowledges a write${broken ? ' (BROKEN: no lease wait, so it must serve a stale read)' : ''}`, async () => {
-      net = new Net();
+      net = new DataNet();
       const slow = { ...fast, leaseTicks: 300 }; // a 3 s lease: the broken build's new owner acknowledges well inside it
       await net.start(4, broken ? { ...slow, broken: { noLeaseWait: true } } : slow);
       await formed(net);
       const key = 'pear';
-      const first = net.nodes[1] as Node;
+      const first = net.nodes[1] as NetNode;
       const s = (await net.call(first, 'open', { k: Buffer.from(key) })).s as number;
       expect(await net.call(first, 'put', { k: Buffer.from(key), v: Buffer.from('v1'), s: [s, 1, 1] })).toEqual({ n: 1 });
       const old = net.ownerOf(key);
-      const other = net.nodes.find((x) => x !== old) as Node;
+      const other = net.nodes.find((x) => x !== old) as NetNode;
       net.cut.add(old.ref.addr);
       // The others move the range away from the silent owner and acknowledge a new write.
       let acked = false;
@@ -225,13 +132,13 @@ describe('scans and batches over the data store (in process)', () => {
     nsVisible: () => false,
   };
 
-  async function put(n: Net, at: Node, key: string, value: string): Promise<void> {
+  async function put(n: DataNet, at: NetNode, key: string, value: string): Promise<void> {
     const s = (await n.call(at, 'open', { k: Buffer.from(key) })).s as number;
     await n.call(at, 'put', { k: Buffer.from(key), v: Buffer.from(value), s: [s, 1, 1] });
   }
 
   /** Every page of every range through `at`, merged in byte order (what the SDK does). */
-  async function scanAll(n: Net, at: Node, prefix: string, limit: number): Promise<Array<[string, string, number]>> {
+  async function scanAll(n: DataNet, at: NetNode, prefix: string, limit: number): Promise<Array<[string, string, number]>> {
     const out: Array<[string, string, number]> = [];
     for (let sh = 0; sh < (fast.shards as number); sh++) {
       let a: Buffer | undefined;
@@ -248,12 +155,12 @@ describe('scans and batches over the data store (in process)', () => {
   }
 
   it('every node serves every range\'s pages (forwarded to owners), filtered by read access before the limit; mget and mput per key', async () => {
-    net = new Net();
+    net = new DataNet();
     await net.start(3, fast, access);
     await formed(net);
-    const [a, b, c] = net.nodes as [Node, Node, Node];
+    const [a, b, c] = net.nodes as [NetNode, NetNode, NetNode];
     const keys = [...Array.from({ length: 12 }, (_, i) => `pub/${i}`), ...Array.from({ length: 8 }, (_, i) => `hidden/${i}`), 'slow/1', 'slow/2', 'other'];
-    for (const [i, k] of keys.entries()) await put(net, net.nodes[i % 3] as Node, k, `v-${k}`);
+    for (const [i, k] of keys.entries()) await put(net, net.nodes[i % 3] as NetNode, k, `v-${k}`);
     // A deleted key is not listed.
     const s = (await net.call(a, 'open', { k: Buffer.from('pub/0') })).s as number;
     await net.call(a, 'del', { k: Buffer.from('pub/0'), s: [s, 2, 2] });
@@ -310,16 +217,16 @@ describe('scans and batches over the data store (in process)', () => {
 
   for (const broken of [false, true]) {
     it(`an owner cut off from its members serves no scan once another owner acknowledged a write${broken ? ' (BROKEN: scans skip the lease check, so it serves the old value)' : ''}`, async () => {
-      net = new Net();
+      net = new DataNet();
       const slow = { ...fast, leaseTicks: 300 };
       await net.start(4, broken ? { ...slow, broken: { scanNoLease: true } } : slow, access);
       await formed(net);
       const key = 'pear';
-      const first = net.nodes[1] as Node;
+      const first = net.nodes[1] as NetNode;
       const s = (await net.call(first, 'open', { k: Buffer.from(key) })).s as number;
       expect(await net.call(first, 'put', { k: Buffer.from(key), v: Buffer.from('v1'), s: [s, 1, 1] })).toEqual({ n: 1 });
       const old = net.ownerOf(key);
-      const other = net.nodes.find((x) => x !== old) as Node;
+      const other = net.nodes.find((x) => x !== old) as NetNode;
       net.cut.add(old.ref.addr);
       let acked = false;
       for (let i = 0; i < 100 && !acked; i++) {

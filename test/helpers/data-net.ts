@@ -3,7 +3,7 @@
 // wire, the sender named by its (fake) attested key. The host's powers over the network: cut a node off, hold
 // a node's data messages unanswered, lose the answer of one peer call after it was handled. The access check
 // is a stub that refuses the principals in `forbid`. Real timers, short settings (10 ms ticks).
-// (Factored from test/review-wire.test.ts; test/data-store.test.ts keeps its own smaller copy.)
+// (Factored from test/review-wire.test.ts; used by test/data-store.test.ts, test/review-3.test.ts and others.)
 import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { decodeCbor, encodeCbor } from '../../protocol/cbor.ts';
@@ -16,6 +16,8 @@ import type { RingDriver } from '../../enclave/cluster/ring-driver.ts';
 import { type DataConfig, type DataLog, type LogRecord, shardOf } from '../../enclave/data/index.ts';
 import { nodeIdFromPublicKey, type NodeRef } from '../../enclave/ring/index.ts';
 import type { Handler } from '../../enclave/server.ts';
+import type { AccessCheck } from '../../enclave/access/index.ts';
+import type { ScanAccess } from '../../enclave/cluster/scan-ops.ts';
 
 export const fast: Partial<DataConfig> = {
   leaseTicks: 150, leaseMarginTicks: 2, renewTicks: 20, heartbeatTicks: 5, suspectTicks: 30, retryTicks: 10,
@@ -57,7 +59,11 @@ export class DataNet {
   shards = fast.shards as number;
   private readonly byAddr = new Map<string, NetNode>();
 
-  async start(n: number, config: Partial<DataConfig> = fast): Promise<void> {
+  /**
+   * `access`: the access check (and scan access) the op catalogue gets; default, a stub that refuses the
+   * principals in `forbid`.
+   */
+  async start(n: number, config: Partial<DataConfig> = fast, access?: AccessCheck & Partial<ScanAccess>): Promise<void> {
     this.shards = config.shards ?? 64;
     const keys = Array.from({ length: n }, () => randomBytes(32));
     const refs = keys.map((k, i) => ({ id: nodeIdFromPublicKey(k), addr: `n${i}` }));
@@ -92,7 +98,7 @@ export class DataNet {
       });
       const ops = catalogue({
         data: store, ring, status: () => store.status(),
-        access: {
+        access: access ? Object.assign(Object.create(access) as typeof access, { handle: async () => ({}) }) : {
           check: (_op, _key, principal) => {
             if (principal && this.forbid.has(principal.toString('hex'))) throw new EkvError('FORBIDDEN', 'access denied');
           },
