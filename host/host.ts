@@ -3,7 +3,7 @@
  * (clients and peer hosts -> enclave), the outbound relay (enclave -> peers,
  * KMS), the sealed-blob store, and the HTTP side. Untrusted by design.
  */
-import type { Server as HttpServer } from 'node:http';
+import { createServer, type Server as HttpServer } from 'node:http';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type net from 'node:net';
@@ -13,7 +13,7 @@ import { startCredentialRefresher } from './credentials.ts';
 import { checkEnclaveHealth, sharedHealth } from './health.ts';
 import { createHttpApp } from './http.ts';
 import { createMetrics } from './metrics.ts';
-import { startInboundRelay, startOutboundRelay, type OutboundPolicy } from './relay.ts';
+import { listen, startInboundRelay, startOutboundRelay, type OutboundPolicy } from './relay.ts';
 import { nodeConfigForLaunch, RingHints } from './ring-hints.ts';
 import { EnclaveWatchdog, spawnEnclaveCommand, type WatchdogLimits } from './watchdog.ts';
 
@@ -138,9 +138,7 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
     info: () => ({ ...(o.info?.() ?? {}), ...(watchdog ? { watchdog: watchdog.describe() } : {}) }),
     ...(o.dataDir ? { ringSecretFile: join(o.dataDir, 'ring-secret') } : {}),
   });
-  const http: HttpServer = await new Promise((resolve, reject) => {
-    const s = app.listen(o.httpPort, o.listenHost, (err?: Error) => (err ? reject(err) : resolve(s)));
-  });
+  const http: HttpServer = await listen(createServer(app), { host: o.listenHost, port: o.httpPort });
   const port = (inbound.address() as AddressInfo).port;
   const httpPort = (http.address() as AddressInfo).port;
   o.logger.info({ port, httpPort, vsockDir: o.vsockDir }, 'host proxy listening');

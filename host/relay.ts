@@ -134,14 +134,30 @@ export function startOutboundRelay(opts: {
   return listen(server, opts.socketPath);
 }
 
-function listen(server: net.Server, where: string | { host: string; port: number }): Promise<net.Server> {
+/**
+ * Listens on a unix socket path or a TCP address. A fixed TCP port that is busy (EADDRINUSE) is tried again every
+ * 250 ms for up to `busyRetryMs`: a node restarted on its recorded port can find it briefly taken as the local
+ * port of some other process's outgoing connection, which goes away.
+ */
+export function listen<S extends net.Server>(server: S, where: string | { host: string; port: number }, busyRetryMs = 15_000): Promise<S> {
+  const deadline = Date.now() + busyRetryMs;
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    const done = () => {
-      server.off('error', reject);
-      resolve(server);
+    const attempt = (): void => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        server.off('listening', done);
+        const retry = typeof where !== 'string' && where.port !== 0 && err.code === 'EADDRINUSE' && Date.now() < deadline;
+        if (retry) setTimeout(attempt, 250);
+        else reject(err);
+      };
+      const done = (): void => {
+        server.off('error', onError);
+        resolve(server);
+      };
+      server.once('error', onError);
+      server.once('listening', done);
+      if (typeof where === 'string') server.listen(where);
+      else server.listen(where.port, where.host);
     };
-    if (typeof where === 'string') server.listen(where, done);
-    else server.listen(where.port, where.host, done);
+    attempt();
   });
 }
