@@ -14,7 +14,7 @@ import { AccessService, accessModeFromEnv } from './access/index.ts';
 import { DataStore, enclaveDataConfig } from './cluster/data-store.ts';
 import { catalogue, dispatch } from './cluster/ops.ts';
 import { PeerPool } from './cluster/peers.ts';
-import { rejoinWhenAlone } from './cluster/rejoin.ts';
+import { aloneOnRing, rejoinWhenAlone } from './cluster/rejoin.ts';
 import { RingDriver } from './cluster/ring-driver.ts';
 import type { EnclaveConfig, socketPaths } from './config.ts';
 import type { DataLog } from './data/index.ts';
@@ -167,16 +167,16 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   await recovery?.opened; // RECOVERY HOOK: in recovery mode, the data core neither starts nor joins until the open
   await data.start();
   coreRunning = true;
-  // RECOVERY HOOK: a member whose host gave no join address joins through the live member it found.
-  await joinWithRetry(ring, c.config.join ?? recovery?.liveVia ?? null, c.logger);
   // Restarts (docs/membership.md): the ring's neighbours stay sealed as they change, and a node that finds itself
-  // alone on the ring (no join address, or the ring re-formed without it) rejoins through them. Hints only: a
-  // peer counts after the attested handshake, and data authority stays the core's configurations.
+  // alone on the ring (no join address, or the ring re-formed without it) or stuck joining rejoins through them.
+  // Hints only: a peer counts after the attested handshake, and data authority stays the core's configurations.
   const neighbours = (): string[] => [...ring.core.successors.map((n) => n.addr), ...(ring.core.predecessor ? [ring.core.predecessor.addr] : [])];
   if (persistence && !recovery) watchNeighbours({ sealedPeers, neighbours, self: c.config.selfAddr, persistence, logger: c.logger });
   const rejoin = persistence
     ? rejoinWhenAlone({ ring, peers, candidates: () => [...new Set([c.config.join ?? '', ...(persistence as Persistence).sealedPeers])].filter((a) => a !== ''), logger: c.logger })
     : null;
+  // RECOVERY HOOK: a member whose host gave no join address joins through the live member it found.
+  await joinWithRetry(ring, c.config.join ?? recovery?.liveVia ?? null, c.logger);
   return {
     nodeId: identity.publicKey.toString('hex'),
     identity,
@@ -222,6 +222,8 @@ function ringStatus(ring: RingDriver, self: { id: bigint; addr: string }): Recor
  */
 async function joinWithRetry(ring: RingDriver, join: string | null, logger: Logger): Promise<void> {
   for (let attempt = 0; ; attempt++) {
+    // Brought in meanwhile (a rejoin through a sealed neighbour, cluster/rejoin.ts): nothing more to do.
+    if (attempt > 0 && !aloneOnRing(ring) && ring.core.status === 'active') return;
     try {
       await ring.start(join);
       if (attempt > 0) logger.info({ join, attempts: attempt + 1 }, 'joined the ring');
