@@ -14,6 +14,7 @@ import { AccessService, accessModeFromEnv } from './access/index.ts';
 import { DataStore, enclaveDataConfig } from './cluster/data-store.ts';
 import { catalogue, dispatch } from './cluster/ops.ts';
 import { PeerPool } from './cluster/peers.ts';
+import { rejoinWhenAlone } from './cluster/rejoin.ts';
 import { RingDriver } from './cluster/ring-driver.ts';
 import type { EnclaveConfig, socketPaths } from './config.ts';
 import type { DataLog } from './data/index.ts';
@@ -27,7 +28,7 @@ import { EnclaveServer, type Handler } from './server.ts';
 import { HostChannel } from './host-channel.ts';
 import { operatorCheck } from './cluster/status-view.ts';
 import { learnSelfTrust, peerVerifier, type SelfTrust } from './trust.ts';
-import { imageRecoveryPolicy, recoveryOps, startRecovery, type RecoveryGate } from './recovery/index.ts';
+import { imageRecoveryPolicy, recoveryOps, startRecovery, watchNeighbours, type RecoveryGate } from './recovery/index.ts';
 import type { Generation } from './recovery/generation.ts';
 
 export interface EnclaveComponents {
@@ -173,6 +174,14 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   coreRunning = true;
   // RECOVERY HOOK: a member whose host gave no join address joins through the live member it found.
   await joinWithRetry(ring, c.config.join ?? recovery?.liveVia ?? null, c.logger);
+  // Restarts (docs/membership.md): the ring's neighbours stay sealed as they change, and a node that finds itself
+  // alone on the ring (no join address, or the ring re-formed without it) rejoins through them. Hints only: a
+  // peer counts after the attested handshake, and data authority stays the core's configurations.
+  const neighbours = (): string[] => [...ring.core.successors.map((n) => n.addr), ...(ring.core.predecessor ? [ring.core.predecessor.addr] : [])];
+  if (persistence && !recovery) watchNeighbours({ sealedPeers, neighbours, self: c.config.selfAddr, persistence, logger: c.logger });
+  const rejoin = persistence
+    ? rejoinWhenAlone({ ring, peers, candidates: () => [...new Set([c.config.join ?? '', ...(persistence as Persistence).sealedPeers])].filter((a) => a !== ''), logger: c.logger })
+    : null;
   return {
     nodeId: identity.publicKey.toString('hex'),
     identity,
@@ -186,6 +195,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       }
       access.stop();
       data.stop();
+      rejoin?.stop();
       ring.stop();
       peers.closeAll();
       await server.close();

@@ -71,6 +71,13 @@ export class RingDriver {
     this.flush();
   }
 
+  /** Enter the ring through an attested node (a node that found itself alone after a restart: cluster/rejoin.ts). */
+  rejoin(via: { id: bigint; addr: string }): void {
+    if (via.id === this.self.id) return;
+    this.core.join(via);
+    this.flush();
+  }
+
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;

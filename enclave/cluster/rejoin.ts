@@ -1,0 +1,77 @@
+/**
+ * Rejoining after a restart (docs/membership.md, "Restarts"). A member restarted with no join address from its
+ * host, or one whose join address is down (the first node of a whole-ring restart, the ring's founder restarted
+ * after the others), comes up as a Chord ring of one, and nobody else's ring names it: its data core then hears
+ * from no peer, and with boot fencing every range it is in waits for it (docs/consistency.md, B5). So while the
+ * node finds itself alone on the ring for a while, it asks the neighbours it sealed (the last addresses its ring
+ * view named), one after the other, and joins through the first that answers.
+ *
+ * The addresses are hints, never trust: a peer counts only after the attested, ring-secret handshake
+ * (PeerPool.identify), and data authority stays with the data core's decided configurations. The host can hide
+ * every peer (liveness), not invent one.
+ */
+import type { Logger } from 'pino';
+import type { PeerPool } from './peers.ts';
+import type { RingDriver } from './ring-driver.ts';
+
+export interface RejoinInit {
+  ring: RingDriver;
+  peers: Pick<PeerPool, 'identify'>;
+  /** Addresses to try, in order (the sealed neighbours; this node's own address is skipped). */
+  candidates: () => readonly string[];
+  logger: Logger;
+  /** How often to look (default 1000 ms). */
+  everyMs?: number;
+  /** How long the node must have been alone before it asks (default 2500 ms: a join in progress finishes first). */
+  aloneMs?: number;
+}
+
+/** Whether the ring view names no node but this one (no successor or predecessor other than itself). */
+export function aloneOnRing(ring: RingDriver): boolean {
+  const core = ring.core;
+  const self = ring.self.id;
+  if (core.status !== 'active') return false;
+  return core.successors.every((s) => s.id === self) && (core.predecessor === null || core.predecessor.id === self);
+}
+
+export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
+  const every = o.everyMs ?? 1000;
+  const aloneMs = o.aloneMs ?? 2500;
+  let aloneSince: number | null = null;
+  let busy = false;
+  let next = 0;
+  const timer = setInterval(() => {
+    if (busy) return;
+    if (!aloneOnRing(o.ring)) {
+      aloneSince = null;
+      return;
+    }
+    const now = Date.now();
+    aloneSince ??= now;
+    if (now - aloneSince < aloneMs) return;
+    const list = o.candidates().filter((a) => a !== o.ring.self.addr);
+    if (list.length === 0) return;
+    busy = true;
+    void (async () => {
+      // Round-robin over the candidates, one per attempt: a dead address costs one attempt, not every time.
+      for (let i = 0; i < list.length; i++) {
+        const addr = list[(next + i) % list.length] as string;
+        try {
+          const id = await o.peers.identify(addr);
+          if (id === o.ring.self.id || !aloneOnRing(o.ring)) continue;
+          next = (next + i + 1) % list.length;
+          o.logger.info({ via: addr }, 'alone on the ring after a restart: rejoining through a sealed neighbour');
+          o.ring.rejoin({ id, addr });
+          return;
+        } catch {
+          // down or refused: the next one
+        }
+      }
+    })().finally(() => {
+      busy = false;
+      aloneSince = null; // give the join (or the next try) a full wait
+    });
+  }, every);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
