@@ -4,7 +4,9 @@
  * after the others), comes up as a Chord ring of one, and nobody else's ring names it: its data core then hears
  * from no peer, and with boot fencing every range it is in waits for it (docs/consistency.md, B5). So while the
  * node finds itself alone on the ring for a while, it asks the neighbours it sealed (the last addresses its ring
- * view named), one after the other, and joins through the first that answers.
+ * view named), one after the other, and joins through the first that answers. A node stuck joining for longer
+ * (its join address is down, or is itself joining: two relaunched nodes each given the other's address, and a
+ * joining node answers no lookup) does the same.
  *
  * The addresses are hints, never trust: a peer counts only after the attested, ring-secret handshake
  * (PeerPool.identify), and data authority stays with the data core's decided configurations. The host can hide
@@ -24,6 +26,8 @@ export interface RejoinInit {
   everyMs?: number;
   /** How long the node must have been alone before it asks (default 2500 ms: a join in progress finishes first). */
   aloneMs?: number;
+  /** How long a join may go on before another neighbour is tried (default 6000 ms). */
+  joiningMs?: number;
 }
 
 /** Whether the ring view names no node but this one (no successor or predecessor other than itself). */
@@ -37,18 +41,20 @@ export function aloneOnRing(ring: RingDriver): boolean {
 export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
   const every = o.everyMs ?? 1000;
   const aloneMs = o.aloneMs ?? 2500;
+  const joiningMs = o.joiningMs ?? 6000;
   let aloneSince: number | null = null;
   let busy = false;
   let next = 0;
+  const stuck = (): boolean => aloneOnRing(o.ring) || o.ring.core.status === 'joining';
   const timer = setInterval(() => {
     if (busy) return;
-    if (!aloneOnRing(o.ring)) {
+    if (!stuck()) {
       aloneSince = null;
       return;
     }
     const now = Date.now();
     aloneSince ??= now;
-    if (now - aloneSince < aloneMs) return;
+    if (now - aloneSince < (o.ring.core.status === 'joining' ? joiningMs : aloneMs)) return;
     const list = o.candidates().filter((a) => a !== o.ring.self.addr);
     if (list.length === 0) return;
     busy = true;
@@ -58,9 +64,9 @@ export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
         const addr = list[(next + i) % list.length] as string;
         try {
           const id = await o.peers.identify(addr);
-          if (id === o.ring.self.id || !aloneOnRing(o.ring)) continue;
+          if (id === o.ring.self.id || !stuck()) continue;
           next = (next + i + 1) % list.length;
-          o.logger.info({ via: addr }, 'alone on the ring after a restart: rejoining through a sealed neighbour');
+          o.logger.info({ via: addr, joining: o.ring.core.status === 'joining' }, 'alone on the ring (or stuck joining) after a restart: rejoining through a sealed neighbour');
           o.ring.rejoin({ id, addr });
           return;
         } catch {
