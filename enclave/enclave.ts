@@ -220,15 +220,21 @@ function ringStatus(ring: RingDriver, self: { id: bigint; addr: string }): Recor
   };
 }
 
+/**
+ * Enter the ring through the join address, retrying for as long as it takes (every 500 ms, then backing off to
+ * every 5 s; logged each time at first, then every tenth). It used to give up after 20 tries and exit, which
+ * made a node whose join address was down (or refused it) die and be relaunched every ~10 s: status calls to
+ * it failed with CLOSED in between, and nothing was gained (the host relaunches it with the same address).
+ */
 async function joinWithRetry(ring: RingDriver, join: string | null, logger: Logger): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
       await ring.start(join);
+      if (attempt > 0) logger.info({ join, attempts: attempt + 1 }, 'joined the ring');
       return;
     } catch (err) {
-      if (attempt >= 20) throw err;
-      logger.warn({ join, err: (err as Error).message }, 'cannot reach the join node yet; retrying');
-      await new Promise((r) => setTimeout(r, 500));
+      if (attempt < 20 || attempt % 10 === 0) logger.warn({ join, attempt, err: (err as Error).message }, 'cannot reach the join node yet; retrying');
+      await new Promise((r) => setTimeout(r, attempt < 20 ? 500 : Math.min(5000, 500 * 2 ** Math.min(attempt - 20, 4))));
     }
   }
 }

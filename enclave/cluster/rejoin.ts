@@ -18,7 +18,7 @@ import type { RingDriver } from './ring-driver.ts';
 
 export interface RejoinInit {
   ring: RingDriver;
-  peers: Pick<PeerPool, 'identify'>;
+  peers: Pick<PeerPool, 'identify' | 'call'>;
   /** Addresses to try, in order (the sealed neighbours; this node's own address is skipped). */
   candidates: () => readonly string[];
   logger: Logger;
@@ -38,6 +38,12 @@ export function aloneOnRing(ring: RingDriver): boolean {
   return core.successors.every((s) => s.id === self) && (core.predecessor === null || core.predecessor.id === self);
 }
 
+const statusTimeoutMs = 3000;
+
+function refId(v: unknown): bigint | null {
+  return v instanceof Uint8Array && v.length === 32 ? BigInt('0x' + Buffer.from(v).toString('hex')) : null;
+}
+
 export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
   const every = o.everyMs ?? 1000;
   const aloneMs = o.aloneMs ?? 2500;
@@ -46,6 +52,19 @@ export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
   let busy = false;
   let next = 0;
   const stuck = (): boolean => aloneOnRing(o.ring) || o.ring.core.status === 'joining';
+  // Only through a node that answers lookups (active: a joining node drops them, and two nodes joining through
+  // each other wait forever). Two nodes both alone: the one with the higher id joins the other, never both.
+  const joinable = async (addr: string, id: bigint): Promise<boolean> => {
+    const st = await o.peers.call(addr, 'status', {}, statusTimeoutMs);
+    if (st.ring !== 'active') return false;
+    const succ = Array.isArray(st.successors) ? st.successors : [];
+    // Its successors other than itself and us (one that names us is about to notify us: Chord's stabilize).
+    const others = succ.filter((x) => {
+      const sid = x !== null && typeof x === 'object' ? refId((x as { id?: unknown }).id) : null;
+      return sid !== null && sid !== id && sid !== o.ring.self.id;
+    });
+    return others.length > 0 || o.ring.core.status === 'joining' || id < o.ring.self.id;
+  };
   const timer = setInterval(() => {
     if (busy) return;
     if (!stuck()) {
@@ -65,6 +84,7 @@ export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
         try {
           const id = await o.peers.identify(addr);
           if (id === o.ring.self.id || !stuck()) continue;
+          if (!(await joinable(addr, id))) continue;
           next = (next + i + 1) % list.length;
           o.logger.info({ via: addr, joining: o.ring.core.status === 'joining' }, 'alone on the ring (or stuck joining) after a restart: rejoining through a sealed neighbour');
           o.ring.rejoin({ id, addr });
