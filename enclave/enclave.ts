@@ -25,6 +25,8 @@ import { clientOpNames, registerNodeMetrics } from './node-metrics.ts';
 import type { Nsm } from './nsm.ts';
 import { idToBytes, nodeIdFromPublicKey } from './ring/index.ts';
 import { EnclaveServer, type Handler } from './server.ts';
+import { HostChannel } from './host-channel.ts';
+import { operatorCheck } from './cluster/status-view.ts';
 import { learnSelfTrust, peerVerifier, type SelfTrust } from './trust.ts';
 import { imageRecoveryPolicy, recoveryOps, startRecovery, watchNeighbours, type RecoveryGate } from './recovery/index.ts';
 import type { Generation } from './recovery/generation.ts';
@@ -114,6 +116,9 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   });
   // The access check is built before the client path that uses it, and passed in (ops.ts).
   const access = new AccessService({ docs: data, peers, self, logger: c.logger }, { mode: settings.accessMode });
+  // Keys, bytes and counters: in a closed ring only for the image's recovery members (cluster/status-view.ts).
+  const policy = imageRecoveryPolicy(imageConfig.recoveryMembers, imageConfig.recoveryThreshold);
+  const operator = operatorCheck(settings.accessMode, policy?.members.map((m) => m.bytes) ?? []);
   // Read at call time (after start-up): `recovery` is set below, before the server listens.
   const status = (): RpcResult => ({
     ...ringStatus(ring, self), ...data.status(), replicas: settings.replicas, ringId: ringCred?.id ?? null, founded,
@@ -121,9 +126,10 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   });
   const ops = catalogue({
     data, ring, access,
-    // The same snapshot as the host's 'metrics' hello, here over an attested session (the dashboard).
+    // The same snapshot as the host channel's, here over an attested session (the dashboard), for operators.
     metrics: () => ({ m: enclaveMetrics.snapshot() }),
     status,
+    operator,
     // The shared credential: a recovery open updates it in place (enclave/recovery/gate.ts).
     generation: () => ringCred?.generation ?? 0,
   });
@@ -135,7 +141,6 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   // live member, or signed open) and the core's own fencing governs what it may vote, ack or serve. Readiness
   // (R members per range) is not asked: a ring still forming (one node of R) is alive.
   let coreRunning = false;
-  const policy = imageRecoveryPolicy(imageConfig.recoveryMembers, imageConfig.recoveryThreshold);
   const recovery: RecoveryGate | null = policy && persistence && ringCred
     ? await startRecovery({
       policy, ring: ringCred, sealed: sealedGeneration, identityKey: identity.publicKey, persistence, peers, join: c.config.join,
@@ -157,10 +162,10 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   };
   registerNodeMetrics({ status, bytes: () => { const b = data.status().bytes; return typeof b === 'number' ? b : 0; }, startedAt, data: () => data.metrics() });
   const opLabel = (op: string) => (clientOps.has(op) || ops.has(op) || (recovery !== null && recoveryOps.has(op)) ? op : 'other');
-  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger, {
-    metricsSnapshot: () => enclaveMetrics.snapshot(),
-    opLabel,
-  });
+  // No 'metrics' hello here: this socket is what the client and ring ports relay to (review-4 A1).
+  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger, { opLabel });
+  const hostChannel = new HostChannel(() => enclaveMetrics.snapshot(), c.logger);
+  await hostChannel.listen(c.paths.hostChannel);
   await server.listen(c.paths.inbound);
   // The data core replays its sealed log before the node enters the ring (status shows its state at once);
   // it talks to peers only as the ring and attested senders name them.
@@ -194,6 +199,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       ring.stop();
       peers.closeAll();
       await server.close();
+      await hostChannel.close();
       await persistence?.close();
     },
   };
