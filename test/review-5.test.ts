@@ -117,6 +117,52 @@ describe('J2: rings the host split stay split', () => {
     await until(() => joins.length > 0, 500);
     expect(joins.length).toBeGreaterThan(0);
   });
+
+  // FINDING J2, without the host: the same split from nothing but start-up order. Four nodes of a whole-ring restart
+  // come up alone, two of them (40, 20) a little earlier. 40 finds 30 alone and lower, and joins it; 20 finds 10
+  // alone and lower, and joins it. By the time 30 and 10 look (2.5 s after their own start), each has a
+  // predecessor (Chord's notify): not alone, so neither looks. Two rings of two, for good.
+  it.skip('a whole-ring restart whose nodes come up at slightly different times ends as one ring', async () => {
+    type F = ReturnType<typeof fakeRing>;
+    const n = new Map<string, F>();
+    for (const id of [10n, 20n, 30n, 40n]) n.set(`n${id}`, fakeRing({ id, addr: `n${id}` }));
+    const get = (addr: string) => n.get(addr) as F;
+    for (const f of n.values()) {
+      // Joining through `via` (Chord: the join lookup, then stabilize and notify): each names the other.
+      f.ring.rejoin = (via: Ref) => {
+        f.joins.push(via);
+        f.ring.core.successors = [via];
+        const v = get(via.addr).ring;
+        v.core.predecessor = f.ring.self;
+        if (v.core.successors.length === 0) v.core.successors = [f.ring.self];
+      };
+    }
+    const peers = {
+      identify: async (addr: string) => get(addr).ring.self.id,
+      call: async (addr: string) => {
+        const r = get(addr).ring;
+        return { ring: r.core.status, successors: r.core.successors.map((x) => ({ id: idBytes(x.id), addr: x.addr })) };
+      },
+    };
+    const order: Record<string, string[]> = { n40: ['n30', 'n10', 'n20'], n20: ['n10', 'n30', 'n40'], n30: ['n10', 'n20', 'n40'], n10: ['n20', 'n30', 'n40'] };
+    for (const [addr, aloneMs] of [['n40', 5], ['n20', 5], ['n30', 150], ['n10', 150]] as const) {
+      stops.push(rejoinWhenAlone({ ring: get(addr).driver, peers, candidates: () => order[addr] as string[], logger, everyMs: 5, aloneMs }).stop);
+    }
+    await new Promise((r) => setTimeout(r, 400));
+    // One ring: following successors from 10 reaches every node (here: at least, 10's ring and 30's ring are one).
+    const ringOf = (addr: string): Set<string> => {
+      const seen = new Set<string>();
+      const walk = (a: string): void => {
+        if (seen.has(a)) return;
+        seen.add(a);
+        const c = get(a).ring.core;
+        for (const x of [...c.successors, ...(c.predecessor ? [c.predecessor] : [])]) walk(x.addr);
+      };
+      walk(addr);
+      return seen;
+    };
+    expect(ringOf('n10').size).toBe(4);
+  });
 });
 
 // ---- the data core by hand (as test/data-node.test.ts): one range, three members, instant network ----
