@@ -23,15 +23,18 @@ async function main(): Promise<void> {
   }
   rmSync(paths.inbound, { force: true });
   rmSync(paths.hostChannel, { force: true });
-  const enclave = await startEnclave({ nsm, logger, paths, config });
-  logger.info({ id: enclave.nodeId, listen: paths.inbound }, 'enclave ready');
+  // Handlers from the start (review-5 J3): a stop while the node still waits for its join address (retried for as
+  // long as it takes) is logged and clean, not a default-signal death.
+  let enclave: Awaited<ReturnType<typeof startEnclave>> | null = null;
   const stop = async (signal: string) => {
-    logger.info({ signal }, 'enclave stopping');
-    await enclave.stop(true);
+    logger.info({ signal, ...(enclave ? {} : { started: false }) }, 'enclave stopping');
+    await enclave?.stop(true);
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  enclave = await startEnclave({ nsm, logger, paths, config });
+  logger.info({ id: enclave.nodeId, listen: paths.inbound }, 'enclave ready');
 }
 
 main().catch((err: unknown) => {
