@@ -9,10 +9,12 @@
 //   it 500 ms later, as systemd would): until the ring is settled again and every node holds at
 //   least the keys the placement gives it.
 //
-//   npx tsx test/bench/ring.ts [--nodes 1,3,5] [--clients 32] [--seconds 5] [--value-bytes 100]
+//   npx tsx test/bench/ring.ts [--nodes 1,3,5] [--clients 32] [--connections N (SDK clients, default --clients)] [--seconds 5] [--value-bytes 100]
 //                              [--keys 2000] [--restore-keys 10000] [--seal] [--json]
 //                              [--routings cached,any] [--no-restore]   (fewer phases, for a quick before/after)
 //                              [--ops put,get]   (which phases)
+//                              [--cold-sessions]   (put phases: no session warm-up; by default every client opens its
+//                                   write session of each range before the clock, so the phase counts steady-state puts)
 //                              [--cpu-prof [--prof-dir DIR] [--prof-top N]]   V8 profiles of every enclave and of this
 //                                   process (the host proxies run in it, with the load generator), cut to the measured
 //                                   phases and summarized per request (the top N functions and sources by self time)
@@ -30,6 +32,8 @@ import { parseMetricsSnapshot } from '../../protocol/metrics.ts';
 import { loadAverage, selfCpuSeconds, treeCpuSeconds } from './lib/cpu.ts';
 import { formatSummary, readProfile, summarizeProfile, windowProfile, type ProfileSummary } from './lib/cpuprofile.ts';
 import { connect, type EkvClient, type Routing } from '../../client/index.ts';
+import { enclaveDataConfig } from '../../enclave/cluster/data-store.ts';
+import { shardOf } from '../../enclave/data/index.ts';
 import { RingFixture, type NodeView } from '../helpers/ring-fixture.ts';
 
 interface PhaseResult {
@@ -75,6 +79,7 @@ const { values: argv } = parseArgs({
   options: {
     nodes: { type: 'string', default: '1,3,5' },
     clients: { type: 'string', default: '32' },
+    connections: { type: 'string' },
     seconds: { type: 'string', default: '5' },
     'value-bytes': { type: 'string', default: '100' },
     keys: { type: 'string', default: '2000' },
@@ -88,10 +93,15 @@ const { values: argv } = parseArgs({
     'cpu-prof': { type: 'boolean', default: false },
     'prof-dir': { type: 'string' },
     'prof-top': { type: 'string', default: '8' },
+    'cold-sessions': { type: 'boolean', default: false },
   },
 });
 const sizes = (argv.nodes as string).split(',').map(Number);
 const clients = Number(argv.clients);
+// SDK clients (each its own connections and write sessions) the loops share, round robin; default one per loop.
+// Anonymous callers are one principal, which holds at most 32 sessions per range: past 32 SDK clients, writes
+// would evict each other's sessions.
+const connections = Math.min(clients, Number(argv.connections ?? clients));
 const phaseMs = Number(argv.seconds) * 1000;
 const valueBytes = Number(argv['value-bytes']);
 const keyCount = Number(argv.keys);
@@ -125,6 +135,22 @@ async function counts(fx: RingFixture): Promise<{ forwards: number; messages: nu
   return n;
 }
 
+/** One put per range for each client (keys of that range, spread over clients), a few at a time per client. */
+async function openSessions(kvs: EkvClient[], keys: Buffer[]): Promise<void> {
+  const byShard = new Map<number, Buffer[]>();
+  for (const k of keys) {
+    const s = shardOf(k.toString('latin1'), enclaveDataConfig.shards);
+    byShard.set(s, [...(byShard.get(s) ?? []), k]);
+  }
+  const value = Buffer.alloc(valueBytes, 0x63);
+  await Promise.all(kvs.map(async (kv, c) => {
+    const todo = [...byShard.values()].map((ks) => ks[c % ks.length] as Buffer);
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      for (let k = todo.pop(); k !== undefined; k = todo.pop()) await kv.put(k, value);
+    }));
+  }));
+}
+
 /** Replication retries and dropped data messages, summed over the nodes (their `metrics` snapshots). */
 async function replication(fx: RingFixture): Promise<{ resends: number; dropped: number }> {
   const sum = { resends: 0, dropped: 0 };
@@ -140,11 +166,15 @@ async function replication(fx: RingFixture): Promise<{ resends: number; dropped:
 
 /** `clients` loops doing `op` on random keys for `phaseMs`; latencies in ms. */
 async function runPhase(fx: RingFixture, op: 'put' | 'get', routing: Routing, keys: Buffer[]): Promise<PhaseResult> {
-  const kvs: EkvClient[] = await Promise.all(Array.from({ length: clients }, () => connect({ cluster: fx.ring.cluster, trustClusterFile: true, routing, timeoutMs: 10_000 })));
+  const kvs: EkvClient[] = await Promise.all(Array.from({ length: connections }, () => connect({ cluster: fx.ring.cluster, trustClusterFile: true, routing, timeoutMs: 10_000 })));
   const value = Buffer.alloc(valueBytes, 0x61);
   // Warm up: every client verifies every node it will use before the clock starts.
   await Promise.all(kvs.map((kv) => kv.verifyAll()));
   await Promise.all(kvs.map((kv, i) => kv.get(keys[i % keys.length] as Buffer)));
+  // A put phase: every client opens its write session of every range before the clock (one put per range), so
+  // that the phase measures steady-state puts, not each (client, range) pair's one-time session open (a
+  // replicated write of its own): 32 clients x 64 ranges is 2,048 opens, more than a 3-node ring's whole phase.
+  if (op === 'put' && !argv['cold-sessions']) await openSessions(kvs, keys);
   const before = { views: await fx.statusAll(), counts: await counts(fx), repl: await replication(fx) };
   const lat: number[] = [];
   let errors = 0;
@@ -152,7 +182,8 @@ async function runPhase(fx: RingFixture, op: 'put' | 'get', routing: Routing, ke
   const t0 = performance.now();
   const end = t0 + phaseMs;
   const from = monotonicUs();
-  await Promise.all(kvs.map(async (kv, c) => {
+  await Promise.all(Array.from({ length: clients }, async (_, c) => {
+    const kv = kvs[c % kvs.length] as EkvClient;
     for (let i = c; performance.now() < end; i += clients) {
       const k = keys[(i * 7919) % keys.length] as Buffer;
       const s = performance.now();
@@ -326,7 +357,7 @@ async function main(): Promise<void> {
     phases.push(...r.phases);
     if (r.restore) restores.push(r.restore);
   }
-  const config = { clients, seconds: phaseMs / 1000, valueBytes, keys: keyCount, restoreKeys, sealed: argv.seal };
+  const config = { clients, connections, seconds: phaseMs / 1000, valueBytes, keys: keyCount, restoreKeys, sealed: argv.seal, coldSessions: argv['cold-sessions'] };
   if (argv.json) process.stdout.write(JSON.stringify({ config, phases, restores, profiles }) + '\n');
   else {
     process.stdout.write(`config ${JSON.stringify(config)}\n` + table(phases, restores));
