@@ -3,6 +3,7 @@
  * error (exit 2) naming the flag, never a NaN that surfaces later as "no frame within NaN ms".
  */
 import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { loadCluster, type ClusterFile } from '../client/cluster.ts';
 import { EkvError } from '../protocol/errors.ts';
 import { UsageError } from './output.ts';
@@ -61,4 +62,19 @@ export const logLevels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 's
 export function logLevelFlag(value: string): string {
   if (!(logLevels as readonly string[]).includes(value)) throw new UsageError(`--log-level must be one of ${logLevels.join(', ')}`);
   return value;
+}
+
+/** The local user's recovery member key beside a ring's cluster file (cli/local/ring.ts `recoveryKeyFile`). */
+export const localOperatorKeyFile = 'recovery.key';
+
+/**
+ * The identity of an operator command (`ekv status`, `ekv dashboard`): --identity, else $EKV_IDENTITY, else
+ * the recovery key `ekv up` made beside the cluster file (the local user is that ring's recovery member, so
+ * its operator: docs/observability.md "Who sees counts"); null: anonymous (no counts in a closed ring).
+ */
+export function operatorIdentityPath(explicit: string | undefined, clusterPath: string, env: NodeJS.ProcessEnv = process.env): string | null {
+  if (explicit !== undefined && explicit !== '') return explicit;
+  if (env.EKV_IDENTITY !== undefined && env.EKV_IDENTITY !== '') return env.EKV_IDENTITY;
+  const local = join(dirname(clusterPath), localOperatorKeyFile);
+  return existsSync(local) ? local : null;
 }

@@ -44,6 +44,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): EnclaveConfig {
 export function socketPaths(vsockDir: string) {
   return {
     inbound: join(vsockDir, 'enclave-5000.sock'),
+    /** The host's own channel: the metrics hello only (enclave/host-channel.ts); never relayed to a client port. */
+    hostChannel: join(vsockDir, 'enclave-5001.sock'),
     outbound: join(vsockDir, 'host-8000.sock'),
     blobs: join(vsockDir, 'host-8001.sock'),
   };

@@ -14,6 +14,7 @@ import { AccessService, accessModeFromEnv } from './access/index.ts';
 import { DataStore, enclaveDataConfig } from './cluster/data-store.ts';
 import { catalogue, dispatch } from './cluster/ops.ts';
 import { PeerPool } from './cluster/peers.ts';
+import { aloneOnRing, rejoinWhenAlone } from './cluster/rejoin.ts';
 import { RingDriver } from './cluster/ring-driver.ts';
 import type { EnclaveConfig, socketPaths } from './config.ts';
 import type { DataLog } from './data/index.ts';
@@ -24,8 +25,10 @@ import { clientOpNames, registerNodeMetrics } from './node-metrics.ts';
 import type { Nsm } from './nsm.ts';
 import { idToBytes, nodeIdFromPublicKey } from './ring/index.ts';
 import { EnclaveServer, type Handler } from './server.ts';
+import { HostChannel } from './host-channel.ts';
+import { operatorCheck } from './cluster/status-view.ts';
 import { learnSelfTrust, peerVerifier, type SelfTrust } from './trust.ts';
-import { imageRecoveryPolicy, recoveryOps, startRecovery, type RecoveryGate } from './recovery/index.ts';
+import { imageRecoveryPolicy, recoveryOps, startRecovery, watchNeighbours, type RecoveryGate } from './recovery/index.ts';
 import type { Generation } from './recovery/generation.ts';
 
 export interface EnclaveComponents {
@@ -113,6 +116,9 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   });
   // The access check is built before the client path that uses it, and passed in (ops.ts).
   const access = new AccessService({ docs: data, peers, self, logger: c.logger }, { mode: settings.accessMode });
+  // Keys, bytes and counters: in a closed ring only for the image's recovery members (cluster/status-view.ts).
+  const policy = imageRecoveryPolicy(imageConfig.recoveryMembers, imageConfig.recoveryThreshold);
+  const operator = operatorCheck(settings.accessMode, policy?.members.map((m) => m.bytes) ?? []);
   // Read at call time (after start-up): `recovery` is set below, before the server listens.
   const status = (): RpcResult => ({
     ...ringStatus(ring, self), ...data.status(), replicas: settings.replicas, ringId: ringCred?.id ?? null, founded,
@@ -120,9 +126,10 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   });
   const ops = catalogue({
     data, ring, access,
-    // The same snapshot as the host's 'metrics' hello, here over an attested session (the dashboard).
+    // The same snapshot as the host channel's, here over an attested session (the dashboard), for operators.
     metrics: () => ({ m: enclaveMetrics.snapshot() }),
     status,
+    operator,
     // The shared credential: a recovery open updates it in place (enclave/recovery/gate.ts).
     generation: () => ringCred?.generation ?? 0,
   });
@@ -134,7 +141,6 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   // live member, or signed open) and the core's own fencing governs what it may vote, ack or serve. Readiness
   // (R members per range) is not asked: a ring still forming (one node of R) is alive.
   let coreRunning = false;
-  const policy = imageRecoveryPolicy(imageConfig.recoveryMembers, imageConfig.recoveryThreshold);
   const recovery: RecoveryGate | null = policy && persistence && ringCred
     ? await startRecovery({
       policy, ring: ringCred, sealed: sealedGeneration, identityKey: identity.publicKey, persistence, peers, join: c.config.join,
@@ -156,16 +162,24 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   };
   registerNodeMetrics({ status, bytes: () => { const b = data.status().bytes; return typeof b === 'number' ? b : 0; }, startedAt, data: () => data.metrics() });
   const opLabel = (op: string) => (clientOps.has(op) || ops.has(op) || (recovery !== null && recoveryOps.has(op)) ? op : 'other');
-  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger, {
-    metricsSnapshot: () => enclaveMetrics.snapshot(),
-    opLabel,
-  });
+  // No 'metrics' hello here: this socket is what the client and ring ports relay to (review-4 A1).
+  const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger, { opLabel });
+  const hostChannel = new HostChannel(() => enclaveMetrics.snapshot(), c.logger);
+  await hostChannel.listen(c.paths.hostChannel);
   await server.listen(c.paths.inbound);
   // The data core replays its sealed log before the node enters the ring (status shows its state at once);
   // it talks to peers only as the ring and attested senders name them.
   await recovery?.opened; // RECOVERY HOOK: in recovery mode, the data core neither starts nor joins until the open
   await data.start();
   coreRunning = true;
+  // Restarts (docs/membership.md): the ring's neighbours stay sealed as they change, and a node that finds itself
+  // alone on the ring (no join address, or the ring re-formed without it) or stuck joining rejoins through them.
+  // Hints only: a peer counts after the attested handshake, and data authority stays the core's configurations.
+  const neighbours = (): string[] => [...ring.core.successors.map((n) => n.addr), ...(ring.core.predecessor ? [ring.core.predecessor.addr] : [])];
+  if (persistence && !recovery) watchNeighbours({ sealedPeers, neighbours, self: c.config.selfAddr, persistence, logger: c.logger });
+  const rejoin = persistence
+    ? rejoinWhenAlone({ ring, peers, candidates: () => [...new Set([c.config.join ?? '', ...(persistence as Persistence).sealedPeers])].filter((a) => a !== ''), logger: c.logger })
+    : null;
   // RECOVERY HOOK: a member whose host gave no join address joins through the live member it found.
   await joinWithRetry(ring, c.config.join ?? recovery?.liveVia ?? null, c.logger);
   return {
@@ -181,9 +195,11 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       }
       access.stop();
       data.stop();
+      rejoin?.stop();
       ring.stop();
       peers.closeAll();
       await server.close();
+      await hostChannel.close();
       await persistence?.close();
     },
   };
@@ -204,15 +220,23 @@ function ringStatus(ring: RingDriver, self: { id: bigint; addr: string }): Recor
   };
 }
 
+/**
+ * Enter the ring through the join address, retrying for as long as it takes (every 500 ms, then backing off to
+ * every 5 s; logged each time at first, then every tenth). It used to give up after 20 tries and exit, which
+ * made a node whose join address was down (or refused it) die and be relaunched every ~10 s: status calls to
+ * it failed with CLOSED in between, and nothing was gained (the host relaunches it with the same address).
+ */
 async function joinWithRetry(ring: RingDriver, join: string | null, logger: Logger): Promise<void> {
   for (let attempt = 0; ; attempt++) {
+    // Brought in meanwhile (a rejoin through a sealed neighbour, cluster/rejoin.ts): nothing more to do.
+    if (attempt > 0 && !aloneOnRing(ring) && ring.core.status === 'active') return;
     try {
       await ring.start(join);
+      if (attempt > 0) logger.info({ join, attempts: attempt + 1 }, 'joined the ring');
       return;
     } catch (err) {
-      if (attempt >= 20) throw err;
-      logger.warn({ join, err: (err as Error).message }, 'cannot reach the join node yet; retrying');
-      await new Promise((r) => setTimeout(r, 500));
+      if (attempt < 20 || attempt % 10 === 0) logger.warn({ join, attempt, err: (err as Error).message }, 'cannot reach the join node yet; retrying');
+      await new Promise((r) => setTimeout(r, attempt < 20 ? 500 : Math.min(5000, 500 * 2 ** Math.min(attempt - 20, 4))));
     }
   }
 }

@@ -22,6 +22,7 @@ async function main(): Promise<void> {
     logger.info({ selfAddr: config.selfAddr, join: config.join }, 'node settings from the host');
   }
   rmSync(paths.inbound, { force: true });
+  rmSync(paths.hostChannel, { force: true });
   const enclave = await startEnclave({ nsm, logger, paths, config });
   logger.info({ id: enclave.nodeId, listen: paths.inbound }, 'enclave ready');
   const stop = async (signal: string) => {

@@ -155,6 +155,11 @@ export class Persistence implements DataLog {
     this.peers = list;
   }
 
+  /** The neighbours' addresses sealed last (this boot's, or the recovered ones). */
+  get sealedPeers(): readonly string[] {
+    return this.peers;
+  }
+
   /** The last sequence number of the sealed log (the recovery digest's and `status`'s). */
   get lastSeq(): number {
     return this.store.stats().lastSeq;

@@ -1,6 +1,6 @@
 /**
- * The enclave's metrics, fetched by the host over the enclave's socket (the 'metrics' hello: no session,
- * no NSM work) and served with the host's own on /metrics, each sample labelled with the node. The answer
+ * The enclave's metrics, fetched by the host over the enclave's host channel (enclave-5001.sock, which no
+ * port of the host relays to; the 'metrics' hello: no session, no NSM work) and served with the host's own on /metrics, each sample labelled with the node. The answer
  * is checked strictly (protocol/metrics.ts) and bounded: whatever listens on that socket could send it.
  */
 import net from 'node:net';

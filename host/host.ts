@@ -73,6 +73,8 @@ export interface RunningHost {
 export function hostSocketPaths(vsockDir: string) {
   return {
     enclave: join(vsockDir, 'enclave-5000.sock'),
+    /** The enclave's host channel: the metrics hello, for /metrics only (never relayed; enclave/host-channel.ts). */
+    enclaveMetrics: join(vsockDir, 'enclave-5001.sock'),
     outbound: join(vsockDir, 'host-8000.sock'),
     blobs: join(vsockDir, 'host-8001.sock'),
   };
@@ -134,7 +136,7 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
   }
   const nodeName = () => o.nodeName ?? `${o.listenHost}:${(inbound.address() as AddressInfo).port}`;
   const app = createHttpApp({
-    enclaveSocket: paths.enclave, metrics, logger: o.logger, health, node: nodeName,
+    enclaveSocket: paths.enclave, enclaveMetricsSocket: paths.enclaveMetrics, metrics, logger: o.logger, health, node: nodeName,
     info: () => ({ ...(o.info?.() ?? {}), ...(watchdog ? { watchdog: watchdog.describe() } : {}) }),
     ...(o.dataDir ? { ringSecretFile: join(o.dataDir, 'ring-secret') } : {}),
   });

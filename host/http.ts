@@ -25,6 +25,11 @@ export function fetchAttestation(enclaveSocket: string, nonce: Uint8Array): Prom
 
 export function createHttpApp(opts: {
   enclaveSocket: string; metrics: HostMetrics; logger: Logger; info: () => Record<string, unknown>;
+  /**
+   * The enclave's host channel (enclave-5001.sock), where the metrics hello is answered; the client socket
+   * (enclave-5000.sock, which the client port relays to) refuses it (docs/observability.md). Default: none.
+   */
+  enclaveMetricsSocket?: string;
   /** The enclave's health: an attested handshake and its ring status (host/health.ts). */
   health: { fresh(): Promise<HealthReport> };
   /** The node's ring-secret blob (KMS ciphertext, not secret), served for hosts of joining nodes. */
@@ -72,7 +77,7 @@ export function createHttpApp(opts: {
 
   app.get('/metrics', async (_req, res) => {
     const name = node();
-    const enclave = await enclaveMetricsText(opts.enclaveSocket, name);
+    const enclave = opts.enclaveMetricsSocket ? await enclaveMetricsText(opts.enclaveMetricsSocket, name) : { up: false, text: '', error: 'no host channel' };
     opts.metrics.enclaveUp.set({ node: name }, enclave.up ? 1 : 0);
     if (!enclave.up) opts.logger.debug({ err: enclave.error }, 'enclave metrics fetch failed');
     res.type(opts.metrics.registry.contentType).send((await opts.metrics.registry.metrics()) + enclave.text);

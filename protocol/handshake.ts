@@ -295,6 +295,19 @@ export type Accepted =
   | { kind: 'metrics' }
   | { kind: 'session'; session: SecureSession; peer: (AttestedPeer & { key: Buffer }) | null; principal: Buffer | null };
 
+/**
+ * The host channel's one exchange (enclave/host-channel.ts): a 'metrics' hello answered with `snapshot()`
+ * and closed. Every other mode is refused (FORBIDDEN) before any work: the channel is the host's own socket,
+ * offers no session, and costs a caller one decode.
+ */
+export async function acceptMetricsHello(fs: FramedSocket, snapshot: () => unknown, timeoutMs = handshakeTimeoutMs): Promise<void> {
+  fs.setMaxFrameBytes(handshakeBytesMax);
+  const hello = parseMessage(await fs.next(timeoutMs), 'hello');
+  if (hello.v !== protocolVersion) throw new EkvError('PROTOCOL', `unsupported protocol version ${String(hello.v)}`);
+  if (hello.mode !== 'metrics') throw new EkvError('FORBIDDEN', 'this socket answers only the metrics hello');
+  fs.end(encodeCbor({ t: 'metrics', m: snapshot() }));
+}
+
 export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Promise<Accepted> {
   const timeout = opts.timeoutMs ?? handshakeTimeoutMs;
   fs.setMaxFrameBytes(handshakeBytesMax);
@@ -303,7 +316,7 @@ export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Pr
   if (hello.v !== protocolVersion) throw new EkvError('PROTOCOL', `unsupported protocol version ${String(hello.v)}`);
   const mode = hello.mode;
   if (mode !== 'client' && mode !== 'peer' && mode !== 'attest' && mode !== 'metrics') throw new EkvError('PROTOCOL', 'unknown handshake mode');
-  if (mode === 'metrics' && !opts.metrics) throw new EkvError('PROTOCOL', 'metrics not offered here');
+  if (mode === 'metrics' && !opts.metrics) throw new EkvError('FORBIDDEN', 'the metrics hello is answered only on the host\'s own channel, not here');
   const clientNonce = bytesField(hello, 'nonce', 0, 512);
   const proof = mode === 'peer' ? checkPeerHello(hello, clientNonce, opts.ring) : null;
   const ticket = opts.admit?.(mode, proof);

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import {
   type ClientOp, type ClientResult, type Config, type DataConfig, DataNode, type LogRecord, type Member, type Outbound, type PeerBody,
 } from '../enclave/data/index.ts';
+import { queuedPerPrincipalMax } from '../enclave/data/node.ts';
 
 const cfg: DataConfig = {
   replicas: 3, shards: 1, leaseTicks: 50, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 10, heartbeatTicks: 5,
@@ -256,6 +257,31 @@ describe('data core', () => {
       const again = new DataNode({ self: y, config: cfg, rand: () => 0.5, peers: members, log: net.logs.get(y.name) as LogRecord[], now: net.now });
       expect(again.self.inc).toBe(n.self.inc);
     }
+  });
+
+  it('one principal\'s waiting writes are bounded to a share of the queue: BUSY, not applied, retried once room is made (review-3 R10)', () => {
+    const net = started();
+    const owner = net.owner();
+    const o = net.node(owner);
+    const share = queuedPerPrincipalMax(cfg);
+    expect(share).toBe(2); // queuedMax 16 / 8
+    const s = openSession(net);
+    const d = net.ask(owner, { kind: 'open', shard: 0, principal: 'd' });
+    const sd = d?.ok && d.kind === 'open' ? d.session : 0;
+    const put = (seq: number, value: string, principal = 'c', session = s): ClientOp => ({ kind: 'put', key: 'x', value, ifVersion: null, session, seq, floor: 1, principal });
+    // The first write goes in flight; the next `share` wait; one more of the same principal is refused at once.
+    for (let seq = 1; seq <= share + 2; seq++) o.step({ kind: 'client', client: 'cl', rid: 1000 + seq, op: put(seq, `c${seq}`) }, net.now);
+    const busySeq = share + 2;
+    // Another principal still gets into the queue on the same key.
+    o.step({ kind: 'client', client: 'cl', rid: 2000, op: put(1, 'd1', 'd', sd) }, net.now);
+    net.drain();
+    expect(net.replies.get(1000 + busySeq)).toEqual({ ok: false, code: 'BUSY' });
+    for (let seq = 1; seq < busySeq; seq++) expect(net.replies.get(1000 + seq)).toMatchObject({ ok: true, kind: 'write', version: seq });
+    expect(net.replies.get(2000)).toMatchObject({ ok: true, kind: 'write', version: busySeq });
+    // Not applied: d's value is the last one; the same request sent again now applies, once.
+    expect(net.ask(owner, { kind: 'get', key: 'x' })).toMatchObject({ found: true, value: 'd1', version: busySeq });
+    expect(net.ask(owner, put(busySeq, `c${busySeq}`))).toEqual({ ok: true, kind: 'write', version: busySeq + 1, existed: true });
+    expect(net.ask(owner, put(busySeq, `c${busySeq}`))).toEqual({ ok: true, kind: 'write', version: busySeq + 1, existed: true });
   });
 });
 

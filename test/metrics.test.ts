@@ -10,7 +10,9 @@ import { createMetricsRegistry, seriesPerFamilyMax } from '../enclave/metrics.ts
 import { loopbackOnly, startHost } from '../host/host.ts';
 import { encodeCbor } from '../protocol/cbor.ts';
 import { encodeFrame } from '../protocol/frame.ts';
-import { parseMetricsSnapshot, renderPrometheus } from '../protocol/metrics.ts';
+import { FramedSocket } from '../protocol/framed-socket.ts';
+import { requestMetrics } from '../protocol/handshake.ts';
+import { metricsBytesMax, parseMetricsSnapshot, renderPrometheus } from '../protocol/metrics.ts';
 import { shortTempDir, startTestRing, testLogger, type TestRing } from './helpers/local-ring.ts';
 
 /** Prometheus text -> [name, labels, value] rows (enough of the format for our own output). */
@@ -154,6 +156,21 @@ describe('a node exports its enclave metrics through its host', () => {
     expect(snap.f.find((f) => f.n === 'ekv_enclave_keys')?.s[0]?.[2]).toBe(5);
   });
 
+  it('the metrics hello through the client port is refused; an open ring\'s status still carries counts for anyone', async () => {
+    // review-4 A1: the client port relays to the enclave's client socket, which no longer offers the mode; the
+    // host reads the snapshot on its own socket (enclave-5001.sock), so /metrics above still has it.
+    const [host, port] = ring.node(0).addr.split(':') as [string, string];
+    const socket = net.connect(Number(port), host);
+    socket.on('error', () => undefined);
+    try {
+      await expect(requestMetrics(new FramedSocket(socket, metricsBytesMax), 5000)).rejects.toMatchObject({ code: 'UNAVAILABLE', reason: 'FORBIDDEN' });
+    } finally {
+      socket.destroy();
+    }
+    const anon = (await kv.node(ring.node(0).addr).call('status', {}));
+    expect(typeof anon.keys).toBe('number');
+  });
+
   it('answers unknown paths with a JSON 404', async () => {
     const res = await fetch(`${ring.node(0).http}/no/such/path`);
     expect(res.status).toBe(404);
@@ -189,7 +206,7 @@ it('a host refuses what a non-enclave on the enclave socket answers: no injected
     c.on('error', () => undefined);
     c.once('data', () => c.end(answers[turn++ % answers.length] as Buffer));
   });
-  await new Promise<void>((r) => fake.listen(join(dir, 'enclave-5000.sock'), () => r()));
+  await new Promise<void>((r) => fake.listen(join(dir, 'enclave-5001.sock'), () => r()));
   const host = await startHost({ vsockDir: dir, listenHost: '127.0.0.1', listenPort: 0, httpPort: 0, outboundPolicy: loopbackOnly, logger: testLogger(), nodeName: 'n1' });
   try {
     for (let i = 0; i < answers.length; i++) {

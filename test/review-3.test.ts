@@ -8,8 +8,9 @@ import { EkvClient } from '../client/index.ts';
 import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { EkvError } from '../protocol/errors.ts';
 import { RpcClient, serveRpc } from '../protocol/rpc.ts';
-import { shardOf } from '../enclave/data/index.ts';
-import { opensQueuedPerPrincipal, waitersPerWriteMax } from '../enclave/data/node.ts';
+import { type ClientResult, shardOf } from '../enclave/data/index.ts';
+import { retryable, toEkvError } from '../enclave/cluster/data-store.ts';
+import { opensQueuedPerPrincipal, queuedPerPrincipalMax, waitersPerWriteMax } from '../enclave/data/node.ts';
 import { principalTag } from '../enclave/cluster/op-wire.ts';
 import { DataNet, fast, type NetNode } from './helpers/data-net.ts';
 import { stepModel } from './helpers/linearizability.ts';
@@ -314,12 +315,13 @@ describe('findings not fixed (FINDING: each test asserts the safe behaviour and 
     expect(await net.call(owner, 'put', { k: key, v: Buffer.alloc(1000), s: [vs, 1, 1] }, victim)).toEqual({ n: 1 });
   }, 30_000);
 
-  // FINDING R10 (low-medium, availability): the owner's write queue (`queuedMax`, 4,096 per range) is shared.
-  // One principal may hold 32 sessions × 64 window = 2,048 queued writes on one key (each waits for the one
-  // before it: a replication round), so two fresh keys fill the queue and other callers' writes in the range
-  // are refused UNAVAILABLE for as long as the queue drains (tens of seconds on a real ring). Opens are bounded
-  // now (R8); writes need a per-key or per-principal bound (with the shared anonymous tag in mind).
-  it.skip('R10: two principals queueing writes on one key do not refuse a third caller\'s write in the range', async () => {
+  // FINDING R10 (low-medium, availability; fixed): the owner's write queue (`queuedMax`, 4,096 per range) was
+  // shared. One principal could hold 32 sessions × 64 window = 2,048 queued writes on one key (each waits for the
+  // one before it: a replication round), so two fresh keys filled the queue and other callers' writes in the range
+  // were refused UNAVAILABLE for as long as the queue drained. Now each principal tag may have at most
+  // queuedMax / queuedPrincipalShare (here 256 / 8 = 32) requests waiting in a range; past it, BUSY before it is
+  // queued (not applied; retried like UNAVAILABLE: the SDK sees UNAVAILABLE with reason BUSY).
+  it('R10: two principals queueing writes on one key do not refuse a third caller\'s write in the range', async () => {
     net = new DataNet();
     await net.start(3, { ...fast, queuedMax: 256, sessionsPerPrincipalMax: 4, windowMax: 64 });
     await net.formed();
@@ -340,6 +342,13 @@ describe('findings not fixed (FINDING: each test asserts the safe behaviour and 
     const other = net.sameShard(Buffer.from('apple'), 'victim').toString('latin1');
     const mine = owner.store.local({ kind: 'put', key: other, value: 'v', ifVersion: null, session: s, seq: 1, floor: 1, principal: victim });
     expect(await mine).toMatchObject({ ok: true });
-    await Promise.all(flood);
+    const results = (await Promise.all(flood)) as ClientResult[];
+    // Each flooder had at most its share (queuedPerPrincipalMax: 32) waiting: the rest were refused BUSY.
+    expect(queuedPerPrincipalMax({ queuedMax: 256 })).toBe(32);
+    expect(results.filter((r) => !r.ok && r.code === 'BUSY').length).toBeGreaterThan(0);
+    // (Opens count in the share too: a flooder's later opens are refused BUSY, and its writes on them BAD_REQUEST.)
+    // To the SDK: UNAVAILABLE (retried with the same request id), the reason saying why.
+    expect(toEkvError({ ok: false, code: 'BUSY' })).toMatchObject({ code: 'UNAVAILABLE', reason: 'BUSY' });
+    expect(retryable('BUSY')).toBe(true);
   }, 30_000);
 });

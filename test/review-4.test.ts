@@ -1,11 +1,13 @@
 // Hostile review 4 (docs: the report in the review2 branch): findings on the surfaces merged on day 4
 // (scans, batches, expiry, export/import, enclave metrics, sealed-log group commit, /healthz).
+import { randomBytes } from 'node:crypto';
 import { writeFileSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BackupError, BackupWriter, readBackup } from '../cli/backup-file.ts';
 import { DataNet } from './helpers/data-net.ts';
+import { operatorCheck, publicStatus } from '../enclave/cluster/status-view.ts';
 
 // scrypt as the backup reader calls it: every call's parameters recorded, and any that would allocate more than
 // 1 GiB refused here (the test must not make the shared machine allocate 2 GiB on a build that lets it through).
@@ -197,22 +199,64 @@ describe('review-4 B2: import\'s second pass reads the file its first pass check
   });
 });
 
-describe('review-4 A1 (not fixed): counts of keys a caller may not read', () => {
-  // FINDING (medium, not fixed: the host's /healthz and the dashboard read these over anonymous sessions, a fix
-  // needs a rights model for operators): `status` and the `metrics` RPC answer any client, anonymous included,
-  // even in `closed` access mode, with the node's key count (`keys`), bytes, values waiting to expire and the
-  // per-op, per-code request counters. A principal with no read right anywhere learns how many keys the ring
-  // holds and, polling, when other principals write or delete (keys/bytes move, put counters grow): exactly what
-  // a scan is built not to reveal (docs/scans.md: "not even their number"). The unauthenticated `metrics` hello
-  // is also reachable through the host's client-port relay, not only by the host (docs/observability.md says
-  // "the host"). Expected fix: in closed mode, counts only for a principal with an operator right (or coarse
-  // buckets), serving/ring state for everyone.
-  it.skip('FINDING: an anonymous caller\'s status carries no key count', async () => {
+describe('review-4 A1 (fixed): counts of keys a caller may not read', () => {
+  // FINDING (medium, fixed): `status` and the `metrics` RPC answered any client, anonymous included, even in
+  // `closed` access mode, with the node's key count (`keys`), bytes, values waiting to expire and the per-op,
+  // per-code request counters. A principal with no read right anywhere learned how many keys the ring holds
+  // and, polling, when other principals write or delete: exactly what a scan is built not to reveal
+  // (docs/scans.md: "not even their number"). The unauthenticated `metrics` hello was also reachable through
+  // the host's client-port relay. Now (enclave/cluster/status-view.ts): serving and ring state for every
+  // attested caller; data-derived figures only for an operator (in a closed ring, the image's recovery
+  // members; in an open ring, everyone); the metrics hello only on the host's own socket (enclave/host-channel.ts;
+  // test/metrics.test.ts refuses it through the client port).
+  const node0 = () => net?.nodes[0] as NonNullable<DataNet['nodes'][0]>;
+  const dataFields = ['keys', 'bytes', 'position', 'lookups', 'hops', 'forwards', 'peerMessagesIn', 'peerMessagesOut', 'chunksOut', 'undeliverable'];
+
+  it('an anonymous caller and a principal with no operator right get serving state, no counts, no metrics', async () => {
     net = new DataNet();
     await net.start(3);
     await net.formed();
-    const st = await net.call(net.nodes[0] as NonNullable<DataNet['nodes'][0]>, 'status', {}, null);
-    expect(st.keys).toBeUndefined();
-    expect(st.bytes).toBeUndefined();
+    const nobody = randomBytes(33);
+    net.forbid.add(nobody.toString('hex'));
+    for (const who of [null, nobody]) {
+      const st = await net.call(node0(), 'status', {}, who);
+      for (const f of dataFields) expect(st[f], f).toBeUndefined();
+      // What a client or a probe needs stays: whether it serves, the ranges, the epochs.
+      expect(st.serving).toBe(true);
+      expect(st.ranges).toBe(net.shards);
+      expect(typeof st.epochMax).toBe('number');
+      expect(typeof st.livePeers).toBe('number');
+      await expect(Promise.resolve().then(() => net?.call(node0(), 'metrics', {}, who))).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    }
   }, 30_000);
+
+  it('an operator principal gets the counts and the metrics snapshot; in an open ring, everyone does', async () => {
+    net = new DataNet();
+    await net.start(3);
+    await net.formed();
+    const op = randomBytes(33);
+    net.operators.add(op.toString('hex'));
+    const st = await net.call(node0(), 'status', {}, op);
+    expect(typeof st.keys).toBe('number');
+    expect(typeof st.bytes).toBe('number');
+    expect(typeof st.forwards).toBe('number');
+    expect(st.serving).toBe(true);
+    expect((await net.call(node0(), 'metrics', {}, op)).m).toMatchObject({ v: 1 });
+    net.allOperators = true;
+    expect(typeof (await net.call(node0(), 'status', {}, null)).keys).toBe('number');
+    expect((await net.call(node0(), 'metrics', {}, null)).m).toMatchObject({ v: 1 });
+  }, 30_000);
+
+  it('the image\'s rule: open, everyone; closed, only a session that proved a listed principal', () => {
+    const a = randomBytes(33);
+    const b = randomBytes(33);
+    expect(operatorCheck('open', [])(null)).toBe(true);
+    expect(operatorCheck('closed', [a])(null)).toBe(false);
+    expect(operatorCheck('closed', [a])(b)).toBe(false);
+    expect(operatorCheck('closed', [a])(Buffer.from(a))).toBe(true);
+    expect(operatorCheck('closed', [])(a)).toBe(false);
+    // The recovery gate's log figures are left out of the public view, its membership kept.
+    const pub = publicStatus({ keys: 3, serving: true, recovery: { mode: 'open', k: 1, members: [a], lastSeq: 9, entries: 4 }, later: 1 });
+    expect(pub).toEqual({ serving: true, recovery: { mode: 'open', k: 1, members: [a] } });
+  });
 });

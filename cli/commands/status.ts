@@ -7,7 +7,8 @@ import { loadCluster } from '../../client/cluster.ts';
 import { principalFromBytes } from '../../protocol/principal.ts';
 import { run } from '../output.ts';
 import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
-import { defaultClusterFile, loadClusterFile } from '../flags.ts';
+import { defaultClusterFile, loadClusterFile, operatorIdentityPath } from '../flags.ts';
+import { loadIdentity, toPrincipalSigner } from '../../client/identity.ts';
 
 interface NodeStatus {
   addr: string;
@@ -85,14 +86,17 @@ export function registerStatus(program: Command): void {
   trustOptions(program.command('status'))
     .description('show the trust policy in force (and where each part came from), then every node: ring id, address, predecessor/successor, key count, attestation (PCR0, document age), process ids')
     .option('-c, --cluster <file>', 'cluster file', defaultClusterFile())
+    .option('--identity <file>', 'prove this principal: in a closed ring, key counts only for its operators (default: $EKV_IDENTITY, else the recovery.key ekv up made beside the cluster file)')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: TrustFlags & { cluster: string; json?: boolean }) =>
+    .action(async (o: TrustFlags & { cluster: string; json?: boolean; identity?: string }) =>
       run(o.json, async () => {
         const cluster = loadClusterFile(o.cluster);
         const { how, ...choice } = trustChoice(o, cluster);
         const trust = trustReport(resolveConnect({ cluster, ...choice }).trust, how);
         if (!o.json) printTrust(trust);
-        const kv = await connect({ cluster, ...choice, timeoutMs: 5000 });
+        const idFile = operatorIdentityPath(o.identity, o.cluster);
+        const identity = idFile === null ? undefined : toPrincipalSigner(loadIdentity(idFile));
+        const kv = await connect({ cluster, ...choice, timeoutMs: 5000, ...(identity ? { identity } : {}) });
         const rows: NodeStatus[] = await Promise.all(
           cluster.nodes.map(async (n): Promise<NodeStatus> => {
             const pids = await healthz(n.http);
@@ -127,7 +131,7 @@ export function registerStatus(program: Command): void {
               continue;
             }
             process.stdout.write(
-              `${r.addr}  id ${r.id?.slice(0, 12)}  ${r.ring}${r.serving ? '' : ' (receiving keys)'}  keys ${r.keys}  pred ${r.predecessor ?? '-'}  succ ${r.successor ?? '-'}  ` +
+              `${r.addr}  id ${r.id?.slice(0, 12)}  ${r.ring}${r.serving ? '' : ' (receiving keys)'}  keys ${r.keys ?? '-'}  pred ${r.predecessor ?? '-'}  succ ${r.successor ?? '-'}  ` +
                 `pcr0 ${r.pcr0?.slice(0, 12)}  ring ${r.ringId?.slice(0, 12) ?? '-'}  doc age ${Math.round((r.documentAgeMs ?? 0) / 1000)}s  pids host/emu/enclave ${r.pids?.host ?? '?'}/${r.pids?.emulator ?? '?'}/${r.pids?.enclave ?? '?'}\n`,
             );
           }

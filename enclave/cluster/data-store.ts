@@ -72,7 +72,7 @@ const directoryRefreshMs = 250;
 
 /** The one definition of "try again": nothing was decided, or the outcome is unknown and the request id makes a retry safe. */
 export function retryable(code: string): boolean {
-  return code === 'UNAVAILABLE' || code === 'NOT_OWNER' || code === 'TIMEOUT' || code === 'CLOSED';
+  return code === 'UNAVAILABLE' || code === 'NOT_OWNER' || code === 'TIMEOUT' || code === 'CLOSED' || code === 'BUSY';
 }
 
 export function nodeName(id: bigint): string {
@@ -138,7 +138,7 @@ function wireResult(x: unknown): ClientResult {
       return o.t === undefined ? { ok: false, code: o.code, version: n(o.version) } : { ok: false, code: o.code, version: n(o.version), t: n(o.t) };
     }
     if (o.code === 'NOT_OWNER') return { ok: false, code: 'NOT_OWNER', hint: typeof o.hint === 'string' && o.hint.length <= 64 ? o.hint : null };
-    if (o.code === 'UNAVAILABLE' || o.code === 'SESSION_EXPIRED' || o.code === 'STALE_REQUEST' || o.code === 'BAD_REQUEST') return { ok: false, code: o.code };
+    if (o.code === 'UNAVAILABLE' || o.code === 'SESSION_EXPIRED' || o.code === 'STALE_REQUEST' || o.code === 'BAD_REQUEST' || o.code === 'BUSY') return { ok: false, code: o.code };
   }
   throw new EkvError('PROTOCOL', 'malformed forwarded result');
 }
@@ -758,6 +758,11 @@ export function toEkvError(r: Extract<ClientResult, { ok: false }>): EkvError {
       return new EkvError('EXPIRED', 'STALE_REQUEST: a request below the session floor (outcome unknown)');
     case 'BAD_REQUEST':
       return new EkvError('BAD_REQUEST', 'the range refused the request (unknown session, or outside its window)');
+    case 'BUSY':
+      // Retried like UNAVAILABLE (by the entry node until its deadline, then by the SDK): this attempt was not
+      // queued, and the request id makes a retry apply once. An earlier attempt may still be waiting, so to the
+      // caller the outcome stays unknown, as for UNAVAILABLE.
+      return new EkvError('UNAVAILABLE', 'BUSY: this principal already has its share of the range\'s write queue waiting; this attempt was not queued (retry)', { reason: 'BUSY' });
     case 'NOT_OWNER':
     case 'UNAVAILABLE':
       return new EkvError('UNAVAILABLE', 'the key\'s range has no serving owner right now');

@@ -14,6 +14,7 @@ import type { CallerContext, Handler } from '../server.ts';
 import { type DataStore, resultToWire, toRpcResult } from './data-store.ts';
 import { decodeClientKey, decodeDataOp, decodeForward, type DataOpName, principalTag } from './op-wire.ts';
 import { scanOps } from './scan-ops.ts';
+import { type OperatorCheck, publicStatus } from './status-view.ts';
 
 async function checkOpen(access: AccessCheck, key: Buffer, principal: Buffer | null): Promise<void> {
   try {
@@ -39,8 +40,13 @@ export interface OpsInit {
   /** Built before the store's client path and passed in (the store itself never checks access). */
   access: AccessCheck & Pick<AccessService, 'handle'>;
   status: () => RpcResult;
-  /** The node's metrics snapshot (enclave/metrics.ts), for attested callers such as the dashboard. */
+  /** The node's metrics snapshot (enclave/metrics.ts), for attested operators such as the dashboard. */
   metrics?: () => RpcResult;
+  /**
+   * Who gets data-derived figures (status-view.ts): the rest get `status` without them, and no `metrics`.
+   * Required, so that no catalogue hands out counts by forgetting to say who may have them.
+   */
+  operator: OperatorCheck;
   /**
    * The ring's generation now (how many times recovery members reopened it; docs/recovery.md), read at each
    * answer: every data answer of a reopened ring carries it as `g`, so that a client that has seen a newer generation refuses it.
@@ -77,8 +83,9 @@ export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
     ['del', dataOp('del')],
     ['open', dataOp('open')],
     ['route', { caller: 'client', run: (req) => c.data.routeStep(decodeClientKey(req)) }],
-    ['status', { caller: 'client', run: () => c.status() }],
-    ...(c.metrics ? [['metrics', { caller: 'client', run: () => (c.metrics as () => RpcResult)() }] as [string, OpSpec]] : []),
+    // Serving and ring state for every attested caller; keys, bytes and counters for operators only (review-4 A1).
+    ['status', { caller: 'client', run: (_req, ctx) => (c.operator(ctx.principal) ? c.status() : publicStatus(c.status())) }],
+    ...(c.metrics ? [['metrics', { caller: 'client', run: (_req, ctx) => metricsFor(ctx, c) }] as [string, OpSpec]] : []),
     // Peers: the Chord ring's messages, the data core's messages, a client's operation forwarded to its owner.
     ['ring', {
       caller: 'peer',
@@ -98,6 +105,13 @@ export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
   for (const [name, spec] of scanOps({ data: c.data, access: c.access, runData })) ops.set(name, spec);
   for (const [name, caller] of accessOpsRule) ops.set(name, { caller, run: (req, ctx) => c.access.handle(name, req, ctx) });
   return ops;
+}
+
+function metricsFor(ctx: CallerContext, c: OpsInit): RpcResult {
+  // Every family but a few moves with the data (request, seal and replication counters, keys, bytes): the
+  // snapshot is all or nothing. Before any work, like an access check.
+  if (!c.operator(ctx.principal)) throw new EkvError('FORBIDDEN', 'metrics are for the ring\'s operators (the image\'s recovery members) in a closed ring');
+  return (c.metrics as () => RpcResult)();
 }
 
 /** The enclave's request handler, built from the catalogue. */

@@ -59,15 +59,26 @@ export class RingDriver {
 
   /** Start ticking; with `join`, enter the ring of the node at that address (learning its id by attesting it). */
   async start(join: string | null): Promise<void> {
+    // Ticking from the first call: a node whose join address is down still runs its ring (a rejoin through a
+    // sealed neighbour, cluster/rejoin.ts, may bring it in meanwhile; a later call then only joins).
+    if (!this.timer) {
+      this.timer = setInterval(() => {
+        this.core.tick();
+        this.flush();
+      }, tickMs);
+      this.timer.unref();
+    }
     if (join) {
       const id = await this.peers.identify(join);
-      this.core.join({ id, addr: join });
+      if (id !== this.self.id) this.core.join({ id, addr: join });
     }
-    this.timer = setInterval(() => {
-      this.core.tick();
-      this.flush();
-    }, tickMs);
-    this.timer.unref();
+    this.flush();
+  }
+
+  /** Enter the ring through an attested node (a node that found itself alone after a restart: cluster/rejoin.ts). */
+  rejoin(via: { id: bigint; addr: string }): void {
+    if (via.id === this.self.id) return;
+    this.core.join(via);
     this.flush();
   }
 

@@ -40,7 +40,7 @@ export interface DataConfig {
    * changes). Sessions the owner has not seen used since it became active count as used at its activation.
    */
   sessionIdleTicks?: number;
-  /** Writes waiting per range at its owner; beyond, UNAVAILABLE. */
+  /** Requests waiting per range at its owner; beyond, UNAVAILABLE (and per principal, a share of it: node.ts queuedPrincipalShare). */
   queuedMax: number;
   /**
    * Optional: the most bytes (keys plus values) one range may hold. A put that would take its range past it

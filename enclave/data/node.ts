@@ -69,6 +69,20 @@ const sessionKey = ''; // keys are at least one byte, so '' serializes session o
 export const opensQueuedMax = 64;
 export const opensQueuedPerPrincipal = 4;
 /**
+ * One principal's requests waiting at a range's owner (opens and writes, by principal tag) are bounded to
+ * `queuedMax / queuedPrincipalShare` (512 of 4,096), so that no one caller can take the range's queue from
+ * the others (review-3 R10: 32 sessions x 64 window on one key was 2,048). Beyond, the request is answered
+ * BUSY before it is queued: not applied by this attempt, and retried like UNAVAILABLE (its request id makes a
+ * retry apply once). Callers without a key share the `anon` tag, so together they hold at most one share;
+ * the enclave's own principals (access documents) are not bounded here, only by `queuedMax`.
+ */
+export const queuedPrincipalShare = 8;
+
+/** The most requests one principal may have waiting in one range (at least 1). */
+export function queuedPerPrincipalMax(cfg: Pick<DataConfig, 'queuedMax'>): number {
+  return Math.max(1, Math.floor(cfg.queuedMax / queuedPrincipalShare));
+}
+/**
  * Callers waiting for one write in flight (its retries, by any number of entry nodes); past this the oldest is
  * answered UNAVAILABLE (its entry node has usually given up on it already). Without the bound, a write the host
  * keeps from completing (it holds one member's acknowledgements) plus a client re-sending it grew without end.
@@ -771,6 +785,7 @@ export class DataNode {
     r.inflight.clear();
     r.queues.clear();
     r.queued = 0;
+    r.queuedBy.clear();
     r.byReq.clear();
     r.lastUse.clear();
   }
@@ -1168,6 +1183,11 @@ export class DataNode {
         return;
       }
     }
+    const mine = r.queuedBy.get(op.principal) ?? 0;
+    if (mine >= queuedPerPrincipalMax(this.cfg) && !op.principal.startsWith(internalPrincipalPrefix)) {
+      this.reply(client, rid, { ok: false, code: 'BUSY' });
+      return;
+    }
     if (r.queued >= this.cfg.queuedMax) {
       this.reply(client, rid, { ok: false, code: 'UNAVAILABLE' });
       return;
@@ -1177,6 +1197,7 @@ export class DataNode {
     q.push({ client, rid, op });
     r.queues.set(key, q);
     r.queued++;
+    r.queuedBy.set(op.principal, mine + 1);
     if (!r.inflight.has(key)) this.startNext(r, key);
   }
 
@@ -1238,6 +1259,11 @@ export class DataNode {
     const p = q.shift();
     if (!p) return;
     r.queued--;
+    const who = p.op.kind === 'get' ? '' : p.op.principal;
+    const by = (r.queuedBy.get(who) ?? 0) - 1;
+    assert.ok(by >= 0, 'queuedBy below zero');
+    if (by === 0) r.queuedBy.delete(who);
+    else r.queuedBy.set(who, by);
     if (q.length === 0) r.queues.delete(key);
     const c = r.config as Config;
     const prev = r.data.get(key);

@@ -157,6 +157,8 @@ export interface RangeState {
   inflight: Map<string, Inflight>;
   queues: Map<string, Pending[]>;
   queued: number;
+  /** `queued` by principal tag (opens and writes): each is bounded to a share of `queuedMax` (node.ts). */
+  queuedBy: Map<string, number>;
   byReq: Map<string, Inflight>;
   proposal: Proposal | null;
   nextTry: number;
@@ -175,7 +177,7 @@ export function newRange(shard: number): RangeState {
     shard, config: null, synced: false, promised: null, accepted: null, install: null, round: 0,
     data: new Map(), sessions: emptySessions(), bytes: 0, expiries: new DeadlineHeap(),
     leaseUntil: -Infinity, active: false, activating: null, lease: { validUntil: -Infinity, t0: -Infinity, grants: new Set() },
-    inflight: new Map(), queues: new Map(), queued: 0, byReq: new Map(), proposal: null, nextTry: 0,
+    inflight: new Map(), queues: new Map(), queued: 0, queuedBy: new Map(), byReq: new Map(), proposal: null, nextTry: 0,
     lastUse: new Map(), activeAt: 0,
   };
 }

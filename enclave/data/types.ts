@@ -185,6 +185,11 @@ export type ClientResult =
   | { readonly ok: false; readonly code: 'NOT_OWNER'; readonly hint: string | null }
   | { readonly ok: false; readonly code: 'UNAVAILABLE' | 'SESSION_EXPIRED' | 'STALE_REQUEST' | 'BAD_REQUEST' }
   /**
+   * The caller's principal already has its share of the range's queue waiting (node.ts queuedPrincipalShare):
+   * this attempt was not queued, so not applied; retryable like UNAVAILABLE.
+   */
+  | { readonly ok: false; readonly code: 'BUSY' }
+  /**
    * Never from the core: the entry node's answer when an earlier attempt of the same write may have reached
    * the owner and a later one is refused SESSION_EXPIRED (the write may have been applied).
    */

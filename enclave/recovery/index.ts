@@ -110,7 +110,7 @@ async function findLiveMember(peers: PeerPool, candidates: string[], generation:
 const neighboursCheckMs = 5000;
 
 /** Seal the ring's neighbours whenever they change (checked every few seconds; bounded by peersSealedMax). */
-function watchNeighbours(c: StartRecoveryInit): void {
+export function watchNeighbours(c: Pick<StartRecoveryInit, 'sealedPeers' | 'neighbours' | 'self' | 'persistence' | 'logger'>): void {
   let last = [...c.sealedPeers].sort().join(',');
   let busy = false;
   const timer = setInterval(() => {

@@ -2,6 +2,8 @@
 # PID 1 of the enclave: bring up lo, bridge vsock ports to the unix sockets our code speaks, then
 # run the enclave. The enclave has no network interface: every byte in or out crosses one of these.
 #   in:  vsock :5000            -> /run/ekv/vsock/enclave-5000.sock (clients, peers, attestation fetch)
+#        vsock :5001            -> /run/ekv/vsock/enclave-5001.sock (the host's own channel: the metrics hello only;
+#                                  no port of the parent relays to it, enclave/host-channel.ts)
 #   out: host-8000.sock -> vsock 3:8000 (the host's outbound relay: EKV-CONNECT <host>:<port>)
 #        host-8001.sock -> vsock 3:8001 (the host's sealed-blob store)
 #        host-8002.sock -> vsock 3:8002 (the parent's vsock-proxy to the regional KMS endpoint)
@@ -16,6 +18,7 @@ mkdir -p "$dir"
 chmod 0700 "$dir"
 
 socat VSOCK-LISTEN:5000,fork,reuseaddr "UNIX-CONNECT:$dir/enclave-5000.sock" &
+socat VSOCK-LISTEN:5001,fork,reuseaddr "UNIX-CONNECT:$dir/enclave-5001.sock" &
 for port in 8000 8001 8002; do
   rm -f "$dir/host-$port.sock"
   socat "UNIX-LISTEN:$dir/host-$port.sock,fork,mode=0600" "VSOCK-CONNECT:$parent_cid:$port" &

@@ -19,6 +19,7 @@ export const hostDir = join(import.meta.dirname, '..', 'host');
 export const hostFiles: Record<string, { path: string; mode: string }> = {
   'ekv-host.service': { path: '/etc/systemd/system/ekv-host.service', mode: '0644' },
   'ekv-bridge-enclave.service': { path: '/etc/systemd/system/ekv-bridge-enclave.service', mode: '0644' },
+  'ekv-bridge-metrics.service': { path: '/etc/systemd/system/ekv-bridge-metrics.service', mode: '0644' },
   'ekv-bridge-host@.service': { path: '/etc/systemd/system/ekv-bridge-host@.service', mode: '0644' },
   'ekv-ring-listener.service': { path: '/etc/systemd/system/ekv-ring-listener.service', mode: '0644' },
   'ekv-vsock-proxy.service': { path: '/etc/systemd/system/ekv-vsock-proxy.service', mode: '0644' },
@@ -36,6 +37,7 @@ export const startedUnits = [
   'ekv-bridge-host@8001.service',
   'ekv-enclave-logs.service',
   'ekv-bridge-enclave.service',
+  'ekv-bridge-metrics.service',
   'ekv-ring-listener.service',
   // Last: it launches the enclave (run-enclave.sh) once everything the enclave connects to is there.
   'ekv-host.service',

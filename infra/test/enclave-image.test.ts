@@ -103,6 +103,7 @@ describe('infra/enclave/entrypoint.sh', () => {
     expect(node).toBeGreaterThan(bridge);
     expect(entrypoint).toContain('for port in 8000 8001 8002; do');
     expect(entrypoint).toContain('"UNIX-LISTEN:$dir/host-$port.sock,fork,mode=0600" "VSOCK-CONNECT:$parent_cid:$port"');
+    expect(entrypoint).toContain('socat VSOCK-LISTEN:5001,fork,reuseaddr "UNIX-CONNECT:$dir/enclave-5001.sock"');
     expect(entrypoint).toContain('parent_cid=3');
     expect(entrypoint).toContain('VSOCK-CONNECT:$parent_cid:8003');
     expect(entrypoint).not.toMatch(/\/dev\/console|ttyS0/);
@@ -203,6 +204,10 @@ describe('infra/host units', () => {
 
   it('mirror the enclave side: the same vsock ports, the parent listening where the enclave connects', () => {
     expect(read(hostDir, 'ekv-bridge-enclave.service')).toContain('UNIX-LISTEN:${EKV_VSOCK_DIR}/enclave-5000.sock,fork,mode=0660 VSOCK-CONNECT:${EKV_ENCLAVE_CID}:5000');
+    // The host channel (metrics hello only, review-4 A1): bridged for the host, never behind a TCP port.
+    expect(read(hostDir, 'ekv-bridge-metrics.service')).toContain('UNIX-LISTEN:${EKV_VSOCK_DIR}/enclave-5001.sock,fork,mode=0660 VSOCK-CONNECT:${EKV_ENCLAVE_CID}:5001');
+    expect(startedUnits).toContain('ekv-bridge-metrics.service');
+    for (const u of ['ekv-ring-listener.service', 'ekv-host.service']) expect(read(hostDir, u)).not.toContain('5001');
     expect(read(hostDir, 'ekv-bridge-host@.service')).toContain('VSOCK-LISTEN:%i,fork,reuseaddr UNIX-CONNECT:${EKV_VSOCK_DIR}/host-%i.sock');
     expect(startedUnits).toEqual(expect.arrayContaining(['ekv-bridge-host@8000.service', 'ekv-bridge-host@8001.service']));
     expect(read(hostDir, 'ekv-vsock-proxy.service')).toMatch(/vsock-proxy 8002 kms\.\$\{AWS_REGION\}\.amazonaws\.com 443 --config \/etc\/nitro_enclaves\/vsock-proxy\.yaml/);

@@ -54,6 +54,12 @@ export class DataNet {
   readonly queued = new Map<string, number>();
   /** Principal keys (hex) the access stub refuses every operation to. */
   readonly forbid = new Set<string>();
+  /**
+   * Principal keys (hex) with the operator right (status with counts, metrics: enclave/cluster/status-view.ts),
+   * as in a closed ring whose image names them; `allOperators`: everyone, as in an open ring.
+   */
+  readonly operators = new Set<string>();
+  allOperators = false;
   /** The next peer call of this op is delivered and handled, then its answer is lost once `gate` resolves. */
   loseAnswer: { op: string; gate: Promise<void> } | null = null;
   shards = fast.shards as number;
@@ -97,7 +103,8 @@ export class DataNet {
         logger: pino({ level: 'silent' }),
       });
       const ops = catalogue({
-        data: store, ring, status: () => store.status(),
+        data: store, ring, status: () => store.status(), metrics: () => ({ m: { v: 1, at: 0, f: [] } }),
+        operator: (p) => this.allOperators || (p !== null && this.operators.has(p.toString('hex'))),
         access: access ? Object.assign(Object.create(access) as typeof access, { handle: async () => ({}) }) : {
           check: (_op, _key, principal) => {
             if (principal && this.forbid.has(principal.toString('hex'))) throw new EkvError('FORBIDDEN', 'access denied');

@@ -143,8 +143,10 @@ export const schedules: Record<'pause' | 'host' | 'rolling' | 'restart', Schedul
       faults: (ctx) => repeat(p, async () => {
         const key = p.short ? (ctx.keys[0] as string) : pick(ctx.rand, ctx.keys);
         const holders = await ctx.ring.holders(key);
-        const others = Array.from({ length: ctx.ring.size }, (_, i) => i).filter((i) => !holders.includes(i));
-        const order = [...others, ...holders];
+        // The founder (node-1, index 0) is never first: its host gives it no join address, so it must find the
+        // ring re-formed without it through its sealed neighbours (enclave/cluster/rejoin.ts).
+        const others = Array.from({ length: ctx.ring.size }, (_, i) => i).filter((i) => !holders.includes(i) && i !== 0);
+        const order = holders.includes(0) ? [...others, ...holders] : [...others, 0, ...holders];
         const gapMs = p.short ? 1000 : between(ctx.rand, 1000, 5000);
         await ctx.ring.crashAll();
         ctx.mark(`crashed every node; restarting in order ${order.map((i) => ctx.ring.name(i)).join(', ')} (holders of ${key} last), ${gapMs} ms apart`);

@@ -387,7 +387,7 @@ export class FaultSim {
           this.at(this.now + (r.hint ? 1 : 20 + this.rng.int(60)), () => attempt(r.hint ?? this.pickNode()));
           return;
         }
-        if (!r.ok && r.code === 'UNAVAILABLE') {
+        if (!r.ok && (r.code === 'UNAVAILABLE' || r.code === 'BUSY')) {
           this.at(this.now + 20 + this.rng.int(80), () => attempt(c.hint.get(shard) ?? this.pickNode()));
           return;
         }

@@ -1,0 +1,103 @@
+/**
+ * Rejoining after a restart (docs/membership.md, "Restarts"). A member restarted with no join address from its
+ * host, or one whose join address is down (the first node of a whole-ring restart, the ring's founder restarted
+ * after the others), comes up as a Chord ring of one, and nobody else's ring names it: its data core then hears
+ * from no peer, and with boot fencing every range it is in waits for it (docs/consistency.md, B5). So while the
+ * node finds itself alone on the ring for a while, it asks the neighbours it sealed (the last addresses its ring
+ * view named), one after the other, and joins through the first that answers. A node stuck joining for longer
+ * (its join address is down, or is itself joining: two relaunched nodes each given the other's address, and a
+ * joining node answers no lookup) does the same.
+ *
+ * The addresses are hints, never trust: a peer counts only after the attested, ring-secret handshake
+ * (PeerPool.identify), and data authority stays with the data core's decided configurations. The host can hide
+ * every peer (liveness), not invent one.
+ */
+import type { Logger } from 'pino';
+import type { PeerPool } from './peers.ts';
+import type { RingDriver } from './ring-driver.ts';
+
+export interface RejoinInit {
+  ring: RingDriver;
+  peers: Pick<PeerPool, 'identify' | 'call'>;
+  /** Addresses to try, in order (the sealed neighbours; this node's own address is skipped). */
+  candidates: () => readonly string[];
+  logger: Logger;
+  /** How often to look (default 1000 ms). */
+  everyMs?: number;
+  /** How long the node must have been alone before it asks (default 2500 ms: a join in progress finishes first). */
+  aloneMs?: number;
+  /** How long a join may go on before another neighbour is tried (default 6000 ms). */
+  joiningMs?: number;
+}
+
+/** Whether the ring view names no node but this one (no successor or predecessor other than itself). */
+export function aloneOnRing(ring: RingDriver): boolean {
+  const core = ring.core;
+  const self = ring.self.id;
+  if (core.status !== 'active') return false;
+  return core.successors.every((s) => s.id === self) && (core.predecessor === null || core.predecessor.id === self);
+}
+
+const statusTimeoutMs = 3000;
+
+function refId(v: unknown): bigint | null {
+  return v instanceof Uint8Array && v.length === 32 ? BigInt('0x' + Buffer.from(v).toString('hex')) : null;
+}
+
+export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
+  const every = o.everyMs ?? 1000;
+  const aloneMs = o.aloneMs ?? 2500;
+  const joiningMs = o.joiningMs ?? 6000;
+  let aloneSince: number | null = null;
+  let busy = false;
+  let next = 0;
+  const stuck = (): boolean => aloneOnRing(o.ring) || o.ring.core.status === 'joining';
+  // Only through a node that answers lookups (active: a joining node drops them, and two nodes joining through
+  // each other wait forever). Two nodes both alone: the one with the higher id joins the other, never both.
+  const joinable = async (addr: string, id: bigint): Promise<boolean> => {
+    const st = await o.peers.call(addr, 'status', {}, statusTimeoutMs);
+    if (st.ring !== 'active') return false;
+    const succ = Array.isArray(st.successors) ? st.successors : [];
+    // Its successors other than itself and us (one that names us is about to notify us: Chord's stabilize).
+    const others = succ.filter((x) => {
+      const sid = x !== null && typeof x === 'object' ? refId((x as { id?: unknown }).id) : null;
+      return sid !== null && sid !== id && sid !== o.ring.self.id;
+    });
+    return others.length > 0 || o.ring.core.status === 'joining' || id < o.ring.self.id;
+  };
+  const timer = setInterval(() => {
+    if (busy) return;
+    if (!stuck()) {
+      aloneSince = null;
+      return;
+    }
+    const now = Date.now();
+    aloneSince ??= now;
+    if (now - aloneSince < (o.ring.core.status === 'joining' ? joiningMs : aloneMs)) return;
+    const list = o.candidates().filter((a) => a !== o.ring.self.addr);
+    if (list.length === 0) return;
+    busy = true;
+    void (async () => {
+      // Round-robin over the candidates, one per attempt: a dead address costs one attempt, not every time.
+      for (let i = 0; i < list.length; i++) {
+        const addr = list[(next + i) % list.length] as string;
+        try {
+          const id = await o.peers.identify(addr);
+          if (id === o.ring.self.id || !stuck()) continue;
+          if (!(await joinable(addr, id))) continue;
+          next = (next + i + 1) % list.length;
+          o.logger.info({ via: addr, joining: o.ring.core.status === 'joining' }, 'alone on the ring (or stuck joining) after a restart: rejoining through a sealed neighbour');
+          o.ring.rejoin({ id, addr });
+          return;
+        } catch {
+          // down or refused: the next one
+        }
+      }
+    })().finally(() => {
+      busy = false;
+      aloneSince = null; // give the join (or the next try) a full wait
+    });
+  }, every);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}

@@ -1,0 +1,71 @@
+/**
+ * The host's own channel into the enclave (enclave-5001.sock; vsock port 5001 on Nitro, bridged on the
+ * parent to a unix socket that only the host proxy opens). It answers one thing: the 'metrics' hello, the
+ * enclave's metrics snapshot for the host's Prometheus /metrics (docs/observability.md).
+ *
+ * Why a socket of its own: enclave-5000.sock is what the host's client port and the ring port relay to, so
+ * a metrics hello there would come from anyone on the network, and the snapshot moves with other principals'
+ * writes (review-4 A1). The main listener no longer offers the mode; this one offers nothing else. The host
+ * is not trusted (it relays every byte and stores every sealed blob, so it learns these figures anyway);
+ * the point is that strangers behind its ports do not.
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { handshakeBytesMax } from '../protocol/constants.ts';
+import { encodeCbor } from '../protocol/cbor.ts';
+import { EkvError } from '../protocol/errors.ts';
+import { FramedSocket } from '../protocol/framed-socket.ts';
+import { acceptMetricsHello } from '../protocol/handshake.ts';
+import { m as metrics } from './metrics.ts';
+
+/** Connections open at once on the host channel (the host fetches one snapshot per scrape). */
+export const hostChannelConnectionsMax = 16;
+/** A caller that has not sent its hello by then is closed. */
+export const hostChannelHelloTimeoutMs = 5_000;
+
+export class HostChannel {
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+
+  constructor(
+    private readonly snapshot: () => unknown,
+    private readonly logger: Logger,
+  ) {
+    this.server = net.createServer((s) => this.onConnection(s));
+  }
+
+  listen(path: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(path, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  private onConnection(socket: net.Socket): void {
+    if (this.sockets.size >= hostChannelConnectionsMax) {
+      socket.destroy();
+      return;
+    }
+    this.sockets.add(socket);
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', () => undefined);
+    const fs = new FramedSocket(socket, handshakeBytesMax);
+    acceptMetricsHello(fs, this.snapshot, hostChannelHelloTimeoutMs).then(() => {
+      metrics.handshakes.inc({ mode: 'metrics', result: 'ok' });
+    }, (err: unknown) => {
+      const e = err instanceof EkvError ? err : new EkvError('INTERNAL', 'metrics hello failed');
+      metrics.handshakes.inc({ mode: 'metrics', result: e.code });
+      if (!(err instanceof EkvError)) this.logger.error({ err }, 'host channel error');
+      if (!fs.closed) fs.end(encodeCbor({ t: 'error', code: e.code, message: e.message }));
+      setTimeout(() => socket.destroy(), 1000).unref();
+    });
+  }
+}
