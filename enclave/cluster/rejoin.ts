@@ -85,6 +85,9 @@ export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
           const id = await o.peers.identify(addr);
           if (id === o.ring.self.id || !stuck()) continue;
           if (!(await joinable(addr, id))) continue;
+          // Checked again after the status call (its answer's timing is the host's): a node brought in meanwhile
+          // (another node joined it, or its own join went through) must not throw its ring view away (review-5 J1).
+          if (!stuck()) return;
           next = (next + i + 1) % list.length;
           o.logger.info({ via: addr, joining: o.ring.core.status === 'joining' }, 'alone on the ring (or stuck joining) after a restart: rejoining through a sealed neighbour');
           o.ring.rejoin({ id, addr });

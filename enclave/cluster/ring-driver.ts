@@ -70,9 +70,17 @@ export class RingDriver {
     }
     if (join) {
       const id = await this.peers.identify(join);
-      if (id !== this.self.id) this.core.join({ id, addr: join });
+      // Only a node still alone joins: the identify's timing is the host's, and a node a rejoin brought in
+      // meanwhile (cluster/rejoin.ts) must not throw its ring view away for the join address (review-5 J1).
+      if (id !== this.self.id && this.aloneActive()) this.core.join({ id, addr: join });
     }
     this.flush();
+  }
+
+  /** Active with no node but this one in view (the state start() joins from). */
+  private aloneActive(): boolean {
+    const c = this.core;
+    return c.status === 'active' && c.successors.every((s) => s.id === this.self.id) && (c.predecessor === null || c.predecessor.id === this.self.id);
   }
 
   /** Enter the ring through an attested node (a node that found itself alone after a restart: cluster/rejoin.ts). */

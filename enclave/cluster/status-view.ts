@@ -37,9 +37,15 @@ function pick(x: Record<string, unknown>, allowed: ReadonlySet<string>): RpcResu
   return out;
 }
 
+/** The data-derived parts of a `waiting` line (writes in flight and queued in the range). */
+const waitingLoad = / (?:inflight|queued)=\d+/g;
+
 /** A node's status as a caller without the operator right sees it. */
 export function publicStatus(st: RpcResult): RpcResult {
   const out = pick(st, statusPublicFields);
+  // `waiting` says why the node is not serving: public, but its range lines (DataNode.describeRange) also carry
+  // the range's writes in flight and waiting, which move with other principals' writes (review-5 A2).
+  if (Array.isArray(st.waiting)) out.waiting = st.waiting.map((w) => (typeof w === 'string' ? w.replace(waitingLoad, '') : ''));
   const rec = st.recovery;
   if (typeof rec === 'object' && rec !== null && !Array.isArray(rec)) out.recovery = pick(rec as Record<string, unknown>, recoveryPublicFields);
   else delete out.recovery;
