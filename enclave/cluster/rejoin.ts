@@ -8,6 +8,13 @@
  * (its join address is down, or is itself joining: two relaunched nodes each given the other's address, and a
  * joining node answers no lookup) does the same.
  *
+ * Merging (review-5 J2): two groups that each formed a ring (the host partitioned a whole-ring restart, or nodes
+ * came up in an order that paired them off) would never merge, since nobody is alone. So a node in a ring checks,
+ * every few seconds, one of those neighbours at a time: it looks the neighbour's id up in its own ring, and when
+ * the answer is another node twice in a row and the neighbour is active in a ring of its own (it names another
+ * node), it rejoins through it. Its former ring-mates still point at it, so Chord's stabilize pulls the two rings
+ * into one (each node adopts the closer successor it learns of: the interleaving a join seeds).
+ *
  * The addresses are hints, never trust: a peer counts only after the attested, ring-secret handshake
  * (PeerPool.identify), and data authority stays with the data core's decided configurations. The host can hide
  * every peer (liveness), not invent one.
@@ -28,6 +35,8 @@ export interface RejoinInit {
   aloneMs?: number;
   /** How long a join may go on before another neighbour is tried (default 6000 ms). */
   joiningMs?: number;
+  /** How often (on average) a node in a ring checks one sealed neighbour is in the same ring (default 5000 ms). */
+  mergeEveryMs?: number;
 }
 
 /** Whether the ring view names no node but this one (no successor or predecessor other than itself). */
@@ -65,10 +74,64 @@ export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
     });
     return others.length > 0 || o.ring.core.status === 'joining' || id < o.ring.self.id;
   };
+  // ---- merging two rings (above) ----
+  const mergeEvery = o.mergeEveryMs ?? 5000;
+  const jitter = (): number => mergeEvery * (0.5 + Math.random());
+  let mergeAt = Date.now() + jitter();
+  let mergeNext = 0;
+  const apart = new Map<string, number>(); // candidate -> checks in a row that found it outside our ring
+  const othersIn = (st: Record<string, unknown>, id: bigint): number => {
+    const succ = Array.isArray(st.successors) ? st.successors : [];
+    return succ.filter((x) => {
+      const sid = x !== null && typeof x === 'object' ? refId((x as { id?: unknown }).id) : null;
+      return sid !== null && sid !== id && sid !== o.ring.self.id;
+    }).length;
+  };
+  const mergeCheck = async (): Promise<void> => {
+    const list = o.candidates().filter((a) => a !== o.ring.self.addr);
+    if (list.length === 0) return;
+    const addr = list[mergeNext++ % list.length] as string;
+    let id: bigint;
+    try {
+      id = await o.peers.identify(addr);
+    } catch {
+      apart.delete(addr);
+      return; // down or refused
+    }
+    if (id === o.ring.self.id) return;
+    const core = o.ring.core;
+    if (core.successors.some((x) => x.id === id) || core.predecessor?.id === id) {
+      apart.delete(addr);
+      return;
+    }
+    const found = await Promise.race([
+      o.ring.lookup(id).then((r) => r.owner.id, () => null),
+      new Promise<null>((r) => setTimeout(() => r(null), statusTimeoutMs).unref()),
+    ]);
+    if (found === null || found === id) {
+      if (found === id) apart.delete(addr);
+      return;
+    }
+    const n = (apart.get(addr) ?? 0) + 1;
+    apart.set(addr, n);
+    if (n < 2) return; // once may be a ring still stabilizing
+    const st = await o.peers.call(addr, 'status', {}, statusTimeoutMs);
+    // Only into a ring: a lone node (or one in recovery mode, whose ring has not started) finds its own way.
+    if (st.ring !== 'active' || othersIn(st, id) === 0) return;
+    if (stuck() || o.ring.core.status !== 'active') return;
+    apart.delete(addr);
+    o.logger.warn({ via: addr }, 'a neighbour is on another ring of this ring\'s nodes: rejoining through it to merge the two');
+    o.ring.rejoin({ id, addr });
+  };
+
   const timer = setInterval(() => {
     if (busy) return;
     if (!stuck()) {
       aloneSince = null;
+      if (Date.now() < mergeAt) return;
+      mergeAt = Date.now() + jitter();
+      busy = true;
+      void mergeCheck().catch(() => undefined).finally(() => (busy = false));
       return;
     }
     const now = Date.now();
