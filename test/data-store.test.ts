@@ -56,6 +56,37 @@ describe('the data store over attested peer calls (in process)', () => {
     await expect(net.call(a, 'put', { k: key, v: Buffer.from('x') })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
   }, 30_000);
 
+  it('writes taken in one turn leave as one data message batch per peer per turn, and each batch comes back as one batch of acknowledgements', async () => {
+    net = new DataNet();
+    await net.start(3);
+    await formed(net);
+    const first = Buffer.from('batch-0');
+    const owner = net.ownerOf(first.toString('latin1'));
+    const replicas = net.nodes.filter((x) => x !== owner);
+    const s = (await net.call(owner, 'open', { k: first })).s as number;
+    const keys = Array.from({ length: 40 }, (_, i) => (i === 0 ? first : net!.sameShard(first, `batch-${i}`)));
+    const out = (x: NetNode) => ({ msgs: x.store.stats.peerMessagesOut, batches: x.store.stats.peerBatchesOut });
+    const before = net.nodes.map(out);
+    // Forty puts of one session, all handed to the owner in this turn (distinct keys: none waits for another).
+    const results = await Promise.all(keys.map((k, i) => net!.call(owner, 'put', { k, v: Buffer.from('v'), s: [s, i + 1, 1] })));
+    expect(results.every((r) => r.n === 1)).toBe(true);
+    const after = net.nodes.map(out);
+    const delta = (x: NetNode) => {
+      const i = net!.nodes.indexOf(x);
+      return { msgs: after[i]!.msgs - before[i]!.msgs, batches: after[i]!.batches - before[i]!.batches };
+    };
+    // Every write went to both replicas (80 replicate messages at least), in a few batches, not one per write
+    // (a flush per microtask sends one batch per write and peer: 80). Heartbeats and lease renewals during the
+    // wait add a few batches of their own.
+    expect(delta(owner).msgs).toBeGreaterThanOrEqual(2 * keys.length);
+    expect(delta(owner).batches).toBeLessThanOrEqual(keys.length / 2);
+    // Each replica acknowledges a batch with one batch (one driver step: one log append, one batch out).
+    for (const r of replicas) {
+      expect(delta(r).msgs).toBeGreaterThanOrEqual(keys.length);
+      expect(delta(r).batches).toBeLessThanOrEqual(keys.length / 4);
+    }
+  }, 30_000);
+
   it('moves values larger than a frame chunk (chunked peer messages) and refuses a put that would overfill a range', async () => {
     net = new DataNet();
     await net.start(3, { ...fast, rangeBytesMax: 1_200_000 });

@@ -5,7 +5,7 @@
 // to the durable prefix and continues. The host side: appends queued on a connection are written as one
 // group, and a failed append poisons its file.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, renameSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -346,6 +346,48 @@ describe('append-only segments through the host blob store', () => {
     await c.append('wal-0000000000000009', Buffer.from('new'), true);
     await c.append('wal-0000000000000009', Buffer.from('+'), false);
     expect(readFileSync(join(env.dir, 'wal-0000000000000009'), 'latin1')).toBe('new+');
+  });
+
+  it('the store keeps the segment it appends to open between groups, yet appends to what the path names (cut, replaced, removed behind it)', async () => {
+    env = await startSealEnv();
+    const c = env.client();
+    const name = 'wal-0000000000000001';
+    const path = join(env.dir, name);
+    // The store runs in this process: its open handles are ours, and /proc/self/fd names their files.
+    const handles = () => readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith(path);
+      } catch {
+        return false;
+      }
+    }).length;
+    await c.append(name, Buffer.from('a'), true);
+    await c.append(name, Buffer.from('b'), false);
+    expect(readFileSync(path, 'latin1')).toBe('ab');
+    expect(handles()).toBe(1); // kept open between groups (one handle, not one per group)
+    // Cut behind the store's back: the next group goes at the file's real end (its size is read every group).
+    truncateSync(path, 1);
+    await c.append(name, Buffer.from('c'), false);
+    expect(readFileSync(path, 'latin1')).toBe('ac');
+    // Replaced behind it (a new file renamed over the name): appended to the new file, as a fresh open would.
+    writeFileSync(join(env.dir, 'other'), 'new');
+    renameSync(join(env.dir, 'other'), path);
+    await c.append(name, Buffer.from('d'), false);
+    expect(readFileSync(path, 'latin1')).toBe('newd');
+    expect(handles()).toBe(1);
+    // Removed behind it: no such blob to append to (and the handle of the removed file is gone).
+    unlinkSync(path);
+    expect(await code(c.append(name, Buffer.from('e'), false))).toBe('SEAL_IO');
+    expect(handles()).toBe(0);
+    // A put and a delete through the store drop its handle too.
+    await c.append(name, Buffer.from('f'), true);
+    expect(handles()).toBe(1);
+    await c.put(name, Buffer.from('put'));
+    expect(handles()).toBe(0);
+    await c.append(name, Buffer.from('g'), false);
+    expect(readFileSync(path, 'latin1')).toBe('putg');
+    await c.delete(name);
+    expect(handles()).toBe(0);
   });
 
   it('a sealed log on the real store: torn by a cut on disk, reopened, continued', async () => {

@@ -149,7 +149,8 @@ export class DataStore {
   readonly selfMember: Member;
   readonly cfg: Readonly<DataConfig>;
   readonly stats = {
-    forwards: 0, undeliverable: 0, peerMessagesIn: 0, peerMessagesOut: 0, chunksOut: 0,
+    /** Data messages in and out, and the batches (`dm` RPCs, one per peer per event-loop turn) they went out in. */
+    forwards: 0, undeliverable: 0, peerMessagesIn: 0, peerMessagesOut: 0, peerBatchesOut: 0, chunksOut: 0,
     /** Times the data log failed (the node failed closed), and times it was sealed again and the core rebuilt. */
     persistFailures: 0, recoveries: 0,
     /** Data messages not sent: the peer's outbound budget was full, or a large message to it was still out. */
@@ -269,6 +270,9 @@ export class DataStore {
     }
     // Batched per peer for this turn of the event loop: one RPC carries every message the core sent that peer.
     // One batch per peer and boot pair: a message meant for one boot of a name never travels as another's.
+    // The turn ends at setImmediate, not at a microtask: the driver hands over each persisted batch's messages
+    // in its own promise continuation (one per core step that made records), and a microtask flush would
+    // run between two of them, sending one RPC per step, so per client write, instead of one per turn.
     let q = this.outbox.get(m.to);
     if (q && (q.boot !== m.boot || q.toBoot !== m.toBoot || q.toInc !== m.toInc || q.inc !== m.from.inc)) {
       this.flushTo(m.to);
@@ -284,7 +288,7 @@ export class DataStore {
     if (q.bodies.length >= batchBodiesMax) this.flushTo(m.to);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      queueMicrotask(() => {
+      setImmediate(() => {
         this.flushScheduled = false;
         for (const to of [...this.outbox.keys()]) this.flushTo(to);
       });
@@ -332,6 +336,7 @@ export class DataStore {
     // (-1: any). (i and o are the RPC envelope's.)
     const head = { inc: q.inc, p: q.pos, b: q.boot, tb: q.toBoot, ti: q.toInc, a: this.self.addr };
     this.stats.peerMessagesOut += q.bodies.length;
+    this.stats.peerBatchesOut++;
     if (!large) {
       this.call(addr, 'dm', { ...head, m: bytes }, id, () => settled(bytes.length));
       return;
@@ -379,7 +384,8 @@ export class DataStore {
     const bodies = decodePeerBatch(bytes, this.cfg.shards);
     this.learn(name, id, addr);
     this.stats.peerMessagesIn += bodies.length;
-    for (const body of bodies) this.driver.deliver({ kind: 'peer', from: { name, ring: id, inc }, body, pos, boot, toBoot, toInc });
+    // The whole batch in one step of the driver: its records go to the log as one append, its answers together.
+    this.driver.deliverAll(bodies.map((body) => ({ kind: 'peer', from: { name, ring: id, inc }, body, pos, boot, toBoot, toInc })));
     return {};
   }
 

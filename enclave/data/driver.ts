@@ -107,6 +107,14 @@ export class DataDriver {
     this.pump();
   }
 
+  /** Several inbound messages (one peer batch), then one pump: their records are persisted together. */
+  deliverAll(ms: readonly Inbound[]): void {
+    if (!this.core) return;
+    const now = this.init.clock();
+    for (const m of ms) this.core.step(m, now);
+    this.pump();
+  }
+
   /** Graceful leave: the core stops owning and tells its peers; its ranges move away by reconfiguration. */
   leave(): void {
     if (!this.core) return;

@@ -94,3 +94,23 @@ export function formatSummary(s: ProfileSummary): string {
   for (const l of s.files) out.push(`    ${l.usPerOp.toFixed(2).padStart(8)} us/op ${(l.share * 100).toFixed(1).padStart(5)}%  ${l.name}`);
   return out.join('\n');
 }
+
+/**
+ * The part of a profile sampled within the windows [fromUs, toUs] (V8's profile clock: monotonic microseconds, the same
+ * clock as `process.hrtime.bigint() / 1000n` in any process on the machine), so that a child's whole-life
+ * profile (--cpu-prof) can be cut to a benchmark's measured window.
+ */
+export function windowProfile(p: CpuProfile, windows: ReadonlyArray<readonly [number, number]>): CpuProfile {
+  const samples = p.samples ?? [];
+  const deltas = p.timeDeltas ?? [];
+  const kept: number[] = [];
+  const keptDeltas: number[] = [0];
+  let t = p.startTime;
+  for (let i = 0; i < samples.length; i++) {
+    t += deltas[i] ?? 0;
+    if (!windows.some(([from, to]) => t >= from && t <= to)) continue;
+    kept.push(samples[i] as number);
+    keptDeltas.push(deltas[i + 1] ?? 0); // the time this sample stood for (selfTimes reads deltas[i + 1])
+  }
+  return { nodes: p.nodes, samples: kept, timeDeltas: keptDeltas, startTime: p.startTime, endTime: p.endTime };
+}
