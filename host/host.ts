@@ -4,7 +4,7 @@
  * KMS), the sealed-blob store, and the HTTP side. Untrusted by design.
  */
 import { createServer, type Server as HttpServer } from 'node:http';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -54,6 +54,11 @@ export interface HostOptions {
   healthTimeoutMs?: number;
   /** The `node` label of the enclave's metrics on /metrics (default: listenHost:port). */
   nodeName?: string;
+  /**
+   * The /metrics scrape token for the enclave's families from other machines (loopback scrapes need none;
+   * review-5 A3). Default: $EKV_METRICS_TOKEN, else the contents of $EKV_METRICS_TOKEN_FILE, else none.
+   */
+  metricsToken?: string | null;
   /**
    * The enclave's per-node settings (enclave/host-config.ts), written to node-config.json in dataDir before each
    * launch. With no join address (the founding node), a relaunch joins through a member the enclave last named
@@ -137,6 +142,7 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
   const nodeName = () => o.nodeName ?? `${o.listenHost}:${(inbound.address() as AddressInfo).port}`;
   const app = createHttpApp({
     enclaveSocket: paths.enclave, enclaveMetricsSocket: paths.enclaveMetrics, metrics, logger: o.logger, health, node: nodeName,
+    metricsToken: o.metricsToken !== undefined ? o.metricsToken : metricsTokenFromEnv(process.env),
     info: () => ({ ...(o.info?.() ?? {}), ...(watchdog ? { watchdog: watchdog.describe() } : {}) }),
     ...(o.dataDir ? { ringSecretFile: join(o.dataDir, 'ring-secret') } : {}),
   });
@@ -179,3 +185,17 @@ function closeHttp(s: HttpServer): Promise<void> {
 
 /** Loopback only: the local emulated ring. */
 export const loopbackOnly: OutboundPolicy = (host) => host === '127.0.0.1' || host === '::1' || host === 'localhost';
+
+/** The /metrics scrape token from the host's environment (review-5 A3): the variable, or a file it names. */
+export function metricsTokenFromEnv(env: NodeJS.ProcessEnv): string | null {
+  const direct = env.EKV_METRICS_TOKEN?.trim();
+  if (direct) {
+    if (direct.length < 16) throw new Error('EKV_METRICS_TOKEN: the token must be at least 16 characters');
+    return direct;
+  }
+  const file = env.EKV_METRICS_TOKEN_FILE;
+  if (!file) return null;
+  const t = readFileSync(file, 'utf8').trim();
+  if (t.length < 16) throw new Error('EKV_METRICS_TOKEN_FILE: the token must be at least 16 characters');
+  return t;
+}

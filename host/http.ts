@@ -5,6 +5,7 @@
  */
 import express from 'express';
 import net from 'node:net';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { FramedSocket } from '../protocol/framed-socket.ts';
 import { requestAttestation } from '../protocol/handshake.ts';
@@ -23,6 +24,16 @@ export function fetchAttestation(enclaveSocket: string, nonce: Uint8Array): Prom
   return requestAttestation(fs, nonce, enclaveTimeoutMs).finally(() => socket.destroy());
 }
 
+/** Whether a /metrics scrape gets the enclave's families: from loopback, or with the scrape token (review-5 A3). */
+export function enclaveMetricsAllowed(remote: string | undefined, authorization: string | undefined, token: string | null): boolean {
+  if (remote !== undefined && (remote === '::1' || /^(::ffff:)?127\./.test(remote))) return true;
+  if (!token || !authorization) return false;
+  const m = /^Bearer (.{1,512})$/.exec(authorization);
+  if (!m) return false;
+  const digest = (x: string) => createHash('sha256').update(x).digest();
+  return timingSafeEqual(digest(m[1] as string), digest(token));
+}
+
 export function createHttpApp(opts: {
   enclaveSocket: string; metrics: HostMetrics; logger: Logger; info: () => Record<string, unknown>;
   /**
@@ -36,6 +47,12 @@ export function createHttpApp(opts: {
   ringSecretFile?: string;
   /** The `node` label of the enclave's metrics (default: the node's public address). */
   node?: () => string;
+  /**
+   * The scrape token (review-5 A3): the enclave's families (keys, bytes, per-op counters: what A1 keeps from
+   * clients without the operator right) are served only to a loopback scrape or one that sends
+   * `Authorization: Bearer <token>`. The HTTP port is often open to the clients' networks. Default: none (loopback only).
+   */
+  metricsToken?: string | null;
 }) {
   const node = opts.node ?? (() => 'unknown');
   const app = express();
@@ -75,12 +92,14 @@ export function createHttpApp(opts: {
     res.status(report.ok ? 200 : 503).json({ ...report, ...opts.info() });
   });
 
-  app.get('/metrics', async (_req, res) => {
+  app.get('/metrics', async (req, res) => {
     const name = node();
     const enclave = opts.enclaveMetricsSocket ? await enclaveMetricsText(opts.enclaveMetricsSocket, name) : { up: false, text: '', error: 'no host channel' };
     opts.metrics.enclaveUp.set({ node: name }, enclave.up ? 1 : 0);
     if (!enclave.up) opts.logger.debug({ err: enclave.error }, 'enclave metrics fetch failed');
-    res.type(opts.metrics.registry.contentType).send((await opts.metrics.registry.metrics()) + enclave.text);
+    const allowed = enclaveMetricsAllowed(req.socket.remoteAddress, req.get('authorization'), opts.metricsToken ?? null);
+    const tail = allowed ? enclave.text : '# the enclave\'s families are served to loopback scrapes or with the scrape token (docs/observability.md)\n';
+    res.type(opts.metrics.registry.contentType).send((await opts.metrics.registry.metrics()) + tail);
   });
 
   // Anything else: a JSON 404 like every other answer here (not express's HTML page).

@@ -261,34 +261,62 @@ describe('R1: the per-principal share does not keep a new principal out', () => 
 });
 
 describe('A3: the host publishes the enclave\'s data-derived figures on a port clients can reach', () => {
-  // FINDING A3 (medium, confidentiality of counts, closed rings): A1 keeps keys, bytes and request counters from
-  // callers without the operator right, and moved the metrics hello to the host channel so that "strangers behind
-  // the host's ports" do not get them. But the host proxy serves that snapshot, unauthenticated, on GET /metrics
-  // of its HTTP listener (host/host.ts: the same listenHost as the client port), and the infra opens the HTTP port
-  // (8080) to exactly the client port's CIDRs by default. Any client that can reach 7000 curls :8080/metrics and
-  // polls ekv_enclave_keys and the per-op request counters: A1 undone in the default deployment. (The host is
-  // untrusted and may publish them anyway; the point is that ours does, by default.) Fix: the enclave families on
-  // a separate listener (loopback or a metrics CIDR), or behind a scrape token; not small (infra, monitoring docs).
-  it.skip('an unauthenticated GET /metrics on the host HTTP port (open to the client CIDRs) does not carry the enclave\'s key count', async () => {
+  // FINDING A3 (medium, confidentiality of counts, closed rings), fixed: the host proxy served the enclave's
+  // snapshot (keys, bytes, per-op counters: what A1 keeps from callers without the operator right) unauthenticated
+  // on GET /metrics of its HTTP listener, which the infra opens to the client CIDRs by default. Now the enclave's
+  // families go only to a loopback scrape or one with the operator's scrape token (EKV_METRICS_TOKEN[_FILE]);
+  // the host's own families (connections, bytes relayed, ekv_enclave_up) stay open to any scrape.
+  it('a scrape from another machine without the token gets no enclave family; with it, or from loopback, it does', async () => {
+    const { enclaveMetricsAllowed } = await import('../host/http.ts');
+    const token = 'scrape-token-0123456789';
+    // From the client networks (an IPv4 or IPv6 peer, or a v4-mapped one): refused without the token, or with another.
+    for (const remote of ['10.0.3.7', '::ffff:172.31.4.2', 'fd00::5']) {
+      expect(enclaveMetricsAllowed(remote, undefined, token), remote).toBe(false);
+      expect(enclaveMetricsAllowed(remote, 'Bearer wrong-token-0123456789', token), remote).toBe(false);
+      expect(enclaveMetricsAllowed(remote, `Basic ${token}`, token), remote).toBe(false);
+      expect(enclaveMetricsAllowed(remote, undefined, null), remote).toBe(false); // no token configured: loopback only
+      expect(enclaveMetricsAllowed(remote, `Bearer ${token}`, token), remote).toBe(true);
+    }
+    expect(enclaveMetricsAllowed('127.0.0.1', undefined, null)).toBe(true);
+    expect(enclaveMetricsAllowed('::ffff:127.0.0.1', undefined, null)).toBe(true);
+    expect(enclaveMetricsAllowed('::1', undefined, null)).toBe(true);
+    expect(enclaveMetricsAllowed(undefined, undefined, null)).toBe(false);
+  });
+
+  it('the served page carries the enclave\'s key count only for an allowed scrape', async () => {
     const dir = mkdtempSync('/tmp/ekv-r5-');
     registerNodeMetrics({ status: () => ({ keys: 4242, serving: true }), bytes: () => 0, startedAt: Date.now(), data: () => null });
     const channel = new HostChannel(() => enclaveMetrics.snapshot(), logger);
     await channel.listen(join(dir, 'enclave-5001.sock'));
-    const app = createHttpApp({ enclaveSocket: join(dir, 'none.sock'), enclaveMetricsSocket: join(dir, 'enclave-5001.sock'), metrics: createMetrics(), logger, info: () => ({}),
-      health: { fresh: async () => ({ ok: false, enclave: 'down' as const, checkedAt: '', latencyMs: 0 }) } });
-    const server = await new Promise<import('node:http').Server>((resolve) => {
-      const s = app.listen(0, '127.0.0.1', () => resolve(s));
-    });
+    const health = { fresh: async () => ({ ok: false, enclave: 'down' as const, checkedAt: '', latencyMs: 0 }) };
+    const http = await import('node:http');
+    const serve = async (app: ReturnType<typeof createHttpApp>, remote: string | null) => {
+      // A remote scrape, as the app sees it: the socket's remote address is the scraper's (here set on the socket).
+      const server = http.createServer((req, res) => {
+        if (remote) Object.defineProperty(req.socket, 'remoteAddress', { value: remote, configurable: true });
+        app(req, res);
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      return server;
+    };
+    const token = 'scrape-token-0123456789';
+    const app = createHttpApp({ enclaveSocket: join(dir, 'none.sock'), enclaveMetricsSocket: join(dir, 'enclave-5001.sock'), metrics: createMetrics(), logger, info: () => ({}), health, metricsToken: token });
+    const remote = await serve(app, '10.0.3.7');
+    const local = await serve(app, null);
     try {
-      // The default stack opens the HTTP port (8080) to the same ranges as the client port (7000): pinned by
-      // infra/test/ring-stack.test.ts "opens the client and HTTP ports to the private ranges by default".
-      const text = await (await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`)).text();
-      const leaks = /ekv_enclave_keys\{[^}]*\} 4242/.test(text);
-      expect(leaks).toBe(false); // an anonymous scrape from anywhere a client may be
+      const get = async (server: import('node:http').Server, headers: Record<string, string> = {}) =>
+        (await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`, { headers })).text();
+      const leaks = (text: string) => /ekv_enclave_keys\{[^}]*\} 4242/.test(text);
+      const anon = await get(remote);
+      expect(leaks(anon)).toBe(false);
+      expect(anon).toMatch(/ekv_host_enclave_up\{[^}]*\} 1/); // the host's own families stay
+      expect(leaks(await get(remote, { authorization: `Bearer ${token}` }))).toBe(true);
+      expect(leaks(await get(local))).toBe(true);
     } finally {
-      await new Promise((r) => server.close(() => r(undefined)));
+      for (const s of [remote, local]) await new Promise((r) => s.close(() => r(undefined)));
       await channel.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
 });
+
