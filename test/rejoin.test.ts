@@ -4,24 +4,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { aloneOnRing, rejoinWhenAlone } from '../enclave/cluster/rejoin.ts';
-import type { RingDriver } from '../enclave/cluster/ring-driver.ts';
+import { fakeRing, idBytes, type Ref } from './helpers/fake-ring.ts';
 
-interface Ref { id: bigint; addr: string }
-function fakeRing(self: Ref) {
-  const joins: Ref[] = [];
-  const ring = {
-    self,
-    core: { status: 'active' as string, successors: [] as Ref[], predecessor: null as Ref | null },
-    rejoin(via: Ref) {
-      joins.push(via);
-      ring.core.successors = [via];
-    },
-  };
-  return { ring, joins, driver: ring as unknown as RingDriver };
-}
 
 const logger = pino({ level: 'silent' });
-const idBytes = (n: bigint): Uint8Array => Buffer.from(n.toString(16).padStart(64, '0'), 'hex');
 /** A peer's status: active on a ring with another node (id 8). */
 const activeWithSuccessor = { ring: 'active', successors: [{ id: idBytes(8n), addr: 'h:1' }] };
 const stops: Array<() => void> = [];

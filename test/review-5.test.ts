@@ -19,9 +19,9 @@ import {
   type ClientOp, type ClientResult, type Config, type DataConfig, DataNode, type Member, type Outbound,
 } from '../enclave/data/index.ts';
 import { queuedPerPrincipalMax } from '../enclave/data/node.ts';
+import { fakeRing, idBytes, type Ref } from './helpers/fake-ring.ts';
 
 const logger = pino({ level: 'silent' });
-const idBytes = (n: bigint): Uint8Array => Buffer.from(n.toString(16).padStart(64, '0'), 'hex');
 const stops: Array<() => void> = [];
 afterEach(() => {
   for (const s of stops.splice(0)) s();
@@ -36,19 +36,6 @@ function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
   return { promise, resolve };
 }
 
-interface Ref { id: bigint; addr: string }
-function fakeRing(self: Ref) {
-  const joins: Ref[] = [];
-  const ring = {
-    self,
-    core: { status: 'active' as string, successors: [] as Ref[], predecessor: null as Ref | null },
-    rejoin(via: Ref) {
-      joins.push(via);
-      ring.core.successors = [via];
-    },
-  };
-  return { ring, joins, driver: ring as unknown as RingDriver };
-}
 
 describe('J1: the host times a status answer or a join address\'s handshake so that a node already in the ring joins again', () => {
   it('rejoin: a node brought in while its status call to a neighbour was pending does not throw its ring view away', async () => {
