@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { aloneOnRing, rejoinWhenAlone } from '../enclave/cluster/rejoin.ts';
-import { fakeRing, idBytes, type Ref } from './helpers/fake-ring.ts';
+import { fakeRing, idBytes, type Ref, until } from './helpers/fake-ring.ts';
 
 
 const logger = pino({ level: 'silent' });
@@ -14,10 +14,6 @@ const stops: Array<() => void> = [];
 afterEach(() => {
   for (const s of stops.splice(0)) s();
 });
-const until = async (cond: () => boolean, ms = 3000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
-};
 
 describe('rejoin when alone', () => {
   const self = { id: 1n, addr: 'a:1' };

@@ -19,17 +19,13 @@ import {
   type ClientOp, type ClientResult, type Config, type DataConfig, DataNode, type Member, type Outbound,
 } from '../enclave/data/index.ts';
 import { queuedPerPrincipalMax } from '../enclave/data/node.ts';
-import { fakeRing, idBytes, type Ref } from './helpers/fake-ring.ts';
+import { fakeRing, idBytes, type Ref, until } from './helpers/fake-ring.ts';
 
 const logger = pino({ level: 'silent' });
 const stops: Array<() => void> = [];
 afterEach(() => {
   for (const s of stops.splice(0)) s();
 });
-const until = async (cond: () => boolean, ms = 3000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
-};
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
   let resolve!: (v: T) => void;
   const promise = new Promise<T>((r) => (resolve = r));

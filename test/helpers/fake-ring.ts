@@ -19,3 +19,9 @@ export function fakeRing(self: Ref) {
 
 /** A ring id as the status answer carries it (32 bytes). */
 export const idBytes = (n: bigint): Uint8Array => Buffer.from(n.toString(16).padStart(64, '0'), 'hex');
+
+/** Polls `cond` every 5 ms until it holds or `ms` pass (the caller asserts afterwards). */
+export async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+}
