@@ -17,6 +17,7 @@ import { EkvError } from '../protocol/errors.ts';
 import { FramedSocket } from '../protocol/framed-socket.ts';
 import { acceptMetricsHello } from '../protocol/handshake.ts';
 import { m as metrics } from './metrics.ts';
+import { closeWith, listenOn } from './unix-listener.ts';
 
 /** Connections open at once on the host channel (the host fetches one snapshot per scrape). */
 export const hostChannelConnectionsMax = 16;
@@ -35,18 +36,11 @@ export class HostChannel {
   }
 
   listen(path: string): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(path, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    return listenOn(this.server, path);
   }
 
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((r) => this.server.close(() => r()));
+  close(): Promise<void> {
+    return closeWith(this.server, this.sockets);
   }
 
   private onConnection(socket: net.Socket): void {

@@ -16,6 +16,7 @@ import { sessionLifetimeMs } from '../protocol/constants.ts';
 import { connectionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
 import { m as metrics } from './metrics.ts';
 import { NsmError } from './nsm.ts';
+import { closeWith, listenOn } from './unix-listener.ts';
 
 
 export interface CallerContext {
@@ -64,18 +65,11 @@ export class EnclaveServer {
   }
 
   listen(path: string): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(path, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    return listenOn(this.server, path);
   }
 
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((r) => this.server.close(() => r()));
+  close(): Promise<void> {
+    return closeWith(this.server, this.sockets);
   }
 
   /** A full NSM queue is load, not a fault: the caller is refused UNAVAILABLE ("busy") and may retry. */
