@@ -151,6 +151,8 @@ export class DataStore {
   readonly stats = {
     /** Data messages in and out, and the batches (`dm` RPCs, one per peer per event-loop turn) they went out in. */
     forwards: 0, undeliverable: 0, peerMessagesIn: 0, peerMessagesOut: 0, peerBatchesOut: 0, chunksOut: 0,
+    /** Encoded bytes of the data batches sent (before the secure channel's framing). */
+    peerBytesOut: 0,
     /** Times the data log failed (the node failed closed), and times it was sealed again and the core rebuilt. */
     persistFailures: 0, recoveries: 0,
     /** Data messages not sent: the peer's outbound budget was full, or a large message to it was still out. */
@@ -337,6 +339,7 @@ export class DataStore {
     const head = { inc: q.inc, p: q.pos, b: q.boot, tb: q.toBoot, ti: q.toInc, a: this.self.addr };
     this.stats.peerMessagesOut += q.bodies.length;
     this.stats.peerBatchesOut++;
+    this.stats.peerBytesOut += bytes.length;
     if (!large) {
       this.call(addr, 'dm', { ...head, m: bytes }, id, () => settled(bytes.length));
       return;
