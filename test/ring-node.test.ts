@@ -2,20 +2,21 @@
 // node, r-1 consecutive crashes heal, graceful leave, lossy/reordering network,
 // hostile peers, determinism. Every failure message carries the seed.
 import { describe, expect, it } from 'vitest';
+import type { RingConfig } from '../enclave/ring/config.ts';
 import type { RingEvent } from '../enclave/ring/events.ts';
 import type { NodeRef } from '../enclave/ring/messages.ts';
 import type { RingNode } from '../enclave/ring/node.ts';
 import { joinAll, runUntilConverged } from './sim/build.ts';
-import { ringDiff } from './sim/check.ts';
+import { converged, ringDiff } from './sim/check.ts';
 import { makeRefs } from './sim/experiments.ts';
 import { LookupCollector, type LookupOutcome, runLookups } from './sim/lookups.ts';
 import { makeRng, shuffled } from './sim/rng.ts';
 import { type NetOptions, Sim } from './sim/sim.ts';
 
-function setup(seed: number, r: number, net: Partial<NetOptions> = {}, trace?: string[]): { sim: Sim; col: LookupCollector } {
+function setup(seed: number, r: number, net: Partial<NetOptions> = {}, trace?: string[], config: Partial<RingConfig> = {}): { sim: Sim; col: LookupCollector } {
   let col: LookupCollector | null = null;
   const sim: Sim = new Sim({
-    seed, config: { successorsMax: r }, net,
+    seed, config: { successorsMax: r, ...config }, net,
     onEvent: (n, e) => {
       col?.handler(n, e);
       trace?.push(`${sim.now} ${n.self.addr} ${show(e)}`);
@@ -133,6 +134,80 @@ describe('failures and leaves', () => {
     expect(runUntilConverged(sim, 1500, true), `seed ${seed}: ${JSON.stringify(ringDiff(sim, true))}`).toBe(true);
     invariants(sim);
     lookupsFromEveryNode(sim, col);
+  });
+});
+
+describe('fix_fingers slows down on a settled ring (fixFingersIdleTicks)', () => {
+  // The enclave's proportions: fix_fingers every 2 ticks while anything changes, every 30 once a whole round
+  // changed nothing (stabilize every 10, as by default).
+  const idle: Partial<RingConfig> = { fixFingersIdleTicks: 30 };
+
+  it('a ring built by joins converges exactly (fingers too), then every node goes idle and the ring costs fewer messages', () => {
+    const seed = 31;
+    const { sim, col } = setup(seed, 4, {}, undefined, idle);
+    joinAll(sim, makeRefs(16, makeRng(seed)), 2);
+    expect(runUntilConverged(sim, 2000, true), `seed ${seed}: ${JSON.stringify(ringDiff(sim, true))}`).toBe(true);
+    expect(sim.runUntil(() => sim.liveNodes().every((n) => n.fingersSettled), sim.now + 2000 * sim.net.unitsPerTick), `seed ${seed}`).toBe(true);
+    invariants(sim);
+    lookupsFromEveryNode(sim, col);
+    // The same ring without the idle period: more messages over the same quiet stretch.
+    const busy = setup(seed, 4).sim;
+    joinAll(busy, makeRefs(16, makeRng(seed)), 2);
+    expect(runUntilConverged(busy, 2000, true)).toBe(true);
+    const quiet = (x: Sim): number => {
+      x.runTicks(50);
+      const d0 = x.delivered;
+      x.runTicks(600);
+      return x.delivered - d0;
+    };
+    const [withIdle, without] = [quiet(sim), quiet(busy)];
+    expect(withIdle, `seed ${seed}: ${withIdle} vs ${without} messages`).toBeLessThan(0.6 * without);
+    expect(converged(ringDiff(sim, true), true), `seed ${seed}`).toBe(true);
+  });
+
+  it('after settling: a join and a crash bring fingers back to fast, lookups stay right, and the fingers become exact again', () => {
+    const seed = 37;
+    const { sim, col } = setup(seed, 4, {}, undefined, idle);
+    const rng = makeRng(seed);
+    sim.bootstrap(makeRefs(20, rng));
+    expect(sim.runUntil(() => sim.liveNodes().every((n) => n.fingersSettled), sim.now + 3000 * sim.net.unitsPerTick), `seed ${seed}`).toBe(true);
+    joinAll(sim, makeRefs(2, rng), 0);
+    const live = sim.sortedLive();
+    sim.kill((live[sim.rng.int(live.length)] as NodeRef).id);
+    runLookups(sim, col, 20, 'recursive');
+    sim.runTicks(5);
+    expect(sim.liveNodes().some((n) => !n.fingersSettled), `seed ${seed}`).toBe(true);
+    expect(runUntilConverged(sim, 3000, true), `seed ${seed}: ${JSON.stringify(ringDiff(sim, true))}`).toBe(true);
+    invariants(sim);
+    lookupsFromEveryNode(sim, col);
+  });
+
+  it('churn: joins, leaves and crashes while lookups run; quiet afterwards, the ring is exact', () => {
+    const seed = 41;
+    const { sim, col } = setup(seed, 5, {}, undefined, idle);
+    const rng = makeRng(seed);
+    sim.bootstrap(makeRefs(24, rng));
+    sim.runTicks(600); // settled: fingers idle
+    let fresh = makeRefs(40, rng);
+    for (let round = 0; round < 12; round++) {
+      const op = sim.rng.int(3);
+      const live = sim.sortedLive();
+      const victim = live[sim.rng.int(live.length)] as NodeRef;
+      if (op === 0 && fresh.length > 0) {
+        joinAll(sim, fresh.slice(0, 2), 0);
+        fresh = fresh.slice(2);
+      } else if (op === 1) sim.leave(victim.id);
+      else sim.kill(victim.id);
+      runLookups(sim, col, 20, round % 2 ? 'iterative' : 'recursive');
+      sim.runTicks(40);
+    }
+    expect(runUntilConverged(sim, 3000, true), `seed ${seed}: ${JSON.stringify(ringDiff(sim, true))}`).toBe(true);
+    invariants(sim);
+    lookupsFromEveryNode(sim, col);
+  });
+
+  it('a config with the idle period below the fast one is refused', () => {
+    expect(() => new Sim({ seed: 1, config: { fixFingersTicks: 4, fixFingersIdleTicks: 3 } }).addNode(makeRefs(1, makeRng(1))[0] as NodeRef)).toThrow(/fixFingersIdleTicks/);
   });
 });
 

@@ -17,7 +17,10 @@ export const ringConfig: RingConfig = validateConfig({
   successorsMax: 8,
   fingerBits: 256,
   stabilizeTicks: 6, // 300 ms
-  fixFingersTicks: 2,
+  fixFingersTicks: 2, // 100 ms while the ring changes (joins, failures: fingers found different)
+  // 1.5 s once a whole round of the finger table changed nothing (issue 15: a settled ring fixed a finger every
+  // 100 ms for nothing). Fingers are a routing shortcut; successor lists give correctness (enclave/ring/config.ts).
+  fixFingersIdleTicks: 30,
   checkPredecessorTicks: 10,
   rpcTimeoutTicks: 20, // 1 s: a first contact includes two attested handshakes
   lookupTimeoutTicks: 80,

@@ -11,6 +11,13 @@ export interface RingConfig {
   stabilizeTicks: number;
   /** Period of fix_fingers (refresh the next stale finger with one lookup). */
   fixFingersTicks: number;
+  /**
+   * Optional (absent: fixFingersTicks, no slowing down): the period of fix_fingers once a whole round of the
+   * table changed no finger, until a finger, the successor list or a join changes something again (then back
+   * to fixFingersTicks at once). Fingers are only a routing shortcut (successor lists give correctness), so a
+   * settled ring can refresh them far less often.
+   */
+  fixFingersIdleTicks?: number;
   /** Period of check_predecessor (ping it; forget it on timeout). */
   checkPredecessorTicks: number;
   /** A request unanswered after this many ticks counts as one miss for its peer. */
@@ -51,6 +58,10 @@ export function validateConfig(c: RingConfig): Readonly<RingConfig> {
   intIn('fingerBits', c.fingerBits, 1, idBits);
   intIn('stabilizeTicks', c.stabilizeTicks, 1, 1_000_000);
   intIn('fixFingersTicks', c.fixFingersTicks, 1, 1_000_000);
+  if (c.fixFingersIdleTicks !== undefined) {
+    intIn('fixFingersIdleTicks', c.fixFingersIdleTicks, 1, 1_000_000);
+    if (c.fixFingersIdleTicks < c.fixFingersTicks) throw new RingError('BAD_CONFIG', 'fixFingersIdleTicks must be at least fixFingersTicks');
+  }
   intIn('checkPredecessorTicks', c.checkPredecessorTicks, 1, 1_000_000);
   intIn('rpcTimeoutTicks', c.rpcTimeoutTicks, 1, 1_000_000);
   intIn('suspectAfterMisses', c.suspectAfterMisses, 1, 100);

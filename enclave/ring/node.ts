@@ -70,6 +70,10 @@ export class RingNode implements RoutingTable {
   private nextId = 1;
   private nextFinger = 0;
   private fingerLookup = false;
+  /** The last whole round of fix_fingers changed nothing (and nothing changed since): fix at the idle period. */
+  private fingersIdle = false;
+  /** Something changed in the finger table, the successor list or membership during the current round. */
+  private fingerRoundChanged = false;
   private stabilizeAt: number;
   private fixFingersAt: number;
   private checkPredecessorAt: number;
@@ -171,7 +175,36 @@ export class RingNode implements RoutingTable {
     assertSuccessorOrder(this.self.id, next, this.config.successorsMax);
     const same = next.length === this.successors.length && next.every((n, i) => n.id === this.successors[i]?.id);
     this.successors = next;
-    if (!same) this.events.push({ type: 'successors_changed', successors: next.slice() });
+    if (!same) {
+      this.events.push({ type: 'successors_changed', successors: next.slice() });
+      this.fingersChanged();
+    }
+  }
+
+  /**
+   * The finger table or the ring around us changed: fix fingers at the fast period again (at once, not after
+   * the idle period), and do not count the current round as one that changed nothing.
+   */
+  private fingersChanged(): void {
+    this.fingerRoundChanged = true;
+    if (!this.fingersIdle) return;
+    this.fingersIdle = false;
+    this.fixFingersAt = Math.min(this.fixFingersAt, this.now + this.config.fixFingersTicks);
+  }
+
+  /** The next finger to fix; passing the end of the table ends a round (idle if that round changed nothing). */
+  private advanceFingers(next: number): void {
+    if (next >= this.fingers.length) {
+      this.fingersIdle = !this.fingerRoundChanged;
+      this.fingerRoundChanged = false;
+      next = 0;
+    }
+    this.nextFinger = next;
+  }
+
+  /** Whether fix_fingers runs at its idle period (a whole round changed nothing); for tests and the simulator. */
+  get fingersSettled(): boolean {
+    return this.fingersIdle;
   }
 
   private setPredecessor(p: NodeRef | null): void {
@@ -189,6 +222,7 @@ export class RingNode implements RoutingTable {
    */
   private setFingers(i: number, owner: NodeRef): number {
     if (owner.id === this.self.id) {
+      if (this.fingers[i] !== null) this.fingersChanged();
       this.fingers[i] = null;
       return i + 1;
     }
@@ -198,7 +232,10 @@ export class RingNode implements RoutingTable {
       return i + 1;
     }
     let j = i;
-    for (; j < this.fingers.length && (pow2[j] as bigint) <= d; j++) this.fingers[j] = owner;
+    for (; j < this.fingers.length && (pow2[j] as bigint) <= d; j++) {
+      if (this.fingers[j]?.id !== owner.id) this.fingersChanged();
+      this.fingers[j] = owner;
+    }
     return j;
   }
 
@@ -209,6 +246,7 @@ export class RingNode implements RoutingTable {
       if (this.fingers[i]?.id === peer.id) {
         this.fingers[i] = null;
         known = true;
+        this.fingersChanged();
       }
     }
     if (this.predecessor?.id === peer.id) {
@@ -278,6 +316,7 @@ export class RingNode implements RoutingTable {
     this.setPredecessor(null);
     this.setSuccessors([]);
     this.fingers.fill(null);
+    this.fingersChanged();
     this.joinBootstrap = { id: bootstrap.id, addr: bootstrap.addr };
     this.startJoin();
   }
@@ -381,7 +420,7 @@ export class RingNode implements RoutingTable {
       this.checkPredecessor();
     }
     if (this.now >= this.fixFingersAt) {
-      this.fixFingersAt = this.now + this.config.fixFingersTicks;
+      this.fixFingersAt = this.now + (this.fingersIdle ? this.config.fixFingersIdleTicks ?? this.config.fixFingersTicks : this.config.fixFingersTicks);
       this.fixFingers();
     }
   }
@@ -473,11 +512,11 @@ export class RingNode implements RoutingTable {
     const start = fingerStart(this.self.id, i);
     const succ = this.successors[0];
     if (succ === undefined) {
-      this.nextFinger = (i + 1) % this.fingers.length;
+      this.advanceFingers(i + 1);
       return;
     }
     if (betweenRightIncl(start, this.self.id, succ.id)) {
-      this.nextFinger = this.setFingers(i, succ) % this.fingers.length;
+      this.advanceFingers(this.setFingers(i, succ));
       return;
     }
     const rid = this.newLookup(start, 'recursive', { kind: 'finger', index: i });
@@ -595,7 +634,7 @@ export class RingNode implements RoutingTable {
     const p = l.purpose;
     if (p.kind === 'finger') {
       this.fingerLookup = false;
-      if (this.status === 'active') this.nextFinger = this.setFingers(p.index, owner) % this.fingers.length;
+      if (this.status === 'active') this.advanceFingers(this.setFingers(p.index, owner));
     } else if (p.kind === 'join') {
       this.finishJoin(owner, successors);
     } else {
