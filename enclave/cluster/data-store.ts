@@ -35,7 +35,7 @@ import type { RingDriver } from './ring-driver.ts';
 
 export { dataTickMs };
 
-/** The data core's settings in the enclave (ticks of 10 ms): lease 3 s (renewed every 1.2 s), suspicion 2 s, heartbeats 500 ms. */
+/** The data core's settings in the enclave (ticks of 10 ms): lease 3 s (renewed every 1.2 s), suspicion 2 s, heartbeats 500 ms (every configuration each 5 s). */
 export const enclaveDataConfig: Readonly<DataConfig> = validateDataConfig({
   replicas: 3,
   shards: 64,
@@ -44,6 +44,9 @@ export const enclaveDataConfig: Readonly<DataConfig> = validateDataConfig({
   leaseMarginTicks: 10,
   renewTicks: 120,
   heartbeatTicks: 50,
+  // A heartbeat carries the configurations the peer's fresh report lacks, all 64 every 10th (5 s) and to a peer
+  // without one (issue 15: each carried all 64, ~24 KB, every 500 ms to every peer). docs/consistency.md "Heartbeats".
+  heartbeatFullEvery: 10,
   suspectTicks: 200,
   retryTicks: 50,
   proposeTimeoutTicks: 500,

@@ -179,7 +179,10 @@ export function validatePeerBody(x: unknown, shards: number): PeerBody {
   const shard = (v: unknown): number => int(v, 'shard', 0, shards - 1);
   const inRange = (c: Config): Config => (c.shard < shards ? c : fail('config.shard out of range'));
   switch (o.t) {
-    case 'hb': return { t: 'hb', leaving: bool(o.leaving, 'leaving'), configs: arr(o.configs, 'configs', configsMax).map(config).map(inRange) };
+    case 'hb': {
+      const hb = { t: 'hb' as const, leaving: bool(o.leaving, 'leaving'), configs: arr(o.configs, 'configs', configsMax).map(config).map(inRange) };
+      return o.epochs === undefined ? hb : { ...hb, epochs: arr(o.epochs, 'epochs', configsMax).map((e) => int(e, 'epoch')) };
+    }
     case 'prepare': return { t: 'prepare', base: inRange(config(o.base)), ballot: ballot(o.ballot) };
     case 'promise': return { t: 'promise', shard: shard(o.shard), instance: int(o.instance, 'instance', 1), ballot: ballot(o.ballot), accepted: nullable(o.accepted, (a) => ({ ballot: ballot(obj(a, 'accepted').ballot), value: inRange(config(obj(a, 'accepted').value)) })), data: rangeData(o.data), sessions: sessions(o.sessions) };
     case 'reject': {

@@ -16,6 +16,13 @@ export interface DataConfig {
   /** How often an owner renews its lease. */
   renewTicks: number;
   heartbeatTicks: number;
+  /**
+   * Optional (absent or 1: every heartbeat carries every configuration). N > 1: a heartbeat to a peer carries
+   * only the configurations newer than that peer reported (its epochs, on its own heartbeats) within the last
+   * two heartbeat periods from its current boot and incarnation, and every configuration when there is no
+   * such report and on every N-th heartbeat (docs/consistency.md, "Heartbeats").
+   */
+  heartbeatFullEvery?: number;
   /** A peer not heard from for this long is taken as down for placement (never for safety). */
   suspectTicks: number;
   /** Unanswered replication, sync, install, prepare and accept messages are resent this often. */
@@ -139,6 +146,7 @@ export function validateDataConfig(c: DataConfig): Readonly<DataConfig> {
   intIn('leaseMarginTicks', c.leaseMarginTicks, 0, 1_000_000);
   intIn('renewTicks', c.renewTicks, 1, 1_000_000);
   intIn('heartbeatTicks', c.heartbeatTicks, 1, 1_000_000);
+  if (c.heartbeatFullEvery !== undefined) intIn('heartbeatFullEvery', c.heartbeatFullEvery, 1, 1_000_000);
   intIn('suspectTicks', c.suspectTicks, 1, 1_000_000);
   intIn('retryTicks', c.retryTicks, 1, 1_000_000);
   intIn('proposeTimeoutTicks', c.proposeTimeoutTicks, 1, 1_000_000);

@@ -164,6 +164,13 @@ export class DataNode {
   private readonly startedAt: number;
   private leaving = false;
   private heartbeatAt = 0;
+  /** Heartbeats sent: every heartbeatFullEvery-th carries every configuration to every peer. */
+  private heartbeats = 0;
+  /**
+   * Per peer name: the epochs it reported on its last heartbeat, when (own clock), and from which incarnation and
+   * boot (a message from another one drops the report: that peer's state may be older than it said).
+   */
+  private readonly reports = new Map<string, { epochs: readonly number[]; at: number; inc: number; boot: number | undefined }>();
   private nextOpId = 1;
   /** Expired keys this node may still start collecting in the current tick. */
   private expireBudget = 0;
@@ -391,7 +398,13 @@ export class DataNode {
     else {
       // A vote, grant or boot lease meant for another boot of this name (a clone, or the boot this one replaced).
       if (!this.cfg.broken?.noBootFence && m.toBoot && m.toBoot !== this.boot && (m.toInc ?? this.me.inc) === this.me.inc && boundTypes.has(m.body.t)) return;
+      // A report describes one boot of one incarnation: anything from another makes it unknown again.
+      const rep = this.reports.get(m.from.name);
+      if (rep && (rep.inc !== m.from.inc || rep.boot !== m.boot)) this.reports.delete(m.from.name);
       if (!this.admit(m)) return;
+      if (m.body.t === 'hb' && m.body.epochs && m.from.name !== this.me.name) {
+        this.reports.set(m.from.name, { epochs: m.body.epochs, at: this.now, inc: m.from.inc, boot: m.boot });
+      }
       if (m.body.t === 'bootQ') {
         if (m.boot !== undefined) this.send(m.from.name, { t: 'bootA', t0: m.body.t0, boot: m.boot }, m.boot);
         return;
@@ -752,11 +765,27 @@ export class DataNode {
     return out;
   }
 
+  /**
+   * Every heartbeatTicks, to every peer: liveness (`leaving`), this node's epochs (its report), and the
+   * configurations the peer may lack. Without heartbeatFullEvery, all of them. With it, those newer than the
+   * peer's report when that report is fresh (at most two heartbeat periods old, from the peer's current boot and
+   * incarnation: a peer's state goes back only when it restarts, which a new boot shows, or takes a new
+   * incarnation), else all of them, and all of them every heartbeatFullEvery-th time. Learning a configuration
+   * is per range and only ever moves to a newer epoch, so a heartbeat carrying a subset teaches exactly what the
+   * full one would have taught for those ranges and nothing for the rest, as if the full one had been lost for
+   * them (docs/consistency.md, "Heartbeats").
+   */
   private heartbeat(): void {
     this.heartbeatAt = this.now + this.cfg.heartbeatTicks;
     const configs = this.ranges.flatMap((r) => (r.config ? [r.config] : []));
+    const every = this.cfg.heartbeatFullEvery ?? 1;
+    const full = every <= 1 || this.heartbeats++ % every === 0;
+    const epochs = every <= 1 ? undefined : this.ranges.map((r) => r.config?.epoch ?? 0);
     for (const name of this.peers.keys()) {
-      this.send(name, { t: 'hb', leaving: this.leaving, configs });
+      const rep = full ? undefined : this.reports.get(name);
+      const fresh = rep !== undefined && this.now - rep.at <= 2 * this.cfg.heartbeatTicks;
+      const some = fresh ? configs.filter((c) => c.epoch > (rep.epochs[c.shard] ?? 0)) : configs;
+      this.send(name, epochs ? { t: 'hb', leaving: this.leaving, configs: some, epochs } : { t: 'hb', leaving: this.leaving, configs: some });
       this.send(name, { t: 'bootQ', t0: this.now });
     }
   }

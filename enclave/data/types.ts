@@ -200,7 +200,12 @@ export type ClientResult =
 export type RejectReason = 'PROMISED' | 'LEASED' | 'QUIET' | 'NOT_MEMBER';
 
 export type PeerBody =
-  | { readonly t: 'hb'; readonly leaving: boolean; readonly configs: readonly Config[] }
+  /**
+   * `configs`: the sender's configurations, all of them or (heartbeatFullEvery) those newer than the receiver
+   * reported in its last heartbeat; `epochs` (absent from older images): the sender's epoch per range (0: none),
+   * its report to the receiver.
+   */
+  | { readonly t: 'hb'; readonly leaving: boolean; readonly configs: readonly Config[]; readonly epochs?: readonly number[] }
   | { readonly t: 'prepare'; readonly base: Config; readonly ballot: Ballot }
   | { readonly t: 'promise'; readonly shard: number; readonly instance: number; readonly ballot: Ballot; readonly accepted: { ballot: Ballot; value: Config } | null; readonly data: RangeData; readonly sessions: Sessions }
   | { readonly t: 'reject'; readonly shard: number; readonly instance: number; readonly ballot: Ballot; readonly reason: RejectReason; readonly promised: Ballot | null }

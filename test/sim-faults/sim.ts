@@ -61,7 +61,7 @@ export const defaultSimOptions: Omit<SimOptions, 'seed'> = {
 export function simDataConfig(broken?: BrokenFlags, replicas = 3): DataConfig {
   return {
     replicas, shards: 4, leaseTicks: 500, driftPpm: 20_000, leaseMarginTicks: 5, renewTicks: 50,
-    heartbeatTicks: 25, suspectTicks: 100, retryTicks: 40, proposeTimeoutTicks: 500, backoffTicksMax: 100,
+    heartbeatTicks: 25, heartbeatFullEvery: 10, suspectTicks: 100, retryTicks: 40, proposeTimeoutTicks: 500, backoffTicksMax: 100,
     sessionsMax: 6, sessionsPerPrincipalMax: 3, windowMax: 8, queuedMax: 256, ...(broken ? { broken } : {}),
   };
 }
