@@ -10,7 +10,7 @@
  * EkvError('UNATTESTED') otherwise; every answer then arrives over the
  * channel bound to that document.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { keyBytesMax, ttlMsMax, valueBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
@@ -159,6 +159,18 @@ interface Via {
 }
 
 const emptySnapshot: FloorSnapshot = new Map();
+
+/**
+ * A key's range from the hex SHA-256 of the key: floor(h * shards / 2^256), as the nodes compute it. With x the
+ * top 32 bits of h times shards (exact in a double, shards <= 2^16), the answer is floor(x / 2^32) unless the
+ * bits below could carry into it (x mod 2^32 >= 2^32 - shards, about one key in 65,536): then exactly, in BigInt.
+ */
+export function shardOfHash(hex: string, shards: number): number {
+  const x = parseInt(hex.slice(0, 8), 16) * shards;
+  const q = Math.floor(x / 0x1_0000_0000);
+  if (x - q * 0x1_0000_0000 < 0x1_0000_0000 - shards) return q;
+  return Number((BigInt('0x' + hex) * BigInt(shards)) >> 256n);
+}
 
 /** How a request reaches a node: directly, or through a batcher (client/batch.ts) that groups requests per node. */
 export type Send = (c: NodeConnection, op: string, args: Record<string, unknown>) => Promise<RpcResult>;
@@ -329,8 +341,7 @@ export class EkvClient {
   /** The range of a key, once the ring's range count is known. */
   private shardOf(k: Buffer): number | null {
     if (this.shards === null) return null;
-    const h = BigInt('0x' + createHash('sha256').update(k).digest('hex'));
-    return Number((h * BigInt(this.shards)) >> 256n);
+    return shardOfHash(hash('sha256', k, 'hex'), this.shards);
   }
 
   /** This client's session of the key's range, opening one (at the range's owner) when there is none. */
@@ -531,10 +542,10 @@ export class EkvClient {
       const at = start === null ? null : this.cachedOwner(Buffer.from(start.toString(16).padStart(64, '0'), 'hex'));
       return at ?? (this.conns[key.shard % this.conns.length] as NodeConnection);
     }
-    const h = createHash('sha256').update(key).digest();
-    const any = this.conns[h.readUInt32BE(0) % this.conns.length] as NodeConnection;
+    const hex = hash('sha256', key, 'hex');
+    const any = this.conns[parseInt(hex.slice(0, 8), 16) % this.conns.length] as NodeConnection;
     if (this.routing === 'iterative') return this.walk(key, any);
-    if (this.routing === 'cached') return this.cachedOwner(this.rangeStart(key) ?? h) ?? any;
+    if (this.routing === 'cached') return this.cachedOwner(this.rangeStart(key) ?? Buffer.from(hex, 'hex')) ?? any;
     return any;
   }
 

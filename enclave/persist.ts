@@ -6,7 +6,9 @@
  * Records (CBOR): ['id', pkcs8] the node's identity key; ['ring', ringId] the ring this node belongs to;
  * ['served'] (older states; kept for status); ['d', record] one of the core's LogRecords
  * (enclave/cluster/data-wire.ts); ['dc', n, i, part] part i of n of one LogRecord too large for one sealed
- * record (consecutive; an incomplete last one is a torn tail and dropped). A snapshot is
+ * record (consecutive; an incomplete last one is a torn tail and dropped); ['ds', [record, ...]] consecutive
+ * LogRecords appended together (one driver batch), sealed as one record (one AEAD and one hash-chain step for
+ * all of them; an image older than this format would skip them, so sealed state is not moved back to one). A snapshot is
  * ['snap2', pkcs8, ringId, served, [record, ...]]: the core's whole durable state as LogRecords
  * (DataNode.durableRecords), taken at the position of the last record appended (log compaction).
  * Sealed state written by the earlier data path (['e', ...] entries, ['snap', ...]) keeps its identity and
@@ -47,6 +49,8 @@ export const snapshotAfterRecords = 20_000;
 export const snapshotAfterBytes = 64 * 1024 * 1024;
 /** A LogRecord larger than this is sealed as consecutive parts (recordBytesMax is 1 MiB). */
 export const recordPartBytes = 768 * 1024;
+/** Log records sealed together in one ['ds'] record at most (each decode of a sealed record is item-bounded). */
+export const groupRecordsMax = 1024;
 /** Last known ring neighbours kept sealed (docs/recovery.md: where a restarting node looks for a live member). */
 export const peersSealedMax = 8;
 
@@ -123,6 +127,8 @@ export interface Recovered {
 export class Persistence implements DataLog {
   private recovered: LogRecord[];
   private bytesSinceSnapshot = 0;
+  /** LogRecords appended since the last snapshot (a grouped seal record holds many: count them, not seals). */
+  private recordsSinceSnapshot = 0;
   private partId = 0;
   readonly stats = { appended: 0, snapshots: 0, snapshotFailures: 0, recoveries: 0 };
 
@@ -236,6 +242,13 @@ export class Persistence implements DataLog {
       else if (rec[0] === 'gen') generation = decodeGeneration(rec.slice(1)) ?? generation; // RECOVERY HOOK
       else if (rec[0] === 'peers') peers = peerList(rec[1]) ?? peers;
       else if (rec[0] === 'd' && rec[1] instanceof Uint8Array) records.push(decodeLogRecord(rec[1], c.shards));
+      else if (rec[0] === 'ds' && Array.isArray(rec[1])) {
+        // A group sealed as one record: all of it or (when it does not decode) the load fails, as for 'd'.
+        for (const b of rec[1] as unknown[]) {
+          if (!(b instanceof Uint8Array)) throw new SealError('SEAL_CORRUPT', 'a grouped log record is not bytes');
+          records.push(decodeLogRecord(b, c.shards));
+        }
+      }
       else if (rec[0] === 'dc') {
         const [, n, i, part] = rec as [string, unknown, unknown, unknown];
         if (typeof n !== 'number' || typeof i !== 'number' || !(part instanceof Uint8Array)) return;
@@ -295,17 +308,33 @@ export class Persistence implements DataLog {
   /** Seals each record now (in order); resolves once all are on the host's disk. */
   append(records: readonly LogRecord[]): Promise<void> {
     const done: Array<Promise<number>> = [];
+    // Consecutive small records travel as one sealed record (['ds', [bytes, ...]]: one seal, one hash-chain step),
+    // at most recordPartBytes of them; a lone one as ['d', bytes]; a large one in parts (['dc', ...]).
+    let group: Buffer[] = [];
+    let groupBytes = 0;
+    const flush = () => {
+      if (group.length === 1) done.push(this.store.append(encodeCbor(['d', group[0]])));
+      else if (group.length > 1) done.push(this.store.append(encodeCbor(['ds', group])));
+      group = [];
+      groupBytes = 0;
+    };
     for (const r of records) {
       const bytes = encodeLogRecord(r);
       this.bytesSinceSnapshot += bytes.length;
+      this.recordsSinceSnapshot++;
       this.stats.appended++;
       if (bytes.length <= recordPartBytes) {
-        done.push(this.store.append(encodeCbor(['d', bytes])));
+        if (groupBytes + bytes.length > recordPartBytes || group.length >= groupRecordsMax) flush();
+        group.push(bytes);
+        groupBytes += bytes.length + 8;
         continue;
       }
+      flush();
       const n = Math.ceil(bytes.length / recordPartBytes);
       for (let i = 0; i < n; i++) done.push(this.store.append(encodeCbor(['dc', n, i, bytes.subarray(i * recordPartBytes, (i + 1) * recordPartBytes)])));
     }
+    flush();
+    if (done.length === 1) return (done[0] as Promise<number>).then(() => undefined);
     return Promise.all(done).then(() => undefined);
   }
 
@@ -324,7 +353,7 @@ export class Persistence implements DataLog {
 
   wantsSnapshot(): boolean {
     if (this.snapshotting || !this.store.healthy) return false;
-    return this.store.stats().recordsSinceSnapshot > snapshotAfterRecords || this.bytesSinceSnapshot > snapshotAfterBytes;
+    return this.recordsSinceSnapshot > snapshotAfterRecords || this.store.stats().recordsSinceSnapshot > snapshotAfterRecords || this.bytesSinceSnapshot > snapshotAfterBytes;
   }
 
   private snapshotBytes(records: LogRecord[]): Buffer {
@@ -336,6 +365,7 @@ export class Persistence implements DataLog {
   snapshot(records: LogRecord[]): void {
     this.snapshotting = true;
     this.bytesSinceSnapshot = 0;
+    this.recordsSinceSnapshot = 0;
     this.store.writeSnapshot(this.snapshotBytes(records)).then(
       () => {
         this.stats.snapshots++;
@@ -360,6 +390,7 @@ export class Persistence implements DataLog {
     else await this.store.resync(bytes);
     if (!this.store.healthy) throw new Error('the sealed log is still failing');
     this.bytesSinceSnapshot = 0;
+    this.recordsSinceSnapshot = 0;
     this.stats.recoveries++;
   }
 

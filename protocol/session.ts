@@ -68,7 +68,10 @@ export class SecureSession {
     if (this.outbox.length >= batchMessagesMax) this.flush();
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
-      process.nextTick(() => this.flush());
+      // At the end of this turn of the event loop (after every I/O callback of its poll phase), not of this
+      // callback: answers produced by several reads of one turn (a log group made durable, replies from several
+      // peers) leave as one frame, and a closed-loop client's next requests likewise.
+      setImmediate(() => this.flush());
     }
   }
 

@@ -40,16 +40,41 @@ export const reassemblyTimeoutMs = 10_000;
 
 if (dataChunkBytes + 4096 > frameBytesMax) throw new Error('a data chunk must fit in one frame');
 
-/** bigint → 32-byte string, recursively (plain objects and arrays only: maps are made arrays before). */
-function toWire(x: unknown): unknown {
+/**
+ * bigint → 32-byte string, recursively, and properties holding undefined left out (plain objects and arrays
+ * only: maps are made arrays before). Copy on write: a part with nothing to change is returned as it is (a
+ * write's log record usually has no bigint at all), so the common case allocates nothing; the encoding is the
+ * same either way.
+ */
+export function toWire(x: unknown): unknown {
   if (typeof x === 'bigint') return idToBytes(x);
-  if (Array.isArray(x)) return x.map(toWire);
-  if (x !== null && typeof x === 'object' && !(x instanceof Uint8Array)) {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(x)) if (v !== undefined) out[k] = toWire(v);
-    return out;
+  if (x === null || typeof x !== 'object' || x instanceof Uint8Array) return x;
+  if (Array.isArray(x)) {
+    let out: unknown[] | null = null;
+    for (let i = 0; i < x.length; i++) {
+      const v: unknown = x[i];
+      const w = toWire(v);
+      if (out === null && w !== v) out = x.slice(0, i);
+      if (out !== null) out.push(w);
+    }
+    return out ?? x;
   }
-  return x;
+  const o = x as Record<string, unknown>;
+  const proto: unknown = Object.getPrototypeOf(o);
+  const plain = proto === Object.prototype || proto === null;
+  const keys = Object.keys(o);
+  let out: Record<string, unknown> | null = plain ? null : {};
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i] as string;
+    const v = o[k];
+    const w = v === undefined ? undefined : toWire(v);
+    if (out === null && (w !== v || v === undefined)) {
+      out = {};
+      for (let j = 0; j < i; j++) out[keys[j] as string] = o[keys[j] as string];
+    }
+    if (out !== null && v !== undefined) out[k] = w;
+  }
+  return out ?? o;
 }
 
 /** The inverse for the one bigint field the core has: a member's `ring` (32 bytes → bigint). */

@@ -104,8 +104,20 @@ export class DataDriver {
   deliver(m: Inbound): void {
     if (!this.core) return;
     this.core.step(m, this.init.clock());
+    // One pump for the requests stepped in this microtask turn (a client frame carries many): their records go
+    // to the log in one append, their answers out together. The core's order is kept: ready() drains it all.
+    if (this.pumpQueued) return;
+    this.pumpQueued = true;
+    queueMicrotask(() => this.pumpQueuedNow());
+  }
+
+  private pumpQueuedNow(): void {
+    if (!this.pumpQueued) return;
+    this.pumpQueued = false;
     this.pump();
   }
+
+  private pumpQueued = false;
 
   /** Several inbound messages (one peer batch), then one pump: their records are persisted together. */
   deliverAll(ms: readonly Inbound[]): void {
@@ -133,6 +145,7 @@ export class DataDriver {
 
   /** Resolves when every batch handed to the log so far has been handled. */
   idle(): Promise<void> {
+    this.pumpQueuedNow(); // what was delivered is handed to the log first
     return this.chain;
   }
 

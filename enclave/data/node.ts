@@ -9,7 +9,7 @@
 // synced every member; writes need every member's durable acknowledgement;
 // reads need a read lease granted by every member on its own clock.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { distance, idSpace, keyId } from '../ring/index.ts';
 import { type DataConfig, expireBatchDefault, ownerLeaseTicks, ttlTicksStretched, validateDataConfig } from './config.ts';
 import {
@@ -1564,7 +1564,7 @@ function computeDigest(op: Extract<ClientOp, { kind: 'put' | 'del' }>): string {
   const h = createHash('sha256');
   h.update(`${op.kind}\0${op.ifVersion ?? -1}\0${op.key.length}\0`);
   h.update(Buffer.from(op.key, 'latin1'));
-  if (op.kind === 'put') h.update(createHash('sha256').update(Buffer.from(op.value, 'latin1')).digest());
+  if (op.kind === 'put') h.update(hash('sha256', Buffer.from(op.value, 'latin1'), 'buffer'));
   // A ttl is part of the request (a retry with another ttl is another request); without one the digest is as before.
   if (op.kind === 'put' && op.ttl) h.update(`\0ttl${op.ttl}`);
   return h.digest('hex').slice(0, digestChars);

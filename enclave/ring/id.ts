@@ -1,7 +1,7 @@
 // 256-bit ring identifiers as bigint, and the interval arithmetic of Chord.
 // Intervals are on a circle: (a, b) with a === b means "everything but a",
 // which is what a one-node ring needs.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { idBits, idBytes } from './constants.ts';
 import { RingError } from './errors.ts';
 
@@ -30,7 +30,7 @@ export function idToBytes(id: bigint): Uint8Array {
 }
 
 function sha256Id(data: Uint8Array): bigint {
-  return idFromBytes(createHash('sha256').update(data).digest());
+  return BigInt('0x' + hash('sha256', data, 'hex'));
 }
 
 /** A node's place on the ring: SHA-256 of its attested public key, so a host cannot choose it. */

@@ -10,6 +10,9 @@ import { Decoder, Encoder } from 'cbor-x';
 import { decodeUntrustedCbor, type UntrustedCborOptions } from '../../verifier/strict-cbor.ts';
 import { loadFixtures } from '../helpers/nitro-fixtures.ts';
 import { bignum, head, hostileShapes, packedTableBomb } from '../helpers/hostile-cbor.ts';
+import { helpFromHeader } from './lib/help.ts';
+
+helpFromHeader(import.meta.url);
 
 const benchMs = Number(process.env.BENCH_MS ?? 300);
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false } as never);

@@ -20,6 +20,9 @@ import { parseArgs } from 'node:util';
 import { connect } from '../../client/index.ts';
 import { startEkvNode } from './lib/ekv-node.ts';
 import { startRedis, type RedisServer } from './lib/redis.ts';
+import { helpFromHeader } from './lib/help.ts';
+
+helpFromHeader(import.meta.url);
 
 const ekvBin = fileURLToPath(new URL('../../bin/ekv.js', import.meta.url));
 const progress = (line: string) => process.stderr.write(`bench:cli: ${line}\n`);

@@ -41,6 +41,9 @@ import { preload, runMix, type KvConnection, type LoadSettings, type MeasureWind
 import { startRedis, type RedisPersistence } from './lib/redis.ts';
 import { RespClient } from './lib/resp.ts';
 import type { RunFigures } from './lib/stats.ts';
+import { helpFromHeader } from './lib/help.ts';
+
+helpFromHeader(import.meta.url);
 
 const allMixes: Array<Mix & { id: string }> = [
   { id: 'get', name: 'get-heavy 90/10', getFraction: 0.9 },

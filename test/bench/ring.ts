@@ -35,6 +35,9 @@ import { connect, type EkvClient, type Routing } from '../../client/index.ts';
 import { enclaveDataConfig } from '../../enclave/cluster/data-store.ts';
 import { shardOf } from '../../enclave/data/index.ts';
 import { RingFixture, type NodeView } from '../helpers/ring-fixture.ts';
+import { helpFromHeader } from './lib/help.ts';
+
+helpFromHeader(import.meta.url);
 
 interface PhaseResult {
   nodes: number;

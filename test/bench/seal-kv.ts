@@ -11,6 +11,9 @@ import pino from 'pino';
 import { connect, type EkvClient } from '../../client/index.ts';
 import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
 import { shortTempDir } from '../helpers/local-ring.ts';
+import { helpFromHeader } from './lib/help.ts';
+
+helpFromHeader(import.meta.url);
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);

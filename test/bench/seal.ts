@@ -3,6 +3,9 @@
 // `benchSeal` is exported for npm run bench:kv, which should compare against its own unsealed put path.
 import { SealedStore } from '../../enclave/seal/log.ts';
 import { startSealEnv } from '../helpers/seal-env.ts';
+import { helpFromHeader } from './lib/help.ts';
+
+helpFromHeader(import.meta.url);
 
 export interface SealBenchResult {
   keys: number;

@@ -13,6 +13,9 @@ import { initSync, PCRs, validateAttestationDocPcrs } from '@evervault/wasm-atte
 import { ChainCache, decodeAttestationDocument, sigStructure, verifyAttestation, type VerifyPolicy } from '../../verifier/index.ts';
 import { chainPathCounts } from '../../verifier/chain.ts';
 import { loadFixtures, type NitroFixture } from '../helpers/nitro-fixtures.ts';
+import { helpFromHeader } from './lib/help.ts';
+
+helpFromHeader(import.meta.url);
 
 const iterations = Number(process.env.BENCH_ITERATIONS ?? 30);
 const warmupRuns = 5;
