@@ -8,6 +8,9 @@ import { parseArgs } from 'node:util';
 import { parseMetricsSnapshot } from '../../protocol/metrics.ts';
 import { loadAverage, treeCpuSeconds } from './lib/cpu.ts';
 import { RingFixture } from '../helpers/ring-fixture.ts';
+import { helpFromHeader } from './lib/help.ts';
+
+helpFromHeader(import.meta.url);
 
 const { values: argv } = parseArgs({
   options: {
