@@ -517,7 +517,7 @@ export class EkvClient {
       let first: NodeConnection | null = null;
       let last: unknown;
       try {
-        first = await this.route(key);
+        first = this.byAddr.size === 1 && this.routing !== 'iterative' ? (this.conns[0] as NodeConnection) : await this.route(key);
         sent.count++;
         sent.conn = first;
         return await send(first, op, args);
