@@ -74,6 +74,8 @@ export class Floor {
   /** `${ring}/${keyHash}` -> entry, in least-recently-used order (oldest first). */
   private readonly keys = new Map<string, FloorEntry>();
   private readonly gens = new Map<string, number>();
+  /** The ring touched last (the last in `gens`' order). */
+  private newestRing: string | null = null;
   private dirty = false;
 
   constructor(private readonly opts: { file?: string; keysMax?: number } = {}) {
@@ -164,6 +166,9 @@ export class Floor {
 
   private touchRing(ring: string, g: number): void {
     const have = this.gens.get(ring);
+    // Already the most recently used ring at this generation or above (every answer of a one-ring client): as is.
+    if (ring === this.newestRing && have !== undefined && have >= g) return;
+    this.newestRing = ring;
     this.gens.delete(ring);
     this.gens.set(ring, Math.max(have ?? 0, g));
     if (have === undefined || g > have) this.dirty = true;

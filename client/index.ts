@@ -160,6 +160,13 @@ interface Via {
 
 const emptySnapshot: FloorSnapshot = new Map();
 
+/** The smallest of a set of sequence numbers (no spread: called twice per write). */
+function lowest(set: ReadonlySet<number>): number {
+  let min = Infinity;
+  for (const x of set) if (x < min) min = x;
+  return min;
+}
+
 /**
  * A key's range from the hex SHA-256 of the key: floor(h * shards / 2^256), as the nodes compute it. With x the
  * top 32 bits of h times shards (exact in a double, shards <= 2^16), the answer is floor(x / 2^32) unless the
@@ -390,7 +397,7 @@ export class EkvClient {
   private async write(k: Buffer, op: 'put' | 'del', args: Record<string, unknown>, via: Via = { count: 0 }, send: Send = directSend): Promise<RpcResult> {
     for (let fresh = 0; ; fresh++) {
       const s = await this.sessionFor(k);
-      while (s.outstanding.size > 0 && s.next - Math.min(...s.outstanding) >= this.window - 1) {
+      while (s.outstanding.size > 0 && s.next - lowest(s.outstanding) >= this.window - 1) {
         await new Promise<void>((resolve) => s.waiters.push(resolve));
       }
       const seq = s.next++;
@@ -398,7 +405,7 @@ export class EkvClient {
       const sent = via;
       sent.count = 0;
       try {
-        const floor = Math.min(...s.outstanding);
+        const floor = lowest(s.outstanding);
         return await this.callRouted(k, op, { ...args, s: [s.session, seq, floor] }, sent, send);
       } catch (err) {
         const notApplied = err instanceof EkvError && err.code === 'EXPIRED' && err.message.startsWith('SESSION_EXPIRED');
@@ -510,7 +517,7 @@ export class EkvClient {
       let first: NodeConnection | null = null;
       let last: unknown;
       try {
-        first = await this.route(key);
+        first = this.byAddr.size === 1 && this.routing !== 'iterative' ? (this.conns[0] as NodeConnection) : await this.route(key);
         sent.count++;
         sent.conn = first;
         return await send(first, op, args);

@@ -80,9 +80,11 @@ export class NodeConnection {
     return { generation: this.live?.generation ?? 0, previous: this.live?.previousRings ?? [] };
   }
 
-  async call(op: string, args: Record<string, unknown>): Promise<RpcResult> {
-    const live = await this.ensure();
-    return live.rpc.call(op, args, this.opts.timeoutMs);
+  call(op: string, args: Record<string, unknown>): Promise<RpcResult> {
+    // A live session (every call but the first and those after a renewal): straight to it, no extra promise.
+    const l = this.live;
+    if (l && !l.rpc.closed && (this.opts.now ?? Date.now)() < l.renewAt) return l.rpc.call(op, args, this.opts.timeoutMs);
+    return this.ensure().then((live) => live.rpc.call(op, args, this.opts.timeoutMs));
   }
 
   async ensure(): Promise<Live> {

@@ -218,12 +218,12 @@ describe('A2: status `waiting` (public) carries the range\'s write load', () => 
 });
 
 describe('R1: the per-principal share does not keep a new principal out', () => {
-  // FINDING R1 (medium, availability by a client): the share is per principal tag, and in an `open` ring a key
-  // costs nothing: queuedPrincipalShare (8) fresh keys, each at its share (queuedMax/8), fill the whole range
-  // queue, and every other caller's write is refused UNAVAILABLE, as before R10. Key-less callers share `anon`,
-  // so one of them alone takes all the others' share (BUSY for them). A fair queue (per-principal queues served
-  // round-robin, or a reserve kept for principals with nothing waiting) would bound this; not a small change.
-  it.skip('eight principals at their share do not leave a ninth without a place in the queue', () => {
+  // FINDING R1 (medium, availability by a client), fixed: the share is per principal tag, and in an `open` ring a
+  // key costs nothing: queuedPrincipalShare (8) fresh keys, each at its share (queuedMax/8), filled the whole range
+  // queue, and every other caller's write was refused UNAVAILABLE. Now one more share is kept for principals with
+  // nothing waiting (enclave/data/node.ts). Still open: key-less callers share `anon`, so one of them alone takes
+  // all the others' share (BUSY for them), and many fresh principals can take the reserve too.
+  it('eight principals at their share do not leave a ninth without a place in the queue', () => {
     const cfg = dataCfg();
     const net = startedNet(cfg);
     const owner = net.owner();

@@ -74,7 +74,9 @@ export const opensQueuedPerPrincipal = 4;
  * the others (review-3 R10: 32 sessions x 64 window on one key was 2,048). Beyond, the request is answered
  * BUSY before it is queued: not applied by this attempt, and retried like UNAVAILABLE (its request id makes a
  * retry apply once). Callers without a key share the `anon` tag, so together they hold at most one share;
- * the enclave's own principals (access documents) are not bounded here, only by `queuedMax`.
+ * the enclave's own principals (access documents) are not bounded here, only by `queuedMax`. Principals that
+ * already have requests waiting fill the range's queue up to `queuedMax`; one more share is kept for principals
+ * with none waiting (review-5 R1), so a range holds at most `queuedMax` plus one share.
  */
 export const queuedPrincipalShare = 8;
 
@@ -1217,7 +1219,9 @@ export class DataNode {
       this.reply(client, rid, { ok: false, code: 'BUSY' });
       return;
     }
-    if (r.queued >= this.cfg.queuedMax) {
+    // review-5 R1: principals that already wait fill at most queuedMax; one more share is kept for principals with
+    // nothing waiting, so that eight callers each at their share do not keep a ninth out of the range.
+    if (r.queued >= this.cfg.queuedMax + (mine === 0 ? queuedPerPrincipalMax(this.cfg) : 0)) {
       this.reply(client, rid, { ok: false, code: 'UNAVAILABLE' });
       return;
     }
