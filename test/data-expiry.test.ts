@@ -10,6 +10,7 @@ import {
 import { DataError } from '../enclave/data/errors.ts';
 import { getsPerWriteMax } from '../enclave/data/node.ts';
 import { selectPage } from '../enclave/data/scan.ts';
+import { deliverPeer, drainCores } from './helpers/core-net.ts';
 
 const base: DataConfig = {
   replicas: 3, shards: 1, leaseTicks: 50, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 10, heartbeatTicks: 5,
@@ -44,20 +45,10 @@ class Net {
   }
 
   drain(): void {
-    for (let round = 0; round < 1000; round++) {
-      const out: Outbound[] = [];
-      for (const [name, n] of this.nodes) {
-        const rd = n.ready();
-        this.logs.set(name, [...(this.logs.get(name) ?? []), ...rd.persist]);
-        out.push(...rd.messages);
-      }
-      if (out.length === 0) return;
-      for (const m of out) {
-        if (m.kind === 'reply') this.replies.set(m.rid, m.result);
-        else this.nodes.get(m.to)?.step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos, boot: m.boot, toBoot: m.toBoot, toInc: m.toInc }, this.now);
-      }
-    }
-    throw new Error('the network never went quiet');
+    drainCores(() => this.nodes, this.logs, (m) => {
+      if (m.kind === 'reply') this.replies.set(m.rid, m.result);
+      else deliverPeer(this.nodes.get(m.to), m, this.now);
+    });
   }
 
   run(ticks: number): void {

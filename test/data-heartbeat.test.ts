@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { type Config, type DataConfig, DataNode, type LogRecord, type Member, type Outbound, validatePeerBody } from '../enclave/data/index.ts';
 import { DataError } from '../enclave/data/errors.ts';
+import { deliverPeer, drainCores } from './helpers/core-net.ts';
 
 const base: DataConfig = {
   replicas: 3, shards: 4, leaseTicks: 50, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 10, heartbeatTicks: 5,
@@ -45,21 +46,11 @@ class Net {
   }
 
   drain(): void {
-    for (let round = 0; round < 1000; round++) {
-      const out: Outbound[] = [];
-      for (const [name, n] of this.nodes) {
-        const rd = n.ready();
-        this.logs.set(name, [...(this.logs.get(name) ?? []), ...rd.persist]);
-        out.push(...rd.messages);
-      }
-      if (out.length === 0) return;
-      for (const m of out) {
-        if (m.kind !== 'peer' || this.drop(m)) continue;
-        if (m.body.t === 'hb') this.hbs.push({ from: m.from.name, to: m.to, at: this.now, configs: m.body.configs.length, epochs: m.body.epochs });
-        this.nodes.get(m.to)?.step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos, boot: m.boot, toBoot: m.toBoot, toInc: m.toInc }, this.now);
-      }
-    }
-    throw new Error('the network never went quiet');
+    drainCores(() => this.nodes, this.logs, (m) => {
+      if (m.kind !== 'peer' || this.drop(m)) return;
+      if (m.body.t === 'hb') this.hbs.push({ from: m.from.name, to: m.to, at: this.now, configs: m.body.configs.length, epochs: m.body.epochs });
+      deliverPeer(this.nodes.get(m.to), m, this.now);
+    });
   }
 
   run(ticks: number): void {

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { deliverPeer, drainCores } from './helpers/core-net.ts';
 import { pino } from 'pino';
 import { createHttpApp } from '../host/http.ts';
 import { createMetrics } from '../host/metrics.ts';
@@ -149,16 +150,10 @@ class Net {
     return this.nodes.get(name) as DataNode;
   }
   drain(): void {
-    for (let round = 0; round < 1000; round++) {
-      const out: Outbound[] = [];
-      for (const n of this.nodes.values()) out.push(...n.ready().messages);
-      if (out.length === 0) return;
-      for (const m of out) {
-        if (m.kind === 'reply') this.replies.set(m.rid, m.result);
-        else this.nodes.get(m.to)?.step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos, boot: m.boot, toBoot: m.toBoot, toInc: m.toInc }, this.now);
-      }
-    }
-    throw new Error('the network never went quiet');
+    drainCores(() => this.nodes, null, (m) => {
+      if (m.kind === 'reply') this.replies.set(m.rid, m.result);
+      else deliverPeer(this.nodes.get(m.to), m, this.now);
+    });
   }
   run(ticks: number): void {
     for (let i = 0; i < ticks; i++) {

@@ -51,6 +51,23 @@ function lookupsFromEveryNode(sim: Sim, col: LookupCollector): void {
   }
 }
 
+
+/** 12 rounds of churn: two fresh nodes join, a live one leaves or crashes; lookups run each round, then `ticks` pass. */
+function churn(sim: Sim, col: Parameters<typeof runLookups>[1], fresh: NodeRef[], ticks: number): void {
+  for (let round = 0; round < 12; round++) {
+    const op = sim.rng.int(3);
+    const live = sim.sortedLive();
+    const victim = live[sim.rng.int(live.length)] as NodeRef;
+    if (op === 0 && fresh.length > 0) {
+      joinAll(sim, fresh.slice(0, 2), 0);
+      fresh = fresh.slice(2);
+    } else if (op === 1) sim.leave(victim.id);
+    else sim.kill(victim.id);
+    runLookups(sim, col, 20, round % 2 ? 'iterative' : 'recursive');
+    sim.runTicks(ticks);
+  }
+}
+
 describe('ring built by joins', () => {
   for (const [n, seed] of [[8, 11], [16, 12], [32, 13]] as const) {
     it(`${n} nodes converge: successors, predecessors, lists and fingers exact; lookups right from every node`, () => {
@@ -118,19 +135,7 @@ describe('failures and leaves', () => {
     const { sim, col } = setup(seed, 5);
     const rng = makeRng(seed);
     sim.bootstrap(makeRefs(24, rng));
-    let fresh = makeRefs(40, rng);
-    for (let round = 0; round < 12; round++) {
-      const op = sim.rng.int(3);
-      const live = sim.sortedLive();
-      const victim = live[sim.rng.int(live.length)] as NodeRef;
-      if (op === 0 && fresh.length > 0) {
-        joinAll(sim, fresh.slice(0, 2), 0);
-        fresh = fresh.slice(2);
-      } else if (op === 1) sim.leave(victim.id);
-      else sim.kill(victim.id);
-      runLookups(sim, col, 20, round % 2 ? 'iterative' : 'recursive');
-      sim.runTicks(5);
-    }
+    churn(sim, col, makeRefs(40, rng), 5);
     expect(runUntilConverged(sim, 1500, true), `seed ${seed}: ${JSON.stringify(ringDiff(sim, true))}`).toBe(true);
     invariants(sim);
     lookupsFromEveryNode(sim, col);
@@ -188,19 +193,7 @@ describe('fix_fingers slows down on a settled ring (fixFingersIdleTicks)', () =>
     const rng = makeRng(seed);
     sim.bootstrap(makeRefs(24, rng));
     sim.runTicks(600); // settled: fingers idle
-    let fresh = makeRefs(40, rng);
-    for (let round = 0; round < 12; round++) {
-      const op = sim.rng.int(3);
-      const live = sim.sortedLive();
-      const victim = live[sim.rng.int(live.length)] as NodeRef;
-      if (op === 0 && fresh.length > 0) {
-        joinAll(sim, fresh.slice(0, 2), 0);
-        fresh = fresh.slice(2);
-      } else if (op === 1) sim.leave(victim.id);
-      else sim.kill(victim.id);
-      runLookups(sim, col, 20, round % 2 ? 'iterative' : 'recursive');
-      sim.runTicks(40);
-    }
+    churn(sim, col, makeRefs(40, rng), 40);
     expect(runUntilConverged(sim, 3000, true), `seed ${seed}: ${JSON.stringify(ringDiff(sim, true))}`).toBe(true);
     invariants(sim);
     lookupsFromEveryNode(sim, col);
