@@ -191,7 +191,9 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     async stop(graceful: boolean) {
       if (graceful) {
         await data.leave().catch(() => undefined);
-        ring.leave();
+        // The leave messages go out before the peer connections are closed below (else a neighbour learns of the
+        // leave only by failure detection).
+        await ring.leave();
       }
       access.stop();
       data.stop();

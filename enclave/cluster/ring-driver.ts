@@ -116,9 +116,21 @@ export class RingDriver {
     });
   }
 
-  leave(): void {
+  /**
+   * Graceful leave: tells the neighbours (Chord's leave: they close the gap at once instead of after failure
+   * detection). Resolves when those messages were answered or failed, or after `waitMs`, so that the caller does
+   * not close the peer connections under them.
+   */
+  leave(waitMs = 1000): Promise<void> {
     this.core.leave();
-    this.flush();
+    const sent = this.flush();
+    if (sent.length === 0) return Promise.resolve();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, waitMs);
+      timer.unref();
+    });
+    return Promise.race([Promise.allSettled(sent).then(() => undefined), late]).finally(() => clearTimeout(timer));
   }
 
   private scheduleFlush(): void {
@@ -130,14 +142,16 @@ export class RingDriver {
     });
   }
 
-  flush(): void {
+  /** Sends what the core has for its peers and hands its events out; returns the sends (each settles, never rejects). */
+  flush(): Array<Promise<void>> {
     const { messages, events } = this.core.ready();
-    for (const { to, msg } of messages) this.send(to, msg);
+    const sent = messages.map(({ to, msg }) => this.send(to, msg));
     for (const e of events) this.dispatch(e);
+    return sent;
   }
 
-  private send(to: NodeRef, msg: RingMessage): void {
-    this.peers.call(to.addr, 'ring', { m: encodeRingValue(msg) }, peerMessageTimeoutMs, to.id).catch((err: unknown) => {
+  private send(to: NodeRef, msg: RingMessage): Promise<void> {
+    return this.peers.call(to.addr, 'ring', { m: encodeRingValue(msg) }, peerMessageTimeoutMs, to.id).then(() => undefined, (err: unknown) => {
       this.logger.debug({ to: to.addr, type: msg.type, err: (err as Error).message }, 'ring message not delivered');
     });
   }
