@@ -15,7 +15,7 @@
  * (OpenSegments), opened with O_DSYNC: a group is one fstat (synchronous: an open file's inode, no disk I/O)
  * and one writev that returns only once its data, and the size that makes it readable, are on stable storage,
  * which is what a write followed by fdatasync gives, in one trip to the I/O thread pool instead of three
- * (docs/durability.md T2).
+ * (docs/durability.md T1).
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsc, fstatSync, mkdirSync, unlinkSync } from 'node:fs';
