@@ -6,9 +6,10 @@
  * Records (CBOR): ['id', pkcs8] the node's identity key; ['ring', ringId] the ring this node belongs to;
  * ['served'] (older states; kept for status); ['d', record] one of the core's LogRecords
  * (enclave/cluster/data-wire.ts); ['dc', n, i, part] part i of n of one LogRecord too large for one sealed
- * record (consecutive; an incomplete last one is a torn tail and dropped); ['ds', [record, ...]] consecutive
- * LogRecords appended together (one driver batch), sealed as one record (one AEAD and one hash-chain step for
- * all of them; an image older than this format would skip them, so sealed state is not moved back to one). A snapshot is
+ * record (consecutive; an incomplete last one is a torn tail and dropped). The bytes of a 'd' are one LogRecord
+ * (a CBOR map) or a group of consecutive ones appended together (a CBOR array of their encodings,
+ * data-wire.ts encodeLogGroup: one AEAD and one hash-chain step for all of them); an image from before grouping
+ * refuses a group and fails to load, never skips it. A snapshot is
  * ['snap2', pkcs8, ringId, served, [record, ...]]: the core's whole durable state as LogRecords
  * (DataNode.durableRecords), taken at the position of the last record appended (log compaction).
  * Sealed state written by the earlier data path (['e', ...] entries, ['snap', ...]) keeps its identity and
@@ -31,7 +32,7 @@ import type { Logger } from 'pino';
 import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { generateIdentity, importIdentity, type Identity } from '../protocol/keys.ts';
 import type { RingCredential } from '../protocol/ring.ts';
-import { decodeLogRecord, encodeLogRecord } from './cluster/data-wire.ts';
+import { decodeLogRecord, decodeLogRecords, encodeLogGroup, encodeLogRecord } from './cluster/data-wire.ts';
 import type { DataLog, LogRecord } from './data/index.ts';
 import type { Nsm } from './nsm.ts';
 import { createBlobClient, type BlobClient } from './seal/blob-client.ts';
@@ -49,7 +50,7 @@ export const snapshotAfterRecords = 20_000;
 export const snapshotAfterBytes = 64 * 1024 * 1024;
 /** A LogRecord larger than this is sealed as consecutive parts (recordBytesMax is 1 MiB). */
 export const recordPartBytes = 768 * 1024;
-/** Log records sealed together in one ['ds'] record at most (each decode of a sealed record is item-bounded). */
+/** Log records sealed together in one grouped ['d'] record at most (each decode of a sealed record is item-bounded). */
 export const groupRecordsMax = 1024;
 /** Last known ring neighbours kept sealed (docs/recovery.md: where a restarting node looks for a live member). */
 export const peersSealedMax = 8;
@@ -241,14 +242,7 @@ export class Persistence implements DataLog {
       else if (rec[0] === 'served') served = true;
       else if (rec[0] === 'gen') generation = decodeGeneration(rec.slice(1)) ?? generation; // RECOVERY HOOK
       else if (rec[0] === 'peers') peers = peerList(rec[1]) ?? peers;
-      else if (rec[0] === 'd' && rec[1] instanceof Uint8Array) records.push(decodeLogRecord(rec[1], c.shards));
-      else if (rec[0] === 'ds' && Array.isArray(rec[1])) {
-        // A group sealed as one record: all of it or (when it does not decode) the load fails, as for 'd'.
-        for (const b of rec[1] as unknown[]) {
-          if (!(b instanceof Uint8Array)) throw new SealError('SEAL_CORRUPT', 'a grouped log record is not bytes');
-          records.push(decodeLogRecord(b, c.shards));
-        }
-      }
+      else if (rec[0] === 'd' && rec[1] instanceof Uint8Array) records.push(...decodeLogRecords(rec[1], c.shards));
       else if (rec[0] === 'dc') {
         const [, n, i, part] = rec as [string, unknown, unknown, unknown];
         if (typeof n !== 'number' || typeof i !== 'number' || !(part instanceof Uint8Array)) return;
@@ -308,13 +302,13 @@ export class Persistence implements DataLog {
   /** Seals each record now (in order); resolves once all are on the host's disk. */
   append(records: readonly LogRecord[]): Promise<void> {
     const done: Array<Promise<number>> = [];
-    // Consecutive small records travel as one sealed record (['ds', [bytes, ...]]: one seal, one hash-chain step),
-    // at most recordPartBytes of them; a lone one as ['d', bytes]; a large one in parts (['dc', ...]).
+    // Consecutive small records travel as one sealed record (['d', group]: one seal, one hash-chain step), at most
+    // recordPartBytes and groupRecordsMax of them; a lone one as ['d', bytes]; a large one in parts (['dc', ...]).
     let group: Buffer[] = [];
     let groupBytes = 0;
     const flush = () => {
       if (group.length === 1) done.push(this.store.append(encodeCbor(['d', group[0]])));
-      else if (group.length > 1) done.push(this.store.append(encodeCbor(['ds', group])));
+      else if (group.length > 1) done.push(this.store.append(encodeCbor(['d', encodeLogGroup(group)])));
       group = [];
       groupBytes = 0;
     };

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { encodeCbor } from '../protocol/cbor.ts';
 import {
-  chunksOf, dataChunkBytes, dataMessageBytesMax, decodeLogRecord, decodePeerBatch, encodeLogRecord, encodePeerBatch, Reassembler,
+  chunksOf, dataChunkBytes, dataMessageBytesMax, decodeLogRecord, decodeLogRecords, decodePeerBatch, encodeLogGroup, encodeLogRecord, encodePeerBatch, Reassembler,
   reassemblyBytesMax,
 } from '../enclave/cluster/data-wire.ts';
 import type { LogRecord, Member, PeerBody } from '../enclave/data/index.ts';
@@ -35,6 +35,13 @@ describe('data wire', () => {
       { t: 'wit', shard: 0, w: [['a'.repeat(64), 99, 1, 77, 78, [76]]] },
     ];
     for (const r of records) expect(decodeLogRecord(encodeLogRecord(r), 64)).toEqual(r);
+    // A driver batch sealed as one record: read back whole, in order; a lone record reads as before.
+    const group = encodeLogGroup(records.map(encodeLogRecord));
+    expect(decodeLogRecords(group, 64)).toEqual(records);
+    expect(decodeLogRecords(encodeLogRecord(records[0] as LogRecord), 64)).toEqual([records[0]]);
+    // A reader that takes a record's bytes as one LogRecord (every image before grouping) refuses a group:
+    // a downgrade fails to load instead of skipping the group and coming up with a hole in its log.
+    expect(() => decodeLogRecord(group, 64)).toThrow();
   });
 
   it('refuses hostile batches with a typed error', () => {

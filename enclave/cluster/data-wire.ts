@@ -139,6 +139,26 @@ export function decodeLogRecord(bytes: Uint8Array, shards: number): LogRecord {
   return validateLogRecord(fromWire(decodeCbor(bytes, Math.max(bytes.length, 16))), shards);
 }
 
+/**
+ * Several encoded LogRecords sealed as one (one driver batch): a CBOR array of their encodings. A LogRecord is
+ * always a map, so an image that reads this as one LogRecord (every image before grouping) refuses it and fails
+ * to load, rather than skipping it and coming up with a hole in its log (a downgrade during a roll).
+ */
+export function encodeLogGroup(encoded: readonly Buffer[]): Buffer {
+  return encodeCbor(encoded);
+}
+
+/** The LogRecords of one sealed `['d', bytes]`: one LogRecord (a map), or a group (an array of encodings). */
+export function decodeLogRecords(bytes: Uint8Array, shards: number): LogRecord[] {
+  if (bytes.length === 0 || (bytes[0] as number) >> 5 !== 4) return [decodeLogRecord(bytes, shards)];
+  const items = decodeCbor(bytes, Math.max(bytes.length, 16));
+  if (!Array.isArray(items)) throw new EkvError('BAD_REQUEST', 'malformed log record group');
+  return items.map((b) => {
+    if (!(b instanceof Uint8Array)) throw new EkvError('BAD_REQUEST', 'a grouped log record is not bytes');
+    return decodeLogRecord(b, shards);
+  });
+}
+
 /** Split an encoded message into chunks of dataChunkBytes (one chunk when it fits). */
 export function chunksOf(bytes: Buffer): Buffer[] {
   if (bytes.length <= dataChunkBytes) return [bytes];
