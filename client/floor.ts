@@ -40,8 +40,11 @@ export interface FloorEntry {
   h: string | null;
 }
 
-/** A key's floors across rings, as they were when an operation was sent. */
-export type FloorSnapshot = ReadonlyMap<string, FloorEntry>;
+/** A key's floors across rings, as they were when an operation was sent (a Map of ring -> entry will do too). */
+export interface FloorSnapshot {
+  get(ring: string): FloorEntry | undefined;
+  readonly size: number;
+}
 
 export const noRing = 'none';
 
@@ -55,10 +58,29 @@ export function valueHash(value: Uint8Array): string {
   return hash('sha256', value, 'hex').slice(0, 16);
 }
 
-/** A snapshot remembers its key's hash, so the answer's check does not hash the key again. */
-class KeySnapshot extends Map<string, FloorEntry> {
-  constructor(readonly kh: string) {
-    super();
+/**
+ * A snapshot of one key: its key hash (so the answer's check does not hash the key again) and its entry per
+ * ring; a client of one ring (the usual case) needs no Map for it.
+ */
+class KeySnapshot implements FloorSnapshot {
+  private ring: string | null = null;
+  private entry: FloorEntry | undefined = undefined;
+  private more: Map<string, FloorEntry> | null = null;
+  size = 0;
+
+  constructor(readonly kh: string) {}
+
+  get(ring: string): FloorEntry | undefined {
+    if (ring === this.ring) return this.entry;
+    return this.more === null ? undefined : this.more.get(ring);
+  }
+
+  add(ring: string, e: FloorEntry): void {
+    this.size++;
+    if (this.ring === null) {
+      this.ring = ring;
+      this.entry = e;
+    } else (this.more ??= new Map()).set(ring, e);
   }
 }
 
@@ -70,9 +92,26 @@ function stale(reason: StaleReason, message: string, version?: number): EkvError
   return new EkvError('STALE', message, { reason, ...(version === undefined ? {} : { version }) });
 }
 
+/**
+ * One remembered key of one ring: a node of the least-recently-used list (oldest at `head`). Touching a key moves
+ * its node to the tail without touching any Map (a Map delete + set per operation, on string ids of ring and key
+ * hash, was most of the floor's cost); its entry is replaced, never changed, so snapshots keep theirs.
+ */
+interface Slot {
+  readonly ring: string;
+  readonly kh: string;
+  e: FloorEntry;
+  prev: Slot | null;
+  next: Slot | null;
+}
+
 export class Floor {
-  /** `${ring}/${keyHash}` -> entry, in least-recently-used order (oldest first). */
-  private readonly keys = new Map<string, FloorEntry>();
+  /** ring -> key hash -> slot. */
+  private readonly byRing = new Map<string, Map<string, Slot>>();
+  /** The least-recently-used order of every slot of every ring (oldest first). */
+  private head: Slot | null = null;
+  private tail: Slot | null = null;
+  private count = 0;
   private readonly gens = new Map<string, number>();
   /** The ring touched last (the last in `gens`' order). */
   private newestRing: string | null = null;
@@ -84,16 +123,19 @@ export class Floor {
   }
 
   get size(): number {
-    return this.keys.size;
+    return this.count;
   }
 
-  /** The floors of `key` in every ring this client knows (taken when an operation is sent). */
-  snapshot(key: Uint8Array): FloorSnapshot {
-    const kh = keyHash(key);
+  /**
+   * The floors of `key` in every ring this client knows (taken when an operation is sent). `keyHex`: the hex
+   * SHA-256 of `key`, when the caller has it already.
+   */
+  snapshot(key: Uint8Array, keyHex?: string): FloorSnapshot {
+    const kh = keyHex === undefined ? keyHash(key) : keyHex.slice(0, 32);
     const out = new KeySnapshot(kh);
     for (const ring of this.gens.keys()) {
-      const e = this.keys.get(`${ring}/${kh}`);
-      if (e) out.set(ring, e);
+      const s = this.byRing.get(ring)?.get(kh);
+      if (s) out.add(ring, s.e);
     }
     return out;
   }
@@ -106,7 +148,14 @@ export class Floor {
    */
   checkGeneration(ring: string, g: unknown, previous: readonly string[] = []): void {
     if (typeof g !== 'number' || !Number.isSafeInteger(g) || g < 0) return;
-    const ids = ring === noRing ? [ring] : [ring, ...previous.filter((p) => ringRe.test(p) && p !== noRing)];
+    if (ring === noRing || previous.length === 0) {
+      // One id (every answer of a ring never reopened): no list to build.
+      const have = this.gens.get(ring) ?? 0;
+      if (g < have) throw stale('OLDER_GENERATION', `the node answered for generation ${g} of its ring; this client has seen generation ${have} of that deployment`);
+      this.touchRing(ring, g);
+      return;
+    }
+    const ids = [ring, ...previous.filter((p) => ringRe.test(p) && p !== noRing)];
     for (const id of ids) {
       const have = this.gens.get(id) ?? 0;
       if (g < have) throw stale('OLDER_GENERATION', `the node answered for generation ${g} of its ring; this client has seen generation ${have} of that deployment`);
@@ -128,7 +177,7 @@ export class Floor {
         throw stale('FORKED_VALUE', `the node answered another value at version ${version} than this client saw there (a second history)`, seen.v);
       }
     }
-    this.raiseHashed(ring, keyHashOf(key, before), { v: version, h });
+    this.raiseHashed(ring, keyHashOf(key, before), version, h);
   }
 
   /** A write's answer: its new version must be above everything seen before the write was sent. */
@@ -137,7 +186,7 @@ export class Floor {
     if (seen && version <= seen.v) {
       throw stale('OLDER_VERSION', `the node acknowledged this write at version ${version}; this client has seen version ${seen.v} already`, seen.v);
     }
-    this.raiseHashed(ring, keyHashOf(key, before), { v: version, h: value === null ? null : valueHash(value) });
+    this.raiseHashed(ring, keyHashOf(key, before), version, value === null ? null : valueHash(value));
   }
 
   /** A CONFLICT's current version (or a delete of an absent key's) is a read of the version only. */
@@ -151,13 +200,13 @@ export class Floor {
     const file = this.opts.file;
     if (!file || !this.dirty) return;
     // What the file holds now (another process may have written it) goes first, as older than ours in use.
-    const ours = [...this.keys];
-    this.keys.clear();
+    const ours: Slot[] = [];
+    for (let s = this.head; s !== null; s = s.next) ours.push(s);
+    this.clearKeys();
     this.merge(readFloorFile(file));
-    for (const [id, e] of ours) {
-      const have = this.keys.get(id);
-      this.keys.delete(id);
-      this.keys.set(id, have && have.v > e.v ? have : e);
+    for (const o of ours) {
+      const have = this.byRing.get(o.ring)?.get(o.kh);
+      this.place(o.ring, o.kh, have && have.e.v > o.e.v ? have.e : o.e);
     }
     this.trim();
     writeFloorFile(file, this.toJson());
@@ -175,24 +224,101 @@ export class Floor {
     while (this.gens.size > floorRingsMax) {
       const oldest = this.gens.keys().next().value as string;
       this.gens.delete(oldest);
-      for (const k of [...this.keys.keys()]) if (k.startsWith(`${oldest}/`)) this.keys.delete(k);
+      const slots = this.byRing.get(oldest);
+      if (slots) {
+        for (const s of slots.values()) this.unlink(s);
+        this.byRing.delete(oldest);
+      }
     }
   }
 
-  private raiseHashed(ring: string, kh: string, e: FloorEntry): void {
+  private raiseHashed(ring: string, kh: string, v: number, h: string | null): void {
     if (!this.gens.has(ring)) this.touchRing(ring, 0);
-    const id = `${ring}/${kh}`;
-    const have = this.keys.get(id);
-    const next = have && have.v >= e.v ? have : e;
-    this.keys.delete(id);
-    this.keys.set(id, next);
-    if (next !== have) this.dirty = true;
-    this.trim();
+    let slots = this.byRing.get(ring);
+    if (slots === undefined) {
+      slots = new Map();
+      this.byRing.set(ring, slots);
+    }
+    const have = slots.get(kh);
+    if (have === undefined) {
+      this.append(slots, { ring, kh, e: { v, h }, prev: null, next: null });
+      this.dirty = true;
+      this.trim();
+      return;
+    }
+    if (have.e.v < v) {
+      have.e = { v, h };
+      this.dirty = true;
+    }
+    this.toTail(have);
+  }
+
+  /** Set a key's entry as is (no comparison) and make it the most recently used. */
+  private place(ring: string, kh: string, e: FloorEntry): void {
+    let slots = this.byRing.get(ring);
+    if (slots === undefined) {
+      slots = new Map();
+      this.byRing.set(ring, slots);
+    }
+    const have = slots.get(kh);
+    if (have === undefined) this.append(slots, { ring, kh, e, prev: null, next: null });
+    else {
+      have.e = e;
+      this.toTail(have);
+    }
+  }
+
+  private append(slots: Map<string, Slot>, s: Slot): void {
+    slots.set(s.kh, s);
+    s.prev = this.tail;
+    s.next = null;
+    if (this.tail === null) this.head = s;
+    else this.tail.next = s;
+    this.tail = s;
+    this.count++;
+  }
+
+  private toTail(s: Slot): void {
+    if (s === this.tail) return;
+    // Out of its place (it has a next: it is not the tail) ...
+    const next = s.next as Slot;
+    if (s.prev === null) this.head = next;
+    else s.prev.next = next;
+    next.prev = s.prev;
+    // ... and in at the end.
+    s.prev = this.tail;
+    s.next = null;
+    (this.tail as Slot).next = s;
+    this.tail = s;
+  }
+
+  /** Take a slot out of the list (its ring's Map is the caller's business). */
+  private unlink(s: Slot): void {
+    if (s.prev === null) this.head = s.next;
+    else s.prev.next = s.next;
+    if (s.next === null) this.tail = s.prev;
+    else s.next.prev = s.prev;
+    s.prev = null;
+    s.next = null;
+    this.count--;
+  }
+
+  private clearKeys(): void {
+    this.byRing.clear();
+    this.head = null;
+    this.tail = null;
+    this.count = 0;
   }
 
   private trim(): void {
     const max = this.opts.keysMax ?? floorKeysMax;
-    while (this.keys.size > max) this.keys.delete(this.keys.keys().next().value as string);
+    while (this.count > max) {
+      const oldest = this.head as Slot;
+      const slots = this.byRing.get(oldest.ring);
+      slots?.delete(oldest.kh);
+      if (slots?.size === 0) this.byRing.delete(oldest.ring);
+      this.unlink(oldest);
+    }
   }
 
   private merge(f: FloorJson | null): void {
@@ -200,18 +326,13 @@ export class Floor {
     for (const [ring, g] of Object.entries(f.rings)) {
       if (!this.gens.has(ring) || (this.gens.get(ring) as number) < g) this.touchRing(ring, g);
     }
-    for (const [ring, kh, v, h] of f.keys) this.raiseHashed(ring, kh, { v, h });
+    for (const [ring, kh, v, h] of f.keys) this.raiseHashed(ring, kh, v, h);
   }
 
   private toJson(): FloorJson {
-    return {
-      version: 1,
-      rings: Object.fromEntries(this.gens),
-      keys: [...this.keys].map(([id, e]) => {
-        const [ring, kh] = id.split('/') as [string, string];
-        return [ring, kh, e.v, e.h];
-      }),
-    };
+    const keys: FloorJson['keys'] = [];
+    for (let s = this.head; s !== null; s = s.next) keys.push([s.ring, s.kh, s.e.v, s.e.h]);
+    return { version: 1, rings: Object.fromEntries(this.gens), keys };
   }
 }
 

@@ -117,10 +117,17 @@ interface RangeSession {
   readonly outstanding: Set<number>;
   /** Woken when a write finishes (a seq waits while it would fall outside the range's window). */
   waiters: Array<() => void>;
+  /**
+   * No outstanding seq is below it (seqs are handed out in increasing order and never come back, so the lowest
+   * outstanding one only rises): `lowestOutstanding` walks it forward instead of scanning the set on every write.
+   */
+  low: number;
 }
 
 function toBytes(x: Bytes): Buffer {
-  return typeof x === 'string' ? Buffer.from(x, 'utf8') : Buffer.from(x.buffer, x.byteOffset, x.length);
+  if (typeof x === 'string') return Buffer.from(x, 'utf8');
+  // A Buffer already is the view the other branch would make (same bytes, no copy): no second view per call.
+  return Buffer.isBuffer(x) ? x : Buffer.from(x.buffer, x.byteOffset, x.length);
 }
 
 /** The enclave enforces these too; checking here keeps one bad request from costing the connection. */
@@ -160,11 +167,11 @@ interface Via {
 
 const emptySnapshot: FloorSnapshot = new Map();
 
-/** The smallest of a set of sequence numbers (no spread: called twice per write). */
-function lowest(set: ReadonlySet<number>): number {
-  let min = Infinity;
-  for (const x of set) if (x < min) min = x;
-  return min;
+/** The smallest outstanding sequence number of a session (Infinity: none), amortized O(1). */
+function lowestOutstanding(s: RangeSession): number {
+  if (s.outstanding.size === 0) return Infinity;
+  while (!s.outstanding.has(s.low)) s.low++;
+  return s.low;
 }
 
 /**
@@ -187,8 +194,30 @@ interface RangeTarget {
   readonly shard: number;
 }
 
+/** Hex forms of ring ids and lineages, computed once per handshake's Buffer (not on every answer). */
+const ringHex = new WeakMap<Buffer, string>();
+const lineageHex = new WeakMap<readonly Buffer[], readonly string[]>();
+const noLineage = { generation: 0, previous: [] as readonly Buffer[] };
+
 function ringOf(via: Via): string {
-  return via.conn?.ringId?.toString('hex') ?? noRing;
+  const id = via.conn?.ringId;
+  if (!id) return noRing;
+  let hex = ringHex.get(id);
+  if (hex === undefined) {
+    hex = id.toString('hex');
+    ringHex.set(id, hex);
+  }
+  return hex;
+}
+
+function hexList(ids: readonly Buffer[]): readonly string[] {
+  if (ids.length === 0) return [];
+  let hex = lineageHex.get(ids);
+  if (hex === undefined) {
+    hex = ids.map((p) => p.toString('hex'));
+    lineageHex.set(ids, hex);
+  }
+  return hex;
 }
 
 export const iterativeStepsMax = 32;
@@ -240,7 +269,7 @@ export class EkvClient {
     return (await this.getWithVersion(key)).value;
   }
 
-  async getWithVersion(key: Bytes): Promise<GetResult> {
+  getWithVersion(key: Bytes): Promise<GetResult> {
     return this.getVia(key, directSend);
   }
 
@@ -260,7 +289,11 @@ export class EkvClient {
       throw err;
     }
     if (!(r.v instanceof Uint8Array) || typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed get answer');
-    this.floorAfter(via, r, (f, ring) => f.checkRead(ring, k, before, r.n as number, r.v as Uint8Array));
+    if (this.floor) {
+      const ring = ringOf(via);
+      this.checkGeneration(via, r.g);
+      this.floor.checkRead(ring, k, before, r.n, r.v);
+    }
     return { value: Buffer.from(r.v), version: r.n };
   }
 
@@ -271,48 +304,72 @@ export class EkvClient {
    * CONFLICT, FORBIDDEN and the other refusals mean it was not applied. STALE: the node acknowledged it at a
    * version at or below one this client has seen (a rolled-back or forked ring took it).
    */
-  async put(key: Bytes, value: Bytes, opts?: PutOptions): Promise<number> {
+  put(key: Bytes, value: Bytes, opts?: PutOptions): Promise<number> {
     return this.putVia(key, value, opts, directSend);
   }
 
   private async putVia(key: Bytes, value: Bytes, opts: PutOptions | undefined, send: Send): Promise<number> {
     const k = checkedKey(key);
     const v = checkedValue(value);
-    const ttl = checkedTtl(opts);
-    const before = this.floorBefore(k);
+    const args: Record<string, unknown> = { k, v };
+    if (opts !== undefined) {
+      // The same fields in the same order as before: k, v, then iv, then t.
+      const ttl = checkedTtl(opts);
+      const iv = checkedIfVersion(opts);
+      if (iv.iv !== undefined) args.iv = iv.iv;
+      if (ttl.t !== undefined) args.t = ttl.t;
+    }
+    const hex = hash('sha256', k, 'hex');
+    const before = this.floorBefore(k, hex);
     const via: Via = { count: 0 };
-    const r = await this.write(k, 'put', { k, v, ...checkedIfVersion(opts), ...ttl }, via, send).catch((err: unknown) => this.floorOnError(err, via, before, k));
+    let r: RpcResult;
+    try {
+      r = await this.write(k, 'put', args, via, send, hex);
+    } catch (err) {
+      this.floorOnError(err, via, before, k);
+    }
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed put answer');
-    this.floorAfter(via, r, (f, ring) => f.checkWrite(ring, k, before, r.n as number, v));
+    if (this.floor) {
+      const ring = ringOf(via);
+      this.checkGeneration(via, r.g);
+      this.floor.checkWrite(ring, k, before, r.n, v);
+    }
     return r.n;
   }
 
   /** Delete a key; a key without a value is not an error (`deleted: false`). `{ ifVersion }` as for put. */
   async delete(key: Bytes, opts?: WriteOptions): Promise<DeleteResult> {
     const k = checkedKey(key);
-    const before = this.floorBefore(k);
+    const hex = hash('sha256', k, 'hex');
+    const before = this.floorBefore(k, hex);
     const via: Via = { count: 0 };
-    const r = await this.write(k, 'del', { k, ...checkedIfVersion(opts) }, via).catch((err: unknown) => this.floorOnError(err, via, before, k));
+    const args: Record<string, unknown> = { k };
+    const iv = checkedIfVersion(opts).iv;
+    if (iv !== undefined) args.iv = iv;
+    let r: RpcResult;
+    try {
+      r = await this.write(k, 'del', args, via, directSend, hex);
+    } catch (err) {
+      this.floorOnError(err, via, before, k);
+    }
     if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', 'malformed delete answer');
     const n = r.n;
     // A delete of a key without a value answers version 0, and in `t` the version of the key's delete (0: never
     // written): a read of "no value", checked as one (a node without `t` cannot be checked).
     const t = typeof r.t === 'number' && Number.isSafeInteger(r.t) && r.t >= 0 ? r.t : undefined;
-    this.floorAfter(via, r, (f, ring) => (r.d === true ? f.checkWrite(ring, k, before, n, null) : f.checkRead(ring, k, before, t, null)));
+    if (this.floor) {
+      const ring = ringOf(via);
+      this.checkGeneration(via, r.g);
+      if (r.d === true) this.floor.checkWrite(ring, k, before, n, null);
+      else this.floor.checkRead(ring, k, before, t, null);
+    }
     return { deleted: r.d === true, version: n };
   }
 
   // ROLLBACK-FLOOR HOOKS (issue 12 section 3): the floor is taken when an operation is sent and checked
   // against the answer of the node that gave it (its ring id); a STALE answer is thrown, never returned.
-  private floorBefore(k: Buffer): FloorSnapshot {
-    return this.floor ? this.floor.snapshot(k) : emptySnapshot;
-  }
-
-  private floorAfter(via: Via, r: RpcResult, check: (f: Floor, ring: string) => void): void {
-    if (!this.floor) return;
-    const ring = ringOf(via);
-    this.checkGeneration(via, r.g);
-    check(this.floor, ring);
+  private floorBefore(k: Buffer, hex?: string): FloorSnapshot {
+    return this.floor ? this.floor.snapshot(k, hex) : emptySnapshot;
   }
 
   /**
@@ -322,9 +379,9 @@ export class EkvClient {
    */
   private checkGeneration(via: Via, g: unknown): void {
     if (!this.floor) return;
-    const lineage = via.conn?.lineage ?? { generation: 0, previous: [] };
+    const lineage = via.conn?.lineage ?? noLineage;
     const answered = typeof g === 'number' && Number.isSafeInteger(g) && g > lineage.generation ? g : lineage.generation;
-    this.floor.checkGeneration(ringOf(via), answered, lineage.previous.map((p) => p.toString('hex')));
+    this.floor.checkGeneration(ringOf(via), answered, hexList(lineage.previous));
   }
 
   private floorOnError(err: unknown, via: Via, before: FloorSnapshot, k: Buffer): never {
@@ -346,14 +403,20 @@ export class EkvClient {
   }
 
   /** The range of a key, once the ring's range count is known. */
-  private shardOf(k: Buffer): number | null {
+  private shardOf(k: Buffer, hex?: string): number | null {
     if (this.shards === null) return null;
-    return shardOfHash(hash('sha256', k, 'hex'), this.shards);
+    return shardOfHash(hex ?? hash('sha256', k, 'hex'), this.shards);
+  }
+
+  /** This client's open session of the key's range, if it has one (what sessionFor resolves to at once). */
+  private openSession(k: Buffer, hex?: string): RangeSession | undefined {
+    const known = this.shardOf(k, hex);
+    return known === null ? undefined : this.sessions.get(known);
   }
 
   /** This client's session of the key's range, opening one (at the range's owner) when there is none. */
-  private async sessionFor(k: Buffer): Promise<RangeSession> {
-    const known = this.shardOf(k);
+  private async sessionFor(k: Buffer, hex?: string): Promise<RangeSession> {
+    const known = this.shardOf(k, hex);
     if (known !== null) {
       const s = this.sessions.get(known);
       if (s) return s;
@@ -370,7 +433,7 @@ export class EkvClient {
       this.shards = r.S;
       this.window = r.w;
       if (this.shardOf(k) !== r.sh) throw new EkvError('PROTOCOL', 'open answered for another range');
-      const s: RangeSession = { shard: r.sh, session: r.s, next: 1, outstanding: new Set(), waiters: [] };
+      const s: RangeSession = { shard: r.sh, session: r.s, next: 1, outstanding: new Set(), waiters: [], low: 1 };
       this.sessions.set(r.sh, s);
       return s;
     })();
@@ -394,10 +457,11 @@ export class EkvClient {
    * OUTCOME_UNKNOWN message: an earlier attempt may have been applied, and re-sending it in a new session
    * could apply it twice (or, for a create-if-absent, report CONFLICT for its own create).
    */
-  private async write(k: Buffer, op: 'put' | 'del', args: Record<string, unknown>, via: Via = { count: 0 }, send: Send = directSend): Promise<RpcResult> {
+  private async write(k: Buffer, op: 'put' | 'del', args: Record<string, unknown>, via: Via = { count: 0 }, send: Send = directSend, hex?: string): Promise<RpcResult> {
     for (let fresh = 0; ; fresh++) {
-      const s = await this.sessionFor(k);
-      while (s.outstanding.size > 0 && s.next - lowest(s.outstanding) >= this.window - 1) {
+      // The range's session when this client has it (every write but a range's first): no promise to wait for.
+      const s = this.openSession(k, hex) ?? (await this.sessionFor(k, hex));
+      while (s.outstanding.size > 0 && s.next - lowestOutstanding(s) >= this.window - 1) {
         await new Promise<void>((resolve) => s.waiters.push(resolve));
       }
       const seq = s.next++;
@@ -405,7 +469,7 @@ export class EkvClient {
       const sent = via;
       sent.count = 0;
       try {
-        const floor = lowest(s.outstanding);
+        const floor = lowestOutstanding(s);
         return await this.callRouted(k, op, { ...args, s: [s.session, seq, floor] }, sent, send);
       } catch (err) {
         const notApplied = err instanceof EkvError && err.code === 'EXPIRED' && err.message.startsWith('SESSION_EXPIRED');
@@ -416,7 +480,11 @@ export class EkvClient {
         throw err;
       } finally {
         s.outstanding.delete(seq);
-        for (const w of s.waiters.splice(0)) w();
+        if (s.waiters.length > 0) {
+          const waiters = s.waiters;
+          s.waiters = [];
+          for (const w of waiters) w();
+        }
       }
     }
   }
