@@ -189,6 +189,11 @@ export function shardOfHash(hex: string, shards: number): number {
 /** How a request reaches a node: directly, or through a batcher (client/batch.ts) that groups requests per node. */
 export type Send = (c: NodeConnection, op: string, args: Record<string, unknown>) => Promise<RpcResult>;
 const directSend: Send = (c, op, args) => c.call(op, args);
+/** Whether callRouted tries a request again elsewhere after `e` (a write also after a TIMEOUT, see callRouted). */
+function retriable(e: unknown, args: Record<string, unknown>): boolean {
+  return e instanceof EkvError && (e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || (e.code === 'TIMEOUT' && args.s !== undefined));
+}
+
 /** A whole range as a routing target (scans). */
 interface RangeTarget {
   readonly shard: number;
@@ -576,8 +581,6 @@ export class EkvClient {
    * is also retried after a TIMEOUT: the same id makes it apply once, wherever it lands.
    */
   private async callRouted(key: Buffer | RangeTarget, op: string, args: Record<string, unknown>, sent: Via = { count: 0 }, send: Send = directSend) {
-    const retry = (e: unknown): boolean =>
-      e instanceof EkvError && (e.code === 'UNAVAILABLE' || e.code === 'CLOSED' || (e.code === 'TIMEOUT' && args.s !== undefined));
     // A range moving to a new owner is unavailable for a few seconds (failure suspicion, then the old owner's
     // read lease): keep trying, every node in turn, for up to one request timeout (each try is the same request).
     const until = Date.now() + this.timeoutMs;
@@ -590,7 +593,7 @@ export class EkvClient {
         sent.conn = first;
         return await send(first, op, args);
       } catch (err) {
-        if (!retry(err)) throw err;
+        if (!retriable(err, args)) throw err;
         last = err;
         for (const c of this.conns) {
           if (c === first) continue;
@@ -599,7 +602,7 @@ export class EkvClient {
             sent.conn = c;
             return await send(c, op, args);
           } catch (e) {
-            if (!retry(e)) throw e;
+            if (!retriable(e, args)) throw e;
             last = e;
           }
         }

@@ -23,6 +23,15 @@ interface Pending {
   deadline: number;
 }
 
+// The resolving functions of the promise being made: one executor for every call instead of a closure per call
+// (a Promise runs its executor synchronously, so `call` takes them right after `new Promise`).
+let madeResolve: ((r: RpcResult) => void) | null = null;
+let madeReject: ((e: EkvError) => void) | null = null;
+function takeResolvers(resolve: (r: RpcResult) => void, reject: (e: EkvError) => void): void {
+  madeResolve = resolve;
+  madeReject = reject;
+}
+
 /** How often pending requests are checked against their deadlines (one timer per connection, not per request). */
 export const timeoutSweepMs = 50;
 
@@ -54,11 +63,19 @@ export class RpcClient {
     if (this.closedWith) return Promise.reject(this.closedWith);
     if (this.pending.size >= inflightMax) return Promise.reject(new EkvError('UNAVAILABLE', 'too many requests in flight on this connection'));
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, op, deadline: Date.now() + timeoutMs });
-      this.sweeper ??= setInterval(() => this.sweep(), timeoutSweepMs).unref();
+    const promise = new Promise<RpcResult>(takeResolvers);
+    const resolve = madeResolve as (r: RpcResult) => void;
+    const reject = madeReject as (e: EkvError) => void;
+    madeResolve = null;
+    madeReject = null;
+    this.pending.set(id, { resolve, reject, op, deadline: Date.now() + timeoutMs });
+    this.sweeper ??= setInterval(() => this.sweep(), timeoutSweepMs).unref();
+    try {
       this.session.send({ ...args, i: id, o: op });
-    });
+    } catch (err) {
+      reject(err as EkvError); // what a throw in a Promise executor did
+    }
+    return promise;
   }
 
   /**
