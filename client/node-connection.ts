@@ -41,8 +41,12 @@ interface Live {
   ring: Buffer | null;
   previousRings: Buffer[];
   generation: number;
+  /** `lineage`'s answer for this session, made once (it is read on every answer the floor checks). */
+  lineage: { readonly generation: number; readonly previous: readonly Buffer[] };
   renewAt: number;
 }
+
+const noLineage: { readonly generation: number; readonly previous: readonly Buffer[] } = Object.freeze({ generation: 0, previous: Object.freeze([]) });
 
 export class NodeConnection {
   readonly addr: string;
@@ -77,7 +81,7 @@ export class NodeConnection {
    * (newest first) and its generation (0 and none: never reopened). docs/recovery.md.
    */
   get lineage(): { generation: number; previous: readonly Buffer[] } {
-    return { generation: this.live?.generation ?? 0, previous: this.live?.previousRings ?? [] };
+    return this.live?.lineage ?? noLineage;
   }
 
   call(op: string, args: Record<string, unknown>): Promise<RpcResult> {
@@ -130,7 +134,8 @@ export class NodeConnection {
       });
       const now = (this.opts.now ?? Date.now)();
       const renewAt = Math.min(r.server.leafNotAfter, now + sessionLifetimeMs) - renewMarginMs;
-      return { rpc: new RpcClient(r.session), server: r.server, serverKey: r.serverKey, ring: r.ring, previousRings: r.previousRings, generation: r.generation, renewAt };
+      const lineage = { generation: r.generation, previous: r.previousRings };
+      return { rpc: new RpcClient(r.session), server: r.server, serverKey: r.serverKey, ring: r.ring, previousRings: r.previousRings, generation: r.generation, lineage, renewAt };
     } catch (err) {
       socket.destroy();
       throw err;

@@ -77,7 +77,9 @@ export class FrameOpener {
     decipher.setAuthTag(tag);
     let out: Buffer;
     try {
-      out = Buffer.concat([decipher.update(body), decipher.final()]);
+      const head = decipher.update(body);
+      const tail = decipher.final(); // empty for GCM: then the update's output is the plaintext, no copy
+      out = tail.length === 0 ? head : Buffer.concat([head, tail]);
     } catch {
       throw new EkvError('TAMPERED', `frame ${this.seq} failed authentication (altered, replayed, reordered or dropped)`);
     }
