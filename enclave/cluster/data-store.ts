@@ -44,11 +44,11 @@ export const enclaveDataConfig: Readonly<DataConfig> = validateDataConfig({
   leaseMarginTicks: 10,
   renewTicks: 120,
   heartbeatTicks: 50,
-  // Every heartbeat carries every configuration (heartbeatFullEvery 1). The delta heartbeats of docs/consistency.md
-  // "Heartbeats" (10: only what the peer's fresh report lacks, all 64 every 10th) are built and simulated, but a
-  // real-process rolling-kill run (e2e-jepsen row 3) once left a relaunched owner unable to activate with them on,
-  // cause not yet found: off in the enclave until it is.
-  heartbeatFullEvery: 1,
+  // A heartbeat carries the configurations the peer's fresh report lacks, all 64 every 10th (5 s) and to a peer
+  // without one (issue 15: each carried all 64, ~24 KB, every 500 ms to every peer). docs/consistency.md "Heartbeats".
+  // (The e2e-jepsen row 3 stall once blamed on this was the ring: relaunched nodes stuck joining, with 1 as with
+  // 10; docs/membership.md "Restarts", a join lookup clears the joiner's old entry.)
+  heartbeatFullEvery: 10,
   suspectTicks: 200,
   retryTicks: 50,
   proposeTimeoutTicks: 500,
