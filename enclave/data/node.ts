@@ -385,9 +385,17 @@ export class DataNode {
     this.expireBudget = this.cfg.expireBatchMax ?? expireBatchDefault;
     if (now >= this.heartbeatAt) this.heartbeat();
     this.tickCheck();
+    // Leases renew together: when one range's renewal is due, every active range past half its renewal interval
+    // renews in the same tick, so an owner's requests to a member (and the grants, and the owner's witness record
+    // of them) travel as one batch per renewal round instead of one per range (docs/consistency.md "Reads").
+    this.renewTogether = false;
+    for (const r of this.ranges) if (r.active && now - r.lease.t0 >= this.cfg.renewTicks) this.renewTogether = true;
     for (const r of this.ranges) this.tickRange(r);
     this.drainSelf();
   }
+
+  /** Set for one tick: some range's lease renewal is due, and the others past half their interval join it. */
+  private renewTogether = false;
 
   /**
    * `now` is the same clock as tick's: a message is handled at the time it is handled, never at the last tick's
@@ -1090,7 +1098,8 @@ export class DataNode {
   // ---- owner: leases ----
 
   private tickOwner(r: RangeState): void {
-    if (this.now - r.lease.t0 >= this.cfg.renewTicks) this.renewLease(r);
+    const age = this.now - r.lease.t0;
+    if (age >= this.cfg.renewTicks || (this.renewTogether && 2 * age >= this.cfg.renewTicks && !this.cfg.broken?.renewApart)) this.renewLease(r);
     for (const f of r.inflight.values()) {
       if (this.now - f.sentAt < this.cfg.retryTicks) continue;
       f.sentAt = this.now;
