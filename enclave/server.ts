@@ -137,6 +137,8 @@ export class EnclaveServer {
           this.logger.warn({ code: err.code, msg: err.message }, 'session ended');
         }
       },
+      // Only an attested peer's data batches may be one-way (docs/consistency.md "Transport").
+      { oneWay: (op) => peer !== null && peer !== undefined && op === 'dm' },
     );
   }
 

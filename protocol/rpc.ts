@@ -8,6 +8,10 @@
  * The caller side matches responses by id, bounds the number in flight and
  * times each one out; a response whose id is unknown ends the session (the
  * peer is confused or hostile).
+ *
+ * One-way requests (`notify`) carry a negative id: the server handles them and sends nothing back, and only
+ * for the ops it allows one-way (anything else ends the session). An older server answers them anyway; the
+ * caller drops an answer with a negative id unread.
  */
 import { isRecord } from './cbor.ts';
 import { inflightMax } from './constants.ts';
@@ -39,6 +43,7 @@ export class RpcClient {
   private readonly session: SecureSession;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
+  private nextOneWayId = -1;
   private closedWith: EkvError | null = null;
   private sweeper: NodeJS.Timeout | null = null;
   onClose: ((err: EkvError) => void) | null = null;
@@ -79,6 +84,18 @@ export class RpcClient {
   }
 
   /**
+   * A one-way request: sent now, never answered, nothing kept for it. False when the session is closed. Who uses
+   * it keeps its own liveness check (a call now and then): no timeout covers a one-way request.
+   */
+  notify(op: string, args: Record<string, unknown>): boolean {
+    if (this.closedWith) return false;
+    const id = this.nextOneWayId;
+    this.nextOneWayId = id === -Number.MAX_SAFE_INTEGER ? -1 : id - 1;
+    this.session.send({ ...args, i: id, o: op });
+    return true;
+  }
+
+  /**
    * Requests past their deadline fail with TIMEOUT. A silent session is not trusted to recover (a relay
    * may have stretched a length prefix and stalled it): it is closed, so later requests open a fresh,
    * re-attested connection.
@@ -109,6 +126,7 @@ export class RpcClient {
       this.session.close(new EkvError('PROTOCOL', 'response without an id'));
       return;
     }
+    if (msg.i < 0) return; // an older server's answer to a one-way request
     const p = this.pending.get(msg.i);
     if (!p) {
       this.session.close(new EkvError('PROTOCOL', `response to unknown request ${msg.i}`));
@@ -135,11 +153,16 @@ export class RpcClient {
   }
 }
 
-/** Server side: dispatch each request to `handle`, answer in completion order. */
+/**
+ * Server side: dispatch each request to `handle`, answer in completion order. A one-way request (negative id)
+ * is handled and not answered, success or failure, and only for an op `oneWay` allows; any other one-way
+ * request ends the session (PROTOCOL).
+ */
 export function serveRpc(
   session: SecureSession,
   handle: (op: string, req: Record<string, unknown>) => Promise<RpcResult> | RpcResult,
   onClose: (err: EkvError) => void,
+  opts: { oneWay?: (op: string) => boolean } = {},
 ): void {
   let inflight = 0;
   session.start(
@@ -149,8 +172,23 @@ export function serveRpc(
         return;
       }
       const id = msg.i;
+      if (id < 0 && !(opts.oneWay?.(msg.o) ?? false)) {
+        session.close(new EkvError('PROTOCOL', `one-way request for ${msg.o.slice(0, 40)}`));
+        return;
+      }
       if (++inflight > inflightMax) {
         session.close(new EkvError('PROTOCOL', 'too many requests in flight'));
+        return;
+      }
+      if (id < 0) {
+        const settle = () => void inflight--;
+        try {
+          const r = handle(msg.o, msg);
+          if (r instanceof Promise) r.then(settle, settle);
+          else settle();
+        } catch {
+          settle();
+        }
         return;
       }
       const answer = (r: RpcResult) => {

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EkvError } from '../protocol/errors.ts';
-import { nodeName, toRpcResult } from '../enclave/cluster/data-store.ts';
+import { nodeName, probeEveryMs, toRpcResult } from '../enclave/cluster/data-store.ts';
 import { catalogue } from '../enclave/cluster/ops.ts';
 import { type ClientOp, type ClientResult, shardOf } from '../enclave/data/index.ts';
 import type { AccessCheck } from '../enclave/access/index.ts';
@@ -85,6 +85,30 @@ describe('the data store over attested peer calls (in process)', () => {
       expect(delta(r).msgs).toBeGreaterThanOrEqual(keys.length);
       expect(delta(r).batches).toBeLessThanOrEqual(keys.length / 4);
     }
+  }, 30_000);
+
+  it('small data batches go one-way; a call goes to each peer at most once per probe interval, one at a time (its liveness probe)', async () => {
+    net = new DataNet();
+    await net.start(3);
+    await formed(net);
+    const key = Buffer.from('oneway-0');
+    const owner = net.ownerOf(key.toString('latin1'));
+    const s = (await net.call(owner, 'open', { k: key })).s as number;
+    const calls0 = net.dmCalls.get(owner.ref.addr) ?? 0;
+    const notifies0 = net.dmNotifies.get(owner.ref.addr) ?? 0;
+    const t0 = performance.now();
+    // Writes one after another: each is a batch to each replica and back.
+    for (let i = 1; i <= 60; i++) expect(await net.call(owner, 'put', { k: key, v: Buffer.from(`v${i}`), s: [s, i, i] })).toMatchObject({ n: i });
+    const ms = performance.now() - t0;
+    const calls = (net.dmCalls.get(owner.ref.addr) ?? 0) - calls0;
+    const notifies = (net.dmNotifies.get(owner.ref.addr) ?? 0) - notifies0;
+    // 60 writes to 2 replicas: at least 120 batches out of the owner, nearly all one-way.
+    expect(calls + notifies).toBeGreaterThanOrEqual(120);
+    expect(notifies).toBeGreaterThan(calls);
+    // Probes: at most one per peer per interval (and the first), for each of the 2 replicas; never none.
+    expect(calls).toBeGreaterThanOrEqual(1);
+    expect(calls).toBeLessThanOrEqual(2 * (Math.ceil(ms / probeEveryMs) + 1));
+    expect(owner.store.stats.peerOneWay).toBeGreaterThanOrEqual(notifies);
   }, 30_000);
 
   it('moves values larger than a frame chunk (chunked peer messages) and refuses a put that would overfill a range', async () => {

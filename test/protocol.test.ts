@@ -102,6 +102,14 @@ async function handshake(server: Partial<AcceptOptions> = {}, client: Partial<Co
   return { client: cr, server: sr, cfs, sfs };
 }
 
+async function until(ok: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
 function rejection(r: PromiseSettledResult<unknown>): EkvError {
   if (r.status !== 'rejected') throw new Error('expected a rejection');
   expect(r.reason).toBeInstanceOf(EkvError);
@@ -263,6 +271,58 @@ describe('attested handshake', () => {
     const answers = await Promise.all([1, 2, 3].map((x) => rpc.call('ping', { x }, 1000)));
     expect(answers.map((a) => [a.op, a.echo])).toEqual([['ping', 1], ['ping', 2], ['ping', 3]]);
     rpc.close();
+  });
+
+  it('one-way requests (notify): handled, never answered, and only for the ops the server allows', async () => {
+    const p = await handshake();
+    if (p.client.status !== 'fulfilled' || p.server.status !== 'fulfilled' || p.server.value.kind !== 'session') throw new Error('handshake failed');
+    const handled: unknown[] = [];
+    let serverClosed: EkvError | null = null;
+    serveRpc(p.server.value.session, (op, req) => {
+      handled.push([op, req.x]);
+      if (req.x === 'boom') throw new EkvError('BAD_REQUEST', 'refused');
+      return { echo: req.x };
+    }, (err) => (serverClosed = err), { oneWay: (op) => op === 'dm' });
+    // The raw client side: every message the server sends back is seen here.
+    const seen: Array<Record<string, unknown>> = [];
+    const session = p.client.value.session;
+    session.start((m) => seen.push(m as Record<string, unknown>), () => undefined);
+    session.send({ i: -1, o: 'dm', x: 'a' });
+    session.send({ i: -2, o: 'dm', x: 'boom' }); // a failure is not answered either
+    session.send({ i: 7, o: 'dm', x: 'b' }); // the same op as a call is answered
+    await until(() => seen.length >= 1);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(handled).toEqual([['dm', 'a'], ['dm', 'boom'], ['dm', 'b']]);
+    expect(seen).toEqual([{ echo: 'b', i: 7, ok: true }]);
+    expect(serverClosed).toBeNull();
+    // One-way for an op the server does not allow ends the session, unhandled.
+    session.send({ i: -3, o: 'put', x: 'c' });
+    await until(() => serverClosed !== null);
+    expect(serverClosed).toMatchObject({ code: 'PROTOCOL' });
+    expect(handled).toHaveLength(3);
+  });
+
+  it('RpcClient.notify sends a negative id and drops an answer to it (an older server answers everything)', async () => {
+    const p = await handshake();
+    if (p.client.status !== 'fulfilled' || p.server.status !== 'fulfilled' || p.server.value.kind !== 'session') throw new Error('handshake failed');
+    // An older server: answers every request, one-way or not.
+    const server = p.server.value.session;
+    const got: Array<Record<string, unknown>> = [];
+    server.start((m) => {
+      const r = m as Record<string, unknown>;
+      got.push(r);
+      server.send({ i: r.i, ok: true, echo: r.x });
+    }, () => undefined);
+    const rpc = new RpcClient(p.client.value.session);
+    expect(rpc.notify('dm', { x: 1 })).toBe(true);
+    expect(rpc.notify('dm', { x: 2 })).toBe(true);
+    const answer = await rpc.call('ping', { x: 3 }, 1000);
+    expect(answer.echo).toBe(3);
+    expect(got.map((r) => [r.i, r.o, r.x])).toEqual([[-1, 'dm', 1], [-2, 'dm', 2], [1, 'ping', 3]]);
+    expect(rpc.closed).toBe(false);
+    expect(rpc.inflight).toBe(0);
+    rpc.close();
+    expect(rpc.notify('dm', { x: 4 })).toBe(false);
   });
 
   it('passes a fresh nonce to the verifier in every handshake', async () => {

@@ -12,7 +12,7 @@ import { Floor, valueHash } from '../client/floor.ts';
 import { encodeCbor } from '../protocol/cbor.ts';
 import { toWire } from '../enclave/cluster/data-wire.ts';
 import { idToBytes } from '../enclave/ring/index.ts';
-import { shardOf } from '../enclave/data/node.ts';
+import { computeDigest, shardOf } from '../enclave/data/node.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'ekv-reqpath-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -115,5 +115,26 @@ describe("the floor's hashes", () => {
     // Read back from the file: the same key is at version 3, so version 2 is stale.
     const g = new Floor({ file });
     expect(() => g.checkRead('none', key, g.snapshot(key), 2, value)).toThrow(/version 3/);
+  });
+});
+
+describe("a write request's digest (the exactly-once table's check of a retry)", () => {
+  // The form it had when session tables were first sealed: streaming SHA-256 over the same fields.
+  const reference = (op: { kind: 'put' | 'del'; key: string; value?: string; ifVersion: number | null; ttl?: number }): string => {
+    const h = createHash('sha256');
+    h.update(`${op.kind}\0${op.ifVersion ?? -1}\0${op.key.length}\0`);
+    h.update(Buffer.from(op.key, 'latin1'));
+    if (op.kind === 'put') h.update(createHash('sha256').update(Buffer.from(op.value ?? '', 'latin1')).digest());
+    if (op.kind === 'put' && op.ttl) h.update(`\0ttl${op.ttl}`);
+    return h.digest('hex').slice(0, 32);
+  };
+  const latin1 = fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b).toString('latin1'));
+  it('is the same bytes as the streaming form, for puts (with and without ttl) and deletes', () => {
+    fc.assert(fc.property(fc.boolean(), latin1, latin1, fc.option(fc.nat(1e9)), fc.option(fc.integer({ min: 1, max: 2 ** 40 }), { nil: undefined }), (put, key, value, ifVersion, ttl) => {
+      const op = put
+        ? { kind: 'put' as const, key, value, ifVersion, session: 1, seq: 1, floor: 1, principal: 'p', ...(ttl === undefined ? {} : { ttl }) }
+        : { kind: 'del' as const, key, ifVersion, session: 1, seq: 1, floor: 1, principal: 'p' };
+      expect(computeDigest(op as never)).toBe(reference(op));
+    }), { numRuns: 500 });
   });
 });

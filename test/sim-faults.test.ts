@@ -96,7 +96,8 @@ describe('fault simulator (issue 11)', () => {
     // the schedules again: seed 9 of the whole mix; heartbeats carrying only what a peer lacks (issue 15) moved seed
     // 9 off it: now seed 168 (which failed the broken build before that change too; checked both ways below).
     { seed: 168, mix: undefined, broken: { noWitnessCheck: true }, ttl: false, why: 'a node rolled back (prefix of its log) votes again with forgotten promises: a key\'s history is not linearizable' },
-    { seed: 4, mix: ['clone'], broken: { noBootFence: true }, why: 'a copy of a running node at its exact log position (the original hidden from its peers meanwhile) passes the witness check and votes as the same member: a read misses an acknowledged write' },
+    // (Seed 4 until lease renewals were aligned (issue 15), which moved the schedules: now seed 2.)
+    { seed: 2, mix: ['clone'], broken: { noBootFence: true }, why: 'a copy of a running node at its exact log position (the original hidden from its peers meanwhile) passes the witness check and votes as the same member: a read misses an acknowledged write' },
   ];
   for (const r of regressions) {
     it(`regression seed ${r.seed} (${r.mix?.join(',') ?? 'all faults'}): ${r.why}`, () => {
@@ -141,13 +142,13 @@ describe('fault simulator (issue 11)', () => {
 
   // Found while choosing how scans treat expiry: skipping a value as soon as its deadline passed here (without
   // waiting for the replicated tombstone, as a get waits) lets a later owner, whose deadline is later, serve it
-  // again after a scan said it was gone (first found at seed 6; seeds 3, then 27, as the workload changed). Kept as a
+  // again after a scan said it was gone (first found at seed 6; seeds 3, then 27, as the workload changed; 44 since lease renewals were aligned). Kept as a
   // broken build the simulator must catch, on a seed the correct build passes.
   it('catches a broken build: scans that call a value gone before its expiry is replicated', () => {
     const problems = (seed: number, broken?: SimOptions['broken']) => scanRun(seed, broken, undefined, true).problems.filter((p) => !p.includes('search exhausted'));
     let failing: number | null = null;
-    for (let seed = 1; seed <= 40 && failing === null; seed++) if (problems(seed, { scanSkipsExpiredHere: true }).length > 0) failing = seed;
-    expect(failing, 'no failing seed in 1..40').not.toBeNull();
+    for (let seed = 1; seed <= 80 && failing === null; seed++) if (problems(seed, { scanSkipsExpiredHere: true }).length > 0) failing = seed;
+    expect(failing, 'no failing seed in 1..80').not.toBeNull();
     expect(problems(failing as number)).toEqual([]);
   }, 120_000);
 

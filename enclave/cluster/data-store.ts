@@ -44,11 +44,11 @@ export const enclaveDataConfig: Readonly<DataConfig> = validateDataConfig({
   leaseMarginTicks: 10,
   renewTicks: 120,
   heartbeatTicks: 50,
-  // Every heartbeat carries every configuration (heartbeatFullEvery 1). The delta heartbeats of docs/consistency.md
-  // "Heartbeats" (10: only what the peer's fresh report lacks, all 64 every 10th) are built and simulated, but a
-  // real-process rolling-kill run (e2e-jepsen row 3) once left a relaunched owner unable to activate with them on,
-  // cause not yet found: off in the enclave until it is.
-  heartbeatFullEvery: 1,
+  // A heartbeat carries the configurations the peer's fresh report lacks, all 64 every 10th (5 s) and to a peer
+  // without one (issue 15: each carried all 64, ~24 KB, every 500 ms to every peer). docs/consistency.md "Heartbeats".
+  // (The e2e-jepsen row 3 stall once blamed on this was the ring: relaunched nodes stuck joining, with 1 as with
+  // 10; docs/membership.md "Restarts", a join lookup clears the joiner's old entry.)
+  heartbeatFullEvery: 10,
   suspectTicks: 200,
   retryTicks: 50,
   proposeTimeoutTicks: 500,
@@ -74,6 +74,8 @@ export const peerOutboundBytesMax = dataMessageBytesMax + 8 * 1024 * 1024;
 /** Data-message bytes held for all peers together. */
 export const outboundBytesMax = 3 * dataMessageBytesMax;
 const directoryRefreshMs = 250;
+/** A peer's small data batches go one-way, but one every this often (at most one in flight) as a call: the link's liveness probe. */
+export const probeEveryMs = 100;
 
 /** The one definition of "try again": nothing was decided, or the outcome is unknown and the request id makes a retry safe. */
 export function retryable(code: string): boolean {
@@ -156,6 +158,8 @@ export class DataStore {
   readonly stats = {
     /** Data messages in and out, and the batches (`dm` RPCs, one per peer per event-loop turn) they went out in. */
     forwards: 0, undeliverable: 0, peerMessagesIn: 0, peerMessagesOut: 0, peerBatchesOut: 0, chunksOut: 0,
+    /** Of peerBatchesOut, those sent one-way (not answered; the rest are calls: liveness probes and chunks). */
+    peerOneWay: 0,
     /** Encoded bytes of the data batches sent (before the secure channel's framing). */
     peerBytesOut: 0,
     /** Times the data log failed (the node failed closed), and times it was sealed again and the core rebuilt. */
@@ -324,8 +328,23 @@ export class DataStore {
     // is never sent while another large one to that peer is still out, so a whole range is not queued twice.
     const out = this.outbound.get(to) ?? { bytes: 0, large: 0 };
     const held = Math.max(out.bytes, this.c.peers.queuedBytes?.(addr) ?? 0);
-    if ((large && out.large > 0) || held + bytes.length > peerOutboundBytesMax || this.outboundTotal + bytes.length > outboundBytesMax) {
+    const heldTotal = this.outboundTotal + (this.c.peers.queuedBytesTotal?.() ?? 0);
+    if ((large && out.large > 0) || held + bytes.length > peerOutboundBytesMax || heldTotal + bytes.length > outboundBytesMax) {
       this.stats.outboundDropped += q.bodies.length;
+      return;
+    }
+    // b: this core's boot; tb, ti: the boot of the peer's name this core admits (0: none) and for which incarnation
+    // (-1: any). (i and o are the RPC envelope's.)
+    const head = { inc: q.inc, p: q.pos, b: q.boot, tb: q.toBoot, ti: q.toInc, a: this.self.addr };
+    this.stats.peerMessagesOut += q.bodies.length;
+    this.stats.peerBatchesOut++;
+    this.stats.peerBytesOut += bytes.length;
+    // A batch of one chunk goes one-way, unless it is this peer's liveness probe: a call when none is in flight
+    // and none went out for probeEveryMs, so a link that stopped answering still times out and is replaced
+    // (docs/consistency.md "Transport"). What it holds of our memory is then the socket's unsent bytes.
+    if (!large && !this.probeDue(to)) {
+      this.stats.peerOneWay++;
+      if (!this.c.peers.notify(addr, 'dm', { ...head, m: bytes }, id)) this.stats.undeliverable += q.bodies.length;
       return;
     }
     out.bytes += bytes.length;
@@ -339,19 +358,26 @@ export class DataStore {
       if (--left === 0 && large) out.large--;
       if (out.bytes <= 0 && out.large <= 0 && this.outbound.get(to) === out) this.outbound.delete(to);
     };
-    // b: this core's boot; tb, ti: the boot of the peer's name this core admits (0: none) and for which incarnation
-    // (-1: any). (i and o are the RPC envelope's.)
-    const head = { inc: q.inc, p: q.pos, b: q.boot, tb: q.toBoot, ti: q.toInc, a: this.self.addr };
-    this.stats.peerMessagesOut += q.bodies.length;
-    this.stats.peerBatchesOut++;
-    this.stats.peerBytesOut += bytes.length;
     if (!large) {
-      this.call(addr, 'dm', { ...head, m: bytes }, id, () => settled(bytes.length));
+      const probe = { inFlight: true, at: performance.now() };
+      this.probes.set(to, probe);
+      this.call(addr, 'dm', { ...head, m: bytes }, id, () => {
+        probe.inFlight = false;
+        settled(bytes.length);
+      });
       return;
     }
     const mid = ++this.msgId;
     this.stats.chunksOut += chunks.length;
     chunks.forEach((part, x) => this.call(addr, 'dm', { ...head, m: part, c: [mid, x, chunks.length] }, id, () => settled(part.length)));
+  }
+
+  /** Per peer: the last small batch sent as a call (the link's liveness probe), and whether it is unanswered. */
+  private readonly probes = new Map<string, { inFlight: boolean; at: number }>();
+
+  private probeDue(to: string): boolean {
+    const p = this.probes.get(to);
+    return p === undefined || (!p.inFlight && performance.now() - p.at >= probeEveryMs);
   }
 
   /** Per peer: bytes of data messages sent and not yet answered, and large (chunked) messages among them. */

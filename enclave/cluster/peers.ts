@@ -56,10 +56,41 @@ export class PeerPool {
     return conn.rpc.call(op, args, timeoutMs);
   }
 
+  /**
+   * A one-way request (RpcClient.notify) to the peer at `addr`, pinned to `expectId` like `call`: sent at once on
+   * an open connection, else once one is open. Never answered: failures are dropped (the caller's own calls
+   * detect a dead link). False when it could not be sent now or queued for a connection being opened.
+   */
+  notify(addr: string, op: string, args: Record<string, unknown>, expectId: bigint): boolean {
+    const open = this.ready.get(addr);
+    if (open !== undefined) {
+      if (open.id !== expectId) {
+        this.onWrongIdentity?.(addr, expectId);
+        return false;
+      }
+      return open.rpc.notify(op, args);
+    }
+    this.get(addr).then((c) => {
+      if (c.id === expectId) c.rpc.notify(op, args);
+      else this.onWrongIdentity?.(addr, expectId);
+    }, () => undefined);
+    return true;
+  }
+
   /** Bytes written to the connection to `addr` that its socket has not handed to the OS yet (0: none, or no connection). */
   queuedBytes(addr: string): number {
     return this.sockets.get(addr)?.writableLength ?? 0;
   }
+
+  /** The same, summed over every open connection. */
+  queuedBytesTotal(): number {
+    let n = 0;
+    for (const s of this.sockets.values()) n += s.writableLength;
+    return n;
+  }
+
+  /** Open connections, by address (for `notify` without a promise turn). */
+  private readonly ready = new Map<string, PeerConn>();
 
   private readonly sockets = new Map<string, net.Socket>();
 
@@ -72,6 +103,7 @@ export class PeerPool {
     const p = this.conns.get(addr);
     this.conns.delete(addr);
     this.sockets.delete(addr);
+    this.ready.delete(addr);
     p?.then((c) => c.rpc.close(), () => undefined);
   }
 
@@ -90,10 +122,17 @@ export class PeerPool {
     this.conns.set(addr, p);
     p.then(
       (c) => {
+        if (this.conns.get(addr) !== p) return; // dropped while it was being opened
+        if (c.rpc.closed) {
+          this.conns.delete(addr); // closed before anyone listened: the next call opens a fresh one
+          return;
+        }
         this.sockets.set(addr, c.socket);
+        this.ready.set(addr, c);
         c.rpc.onClose = () => {
           if (this.conns.get(addr) === p) this.conns.delete(addr);
           if (this.sockets.get(addr) === c.socket) this.sockets.delete(addr);
+          if (this.ready.get(addr) === c) this.ready.delete(addr);
         };
       },
       () => {

@@ -91,6 +91,11 @@ export interface BrokenFlags {
   absoluteDeadlines?: boolean;
   /** Scans (scan.ts) are served by an active owner whether or not its read lease is valid. */
   scanNoLease?: boolean;
+  /**
+   * Not a safety break, a cost control: each range renews its lease on its own schedule (as before renewals were
+   * aligned), so an owner sends lease requests in as many ticks as it owns ranges.
+   */
+  renewApart?: boolean;
 }
 
 /** Expired keys collected per tick by default. */

@@ -9,7 +9,7 @@
 // synced every member; writes need every member's durable acknowledgement;
 // reads need a read lease granted by every member on its own clock.
 import assert from 'node:assert/strict';
-import { createHash, hash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { distance, idSpace, keyId } from '../ring/index.ts';
 import { type DataConfig, expireBatchDefault, ownerLeaseTicks, ttlTicksStretched, validateDataConfig } from './config.ts';
 import {
@@ -385,9 +385,17 @@ export class DataNode {
     this.expireBudget = this.cfg.expireBatchMax ?? expireBatchDefault;
     if (now >= this.heartbeatAt) this.heartbeat();
     this.tickCheck();
+    // Leases renew together: when one range's renewal is due, every active range past half its renewal interval
+    // renews in the same tick, so an owner's requests to a member (and the grants, and the owner's witness record
+    // of them) travel as one batch per renewal round instead of one per range (docs/consistency.md "Reads").
+    this.renewTogether = false;
+    for (const r of this.ranges) if (r.active && now - r.lease.t0 >= this.cfg.renewTicks) this.renewTogether = true;
     for (const r of this.ranges) this.tickRange(r);
     this.drainSelf();
   }
+
+  /** Set for one tick: some range's lease renewal is due, and the others past half their interval join it. */
+  private renewTogether = false;
 
   /**
    * `now` is the same clock as tick's: a message is handled at the time it is handled, never at the last tick's
@@ -1090,7 +1098,8 @@ export class DataNode {
   // ---- owner: leases ----
 
   private tickOwner(r: RangeState): void {
-    if (this.now - r.lease.t0 >= this.cfg.renewTicks) this.renewLease(r);
+    const age = this.now - r.lease.t0;
+    if (age >= this.cfg.renewTicks || (this.renewTogether && 2 * age >= this.cfg.renewTicks && !this.cfg.broken?.renewApart)) this.renewLease(r);
     for (const f of r.inflight.values()) {
       if (this.now - f.sentAt < this.cfg.retryTicks) continue;
       f.sentAt = this.now;
@@ -1564,14 +1573,21 @@ export function requestDigest(op: Extract<ClientOp, { kind: 'put' | 'del' }>): s
   return d;
 }
 
-function computeDigest(op: Extract<ClientOp, { kind: 'put' | 'del' }>): string {
-  const h = createHash('sha256');
-  h.update(`${op.kind}\0${op.ifVersion ?? -1}\0${op.key.length}\0`);
-  h.update(Buffer.from(op.key, 'latin1'));
-  if (op.kind === 'put') h.update(hash('sha256', Buffer.from(op.value, 'latin1'), 'buffer'));
-  // A ttl is part of the request (a retry with another ttl is another request); without one the digest is as before.
-  if (op.kind === 'put' && op.ttl) h.update(`\0ttl${op.ttl}`);
-  return h.digest('hex').slice(0, digestChars);
+/**
+ * SHA-256 of: `kind \0 ifVersion \0 key length \0`, the key (latin1), for a put SHA-256 of its value, and for a put
+ * with a ttl `\0ttl<ttl>`; the first 32 hex digits. One one-shot hash over the concatenation (the same bytes the
+ * streaming form hashed: digests in sealed session tables stay valid; test/request-path.test.ts pins it).
+ */
+export function computeDigest(op: Extract<ClientOp, { kind: 'put' | 'del' }>): string {
+  const head = `${op.kind}\0${op.ifVersion ?? -1}\0${op.key.length}\0`;
+  const tail = op.kind === 'put' && op.ttl ? `\0ttl${op.ttl}` : '';
+  const keyBytes = op.key.length; // latin1: one byte per character
+  const buf = Buffer.allocUnsafe(head.length + keyBytes + (op.kind === 'put' ? 32 : 0) + tail.length);
+  let at = buf.write(head, 0, 'latin1');
+  at += buf.write(op.key, at, 'latin1');
+  if (op.kind === 'put') at += hash('sha256', Buffer.from(op.value, 'latin1'), 'buffer').copy(buf, at);
+  at += buf.write(tail, at, 'latin1');
+  return hash('sha256', buf.subarray(0, at), 'hex').slice(0, digestChars);
 }
 
 export const digestChars = 32;

@@ -240,6 +240,17 @@ export class RingNode implements RoutingTable {
   }
 
   /** Forgets a peer everywhere; emits peer_suspected only if it was known. */
+  /**
+   * A node joining under an id this table still names: drop every entry for that id. Even the last successor
+   * goes (unlike a silent one): that node told us it is in no ring, so it cannot be the link to another one; a
+   * node it leaves alone answers its join itself, and the ring forms again from there.
+   */
+  private forgetJoiner(peer: NodeRef): void {
+    this.misses.delete(peer.id);
+    const named = this.predecessor?.id === peer.id || this.successors.some((s) => s.id === peer.id) || this.fingers.some((f) => f?.id === peer.id);
+    if (named) this.forget(peer, 'left');
+  }
+
   private forget(peer: NodeRef, reason: 'timeout' | 'left'): void {
     let known = false;
     for (let i = 0; i < this.fingers.length; i++) {
@@ -363,6 +374,9 @@ export class RingNode implements RoutingTable {
   /** Starts a lookup; its result comes back as a lookup_done / lookup_failed event with this id. */
   lookup(key: bigint, mode: LookupMode = 'recursive'): number {
     if (!isId(key)) throw new RingError('BAD_ID', 'key out of range');
+    // self + 1 is the join's key (onFindSuccessor: other nodes drop their entries for a joining origin); its owner
+    // is the same as self + 2's unless a node sits exactly at self + 1 (ids are SHA-256 values).
+    if (key === ((this.self.id + 1n) & idMask)) key = (this.self.id + 2n) & idMask;
     if (this.status !== 'active') {
       const rid = this.id();
       this.events.push({ type: 'lookup_failed', rid, key, mode, reason: 'not_joined' });
@@ -543,6 +557,11 @@ export class RingNode implements RoutingTable {
     // Not yet active (e.g. an enclave back under its old id): no ack, so the sender routes around us.
     if (this.status !== 'active') return this.drop('not_active');
     if (m.from.id !== this.self.id) this.send(m.from, { type: 'find_successor_ack', from: this.self, hopId: m.hopId });
+    // A join lookup (key origin + 1, which no other lookup uses: see lookup()) says its origin is in no ring: an
+    // entry for its id here is its previous run, gone, which would otherwise swallow this very lookup (the closest
+    // node before origin + 1 is origin itself, and a joining node answers nothing). Forgotten, not refused: it is
+    // about to come back under that id (docs/membership.md, "Restarts").
+    if (m.origin.id !== this.self.id && m.key === ((m.origin.id + 1n) & idMask)) this.forgetJoiner(m.origin);
     if (m.path.length > hopsMax) return this.drop('hops_exceeded');
     const msg: FindSuccessor = { ...m, path: [...m.path, this.self.id] };
     const r = route(this, m.key, m.final, null);

@@ -50,6 +50,9 @@ export class DataNet {
   holdSender = 'n0';
   readonly held: Array<() => void> = [];
   readonly dmBytes = new Map<string, number>();
+  /** 'dm' batches sent, per sender address, as calls and as one-way requests (PeerPool.notify). */
+  readonly dmCalls = new Map<string, number>();
+  readonly dmNotifies = new Map<string, number>();
   /** Unsent socket bytes the fake pool reports per address (PeerPool.queuedBytes). */
   readonly queued = new Map<string, number>();
   /** Principal keys (hex) the access stub refuses every operation to. */
@@ -76,9 +79,7 @@ export class DataNet {
     for (let i = 0; i < n; i++) {
       const me = refs[i] as NodeRef;
       const key = keys[i] as Buffer;
-      const peers = {
-        queuedBytes: (addr: string) => this.queued.get(addr) ?? 0,
-        call: async (addr: string, op: string, args: Record<string, unknown>, _t: number, expectId?: bigint): Promise<RpcResult> => {
+      const call = async (addr: string, op: string, args: Record<string, unknown>, _t: number, expectId?: bigint): Promise<RpcResult> => {
           if (op === 'dm' && me.addr === this.holdSender) this.dmBytes.set(addr, (this.dmBytes.get(addr) ?? 0) + (args.m as Uint8Array).length);
           if (op === 'dm' && me.addr === this.holdSender && this.hold.has(addr)) await new Promise<void>((r) => this.held.push(r));
           const to = this.byAddr.get(addr);
@@ -94,6 +95,19 @@ export class DataNet {
             throw new EkvError('UNAVAILABLE', 'answer lost');
           }
           return decodeCbor(encodeCbor(res), 1 << 22) as RpcResult;
+      };
+      const peers = {
+        queuedBytes: (addr: string) => this.queued.get(addr) ?? 0,
+        queuedBytesTotal: () => [...this.queued.values()].reduce((a, b) => a + b, 0),
+        call: (addr: string, op: string, args: Record<string, unknown>, t: number, expectId?: bigint): Promise<RpcResult> => {
+          if (op === 'dm') this.dmCalls.set(me.addr, (this.dmCalls.get(me.addr) ?? 0) + 1);
+          return call(addr, op, args, t, expectId);
+        },
+        // One-way (PeerPool.notify): the same delivery, its answer and failures dropped.
+        notify: (addr: string, op: string, args: Record<string, unknown>, expectId: bigint): boolean => {
+          if (op === 'dm') this.dmNotifies.set(me.addr, (this.dmNotifies.get(me.addr) ?? 0) + 1);
+          void call(addr, op, args, 0, expectId).catch(() => undefined);
+          return true;
         },
       } as unknown as PeerPool;
       // The Chord ring's view: every other node (the directory the data core is fed from).
