@@ -40,11 +40,8 @@ export interface FloorEntry {
   h: string | null;
 }
 
-/** A key's floors across rings, as they were when an operation was sent (a Map of ring -> entry will do too). */
-export interface FloorSnapshot {
-  get(ring: string): FloorEntry | undefined;
-  readonly size: number;
-}
+/** A key's floors across rings, as they were when an operation was sent. */
+export type FloorSnapshot = ReadonlyMap<string, FloorEntry>;
 
 export const noRing = 'none';
 
@@ -62,7 +59,7 @@ export function valueHash(value: Uint8Array): string {
  * A snapshot of one key: its key hash (so the answer's check does not hash the key again) and its entry per
  * ring; a client of one ring (the usual case) needs no Map for it.
  */
-class KeySnapshot implements FloorSnapshot {
+class KeySnapshot implements ReadonlyMap<string, FloorEntry> {
   private ring: string | null = null;
   private entry: FloorEntry | undefined = undefined;
   private more: Map<string, FloorEntry> | null = null;
@@ -81,6 +78,38 @@ class KeySnapshot implements FloorSnapshot {
       this.ring = ring;
       this.entry = e;
     } else (this.more ??= new Map()).set(ring, e);
+  }
+
+  has(ring: string): boolean {
+    return this.get(ring) !== undefined;
+  }
+
+  // The rest of ReadonlyMap (nothing on the request path iterates a snapshot): through a Map made on demand.
+  private asMap(): Map<string, FloorEntry> {
+    const m = new Map<string, FloorEntry>();
+    if (this.ring !== null) m.set(this.ring, this.entry as FloorEntry);
+    if (this.more) for (const [r, e] of this.more) m.set(r, e);
+    return m;
+  }
+
+  forEach(fn: (value: FloorEntry, key: string, map: ReadonlyMap<string, FloorEntry>) => void, thisArg?: unknown): void {
+    for (const [r, e] of this.asMap()) fn.call(thisArg, e, r, this);
+  }
+
+  entries(): ReturnType<Map<string, FloorEntry>['entries']> {
+    return this.asMap().entries();
+  }
+
+  keys(): ReturnType<Map<string, FloorEntry>['keys']> {
+    return this.asMap().keys();
+  }
+
+  values(): ReturnType<Map<string, FloorEntry>['values']> {
+    return this.asMap().values();
+  }
+
+  [Symbol.iterator](): ReturnType<Map<string, FloorEntry>['entries']> {
+    return this.asMap().entries();
   }
 }
 

@@ -104,6 +104,20 @@ describe("the floor's use-ordered list", () => {
     expect(f.snapshot(key).get(ring(1))?.v).toBe(1);
     expect(f.snapshot(key).size).toBe(floorRingsMax);
     expect(f.size).toBe(floorRingsMax);
+    // A snapshot is still a whole ReadonlyMap (Floor is public API).
+    const snap = f.snapshot(key);
+    const asMap = new Map(snap);
+    expect(asMap.size).toBe(floorRingsMax);
+    expect(snap.has(ring(1))).toBe(true);
+    expect(snap.has(ring(0))).toBe(false);
+    expect([...snap.keys()]).toEqual([...asMap.keys()]);
+    expect([...snap.values()].every((e) => e.v === 1)).toBe(true);
+    let n = 0;
+    snap.forEach((e, r, m) => {
+      expect(m.get(r)).toBe(e);
+      n++;
+    });
+    expect(n).toBe(floorRingsMax);
   });
 });
 
