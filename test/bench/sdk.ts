@@ -1,17 +1,18 @@
 /**
- * `npx tsx test/bench/sdk.ts`: the SDK's own CPU per operation (issue 15), without an enclave: the real
+ * `npm run bench:sdk` (tsx test/bench/sdk.ts): the SDK's own CPU per operation (issue 15), without an enclave: the real
  * client (EkvClient: attested handshake, AES-GCM session, CBOR, RPC, range write sessions, the floor) against a
  * fake node in a child process (the real handshake and session code with a stand-in attestation document,
- * and an in-memory map answering get/put/open at once). The node costs little and runs in its own process, so
- * the figure moves with the SDK's code far more than with the machine, unlike `npm run bench:kv`'s (whose
- * server is the emulated enclave and shares the 2 cores).
+ * and an in-memory map answering get/put/open at once). No enclave, host proxy or KMS shares the cores, so
+ * what moves the figure is mostly the SDK's code; on a shared 2-core machine it still moves by +-20 % from run
+ * to run (batching follows scheduling): compare two builds by running both at the same time (same contention),
+ * several times, with `--warmup 2 --rounds 2` and reading the second round (the first one pays for the JIT).
  *
  * Prints ops/s and the load generator's CPU µs/op (process.cpuUsage over the measured window) per mix;
  * `--cpu-prof` also writes a V8 profile of the client and prints its top costs per operation.
  *
- *   npx tsx test/bench/sdk.ts [--clients 64] [--connections 4] [--seconds 4] [--warmup 1] [--keys 10000]
- *                             [--value-bytes 100] [--mixes get,put] [--rounds 1] [--no-floor] [--json]
- *                             [--cpu-prof [--prof-dir DIR]]
+ *   npm run bench:sdk -- [--clients 64] [--connections 4] [--seconds 4] [--warmup 1] [--keys 10000]
+ *                          [--value-bytes 100] [--mixes get,put] [--rounds 1] [--no-floor] [--json]
+ *                          [--cpu-prof [--prof-dir DIR]]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
