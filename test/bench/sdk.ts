@@ -69,7 +69,7 @@ function serve(): void {
       }, () => undefined);
     }, () => socket.destroy());
   });
-  server.listen(0, '127.0.0.1', () => process.stdout.write(`${(server.address() as net.AddressInfo).port}\n`));
+  server.listen(0, '127.0.0.1', () => process.stdout.write(`fake node port ${(server.address() as net.AddressInfo).port}\n`));
   process.on('disconnect', () => process.exit(0));
 }
 
@@ -84,7 +84,17 @@ function startNode(): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--serve'], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   return new Promise((resolve, reject) => {
     child.once('error', reject);
-    child.stdout?.once('data', (d: Buffer) => resolve({ child, port: Number(d.toString().trim()) }));
+    // Its port, on a line of its own (node flags such as --trace-gc may print to stdout too).
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /^fake node port (\d+)$/m.exec(out);
+      if (m) {
+        child.stdout?.removeAllListeners('data');
+        child.stdout?.resume();
+        resolve({ child, port: Number(m[1]) });
+      }
+    });
   });
 }
 
