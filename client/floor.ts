@@ -62,6 +62,8 @@ export function valueHash(value: Uint8Array): string {
 class KeySnapshot implements ReadonlyMap<string, FloorEntry> {
   private ring: string | null = null;
   private entry: FloorEntry | undefined = undefined;
+  /** The first ring's slot, so that the answer's check need not look the key up again (if it is still kept). */
+  slot: Slot | null = null;
   private more: Map<string, FloorEntry> | null = null;
   size = 0;
 
@@ -72,11 +74,12 @@ class KeySnapshot implements ReadonlyMap<string, FloorEntry> {
     return this.more === null ? undefined : this.more.get(ring);
   }
 
-  add(ring: string, e: FloorEntry): void {
+  add(ring: string, e: FloorEntry, slot: Slot): void {
     this.size++;
     if (this.ring === null) {
       this.ring = ring;
       this.entry = e;
+      this.slot = slot;
     } else (this.more ??= new Map()).set(ring, e);
   }
 
@@ -117,6 +120,13 @@ function keyHashOf(key: Uint8Array, before: FloorSnapshot): string {
   return before instanceof KeySnapshot ? before.kh : keyHash(key);
 }
 
+/** The slot a snapshot found for `ring`, if it is still the one kept for that key (not dropped since). */
+function slotHint(before: FloorSnapshot, ring: string): Slot | null {
+  if (!(before instanceof KeySnapshot)) return null;
+  const s = before.slot;
+  return s !== null && !s.gone && s.ring === ring ? s : null;
+}
+
 function stale(reason: StaleReason, message: string, version?: number): EkvError {
   return new EkvError('STALE', message, { reason, ...(version === undefined ? {} : { version }) });
 }
@@ -132,6 +142,8 @@ interface Slot {
   e: FloorEntry;
   prev: Slot | null;
   next: Slot | null;
+  /** Dropped from the floor (a snapshot may still hold it; it is then never used again). */
+  gone: boolean;
 }
 
 export class Floor {
@@ -164,7 +176,7 @@ export class Floor {
     const out = new KeySnapshot(kh);
     for (const ring of this.gens.keys()) {
       const s = this.byRing.get(ring)?.get(kh);
-      if (s) out.add(ring, s.e);
+      if (s) out.add(ring, s.e, s);
     }
     return out;
   }
@@ -206,7 +218,7 @@ export class Floor {
         throw stale('FORKED_VALUE', `the node answered another value at version ${version} than this client saw there (a second history)`, seen.v);
       }
     }
-    this.raiseHashed(ring, keyHashOf(key, before), version, h);
+    this.raiseHashed(ring, keyHashOf(key, before), version, h, slotHint(before, ring));
   }
 
   /** A write's answer: its new version must be above everything seen before the write was sent. */
@@ -215,7 +227,7 @@ export class Floor {
     if (seen && version <= seen.v) {
       throw stale('OLDER_VERSION', `the node acknowledged this write at version ${version}; this client has seen version ${seen.v} already`, seen.v);
     }
-    this.raiseHashed(ring, keyHashOf(key, before), version, value === null ? null : valueHash(value));
+    this.raiseHashed(ring, keyHashOf(key, before), version, value === null ? null : valueHash(value), slotHint(before, ring));
   }
 
   /** A CONFLICT's current version (or a delete of an absent key's) is a read of the version only. */
@@ -261,19 +273,24 @@ export class Floor {
     }
   }
 
-  private raiseHashed(ring: string, kh: string, v: number, h: string | null): void {
-    if (!this.gens.has(ring)) this.touchRing(ring, 0);
-    let slots = this.byRing.get(ring);
-    if (slots === undefined) {
-      slots = new Map();
-      this.byRing.set(ring, slots);
-    }
-    const have = slots.get(kh);
-    if (have === undefined) {
-      this.append(slots, { ring, kh, e: { v, h }, prev: null, next: null });
-      this.dirty = true;
-      this.trim();
-      return;
+  /** `hint`: the key's slot in `ring` as the operation's snapshot found it, still kept (saves a second lookup). */
+  private raiseHashed(ring: string, kh: string, v: number, h: string | null, hint: Slot | null = null): void {
+    if (!this.gens.has(ring)) this.touchRing(ring, 0); // (may drop a ring, and mark its slots gone)
+    let have: Slot | undefined;
+    if (hint !== null && !hint.gone) have = hint;
+    else {
+      let slots = this.byRing.get(ring);
+      if (slots === undefined) {
+        slots = new Map();
+        this.byRing.set(ring, slots);
+      }
+      have = slots.get(kh);
+      if (have === undefined) {
+        this.append(slots, { ring, kh, e: { v, h }, prev: null, next: null, gone: false });
+        this.dirty = true;
+        this.trim();
+        return;
+      }
     }
     if (have.e.v < v) {
       have.e = { v, h };
@@ -290,7 +307,7 @@ export class Floor {
       this.byRing.set(ring, slots);
     }
     const have = slots.get(kh);
-    if (have === undefined) this.append(slots, { ring, kh, e, prev: null, next: null });
+    if (have === undefined) this.append(slots, { ring, kh, e, prev: null, next: null, gone: false });
     else {
       have.e = e;
       this.toTail(have);
@@ -323,6 +340,7 @@ export class Floor {
 
   /** Take a slot out of the list (its ring's Map is the caller's business). */
   private unlink(s: Slot): void {
+    s.gone = true;
     if (s.prev === null) this.head = s.next;
     else s.prev.next = s.next;
     if (s.next === null) this.tail = s.prev;
@@ -333,6 +351,7 @@ export class Floor {
   }
 
   private clearKeys(): void {
+    for (let s = this.head; s !== null; s = s.next) s.gone = true;
     this.byRing.clear();
     this.head = null;
     this.tail = null;

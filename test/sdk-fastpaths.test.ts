@@ -32,6 +32,16 @@ class ModelFloor {
   }
 }
 
+function staleVersion(f: () => void): number | null {
+  try {
+    f();
+    return null;
+  } catch (err) {
+    if (err instanceof EkvError && err.code === 'STALE') return err.version ?? -1;
+    throw err;
+  }
+}
+
 function rng(seed: number): () => number {
   let x = seed;
   return () => {
@@ -93,6 +103,27 @@ describe("the floor's use-ordered list", () => {
       const again = new Floor({ keysMax: 16, file });
       for (const ring of rings) for (const key of keys) expect(again.snapshot(key).get(ring)).toEqual(model.get(ring, key));
     }
+  });
+
+  it("an answer's check finds its key again when the snapshot's entry was dropped or re-made in between", () => {
+    const ring = 'a'.repeat(64);
+    const [a, b, c] = ['a', 'b', 'c'].map((x) => Buffer.from(x)) as [Buffer, Buffer, Buffer];
+    const f = new Floor({ keysMax: 2, file: join(dir, 'floor-hint') });
+    f.checkWrite(ring, a, f.snapshot(a), 1, a);
+    const sent = f.snapshot(a); // a write of a is sent ...
+    f.checkWrite(ring, b, f.snapshot(b), 1, b);
+    f.checkWrite(ring, c, f.snapshot(c), 1, c); // ... a is dropped (least recently used) ...
+    expect(f.snapshot(a).get(ring)).toBeUndefined();
+    f.checkWrite(ring, a, sent, 2, a); // ... and its answer puts it back, as the newest
+    expect(f.snapshot(a).get(ring)?.v).toBe(2);
+    expect(f.size).toBe(2);
+    expect(f.snapshot(b).get(ring)).toBeUndefined();
+    // A save re-makes every entry; a check sent before it lands on the entry the floor keeps now.
+    const before = f.snapshot(c);
+    f.save();
+    f.checkRead(ring, c, before, 5, c);
+    expect(f.snapshot(c).get(ring)?.v).toBe(5);
+    expect(staleVersion(() => f.checkRead(ring, c, f.snapshot(c), 4, c))).toBe(5);
   });
 
   it('drops the keys of the least recently used ring beyond floorRingsMax, and only those', () => {
