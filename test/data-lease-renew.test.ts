@@ -93,7 +93,7 @@ describe('lease renewals', () => {
     r.run(300);
     const owner = members.find((m) => r.ranges(m.name).filter((x) => x.active).length >= 2) as Member;
     const mine = r.ranges(owner.name).map((x, shard) => ({ x, shard })).filter(({ x }) => x.active);
-    const [slow, other] = mine as [{ x: { lease: Lease }; shard: number }, { x: { lease: Lease }; shard: number }];
+    const [slow, other] = mine as unknown as [{ x: { lease: Lease }; shard: number }, { x: { lease: Lease }; shard: number }];
     // slow starts a round whose grants the host holds; other comes due 25 ticks later, slow then past half its interval.
     r.setHold((m) => m.body.t === 'leaseGrant' && m.body.shard === slow.shard);
     (r.nodes.get(owner.name) as unknown as { renewLease: (x: unknown) => void }).renewLease(slow.x);
