@@ -25,6 +25,9 @@ function ring(config: DataConfig) {
   const logs = new Map<string, LogRecord[]>();
   /** Per owner: the ticks in which it sent at least one lease request. */
   const reqTicks = new Map<string, Set<number>>();
+  /** Peer messages the host holds back (delivered when `release` is called). */
+  let hold: (m: { body: { t: string; shard?: number } }) => boolean = () => false;
+  const held: Array<() => void> = [];
   const run = (ticks: number): void => {
     for (let i = 0; i < ticks; i++) {
       now++;
@@ -36,12 +39,20 @@ function ring(config: DataConfig) {
           s.add(now);
           reqTicks.set(m.from.name, s);
         }
+        if (hold(m as never)) {
+          held.push(() => deliverPeer(nodes.get(m.to), m, now));
+          return;
+        }
         deliverPeer(nodes.get(m.to), m, now);
       });
     }
   };
   const ranges = (name: string): Ranges => (nodes.get(name) as unknown as { ranges: Ranges }).ranges;
-  return { nodes, run, ranges, reqTicks, now: () => now };
+  return {
+    nodes, run, ranges, reqTicks, now: () => now,
+    setHold: (f: typeof hold) => (hold = f),
+    release: () => held.splice(0).forEach((d) => d()),
+  };
 }
 
 function leaseRequestTicks(config: DataConfig): { owned: number; ticks: number; rounds: number; leased: boolean } {
@@ -75,5 +86,25 @@ describe('lease renewals', () => {
     const { owned, ticks, rounds } = leaseRequestTicks({ ...base, broken: { renewApart: true } });
     expect(ticks).toBeGreaterThan(rounds + 2);
     expect(ticks).toBeGreaterThanOrEqual(Math.floor(owned * (rounds - 1)));
+  });
+
+  it('a range whose grants are still on their way is not renewed early (an early round would void them)', () => {
+    const r = ring(base);
+    r.run(300);
+    const owner = members.find((m) => r.ranges(m.name).filter((x) => x.active).length >= 2) as Member;
+    const mine = r.ranges(owner.name).map((x, shard) => ({ x, shard })).filter(({ x }) => x.active);
+    const [slow, other] = mine as unknown as [{ x: { lease: Lease }; shard: number }, { x: { lease: Lease }; shard: number }];
+    // slow starts a round whose grants the host holds; other comes due 25 ticks later, slow then past half its interval.
+    r.setHold((m) => m.body.t === 'leaseGrant' && m.body.shard === slow.shard);
+    (r.nodes.get(owner.name) as unknown as { renewLease: (x: unknown) => void }).renewLease(slow.x);
+    const t0 = slow.x.lease.t0;
+    other.x.lease.t0 = r.now() - base.renewTicks + 25;
+    r.run(30);
+    expect(other.x.lease.t0).toBeGreaterThan(t0); // the round happened
+    expect(slow.x.lease.t0).toBe(t0); // and left slow's pending round alone
+    r.setHold(() => false);
+    r.release();
+    r.run(1);
+    expect(slow.x.lease.validUntil).toBeGreaterThan(r.now()); // its grants, late, still count
   });
 });

@@ -212,6 +212,9 @@ describe('review of the wired data path', () => {
     expect((net.dmBytes.get(b.ref.addr) as number) - mid).toBeGreaterThanOrEqual(size);
     // A socket that has not handed its bytes to the OS counts too: past the budget, nothing more is queued.
     net.queued.set(b.ref.addr, peerOutboundBytesMax);
+    // (One small batch may still go past it as the link's due liveness probe, one at a time: review-6 F3.)
+    send({ t: 'fenced', shard: 0, epoch: 1 });
+    await flushed();
     const dropped = a.store.stats.outboundDropped;
     const last = net.dmBytes.get(b.ref.addr) as number;
     send({ t: 'fenced', shard: 0, epoch: 1 });

@@ -76,6 +76,8 @@ export const outboundBytesMax = 3 * dataMessageBytesMax;
 const directoryRefreshMs = 250;
 /** A peer's small data batches go one-way, but one every this often (at most one in flight) as a call: the link's liveness probe. */
 export const probeEveryMs = 100;
+/** The largest batch a due probe may carry past the outbound budget (one per peer at a time). */
+export const probeBytesMax = 64 * 1024;
 
 /** The one definition of "try again": nothing was decided, or the outcome is unknown and the request id makes a retry safe. */
 export function retryable(code: string): boolean {
@@ -328,8 +330,13 @@ export class DataStore {
     // is never sent while another large one to that peer is still out, so a whole range is not queued twice.
     const out = this.outbound.get(to) ?? { bytes: 0, large: 0 };
     const held = Math.max(out.bytes, this.c.peers.queuedBytes?.(addr) ?? 0);
-    const heldTotal = this.outboundTotal + (this.c.peers.queuedBytesTotal?.() ?? 0);
-    if ((large && out.large > 0) || held + bytes.length > peerOutboundBytesMax || heldTotal + bytes.length > outboundBytesMax) {
+    const over = (large && out.large > 0) || held + bytes.length > peerOutboundBytesMax || this.overTotal(bytes.length);
+    // The link's liveness probe: a small batch as a call when none is in flight and none went out for
+    // probeEveryMs, so a link that stopped answering still times out and is replaced (docs/consistency.md
+    // "Transport"). A due probe goes even past the budget (one per peer at a time, at most probeBytesMax), or a
+    // link the host stalls right at the bound would never be found dead.
+    const probe = !large && this.probeDue(to);
+    if (over && !(probe && bytes.length <= probeBytesMax)) {
       this.stats.outboundDropped += q.bodies.length;
       return;
     }
@@ -339,12 +346,10 @@ export class DataStore {
     this.stats.peerMessagesOut += q.bodies.length;
     this.stats.peerBatchesOut++;
     this.stats.peerBytesOut += bytes.length;
-    // A batch of one chunk goes one-way, unless it is this peer's liveness probe: a call when none is in flight
-    // and none went out for probeEveryMs, so a link that stopped answering still times out and is replaced
-    // (docs/consistency.md "Transport"). What it holds of our memory is then the socket's unsent bytes.
-    if (!large && !this.probeDue(to)) {
+    // Any other batch of one chunk goes one-way on an open connection: what it holds of our memory is then the
+    // socket's unsent bytes (counted above). On a connection still opening it is a call, counted until answered.
+    if (!large && !probe && this.c.peers.notify(addr, 'dm', { ...head, m: bytes }, id)) {
       this.stats.peerOneWay++;
-      if (!this.c.peers.notify(addr, 'dm', { ...head, m: bytes }, id)) this.stats.undeliverable += q.bodies.length;
       return;
     }
     out.bytes += bytes.length;
@@ -359,10 +364,10 @@ export class DataStore {
       if (out.bytes <= 0 && out.large <= 0 && this.outbound.get(to) === out) this.outbound.delete(to);
     };
     if (!large) {
-      const probe = { inFlight: true, at: performance.now() };
-      this.probes.set(to, probe);
+      const p = { inFlight: true, at: performance.now() };
+      this.probes.set(to, p);
       this.call(addr, 'dm', { ...head, m: bytes }, id, () => {
-        probe.inFlight = false;
+        p.inFlight = false;
         settled(bytes.length);
       });
       return;
@@ -378,6 +383,20 @@ export class DataStore {
   private probeDue(to: string): boolean {
     const p = this.probes.get(to);
     return p === undefined || (!p.inFlight && performance.now() - p.at >= probeEveryMs);
+  }
+
+  /**
+   * Whether `bytes` more would take what this node holds for all peers past outboundBytesMax: per peer the larger
+   * of its unanswered calls' bytes and its socket's unsent bytes (an unanswered call still in its socket counts
+   * once), summed. The sum is walked only when the quick upper bound (both counted in full) is past the budget.
+   */
+  private overTotal(bytes: number): boolean {
+    const queued = this.c.peers.queuedBytes;
+    if (this.outboundTotal + (this.c.peers.queuedBytesTotal?.() ?? 0) + bytes <= outboundBytesMax) return false;
+    let total = 0;
+    for (const [name, addr] of this.addrs) total += Math.max(this.outbound.get(name)?.bytes ?? 0, queued?.call(this.c.peers, addr) ?? 0);
+    for (const [name, o] of this.outbound) if (!this.addrs.has(name)) total += o.bytes;
+    return total + bytes > outboundBytesMax;
   }
 
   /** Per peer: bytes of data messages sent and not yet answered, and large (chunked) messages among them. */

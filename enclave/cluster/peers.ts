@@ -57,24 +57,18 @@ export class PeerPool {
   }
 
   /**
-   * A one-way request (RpcClient.notify) to the peer at `addr`, pinned to `expectId` like `call`: sent at once on
-   * an open connection, else once one is open. Never answered: failures are dropped (the caller's own calls
-   * detect a dead link). False when it could not be sent now or queued for a connection being opened.
+   * A one-way request (RpcClient.notify) to the peer at `addr`, pinned to `expectId` like `call`, on an open
+   * connection only: false when there is none (nothing is queued for a connection still opening: the caller
+   * sends a call instead, which it counts until answered). Never answered; the caller's own calls detect a dead link.
    */
   notify(addr: string, op: string, args: Record<string, unknown>, expectId: bigint): boolean {
     const open = this.ready.get(addr);
-    if (open !== undefined) {
-      if (open.id !== expectId) {
-        this.onWrongIdentity?.(addr, expectId);
-        return false;
-      }
-      return open.rpc.notify(op, args);
+    if (open === undefined) return false;
+    if (open.id !== expectId) {
+      this.onWrongIdentity?.(addr, expectId);
+      return false;
     }
-    this.get(addr).then((c) => {
-      if (c.id === expectId) c.rpc.notify(op, args);
-      else this.onWrongIdentity?.(addr, expectId);
-    }, () => undefined);
-    return true;
+    return open.rpc.notify(op, args);
   }
 
   /** Bytes written to the connection to `addr` that its socket has not handed to the OS yet (0: none, or no connection). */

@@ -1099,7 +1099,10 @@ export class DataNode {
 
   private tickOwner(r: RangeState): void {
     const age = this.now - r.lease.t0;
-    if (age >= this.cfg.renewTicks || (this.renewTogether && 2 * age >= this.cfg.renewTicks && !this.cfg.broken?.renewApart)) this.renewLease(r);
+    // Early only for a range whose last round is complete: an early round never supersedes one whose grants are
+    // still on their way (a grant counts only for the round it answers).
+    const early = this.renewTogether && 2 * age >= this.cfg.renewTicks && r.lease.grants.size >= (r.config as Config).members.length && !this.cfg.broken?.renewApart;
+    if (age >= this.cfg.renewTicks || early) this.renewLease(r);
     for (const f of r.inflight.values()) {
       if (this.now - f.sentAt < this.cfg.retryTicks) continue;
       f.sentAt = this.now;
