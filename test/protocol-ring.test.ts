@@ -6,7 +6,6 @@
 // another ring. Controls: the same set-ups pass with the check switched off by the test-only seam
 // (ringChecks), so each test would catch the hole.
 import { randomBytes } from 'node:crypto';
-import { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { handshakeBytesMax } from '../protocol/constants.ts';
@@ -19,30 +18,8 @@ import { generateIdentity, verifyEd25519 } from '../protocol/keys.ts';
 import { ringCredential } from '../protocol/ring.ts';
 import { HandshakeAdmission } from '../enclave/admission.ts';
 import { protocolVersion } from '../protocol/constants.ts';
+import { duplexPair } from './helpers/duplex.ts';
 
-function duplexPair(): [Duplex, Duplex] {
-  const sides: Duplex[] = [];
-  for (const i of [0, 1]) {
-    sides.push(new Duplex({
-      read() {},
-      write(chunk: Buffer, _enc, cb) {
-        const peer = sides[1 - i] as Duplex;
-        if (!peer.destroyed) peer.push(chunk);
-        cb();
-      },
-      final(cb) {
-        (sides[1 - i] as Duplex).push(null);
-        cb();
-      },
-      destroy(err, cb) {
-        const peer = sides[1 - i] as Duplex;
-        if (!peer.destroyed) peer.push(null);
-        cb(err);
-      },
-    }));
-  }
-  return [sides[0] as Duplex, sides[1] as Duplex];
-}
 
 const fakeAttest = (nonce: Uint8Array, publicKey: Uint8Array) => Promise.resolve(encodeCbor({ nonce, key: publicKey }));
 const fakeVerify: VerifyDoc = async (doc, nonce) => {

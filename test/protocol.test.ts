@@ -4,7 +4,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Duplex } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { documentVerifier } from '../client/trust.ts';
@@ -23,41 +22,11 @@ import {
 } from '../protocol/handshake.ts';
 import { generateIdentity, verifyEd25519, type Identity } from '../protocol/keys.ts';
 import { RpcClient, serveRpc } from '../protocol/rpc.ts';
+import { duplexPair } from './helpers/duplex.ts';
 
 // ------------------------------------------------------------------ helpers
 
 /** Two connected in-memory streams: what one writes, the other reads; ending or destroying one ends the other. */
-function duplexPair(): [Duplex, Duplex] {
-  const sides: Duplex[] = [];
-  const ended = [false, false];
-  const endPeer = (i: number) => {
-    const peer = sides[1 - i] as Duplex;
-    if (ended[1 - i] || peer.destroyed) return;
-    ended[1 - i] = true;
-    peer.push(null);
-  };
-  for (const i of [0, 1]) {
-    sides.push(
-      new Duplex({
-        read() {},
-        write(chunk: Buffer, _enc, cb) {
-          const peer = sides[1 - i] as Duplex;
-          if (!ended[1 - i] && !peer.destroyed) peer.push(chunk);
-          cb();
-        },
-        final(cb) {
-          endPeer(i);
-          cb();
-        },
-        destroy(err, cb) {
-          endPeer(i);
-          cb(err);
-        },
-      }),
-    );
-  }
-  return [sides[0] as Duplex, sides[1] as Duplex];
-}
 
 /** A stand-in document: CBOR { nonce, key }; the matching verifier checks the nonce like the real one. */
 const fakeAttest = (nonce: Uint8Array, publicKey: Uint8Array) => Promise.resolve(encodeCbor({ fake: 1, nonce, key: publicKey }));

@@ -4,7 +4,6 @@
 // a call without an answer failing with TIMEOUT (and the session with it), every pending call rejected with the
 // one typed error the session closed with, and nothing pending left behind.
 import { randomBytes } from 'node:crypto';
-import { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { deriveTrafficKeys, FrameOpener, FrameSealer } from '../protocol/aead.ts';
 import { frameBytesMax } from '../protocol/constants.ts';
@@ -12,26 +11,8 @@ import { EkvError } from '../protocol/errors.ts';
 import { FramedSocket } from '../protocol/framed-socket.ts';
 import { RpcClient, serveRpc, timeoutSweepMs, type RpcResult } from '../protocol/rpc.ts';
 import { SecureSession } from '../protocol/session.ts';
+import { duplexPair } from './helpers/duplex.ts';
 
-function duplexPair(): [Duplex, Duplex] {
-  const sides: Duplex[] = [];
-  for (const i of [0, 1]) {
-    sides.push(new Duplex({
-      read() {},
-      write(chunk: Buffer, _enc, cb) {
-        const peer = sides[1 - i] as Duplex;
-        if (!peer.destroyed) peer.push(chunk);
-        cb();
-      },
-      destroy(err, cb) {
-        const peer = sides[1 - i] as Duplex;
-        if (!peer.destroyed) peer.push(null);
-        cb(err);
-      },
-    }));
-  }
-  return sides as [Duplex, Duplex];
-}
 
 /** A client RpcClient and the server's session over one stream; `handle` answers (or holds) each request. */
 function pair(handle: (op: string, req: Record<string, unknown>) => Promise<RpcResult> | RpcResult): { rpc: RpcClient; server: SecureSession } {
