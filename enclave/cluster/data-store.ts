@@ -391,10 +391,9 @@ export class DataStore {
    * once), summed. The sum is walked only when the quick upper bound (both counted in full) is past the budget.
    */
   private overTotal(bytes: number): boolean {
-    const queued = this.c.peers.queuedBytes;
     if (this.outboundTotal + (this.c.peers.queuedBytesTotal?.() ?? 0) + bytes <= outboundBytesMax) return false;
     let total = 0;
-    for (const [name, addr] of this.addrs) total += Math.max(this.outbound.get(name)?.bytes ?? 0, queued?.call(this.c.peers, addr) ?? 0);
+    for (const [name, addr] of this.addrs) total += Math.max(this.outbound.get(name)?.bytes ?? 0, this.c.peers.queuedBytes?.(addr) ?? 0);
     for (const [name, o] of this.outbound) if (!this.addrs.has(name)) total += o.bytes;
     return total + bytes > outboundBytesMax;
   }

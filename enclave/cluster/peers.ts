@@ -73,20 +73,18 @@ export class PeerPool {
 
   /** Bytes written to the connection to `addr` that its socket has not handed to the OS yet (0: none, or no connection). */
   queuedBytes(addr: string): number {
-    return this.sockets.get(addr)?.writableLength ?? 0;
+    return this.ready.get(addr)?.socket.writableLength ?? 0;
   }
 
   /** The same, summed over every open connection. */
   queuedBytesTotal(): number {
     let n = 0;
-    for (const s of this.sockets.values()) n += s.writableLength;
+    for (const c of this.ready.values()) n += c.socket.writableLength;
     return n;
   }
 
-  /** Open connections, by address (for `notify` without a promise turn). */
+  /** Open connections, by address (for `notify` without a promise turn, and their sockets' unsent bytes). */
   private readonly ready = new Map<string, PeerConn>();
-
-  private readonly sockets = new Map<string, net.Socket>();
 
   /** The ring id of the attested node at `addr` (connecting if needed). */
   async identify(addr: string): Promise<bigint> {
@@ -96,7 +94,6 @@ export class PeerPool {
   drop(addr: string): void {
     const p = this.conns.get(addr);
     this.conns.delete(addr);
-    this.sockets.delete(addr);
     this.ready.delete(addr);
     p?.then((c) => c.rpc.close(), () => undefined);
   }
@@ -121,11 +118,9 @@ export class PeerPool {
           this.conns.delete(addr); // closed before anyone listened: the next call opens a fresh one
           return;
         }
-        this.sockets.set(addr, c.socket);
         this.ready.set(addr, c);
         c.rpc.onClose = () => {
           if (this.conns.get(addr) === p) this.conns.delete(addr);
-          if (this.sockets.get(addr) === c.socket) this.sockets.delete(addr);
           if (this.ready.get(addr) === c) this.ready.delete(addr);
         };
       },
