@@ -108,6 +108,18 @@ describe('fault simulator (issue 11)', () => {
     }, 60_000);
   }
 
+  // FINDING (session 8, 2,000 seeds 80000-81999: 2 failed, liveness only, no safety problem): a member leaves
+  // gracefully (fault `leave`) before every range that names it has moved away, and another member of such a range
+  // then restarts. Boot fencing (B5) makes the restarted member wait for every other member's admission, the gone
+  // one's included, which never comes: the range keeps no majority that can act and stays unavailable for good.
+  // Seen at 0.1 % of seeds once lease renewals were aligned (schedules moved); the rule, not the change, is the cause
+  // (both traces: "waits for n4 to admit it", n4 DOWN GONE). Needs a design: a leaving node that keeps answering
+  // admission queries until its ranges moved, or admission by the configuration's other members only for a member
+  // that announced its leave. Replay: npm run sim:faults -- --seed 80890 --trace.
+  it.skip('FINDING: a restart while a left member is still in a configuration waits for it for ever (B5 + leave)', () => {
+    for (const seed of [80890, 81927]) expect(runSeed(seed).problems).toEqual([]);
+  }, 60_000);
+
   // Scans (docs/scans.md) in the workload: each scanned value is a get linearized within the scan, so no scan
   // returns a value older than a write acknowledged before it started; and a scan that skips the lease is caught.
   // (Without ttl puts: with expiries, which the checker treats as optional operations, and many scanned reads, the
