@@ -212,15 +212,21 @@ describe('review of the wired data path', () => {
     expect((net.dmBytes.get(b.ref.addr) as number) - mid).toBeGreaterThanOrEqual(size);
     // A socket that has not handed its bytes to the OS counts too: past the budget, nothing more is queued.
     net.queued.set(b.ref.addr, peerOutboundBytesMax);
-    // (One small batch may still go past it as the link's due liveness probe, one at a time: review-6 F3.)
-    send({ t: 'fenced', shard: 0, epoch: 1 });
+    // (One small batch may still go past it as the link's due liveness probe, one at a time: review-6 F3. The link
+    // holds it unanswered, so no other probe falls due while the rest is checked.)
+    net.hold.add(b.ref.addr);
+    await new Promise((r) => setTimeout(r, 150)); // past probeEveryMs: a probe is due now unless one is in flight
+    send({ t: 'fenced', shard: 0, epoch: 1 }); // so a probe is held in flight after this
     await flushed();
+    await new Promise((r) => setTimeout(r, 150));
     const dropped = a.store.stats.outboundDropped;
     const last = net.dmBytes.get(b.ref.addr) as number;
     send({ t: 'fenced', shard: 0, epoch: 1 });
     await flushed();
     expect(net.dmBytes.get(b.ref.addr)).toBe(last);
     expect(a.store.stats.outboundDropped).toBeGreaterThan(dropped);
+    for (const r of net.held.splice(0)) r();
+    net.hold.clear();
   }, 30_000);
 
   it('F4: an entry node whose earlier attempt may have reached the owner never answers "not applied" (SESSION_EXPIRED), but OUTCOME_UNKNOWN', async () => {
