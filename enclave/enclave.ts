@@ -44,7 +44,12 @@ export interface RunningEnclave {
   trust: SelfTrust;
   data: DataStore;
   server: EnclaveServer;
-  stop(graceful: boolean): Promise<void>;
+  /**
+   * `graceful`: leave first (the ranges start moving away; the node may come back with its sealed state).
+   * `decommission`: leave for good (retire, docs/consistency.md "Retirement"): this sealed state never comes back
+   * as this member.
+   */
+  stop(graceful: boolean, mode?: { decommission?: boolean }): Promise<void>;
 }
 
 /** Without sealing (a local `--no-seal` image) nothing survives a restart: the log only resolves appends. */
@@ -188,8 +193,16 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     trust,
     data,
     server,
-    async stop(graceful: boolean) {
-      if (graceful) {
+    async stop(graceful: boolean, mode?: { decommission?: boolean }) {
+      if (mode?.decommission) {
+        const r = await data.decommission().catch((err: unknown) => {
+          c.logger.error({ err }, 'decommission failed');
+          return null;
+        });
+        if (r?.retired) c.logger.info({ rangesStillNamingIt: r.rangesStillNamingIt }, 'decommissioned: this member retired for good');
+        else if (r) c.logger.warn({ code: 'REFUSED', rangesStillNamingIt: r.rangesStillNamingIt }, 'not retired: a range naming this node has fewer than three members (its data would go with it); stopped as a leave');
+        await ring.leave();
+      } else if (graceful) {
         await data.leave().catch(() => undefined);
         // The leave messages go out before the peer connections are closed below (else a neighbour learns of the
         // leave only by failure detection).

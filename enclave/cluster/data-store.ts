@@ -250,6 +250,30 @@ export class DataStore {
     while (Date.now() < deadline && this.memberOfAny()) await sleep(100);
   }
 
+  /**
+   * Decommission: leave for good (docs/consistency.md, "Retirement: leaving for good", B7). Leaves, waits up to
+   * `waitMs` for the ranges to move away, then retires: the `ret` record is made durable and the peers are told,
+   * so that co-members of a range still naming this node never wait for it when they restart. Refused (REFUSED:
+   * the node only left, as on a normal stop) while a configuration naming it has fewer than three members: its
+   * data would go with it. A node started again from this sealed state is a new member.
+   */
+  async decommission(waitMs = 30_000): Promise<{ retired: boolean; rangesStillNamingIt: number }> {
+    await this.leave(waitMs);
+    const rangesStillNamingIt = this.rangesNamingSelf();
+    if (!this.driver.retire()) return { retired: false, rangesStillNamingIt };
+    // The retiring heartbeat leaves once the record is durable; it repeats every heartbeat until the node stops.
+    await sleep(3 * this.cfg.heartbeatTicks * dataTickMs);
+    return { retired: true, rangesStillNamingIt };
+  }
+
+  private rangesNamingSelf(): number {
+    const n = this.driver.node;
+    if (!n) return 0;
+    let count = 0;
+    for (let s = 0; s < this.cfg.shards; s++) if (n.configOf(s)?.members.some((m) => m.name === this.selfMember.name)) count++;
+    return count;
+  }
+
   private memberOfAny(): boolean {
     const n = this.driver.node;
     if (!n) return false;

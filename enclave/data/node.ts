@@ -132,7 +132,8 @@ const actTypes: ReadonlySet<PeerBody['t']> = new Set(['prepare', 'accept', 'inst
  * Per peer name: the highest (incarnation, position) seen on its messages, the one boot of that incarnation this
  * node admits (0: none yet), when that boot was last heard (memory only) and the boot it replaced (memory only).
  */
-interface Witness { inc: number; pos: number; boot: number; posBoot: number; heard: number; replaced: number[] }
+/** `retired`: that incarnation retired for good (B7), learnt at `retiredAt` (this run's clock; a log's: its start). */
+interface Witness { inc: number; pos: number; boot: number; posBoot: number; heard: number; replaced: number[]; retired: boolean; retiredAt: number }
 
 interface WitAnswer { inc: number; pos: number; boot: number; posBoot: number; live: boolean }
 
@@ -165,6 +166,10 @@ export class DataNode {
   private now: number;
   private readonly startedAt: number;
   private leaving = false;
+  /** B7: this incarnation retired (it acts in nothing and only tells its peers, until it is stopped). */
+  private retired = false;
+  /** The incarnation a replayed `ret` record names (B7a), if it is the log's own. */
+  private retiredInc = -1;
   private heartbeatAt = 0;
   /** Heartbeats sent: every heartbeatFullEvery-th carries every configuration to every peer. */
   private heartbeats = 0;
@@ -236,6 +241,16 @@ export class DataNode {
     for (const rec of init.log) this.replay(rec);
     this.loadedPos = this.pos;
     this.bootHistory.forEach((h, i) => this.loadedBoots.set(h.boot, this.bootHistory[i + 1]?.start ?? this.loadedPos));
+    if (this.retiredInc === this.me.inc && init.log.length > 0) {
+      // B7a: this log's incarnation retired for good; it is never that member again. A new incarnation (a new
+      // member, no configurations), as after a detected rollback; its data comes back by reconfiguration.
+      const inc = this.me.inc + 1 + Math.floor(this.rand() * incStepMax);
+      this.debug?.(`${this.me.name}/${this.me.inc} RETIRED in its log; new incarnation ${inc}`);
+      for (let s = 0; s < this.ranges.length; s++) this.ranges[s] = newRange(s);
+      this.me = { ...this.me, inc };
+      this.bootHistory = [];
+      this.record({ t: 'mark', shard: 0, pos: this.pos, inc });
+    }
     // This boot starts here: durable before anything it sends (its first batch), so any boot a peer ever admitted
     // has its start in its own log, and a log without it is not that boot's continuation.
     this.record({ t: 'mark', shard: 0, pos: this.pos, inc: this.me.inc, boot: this.boot });
@@ -261,14 +276,20 @@ export class DataNode {
         if (rec.inc === this.me.inc) this.noteBoot(rec.boot, rec.pos);
       } else this.pos = Math.max(this.pos, rec.pos);
     } else if (rec.t === 'wit') {
-      for (const [name, pos, inc, boot, posBoot, replaced] of rec.w) {
+      for (const [name, pos, inc, boot, posBoot, replaced, retired] of rec.w) {
         this.see(name, inc, pos, posBoot);
         const w = this.witness.get(name);
         if (w && w.inc === inc) {
           if (boot !== 0) w.boot = boot;
           w.replaced = [...replaced];
+          if (retired === 1 && !w.retired) {
+            w.retired = true;
+            w.retiredAt = this.now; // learnt before this boot: counted from its start (B7c)
+          }
         }
       }
+    } else if (rec.t === 'ret') {
+      if (rec.inc === this.me.inc) this.retiredInc = rec.inc;
     } else {
       applyRecord(this.rangeAt(rec.shard), rec, this.now, this.ttlRule);
     }
@@ -281,7 +302,7 @@ export class DataNode {
     if (w && w.inc === inc) {
       w.pos = pos;
       w.posBoot = boot;
-    } else this.witness.set(name, { inc, pos, boot: 0, posBoot: boot, heard: -Infinity, replaced: [] });
+    } else this.witness.set(name, { inc, pos, boot: 0, posBoot: boot, heard: -Infinity, replaced: [], retired: false, retiredAt: Infinity });
     return true;
   }
 
@@ -308,7 +329,7 @@ export class DataNode {
     const w = this.witness.get(name);
     if (w && m.from.inc < w.inc) return true; // an older incarnation: configurations tell the members apart
     if (!w || m.from.inc > w.inc) {
-      this.witness.set(name, { inc: m.from.inc, pos: 0, boot, posBoot: 0, heard: this.now, replaced: [] });
+      this.witness.set(name, { inc: m.from.inc, pos: 0, boot, posBoot: 0, heard: this.now, replaced: [], retired: false, retiredAt: Infinity });
       this.witDirty.add(name);
       return true;
     }
@@ -384,6 +405,7 @@ export class DataNode {
     this.now = now;
     this.expireBudget = this.cfg.expireBatchMax ?? expireBatchDefault;
     if (now >= this.heartbeatAt) this.heartbeat();
+    if (this.retired) return; // B7a: it only tells its peers, until it is stopped
     this.tickCheck();
     // Leases renew together: when one range's renewal is due, every active range past half its renewal interval
     // renews in the same tick, so an owner's requests to a member (and the grants, and the owner's witness record
@@ -405,6 +427,7 @@ export class DataNode {
     assert.ok(now >= this.now, 'time went backwards');
     this.now = now;
     if (m.kind === 'client') this.onClient(m.client, m.rid, m.op);
+    else if (this.retired) return; // B7a: no vote, acknowledgement, grant, boot lease or answer any more
     else {
       // A vote, grant or boot lease meant for another boot of this name (a clone, or the boot this one replaced).
       if (!this.cfg.broken?.noBootFence && m.toBoot && m.toBoot !== this.boot && (m.toInc ?? this.me.inc) === this.me.inc && boundTypes.has(m.body.t)) return;
@@ -432,6 +455,73 @@ export class DataNode {
     this.leaving = true;
     for (const r of this.ranges) if (r.active || r.activating) this.deactivate(r);
     this.heartbeat();
+  }
+
+  /**
+   * Retire this incarnation for good (docs/consistency.md, "Retirement", B7): stop acting at once, make the `ret`
+   * record durable, then tell every peer (persist-then-send: the heartbeat's position is past the record). The
+   * co-members of the ranges that still name this node stop waiting for it when they restart (B7c). Refused
+   * (false, nothing done) while a configuration naming this node has fewer than three members: the others
+   * would be no majority, and its data would be lost with it (B7d). A node that retired cannot be brought back as
+   * this member: a core started from its log takes a new incarnation.
+   */
+  retire(): boolean {
+    if (this.retired) return true;
+    for (const r of this.ranges) if (r.config && this.isMember(r.config) && r.config.members.length < 3) return false;
+    this.leaving = true;
+    this.retired = true;
+    this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot} RETIRES`);
+    for (const r of this.ranges) {
+      if (r.active || r.activating) this.deactivate(r);
+      r.proposal = null;
+    }
+    this.checking = null;
+    this.record({ t: 'ret', shard: 0, inc: this.me.inc });
+    this.heartbeat();
+    return true;
+  }
+
+  /** Whether this node retired (B7): it acts in nothing; its driver stops it once its peers were told. */
+  get hasRetired(): boolean {
+    return this.retired;
+  }
+
+  /** B7c: `m` retired, and this node has known it for a whole lease (every boot lease it granted has run out). */
+  private retiredFor(m: Member): boolean {
+    if (this.cfg.broken?.retiredNotCounted) return false;
+    const w = this.witness.get(m.name);
+    return !!w && w.inc === m.inc && w.retired && this.now - w.retiredAt >= this.cfg.leaseTicks;
+  }
+
+  /** Whether `name` at incarnation `inc` is known to have retired for good (B7b). */
+  retiredMember(name: string, inc: number): boolean {
+    const w = this.witness.get(name);
+    return !!w && w.inc === inc && w.retired;
+  }
+
+  /**
+   * B7b: `name`/`inc` retired (said by itself, or passed on by a peer). Remembered durably with the witnesses.
+   * About this node's own incarnation, from elsewhere: another boot of it was admitted and retired, so this state
+   * is a copy from before that (checking: behind; running: fenced).
+   */
+  private noteRetired(name: string, inc: number): void {
+    if (name === this.me.name) {
+      if (inc !== this.me.inc || this.retired) return;
+      if (this.checking) this.checking.rolledBack = true;
+      else this.fence('retired elsewhere');
+      return;
+    }
+    const w = this.witness.get(name);
+    if (w && inc < w.inc) return;
+    if (!w || inc > w.inc) {
+      this.witness.set(name, { inc, pos: 0, boot: 0, posBoot: 0, heard: -Infinity, replaced: [], retired: true, retiredAt: this.now });
+    } else if (!w.retired) {
+      w.retired = true;
+      w.retiredAt = this.now;
+    } else return;
+    this.debug?.(`${this.me.name} learns ${name}/${inc} retired`);
+    this.desiredSig = ''; // placement changes: a retired member is never placed (B7c)
+    this.witDirty.add(name);
   }
 
   ready(): Ready {
@@ -557,7 +647,13 @@ export class DataNode {
     // exactly this position, never more (a larger one would hide a rollback of fewer records than the snapshot has).
     const out: LogRecord[] = [{ t: 'mark', shard: 0, pos: 0, inc: this.me.inc }];
     for (const h of this.bootHistory) out.push({ t: 'mark', shard: 0, pos: h.start, inc: this.me.inc, boot: h.boot });
-    if (this.witness.size > 0) out.push({ t: 'wit', shard: 0, w: [...this.witness].map(([name, x]): Witnessed => [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced]) });
+    if (this.witness.size > 0) {
+      out.push({
+        t: 'wit', shard: 0,
+        w: [...this.witness].map(([name, x]): Witnessed => (x.retired ? [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced, 1] : [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced])),
+      });
+    }
+    if (this.retired) out.push({ t: 'ret', shard: 0, inc: this.me.inc });
     for (const r of this.ranges) {
       if (r.config) {
         out.push({ t: 'cfg', shard: r.shard, config: r.config });
@@ -632,7 +728,7 @@ export class DataNode {
     if (this.witDirty.size > 0) {
       const w = [...this.witDirty].map((name): Witnessed => {
         const x = this.witness.get(name) as Witness;
-        return [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced];
+        return x.retired ? [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced, 1] : [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced];
       });
       this.witDirty.clear();
       this.record({ t: 'wit', shard: 0, w });
@@ -663,6 +759,7 @@ export class DataNode {
           if (m.name === this.me.name) continue;
           const a = k.answers.get(m.name);
           if (a && (this.cfg.broken?.noBootFence || a.boot === this.boot)) admitted++;
+          else if (this.retiredFor(m)) admitted++; // B7c: it grants nothing any more, and its last lease has run out
           else absent = m.name;
         }
         if (absent !== null && admitted < admitQuorum(c.members.length)) {
@@ -749,7 +846,7 @@ export class DataNode {
   private alive(): Member[] {
     const out: Member[] = this.leaving ? [] : [this.self];
     for (const [name, p] of this.peers) {
-      if (p.inc >= 0 && !p.leaving && this.now - p.heard <= this.cfg.suspectTicks) out.push({ name, ring: p.ring, inc: p.inc });
+      if (p.inc >= 0 && !p.leaving && this.now - p.heard <= this.cfg.suspectTicks && !this.retiredMember(name, p.inc)) out.push({ name, ring: p.ring, inc: p.inc });
     }
     return out;
   }
@@ -787,6 +884,19 @@ export class DataNode {
    */
   private heartbeat(): void {
     this.heartbeatAt = this.now + this.cfg.heartbeatTicks;
+    if (this.retired) {
+      // B7a: the retirement, to every peer, every heartbeat until the driver stops this node. No configurations
+      // (it acts in nothing), no boot-lease request.
+      for (const name of this.peers.keys()) this.send(name, { t: 'hb', leaving: true, configs: [], ret: true });
+      return;
+    }
+    // B7b: retired members that our configurations still name, passed on.
+    const gone: Array<readonly [string, number]> = [];
+    for (const r of this.ranges) {
+      for (const m of r.config?.members ?? []) {
+        if (m.name !== this.me.name && this.retiredMember(m.name, m.inc) && !gone.some(([n, i]) => n === m.name && i === m.inc)) gone.push([m.name, m.inc]);
+      }
+    }
     const configs = this.ranges.flatMap((r) => (r.config ? [r.config] : []));
     const every = this.cfg.heartbeatFullEvery ?? 1;
     const full = every <= 1 || this.heartbeats++ % every === 0;
@@ -795,7 +905,8 @@ export class DataNode {
       const rep = full ? undefined : this.reports.get(name);
       const fresh = rep !== undefined && this.now - rep.at <= 2 * this.cfg.heartbeatTicks;
       const some = fresh ? configs.filter((c) => c.epoch > (rep.epochs[c.shard] ?? 0)) : configs;
-      this.send(name, epochs ? { t: 'hb', leaving: this.leaving, configs: some, epochs } : { t: 'hb', leaving: this.leaving, configs: some });
+      const hb = epochs ? { t: 'hb' as const, leaving: this.leaving, configs: some, epochs } : { t: 'hb' as const, leaving: this.leaving, configs: some };
+      this.send(name, gone.length > 0 ? { ...hb, gone } : hb);
       this.send(name, { t: 'bootQ', t0: this.now });
     }
   }
@@ -1557,6 +1668,8 @@ export class DataNode {
   private onHeartbeat(from: Member, b: Extract<PeerBody, { t: 'hb' }>): void {
     const p = this.peers.get(from.name);
     if (p && p.inc === from.inc) p.leaving = b.leaving;
+    if (b.ret) this.noteRetired(from.name, from.inc);
+    for (const [name, inc] of b.gone ?? []) this.noteRetired(name, inc);
     for (const c of b.configs) if (c.shard >= 0 && c.shard < this.cfg.shards) this.learn(c);
   }
 }
