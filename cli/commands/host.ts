@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
 import { startBlobStore } from '../../host/blob-store.ts';
+import { decommissionLogged } from '../../host/enclave-metrics.ts';
 import { startHost, type RunningHost } from '../../host/host.ts';
 import { CidrError, cidrPolicy, outboundCidrsDefault } from '../../host/outbound-policy.ts';
 import { readReleaseFile } from '../../host/release.ts';
@@ -54,7 +55,7 @@ export function registerHost(program: Command): void {
     .option('--json', 'once listening, print one ready line as JSON on stdout: {"ok":true,"port","httpPort","pid"} (a supervisor learns the ports chosen for 0)')
     .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; imds: string; ringSecret?: string; enclaveCmd?: string; healthRoot?: string; release?: string; json?: boolean }) =>
       run(false, async () => {
-        const signal = firstSignal();
+        const signal = firstSignal(['SIGUSR2']);
         mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
         const logger = pino({ level: logLevelFlag(o.logLevel), base: { svc: 'host' } }, pino.destination(2));
         let outboundPolicy;
@@ -103,9 +104,11 @@ export function registerHost(program: Command): void {
           throw err;
         }
         if (o.json) process.stdout.write(JSON.stringify({ ok: true, port: host.port, httpPort: host.httpPort, pid: process.pid }) + '\n');
-        await signal;
+        const sig = await signal;
         fetching.abort();
+        if (sig === 'SIGUSR2') await decommissionLogged(() => host.decommission(), logger);
         await host.close();
       }),
     );
 }
+
