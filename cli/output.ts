@@ -7,6 +7,12 @@ import { EkvError } from '../protocol/errors.ts';
 
 export const exitFailed = 1;
 export const exitUsage = 2;
+/**
+ * `ekv host` only: the node was decommissioned (it retired for good, docs/consistency.md "Retirement") and
+ * will not start again from this data directory; ekv-host.service does not restart on it
+ * (RestartPreventExitStatus=3).
+ */
+export const exitDecommissioned = 3;
 
 export class UsageError extends Error {}
 

@@ -60,14 +60,14 @@ export async function decommissionEnclave(enclaveSocket: string, o: { timeoutMs?
 export async function decommissionLogged(
   ask: () => Promise<{ retired: boolean; rangesStillNamingIt: number }>,
   logger: { info(o: object, m: string): void; warn(o: object, m: string): void },
-): Promise<boolean> {
+): Promise<{ retired: boolean; rangesStillNamingIt: number } | null> {
   try {
     const r = await ask();
     if (r.retired) logger.info({ rangesStillNamingIt: r.rangesStillNamingIt }, 'decommissioned: the enclave retired for good');
     else logger.warn({ code: 'REFUSED', rangesStillNamingIt: r.rangesStillNamingIt }, 'not retired: a range naming this node has fewer than three members; it only left');
-    return r.retired;
+    return r;
   } catch (err) {
     logger.warn({ err: (err as Error).message }, 'decommission failed: stopping anyway (a crash-stop for the ring)');
-    return false;
+    return null;
   }
 }

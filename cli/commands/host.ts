@@ -5,7 +5,7 @@
  * enclave, the enclave's outbound connections to peers, and stores its sealed
  * blobs under --data-dir.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
@@ -15,7 +15,7 @@ import { startHost, type RunningHost } from '../../host/host.ts';
 import { CidrError, cidrPolicy, outboundCidrsDefault } from '../../host/outbound-policy.ts';
 import { readReleaseFile } from '../../host/release.ts';
 import { fetchRingSecret, ringSecretBlob } from '../../host/ring-secret.ts';
-import { firstSignal, run, UsageError } from '../output.ts';
+import { exitDecommissioned, firstSignal, run, UsageError } from '../output.ts';
 import { logLevelFlag } from '../flags.ts';
 
 function port(v: string, name: string): number {
@@ -33,6 +33,9 @@ function expectedImages(file: string, logger: pino.Logger): string[] {
     return [];
   }
 }
+
+/** In --data-dir once the node was decommissioned: `ekv host` then refuses to start (exit 3). */
+export const decommissionedMarker = 'decommissioned';
 
 export function registerHost(program: Command): void {
   program
@@ -58,6 +61,15 @@ export function registerHost(program: Command): void {
         const signal = firstSignal(['SIGUSR2']);
         mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
         const logger = pino({ level: logLevelFlag(o.logLevel), base: { svc: 'host' } }, pino.destination(2));
+        // A decommissioned node stays down: started again, its enclave would come back as a new member, and the
+        // instance is about to go (docs/deploy.md). Remove the marker to run this data directory again.
+        const marker = join(o.dataDir, decommissionedMarker);
+        if (existsSync(marker)) {
+          logger.error({ code: 'DECOMMISSIONED', marker }, 'this node was decommissioned: not starting (remove the marker to start it again, as a new member)');
+          process.stderr.write(`DECOMMISSIONED: this node was decommissioned (${marker}); remove that file to start it again as a new member\n`);
+          process.exitCode = exitDecommissioned;
+          return;
+        }
         let outboundPolicy;
         try {
           outboundPolicy = cidrPolicy(o.allowOutbound.split(',').map((s) => s.trim()).filter(Boolean));
@@ -106,8 +118,10 @@ export function registerHost(program: Command): void {
         if (o.json) process.stdout.write(JSON.stringify({ ok: true, port: host.port, httpPort: host.httpPort, pid: process.pid }) + '\n');
         const sig = await signal;
         fetching.abort();
-        if (sig === 'SIGUSR2') await decommissionLogged(() => host.decommission(), logger);
+        const retired = sig === 'SIGUSR2' && (await decommissionLogged(() => host.decommission(), logger))?.retired === true;
+        if (retired) writeFileSync(marker, JSON.stringify({ decommissionedAt: new Date().toISOString() }) + '\n', { mode: 0o600 });
         await host.close();
+        if (retired) process.exitCode = exitDecommissioned;
       }),
     );
 }

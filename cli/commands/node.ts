@@ -125,7 +125,12 @@ export function registerNode(program: Command): void {
         if (ended === 'SIGUSR2') {
           // Decommission (docs/consistency.md, "Retirement"): leave for good, so that co-members never wait for it.
           process.stderr.write('ekv node: SIGUSR2: decommissioning (leaving the ring for good)\n');
-          await decommissionLogged(() => node.decommission(), logger);
+          const r = await decommissionLogged(() => node.decommission(), logger);
+          process.stderr.write(r === null
+            ? 'ekv node: the decommission failed (see the log): stopping anyway\n'
+            : r.retired
+              ? `ekv node: retired for good (${r.rangesStillNamingIt} ranges still named it; its co-members will not wait for it)\n`
+              : `ekv node: REFUSED: not retired (${r.rangesStillNamingIt} ranges naming it have fewer than three members: its data would go with it); it only left\n`);
         } else process.stderr.write(`ekv node: ${ended}: stopping (leaving the ring)\n`);
         await node.stop();
         await ownKms?.close();
