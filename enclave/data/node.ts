@@ -1326,8 +1326,10 @@ export class DataNode {
       const s = r.sessions.table.get(op.session);
       if (s && s.owner === op.principal) r.lastUse.set(op.session, this.now);
     }
+    // One digest per write request: checked now, again when it leaves the queue, and kept with its result.
+    const digest = op.kind === 'open' ? '' : requestDigest(op);
     if (op.kind !== 'open' && !this.cfg.broken?.noDedup) {
-      const early = this.checkRequest(r, op, requestDigest(op));
+      const early = this.checkRequest(r, op, digest);
       if (early === 'inflight') {
         this.addWaiter(r.byReq.get(`${op.session}:${op.seq}`), client, rid);
         return;
@@ -1349,8 +1351,13 @@ export class DataNode {
       return;
     }
     const key = op.kind === 'open' ? sessionKey : op.key;
+    if (!r.inflight.has(key) && !r.queues.has(key) && !(op.kind !== 'open' && expiredHere(r.data.get(key), this.now) && !this.cfg.broken?.expiryLocalOnly)) {
+      // Nothing waits or is in flight on the key (and no expiry must go first): it starts now, never queued.
+      this.startPending(r, key, { client, rid, op, digest });
+      return;
+    }
     const q = r.queues.get(key) ?? [];
-    q.push({ client, rid, op });
+    q.push({ client, rid, op, digest });
     r.queues.set(key, q);
     r.queued++;
     r.queuedBy.set(op.principal, mine + 1);
@@ -1421,6 +1428,11 @@ export class DataNode {
     if (by === 0) r.queuedBy.delete(who);
     else r.queuedBy.set(who, by);
     if (q.length === 0) r.queues.delete(key);
+    this.startPending(r, key, p);
+  }
+
+  /** Starts one request on `key` (nothing is in flight on it): its write record, replication, or its answer. */
+  private startPending(r: RangeState, key: string, p: Pending): void {
     const c = r.config as Config;
     const prev = r.data.get(key);
     let op: WriteOp;
@@ -1443,7 +1455,7 @@ export class DataNode {
     } else if (p.op.kind === 'put' || p.op.kind === 'del') {
       if (!this.cfg.broken?.noDedup) {
         // Re-check: the same request may have completed while this one waited in the queue.
-        const early = this.checkRequest(r, p.op, requestDigest(p.op));
+        const early = this.checkRequest(r, p.op, p.digest);
         if (early === 'inflight') {
           this.addWaiter(r.byReq.get(`${p.op.session}:${p.op.seq}`), p.client, p.rid);
           this.startNext(r, key);
@@ -1456,7 +1468,7 @@ export class DataNode {
         }
         reqKey = `${p.op.session}:${p.op.seq}`;
       }
-      digest = requestDigest(p.op);
+      digest = p.digest;
       const w = this.writeOp(r, c.epoch, p.op, prev, digest);
       op = w.op;
       result = toClient(w.result);
