@@ -172,11 +172,12 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   // Decommission (docs/consistency.md, "Retirement"): leave, wait for the ranges to move, retire for good, then
   // leave the Chord ring. Asked by the host over its channel (Nitro: the enclave gets no signals) or, locally,
   // by SIGUSR2 to the enclave process. The node serves nothing afterwards; its host stops it.
-  let decommissioned: Promise<{ retired: boolean; rangesStillNamingIt: number }> | null = null;
+  let decommissioned: Promise<{ retired: boolean; rangesStillNamingIt: number; heard: boolean }> | null = null;
   const decommission = (waitMs?: number) => (decommissioned ??= (async () => {
     c.logger.info({ waitMs }, 'decommission: leaving for good');
     const r = await data.decommission(waitMs);
-    if (r.retired) c.logger.info({ rangesStillNamingIt: r.rangesStillNamingIt }, 'decommissioned: this member retired for good');
+    if (r.retired && r.heard) c.logger.info({ rangesStillNamingIt: r.rangesStillNamingIt }, 'decommissioned: this member retired for good, and its co-members know');
+    else if (r.retired) c.logger.warn({ code: 'UNHEARD', rangesStillNamingIt: r.rangesStillNamingIt }, 'retired, but no co-member of some range naming it has echoed it yet: stopped now, it counts as a crash-stop there');
     else c.logger.warn({ code: 'REFUSED', rangesStillNamingIt: r.rangesStillNamingIt }, 'not retired: a range naming this node has fewer than three members (its data would go with it); it only left');
     await ring.leave();
     return r;

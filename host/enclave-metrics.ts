@@ -31,21 +31,28 @@ export async function enclaveMetricsText(enclaveSocket: string, node: string): P
   }
 }
 
-/** How long a decommission may take: the enclave waits up to 30 s for its ranges to move, then retires. */
-export const decommissionTimeoutMs = 60_000;
+/** What a decommission did: retired (or refused), ranges that still named the node, and whether co-members echoed it. */
+export interface DecommissionOutcome {
+  retired: boolean;
+  rangesStillNamingIt: number;
+  heard: boolean;
+}
+
+/** How long a decommission may take: up to 30 s for the ranges to move, then up to 30 s for the echoes. */
+export const decommissionTimeoutMs = 90_000;
 
 /**
  * Asks the enclave over its host channel to leave for good (docs/consistency.md, "Retirement"); resolves with
  * its outcome (`retired`: false when a range naming it has fewer than three members, and it only left).
  */
-export async function decommissionEnclave(enclaveSocket: string, o: { timeoutMs?: number; waitMs?: number } = {}): Promise<{ retired: boolean; rangesStillNamingIt: number }> {
+export async function decommissionEnclave(enclaveSocket: string, o: { timeoutMs?: number; waitMs?: number } = {}): Promise<DecommissionOutcome> {
   const socket = net.connect(enclaveSocket);
   socket.on('error', () => undefined);
   const fs = new FramedSocket(socket, metricsBytesMax);
   try {
     const r = await requestDecommission(fs, o.timeoutMs ?? decommissionTimeoutMs, o.waitMs);
     const a = (typeof r === 'object' && r !== null ? r : {}) as Record<string, unknown>;
-    return { retired: a.retired === true, rangesStillNamingIt: typeof a.rangesStillNamingIt === 'number' ? a.rangesStillNamingIt : -1 };
+    return { retired: a.retired === true, rangesStillNamingIt: typeof a.rangesStillNamingIt === 'number' ? a.rangesStillNamingIt : -1, heard: a.heard === true };
   } finally {
     socket.destroy();
   }
@@ -58,12 +65,12 @@ export async function decommissionEnclave(enclaveSocket: string, o: { timeoutMs?
  * never comes back as this member: started again, it joins as a new one.
  */
 export async function decommissionLogged(
-  ask: () => Promise<{ retired: boolean; rangesStillNamingIt: number }>,
+  ask: () => Promise<DecommissionOutcome>,
   logger: { info(o: object, m: string): void; warn(o: object, m: string): void },
-): Promise<{ retired: boolean; rangesStillNamingIt: number } | null> {
+): Promise<DecommissionOutcome | null> {
   try {
     const r = await ask();
-    if (r.retired) logger.info({ rangesStillNamingIt: r.rangesStillNamingIt }, 'decommissioned: the enclave retired for good');
+    if (r.retired) logger.info({ rangesStillNamingIt: r.rangesStillNamingIt, heard: r.heard }, 'decommissioned: the enclave retired for good');
     else logger.warn({ code: 'REFUSED', rangesStillNamingIt: r.rangesStillNamingIt }, 'not retired: a range naming this node has fewer than three members; it only left');
     return r;
   } catch (err) {

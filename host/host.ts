@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { startCredentialRefresher } from './credentials.ts';
 import { checkEnclaveHealth, sharedHealth } from './health.ts';
 import { createHttpApp } from './http.ts';
-import { decommissionEnclave } from './enclave-metrics.ts';
+import { decommissionEnclave, type DecommissionOutcome } from './enclave-metrics.ts';
 import { createMetrics } from './metrics.ts';
 import { listen, startInboundRelay, startOutboundRelay, type OutboundPolicy } from './relay.ts';
 import { nodeConfigForLaunch, RingHints } from './ring-hints.ts';
@@ -74,7 +74,7 @@ export interface RunningHost {
   enclaveSocket: string;
   watchdog: EnclaveWatchdog | null;
   /** Asks the enclave to leave for good (retire; docs/consistency.md, "Retirement"); the caller then closes. */
-  decommission(): Promise<{ retired: boolean; rangesStillNamingIt: number }>;
+  decommission(): Promise<DecommissionOutcome>;
   close(): Promise<void>;
 }
 

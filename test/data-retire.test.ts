@@ -152,18 +152,51 @@ describe('retirement (B7)', () => {
     expect(net.members()).toContain('d/1');
   });
 
-  it('a node started from a log that holds its retirement is a new member (new incarnation, no configuration)', () => {
+  it('a node started from a log that holds its retirement stays retired until it is heard, then is a new member', () => {
     const net = started();
     const x = memberOtherThan(net, net.owner() as string);
     expect(net.node(x).retire()).toBe(true);
-    net.drain();
-    const again = net.restart(x);
+    // Crashed right after the record: nobody heard it.
+    const log = [...(net.logs.get(x) ?? []), ...net.node(x).ready().persist];
+    net.down.add(x);
+    net.run(5);
+    for (const p of all.filter((m) => m.name !== x)) expect(net.node(p.name).retiredMember(x, 1)).toBe(false);
+    const again = net.restart(x, log);
+    expect(again.self.inc).toBe(1);
+    expect(again.hasRetired).toBe(true); // acts in nothing; says it retired
+    expect(again.retirementHeard).toBe(false);
+    // (Its peers admit this new boot of x/1 once the old one has been silent for a lease: B3.) Retired until heard,
+    // and by then every peer knows.
+    let knewWhenHeard = false;
+    for (let i = 0; i < cfg.leaseTicks + 10 * cfg.heartbeatTicks && again.hasRetired; i++) {
+      knewWhenHeard = all.filter((m) => m.name !== x).every((p) => net.node(p.name).retiredMember(x, 1));
+      net.run(1);
+    }
+    expect(knewWhenHeard).toBe(true);
+    // Heard (echoed by the co-members): it goes on as a new member with no configuration.
+    expect(again.hasRetired).toBe(false);
     expect(again.self.inc).toBeGreaterThan(1);
     expect(again.configOf(0)).toBeNull();
-    expect(again.hasRetired).toBe(false);
-    // Its peers see a new member (a higher incarnation), not the retired one.
     net.run(200);
     expect(net.members()).not.toContain(`${x}/1`);
+  });
+
+  it('its retirement is heard only once a co-member of each range naming it echoed it (they persisted it first)', () => {
+    const net = started();
+    const x = memberOtherThan(net, net.owner() as string);
+    const others = all.filter((m) => m.name !== x).map((m) => m.name);
+    // Cut off: its retiring heartbeats are lost, so nobody echoes.
+    for (const o of others) net.down.add(o);
+    expect(net.node(x).retire()).toBe(true);
+    net.run(4 * cfg.heartbeatTicks);
+    expect(net.node(x).retirementHeard).toBe(false);
+    for (const o of others) net.down.delete(o);
+    net.run(3 * cfg.heartbeatTicks);
+    expect(net.node(x).retirementHeard).toBe(true);
+    for (const o of others) {
+      const wit = (net.logs.get(o) ?? []).filter((r) => r.t === 'wit').flatMap((r) => (r.t === 'wit' ? r.w : []));
+      expect(wit.some((w) => w[0] === x && w[6] === 1)).toBe(true);
+    }
   });
 
   it('a copy from before the retirement is found behind by its peers and takes a new incarnation (it cannot come back as the member)', () => {

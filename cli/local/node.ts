@@ -11,7 +11,7 @@ import type { EmulatorCa } from '../../emulator/ca.ts';
 import { launchEnclave, type LaunchedEnclave } from '../../emulator/launcher.ts';
 import type { ImageMeasurement } from '../../emulator/measure.ts';
 import { hostSocketPaths, loopbackOnly, startHost, type RunningHost } from '../../host/host.ts';
-import { decommissionEnclave } from '../../host/enclave-metrics.ts';
+import { decommissionEnclave, type DecommissionOutcome } from '../../host/enclave-metrics.ts';
 import { serviceChild } from '../../emulator/service-log.ts';
 import { spawnHostProcess, type HostProcess } from './host-process.ts';
 
@@ -105,7 +105,7 @@ export class LocalNode {
   }
 
   /** Asks the enclave to leave for good (retire; docs/consistency.md, "Retirement") over its host channel. */
-  decommission(waitMs?: number): Promise<{ retired: boolean; rangesStillNamingIt: number }> {
+  decommission(waitMs?: number): Promise<DecommissionOutcome> {
     return decommissionEnclave(hostSocketPaths(this.vsockDir).enclaveMetrics, waitMs === undefined ? {} : { waitMs });
   }
 

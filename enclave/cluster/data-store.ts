@@ -257,13 +257,19 @@ export class DataStore {
    * the node only left, as on a normal stop) while a configuration naming it has fewer than three members: its
    * data would go with it. A node started again from this sealed state is a new member.
    */
-  async decommission(waitMs = 30_000): Promise<{ retired: boolean; rangesStillNamingIt: number }> {
+  async decommission(waitMs = 30_000, heardWaitMs = 30_000): Promise<{ retired: boolean; rangesStillNamingIt: number; heard: boolean }> {
     await this.leave(waitMs);
     const rangesStillNamingIt = this.rangesNamingSelf();
-    if (!this.driver.retire()) return { retired: false, rangesStillNamingIt };
-    // The retiring heartbeat leaves once the record is durable; it repeats every heartbeat until the node stops.
-    await sleep(3 * this.cfg.heartbeatTicks * dataTickMs);
-    return { retired: true, rangesStillNamingIt };
+    if (!this.driver.retire()) return { retired: false, rangesStillNamingIt, heard: false };
+    // The retiring heartbeat leaves once the record is durable and repeats every heartbeat: wait (bounded) until a
+    // co-member of every range naming this node echoed it (B7a), so that it is not lost with this node.
+    const deadline = Date.now() + heardWaitMs;
+    while (!this.retirementHeard() && Date.now() < deadline) await sleep(this.cfg.heartbeatTicks * dataTickMs);
+    return { retired: true, rangesStillNamingIt, heard: this.retirementHeard() };
+  }
+
+  private retirementHeard(): boolean {
+    return this.driver.node?.retirementHeard ?? false;
   }
 
   private rangesNamingSelf(): number {

@@ -168,6 +168,8 @@ export class DataNode {
   private leaving = false;
   /** B7: this incarnation retired (it acts in nothing and only tells its peers, until it is stopped). */
   private retired = false;
+  /** Peers whose heartbeat said they know of this node's retirement (durably: persist-then-send), B7a. */
+  private readonly retireEchoes = new Set<string>();
   /** The incarnation a replayed `ret` record names (B7a), if it is the log's own. */
   private retiredInc = -1;
   private heartbeatAt = 0;
@@ -241,22 +243,21 @@ export class DataNode {
     for (const rec of init.log) this.replay(rec);
     this.loadedPos = this.pos;
     this.bootHistory.forEach((h, i) => this.loadedBoots.set(h.boot, this.bootHistory[i + 1]?.start ?? this.loadedPos));
-    if (this.retiredInc === this.me.inc && init.log.length > 0) {
-      // B7a: this log's incarnation retired for good; it is never that member again. A new incarnation (a new
-      // member, no configurations), as after a detected rollback; its data comes back by reconfiguration.
-      const inc = this.me.inc + 1 + Math.floor(this.rand() * incStepMax);
-      this.debug?.(`${this.me.name}/${this.me.inc} RETIRED in its log; new incarnation ${inc}`);
-      for (let s = 0; s < this.ranges.length; s++) this.ranges[s] = newRange(s);
-      this.me = { ...this.me, inc };
-      this.bootHistory = [];
-      this.record({ t: 'mark', shard: 0, pos: this.pos, inc });
+    // B7a: this log's incarnation retired for good; it is never that member again. It stays retired (acting in
+    // nothing) until its retirement is heard, which a crash right after the record may have kept from its peers,
+    // then takes a new incarnation (a new member, no configurations), as after a detected rollback.
+    const retiredLog = this.retiredInc === this.me.inc && init.log.length > 0;
+    if (retiredLog) {
+      this.retired = true;
+      this.leaving = true;
+      this.debug?.(`${this.me.name}/${this.me.inc} RETIRED in its log: says so until heard, then a new incarnation`);
     }
     // This boot starts here: durable before anything it sends (its first batch), so any boot a peer ever admitted
     // has its start in its own log, and a log without it is not that boot's continuation.
     this.record({ t: 'mark', shard: 0, pos: this.pos, inc: this.me.inc, boot: this.boot });
     if (init.log.length === 0 && init.genesis) for (const c of init.genesis) this.record({ t: 'cfg', shard: c.shard, config: c });
     // A founder creating the ring has nothing anyone could have witnessed; every other node checks.
-    else if (!this.cfg.broken?.noWitnessCheck) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity, rolledBack: false };
+    else if (!this.cfg.broken?.noWitnessCheck && !retiredLog) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity, rolledBack: false };
     if (init.seizeAll) {
       for (const r of this.ranges) this.record({ t: 'cfg', shard: r.shard, config: { shard: r.shard, epoch: (r.config?.epoch ?? 0) + 1, members: [this.self] } });
     }
@@ -405,7 +406,12 @@ export class DataNode {
     this.now = now;
     this.expireBudget = this.cfg.expireBatchMax ?? expireBatchDefault;
     if (now >= this.heartbeatAt) this.heartbeat();
-    if (this.retired) return; // B7a: it only tells its peers, until it is stopped
+    if (this.retired) {
+      // B7a: it only tells its peers, until it is stopped; a core started from a retired log, once heard, goes on
+      // as a new member.
+      if (this.retiredInc === this.me.inc && this.retirementHeard) this.rejoinAsNew();
+      return;
+    }
     this.tickCheck();
     // Leases renew together: when one range's renewal is due, every active range past half its renewal interval
     // renews in the same tick, so an owner's requests to a member (and the grants, and the owner's witness record
@@ -427,7 +433,11 @@ export class DataNode {
     assert.ok(now >= this.now, 'time went backwards');
     this.now = now;
     if (m.kind === 'client') this.onClient(m.client, m.rid, m.op);
-    else if (this.retired) return; // B7a: no vote, acknowledgement, grant, boot lease or answer any more
+    else if (this.retired) {
+      // B7a: no vote, acknowledgement, grant, boot lease or answer any more; only the peers' echoes are noted.
+      if (m.body.t === 'hb' && m.body.gone?.some(([n, i]) => n === this.me.name && i === this.me.inc)) this.retireEchoes.add(m.from.name);
+      return;
+    }
     else {
       // A vote, grant or boot lease meant for another boot of this name (a clone, or the boot this one replaced).
       if (!this.cfg.broken?.noBootFence && m.toBoot && m.toBoot !== this.boot && (m.toInc ?? this.me.inc) === this.me.inc && boundTypes.has(m.body.t)) return;
@@ -486,17 +496,54 @@ export class DataNode {
     return this.retired;
   }
 
+  /**
+   * B7a: whether this node's retirement is known, durably, beyond itself: for every range whose configuration
+   * (as this node last knew it) names it, another member of it has echoed the retirement. Then any node that
+   * later needs this node's admission learns it from them (B7b), so the driver may stop this node for good.
+   * Stopped earlier (a decommission's bounded wait, its host), a retirement nobody heard is a crash-stop.
+   */
+  get retirementHeard(): boolean {
+    if (!this.retired) return false;
+    for (const r of this.ranges) {
+      const c = r.config;
+      if (!c || !this.isMember(c)) continue;
+      if (!c.members.some((m) => m.name !== this.me.name && this.retireEchoes.has(m.name))) return false;
+    }
+    return true;
+  }
+
   /** B7c: `m` retired, and this node has known it for a whole lease (every boot lease it granted has run out). */
   private retiredFor(m: Member): boolean {
     if (this.cfg.broken?.retiredNotCounted) return false;
     const w = this.witness.get(m.name);
-    return !!w && w.inc === m.inc && w.retired && this.now - w.retiredAt >= this.cfg.leaseTicks;
+    return !!w && w.inc >= m.inc && w.retired && this.now - w.retiredAt >= this.cfg.leaseTicks;
   }
 
-  /** Whether `name` at incarnation `inc` is known to have retired for good (B7b). */
+  /** After a retired log's retirement was heard: a new incarnation, no configurations, checked like any restart. */
+  private rejoinAsNew(): void {
+    const inc = this.me.inc + 1 + Math.floor(this.rand() * incStepMax);
+    this.debug?.(`${this.me.name}/${this.me.inc} retirement heard; new incarnation ${inc}`);
+    for (let s = 0; s < this.ranges.length; s++) this.ranges[s] = newRange(s);
+    this.me = { ...this.me, inc };
+    this.bootHistory = [];
+    this.retired = false;
+    this.leaving = false;
+    this.retiredInc = -1;
+    this.retireEchoes.clear();
+    this.record({ t: 'mark', shard: 0, pos: this.pos, inc });
+    this.record({ t: 'mark', shard: 0, pos: this.pos, inc, boot: this.boot }); // this boot starts the incarnation
+    if (!this.cfg.broken?.noWitnessCheck) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity, rolledBack: false };
+    this.heartbeat();
+  }
+
+  /**
+   * Whether `name` at incarnation `inc` is known to be gone for good (B7b): that incarnation retired, or a later
+   * one did (an incarnation ends for good when its node takes a newer one: a detected rollback, or a start from a
+   * retired log; so a retired newer incarnation means the older one is gone as well).
+   */
   retiredMember(name: string, inc: number): boolean {
     const w = this.witness.get(name);
-    return !!w && w.inc === inc && w.retired;
+    return !!w && w.inc >= inc && w.retired;
   }
 
   /**
@@ -506,7 +553,7 @@ export class DataNode {
    */
   private noteRetired(name: string, inc: number): void {
     if (name === this.me.name) {
-      if (inc !== this.me.inc || this.retired) return;
+      if (inc < this.me.inc || this.retired) return;
       if (this.checking) this.checking.rolledBack = true;
       else this.fence('retired elsewhere');
       return;
@@ -894,7 +941,9 @@ export class DataNode {
     const gone: Array<readonly [string, number]> = [];
     for (const r of this.ranges) {
       for (const m of r.config?.members ?? []) {
-        if (m.name !== this.me.name && this.retiredMember(m.name, m.inc) && !gone.some(([n, i]) => n === m.name && i === m.inc)) gone.push([m.name, m.inc]);
+        if (m.name === this.me.name || !this.retiredMember(m.name, m.inc)) continue;
+        const inc = (this.witness.get(m.name) as Witness).inc;
+        if (!gone.some(([n, i]) => n === m.name && i === inc)) gone.push([m.name, inc]);
       }
     }
     const configs = this.ranges.flatMap((r) => (r.config ? [r.config] : []));
@@ -906,7 +955,11 @@ export class DataNode {
       const fresh = rep !== undefined && this.now - rep.at <= 2 * this.cfg.heartbeatTicks;
       const some = fresh ? configs.filter((c) => c.epoch > (rep.epochs[c.shard] ?? 0)) : configs;
       const hb = epochs ? { t: 'hb' as const, leaving: this.leaving, configs: some, epochs } : { t: 'hb' as const, leaving: this.leaving, configs: some };
-      this.send(name, gone.length > 0 ? { ...hb, gone } : hb);
+      // The receiver itself retired: tell it we know (its echo, B7a), whether or not our configurations name it.
+      const p = this.peers.get(name);
+      const echo = p !== undefined && p.inc >= 0 && this.retiredMember(name, p.inc) && !gone.some(([n]) => n === name);
+      const list = echo ? [...gone, [name, (p as PeerView).inc] as const] : gone;
+      this.send(name, list.length > 0 ? { ...hb, gone: list } : hb);
       this.send(name, { t: 'bootQ', t0: this.now });
     }
   }

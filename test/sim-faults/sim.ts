@@ -860,12 +860,20 @@ export class FaultSim {
       }
       this.count(early ? 'retire-early' : 'retire', n);
       this.flush(n);
-      // Stopped a little later: its retiring heartbeats go out meanwhile (a crash then loses any still queued).
-      this.at(this.now + 50 + this.rng.int(600), () => {
+      // Stopped for good once its retirement is heard (B7a: a co-member of each range naming it echoed it), as
+      // the enclave's decommission does; until then it keeps telling its peers (a crash restarts it, retired).
+      const gone = (): void => {
         if (n.gone) return;
+        // (A crash restarted it from its retired log: heard, that core goes on as a new member; it retires too.)
+        if (n.up && n.core && !n.core.hasRetired) n.core.retire();
+        if (!n.up || !n.core?.retirementHeard) {
+          this.at(this.now + 200, gone);
+          return;
+        }
         this.crash(n);
         n.gone = true;
-      });
+      };
+      this.at(this.now + 50 + this.rng.int(600), gone);
     };
     this.at(this.now + 500 + (early ? 0 : this.rng.int(1_000)), stop);
   }
