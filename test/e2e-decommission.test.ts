@@ -41,7 +41,7 @@ describe('decommission: a co-member restarts while ranges still name a retired n
     expect((await fx.status(c.addr)).ok).toBe(true);
     // Retire at once (waitMs 0): the ranges it is in have not moved yet.
     const r = await c.decommission(0);
-    expect(r).toMatchObject({ retired: true });
+    expect(r).toMatchObject({ retired: true, heard: true });
     expect(r.rangesStillNamingIt).toBeGreaterThan(0);
     await fx.removeNode(c);
     const pid = fx.kill9(b);
