@@ -7,6 +7,12 @@ import { EkvError } from '../protocol/errors.ts';
 
 export const exitFailed = 1;
 export const exitUsage = 2;
+/**
+ * `ekv host` only: the node was decommissioned (it retired for good, docs/consistency.md "Retirement") and
+ * will not start again from this data directory; ekv-host.service does not restart on it
+ * (RestartPreventExitStatus=3).
+ */
+export const exitDecommissioned = 3;
 
 export class UsageError extends Error {}
 
@@ -33,20 +39,19 @@ export async function run(json: boolean | undefined, body: () => Promise<void>):
 }
 
 /**
- * Resolves with the first SIGINT or SIGTERM. Long-running commands call it before they start anything,
+ * Resolves with the first SIGINT or SIGTERM (or one of `also`: SIGUSR2 for the node commands' decommission).
+ * Long-running commands call it before they start anything,
  * so a signal that arrives while they start (or right after they print their ready line, which a
  * caller may read at once) stops them cleanly instead of killing them.
  */
-export function firstSignal(): Promise<NodeJS.Signals> {
+export function firstSignal(also: readonly NodeJS.Signals[] = []): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', ...also];
+    const handlers = signals.map((sig) => [sig, () => on(sig)] as const);
     const on = (sig: NodeJS.Signals) => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
+      for (const [s, h] of handlers) process.off(s, h);
       resolve(sig);
     };
-    const onInt = () => on('SIGINT');
-    const onTerm = () => on('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
+    for (const [s, h] of handlers) process.on(s, h);
   });
 }

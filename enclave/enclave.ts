@@ -44,7 +44,12 @@ export interface RunningEnclave {
   trust: SelfTrust;
   data: DataStore;
   server: EnclaveServer;
-  stop(graceful: boolean): Promise<void>;
+  /**
+   * `graceful`: leave first (the ranges start moving away; the node may come back with its sealed state).
+   * `decommission`: leave for good (retire, docs/consistency.md "Retirement"): this sealed state never comes back
+   * as this member.
+   */
+  stop(graceful: boolean, mode?: { decommission?: boolean }): Promise<void>;
 }
 
 /** Without sealing (a local `--no-seal` image) nothing survives a restart: the log only resolves appends. */
@@ -164,7 +169,20 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const opLabel = (op: string) => (clientOps.has(op) || ops.has(op) || (recovery !== null && recoveryOps.has(op)) ? op : 'other');
   // No 'metrics' hello here: this socket is what the client and ring ports relay to (review-4 A1).
   const server = new EnclaveServer({ identity, attest, verifyPeer, verifyPrincipal: verifyPrincipalSignature, ring: ringCred }, handler, c.logger, { opLabel });
-  const hostChannel = new HostChannel(() => enclaveMetrics.snapshot(), c.logger);
+  // Decommission (docs/consistency.md, "Retirement"): leave, wait for the ranges to move, retire for good, then
+  // leave the Chord ring. Asked by the host over its channel (Nitro: the enclave gets no signals) or, locally,
+  // by SIGUSR2 to the enclave process. The node serves nothing afterwards; its host stops it.
+  let decommissioned: Promise<{ retired: boolean; rangesStillNamingIt: number; heard: boolean }> | null = null;
+  const decommission = (waitMs?: number) => (decommissioned ??= (async () => {
+    c.logger.info({ waitMs }, 'decommission: leaving for good');
+    const r = await data.decommission(waitMs);
+    if (r.retired && r.heard) c.logger.info({ rangesStillNamingIt: r.rangesStillNamingIt }, 'decommissioned: this member retired for good, and its co-members know');
+    else if (r.retired) c.logger.warn({ code: 'UNHEARD', rangesStillNamingIt: r.rangesStillNamingIt }, 'retired, but no co-member of some range naming it has echoed it yet: stopped now, it counts as a crash-stop there');
+    else c.logger.warn({ code: 'REFUSED', rangesStillNamingIt: r.rangesStillNamingIt }, 'not retired: a range naming this node has fewer than three members (its data would go with it); it only left');
+    await ring.leave();
+    return r;
+  })());
+  const hostChannel = new HostChannel(() => enclaveMetrics.snapshot(), c.logger, decommission);
   await hostChannel.listen(c.paths.hostChannel);
   await server.listen(c.paths.inbound);
   // The data core replays its sealed log before the node enters the ring (status shows its state at once);
@@ -188,8 +206,10 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     trust,
     data,
     server,
-    async stop(graceful: boolean) {
-      if (graceful) {
+    async stop(graceful: boolean, mode?: { decommission?: boolean }) {
+      if (mode?.decommission || decommissioned) {
+        await decommission().catch((err: unknown) => c.logger.error({ err }, 'decommission failed'));
+      } else if (graceful) {
         await data.leave().catch(() => undefined);
         // The leave messages go out before the peer connections are closed below (else a neighbour learns of the
         // leave only by failure detection).

@@ -1,7 +1,9 @@
 /**
  * The host's own channel into the enclave (enclave-5001.sock; vsock port 5001 on Nitro, bridged on the
- * parent to a unix socket that only the host proxy opens). It answers one thing: the 'metrics' hello, the
- * enclave's metrics snapshot for the host's Prometheus /metrics (docs/observability.md).
+ * parent to a unix socket that only the host proxy opens). It answers two things: the 'metrics' hello, the
+ * enclave's metrics snapshot for the host's Prometheus /metrics (docs/observability.md), and 'decommission':
+ * the node leaves for good and retires (docs/consistency.md, "Retirement"; the host could stop it for good
+ * anyway, retiring lets it say so to its peers).
  *
  * Why a socket of its own: enclave-5000.sock is what the host's client port and the ring port relay to, so
  * a metrics hello there would come from anyone on the network, and the snapshot moves with other principals'
@@ -15,7 +17,7 @@ import { handshakeBytesMax } from '../protocol/constants.ts';
 import { encodeCbor } from '../protocol/cbor.ts';
 import { EkvError } from '../protocol/errors.ts';
 import { FramedSocket } from '../protocol/framed-socket.ts';
-import { acceptMetricsHello } from '../protocol/handshake.ts';
+import { acceptHostChannelHello } from '../protocol/handshake.ts';
 import { m as metrics } from './metrics.ts';
 import { closeWith, listenOn } from './unix-listener.ts';
 
@@ -28,9 +30,13 @@ export class HostChannel {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
 
+  /** One decommission at a time: a second request waits for the same outcome. */
+  private decommissioning: Promise<unknown> | null = null;
+
   constructor(
     private readonly snapshot: () => unknown,
     private readonly logger: Logger,
+    private readonly decommission?: (waitMs: number | undefined) => Promise<unknown>,
   ) {
     this.server = net.createServer((s) => this.onConnection(s));
   }
@@ -52,8 +58,13 @@ export class HostChannel {
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', () => undefined);
     const fs = new FramedSocket(socket, handshakeBytesMax);
-    acceptMetricsHello(fs, this.snapshot, hostChannelHelloTimeoutMs).then(() => {
-      metrics.handshakes.inc({ mode: 'metrics', result: 'ok' });
+    const decommission = this.decommission;
+    const answers = decommission
+      ? { metrics: this.snapshot, decommission: (waitMs: number | undefined) => (this.decommissioning ??= decommission(waitMs)) }
+      : { metrics: this.snapshot };
+    // (A decommission's answer waits for the leave: no hello timeout on it once the hello arrived.)
+    acceptHostChannelHello(fs, answers, hostChannelHelloTimeoutMs).then((mode) => {
+      metrics.handshakes.inc({ mode, result: 'ok' });
     }, (err: unknown) => {
       const e = err instanceof EkvError ? err : new EkvError('INTERNAL', 'metrics hello failed');
       metrics.handshakes.inc({ mode: 'metrics', result: e.code });

@@ -26,13 +26,20 @@ async function main(): Promise<void> {
   // Handlers from the start (review-5 J3): a stop while the node still waits for its join address (retried for as
   // long as it takes) is logged and clean, not a default-signal death.
   let enclave: Awaited<ReturnType<typeof startEnclave>> | null = null;
+  let stopping = false;
   const stop = async (signal: string) => {
-    logger.info({ signal, ...(enclave ? {} : { started: false }) }, 'enclave stopping');
-    await enclave?.stop(true);
+    if (stopping) return;
+    stopping = true;
+    const decommission = signal === 'SIGUSR2';
+    logger.info({ signal, ...(decommission ? { decommission } : {}), ...(enclave ? {} : { started: false }) }, 'enclave stopping');
+    await enclave?.stop(true, { decommission });
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  // Decommission (docs/consistency.md, "Retirement"): leave for good. The host can always stop a node for good;
+  // this lets the node say so, so that its co-members' restarts do not wait for it.
+  process.on('SIGUSR2', () => void stop('SIGUSR2'));
   enclave = await startEnclave({ nsm, logger, paths, config });
   logger.info({ id: enclave.nodeId, listen: paths.inbound }, 'enclave ready');
 }

@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import { FramedSocket } from '../protocol/framed-socket.ts';
-import { requestMetrics } from '../protocol/handshake.ts';
+import { requestDecommission, requestMetrics } from '../protocol/handshake.ts';
 import { metricsBytesMax, parseMetricsSnapshot, renderPrometheus, type MetricsSnapshot } from '../protocol/metrics.ts';
 
 export const enclaveMetricsTimeoutMs = 2000;
@@ -28,5 +28,53 @@ export async function enclaveMetricsText(enclaveSocket: string, node: string): P
     return { up: true, text: renderPrometheus(snap, { node }) };
   } catch (err) {
     return { up: false, text: '', error: (err as Error).message };
+  }
+}
+
+/** What a decommission did: retired (or refused), ranges that still named the node, and whether co-members echoed it. */
+export interface DecommissionOutcome {
+  retired: boolean;
+  rangesStillNamingIt: number;
+  heard: boolean;
+}
+
+/** How long a decommission may take: up to 30 s for the ranges to move, then up to 30 s for the echoes. */
+export const decommissionTimeoutMs = 90_000;
+
+/**
+ * Asks the enclave over its host channel to leave for good (docs/consistency.md, "Retirement"); resolves with
+ * its outcome (`retired`: false when a range naming it has fewer than three members, and it only left).
+ */
+export async function decommissionEnclave(enclaveSocket: string, o: { timeoutMs?: number; waitMs?: number } = {}): Promise<DecommissionOutcome> {
+  const socket = net.connect(enclaveSocket);
+  socket.on('error', () => undefined);
+  const fs = new FramedSocket(socket, metricsBytesMax);
+  try {
+    const r = await requestDecommission(fs, o.timeoutMs ?? decommissionTimeoutMs, o.waitMs);
+    const a = (typeof r === 'object' && r !== null ? r : {}) as Record<string, unknown>;
+    return { retired: a.retired === true, rangesStillNamingIt: typeof a.rangesStillNamingIt === 'number' ? a.rangesStillNamingIt : -1, heard: a.heard === true };
+  } finally {
+    socket.destroy();
+  }
+}
+
+/**
+ * SIGUSR2 of `ekv host` and `ekv node`: decommission (docs/consistency.md, "Retirement"). The enclave leaves,
+ * waits for its ranges to move and retires for good, so that its co-members' restarts never wait for it; the
+ * caller then stops as on SIGTERM (`systemctl kill -s USR2 ekv-host` on an instance). The enclave's sealed state
+ * never comes back as this member: started again, it joins as a new one.
+ */
+export async function decommissionLogged(
+  ask: () => Promise<DecommissionOutcome>,
+  logger: { info(o: object, m: string): void; warn(o: object, m: string): void },
+): Promise<DecommissionOutcome | null> {
+  try {
+    const r = await ask();
+    if (r.retired) logger.info({ rangesStillNamingIt: r.rangesStillNamingIt, heard: r.heard }, 'decommissioned: the enclave retired for good');
+    else logger.warn({ code: 'REFUSED', rangesStillNamingIt: r.rangesStillNamingIt }, 'not retired: a range naming this node has fewer than three members; it only left');
+    return r;
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'decommission failed: stopping anyway (a crash-stop for the ring)');
+    return null;
   }
 }

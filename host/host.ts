@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { startCredentialRefresher } from './credentials.ts';
 import { checkEnclaveHealth, sharedHealth } from './health.ts';
 import { createHttpApp } from './http.ts';
+import { decommissionEnclave, type DecommissionOutcome } from './enclave-metrics.ts';
 import { createMetrics } from './metrics.ts';
 import { listen, startInboundRelay, startOutboundRelay, type OutboundPolicy } from './relay.ts';
 import { nodeConfigForLaunch, RingHints } from './ring-hints.ts';
@@ -72,6 +73,8 @@ export interface RunningHost {
   httpPort: number;
   enclaveSocket: string;
   watchdog: EnclaveWatchdog | null;
+  /** Asks the enclave to leave for good (retire; docs/consistency.md, "Retirement"); the caller then closes. */
+  decommission(): Promise<DecommissionOutcome>;
   close(): Promise<void>;
 }
 
@@ -155,6 +158,7 @@ export async function startHost(o: HostOptions): Promise<RunningHost> {
     httpPort,
     enclaveSocket: paths.enclave,
     watchdog,
+    decommission: () => decommissionEnclave(paths.enclaveMetrics),
     async close() {
       closed = true;
       credentials?.close();

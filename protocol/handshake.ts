@@ -301,11 +301,49 @@ export type Accepted =
  * offers no session, and costs a caller one decode.
  */
 export async function acceptMetricsHello(fs: FramedSocket, snapshot: () => unknown, timeoutMs = handshakeTimeoutMs): Promise<void> {
+  await acceptHostChannelHello(fs, { metrics: snapshot }, timeoutMs);
+}
+
+/**
+ * The host channel's exchanges: 'metrics' (above) and, when the enclave offers it, 'decommission': the node
+ * leaves for good and retires (docs/consistency.md, "Retirement"), answered with the outcome once it is done.
+ * The host may ask this of its own node at any time: it can stop the node for good anyway; retiring only lets the
+ * node say so to its peers. Anything else is refused (FORBIDDEN).
+ */
+export async function acceptHostChannelHello(
+  fs: FramedSocket,
+  answers: { metrics: () => unknown; decommission?: (waitMs: number | undefined) => Promise<unknown> },
+  timeoutMs = handshakeTimeoutMs,
+): Promise<'metrics' | 'decommission'> {
   fs.setMaxFrameBytes(handshakeBytesMax);
   const hello = parseMessage(await fs.next(timeoutMs), 'hello');
   if (hello.v !== protocolVersion) throw new EkvError('PROTOCOL', `unsupported protocol version ${String(hello.v)}`);
-  if (hello.mode !== 'metrics') throw new EkvError('FORBIDDEN', 'this socket answers only the metrics hello');
-  fs.end(encodeCbor({ t: 'metrics', m: snapshot() }));
+  if (hello.mode === 'decommission' && answers.decommission) {
+    // How long the node may wait for its ranges to move before it retires (default the enclave's, 30 s).
+    const w = hello.waitMs;
+    if (w !== undefined && (typeof w !== 'number' || !Number.isInteger(w) || w < 0 || w > decommissionWaitMsMax)) {
+      throw new EkvError('PROTOCOL', `waitMs must be an integer 0..${decommissionWaitMsMax}`);
+    }
+    const r = await answers.decommission(w);
+    fs.end(encodeCbor({ t: 'decommissioned', r }));
+    return 'decommission';
+  }
+  if (hello.mode !== 'metrics') throw new EkvError('FORBIDDEN', 'this socket answers only the metrics and decommission hellos');
+  fs.end(encodeCbor({ t: 'metrics', m: answers.metrics() }));
+  return 'metrics';
+}
+
+/** The longest a decommission may wait for the node's ranges to move before it retires. */
+export const decommissionWaitMsMax = 60_000;
+
+/** Host side of 'decommission': asks the node to leave for good; resolves with the enclave's outcome. */
+export async function requestDecommission(fs: FramedSocket, timeoutMs: number, waitMs?: number): Promise<unknown> {
+  fs.setMaxFrameBytes(handshakeBytesMax);
+  fs.write(encodeCbor({ t: 'hello', v: protocolVersion, mode: 'decommission', nonce: Buffer.alloc(0), ...(waitMs === undefined ? {} : { waitMs }) }));
+  const msg = decodeCbor(await fs.next(timeoutMs));
+  if (isRecord(msg) && msg.t === 'error') throw new EkvError('UNAVAILABLE', 'the decommission request was refused', { reason: isEkvErrorCode(msg.code) ? msg.code : 'PROTOCOL' });
+  if (!isRecord(msg) || msg.t !== 'decommissioned') throw new EkvError('PROTOCOL', 'expected a decommission answer');
+  return Object.hasOwn(msg, 'r') ? msg.r : null;
 }
 
 export async function acceptHandshake(fs: FramedSocket, opts: AcceptOptions): Promise<Accepted> {

@@ -184,6 +184,39 @@ describe('ekv node', () => {
     }
   }, 60_000);
 
+  it('decommissions on SIGUSR2 through the host channel: leaves, waits for its ranges to move, retires, and takes itself out of cluster.json', async () => {
+    const dir = join(scratch, 'decommissioned');
+    const child = spawn(process.execPath, [ekvBin, 'node', '--join', ring.node(0).addr, '--cluster', ring.clusterFile, '--dir', dir, '--log-level', 'warn', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      const deadline = Date.now() + 40_000;
+      while (!out.includes('"ok":true') && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+      const ready = JSON.parse(out.split('\n').find((l) => l.startsWith('{')) ?? 'null') as { addr: string } | null;
+      expect(ready, err).not.toBeNull();
+      child.kill('SIGUSR2');
+      expect(await exited).toBe(0);
+      expect(err).toContain('SIGUSR2: decommissioning');
+      // The enclave answered over its host channel once its ranges had moved away (none names it), and retired.
+      expect(err).toMatch(/^ekv node: retired for good \(0 ranges still named it/m);
+      expect(loadCluster(ring.clusterFile).nodes.map((n) => n.addr)).not.toContain(ready!.addr);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  }, 90_000);
+
+  it('ekv host will not start from a decommissioned data directory (exit 3, DECOMMISSIONED; systemd does not restart it)', async () => {
+    const data = join(scratch, 'host-decommissioned');
+    mkdirSync(data, { recursive: true });
+    writeFileSync(join(data, 'decommissioned'), '{}\n');
+    const r = await ekv(['host', '--vsock-dir', join(scratch, 'hv'), '--data-dir', data, '--listen', '0', '--http', '0', '--bind', '127.0.0.1', '--log-level', 'silent']);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/^DECOMMISSIONED: /m);
+  });
+
   it('gives up on an image the KMS refuses after a few attempts, with the KMS error (no endless restart loop)', async () => {
     const refused = await imageFor({ nodes: 2, replicas: 2 });
     const r = await ekv(['node', '--join', ring.node(0).addr, '--cluster', ring.clusterFile, '--dir', join(scratch, 'refused'), '--enclave-image', refused, '--log-level', 'silent'], { timeoutMs: 90_000 });

@@ -5,16 +5,17 @@
  * enclave, the enclave's outbound connections to peers, and stores its sealed
  * blobs under --data-dir.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import pino from 'pino';
 import { startBlobStore } from '../../host/blob-store.ts';
+import { decommissionLogged } from '../../host/enclave-metrics.ts';
 import { startHost, type RunningHost } from '../../host/host.ts';
 import { CidrError, cidrPolicy, outboundCidrsDefault } from '../../host/outbound-policy.ts';
 import { readReleaseFile } from '../../host/release.ts';
 import { fetchRingSecret, ringSecretBlob } from '../../host/ring-secret.ts';
-import { firstSignal, run, UsageError } from '../output.ts';
+import { exitDecommissioned, firstSignal, run, UsageError } from '../output.ts';
 import { logLevelFlag } from '../flags.ts';
 
 function port(v: string, name: string): number {
@@ -32,6 +33,9 @@ function expectedImages(file: string, logger: pino.Logger): string[] {
     return [];
   }
 }
+
+/** In --data-dir once the node was decommissioned: `ekv host` then refuses to start (exit 3). */
+export const decommissionedMarker = 'decommissioned';
 
 export function registerHost(program: Command): void {
   program
@@ -54,9 +58,18 @@ export function registerHost(program: Command): void {
     .option('--json', 'once listening, print one ready line as JSON on stdout: {"ok":true,"port","httpPort","pid"} (a supervisor learns the ports chosen for 0)')
     .action(async (o: { vsockDir: string; listen: string; bind: string; http: string; dataDir: string; allowOutbound: string; logLevel: string; selfAddr?: string; join: string; imds: string; ringSecret?: string; enclaveCmd?: string; healthRoot?: string; release?: string; json?: boolean }) =>
       run(false, async () => {
-        const signal = firstSignal();
+        const signal = firstSignal(['SIGUSR2']);
         mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
         const logger = pino({ level: logLevelFlag(o.logLevel), base: { svc: 'host' } }, pino.destination(2));
+        // A decommissioned node stays down: started again, its enclave would come back as a new member, and the
+        // instance is about to go (docs/deploy.md). Remove the marker to run this data directory again.
+        const marker = join(o.dataDir, decommissionedMarker);
+        if (existsSync(marker)) {
+          logger.error({ code: 'DECOMMISSIONED', marker }, 'this node was decommissioned: not starting (remove the marker to start it again, as a new member)');
+          process.stderr.write(`DECOMMISSIONED: this node was decommissioned (${marker}); remove that file to start it again as a new member\n`);
+          process.exitCode = exitDecommissioned;
+          return;
+        }
         let outboundPolicy;
         try {
           outboundPolicy = cidrPolicy(o.allowOutbound.split(',').map((s) => s.trim()).filter(Boolean));
@@ -103,9 +116,13 @@ export function registerHost(program: Command): void {
           throw err;
         }
         if (o.json) process.stdout.write(JSON.stringify({ ok: true, port: host.port, httpPort: host.httpPort, pid: process.pid }) + '\n');
-        await signal;
+        const sig = await signal;
         fetching.abort();
+        const retired = sig === 'SIGUSR2' && (await decommissionLogged(() => host.decommission(), logger))?.retired === true;
+        if (retired) writeFileSync(marker, JSON.stringify({ decommissionedAt: new Date().toISOString() }) + '\n', { mode: 0o600 });
         await host.close();
+        if (retired) process.exitCode = exitDecommissioned;
       }),
     );
 }
+

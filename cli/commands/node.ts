@@ -13,6 +13,7 @@ import { kmsEnv, localBlobStore, startLocalKms, type LocalKmsInfo } from '../loc
 import { LocalNode } from '../local/node.ts';
 import { provideRingSecret, writeJsonAtomic, type RingState } from '../local/ring.ts';
 import { firstSignal, run, UsageError } from '../output.ts';
+import { decommissionLogged } from '../../host/enclave-metrics.ts';
 import { defaultClusterFile, logLevelFlag, portFlag } from '../flags.ts';
 import { EkvError } from '../../protocol/errors.ts';
 
@@ -47,7 +48,7 @@ export function registerNode(program: Command): void {
     .option('--json', 'print the ready line as JSON')
     .action(async (o: NodeOpts) =>
       run(o.json, async () => {
-        const signal = firstSignal();
+        const signal = firstSignal(['SIGUSR2']);
         const listenPort = portFlag(o.port, '--port');
         const httpPort = portFlag(o.httpPort, '--http-port');
         const replicas = Number(o.replicas);
@@ -121,7 +122,16 @@ export function registerNode(program: Command): void {
           await ownKms?.close();
           throw new EkvError('UNAVAILABLE', ended.message);
         }
-        process.stderr.write(`ekv node: ${ended}: stopping (leaving the ring)\n`);
+        if (ended === 'SIGUSR2') {
+          // Decommission (docs/consistency.md, "Retirement"): leave for good, so that co-members never wait for it.
+          process.stderr.write('ekv node: SIGUSR2: decommissioning (leaving the ring for good)\n');
+          const r = await decommissionLogged(() => node.decommission(), logger);
+          process.stderr.write(r === null
+            ? 'ekv node: the decommission failed (see the log): stopping anyway\n'
+            : r.retired
+              ? `ekv node: retired for good (${r.rangesStillNamingIt} ranges still named it; its co-members will not wait for it)\n`
+              : `ekv node: REFUSED: not retired (${r.rangesStillNamingIt} ranges naming it have fewer than three members: its data would go with it); it only left\n`);
+        } else process.stderr.write(`ekv node: ${ended}: stopping (leaving the ring)\n`);
         await node.stop();
         await ownKms?.close();
         // It left gracefully (its enclave handed its keys off on SIGTERM): it is no longer a member, so it no

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { probeIsolation } from '../../emulator/isolation.ts';
 import { forwardLines } from '../../emulator/log-lines.ts';
 import { hostSocketPaths, type RunningHost } from '../../host/host.ts';
+import { decommissionEnclave } from '../../host/enclave-metrics.ts';
 
 const ekvBin = fileURLToPath(new URL('../../bin/ekv.js', import.meta.url));
 export const hostReadyMs = 30_000;
@@ -98,6 +99,7 @@ export async function spawnHostProcess(o: HostProcessOptions): Promise<HostProce
     enclaveSocket: hostSocketPaths(o.vsockDir).enclave,
     // The local ring launches its enclaves itself: the host process is started without --enclave-cmd.
     watchdog: null,
+    decommission: () => decommissionEnclave(hostSocketPaths(o.vsockDir).enclaveMetrics),
     exited,
     async kill9() {
       if (!done()) process.kill(pid, 'SIGKILL');

@@ -10,7 +10,8 @@ import type { Logger } from 'pino';
 import type { EmulatorCa } from '../../emulator/ca.ts';
 import { launchEnclave, type LaunchedEnclave } from '../../emulator/launcher.ts';
 import type { ImageMeasurement } from '../../emulator/measure.ts';
-import { loopbackOnly, startHost, type RunningHost } from '../../host/host.ts';
+import { hostSocketPaths, loopbackOnly, startHost, type RunningHost } from '../../host/host.ts';
+import { decommissionEnclave, type DecommissionOutcome } from '../../host/enclave-metrics.ts';
 import { serviceChild } from '../../emulator/service-log.ts';
 import { spawnHostProcess, type HostProcess } from './host-process.ts';
 
@@ -101,6 +102,11 @@ export class LocalNode {
     await this.host.close();
     await new Promise((r) => setTimeout(r, downMs));
     this.host = await this.startHost(port, httpPort);
+  }
+
+  /** Asks the enclave to leave for good (retire; docs/consistency.md, "Retirement") over its host channel. */
+  decommission(waitMs?: number): Promise<DecommissionOutcome> {
+    return decommissionEnclave(hostSocketPaths(this.vsockDir).enclaveMetrics, waitMs === undefined ? {} : { waitMs });
   }
 
   /** The host proxy's own process, in hostProcess mode (else null: it runs in this process). */

@@ -250,6 +250,36 @@ export class DataStore {
     while (Date.now() < deadline && this.memberOfAny()) await sleep(100);
   }
 
+  /**
+   * Decommission: leave for good (docs/consistency.md, "Retirement: leaving for good", B7). Leaves, waits up to
+   * `waitMs` for the ranges to move away, then retires: the `ret` record is made durable and the peers are told,
+   * so that co-members of a range still naming this node never wait for it when they restart. Refused (REFUSED:
+   * the node only left, as on a normal stop) while a configuration naming it has fewer than three members: its
+   * data would go with it. A node started again from this sealed state is a new member.
+   */
+  async decommission(waitMs = 30_000, heardWaitMs = 30_000): Promise<{ retired: boolean; rangesStillNamingIt: number; heard: boolean }> {
+    await this.leave(waitMs);
+    const rangesStillNamingIt = this.rangesNamingSelf();
+    if (!this.driver.retire()) return { retired: false, rangesStillNamingIt, heard: false };
+    // The retiring heartbeat leaves once the record is durable and repeats every heartbeat: wait (bounded) until a
+    // co-member of every range naming this node echoed it (B7a), so that it is not lost with this node.
+    const deadline = Date.now() + heardWaitMs;
+    while (!this.retirementHeard() && Date.now() < deadline) await sleep(this.cfg.heartbeatTicks * dataTickMs);
+    return { retired: true, rangesStillNamingIt, heard: this.retirementHeard() };
+  }
+
+  private retirementHeard(): boolean {
+    return this.driver.node?.retirementHeard ?? false;
+  }
+
+  private rangesNamingSelf(): number {
+    const n = this.driver.node;
+    if (!n) return 0;
+    let count = 0;
+    for (let s = 0; s < this.cfg.shards; s++) if (n.configOf(s)?.members.some((m) => m.name === this.selfMember.name)) count++;
+    return count;
+  }
+
   private memberOfAny(): boolean {
     const n = this.driver.node;
     if (!n) return false;

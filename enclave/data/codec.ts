@@ -24,6 +24,8 @@ export const rangeEntriesMax = 1_000_000;
 /** Sessions and results per session in one transfer (the table's own bounds are lower). */
 export const sessionsWireMax = 1 << 20;
 export const resultsWireMax = 1 << 16;
+/** Retired members passed on in one heartbeat (B7b: those its configurations name, at most ranges x R). */
+export const goneMax = 4096;
 /** Peers in one witness record. */
 export const witnessesMax = 1 << 16;
 /** Configurations in one heartbeat (one per range). */
@@ -180,8 +182,18 @@ export function validatePeerBody(x: unknown, shards: number): PeerBody {
   const inRange = (c: Config): Config => (c.shard < shards ? c : fail('config.shard out of range'));
   switch (o.t) {
     case 'hb': {
-      const hb = { t: 'hb' as const, leaving: bool(o.leaving, 'leaving'), configs: arr(o.configs, 'configs', configsMax).map(config).map(inRange) };
-      return o.epochs === undefined ? hb : { ...hb, epochs: arr(o.epochs, 'epochs', configsMax).map((e) => int(e, 'epoch')) };
+      const hb = {
+        t: 'hb' as const, leaving: bool(o.leaving, 'leaving'), configs: arr(o.configs, 'configs', configsMax).map(config).map(inRange),
+        ...(o.epochs === undefined ? {} : { epochs: arr(o.epochs, 'epochs', configsMax).map((e) => int(e, 'epoch')) }),
+        ...(o.ret === undefined ? {} : { ret: o.ret === true ? (true as const) : fail('hb.ret must be true') }),
+        ...(o.gone === undefined ? {} : {
+          gone: arr(o.gone, 'gone', goneMax).map((g) => {
+            const [name, inc] = arr(g, 'gone entry', 2);
+            return [str(name, 'gone name', nameCharsMax, 1), int(inc, 'gone inc')] as const;
+          }),
+        }),
+      };
+      return hb;
     }
     case 'prepare': return { t: 'prepare', base: inRange(config(o.base)), ballot: ballot(o.ballot) };
     case 'promise': return { t: 'promise', shard: shard(o.shard), instance: int(o.instance, 'instance', 1), ballot: ballot(o.ballot), accepted: nullable(o.accepted, (a) => ({ ballot: ballot(obj(a, 'accepted').ballot), value: inRange(config(obj(a, 'accepted').value)) })), data: rangeData(o.data), sessions: sessions(o.sessions) };
@@ -294,12 +306,16 @@ export function validateLogRecord(x: unknown, shards: number): LogRecord {
       t: 'wit', shard,
       w: arr(o.w, 'witnesses', witnessesMax).map((x) => {
         // Three fields in logs written before boot fencing (no boot admitted: 0), four since.
-        const [name, pos, inc, boot, posBoot, replaced] = arr(x, 'witness', 6);
+        const [name, pos, inc, boot, posBoot, replaced, retired] = arr(x, 'witness', 7);
         const b = (v: unknown): number => (v === undefined ? 0 : int(v, 'witness boot', 0, bootIdMax));
         const r = replaced === undefined ? [] : arr(replaced, 'witness replaced', replacedBootsMax).map((v) => int(v, 'witness replaced', 1, bootIdMax));
-        return [str(name, 'witness name', nameCharsMax, 1), int(pos, 'witness pos'), int(inc, 'witness inc'), b(boot), b(posBoot), r] as const;
+        const base = [str(name, 'witness name', nameCharsMax, 1), int(pos, 'witness pos'), int(inc, 'witness inc'), b(boot), b(posBoot), r] as const;
+        if (retired === undefined) return base;
+        if (retired !== 1) fail('witness retired must be 1');
+        return [...base, 1] as const;
       }),
     };
+    case 'ret': return { t: 'ret', shard, inc: int(o.inc, 'inc') };
     default: throw new DataError('UNKNOWN_TYPE', `unknown record type ${String(o.t).slice(0, 32)}`);
   }
 }

@@ -96,6 +96,11 @@ export interface BrokenFlags {
    * aligned), so an owner sends lease requests in as many ticks as it owns ranges.
    */
   renewApart?: boolean;
+  /**
+   * Not a safety break, a liveness control: a restarted boot does not count a retired member as admitting it
+   * (B7c off), so a co-member's restart waits for a member that is gone for good (the B5 + leave deadlock).
+   */
+  retiredNotCounted?: boolean;
 }
 
 /** Expired keys collected per tick by default. */

@@ -134,6 +134,14 @@ export class DataDriver {
     this.pump();
   }
 
+  /** Retire this incarnation for good (docs/consistency.md, "Retirement", B7); false if the core refuses (B7d). */
+  retire(): boolean {
+    if (!this.core) return false;
+    const ok = this.core.retire();
+    this.pump();
+    return ok;
+  }
+
   get serving(): boolean {
     return this.core !== null;
   }

@@ -132,7 +132,8 @@ const actTypes: ReadonlySet<PeerBody['t']> = new Set(['prepare', 'accept', 'inst
  * Per peer name: the highest (incarnation, position) seen on its messages, the one boot of that incarnation this
  * node admits (0: none yet), when that boot was last heard (memory only) and the boot it replaced (memory only).
  */
-interface Witness { inc: number; pos: number; boot: number; posBoot: number; heard: number; replaced: number[] }
+/** `retired`: that incarnation retired for good (B7), learnt at `retiredAt` (this run's clock; a log's: its start). */
+interface Witness { inc: number; pos: number; boot: number; posBoot: number; heard: number; replaced: number[]; retired: boolean; retiredAt: number }
 
 interface WitAnswer { inc: number; pos: number; boot: number; posBoot: number; live: boolean }
 
@@ -165,6 +166,12 @@ export class DataNode {
   private now: number;
   private readonly startedAt: number;
   private leaving = false;
+  /** B7: this incarnation retired (it acts in nothing and only tells its peers, until it is stopped). */
+  private retired = false;
+  /** Peers whose heartbeat said they know of this node's retirement (durably: persist-then-send), B7a. */
+  private readonly retireEchoes = new Set<string>();
+  /** The incarnation a replayed `ret` record names (B7a), if it is the log's own. */
+  private retiredInc = -1;
   private heartbeatAt = 0;
   /** Heartbeats sent: every heartbeatFullEvery-th carries every configuration to every peer. */
   private heartbeats = 0;
@@ -236,12 +243,21 @@ export class DataNode {
     for (const rec of init.log) this.replay(rec);
     this.loadedPos = this.pos;
     this.bootHistory.forEach((h, i) => this.loadedBoots.set(h.boot, this.bootHistory[i + 1]?.start ?? this.loadedPos));
+    // B7a: this log's incarnation retired for good; it is never that member again. It stays retired (acting in
+    // nothing) until its retirement is heard, which a crash right after the record may have kept from its peers,
+    // then takes a new incarnation (a new member, no configurations), as after a detected rollback.
+    const retiredLog = this.retiredInc === this.me.inc && init.log.length > 0;
+    if (retiredLog) {
+      this.retired = true;
+      this.leaving = true;
+      this.debug?.(`${this.me.name}/${this.me.inc} RETIRED in its log: says so until heard, then a new incarnation`);
+    }
     // This boot starts here: durable before anything it sends (its first batch), so any boot a peer ever admitted
     // has its start in its own log, and a log without it is not that boot's continuation.
     this.record({ t: 'mark', shard: 0, pos: this.pos, inc: this.me.inc, boot: this.boot });
     if (init.log.length === 0 && init.genesis) for (const c of init.genesis) this.record({ t: 'cfg', shard: c.shard, config: c });
     // A founder creating the ring has nothing anyone could have witnessed; every other node checks.
-    else if (!this.cfg.broken?.noWitnessCheck) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity, rolledBack: false };
+    else if (!this.cfg.broken?.noWitnessCheck && !retiredLog) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity, rolledBack: false };
     if (init.seizeAll) {
       for (const r of this.ranges) this.record({ t: 'cfg', shard: r.shard, config: { shard: r.shard, epoch: (r.config?.epoch ?? 0) + 1, members: [this.self] } });
     }
@@ -261,14 +277,20 @@ export class DataNode {
         if (rec.inc === this.me.inc) this.noteBoot(rec.boot, rec.pos);
       } else this.pos = Math.max(this.pos, rec.pos);
     } else if (rec.t === 'wit') {
-      for (const [name, pos, inc, boot, posBoot, replaced] of rec.w) {
+      for (const [name, pos, inc, boot, posBoot, replaced, retired] of rec.w) {
         this.see(name, inc, pos, posBoot);
         const w = this.witness.get(name);
         if (w && w.inc === inc) {
           if (boot !== 0) w.boot = boot;
           w.replaced = [...replaced];
+          if (retired === 1 && !w.retired) {
+            w.retired = true;
+            w.retiredAt = this.now; // learnt before this boot: counted from its start (B7c)
+          }
         }
       }
+    } else if (rec.t === 'ret') {
+      if (rec.inc === this.me.inc) this.retiredInc = rec.inc;
     } else {
       applyRecord(this.rangeAt(rec.shard), rec, this.now, this.ttlRule);
     }
@@ -281,7 +303,7 @@ export class DataNode {
     if (w && w.inc === inc) {
       w.pos = pos;
       w.posBoot = boot;
-    } else this.witness.set(name, { inc, pos, boot: 0, posBoot: boot, heard: -Infinity, replaced: [] });
+    } else this.witness.set(name, { inc, pos, boot: 0, posBoot: boot, heard: -Infinity, replaced: [], retired: false, retiredAt: Infinity });
     return true;
   }
 
@@ -308,7 +330,7 @@ export class DataNode {
     const w = this.witness.get(name);
     if (w && m.from.inc < w.inc) return true; // an older incarnation: configurations tell the members apart
     if (!w || m.from.inc > w.inc) {
-      this.witness.set(name, { inc: m.from.inc, pos: 0, boot, posBoot: 0, heard: this.now, replaced: [] });
+      this.witness.set(name, { inc: m.from.inc, pos: 0, boot, posBoot: 0, heard: this.now, replaced: [], retired: false, retiredAt: Infinity });
       this.witDirty.add(name);
       return true;
     }
@@ -384,6 +406,12 @@ export class DataNode {
     this.now = now;
     this.expireBudget = this.cfg.expireBatchMax ?? expireBatchDefault;
     if (now >= this.heartbeatAt) this.heartbeat();
+    if (this.retired) {
+      // B7a: it only tells its peers, until it is stopped; a core started from a retired log, once heard, goes on
+      // as a new member.
+      if (this.retiredInc === this.me.inc && this.retirementHeard) this.rejoinAsNew();
+      return;
+    }
     this.tickCheck();
     // Leases renew together: when one range's renewal is due, every active range past half its renewal interval
     // renews in the same tick, so an owner's requests to a member (and the grants, and the owner's witness record
@@ -405,6 +433,11 @@ export class DataNode {
     assert.ok(now >= this.now, 'time went backwards');
     this.now = now;
     if (m.kind === 'client') this.onClient(m.client, m.rid, m.op);
+    else if (this.retired) {
+      // B7a: no vote, acknowledgement, grant, boot lease or answer any more; only the peers' echoes are noted.
+      if (m.body.t === 'hb' && m.body.gone?.some(([n, i]) => n === this.me.name && i === this.me.inc)) this.retireEchoes.add(m.from.name);
+      return;
+    }
     else {
       // A vote, grant or boot lease meant for another boot of this name (a clone, or the boot this one replaced).
       if (!this.cfg.broken?.noBootFence && m.toBoot && m.toBoot !== this.boot && (m.toInc ?? this.me.inc) === this.me.inc && boundTypes.has(m.body.t)) return;
@@ -432,6 +465,110 @@ export class DataNode {
     this.leaving = true;
     for (const r of this.ranges) if (r.active || r.activating) this.deactivate(r);
     this.heartbeat();
+  }
+
+  /**
+   * Retire this incarnation for good (docs/consistency.md, "Retirement", B7): stop acting at once, make the `ret`
+   * record durable, then tell every peer (persist-then-send: the heartbeat's position is past the record). The
+   * co-members of the ranges that still name this node stop waiting for it when they restart (B7c). Refused
+   * (false, nothing done) while a configuration naming this node has fewer than three members: the others
+   * would be no majority, and its data would be lost with it (B7d). A node that retired cannot be brought back as
+   * this member: a core started from its log takes a new incarnation.
+   */
+  retire(): boolean {
+    if (this.retired) return true;
+    for (const r of this.ranges) if (r.config && this.isMember(r.config) && r.config.members.length < 3) return false;
+    this.leaving = true;
+    this.retired = true;
+    this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot} RETIRES`);
+    for (const r of this.ranges) {
+      if (r.active || r.activating) this.deactivate(r);
+      r.proposal = null;
+    }
+    this.checking = null;
+    this.record({ t: 'ret', shard: 0, inc: this.me.inc });
+    this.heartbeat();
+    return true;
+  }
+
+  /** Whether this node retired (B7): it acts in nothing; its driver stops it once its peers were told. */
+  get hasRetired(): boolean {
+    return this.retired;
+  }
+
+  /**
+   * B7a: whether this node's retirement is known, durably, beyond itself: for every range whose configuration
+   * (as this node last knew it) names it, another member of it has echoed the retirement. Then any node that
+   * later needs this node's admission learns it from them (B7b), so the driver may stop this node for good.
+   * Stopped earlier (a decommission's bounded wait, its host), a retirement nobody heard is a crash-stop.
+   */
+  get retirementHeard(): boolean {
+    if (!this.retired) return false;
+    for (const r of this.ranges) {
+      const c = r.config;
+      if (!c || !this.isMember(c)) continue;
+      if (!c.members.some((m) => m.name !== this.me.name && this.retireEchoes.has(m.name))) return false;
+    }
+    return true;
+  }
+
+  /** B7c: `m` retired, and this node has known it for a whole lease (every boot lease it granted has run out). */
+  private retiredFor(m: Member): boolean {
+    if (this.cfg.broken?.retiredNotCounted) return false;
+    const w = this.witness.get(m.name);
+    return !!w && w.inc >= m.inc && w.retired && this.now - w.retiredAt >= this.cfg.leaseTicks;
+  }
+
+  /** After a retired log's retirement was heard: a new incarnation, no configurations, checked like any restart. */
+  private rejoinAsNew(): void {
+    const inc = this.me.inc + 1 + Math.floor(this.rand() * incStepMax);
+    this.debug?.(`${this.me.name}/${this.me.inc} retirement heard; new incarnation ${inc}`);
+    for (let s = 0; s < this.ranges.length; s++) this.ranges[s] = newRange(s);
+    this.me = { ...this.me, inc };
+    this.bootHistory = [];
+    this.retired = false;
+    this.leaving = false;
+    this.retiredInc = -1;
+    this.retireEchoes.clear();
+    this.record({ t: 'mark', shard: 0, pos: this.pos, inc });
+    this.record({ t: 'mark', shard: 0, pos: this.pos, inc, boot: this.boot }); // this boot starts the incarnation
+    if (!this.cfg.broken?.noWitnessCheck) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity, rolledBack: false };
+    this.heartbeat();
+  }
+
+  /**
+   * Whether `name` at incarnation `inc` is known to be gone for good (B7b): that incarnation retired, or a later
+   * one did (an incarnation ends for good when its node takes a newer one: a detected rollback, or a start from a
+   * retired log; so a retired newer incarnation means the older one is gone as well).
+   */
+  retiredMember(name: string, inc: number): boolean {
+    const w = this.witness.get(name);
+    return !!w && w.inc >= inc && w.retired;
+  }
+
+  /**
+   * B7b: `name`/`inc` retired (said by itself, or passed on by a peer). Remembered durably with the witnesses.
+   * About this node's own incarnation, from elsewhere: another boot of it was admitted and retired, so this state
+   * is a copy from before that (checking: behind; running: fenced).
+   */
+  private noteRetired(name: string, inc: number): void {
+    if (name === this.me.name) {
+      if (inc < this.me.inc || this.retired) return;
+      if (this.checking) this.checking.rolledBack = true;
+      else this.fence('retired elsewhere');
+      return;
+    }
+    const w = this.witness.get(name);
+    if (w && inc < w.inc) return;
+    if (!w || inc > w.inc) {
+      this.witness.set(name, { inc, pos: 0, boot: 0, posBoot: 0, heard: -Infinity, replaced: [], retired: true, retiredAt: this.now });
+    } else if (!w.retired) {
+      w.retired = true;
+      w.retiredAt = this.now;
+    } else return;
+    this.debug?.(`${this.me.name} learns ${name}/${inc} retired`);
+    this.desiredSig = ''; // placement changes: a retired member is never placed (B7c)
+    this.witDirty.add(name);
   }
 
   ready(): Ready {
@@ -557,7 +694,13 @@ export class DataNode {
     // exactly this position, never more (a larger one would hide a rollback of fewer records than the snapshot has).
     const out: LogRecord[] = [{ t: 'mark', shard: 0, pos: 0, inc: this.me.inc }];
     for (const h of this.bootHistory) out.push({ t: 'mark', shard: 0, pos: h.start, inc: this.me.inc, boot: h.boot });
-    if (this.witness.size > 0) out.push({ t: 'wit', shard: 0, w: [...this.witness].map(([name, x]): Witnessed => [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced]) });
+    if (this.witness.size > 0) {
+      out.push({
+        t: 'wit', shard: 0,
+        w: [...this.witness].map(([name, x]): Witnessed => (x.retired ? [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced, 1] : [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced])),
+      });
+    }
+    if (this.retired) out.push({ t: 'ret', shard: 0, inc: this.me.inc });
     for (const r of this.ranges) {
       if (r.config) {
         out.push({ t: 'cfg', shard: r.shard, config: r.config });
@@ -632,7 +775,7 @@ export class DataNode {
     if (this.witDirty.size > 0) {
       const w = [...this.witDirty].map((name): Witnessed => {
         const x = this.witness.get(name) as Witness;
-        return [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced];
+        return x.retired ? [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced, 1] : [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced];
       });
       this.witDirty.clear();
       this.record({ t: 'wit', shard: 0, w });
@@ -663,6 +806,7 @@ export class DataNode {
           if (m.name === this.me.name) continue;
           const a = k.answers.get(m.name);
           if (a && (this.cfg.broken?.noBootFence || a.boot === this.boot)) admitted++;
+          else if (this.retiredFor(m)) admitted++; // B7c: it grants nothing any more, and its last lease has run out
           else absent = m.name;
         }
         if (absent !== null && admitted < admitQuorum(c.members.length)) {
@@ -749,7 +893,7 @@ export class DataNode {
   private alive(): Member[] {
     const out: Member[] = this.leaving ? [] : [this.self];
     for (const [name, p] of this.peers) {
-      if (p.inc >= 0 && !p.leaving && this.now - p.heard <= this.cfg.suspectTicks) out.push({ name, ring: p.ring, inc: p.inc });
+      if (p.inc >= 0 && !p.leaving && this.now - p.heard <= this.cfg.suspectTicks && !this.retiredMember(name, p.inc)) out.push({ name, ring: p.ring, inc: p.inc });
     }
     return out;
   }
@@ -787,6 +931,21 @@ export class DataNode {
    */
   private heartbeat(): void {
     this.heartbeatAt = this.now + this.cfg.heartbeatTicks;
+    if (this.retired) {
+      // B7a: the retirement, to every peer, every heartbeat until the driver stops this node. No configurations
+      // (it acts in nothing), no boot-lease request.
+      for (const name of this.peers.keys()) this.send(name, { t: 'hb', leaving: true, configs: [], ret: true });
+      return;
+    }
+    // B7b: retired members that our configurations still name, passed on.
+    const gone: Array<readonly [string, number]> = [];
+    for (const r of this.ranges) {
+      for (const m of r.config?.members ?? []) {
+        if (m.name === this.me.name || !this.retiredMember(m.name, m.inc)) continue;
+        const inc = (this.witness.get(m.name) as Witness).inc;
+        if (!gone.some(([n, i]) => n === m.name && i === inc)) gone.push([m.name, inc]);
+      }
+    }
     const configs = this.ranges.flatMap((r) => (r.config ? [r.config] : []));
     const every = this.cfg.heartbeatFullEvery ?? 1;
     const full = every <= 1 || this.heartbeats++ % every === 0;
@@ -795,7 +954,12 @@ export class DataNode {
       const rep = full ? undefined : this.reports.get(name);
       const fresh = rep !== undefined && this.now - rep.at <= 2 * this.cfg.heartbeatTicks;
       const some = fresh ? configs.filter((c) => c.epoch > (rep.epochs[c.shard] ?? 0)) : configs;
-      this.send(name, epochs ? { t: 'hb', leaving: this.leaving, configs: some, epochs } : { t: 'hb', leaving: this.leaving, configs: some });
+      const hb = epochs ? { t: 'hb' as const, leaving: this.leaving, configs: some, epochs } : { t: 'hb' as const, leaving: this.leaving, configs: some };
+      // The receiver itself retired: tell it we know (its echo, B7a), whether or not our configurations name it.
+      const p = this.peers.get(name);
+      const echo = p !== undefined && p.inc >= 0 && this.retiredMember(name, p.inc) && !gone.some(([n]) => n === name);
+      const list = echo ? [...gone, [name, (p as PeerView).inc] as const] : gone;
+      this.send(name, list.length > 0 ? { ...hb, gone: list } : hb);
       this.send(name, { t: 'bootQ', t0: this.now });
     }
   }
@@ -1215,8 +1379,10 @@ export class DataNode {
       const s = r.sessions.table.get(op.session);
       if (s && s.owner === op.principal) r.lastUse.set(op.session, this.now);
     }
+    // One digest per write request: checked now, again when it leaves the queue, and kept with its result.
+    const digest = op.kind === 'open' ? '' : requestDigest(op);
     if (op.kind !== 'open' && !this.cfg.broken?.noDedup) {
-      const early = this.checkRequest(r, op, requestDigest(op));
+      const early = this.checkRequest(r, op, digest);
       if (early === 'inflight') {
         this.addWaiter(r.byReq.get(`${op.session}:${op.seq}`), client, rid);
         return;
@@ -1238,8 +1404,13 @@ export class DataNode {
       return;
     }
     const key = op.kind === 'open' ? sessionKey : op.key;
+    if (!r.inflight.has(key) && !r.queues.has(key) && !(op.kind !== 'open' && expiredHere(r.data.get(key), this.now) && !this.cfg.broken?.expiryLocalOnly)) {
+      // Nothing waits or is in flight on the key (and no expiry must go first): it starts now, never queued.
+      this.startPending(r, key, { client, rid, op, digest });
+      return;
+    }
     const q = r.queues.get(key) ?? [];
-    q.push({ client, rid, op });
+    q.push({ client, rid, op, digest });
     r.queues.set(key, q);
     r.queued++;
     r.queuedBy.set(op.principal, mine + 1);
@@ -1310,6 +1481,11 @@ export class DataNode {
     if (by === 0) r.queuedBy.delete(who);
     else r.queuedBy.set(who, by);
     if (q.length === 0) r.queues.delete(key);
+    this.startPending(r, key, p);
+  }
+
+  /** Starts one request on `key` (nothing is in flight on it): its write record, replication, or its answer. */
+  private startPending(r: RangeState, key: string, p: Pending): void {
     const c = r.config as Config;
     const prev = r.data.get(key);
     let op: WriteOp;
@@ -1332,7 +1508,7 @@ export class DataNode {
     } else if (p.op.kind === 'put' || p.op.kind === 'del') {
       if (!this.cfg.broken?.noDedup) {
         // Re-check: the same request may have completed while this one waited in the queue.
-        const early = this.checkRequest(r, p.op, requestDigest(p.op));
+        const early = this.checkRequest(r, p.op, p.digest);
         if (early === 'inflight') {
           this.addWaiter(r.byReq.get(`${p.op.session}:${p.op.seq}`), p.client, p.rid);
           this.startNext(r, key);
@@ -1345,7 +1521,7 @@ export class DataNode {
         }
         reqKey = `${p.op.session}:${p.op.seq}`;
       }
-      digest = requestDigest(p.op);
+      digest = p.digest;
       const w = this.writeOp(r, c.epoch, p.op, prev, digest);
       op = w.op;
       result = toClient(w.result);
@@ -1557,6 +1733,8 @@ export class DataNode {
   private onHeartbeat(from: Member, b: Extract<PeerBody, { t: 'hb' }>): void {
     const p = this.peers.get(from.name);
     if (p && p.inc === from.inc) p.leaving = b.leaving;
+    if (b.ret) this.noteRetired(from.name, from.inc);
+    for (const [name, inc] of b.gone ?? []) this.noteRetired(name, inc);
     for (const c of b.configs) if (c.shard >= 0 && c.shard < this.cfg.shards) this.learn(c);
   }
 }

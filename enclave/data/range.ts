@@ -118,6 +118,8 @@ export interface Pending {
   readonly client: string;
   readonly rid: number;
   readonly op: import('./types.ts').ClientOp;
+  /** A write's request digest, computed once when it arrived ('' for an open). */
+  readonly digest: string;
 }
 
 export interface Proposal {

@@ -122,14 +122,22 @@ export type LogRecord =
    */
   | { readonly t: 'mark'; readonly shard: number; readonly pos: number; readonly inc: number; readonly boot?: number }
   /** Node-level (shard 0): the highest log positions seen from peers, per peer name and incarnation (witnesses). */
-  | { readonly t: 'wit'; readonly shard: number; readonly w: ReadonlyArray<Witnessed> };
+  | { readonly t: 'wit'; readonly shard: number; readonly w: ReadonlyArray<Witnessed> }
+  /**
+   * Node-level (shard 0): this node's incarnation `inc` retired for good (docs/consistency.md, "Retirement", B7a).
+   * A log holding it is never that member again: a node started from it takes a new incarnation. An image from
+   * before retirement refuses the record (UNKNOWN_TYPE) and fails to load, so it cannot bring the member back.
+   */
+  | { readonly t: 'ret'; readonly shard: number; readonly inc: number };
 
 /**
  * A witness entry: peer name, highest log position seen, its incarnation, the boot of that incarnation this node
  * admits, the boot whose message carried that position (0: none known), and the boots of that incarnation it
- * admitted and then replaced (never admitted again). Logs written before boot fencing have three fields. docs/consistency.md, "Boots and clones".
+ * admitted and then replaced (never admitted again), and (only when set, 1) that this incarnation retired for good.
+Logs written before boot fencing have three fields, before retirement six (an image from before retirement
+refuses a seventh and fails to load). docs/consistency.md, "Boots and clones" and "Retirement".
  */
-export type Witnessed = readonly [name: string, pos: number, inc: number, boot: number, posBoot: number, replaced: readonly number[]];
+export type Witnessed = readonly [name: string, pos: number, inc: number, boot: number, posBoot: number, replaced: readonly number[], retired?: 1];
 
 /** Boots of one peer's incarnation remembered as replaced (never admitted again), most recent last. */
 export const replacedBootsMax = 8;
@@ -205,7 +213,12 @@ export type PeerBody =
    * reported in its last heartbeat; `epochs` (absent from older images): the sender's epoch per range (0: none),
    * its report to the receiver.
    */
-  | { readonly t: 'hb'; readonly leaving: boolean; readonly configs: readonly Config[]; readonly epochs?: readonly number[] }
+  /**
+   * `ret` (only when true): the sender's incarnation has retired for good (B7a; sent after its `ret` record).
+   * `gone` (only when non-empty): retired members (name, incarnation) that the sender's configurations still
+   * name, passed on so that nodes that missed the retirement learn it (B7b). Older images ignore both.
+   */
+  | { readonly t: 'hb'; readonly leaving: boolean; readonly configs: readonly Config[]; readonly epochs?: readonly number[]; readonly ret?: true; readonly gone?: ReadonlyArray<readonly [name: string, inc: number]> }
   | { readonly t: 'prepare'; readonly base: Config; readonly ballot: Ballot }
   | { readonly t: 'promise'; readonly shard: number; readonly instance: number; readonly ballot: Ballot; readonly accepted: { ballot: Ballot; value: Config } | null; readonly data: RangeData; readonly sessions: Sessions }
   | { readonly t: 'reject'; readonly shard: number; readonly instance: number; readonly ballot: Ballot; readonly reason: RejectReason; readonly promised: Ballot | null }

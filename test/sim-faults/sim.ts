@@ -846,19 +846,36 @@ export class FaultSim {
     n.core?.leave();
     this.flush(n);
     this.count('leave', n);
+    // It retires (docs/consistency.md, "Retirement", B7) and is stopped for good: half the time once no
+    // configuration names it, half the time as soon as the core allows (every configuration naming it has three
+    // members), its ranges still on it. A configuration decided later may name it again either way; its
+    // co-members then restart without waiting for it (B7c). A leaving node that is down (a crash mid-leave) is
+    // restarted by its host and finishes leaving.
+    const early = this.rng.next() < 0.5;
     const stop = (): void => {
       if (n.gone) return;
-      // Stopped once no configuration names it; a leaving node that is down (a crash mid-leave) is restarted by
-      // its host and finishes leaving: a member stopped for good while configurations still name it would be a
-      // permanent loss, which a co-member's restart must wait out (docs/consistency.md, "Boots and clones", B5).
-      if (!n.up || this.inAnyConfig(n)) {
+      if (!n.up || !n.core || (!early && this.inAnyConfig(n)) || !n.core.retire()) {
         this.at(this.now + 200, stop);
         return;
       }
-      this.crash(n);
-      n.gone = true;
+      this.count(early ? 'retire-early' : 'retire', n);
+      this.flush(n);
+      // Stopped for good once its retirement is heard (B7a: a co-member of each range naming it echoed it), as
+      // the enclave's decommission does; until then it keeps telling its peers (a crash restarts it, retired).
+      const gone = (): void => {
+        if (n.gone) return;
+        // (A crash restarted it from its retired log: heard, that core goes on as a new member; it retires too.)
+        if (n.up && n.core && !n.core.hasRetired) n.core.retire();
+        if (!n.up || !n.core?.retirementHeard) {
+          this.at(this.now + 200, gone);
+          return;
+        }
+        this.crash(n);
+        n.gone = true;
+      };
+      this.at(this.now + 50 + this.rng.int(600), gone);
     };
-    this.at(this.now + 500, stop);
+    this.at(this.now + 500 + (early ? 0 : this.rng.int(1_000)), stop);
   }
 
   // ---- run ----

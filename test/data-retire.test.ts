@@ -1,0 +1,290 @@
+// Retirement (docs/consistency.md, "Retirement: leaving for good", B7) on the data core driven by hand: instant
+// network and disk, one range of three members and a spare node. The simulator (test/sim-faults.test.ts) runs it
+// under faults; these pin the rules one at a time.
+import { describe, expect, it } from 'vitest';
+import {
+  type ClientOp, type ClientResult, type Config, type DataConfig, DataError, DataNode, type LogRecord, type Member, type Outbound,
+  logRecordToWire, peerBodyToWire, validateLogRecord, validatePeerBody,
+} from '../enclave/data/index.ts';
+
+const cfg: DataConfig = {
+  replicas: 3, shards: 1, leaseTicks: 50, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 10, heartbeatTicks: 5,
+  suspectTicks: 20, retryTicks: 10, proposeTimeoutTicks: 100, backoffTicksMax: 10, sessionsMax: 4, sessionsPerPrincipalMax: 4, windowMax: 4,
+  queuedMax: 16,
+};
+
+// a, b, c hold the range (genesis); d is a spare the range moves to once one of them is gone.
+const all: Member[] = ['a', 'b', 'c', 'd'].map((name, i) => ({ name, ring: BigInt(i + 1) << 250n, inc: 1 }));
+const genesis: Config[] = [{ shard: 0, epoch: 1, members: all.slice(0, 3) }];
+const member = (name: string): Member => all.find((m) => m.name === name) as Member;
+
+class Net {
+  now = 0;
+  readonly nodes = new Map<string, DataNode>();
+  /** Names whose messages (both ways) are dropped: down, or cut off by the host. */
+  readonly down = new Set<string>();
+  readonly logs = new Map<string, LogRecord[]>();
+  readonly replies = new Map<number, ClientResult>();
+  readonly sent: Outbound[] = [];
+  private rid = 0;
+  private seed = 7;
+  private readonly rand = (): number => ((this.seed = (this.seed * 16807) % 2147483647) / 2147483647);
+
+  constructor(readonly config: DataConfig = cfg) {
+    for (const m of all) this.nodes.set(m.name, new DataNode({ self: m, config, rand: this.rand, peers: all, log: [], genesis, now: 0 }));
+  }
+
+  node(name: string): DataNode {
+    return this.nodes.get(name) as DataNode;
+  }
+
+  /** A restart from the node's durable log (the host's copy of it). */
+  restart(name: string, log: LogRecord[] = [...(this.logs.get(name) ?? [])], config = this.config): DataNode {
+    this.down.delete(name);
+    this.logs.set(name, [...log]);
+    const n = new DataNode({ self: member(name), config, rand: this.rand, peers: all, log, now: this.now });
+    this.nodes.set(name, n);
+    return n;
+  }
+
+  drain(): void {
+    for (let round = 0; round < 1000; round++) {
+      const out: Outbound[] = [];
+      for (const [name, n] of this.nodes) {
+        const rd = n.ready();
+        if (this.down.has(name)) continue;
+        this.logs.set(name, [...(this.logs.get(name) ?? []), ...rd.persist]);
+        out.push(...rd.messages);
+      }
+      if (out.length === 0) return;
+      for (const m of out) {
+        this.sent.push(m);
+        if (m.kind === 'reply') this.replies.set(m.rid, m.result);
+        else if (!this.down.has(m.to)) {
+          this.node(m.to).step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos, boot: m.boot, toBoot: m.toBoot, toInc: m.toInc }, this.now);
+        }
+      }
+    }
+    throw new Error('the network never went quiet');
+  }
+
+  run(ticks: number): void {
+    for (let i = 0; i < ticks; i++) {
+      this.now++;
+      for (const [name, n] of this.nodes) if (!this.down.has(name)) n.tick(this.now);
+      this.drain();
+    }
+  }
+
+  ask(to: string, op: ClientOp): ClientResult | undefined {
+    const rid = ++this.rid;
+    this.node(to).step({ kind: 'client', client: 'cl', rid, op }, this.now);
+    this.drain();
+    return this.replies.get(rid);
+  }
+
+  owner(): string | null {
+    return all.find((m) => !this.down.has(m.name) && this.node(m.name).isActiveOwner(0))?.name ?? null;
+  }
+
+  members(): string[] {
+    return (this.node(this.owner() ?? 'a').configOf(0)?.members ?? []).map((m) => `${m.name}/${m.inc}`);
+  }
+}
+
+function started(config?: DataConfig): Net {
+  const net = new Net(config);
+  net.run(150);
+  expect(net.owner()).not.toBeNull();
+  return net;
+}
+
+/** A node of the range's configuration other than `not`. */
+function memberOtherThan(net: Net, ...not: string[]): string {
+  const c = net.node(net.owner() as string).configOf(0) as Config;
+  return (c.members.find((m) => !not.includes(m.name)) as Member).name;
+}
+
+describe('retirement (B7)', () => {
+  it('is refused while a configuration naming the node has fewer than three members (its data would go with it)', () => {
+    const solo: Member = { name: 'solo', ring: 1n, inc: 1 };
+    const n = new DataNode({ self: solo, config: cfg, rand: () => 0.5, peers: [solo], log: [], genesis: [{ shard: 0, epoch: 1, members: [solo] }], now: 0 });
+    n.ready();
+    expect(n.retire()).toBe(false);
+    expect(n.hasRetired).toBe(false);
+    expect(n.ready().persist).toEqual([]);
+  });
+
+  it('makes its record durable before it says so, then answers nothing; peers remember it durably', () => {
+    const net = started();
+    const x = memberOtherThan(net, net.owner() as string);
+    const core = net.node(x);
+    const posBefore = core.position;
+    expect(core.retire()).toBe(true);
+    const rd = core.ready();
+    // The record is in the same ready() as the first message that says it, and persist-then-send makes it durable
+    // first; that message's position is past the record.
+    expect(rd.persist.map((r) => r.t)).toContain('ret');
+    const hbs = rd.messages.filter((m) => m.kind === 'peer' && m.body.t === 'hb');
+    expect(hbs.length).toBe(all.length - 1);
+    for (const m of hbs) {
+      if (m.kind !== 'peer' || m.body.t !== 'hb') continue;
+      expect(m.body.ret).toBe(true);
+      expect(m.body.configs).toEqual([]);
+      expect(m.pos).toBeGreaterThan(posBefore);
+    }
+    // Deliver them: every peer records the retirement in a witness record.
+    net.logs.set(x, [...(net.logs.get(x) ?? []), ...rd.persist]);
+    for (const m of rd.messages) if (m.kind === 'peer') net.node(m.to).step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos, boot: m.boot, toBoot: m.toBoot, toInc: m.toInc }, net.now);
+    net.drain();
+    for (const p of all.filter((m) => m.name !== x)) {
+      expect(net.node(p.name).retiredMember(x, 1)).toBe(true);
+      const wit = (net.logs.get(p.name) ?? []).filter((r) => r.t === 'wit').flatMap((r) => (r.t === 'wit' ? r.w : []));
+      expect(wit.some((w) => w[0] === x && w[2] === 1 && w[6] === 1)).toBe(true);
+    }
+    // The retired node answers nothing any more: no boot lease, no vote.
+    core.step({ kind: 'peer', from: member('a'), body: { t: 'bootQ', t0: net.now }, boot: 1 }, net.now);
+    core.step({ kind: 'peer', from: member('a'), body: { t: 'witQ', nonce: 5 }, boot: 1 }, net.now);
+    expect(core.ready().messages.filter((m) => m.kind === 'peer' && m.body.t !== 'hb')).toEqual([]);
+    // And it is never placed again: the range moves to the spare.
+    net.run(200);
+    expect(net.members()).not.toContain(`${x}/1`);
+    expect(net.members()).toContain('d/1');
+  });
+
+  it('a node started from a log that holds its retirement stays retired until it is heard, then is a new member', () => {
+    const net = started();
+    const x = memberOtherThan(net, net.owner() as string);
+    expect(net.node(x).retire()).toBe(true);
+    // Crashed right after the record: nobody heard it.
+    const log = [...(net.logs.get(x) ?? []), ...net.node(x).ready().persist];
+    net.down.add(x);
+    net.run(5);
+    for (const p of all.filter((m) => m.name !== x)) expect(net.node(p.name).retiredMember(x, 1)).toBe(false);
+    const again = net.restart(x, log);
+    expect(again.self.inc).toBe(1);
+    expect(again.hasRetired).toBe(true); // acts in nothing; says it retired
+    expect(again.retirementHeard).toBe(false);
+    // (Its peers admit this new boot of x/1 once the old one has been silent for a lease: B3.) Retired until heard,
+    // and by then every peer knows.
+    let knewWhenHeard = false;
+    for (let i = 0; i < cfg.leaseTicks + 10 * cfg.heartbeatTicks && again.hasRetired; i++) {
+      knewWhenHeard = all.filter((m) => m.name !== x).every((p) => net.node(p.name).retiredMember(x, 1));
+      net.run(1);
+    }
+    expect(knewWhenHeard).toBe(true);
+    // Heard (echoed by the co-members): it goes on as a new member with no configuration.
+    expect(again.hasRetired).toBe(false);
+    expect(again.self.inc).toBeGreaterThan(1);
+    expect(again.configOf(0)).toBeNull();
+    net.run(200);
+    expect(net.members()).not.toContain(`${x}/1`);
+  });
+
+  it('its retirement is heard only once a co-member of each range naming it echoed it (they persisted it first)', () => {
+    const net = started();
+    const x = memberOtherThan(net, net.owner() as string);
+    const others = all.filter((m) => m.name !== x).map((m) => m.name);
+    // Cut off: its retiring heartbeats are lost, so nobody echoes.
+    for (const o of others) net.down.add(o);
+    expect(net.node(x).retire()).toBe(true);
+    net.run(4 * cfg.heartbeatTicks);
+    expect(net.node(x).retirementHeard).toBe(false);
+    for (const o of others) net.down.delete(o);
+    net.run(3 * cfg.heartbeatTicks);
+    expect(net.node(x).retirementHeard).toBe(true);
+    for (const o of others) {
+      const wit = (net.logs.get(o) ?? []).filter((r) => r.t === 'wit').flatMap((r) => (r.t === 'wit' ? r.w : []));
+      expect(wit.some((w) => w[0] === x && w[6] === 1)).toBe(true);
+    }
+  });
+
+  it('a copy from before the retirement is found behind by its peers and takes a new incarnation (it cannot come back as the member)', () => {
+    const net = started();
+    const x = memberOtherThan(net, net.owner() as string);
+    const before = [...(net.logs.get(x) ?? [])];
+    expect(net.node(x).retire()).toBe(true);
+    net.run(5);
+    net.down.add(x);
+    net.run(cfg.leaseTicks + 10); // the retired boot is silent at its peers for a lease
+    const copy = net.restart(x, before);
+    expect(copy.self.inc).toBe(1);
+    net.run(cfg.leaseTicks + 40);
+    expect(copy.checkingState).toBe(false);
+    expect(copy.self.inc).toBeGreaterThan(1); // behind (the retiring heartbeat's position), or told it retired
+    expect(net.members()).not.toContain(`${x}/1`);
+  });
+
+  it('a running node told that its own incarnation retired elsewhere (another boot of it was admitted and retired) fences itself', () => {
+    const net = started();
+    const x = memberOtherThan(net, net.owner() as string);
+    const core = net.node(x);
+    core.step({ kind: 'peer', from: member(net.owner() as string), body: { t: 'hb', leaving: false, configs: [], gone: [[x, 1]] } }, net.now);
+    expect(core.superseded).toBe(true);
+  });
+
+  /**
+   * The deadlock of B5 + leave: one member of the range is down; another retires (its range still names it);
+   * the first restarts and must be admitted by every other member: the retired one never answers.
+   */
+  function deadlock(config: DataConfig): { net: Net; y: DataNode; z: string; learnt: number | null } {
+    const net = started(config);
+    const owner = net.owner() as string;
+    const z = memberOtherThan(net, owner); // retires
+    const y = memberOtherThan(net, owner, z); // restarts
+    net.down.add(y);
+    expect(net.node(z).retire()).toBe(true);
+    net.run(10);
+    net.down.add(z); // stopped for good
+    net.run(config.leaseTicks + 10); // y's old boot silent at the owner for a lease: the owner may admit a new one
+    const restarted = net.restart(y);
+    let learnt: number | null = null;
+    for (let i = 0; i < 3 * config.leaseTicks && restarted.checkingState; i++) {
+      net.run(1);
+      if (learnt === null && restarted.retiredMember(z, 1)) learnt = net.now;
+    }
+    return { net, y: restarted, z, learnt };
+  }
+
+  it('a restarted co-member counts a member known retired for a lease as admitting it, and the range works again', () => {
+    const { net, y, z, learnt } = deadlock(cfg);
+    expect(learnt).not.toBeNull(); // passed on by the owner's heartbeats (gone)
+    expect(y.checkingState).toBe(false);
+    expect(y.self.inc).toBe(1); // the same member: its state was good
+    // Not before it had known the retirement for a whole lease (B7c).
+    expect(net.now - (learnt as number)).toBeGreaterThanOrEqual(cfg.leaseTicks);
+    net.run(300);
+    const owner = net.owner();
+    expect(owner).not.toBeNull();
+    expect(net.members()).not.toContain(`${z}/1`);
+    const s = net.ask(owner as string, { kind: 'open', shard: 0, principal: 'p' });
+    expect(s).toMatchObject({ ok: true, kind: 'open' });
+  });
+
+  it('broken (retiredNotCounted): the restarted co-member waits for the retired member for ever', () => {
+    const { y } = deadlock({ ...cfg, broken: { retiredNotCounted: true } });
+    expect(y.checkingState).toBe(true);
+  });
+
+  it('codec: the retiring heartbeat, the gone list, the ret record and a retired witness round-trip; bad shapes are refused', () => {
+    const hb = { t: 'hb' as const, leaving: true, configs: [], ret: true as const, gone: [['n4', 3] as const] };
+    expect(validatePeerBody(peerBodyToWire(hb), 4)).toEqual(hb);
+    const code = (f: () => unknown): string => {
+      try {
+        f();
+      } catch (e) {
+        if (e instanceof DataError) return e.code;
+        throw e;
+      }
+      return 'accepted';
+    };
+    expect(code(() => validatePeerBody({ t: 'hb', leaving: true, configs: [], ret: false }, 4))).not.toBe('accepted');
+    expect(code(() => validatePeerBody({ t: 'hb', leaving: true, configs: [], gone: [['n4']] }, 4))).not.toBe('accepted');
+    expect(code(() => validatePeerBody({ t: 'hb', leaving: true, configs: [], gone: Array.from({ length: 5000 }, () => ['n4', 1]) }, 4))).not.toBe('accepted');
+    const ret: LogRecord = { t: 'ret', shard: 0, inc: 7 };
+    expect(validateLogRecord(logRecordToWire(ret), 4)).toEqual(ret);
+    const wit: LogRecord = { t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 1], ['n5', 2, 1, 0, 0, []]] };
+    expect(validateLogRecord(logRecordToWire(wit), 4)).toEqual(wit);
+    expect(code(() => validateLogRecord({ t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 2]] }, 4))).not.toBe('accepted');
+  });
+});
