@@ -140,7 +140,7 @@ describe('retirement (B7)', () => {
     for (const p of all.filter((m) => m.name !== x)) {
       expect(net.node(p.name).retiredMember(x, 1)).toBe(true);
       const wit = (net.logs.get(p.name) ?? []).filter((r) => r.t === 'wit').flatMap((r) => (r.t === 'wit' ? r.w : []));
-      expect(wit.some((w) => w[0] === x && w[2] === 1 && w[6] === 1)).toBe(true);
+      expect(wit.some((w) => w[0] === x && w[2] === 1 && w[6] === 2)).toBe(true);
     }
     // The retired node answers nothing any more: no boot lease, no vote.
     core.step({ kind: 'peer', from: member('a'), body: { t: 'bootQ', t0: net.now }, boot: 1 }, net.now);
@@ -252,6 +252,6 @@ describe('retirement (B7)', () => {
     expect(validateLogRecord(logRecordToWire(ret), 4)).toEqual(ret);
     const wit: LogRecord = { t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 1], ['n5', 2, 1, 0, 0, []]] };
     expect(validateLogRecord(logRecordToWire(wit), 4)).toEqual(wit);
-    expect(code(() => validateLogRecord({ t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 2]] }, 4))).not.toBe('accepted');
+    expect(code(() => validateLogRecord({ t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 3]] }, 4))).not.toBe('accepted');
   });
 });

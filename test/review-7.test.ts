@@ -1,7 +1,8 @@
 // review-7: hostile review of retirement (B7). Each test asserts the SAFE behaviour; see REPORT-review7.md.
 import { describe, expect, it } from 'vitest';
 import {
-  type ClientOp, type ClientResult, type Config, type DataConfig, DataNode, type LogRecord, type Member, type Outbound,
+  type ClientOp, type ClientResult, type Config, type DataConfig, DataError, DataNode, type LogRecord, type Member, type Outbound,
+  logRecordToWire, peerBodyToWire, validateLogRecord, validatePeerBody,
 } from '../enclave/data/index.ts';
 
 const cfg: DataConfig = {
@@ -24,7 +25,7 @@ class Net {
   readonly replies = new Map<number, ClientResult>();
   readonly sent: Outbound[] = [];
   /** The host's link filter: a message from -> to is dropped when true. */
-  cut: (from: string, to: string) => boolean = () => false;
+  cut: (from: string, to: string, body: Outbound & { kind: 'peer' }) => boolean = () => false;
   private rid = 0;
   private seed = 7;
   private readonly rand = (): number => ((this.seed = (this.seed * 16807) % 2147483647) / 2147483647);
@@ -59,7 +60,7 @@ class Net {
       for (const m of out) {
         this.sent.push(m);
         if (m.kind === 'reply') this.replies.set(m.rid, m.result);
-        else if (!this.down.has(m.to) && !this.cut(m.from.name, m.to)) {
+        else if (!this.down.has(m.to) && !this.cut(m.from.name, m.to, m)) {
           this.node(m.to).step({ kind: 'peer', from: m.from, body: m.body, pos: m.pos, boot: m.boot, toBoot: m.toBoot, toInc: m.toInc }, this.now);
         }
       }
@@ -168,5 +169,60 @@ describe('review-7: retirement (B7)', () => {
 
   it('F1 control: without B7c (retired members not counted) x2 waits for o for ever (safe, unavailable)', () => {
     expect(f1({ ...cfg, broken: { retiredNotCounted: true } })).toEqual({ passedAsSame: false, value: null, forked: false });
+  });
+
+  it('F2: a copy of a retired member from before its record is never admitted as that member again by peers that know it retired', () => {
+    const net = started();
+    const o = net.owner() as string;
+    const z = memberOtherThan(net, o); // retires
+    net.run(5);
+    const before = [...(net.logs.get(z) ?? [])]; // the host's copy from just before the record
+    expect(net.node(z).retire()).toBe(true);
+    // The retiring heartbeat reaches only the spare d; d passes it on (gone): the members learn it without the
+    // retiring position, so their witnesses of z stay at or before the copy.
+    net.cut = (from, to) => from === z && to !== 'd';
+    net.run(10);
+    for (const n of all.filter((m) => m.name !== z)) expect(net.node(n.name).retiredMember(z, 1)).toBe(true);
+    net.down.add(z); // stopped
+    net.run(cfg.leaseTicks + 10); // silent for a lease: its co-members may admit another boot of it
+    const z2 = net.restart(z, before);
+    // The host hides d from the copy and drops every heartbeat to it (they would tell it, gone).
+    net.cut = (from, to, m) => (to === z && (from === 'd' || m.body.t === 'hb')) || (from === z && to === 'd');
+    net.run(4 * cfg.leaseTicks);
+    // SAFE: the retired member does not come back (it waits, or takes a new incarnation).
+    expect({ checking: z2.checkingState, inc: z2.self.inc }).not.toEqual({ checking: false, inc: 1 });
+  });
+
+  it('F3: a second member of a three-member range does not retire once it knows another retired (one member is no majority)', () => {
+    const net = started();
+    const o = net.owner() as string;
+    const y = memberOtherThan(net, o);
+    net.cut = (from, to) => to === 'd' || from === 'd'; // the range cannot move to the spare
+    expect(net.node(y).retire()).toBe(true);
+    net.run(10);
+    expect(net.node(o).retiredMember(y, 1)).toBe(true);
+    expect(net.node(o).configOf(0)?.members.some((m) => m.name === y)).toBe(true);
+    // SAFE (B7d): o's range still names y, which retired; o retiring too would leave one member of three for good.
+    expect(net.node(o).retire()).toBe(false);
+  });
+
+  it('codec: the handed-over witnesses (rw, only with ret), held lists in witness answers and the retired mark 2 round-trip', () => {
+    const hb = { t: 'hb' as const, leaving: true, configs: [], ret: true as const, rw: [['n1', 2, 40, 7] as const] };
+    expect(validatePeerBody(peerBodyToWire(hb), 4)).toEqual(hb);
+    const a = { t: 'witA' as const, nonce: 1, pos: 3, inc: 1, boot: 2, posBoot: 2, live: false, held: [['n4', 3] as const] };
+    expect(validatePeerBody(peerBodyToWire(a), 4)).toEqual(a);
+    const refused = (f: () => unknown): boolean => {
+      try {
+        f();
+      } catch (e) {
+        if (e instanceof DataError) return true;
+        throw e;
+      }
+      return false;
+    };
+    expect(refused(() => validatePeerBody({ t: 'hb', leaving: true, configs: [], rw: [['n1', 2, 40, 7]] }, 4))).toBe(true);
+    expect(refused(() => validatePeerBody({ ...a, held: Array.from({ length: 5000 }, () => ['n4', 1]) }, 4))).toBe(true);
+    const wit: LogRecord = { t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 2]] };
+    expect(validateLogRecord(logRecordToWire(wit), 4)).toEqual(wit);
   });
 });

@@ -11,6 +11,7 @@
 import assert from 'node:assert/strict';
 import { hash } from 'node:crypto';
 import { distance, idSpace, keyId } from '../ring/index.ts';
+import { goneMax, witnessesMax } from './codec.ts';
 import { type DataConfig, expireBatchDefault, ownerLeaseTicks, ttlTicksStretched, validateDataConfig } from './config.ts';
 import {
   applyRecord, cloneSessions, dataOut, emptySessions, entryBytes, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState, type TtlRule,
@@ -132,10 +133,19 @@ const actTypes: ReadonlySet<PeerBody['t']> = new Set(['prepare', 'accept', 'inst
  * Per peer name: the highest (incarnation, position) seen on its messages, the one boot of that incarnation this
  * node admits (0: none yet), when that boot was last heard (memory only) and the boot it replaced (memory only).
  */
-/** `retired`: that incarnation retired for good (B7), learnt at `retiredAt` (this run's clock; a log's: its start). */
-interface Witness { inc: number; pos: number; boot: number; posBoot: number; heard: number; replaced: number[]; retired: boolean; retiredAt: number }
+/**
+ * `retired`: that incarnation retired for good (B7), learnt at `retiredAt` (this run's clock; a log's: its start);
+ * `handed`: heard from the retiring boot itself, whose witnesses were merged into this node's (review-7 F1).
+ */
+interface Witness { inc: number; pos: number; boot: number; posBoot: number; heard: number; replaced: number[]; retired: boolean; retiredAt: number; handed: boolean }
 
-interface WitAnswer { inc: number; pos: number; boot: number; posBoot: number; live: boolean }
+/** `held`: `name/inc` of the retired members whose witnesses the answerer holds (review-7 F1). */
+function witnessed(name: string, x: Witness): Witnessed {
+  const base = [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced] as const;
+  return x.retired ? [...base, x.handed ? 2 : 1] : base;
+}
+
+interface WitAnswer { inc: number; pos: number; boot: number; posBoot: number; live: boolean; held: ReadonlySet<string> }
 
 /** Boots a node's log remembers (start marks; snapshots repeat them): a witness naming an older one is a fork. */
 export const bootHistoryMax = 64;
@@ -282,10 +292,11 @@ export class DataNode {
         if (w && w.inc === inc) {
           if (boot !== 0) w.boot = boot;
           w.replaced = [...replaced];
-          if (retired === 1 && !w.retired) {
+          if (retired !== undefined && !w.retired) {
             w.retired = true;
             w.retiredAt = this.now; // learnt before this boot: counted from its start (B7c)
           }
+          if (retired === 2) w.handed = true;
         }
       }
     } else if (rec.t === 'ret') {
@@ -302,7 +313,7 @@ export class DataNode {
     if (w && w.inc === inc) {
       w.pos = pos;
       w.posBoot = boot;
-    } else this.witness.set(name, { inc, pos, boot: 0, posBoot: boot, heard: -Infinity, replaced: [], retired: false, retiredAt: Infinity });
+    } else this.witness.set(name, { inc, pos, boot: 0, posBoot: boot, heard: -Infinity, replaced: [], retired: false, retiredAt: Infinity, handed: false });
     return true;
   }
 
@@ -328,8 +339,15 @@ export class DataNode {
     const boot = m.boot;
     const w = this.witness.get(name);
     if (w && m.from.inc < w.inc) return true; // an older incarnation: configurations tell the members apart
+    if (w && w.inc === m.from.inc && w.retired && !(m.body.t === 'hb' && m.body.ret)) {
+      // review-7 F2: a retired incarnation acts in nothing, whichever boot speaks for it (a copy of its log from
+      // before its record, admitted here first or replacing the retired boot, would be the member again). Only its
+      // retiring heartbeat is taken (it hands over its witnesses); an asker is told it retired (it is behind).
+      if (m.body.t === 'witQ') this.send(name, { t: 'hb', leaving: false, configs: [], gone: [[name, w.inc]] }, boot);
+      return false;
+    }
     if (!w || m.from.inc > w.inc) {
-      this.witness.set(name, { inc: m.from.inc, pos: 0, boot, posBoot: 0, heard: this.now, replaced: [], retired: false, retiredAt: Infinity });
+      this.witness.set(name, { inc: m.from.inc, pos: 0, boot, posBoot: 0, heard: this.now, replaced: [], retired: false, retiredAt: Infinity, handed: false });
       this.witDirty.add(name);
       return true;
     }
@@ -352,7 +370,7 @@ export class DataNode {
     // asker learns whether the admitted boot is live here (heard within a lease by this run of this node), or only
     // not yet replaceable (this node started less than a lease ago).
     const live = this.now - w.heard < this.cfg.leaseTicks;
-    if (m.body.t === 'witQ') this.send(name, { t: 'witA', nonce: m.body.nonce, pos: w.pos, inc: w.inc, boot: w.boot, posBoot: w.posBoot, live }, boot);
+    if (m.body.t === 'witQ') this.send(name, this.witAnswer(m.body.nonce, w, live), boot);
     else if (replaced && m.body.t !== 'superseded') this.send(name, { t: 'superseded', boot }, boot);
     return false;
   }
@@ -367,7 +385,9 @@ export class DataNode {
     for (const m of members) {
       if (m.name === this.me.name) continue;
       const l = this.bootLease.get(m.name);
-      if (l && l.inc === m.inc && l.until > this.now) leased++;
+      // review-7 F4: a lease from a member known retired does not count (it grants nothing after its record: a grant
+      // still arriving is from before it, or from a copy of it that was not the one that retired).
+      if (l && l.inc === m.inc && l.until > this.now && !this.retiredMember(m.name, m.inc)) leased++;
     }
     return leased >= leaseQuorum(members.length);
   }
@@ -467,7 +487,14 @@ export class DataNode {
    */
   retire(): boolean {
     if (this.retired) return true;
-    for (const r of this.ranges) if (r.config && this.isMember(r.config) && r.config.members.length < 3) return false;
+    // review-7 F3: the members left must be a majority, counting those known retired as gone (a second retirement
+    // from a range of three would leave one member, which never again makes a majority of it).
+    for (const r of this.ranges) {
+      const c = r.config;
+      if (!c || !this.isMember(c)) continue;
+      const left = c.members.filter((m) => !sameMember(m, this.self) && !this.retiredMember(m.name, m.inc)).length;
+      if (c.members.length < 3 || left < majority(c.members.length)) return false;
+    }
     this.leaving = true;
     this.retired = true;
     this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot} RETIRES`);
@@ -493,6 +520,13 @@ export class DataNode {
     return !!w && w.inc === m.inc && w.retired && this.now - w.retiredAt >= this.cfg.leaseTicks;
   }
 
+  /** review-7 F1: some peer's answer to this check holds the retired member's witnesses (merged into its own). */
+  private heldByAnswer(answers: ReadonlyMap<string, WitAnswer>, m: Member): boolean {
+    const key = `${m.name}/${m.inc}`;
+    for (const a of answers.values()) if (a.held.has(key)) return true;
+    return false;
+  }
+
   /** Whether `name` at incarnation `inc` is known to have retired for good (B7b). */
   retiredMember(name: string, inc: number): boolean {
     const w = this.witness.get(name);
@@ -504,21 +538,28 @@ export class DataNode {
    * About this node's own incarnation, from elsewhere: another boot of it was admitted and retired, so this state
    * is a copy from before that (checking: behind; running: fenced).
    */
-  private noteRetired(name: string, inc: number): void {
+  private noteRetired(name: string, inc: number, handed?: ReadonlyArray<readonly [string, number, number, number]>): void {
     if (name === this.me.name) {
       if (inc !== this.me.inc || this.retired) return;
       if (this.checking) this.checking.rolledBack = true;
       else this.fence('retired elsewhere');
       return;
     }
-    const w = this.witness.get(name);
+    let w = this.witness.get(name);
     if (w && inc < w.inc) return;
+    if (handed && !(w?.inc === inc && w.handed)) {
+      // review-7 F1: from the retiring boot itself: its witnesses become ours (durably, in this batch's witness
+      // record), so that a co-member that counts it as admitting (B7c) is still checked against them (B6).
+      for (const [n, i, pos, posBoot] of handed) if (n !== this.me.name && n !== name && this.see(n, i, pos, posBoot)) this.witDirty.add(n);
+    }
     if (!w || inc > w.inc) {
-      this.witness.set(name, { inc, pos: 0, boot: 0, posBoot: 0, heard: -Infinity, replaced: [], retired: true, retiredAt: this.now });
+      w = { inc, pos: 0, boot: 0, posBoot: 0, heard: -Infinity, replaced: [], retired: true, retiredAt: this.now, handed: false };
+      this.witness.set(name, w);
     } else if (!w.retired) {
       w.retired = true;
       w.retiredAt = this.now;
-    } else return;
+    } else if (!handed || w.handed) return;
+    if (handed) w.handed = true;
     this.debug?.(`${this.me.name} learns ${name}/${inc} retired`);
     this.desiredSig = ''; // placement changes: a retired member is never placed (B7c)
     this.witDirty.add(name);
@@ -650,7 +691,7 @@ export class DataNode {
     if (this.witness.size > 0) {
       out.push({
         t: 'wit', shard: 0,
-        w: [...this.witness].map(([name, x]): Witnessed => (x.retired ? [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced, 1] : [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced])),
+        w: [...this.witness].map(([name, x]) => witnessed(name, x)),
       });
     }
     if (this.retired) out.push({ t: 'ret', shard: 0, inc: this.me.inc });
@@ -728,7 +769,7 @@ export class DataNode {
     if (this.witDirty.size > 0) {
       const w = [...this.witDirty].map((name): Witnessed => {
         const x = this.witness.get(name) as Witness;
-        return x.retired ? [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced, 1] : [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced];
+        return witnessed(name, x);
       });
       this.witDirty.clear();
       this.record({ t: 'wit', shard: 0, w });
@@ -759,7 +800,9 @@ export class DataNode {
           if (m.name === this.me.name) continue;
           const a = k.answers.get(m.name);
           if (a && (this.cfg.broken?.noBootFence || a.boot === this.boot)) admitted++;
-          else if (this.retiredFor(m)) admitted++; // B7c: it grants nothing any more, and its last lease has run out
+          // B7c: it grants nothing any more, and its last lease has run out; and (review-7 F1) an answer this check got
+          // holds its witnesses, so what it alone witnessed of this member is still checked (B6).
+          else if (this.retiredFor(m) && this.heldByAnswer(k.answers, m)) admitted++;
           else absent = m.name;
         }
         if (absent !== null && admitted < admitQuorum(c.members.length)) {
@@ -800,7 +843,15 @@ export class DataNode {
   private onWitQ(from: Member, b: Extract<PeerBody, { t: 'witQ' }>): void {
     const w = this.witness.get(from.name);
     // Reached only by an admitted boot (or an older incarnation): live is false for the asker's own boot.
-    this.send(from.name, { t: 'witA', nonce: b.nonce, pos: w?.pos ?? 0, inc: w?.inc ?? 0, boot: w?.boot ?? 0, posBoot: w?.posBoot ?? 0, live: false });
+    this.send(from.name, this.witAnswer(b.nonce, w, false));
+  }
+
+  /** A witness answer, with the retired members whose witnesses this node holds (B7c counts only those). */
+  private witAnswer(nonce: number, w: Witness | undefined, live: boolean): PeerBody {
+    const a = { t: 'witA' as const, nonce, pos: w?.pos ?? 0, inc: w?.inc ?? 0, boot: w?.boot ?? 0, posBoot: w?.posBoot ?? 0, live };
+    const held: Array<readonly [string, number]> = [];
+    for (const [name, x] of this.witness) if (x.retired && x.handed && held.length < goneMax) held.push([name, x.inc]);
+    return held.length > 0 ? { ...a, held } : a;
   }
 
   private onWitA(from: Member, b: Extract<PeerBody, { t: 'witA' }>): void {
@@ -813,7 +864,7 @@ export class DataNode {
     // The latest answer decides admission (a peer admits this boot once the other one has been silent long enough).
     const prev = k.answers.get(from.name);
     if (prev && prev.boot === this.boot && b.boot !== this.boot) return; // a late answer from before it admitted us
-    k.answers.set(from.name, { inc: b.inc, pos: b.pos, boot: b.boot, posBoot: b.posBoot, live: b.live });
+    k.answers.set(from.name, { inc: b.inc, pos: b.pos, boot: b.boot, posBoot: b.posBoot, live: b.live, held: new Set((b.held ?? []).map(([n, i]) => `${n}/${i}`)) });
   }
 
   /**
@@ -887,14 +938,15 @@ export class DataNode {
     if (this.retired) {
       // B7a: the retirement, to every peer, every heartbeat until the driver stops this node. No configurations
       // (it acts in nothing), no boot-lease request.
-      for (const name of this.peers.keys()) this.send(name, { t: 'hb', leaving: true, configs: [], ret: true });
+      const rw = [...this.witness].map(([n, x]) => [n, x.inc, x.pos, x.posBoot] as const).slice(0, witnessesMax);
+      for (const name of this.peers.keys()) this.send(name, { t: 'hb', leaving: true, configs: [], ret: true, rw });
       return;
     }
     // B7b: retired members that our configurations still name, passed on.
     const gone: Array<readonly [string, number]> = [];
     for (const r of this.ranges) {
       for (const m of r.config?.members ?? []) {
-        if (m.name !== this.me.name && this.retiredMember(m.name, m.inc) && !gone.some(([n, i]) => n === m.name && i === m.inc)) gone.push([m.name, m.inc]);
+        if (m.name !== this.me.name && gone.length < goneMax && this.retiredMember(m.name, m.inc) && !gone.some(([n, i]) => n === m.name && i === m.inc)) gone.push([m.name, m.inc]);
       }
     }
     const configs = this.ranges.flatMap((r) => (r.config ? [r.config] : []));
@@ -1668,7 +1720,7 @@ export class DataNode {
   private onHeartbeat(from: Member, b: Extract<PeerBody, { t: 'hb' }>): void {
     const p = this.peers.get(from.name);
     if (p && p.inc === from.inc) p.leaving = b.leaving;
-    if (b.ret) this.noteRetired(from.name, from.inc);
+    if (b.ret) this.noteRetired(from.name, from.inc, b.rw); // without rw (an image from before review-7): not held
     for (const [name, inc] of b.gone ?? []) this.noteRetired(name, inc);
     for (const c of b.configs) if (c.shard >= 0 && c.shard < this.cfg.shards) this.learn(c);
   }
