@@ -260,10 +260,14 @@ export class DataStore {
   async decommission(waitMs = 30_000): Promise<{ retired: boolean; rangesStillNamingIt: number }> {
     await this.leave(waitMs);
     const rangesStillNamingIt = this.rangesNamingSelf();
+    const inc = this.driver.node?.self.inc;
     if (!this.driver.retire()) return { retired: false, rangesStillNamingIt };
     // The retiring heartbeat leaves once the record is durable; it repeats every heartbeat until the node stops.
     await sleep(3 * this.cfg.heartbeatTicks * dataTickMs);
-    return { retired: true, rangesStillNamingIt };
+    // review-7 F5: a failed append of the record makes the driver rebuild the core from what is durable: without
+    // the record it is the same member again (not retired: say so); with it, a new incarnation (retired).
+    const n = this.driver.node;
+    return { retired: !!n && (n.hasRetired || n.self.inc !== inc), rangesStillNamingIt };
   }
 
   private rangesNamingSelf(): number {
