@@ -527,6 +527,25 @@ export class DataNode {
     return false;
   }
 
+  /**
+   * Retired members that this node's configurations still name (at most ranges x R, capped at goneMax): passed on
+   * in heartbeats (B7b), or (`handed`) those whose witnesses this node holds, in its witness answers (review-7 F1).
+   */
+  private retiredNamed(handed: boolean): Array<readonly [string, number]> {
+    const out: Array<readonly [string, number]> = [];
+    const seen = new Set<string>();
+    for (const r of this.ranges) {
+      for (const m of r.config?.members ?? []) {
+        const key = `${m.name}/${m.inc}`;
+        if (m.name === this.me.name || seen.has(key) || out.length >= goneMax) continue;
+        seen.add(key);
+        const w = this.witness.get(m.name);
+        if (w && w.inc === m.inc && w.retired && (!handed || w.handed)) out.push([m.name, m.inc]);
+      }
+    }
+    return out;
+  }
+
   /** Whether `name` at incarnation `inc` is known to have retired for good (B7b). */
   retiredMember(name: string, inc: number): boolean {
     const w = this.witness.get(name);
@@ -849,8 +868,7 @@ export class DataNode {
   /** A witness answer, with the retired members whose witnesses this node holds (B7c counts only those). */
   private witAnswer(nonce: number, w: Witness | undefined, live: boolean): PeerBody {
     const a = { t: 'witA' as const, nonce, pos: w?.pos ?? 0, inc: w?.inc ?? 0, boot: w?.boot ?? 0, posBoot: w?.posBoot ?? 0, live };
-    const held: Array<readonly [string, number]> = [];
-    for (const [name, x] of this.witness) if (x.retired && x.handed && held.length < goneMax) held.push([name, x.inc]);
+    const held = this.retiredNamed(true);
     return held.length > 0 ? { ...a, held } : a;
   }
 
@@ -943,12 +961,7 @@ export class DataNode {
       return;
     }
     // B7b: retired members that our configurations still name, passed on.
-    const gone: Array<readonly [string, number]> = [];
-    for (const r of this.ranges) {
-      for (const m of r.config?.members ?? []) {
-        if (m.name !== this.me.name && gone.length < goneMax && this.retiredMember(m.name, m.inc) && !gone.some(([n, i]) => n === m.name && i === m.inc)) gone.push([m.name, m.inc]);
-      }
-    }
+    const gone = this.retiredNamed(false);
     const configs = this.ranges.flatMap((r) => (r.config ? [r.config] : []));
     const every = this.cfg.heartbeatFullEvery ?? 1;
     const full = every <= 1 || this.heartbeats++ % every === 0;
