@@ -200,7 +200,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
           return null;
         });
         if (r?.retired) c.logger.info({ rangesStillNamingIt: r.rangesStillNamingIt }, 'decommissioned: this member retired for good');
-        else if (r) c.logger.warn({ code: 'REFUSED', rangesStillNamingIt: r.rangesStillNamingIt }, 'not retired: a range naming this node has fewer than three members (its data would go with it); stopped as a leave');
+        else if (r) c.logger.warn({ code: 'REFUSED', rangesStillNamingIt: r.rangesStillNamingIt }, 'not retired: refused (a range naming this node would keep no majority, or the node is still checking its state or was superseded); stopped as a leave');
         await ring.leave();
       } else if (graceful) {
         await data.leave().catch(() => undefined);

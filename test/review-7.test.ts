@@ -225,4 +225,19 @@ describe('review-7: retirement (B7)', () => {
     const wit: LogRecord = { t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 2]] };
     expect(validateLogRecord(logRecordToWire(wit), 4)).toEqual(wit);
   });
+
+  it('F6: a boot still checking its state (possibly a rolled-back copy) or superseded does not retire the member', () => {
+    const net = started();
+    const o = net.owner() as string;
+    const z = memberOtherThan(net, o);
+    const old = [...(net.logs.get(z) ?? [])];
+    net.down.add(z);
+    net.run(cfg.leaseTicks + 10);
+    const z2 = net.restart(z, old); // e.g. a copy from an older log, not yet found behind
+    net.run(2);
+    expect(z2.checkingState).toBe(true);
+    // SAFE: it is not (yet) the member; its handed-over witnesses could be stale.
+    expect(z2.retire()).toBe(false);
+    expect(z2.hasRetired).toBe(false);
+  });
 });

@@ -487,6 +487,10 @@ export class DataNode {
    */
   retire(): boolean {
     if (this.retired) return true;
+    // review-7 F6: only a boot that is the member may retire it. One still checking its state may be a rolled-back
+    // copy (its witnesses, handed over, would lack what the member witnessed later: F1 again); a superseded one has a
+    // replacement that carries the incarnation on.
+    if (this.checking || this.supersededBy !== null) return false;
     // review-7 F3: the members left must be a majority, counting those known retired as gone (a second retirement
     // from a range of three would leave one member, which never again makes a majority of it).
     for (const r of this.ranges) {
