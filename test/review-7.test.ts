@@ -4,6 +4,8 @@ import {
   type ClientOp, type ClientResult, type Config, type DataConfig, DataError, DataNode, type LogRecord, type Member, type Outbound,
   logRecordToWire, peerBodyToWire, validateLogRecord, validatePeerBody,
 } from '../enclave/data/index.ts';
+import { runSeed } from './sim-faults/run.ts';
+import type { FaultName } from './sim-faults/sim.ts';
 
 const cfg: DataConfig = {
   replicas: 3, shards: 1, leaseTicks: 50, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 10, heartbeatTicks: 5,
@@ -240,4 +242,9 @@ describe('review-7: retirement (B7)', () => {
     expect(z2.retire()).toBe(false);
     expect(z2.hasRetired).toBe(false);
   });
+
+  it('F6 (simulator): a node retiring while still checking is not left waited for (seeds 5147, 5164 failed before: "waits for n2", n2 retired unadmitted)', () => {
+    const mix: FaultName[] = ['leave', 'kill', 'kill-pair', 'whole-ring-restart', 'clone', 'partition', 'pause'];
+    for (const seed of [5147, 5164]) expect(runSeed(seed, undefined, false, mix).problems).toEqual([]);
+  }, 60_000);
 });
