@@ -259,6 +259,10 @@ export class DataStore {
    */
   async decommission(waitMs = 30_000, heardWaitMs = 30_000): Promise<{ retired: boolean; rangesStillNamingIt: number; heard: boolean }> {
     await this.leave(waitMs);
+    // Only a boot that is the member may retire it (review-7 F6): a node still checking its state after its start
+    // is given (bounded) time to finish.
+    const checked = Date.now() + heardWaitMs;
+    while ((this.driver.node?.checkingState ?? false) && Date.now() < checked) await sleep(this.cfg.heartbeatTicks * dataTickMs);
     const rangesStillNamingIt = this.rangesNamingSelf();
     if (!this.driver.retire()) return { retired: false, rangesStillNamingIt, heard: false };
     // The retiring heartbeat leaves once the record is durable and repeats every heartbeat: wait (bounded) until a
