@@ -178,7 +178,7 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
     const r = await data.decommission(waitMs);
     if (r.retired && r.heard) c.logger.info({ rangesStillNamingIt: r.rangesStillNamingIt }, 'decommissioned: this member retired for good, and its co-members know');
     else if (r.retired) c.logger.warn({ code: 'UNHEARD', rangesStillNamingIt: r.rangesStillNamingIt }, 'retired, but no co-member of some range naming it has echoed it yet: stopped now, it counts as a crash-stop there');
-    else c.logger.warn({ code: 'REFUSED', rangesStillNamingIt: r.rangesStillNamingIt }, 'not retired: a range naming this node has fewer than three members (its data would go with it); it only left');
+    else c.logger.warn({ code: 'REFUSED', rangesStillNamingIt: r.rangesStillNamingIt }, 'not retired: refused (a range naming this node would keep no majority, or the node is still checking its state or was superseded); it only left');
     await ring.leave();
     return r;
   })());

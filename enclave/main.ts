@@ -28,7 +28,11 @@ async function main(): Promise<void> {
   let enclave: Awaited<ReturnType<typeof startEnclave>> | null = null;
   let stopping = false;
   const stop = async (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      // review-7 F5: a decommission asked for while a stop is under way is not done; say so (the node only leaves).
+      if (signal === 'SIGUSR2') logger.warn({ signal }, 'decommission ignored: the enclave is already stopping (it leaves, it does not retire)');
+      return;
+    }
     stopping = true;
     const decommission = signal === 'SIGUSR2';
     logger.info({ signal, ...(decommission ? { decommission } : {}), ...(enclave ? {} : { started: false }) }, 'enclave stopping');

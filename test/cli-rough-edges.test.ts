@@ -203,6 +203,10 @@ describe('ekv node', () => {
       // The enclave answered over its host channel once its ranges had moved away (none names it), and retired.
       expect(err).toMatch(/^ekv node: retired for good \(0 ranges still named it/m);
       expect(loadCluster(ring.clusterFile).nodes.map((n) => n.addr)).not.toContain(ready!.addr);
+      // Its directory is retired for good: the node will not start from it again.
+      const again = await ekv(['node', '--join', ring.node(0).addr, '--cluster', ring.clusterFile, '--dir', dir, '--log-level', 'silent']);
+      expect(again.code).toBe(3);
+      expect(again.stderr).toMatch(/^DECOMMISSIONED: /m);
     } finally {
       child.kill('SIGKILL');
     }

@@ -2,7 +2,7 @@
  * `ekv node`: one more emulated node (host + emulator + enclave) on this
  * machine, joining a running ring, or founding one with no --join.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { serviceLogger } from '../../emulator/service-log.ts';
@@ -12,7 +12,7 @@ import { defaultImagePath, localImage, localImageSettings } from '../local/image
 import { kmsEnv, localBlobStore, startLocalKms, type LocalKmsInfo } from '../local/kms.ts';
 import { LocalNode } from '../local/node.ts';
 import { provideRingSecret, writeJsonAtomic, type RingState } from '../local/ring.ts';
-import { firstSignal, run, UsageError } from '../output.ts';
+import { exitDecommissioned, firstSignal, run, UsageError } from '../output.ts';
 import { decommissionLogged } from '../../host/enclave-metrics.ts';
 import { defaultClusterFile, logLevelFlag, portFlag } from '../flags.ts';
 import { EkvError } from '../../protocol/errors.ts';
@@ -54,6 +54,13 @@ export function registerNode(program: Command): void {
         const replicas = Number(o.replicas);
         if (!Number.isInteger(replicas) || replicas < 1 || replicas > 8) throw new UsageError('--replicas must be 1..8');
         if (o.access !== 'open' && o.access !== 'closed') throw new UsageError('--access must be open or closed');
+        // A decommissioned node stays down (its sealed state is retired for good: started, it would act in nothing).
+        const marker = join(resolve(o.dir), 'decommissioned');
+        if (existsSync(marker)) {
+          process.stderr.write(`DECOMMISSIONED: this node was decommissioned (${marker}); use another --dir to run a new node\n`);
+          process.exitCode = exitDecommissioned;
+          return;
+        }
         if (!existsSync(o.enclaveImage ?? defaultImagePath)) throw new UsageError(`no enclave image at ${o.enclaveImage ?? defaultImagePath}: run \`npm run build\` first`);
         // The ring's image (a node of another image is refused by its peers): the settings `ekv up` recorded in
         // ring.json beside the cluster file when joining such a ring, else those of --access and --replicas.
@@ -126,6 +133,7 @@ export function registerNode(program: Command): void {
           // Decommission (docs/consistency.md, "Retirement"): leave for good, so that co-members never wait for it.
           process.stderr.write('ekv node: SIGUSR2: decommissioning (leaving the ring for good)\n');
           const r = await decommissionLogged(() => node.decommission(), logger);
+          if (r?.retired) writeFileSync(marker, JSON.stringify({ decommissionedAt: new Date().toISOString() }) + '\n', { mode: 0o600 });
           process.stderr.write(r === null
             ? 'ekv node: the decommission failed (see the log): stopping anyway\n'
             : r.retired

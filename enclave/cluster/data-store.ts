@@ -259,13 +259,20 @@ export class DataStore {
    */
   async decommission(waitMs = 30_000, heardWaitMs = 30_000): Promise<{ retired: boolean; rangesStillNamingIt: number; heard: boolean }> {
     await this.leave(waitMs);
+    // Only a boot that is the member may retire it (review-7 F6): a node still checking its state after its start
+    // is given (bounded) time to finish.
+    const checked = Date.now() + heardWaitMs;
+    while ((this.driver.node?.checkingState ?? false) && Date.now() < checked) await sleep(this.cfg.heartbeatTicks * dataTickMs);
     const rangesStillNamingIt = this.rangesNamingSelf();
     if (!this.driver.retire()) return { retired: false, rangesStillNamingIt, heard: false };
     // The retiring heartbeat leaves once the record is durable and repeats every heartbeat: wait (bounded) until a
-    // co-member of every range naming this node echoed it (B7a), so that it is not lost with this node.
+    // co-member of every range naming this node echoed it (B7a'), so that it is not lost with this node.
     const deadline = Date.now() + heardWaitMs;
     while (!this.retirementHeard() && Date.now() < deadline) await sleep(this.cfg.heartbeatTicks * dataTickMs);
-    return { retired: true, rangesStillNamingIt, heard: this.retirementHeard() };
+    // review-7 F5: a failed append of the record makes the driver rebuild the core from what is durable: without
+    // the record it is the same member again (not retired: say so); with it, retired (a retired log stays so).
+    const retired = this.driver.node?.hasRetired ?? false;
+    return { retired, rangesStillNamingIt, heard: retired && this.retirementHeard() };
   }
 
   private retirementHeard(): boolean {

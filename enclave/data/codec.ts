@@ -176,6 +176,14 @@ function writeOp(x: unknown): WriteOp {
 }
 
 /** A peer message body, validated. `shards` is the image's range count. */
+/** (name, incarnation) pairs: retired members passed on (B7b) or held (review-7 F1). */
+function nameIncs(x: unknown, what: string): Array<readonly [string, number]> {
+  return arr(x, what, goneMax).map((g) => {
+    const [name, inc] = arr(g, `${what} entry`, 2);
+    return [str(name, `${what} name`, nameCharsMax, 1), int(inc, `${what} inc`)] as const;
+  });
+}
+
 export function validatePeerBody(x: unknown, shards: number): PeerBody {
   const o = obj(x, 'message');
   const shard = (v: unknown): number => int(v, 'shard', 0, shards - 1);
@@ -186,10 +194,11 @@ export function validatePeerBody(x: unknown, shards: number): PeerBody {
         t: 'hb' as const, leaving: bool(o.leaving, 'leaving'), configs: arr(o.configs, 'configs', configsMax).map(config).map(inRange),
         ...(o.epochs === undefined ? {} : { epochs: arr(o.epochs, 'epochs', configsMax).map((e) => int(e, 'epoch')) }),
         ...(o.ret === undefined ? {} : { ret: o.ret === true ? (true as const) : fail('hb.ret must be true') }),
-        ...(o.gone === undefined ? {} : {
-          gone: arr(o.gone, 'gone', goneMax).map((g) => {
-            const [name, inc] = arr(g, 'gone entry', 2);
-            return [str(name, 'gone name', nameCharsMax, 1), int(inc, 'gone inc')] as const;
+        ...(o.gone === undefined ? {} : { gone: nameIncs(o.gone, 'gone') }),
+        ...(o.rw === undefined ? {} : {
+          rw: o.ret !== true ? fail('hb.rw only with ret') : arr(o.rw, 'rw', witnessesMax).map((g) => {
+            const [name, inc, pos, posBoot] = arr(g, 'rw entry', 4);
+            return [str(name, 'rw name', nameCharsMax, 1), int(inc, 'rw inc'), int(pos, 'rw pos'), int(posBoot, 'rw posBoot', 0, bootIdMax)] as const;
           }),
         }),
       };
@@ -226,7 +235,10 @@ export function validatePeerBody(x: unknown, shards: number): PeerBody {
     case 'leaseReq': return { t: 'leaseReq', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
     case 'leaseGrant': return { t: 'leaseGrant', shard: shard(o.shard), epoch: int(o.epoch, 'epoch', 1), t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
     case 'witQ': return { t: 'witQ', nonce: int(o.nonce, 'nonce') };
-    case 'witA': return { t: 'witA', nonce: int(o.nonce, 'nonce'), pos: int(o.pos, 'pos'), inc: int(o.inc, 'inc'), boot: int(o.boot, 'boot', 0, bootIdMax), posBoot: int(o.posBoot, 'posBoot', 0, bootIdMax), live: bool(o.live, 'live') };
+    case 'witA': {
+      const a = { t: 'witA' as const, nonce: int(o.nonce, 'nonce'), pos: int(o.pos, 'pos'), inc: int(o.inc, 'inc'), boot: int(o.boot, 'boot', 0, bootIdMax), posBoot: int(o.posBoot, 'posBoot', 0, bootIdMax), live: bool(o.live, 'live') };
+      return o.held === undefined ? a : { ...a, held: nameIncs(o.held, 'held') };
+    }
     case 'bootQ': return { t: 'bootQ', t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER) };
     case 'bootA': return { t: 'bootA', t0: int(o.t0, 't0', Number.MIN_SAFE_INTEGER), boot: int(o.boot, 'boot', 1, bootIdMax) };
     case 'superseded': return { t: 'superseded', boot: int(o.boot, 'boot', 1, bootIdMax) };
@@ -311,8 +323,8 @@ export function validateLogRecord(x: unknown, shards: number): LogRecord {
         const r = replaced === undefined ? [] : arr(replaced, 'witness replaced', replacedBootsMax).map((v) => int(v, 'witness replaced', 1, bootIdMax));
         const base = [str(name, 'witness name', nameCharsMax, 1), int(pos, 'witness pos'), int(inc, 'witness inc'), b(boot), b(posBoot), r] as const;
         if (retired === undefined) return base;
-        if (retired !== 1) fail('witness retired must be 1');
-        return [...base, 1] as const;
+        if (retired !== 1 && retired !== 2) fail('witness retired must be 1 or 2');
+        return [...base, retired] as const;
       }),
     };
     case 'ret': return { t: 'ret', shard, inc: int(o.inc, 'inc') };

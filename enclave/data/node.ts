@@ -11,6 +11,7 @@
 import assert from 'node:assert/strict';
 import { hash } from 'node:crypto';
 import { distance, idSpace, keyId } from '../ring/index.ts';
+import { goneMax, witnessesMax } from './codec.ts';
 import { type DataConfig, expireBatchDefault, ownerLeaseTicks, ttlTicksStretched, validateDataConfig } from './config.ts';
 import {
   applyRecord, cloneSessions, dataOut, emptySessions, entryBytes, type Inflight, mergeInto, newRange, type Pending, type Proposal, type RangeState, type TtlRule,
@@ -132,10 +133,19 @@ const actTypes: ReadonlySet<PeerBody['t']> = new Set(['prepare', 'accept', 'inst
  * Per peer name: the highest (incarnation, position) seen on its messages, the one boot of that incarnation this
  * node admits (0: none yet), when that boot was last heard (memory only) and the boot it replaced (memory only).
  */
-/** `retired`: that incarnation retired for good (B7), learnt at `retiredAt` (this run's clock; a log's: its start). */
-interface Witness { inc: number; pos: number; boot: number; posBoot: number; heard: number; replaced: number[]; retired: boolean; retiredAt: number }
+/**
+ * `retired`: that incarnation retired for good (B7), learnt at `retiredAt` (this run's clock; a log's: its start);
+ * `handed`: heard from the retiring boot itself, whose witnesses were merged into this node's (review-7 F1).
+ */
+interface Witness { inc: number; pos: number; boot: number; posBoot: number; heard: number; replaced: number[]; retired: boolean; retiredAt: number; handed: boolean }
 
-interface WitAnswer { inc: number; pos: number; boot: number; posBoot: number; live: boolean }
+/** `held`: `name/inc` of the retired members whose witnesses the answerer holds (review-7 F1). */
+function witnessed(name: string, x: Witness): Witnessed {
+  const base = [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced] as const;
+  return x.retired ? [...base, x.handed ? 2 : 1] : base;
+}
+
+interface WitAnswer { inc: number; pos: number; boot: number; posBoot: number; live: boolean; held: ReadonlySet<string> }
 
 /** Boots a node's log remembers (start marks; snapshots repeat them): a witness naming an older one is a fork. */
 export const bootHistoryMax = 64;
@@ -243,14 +253,15 @@ export class DataNode {
     for (const rec of init.log) this.replay(rec);
     this.loadedPos = this.pos;
     this.bootHistory.forEach((h, i) => this.loadedBoots.set(h.boot, this.bootHistory[i + 1]?.start ?? this.loadedPos));
-    // B7a: this log's incarnation retired for good; it is never that member again. It stays retired (acting in
-    // nothing) until its retirement is heard, which a crash right after the record may have kept from its peers,
-    // then takes a new incarnation (a new member, no configurations), as after a detected rollback.
+    // B7a: this log's incarnation retired for good; it is never that member again, nor a new one (a new
+    // incarnation's witness entry would replace the retired one at its peers, and with it what they know). It stays
+    // retired, acting in nothing and saying so (a crash right after the record may have kept it from its peers),
+    // until it is stopped; the node's host does not start it again (a decommission marker, docs/deploy.md).
     const retiredLog = this.retiredInc === this.me.inc && init.log.length > 0;
     if (retiredLog) {
       this.retired = true;
       this.leaving = true;
-      this.debug?.(`${this.me.name}/${this.me.inc} RETIRED in its log: says so until heard, then a new incarnation`);
+      this.debug?.(`${this.me.name}/${this.me.inc} RETIRED in its log: says so, acts in nothing`);
     }
     // This boot starts here: durable before anything it sends (its first batch), so any boot a peer ever admitted
     // has its start in its own log, and a log without it is not that boot's continuation.
@@ -283,10 +294,11 @@ export class DataNode {
         if (w && w.inc === inc) {
           if (boot !== 0) w.boot = boot;
           w.replaced = [...replaced];
-          if (retired === 1 && !w.retired) {
+          if (retired !== undefined && !w.retired) {
             w.retired = true;
             w.retiredAt = this.now; // learnt before this boot: counted from its start (B7c)
           }
+          if (retired === 2) w.handed = true;
         }
       }
     } else if (rec.t === 'ret') {
@@ -303,7 +315,7 @@ export class DataNode {
     if (w && w.inc === inc) {
       w.pos = pos;
       w.posBoot = boot;
-    } else this.witness.set(name, { inc, pos, boot: 0, posBoot: boot, heard: -Infinity, replaced: [], retired: false, retiredAt: Infinity });
+    } else this.witness.set(name, { inc, pos, boot: 0, posBoot: boot, heard: -Infinity, replaced: [], retired: false, retiredAt: Infinity, handed: false });
     return true;
   }
 
@@ -329,8 +341,15 @@ export class DataNode {
     const boot = m.boot;
     const w = this.witness.get(name);
     if (w && m.from.inc < w.inc) return true; // an older incarnation: configurations tell the members apart
+    if (w && w.inc === m.from.inc && w.retired && !(m.body.t === 'hb' && m.body.ret)) {
+      // review-7 F2: a retired incarnation acts in nothing, whichever boot speaks for it (a copy of its log from
+      // before its record, admitted here first or replacing the retired boot, would be the member again). Only its
+      // retiring heartbeat is taken (it hands over its witnesses); an asker is told it retired (it is behind).
+      if (m.body.t === 'witQ') this.send(name, { t: 'hb', leaving: false, configs: [], gone: [[name, w.inc]] }, boot);
+      return false;
+    }
     if (!w || m.from.inc > w.inc) {
-      this.witness.set(name, { inc: m.from.inc, pos: 0, boot, posBoot: 0, heard: this.now, replaced: [], retired: false, retiredAt: Infinity });
+      this.witness.set(name, { inc: m.from.inc, pos: 0, boot, posBoot: 0, heard: this.now, replaced: [], retired: false, retiredAt: Infinity, handed: false });
       this.witDirty.add(name);
       return true;
     }
@@ -353,7 +372,7 @@ export class DataNode {
     // asker learns whether the admitted boot is live here (heard within a lease by this run of this node), or only
     // not yet replaceable (this node started less than a lease ago).
     const live = this.now - w.heard < this.cfg.leaseTicks;
-    if (m.body.t === 'witQ') this.send(name, { t: 'witA', nonce: m.body.nonce, pos: w.pos, inc: w.inc, boot: w.boot, posBoot: w.posBoot, live }, boot);
+    if (m.body.t === 'witQ') this.send(name, this.witAnswer(m.body.nonce, w, live), boot);
     else if (replaced && m.body.t !== 'superseded') this.send(name, { t: 'superseded', boot }, boot);
     return false;
   }
@@ -368,7 +387,9 @@ export class DataNode {
     for (const m of members) {
       if (m.name === this.me.name) continue;
       const l = this.bootLease.get(m.name);
-      if (l && l.inc === m.inc && l.until > this.now) leased++;
+      // review-7 F4: a lease from a member known retired does not count (it grants nothing after its record: a grant
+      // still arriving is from before it, or from a copy of it that was not the one that retired).
+      if (l && l.inc === m.inc && l.until > this.now && !this.retiredMember(m.name, m.inc)) leased++;
     }
     return leased >= leaseQuorum(members.length);
   }
@@ -406,12 +427,7 @@ export class DataNode {
     this.now = now;
     this.expireBudget = this.cfg.expireBatchMax ?? expireBatchDefault;
     if (now >= this.heartbeatAt) this.heartbeat();
-    if (this.retired) {
-      // B7a: it only tells its peers, until it is stopped; a core started from a retired log, once heard, goes on
-      // as a new member.
-      if (this.retiredInc === this.me.inc && this.retirementHeard) this.rejoinAsNew();
-      return;
-    }
+    if (this.retired) return; // B7a: it only tells its peers, until it is stopped
     this.tickCheck();
     // Leases renew together: when one range's renewal is due, every active range past half its renewal interval
     // renews in the same tick, so an owner's requests to a member (and the grants, and the owner's witness record
@@ -477,7 +493,18 @@ export class DataNode {
    */
   retire(): boolean {
     if (this.retired) return true;
-    for (const r of this.ranges) if (r.config && this.isMember(r.config) && r.config.members.length < 3) return false;
+    // review-7 F6: only a boot that is the member may retire it. One still checking its state may be a rolled-back
+    // copy (its witnesses, handed over, would lack what the member witnessed later: F1 again); a superseded one has a
+    // replacement that carries the incarnation on.
+    if (this.checking || this.supersededBy !== null) return false;
+    // review-7 F3: the members left must be a majority, counting those known retired as gone (a second retirement
+    // from a range of three would leave one member, which never again makes a majority of it).
+    for (const r of this.ranges) {
+      const c = r.config;
+      if (!c || !this.isMember(c)) continue;
+      const left = c.members.filter((m) => !sameMember(m, this.self) && !this.retiredMember(m.name, m.inc)).length;
+      if (c.members.length < 3 || left < majority(c.members.length)) return false;
+    }
     this.leaving = true;
     this.retired = true;
     this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot} RETIRES`);
@@ -516,34 +543,39 @@ export class DataNode {
   private retiredFor(m: Member): boolean {
     if (this.cfg.broken?.retiredNotCounted) return false;
     const w = this.witness.get(m.name);
-    return !!w && w.inc >= m.inc && w.retired && this.now - w.retiredAt >= this.cfg.leaseTicks;
+    return !!w && w.inc === m.inc && w.retired && this.now - w.retiredAt >= this.cfg.leaseTicks;
   }
 
-  /** After a retired log's retirement was heard: a new incarnation, no configurations, checked like any restart. */
-  private rejoinAsNew(): void {
-    const inc = this.me.inc + 1 + Math.floor(this.rand() * incStepMax);
-    this.debug?.(`${this.me.name}/${this.me.inc} retirement heard; new incarnation ${inc}`);
-    for (let s = 0; s < this.ranges.length; s++) this.ranges[s] = newRange(s);
-    this.me = { ...this.me, inc };
-    this.bootHistory = [];
-    this.retired = false;
-    this.leaving = false;
-    this.retiredInc = -1;
-    this.retireEchoes.clear();
-    this.record({ t: 'mark', shard: 0, pos: this.pos, inc });
-    this.record({ t: 'mark', shard: 0, pos: this.pos, inc, boot: this.boot }); // this boot starts the incarnation
-    if (!this.cfg.broken?.noWitnessCheck) this.checking = { nonce: Math.floor(this.rand() * 2 ** 48), answers: new Map(), sentAt: -Infinity, rolledBack: false };
-    this.heartbeat();
+  /** review-7 F1: some peer's answer to this check holds the retired member's witnesses (merged into its own). */
+  private heldByAnswer(answers: ReadonlyMap<string, WitAnswer>, m: Member): boolean {
+    const key = `${m.name}/${m.inc}`;
+    for (const a of answers.values()) if (a.held.has(key)) return true;
+    return false;
   }
 
   /**
-   * Whether `name` at incarnation `inc` is known to be gone for good (B7b): that incarnation retired, or a later
-   * one did (an incarnation ends for good when its node takes a newer one: a detected rollback, or a start from a
-   * retired log; so a retired newer incarnation means the older one is gone as well).
+   * Retired members that this node's configurations still name (at most ranges x R, capped at goneMax): passed on
+   * in heartbeats (B7b), or (`handed`) those whose witnesses this node holds, in its witness answers (review-7 F1).
    */
+  private retiredNamed(handed: boolean): Array<readonly [string, number]> {
+    const out: Array<readonly [string, number]> = [];
+    const seen = new Set<string>();
+    for (const r of this.ranges) {
+      for (const m of r.config?.members ?? []) {
+        const key = `${m.name}/${m.inc}`;
+        if (m.name === this.me.name || seen.has(key) || out.length >= goneMax) continue;
+        seen.add(key);
+        const w = this.witness.get(m.name);
+        if (w && w.inc === m.inc && w.retired && (!handed || w.handed)) out.push([m.name, m.inc]);
+      }
+    }
+    return out;
+  }
+
+  /** Whether `name` at incarnation `inc` is known to have retired for good (B7b). */
   retiredMember(name: string, inc: number): boolean {
     const w = this.witness.get(name);
-    return !!w && w.inc >= inc && w.retired;
+    return !!w && w.inc === inc && w.retired;
   }
 
   /**
@@ -551,21 +583,28 @@ export class DataNode {
    * About this node's own incarnation, from elsewhere: another boot of it was admitted and retired, so this state
    * is a copy from before that (checking: behind; running: fenced).
    */
-  private noteRetired(name: string, inc: number): void {
+  private noteRetired(name: string, inc: number, handed?: ReadonlyArray<readonly [string, number, number, number]>): void {
     if (name === this.me.name) {
       if (inc < this.me.inc || this.retired) return;
       if (this.checking) this.checking.rolledBack = true;
       else this.fence('retired elsewhere');
       return;
     }
-    const w = this.witness.get(name);
+    let w = this.witness.get(name);
     if (w && inc < w.inc) return;
+    if (handed && !(w?.inc === inc && w.handed)) {
+      // review-7 F1: from the retiring boot itself: its witnesses become ours (durably, in this batch's witness
+      // record), so that a co-member that counts it as admitting (B7c) is still checked against them (B6).
+      for (const [n, i, pos, posBoot] of handed) if (n !== this.me.name && n !== name && this.see(n, i, pos, posBoot)) this.witDirty.add(n);
+    }
     if (!w || inc > w.inc) {
-      this.witness.set(name, { inc, pos: 0, boot: 0, posBoot: 0, heard: -Infinity, replaced: [], retired: true, retiredAt: this.now });
+      w = { inc, pos: 0, boot: 0, posBoot: 0, heard: -Infinity, replaced: [], retired: true, retiredAt: this.now, handed: false };
+      this.witness.set(name, w);
     } else if (!w.retired) {
       w.retired = true;
       w.retiredAt = this.now;
-    } else return;
+    } else if (!handed || w.handed) return;
+    if (handed) w.handed = true;
     this.debug?.(`${this.me.name} learns ${name}/${inc} retired`);
     this.desiredSig = ''; // placement changes: a retired member is never placed (B7c)
     this.witDirty.add(name);
@@ -697,7 +736,7 @@ export class DataNode {
     if (this.witness.size > 0) {
       out.push({
         t: 'wit', shard: 0,
-        w: [...this.witness].map(([name, x]): Witnessed => (x.retired ? [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced, 1] : [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced])),
+        w: [...this.witness].map(([name, x]) => witnessed(name, x)),
       });
     }
     if (this.retired) out.push({ t: 'ret', shard: 0, inc: this.me.inc });
@@ -775,7 +814,7 @@ export class DataNode {
     if (this.witDirty.size > 0) {
       const w = [...this.witDirty].map((name): Witnessed => {
         const x = this.witness.get(name) as Witness;
-        return x.retired ? [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced, 1] : [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced];
+        return witnessed(name, x);
       });
       this.witDirty.clear();
       this.record({ t: 'wit', shard: 0, w });
@@ -806,7 +845,9 @@ export class DataNode {
           if (m.name === this.me.name) continue;
           const a = k.answers.get(m.name);
           if (a && (this.cfg.broken?.noBootFence || a.boot === this.boot)) admitted++;
-          else if (this.retiredFor(m)) admitted++; // B7c: it grants nothing any more, and its last lease has run out
+          // B7c: it grants nothing any more, and its last lease has run out; and (review-7 F1) an answer this check got
+          // holds its witnesses, so what it alone witnessed of this member is still checked (B6).
+          else if (this.retiredFor(m) && this.heldByAnswer(k.answers, m)) admitted++;
           else absent = m.name;
         }
         if (absent !== null && admitted < admitQuorum(c.members.length)) {
@@ -847,7 +888,14 @@ export class DataNode {
   private onWitQ(from: Member, b: Extract<PeerBody, { t: 'witQ' }>): void {
     const w = this.witness.get(from.name);
     // Reached only by an admitted boot (or an older incarnation): live is false for the asker's own boot.
-    this.send(from.name, { t: 'witA', nonce: b.nonce, pos: w?.pos ?? 0, inc: w?.inc ?? 0, boot: w?.boot ?? 0, posBoot: w?.posBoot ?? 0, live: false });
+    this.send(from.name, this.witAnswer(b.nonce, w, false));
+  }
+
+  /** A witness answer, with the retired members whose witnesses this node holds (B7c counts only those). */
+  private witAnswer(nonce: number, w: Witness | undefined, live: boolean): PeerBody {
+    const a = { t: 'witA' as const, nonce, pos: w?.pos ?? 0, inc: w?.inc ?? 0, boot: w?.boot ?? 0, posBoot: w?.posBoot ?? 0, live };
+    const held = this.retiredNamed(true);
+    return held.length > 0 ? { ...a, held } : a;
   }
 
   private onWitA(from: Member, b: Extract<PeerBody, { t: 'witA' }>): void {
@@ -860,7 +908,7 @@ export class DataNode {
     // The latest answer decides admission (a peer admits this boot once the other one has been silent long enough).
     const prev = k.answers.get(from.name);
     if (prev && prev.boot === this.boot && b.boot !== this.boot) return; // a late answer from before it admitted us
-    k.answers.set(from.name, { inc: b.inc, pos: b.pos, boot: b.boot, posBoot: b.posBoot, live: b.live });
+    k.answers.set(from.name, { inc: b.inc, pos: b.pos, boot: b.boot, posBoot: b.posBoot, live: b.live, held: new Set((b.held ?? []).map(([n, i]) => `${n}/${i}`)) });
   }
 
   /**
@@ -934,18 +982,12 @@ export class DataNode {
     if (this.retired) {
       // B7a: the retirement, to every peer, every heartbeat until the driver stops this node. No configurations
       // (it acts in nothing), no boot-lease request.
-      for (const name of this.peers.keys()) this.send(name, { t: 'hb', leaving: true, configs: [], ret: true });
+      const rw = [...this.witness].map(([n, x]) => [n, x.inc, x.pos, x.posBoot] as const).slice(0, witnessesMax);
+      for (const name of this.peers.keys()) this.send(name, { t: 'hb', leaving: true, configs: [], ret: true, rw });
       return;
     }
     // B7b: retired members that our configurations still name, passed on.
-    const gone: Array<readonly [string, number]> = [];
-    for (const r of this.ranges) {
-      for (const m of r.config?.members ?? []) {
-        if (m.name === this.me.name || !this.retiredMember(m.name, m.inc)) continue;
-        const inc = (this.witness.get(m.name) as Witness).inc;
-        if (!gone.some(([n, i]) => n === m.name && i === inc)) gone.push([m.name, inc]);
-      }
-    }
+    const gone = this.retiredNamed(false);
     const configs = this.ranges.flatMap((r) => (r.config ? [r.config] : []));
     const every = this.cfg.heartbeatFullEvery ?? 1;
     const full = every <= 1 || this.heartbeats++ % every === 0;
@@ -1733,7 +1775,7 @@ export class DataNode {
   private onHeartbeat(from: Member, b: Extract<PeerBody, { t: 'hb' }>): void {
     const p = this.peers.get(from.name);
     if (p && p.inc === from.inc) p.leaving = b.leaving;
-    if (b.ret) this.noteRetired(from.name, from.inc);
+    if (b.ret) this.noteRetired(from.name, from.inc, b.rw); // without rw (an image from before review-7): not held
     for (const [name, inc] of b.gone ?? []) this.noteRetired(name, inc);
     for (const c of b.configs) if (c.shard >= 0 && c.shard < this.cfg.shards) this.learn(c);
   }

@@ -133,11 +133,12 @@ export type LogRecord =
 /**
  * A witness entry: peer name, highest log position seen, its incarnation, the boot of that incarnation this node
  * admits, the boot whose message carried that position (0: none known), and the boots of that incarnation it
- * admitted and then replaced (never admitted again), and (only when set, 1) that this incarnation retired for good.
+ * admitted and then replaced (never admitted again), and (only when set) that this incarnation retired for good: 1 heard
+ * from a peer, 2 heard from the retiring boot itself with its witnesses, which were merged into this node's (review-7 F1).
 Logs written before boot fencing have three fields, before retirement six (an image from before retirement
 refuses a seventh and fails to load). docs/consistency.md, "Boots and clones" and "Retirement".
  */
-export type Witnessed = readonly [name: string, pos: number, inc: number, boot: number, posBoot: number, replaced: readonly number[], retired?: 1];
+export type Witnessed = readonly [name: string, pos: number, inc: number, boot: number, posBoot: number, replaced: readonly number[], retired?: 1 | 2];
 
 /** Boots of one peer's incarnation remembered as replaced (never admitted again), most recent last. */
 export const replacedBootsMax = 8;
@@ -212,13 +213,17 @@ export type PeerBody =
    * `configs`: the sender's configurations, all of them or (heartbeatFullEvery) those newer than the receiver
    * reported in its last heartbeat; `epochs` (absent from older images): the sender's epoch per range (0: none),
    * its report to the receiver.
-   */
-  /**
    * `ret` (only when true): the sender's incarnation has retired for good (B7a; sent after its `ret` record).
    * `gone` (only when non-empty): retired members (name, incarnation) that the sender's configurations still
    * name, passed on so that nodes that missed the retirement learn it (B7b). Older images ignore both.
+   * `rw` (only with `ret`): the retiring member's witnesses (name, incarnation, position, boot of that position), handed
+   * over so that the rollback check (B6) of a co-member that counts it as admitting (B7c) still sees them (review-7 F1).
    */
-  | { readonly t: 'hb'; readonly leaving: boolean; readonly configs: readonly Config[]; readonly epochs?: readonly number[]; readonly ret?: true; readonly gone?: ReadonlyArray<readonly [name: string, inc: number]> }
+  | {
+    readonly t: 'hb'; readonly leaving: boolean; readonly configs: readonly Config[]; readonly epochs?: readonly number[]; readonly ret?: true;
+    readonly gone?: ReadonlyArray<readonly [name: string, inc: number]>;
+    readonly rw?: ReadonlyArray<readonly [name: string, inc: number, pos: number, posBoot: number]>;
+  }
   | { readonly t: 'prepare'; readonly base: Config; readonly ballot: Ballot }
   | { readonly t: 'promise'; readonly shard: number; readonly instance: number; readonly ballot: Ballot; readonly accepted: { ballot: Ballot; value: Config } | null; readonly data: RangeData; readonly sessions: Sessions }
   | { readonly t: 'reject'; readonly shard: number; readonly instance: number; readonly ballot: Ballot; readonly reason: RejectReason; readonly promised: Ballot | null }
@@ -241,7 +246,11 @@ export type PeerBody =
    * The answer: the highest position and incarnation witnessed of the asker's name, the boot of it this node
    * admits (the asker's own boot once it is admitted), and whether another admitted boot is still live here.
    */
-  | { readonly t: 'witA'; readonly nonce: number; readonly pos: number; readonly inc: number; readonly boot: number; readonly posBoot: number; readonly live: boolean }
+  /**
+   * `held` (only when non-empty): retired members whose witnesses the answerer holds (it heard their retirement from
+   * them, with their witnesses): the asker may count only those as admitting it (B7c, review-7 F1).
+   */
+  | { readonly t: 'witA'; readonly nonce: number; readonly pos: number; readonly inc: number; readonly boot: number; readonly posBoot: number; readonly live: boolean; readonly held?: ReadonlyArray<readonly [name: string, inc: number]> }
   /** Boot lease: a node asks its peers to confirm that they admit its boot (t0: its clock when it asked). */
   | { readonly t: 'bootQ'; readonly t0: number }
   | { readonly t: 'bootA'; readonly t0: number; readonly boot: number }

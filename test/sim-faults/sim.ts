@@ -864,7 +864,7 @@ export class FaultSim {
       // the enclave's decommission does; until then it keeps telling its peers (a crash restarts it, retired).
       const gone = (): void => {
         if (n.gone) return;
-        // (A crash restarted it from its retired log: heard, that core goes on as a new member; it retires too.)
+        // (A crash before its record was durable restarted it unretired: it retires again. From a retired log it stays so.)
         if (n.up && n.core && !n.core.hasRetired) n.core.retire();
         if (!n.up || !n.core?.retirementHeard) {
           this.at(this.now + 200, gone);
