@@ -42,6 +42,7 @@ import { startRedis, type RedisPersistence } from './lib/redis.ts';
 import { RespClient } from './lib/resp.ts';
 import type { RunFigures } from './lib/stats.ts';
 import { helpFromHeader } from './lib/help.ts';
+import { formatSealFigures, scrapeMetrics, sealFigures, type PromSample, type SealFigures } from './lib/seal-figures.ts';
 
 helpFromHeader(import.meta.url);
 
@@ -134,7 +135,7 @@ async function redisConnections(host: string, port: number, n: number): Promise<
 }
 
 /** A run's figures with the CPU each side used per operation in the measured window (null: not measurable here). */
-type Figures = RunFigures & { serverCpuUsPerOp: number | null; clientCpuUsPerOp: number; loadAvg: number };
+type Figures = RunFigures & { serverCpuUsPerOp: number | null; clientCpuUsPerOp: number; loadAvg: number; seal?: SealFigures };
 type Results = Record<string, Record<string, Figures>>;
 
 /** Counts every operation issued through the connections (preload and warm-up too), for the profiles' per-op costs. */
@@ -156,7 +157,8 @@ const pairs: Array<{ name: string; ekv: string; redis: string }> = [
   { name: 'memory only (ekv --no-seal / redis without persistence)', ekv: unsealedName, redis: redisMemName },
 ];
 
-async function measure(system: string, conns: KvConnection[], s: LoadSettings, results: Results, serverPid: number): Promise<void> {
+/** `http`: an ekv node's host, scraped at the window's start and end for where a sealed put's time goes (lib/seal-figures.ts). */
+async function measure(system: string, conns: KvConnection[], s: LoadSettings, results: Results, serverPid: number, http: string | null = null): Promise<void> {
   progress(`${system}: preloading ${s.keys} keys of ${s.valueBytes} bytes`);
   await preload(conns, s, Buffer.alloc(s.valueBytes, 0x62));
   for (const mix of mixes) {
@@ -165,12 +167,16 @@ async function measure(system: string, conns: KvConnection[], s: LoadSettings, r
     let server1: number | null = null;
     let client0 = 0;
     let client1 = 0;
+    let metrics0: Promise<PromSample[] | null> = Promise.resolve(null);
+    let metrics1: Promise<PromSample[] | null> = Promise.resolve(null);
     const window: MeasureWindow = {
       start: () => {
+        if (http !== null) metrics0 = scrapeMetrics(http);
         server0 = treeCpuSeconds(serverPid);
         client0 = selfCpuSeconds();
       },
       end: () => {
+        if (http !== null) metrics1 = scrapeMetrics(http);
         server1 = treeCpuSeconds(serverPid);
         client1 = selfCpuSeconds();
       },
@@ -179,10 +185,14 @@ async function measure(system: string, conns: KvConnection[], s: LoadSettings, r
     const ops = Math.max(1, run.ops + run.errors);
     const serverCpu = server0 !== null && server1 !== null ? ((server1 - server0) * 1e6) / ops : null;
     const f: Figures = { ...run, serverCpuUsPerOp: serverCpu, clientCpuUsPerOp: ((client1 - client0) * 1e6) / ops, loadAvg: loadAverage() };
+    const [m0, m1] = await Promise.all([metrics0, metrics1]);
+    const seal = m0 !== null && m1 !== null ? sealFigures(m0, m1, ops) : null;
+    if (seal !== null) f.seal = seal;
     progress(
       `${system}: ${mix.name}: ${Math.round(f.opsPerSec)} ops/s, p50 ${f.p50Ms.toFixed(3)} ms, p99 ${f.p99Ms.toFixed(3)} ms, ${f.errors} errors, ` +
         `server CPU ${serverCpu === null ? '-' : serverCpu.toFixed(1)} us/op, client CPU ${f.clientCpuUsPerOp.toFixed(1)} us/op, load ${f.loadAvg.toFixed(2)}`,
     );
+    if (seal !== null) progress(`${system}: ${mix.name}: ${formatSealFigures(seal)}`);
     (results[mix.name] ??= {})[system] = f;
   }
 }
@@ -219,6 +229,10 @@ function printTable(results: Results, s: LoadSettings): void {
   const sealedPuts = results[putMix];
   if (sealedPuts?.[sealedName] && sealedPuts[unsealedName]) {
     out.push(`ratio sealed/unsealed ekv puts (${putMix}): ${(sealedPuts[sealedName].opsPerSec / sealedPuts[unsealedName].opsPerSec).toFixed(3)}`);
+  }
+  for (const [mix, bySystem] of Object.entries(results)) {
+    const seal = bySystem[sealedName]?.seal;
+    if (seal) out.push(`where a sealed put's time goes (${mix}): client p50 ${bySystem[sealedName]!.p50Ms.toFixed(2)} ms; ${formatSealFigures(seal)}`);
   }
   process.stdout.write(out.join('\n') + '\n');
 }
@@ -292,7 +306,7 @@ async function ekvRun(name: string, args: string[], s: LoadSettings, results: Re
       await session.post('Profiler.enable');
       await session.post('Profiler.start');
     }
-    await measure(name, conns, s, results, node.pids.host);
+    await measure(name, conns, s, results, node.pids.host, node.http);
     if (session !== null && dir !== null) {
       const { profile } = await session.post('Profiler.stop');
       writeFileSync(join(dir, 'load-generator.cpuprofile'), JSON.stringify(profile));

@@ -15,6 +15,8 @@ const readyTimeoutMs = 60_000;
 export interface EkvNodeProcess {
   clusterFile: string;
   addr: string;
+  /** The host's HTTP base URL (its /metrics carries the enclave's families for a loopback scrape). */
+  http: string;
   pids: { host: number; enclave: number | null };
   stop(): Promise<void>;
 }
@@ -46,7 +48,7 @@ export async function startEkvNode(progress: (line: string) => void, extraArgs: 
     const node = ready.nodes[0];
     if (!node) throw new Error('ekv up reported no node');
     progress(`ekv node on ${node.addr} (host pid ${child.pid}, enclave pid ${node.pids.enclave})`);
-    return { clusterFile: ready.cluster, addr: node.addr, pids: { host: child.pid as number, enclave: node.pids.enclave }, stop };
+    return { clusterFile: ready.cluster, addr: node.addr, http: node.http, pids: { host: child.pid as number, enclave: node.pids.enclave }, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -55,7 +57,7 @@ export async function startEkvNode(progress: (line: string) => void, extraArgs: 
 
 interface Ready {
   cluster: string;
-  nodes: Array<{ addr: string; pids: { enclave: number | null } }>;
+  nodes: Array<{ addr: string; http: string; pids: { enclave: number | null } }>;
 }
 
 function readyLine(stdout: NodeJS.ReadableStream, exited: Promise<void>): Promise<Ready> {
