@@ -451,7 +451,11 @@ export class DataNode {
     if (m.kind === 'client') this.onClient(m.client, m.rid, m.op);
     else if (this.retired) {
       // B7a: no vote, acknowledgement, grant, boot lease or answer any more; only the peers' echoes are noted.
-      if (m.body.t === 'hb' && m.body.gone?.some(([n, i]) => n === this.me.name && i === this.me.inc)) this.retireEchoes.add(m.from.name);
+      // review-8 F1: only from a boot that has passed its own state check (pos -1: still checking, perhaps a clone
+      // beside the member that is never admitted, whose log then is not the member's), and per incarnation.
+      if (m.body.t === 'hb' && m.pos >= 0 && m.body.gone?.some(([n, i]) => n === this.me.name && i === this.me.inc)) {
+        this.retireEchoes.add(`${m.from.name}/${m.from.inc}`);
+      }
       return;
     }
     else {
@@ -534,7 +538,7 @@ export class DataNode {
     for (const r of this.ranges) {
       const c = r.config;
       if (!c || !this.isMember(c)) continue;
-      if (!c.members.some((m) => m.name !== this.me.name && this.retireEchoes.has(m.name))) return false;
+      if (!c.members.some((m) => m.name !== this.me.name && this.retireEchoes.has(`${m.name}/${m.inc}`))) return false;
     }
     return true;
   }
