@@ -106,6 +106,7 @@ function memberOtherThan(net: Net, ...not: string[]): string {
   return (c.members.find((m) => !not.includes(m.name)) as Member).name;
 }
 
+
 function lcg(seed: number): () => number {
   let s = seed;
   return () => ((s = (s * 16807) % 2147483647) / 2147483647);
@@ -143,5 +144,30 @@ describe('review-8: retirement echoes, retired logs', () => {
     expect(net.node(c).retiredMember(r, 1)).toBe(false);
     // SAFE: no member of r's range durably knows; r must not be reported heard (nor stopped as such).
     expect(net.node(r).retirementHeard).toBe(false);
+  });
+
+  it('F2: an echo from a co-member that learnt the retirement only by relay (it holds none of the retired member\'s witnesses) does not make it heard: a restart then waits for it for ever', () => {
+    const net = started();
+    const o = net.owner() as string;
+    const z = memberOtherThan(net, o);
+    const y = memberOtherThan(net, o, z);
+    const spares = new Set(['d', 'e']);
+    // The spares only hear and send heartbeats (the range cannot move to them); z's retiring heartbeats reach only d,
+    // which passes the retirement on (gone) to o and y; they echo it to z.
+    net.cut = (from, to, m) => (from === z && to !== 'd') || ((spares.has(from) || spares.has(to)) && m.body.t !== 'hb');
+    expect(net.node(z).retire()).toBe(true);
+    net.run(20);
+    expect(net.node(o).retiredMember(z, 1)).toBe(true);
+    expect(net.node(y).retiredMember(z, 1)).toBe(true);
+    const heard = net.node(z).retirementHeard;
+    net.down.add(z); // stopped for good once heard
+    net.down.add('d'); // the one peer that holds z's witnesses goes away too (a spare, decommissioned or lost)
+    net.down.add(y); // and y restarts
+    net.run(cfg.leaseTicks + 10);
+    expect((net.node(o).configOf(0) as Config).members.some((m) => m.name === z)).toBe(true);
+    const y2 = net.restart(y);
+    net.run(8 * cfg.leaseTicks);
+    // SAFE: either z was not reported heard (it keeps saying so; its decommission says heard: false), or y comes back.
+    expect({ heard, yWaitsForEver: y2.checkingState }).not.toEqual({ heard: true, yWaitsForEver: true });
   });
 });

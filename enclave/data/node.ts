@@ -1001,10 +1001,14 @@ export class DataNode {
       const fresh = rep !== undefined && this.now - rep.at <= 2 * this.cfg.heartbeatTicks;
       const some = fresh ? configs.filter((c) => c.epoch > (rep.epochs[c.shard] ?? 0)) : configs;
       const hb = epochs ? { t: 'hb' as const, leaving: this.leaving, configs: some, epochs } : { t: 'hb' as const, leaving: this.leaving, configs: some };
-      // The receiver itself retired: tell it we know (its echo, B7a), whether or not our configurations name it.
+      // The receiver itself retired: tell it we know (its echo, B7a'), whether or not our configurations name it, but
+      // only once we hold its witnesses (heard from the retiring boot itself): review-8 F2, a co-member that learnt it
+      // only by relay cannot stand in for it at a restart (B7c counts it only with an answer that holds them).
       const p = this.peers.get(name);
-      const echo = p !== undefined && p.inc >= 0 && this.retiredMember(name, p.inc) && !gone.some(([n]) => n === name);
-      const list = echo ? [...gone, [name, (p as PeerView).inc] as const] : gone;
+      const wr = this.witness.get(name);
+      const echo = p !== undefined && p.inc >= 0 && this.retiredMember(name, p.inc) && wr?.handed === true;
+      const others = gone.filter(([n]) => n !== name);
+      const list = echo ? [...others, [name, (p as PeerView).inc] as const] : others;
       this.send(name, list.length > 0 ? { ...hb, gone: list } : hb);
       this.send(name, { t: 'bootQ', t0: this.now });
     }
