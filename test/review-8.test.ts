@@ -170,4 +170,13 @@ describe('review-8: retirement echoes, retired logs', () => {
     // SAFE: either z was not reported heard (it keeps saying so; its decommission says heard: false), or y comes back.
     expect({ heard, yWaitsForEver: y2.checkingState }).not.toEqual({ heard: true, yWaitsForEver: true });
   });
+
+  it('F3: the host waits for a decommission at least as long as the enclave may take (wait + state check + echoes + ring leave); else it gives up, writes no marker and exits 0 after the enclave retired', async () => {
+    const m = (await import('../host/enclave-metrics.ts')) as Record<string, unknown>;
+    const enclaveMaxMs = (waitMs: number) => waitMs + 30_000 + 30_000 + 1_000;
+    expect(m.decommissionTimeoutMs as number).toBeGreaterThan(enclaveMaxMs(30_000));
+    const forWait = m.decommissionTimeoutFor as ((w?: number) => number) | undefined;
+    expect(typeof forWait).toBe('function');
+    expect((forWait as (w?: number) => number)(60_000)).toBeGreaterThan(enclaveMaxMs(60_000));
+  });
 });

@@ -453,7 +453,7 @@ export class DataNode {
       // B7a: no vote, acknowledgement, grant, boot lease or answer any more; only the peers' echoes are noted.
       // review-8 F1: only from a boot that has passed its own state check (pos -1: still checking, perhaps a clone
       // beside the member that is never admitted, whose log then is not the member's), and per incarnation.
-      if (m.body.t === 'hb' && m.pos >= 0 && m.body.gone?.some(([n, i]) => n === this.me.name && i === this.me.inc)) {
+      if (m.body.t === 'hb' && m.pos !== undefined && m.pos >= 0 && m.body.gone?.some(([n, i]) => n === this.me.name && i === this.me.inc)) {
         this.retireEchoes.add(`${m.from.name}/${m.from.inc}`);
       }
       return;
