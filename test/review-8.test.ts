@@ -179,4 +179,34 @@ describe('review-8: retirement echoes, retired logs', () => {
     expect(typeof forWait).toBe('function');
     expect((forWait as (w?: number) => number)(60_000)).toBeGreaterThan(enclaveMaxMs(60_000));
   });
+
+  it('F4: an old copy of a retired member (from before its record), run for a while by the host, does not take the retirement back (a co-member restart must still count it)', () => {
+    const f4 = (copy: boolean): { yPassed: boolean; oKnows: boolean } => {
+      const net = started();
+      const o = net.owner() as string;
+      const z = memberOtherThan(net, o);
+      const y = memberOtherThan(net, o, z);
+      net.run(5);
+      const before = [...(net.logs.get(z) ?? [])]; // the host's copy from just before the record
+      const spares = new Set(['d', 'e']);
+      net.cut = (from, to) => spares.has(from) || spares.has(to); // the range cannot move away from z
+      expect(net.node(z).retire()).toBe(true);
+      net.run(10);
+      expect(net.node(z).retirementHeard).toBe(true);
+      net.down.add(y); // y crashes
+      net.down.add(z); // z is stopped for good (decommissioned, heard)
+      net.run(cfg.leaseTicks + 10);
+      if (copy) {
+        net.restart(z, before); // the host runs the old copy for a while (it talks to o only: y is down) ...
+        net.run(3 * cfg.leaseTicks);
+        net.down.add(z); // ... then stops it
+      }
+      const y2 = net.restart(y);
+      net.run(8 * cfg.leaseTicks);
+      return { yPassed: !y2.checkingState, oKnows: net.node(o).retiredMember(z, 1) };
+    };
+    expect(f4(false)).toEqual({ yPassed: true, oKnows: true }); // control
+    // SAFE: as without the copy (before the fix: the copy took a new incarnation, o forgot z/1 retired, y waited for ever).
+    expect(f4(true)).toEqual({ yPassed: true, oKnows: true });
+  });
 });

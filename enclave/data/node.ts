@@ -178,6 +178,12 @@ export class DataNode {
   private leaving = false;
   /** B7: this incarnation retired (it acts in nothing and only tells its peers, until it is stopped). */
   private retired = false;
+  /**
+   * review-8 F4: this boot is a copy of a retired incarnation from before its record (told so while checking): it
+   * stays retired, silent (its witnesses are older than the ones the retiring boot handed over), and never takes a
+   * new incarnation (whose witness entry would replace the retired one at the peers: the retirement taken back).
+   */
+  private retiredCopy = false;
   /** Peers whose heartbeat said they know of this node's retirement (durably: persist-then-send), B7a. */
   private readonly retireEchoes = new Set<string>();
   /** The incarnation a replayed `ret` record names (B7a), if it is the log's own. */
@@ -590,8 +596,13 @@ export class DataNode {
   private noteRetired(name: string, inc: number, handed?: ReadonlyArray<readonly [string, number, number, number]>): void {
     if (name === this.me.name) {
       if (inc < this.me.inc || this.retired) return;
-      if (this.checking) this.checking.rolledBack = true;
-      else this.fence('retired elsewhere');
+      if (this.checking) {
+        this.checking = null;
+        this.retired = true;
+        this.leaving = true;
+        this.retiredCopy = true;
+        this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot} is a copy of a retired incarnation (${inc}): stays retired, silent`);
+      } else this.fence('retired elsewhere');
       return;
     }
     let w = this.witness.get(name);
@@ -984,6 +995,7 @@ export class DataNode {
   private heartbeat(): void {
     this.heartbeatAt = this.now + this.cfg.heartbeatTicks;
     if (this.retired) {
+      if (this.retiredCopy) return; // review-8 F4: the peers told it; it says nothing
       // B7a: the retirement, to every peer, every heartbeat until the driver stops this node. No configurations
       // (it acts in nothing), no boot-lease request.
       const rw = [...this.witness].map(([n, x]) => [n, x.inc, x.pos, x.posBoot] as const).slice(0, witnessesMax);
