@@ -38,8 +38,16 @@ export interface DecommissionOutcome {
   heard: boolean;
 }
 
-/** How long a decommission may take: up to 30 s for the ranges to move, then up to 30 s for the echoes. */
-export const decommissionTimeoutMs = 90_000;
+/**
+ * How long the host waits for a decommission's answer: the enclave waits up to `waitMs` (default 30 s) for its
+ * ranges to move, up to 30 s for its own state check, up to 30 s for the echoes, then leaves the Chord ring (up to
+ * 1 s). review-8 F3: a fixed 90 s was shorter than that (and than any waitMs above 30 s): the host gave up, wrote no
+ * marker and exited 0 (systemd restarted a node whose enclave had retired), so the margin is added to the wait.
+ */
+export function decommissionTimeoutFor(waitMs?: number): number {
+  return (waitMs ?? 30_000) + 2 * 30_000 + 15_000;
+}
+export const decommissionTimeoutMs = decommissionTimeoutFor();
 
 /**
  * Asks the enclave over its host channel to leave for good (docs/consistency.md, "Retirement"); resolves with
@@ -50,7 +58,7 @@ export async function decommissionEnclave(enclaveSocket: string, o: { timeoutMs?
   socket.on('error', () => undefined);
   const fs = new FramedSocket(socket, metricsBytesMax);
   try {
-    const r = await requestDecommission(fs, o.timeoutMs ?? decommissionTimeoutMs, o.waitMs);
+    const r = await requestDecommission(fs, o.timeoutMs ?? decommissionTimeoutFor(o.waitMs), o.waitMs);
     const a = (typeof r === 'object' && r !== null ? r : {}) as Record<string, unknown>;
     return { retired: a.retired === true, rangesStillNamingIt: typeof a.rangesStillNamingIt === 'number' ? a.rangesStillNamingIt : -1, heard: a.heard === true };
   } finally {
@@ -62,7 +70,8 @@ export async function decommissionEnclave(enclaveSocket: string, o: { timeoutMs?
  * SIGUSR2 of `ekv host` and `ekv node`: decommission (docs/consistency.md, "Retirement"). The enclave leaves,
  * waits for its ranges to move and retires for good, so that its co-members' restarts never wait for it; the
  * caller then stops as on SIGTERM (`systemctl kill -s USR2 ekv-host` on an instance). The enclave's sealed state
- * never comes back as this member: started again, it joins as a new one.
+ * never comes back as this member, nor as a new one: started again, it stays retired (acts in nothing); a new
+ * node needs a fresh data directory (a new identity).
  */
 export async function decommissionLogged(
   ask: () => Promise<DecommissionOutcome>,

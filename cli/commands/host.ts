@@ -61,12 +61,13 @@ export function registerHost(program: Command): void {
         const signal = firstSignal(['SIGUSR2']);
         mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
         const logger = pino({ level: logLevelFlag(o.logLevel), base: { svc: 'host' } }, pino.destination(2));
-        // A decommissioned node stays down: started again, its enclave would come back as a new member, and the
-        // instance is about to go (docs/deploy.md). Remove the marker to run this data directory again.
+        // A decommissioned node stays down: started again, its enclave would only say it retired (a retired log stays
+        // retired for good, docs/consistency.md B7a), and the instance is about to go (docs/deploy.md). review-8 F3:
+        // removing the marker does not make it a new member; a new node needs a fresh data directory.
         const marker = join(o.dataDir, decommissionedMarker);
         if (existsSync(marker)) {
-          logger.error({ code: 'DECOMMISSIONED', marker }, 'this node was decommissioned: not starting (remove the marker to start it again, as a new member)');
-          process.stderr.write(`DECOMMISSIONED: this node was decommissioned (${marker}); remove that file to start it again as a new member\n`);
+          logger.error({ code: 'DECOMMISSIONED', marker }, 'this node was decommissioned: not starting (its sealed state is retired for good; a new node needs a fresh data directory)');
+          process.stderr.write(`DECOMMISSIONED: this node was decommissioned (${marker}); its sealed state is retired for good: run a new node from a fresh --data-dir\n`);
           process.exitCode = exitDecommissioned;
           return;
         }

@@ -178,6 +178,12 @@ export class DataNode {
   private leaving = false;
   /** B7: this incarnation retired (it acts in nothing and only tells its peers, until it is stopped). */
   private retired = false;
+  /**
+   * review-8 F4: this boot is a copy of a retired incarnation from before its record (told so while checking): it
+   * stays retired, silent (its witnesses are older than the ones the retiring boot handed over), and never takes a
+   * new incarnation (whose witness entry would replace the retired one at the peers: the retirement taken back).
+   */
+  private retiredCopy = false;
   /** Peers whose heartbeat said they know of this node's retirement (durably: persist-then-send), B7a. */
   private readonly retireEchoes = new Set<string>();
   /** The incarnation a replayed `ret` record names (B7a), if it is the log's own. */
@@ -451,7 +457,11 @@ export class DataNode {
     if (m.kind === 'client') this.onClient(m.client, m.rid, m.op);
     else if (this.retired) {
       // B7a: no vote, acknowledgement, grant, boot lease or answer any more; only the peers' echoes are noted.
-      if (m.body.t === 'hb' && m.body.gone?.some(([n, i]) => n === this.me.name && i === this.me.inc)) this.retireEchoes.add(m.from.name);
+      // review-8 F1: only from a boot that has passed its own state check (pos -1: still checking, perhaps a clone
+      // beside the member that is never admitted, whose log then is not the member's), and per incarnation.
+      if (m.body.t === 'hb' && m.pos !== undefined && m.pos >= 0 && m.body.gone?.some(([n, i]) => n === this.me.name && i === this.me.inc)) {
+        this.retireEchoes.add(`${m.from.name}/${m.from.inc}`);
+      }
       return;
     }
     else {
@@ -534,7 +544,7 @@ export class DataNode {
     for (const r of this.ranges) {
       const c = r.config;
       if (!c || !this.isMember(c)) continue;
-      if (!c.members.some((m) => m.name !== this.me.name && this.retireEchoes.has(m.name))) return false;
+      if (!c.members.some((m) => m.name !== this.me.name && this.retireEchoes.has(`${m.name}/${m.inc}`))) return false;
     }
     return true;
   }
@@ -586,8 +596,13 @@ export class DataNode {
   private noteRetired(name: string, inc: number, handed?: ReadonlyArray<readonly [string, number, number, number]>): void {
     if (name === this.me.name) {
       if (inc < this.me.inc || this.retired) return;
-      if (this.checking) this.checking.rolledBack = true;
-      else this.fence('retired elsewhere');
+      if (this.checking) {
+        this.checking = null;
+        this.retired = true;
+        this.leaving = true;
+        this.retiredCopy = true;
+        this.debug?.(`${this.me.name}/${this.me.inc} boot ${this.boot} is a copy of a retired incarnation (${inc}): stays retired, silent`);
+      } else this.fence('retired elsewhere');
       return;
     }
     let w = this.witness.get(name);
@@ -980,6 +995,7 @@ export class DataNode {
   private heartbeat(): void {
     this.heartbeatAt = this.now + this.cfg.heartbeatTicks;
     if (this.retired) {
+      if (this.retiredCopy) return; // review-8 F4: the peers told it; it says nothing
       // B7a: the retirement, to every peer, every heartbeat until the driver stops this node. No configurations
       // (it acts in nothing), no boot-lease request.
       const rw = [...this.witness].map(([n, x]) => [n, x.inc, x.pos, x.posBoot] as const).slice(0, witnessesMax);
@@ -997,10 +1013,14 @@ export class DataNode {
       const fresh = rep !== undefined && this.now - rep.at <= 2 * this.cfg.heartbeatTicks;
       const some = fresh ? configs.filter((c) => c.epoch > (rep.epochs[c.shard] ?? 0)) : configs;
       const hb = epochs ? { t: 'hb' as const, leaving: this.leaving, configs: some, epochs } : { t: 'hb' as const, leaving: this.leaving, configs: some };
-      // The receiver itself retired: tell it we know (its echo, B7a), whether or not our configurations name it.
+      // The receiver itself retired: tell it we know (its echo, B7a'), whether or not our configurations name it, but
+      // only once we hold its witnesses (heard from the retiring boot itself): review-8 F2, a co-member that learnt it
+      // only by relay cannot stand in for it at a restart (B7c counts it only with an answer that holds them).
       const p = this.peers.get(name);
-      const echo = p !== undefined && p.inc >= 0 && this.retiredMember(name, p.inc) && !gone.some(([n]) => n === name);
-      const list = echo ? [...gone, [name, (p as PeerView).inc] as const] : gone;
+      const wr = this.witness.get(name);
+      const echo = p !== undefined && p.inc >= 0 && this.retiredMember(name, p.inc) && wr?.handed === true;
+      const others = gone.filter(([n]) => n !== name);
+      const list = echo ? [...others, [name, (p as PeerView).inc] as const] : others;
       this.send(name, list.length > 0 ? { ...hb, gone: list } : hb);
       this.send(name, { t: 'bootQ', t0: this.now });
     }
