@@ -160,19 +160,23 @@ describe('verify and whoami', () => {
 });
 
 describe('ekv node', () => {
-  it('leaves gracefully on Ctrl-C and takes itself out of cluster.json (ekv status is clean after)', async () => {
-    const dir = join(scratch, 'joiner');
-    const child = spawn(process.execPath, [ekvBin, 'node', '--join', ring.node(0).addr, '--cluster', ring.clusterFile, '--dir', dir, '--log-level', 'silent', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  /** `ekv node --join` in `dir`, until its JSON ready line (or exit): the child, its output so far, its exit. */
+  async function joinedNode(dir: string, logLevel: string) {
+    const child = spawn(process.execPath, [ekvBin, 'node', '--join', ring.node(0).addr, '--cluster', ring.clusterFile, '--dir', dir, '--log-level', logLevel, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const io = { out: '', err: '' };
+    child.stdout.on('data', (d: Buffer) => (io.out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (io.err += d.toString()));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const deadline = Date.now() + 40_000;
+    while (!io.out.includes('"ok":true') && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+    const ready = JSON.parse(io.out.split('\n').find((l) => l.startsWith('{')) ?? 'null') as { addr: string } | null;
+    return { child, io, exited, ready };
+  }
+
+  it('leaves gracefully on Ctrl-C and takes itself out of cluster.json (ekv status is clean after)', async () => {
+    const { child, io, exited, ready } = await joinedNode(join(scratch, 'joiner'), 'silent');
     try {
-      const deadline = Date.now() + 40_000;
-      while (!out.includes('"ok":true') && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
-      const ready = JSON.parse(out.split('\n').find((l) => l.startsWith('{')) ?? 'null') as { addr: string } | null;
-      expect(ready, err).not.toBeNull();
+      expect(ready, io.err).not.toBeNull();
       expect(loadCluster(ring.clusterFile).nodes.map((n) => n.addr)).toContain(ready!.addr);
       child.kill('SIGINT');
       expect(await exited).toBe(0);
@@ -186,22 +190,14 @@ describe('ekv node', () => {
 
   it('decommissions on SIGUSR2 through the host channel: leaves, waits for its ranges to move, retires, and takes itself out of cluster.json', async () => {
     const dir = join(scratch, 'decommissioned');
-    const child = spawn(process.execPath, [ekvBin, 'node', '--join', ring.node(0).addr, '--cluster', ring.clusterFile, '--dir', dir, '--log-level', 'warn', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const { child, io, exited, ready } = await joinedNode(dir, 'warn');
     try {
-      const deadline = Date.now() + 40_000;
-      while (!out.includes('"ok":true') && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
-      const ready = JSON.parse(out.split('\n').find((l) => l.startsWith('{')) ?? 'null') as { addr: string } | null;
-      expect(ready, err).not.toBeNull();
+      expect(ready, io.err).not.toBeNull();
       child.kill('SIGUSR2');
       expect(await exited).toBe(0);
-      expect(err).toContain('SIGUSR2: decommissioning');
+      expect(io.err).toContain('SIGUSR2: decommissioning');
       // The enclave answered over its host channel once its ranges had moved away (none names it), and retired.
-      expect(err).toMatch(/^ekv node: retired for good \(0 ranges still named it/m);
+      expect(io.err).toMatch(/^ekv node: retired for good \(0 ranges still named it/m);
       expect(loadCluster(ring.clusterFile).nodes.map((n) => n.addr)).not.toContain(ready!.addr);
       // Its directory is retired for good: the node will not start from it again.
       const again = await ekv(['node', '--join', ring.node(0).addr, '--cluster', ring.clusterFile, '--dir', dir, '--log-level', 'silent']);
