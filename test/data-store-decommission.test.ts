@@ -21,6 +21,8 @@ describe('decommission (data store)', () => {
     const r = await leaving?.store.decommission(3_000);
     expect(r?.retired).toBe(true);
     expect(leaving?.store.driver.node?.hasRetired).toBe(true);
+    expect(leaving?.store.status()).toMatchObject({ retired: true, serving: false });
+    expect(others[0]?.store.status()).toMatchObject({ retired: false });
     await net.until('every peer to know the node retired', 5_000, () => others.every((x) => x.store.driver.node?.retiredMember(name, inc)));
     await net.until('no range to name the node', 15_000, () => others.every((x) => {
       const n = x.store.driver.node;

@@ -719,7 +719,7 @@ export class DataStore {
    */
   get ready(): boolean {
     const n = this.driver.node;
-    if (!n) return false;
+    if (!n || n.hasRetired) return false; // a retired node serves nothing, whatever its last view of the ranges
     for (let s = 0; s < this.cfg.shards; s++) if (this.unready(n, s)) return false;
     return true;
   }
@@ -813,6 +813,8 @@ export class DataStore {
       position: n ? n.position : null,
       checking: n ? n.checkingState : null,
       superseded: n ? n.superseded : null,
+      /** Decommissioned: this member retired for good (docs/consistency.md "Retirement"); it serves nothing again. */
+      retired: n ? n.hasRetired : null,
       ...this.stats,
     };
   }

@@ -24,7 +24,7 @@ export const statusPublicFields: ReadonlySet<string> = new Set([
   'id', 'addr', 'ring', 'predecessor', 'successors', 'replicas', 'ringId', 'founded',
   // Serving state of the data core (data-store.ts status).
   'serving', 'waiting', 'durable', 'ranges', 'rangesOwned', 'rangesMember', 'epochMax', 'livePeers',
-  'incarnation', 'boot', 'checking', 'superseded',
+  'incarnation', 'boot', 'checking', 'superseded', 'retired',
   'recovery',
 ]);
 
