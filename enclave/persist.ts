@@ -41,11 +41,14 @@ import { loadOrCreateDataKey } from './seal/data-key.ts';
 import { SealError } from './seal/errors.ts';
 import { createEnclaveKms } from './seal/kms-client.ts';
 import { SealedStore } from './seal/log.ts';
+import { snapshotSliceBytes } from './seal/snapshot.ts';
 import { imageConfig, kmsKeyArnRegion, localKmsKeyArn, testUnsafeSkipKeyIdCheck } from './image-config.ts';
 import { createRingSecret, openRingSecret, readRingSecretBlob, RingError, type RingSecretInit } from './seal/ring-secret.ts';
 import { decodeGeneration, encodeGeneration, type Generation } from './recovery/generation.ts';
 
 export const snapshotAfterRecords = 20_000;
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 /** Log bytes appended since the last snapshot past which the next append also snapshots. */
 export const snapshotAfterBytes = 64 * 1024 * 1024;
 /** A LogRecord larger than this is sealed as consecutive parts (recordBytesMax is 1 MiB). */
@@ -355,15 +358,42 @@ export class Persistence implements DataLog {
     return encodeCbor(['snap2', this.identity.exportPrivate(), this.ringId, this.served, records.map(encodeLogRecord), this.genField(), this.peers]);
   }
 
-  /** Compaction: `records` is the core's state right after the last append, so the snapshot sits at that position. */
+  /** The running snapshot (encode, seal, store), awaited by close(). */
+  private snapshotJob: Promise<void> = Promise.resolve();
+  private closing = false;
+
+  /**
+   * Compaction: `records` is the core's state right after the last append, so the snapshot sits at that
+   * position. Off the request path (docs/durability.md "Snapshots off the request path"): the position and
+   * every field are taken now (S1; `records` is the core's copy, which it never changes afterwards), the
+   * encoding and the sealing run a slice at a time between other event-loop turns, and the store keeps the
+   * snapshot only if nothing newer was stored meanwhile (S2).
+   */
   snapshot(records: LogRecord[]): void {
     this.snapshotting = true;
     this.bytesSinceSnapshot = 0;
     this.recordsSinceSnapshot = 0;
-    this.store.writeSnapshot(this.snapshotBytes(records)).then(
-      () => {
-        this.stats.snapshots++;
-      },
+    const at = this.store.snapshotPoint();
+    const head = [this.identity.exportPrivate(), this.ringId, this.served] as const;
+    const tail = [this.genField(), this.peers] as const;
+    const job = (async () => {
+      const encoded: Buffer[] = [];
+      let slice = 0;
+      for (const r of records) {
+        const bytes = encodeLogRecord(r);
+        encoded.push(bytes);
+        slice += bytes.length;
+        if (slice >= snapshotSliceBytes) {
+          slice = 0;
+          await nextTurn();
+          if (this.closing) return;
+        }
+      }
+      await this.store.writeSnapshotAt(at, encodeCbor(['snap2', ...head, encoded, ...tail]));
+      this.stats.snapshots++;
+    })();
+    this.snapshotJob = job.then(
+      () => undefined,
       (err: unknown) => {
         this.stats.snapshotFailures++;
         this.logger.error({ err: (err as Error).message }, 'snapshot failed');
@@ -394,6 +424,8 @@ export class Persistence implements DataLog {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    await this.snapshotJob;
     await this.store.flush().catch(() => undefined);
     await this.store.close();
     this.blobs.close();

@@ -18,7 +18,7 @@ import { SealError } from './errors.ts';
 import { deriveSealKeys, type SealKeys } from './keys.ts';
 import { appendSegmentHeader, sealAppendRecord, sealRecord, segmentName } from './record.ts';
 import { recoverLog, type Recovered, type SegmentInfo } from './recover.ts';
-import { sealSnapshot, snapshotChunkName } from './snapshot.ts';
+import { sealSnapshot, sealSnapshotSlices, snapshotChunkName } from './snapshot.ts';
 
 export interface SealedStoreInit {
   blobs: BlobClient;
@@ -76,6 +76,14 @@ interface Appending {
   answered: boolean;
   started: bigint;
 }
+
+/** A position of the log (SealedStore.snapshotPoint): the newest record sealed then, and its chain tag. */
+export interface SnapshotPoint {
+  readonly seq: number;
+  readonly tag: Buffer;
+}
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export class SealedStore {
   private lastSeq: number;
@@ -252,7 +260,44 @@ export class SealedStore {
     // and a crash in the middle would leave no complete snapshot at all.
     if (seq === this.snapshotSeq && this.snapshotNames.length > 0) return this.snapshotting;
     const chunks = sealSnapshot(this.keys.snapshot, this.keys.nodeTag, seq, this.lastTag, state);
-    const run = this.snapshotting.then(() => this.storeSnapshot(seq, chunks)).then(
+    return this.queueSnapshot(this.snapshotting.then(() => this.storeSnapshot(seq, chunks)));
+  }
+
+  /**
+   * The log's position now (the newest record sealed and its chain tag), for a snapshot whose state is taken now
+   * and sealed later (writeSnapshotAt): S1 in docs/durability.md "Snapshots off the request path".
+   */
+  snapshotPoint(): SnapshotPoint {
+    return { seq: this.lastSeq, tag: this.lastTag };
+  }
+
+  /**
+   * Seals `state`, the caller's state as of `at` (taken when snapshotPoint() returned it: appends may have
+   * continued since), as the snapshot at that position, a slice at a time (`turn` between slices: the event
+   * loop serves other work meanwhile), then compacts as writeSnapshot does. A point at or before a snapshot
+   * already stored (a newer one, a resync's) is skipped, never stored over it (S2).
+   */
+  writeSnapshotAt(at: SnapshotPoint, state: Uint8Array, turn: () => Promise<void> = nextTurn): Promise<void> {
+    if (this.broken !== null) return Promise.reject(this.broken);
+    if (at.seq === this.snapshotSeq && this.snapshotNames.length > 0) return this.snapshotting;
+    if (at.seq < this.snapshotSeq) return Promise.resolve();
+    const sealed = (async (): Promise<Buffer[]> => {
+      const steps = sealSnapshotSlices(this.keys.snapshot, this.keys.nodeTag, at.seq, at.tag, state);
+      for (;;) {
+        const r = steps.next();
+        if (r.done === true) return r.value;
+        await turn();
+      }
+    })();
+    const before = this.snapshotting;
+    return this.queueSnapshot(sealed.then(async (chunks) => {
+      await before;
+      await this.storeSnapshot(at.seq, chunks);
+    }));
+  }
+
+  private queueSnapshot(work: Promise<void>): Promise<void> {
+    const run = work.then(
       () => m.sealSnapshots.inc({ result: 'ok' }),
       (err: unknown) => {
         m.sealSnapshots.inc({ result: 'error' });
@@ -359,6 +404,9 @@ export class SealedStore {
     // The snapshot names a chain position; the segments up to it must be durable first.
     await this.durable(seq);
     if (this.broken !== null) throw this.broken;
+    // S2: a snapshot sealed at an older position than one stored meanwhile (a resync's, a newer one) is
+    // dropped: storing it would name the older position as the newest state, over segments already deleted.
+    if (seq < this.snapshotSeq || (seq === this.snapshotSeq && this.snapshotNames.length > 0)) return;
     for (let i = 0; i < chunks.length; i++) await this.blobs.put(snapshotChunkName(seq, i), chunks[i]!);
     const replacedNames = this.snapshotNames;
     this.snapshotNames = chunks.map((_, i) => snapshotChunkName(seq, i));

@@ -35,6 +35,24 @@ export function parseSnapshotChunkName(name: string): { seq: number; index: numb
 }
 
 export function sealSnapshot(key: Buffer, nodeTag: Buffer, seq: number, chainTag: Buffer, state: Uint8Array): Buffer[] {
+  const steps = sealSnapshotSlices(key, nodeTag, seq, chainTag, state);
+  for (;;) {
+    const r = steps.next();
+    if (r.done === true) return r.value;
+  }
+}
+
+/** Plaintext sealed between two yields of sealSnapshotSlices. */
+export const snapshotSliceBytes = 512 * 1024;
+
+/**
+ * sealSnapshot a slice at a time: the same chunks (one AES-GCM stream per chunk, fed `sliceBytes` of plaintext
+ * per step), yielding between steps so that a driver can let other work run in between (a large snapshot does
+ * not hold the event loop: docs/durability.md "Snapshots off the request path"). Returns the chunks.
+ */
+export function* sealSnapshotSlices(
+  key: Buffer, nodeTag: Buffer, seq: number, chainTag: Buffer, state: Uint8Array, sliceBytes = snapshotSliceBytes,
+): Generator<void, Buffer[], void> {
   const count = Math.max(1, Math.ceil(state.length / snapshotChunkBytes));
   if (count > snapshotChunksMax) throw new RangeError(`snapshot of ${state.length} bytes exceeds the limit`);
   const snapId = randomBytes(snapIdBytes);
@@ -45,7 +63,14 @@ export function sealSnapshot(key: Buffer, nodeTag: Buffer, seq: number, chainTag
     const cipher = createCipheriv('aes-256-gcm', key, nonce);
     cipher.setAAD(Buffer.concat([snapDomain, header]));
     const part = state.subarray(index * snapshotChunkBytes, (index + 1) * snapshotChunkBytes);
-    chunks.push(Buffer.concat([header, cipher.update(part), cipher.final(), cipher.getAuthTag()]));
+    const pieces: Buffer[] = [header];
+    for (let off = 0; off < part.length || off === 0; off += sliceBytes) {
+      pieces.push(cipher.update(part.subarray(off, off + sliceBytes)));
+      if (off + sliceBytes < part.length) yield;
+    }
+    pieces.push(cipher.final(), cipher.getAuthTag());
+    chunks.push(Buffer.concat(pieces));
+    if (index + 1 < count) yield;
   }
   return chunks;
 }

@@ -189,7 +189,7 @@ async function measure(system: string, conns: KvConnection[], s: LoadSettings, r
     const seal = m0 !== null && m1 !== null ? sealFigures(m0, m1, ops) : null;
     if (seal !== null) f.seal = seal;
     progress(
-      `${system}: ${mix.name}: ${Math.round(f.opsPerSec)} ops/s, p50 ${f.p50Ms.toFixed(3)} ms, p99 ${f.p99Ms.toFixed(3)} ms, ${f.errors} errors, ` +
+      `${system}: ${mix.name}: ${Math.round(f.opsPerSec)} ops/s, p50 ${f.p50Ms.toFixed(3)} ms, p99 ${f.p99Ms.toFixed(3)} ms, max ${f.maxMs.toFixed(1)} ms, ${f.errors} errors, ` +
         `server CPU ${serverCpu === null ? '-' : serverCpu.toFixed(1)} us/op, client CPU ${f.clientCpuUsPerOp.toFixed(1)} us/op, load ${f.loadAvg.toFixed(2)}`,
     );
     if (seal !== null) progress(`${system}: ${mix.name}: ${formatSealFigures(seal)}`);
@@ -201,13 +201,13 @@ function printTable(results: Results, s: LoadSettings): void {
   const out: string[] = [];
   out.push(`clients ${s.clients}, connections ${s.connections}, value ${s.valueBytes} B, keys ${s.keys}`);
   out.push(
-    `${'mix'.padEnd(17)}${'system'.padEnd(18)}${'ops/s'.padStart(10)}${'p50 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'errors'.padStart(8)}` +
+    `${'mix'.padEnd(17)}${'system'.padEnd(18)}${'ops/s'.padStart(10)}${'p50 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'max ms'.padStart(10)}${'errors'.padStart(8)}` +
       `${'srv us/op'.padStart(11)}${'cli us/op'.padStart(11)}${'load'.padStart(7)}`,
   );
   for (const [mix, bySystem] of Object.entries(results)) {
     for (const [system, f] of Object.entries(bySystem)) {
       out.push(
-        `${mix.padEnd(17)}${system.padEnd(18)}${Math.round(f.opsPerSec).toString().padStart(10)}${f.p50Ms.toFixed(3).padStart(10)}${f.p99Ms.toFixed(3).padStart(10)}${String(f.errors).padStart(8)}` +
+        `${mix.padEnd(17)}${system.padEnd(18)}${Math.round(f.opsPerSec).toString().padStart(10)}${f.p50Ms.toFixed(3).padStart(10)}${f.p99Ms.toFixed(3).padStart(10)}${f.maxMs.toFixed(1).padStart(10)}${String(f.errors).padStart(8)}` +
           `${(f.serverCpuUsPerOp === null ? '-' : f.serverCpuUsPerOp.toFixed(1)).padStart(11)}${f.clientCpuUsPerOp.toFixed(1).padStart(11)}${f.loadAvg.toFixed(2).padStart(7)}`,
       );
     }

@@ -7,6 +7,8 @@ export interface RunFigures {
   opsPerSec: number;
   p50Ms: number;
   p99Ms: number;
+  /** The slowest operation: a stall (a synchronous snapshot, a GC pause) shows here long before it moves p99. */
+  maxMs: number;
 }
 
 /** Collects per-operation latencies in microseconds (a growable typed array, no per-sample objects). */
@@ -36,6 +38,6 @@ export class Latencies {
 }
 
 export function figures(lat: Latencies, errors: number, seconds: number): RunFigures {
-  const [p50Ms, p99Ms] = lat.quantiles([0.5, 0.99]) as [number, number];
-  return { ops: lat.count, errors, seconds, opsPerSec: lat.count / seconds, p50Ms, p99Ms };
+  const [p50Ms, p99Ms, maxMs] = lat.quantiles([0.5, 0.99, 1]) as [number, number, number];
+  return { ops: lat.count, errors, seconds, opsPerSec: lat.count / seconds, p50Ms, p99Ms, maxMs };
 }
