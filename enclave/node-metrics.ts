@@ -5,6 +5,7 @@
  * store does not report is absent from the snapshot, not zero. Labels: `range` is a range number (a fixed slice
  * of the hash space, 0..S-1), never a key.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { RpcResult } from '../protocol/rpc.ts';
 import type { DataMetrics } from './cluster/data-store.ts';
 import { enclaveMetrics, type MetricsRegistry } from './metrics.ts';
@@ -24,6 +25,9 @@ const bool = (x: unknown): number | null => (typeof x === 'boolean' ? (x ? 1 : 0
 
 /** Operations the request metrics name; any other string is counted as 'other'. */
 export const clientOpNames = ['get', 'put', 'del', 'route', 'status', 'metrics'] as const;
+
+/** The window of ekv_enclave_event_loop_delay_max_seconds (the gauge covers the last one or two). */
+const eventLoopWindowMs = 10_000;
 
 const registered = new WeakMap<MetricsRegistry, { src: NodeMetricsSources }>();
 
@@ -55,6 +59,16 @@ export function registerNodeMetrics(source: NodeMetricsSources, r: MetricsRegist
     const s = status();
     return s ? num(s[k]) : null;
   };
+  // The longest stretch the event loop was held (nothing answered: clients, peers, lease renewals) over the last
+  // 10-20 s: a synchronous step (a snapshot's capture, a large batch) or a GC pause shows here, not in p99.
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+  let lastWindowMaxNs = 0;
+  setInterval(() => {
+    lastWindowMaxNs = loop.max;
+    loop.reset();
+  }, eventLoopWindowMs).unref();
+  r.gaugeFn('ekv_enclave_event_loop_delay_max_seconds', 'Longest event-loop delay (nothing answered meanwhile) in the last 10 to 20 s', () => Math.max(lastWindowMaxNs, loop.max) / 1e9);
   r.gaugeFn('ekv_enclave_up_seconds', 'Seconds since this enclave started (its own clock)', () => (Date.now() - src.startedAt) / 1000);
   r.gaugeFn('ekv_enclave_keys', 'Live keys held by this node (owned and replicas)', () => num(field('keys')));
   r.gaugeFn('ekv_enclave_bytes', 'Bytes of live keys and values held by this node', () => src.bytes());

@@ -109,6 +109,9 @@ describe('a node exports its enclave metrics through its host', () => {
     expect(one('ekv_enclave_bytes', nodeLabel)).toBeGreaterThanOrEqual(5 * (secretKey.length + secretValue.length));
     expect(one('ekv_enclave_serving', nodeLabel)).toBe(1);
     expect(one('ekv_enclave_durable', nodeLabel)).toBe(1);
+    const loopDelay = one('ekv_enclave_event_loop_delay_max_seconds', nodeLabel);
+    expect(loopDelay).toBeGreaterThan(0);
+    expect(loopDelay).toBeLessThan(60);
     expect(one('ekv_enclave_seal_appends_total', nodeLabel)).toBeGreaterThanOrEqual(5);
     expect(one('ekv_enclave_seal_fsync_duration_seconds_count', nodeLabel)).toBeGreaterThanOrEqual(1);
     expect(one('ekv_enclave_kms_calls_total', { ...nodeLabel, result: 'ok' })).toBeGreaterThanOrEqual(1);
