@@ -152,22 +152,35 @@ export class Persistence implements DataLog {
 
   /** RECOVERY HOOK: seal a reopened ring's generation (before the node serves in it). */
   async recordGeneration(g: Generation): Promise<void> {
-    await this.store.append(encodeCbor(['gen', ...encodeGeneration(g)]));
+    const sealed = this.store.append(encodeCbor(['gen', ...encodeGeneration(g)]));
+    // Review-10 F2: the field a snapshot carries is the log's as of its position, so it changes when the record
+    // is sealed (in log order), not when it is durable: a snapshot taken in between covers the record's position.
+    const before = this.generation;
     this.generation = g;
+    await sealed.catch((err: unknown) => {
+      // Nothing newer sealed meanwhile: the failed record never counted (the store is broken anyway).
+      if (this.generation === g) this.generation = before;
+      throw err;
+    });
   }
 
+  /** The neighbours as of the newest sealed ['peers'] record (what a snapshot carries: review-10 F2). */
   private peers: string[] = [];
+  /** The neighbours as of the newest durable ['peers'] record. */
+  private durablePeers: string[] = [];
 
   /** RECOVERY HOOK: seal this node's current ring neighbours' addresses (at most 8, from the ring's view). */
   async recordPeers(addrs: string[]): Promise<void> {
     const list = addrs.slice(0, peersSealedMax);
-    await this.store.append(encodeCbor(['peers', list]));
+    const sealed = this.store.append(encodeCbor(['peers', list]));
     this.peers = list;
+    await sealed;
+    this.durablePeers = list;
   }
 
   /** The neighbours' addresses sealed last (this boot's, or the recovered ones). */
   get sealedPeers(): readonly string[] {
-    return this.peers;
+    return this.durablePeers;
   }
 
   /** The last sequence number of the sealed log (the recovery digest's and `status`'s). */
@@ -290,6 +303,7 @@ export class Persistence implements DataLog {
     }
     const persistence = new Persistence(store, blobs, identity ?? generateIdentity(), ring.credential.id, served, generation, records, c.logger);
     persistence.peers = peers;
+    persistence.durablePeers = peers;
     if (identity === null) await store.append(encodeCbor(['id', persistence.identity.exportPrivate()]));
     if (sealedRing === null) await store.append(encodeCbor(['ring', ring.credential.id]));
     // tornBytes: a torn tail cut off the newest segment (an append a crash interrupted: docs/durability.md T3).

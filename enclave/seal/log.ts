@@ -412,8 +412,12 @@ export class SealedStore {
     this.snapshotNames = chunks.map((_, i) => snapshotChunkName(seq, i));
     this.snapshotSeq = seq;
     // Only now is it safe to drop what the snapshot replaces: segments wholly at or before seq, except the
-    // one appends go to (T6: recovery skips its records at or before the snapshot).
-    const keep = (x: SegmentInfo): boolean => x.lastSeq > seq || x.name === this.current?.name;
+    // one appends go to (T6: recovery skips its records at or before the snapshot), and any segment an append
+    // request is still out to (review-10 F1: `lastSeq` counts answered appends only; a request sent to the
+    // previous segment just before T6 cut a new one carries records after seq, which the host writes before it
+    // serves our delete, and which are acknowledged when it answers).
+    const keep = (x: SegmentInfo): boolean =>
+      x.lastSeq > seq || x.name === this.current?.name || this.appending.some((a) => a.name === x.name);
     const dropped = this.segments.filter((x) => !keep(x));
     this.segments = this.segments.filter(keep);
     for (const name of replacedNames) if (!this.snapshotNames.includes(name)) await this.blobs.delete(name);
