@@ -169,3 +169,34 @@ describe('review-10 F2: a snapshot carries every Persistence field sealed before
     expect(sealedPeers(recovered)).toEqual(['10.0.0.9:7000']);
   });
 });
+
+// What held up (passes on the reviewed code): a failed append while a snapshot is still being encoded, then
+// recover() (resync): the resync's state is what recovery reads, the older snapshot is dropped (S2).
+describe('review-10 (held up): a failed append during an off-path snapshot, then recover()', () => {
+  const bigSnap = (shard: number, marker: string): LogRecord => {
+    const data = new Map<string, { value: string; version: number; epoch: number }>();
+    for (let k = 0; k < 2500; k++) data.set(`k${k}`, { value: `${marker}-${'x'.repeat(300)}`, version: 1, epoch: 1 });
+    return { t: 'snap', shard, instance: 0, ballot: null, synced: true, data, sessions: { next: 1, clock: 0, table: new Map() } } as unknown as LogRecord;
+  };
+  it('recovery reads the resync\'s state, not the snapshot that was being encoded when the store broke', async () => {
+    const blobs = new FakeBlobs();
+    const { store } = await SealedStore.open({ blobs, dataKey, nodeId });
+    const p = persistence(store, blobs);
+    const old = [bigSnap(0, 'old'), bigSnap(1, 'old'), bigSnap(2, 'old')];
+    await p.append([{ t: 'mark', shard: 0, pos: 1, inc: 1 }]);
+    p.snapshot(old); // encoded a slice per turn
+    await turn();
+    blobs.fault = 'fail';
+    await expect(p.append([{ t: 'mark', shard: 0, pos: 2, inc: 1 }])).rejects.toThrow();
+    expect(p.healthy).toBe(false);
+    await expect(p.recover([bigSnap(0, 'new')])).rejects.toThrow(); // the host still fails
+    blobs.fault = 'ok';
+    await p.recover([bigSnap(0, 'new')]);
+    await p.close();
+    const { recovered } = await SealedStore.open({ blobs, dataKey, nodeId });
+    const snap = decodeCbor(recovered.snapshot!, recovered.snapshot!.length) as unknown[];
+    expect((snap[4] as unknown[]).length).toBe(1); // the resync's state
+    expect(recovered.records).toEqual([]);
+    expect(p.stats.snapshots).toBe(0);
+  });
+});
