@@ -100,6 +100,7 @@ export class SealedStore {
   private tornBytes = 0;
   private snapshotting: Promise<void> = Promise.resolve();
   private broken: SealError | null = null;
+  private closed = false;
   // Nonces: a random prefix per open and a counter, so no nonce repeats even
   // when the host rolls us back and the same sequence numbers are sealed again.
   private readonly noncePrefix = randomBytes(gcmNonceBytes - 4);
@@ -280,7 +281,10 @@ export class SealedStore {
   writeSnapshotAt(at: SnapshotPoint, state: Uint8Array, turn: () => Promise<void> = nextTurn): Promise<void> {
     if (this.broken !== null) return Promise.reject(this.broken);
     if (at.seq === this.snapshotSeq && this.snapshotNames.length > 0) return this.snapshotting;
-    if (at.seq < this.snapshotSeq) return Promise.resolve();
+    if (at.seq < this.snapshotSeq) {
+      m.sealSnapshots.inc({ result: 'superseded' });
+      return Promise.resolve();
+    }
     const sealed = (async (): Promise<Buffer[]> => {
       const steps = sealSnapshotSlices(this.keys.snapshot, this.keys.nodeTag, at.seq, at.tag, state);
       for (;;) {
@@ -290,15 +294,23 @@ export class SealedStore {
       }
     })();
     const before = this.snapshotting;
-    return this.queueSnapshot(sealed.then(async (chunks) => {
-      await before;
-      await this.storeSnapshot(at.seq, chunks);
-    }));
+    // Stored after the snapshots asked for before it, and settled after them even when sealing fails (review-10
+    // L1: resync() and close() wait on the queue's tail, which must not pass a store still running).
+    return this.queueSnapshot(sealed.then(
+      async (chunks) => {
+        await before;
+        return this.storeSnapshot(at.seq, chunks);
+      },
+      async (err: unknown) => {
+        await before;
+        throw err;
+      },
+    ));
   }
 
-  private queueSnapshot(work: Promise<void>): Promise<void> {
+  private queueSnapshot(work: Promise<boolean>): Promise<void> {
     const run = work.then(
-      () => m.sealSnapshots.inc({ result: 'ok' }),
+      (stored) => m.sealSnapshots.inc({ result: stored ? 'ok' : 'superseded' }),
       (err: unknown) => {
         m.sealSnapshots.inc({ result: 'error' });
         m.sealErrors.inc({ kind: 'snapshot' });
@@ -350,6 +362,8 @@ export class SealedStore {
     this.snapshotSeq = seq;
     this.durableSeq = seq;
     this.segments = [];
+    // A close() that ran while this resync awaited the host zeroed the keys: the store stays closed (review-10 L2).
+    if (this.closed) throw new SealError('SEAL_CLOSED', 'sealed store closed');
     this.broken = null;
     // Best effort: what the snapshot replaces is obsolete (recovery skips it), so a failed delete costs only space.
     try {
@@ -383,6 +397,7 @@ export class SealedStore {
   async close(): Promise<void> {
     await this.flush().catch(() => undefined);
     await this.snapshotting;
+    this.closed = true;
     this.broken ??= new SealError('SEAL_CLOSED', 'sealed store closed');
     this.keys.wal.fill(0);
     this.keys.walHeader.fill(0);
@@ -400,13 +415,14 @@ export class SealedStore {
     return nonce;
   }
 
-  private async storeSnapshot(seq: number, chunks: Buffer[]): Promise<void> {
+  /** False when S2 drops it (a snapshot at or after its position is stored already). */
+  private async storeSnapshot(seq: number, chunks: Buffer[]): Promise<boolean> {
     // The snapshot names a chain position; the segments up to it must be durable first.
     await this.durable(seq);
     if (this.broken !== null) throw this.broken;
     // S2: a snapshot sealed at an older position than one stored meanwhile (a resync's, a newer one) is
     // dropped: storing it would name the older position as the newest state, over segments already deleted.
-    if (seq < this.snapshotSeq || (seq === this.snapshotSeq && this.snapshotNames.length > 0)) return;
+    if (seq < this.snapshotSeq || (seq === this.snapshotSeq && this.snapshotNames.length > 0)) return false;
     for (let i = 0; i < chunks.length; i++) await this.blobs.put(snapshotChunkName(seq, i), chunks[i]!);
     const replacedNames = this.snapshotNames;
     this.snapshotNames = chunks.map((_, i) => snapshotChunkName(seq, i));
@@ -422,5 +438,6 @@ export class SealedStore {
     this.segments = this.segments.filter(keep);
     for (const name of replacedNames) if (!this.snapshotNames.includes(name)) await this.blobs.delete(name);
     for (const s of dropped) await this.blobs.delete(s.name);
+    return true;
   }
 }
