@@ -127,10 +127,11 @@ export async function startBlobStore(init: BlobStoreInit): Promise<BlobStore> {
     // No stale socket.
   }
   const sockets = new Set<net.Socket>();
+  const orphans: Orphans = new Set();
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
-    serveConnection(socket, init, poisoned, stats, segments);
+    serveConnection(socket, init, poisoned, stats, segments, orphans);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -151,31 +152,52 @@ export async function startBlobStore(init: BlobStoreInit): Promise<BlobStore> {
 
 type Decoded = { msg: Record<string, unknown> | null };
 
+/**
+ * Requests (or append groups) a connection had started when it closed: they still complete (a write in the I/O
+ * thread pool cannot be called back). Every connection waits for them before it serves its next request
+ * (review-11 F2): otherwise a killed enclave's started write could land after its relaunched self read the
+ * segment, behind the records the new incarnation then appends elsewhere (recovery refuses such a log).
+ */
+type Orphans = Set<Promise<unknown>>;
+
 function isAppendTo(d: Decoded | undefined, name: unknown): boolean {
   return d !== undefined && d.msg !== null && d.msg['op'] === 'append' && d.msg['create'] !== true && d.msg['name'] === name && isRequestId(d.msg['id']);
 }
 
-function serveConnection(socket: net.Socket, init: BlobStoreInit, poisoned: Poisoned, stats: BlobStore['stats'], segments: OpenSegments): void {
+function serveConnection(
+  socket: net.Socket, init: BlobStoreInit, poisoned: Poisoned, stats: BlobStore['stats'], segments: OpenSegments, orphans: Orphans,
+): void {
   const decoder = new FrameDecoder(blobFrameBytesMax);
   // One request (or one group of appends) at a time per connection: ordering is the durability contract.
   const queue: Decoded[] = [];
   let running = false;
   let closed = false;
+  let serving: Promise<unknown> | null = null;
   const run = async (): Promise<void> => {
     if (running) return;
     running = true;
     try {
       while (queue.length > 0 && !closed) {
+        // What closed connections had started lands first (review-11 F2).
+        while (orphans.size > 0) await Promise.allSettled([...orphans]);
+        if (closed) break;
         const head = queue.shift() as Decoded;
         let responses: BlobResponse[];
+        let work: Promise<BlobResponse[]>;
         if (head.msg !== null && head.msg['op'] === 'append' && isRequestId(head.msg['id'])) {
           const group = [head.msg];
           while (isAppendTo(queue[0], head.msg['name'])) group.push((queue.shift() as Decoded).msg as Record<string, unknown>);
           stats.appends += group.length;
           stats.appendGroups++;
-          responses = await appendGroup(group, init, poisoned, segments);
+          work = appendGroup(group, init, poisoned, segments);
         } else {
-          responses = [await handleFrame(head.msg, init, poisoned, segments)];
+          work = handleFrame(head.msg, init, poisoned, segments).then((r) => [r]);
+        }
+        serving = work;
+        try {
+          responses = await work;
+        } finally {
+          serving = null;
         }
         // A group's answers leave in one write (one syscall, one read on the enclave's side).
         if (!socket.destroyed) socket.write(responses.length === 1 ? encodeBlobMessage(responses[0]!) : Buffer.concat(responses.map(encodeBlobMessage)));
@@ -204,6 +226,12 @@ function serveConnection(socket: net.Socket, init: BlobStoreInit, poisoned: Pois
   socket.on('close', () => {
     closed = true;
     queue.length = 0;
+    const started = serving;
+    if (started !== null) {
+      const done = started.then(() => undefined, () => undefined);
+      orphans.add(done);
+      void done.then(() => orphans.delete(done));
+    }
   });
 }
 
