@@ -12,10 +12,19 @@
 //     dead enclave's records then land in the older one and recovery refuses the log (SEAL_REPLAYED), losing
 //     the new enclave's acknowledged records with everything else.
 //
-// Both tests run against the real host store (host/blob-store.ts) over its unix socket; `node:fs/promises` is
+// L1 (low): the blob client fails every pending request when ANY of its sockets closes. After it dropped a
+//     connection itself (an unsolicited or malformed answer), requests sent meanwhile on the new connection are
+//     failed by the old socket's later 'close' event although the host serves them: a resync's snapshot put is
+//     reported failed and lands; its real answer then arrives unsolicited and drops the new connection too.
+//
+// The F tests run against the real host store (host/blob-store.ts) over its unix socket; `node:fs/promises` is
 // wrapped so a test can hold or fail one synchronized write (a slow or full disk), nothing else changes.
+import net from 'node:net';
+import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
+import { createBlobClient } from '../enclave/seal/blob-client.ts';
 import { SealError } from '../enclave/seal/errors.ts';
+import { encodeBlobMessage } from '../protocol/blob-wire.ts';
 import { startSealEnv } from './helpers/seal-env.ts';
 
 type Gate = { match: (path: string, bytes: number) => boolean; action: 'fail' | 'hold'; entered: boolean; release?: () => void };
@@ -120,6 +129,33 @@ describe('review-11 F2: a killed enclave\'s append that the host already started
       expect(last?.toString()).toBe('b-1');
     } finally {
       gates.current = null;
+      await env.cleanup();
+    }
+  });
+});
+
+describe('review-11 L1: the close of a connection the client dropped does not fail requests on its successor', () => {
+  it('a put sent right after the client dropped a misbehaving connection is answered', async () => {
+    const env = await startSealEnv();
+    // The first connection goes to a host that answers a request it was never sent (id 999).
+    const badPath = join(env.root, 'bad.sock');
+    const bad = net.createServer((s) => s.on('data', () => s.write(encodeBlobMessage({ id: 999, ok: true }))));
+    await new Promise<void>((r) => bad.listen(badPath, r));
+    let n = 0;
+    const c = createBlobClient({ connect: () => net.connect(n++ === 0 ? badPath : env.socketPath), timeoutMs: 5000 });
+    try {
+      let retry: Promise<string> | null = null;
+      const first = await c.get('wal-0000000000000001').then(() => 'ok', (e: unknown) => {
+        // The caller reacts at once (Persistence's resync): a new request, on a new connection.
+        retry = c.put('snap-0000000000000009-0000', Buffer.from('state')).then(() => 'ok', (e2: unknown) => String((e2 as Error).message));
+        return (e as SealError).code;
+      });
+      expect(first).toBe('SEAL_IO');
+      // On the reviewed code: 'blob store connection closed' (the first socket's close event), yet the put landed.
+      expect(await retry).toBe('ok');
+    } finally {
+      c.close();
+      bad.close();
       await env.cleanup();
     }
   });
