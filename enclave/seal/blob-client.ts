@@ -42,6 +42,8 @@ interface Pending {
   resolve: (value: Record<string, unknown>) => void;
   reject: (err: SealError) => void;
   timer: NodeJS.Timeout;
+  /** The connection it was sent on: only that connection's end fails it (review-11 L1). */
+  socket: net.Socket;
 }
 
 /** Requests in flight at once; more wait in line (bounded by the caller's own concurrency). */
@@ -114,7 +116,7 @@ class SocketBlobClient implements BlobClient {
         this.admitNext();
         reject(ioError(`blob store did not answer ${req.op} in time`));
       }, this.init.timeoutMs ?? 30_000);
-      this.pending.set(id, { op: req.op, prefix, resolve, reject, timer });
+      this.pending.set(id, { op: req.op, prefix, resolve, reject, timer, socket });
       socket.write(encodeBlobMessage({ ...req, id }));
       if (this.admission.length > 0 && this.admitting === 0) this.admitNext();
     });
@@ -133,13 +135,13 @@ class SocketBlobClient implements BlobClient {
         }
       } catch {
         socket.destroy();
-        this.fail(ioError('blob store sent an oversized frame'));
+        this.fail(ioError('blob store sent an oversized frame'), socket);
       }
     });
     socket.on('error', () => undefined);
     socket.on('close', () => {
       if (this.socket === socket) this.socket = null;
-      this.fail(ioError('blob store connection closed'));
+      this.fail(ioError('blob store connection closed'), socket);
     });
     this.socket = socket;
     return socket;
@@ -150,8 +152,9 @@ class SocketBlobClient implements BlobClient {
     const id = msg?.['id'];
     const entry = typeof id === 'number' ? this.pending.get(id) : undefined;
     if (msg === null || entry === undefined) {
-      this.socket?.destroy();
-      this.fail(ioError('blob store sent an unsolicited or malformed response'));
+      const socket = this.socket;
+      socket?.destroy();
+      if (socket !== null) this.fail(ioError('blob store sent an unsolicited or malformed response'), socket);
       return;
     }
     this.pending.delete(id as number);
@@ -171,8 +174,10 @@ class SocketBlobClient implements BlobClient {
     }
   }
 
-  private fail(err: SealError): void {
+  /** Fails the requests sent on `socket` (every request when none is named: the client is closing). */
+  private fail(err: SealError, socket?: net.Socket): void {
     for (const [id, entry] of this.pending) {
+      if (socket !== undefined && entry.socket !== socket) continue;
       clearTimeout(entry.timer);
       entry.reject(err);
       this.pending.delete(id);
