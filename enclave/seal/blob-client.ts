@@ -131,7 +131,7 @@ class SocketBlobClient implements BlobClient {
         // Stop at the first frame that ends the connection: the rest of a hostile chunk is not looked at.
         for (const frame of decoder.push(chunk)) {
           if (socket.destroyed) break;
-          this.onFrame(frame);
+          this.onFrame(frame, socket);
         }
       } catch {
         socket.destroy();
@@ -147,14 +147,14 @@ class SocketBlobClient implements BlobClient {
     return socket;
   }
 
-  private onFrame(frame: Uint8Array): void {
+  private onFrame(frame: Uint8Array, socket: net.Socket): void {
     const msg = decodeBlobMessage(frame);
     const id = msg?.['id'];
     const entry = typeof id === 'number' ? this.pending.get(id) : undefined;
-    if (msg === null || entry === undefined) {
-      const socket = this.socket;
-      socket?.destroy();
-      if (socket !== null) this.fail(ioError('blob store sent an unsolicited or malformed response'), socket);
+    // An answer to a request sent on another connection is as unsolicited as one never asked for.
+    if (msg === null || entry === undefined || entry.socket !== socket) {
+      socket.destroy();
+      this.fail(ioError('blob store sent an unsolicited or malformed response'), socket);
       return;
     }
     this.pending.delete(id as number);
