@@ -1,0 +1,76 @@
+// Hostile review 12 (the data driver, the sealed log's Persistence, and how data-store drives them).
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DataStore } from '../enclave/cluster/data-store.ts';
+import { decodeScan, scanAccessOf, scanHere } from '../enclave/cluster/scan-ops.ts';
+import type { PeerPool } from '../enclave/cluster/peers.ts';
+import type { RingDriver } from '../enclave/cluster/ring-driver.ts';
+import { type DataLog, type LogRecord, shardOf } from '../enclave/data/index.ts';
+import { nodeIdFromPublicKey } from '../enclave/ring/index.ts';
+import { fast } from './helpers/data-net.ts';
+
+/** A log whose appends can be held (the host's disk is slow): nothing appended while held is durable. */
+class HeldLog implements DataLog {
+  records: LogRecord[] = [];
+  hold = false;
+  readonly held: Array<() => void> = [];
+  append(rs: readonly LogRecord[]): Promise<void> {
+    const land = (): void => void this.records.push(...rs);
+    if (!this.hold) return Promise.resolve().then(land);
+    return new Promise<void>((resolve) => this.held.push(() => (land(), resolve())));
+  }
+  async load(): Promise<LogRecord[]> {
+    return [...this.records];
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+let stores: DataStore[] = [];
+afterEach(() => {
+  for (const s of stores) s.stop();
+  stores = [];
+});
+
+async function singleNode(): Promise<{ store: DataStore; log: HeldLog }> {
+  const key = Buffer.alloc(32, 7);
+  const self = { id: nodeIdFromPublicKey(key), addr: 'n0' };
+  const peers = { call: async () => { throw new Error('no peers'); }, notify: () => false, queuedBytes: () => 0, queuedBytesTotal: () => 0 } as unknown as PeerPool;
+  const ring = { core: { predecessor: null, successors: [], fingers: [] } } as unknown as RingDriver;
+  const log = new HeldLog();
+  // A single-node image: R = 1, writes need one member (enclave/enclave.ts minMembers).
+  const store = new DataStore({ self, peers, ring, log, founded: true, replicas: 1, minMembers: 1, config: { ...fast, replicas: 1 }, logger: pino({ level: 'silent' }) });
+  stores.push(store);
+  await store.start();
+  const deadline = Date.now() + 10_000;
+  while (!store.ready && Date.now() < deadline) await sleep(10);
+  expect(store.ready).toBe(true);
+  return { store, log };
+}
+
+describe('review-12 F1: reads outside the driver (scans, the access documents) show writes not yet durable', () => {
+  it('a scan of a single-member range does not list a put whose record is not durable yet', async () => {
+    const { store, log } = await singleNode();
+    const key = 'apple';
+    const shard = shardOf(key, fast.shards as number);
+    const o = await store.local({ kind: 'open', shard, principal: 'p' });
+    if (!o.ok || o.kind !== 'open') throw new Error('no session');
+    log.hold = true; // the host delays the disk write from here on
+    const put = store.local({ kind: 'put', key, value: 'new', ifVersion: null, session: o.session, seq: 1, floor: 1, principal: 'p' });
+    await sleep(20);
+    expect(log.held.length).toBeGreaterThan(0);
+    // The put's answer is held (persist-then-send): its record may still be lost by a crash.
+    const q = decodeScan({ sh: shard, l: 10, v: true }, fast.shards as number);
+    const scanned = scanHere(store, scanAccessOf({ check: () => undefined }), q, null);
+    const first = await Promise.race([scanned, sleep(50).then(() => 'waiting' as const)]);
+    // Either the scan waits for the record, or it lists the acknowledged state (no 'apple').
+    if (first !== 'waiting') expect(first.ok && first.entries.some((e) => e.key === key)).toBe(false);
+    // The access module's documents are read the same way (readOwned): the acknowledged value only.
+    const doc = (() => { try { return store.readOwned(Buffer.from(key)); } catch { return 'unavailable'; } })();
+    expect(doc === null || doc === 'unavailable').toBe(true);
+    log.hold = false;
+    for (const f of log.held.splice(0)) f();
+    expect(await put).toMatchObject({ ok: true, kind: 'write', version: 1 });
+    const after = await scanned;
+    if (first === 'waiting') expect(after).toMatchObject({ ok: true, entries: [{ key, value: 'new', version: 1 }] });
+  }, 20_000);
+});
