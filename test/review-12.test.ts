@@ -64,13 +64,29 @@ describe('review-12 F1: reads outside the driver (scans, the access documents) s
     const first = await Promise.race([scanned, sleep(50).then(() => 'waiting' as const)]);
     // Either the scan waits for the record, or it lists the acknowledged state (no 'apple').
     if (first !== 'waiting') expect(first.ok && first.entries.some((e) => e.key === key)).toBe(false);
-    // The access module's documents are read the same way (readOwned): the acknowledged value only.
-    const doc = (() => { try { return store.readOwned(Buffer.from(key)); } catch { return 'unavailable'; } })();
-    expect(doc === null || doc === 'unavailable').toBe(true);
     log.hold = false;
     for (const f of log.held.splice(0)) f();
     expect(await put).toMatchObject({ ok: true, kind: 'write', version: 1 });
     const after = await scanned;
     if (first === 'waiting') expect(after).toMatchObject({ ok: true, entries: [{ key, value: 'new', version: 1 }] });
+  }, 20_000);
+
+  it('the access module\'s document read (readOwned) does not return a put whose record is not durable yet', async () => {
+    const { store, log } = await singleNode();
+    const key = 'doc';
+    const shard = shardOf(key, fast.shards as number);
+    const o = await store.local({ kind: 'open', shard, principal: 'p' });
+    if (!o.ok || o.kind !== 'open') throw new Error('no session');
+    log.hold = true;
+    const put = store.local({ kind: 'put', key, value: 'new', ifVersion: null, session: o.session, seq: 1, floor: 1, principal: 'p' });
+    await sleep(20);
+    expect(log.held.length).toBeGreaterThan(0);
+    // The acknowledged value (none), or UNAVAILABLE: never the value a crash could still lose.
+    const doc = (() => { try { return store.readOwned(Buffer.from(key))?.toString('latin1') ?? null; } catch { return 'unavailable'; } })();
+    expect(doc === null || doc === 'unavailable').toBe(true);
+    log.hold = false;
+    for (const f of log.held.splice(0)) f();
+    expect(await put).toMatchObject({ ok: true, kind: 'write', version: 1 });
+    expect(store.readOwned(Buffer.from(key))?.toString('latin1')).toBe('new');
   }, 20_000);
 });
