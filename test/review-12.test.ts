@@ -90,3 +90,46 @@ describe('review-12 F1: reads outside the driver (scans, the access documents) s
     expect(store.readOwned(Buffer.from(key))?.toString('latin1')).toBe('new');
   }, 20_000);
 });
+
+// F2: one turn's records (or two pipelined turns) that cross a segment cut (T6) go out as two append requests at
+// once: to the old segment, and one creating the next. An honest host that fails the first (an I/O error on that
+// file: it poisons and cuts back only that file, host/blob-store.ts) still serves the second: the new segment holds
+// records after a hole. None of them was acknowledged (answers resolve in order), but a crash before the resync
+// leaves a log that recovery refuses as tampering (SEAL_GAP), and Persistence.open then discards the whole sealed
+// state (every acknowledged write of a single-node ring).
+describe('review-12 F2: a failed append to one segment while the next segment is created', () => {
+  it('an I/O error on the old segment never leaves a newer segment after a hole', async () => {
+    const { randomBytes } = await import('node:crypto');
+    const { SealedStore } = await import('../enclave/seal/log.ts');
+    const { SealError } = await import('../enclave/seal/errors.ts');
+    const { FakeBlobs } = await import('./helpers/fake-blobs.ts');
+    class PerFileFault extends FakeBlobs {
+      failName: string | null = null;
+      override async append(name: string, bytes: Uint8Array, create: boolean): Promise<void> {
+        if (name === this.failName && !create) {
+          this.appends++;
+          throw new SealError('SEAL_IO', 'blob store: storage error'); // that file only (poisoned, cut back)
+        }
+        return super.append(name, bytes, create);
+      }
+    }
+    const blobs = new PerFileFault();
+    const dataKey = randomBytes(32);
+    const nodeId = randomBytes(32);
+    const { store } = await SealedStore.open({ blobs, dataKey, nodeId });
+    await store.append(Buffer.from('first'));
+    const [first] = await blobs.list('wal-');
+    blobs.failName = first as string;
+    // Nine records of ~1 MB in one turn: they cross the 8 MiB cut, so part goes to `first`, the rest to a new one.
+    const big = Array.from({ length: 9 }, (_, i) => store.append(Buffer.alloc(1_000_000, i)).then(() => 'ok', (e: unknown) => (e as Error).message));
+    const results = await Promise.all(big);
+    expect(results.every((r) => r !== 'ok')).toBe(true); // nothing of the turn acknowledged
+    expect(store.healthy).toBe(false);
+    // The enclave is restarted before it resealed (D4's resync): the host's disk as it is now.
+    const reopened = await SealedStore.open({ blobs, dataKey, nodeId }).then(
+      (r) => ({ ok: true as const, records: r.recovered.records.map((x) => Buffer.from(x).toString('latin1')) }),
+      (e: unknown) => ({ ok: false as const, code: (e as { code?: string }).code }),
+    );
+    expect(reopened).toEqual({ ok: true, records: ['first'] });
+  }, 30_000);
+});

@@ -193,6 +193,14 @@ export class SealedStore {
       const parts: Buffer[] = [];
       let create = false;
       if (this.current === null || this.current.bytes + turn.records[i]!.length > segmentBytesMax) {
+        // Review-12 F2: a new segment is created only once every request before it was answered. An honest host
+        // that fails an append poisons and cuts back that file only, and would still write a request creating the
+        // next one: records after a hole, which recovery refuses (SEAL_GAP) and the node then discards its whole
+        // sealed state. The rest of the turn waits (onAppended sends it); appends made meanwhile join it, in order.
+        if (this.appending.length > 0) {
+          this.turn = { firstSeq: seq, records: turn.records.slice(i), waiters: turn.waiters.slice(i) };
+          return;
+        }
         this.current = { name: segmentName(seq), firstSeq: seq, bytes: appendHeaderBytes };
         parts.push(appendSegmentHeader(this.keys.nodeTag, seq));
         create = true;
