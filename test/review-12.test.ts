@@ -133,3 +133,68 @@ describe('review-12 F2: a failed append to one segment while the next segment is
     expect(reopened).toEqual({ ok: true, records: ['first'] });
   }, 30_000);
 });
+
+// Held up: a hand-driven log (appends resolve or fail in any order). The failed batch's answer, a later batch's
+// answer that resolved first, and a get depending on either never leave; the resealed state holds both writes.
+describe('review-12 (held up): a failed append with a later batch resolved first', () => {
+  it('nothing of either batch leaves, no get shows them, and recover() seals both', async () => {
+    const { DataDriver } = await import('../enclave/data/index.ts');
+    const self = { name: 'a', ring: 1n, inc: 1 };
+    const cfg = {
+      replicas: 1, shards: 1, leaseTicks: 20, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 5, heartbeatTicks: 5,
+      suspectTicks: 11, retryTicks: 5, proposeTimeoutTicks: 50, backoffTicksMax: 5, sessionsMax: 4, sessionsPerPrincipalMax: 4, windowMax: 4, queuedMax: 16,
+    };
+    let manual = false;
+    const pending: Array<{ rs: readonly LogRecord[]; ok: () => void; fail: () => void }> = [];
+    const records: LogRecord[] = [];
+    const recovered: LogRecord[][] = [];
+    const log: DataLog = {
+      append: (rs) => {
+        if (!manual) return Promise.resolve().then(() => void records.push(...rs));
+        return new Promise<void>((resolve, reject) => pending.push({ rs, ok: () => (records.push(...rs), resolve()), fail: () => reject(new Error('EIO')) }));
+      },
+      load: async () => [...records],
+      recover: async (state) => void recovered.push(state),
+    };
+    let now = 0;
+    const sent: import('../enclave/data/index.ts').Outbound[] = [];
+    const ticks: Array<() => void> = [];
+    const later: Array<() => void> = [];
+    const d = new DataDriver({
+      self, config: cfg, peers: [self], genesis: [{ shard: 0, epoch: 1, members: [self] }], log,
+      send: (m) => sent.push(m), clock: () => now, rand: () => 0.5,
+      every: (_ms, fn) => { ticks.push(fn); return { stop: () => undefined }; },
+      after: (_ms, fn) => void later.push(fn), tickMs: 10, reloadMs: 100,
+    });
+    await d.start();
+    for (let i = 0; i < 60; i++) { now++; for (const t of ticks) t(); await d.idle(); }
+    const reply = (rid: number) => sent.find((m) => m.kind === 'reply' && m.rid === rid);
+    d.deliver({ kind: 'client', client: 'c', rid: 1, op: { kind: 'open', shard: 0, principal: 'c' } });
+    await d.idle();
+    const r1 = reply(1);
+    if (!r1 || r1.kind !== 'reply' || !r1.result.ok || r1.result.kind !== 'open') throw new Error('no session');
+    const s = r1.result.session;
+    manual = true;
+    const put = (rid: number, key: string, seq: number) => d.deliver({ kind: 'client', client: 'c', rid, op: { kind: 'put', key, value: 'v', ifVersion: null, session: s, seq, floor: 1, principal: 'c' } });
+    put(2, 'x', 1);
+    await Promise.resolve();
+    put(3, 'y', 2);
+    await Promise.resolve();
+    d.deliver({ kind: 'client', client: 'c', rid: 4, op: { kind: 'get', key: 'y' } });
+    await Promise.resolve();
+    expect(pending.length).toBeGreaterThanOrEqual(2);
+    pending[1]!.ok(); // the later batch is durable first
+    await new Promise((r) => setTimeout(r, 0));
+    expect([reply(2), reply(3), reply(4)]).toEqual([undefined, undefined, undefined]);
+    pending[0]!.fail();
+    for (const p of pending.slice(2)) p.ok();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(d.serving).toBe(false);
+    expect([reply(2), reply(3), reply(4)]).toEqual([undefined, undefined, undefined]);
+    for (const f of later.splice(0)) f();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(d.serving).toBe(true);
+    const snap = recovered[0]?.find((r) => r.t === 'snap');
+    expect(snap && snap.t === 'snap' ? [...snap.data.keys()].sort() : null).toEqual(['x', 'y']);
+  });
+});
