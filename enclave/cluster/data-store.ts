@@ -592,6 +592,9 @@ export class DataStore {
 
   /** The key's acknowledged value at its active owner (this node); throws UNAVAILABLE elsewhere. */
   readOwned(key: Buffer): Buffer | null {
+    // Review-12 F1: the core's state includes writes whose record is not durable yet (a single-member range commits
+    // in memory at once); what is read here is never one a crash could lose.
+    if (!this.driver.durableFor(this.shardOfKey(key))) throw new EkvError('UNAVAILABLE', 'the document is being written');
     const e = this.driver.node?.ownedEntry(key.toString('latin1'), this.nowTicks());
     if (e === null || e === undefined) {
       if (e === null || !this.driver.node) throw new EkvError('UNAVAILABLE', 'not the owner of this key');
@@ -668,7 +671,14 @@ export class DataStore {
    */
   scanView(shard: number): ScanView | null {
     if (!this.driver.serving) return null;
+    // Review-12 F1 (R1 for scans): never a view holding a write whose record a crash could still lose.
+    if (!this.driver.durableFor(shard)) return null;
     return this.driver.node?.scanView(shard, this.nowTicks()) ?? null;
+  }
+
+  /** Waits (bounded) until the range's view holds only durable records (scanView: null until then). */
+  viewDurable(shard: number): Promise<boolean> {
+    return this.driver.untilDurableFor(shard);
   }
 
   /**

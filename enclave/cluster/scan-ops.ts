@@ -177,6 +177,7 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
   let cur: ScanView = { data: new Map(), inflight: new Map() };
   let curNow = 0;
   for (let round = 0; round <= scanWaitsMax; round++) {
+    await store.viewDurable(q.shard); // review-12 F1: the view is taken (synchronously) once it is durable
     const view = store.scanView(q.shard);
     if (view === null) return { ok: false, code: 'UNAVAILABLE', hint: null };
     cur = view;

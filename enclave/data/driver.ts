@@ -151,6 +151,28 @@ export class DataDriver {
     return this.core;
   }
 
+  /**
+   * R1 for reads outside the core's `step` (review-12 F1): the range's state as the core shows it now holds nothing
+   * a crash could lose (every record it depends on is durable). False while failed closed.
+   */
+  durableFor(shard: number): boolean {
+    const core = this.core;
+    return core !== null && core.readDependency(shard) <= this.durablePos;
+  }
+
+  /**
+   * Resolves once the range's state as shown is durable (`durableFor`), or false when it still is not after a few
+   * rounds of the log (each round: every batch handed to the log so far handled) or the node failed closed.
+   */
+  async untilDurableFor(shard: number, rounds = 8): Promise<boolean> {
+    for (let i = 0; i < rounds; i++) {
+      if (this.durableFor(shard)) return true;
+      if (!this.core) return false;
+      await this.idle();
+    }
+    return this.durableFor(shard);
+  }
+
   /** Resolves when every batch handed to the log so far has been handled. */
   idle(): Promise<void> {
     this.pumpQueuedNow(); // what was delivered is handed to the log first

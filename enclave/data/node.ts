@@ -796,6 +796,14 @@ export class DataNode {
   private readonly rangePos: number[] = [];
   private nodePos = 0;
 
+  /**
+   * R1 for reads made outside `step` (scans, the access documents: enclave/cluster/data-store.ts): the position the
+   * range's state as shown now depends on; the driver lets such a read through only once it is durable (review-12 F1).
+   */
+  readDependency(shard: number): number {
+    return this.readDep(shard);
+  }
+
   /** The position a get's answer in range `shard` depends on (R1): every record of the range, every node-level one. */
   private readDep(shard: number): number {
     if (this.cfg.broken?.readsDependOnNothing) return 0;

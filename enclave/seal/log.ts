@@ -193,7 +193,7 @@ export class SealedStore {
       const parts: Buffer[] = [];
       let create = false;
       if (this.current === null || this.current.bytes + turn.records[i]!.length > segmentBytesMax) {
-        // T6 cut (review-11 F1): the next segment is created only once every append to the current one was
+        // T6 cut (review-11 F1, review-12 F2: found by both): the next segment is created only once every append to the current one was
         // answered. The host poisons only the file whose write failed (T2); a create pipelined behind a failed
         // append names another file and would be written, leaving a hole followed by later records (SEAL_GAP
         // at open after a crash). The rest of the turn waits for the answers (onAppended sends it).
