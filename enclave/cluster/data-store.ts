@@ -271,6 +271,9 @@ export class DataStore {
     while (!this.retirementHeard() && Date.now() < deadline) await sleep(this.cfg.heartbeatTicks * dataTickMs);
     // review-7 F5: a failed append of the record makes the driver rebuild the core from what is durable: without
     // the record it is the same member again (not retired: say so); with it, retired (a retired log stays so).
+    // Review-12 L1: the flag is set when the record is made; it is reported only once every record handed to the
+    // log so far (the `ret` one included) was handled: durable, or failed and rebuilt from what is.
+    await this.driver.idle();
     const retired = this.driver.node?.hasRetired ?? false;
     return { retired, rangesStillNamingIt, heard: retired && this.retirementHeard() };
   }
