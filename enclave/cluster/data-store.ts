@@ -25,7 +25,7 @@ import { EkvError } from '../../protocol/errors.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import {
   bootIdMax, type ClientOp, type ClientResult, type Config, type DataConfig, DataDriver, type DataLog, type Entry, expiredHere, type LogRecord, type Member, type Outbound, type PeerBody,
-  type ScanView, shardOf, validateDataConfig,
+  type ReadMark, type ScanView, shardOf, validateDataConfig,
 } from '../data/index.ts';
 import { idToBytes, nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
 import { batchBodiesMax, chunksOf, dataMessageBytesMax, decodePeerBatch, encodePeerBatch, rangeBytesMax, Reassembler } from './data-wire.ts';
@@ -596,8 +596,10 @@ export class DataStore {
   /** The key's acknowledged value at its active owner (this node); throws UNAVAILABLE elsewhere. */
   readOwned(key: Buffer): Buffer | null {
     // Review-12 F1: the core's state includes writes whose record is not durable yet (a single-member range commits
-    // in memory at once); what is read here is never one a crash could lose.
-    if (!this.driver.durableFor(this.shardOfKey(key))) throw new EkvError('UNAVAILABLE', 'the document is being written');
+    // in memory at once); what is read here is never one a crash could lose. A document key (reserved: no client
+    // writes it) changes here only through putOwned, so only a document write still in flight (its put unanswered,
+    // or answered without its records durable) makes a read wait; writes to other keys of the range do not.
+    if (this.docWritesInFlight.has(key.toString('latin1'))) throw new EkvError('UNAVAILABLE', 'the document is being written');
     const e = this.driver.node?.ownedEntry(key.toString('latin1'), this.nowTicks());
     if (e === null || e === undefined) {
       if (e === null || !this.driver.node) throw new EkvError('UNAVAILABLE', 'not the owner of this key');
@@ -639,7 +641,26 @@ export class DataStore {
    * Stores `bytes` under a reserved key, here as the active owner only (no forwarding): the access module's
    * document owner orders the changes itself. Runs in a session of this node's own, one write per range at a time.
    */
+  /** Document keys with a putOwned in flight (count per key): readOwned answers UNAVAILABLE for them. */
+  private readonly docWritesInFlight = new Map<string, number>();
+
   async putOwned(key: Buffer, bytes: Buffer): Promise<void> {
+    const k = key.toString('latin1');
+    this.docWritesInFlight.set(k, (this.docWritesInFlight.get(k) ?? 0) + 1);
+    try {
+      await this.putOwnedNow(key, bytes);
+    } finally {
+      // Answered or not (an unknown outcome may still be applied), what the range holds now is durable before the
+      // document is read again here, or the core was rebuilt from what is durable.
+      const mark = this.driver.readMark(this.shardOfKey(key));
+      if (mark !== null) await this.driver.untilDurable(mark, 64);
+      const n = (this.docWritesInFlight.get(k) ?? 1) - 1;
+      if (n <= 0) this.docWritesInFlight.delete(k);
+      else this.docWritesInFlight.set(k, n);
+    }
+  }
+
+  private async putOwnedNow(key: Buffer, bytes: Buffer): Promise<void> {
     const shard = this.shardOfKey(key);
     const st = this.internal.get(shard) ?? { session: 0, seq: 0, lock: Promise.resolve() };
     this.internal.set(shard, st);
@@ -672,16 +693,19 @@ export class DataStore {
    * A range's acknowledged view, here, now, if this node is its active owner with a read lease valid now and its
    * log works (the condition a get is served under); null otherwise. Used synchronously and not kept.
    */
-  scanView(shard: number): ScanView | null {
+  scanView(shard: number): { view: ScanView; mark: ReadMark } | null {
     if (!this.driver.serving) return null;
-    // Review-12 F1 (R1 for scans): never a view holding a write whose record a crash could still lose.
-    if (!this.driver.durableFor(shard)) return null;
-    return this.driver.node?.scanView(shard, this.nowTicks()) ?? null;
+    const mark = this.driver.readMark(shard);
+    const view = this.driver.node?.scanView(shard, this.nowTicks()) ?? null;
+    return view === null || mark === null ? null : { view, mark };
   }
 
-  /** Waits (bounded) until the range's view holds only durable records (scanView: null until then). */
-  viewDurable(shard: number): Promise<boolean> {
-    return this.driver.untilDurableFor(shard);
+  /**
+   * Review-12 F1 (R1 for scans): a page read from a view is answered only once what the view held at the time is
+   * durable (false: the core was rebuilt meanwhile, or the log is not getting there: answer UNAVAILABLE).
+   */
+  viewDurable(mark: ReadMark): Promise<boolean> {
+    return this.driver.untilDurable(mark);
   }
 
   /**

@@ -26,7 +26,7 @@ import { principalBytesMax, principalFromBytes } from '../../protocol/principal.
 import type { RpcResult } from '../../protocol/rpc.ts';
 import type { AccessCheck } from '../access/index.ts';
 import { classifyKey } from '../acl/index.ts';
-import { expiredHere, type ScanDecision, type ScanView, scanEntryOverheadBytes, selectPage } from '../data/index.ts';
+import { expiredHere, type ReadMark, type ScanDecision, type ScanView, scanEntryOverheadBytes, selectPage } from '../data/index.ts';
 import type { NodeRef } from '../ring/index.ts';
 import type { CallerContext } from '../server.ts';
 import { clientOpDeadlineMs, type DataStore, retryable } from './data-store.ts';
@@ -176,10 +176,17 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
   let bytes = 0;
   let cur: ScanView = { data: new Map(), inflight: new Map() };
   let curNow = 0;
+  // Review-12 F1 (R1 for scans): what each round read must be durable before any of it is answered.
+  const marks: ReadMark[] = [];
+  const answer = async (ok: { ok: true; entries: PageEntry[]; more: boolean }): Promise<typeof ok | { ok: false; code: 'UNAVAILABLE'; hint: null }> => {
+    for (const m of marks) if (!(await store.viewDurable(m))) return { ok: false, code: 'UNAVAILABLE', hint: null };
+    return ok;
+  };
   for (let round = 0; round <= scanWaitsMax; round++) {
-    await store.viewDurable(q.shard); // review-12 F1: the view is taken (synchronously) once it is durable
-    const view = store.scanView(q.shard);
-    if (view === null) return { ok: false, code: 'UNAVAILABLE', hint: null };
+    const taken = store.scanView(q.shard);
+    if (taken === null) return { ok: false, code: 'UNAVAILABLE', hint: null };
+    const view = taken.view;
+    marks.push(taken.mark);
     cur = view;
     curNow = store.clockTicks();
     const page = selectPage(view, {
@@ -195,16 +202,16 @@ export async function scanHere(store: DataStore, access: ScanAccess, q: ScanRequ
       entries.push(q.ns ? { key: e.key.slice(aclPrefix.length), value: null, version: e.version } : { key: e.key, value: e.value, version: e.version, ...left });
       bytes += e.key.length + (e.value?.length ?? 0) + scanEntryOverheadBytes;
     }
-    if (!page.wait) return { ok: true, entries, more: page.more };
+    if (!page.wait) return answer({ ok: true, entries, more: page.more });
     // The filter's answer for that key arrives with the document; the next round decides it from the lease.
     await page.wait.promise.catch((err: unknown) => {
       if (!forbidden(err)) throw err;
     });
-    if (entries.length >= q.limit) return { ok: true, entries, more: true };
+    if (entries.length >= q.limit) return answer({ ok: true, entries, more: true });
     after = page.wait.resume;
   }
   // Too many documents to fetch for one page: answer what was found (resuming after its last entry), or ask again.
-  if (entries.length > 0) return { ok: true, entries, more: true };
+  if (entries.length > 0) return answer({ ok: true, entries, more: true });
   return { ok: false, code: 'UNAVAILABLE', hint: null };
 }
 

@@ -60,6 +60,12 @@ export interface DataDriverInit {
   debug?: (line: string) => void;
 }
 
+/** A read's dependency (DataDriver.readMark): the core it read and the position it needs durable. */
+export interface ReadMark {
+  readonly core: DataNode;
+  readonly pos: number;
+}
+
 export class DataDriver {
   /** The cores' counters, kept across rebuilds (metrics). */
   readonly counters: DataCounters = newDataCounters();
@@ -152,25 +158,27 @@ export class DataDriver {
   }
 
   /**
-   * R1 for reads outside the core's `step` (review-12 F1): the range's state as the core shows it now holds nothing
-   * a crash could lose (every record it depends on is durable). False while failed closed.
+   * What a read of the range's state made now depends on (R1 outside `step`): this core and the position of the
+   * newest record the state as shown holds. Null while failed closed.
    */
-  durableFor(shard: number): boolean {
+  readMark(shard: number): ReadMark | null {
     const core = this.core;
-    return core !== null && core.readDependency(shard) <= this.durablePos;
+    return core === null ? null : { core, pos: core.readDependency(shard) };
   }
 
   /**
-   * Resolves once the range's state as shown is durable (`durableFor`), or false when it still is not after a few
-   * rounds of the log (each round: every batch handed to the log so far handled) or the node failed closed.
+   * Resolves true once every record up to `mark.pos` of the core the mark was taken from is durable; false when
+   * that core was replaced meanwhile (a failed append rebuilds it from what is durable: what was read may be
+   * gone) or after `rounds` rounds of the log (each: every batch handed to it so far handled). The position is
+   * fixed, so a steady stream of later writes does not hold it back.
    */
-  async untilDurableFor(shard: number, rounds = 8): Promise<boolean> {
+  async untilDurable(mark: ReadMark, rounds = 8): Promise<boolean> {
     for (let i = 0; i < rounds; i++) {
-      if (this.durableFor(shard)) return true;
-      if (!this.core) return false;
+      if (this.core !== mark.core) return false;
+      if (mark.pos <= this.durablePos) return true;
       await this.idle();
     }
-    return this.durableFor(shard);
+    return this.core === mark.core && mark.pos <= this.durablePos;
   }
 
   /** Resolves when every batch handed to the log so far has been handled. */
