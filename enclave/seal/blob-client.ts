@@ -104,9 +104,13 @@ class SocketBlobClient implements BlobClient {
   private async request(req: BlobRequest, prefix: string): Promise<Record<string, unknown>> {
     if (this.closed) throw new SealError('SEAL_CLOSED', 'blob client closed');
     if (this.pending.size + this.admitting >= inflightMax || this.admission.length > 0 || this.admitting > 0) {
+      const failures = this.failures;
       await new Promise<void>((r) => this.admission.push(r));
       this.admitting--;
       if (this.closed) throw new SealError('SEAL_CLOSED', 'blob client closed');
+      // Review-13 F1: requests sent before this one (in call order) failed with their connection while it waited;
+      // sent now on another connection it would be served after them (an append behind a hole): it fails too.
+      if (this.failures !== failures) throw ioError('blob store connection closed');
     }
     const socket = this.ensureSocket();
     const id = this.nextId++;
@@ -164,6 +168,9 @@ class SocketBlobClient implements BlobClient {
     else entry.reject(ioError(`blob store refused ${entry.op}: ${String(msg['code']).slice(0, 32)}`));
   }
 
+  /** Bumps each time requests failed with their connection: callers waiting for admission then fail too. */
+  private failures = 0;
+
   /** Places taken by admitted callers that have not sent yet (so a newcomer cannot overtake them). */
   private admitting = 0;
 
@@ -176,12 +183,15 @@ class SocketBlobClient implements BlobClient {
 
   /** Fails the requests sent on `socket` (every request when none is named: the client is closing). */
   private fail(err: SealError, socket?: net.Socket): void {
+    let failed = 0;
     for (const [id, entry] of this.pending) {
       if (socket !== undefined && entry.socket !== socket) continue;
       clearTimeout(entry.timer);
       entry.reject(err);
       this.pending.delete(id);
+      failed++;
     }
+    if (failed > 0) this.failures++;
     this.admitNext();
     if (this.closed) this.socket?.destroy();
   }
