@@ -40,15 +40,13 @@ import { hostCredentialsProvider } from './seal/credentials.ts';
 import { loadOrCreateDataKey } from './seal/data-key.ts';
 import { SealError } from './seal/errors.ts';
 import { createEnclaveKms } from './seal/kms-client.ts';
-import { SealedStore } from './seal/log.ts';
+import { nextTurn, SealedStore } from './seal/log.ts';
 import { snapshotSliceBytes } from './seal/snapshot.ts';
 import { imageConfig, kmsKeyArnRegion, localKmsKeyArn, testUnsafeSkipKeyIdCheck } from './image-config.ts';
 import { createRingSecret, openRingSecret, readRingSecretBlob, RingError, type RingSecretInit } from './seal/ring-secret.ts';
 import { decodeGeneration, encodeGeneration, type Generation } from './recovery/generation.ts';
 
 export const snapshotAfterRecords = 20_000;
-
-const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 /** Log bytes appended since the last snapshot past which the next append also snapshots. */
 export const snapshotAfterBytes = 64 * 1024 * 1024;
 /** A LogRecord larger than this is sealed as consecutive parts (recordBytesMax is 1 MiB). */
@@ -126,6 +124,12 @@ export interface Recovered {
   generation: Generation | null;
   /** RECOVERY HOOK: the addresses of this node's last known ring neighbours (where to look for a live member). */
   peers: string[];
+}
+
+/** What a snapshot carries besides the core's records, as of its position (S1). */
+interface SnapshotFields {
+  head: unknown[];
+  tail: unknown[];
 }
 
 export class Persistence implements DataLog {
@@ -367,9 +371,20 @@ export class Persistence implements DataLog {
     return this.recordsSinceSnapshot > snapshotAfterRecords || this.store.stats().recordsSinceSnapshot > snapshotAfterRecords || this.bytesSinceSnapshot > snapshotAfterBytes;
   }
 
+  /**
+   * A snapshot's bytes: `fields` taken when its position was (snapshotFields), the core's records encoded.
+   * RECOVERY HOOK: the generation and the last known neighbours ride in every snapshot (fields 5 and 6).
+   */
+  private static snapshotOf(fields: SnapshotFields, encoded: Buffer[]): Buffer {
+    return encodeCbor(['snap2', ...fields.head, encoded, ...fields.tail]);
+  }
+
+  private snapshotFields(): SnapshotFields {
+    return { head: [this.identity.exportPrivate(), this.ringId, this.served], tail: [this.genField(), this.peers] };
+  }
+
   private snapshotBytes(records: LogRecord[]): Buffer {
-    // RECOVERY HOOK: the generation and the last known neighbours ride in every snapshot (fields 5 and 6).
-    return encodeCbor(['snap2', this.identity.exportPrivate(), this.ringId, this.served, records.map(encodeLogRecord), this.genField(), this.peers]);
+    return Persistence.snapshotOf(this.snapshotFields(), records.map(encodeLogRecord));
   }
 
   /** The running snapshot (encode, seal, store), awaited by close(). */
@@ -388,8 +403,7 @@ export class Persistence implements DataLog {
     this.bytesSinceSnapshot = 0;
     this.recordsSinceSnapshot = 0;
     const at = this.store.snapshotPoint();
-    const head = [this.identity.exportPrivate(), this.ringId, this.served] as const;
-    const tail = [this.genField(), this.peers] as const;
+    const fields = this.snapshotFields();
     const job = (async () => {
       const encoded: Buffer[] = [];
       let slice = 0;
@@ -403,7 +417,7 @@ export class Persistence implements DataLog {
           if (this.closing) return;
         }
       }
-      await this.store.writeSnapshotAt(at, encodeCbor(['snap2', ...head, encoded, ...tail]));
+      await this.store.writeSnapshotAt(at, Persistence.snapshotOf(fields, encoded));
       this.stats.snapshots++;
     })();
     this.snapshotJob = job.then(

@@ -83,7 +83,8 @@ export interface SnapshotPoint {
   readonly tag: Buffer;
 }
 
-const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+/** The next event-loop turn (setImmediate): where sliced work lets other work run. */
+export const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export class SealedStore {
   private lastSeq: number;
