@@ -14,6 +14,7 @@ import { hostSocketPaths, loopbackOnly, startHost, type RunningHost } from '../.
 import { decommissionEnclave, type DecommissionOutcome } from '../../host/enclave-metrics.ts';
 import { serviceChild } from '../../emulator/service-log.ts';
 import { spawnHostProcess, type HostProcess } from './host-process.ts';
+import { pickListenPort } from './ports.ts';
 
 export const restartDelayMs = 500;
 /**
@@ -89,7 +90,10 @@ export class LocalNode {
 
   async start(): Promise<void> {
     for (const d of [this.vsockDir, this.dataDir, this.workDir]) mkdirSync(d, { recursive: true, mode: 0o700 });
-    this.host = await this.startHost(this.opts.listenPort, this.opts.httpPort);
+    // Ports asked as 0 are chosen below the ephemeral range, so restarts on the same ports find them free.
+    const listenPort = this.opts.listenPort === 0 ? await pickListenPort() : this.opts.listenPort;
+    const httpPort = this.opts.httpPort === 0 ? await pickListenPort({ exclude: [listenPort] }) : this.opts.httpPort;
+    this.host = await this.startHost(listenPort, httpPort);
     await this.launch();
   }
 
