@@ -29,6 +29,7 @@
  *
  * Pure bookkeeping: no sockets or timers here; the server passes a `close` callback per connection.
  */
+import { frameBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import type { HelloMode, PeerHelloProof } from '../protocol/handshake.ts';
 import { nsmPendingMax } from './nsm.ts';
@@ -54,9 +55,17 @@ export const peerHelloNoncesMax = 4096;
 /** A handshake waiting this long for the caller's finish may be closed to admit a newer hello. */
 export const finishGraceMs = 1000;
 export const handshakeAttestationsMax = anonymousHandshakesMax + peerHandshakesMax;
+/**
+ * Answers the enclave keeps queued for one client session that does not read them (review-14 F1): past a quarter
+ * of this it stops reading the session's requests until they drain, past it the session is closed. About 128
+ * answers of the largest frame: a client that reads its answers reaches it only by asking for more than this
+ * at once (its requests in flight then fail CLOSED and the SDK opens a new session).
+ */
+export const clientWriteBufferBytesMax = 64 * 1024 * 1024;
 /** Client sessions; the rest of connectionsMax stays for connections in their hello and for peers. */
 export const clientSessionsMax = connectionsMax - awaitingHelloMax - 256;
 
+if (clientWriteBufferBytesMax < 8 * frameBytesMax) throw new Error('clientWriteBufferBytesMax must hold several answers of the largest frame');
 // The enclave's own attestations need room at the NSM whatever inbound handshakes do.
 if (handshakeAttestationsMax > nsmPendingMax - 8) throw new Error('handshake admission leaves the NSM no room for the enclave itself');
 

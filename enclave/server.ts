@@ -13,7 +13,7 @@ import { FramedSocket } from '../protocol/framed-socket.ts';
 import { acceptHandshake, type AcceptOptions, type AttestedPeer, type HelloMode, type PeerHelloProof } from '../protocol/handshake.ts';
 import { serveRpc, type RpcResult } from '../protocol/rpc.ts';
 import { sessionLifetimeMs } from '../protocol/constants.ts';
-import { connectionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
+import { clientWriteBufferBytesMax, connectionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
 import { m as metrics } from './metrics.ts';
 import { NsmError } from './nsm.ts';
 import { closeWith, listenOn } from './unix-listener.ts';
@@ -122,6 +122,8 @@ export class EnclaveServer {
     const accepted = await acceptHandshake(fs, { ...this.accept, admit, attest: this.attest, ...(snapshot ? { metrics: snapshot } : {}) });
     if (accepted.kind !== 'session') return;
     const { session, peer, principal } = accepted;
+    // A client that sends requests and never reads the answers must not fill the enclave's memory (review-14 F1).
+    if (peer === null) fs.limitWriteBuffer(clientWriteBufferBytesMax);
     const ctx: CallerContext = { peer, principal };
     // Sessions are bounded in time: the client handshakes again and sees a fresh document.
     const lifetime = setTimeout(() => session.close(new EkvError('CLOSED', 'session lifetime reached')), sessionLifetimeMs);

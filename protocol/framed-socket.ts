@@ -24,7 +24,11 @@ export class FramedSocket {
   private onClose: ((err: EkvError) => void) | null = null;
   private closedWith: EkvError | null = null;
   private outbox: Buffer[] = [];
+  private outboxBytes = 0;
   private flushScheduled = false;
+  /** 0: no bound. Else the most bytes this side keeps queued for a reader that does not read (limitWriteBuffer). */
+  private writeBytesMax = 0;
+  private readPausedForWrites = false;
 
   constructor(socket: Duplex, maxFrameBytes: number) {
     this.socket = socket;
@@ -70,10 +74,25 @@ export class FramedSocket {
     return this.closedWith !== null;
   }
 
+  /**
+   * Bound what this side buffers for a reader that does not read (review-14 F1: the enclave's answers to a client
+   * that never reads them would otherwise pile up in the enclave's memory). Past a quarter of `max` queued, the
+   * socket stops reading (no new requests, so no new answers) until its buffer drains; past `max`, the connection
+   * is closed. Only the accepting side sets it: the SDK and the enclave's own peer calls read continuously.
+   */
+  limitWriteBuffer(max: number): void {
+    this.writeBytesMax = max;
+  }
+
   /** Queue one frame; frames written in the same tick are flushed together. */
   write(body: Uint8Array): void {
     if (this.closedWith) return;
+    if (this.writeBytesMax > 0 && this.socket.writableLength + this.outboxBytes + body.length > this.writeBytesMax) {
+      this.destroy(new EkvError('UNAVAILABLE', `the other side does not read: more than ${this.writeBytesMax} bytes queued for it`, { reason: 'SLOW_READER' }));
+      return;
+    }
     this.outbox.push(encodeFrame(body));
+    this.outboxBytes += body.length + 4;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       process.nextTick(() => this.flush());
@@ -97,7 +116,17 @@ export class FramedSocket {
     if (this.outbox.length === 0 || this.socket.destroyed) return;
     const batch = this.outbox.length === 1 ? (this.outbox[0] as Buffer) : Buffer.concat(this.outbox);
     this.outbox = [];
+    this.outboxBytes = 0;
     this.socket.write(batch);
+    if (this.writeBytesMax > 0 && !this.readPausedForWrites && this.socket.writableLength > this.writeBytesMax / 4) {
+      // Stop taking requests until the reader catches up ('drain' follows: write() returned false).
+      this.readPausedForWrites = true;
+      this.socket.pause();
+      this.socket.once('drain', () => {
+        this.readPausedForWrites = false;
+        if (!this.closedWith && (this.onFrame || this.waiter)) this.socket.resume();
+      });
+    }
   }
 
   private ingest(chunk: Buffer): void {
