@@ -4,6 +4,7 @@
 //     (anonymous, or any principal with read rights) that sends requests and never reads the answers makes the
 //     enclave buffer every answer in its own memory (the host relay pipes with back-pressure, so the bytes
 //     stay in the enclave). A 20-byte `get` of a 512 KiB value is a 26,000x amplification.
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,6 +19,11 @@ import { connectHandshake, type VerifyDoc } from '../protocol/handshake.ts';
 import { generateIdentity, verifyEd25519 } from '../protocol/keys.ts';
 import { EnclaveServer } from '../enclave/server.ts';
 import { RpcClient } from '../protocol/rpc.ts';
+import { buildAclCreate, buildAclUpdate, buildGroupCreate, encodeSignedDoc } from '../protocol/acl-doc.ts';
+import { signerFromPrivateKey } from '../protocol/principal.ts';
+import { AccessService, type DocStore } from '../enclave/access/service.ts';
+import type { PeerPool } from '../enclave/cluster/peers.ts';
+import { type DataConfig, DataNode, type LogRecord, type Member } from '../enclave/data/index.ts';
 
 const fakeAttest = (nonce: Uint8Array, publicKey: Uint8Array) => Promise.resolve(encodeCbor({ fake: 1, nonce, key: publicKey }));
 const fakeVerify: VerifyDoc = async (doc, nonce) => {
@@ -93,5 +99,122 @@ describe('review-14 F1: a client that never reads its answers cannot grow the en
     } finally {
       rpc.close();
     }
+  });
+});
+
+// F2: an ACL update names up to 256 groups (aclGroupEntriesMax); the owner leased every one of them (a lease fetch
+//     each: a peer round trip to the group's owner and a pinned entry in the 200,000-document table, on both nodes)
+//     BEFORE it checked the update's signature or its signer's authority, and it does so under the namespace's
+//     update lock. So any caller, anonymous included, sending junk updates for someone else's namespace: 256 lease
+//     fetches per request (the document table fills at ~260 requests/s, after which every node answers
+//     UNAVAILABLE "access document table full" for any namespace it has not leased), and the namespace's lock is
+//     held for those fetches (a host that stalls them for their 2 s timeout delays the admin's revoke by 2 s per
+//     junk update queued before it).
+describe('review-14 F2: the groups an ACL update names are leased only once its signer is known to hold the right to make it', () => {
+  const clock = { t: 1_000_000 };
+  const stored = new Map<string, Buffer>();
+  const docs: DocStore = {
+    owns: () => true,
+    serving: true,
+    readOwned: (k) => stored.get(k.toString('hex')) ?? null,
+    putOwned: async (k, b) => void stored.set(k.toString('hex'), b),
+    ownerOf: () => ({ id: 1n, addr: 'self' }),
+    onOwnershipGained: () => undefined,
+  };
+  const svc = new AccessService({ docs, peers: {} as PeerPool, self: { id: 1n, addr: 'self' }, logger: pino({ level: 'silent' }) }, { mode: 'closed', now: () => clock.t });
+  const key = () => signerFromPrivateKey(generateKeyPairSync('ed25519').privateKey);
+  const alice = key();
+  const mallory = key();
+  const ops = key();
+  const as = (p: Buffer | null) => ({ peer: null, principal: p });
+  let team: ReturnType<typeof buildAclCreate>;
+
+  beforeAll(async () => {
+    clock.t += 10_000; // past the owner's takeover wait
+    team = buildAclCreate('team', alice);
+    expect(await svc.handle('aclPut', { ns: 'team', d: encodeSignedDoc(team) }, as(alice.principal.bytes))).toEqual({ n: 1 });
+    expect(await svc.handle('grpPut', { g: 'ops', d: encodeSignedDoc(buildGroupCreate('ops', ops, [mallory.principal])) }, as(null))).toEqual({ n: 1 });
+  });
+  afterAll(() => svc.stop());
+
+  it('a junk update naming 256 groups, signed by a key without admin and sent anonymously, fetches no lease', async () => {
+    const groups = Array.from({ length: 256 }, (_, i) => ({ subject: { group: `g${i}`, key: mallory.principal }, rights: ['read' as const] }));
+    const junk = buildAclUpdate(team, mallory, (entries) => [...entries, ...groups]);
+    const before = svc.stats.leaseFetches;
+    await expect(svc.handle('aclPut', { ns: 'team', d: encodeSignedDoc(junk) }, as(null))).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    // Before the fix: 256 (one per group named, each before the signer's authority was checked).
+    expect(svc.stats.leaseFetches - before).toBe(0);
+  });
+
+  it('the owner\'s own namespace: an update naming 256 groups that do not exist costs one lease fetch, not 256', async () => {
+    const own = buildAclCreate('mine', mallory);
+    expect(await svc.handle('aclPut', { ns: 'mine', d: encodeSignedDoc(own) }, as(null))).toEqual({ n: 1 });
+    const groups = Array.from({ length: 256 }, (_, i) => ({ subject: { group: `h${i}`, key: mallory.principal }, rights: ['read' as const] }));
+    const before = svc.stats.leaseFetches;
+    await expect(svc.handle('aclPut', { ns: 'mine', d: encodeSignedDoc(buildAclUpdate(own, mallory, (e) => [...e, ...groups])) }, as(null)))
+      .rejects.toMatchObject({ code: 'NOT_FOUND', reason: 'UNKNOWN_GROUP' });
+    expect(svc.stats.leaseFetches - before).toBeLessThanOrEqual(1);
+  });
+
+  it('control: the admin\'s grant to an existing group is checked against it and stored; a second creation is still EXISTS', async () => {
+    const v2 = buildAclUpdate(team, alice, (e) => [...e, { subject: { group: 'ops', key: ops.principal }, rights: ['read'] }]);
+    expect(await svc.handle('aclPut', { ns: 'team', d: encodeSignedDoc(v2) }, as(null))).toEqual({ n: 2 });
+    await svc.check('get', Buffer.from('team/plan'), mallory.principal.bytes); // mallory is in ops: read
+    const wrongKey = buildAclUpdate(v2, alice, (e) => [...e, { subject: { group: 'ops2', key: ops.principal }, rights: ['read'] }]);
+    await expect(svc.handle('aclPut', { ns: 'team', d: encodeSignedDoc(wrongKey) }, as(null))).rejects.toMatchObject({ code: 'NOT_FOUND', reason: 'UNKNOWN_GROUP' });
+    await expect(svc.handle('aclPut', { ns: 'team', d: encodeSignedDoc(buildAclCreate('team', mallory)) }, as(null))).rejects.toMatchObject({ code: 'CONFLICT', message: expect.stringMatching(/^EXISTS/) });
+  });
+});
+
+// F3: `status` is answered to every attested caller, anonymous included (its public view is filtered after it is
+//     computed), and computing it counted the keys of every range the node holds by walking each range's map:
+//     O(keys on the node) of CPU for a 15-byte request, 256 of them per frame, on the event loop every session
+//     and peer shares. (`rcvStatus`, also open to anyone, reads the same count.) Now the count is kept with the
+//     range's data, like its bytes.
+describe('review-14 F3: counting a range\'s keys (status, for anyone) does not walk the range', () => {
+  const n = 50_000;
+  const data = new Map<string, { value: string | null; version: number; epoch: number }>();
+  for (let i = 0; i < n; i++) data.set(`k${i}`, { value: i % 10 === 0 ? null : 'v', version: 1, epoch: 1 });
+  const self: Member = { name: 'a', ring: 1n << 250n, inc: 1 };
+  const cfg: DataConfig = {
+    replicas: 1, shards: 1, leaseTicks: 50, driftPpm: 10_000, leaseMarginTicks: 1, renewTicks: 10, heartbeatTicks: 5,
+    suspectTicks: 20, retryTicks: 10, proposeTimeoutTicks: 100, backoffTicksMax: 10, sessionsMax: 2, sessionsPerPrincipalMax: 2, windowMax: 4, queuedMax: 16,
+  };
+  const log: LogRecord[] = [
+    { t: 'cfg', shard: 0, config: { shard: 0, epoch: 1, members: [self] } },
+    { t: 'snap', shard: 0, instance: 1, ballot: null, synced: true, data, sessions: { next: 1, clock: 0, table: new Map() } },
+    // Writes after the snapshot: a new key (+1), a value deleted (-1), a tombstone written again (+1), a value overwritten (0).
+    ...([['new', 'v'], ['k1', null], ['k0', 'v'], ['k2', 'w']] as const).map(([key, value]): LogRecord => ({ t: 'w', shard: 0, epoch: 1, op: { key, entry: { value, version: 2, epoch: 1 }, req: null, open: null } })),
+  ];
+
+  it('rangeKeys visits no entry, and still counts values (not tombstones), after writes too', () => {
+    const node = new DataNode({ self, config: cfg, rand: Math.random, peers: [self], log, now: 0 });
+    const values = Map.prototype.values;
+    const entries = Map.prototype.entries;
+    const iterator = Map.prototype[Symbol.iterator];
+    let visited = 0;
+    const counting = <T>(it: IterableIterator<T>, size: number): IterableIterator<T> => {
+      if (size < n) return it;
+      return (function* () {
+        for (const x of it) {
+          visited++;
+          yield x;
+        }
+      })();
+    };
+    let keys: number;
+    try {
+      Map.prototype.values = function (this: Map<unknown, unknown>) { return counting(values.call(this), this.size); };
+      Map.prototype.entries = function (this: Map<unknown, unknown>) { return counting(entries.call(this), this.size); } as typeof entries;
+      Map.prototype[Symbol.iterator] = Map.prototype.entries;
+      keys = node.rangeKeys(0);
+    } finally {
+      Map.prototype.values = values;
+      Map.prototype.entries = entries;
+      Map.prototype[Symbol.iterator] = iterator;
+    }
+    expect(keys).toBe(n - n / 10 + 1);
+    // Before the fix: 50,000 (every entry, on every status request).
+    expect(visited).toBe(0);
   });
 });

@@ -11,10 +11,12 @@ import {
   decodeSignedDoc,
   groupDocBytesMax,
   isDocName,
+  verifyDocSignature,
   type AclErrorCode,
   type SignedDoc,
 } from '../../protocol/acl-doc.ts';
 import { EkvError, type EkvErrorCode } from '../../protocol/errors.ts';
+import { Principal } from '../../protocol/principal.ts';
 import { aclStorageKey, adoptAcl, adoptGroup, applyAclUpdate, applyGroupUpdate, groupStorageKey } from '../acl/index.ts';
 import type { GroupResolver, VerifiedAcl, VerifiedGroup } from '../acl/index.ts';
 
@@ -57,18 +59,42 @@ export function applyDocUpdate(ref: DocRef, current: Verified | null, update: Si
 }
 
 /**
- * The groups an ACL update must see under a lease before it is checked: those the current version names
- * (admin through a group) and those the update names (a new group entry must name an existing group).
+ * Whether an ACL update's signer may make it at all (review-14 F2): well-formed, its signature verifies, it names
+ * this namespace, and it is a creation signed by the owner it names (no current version) or signed by a principal
+ * holding admin in the current version (`holdsAdmin`; the current version's groups must be under lease). The
+ * checks of applyDocUpdate that come before its group bindings: false means applyDocUpdate refuses the update
+ * whatever the groups it names, so they are not fetched for it. A creation over an existing namespace is left to
+ * applyDocUpdate (EXISTS), as are its group bindings.
+ */
+export function mayProposeAcl(ns: string, current: VerifiedAcl | null, update: SignedDoc, holdsAdmin: (acl: VerifiedAcl, p: Principal) => boolean): boolean {
+  let body: ReturnType<typeof decodeAclBody>;
+  try {
+    body = decodeAclBody(update.body);
+  } catch {
+    return false;
+  }
+  if (body.ns !== ns || !verifyDocSignature('acl', update)) return false;
+  if (current === null) return update.signer.equals(body.owner);
+  return body.version !== 1 && holdsAdmin(current, update.signer);
+}
+
+/**
+ * The groups an ACL update binds anew (a name the current version lacks, or the same name with another key), in
+ * the update's order: applyDocUpdate checks each against the group as it is now, so each must be under a lease.
  * A malformed update names none; applyDocUpdate reports it.
  */
-export function groupsToCheck(current: VerifiedAcl | null, update: SignedDoc): Set<string> {
-  const names = new Set<string>(current?.byGroup.keys() ?? []);
+export function groupsBoundAnew(current: VerifiedAcl | null, update: SignedDoc): Array<{ group: string; key: Principal }> {
+  const out: Array<{ group: string; key: Principal }> = [];
   try {
-    for (const e of decodeAclBody(update.body).entries) if ('group' in e.subject) names.add(e.subject.group);
+    for (const e of decodeAclBody(update.body).entries) {
+      if (e.subject instanceof Principal) continue;
+      if (current?.byGroup.get(e.subject.group)?.keyId === e.subject.key.id) continue;
+      out.push(e.subject);
+    }
   } catch {
     // reported by applyDocUpdate
   }
-  return names;
+  return out;
 }
 
 /** A version-1 document (a creation). A structural peek; anything malformed is left to apply*, which reports it. */

@@ -21,10 +21,12 @@ import { EkvError } from '../../protocol/errors.ts';
 import { principalBytesMax, principalFromBytes, type Principal } from '../../protocol/principal.ts';
 import type { RpcResult } from '../../protocol/rpc.ts';
 import { authorize, classifyKey, rightsBitsOf, type Op, type RingAccess, type VerifiedAcl, type VerifiedGroup } from '../acl/index.ts';
+import { rightBits } from '../acl/verified.ts';
+import type { SignedDoc } from '../../protocol/acl-doc.ts';
 import type { PeerPool } from '../cluster/peers.ts';
 import { nodeIdFromPublicKey, type NodeRef } from '../ring/index.ts';
 import { leaseRequestTimeoutMs, ownerOpDeadlineMs, principalCacheMax } from './constants.ts';
-import { applyDocUpdate, groupsToCheck, toEkvError, wireDocBytes, wireKind, wireName, wireSignedDoc, docRef, type DocRef, type Verified } from './docs.ts';
+import { applyDocUpdate, groupsBoundAnew, mayProposeAcl, toEkvError, wireDocBytes, wireKind, wireName, wireSignedDoc, docRef, type DocRef, type Verified } from './docs.ts';
 import { LeaseHolder } from './holder.ts';
 import { DocOwner, encodedDoc } from './owner.ts';
 import { DocTable, type DocState, type HolderRecord } from './table.ts';
@@ -265,13 +267,29 @@ export class AccessService implements AccessCheck {
     const update = wireSignedDoc(bytes, st.ref.kind);
     try {
       const v = await this.owner.update(st, async (current) => {
-        if (st.ref.kind === 'acl') await this.holder.groupsNamed(groupsToCheck(current as VerifiedAcl | null, update));
+        if (st.ref.kind === 'acl') await this.groupsForAclUpdate(st.ref.name, current as VerifiedAcl | null, update);
         return applyDocUpdate(st.ref, current, update, this.table);
       });
       this.stats.updates++;
       return { n: v.version };
     } catch (err) {
       throw toEkvError(err);
+    }
+  }
+
+  /**
+   * The groups an ACL update needs under lease before applyDocUpdate checks it (review-14 F2). The current
+   * version's first: the signer's admin right may come through one. Those the update binds anew only for an
+   * update whose signer may make it, one at a time, stopping at the first that does not exist with the key the
+   * entry names (applyDocUpdate refuses it there: UNKNOWN_GROUP). So a caller without the right fetches nothing,
+   * and one with it at most one group that is not there, not aclGroupEntriesMax of them.
+   */
+  private async groupsForAclUpdate(ns: string, current: VerifiedAcl | null, update: SignedDoc): Promise<void> {
+    if (current !== null) await this.holder.groupsOf(current);
+    if (!mayProposeAcl(ns, current, update, (acl, p) => (rightsBitsOf(acl, this.table, p) & rightBits.admin) !== 0)) return;
+    for (const { group, key } of groupsBoundAnew(current, update)) {
+      await this.holder.groupsNamed([group]);
+      if (!(this.table.get(group)?.key.equals(key) ?? false)) return;
     }
   }
 

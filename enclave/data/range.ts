@@ -149,6 +149,11 @@ export interface RangeState {
   sessions: Sessions;
   /** Bytes of keys and values in `data` (kept with it). */
   bytes: number;
+  /**
+   * Keys with a value in `data` (tombstones not counted; kept with it). `status` reads it for every caller,
+   * anonymous included: counting `data` there cost O(keys) per request (review-14 F3).
+   */
+  keys: number;
   // Memory only.
   /** Deadlines of the entries that expire (rebuilt on replay: applying a record pushes them). */
   expiries: DeadlineHeap;
@@ -177,7 +182,7 @@ export function emptySessions(): Sessions {
 export function newRange(shard: number): RangeState {
   return {
     shard, config: null, synced: false, promised: null, accepted: null, install: null, round: 0,
-    data: new Map(), sessions: emptySessions(), bytes: 0, expiries: new DeadlineHeap(),
+    data: new Map(), sessions: emptySessions(), bytes: 0, keys: 0, expiries: new DeadlineHeap(),
     leaseUntil: -Infinity, active: false, activating: null, lease: { validUntil: -Infinity, t0: -Infinity, grants: new Set() },
     inflight: new Map(), queues: new Map(), queued: 0, queuedBy: new Map(), byReq: new Map(), proposal: null, nextTry: 0,
     lastUse: new Map(), activeAt: 0,
@@ -250,6 +255,7 @@ function applyWrite(r: RangeState, op: WriteOp, now: number, rule: TtlRule): voi
     const old = r.data.get(op.key);
     if (newer(op.entry, old)) {
       r.bytes += entryBytes(op.key, op.entry) - entryBytes(op.key, old);
+      r.keys += (op.entry.value !== null ? 1 : 0) - (old !== undefined && old.value !== null ? 1 : 0);
       setEntry(r, op.key, op.entry, now, rule);
       r.expiries.compact(r.data);
     }
@@ -299,6 +305,8 @@ export function applyRecord(r: RangeState, rec: LogRecord, now: number, rule: Tt
       r.expiries = new DeadlineHeap();
       for (const [k, e] of rec.data) setEntry(r, k, e, now, rule);
       r.bytes = dataBytes(r.data);
+      r.keys = 0;
+      for (const e of r.data.values()) if (e.value !== null) r.keys++;
       r.sessions = cloneSessions(rec.sessions);
       r.synced = rec.synced;
       if (rec.ballot) r.install = { instance: rec.instance, ballot: rec.ballot };
