@@ -4,7 +4,7 @@
 //     (anonymous, or any principal with read rights) that sends requests and never reads the answers makes the
 //     enclave buffer every answer in its own memory (the host relay pipes with back-pressure, so the bytes
 //     stay in the enclave). A 20-byte `get` of a 512 KiB value is a 26,000x amplification.
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -24,6 +24,7 @@ import { buildAclCreate, buildAclUpdate, buildGroupCreate, encodeSignedDoc } fro
 import { signerFromPrivateKey } from '../protocol/principal.ts';
 import { AccessService, type DocStore } from '../enclave/access/service.ts';
 import type { PeerPool } from '../enclave/cluster/peers.ts';
+import { DataNet, fast } from './helpers/data-net.ts';
 import { type DataConfig, DataNode, type LogRecord, type Member } from '../enclave/data/index.ts';
 
 const fakeAttest = (nonce: Uint8Array, publicKey: Uint8Array) => Promise.resolve(encodeCbor({ fake: 1, nonce, key: publicKey }));
@@ -256,4 +257,41 @@ describe('review-14 findings not fixed (FINDING: each test asserts the safe beha
       await rm(dir, { recursive: true, force: true });
     }
   }, 20_000);
+});
+
+// F5 (low): rights are independent (docs/access-control.md: `write` without `read` is a real grant, e.g. a
+//     producer that must not read what others wrote), but a write's refusal carries the key's current version
+//     (CONFLICT `n`, and `t` for a key without a value). A write-only principal learns, for any key name it
+//     guesses, whether it has a value and how many times it was written, with no side effect: a delete whose
+//     ifVersion cannot match. Now a refusal carries the version only to a caller that may also read the key.
+describe('review-14 F5: a compare-and-set refusal tells the version only to a caller that may read the key', () => {
+  let net: DataNet;
+  afterAll(() => net?.stop());
+
+  it('a write-only principal\'s delete with a wrong ifVersion is CONFLICT without the key\'s version', async () => {
+    const writer = randomBytes(32);
+    const writeOnly = new Set([writer.toString('hex')]);
+    net = new DataNet();
+    await net.start(3, fast, {
+      check: (op, _key, principal) => {
+        if (op === 'get' && principal && writeOnly.has(principal.toString('hex'))) throw new EkvError('FORBIDDEN', 'access denied');
+      },
+    });
+    await net.formed();
+    const key = Buffer.from('apple');
+    const owner = net.ownerOf('apple');
+    const alice = randomBytes(32);
+    const as = (await net.call(owner, 'open', { k: key }, alice)).s as number;
+    for (let i = 1; i <= 3; i++) await net.call(owner, 'put', { k: key, v: Buffer.from(`v${i}`), s: [as, i, i] }, alice);
+    await expect(net.call(owner, 'get', { k: key }, writer)).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    const ws = (await net.call(owner, 'open', { k: key }, writer)).s as number;
+    const err = await net.call(owner, 'del', { k: key, s: [ws, 1, 1], iv: 1_000_000 }, writer).then(() => null, (e: unknown) => e as EkvError);
+    expect(err).toMatchObject({ code: 'CONFLICT' });
+    // Before the fix: version 3 (the key has a value, written three times).
+    expect(err?.version).toBeUndefined();
+    expect(err?.absentAt).toBeUndefined();
+    // The key is untouched, and a caller who may read it still gets the version with its CONFLICT.
+    const mine = await net.call(owner, 'del', { k: key, s: [as, 4, 4], iv: 1_000_000 }, alice).then(() => null, (e: unknown) => e as EkvError);
+    expect(mine).toMatchObject({ code: 'CONFLICT', version: 3 });
+  }, 30_000);
 });

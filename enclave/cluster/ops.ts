@@ -13,7 +13,7 @@ import { accessClientOps, accessPeerOps, type AccessCheck, type AccessService } 
 import type { CallerContext, Handler } from '../server.ts';
 import { type DataStore, resultToWire, toRpcResult } from './data-store.ts';
 import { decodeClientKey, decodeDataOp, decodeForward, type DataOpName, principalTag } from './op-wire.ts';
-import { scanOps } from './scan-ops.ts';
+import { scanAccessOf, scanOps } from './scan-ops.ts';
 import { type OperatorCheck, publicStatus } from './status-view.ts';
 
 async function checkOpen(access: AccessCheck, key: Buffer, principal: Buffer | null): Promise<void> {
@@ -61,6 +61,8 @@ const accessOpsRule: ReadonlyArray<[string, CallerRule]> = [
 
 export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
   const shardOf = (k: Buffer): number => c.data.shardOfKey(k);
+  const readAccess = scanAccessOf(c.access);
+  const readable = async (key: Buffer, principal: Buffer | null): Promise<boolean> => readAccess.readable(key, principal);
   const runData = async (op: DataOpName, req: Record<string, unknown>, ctx: CallerContext): Promise<RpcResult> => {
     const key = decodeClientKey(req);
     // The access check comes first (before the rest of the request is even decoded), at the node that took
@@ -70,7 +72,17 @@ export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
     else await checkOpen(c.access, key, ctx.principal);
     const q = decodeDataOp(op, req, key, shardOf, principalTag(ctx.principal));
     const shard = shardOf(key);
-    const r = toRpcResult(await c.data.run(q), q.kind, shard, c.data.cfg.shards, c.data.cfg.windowMax);
+    let r: RpcResult;
+    try {
+      r = toRpcResult(await c.data.run(q), q.kind, shard, c.data.cfg.shards, c.data.cfg.windowMax);
+    } catch (err) {
+      // Review-14 F5: a write's refusal names the key's versions (CONFLICT `n`, `t`) only to a caller that may read it:
+      // rights are independent, and a write-only caller would otherwise read any key's existence and write count.
+      if (op === 'get' || !(err instanceof EkvError) || (err.version === undefined && err.absentAt === undefined) || (await readable(key, ctx.principal))) throw err;
+      throw new EkvError(err.code, err.code === 'CONFLICT' ? 'the key\'s version differs from ifVersion' : err.message, err.reason === undefined ? {} : { reason: err.reason });
+    }
+    // The same for a delete that found no value: its `t` (the version of the key's delete) only to a reader.
+    if (op === 'del' && r.t !== undefined && !(await readable(key, ctx.principal))) delete r.t;
     // The ring's generation after a recovery (docs/recovery.md; absent: 0, never reopened): a client that has
     // seen a newer one refuses this answer.
     const g = c.generation?.() ?? 0;
