@@ -24,7 +24,12 @@
  *   NSM, below nsmPendingMax: the enclave's own attestations (its outbound peer handshakes, KMS
  *   Recipient documents) always find room;
  * - client sessions (authenticated channel, anonymous or with a principal): at most clientSessionsMax,
- *   so that connections in their hello and peer sessions always have room within connectionsMax;
+ *   so that connections in their hello and peer sessions always have room within connectionsMax; when the
+ *   table is full, a new client hello closes the session that has been idle longest (no request for at least
+ *   sessionIdleEvictMs; review-14 F4), else it is refused BUSY. Without this, sessions opened once and left
+ *   silent kept every new client out for their whole lifetime (an hour) at no further cost; now holding the
+ *   table costs a request per session every sessionIdleEvictMs, a flood like any other. A genuine client whose
+ *   idle session gave way gets CLOSED on its next call and handshakes again;
  * - per connection: one handshake, then at most inflightMax requests in flight (protocol/rpc.ts).
  *
  * Pure bookkeeping: no sockets or timers here; the server passes a `close` callback per connection.
@@ -64,6 +69,10 @@ export const handshakeAttestationsMax = anonymousHandshakesMax + peerHandshakesM
 export const clientWriteBufferBytesMax = 64 * 1024 * 1024;
 /** Client sessions; the rest of connectionsMax stays for connections in their hello and for peers. */
 export const clientSessionsMax = connectionsMax - awaitingHelloMax - 256;
+/** A client session idle (no request) this long gives way to a new client when the session table is full. */
+export const sessionIdleEvictMs = 30_000;
+/** A session's activity is recorded at most this often (it moves to the end of the idle order then). */
+const activityGrainMs = 1000;
 
 if (clientWriteBufferBytesMax < 8 * frameBytesMax) throw new Error('clientWriteBufferBytesMax must hold several answers of the largest frame');
 // The enclave's own attestations need room at the NSM whatever inbound handshakes do.
@@ -97,7 +106,7 @@ export interface AdmissionStats {
   clientSessions: number;
   handshakes: Record<AdmissionClass, number>;
   refusedBusy: Record<AdmissionClass, number>;
-  evicted: Record<AdmissionClass | 'awaitingHello', number>;
+  evicted: Record<AdmissionClass | 'awaitingHello' | 'idleSession', number>;
 }
 
 export class HandshakeAdmission {
@@ -107,9 +116,11 @@ export class HandshakeAdmission {
   /** Insertion order is age order: the first entry is the oldest. */
   readonly #awaitingHello = new Set<object>();
   readonly #slots: Record<AdmissionClass, Map<object, Slot>> = { anonymous: new Map(), peer: new Map() };
-  readonly #clientSessions = new Set<object>();
+  /** Client sessions -> when each last made a request (monotonic ms); iteration order is idle order (oldest first). */
+  readonly #clientSessions = new Map<object, number>();
   readonly #refused = { anonymous: 0, peer: 0 };
-  readonly #evicted = { anonymous: 0, peer: 0, awaitingHello: 0 };
+  readonly #evicted = { anonymous: 0, peer: 0, awaitingHello: 0, idleSession: 0 };
+  readonly #idleEvictMs: number;
 
   readonly #now: () => number;
   readonly #graceMs: number;
@@ -119,12 +130,13 @@ export class HandshakeAdmission {
   readonly #peerNonces = new Map<string, number>();
   readonly #refusedReplay = { count: 0 };
 
-  constructor(limits: AdmissionLimits = defaultAdmissionLimits, init: { now?: () => number; wallNow?: () => number; finishGraceMs?: number } = {}) {
+  constructor(limits: AdmissionLimits = defaultAdmissionLimits, init: { now?: () => number; wallNow?: () => number; finishGraceMs?: number; sessionIdleEvictMs?: number } = {}) {
     for (const [k, v] of Object.entries(limits)) if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`${k} must be a positive integer`);
     this.#limits = limits;
     this.#now = init.now ?? (() => performance.now());
     this.#graceMs = init.finishGraceMs ?? finishGraceMs;
     this.#wallNow = init.wallNow ?? (() => Date.now());
+    this.#idleEvictMs = init.sessionIdleEvictMs ?? sessionIdleEvictMs;
   }
 
   /** Only a peer hello that proved the ring secret counts as a peer's; any other hello is anonymous. */
@@ -198,7 +210,7 @@ export class HandshakeAdmission {
     if (cls === 'peer' && proof) this.#checkFresh(proof);
     const slots = this.#slots[cls];
     const max = cls === 'peer' ? this.#limits.peerHandshakesMax : this.#limits.anonymousHandshakesMax;
-    if (mode === 'client' && this.#clientSessions.size >= this.#limits.clientSessionsMax) {
+    if (mode === 'client' && this.#clientSessions.size >= this.#limits.clientSessionsMax && !this.#evictIdleSession()) {
       this.#refused[cls]++;
       throw new EkvError('UNAVAILABLE', `busy: ${this.#clientSessions.size} client sessions`, { reason: 'BUSY' });
     }
@@ -220,7 +232,29 @@ export class HandshakeAdmission {
 
   /** The handshake became a session (client mode counts against clientSessionsMax). */
   established(conn: object, mode: HelloMode): void {
-    if (mode === 'client') this.#clientSessions.add(conn);
+    if (mode === 'client') this.#clientSessions.set(conn, this.#now());
+  }
+
+  /** A client session made a request: it is not idle (recorded at most every activityGrainMs, so cheap per request). */
+  active(conn: object): void {
+    const last = this.#clientSessions.get(conn);
+    if (last === undefined) return;
+    const now = this.#now();
+    if (now - last < activityGrainMs) return;
+    this.#clientSessions.delete(conn);
+    this.#clientSessions.set(conn, now);
+  }
+
+  /** Close the client session idle longest if it has been idle sessionIdleEvictMs or more (review-14 F4). */
+  #evictIdleSession(): boolean {
+    for (const [conn, last] of this.#clientSessions) {
+      if (this.#now() - last < this.#idleEvictMs) return false; // idle order: every later one is busier
+      this.#clientSessions.delete(conn);
+      this.#evicted.idleSession++;
+      this.#closers.get(conn)?.();
+      return true;
+    }
+    return false;
   }
 
   /**

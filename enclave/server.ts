@@ -100,7 +100,7 @@ export class EnclaveServer {
       return (ticket = this.admission.admit(socket, m, proof));
     };
     const released = () => (ticket as HandshakeTicket | null)?.release();
-    this.handshake(fs, admit).then(() => {
+    this.handshake(fs, admit, socket).then(() => {
       released();
       metrics.handshakes.inc({ mode: mode ?? 'none', result: 'ok' });
       if (mode !== null && !socket.destroyed) this.admission.established(socket, mode);
@@ -117,7 +117,7 @@ export class EnclaveServer {
     });
   }
 
-  private async handshake(fs: FramedSocket, admit: AcceptOptions['admit']): Promise<void> {
+  private async handshake(fs: FramedSocket, admit: AcceptOptions['admit'], conn: object): Promise<void> {
     const snapshot = this.init.metricsSnapshot;
     const accepted = await acceptHandshake(fs, { ...this.accept, admit, attest: this.attest, ...(snapshot ? { metrics: snapshot } : {}) });
     if (accepted.kind !== 'session') return;
@@ -130,7 +130,10 @@ export class EnclaveServer {
     lifetime.unref();
     serveRpc(
       session,
-      (op, req) => this.timed(op, req, ctx),
+      (op, req) => {
+        if (peer === null) this.admission.active(conn); // not idle: keeps its place when the session table is full
+        return this.timed(op, req, ctx);
+      },
       (err) => {
         clearTimeout(lifetime);
         if (err.code === 'TAMPERED' || err.code === 'PROTOCOL' || err.code === 'FRAME_TOO_LARGE') {

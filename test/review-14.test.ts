@@ -222,18 +222,16 @@ describe('review-14 F3: counting a range\'s keys (status, for anyone) does not w
 });
 
 describe('review-14 findings not fixed (FINDING: each test asserts the safe behaviour and fails today)', () => {
-  // FINDING F4 (medium, availability; not fixed: needs a policy for which session gives way). Client sessions are
-  // bounded (clientSessionsMax = 6,912) and an established session is never closed for being idle: only its
-  // 1-hour lifetime ends it. So a stranger who completes that many anonymous handshakes once (through 27 remote
-  // addresses, at the host relay's 256 connections per address) and then sends nothing keeps every new client out
-  // (UNAVAILABLE, busy) for up to an hour, at no further cost; the 1 s finish grace that frees handshake slots has
-  // no counterpart for sessions. Evicting the longest-idle session when the table is full only makes the attacker
-  // send a request per session now and then; a real fix needs some priority (e.g. sessions that proved a principal
-  // holding a right over anonymous ones) or per-source accounting at the host.
-  it.skip('F4: sessions that sit idle do not keep a new client out once the session table is full', async () => {
+  // F4 (medium, availability; fixed). Client sessions are bounded (clientSessionsMax = 6,912) and an established
+  // session was never closed for being idle: only its 1-hour lifetime ended it. So a stranger who completed that
+  // many anonymous handshakes once (through 27 remote addresses, at the host relay's 256 connections per address)
+  // and then sent nothing kept every new client out (UNAVAILABLE, busy) for up to an hour, at no further cost.
+  // Now a new client hello, when the table is full, closes the session idle longest if it has been idle for
+  // sessionIdleEvictMs: holding the table costs a request per session that often (a flood like any other).
+  const f4Server = async (idleMs: number) => {
     const dir = await mkdtemp(join(tmpdir(), 'ekv-rev14-'));
     const path = join(dir, 'enclave.sock');
-    const admission = new HandshakeAdmission({ awaitingHelloMax: 8, anonymousHandshakesMax: 4, peerHandshakesMax: 2, clientSessionsMax: 2 });
+    const admission = new HandshakeAdmission({ awaitingHelloMax: 8, anonymousHandshakesMax: 4, peerHandshakesMax: 2, clientSessionsMax: 2 }, { sessionIdleEvictMs: idleMs });
     const server = new EnclaveServer(
       { identity: generateIdentity(), attest: fakeAttest, verifyPeer: () => Promise.reject(new EkvError('UNATTESTED', 'no peers')), verifyPrincipal: (p, m, s) => verifyEd25519(p, m, s), ring: null },
       () => ({}), pino({ level: 'silent' }), { admission },
@@ -246,15 +244,48 @@ describe('review-14 findings not fixed (FINDING: each test asserts the safe beha
       const r = await connectHandshake(new FramedSocket(socket, handshakeBytesMax), { mode: 'client', verifyServer: fakeVerify, timeoutMs: 2000 });
       return { rpc: new RpcClient(r.session), socket };
     };
-    try {
-      const idle = [await open(), await open()]; // the attacker's, never used again
-      await sleep(5000);
-      const late = await open(); // today: UNAVAILABLE (busy: 2 client sessions), for as long as the idle ones stay
-      expect(await late.rpc.call('status', {}, 2000)).toMatchObject({ ok: true });
-      for (const c of [...idle, late]) c.rpc.close();
-    } finally {
+    const stop = async () => {
       await server.close();
       await rm(dir, { recursive: true, force: true });
+    };
+    return { open, stop, admission };
+  };
+
+  it('F4: sessions that sit idle do not keep a new client out once the session table is full', async () => {
+    const { open, stop, admission } = await f4Server(1000);
+    try {
+      const idle = [await open(), await open()]; // the attacker's, never used again
+      await sleep(1500);
+      const late = await open(); // before the fix: UNAVAILABLE (busy: 2 client sessions), for as long as the idle ones stay
+      expect(await late.rpc.call('status', {}, 2000)).toMatchObject({ ok: true });
+      expect(admission.stats.evicted.idleSession).toBe(1);
+      expect(admission.stats.clientSessions).toBe(2);
+      // The one that gave way is the session idle longest, closed; the other still works.
+      await sleep(100);
+      expect(idle[0]!.rpc.closed).toBe(true);
+      expect(await idle[1]!.rpc.call('status', {}, 2000)).toMatchObject({ ok: true });
+      for (const c of [...idle, late]) c.rpc.close();
+    } finally {
+      await stop();
+    }
+  }, 20_000);
+
+  it('F4: sessions in use keep their place: a newcomer is refused busy, not let in by closing them', async () => {
+    const { open, stop, admission } = await f4Server(1000);
+    try {
+      const busy = [await open(), await open()];
+      const tick = setInterval(() => { for (const c of busy) void c.rpc.call('status', {}, 2000).catch(() => undefined); }, 200);
+      try {
+        await sleep(1500);
+        await expect(open()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+        expect(admission.stats.evicted.idleSession).toBe(0);
+        for (const c of busy) expect(await c.rpc.call('status', {}, 2000)).toMatchObject({ ok: true });
+      } finally {
+        clearInterval(tick);
+      }
+      for (const c of busy) c.rpc.close();
+    } finally {
+      await stop();
     }
   }, 20_000);
 });
