@@ -10,13 +10,14 @@
 // is itself an unproven old copy, so neither enters recovery mode: the whole ring is back on old state (v1) with
 // no recovery member's signature, each node checking its witnesses only against the other old copies.
 // Expected: no v1 is ever served (node-2 and node-3 find no live member and wait in recovery mode).
-import { cpSync, rmSync } from 'node:fs';
+import { cpSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, EkvError, type EkvClient } from '../client/index.ts';
 import type { TrustPolicy } from '../client/trust.ts';
-import type { LocalNode } from '../cli/local/node.ts';
-import { startLocalRing, type LocalRing } from '../cli/local/ring.ts';
+import { kmsEnv, localBlobStore, type LocalKmsInfo } from '../cli/local/kms.ts';
+import { LocalNode } from '../cli/local/node.ts';
+import { provideRingSecret, startLocalRing, type LocalRing } from '../cli/local/ring.ts';
 import { shortTempDir, testLogger } from './helpers/local-ring.ts';
 
 const logger = testLogger();
@@ -65,8 +66,9 @@ async function killAndRestore(n: LocalNode, i: number): Promise<void> {
   (n as unknown as { stopping: boolean }).stopping = false;
 }
 
-beforeAll(async () => {
-  dir = shortTempDir('ekv-r15-');
+/** A 3-node ring with a recovery member, keys at v1 in old copies of every node taken at one idle moment, then v2. */
+async function ringWithOldCopies(prefix: string): Promise<void> {
+  dir = shortTempDir(prefix);
   ring = await startLocalRing({ dir, nodes: 3, replicas: 3, logger, rememberTrust: false, recovery: true });
   trust = ring.cluster.trust;
   const all = ring.nodes.map((n) => n.addr);
@@ -89,14 +91,41 @@ beforeAll(async () => {
   const a2 = await client(all, 12_000);
   for (const k of keys) await a2.put(k, 'v2');
   await a2.close();
-}, 180_000);
+}
 
-afterAll(async () => {
+async function stopRing(): Promise<void> {
+  for (const n of extra) await n.stop().catch(() => undefined);
+  extra.length = 0;
   await ring?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
-});
+}
+
+/** Reads of every key through each node for up to `ms` (stops at the first v1); the recovery modes seen. */
+async function watchReads(nodes: LocalNode[], ms: number): Promise<{ seen: Set<string>; modes: Set<string> }> {
+  const seen = new Set<string>();
+  const modes = new Set<string>();
+  for (const until = Date.now() + ms; Date.now() < until;) {
+    for (const n of nodes) {
+      const s = await statusOf(n.addr);
+      const rec = s?.recovery as { mode?: string } | undefined;
+      if (rec?.mode) modes.add(`${n.name}:${rec.mode}`);
+      const kv = await client([n.addr], 3000).catch(() => null);
+      if (!kv) continue;
+      for (const k of keys) seen.add(await outcome(kv.get(k)));
+      await kv.close();
+    }
+    if (seen.has('v1')) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return { seen, modes };
+}
+
+const extra: LocalNode[] = [];
+
 
 describe('F1: a staggered restart of every node from old copies', () => {
+  beforeAll(() => ringWithOldCopies('ekv-r15a-'), 180_000);
+  afterAll(stopRing);
   it('never serves the old values without a recovery member signing', async () => {
     const [n1, n2, n3] = ring.nodes as [LocalNode, LocalNode, LocalNode];
     // node-1 from its old copy, while node-2 and node-3 live: it finds a live member and starts its core.
@@ -111,26 +140,54 @@ describe('F1: a staggered restart of every node from old copies', () => {
     // At once (the host would simply drop node-1's state checks to them): node-2 and node-3 from old copies.
     await Promise.all([killAndRestore(n2, 2), killAndRestore(n3, 3)]);
     await Promise.all([n2.launch(), n3.launch()]);
-    const seen = new Set<string>();
-    const modes = new Set<string>();
-    for (const until = Date.now() + 45_000; Date.now() < until;) {
-      for (const n of [n1, n2, n3]) {
-        const s = await statusOf(n.addr);
-        const rec = s?.recovery as { mode?: string } | undefined;
-        if (rec?.mode) modes.add(`${n.name}:${rec.mode}`);
-        const kv = await client([n.addr], 3000).catch(() => null);
-        if (!kv) continue;
-        for (const k of keys) seen.add(await outcome(kv.get(k)));
-        await kv.close();
-      }
-      if (seen.has('v1')) break;
-      await new Promise((r) => setTimeout(r, 500));
-    }
+    const { seen, modes } = await watchReads([n1, n2, n3], 45_000);
     logger.info({ seen: [...seen], modes: [...modes] }, 'review-15 F1');
     expect([...seen], `modes seen: ${[...modes].join(' ')}`).not.toContain('v1');
     // Not vacuous: the old copies restarted after node-1 found no live member and wait for their recovery members.
     expect([...modes].filter((x) => x.endsWith(':recovery')).length, [...modes].join(' ')).toBeGreaterThan(0);
   }, 150_000);
+});
+
+// F1b (attempted; HELD): the same rollback through a node that is no member of anything the old copies hold. The host
+// starts a fresh node N beside the live ring (its host hands it the ring's ring-secret ciphertext, which is not secret),
+// so N is a proven, serving node of the ring; then it kills every member and relaunches each from its old copy with N
+// as the join address. Held: N answers the old copies' witness questions with the members' later positions (heard
+// while they ran), so they are found behind. (Relaunching N first, to wipe those witnesses, puts N itself in recovery
+// mode: it finds no live member either.) What is not shown: a host that also drops the old copies' witness questions
+// to N (N is in none of their sealed configurations, so their check does not wait for it): see REPORT-review15.md.
+describe('F1b (held): a fresh node as the live member vouching for old copies of every member', () => {
+  beforeAll(() => ringWithOldCopies('ekv-r15b-'), 180_000);
+  afterAll(stopRing);
+  it('never serves the old values without a recovery member signing', async () => {
+    const [n1, n2, n3] = ring.nodes as [LocalNode, LocalNode, LocalNode];
+    const kms = JSON.parse(readFileSync(join(dir, 'kms.json'), 'utf8')) as LocalKmsInfo;
+    const freshDir = join(dir, 'fresh');
+    provideRingSecret(dir, join(freshDir, 'data'));
+    const fresh = new LocalNode({
+      name: 'fresh', dir: freshDir, imagePath: ring.imagePath, ca: ring.ca, listenPort: 0, httpPort: 0, logger,
+      enclaveEnv: () => ({ EKV_JOIN: n1.addr, ...kmsEnv(kms) }), startBlobStore: localBlobStore(logger), imdsUrl: kms.imdsUrl,
+    });
+    extra.push(fresh);
+    await fresh.start();
+    for (const until = Date.now() + 30_000; ;) {
+      const s = await statusOf(fresh.addr);
+      if (s && s.checking === false && (s.recovery as { mode?: string } | undefined)?.mode === 'open') break;
+      if (Date.now() > until) throw new Error('the fresh node never ran');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // Every member down (the fresh node keeps running).
+    for (const [n, i] of [[n1, 1], [n2, 2], [n3, 3]] as const) await killAndRestore(n, i);
+    // Every member from its old copy, told to join through the fresh node.
+    for (const n of [n1, n2, n3]) {
+      const o = (n as unknown as { opts: { enclaveEnv: (x: { addr: string; relaunch: boolean }) => Record<string, string> } }).opts;
+      const was = o.enclaveEnv;
+      o.enclaveEnv = (x) => ({ ...was(x), EKV_JOIN: fresh.addr });
+    }
+    await Promise.all([n1.launch(), n2.launch(), n3.launch()]);
+    const { seen, modes } = await watchReads([n1, n2, n3, fresh], 60_000);
+    logger.info({ seen: [...seen], modes: [...modes] }, 'review-15 F1b');
+    expect([...seen], `modes seen: ${[...modes].join(' ')}`).not.toContain('v1');
+  }, 200_000);
 });
 
 // F2 (medium): the host chooses the enclave's log level (EKV_LOG_LEVEL, or `logLevel` in node-config.json), and the
