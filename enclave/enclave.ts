@@ -149,7 +149,10 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
   const recovery: RecoveryGate | null = policy && persistence && ringCred
     ? await startRecovery({
       policy, ring: ringCred, sealed: sealedGeneration, identityKey: identity.publicKey, persistence, peers, join: c.config.join,
-      self: c.config.selfAddr, sealedPeers, founded, serving: () => coreRunning, logger: c.logger,
+      self: c.config.selfAddr, sealedPeers, founded, logger: c.logger,
+      // Review-15 F1: a live member is one whose core runs with its state proven, not one still checking it (an old
+      // copy the host started beside the ring, then vouching for the other old copies it restarts after it).
+      serving: () => coreRunning && data.provenMember,
       keys: () => data.status().keys as number,
       neighbours: () => [...ring.core.successors.map((n) => n.addr), ...(ring.core.predecessor ? [ring.core.predecessor.addr] : [])],
     })

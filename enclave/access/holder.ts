@@ -96,7 +96,8 @@ export class LeaseHolder {
         // committing the newer version, so it will tell us of any later change). A fork is not
         // possible between attested owners; refuse to serve on it rather than guess.
         if ((err as { code?: string }).code !== 'STALE_VERSION') throw err;
-        this.c.logger.debug({ doc: st.ref.id }, 'lease answer older than a pushed version; keeping the newer');
+        // Review-15 F3: the document's kind only: the logs go to the host, and namespace/group names are not its to see.
+        this.c.logger.debug({ doc: st.ref.kind }, 'lease answer older than a pushed version; keeping the newer');
       }
     }
     st.leaseUntil = Math.max(st.leaseUntil, sentAt + holderLeaseMs);

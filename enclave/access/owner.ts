@@ -148,7 +148,8 @@ export class DocOwner {
       }
       waits.push(
         withTimeout(this.c.push(h, st, bytes), pushTimeoutMs).catch((err: unknown) => {
-          this.c.logger.info({ doc: st.ref.id, holder: h.addr, err: (err as Error).message }, 'holder unreachable; waiting out its lease');
+          // Review-15 F3: the document's kind only: the logs go to the host, and namespace/group names are not its to see.
+          this.c.logger.info({ doc: st.ref.kind, holder: h.addr, err: (err as Error).message }, 'holder unreachable; waiting out its lease');
           return sleep(end - this.c.now());
         }),
       );

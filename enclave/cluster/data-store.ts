@@ -807,6 +807,15 @@ export class DataStore {
     return out;
   }
 
+  /**
+   * Review-15 F1: this core runs as a member whose state is proven (not still checking it after a start, not
+   * replaced by another boot, not retired): only then may the node vouch, by `rcvAlive`, that its ring is alive.
+   */
+  get provenMember(): boolean {
+    const n = this.driver.node;
+    return n !== null && n !== undefined && !n.checkingState && !n.superseded && !n.hasRetired;
+  }
+
   status(): RpcResult {
     const n = this.driver.node;
     let owned = 0;

@@ -61,6 +61,11 @@ export interface DataNodeInit {
   counters?: DataCounters;
   /** Optional debug log of ownership changes (the simulator's --trace). */
   debug?: (line: string) => void;
+  /**
+   * Name the keys of a range in the debug log (the simulator's --trace only). Review-15 F2: an enclave's logs go to
+   * its host, which also picks the log level, so the enclave's debug lines give counts, never keys.
+   */
+  debugKeys?: boolean;
 }
 
 interface PeerView { ring: bigint; inc: number; heard: number; leaving: boolean }
@@ -171,6 +176,7 @@ export class DataNode {
   readonly cfg: Readonly<DataConfig>;
   private readonly rand: () => number;
   private readonly debug: ((line: string) => void) | undefined;
+  private readonly debugKeys: boolean;
   private readonly ranges: RangeState[];
   private readonly peers = new Map<string, PeerView>();
   private now: number;
@@ -248,6 +254,7 @@ export class DataNode {
     this.ttlRule = { driftPpm: this.cfg.driftPpm, absolute: !!this.cfg.broken?.absoluteDeadlines };
     this.rand = init.rand;
     this.debug = init.debug;
+    this.debugKeys = init.debugKeys === true;
     this.now = init.now;
     this.startedAt = init.now;
     this.boot = init.boot ?? 1 + Math.floor(init.rand() * bootIdMax);
@@ -1301,7 +1308,7 @@ export class DataNode {
     r.active = true;
     r.activeAt = this.now;
     r.lastUse.clear();
-    this.debug?.(`${this.self.name} ACTIVE range ${r.shard} epoch ${c.epoch} [${c.members.map((m) => m.name).join(',')}] keys ${[...r.data].map(([k, e]) => `${k}=v${e.version}@${e.epoch}`).join(' ')}`);
+    this.debug?.(`${this.self.name} ACTIVE range ${r.shard} epoch ${c.epoch} [${c.members.map((m) => m.name).join(',')}] keys ${this.debugKeys ? [...r.data].map(([k, e]) => `${k}=v${e.version}@${e.epoch}`).join(' ') : r.data.size}`);
     r.lease = { validUntil: -Infinity, t0: -Infinity, grants: new Set() };
     this.renewLease(r);
   }

@@ -66,6 +66,8 @@ export class DataNet {
   /** The next peer call of this op is delivered and handled, then its answer is lost once `gate` resolves. */
   loseAnswer: { op: string; gate: Promise<void> } | null = null;
   shards = fast.shards as number;
+  /** The stores' logger (default silent); review-15 F2 gives them a debug-level one to read what they log. */
+  logger: pino.Logger = pino({ level: 'silent' });
   private readonly byAddr = new Map<string, NetNode>();
 
   /**
@@ -114,7 +116,7 @@ export class DataNet {
       const ring = { core: { predecessor: null, successors: refs.filter((r) => r !== me), fingers: [] } } as unknown as RingDriver;
       const store = new DataStore({
         self: me, peers, ring, log: new MemLog(), founded: i === 0, replicas: 3, minMembers: 3, config,
-        logger: pino({ level: 'silent' }),
+        logger: this.logger,
       });
       const ops = catalogue({
         data: store, ring, status: () => store.status(), metrics: () => ({ m: { v: 1, at: 0, f: [] } }),

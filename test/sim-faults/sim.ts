@@ -200,7 +200,7 @@ export class FaultSim {
     n.core = new DataNode({
       self: this.member(n), config: this.dataConfig, rand: this.rng.fork().next, peers, log: n.log, boot: 1 + Math.floor(this.rng.next() * 2 ** 48),
       ...(genesis ? { genesis } : {}), now: this.localNow(n),
-      ...(this.o.trace ? { debug: (l: string) => this.trace(l) } : {}),
+      ...(this.o.trace ? { debug: (l: string) => this.trace(l), debugKeys: true } : {}),
     });
     n.durablePos = n.core.loadedPosition;
     if (n.leaving) n.core.leave();
