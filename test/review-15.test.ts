@@ -101,10 +101,11 @@ async function stopRing(): Promise<void> {
 }
 
 /** Reads of every key through each node for up to `ms` (stops at the first v1); the recovery modes seen. */
-async function watchReads(nodes: LocalNode[], ms: number): Promise<{ seen: Set<string>; modes: Set<string> }> {
+async function watchReads(nodes: LocalNode[], ms: number, enough?: (modes: Set<string>) => boolean): Promise<{ seen: Set<string>; modes: Set<string> }> {
   const seen = new Set<string>();
   const modes = new Set<string>();
-  for (const until = Date.now() + ms; Date.now() < until;) {
+  const start = Date.now();
+  for (const until = start + ms; Date.now() < until;) {
     for (const n of nodes) {
       const s = await statusOf(n.addr);
       const rec = s?.recovery as { mode?: string } | undefined;
@@ -115,6 +116,8 @@ async function watchReads(nodes: LocalNode[], ms: number): Promise<{ seen: Set<s
       await kv.close();
     }
     if (seen.has('v1')) break;
+    // Reads kept going a while after the outcome is settled (CI time: the suite's wall time is bounded).
+    if (enough?.(modes) && Date.now() - start > 8000) break;
     await new Promise((r) => setTimeout(r, 500));
   }
   return { seen, modes };
@@ -140,7 +143,7 @@ describe('F1: a staggered restart of every node from old copies', () => {
     // At once (the host would simply drop node-1's state checks to them): node-2 and node-3 from old copies.
     await Promise.all([killAndRestore(n2, 2), killAndRestore(n3, 3)]);
     await Promise.all([n2.launch(), n3.launch()]);
-    const { seen, modes } = await watchReads([n1, n2, n3], 45_000);
+    const { seen, modes } = await watchReads([n1, n2, n3], 30_000, (m) => m.has('node-2:recovery') && m.has('node-3:recovery'));
     logger.info({ seen: [...seen], modes: [...modes] }, 'review-15 F1');
     expect([...seen], `modes seen: ${[...modes].join(' ')}`).not.toContain('v1');
     // Not vacuous: the old copies restarted after node-1 found no live member and wait for their recovery members.
@@ -184,7 +187,7 @@ describe('F1b (held): a fresh node as the live member vouching for old copies of
       o.enclaveEnv = (x) => ({ ...was(x), EKV_JOIN: fresh.addr });
     }
     await Promise.all([n1.launch(), n2.launch(), n3.launch()]);
-    const { seen, modes } = await watchReads([n1, n2, n3, fresh], 60_000);
+    const { seen, modes } = await watchReads([n1, n2, n3, fresh], 25_000);
     logger.info({ seen: [...seen], modes: [...modes] }, 'review-15 F1b');
     expect([...seen], `modes seen: ${[...modes].join(' ')}`).not.toContain('v1');
   }, 200_000);
