@@ -97,6 +97,14 @@ export class RingDriver {
     this.flush();
   }
 
+  /** Give up a join that cannot complete: a ring of one again, for the others to join (cluster/rejoin.ts). */
+  standAlone(): void {
+    if (this.core.status !== 'joining') return;
+    this.logger.debug('ring: gave up joining, a ring of one again');
+    this.core.standAlone();
+    this.flush();
+  }
+
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
