@@ -63,16 +63,17 @@ export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
   const stuck = (): boolean => aloneOnRing(o.ring) || o.ring.core.status === 'joining';
   // Only through a node that answers lookups (active: a joining node drops them, and two nodes joining through
   // each other wait forever). Two nodes both alone: the one with the higher id joins the other, never both.
-  const joinable = async (addr: string, id: bigint): Promise<boolean> => {
+  // `joining`: the candidate answered that it is joining itself.
+  const joinable = async (addr: string, id: bigint): Promise<{ join: boolean; joining: boolean }> => {
     const st = await o.peers.call(addr, 'status', {}, statusTimeoutMs);
-    if (st.ring !== 'active') return false;
+    if (st.ring !== 'active') return { join: false, joining: st.ring === 'joining' };
     const succ = Array.isArray(st.successors) ? st.successors : [];
     // Its successors other than itself and us (one that names us is about to notify us: Chord's stabilize).
     const others = succ.filter((x) => {
       const sid = x !== null && typeof x === 'object' ? refId((x as { id?: unknown }).id) : null;
       return sid !== null && sid !== id && sid !== o.ring.self.id;
     });
-    return others.length > 0 || o.ring.core.status === 'joining' || id < o.ring.self.id;
+    return { join: others.length > 0 || o.ring.core.status === 'joining' || id < o.ring.self.id, joining: false };
   };
   // ---- merging two rings (above) ----
   const mergeEvery = o.mergeEveryMs ?? 5000;
@@ -141,13 +142,21 @@ export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
     if (list.length === 0) return;
     busy = true;
     void (async () => {
+      // Every candidate that answered it is joining too, and whether one of them has a lower id than ours.
+      let joiningPeers = 0;
+      let lowerJoining = false;
       // Round-robin over the candidates, one per attempt: a dead address costs one attempt, not every time.
       for (let i = 0; i < list.length; i++) {
         const addr = list[(next + i) % list.length] as string;
         try {
           const id = await o.peers.identify(addr);
           if (id === o.ring.self.id || !stuck()) continue;
-          if (!(await joinable(addr, id))) continue;
+          const j = await joinable(addr, id);
+          if (j.joining) {
+            joiningPeers++;
+            if (id < o.ring.self.id) lowerJoining = true;
+          }
+          if (!j.join) continue;
           // Checked again after the status call (its answer's timing is the host's): a node brought in meanwhile
           // (another node joined it, or its own join went through) must not throw its ring view away (review-5 J1).
           if (!stuck()) return;
@@ -159,6 +168,17 @@ export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
           // down or refused: the next one
         }
       }
+      // Stuck joining, and no candidate can take the join: every one is down or joining too (its bootstrap died
+      // while it joined, and the nodes relaunched after it were given its address). A joining node answers no
+      // lookup, so if nobody gives up its join, nobody ever becomes active again: the whole ring stays joining, and
+      // the data cores, whose directory is the ring's view, hear from no peer (e2e-jepsen row 3: the two survivors
+      // killed right after the first two were relaunched). So the node with the lowest id among those joining
+      // stands alone (a ring of one, as a node started without a join address is); the others join through it on
+      // their next attempt. The addresses are hints as ever (authority stays with the data core's configurations),
+      // and two rings this may make (each side of a partition electing its own) merge as any two rings do.
+      if (!stuck() || o.ring.core.status !== 'joining' || lowerJoining) return;
+      o.logger.warn({ joiningPeers }, 'stuck joining, and every sealed neighbour that answers is joining too: standing alone for them to join');
+      o.ring.standAlone();
     })().finally(() => {
       busy = false;
       aloneSince = null; // give the join (or the next try) a full wait

@@ -75,7 +75,10 @@ export class RingDriver {
       const id = await this.peers.identify(join);
       // Only a node still alone joins: the identify's timing is the host's, and a node a rejoin brought in
       // meanwhile (cluster/rejoin.ts) must not throw its ring view away for the join address (review-5 J1).
-      if (id !== this.self.id && this.aloneActive()) this.core.join({ id, addr: join });
+      if (id !== this.self.id && this.aloneActive()) {
+        this.logger.debug({ via: join }, 'ring: joining');
+        this.core.join({ id, addr: join });
+      }
     }
     this.flush();
   }
@@ -89,7 +92,16 @@ export class RingDriver {
   /** Enter the ring through an attested node (a node that found itself alone after a restart: cluster/rejoin.ts). */
   rejoin(via: { id: bigint; addr: string }): void {
     if (via.id === this.self.id) return;
+    this.logger.debug({ via: via.addr }, 'ring: joining');
     this.core.join(via);
+    this.flush();
+  }
+
+  /** Give up a join that cannot complete: a ring of one again, for the others to join (cluster/rejoin.ts). */
+  standAlone(): void {
+    if (this.core.status !== 'joining') return;
+    this.logger.debug('ring: gave up joining, a ring of one again');
+    this.core.standAlone();
     this.flush();
   }
 
@@ -157,6 +169,7 @@ export class RingDriver {
   }
 
   private dispatch(e: RingEvent): void {
+    if (e.type === 'joined') this.logger.debug({ successor: e.successor.addr }, 'ring: joined');
     if (e.type === 'lookup_done' || e.type === 'lookup_failed') {
       const w = this.waiting.get(e.rid);
       if (w) {

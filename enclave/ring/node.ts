@@ -332,6 +332,24 @@ export class RingNode implements RoutingTable {
     this.startJoin();
   }
 
+  /**
+   * Gives up a join that cannot complete and is a ring of one again (Chord's create()): its bootstrap and every
+   * node it could join through instead are down or joining themselves, and a joining node answers no lookup, so
+   * without one of them standing alone nobody ever becomes active (enclave/cluster/rejoin.ts decides when). The
+   * others then join through it; a second ring this makes is merged like any other (docs/membership.md).
+   */
+  standAlone(): void {
+    if (this.status !== 'joining') return;
+    this.status = 'active';
+    this.joinBootstrap = null;
+    for (const [rid, l] of this.lookups) if (l.purpose.kind === 'join') this.lookups.delete(rid);
+    this.setPredecessor(null);
+    this.setSuccessors([]);
+    this.fingers.fill(null);
+    this.fingersChanged();
+    this.stabilizeAt = this.now + 1;
+  }
+
   private startJoin(): void {
     const b = this.joinBootstrap;
     assert.ok(b !== null);

@@ -6,6 +6,8 @@ export interface Ref { id: bigint; addr: string }
 
 export function fakeRing(self: Ref) {
   const joins: Ref[] = [];
+  /** Times it gave up joining and stood alone (RingDriver.standAlone). */
+  const alone: number[] = [];
   const ring = {
     self,
     core: { status: 'active' as string, successors: [] as Ref[], predecessor: null as Ref | null },
@@ -13,8 +15,15 @@ export function fakeRing(self: Ref) {
       joins.push(via);
       ring.core.successors = [via];
     },
+    standAlone() {
+      if (ring.core.status !== 'joining') return;
+      alone.push(Date.now());
+      ring.core.status = 'active';
+      ring.core.successors = [];
+      ring.core.predecessor = null;
+    },
   };
-  return { ring, joins, driver: ring as unknown as RingDriver };
+  return { ring, joins, alone, driver: ring as unknown as RingDriver };
 }
 
 /** A ring id as the status answer carries it (32 bytes). */

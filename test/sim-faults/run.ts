@@ -4,12 +4,12 @@
 import { checkRun } from './check.ts';
 import { defaultSimOptions, type FaultName, faultNames, FaultSim, type SimOptions } from './sim.ts';
 
-interface Args { replicas: number; nodes: number; from: number; seeds: number; broken: SimOptions['broken']; mix: FaultName[] | undefined; trace: boolean; verbose: boolean; ttl: boolean; keys: number; sessionIdle: number }
+interface Args { replicas: number; nodes: number; from: number; seeds: number; broken: SimOptions['broken']; mix: FaultName[] | undefined; trace: boolean; verbose: boolean; ttl: boolean; keys: number; sessionIdle: number; enclaveTiming: boolean }
 
 const flags = ['noFencing', 'noLeaseWait', 'noDedup', 'noWitnessCheck', 'noBootFence', 'ackBeforePersist', 'expiryLocalOnly', 'expiryNotDurable', 'absoluteDeadlines', 'readsDependOnNothing', 'retiredNotCounted'] as const;
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { replicas: 3, nodes: 5, from: 1, seeds: 20, broken: undefined, mix: undefined, trace: false, verbose: false, ttl: true, keys: defaultSimOptions.keys, sessionIdle: 0 };
+  const a: Args = { replicas: 3, nodes: 5, from: 1, seeds: 20, broken: undefined, mix: undefined, trace: false, verbose: false, ttl: true, keys: defaultSimOptions.keys, sessionIdle: 0, enclaveTiming: false };
   for (let i = 0; i < argv.length; i++) {
     const x = argv[i];
     if (x === '--seed') { a.from = Number(argv[++i]); a.seeds = 1; a.verbose = true; }
@@ -17,6 +17,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (x === '--from') a.from = Number(argv[++i]);
     else if (x === '--trace') a.trace = true;
     else if (x === '--no-ttl') a.ttl = false;
+    else if (x === '--enclave-timing') a.enclaveTiming = true;
     else if (x === '--keys') a.keys = Number(argv[++i]);
     else if (x === '--replicas') a.replicas = Number(argv[++i]);
     else if (x === '--nodes') a.nodes = Number(argv[++i]);
@@ -37,11 +38,11 @@ function parseArgs(argv: readonly string[]): Args {
   return a;
 }
 
-export function runSeed(seed: number, broken?: SimOptions['broken'], trace = false, mix?: readonly FaultName[], shape?: { replicas: number; nodes: number; keys?: number }, extra: { ttl?: boolean; sessionIdleTicks?: number } = {}): ReturnType<typeof checkRun> & { faults: Record<string, number>; seed: number; expired: number } {
+export function runSeed(seed: number, broken?: SimOptions['broken'], trace = false, mix?: readonly FaultName[], shape?: { replicas: number; nodes: number; keys?: number }, extra: { ttl?: boolean; sessionIdleTicks?: number; enclaveTiming?: boolean } = {}): ReturnType<typeof checkRun> & { faults: Record<string, number>; seed: number; expired: number } {
   const size = shape && (shape.replicas !== 3 || shape.nodes !== 5) ? { replicas: shape.replicas, nodes: shape.nodes, nodesMax: shape.nodes + 2 } : {};
   const keys = shape?.keys !== undefined && shape.keys !== defaultSimOptions.keys ? { keys: shape.keys } : {};
   const idle = extra.sessionIdleTicks ?? 0;
-  const sim = new FaultSim({ ...defaultSimOptions, ...size, ...keys, seed, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}), trace, ttl: extra.ttl ?? true, ...(idle > 0 ? { sessionIdleTicks: idle } : {}) });
+  const sim = new FaultSim({ ...defaultSimOptions, ...size, ...keys, seed, ...(broken ? { broken } : {}), ...(mix ? { mix } : {}), trace, ttl: extra.ttl ?? true, ...(idle > 0 ? { sessionIdleTicks: idle } : {}), ...(extra.enclaveTiming ? { enclaveTiming: true, healMs: 20_000, faultMs: 15_000 } : {}) });
   const r = sim.run();
   return { ...checkRun(r), faults: r.faults, seed, expired: r.expired };
 }
@@ -55,7 +56,7 @@ function main(): void {
   let unknown = 0;
   let expired = 0;
   for (let s = a.from; s < a.from + a.seeds; s++) {
-    const v = runSeed(s, a.broken, a.trace, a.mix, { replicas: a.replicas, nodes: a.nodes, keys: a.keys }, { ttl: a.ttl, sessionIdleTicks: a.sessionIdle });
+    const v = runSeed(s, a.broken, a.trace, a.mix, { replicas: a.replicas, nodes: a.nodes, keys: a.keys }, { ttl: a.ttl, sessionIdleTicks: a.sessionIdle, enclaveTiming: a.enclaveTiming });
     expired += v.expired;
     ops += v.ops;
     unknown += v.unknown;
@@ -64,7 +65,7 @@ function main(): void {
     if (a.verbose) process.stdout.write(`seed ${s}: ${v.ops} ops checked, ${v.acked} writes acknowledged, ${v.unknown} unknown, ${v.expired} expired; faults ${JSON.stringify(v.faults)}\n`);
     if (!v.ok) {
       failed++;
-      process.stdout.write(`FAIL seed ${s} (replay: npm run sim:faults -- --seed ${s}${a.ttl ? '' : ' --no-ttl'}${a.broken ? ' ' + Object.keys(a.broken).map((f) => `--broken ${f}`).join(' ') : ''}${a.mix ? ` --faults ${a.mix.join(',')}` : ''}${a.replicas !== 3 || a.nodes !== 5 ? ` --replicas ${a.replicas} --nodes ${a.nodes}` : ''}${a.keys !== defaultSimOptions.keys ? ` --keys ${a.keys}` : ''}${a.sessionIdle > 0 ? ` --session-idle ${a.sessionIdle}` : ''})\n${v.problems.slice(0, a.verbose ? 20 : 2).join('\n')}\n`);
+      process.stdout.write(`FAIL seed ${s} (replay: npm run sim:faults -- --seed ${s}${a.ttl ? '' : ' --no-ttl'}${a.broken ? ' ' + Object.keys(a.broken).map((f) => `--broken ${f}`).join(' ') : ''}${a.mix ? ` --faults ${a.mix.join(',')}` : ''}${a.replicas !== 3 || a.nodes !== 5 ? ` --replicas ${a.replicas} --nodes ${a.nodes}` : ''}${a.keys !== defaultSimOptions.keys ? ` --keys ${a.keys}` : ''}${a.sessionIdle > 0 ? ` --session-idle ${a.sessionIdle}` : ''}${a.enclaveTiming ? ' --enclave-timing' : ''})\n${v.problems.slice(0, a.verbose ? 20 : 2).join('\n')}\n`);
     }
   }
   const secs = (performance.now() - t0) / 1000;
