@@ -149,11 +149,13 @@ describe('launchEnclave', () => {
   });
 
   it('kills an enclave that ignores SIGTERM after the grace period', async () => {
+    const { lines, logger } = capture();
     const launched = await launchEnclave({
       imagePath: join(dir, 'idle.mjs'), nsm: ca, workDir: join(dir, 'work-stubborn'), args: ['stubborn'],
-      stopGraceMs: 300, logger: capture().logger,
+      stopGraceMs: 300, logger,
     });
-    await new Promise((r) => setTimeout(r, 300)); // let it install its handler
+    // Its first line is written after its SIGTERM handler is installed (a fixed pause lost that race under load).
+    await waitFor(() => lines.some((l) => l['msg'] === 'hello from the enclave'));
     await launched.stop();
     expect((await launched.exited).signal).toBe('SIGKILL');
   });
