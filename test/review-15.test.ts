@@ -19,6 +19,7 @@ import { kmsEnv, localBlobStore, type LocalKmsInfo } from '../cli/local/kms.ts';
 import { LocalNode } from '../cli/local/node.ts';
 import { provideRingSecret, startLocalRing, type LocalRing } from '../cli/local/ring.ts';
 import { shortTempDir, testLogger } from './helpers/local-ring.ts';
+import { outcome } from './helpers/outcome.ts';
 
 const logger = testLogger();
 const keys = Array.from({ length: 6 }, (_, i) => `stag-${i}`);
@@ -29,16 +30,6 @@ let trust: TrustPolicy;
 
 async function client(nodes: string[], timeoutMs = 5000): Promise<EkvClient> {
   return connect({ nodes, trust, timeoutMs, floor: false, routing: 'any' });
-}
-
-async function outcome<T>(p: Promise<T>): Promise<string> {
-  try {
-    const v = await p;
-    return Buffer.isBuffer(v) ? v.toString() : `ACK ${String(v)}`;
-  } catch (err) {
-    if (err instanceof EkvError) return err.code;
-    throw err;
-  }
 }
 
 async function statusOf(addr: string): Promise<Record<string, unknown> | null> {
@@ -158,7 +149,8 @@ describe('F1: a staggered restart of every node from old copies', () => {
 // while they ran), so they are found behind. (Relaunching N first, to wipe those witnesses, puts N itself in recovery
 // mode: it finds no live member either.) What is not shown: a host that also drops the old copies' witness questions
 // to N (N is in none of their sealed configurations, so their check does not wait for it): see REPORT-review15.md.
-describe('F1b (held): a fresh node as the live member vouching for old copies of every member', () => {
+// Not in `npm test` (about 80 s of the suite's 20-minute budget for an attack that held): EKV_LONG=1 runs it.
+describe.skipIf(!process.env.EKV_LONG)('F1b (held): a fresh node as the live member vouching for old copies of every member', () => {
   beforeAll(() => ringWithOldCopies('ekv-r15b-'), 180_000);
   afterAll(stopRing);
   it('never serves the old values without a recovery member signing', async () => {

@@ -22,6 +22,7 @@ import { kmsEnv, localBlobStore, type LocalKmsInfo } from '../../cli/local/kms.t
 import { LocalNode } from '../../cli/local/node.ts';
 import { startLocalRing, type LocalRing } from '../../cli/local/ring.ts';
 import { shortTempDir, testLogger } from '../helpers/local-ring.ts';
+import { outcome } from '../helpers/outcome.ts';
 
 const logger = testLogger();
 const keys = Array.from({ length: 12 }, (_, i) => `one-${i}`);
@@ -37,16 +38,6 @@ const extra: LocalNode[] = [];
 
 async function client(nodes: string[], identity?: typeof alice, timeoutMs = 5000): Promise<EkvClient> {
   return connect({ nodes, trust, timeoutMs, floor: false, routing: 'any', ...(identity ? { identity } : {}) });
-}
-
-async function outcome<T>(p: Promise<T>): Promise<string> {
-  try {
-    const v = await p;
-    return Buffer.isBuffer(v) ? v.toString() : `ACK ${String(v)}`;
-  } catch (err) {
-    if (err instanceof EkvError) return err.code;
-    throw err;
-  }
 }
 
 beforeAll(async () => {
