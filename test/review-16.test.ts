@@ -1,0 +1,107 @@
+// Review 16: the session's changes (rule L1 stand-alone, rcvAlive, idle-session eviction, write-buffer bound,
+// ACL proposal checks, range key counter), reviewed as a hostile host and a hostile client.
+//
+// F1 (medium): limitWriteBuffer closes a client session past 64 MiB of queued answers, and pauses its reading past
+//     16 MiB. But the pause only stops *new* requests from being read: every request already read (a whole frame
+//     of up to 256 messages, and up to inflightMax = 4096 in flight) still produces its answer. A client that reads
+//     its answers continuously but asks for more than 64 MiB at once (the SDK's own mget over large values, or
+//     Promise.all of gets: one frame of requests) has its session closed; the SDK retries CLOSED and is closed
+//     again (livelock for a legitimate client). Fix: a client session takes a request only while its answers in
+//     flight and queued fit the bound (protocol/rpc.ts answer budget), holding the rest unread.
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
+import { handshakeBytesMax } from '../protocol/constants.ts';
+import { EkvError } from '../protocol/errors.ts';
+import { FramedSocket } from '../protocol/framed-socket.ts';
+import { connectHandshake, type VerifyDoc } from '../protocol/handshake.ts';
+import { generateIdentity, verifyEd25519 } from '../protocol/keys.ts';
+import { EnclaveServer } from '../enclave/server.ts';
+import { RpcClient } from '../protocol/rpc.ts';
+
+const fakeAttest = (nonce: Uint8Array, publicKey: Uint8Array) => Promise.resolve(encodeCbor({ fake: 1, nonce, key: publicKey }));
+const fakeVerify: VerifyDoc = async (doc, nonce) => {
+  const d = decodeCbor(doc) as { nonce?: Uint8Array; key?: Uint8Array | null };
+  if (!(d.nonce instanceof Uint8Array) || !Buffer.from(d.nonce).equals(Buffer.from(nonce))) throw new EkvError('UNATTESTED', 'nonce differs');
+  return { publicKey: d.key ?? null, pcrs: new Map(), leafNotAfter: Date.now() + 3_600_000, timestamp: Date.now(), moduleId: 'fake' };
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('review-16 F1: a client that reads its answers is not closed for asking more than the write bound at once', () => {
+  let dir: string;
+  let server: EnclaveServer;
+  let path: string;
+  const answerBytes = 512 * 1024;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'ekv-rev16-'));
+    path = join(dir, 'enclave.sock');
+    server = new EnclaveServer(
+      { identity: generateIdentity(), attest: fakeAttest, verifyPeer: () => Promise.reject(new EkvError('UNATTESTED', 'no peers')), verifyPrincipal: (p, m, s) => verifyEd25519(p, m, s), ring: null },
+      (op) => (op === 'status' ? { up: 1 } : { v: Buffer.alloc(answerBytes, 7) }),
+      pino({ level: 'silent' }),
+    );
+    await server.listen(path);
+  });
+
+  afterAll(async () => {
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const open = async () => {
+    const socket = net.connect(path);
+    socket.on('error', () => undefined);
+    await new Promise((r) => socket.once('connect', r));
+    const fs = new FramedSocket(socket, handshakeBytesMax);
+    const { session } = await connectHandshake(fs, { mode: 'client', verifyServer: fakeVerify, timeoutMs: 2000 });
+    return { socket, session };
+  };
+
+  it('200 gets of 512 KiB (100 MiB) asked at once by a reading client: every one answered, the session kept', async () => {
+    const { session } = await open();
+    const rpc = new RpcClient(session);
+    try {
+      const answers = await Promise.all(Array.from({ length: 200 }, () => rpc.call('get', { k: Buffer.from('k') }, 30_000).then((a) => (a.v as Uint8Array).length, (e: EkvError) => e.code)));
+      expect(answers.filter((a) => a !== answerBytes)).toEqual([]);
+    } finally {
+      rpc.close();
+    }
+  }, 40_000);
+
+  it('control: 4000 small requests pipelined on one client session are all answered, promptly', async () => {
+    const { session } = await open();
+    const rpc = new RpcClient(session);
+    try {
+      const t0 = Date.now();
+      const answers = await Promise.all(Array.from({ length: 4000 }, () => rpc.call('status', {}, 30_000).then(() => 1, (e: EkvError) => e.code)));
+      expect(answers.filter((a) => a !== 1)).toEqual([]);
+      expect(Date.now() - t0).toBeLessThan(20_000);
+    } finally {
+      rpc.close();
+    }
+  }, 40_000);
+
+  it('still bounded: 400 gets never read keep at most the bound queued (the rest held unread)', async () => {
+    const { socket, session } = await open();
+    socket.pause();
+    const sockets = (server as unknown as { sockets: Set<net.Socket> }).sockets;
+    let peak = 0;
+    const sampler = setInterval(() => {
+      for (const s of sockets) peak = Math.max(peak, s.writableLength);
+    }, 2);
+    try {
+      for (let i = 1; i <= 400; i++) session.send({ i, o: 'get', k: Buffer.from('k') });
+      await sleep(1500);
+    } finally {
+      clearInterval(sampler);
+    }
+    expect(peak).toBeLessThanOrEqual(64 * 1024 * 1024);
+    // Held, not answered: nothing more is queued while the client does not read (it may be closed later or not).
+    socket.destroy();
+  });
+});
