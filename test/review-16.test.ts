@@ -105,3 +105,49 @@ describe('review-16 F1: a client that reads its answers is not closed for asking
     socket.destroy();
   });
 });
+
+// F2 (medium, liveness): rule L1's candidates include nodes in recovery mode (docs/recovery.md). Such a node has
+//     not started its ring: its status answers `ring: 'active'` (a RingNode's initial state) with no successors,
+//     and it refuses every ring operation but status. rejoin.ts's `joinable` took that for an active node: a node
+//     stuck joining (or alone, with the recovery-mode node's id lower) rejoined through it every 6 s and never
+//     stood alone, so one member left in recovery mode (the operator opening nodes one at a time, a member whose
+//     signers are not there, or an old copy the host starts: it finds no live member and sits in recovery mode)
+//     kept every other restarted node joining for good: the stall L1 exists to end. Fix: a candidate whose status
+//     says it is in recovery mode is treated as down (neither joined through nor counted as joining).
+import { rejoinWhenAlone } from '../enclave/cluster/rejoin.ts';
+import { fakeRing, type Ref, until } from './helpers/fake-ring.ts';
+
+describe('review-16 F2: a node in recovery mode is no node to join through', () => {
+  const logger = pino({ level: 'silent' });
+  const recoveryMode = { ring: 'active', successors: [], recovery: { mode: 'recovery' } };
+  const ids: Record<string, bigint> = { 'rec:1': 0n, 'b:1': 5n };
+  const peers = {
+    identify: async (addr: string) => ids[addr] as bigint,
+    call: async (addr: string) => (addr === 'rec:1' ? recoveryMode : { ring: 'joining', successors: [] }) as Record<string, unknown>,
+  };
+
+  it('stuck joining, the others joining or in recovery mode: stands alone, never joins through the recovery-mode node', async () => {
+    const a = fakeRing({ id: 1n, addr: 'a:1' });
+    a.ring.core.status = 'joining';
+    a.ring.rejoin = (via: Ref) => void a.joins.push(via); // a join through it never completes (it answers no lookup)
+    const r = rejoinWhenAlone({ ring: a.driver, peers, candidates: () => ['rec:1', 'b:1'], logger, everyMs: 5, aloneMs: 5, joiningMs: 20 });
+    try {
+      await until(() => a.alone.length > 0 || a.joins.length >= 3, 3000);
+      expect(a.joins).toEqual([]);
+      expect(a.alone).toHaveLength(1);
+    } finally {
+      r.stop();
+    }
+  });
+
+  it('alone: does not join a lower-id node in recovery mode', async () => {
+    const a = fakeRing({ id: 1n, addr: 'a:1' });
+    const r = rejoinWhenAlone({ ring: a.driver, peers, candidates: () => ['rec:1'], logger, everyMs: 5, aloneMs: 5, joiningMs: 20 });
+    try {
+      await sleep(200);
+      expect(a.joins).toEqual([]);
+    } finally {
+      r.stop();
+    }
+  });
+});
