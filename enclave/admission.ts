@@ -210,7 +210,9 @@ export class HandshakeAdmission {
     if (cls === 'peer' && proof) this.#checkFresh(proof);
     const slots = this.#slots[cls];
     const max = cls === 'peer' ? this.#limits.peerHandshakesMax : this.#limits.anonymousHandshakesMax;
-    if (mode === 'client' && this.#clientSessions.size >= this.#limits.clientSessionsMax && !this.#evictIdleSession()) {
+    // Review-16 F3: only whether an idle session could give way; it is closed when the newcomer's session exists
+    // (established), so a hello refused below, or one that never completes, closes nobody's session.
+    if (mode === 'client' && this.#clientSessions.size >= this.#limits.clientSessionsMax && this.#idleSession() === null) {
       this.#refused[cls]++;
       throw new EkvError('UNAVAILABLE', `busy: ${this.#clientSessions.size} client sessions`, { reason: 'BUSY' });
     }
@@ -232,7 +234,18 @@ export class HandshakeAdmission {
 
   /** The handshake became a session (client mode counts against clientSessionsMax). */
   established(conn: object, mode: HelloMode): void {
-    if (mode === 'client') this.#clientSessions.set(conn, this.#now());
+    if (mode !== 'client') return;
+    // The table is full (it was when the hello came, or filled since): the session idle longest gives way if it
+    // has been idle long enough (review-14 F4). If none has any more, this one is let in above the bound: at most
+    // the anonymous handshakes in progress, as for hellos admitted together.
+    if (this.#clientSessions.size >= this.#limits.clientSessionsMax) this.#evictIdleSession();
+    this.#clientSessions.set(conn, this.#now());
+  }
+
+  /** The session idle longest if it has been idle sessionIdleEvictMs or more, else null. */
+  #idleSession(): object | null {
+    for (const [conn, last] of this.#clientSessions) return this.#now() - last >= this.#idleEvictMs ? conn : null;
+    return null;
   }
 
   /** A client session made a request: it is not idle (recorded at most every activityGrainMs, so cheap per request). */
@@ -247,14 +260,12 @@ export class HandshakeAdmission {
 
   /** Close the client session idle longest if it has been idle sessionIdleEvictMs or more (review-14 F4). */
   #evictIdleSession(): boolean {
-    for (const [conn, last] of this.#clientSessions) {
-      if (this.#now() - last < this.#idleEvictMs) return false; // idle order: every later one is busier
-      this.#clientSessions.delete(conn);
-      this.#evicted.idleSession++;
-      this.#closers.get(conn)?.();
-      return true;
-    }
-    return false;
+    const conn = this.#idleSession(); // idle order: the first is the one idle longest
+    if (conn === null) return false;
+    this.#clientSessions.delete(conn);
+    this.#evicted.idleSession++;
+    this.#closers.get(conn)?.();
+    return true;
   }
 
   /**

@@ -151,3 +151,60 @@ describe('review-16 F2: a node in recovery mode is no node to join through', () 
     }
   });
 });
+
+// F3 (low): when the client-session table is full, a client hello closed the session idle longest at once, in
+//     admit(), before anything about the newcomer was known: (a) even when the same hello was then refused BUSY
+//     because the anonymous handshake slots were full, and (b) for a hello that never completes its handshake. So
+//     a stranger without a key closes one idle session per bare hello, for nothing (the genuine owner, back after
+//     30 s of quiet, gets CLOSED and handshakes again). Now admit() only checks that a session could give way; the
+//     session idle longest is closed when the newcomer's session is established.
+import { HandshakeAdmission } from '../enclave/admission.ts';
+
+describe('review-16 F3: an idle session gives way only to a newcomer that got its session', () => {
+  const setup = () => {
+    let t = 0;
+    const a = new HandshakeAdmission({ awaitingHelloMax: 8, anonymousHandshakesMax: 1, peerHandshakesMax: 1, clientSessionsMax: 1 }, { now: () => t, sessionIdleEvictMs: 1000 });
+    const mk = () => {
+      const conn = {};
+      let closed = false;
+      a.connected(conn, () => {
+        closed = true;
+        a.disconnected(conn);
+      });
+      return { conn, closed: () => closed };
+    };
+    return { a, mk, advance: (ms: number) => void (t += ms) };
+  };
+
+  it('a hello refused BUSY (handshake slots full) closes no session', () => {
+    const { a, mk, advance } = setup();
+    const idle = mk();
+    a.admit(idle.conn, 'client').release();
+    a.established(idle.conn, 'client');
+    advance(5000);
+    const inHandshake = mk();
+    a.admit(inHandshake.conn, 'attest').attested(); // holds the one anonymous slot, past its document
+    const late = mk();
+    expect(() => a.admit(late.conn, 'client')).toThrow(/busy/);
+    expect(idle.closed()).toBe(false);
+  });
+
+  it('a hello that never completes closes no session; one that does, closes the idle one', () => {
+    const { a, mk, advance } = setup();
+    const idle = mk();
+    a.admit(idle.conn, 'client').release();
+    a.established(idle.conn, 'client');
+    advance(5000);
+    const stranger = mk();
+    const t1 = a.admit(stranger.conn, 'client'); // admitted: a session could give way
+    expect(idle.closed()).toBe(false);
+    t1.release();
+    a.disconnected(stranger.conn); // it never finished
+    expect(idle.closed()).toBe(false);
+    const genuine = mk();
+    a.admit(genuine.conn, 'client').release();
+    a.established(genuine.conn, 'client');
+    expect(idle.closed()).toBe(true);
+    expect(a.stats.clientSessions).toBe(1);
+  });
+});
