@@ -249,3 +249,61 @@ describe('review-16 F4: a write-only caller\'s conditional delete is an existenc
     expect(withValue).toBe(without);
   }, 30_000);
 });
+
+// F5 (low): review-14 F2 made an ACL update's *new* group bindings be fetched only for a signer with the right to
+//     make it, but to learn whether the signer holds admin, groupsForAclUpdate first leased every group the
+//     current version names (up to 256), for any caller: keys are free, so a stranger's validly signed update (its
+//     own key, no right at all) for someone else's namespace cost a lease fetch per group of that namespace's ACL
+//     each time their leases had lapsed, under the namespace's update lock. Only a group whose entry grants admin
+//     can give the signer that right: now only those are fetched (none when the signer is the owner or holds
+//     admin directly).
+import { AccessService, type DocStore } from '../enclave/access/service.ts';
+import type { PeerPool } from '../enclave/cluster/peers.ts';
+import { generateKeyPairSync } from 'node:crypto';
+import { buildAclCreate, buildAclUpdate, buildGroupCreate, encodeSignedDoc } from '../protocol/acl-doc.ts';
+import { signerFromPrivateKey } from '../protocol/principal.ts';
+import { leaseMs } from '../enclave/access/constants.ts';
+
+describe('review-16 F5: a stranger\'s ACL update fetches only the groups that could grant it admin', () => {
+  const clock = { t: 1_000_000 };
+  const stored = new Map<string, Buffer>();
+  const docs: DocStore = {
+    owns: () => true,
+    serving: true,
+    readOwned: (k) => stored.get(k.toString('hex')) ?? null,
+    putOwned: async (k, b) => void stored.set(k.toString('hex'), b),
+    ownerOf: () => ({ id: 1n, addr: 'self' }),
+    onOwnershipGained: () => undefined,
+  };
+  const svc = new AccessService({ docs, peers: {} as PeerPool, self: { id: 1n, addr: 'self' }, logger: pino({ level: 'silent' }) }, { mode: 'closed', now: () => clock.t });
+  const key = () => signerFromPrivateKey(generateKeyPairSync('ed25519').privateKey);
+  const alice = key();
+  const ops = key();
+  const stranger = key();
+  const as = (p: Buffer | null) => ({ peer: null, principal: p });
+  afterAll(() => svc.stop());
+
+  it('a validly signed update by a key with no right: no lease fetch for the 64 read-only groups the ACL names', async () => {
+    clock.t += 10_000;
+    const wide = buildAclCreate('wide', alice);
+    expect(await svc.handle('aclPut', { ns: 'wide', d: encodeSignedDoc(wide) }, as(alice.principal.bytes))).toEqual({ n: 1 });
+    for (let i = 0; i < 64; i++) await svc.handle('grpPut', { g: `r${i}`, d: encodeSignedDoc(buildGroupCreate(`r${i}`, ops, [])) }, as(null));
+    const groups = Array.from({ length: 64 }, (_, i) => ({ subject: { group: `r${i}`, key: ops.principal }, rights: ['read' as const] }));
+    const v2 = buildAclUpdate(wide, alice, (e) => [...e, ...groups]);
+    expect(await svc.handle('aclPut', { ns: 'wide', d: encodeSignedDoc(v2) }, as(null))).toEqual({ n: 2 });
+    clock.t += 3 * leaseMs; // every group lease lapsed
+    const junk = buildAclUpdate(v2, stranger, (e) => [...e]);
+    const before = svc.stats.leaseFetches;
+    await expect(svc.handle('aclPut', { ns: 'wide', d: encodeSignedDoc(junk) }, as(null))).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    // Before the fix: 64 (every group of the current version, to evaluate the stranger's rights).
+    expect(svc.stats.leaseFetches - before).toBe(0);
+    // The owner's update still works, and one by an admin through a group is still checked through it.
+    const admins = key();
+    await svc.handle('grpPut', { g: 'adm', d: encodeSignedDoc(buildGroupCreate('adm', ops, [admins.principal])) }, as(null));
+    const v3 = buildAclUpdate(v2, alice, (e) => [...e, { subject: { group: 'adm', key: ops.principal }, rights: ['admin' as const] }]);
+    expect(await svc.handle('aclPut', { ns: 'wide', d: encodeSignedDoc(v3) }, as(null))).toEqual({ n: 3 });
+    clock.t += 3 * leaseMs;
+    const byAdmin = buildAclUpdate(v3, admins, (e) => e.filter((x) => !('group' in x.subject) || x.subject.group !== 'r0'));
+    expect(await svc.handle('aclPut', { ns: 'wide', d: encodeSignedDoc(byAdmin) }, as(null))).toEqual({ n: 4 });
+  });
+});
