@@ -173,13 +173,18 @@ export function serveRpc(
   const waiting: unknown[] = [];
   let held = false;
   let retry: NodeJS.Timeout | NodeJS.Immediate | null = null;
+  let fallbackMs = 10;
+  let drainArmed = false;
   const fits = (): boolean => budget === undefined || (inflight + 1) * frameBytesMax + session.queuedBytes <= budget;
   const pump = (): void => {
     if (session.closed) {
       waiting.length = 0;
       return;
     }
-    while (waiting.length > 0 && fits()) take(waiting.shift());
+    while (waiting.length > 0 && fits()) {
+      take(waiting.shift());
+      fallbackMs = 10;
+    }
     if (waiting.length === 0 && held) {
       held = false;
       session.hold(false); // may deliver frames held meanwhile (each goes through onMessage again)
@@ -194,11 +199,20 @@ export function serveRpc(
         return;
       }
       // Settling answers and the drain pump too; the timer only makes sure nothing waits on an event that never comes.
-      session.whenDrained(pump);
+      // It backs off (10 ms to 1 s) while nothing is taken: thousands of sessions held by clients that never read
+      // must not cost the enclave a wake-up each every 10 ms.
+      if (!drainArmed) {
+        drainArmed = true;
+        session.whenDrained(() => {
+          drainArmed = false;
+          pump();
+        });
+      }
       retry = setTimeout(() => {
         retry = null;
         pump();
-      }, 10);
+      }, fallbackMs);
+      fallbackMs = Math.min(1000, fallbackMs * 2);
       retry.unref?.();
     }
   };
