@@ -307,3 +307,58 @@ describe('review-16 F5: a stranger\'s ACL update fetches only the groups that co
     expect(await svc.handle('aclPut', { ns: 'wide', d: encodeSignedDoc(byAdmin) }, as(null))).toEqual({ n: 4 });
   });
 });
+
+describe('review-16 F3b: one idle session gives way to one newcomer, not to every hello in flight', () => {
+  it('two hellos at once with one idle session: one is admitted, the other refused busy; the table stays at its bound', () => {
+    let t = 0;
+    const a = new HandshakeAdmission({ awaitingHelloMax: 8, anonymousHandshakesMax: 4, peerHandshakesMax: 1, clientSessionsMax: 1 }, { now: () => t, sessionIdleEvictMs: 1000 });
+    const mk = () => {
+      const conn = {};
+      a.connected(conn, () => a.disconnected(conn));
+      return conn;
+    };
+    const idle = mk();
+    a.admit(idle, 'client').release();
+    a.established(idle, 'client');
+    t += 5000;
+    const [n1, n2] = [mk(), mk()];
+    const t1 = a.admit(n1, 'client');
+    // F3 alone let this one in too (the idle session was only checked, not promised), and both then established:
+    // the table grew by one above its bound per such round, eating the room kept for hellos and peers.
+    expect(() => a.admit(n2, 'client')).toThrow(/busy/);
+    t1.release();
+    a.established(n1, 'client');
+    expect(a.stats.clientSessions).toBe(1);
+  });
+});
+
+describe('review-16 F3b: a promised session that made a request meanwhile is not closed', () => {
+  it('the idle session becomes active before the newcomer establishes: it stays', () => {
+    let t = 0;
+    const a = new HandshakeAdmission({ awaitingHelloMax: 8, anonymousHandshakesMax: 4, peerHandshakesMax: 1, clientSessionsMax: 1 }, { now: () => t, sessionIdleEvictMs: 1000 });
+    let closed = false;
+    const idle = {};
+    a.connected(idle, () => {
+      closed = true;
+      a.disconnected(idle);
+    });
+    a.admit(idle, 'client').release();
+    a.established(idle, 'client');
+    t += 5000;
+    const n1 = {};
+    a.connected(n1, () => a.disconnected(n1));
+    a.admit(n1, 'client').release();
+    a.active(idle);
+    a.established(n1, 'client');
+    expect(closed).toBe(false);
+    // A hello that went away releases its promise: the next one may have the idle session give way.
+    t += 5000;
+    const n2 = {};
+    a.connected(n2, () => a.disconnected(n2));
+    a.admit(n2, 'client').release();
+    a.disconnected(n2);
+    const n3 = {};
+    a.connected(n3, () => a.disconnected(n3));
+    expect(() => a.admit(n3, 'client')).not.toThrow();
+  });
+});
