@@ -118,6 +118,9 @@ export class HandshakeAdmission {
   readonly #slots: Record<AdmissionClass, Map<object, Slot>> = { anonymous: new Map(), peer: new Map() };
   /** Client sessions -> when each last made a request (monotonic ms); iteration order is idle order (oldest first). */
   readonly #clientSessions = new Map<object, number>();
+  /** Hellos admitted on the promise of an idle session giving way (F3b): newcomer -> idle session, and back. */
+  readonly #promised = new Map<object, object>();
+  readonly #promisedTo = new Map<object, object>();
   readonly #refused = { anonymous: 0, peer: 0 };
   readonly #evicted = { anonymous: 0, peer: 0, awaitingHello: 0, idleSession: 0 };
   readonly #idleEvictMs: number;
@@ -193,6 +196,9 @@ export class HandshakeAdmission {
 
   /** The connection ended (whatever its state). */
   disconnected(conn: object): void {
+    this.#unpromise(conn);
+    const newcomer = this.#promisedTo.get(conn);
+    if (newcomer !== undefined) this.#unpromise(newcomer);
     this.#closers.delete(conn);
     this.#awaitingHello.delete(conn);
     this.#clientSessions.delete(conn);
@@ -210,13 +216,23 @@ export class HandshakeAdmission {
     if (cls === 'peer' && proof) this.#checkFresh(proof);
     const slots = this.#slots[cls];
     const max = cls === 'peer' ? this.#limits.peerHandshakesMax : this.#limits.anonymousHandshakesMax;
-    if (mode === 'client' && this.#clientSessions.size >= this.#limits.clientSessionsMax && !this.#evictIdleSession()) {
+    // Review-16 F3: only whether an idle session could give way; it is closed when the newcomer's session exists
+    // (established), so a hello refused below, or one that never completes, closes nobody's session.
+    // The idle session found is promised to this hello (F3b): another hello in flight needs another one, so the
+    // table does not grow past its bound by every hello admitted while one idle session remained.
+    const full = mode === 'client' && this.#clientSessions.size >= this.#limits.clientSessionsMax;
+    const idle = full ? this.#idleSession() : null;
+    if (full && idle === null) {
       this.#refused[cls]++;
       throw new EkvError('UNAVAILABLE', `busy: ${this.#clientSessions.size} client sessions`, { reason: 'BUSY' });
     }
     if (slots.size >= max && !this.#evictOldestWaiting(cls)) {
       this.#refused[cls]++;
       throw new EkvError('UNAVAILABLE', `busy: ${slots.size} ${cls} handshakes in progress`, { reason: 'BUSY' });
+    }
+    if (idle !== null) {
+      this.#promised.set(conn, idle);
+      this.#promisedTo.set(idle, conn);
     }
     const slot: Slot = { close: this.#closers.get(conn) ?? (() => undefined), attestedAt: null };
     slots.set(conn, slot);
@@ -232,7 +248,42 @@ export class HandshakeAdmission {
 
   /** The handshake became a session (client mode counts against clientSessionsMax). */
   established(conn: object, mode: HelloMode): void {
-    if (mode === 'client') this.#clientSessions.set(conn, this.#now());
+    if (mode !== 'client') return;
+    // The table is full (it was when the hello came, or filled since): the session idle longest gives way if it
+    // has been idle long enough (review-14 F4). If none has any more, this one is let in above the bound: at most
+    // the anonymous handshakes in progress, as for hellos admitted together.
+    const promised = this.#promised.get(conn);
+    this.#unpromise(conn);
+    if (this.#clientSessions.size >= this.#limits.clientSessionsMax) {
+      // The promised session, unless it made a request meanwhile (then another idle one, if any).
+      const last = promised === undefined ? undefined : this.#clientSessions.get(promised);
+      if (promised !== undefined && last !== undefined && this.#now() - last >= this.#idleEvictMs) this.#evict(promised);
+      else this.#evictIdleSession();
+    }
+    this.#clientSessions.set(conn, this.#now());
+  }
+
+  /** A hello's promise of an idle session (F3b) ends: it got its session, or it is gone. */
+  #unpromise(newcomer: object): void {
+    const idle = this.#promised.get(newcomer);
+    if (idle === undefined) return;
+    this.#promised.delete(newcomer);
+    this.#promisedTo.delete(idle);
+  }
+
+  #evict(conn: object): void {
+    this.#clientSessions.delete(conn);
+    this.#evicted.idleSession++;
+    this.#closers.get(conn)?.();
+  }
+
+  /** The session idle longest if it has been idle sessionIdleEvictMs or more, else null. */
+  #idleSession(): object | null {
+    for (const [conn, last] of this.#clientSessions) {
+      if (this.#now() - last < this.#idleEvictMs) return null; // idle order: every later one is busier
+      if (!this.#promisedTo.has(conn)) return conn;
+    }
+    return null;
   }
 
   /** A client session made a request: it is not idle (recorded at most every activityGrainMs, so cheap per request). */
@@ -247,14 +298,10 @@ export class HandshakeAdmission {
 
   /** Close the client session idle longest if it has been idle sessionIdleEvictMs or more (review-14 F4). */
   #evictIdleSession(): boolean {
-    for (const [conn, last] of this.#clientSessions) {
-      if (this.#now() - last < this.#idleEvictMs) return false; // idle order: every later one is busier
-      this.#clientSessions.delete(conn);
-      this.#evicted.idleSession++;
-      this.#closers.get(conn)?.();
-      return true;
-    }
-    return false;
+    const conn = this.#idleSession(); // idle order: the first is the one idle longest
+    if (conn === null) return false;
+    this.#evict(conn);
+    return true;
   }
 
   /**

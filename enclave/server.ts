@@ -143,7 +143,9 @@ export class EnclaveServer {
         }
       },
       // Only an attested peer's data batches may be one-way (docs/consistency.md "Transport").
-      { oneWay: (op) => peer !== null && peer !== undefined && op === 'dm' },
+      // A client session takes a request only while its answers in flight and queued fit in half the write bound
+      // (review-16 F1): one that reads is never closed for asking much at once, one that does not is held.
+      { oneWay: (op) => peer !== null && peer !== undefined && op === 'dm', ...(peer === null ? { answerBytesMax: clientWriteBufferBytesMax / 2 } : {}) },
     );
   }
 

@@ -29,6 +29,9 @@ export class FramedSocket {
   /** 0: no bound. Else the most bytes this side keeps queued for a reader that does not read (limitWriteBuffer). */
   private writeBytesMax = 0;
   private readPausedForWrites = false;
+  /** Frames are kept buffered, not delivered, and the socket does not read (hold(); review-16 F1). */
+  private held = false;
+  private drainWaiters: Array<() => void> = [];
 
   constructor(socket: Duplex, maxFrameBytes: number) {
     this.socket = socket;
@@ -84,6 +87,48 @@ export class FramedSocket {
     this.writeBytesMax = max;
   }
 
+  /** Bytes written and not yet taken by the reader (queued here and in the socket). */
+  get queuedBytes(): number {
+    return this.socket.writableLength + this.outboxBytes;
+  }
+
+  /**
+   * Stop (true) or restart (false) delivering frames (review-16 F1): while held, frames stay buffered and the socket
+   * reads nothing more, so the caller takes no request it could not answer within its bound.
+   */
+  hold(on: boolean): void {
+    if (this.held === on) return;
+    this.held = on;
+    if (on) {
+      this.socket.pause();
+      return;
+    }
+    while (!this.held && !this.closedWith && this.onFrame) {
+      const f = this.takeFrame();
+      if (f === null) break;
+      this.onFrame(f);
+    }
+    if (!this.held && !this.readPausedForWrites && !this.closedWith) this.socket.resume();
+  }
+
+  /** Call `cb` once the socket's write buffer drained (or the connection closed). */
+  whenDrained(cb: () => void): void {
+    if (this.closedWith || this.socket.writableLength === 0 && this.outboxBytes === 0) {
+      queueMicrotask(cb);
+      return;
+    }
+    this.drainWaiters.push(cb);
+    if (this.drainWaiters.length === 1) {
+      const fire = () => {
+        this.socket.off('drain', fire);
+        const ws = this.drainWaiters;
+        this.drainWaiters = [];
+        for (const w of ws) w();
+      };
+      this.socket.on('drain', fire);
+    }
+  }
+
   /** Queue one frame; frames written in the same tick are flushed together. */
   write(body: Uint8Array): void {
     if (this.closedWith) return;
@@ -124,7 +169,7 @@ export class FramedSocket {
       this.socket.pause();
       this.socket.once('drain', () => {
         this.readPausedForWrites = false;
-        if (!this.closedWith && (this.onFrame || this.waiter)) this.socket.resume();
+        if (!this.closedWith && !this.held && (this.onFrame || this.waiter)) this.socket.resume();
       });
     }
   }
@@ -132,7 +177,7 @@ export class FramedSocket {
   private ingest(chunk: Buffer): void {
     if (this.closedWith) return;
     this.decoder.append(chunk);
-    while (!this.closedWith && (this.onFrame || this.waiter)) {
+    while (!this.closedWith && !this.held && (this.onFrame || this.waiter)) {
       const f = this.takeFrame();
       if (f === null) break;
       if (this.onFrame) this.onFrame(f);
@@ -145,7 +190,7 @@ export class FramedSocket {
     }
     // Back-pressure: while the handshake works (NSM call, verification) nobody reads, so stop
     // reading from the socket; next() and listen() resume it.
-    if (!this.onFrame && !this.waiter && this.decoder.pendingBytes > 0) this.socket.pause();
+    if ((this.held || (!this.onFrame && !this.waiter)) && this.decoder.pendingBytes > 0) this.socket.pause();
   }
 
   /** The next buffered frame under the current limit, or null; an oversized one ends the connection. */
@@ -162,6 +207,9 @@ export class FramedSocket {
   private fail(err: EkvError): void {
     if (this.closedWith) return;
     this.closedWith = err;
+    const ws = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of ws) queueMicrotask(w);
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = null;

@@ -14,7 +14,7 @@
  * caller drops an answer with a negative id unread.
  */
 import { isRecord } from './cbor.ts';
-import { inflightMax } from './constants.ts';
+import { frameBytesMax, inflightMax } from './constants.ts';
 import { EkvError, isEkvErrorCode } from './errors.ts';
 import type { SecureSession } from './session.ts';
 
@@ -162,11 +162,77 @@ export function serveRpc(
   session: SecureSession,
   handle: (op: string, req: Record<string, unknown>) => Promise<RpcResult> | RpcResult,
   onClose: (err: EkvError) => void,
-  opts: { oneWay?: (op: string) => boolean } = {},
+  opts: { oneWay?: (op: string) => boolean; answerBytesMax?: number } = {},
 ): void {
   let inflight = 0;
-  session.start(
-    (msg) => {
+  // Review-16 F1: with a bound on what the session may queue for the other side, a request is taken only while
+  // every answer in flight (each at most one frame) and those queued fit in it; the rest wait unread (the socket
+  // is held), so a client that reads its answers is never closed for asking much at once, and one that does not
+  // read holds at most the bound. Without a bound, requests are taken as they come (peers).
+  const budget = opts.answerBytesMax;
+  const waiting: unknown[] = [];
+  let held = false;
+  let retry: NodeJS.Timeout | NodeJS.Immediate | null = null;
+  let fallbackMs = 10;
+  let drainArmed = false;
+  const fits = (): boolean => budget === undefined || (inflight + 1) * frameBytesMax + session.queuedBytes <= budget;
+  const pump = (): void => {
+    if (session.closed) {
+      waiting.length = 0;
+      return;
+    }
+    while (waiting.length > 0 && fits()) {
+      take(waiting.shift());
+      fallbackMs = 10;
+    }
+    if (waiting.length === 0 && held) {
+      held = false;
+      session.hold(false); // may deliver frames held meanwhile (each goes through onMessage again)
+    }
+    if (waiting.length > 0 && retry === null) {
+      if (session.unsent > 0) {
+        // Answers not yet sealed count as a frame each: look again once they left (the session flushes first).
+        retry = setImmediate(() => {
+          retry = null;
+          pump();
+        });
+        return;
+      }
+      // Settling answers and the drain pump too; the timer only makes sure nothing waits on an event that never comes.
+      // It backs off (10 ms to 1 s) while nothing is taken: thousands of sessions held by clients that never read
+      // must not cost the enclave a wake-up each every 10 ms.
+      if (!drainArmed) {
+        drainArmed = true;
+        session.whenDrained(() => {
+          drainArmed = false;
+          pump();
+        });
+      }
+      retry = setTimeout(() => {
+        retry = null;
+        pump();
+      }, fallbackMs);
+      fallbackMs = Math.min(1000, fallbackMs * 2);
+      retry.unref?.();
+    }
+  };
+  const settled = (): void => {
+    inflight--;
+    if (waiting.length > 0) queueMicrotask(pump);
+  };
+  const onMessage = (msg: unknown): void => {
+    if (budget !== undefined && (waiting.length > 0 || !fits())) {
+      waiting.push(msg);
+      if (!held) {
+        held = true;
+        session.hold(true);
+      }
+      if (waiting.length === 1) pump();
+      return;
+    }
+    take(msg);
+  };
+  const take = (msg: unknown): void => {
       if (!isRecord(msg) || typeof msg.i !== 'number' || typeof msg.o !== 'string') {
         session.close(new EkvError('PROTOCOL', 'malformed request'));
         return;
@@ -181,7 +247,7 @@ export function serveRpc(
         return;
       }
       if (id < 0) {
-        const settle = () => void inflight--;
+        const settle = settled;
         try {
           const r = handle(msg.o, msg);
           if (r instanceof Promise) r.then(settle, settle);
@@ -192,13 +258,13 @@ export function serveRpc(
         return;
       }
       const answer = (r: RpcResult) => {
-        inflight--;
         session.send({ ...r, i: id, ok: true });
+        settled();
       };
       const refuse = (err: unknown) => {
-        inflight--;
         const e = err instanceof EkvError ? err : new EkvError('INTERNAL', 'internal error');
         session.send({ i: id, ok: false, c: e.code, m: e.message, ...(e.version === undefined ? {} : { n: e.version }), ...(e.absentAt === undefined ? {} : { t: e.absentAt }) });
+        settled();
       };
       try {
         const r = handle(msg.o, msg);
@@ -207,7 +273,14 @@ export function serveRpc(
       } catch (err) {
         refuse(err);
       }
-    },
-    onClose,
-  );
+  };
+  session.start(onMessage, (err) => {
+    waiting.length = 0;
+    if (retry !== null) {
+      clearTimeout(retry as NodeJS.Timeout);
+      clearImmediate(retry as NodeJS.Immediate);
+    }
+    retry = null;
+    onClose(err);
+  });
 }

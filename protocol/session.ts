@@ -97,6 +97,26 @@ export class SecureSession {
     return this.failure !== null || this.fs.closed;
   }
 
+  /** Bytes sent and not yet taken by the other side (this side's queues and the socket's). */
+  get queuedBytes(): number {
+    return this.fs.queuedBytes + this.outbox.length * frameBytesMax; // a message not yet sealed: at most a frame
+  }
+
+  /** Messages sent and not yet sealed (they leave at the end of this turn of the event loop). */
+  get unsent(): number {
+    return this.outbox.length;
+  }
+
+  /** Stop (true) or restart (false) taking frames from the other side (FramedSocket.hold). */
+  hold(on: boolean): void {
+    this.fs.hold(on);
+  }
+
+  /** `cb` once what was written drained (FramedSocket.whenDrained). */
+  whenDrained(cb: () => void): void {
+    this.fs.whenDrained(cb);
+  }
+
   close(reason?: EkvError): void {
     this.fail(reason ?? new EkvError('CLOSED', 'session closed'));
   }

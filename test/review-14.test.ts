@@ -81,8 +81,10 @@ describe('review-14 F1: a client that never reads its answers cannot grow the en
     }
     // Before the fix: ~100 MiB held in the enclave's write buffer for one connection (measured 104,869,290).
     expect(peak).toBeLessThanOrEqual(64 * 1024 * 1024); // clientWriteBufferBytesMax
-    // And the enclave dropped the session that would not read.
-    expect(sockets.size).toBe(0);
+    // The enclave takes no more of its requests than it can hold the answers of (review-16 F1: it is held, no
+    // longer closed, so a client that does read is never closed for asking much at once); its idle session gives
+    // way to a newcomer once the table is full (F4).
+    expect(peak).toBeLessThanOrEqual(32 * 1024 * 1024 + 2 * 1024 * 1024);
   });
 
   it('control: a client that reads its answers gets 50 MiB of them, asked for at once, on one session', async () => {

@@ -285,7 +285,13 @@ export class AccessService implements AccessCheck {
    * and one with it at most one group that is not there, not aclGroupEntriesMax of them.
    */
   private async groupsForAclUpdate(ns: string, current: VerifiedAcl | null, update: SignedDoc): Promise<void> {
-    if (current !== null) await this.holder.groupsOf(current);
+    // Review-16 F5: of the current version's groups, only those whose entry grants admin can give the signer the
+    // right to make the update (none needed when the owner or a direct entry already gives it): keys are free, so
+    // a stranger's well-signed update must not lease every group of someone else's ACL.
+    const direct = current === null || update.signer.id === current.owner.id || ((current.direct.get(update.signer.id) ?? 0) & rightBits.admin) !== 0;
+    if (current !== null && !direct) {
+      await this.holder.groupsNamed([...current.byGroup].filter(([, g]) => (g.bits & rightBits.admin) !== 0).map(([name]) => name));
+    }
     if (!mayProposeAcl(ns, current, update, (acl, p) => (rightsBitsOf(acl, this.table, p) & rightBits.admin) !== 0)) return;
     for (const { group, key } of groupsBoundAnew(current, update)) {
       await this.holder.groupsNamed([group]);

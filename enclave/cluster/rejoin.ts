@@ -49,6 +49,12 @@ export function aloneOnRing(ring: RingDriver): boolean {
 
 const statusTimeoutMs = 3000;
 
+/** A status answer of a node in recovery mode (docs/recovery.md): its ring has not started. */
+function inRecoveryMode(st: Record<string, unknown>): boolean {
+  const rec = st.recovery;
+  return rec !== null && typeof rec === 'object' && (rec as { mode?: unknown }).mode === 'recovery';
+}
+
 function refId(v: unknown): bigint | null {
   return v instanceof Uint8Array && v.length === 32 ? BigInt('0x' + Buffer.from(v).toString('hex')) : null;
 }
@@ -66,6 +72,9 @@ export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
   // `joining`: the candidate answered that it is joining itself.
   const joinable = async (addr: string, id: bigint): Promise<{ join: boolean; joining: boolean }> => {
     const st = await o.peers.call(addr, 'status', {}, statusTimeoutMs);
+    // Review-16 F2: a node in recovery mode has not started its ring (its status shows a ring of one, 'active') and
+    // answers no ring operation: as good as down here (no join through it, and it is not one of the joining).
+    if (inRecoveryMode(st)) return { join: false, joining: false };
     if (st.ring !== 'active') return { join: false, joining: st.ring === 'joining' };
     const succ = Array.isArray(st.successors) ? st.successors : [];
     // Its successors other than itself and us (one that names us is about to notify us: Chord's stabilize).
@@ -118,7 +127,7 @@ export function rejoinWhenAlone(o: RejoinInit): { stop(): void } {
     if (n < 2) return; // once may be a ring still stabilizing
     const st = await o.peers.call(addr, 'status', {}, statusTimeoutMs);
     // Only into a ring: a lone node (or one in recovery mode, whose ring has not started) finds its own way.
-    if (st.ring !== 'active' || othersIn(st, id) === 0) return;
+    if (st.ring !== 'active' || inRecoveryMode(st) || othersIn(st, id) === 0) return;
     if (stuck() || o.ring.core.status !== 'active') return;
     apart.delete(addr);
     o.logger.warn({ via: addr }, 'a neighbour is on another ring of this ring\'s nodes: rejoining through it to merge the two');
