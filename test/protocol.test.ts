@@ -11,7 +11,7 @@ import { EmulatorCa } from '../emulator/ca.ts';
 import { measureImage, pcrMap } from '../emulator/measure.ts';
 import { EmulatedNsm } from '../emulator/nsm.ts';
 import { deriveTrafficKeys, FrameOpener, FrameSealer } from '../protocol/aead.ts';
-import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
+import { encodeCbor } from '../protocol/cbor.ts';
 import { frameBytesMax, gcmTagBytes, handshakeBytesMax } from '../protocol/constants.ts';
 import { EkvError, ekvErrorCodes } from '../protocol/errors.ts';
 import { encodeFrame, FrameDecoder } from '../protocol/frame.ts';
@@ -23,21 +23,13 @@ import {
 import { generateIdentity, verifyEd25519, type Identity } from '../protocol/keys.ts';
 import { RpcClient, serveRpc } from '../protocol/rpc.ts';
 import { duplexPair } from './helpers/duplex.ts';
+import { fakeAttest, fakeVerify } from './helpers/fake-attest.ts';
 
 // ------------------------------------------------------------------ helpers
 
 /** Two connected in-memory streams: what one writes, the other reads; ending or destroying one ends the other. */
 
 /** A stand-in document: CBOR { nonce, key }; the matching verifier checks the nonce like the real one. */
-const fakeAttest = (nonce: Uint8Array, publicKey: Uint8Array) => Promise.resolve(encodeCbor({ fake: 1, nonce, key: publicKey }));
-
-const fakeVerify: VerifyDoc = async (doc, nonce) => {
-  const d = decodeCbor(doc) as { nonce?: Uint8Array; key?: Uint8Array | null };
-  if (!(d.nonce instanceof Uint8Array) || !Buffer.from(d.nonce).equals(Buffer.from(nonce))) {
-    throw new EkvError('UNATTESTED', 'nonce differs', { reason: 'NONCE_MISMATCH' });
-  }
-  return { publicKey: d.key ?? null, pcrs: new Map(), leafNotAfter: Date.now() + 3_600_000, timestamp: Date.now(), moduleId: 'fake' };
-};
 
 function serverOptions(over: Partial<AcceptOptions> = {}): AcceptOptions {
   return {

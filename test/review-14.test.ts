@@ -11,11 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { handshakeBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import { FramedSocket } from '../protocol/framed-socket.ts';
-import { connectHandshake, type VerifyDoc } from '../protocol/handshake.ts';
+import { connectHandshake } from '../protocol/handshake.ts';
 import { generateIdentity, verifyEd25519 } from '../protocol/keys.ts';
 import { EnclaveServer } from '../enclave/server.ts';
 import { HandshakeAdmission } from '../enclave/admission.ts';
@@ -26,13 +25,8 @@ import { AccessService, type DocStore } from '../enclave/access/service.ts';
 import type { PeerPool } from '../enclave/cluster/peers.ts';
 import { DataNet, fast } from './helpers/data-net.ts';
 import { type DataConfig, DataNode, type LogRecord, type Member } from '../enclave/data/index.ts';
+import { fakeAttest, fakeVerify } from './helpers/fake-attest.ts';
 
-const fakeAttest = (nonce: Uint8Array, publicKey: Uint8Array) => Promise.resolve(encodeCbor({ fake: 1, nonce, key: publicKey }));
-const fakeVerify: VerifyDoc = async (doc, nonce) => {
-  const d = decodeCbor(doc) as { nonce?: Uint8Array; key?: Uint8Array | null };
-  if (!(d.nonce instanceof Uint8Array) || !Buffer.from(d.nonce).equals(Buffer.from(nonce))) throw new EkvError('UNATTESTED', 'nonce differs');
-  return { publicKey: d.key ?? null, pcrs: new Map(), leafNotAfter: Date.now() + 3_600_000, timestamp: Date.now(), moduleId: 'fake' };
-};
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

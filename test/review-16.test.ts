@@ -14,21 +14,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeCbor, encodeCbor } from '../protocol/cbor.ts';
 import { handshakeBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import { FramedSocket } from '../protocol/framed-socket.ts';
-import { connectHandshake, type VerifyDoc } from '../protocol/handshake.ts';
+import { connectHandshake } from '../protocol/handshake.ts';
 import { generateIdentity, verifyEd25519 } from '../protocol/keys.ts';
 import { EnclaveServer } from '../enclave/server.ts';
 import { RpcClient } from '../protocol/rpc.ts';
 
-const fakeAttest = (nonce: Uint8Array, publicKey: Uint8Array) => Promise.resolve(encodeCbor({ fake: 1, nonce, key: publicKey }));
-const fakeVerify: VerifyDoc = async (doc, nonce) => {
-  const d = decodeCbor(doc) as { nonce?: Uint8Array; key?: Uint8Array | null };
-  if (!(d.nonce instanceof Uint8Array) || !Buffer.from(d.nonce).equals(Buffer.from(nonce))) throw new EkvError('UNATTESTED', 'nonce differs');
-  return { publicKey: d.key ?? null, pcrs: new Map(), leafNotAfter: Date.now() + 3_600_000, timestamp: Date.now(), moduleId: 'fake' };
-};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('review-16 F1: a client that reads its answers is not closed for asking more than the write bound at once', () => {
@@ -263,6 +256,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { buildAclCreate, buildAclUpdate, buildGroupCreate, encodeSignedDoc } from '../protocol/acl-doc.ts';
 import { signerFromPrivateKey } from '../protocol/principal.ts';
 import { leaseMs } from '../enclave/access/constants.ts';
+import { fakeAttest, fakeVerify } from './helpers/fake-attest.ts';
 
 describe('review-16 F5: a stranger\'s ACL update fetches only the groups that could grant it admin', () => {
   const clock = { t: 1_000_000 };
