@@ -21,8 +21,7 @@ import { HandshakeAdmission } from '../enclave/admission.ts';
 import { RpcClient } from '../protocol/rpc.ts';
 import { buildAclCreate, buildAclUpdate, buildGroupCreate, encodeSignedDoc } from '../protocol/acl-doc.ts';
 import { signerFromPrivateKey } from '../protocol/principal.ts';
-import { AccessService, type DocStore } from '../enclave/access/service.ts';
-import type { PeerPool } from '../enclave/cluster/peers.ts';
+import { loneAccess } from './helpers/lone-access.ts';
 import { DataNet, fast } from './helpers/data-net.ts';
 import { type DataConfig, DataNode, type LogRecord, type Member } from '../enclave/data/index.ts';
 import { fakeAttest, fakeVerify } from './helpers/fake-attest.ts';
@@ -109,17 +108,7 @@ describe('review-14 F1: a client that never reads its answers cannot grow the en
 //     held for those fetches (a host that stalls them for their 2 s timeout delays the admin's revoke by 2 s per
 //     junk update queued before it).
 describe('review-14 F2: the groups an ACL update names are leased only once its signer is known to hold the right to make it', () => {
-  const clock = { t: 1_000_000 };
-  const stored = new Map<string, Buffer>();
-  const docs: DocStore = {
-    owns: () => true,
-    serving: true,
-    readOwned: (k) => stored.get(k.toString('hex')) ?? null,
-    putOwned: async (k, b) => void stored.set(k.toString('hex'), b),
-    ownerOf: () => ({ id: 1n, addr: 'self' }),
-    onOwnershipGained: () => undefined,
-  };
-  const svc = new AccessService({ docs, peers: {} as PeerPool, self: { id: 1n, addr: 'self' }, logger: pino({ level: 'silent' }) }, { mode: 'closed', now: () => clock.t });
+  const { svc, clock, stored } = loneAccess();
   const key = () => signerFromPrivateKey(generateKeyPairSync('ed25519').privateKey);
   const alice = key();
   const mallory = key();

@@ -250,8 +250,7 @@ describe('review-16 F4: a write-only caller\'s conditional delete is an existenc
 //     each time their leases had lapsed, under the namespace's update lock. Only a group whose entry grants admin
 //     can give the signer that right: now only those are fetched (none when the signer is the owner or holds
 //     admin directly).
-import { AccessService, type DocStore } from '../enclave/access/service.ts';
-import type { PeerPool } from '../enclave/cluster/peers.ts';
+import { loneAccess } from './helpers/lone-access.ts';
 import { generateKeyPairSync } from 'node:crypto';
 import { buildAclCreate, buildAclUpdate, buildGroupCreate, encodeSignedDoc } from '../protocol/acl-doc.ts';
 import { signerFromPrivateKey } from '../protocol/principal.ts';
@@ -259,17 +258,7 @@ import { leaseMs } from '../enclave/access/constants.ts';
 import { fakeAttest, fakeVerify } from './helpers/fake-attest.ts';
 
 describe('review-16 F5: a stranger\'s ACL update fetches only the groups that could grant it admin', () => {
-  const clock = { t: 1_000_000 };
-  const stored = new Map<string, Buffer>();
-  const docs: DocStore = {
-    owns: () => true,
-    serving: true,
-    readOwned: (k) => stored.get(k.toString('hex')) ?? null,
-    putOwned: async (k, b) => void stored.set(k.toString('hex'), b),
-    ownerOf: () => ({ id: 1n, addr: 'self' }),
-    onOwnershipGained: () => undefined,
-  };
-  const svc = new AccessService({ docs, peers: {} as PeerPool, self: { id: 1n, addr: 'self' }, logger: pino({ level: 'silent' }) }, { mode: 'closed', now: () => clock.t });
+  const { svc, clock, stored } = loneAccess();
   const key = () => signerFromPrivateKey(generateKeyPairSync('ed25519').privateKey);
   const alice = key();
   const ops = key();
