@@ -5,17 +5,9 @@
 //     enclave buffer every answer in its own memory (the host relay pipes with back-pressure, so the bytes
 //     stay in the enclave). A 20-byte `get` of a 512 KiB value is a 26,000x amplification.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { handshakeBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
-import { FramedSocket } from '../protocol/framed-socket.ts';
-import { connectHandshake } from '../protocol/handshake.ts';
-import { generateIdentity, verifyEd25519 } from '../protocol/keys.ts';
 import { EnclaveServer } from '../enclave/server.ts';
 import { HandshakeAdmission } from '../enclave/admission.ts';
 import { RpcClient } from '../protocol/rpc.ts';
@@ -24,40 +16,26 @@ import { signerFromPrivateKey } from '../protocol/principal.ts';
 import { loneAccess } from './helpers/lone-access.ts';
 import { DataNet, fast } from './helpers/data-net.ts';
 import { type DataConfig, DataNode, type LogRecord, type Member } from '../enclave/data/index.ts';
-import { fakeAttest, fakeVerify } from './helpers/fake-attest.ts';
+import { fakeEnclaveServer } from './helpers/fake-attest.ts';
 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('review-14 F1: a client that never reads its answers cannot grow the enclave\'s memory without bound', () => {
-  let dir: string;
-  let server: EnclaveServer;
-  let path: string;
   const answerBytes = 256 * 1024;
+  let server: EnclaveServer;
+  let open: Awaited<ReturnType<typeof fakeEnclaveServer>>['open'];
+  let stop: () => Promise<void>;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'ekv-rev14-'));
-    path = join(dir, 'enclave.sock');
     // The handler stands in for a `get` of a large value the caller may read (or any answer: status, errors).
-    server = new EnclaveServer(
-      { identity: generateIdentity(), attest: fakeAttest, verifyPeer: () => Promise.reject(new EkvError('UNATTESTED', 'no peers')), verifyPrincipal: (p, m, s) => verifyEd25519(p, m, s), ring: null },
-      () => ({ v: Buffer.alloc(answerBytes, 7) }),
-      pino({ level: 'silent' }),
-    );
-    await server.listen(path);
+    ({ server, open, stop } = await fakeEnclaveServer('ekv-rev14-', () => ({ v: Buffer.alloc(answerBytes, 7) })));
   });
 
-  afterAll(async () => {
-    await server.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  afterAll(() => stop());
 
   it('400 gets of 256 KiB (100 MiB of answers) never read: the enclave buffers at most a bounded amount for the connection', async () => {
-    const socket = net.connect(path);
-    socket.on('error', () => undefined);
-    await new Promise((r) => socket.once('connect', r));
-    const fs = new FramedSocket(socket, handshakeBytesMax);
-    const { session } = await connectHandshake(fs, { mode: 'client', verifyServer: fakeVerify, timeoutMs: 2000 });
+    const { socket, session } = await open();
     socket.pause(); // the attacker never reads again
     const sockets = (server as unknown as { sockets: Set<net.Socket> }).sockets;
     let peak = 0;
@@ -81,11 +59,7 @@ describe('review-14 F1: a client that never reads its answers cannot grow the en
   });
 
   it('control: a client that reads its answers gets 50 MiB of them, asked for at once, on one session', async () => {
-    const socket = net.connect(path);
-    socket.on('error', () => undefined);
-    await new Promise((r) => socket.once('connect', r));
-    const fs = new FramedSocket(socket, handshakeBytesMax);
-    const { session } = await connectHandshake(fs, { mode: 'client', verifyServer: fakeVerify, timeoutMs: 2000 });
+    const { session } = await open();
     const rpc = new RpcClient(session);
     try {
       const answers = await Promise.all(Array.from({ length: 200 }, () => rpc.call('get', { k: Buffer.from('k') }, 20_000)));
@@ -214,26 +188,13 @@ describe('review-14 findings not fixed (FINDING: each test asserts the safe beha
   // Now a new client hello, when the table is full, closes the session idle longest if it has been idle for
   // sessionIdleEvictMs: holding the table costs a request per session that often (a flood like any other).
   const f4Server = async (idleMs: number) => {
-    const dir = await mkdtemp(join(tmpdir(), 'ekv-rev14-'));
-    const path = join(dir, 'enclave.sock');
     const admission = new HandshakeAdmission({ awaitingHelloMax: 8, anonymousHandshakesMax: 4, peerHandshakesMax: 2, clientSessionsMax: 2 }, { sessionIdleEvictMs: idleMs });
-    const server = new EnclaveServer(
-      { identity: generateIdentity(), attest: fakeAttest, verifyPeer: () => Promise.reject(new EkvError('UNATTESTED', 'no peers')), verifyPrincipal: (p, m, s) => verifyEd25519(p, m, s), ring: null },
-      () => ({}), pino({ level: 'silent' }), { admission },
-    );
-    await server.listen(path);
+    const f = await fakeEnclaveServer('ekv-rev14-', () => ({}), { admission });
     const open = async () => {
-      const socket = net.connect(path);
-      socket.on('error', () => undefined);
-      await new Promise((r) => socket.once('connect', r));
-      const r = await connectHandshake(new FramedSocket(socket, handshakeBytesMax), { mode: 'client', verifyServer: fakeVerify, timeoutMs: 2000 });
-      return { rpc: new RpcClient(r.session), socket };
+      const { socket, session } = await f.open();
+      return { rpc: new RpcClient(session), socket };
     };
-    const stop = async () => {
-      await server.close();
-      await rm(dir, { recursive: true, force: true });
-    };
-    return { open, stop, admission };
+    return { open, stop: f.stop, admission };
   };
 
   it('F4: sessions that sit idle do not keep a new client out once the session table is full', async () => {

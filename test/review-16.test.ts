@@ -8,52 +8,27 @@
 //     Promise.all of gets: one frame of requests) has its session closed; the SDK retries CLOSED and is closed
 //     again (livelock for a legitimate client). Fix: a client session takes a request only while its answers in
 //     flight and queued fit the bound (protocol/rpc.ts answer budget), holding the rest unread.
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { handshakeBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
-import { FramedSocket } from '../protocol/framed-socket.ts';
-import { connectHandshake } from '../protocol/handshake.ts';
-import { generateIdentity, verifyEd25519 } from '../protocol/keys.ts';
 import { EnclaveServer } from '../enclave/server.ts';
 import { RpcClient } from '../protocol/rpc.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('review-16 F1: a client that reads its answers is not closed for asking more than the write bound at once', () => {
-  let dir: string;
-  let server: EnclaveServer;
-  let path: string;
   const answerBytes = 512 * 1024;
+  let server: EnclaveServer;
+  let open: Awaited<ReturnType<typeof fakeEnclaveServer>>['open'];
+  let stop: () => Promise<void>;
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'ekv-rev16-'));
-    path = join(dir, 'enclave.sock');
-    server = new EnclaveServer(
-      { identity: generateIdentity(), attest: fakeAttest, verifyPeer: () => Promise.reject(new EkvError('UNATTESTED', 'no peers')), verifyPrincipal: (p, m, s) => verifyEd25519(p, m, s), ring: null },
-      (op) => (op === 'status' ? { up: 1 } : { v: Buffer.alloc(answerBytes, 7) }),
-      pino({ level: 'silent' }),
-    );
-    await server.listen(path);
+    ({ server, open, stop } = await fakeEnclaveServer('ekv-rev16-', (op) => (op === 'status' ? { up: 1 } : { v: Buffer.alloc(answerBytes, 7) })));
   });
 
-  afterAll(async () => {
-    await server.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-
-  const open = async () => {
-    const socket = net.connect(path);
-    socket.on('error', () => undefined);
-    await new Promise((r) => socket.once('connect', r));
-    const fs = new FramedSocket(socket, handshakeBytesMax);
-    const { session } = await connectHandshake(fs, { mode: 'client', verifyServer: fakeVerify, timeoutMs: 2000 });
-    return { socket, session };
-  };
+  afterAll(() => stop());
 
   it('200 gets of 512 KiB (100 MiB) asked at once by a reading client: every one answered, the session kept', async () => {
     const { session } = await open();
@@ -255,7 +230,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { buildAclCreate, buildAclUpdate, buildGroupCreate, encodeSignedDoc } from '../protocol/acl-doc.ts';
 import { signerFromPrivateKey } from '../protocol/principal.ts';
 import { leaseMs } from '../enclave/access/constants.ts';
-import { fakeAttest, fakeVerify } from './helpers/fake-attest.ts';
+import { fakeEnclaveServer } from './helpers/fake-attest.ts';
 
 describe('review-16 F5: a stranger\'s ACL update fetches only the groups that could grant it admin', () => {
   const { svc, clock, stored } = loneAccess();
