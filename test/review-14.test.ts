@@ -245,7 +245,7 @@ describe('review-14 F5: a compare-and-set refusal tells the version only to a ca
   let net: DataNet;
   afterAll(() => net?.stop());
 
-  it('a write-only principal\'s delete with a wrong ifVersion is CONFLICT without the key\'s version', async () => {
+  it('a write-only principal\'s delete with a wrong ifVersion gets no version of the key', async () => {
     const writer = randomBytes(32);
     const writeOnly = new Set([writer.toString('hex')]);
     net = new DataNet();
@@ -263,7 +263,8 @@ describe('review-14 F5: a compare-and-set refusal tells the version only to a ca
     await expect(net.call(owner, 'get', { k: key }, writer)).rejects.toMatchObject({ code: 'FORBIDDEN' });
     const ws = (await net.call(owner, 'open', { k: key }, writer)).s as number;
     const err = await net.call(owner, 'del', { k: key, s: [ws, 1, 1], iv: 1_000_000 }, writer).then(() => null, (e: unknown) => e as EkvError);
-    expect(err).toMatchObject({ code: 'CONFLICT' });
+    // Since review-16 F4 a conditional write needs read: FORBIDDEN, whatever the key's state (before: CONFLICT).
+    expect(err).toMatchObject({ code: 'FORBIDDEN' });
     // Before the fix: version 3 (the key has a value, written three times).
     expect(err?.version).toBeUndefined();
     expect(err?.absentAt).toBeUndefined();

@@ -177,20 +177,20 @@ describe('review-16 F3: an idle session gives way only to a newcomer that got it
   });
 });
 
-// F4 (low, not fixed: inherent to compare-and-set): review-14 F5 hides the key's version from a write-only
+// F4 (low, fixed): review-14 F5 hides the key's version from a write-only
 //     caller's refusals, but a conditional write still answers its condition. A `del` with ifVersion 0 ("only if
 //     it has no value") changes nothing either way: on a key with a value it is CONFLICT, on one without it
 //     succeeds with d:false. So a write-only principal still learns, for any key name it guesses and with no side
 //     effect, whether the key has a value (not how often it was written). Closing it means refusing conditional
-//     writes to callers without read (an API change for the owner of the rights model to decide). Marked
-//     `fails` until then.
+//     writes to callers without read, as etcd's Txn requires read for a comparison: enclave/cluster/ops.ts now
+//     does (docs/access-control.md). Both probes are FORBIDDEN; an unconditional write still succeeds.
 import { DataNet, fast } from './helpers/data-net.ts';
 import { randomBytes } from 'node:crypto';
 
 describe('review-16 F4: a write-only caller\'s conditional delete is an existence oracle', () => {
   let net: DataNet | undefined;
   afterAll(() => net?.stop());
-  it.fails('del with ifVersion 0 tells a write-only principal whether a key has a value', async () => {
+  it('del with ifVersion 0 does not tell a write-only principal whether a key has a value', async () => {
     const writer = randomBytes(32);
     const writeOnly = new Set([writer.toString('hex')]);
     net = new DataNet();
@@ -215,6 +215,16 @@ describe('review-16 F4: a write-only caller\'s conditional delete is an existenc
     const without = await probe('pear', 1);
     // What a caller without read should see: the same answer whether or not the key has a value.
     expect(withValue).toBe(without);
+    expect(withValue).toBe('FORBIDDEN');
+    // A conditional put reads the key as well; an unconditional put or delete is still the writer's to make.
+    const o = net.ownerOf('pear');
+    const ws = (await net.call(o, 'open', { k: Buffer.from('pear') }, writer)).s as number;
+    await expect(net.call(o, 'put', { k: Buffer.from('pear'), v: Buffer.from('w'), s: [ws, 1, 1], iv: 0 }, writer)).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    expect((await net.call(o, 'put', { k: Buffer.from('pear'), v: Buffer.from('w'), s: [ws, 2, 2] }, writer)).n).toBeDefined();
+    expect((await net.call(o, 'del', { k: Buffer.from('pear'), s: [ws, 3, 3] }, writer)).d).toBe(true);
+    // A reader-writer's conditional write works as before.
+    const as2 = (await net.call(owner, 'open', { k: key }, alice)).s as number;
+    await expect(net.call(owner, 'del', { k: key, s: [as2, 1, 1], iv: 0 }, alice)).rejects.toMatchObject({ code: 'CONFLICT' });
   }, 30_000);
 });
 

@@ -70,6 +70,12 @@ export function catalogue(c: OpsInit): ReadonlyMap<string, OpSpec> {
     // opening one on a key's range needs the right to put or to delete that key.
     if (op !== 'open') await c.access.check(op, key, ctx.principal);
     else await checkOpen(c.access, key, ctx.principal);
+    // Review-16 F4: a conditional write answers its condition whether or not it changes anything (a `del` with
+    // ifVersion 0 is CONFLICT on a key with a value, `ok` on one without), so it reads the key. It needs the right
+    // to read as well as to write, as a comparison in etcd's Txn does; the refusal does not depend on the key.
+    if ((op === 'put' || op === 'del') && req.iv !== undefined && req.iv !== null && !(await readable(key, ctx.principal))) {
+      throw new EkvError('FORBIDDEN', 'access denied: a conditional write (ifVersion) needs the right to read the key');
+    }
     const q = decodeDataOp(op, req, key, shardOf, principalTag(ctx.principal));
     const shard = shardOf(key);
     let r: RpcResult;
