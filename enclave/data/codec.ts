@@ -318,13 +318,17 @@ export function validateLogRecord(x: unknown, shards: number): LogRecord {
       t: 'wit', shard,
       w: arr(o.w, 'witnesses', witnessesMax).map((x) => {
         // Three fields in logs written before boot fencing (no boot admitted: 0), four since.
-        const [name, pos, inc, boot, posBoot, replaced, retired] = arr(x, 'witness', 7);
+        const [name, pos, inc, boot, posBoot, replaced, retired, mine] = arr(x, 'witness', 8);
         const b = (v: unknown): number => (v === undefined ? 0 : int(v, 'witness boot', 0, bootIdMax));
         const r = replaced === undefined ? [] : arr(replaced, 'witness replaced', replacedBootsMax).map((v) => int(v, 'witness replaced', 1, bootIdMax));
         const base = [str(name, 'witness name', nameCharsMax, 1), int(pos, 'witness pos'), int(inc, 'witness inc'), b(boot), b(posBoot), r] as const;
         if (retired === undefined) return base;
         if (retired !== 1 && retired !== 2) fail('witness retired must be 1 or 2');
-        return [...base, retired] as const;
+        if (mine === undefined) return [...base, retired] as const;
+        // B7c': the retired member's witness of this node, kept only with its witnesses (retired 2).
+        if (retired !== 2) fail('witness mine only with retired 2');
+        const [mi, mp, mb] = arr(mine, 'witness mine', 3);
+        return [...base, retired, [int(mi, 'witness mine inc'), int(mp, 'witness mine pos'), b(mb)]] as const;
       }),
     };
     case 'ret': return { t: 'ret', shard, inc: int(o.inc, 'inc') };

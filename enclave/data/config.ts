@@ -101,6 +101,12 @@ export interface BrokenFlags {
    * (B7c off), so a co-member's restart waits for a member that is gone for good (the B5 + leave deadlock).
    */
   retiredNotCounted?: boolean;
+  /**
+   * Not a safety break, a liveness control: a restarted boot counts a retired member as admitting it only with a
+   * peer's answer that holds its witnesses, never from its own log's copy (B7c' off): the sole holder's restart
+   * waits for ever (seed 130678).
+   */
+  retiredSelfNotCounted?: boolean;
 }
 
 /** Expired keys collected per tick by default. */

@@ -140,14 +140,20 @@ const actTypes: ReadonlySet<PeerBody['t']> = new Set(['prepare', 'accept', 'inst
  */
 /**
  * `retired`: that incarnation retired for good (B7), learnt at `retiredAt` (this run's clock; a log's: its start);
- * `handed`: heard from the retiring boot itself, whose witnesses were merged into this node's (review-7 F1).
+ * `handed`: heard from the retiring boot itself, whose witnesses were merged into this node's (review-7 F1);
+ * `mine` (only when handed): what that retiring boot had witnessed of this node itself (B7c', seed 130678).
  */
-interface Witness { inc: number; pos: number; boot: number; posBoot: number; heard: number; replaced: number[]; retired: boolean; retiredAt: number; handed: boolean }
+interface Witness { inc: number; pos: number; boot: number; posBoot: number; heard: number; replaced: number[]; retired: boolean; retiredAt: number; handed: boolean; mine: SelfWitness | null }
+
+/** A retired member's witness of this node (incarnation, position, boot of that position), kept by B7c'. */
+interface SelfWitness { inc: number; pos: number; posBoot: number }
 
 /** `held`: `name/inc` of the retired members whose witnesses the answerer holds (review-7 F1). */
 function witnessed(name: string, x: Witness): Witnessed {
   const base = [name, x.pos, x.inc, x.boot, x.posBoot, x.replaced] as const;
-  return x.retired ? [...base, x.handed ? 2 : 1] : base;
+  if (!x.retired) return base;
+  if (!x.handed) return [...base, 1];
+  return x.mine ? [...base, 2, [x.mine.inc, x.mine.pos, x.mine.posBoot]] : [...base, 2];
 }
 
 interface WitAnswer { inc: number; pos: number; boot: number; posBoot: number; live: boolean; held: ReadonlySet<string> }
@@ -301,7 +307,7 @@ export class DataNode {
         if (rec.inc === this.me.inc) this.noteBoot(rec.boot, rec.pos);
       } else this.pos = Math.max(this.pos, rec.pos);
     } else if (rec.t === 'wit') {
-      for (const [name, pos, inc, boot, posBoot, replaced, retired] of rec.w) {
+      for (const [name, pos, inc, boot, posBoot, replaced, retired, mine] of rec.w) {
         this.see(name, inc, pos, posBoot);
         const w = this.witness.get(name);
         if (w && w.inc === inc) {
@@ -312,6 +318,7 @@ export class DataNode {
             w.retiredAt = this.now; // learnt before this boot: counted from its start (B7c)
           }
           if (retired === 2) w.handed = true;
+          if (retired === 2 && mine !== undefined) w.mine = { inc: mine[0], pos: mine[1], posBoot: mine[2] };
         }
       }
     } else if (rec.t === 'ret') {
@@ -328,7 +335,7 @@ export class DataNode {
     if (w && w.inc === inc) {
       w.pos = pos;
       w.posBoot = boot;
-    } else this.witness.set(name, { inc, pos, boot: 0, posBoot: boot, heard: -Infinity, replaced: [], retired: false, retiredAt: Infinity, handed: false });
+    } else this.witness.set(name, { inc, pos, boot: 0, posBoot: boot, heard: -Infinity, replaced: [], retired: false, retiredAt: Infinity, handed: false, mine: null });
     return true;
   }
 
@@ -362,7 +369,7 @@ export class DataNode {
       return false;
     }
     if (!w || m.from.inc > w.inc) {
-      this.witness.set(name, { inc: m.from.inc, pos: 0, boot, posBoot: 0, heard: this.now, replaced: [], retired: false, retiredAt: Infinity, handed: false });
+      this.witness.set(name, { inc: m.from.inc, pos: 0, boot, posBoot: 0, heard: this.now, replaced: [], retired: false, retiredAt: Infinity, handed: false, mine: null });
       this.witDirty.add(name);
       return true;
     }
@@ -571,6 +578,17 @@ export class DataNode {
   }
 
   /**
+   * B7c' (seed 130678): this node's own log holds the retired member's witnesses (heard from the retiring boot
+   * itself), with what it witnessed of this node; that entry, checked as a witness answer (B6), is not behind.
+   * (Behind: the check finds it in tickCheck and this boot takes a new incarnation.)
+   */
+  private heldBySelf(m: Member): boolean {
+    if (this.cfg.broken?.retiredSelfNotCounted) return false;
+    const w = this.witness.get(m.name);
+    return !!w && w.inc === m.inc && w.retired && w.handed && !!w.mine && !this.behind(w.mine);
+  }
+
+  /**
    * Retired members that this node's configurations still name (at most ranges x R, capped at goneMax): passed on
    * in heartbeats (B7b), or (`handed`) those whose witnesses this node holds, in its witness answers (review-7 F1).
    */
@@ -614,19 +632,27 @@ export class DataNode {
     }
     let w = this.witness.get(name);
     if (w && inc < w.inc) return;
+    let mine: SelfWitness | null = null;
     if (handed && !(w?.inc === inc && w.handed)) {
       // review-7 F1: from the retiring boot itself: its witnesses become ours (durably, in this batch's witness
       // record), so that a co-member that counts it as admitting (B7c) is still checked against them (B6).
       for (const [n, i, pos, posBoot] of handed) if (n !== this.me.name && n !== name && this.see(n, i, pos, posBoot)) this.witDirty.add(n);
+      // B7c' (seed 130678): and what it witnessed of this node, kept with them, so that this node's own restart can
+      // count it as admitting without a peer's answer (it may be the only holder), checked as an answer would be.
+      const own = handed.find(([n]) => n === this.me.name);
+      mine = own ? { inc: own[1], pos: own[2], posBoot: own[3] } : { inc: 0, pos: 0, posBoot: 0 };
     }
     if (!w || inc > w.inc) {
-      w = { inc, pos: 0, boot: 0, posBoot: 0, heard: -Infinity, replaced: [], retired: true, retiredAt: this.now, handed: false };
+      w = { inc, pos: 0, boot: 0, posBoot: 0, heard: -Infinity, replaced: [], retired: true, retiredAt: this.now, handed: false, mine: null };
       this.witness.set(name, w);
     } else if (!w.retired) {
       w.retired = true;
       w.retiredAt = this.now;
     } else if (!handed || w.handed) return;
-    if (handed) w.handed = true;
+    if (handed) {
+      w.handed = true;
+      w.mine = mine;
+    }
     this.debug?.(`${this.me.name} learns ${name}/${inc} retired`);
     this.desiredSig = ''; // placement changes: a retired member is never placed (B7c)
     this.witDirty.add(name);
@@ -860,6 +886,8 @@ export class DataNode {
     }
     const age = this.now - this.startedAt;
     if (age < this.cfg.leaseTicks) return; // the quiet period: heartbeats bring the configurations we are in
+    // B7c': what a retired member witnessed of this node, kept in this log, is checked as its answer would be (B6).
+    for (const w of this.witness.values()) if (w.retired && w.handed && w.mine && this.behind(w.mine)) k.rolledBack = true;
     if (!k.rolledBack) {
       // Every other member of every configuration naming us must have answered, and (boot fencing) admitted this
       // boot: then no other boot of this member holds a boot lease from them, nor will again.
@@ -875,7 +903,8 @@ export class DataNode {
           if (a && (this.cfg.broken?.noBootFence || a.boot === this.boot)) admitted++;
           // B7c: it grants nothing any more, and its last lease has run out; and (review-7 F1) an answer this check got
           // holds its witnesses, so what it alone witnessed of this member is still checked (B6).
-          else if (this.retiredFor(m) && this.heldByAnswer(k.answers, m)) admitted++;
+          // B7c' (seed 130678): or this node's own log holds them, with what the member witnessed of this node.
+          else if (this.retiredFor(m) && (this.heldByAnswer(k.answers, m) || this.heldBySelf(m))) admitted++;
           else absent = m.name;
         }
         if (absent !== null && admitted < admitQuorum(c.members.length)) {

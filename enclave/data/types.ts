@@ -138,7 +138,11 @@ export type LogRecord =
 Logs written before boot fencing have three fields, before retirement six (an image from before retirement
 refuses a seventh and fails to load). docs/consistency.md, "Boots and clones" and "Retirement".
  */
-export type Witnessed = readonly [name: string, pos: number, inc: number, boot: number, posBoot: number, replaced: readonly number[], retired?: 1 | 2];
+/**
+ * `mine` (only with retired 2): what the retired member had witnessed of the record's own node (incarnation,
+ * position, boot of that position), from its retiring heartbeat (B7c', docs/consistency.md).
+ */
+export type Witnessed = readonly [name: string, pos: number, inc: number, boot: number, posBoot: number, replaced: readonly number[], retired?: 1 | 2, mine?: readonly [inc: number, pos: number, posBoot: number]];
 
 /** Boots of one peer's incarnation remembered as replaced (never admitted again), most recent last. */
 export const replacedBootsMax = 8;

@@ -6,7 +6,7 @@ import { defaultSimOptions, type FaultName, faultNames, FaultSim, type SimOption
 
 interface Args { replicas: number; nodes: number; from: number; seeds: number; broken: SimOptions['broken']; mix: FaultName[] | undefined; trace: boolean; verbose: boolean; ttl: boolean; keys: number; sessionIdle: number; enclaveTiming: boolean }
 
-const flags = ['noFencing', 'noLeaseWait', 'noDedup', 'noWitnessCheck', 'noBootFence', 'ackBeforePersist', 'expiryLocalOnly', 'expiryNotDurable', 'absoluteDeadlines', 'readsDependOnNothing', 'retiredNotCounted'] as const;
+const flags = ['noFencing', 'noLeaseWait', 'noDedup', 'noWitnessCheck', 'noBootFence', 'ackBeforePersist', 'expiryLocalOnly', 'expiryNotDurable', 'absoluteDeadlines', 'readsDependOnNothing', 'retiredNotCounted', 'retiredSelfNotCounted'] as const;
 
 function parseArgs(argv: readonly string[]): Args {
   const a: Args = { replicas: 3, nodes: 5, from: 1, seeds: 20, broken: undefined, mix: undefined, trace: false, verbose: false, ttl: true, keys: defaultSimOptions.keys, sessionIdle: 0, enclaveTiming: false };
