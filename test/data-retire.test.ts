@@ -172,6 +172,78 @@ describe('retirement (B7)', () => {
     expect(y.checkingState).toBe(true);
   });
 
+  /**
+   * B7c' (seed 130678): the retiring heartbeat reaches only one co-member (y; the owner and the spare are cut off from
+   * the retiring node), which so holds its witnesses alone; then the whole range restarts. The owner passes with y's
+   * answer (it holds them); y itself has no peer that holds them and needs its own log's copy.
+   */
+  function soleHolder(config: DataConfig): { net: Net; o: DataNode; y: DataNode; z: string; oName: string; yName: string } {
+    const net = started(config);
+    const oName = net.owner() as string;
+    const z = memberOtherThan(net, oName); // retires
+    const yName = memberOtherThan(net, oName, z); // the only one that hears it
+    // The owner is cut off from everyone meanwhile (so the range cannot move away from z before the restart), and z
+    // reaches only y.
+    net.cut = (f, t) => f === oName || t === oName || (f === z && t !== yName) || (t === z && f !== yName);
+    expect(net.node(z).retire()).toBe(true);
+    net.run(10);
+    expect(net.node(z).retirementHeard).toBe(true); // y echoed it: the range naming z has another member that knows
+    expect(net.node(yName).configOf(0)?.members.some((m) => m.name === z)).toBe(true);
+    net.down.add(z); // stopped for good
+    net.cut = () => false;
+    // The whole range restarts: both old boots silent for a lease first.
+    net.down.add(oName);
+    net.down.add(yName);
+    net.run(config.leaseTicks + 10);
+    const o = net.restart(oName);
+    const y = net.restart(yName);
+    for (let i = 0; i < 4 * config.leaseTicks && (o.checkingState || y.checkingState); i++) net.run(1);
+    return { net, o, y, z, oName, yName };
+  }
+
+  it("B7c': the sole holder of a retired member's witnesses counts it as admitting its own restart (seed 130678), and the range works again", () => {
+    const { net, o, y, z, yName } = soleHolder(cfg);
+    // y's log holds z's witnesses with what z witnessed of y (retired mark 2, then the copy).
+    const wit = (net.logs.get(yName) ?? []).filter((r) => r.t === 'wit').flatMap((r) => (r.t === 'wit' ? r.w : []));
+    expect(wit.some((w) => w[0] === z && w[6] === 2 && Array.isArray(w[7]))).toBe(true);
+    expect(o.checkingState).toBe(false);
+    expect(y.checkingState).toBe(false);
+    expect(y.self.inc).toBe(1); // the same member: its state was good
+    net.run(300);
+    const owner = net.owner();
+    expect(owner).not.toBeNull();
+    expect(net.members()).not.toContain(`${z}/1`);
+    expect(net.ask(owner as string, { kind: 'open', shard: 0, principal: 'p' })).toMatchObject({ ok: true, kind: 'open' });
+  });
+
+  it("broken (retiredSelfNotCounted, B7c' off): the sole holder's restart waits for the retired member for ever", () => {
+    const { o, y } = soleHolder({ ...cfg, broken: { retiredSelfNotCounted: true } });
+    expect(o.checkingState).toBe(false); // y's answer holds z's witnesses
+    expect(y.checkingState).toBe(true); // nobody's answer does
+  });
+
+  it("B7c': the kept copy is checked as the retired member's answer would be: a log behind it takes a new incarnation", () => {
+    const net = started();
+    const oName = net.owner() as string;
+    const z = memberOtherThan(net, oName);
+    const yName = memberOtherThan(net, oName, z);
+    net.cut = (f, t) => f === oName || t === oName || (f === z && t !== yName) || (t === z && f !== yName);
+    expect(net.node(z).retire()).toBe(true);
+    net.run(10);
+    net.down.add(z);
+    net.cut = () => false;
+    net.down.add(yName);
+    net.run(cfg.leaseTicks + 10);
+    // A log whose kept copy says z witnessed y beyond where y's boot's records end in it (as a fork's would).
+    const log = (net.logs.get(yName) ?? []).map((r): LogRecord => (r.t !== 'wit' ? r : {
+      ...r, w: r.w.map((w) => (w[0] === z && w[6] === 2 && w[7] ? [w[0], w[1], w[2], w[3], w[4], w[5], 2, [w[7][0], w[7][1] + 1000, w[7][2]]] as const : w)),
+    }));
+    const y = net.restart(yName, log);
+    for (let i = 0; i < 4 * cfg.leaseTicks && y.checkingState; i++) net.run(1);
+    expect(y.checkingState).toBe(false);
+    expect(y.self.inc).toBeGreaterThan(1); // behind: a new member
+  });
+
   it('codec: the retiring heartbeat, the gone list, the ret record and a retired witness round-trip; bad shapes are refused', () => {
     const hb = { t: 'hb' as const, leaving: true, configs: [], ret: true as const, gone: [['n4', 3] as const] };
     expect(validatePeerBody(peerBodyToWire(hb), 4)).toEqual(hb);
@@ -192,5 +264,10 @@ describe('retirement (B7)', () => {
     const wit: LogRecord = { t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 1], ['n5', 2, 1, 0, 0, []]] };
     expect(validateLogRecord(logRecordToWire(wit), 4)).toEqual(wit);
     expect(code(() => validateLogRecord({ t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 3]] }, 4))).not.toBe('accepted');
+    // B7c': the retired member's witness of the record's own node, only with retired 2.
+    const mine: LogRecord = { t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 2, [1, 40, 9]]] };
+    expect(validateLogRecord(logRecordToWire(mine), 4)).toEqual(mine);
+    expect(code(() => validateLogRecord({ t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 1, [1, 40, 9]]] }, 4))).not.toBe('accepted');
+    expect(code(() => validateLogRecord({ t: 'wit', shard: 0, w: [['n4', 10, 3, 5, 5, [], 2, [1, 40]]] }, 4))).not.toBe('accepted');
   });
 });

@@ -126,6 +126,33 @@ describe('fault simulator (issue 11)', () => {
     }
   }, 120_000);
 
+  // Found by the 300-seed run from 130000 (liveness only; it failed the same way at older commits): range 0's
+  // configuration [n3, n0, n4]; n3 retired at once (retire-early) while partitioned from n0, so only n4 heard its
+  // retiring heartbeat and held its witnesses; then a whole-ring restart. n0 passed its check with n4's answer
+  // (held); n4 had no peer that held them and "waits for n3 to admit it" for ever, and with it ranges 0 and 1.
+  // Fixed by B7c' (docs/consistency.md, "Retirement"): the holder keeps what the retired member witnessed of itself,
+  // and its own restart counts the retired member with that copy, checked as an answer (B6). The control
+  // `retiredSelfNotCounted` (B7c' off) fails it as before.
+  it('regression seed 130678: the sole holder of a retired member\'s witnesses restarts without waiting for it (B7c\')', () => {
+    expect(runSeed(130678).problems).toEqual([]);
+    const broken = runSeed(130678, { retiredSelfNotCounted: true });
+    expect(broken.problems.some((p) => p.startsWith('unavailable at the end'))).toBe(true);
+  }, 60_000);
+
+  // Seed 90129 of leave,clone,kill,partition (liveness only) was a schedule outside the fault model, which the
+  // simulator's amnesia budget let through: range 3's configuration e2 [n0, n4, n1]; n0 left and retired (a copy
+  // gone, B7d); n4 decided e3 [n4, n1, n2], which only n4 learnt, and was then rolled back (detected: a new
+  // incarnation, its old one lost). The budget looked only at the newest configuration anywhere (e3, every member
+  // up) while n1 still held e2, of which two members of three were then lost: no majority of e2 can decide anything
+  // again, and n1 alone cannot know e3 was chosen (docs/consistency.md, "What is not guaranteed"). The budget now
+  // also counts every configuration a member of it still holds as its newest; `budgetNewestOnly` is the old one.
+  it('regression seed 90129 (leave,clone,kill,partition): no second loss while a configuration its members hold still names a retired member', () => {
+    const mix: FaultName[] = ['leave', 'clone', 'kill', 'partition'];
+    expect(runSeed(90129, undefined, false, mix).problems).toEqual([]);
+    const old = checkRun(new FaultSim({ ...defaultSimOptions, seed: 90129, mix, ttl: true, budgetNewestOnly: true }).run());
+    expect(old.problems).toEqual(['unavailable at the end: final read of k0 never answered']);
+  }, 60_000);
+
   // Scans (docs/scans.md) in the workload: each scanned value is a get linearized within the scan, so no scan
   // returns a value older than a write acknowledged before it started; and a scan that skips the lease is caught.
   // (Without ttl puts: with expiries, which the checker treats as optional operations, and many scanned reads, the

@@ -327,7 +327,9 @@ export function validateLogRecord(x: unknown, shards: number): LogRecord {
         if (mine === undefined) return [...base, retired] as const;
         // B7c': the retired member's witness of this node, kept only with its witnesses (retired 2).
         if (retired !== 2) fail('witness mine only with retired 2');
-        const [mi, mp, mb] = arr(mine, 'witness mine', 3);
+        const ms = arr(mine, 'witness mine', 3);
+        if (ms.length !== 3) fail('witness mine must be [inc, pos, posBoot]');
+        const [mi, mp, mb] = ms;
         return [...base, retired, [int(mi, 'witness mine inc'), int(mp, 'witness mine pos'), b(mb)]] as const;
       }),
     };
