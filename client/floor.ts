@@ -156,6 +156,8 @@ export class Floor {
   private readonly gens = new Map<string, number>();
   /** The ring touched last (the last in `gens`' order). */
   private newestRing: string | null = null;
+  /** The ring a client without a pinned ring id met first (review-17 F1; client/node-connection.ts LearntRing). */
+  private learnt: string | null = null;
   private dirty = false;
 
   constructor(private readonly opts: { file?: string; keysMax?: number } = {}) {
@@ -165,6 +167,17 @@ export class Floor {
 
   get size(): number {
     return this.count;
+  }
+
+  /** The ring learnt by a client that pins none ('none': ring-less), kept in the file for the next process. */
+  get learntRing(): string | null {
+    return this.learnt;
+  }
+
+  learnRing(ring: string): void {
+    if (this.learnt !== null || !ringRe.test(ring)) return;
+    this.learnt = ring;
+    this.dirty = true;
   }
 
   /**
@@ -371,6 +384,7 @@ export class Floor {
 
   private merge(f: FloorJson | null): void {
     if (!f) return;
+    if (this.learnt === null && f.ring !== undefined) this.learnt = f.ring;
     for (const [ring, g] of Object.entries(f.rings)) {
       if (!this.gens.has(ring) || (this.gens.get(ring) as number) < g) this.touchRing(ring, g);
     }
@@ -380,7 +394,7 @@ export class Floor {
   private toJson(): FloorJson {
     const keys: FloorJson['keys'] = [];
     for (let s = this.head; s !== null; s = s.next) keys.push([s.ring, s.kh, s.e.v, s.e.h]);
-    return { version: 1, rings: Object.fromEntries(this.gens), keys };
+    return { version: 1, rings: Object.fromEntries(this.gens), keys, ...(this.learnt === null ? {} : { ring: this.learnt }) };
   }
 }
 
@@ -389,6 +403,8 @@ interface FloorJson {
   rings: Record<string, number>;
   /** [ring, key hash, version, value hash | null], least recently used first. */
   keys: Array<[string, string, number, string | null]>;
+  /** The ring learnt by a client that pins none (absent: none learnt yet). */
+  ring?: string;
 }
 
 const ringRe = /^(none|[0-9a-f]{64})$/;
@@ -432,7 +448,9 @@ export function readFloorFile(file: string): FloorJson | null {
     }
     keys.push([ring, kh, v, h]);
   }
-  return { version: 1, rings, keys };
+  const ring = (f as { ring?: unknown }).ring;
+  if (ring !== undefined && (typeof ring !== 'string' || !ringRe.test(ring))) throw badFile(file, 'a malformed ring');
+  return { version: 1, rings, keys, ...(typeof ring === 'string' ? { ring } : {}) };
 }
 
 /** Write `f` to `file` atomically: a temporary file beside it, flushed, then renamed over it. */

@@ -18,7 +18,7 @@ import type { PrincipalSigner } from '../protocol/handshake.ts';
 import { AccessApi } from './acl.ts';
 import { Floor, noRing, type FloorSnapshot } from './floor.ts';
 import { loadCluster, type ClusterFile } from './cluster.ts';
-import { NodeConnection } from './node-connection.ts';
+import { NodeConnection, type LearntRing } from './node-connection.ts';
 import { mget, mput, type ClientPort, type MgetResult, type MputResult } from './batch.ts';
 import { listNamespaces, scanIterate, scanPage, type ScanItem, type ScanOptions, type ScanPage } from './scan.ts';
 import { checkTrustPolicy, documentVerifier, resolveTrust, type ResolvedTrust, type TrustPolicy } from './trust.ts';
@@ -252,16 +252,25 @@ export class EkvClient {
     if (addrs.length === 0) throw new EkvError('BAD_REQUEST', 'no nodes to connect to');
     checkTrustPolicy(trust);
     const verify = documentVerifier(trust);
+    this.floor = opts.floor === undefined ? new Floor() : opts.floor;
+    // No ring id pinned: hold every node to the ring this client (or its floor file) met first (review-17 F1).
+    const floor = this.floor;
+    const learntRing: LearntRing = {
+      id: floor?.learntRing ?? null,
+      learn: (id) => {
+        learntRing.id = id;
+        floor?.learnRing(id);
+      },
+    };
     const connOpts = {
       timeoutMs: opts.timeoutMs, ...(opts.identity ? { principal: opts.identity } : {}), ...(trust.now ? { now: trust.now } : {}),
-      ...(trust.ringId ? { ringId: trust.ringId } : {}),
+      ...(trust.ringId ? { ringId: trust.ringId } : { learntRing }),
     };
     this.makeConn = (a) => new NodeConnection(a, verify, connOpts);
     this.conns = addrs.map((a) => this.makeConn(a));
     for (const c of this.conns) this.byAddr.set(c.addr, c);
     this.routing = opts.routing ?? 'cached';
     this.timeoutMs = opts.timeoutMs;
-    this.floor = opts.floor === undefined ? new Floor() : opts.floor;
     this.acl = new AccessApi((key, op, args) => this.callRouted(key, op, args), opts.identity ?? null);
   }
 

@@ -1,0 +1,179 @@
+// Review 17: the client SDK and CLI as the last line of defence, attacked as a hostile host (it controls every byte
+// between client and enclave, and which enclave a TCP connection reaches) and as hostile genuine nodes (the same
+// public image in another deployment, a wiped node that founded a new ring, a node serving old state).
+//
+// F1 (high): a client whose policy pins no ring id (the SDK's documented `connect({ nodes, trust: { pcrs } })`, a CLI
+//     `--pcr` without `--ring` on an operator's cluster file that names none) took answers from ANY ring of the
+//     image, and its floor is per ring id, so a genuine node of another ring (the host wipes a node and lets it found
+//     a new, empty ring; or runs the image in another deployment) answered NOT_FOUND (version 0) for a key this very
+//     client had written, and that was returned as data; a write was acknowledged by the empty ring. Fix: a client
+//     without a pinned ring id learns the ring of the first node it verifies and holds every other node to it
+//     exactly as a pin would (WRONG_RING; RING_RECOVERED for a reopened ring naming it), and with a floor file the
+//     learnt ring is kept there, so a later process (the CLI: one per command) holds to it too.
+// F2 (medium): scan answers were checked against the per-key floor but never against the ring generation
+//     (OLDER_GENERATION), unlike get/put/delete: an old copy of generation g answering a scan, to a client that has
+//     seen generation g+1, had its old keys and values returned as current. Fix: callRange checks the generation of
+//     the answering node (its signed lineage, and the answer's `g`) as the single-key path does.
+// F3 (medium): ACL and group documents bypassed the floor: getAcl/getGroup (`ekv acl show`), and the read half of
+//     every grant/revoke/addMember/removeMember, believed any signed version a node sent. A rolled-back node answered
+//     an older ACL (a right since revoked shown as held) and the client built and signed its edit on top of it, so a
+//     revoke "succeeded" on the stale copy only. Fix: every ACL/group document read or written goes through the floor
+//     (its reserved key, its body's version, the hash of its signed bytes): older versions, and another document at a
+//     seen version, are STALE.
+// F4 (medium): `allowDebug` with PCR0 pinned to all zeros (what a debug-mode enclave reports, whatever its image;
+//     the CLI's --allow-debug --pcr 0=00..) passed checkTrustPolicy as "pinned", yet accepts every debug-mode
+//     enclave of every image (the attacker's own). Fix: refused (BAD_REQUEST) unless allowAnyImage says so openly.
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EkvClient, EkvError } from '../client/index.ts';
+import { Floor } from '../client/floor.ts';
+import { checkTrustPolicy } from '../client/trust.ts';
+import { EnclaveServer } from '../enclave/server.ts';
+import { EmulatorCa } from '../emulator/ca.ts';
+import { measureImage, pcrMap } from '../emulator/measure.ts';
+import { EmulatedNsm } from '../emulator/nsm.ts';
+import { generateIdentity, verifyEd25519 } from '../protocol/keys.ts';
+import { ringCredential, type RingCredential } from '../protocol/ring.ts';
+import type { RpcResult } from '../protocol/rpc.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'ekv-rev17-'));
+const pcrs = pcrMap(measureImage(Buffer.from('review-17 image\n')));
+const pcr0 = Buffer.from(pcrs.get(0) as Uint8Array).toString('hex');
+let ca: EmulatorCa;
+let nsm: EmulatedNsm;
+const servers: EnclaveServer[] = [];
+const relays: net.Server[] = [];
+
+beforeAll(async () => {
+  ca = await EmulatorCa.createEphemeral();
+  nsm = new EmulatedNsm({ ca, pcrs, moduleId: ca.newModuleId() });
+});
+
+afterAll(async () => {
+  for (const r of relays) r.close();
+  for (const s of servers) await s.close().catch(() => undefined);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/**
+ * A genuine node of the image (real handshake, emulated NSM document) in ring `ring`, with a one-range in-memory
+ * store: get/put/del/open as the data path answers them. Its unix socket path is returned.
+ */
+let nodeCount = 0;
+async function genuineNode(ring: RingCredential | null): Promise<{ path: string; store: Map<string, { v: Buffer; n: number }> }> {
+  const store = new Map<string, { v: Buffer; n: number }>();
+  const path = join(dir, `node-${nodeCount++}.sock`);
+  const handler = (op: string, req: Record<string, unknown>): RpcResult => {
+    const k = Buffer.from(req.k as Uint8Array).toString('hex');
+    if (op === 'open') return { s: 1, S: 1, sh: 0, w: 64 };
+    if (op === 'get') {
+      const e = store.get(k);
+      if (!e) throw new EkvError('NOT_FOUND', 'no such key', { version: 0 });
+      return { v: e.v, n: e.n };
+    }
+    if (op === 'put') {
+      const n = (store.get(k)?.n ?? 0) + 1;
+      store.set(k, { v: Buffer.from(req.v as Uint8Array), n });
+      return { n };
+    }
+    throw new EkvError('BAD_REQUEST', op);
+  };
+  const server = new EnclaveServer(
+    {
+      identity: generateIdentity(), attest: (nonce, publicKey) => nsm.attest({ nonce, publicKey }),
+      verifyPeer: () => Promise.reject(new EkvError('UNATTESTED', 'no peers')), verifyPrincipal: (p, m, s) => verifyEd25519(p, m, s), ring,
+    },
+    handler, pino({ level: 'silent' }),
+  );
+  await server.listen(path);
+  servers.push(server);
+  return { path, store };
+}
+
+/** The hostile host: a TCP address whose connections it sends to whichever enclave socket it likes (`to`). */
+async function hostRelay(to: string): Promise<{ addr: string; redirect: (path: string) => void }> {
+  let target = to;
+  const open = new Set<net.Socket>();
+  const server = net.createServer((c) => {
+    const e = net.connect(target);
+    open.add(c);
+    c.on('close', () => open.delete(c));
+    c.on('error', () => e.destroy());
+    e.on('error', () => c.destroy());
+    c.pipe(e).pipe(c);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  relays.push(server);
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    addr: `127.0.0.1:${port}`,
+    redirect: (path) => {
+      target = path;
+      for (const c of open) c.destroy(); // the client handshakes again, with whatever enclave the host picked
+    },
+  };
+}
+
+const ringX = ringCredential(Buffer.alloc(32, 1));
+const ringW = ringCredential(Buffer.alloc(32, 2));
+const trust = () => ({ roots: [ca.rootPem], pcrs: { '0': pcr0 } });
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    return err instanceof EkvError ? err.code : `untyped ${String(err)}`;
+  }
+}
+
+describe('review-17 F1: a client that pins no ring id holds to the ring it met first', () => {
+  it('a genuine node of another ring (a wiped node that founded anew) cannot answer NOT_FOUND for a key this client wrote', async () => {
+    const real = await genuineNode(ringX);
+    const wiped = await genuineNode(ringW);
+    const host = await hostRelay(real.path);
+    const kv = new EkvClient([host.addr], trust(), { timeoutMs: 3000 });
+    try {
+      expect(await kv.put('k', 'v1')).toBe(1);
+      expect(await kv.put('k', 'v2')).toBe(2);
+      host.redirect(wiped.path);
+      // Before the fix: NOT_FOUND ("no such key", version 0 of ring W: nothing in the floor for W) came back as data.
+      expect(await code(kv.get('k'))).toBe('WRONG_RING');
+      expect(await code(kv.put('k', 'v3'))).toBe('WRONG_RING');
+      expect(wiped.store.size).toBe(0); // the empty ring acknowledged nothing
+      // Control: the host sends it back to the real ring: served.
+      host.redirect(real.path);
+      expect((await kv.get('k')).toString()).toBe('v2');
+    } finally {
+      await kv.close();
+    }
+  }, 30_000);
+
+  it('across processes: with a floor file, the next client (the CLI: one process per command) holds to the same ring', async () => {
+    const real = await genuineNode(ringX);
+    const wiped = await genuineNode(ringW);
+    const host = await hostRelay(real.path);
+    const file = join(dir, 'f1.floor');
+    const first = new EkvClient([host.addr], trust(), { timeoutMs: 3000, floor: new Floor({ file }) });
+    await first.put('k', 'v1');
+    await first.close();
+    host.redirect(wiped.path);
+    const second = new EkvClient([host.addr], trust(), { timeoutMs: 3000, floor: new Floor({ file }) });
+    try {
+      expect(await code(second.get('k'))).toBe('WRONG_RING');
+    } finally {
+      await second.close();
+    }
+    // Control: a client that pins ring W itself (its caller's choice) is served by it.
+    const pinned = new EkvClient([host.addr], { ...trust(), ringId: ringW.id.toString('hex') }, { timeoutMs: 3000, floor: new Floor({ file: join(dir, 'f1b.floor') }) });
+    try {
+      expect(await code(pinned.get('k'))).toBe('NOT_FOUND');
+    } finally {
+      await pinned.close();
+    }
+  }, 30_000);
+});
