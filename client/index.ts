@@ -548,6 +548,8 @@ export class EkvClient {
       callRange: async (shard, op, args) => {
         const via: Via = { count: 0 };
         const r = await this.callRouted({ shard }, op, args, via);
+        // The answering node's generation, as for a get (review-17 F2: an old copy's scan page was returned as current).
+        this.checkGeneration(via, r.g);
         return { r, ring: ringOf(via) };
       },
       prepareWrites: async (keys) => {

@@ -177,3 +177,40 @@ describe('review-17 F1: a client that pins no ring id holds to the ring it met f
     }
   }, 30_000);
 });
+
+type Routed = (key: unknown, op: string, args: Record<string, unknown>, via: { conn?: unknown }) => Promise<Record<string, unknown>>;
+
+/** Replaces the client's routed calls with `fn` (as test/client-floor.test.ts does); `open` is answered here. */
+function script(kv: EkvClient, fn: Routed): void {
+  (kv as unknown as { callRouted: Routed }).callRouted = async (key, op, args, via) => {
+    if (op === 'open') return { s: 1, sh: 0, S: 1, w: 64 };
+    return fn(key, op, args, via ?? {});
+  };
+}
+
+const ringA = 'a'.repeat(64);
+const ringB = 'b'.repeat(64);
+const reopened = { ringId: Buffer.from(ringB, 'hex'), lineage: { generation: 1, previous: [Buffer.from(ringA, 'hex')] } };
+const oldCopy = { ringId: Buffer.from(ringA, 'hex'), lineage: { generation: 0, previous: [] } };
+
+describe('review-17 F2: scan answers are held to the ring generation, as gets are', () => {
+  it('an old copy of generation 0 answering a scan, after the client saw generation 1: STALE, not its old keys', async () => {
+    const kv = new EkvClient(['127.0.0.1:1'], { pcrs: { 0: pcr0 } }, { timeoutMs: 1000 });
+    let conn: unknown = reopened;
+    script(kv, async (_key, op, _args, via) => {
+      via.conn = conn;
+      const old = conn === oldCopy;
+      if (op === 'get') return old ? { v: Buffer.from('old'), n: 1 } : { v: Buffer.from('new'), n: 5, g: 1 };
+      if (op === 'scan') return { S: 1, e: [[Buffer.from('k'), Buffer.from(old ? 'old' : 'new'), old ? 1 : 5]], m: false, ...(old ? {} : { g: 1 }) };
+      throw new Error(op);
+    });
+    expect((await kv.get('k')).toString()).toBe('new');
+    conn = oldCopy; // the host starts an old copy of generation 0 beside the reopened ring and routes the scan to it
+    await expect(kv.get('k')).rejects.toMatchObject({ code: 'STALE', reason: 'OLDER_GENERATION' }); // as before
+    // Before the fix: the old copy's page (k at version 1, value 'old') was returned as current.
+    await expect(kv.scan({ values: true })).rejects.toMatchObject({ code: 'STALE', reason: 'OLDER_GENERATION' });
+    // Control: the reopened ring's own scan is served.
+    conn = reopened;
+    expect((await kv.scan({ values: true })).items.map((i) => i.key.toString())).toEqual(['k']);
+  });
+});
