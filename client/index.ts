@@ -271,7 +271,15 @@ export class EkvClient {
     for (const c of this.conns) this.byAddr.set(c.addr, c);
     this.routing = opts.routing ?? 'cached';
     this.timeoutMs = opts.timeoutMs;
-    this.acl = new AccessApi((key, op, args) => this.callRouted(key, op, args), opts.identity ?? null);
+    this.acl = new AccessApi(async (key, op, args, answered) => {
+      const via: Via = { count: 0 };
+      const r = await this.callRouted(key, op, args, via);
+      if (answered) {
+        this.checkGeneration(via, r.g);
+        answered.ring = ringOf(via);
+      }
+      return r;
+    }, opts.identity ?? null, this.floor);
   }
 
   /** Verify every node now (connect eagerly); rejects with the first refusal. */

@@ -31,6 +31,8 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EkvClient, EkvError } from '../client/index.ts';
 import { Floor } from '../client/floor.ts';
+import { generateIdentity as generateClientKey, identityFromKey, toPrincipalSigner } from '../client/identity.ts';
+import { buildAclCreate, buildAclUpdate, encodeSignedDoc, grantEdit, revokeEdit, type SignedDoc } from '../protocol/acl-doc.ts';
 import { checkTrustPolicy } from '../client/trust.ts';
 import { EnclaveServer } from '../enclave/server.ts';
 import { EmulatorCa } from '../emulator/ca.ts';
@@ -212,5 +214,57 @@ describe('review-17 F2: scan answers are held to the ring generation, as gets ar
     // Control: the reopened ring's own scan is served.
     conn = reopened;
     expect((await kv.scan({ values: true })).items.map((i) => i.key.toString())).toEqual(['k']);
+  });
+});
+
+describe('review-17 F3: ACL documents are held to the floor, as values are', () => {
+  const owner = identityFromKey(generateClientKey());
+  const alice = identityFromKey(generateClientKey()).principal;
+  const v1 = buildAclCreate('team', owner, []);
+  const v2 = buildAclUpdate(v1, owner, grantEdit(alice, 'read'));
+  const v3 = buildAclUpdate(v2, owner, revokeEdit(alice, null));
+  const aclKey = Buffer.from('\x00acl/team', 'latin1');
+
+  /** A client of ring A whose node answers aclGet with `serving()`, and records what aclPut was sent. */
+  function aclClient(serving: () => { doc: SignedDoc; n: number }, floor?: Floor | null): { kv: EkvClient; puts: number[] } {
+    const kv = new EkvClient(['127.0.0.1:1'], { pcrs: { 0: pcr0 } }, { timeoutMs: 1000, identity: toPrincipalSigner(owner), ...(floor === undefined ? {} : { floor }) });
+    const puts: number[] = [];
+    script(kv, async (key, op, _args, via) => {
+      via.conn = { ringId: Buffer.from(ringA, 'hex') };
+      expect(key).toEqual(aclKey);
+      if (op === 'aclGet') return { d: encodeSignedDoc(serving().doc), n: serving().n };
+      if (op === 'aclPut') {
+        puts.push(serving().n + 1);
+        return { n: serving().n + 1 };
+      }
+      throw new Error(op);
+    });
+    return { kv, puts };
+  }
+
+  it('after reading version 3 (alice revoked), a rolled-back node\'s version 2 (alice holds read) is STALE, and no edit is signed on it', async () => {
+    let state = { doc: v3, n: 3 };
+    const { kv, puts } = aclClient(() => state);
+    expect((await kv.acl.getAcl('team')).body.version).toBe(3);
+    state = { doc: v2, n: 2 }; // the host routes to a node restarted from an older sealed copy
+    // Before the fix: version 2 came back as the current ACL (alice shown holding read) ...
+    await expect(kv.acl.getAcl('team')).rejects.toMatchObject({ code: 'STALE', reason: 'OLDER_VERSION' });
+    // ... and a grant was built on it, signed and acknowledged by the stale copy only.
+    await expect(kv.acl.grant('team', identityFromKey(generateClientKey()).principal, 'read')).rejects.toMatchObject({ code: 'STALE' });
+    expect(puts).toEqual([]);
+    // Another document at a version seen (a fork): STALE too.
+    state = { doc: buildAclUpdate(v2, owner, grantEdit(alice, 'write')), n: 3 };
+    await expect(kv.acl.getAcl('team')).rejects.toMatchObject({ code: 'STALE', reason: 'FORKED_VALUE' });
+  });
+
+  it('controls: the same answers to a client that never saw version 3 are accepted; newer versions always are', async () => {
+    let state = { doc: v2, n: 2 };
+    const { kv, puts } = aclClient(() => state);
+    expect((await kv.acl.getAcl('team')).body.version).toBe(2);
+    state = { doc: v3, n: 3 };
+    expect((await kv.acl.getAcl('team')).body.version).toBe(3);
+    const edited = await kv.acl.grant('team', alice, 'read');
+    expect(edited.body.version).toBe(4);
+    expect(puts).toEqual([4]);
   });
 });
