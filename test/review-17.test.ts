@@ -268,3 +268,42 @@ describe('review-17 F3: ACL documents are held to the floor, as values are', () 
     expect(puts).toEqual([4]);
   });
 });
+
+describe('review-17 F4: allowDebug with PCR0 pinned to zeros is not a pin', () => {
+  const zeros = '00'.repeat(48);
+
+  it('checkTrustPolicy refuses it (every debug-mode enclave of every image reports PCR0 of zeros)', () => {
+    expect(() => checkTrustPolicy({ pcrs: { 0: zeros }, allowDebug: true })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
+    expect(() => checkTrustPolicy({ pcrs: { 0: [pcr0, zeros] }, allowDebug: true })).toThrow(expect.objectContaining({ code: 'BAD_REQUEST' }));
+    // Controls: said openly it is allowed; a real pin with allowDebug is a pin (a debug enclave's zeros never match it);
+    // zeros without allowDebug never match anything (the verifier refuses debug documents first).
+    expect(() => checkTrustPolicy({ pcrs: { 0: zeros }, allowDebug: true, allowAnyImage: true })).not.toThrow();
+    expect(() => checkTrustPolicy({ pcrs: { 0: pcr0 }, allowDebug: true })).not.toThrow();
+    expect(() => checkTrustPolicy({ pcrs: { 0: zeros } })).not.toThrow();
+  });
+
+  it('an attacker\'s debug-mode enclave (another image: all PCRs zero) is not reachable through such a policy', async () => {
+    const debugNsm = new EmulatedNsm({ ca, pcrs: new Map(Array.from({ length: 16 }, (_, i) => [i, new Uint8Array(48)])), moduleId: ca.newModuleId() });
+    const path = join(dir, 'debug.sock');
+    const server = new EnclaveServer(
+      {
+        identity: generateIdentity(), attest: (nonce, publicKey) => debugNsm.attest({ nonce, publicKey }),
+        verifyPeer: () => Promise.reject(new EkvError('UNATTESTED', 'no peers')), verifyPrincipal: (p, m, s) => verifyEd25519(p, m, s), ring: null,
+      },
+      () => ({ v: Buffer.from('attacker'), n: 1 }), pino({ level: 'silent' }),
+    );
+    await server.listen(path);
+    servers.push(server);
+    const host = await hostRelay(path);
+    // Before the fix: the client was made and the attacker's answer returned as data.
+    let got: string;
+    try {
+      const kv = new EkvClient([host.addr], { roots: [ca.rootPem], pcrs: { '0': zeros }, allowDebug: true }, { timeoutMs: 3000 });
+      got = await code(kv.get('k'));
+      await kv.close();
+    } catch (err) {
+      got = err instanceof EkvError ? err.code : String(err);
+    }
+    expect(got).toBe('BAD_REQUEST');
+  }, 30_000);
+});
