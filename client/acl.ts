@@ -199,7 +199,16 @@ export class AccessApi {
     const key = kind === 'acl' ? aclKey(name) : groupKey(name);
     const before = this.#floor?.snapshot(key);
     const answered: { ring?: string } = {};
-    const r = await this.call(key, op, args, answered);
+    let r: RpcResult;
+    try {
+      r = await this.call(key, op, args, answered);
+    } catch (err) {
+      // "No such namespace/group" from a node, after this client saw a version of it: a rolled-back node, STALE.
+      if (this.#floor && before && answered.ring !== undefined && err instanceof EkvError && err.code === 'NOT_FOUND') {
+        this.#floor.checkRead(answered.ring, key, before, 0, null);
+      }
+      throw err;
+    }
     if (!(r.d instanceof Uint8Array)) throw new EkvError('PROTOCOL', `malformed ${op} answer`);
     let doc: SignedDoc | null = null;
     let version = 0;

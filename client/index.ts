@@ -273,7 +273,17 @@ export class EkvClient {
     this.timeoutMs = opts.timeoutMs;
     this.acl = new AccessApi(async (key, op, args, answered) => {
       const via: Via = { count: 0 };
-      const r = await this.callRouted(key, op, args, via);
+      let r: RpcResult;
+      try {
+        r = await this.callRouted(key, op, args, via);
+      } catch (err) {
+        // A refusal's node (NOT_FOUND for a document this client saw is a read of "none": acl.ts checks it).
+        if (answered && err instanceof EkvError && err.code === 'NOT_FOUND' && via.conn) {
+          this.checkGeneration(via, undefined);
+          answered.ring = ringOf(via);
+        }
+        throw err;
+      }
       if (answered) {
         this.checkGeneration(via, r.g);
         answered.ring = ringOf(via);

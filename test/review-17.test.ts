@@ -252,6 +252,17 @@ describe('review-17 F3: ACL documents are held to the floor, as values are', () 
     // ... and a grant was built on it, signed and acknowledged by the stale copy only.
     await expect(kv.acl.grant('team', identityFromKey(generateClientKey()).principal, 'read')).rejects.toMatchObject({ code: 'STALE' });
     expect(puts).toEqual([]);
+    // "No such namespace" from a node restarted from a copy older than the namespace: STALE, not NOT_FOUND.
+    script(kv, async (_key, _op, _args, via) => {
+      via.conn = { ringId: Buffer.from(ringA, 'hex') };
+      throw new EkvError('NOT_FOUND', 'no such namespace');
+    });
+    await expect(kv.acl.getAcl('team')).rejects.toMatchObject({ code: 'STALE', reason: 'OLDER_VERSION' });
+    script(kv, async (_key, op, _args, via) => {
+      via.conn = { ringId: Buffer.from(ringA, 'hex') };
+      if (op === 'aclGet') return { d: encodeSignedDoc(state.doc), n: state.n };
+      throw new Error(op);
+    });
     // Another document at a version seen (a fork): STALE too.
     state = { doc: buildAclUpdate(v2, owner, grantEdit(alice, 'write')), n: 3 };
     await expect(kv.acl.getAcl('team')).rejects.toMatchObject({ code: 'STALE', reason: 'FORKED_VALUE' });
