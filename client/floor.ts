@@ -221,7 +221,7 @@ export class Floor {
    * A read's answer: `value` null means NOT_FOUND, with `version` the version of its delete (0: never
    * written), or undefined when the node did not say (then nothing can be checked).
    */
-  checkRead(ring: string, key: Uint8Array, before: FloorSnapshot, version: number | undefined, value: Uint8Array | null): void {
+  checkRead(ring: string, key: Uint8Array, before: FloorSnapshot, version: number | undefined, value: Uint8Array | null, weak = false): void {
     if (version === undefined) return;
     const seen = before.get(ring);
     const h = value === null ? null : valueHash(value);
@@ -231,7 +231,7 @@ export class Floor {
         throw stale('FORKED_VALUE', `the node answered another value at version ${version} than this client saw there (a second history)`, seen.v);
       }
     }
-    this.raiseHashed(ring, keyHashOf(key, before), version, h, slotHint(before, ring));
+    this.raiseHashed(ring, keyHashOf(key, before), version, h, slotHint(before, ring), weak);
   }
 
   /** A write's answer: its new version must be above everything seen before the write was sent. */
@@ -287,7 +287,11 @@ export class Floor {
   }
 
   /** `hint`: the key's slot in `ring` as the operation's snapshot found it, still kept (saves a second lookup). */
-  private raiseHashed(ring: string, kh: string, v: number, h: string | null, hint: Slot | null = null): void {
+  /**
+   * `weak` (a scan's keys, review-17 F5): a key not yet kept goes in as the least recently used, and a kept one keeps its
+   * place, so a scan over more keys than the bound never pushes out the keys this client read or wrote one by one.
+   */
+  private raiseHashed(ring: string, kh: string, v: number, h: string | null, hint: Slot | null = null, weak = false): void {
     if (!this.gens.has(ring)) this.touchRing(ring, 0); // (may drop a ring, and mark its slots gone)
     let have: Slot | undefined;
     if (hint !== null && !hint.gone) have = hint;
@@ -299,7 +303,9 @@ export class Floor {
       }
       have = slots.get(kh);
       if (have === undefined) {
-        this.append(slots, { ring, kh, e: { v, h }, prev: null, next: null, gone: false });
+        const s: Slot = { ring, kh, e: { v, h }, prev: null, next: null, gone: false };
+        if (weak) this.prepend(slots, s);
+        else this.append(slots, s);
         this.dirty = true;
         this.trim();
         return;
@@ -309,7 +315,17 @@ export class Floor {
       have.e = { v, h };
       this.dirty = true;
     }
-    this.toTail(have);
+    if (!weak) this.toTail(have);
+  }
+
+  private prepend(slots: Map<string, Slot>, s: Slot): void {
+    slots.set(s.kh, s);
+    s.prev = null;
+    s.next = this.head;
+    if (this.head === null) this.tail = s;
+    else this.head.prev = s;
+    this.head = s;
+    this.count++;
   }
 
   /** Set a key's entry as is (no comparison) and make it the most recently used. */

@@ -318,3 +318,27 @@ describe('review-17 F4: allowDebug with PCR0 pinned to zeros is not a pin', () =
     expect(got).toBe('BAD_REQUEST');
   }, 30_000);
 });
+
+describe('review-17 F5: a scan with values does not push the keys this client wrote out of its floor', () => {
+  it('put k at v3, scan 100 other keys with values (floor of 50 keys), then a rolled-back v1 of k: STALE', async () => {
+    const kv = new EkvClient(['127.0.0.1:1'], { pcrs: { 0: pcr0 } }, { timeoutMs: 1000, floor: new Floor({ keysMax: 50 }) });
+    let rolledBack = false;
+    script(kv, async (_key, op, _args, via) => {
+      via.conn = { ringId: Buffer.from(ringA, 'hex') };
+      if (op === 'put') return { n: 3 };
+      if (op === 'get') return rolledBack ? { v: Buffer.from('v1'), n: 1 } : { v: Buffer.from('v3'), n: 3 };
+      if (op === 'scan') {
+        const e = Array.from({ length: 100 }, (_, i) => [Buffer.from(`other-${String(i).padStart(3, '0')}`), Buffer.from('x'), 1]);
+        return { S: 1, e, m: false };
+      }
+      throw new Error(op);
+    });
+    expect(await kv.put('k', 'v3')).toBe(3);
+    expect((await kv.scan({ values: true, limit: 100 })).items).toHaveLength(100);
+    rolledBack = true;
+    // Before the fix: the scan's 100 keys evicted k (least recently used first), and v1 came back as data.
+    await expect(kv.getWithVersion('k')).rejects.toMatchObject({ code: 'STALE', reason: 'OLDER_VERSION' });
+    // Control: scanned keys are still checked while there is room (the floor holds up to its bound).
+    expect(kv.floor?.size).toBe(50);
+  });
+});
