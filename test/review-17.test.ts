@@ -342,3 +342,25 @@ describe('review-17 F5: a scan with values does not push the keys this client wr
     expect(kv.floor?.size).toBe(50);
   });
 });
+
+describe('review-17 F6: a hostile cluster file gets a typed refusal, never a crash', () => {
+  it('trust: null (or not an object) is BAD_REQUEST at parse, not a TypeError in the trust store or resolveTrust', async () => {
+    const { parseCluster } = await import('../client/cluster.ts');
+    const { trustChoice } = await import('../cli/trust-flags.ts');
+    const { resolveConnect } = await import('../client/index.ts');
+    for (const trustJson of ['null', '[]', '"x"']) {
+      const text = `{"version":1,"nodes":[{"addr":"127.0.0.1:1"}],"trust":${trustJson}}`;
+      // Before the fix: parsed, then `ekv get -c` died on a TypeError (cannot read properties of null).
+      const outcome = (f: () => unknown): string => {
+        try {
+          f();
+          return 'ok';
+        } catch (err) {
+          return err instanceof EkvError ? err.code : `untyped ${(err as Error).name}`;
+        }
+      };
+      expect(outcome(() => trustChoice({}, parseCluster(text), { EKV_TRUST_DIR: dir }))).toBe('BAD_REQUEST');
+      expect(outcome(() => resolveConnect({ cluster: parseCluster(text), trustClusterFile: true }))).toBe('BAD_REQUEST');
+    }
+  });
+});
