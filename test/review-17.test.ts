@@ -23,6 +23,13 @@
 // F4 (medium): `allowDebug` with PCR0 pinned to all zeros (what a debug-mode enclave reports, whatever its image;
 //     the CLI's --allow-debug --pcr 0=00..) passed checkTrustPolicy as "pinned", yet accepts every debug-mode
 //     enclave of every image (the attacker's own). Fix: refused (BAD_REQUEST) unless allowAnyImage says so openly.
+// F5 (medium): a scan with values entered every key it returned into the floor as the most recently used, so one
+//     scan over more keys than the floor's bound (8,192) pushed out every key this client had written or read one by
+//     one, and a rolled-back answer for them was then accepted. Fix: a scan's keys are checked as before but enter the
+//     floor as the least recently used (and a kept key keeps its place): a scan never evicts keys used one by one.
+// F6 (low): a cluster file with `trust: null` (typeof 'object') passed parseCluster and then crashed the CLI with a
+//     TypeError in the trust store (every command given -c); and the file was read whole before its size was
+//     checked. Fix: trust must be a plain object (BAD_REQUEST otherwise); the read stops one byte past the bound.
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
