@@ -424,6 +424,7 @@ export class EkvClient {
       this.checkGeneration(via, undefined);
       this.floor.checkVersion(ringOf(via), before, err.version);
     } else if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version === 0 && err.absentAt !== undefined) {
+      this.checkGeneration(via, undefined); // review-17 F2: as every other answer, never from an older generation
       this.floor.checkRead(ringOf(via), k, before, err.absentAt, null);
     }
     throw err;

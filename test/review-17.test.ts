@@ -13,7 +13,8 @@
 // F2 (medium): scan answers were checked against the per-key floor but never against the ring generation
 //     (OLDER_GENERATION), unlike get/put/delete: an old copy of generation g answering a scan, to a client that has
 //     seen generation g+1, had its old keys and values returned as current. Fix: callRange checks the generation of
-//     the answering node (its signed lineage, and the answer's `g`) as the single-key path does.
+//     the answering node (its signed lineage, and the answer's `g`) as the single-key path does. The same gap in a
+//     write's CONFLICT saying "no value" (version 0 with absentAt): now checked against the generation too.
 // F3 (medium): ACL and group documents bypassed the floor: getAcl/getGroup (`ekv acl show`), and the read half of
 //     every grant/revoke/addMember/removeMember, believed any signed version a node sent. A rolled-back node answered
 //     an older ACL (a right since revoked shown as held) and the client built and signed its edit on top of it, so a
@@ -221,6 +222,22 @@ describe('review-17 F2: scan answers are held to the ring generation, as gets ar
     // Control: the reopened ring's own scan is served.
     conn = reopened;
     expect((await kv.scan({ values: true })).items.map((i) => i.key.toString())).toEqual(['k']);
+  });
+
+  it('a CONFLICT saying "no value" (version 0, absentAt) from the old copy is STALE too, not a CONFLICT', async () => {
+    const kv = new EkvClient(['127.0.0.1:1'], { pcrs: { 0: pcr0 } }, { timeoutMs: 1000 });
+    let conn: unknown = reopened;
+    script(kv, async (_key, op, _args, via) => {
+      via.conn = conn;
+      if (op === 'get') return { v: Buffer.from('new'), n: 5, g: 1 };
+      throw new EkvError('CONFLICT', 'the key has no value', { version: 0, absentAt: 0 });
+    });
+    await kv.get('other'); // generation 1 seen
+    conn = oldCopy;
+    // Before the fix: CONFLICT (version 0: "the key has no value") from generation 0 was returned.
+    await expect(kv.put('k', 'x', { ifVersion: 5 })).rejects.toMatchObject({ code: 'STALE', reason: 'OLDER_GENERATION' });
+    conn = reopened;
+    await expect(kv.put('k', 'x', { ifVersion: 5 })).rejects.toMatchObject({ code: 'CONFLICT' }); // control
   });
 });
 
