@@ -42,9 +42,13 @@ import { EkvError } from '../protocol/errors.ts';
 import type { PrincipalSigner } from '../protocol/handshake.ts';
 import { Principal, principalFromBytes, principalFromText, type Signer } from '../protocol/principal.ts';
 import type { RpcResult } from '../protocol/rpc.ts';
+import type { Floor } from './floor.ts';
 
-/** Sends one operation to a node (EkvClient routes by `key`). */
-export type AclTransport = (key: Buffer, op: string, args: Record<string, unknown>) => Promise<RpcResult>;
+/**
+ * Sends one operation to a node (EkvClient routes by `key`); `answered`, when given, gets the ring id of the node
+ * that answered (the floor's key), after its generation was checked.
+ */
+export type AclTransport = (key: Buffer, op: string, args: Record<string, unknown>, answered?: { ring?: string }) => Promise<RpcResult>;
 
 export interface AclView {
   body: AclBody;
@@ -61,9 +65,16 @@ export const editAttemptsMax = 5;
 export class AccessApi {
   readonly #send: AclTransport;
   readonly #signer: Signer | null;
+  /**
+   * The client's floor (client/floor.ts), or null: every document read or written is checked against it under its
+   * reserved key, its body's version and the hash of its body (review-17 F3: a rolled-back node's older ACL was
+   * returned as current, and edits were built and signed on top of it).
+   */
+  readonly #floor: Floor | null;
 
-  constructor(send: AclTransport, identity: PrincipalSigner | null) {
+  constructor(send: AclTransport, identity: PrincipalSigner | null, floor: Floor | null = null) {
     this.#send = send;
+    this.#floor = floor;
     this.#signer = identity === null ? null : { principal: principalFromBytes(identity.principal), sign: (m) => Buffer.from(identity.sign(m)) };
   }
 
@@ -138,11 +149,11 @@ export class AccessApi {
 
   /** Submit a signed ACL document as is (creation or next version); resolves with its version. */
   async putAcl(ns: string, doc: SignedDoc): Promise<number> {
-    return this.submit(aclKey(ns), 'aclPut', { ns, d: encodeSignedDoc(doc) });
+    return this.submit(aclKey(ns), 'aclPut', { ns, d: encodeSignedDoc(doc) }, doc.body);
   }
 
   async putGroup(name: string, doc: SignedDoc): Promise<number> {
-    return this.submit(groupKey(name), 'grpPut', { g: name, d: encodeSignedDoc(doc) });
+    return this.submit(groupKey(name), 'grpPut', { g: name, d: encodeSignedDoc(doc) }, doc.body);
   }
 
   private async editAcl(ns: string, edit: (e: readonly AclEntry[]) => AclEntry[]): Promise<AclView> {
@@ -174,28 +185,51 @@ export class AccessApi {
     }
   }
 
-  private async submit(key: Buffer, op: string, args: Record<string, unknown>): Promise<number> {
-    const r = await this.call(key, op, args);
-    if (typeof r.n !== 'number') throw new EkvError('PROTOCOL', `malformed ${op} answer`);
+  private async submit(key: Buffer, op: string, args: Record<string, unknown>, body: Buffer): Promise<number> {
+    const before = this.#floor?.snapshot(key);
+    const answered: { ring?: string } = {};
+    const r = await this.call(key, op, args, answered);
+    if (typeof r.n !== 'number' || !Number.isSafeInteger(r.n) || r.n < 1) throw new EkvError('PROTOCOL', `malformed ${op} answer`);
+    if (this.#floor && before && answered.ring !== undefined) this.#floor.checkWrite(answered.ring, key, before, r.n, body);
     return r.n;
   }
 
   /** A document from the ring. The channel is attested; the signature is checked anyway before we sign on top of it. */
   private async fetch(kind: DocKind, op: string, args: Record<string, unknown>, name: string): Promise<SignedDoc> {
-    const r = await this.call(kind === 'acl' ? aclKey(name) : groupKey(name), op, args);
-    if (!(r.d instanceof Uint8Array)) throw new EkvError('PROTOCOL', `malformed ${op} answer`);
+    const key = kind === 'acl' ? aclKey(name) : groupKey(name);
+    const before = this.#floor?.snapshot(key);
+    const answered: { ring?: string } = {};
+    let r: RpcResult;
     try {
-      const doc = decodeSignedDoc(r.d, kind);
-      if (verifyDocSignature(kind, doc)) return doc;
-    } catch {
-      // reported below
+      r = await this.call(key, op, args, answered);
+    } catch (err) {
+      // "No such namespace/group" from a node, after this client saw a version of it: a rolled-back node, STALE.
+      if (this.#floor && before && answered.ring !== undefined && err instanceof EkvError && err.code === 'NOT_FOUND') {
+        this.#floor.checkRead(answered.ring, key, before, 0, null);
+      }
+      throw err;
     }
-    throw new EkvError('PROTOCOL', `the node sent an invalid ${kind} document`);
+    if (!(r.d instanceof Uint8Array)) throw new EkvError('PROTOCOL', `malformed ${op} answer`);
+    let doc: SignedDoc | null = null;
+    let version = 0;
+    try {
+      const d = decodeSignedDoc(r.d, kind);
+      if (verifyDocSignature(kind, d)) {
+        doc = d;
+        version = kind === 'acl' ? decodeAclBody(d.body).version : decodeGroupBody(d.body).version;
+      }
+    } catch {
+      doc = null;
+    }
+    if (doc === null) throw new EkvError('PROTOCOL', `the node sent an invalid ${kind} document`);
+    // Never older than a version this client saw of the document, nor another document at it (review-17 F3).
+    if (this.#floor && before && answered.ring !== undefined) this.#floor.checkRead(answered.ring, key, before, version, doc.body);
+    return doc;
   }
 
-  private async call(key: Buffer, op: string, args: Record<string, unknown>): Promise<RpcResult> {
+  private async call(key: Buffer, op: string, args: Record<string, unknown>, answered?: { ring?: string }): Promise<RpcResult> {
     try {
-      return await this.#send(key, op, args);
+      return await this.#send(key, op, args, answered);
     } catch (err) {
       throw withReason(err);
     }

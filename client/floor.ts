@@ -156,6 +156,8 @@ export class Floor {
   private readonly gens = new Map<string, number>();
   /** The ring touched last (the last in `gens`' order). */
   private newestRing: string | null = null;
+  /** The ring a client without a pinned ring id met first (review-17 F1; client/node-connection.ts LearntRing). */
+  private learnt: string | null = null;
   private dirty = false;
 
   constructor(private readonly opts: { file?: string; keysMax?: number } = {}) {
@@ -165,6 +167,17 @@ export class Floor {
 
   get size(): number {
     return this.count;
+  }
+
+  /** The ring learnt by a client that pins none ('none': ring-less), kept in the file for the next process. */
+  get learntRing(): string | null {
+    return this.learnt;
+  }
+
+  learnRing(ring: string): void {
+    if (this.learnt !== null || !ringRe.test(ring)) return;
+    this.learnt = ring;
+    this.dirty = true;
   }
 
   /**
@@ -208,7 +221,7 @@ export class Floor {
    * A read's answer: `value` null means NOT_FOUND, with `version` the version of its delete (0: never
    * written), or undefined when the node did not say (then nothing can be checked).
    */
-  checkRead(ring: string, key: Uint8Array, before: FloorSnapshot, version: number | undefined, value: Uint8Array | null): void {
+  checkRead(ring: string, key: Uint8Array, before: FloorSnapshot, version: number | undefined, value: Uint8Array | null, weak = false): void {
     if (version === undefined) return;
     const seen = before.get(ring);
     const h = value === null ? null : valueHash(value);
@@ -218,7 +231,7 @@ export class Floor {
         throw stale('FORKED_VALUE', `the node answered another value at version ${version} than this client saw there (a second history)`, seen.v);
       }
     }
-    this.raiseHashed(ring, keyHashOf(key, before), version, h, slotHint(before, ring));
+    this.raiseHashed(ring, keyHashOf(key, before), version, h, slotHint(before, ring), weak);
   }
 
   /** A write's answer: its new version must be above everything seen before the write was sent. */
@@ -274,7 +287,11 @@ export class Floor {
   }
 
   /** `hint`: the key's slot in `ring` as the operation's snapshot found it, still kept (saves a second lookup). */
-  private raiseHashed(ring: string, kh: string, v: number, h: string | null, hint: Slot | null = null): void {
+  /**
+   * `weak` (a scan's keys, review-17 F5): a key not yet kept goes in as the least recently used, and a kept one keeps its
+   * place, so a scan over more keys than the bound never pushes out the keys this client read or wrote one by one.
+   */
+  private raiseHashed(ring: string, kh: string, v: number, h: string | null, hint: Slot | null = null, weak = false): void {
     if (!this.gens.has(ring)) this.touchRing(ring, 0); // (may drop a ring, and mark its slots gone)
     let have: Slot | undefined;
     if (hint !== null && !hint.gone) have = hint;
@@ -286,7 +303,9 @@ export class Floor {
       }
       have = slots.get(kh);
       if (have === undefined) {
-        this.append(slots, { ring, kh, e: { v, h }, prev: null, next: null, gone: false });
+        const s: Slot = { ring, kh, e: { v, h }, prev: null, next: null, gone: false };
+        if (weak) this.prepend(slots, s);
+        else this.append(slots, s);
         this.dirty = true;
         this.trim();
         return;
@@ -296,7 +315,17 @@ export class Floor {
       have.e = { v, h };
       this.dirty = true;
     }
-    this.toTail(have);
+    if (!weak) this.toTail(have);
+  }
+
+  private prepend(slots: Map<string, Slot>, s: Slot): void {
+    slots.set(s.kh, s);
+    s.prev = null;
+    s.next = this.head;
+    if (this.head === null) this.tail = s;
+    else this.head.prev = s;
+    this.head = s;
+    this.count++;
   }
 
   /** Set a key's entry as is (no comparison) and make it the most recently used. */
@@ -371,6 +400,7 @@ export class Floor {
 
   private merge(f: FloorJson | null): void {
     if (!f) return;
+    if (this.learnt === null && f.ring !== undefined) this.learnt = f.ring;
     for (const [ring, g] of Object.entries(f.rings)) {
       if (!this.gens.has(ring) || (this.gens.get(ring) as number) < g) this.touchRing(ring, g);
     }
@@ -380,7 +410,7 @@ export class Floor {
   private toJson(): FloorJson {
     const keys: FloorJson['keys'] = [];
     for (let s = this.head; s !== null; s = s.next) keys.push([s.ring, s.kh, s.e.v, s.e.h]);
-    return { version: 1, rings: Object.fromEntries(this.gens), keys };
+    return { version: 1, rings: Object.fromEntries(this.gens), keys, ...(this.learnt === null ? {} : { ring: this.learnt }) };
   }
 }
 
@@ -389,6 +419,8 @@ interface FloorJson {
   rings: Record<string, number>;
   /** [ring, key hash, version, value hash | null], least recently used first. */
   keys: Array<[string, string, number, string | null]>;
+  /** The ring learnt by a client that pins none (absent: none learnt yet). */
+  ring?: string;
 }
 
 const ringRe = /^(none|[0-9a-f]{64})$/;
@@ -432,7 +464,9 @@ export function readFloorFile(file: string): FloorJson | null {
     }
     keys.push([ring, kh, v, h]);
   }
-  return { version: 1, rings, keys };
+  const ring = (f as { ring?: unknown }).ring;
+  if (ring !== undefined && (typeof ring !== 'string' || !ringRe.test(ring))) throw badFile(file, 'a malformed ring');
+  return { version: 1, rings, keys, ...(typeof ring === 'string' ? { ring } : {}) };
 }
 
 /** Write `f` to `file` atomically: a temporary file beside it, flushed, then renamed over it. */

@@ -18,7 +18,7 @@ import type { PrincipalSigner } from '../protocol/handshake.ts';
 import { AccessApi } from './acl.ts';
 import { Floor, noRing, type FloorSnapshot } from './floor.ts';
 import { loadCluster, type ClusterFile } from './cluster.ts';
-import { NodeConnection } from './node-connection.ts';
+import { NodeConnection, type LearntRing } from './node-connection.ts';
 import { mget, mput, type ClientPort, type MgetResult, type MputResult } from './batch.ts';
 import { listNamespaces, scanIterate, scanPage, type ScanItem, type ScanOptions, type ScanPage } from './scan.ts';
 import { checkTrustPolicy, documentVerifier, resolveTrust, type ResolvedTrust, type TrustPolicy } from './trust.ts';
@@ -252,17 +252,44 @@ export class EkvClient {
     if (addrs.length === 0) throw new EkvError('BAD_REQUEST', 'no nodes to connect to');
     checkTrustPolicy(trust);
     const verify = documentVerifier(trust);
+    this.floor = opts.floor === undefined ? new Floor() : opts.floor;
+    // No ring id pinned: hold every node to the ring this client (or its floor file) met first (review-17 F1).
+    const floor = this.floor;
+    const learntRing: LearntRing = {
+      id: floor?.learntRing ?? null,
+      learn: (id) => {
+        learntRing.id = id;
+        floor?.learnRing(id);
+      },
+    };
     const connOpts = {
       timeoutMs: opts.timeoutMs, ...(opts.identity ? { principal: opts.identity } : {}), ...(trust.now ? { now: trust.now } : {}),
-      ...(trust.ringId ? { ringId: trust.ringId } : {}),
+      ...(trust.ringId ? { ringId: trust.ringId } : { learntRing }),
     };
     this.makeConn = (a) => new NodeConnection(a, verify, connOpts);
     this.conns = addrs.map((a) => this.makeConn(a));
     for (const c of this.conns) this.byAddr.set(c.addr, c);
     this.routing = opts.routing ?? 'cached';
     this.timeoutMs = opts.timeoutMs;
-    this.floor = opts.floor === undefined ? new Floor() : opts.floor;
-    this.acl = new AccessApi((key, op, args) => this.callRouted(key, op, args), opts.identity ?? null);
+    this.acl = new AccessApi(async (key, op, args, answered) => {
+      const via: Via = { count: 0 };
+      let r: RpcResult;
+      try {
+        r = await this.callRouted(key, op, args, via);
+      } catch (err) {
+        // A refusal's node (NOT_FOUND for a document this client saw is a read of "none": acl.ts checks it).
+        if (answered && err instanceof EkvError && err.code === 'NOT_FOUND' && via.conn) {
+          this.checkGeneration(via, undefined);
+          answered.ring = ringOf(via);
+        }
+        throw err;
+      }
+      if (answered) {
+        this.checkGeneration(via, r.g);
+        answered.ring = ringOf(via);
+      }
+      return r;
+    }, opts.identity ?? null, this.floor);
   }
 
   /** Verify every node now (connect eagerly); rejects with the first refusal. */
@@ -397,6 +424,7 @@ export class EkvClient {
       this.checkGeneration(via, undefined);
       this.floor.checkVersion(ringOf(via), before, err.version);
     } else if (this.floor && err instanceof EkvError && err.code === 'CONFLICT' && err.version === 0 && err.absentAt !== undefined) {
+      this.checkGeneration(via, undefined); // review-17 F2: as every other answer, never from an older generation
       this.floor.checkRead(ringOf(via), k, before, err.absentAt, null);
     }
     throw err;
@@ -539,6 +567,8 @@ export class EkvClient {
       callRange: async (shard, op, args) => {
         const via: Via = { count: 0 };
         const r = await this.callRouted({ shard }, op, args, via);
+        // The answering node's generation, as for a get (review-17 F2: an old copy's scan page was returned as current).
+        this.checkGeneration(via, r.g);
         return { r, ring: ringOf(via) };
       },
       prepareWrites: async (keys) => {

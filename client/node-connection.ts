@@ -9,7 +9,7 @@ import net from 'node:net';
 import { handshakeBytesMax, sessionLifetimeMs } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import { FramedSocket } from '../protocol/framed-socket.ts';
-import { connectHandshake, handshakeTimeoutMs, type AttestedPeer, type PrincipalSigner, type VerifyDoc } from '../protocol/handshake.ts';
+import { connectHandshake, handshakeTimeoutMs, ringChecks, type AttestedPeer, type PrincipalSigner, type VerifyDoc } from '../protocol/handshake.ts';
 import { RpcClient, type RpcResult } from '../protocol/rpc.ts';
 
 export const connectTimeoutMs = 5000;
@@ -48,6 +48,18 @@ interface Live {
 
 const noLineage: { readonly generation: number; readonly previous: readonly Buffer[] } = Object.freeze({ generation: 0, previous: Object.freeze([]) });
 
+/**
+ * The ring a client without a pinned ring id holds its nodes to (review-17 F1): the ring of the first node it
+ * verified (or the one its floor file learnt before), 'none' for a ring-less node. Every later node must be of it,
+ * exactly as with a pin: a node of another ring (a wiped node that founded anew, the image in another deployment)
+ * is refused WRONG_RING, a reopened ring naming it RING_RECOVERED. Without this, the floor (per ring id) never
+ * compared another ring's answers with what the client had seen, so an empty ring's NOT_FOUND was returned as data.
+ */
+export interface LearntRing {
+  id: string | null;
+  learn(id: string): void;
+}
+
 export class NodeConnection {
   readonly addr: string;
   private live: Live | null = null;
@@ -57,7 +69,7 @@ export class NodeConnection {
     addr: string,
     private readonly verify: VerifyDoc,
     /** `ringId` (hex): the deployment's ring; a node of another ring is refused with WRONG_RING. */
-    private readonly opts: { principal?: PrincipalSigner; timeoutMs: number; now?: () => number; ringId?: string },
+    private readonly opts: { principal?: PrincipalSigner; timeoutMs: number; now?: () => number; ringId?: string; learntRing?: LearntRing },
   ) {
     this.addr = addr;
   }
@@ -132,6 +144,7 @@ export class NodeConnection {
         ...(this.opts.ringId ? { expectRing: Buffer.from(this.opts.ringId, 'hex') } : {}),
         ...(this.opts.principal ? { principal: this.opts.principal } : {}),
       });
+      if (!this.opts.ringId && this.opts.learntRing && ringChecks.connect) holdToRing(this.opts.learntRing, r.ring, r.previousRings);
       const now = (this.opts.now ?? Date.now)();
       const renewAt = Math.min(r.server.leafNotAfter, now + sessionLifetimeMs) - renewMarginMs;
       const lineage = { generation: r.generation, previous: r.previousRings };
@@ -141,6 +154,20 @@ export class NodeConnection {
       throw err;
     }
   }
+}
+
+function holdToRing(pin: LearntRing, ring: Buffer | null, previous: readonly Buffer[]): void {
+  const got = ring === null ? 'none' : ring.toString('hex');
+  if (pin.id === null) {
+    pin.learn(got);
+    return;
+  }
+  if (pin.id === got) return;
+  const short = (x: string): string => x.slice(0, 16);
+  if (previous.some((p) => p.toString('hex') === pin.id)) {
+    throw new EkvError('RING_RECOVERED', `ring ${short(pin.id)} (the ring this client met first) was stopped and reopened by its recovery members as ring ${got}: check \`ekv recovery status\`, then pin the new ring id`);
+  }
+  throw new EkvError('WRONG_RING', `the node belongs to ring ${short(got)}, not ${short(pin.id)} (the ring this client met first; pin trust.ringId to choose another)`);
 }
 
 function dial(host: string, port: number): Promise<net.Socket> {

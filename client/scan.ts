@@ -146,7 +146,8 @@ class Merger {
       // Rollback and fork detection, as for a get (client/floor.ts): never below what this client has seen.
       const f = this.port.floor;
       if (f && !this.q.ns) {
-        if (value !== undefined) f.checkRead(ring, key, f.snapshot(key), n, value);
+        // weak: a scan's keys never push the ones this client used one by one out of the floor (review-17 F5).
+        if (value !== undefined) f.checkRead(ring, key, f.snapshot(key), n, value, true);
         else f.checkVersion(ring, f.snapshot(key), n);
       }
       items.push({ key, ...(value !== undefined ? { value } : {}), version: n, ...(typeof t === 'number' ? { ttlMs: t } : {}) });

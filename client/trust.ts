@@ -43,6 +43,16 @@ export function checkTrustPolicy(policy: TrustPolicy): void {
         "a cluster file's trust section is used only with trustClusterFile: true (CLI --trust-cluster-file)",
     );
   }
+  // review-17 F4: a debug-mode enclave reports PCR0 as zeros whatever its image, so with allowDebug a zero PCR0 in the
+  // allowlist admits every debug enclave of every image (the attacker's own): that is allowAnyImage, said openly or not at all.
+  const zeroPcr0 = (Array.isArray(pcr0) ? pcr0 : [pcr0]).some((v) => typeof v === 'string' && /^(00)+$/.test(v));
+  if (policy.allowDebug === true && zeroPcr0 && policy.allowAnyImage !== true) {
+    throw new EkvError(
+      'BAD_REQUEST',
+      'allowDebug with PCR0 pinned to zeros accepts every debug-mode enclave of every image (they all report PCR0 as zeros): ' +
+        "pin the image's own PCR0 (debug enclaves then never match), or say allowAnyImage: true",
+    );
+  }
   if (policy.ringId !== undefined && !/^[0-9a-f]{64}$/.test(policy.ringId)) {
     throw new EkvError('BAD_REQUEST', 'trust.ringId must be 64 lowercase hex digits');
   }

@@ -128,7 +128,10 @@ describe('trust roots and debug mode', () => {
   });
 
   it('accepts the debug node only with allowDebug (control: the node itself works)', async () => {
-    await works(node.addr, { roots: [node.ca.rootPem], allowDebug: true, pcrs: { '0': '00'.repeat(48) } });
+    // A zero PCR0 with allowDebug admits every debug enclave of every image: it must be said openly (review-17 F4).
+    await works(node.addr, { roots: [node.ca.rootPem], allowDebug: true, allowAnyImage: true, pcrs: { '0': '00'.repeat(48) } });
+    await expect(connect({ nodes: [node.addr], trust: { roots: [node.ca.rootPem], allowDebug: true, pcrs: { '0': '00'.repeat(48) } } }))
+      .rejects.toMatchObject({ code: 'BAD_REQUEST' });
   });
 
   it('refuses to connect with a trust policy that pins no PCR0 (any image would pass)', async () => {
