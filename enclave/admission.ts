@@ -67,6 +67,13 @@ export const handshakeAttestationsMax = anonymousHandshakesMax + peerHandshakesM
  * at once (its requests in flight then fail CLOSED and the SDK opens a new session).
  */
 export const clientWriteBufferBytesMax = 64 * 1024 * 1024;
+/**
+ * The node-wide bound on answer memory over every client session (protocol/answer-memory.ts; docs/architecture.md
+ * "Work before authentication"): queued answers plus a frame reserved per request being worked on. A sixth of the
+ * default enclave (infra/lib/config.ts enclaveMemoryMib, 3 GiB, no swap), room for 16 sessions at their whole
+ * budget. A constant of the image: nothing the host or a client sends raises it.
+ */
+export const clientAnswerBytesTotalMax = 512 * 1024 * 1024;
 /** Client sessions; the rest of connectionsMax stays for connections in their hello and for peers. */
 export const clientSessionsMax = connectionsMax - awaitingHelloMax - 256;
 /** A client session idle (no request) this long gives way to a new client when the session table is full. */
@@ -74,6 +81,7 @@ export const sessionIdleEvictMs = 30_000;
 /** A session's activity is recorded at most this often (it moves to the end of the idle order then). */
 const activityGrainMs = 1000;
 
+if (clientAnswerBytesTotalMax < clientWriteBufferBytesMax) throw new Error('clientAnswerBytesTotalMax must hold a few sessions at their whole answer budget');
 if (clientWriteBufferBytesMax < 8 * frameBytesMax) throw new Error('clientWriteBufferBytesMax must hold several answers of the largest frame');
 // The enclave's own attestations need room at the NSM whatever inbound handshakes do.
 if (handshakeAttestationsMax > nsmPendingMax - 8) throw new Error('handshake admission leaves the NSM no room for the enclave itself');
