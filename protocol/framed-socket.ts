@@ -37,6 +37,8 @@ export class FramedSocket {
   private answerMeter: AnswerMeter | null = null;
   /** Bytes of each batch handed to the socket and not yet written out, oldest first (metered only). */
   private readonly writing: number[] = [];
+  /** Of outboxBytes, those counted by the meter (frames queued before it was set are not). */
+  private meteredOutboxBytes = 0;
   private readonly onWritten = (): void => {
     const n = this.writing.shift();
     if (n !== undefined) this.answerMeter?.written(n);
@@ -161,7 +163,10 @@ export class FramedSocket {
     }
     this.outbox.push(encodeFrame(body));
     this.outboxBytes += body.length + 4;
-    this.answerMeter?.queued(body.length + 4);
+    if (this.answerMeter !== null) {
+      this.answerMeter.queued(body.length + 4);
+      this.meteredOutboxBytes += body.length + 4;
+    }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       process.nextTick(() => this.flush());
@@ -185,8 +190,9 @@ export class FramedSocket {
     if (this.outbox.length === 0 || this.socket.destroyed) return;
     const batch = this.outbox.length === 1 ? (this.outbox[0] as Buffer) : Buffer.concat(this.outbox);
     this.outbox = [];
-    const counted = this.outboxBytes;
+    const counted = this.meteredOutboxBytes;
     this.outboxBytes = 0;
+    this.meteredOutboxBytes = 0;
     if (this.answerMeter === null) this.socket.write(batch);
     else {
       this.writing.push(counted);

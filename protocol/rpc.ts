@@ -237,6 +237,10 @@ export function serveRpc(
     inflight--;
     if (waiting.length > 0) queueMicrotask(pump);
   };
+  const settledOneWay = (): void => {
+    meter?.unreserve(1); // nothing will be sent for it
+    settled();
+  };
   const onMessage = (msg: unknown): void => {
     if (budget !== undefined && (waiting.length > 0 || !fits())) {
       waiting.push(msg);
@@ -265,10 +269,7 @@ export function serveRpc(
         return;
       }
       if (id < 0) {
-        const settle = (): void => {
-          meter?.unreserve(1); // nothing will be sent for it
-          settled();
-        };
+        const settle = settledOneWay;
         try {
           const r = handle(msg.o, msg);
           if (r instanceof Promise) r.then(settle, settle);
