@@ -30,7 +30,10 @@
  *   silent kept every new client out for their whole lifetime (an hour) at no further cost; now holding the
  *   table costs a request per session every sessionIdleEvictMs, a flood like any other. A genuine client whose
  *   idle session gave way gets CLOSED on its next call and handshakes again;
- * - per connection: one handshake, then at most inflightMax requests in flight (protocol/rpc.ts).
+ * - per connection: one handshake, then at most inflightMax requests in flight (protocol/rpc.ts);
+ * - answers queued for client sessions, or reserved for their requests being worked on: at most
+ *   clientWriteBufferBytesMax / 2 per session and clientAnswerBytesTotalMax over all of them (protocol/answer-memory.ts;
+ *   under that bound's pressure the largest stalled holder is closed).
  *
  * Pure bookkeeping: no sockets or timers here; the server passes a `close` callback per connection.
  */

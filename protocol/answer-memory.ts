@@ -113,12 +113,14 @@ export class AnswerMemory {
     this.#lastRelieveAt = now;
     let victim: AnswerMeter | null = null;
     for (const m of this.#meters) {
-      if (m.unread === 0 || now - m.emptiedAt < this.stallMs) continue; // reads promptly (or holds nothing unread)
-      if (victim === null || m.charged > victim.charged || (m.charged === victim.charged && m.emptiedAt < victim.emptiedAt)) victim = m;
+      // Stalled: unread answers not emptied for stallMs (does not read), or, holding only reservations, no answer
+      // for stallMs (requests kept waiting). A prompt reader with answers coming is neither.
+      if (m.charged === 0 || now - m.stalledSince() < this.stallMs) continue;
+      if (victim === null || m.charged > victim.charged || (m.charged === victim.charged && m.stalledSince() < victim.stalledSince())) victim = m;
     }
     if (victim === null) return false;
     this.evicted++;
-    const info = { charged: victim.charged, unread: victim.unread, stalledMs: Math.round(now - victim.emptiedAt) };
+    const info = { charged: victim.charged, unread: victim.unread, stalledMs: Math.round(now - victim.stalledSince()) };
     victim.evict(new EkvError('UNAVAILABLE', 'the node\'s answer memory is full and this session holds the most unread answers', { reason: 'SLOW_READER' }));
     this.#onEvict?.(info);
     this.#wake();
@@ -145,6 +147,8 @@ export class AnswerMeter {
   unread = 0;
   /** When `unread` was last 0 (monotonic ms). */
   emptiedAt: number;
+  /** When this session last had an answer sealed, or became busy (took a request holding nothing). */
+  answeredAt: number;
   #open = true;
   readonly #pool: AnswerMemory;
   readonly #close: (err: EkvError) => void;
@@ -153,6 +157,12 @@ export class AnswerMeter {
     this.#pool = pool;
     this.#close = close;
     this.emptiedAt = now;
+    this.answeredAt = now;
+  }
+
+  /** Since when this session has made no progress its reader or its requests could show (relieve). */
+  stalledSince(): number {
+    return this.unread > 0 ? this.emptiedAt : Math.max(this.answeredAt, this.emptiedAt);
   }
 
   get pool(): AnswerMemory {
@@ -164,6 +174,7 @@ export class AnswerMeter {
     if (!this.#open) return true; // a closed session takes nothing anyway
     const pool = this.#pool;
     if (pool.used + answerReserveBytes > pool.bytesMax) return false;
+    if (this.charged === 0) this.answeredAt = pool.stamp(); // busy from now: its first answer is not late yet
     this.charged += answerReserveBytes;
     pool.add(answerReserveBytes);
     return true;
@@ -174,6 +185,7 @@ export class AnswerMeter {
     if (!this.#open || count === 0) return;
     const n = count * answerReserveBytes;
     this.charged -= n;
+    this.answeredAt = this.#pool.stamp();
     this.#pool.sub(n);
   }
 

@@ -187,4 +187,22 @@ describe('AnswerMemory (pure bookkeeping, injected clock)', () => {
     for (const m of [big, small, honest]) m.close();
     expect(pool.used).toBe(0);
   });
+
+  it('requests kept waiting with no answer for stallMs count as stalled too; a session just made busy does not', () => {
+    let t = 0;
+    const pool = new AnswerMemory({ bytesMax: 8 * answerReserveBytes, stallMs: 1000, relieveEveryMs: 0, now: () => t });
+    const closed: string[] = [];
+    const waiting = pool.open(() => closed.push('waiting'));
+    const fresh = pool.open(() => closed.push('fresh'));
+    for (let i = 0; i < 5; i++) expect(waiting.tryReserve()).toBe(true); // five requests that never answer
+    t = 10_000; // fresh was idle all this time, then takes three requests at once
+    for (let i = 0; i < 3; i++) expect(fresh.tryReserve()).toBe(true);
+    expect(pool.relieve()).toBe(true);
+    expect(closed).toEqual(['waiting']);
+    t = 10_500;
+    expect(pool.relieve()).toBe(false); // fresh's requests are 500 ms old
+    fresh.unreserve(1); // an answer: progress
+    t = 11_400;
+    expect(pool.relieve()).toBe(false);
+  });
 });
