@@ -30,7 +30,10 @@
  *   silent kept every new client out for their whole lifetime (an hour) at no further cost; now holding the
  *   table costs a request per session every sessionIdleEvictMs, a flood like any other. A genuine client whose
  *   idle session gave way gets CLOSED on its next call and handshakes again;
- * - per connection: one handshake, then at most inflightMax requests in flight (protocol/rpc.ts).
+ * - per connection: one handshake, then at most inflightMax requests in flight (protocol/rpc.ts);
+ * - answers queued for client sessions, or reserved for their requests being worked on: at most
+ *   clientWriteBufferBytesMax / 2 per session and clientAnswerBytesTotalMax over all of them (protocol/answer-memory.ts;
+ *   under that bound's pressure the largest stalled holder is closed).
  *
  * Pure bookkeeping: no sockets or timers here; the server passes a `close` callback per connection.
  */
@@ -67,6 +70,13 @@ export const handshakeAttestationsMax = anonymousHandshakesMax + peerHandshakesM
  * at once (its requests in flight then fail CLOSED and the SDK opens a new session).
  */
 export const clientWriteBufferBytesMax = 64 * 1024 * 1024;
+/**
+ * The node-wide bound on answer memory over every client session (protocol/answer-memory.ts; docs/architecture.md
+ * "Work before authentication"): queued answers plus a frame reserved per request being worked on. A sixth of the
+ * default enclave (infra/lib/config.ts enclaveMemoryMib, 3 GiB, no swap), room for 16 sessions at their whole
+ * budget. A constant of the image: nothing the host or a client sends raises it.
+ */
+export const clientAnswerBytesTotalMax = 512 * 1024 * 1024;
 /** Client sessions; the rest of connectionsMax stays for connections in their hello and for peers. */
 export const clientSessionsMax = connectionsMax - awaitingHelloMax - 256;
 /** A client session idle (no request) this long gives way to a new client when the session table is full. */
@@ -74,6 +84,7 @@ export const sessionIdleEvictMs = 30_000;
 /** A session's activity is recorded at most this often (it moves to the end of the idle order then). */
 const activityGrainMs = 1000;
 
+if (clientAnswerBytesTotalMax < clientWriteBufferBytesMax) throw new Error('clientAnswerBytesTotalMax must hold a few sessions at their whole answer budget');
 if (clientWriteBufferBytesMax < 8 * frameBytesMax) throw new Error('clientWriteBufferBytesMax must hold several answers of the largest frame');
 // The enclave's own attestations need room at the NSM whatever inbound handshakes do.
 if (handshakeAttestationsMax > nsmPendingMax - 8) throw new Error('handshake admission leaves the NSM no room for the enclave itself');

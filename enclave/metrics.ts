@@ -200,6 +200,7 @@ export const m = {
   requestSeconds: enclaveMetrics.histogram('ekv_enclave_request_duration_seconds', 'RPC request latency inside the enclave, by operation', ['op']),
   handshakes: enclaveMetrics.counter('ekv_enclave_handshakes_total', 'Inbound handshakes, by claimed mode and result', ['mode', 'result']),
   sessionsTampered: enclaveMetrics.counter('ekv_enclave_sessions_tampered_total', 'Sessions ended by a tampered, malformed or oversized frame'),
+  sessionsSlowReader: enclaveMetrics.counter('ekv_enclave_sessions_slow_reader_total', 'Client sessions closed because the node-wide answer memory was full and they held the most unread answers'),
   sealAppends: enclaveMetrics.counter('ekv_enclave_seal_appends_total', 'Records appended to the sealed log'),
   sealWrites: enclaveMetrics.counter('ekv_enclave_seal_segment_writes_total', 'Sealed-log segment writes to the host, by result', ['result']),
   sealWriteSeconds: enclaveMetrics.histogram('ekv_enclave_seal_fsync_duration_seconds', 'Time for a sealed segment to be durable on the host (write + fsync through the blob store)'),

@@ -13,7 +13,8 @@ import { FramedSocket } from '../protocol/framed-socket.ts';
 import { acceptHandshake, type AcceptOptions, type AttestedPeer, type HelloMode, type PeerHelloProof } from '../protocol/handshake.ts';
 import { serveRpc, type RpcResult } from '../protocol/rpc.ts';
 import { sessionLifetimeMs } from '../protocol/constants.ts';
-import { clientWriteBufferBytesMax, connectionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
+import { AnswerMemory } from '../protocol/answer-memory.ts';
+import { clientAnswerBytesTotalMax, clientWriteBufferBytesMax, connectionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
 import { m as metrics } from './metrics.ts';
 import { NsmError } from './nsm.ts';
 import { closeWith, listenOn } from './unix-listener.ts';
@@ -41,6 +42,8 @@ export interface ServerInit {
   metricsSnapshot?: () => unknown;
   /** An operation's label in the request metrics: a known name, or 'other' (never a caller's string as given). */
   opLabel?: (op: string) => string;
+  /** The node-wide answer memory bound and its stall time (default: clientAnswerBytesTotalMax, answerStallMs; tests). */
+  answerMemory?: { bytesMax?: number; stallMs?: number };
 }
 
 export class EnclaveServer {
@@ -49,6 +52,8 @@ export class EnclaveServer {
   private readonly sockets = new Set<net.Socket>();
   readonly admission: HandshakeAdmission;
   private readonly init: ServerInit;
+  /** Answer memory over every client session (docs/architecture.md "Work before authentication"). */
+  readonly answerMemory: AnswerMemory;
 
   constructor(
     private readonly accept: AcceptOptions,
@@ -58,6 +63,14 @@ export class EnclaveServer {
   ) {
     this.admission = init.admission ?? new HandshakeAdmission();
     this.init = init;
+    this.answerMemory = new AnswerMemory({
+      bytesMax: init.answerMemory?.bytesMax ?? clientAnswerBytesTotalMax,
+      ...(init.answerMemory?.stallMs === undefined ? {} : { stallMs: init.answerMemory.stallMs }),
+      onEvict: (m) => {
+        metrics.sessionsSlowReader.inc();
+        this.logger.warn({ held: m.charged, unread: m.unread, stalledMs: m.stalledMs, usedBytes: this.answerMemory.used }, 'client session closed: node answer memory full, it held the most unread answers');
+      },
+    });
     this.server = net.createServer((s) => this.onConnection(s));
     // Connections are bounded in onConnection (connectionsMax), not by maxConnections: a new
     // connection may push out the oldest one still waiting for its hello, so a flood of idle
@@ -123,7 +136,11 @@ export class EnclaveServer {
     if (accepted.kind !== 'session') return;
     const { session, peer, principal } = accepted;
     // A client that sends requests and never reads the answers must not fill the enclave's memory (review-14 F1).
-    if (peer === null) fs.limitWriteBuffer(clientWriteBufferBytesMax);
+    if (peer === null) {
+      fs.limitWriteBuffer(clientWriteBufferBytesMax);
+      // ...nor many such clients together: the node-wide answer memory (docs/architecture.md).
+      fs.meter(this.answerMemory.open((err) => session.close(err)));
+    }
     const ctx: CallerContext = { peer, principal };
     // Sessions are bounded in time: the client handshakes again and sees a fresh document.
     const lifetime = setTimeout(() => session.close(new EkvError('CLOSED', 'session lifetime reached')), sessionLifetimeMs);

@@ -13,6 +13,7 @@
 import type { Duplex } from 'node:stream';
 import { EkvError } from './errors.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
+import type { AnswerMeter } from './answer-memory.ts';
 
 type Waiter = { resolve: (f: Buffer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout };
 
@@ -32,6 +33,16 @@ export class FramedSocket {
   /** Frames are kept buffered, not delivered, and the socket does not read (hold(); review-16 F1). */
   private held = false;
   private drainWaiters: Array<() => void> = [];
+  /** The node-wide answer memory's share of this connection (meter()); null: not counted (peers, clients). */
+  private answerMeter: AnswerMeter | null = null;
+  /** Bytes of each batch handed to the socket and not yet written out, oldest first (metered only). */
+  private readonly writing: number[] = [];
+  /** Of outboxBytes, those counted by the meter (frames queued before it was set are not). */
+  private meteredOutboxBytes = 0;
+  private readonly onWritten = (): void => {
+    const n = this.writing.shift();
+    if (n !== undefined) this.answerMeter?.written(n);
+  };
 
   constructor(socket: Duplex, maxFrameBytes: number) {
     this.socket = socket;
@@ -87,6 +98,20 @@ export class FramedSocket {
     this.writeBytesMax = max;
   }
 
+  /**
+   * Count what this side queues for the reader in a node-wide AnswerMemory (docs/architecture.md "Work before
+   * authentication"): each frame when queued, until its write completes; all of it is returned when the connection
+   * ends. Set before any frame is written.
+   */
+  meter(m: AnswerMeter): void {
+    this.answerMeter = m;
+    if (this.closedWith) m.close();
+  }
+
+  get meterOf(): AnswerMeter | null {
+    return this.answerMeter;
+  }
+
   /** Bytes written and not yet taken by the reader (queued here and in the socket). */
   get queuedBytes(): number {
     return this.socket.writableLength + this.outboxBytes;
@@ -138,6 +163,10 @@ export class FramedSocket {
     }
     this.outbox.push(encodeFrame(body));
     this.outboxBytes += body.length + 4;
+    if (this.answerMeter !== null) {
+      this.answerMeter.queued(body.length + 4);
+      this.meteredOutboxBytes += body.length + 4;
+    }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       process.nextTick(() => this.flush());
@@ -161,8 +190,14 @@ export class FramedSocket {
     if (this.outbox.length === 0 || this.socket.destroyed) return;
     const batch = this.outbox.length === 1 ? (this.outbox[0] as Buffer) : Buffer.concat(this.outbox);
     this.outbox = [];
+    const counted = this.meteredOutboxBytes;
     this.outboxBytes = 0;
-    this.socket.write(batch);
+    this.meteredOutboxBytes = 0;
+    if (this.answerMeter === null) this.socket.write(batch);
+    else {
+      this.writing.push(counted);
+      this.socket.write(batch, this.onWritten);
+    }
     if (this.writeBytesMax > 0 && !this.readPausedForWrites && this.socket.writableLength > this.writeBytesMax / 4) {
       // Stop taking requests until the reader catches up ('drain' follows: write() returned false).
       this.readPausedForWrites = true;
@@ -207,6 +242,7 @@ export class FramedSocket {
   private fail(err: EkvError): void {
     if (this.closedWith) return;
     this.closedWith = err;
+    this.answerMeter?.close();
     const ws = this.drainWaiters;
     this.drainWaiters = [];
     for (const w of ws) queueMicrotask(w);

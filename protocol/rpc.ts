@@ -175,7 +175,24 @@ export function serveRpc(
   let retry: NodeJS.Timeout | NodeJS.Immediate | null = null;
   let fallbackMs = 10;
   let drainArmed = false;
-  const fits = (): boolean => budget === undefined || (inflight + 1) * frameBytesMax + session.queuedBytes <= budget;
+  // The node-wide bound (protocol/answer-memory.ts): a request taken reserves a frame there too; one that does not
+  // fit waits like one over the session's budget, and the node makes room by closing its largest stalled holder.
+  const meter = session.meter;
+  let pressed = false;
+  const wake = (): void => {
+    pressed = false;
+    pump();
+  };
+  const fits = (): boolean => {
+    if (budget === undefined) return true;
+    if ((inflight + 1) * frameBytesMax + session.queuedBytes > budget) return false;
+    if (meter === null || meter.tryReserve()) return true;
+    if (!pressed) {
+      pressed = true;
+      meter.pool.pressed(wake);
+    } else meter.pool.relieve(); // rate-limited inside
+    return false;
+  };
   const pump = (): void => {
     if (session.closed) {
       waiting.length = 0;
@@ -220,6 +237,10 @@ export function serveRpc(
     inflight--;
     if (waiting.length > 0) queueMicrotask(pump);
   };
+  const settledOneWay = (): void => {
+    meter?.unreserve(1); // nothing will be sent for it
+    settled();
+  };
   const onMessage = (msg: unknown): void => {
     if (budget !== undefined && (waiting.length > 0 || !fits())) {
       waiting.push(msg);
@@ -242,12 +263,13 @@ export function serveRpc(
         session.close(new EkvError('PROTOCOL', `one-way request for ${msg.o.slice(0, 40)}`));
         return;
       }
+      // (fits() reserved this request's answer in the node-wide count when there is one.)
       if (++inflight > inflightMax) {
         session.close(new EkvError('PROTOCOL', 'too many requests in flight'));
         return;
       }
       if (id < 0) {
-        const settle = settled;
+        const settle = settledOneWay;
         try {
           const r = handle(msg.o, msg);
           if (r instanceof Promise) r.then(settle, settle);

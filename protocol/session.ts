@@ -11,6 +11,7 @@ import { EkvError } from './errors.ts';
 /** Messages one frame may carry. */
 export const batchMessagesMax = 256;
 import type { FramedSocket } from './framed-socket.ts';
+import type { AnswerMeter } from './answer-memory.ts';
 
 export class SecureSession {
   readonly startedAt = Date.now();
@@ -80,6 +81,13 @@ export class SecureSession {
     if (this.outbox.length === 0 || this.failure) return;
     const batch = this.outbox;
     this.outbox = [];
+    // On a metered session every message sent is an answer serveRpc reserved a frame for: the frames written now
+    // (at most a frame per message) take the reservations' place in the node-wide count.
+    this.fs.meterOf?.unreserve(batch.length);
+    this.seal(batch);
+  }
+
+  private seal(batch: unknown[]): void {
     const plain = encodeCbor(batch);
     if (plain.length + gcmTagBytes <= frameBytesMax || batch.length === 1) {
       this.fs.write(this.sealer.seal(plain));
@@ -87,10 +95,8 @@ export class SecureSession {
     }
     // Too big together: split in halves (each message alone is within the limit by construction).
     const mid = batch.length >> 1;
-    this.outbox = batch.slice(0, mid);
-    this.flush();
-    this.outbox = batch.slice(mid);
-    this.flush();
+    this.seal(batch.slice(0, mid));
+    this.seal(batch.slice(mid));
   }
 
   get closed(): boolean {
@@ -105,6 +111,11 @@ export class SecureSession {
   /** Messages sent and not yet sealed (they leave at the end of this turn of the event loop). */
   get unsent(): number {
     return this.outbox.length;
+  }
+
+  /** The node-wide answer meter of this session's connection, if any (FramedSocket.meter). */
+  get meter(): AnswerMeter | null {
+    return this.fs.meterOf;
   }
 
   /** Stop (true) or restart (false) taking frames from the other side (FramedSocket.hold). */

@@ -34,13 +34,14 @@ export const fakeVerify: VerifyDoc = async (doc, nonce) => {
 export async function fakeEnclaveServer(
   prefix: string,
   handler: (op: string) => Record<string, unknown>,
-  opts: { admission?: HandshakeAdmission } = {},
+  opts: { admission?: HandshakeAdmission; answerMemory?: { bytesMax?: number; stallMs?: number } } = {},
 ): Promise<{ server: EnclaveServer; path: string; open: () => Promise<{ socket: net.Socket; session: SecureSession }>; stop: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const path = join(dir, 'enclave.sock');
   const server = new EnclaveServer(
     { identity: generateIdentity(), attest: fakeAttest, verifyPeer: () => Promise.reject(new EkvError('UNATTESTED', 'no peers')), verifyPrincipal: (p, m, s) => verifyEd25519(p, m, s), ring: null },
-    (op) => handler(op), pino({ level: 'silent' }), opts.admission ? { admission: opts.admission } : {},
+    (op) => handler(op), pino({ level: 'silent' }),
+    { ...(opts.admission ? { admission: opts.admission } : {}), ...(opts.answerMemory ? { answerMemory: opts.answerMemory } : {}) },
   );
   await server.listen(path);
   const open = async () => {

@@ -1,0 +1,225 @@
+/**
+ * A node-wide bound on the memory that answers to client sessions hold (docs/architecture.md "Work before
+ * authentication"; Redis's client-output-buffer-limit and maxmemory are the precedent).
+ *
+ * Invariant: `used` = over every metered session, a reservation (`answerReserveBytes`) for each request being
+ * worked on or answered and not yet sealed, plus the bytes of sealed frames not yet taken by the reader (the
+ * FramedSocket's outbox and the socket's write buffer); `used` <= `bytesMax` at all times. Only taking a request
+ * raises it (`AnswerMeter.tryReserve`, refused past the bound); sealing trades reservations for frames of at most
+ * as many bytes, write completions and closes lower it.
+ *
+ * When a request does not fit, `relieve` closes the session holding the most whose unread answers have not been
+ * empty for `stallMs` (one per `relieveEveryMs` at most), and waiting sessions are woken once room is made.
+ * No timers per session: staleness is a timestamp read only under pressure.
+ *
+ * Pure bookkeeping, one instance per server; a meter per client session (FramedSocket, SecureSession and serveRpc
+ * each report their part).
+ */
+import { frameBytesMax } from './constants.ts';
+import { EkvError } from './errors.ts';
+
+/** What a request being worked on, or an answer not yet sealed, counts for: a whole frame with its length prefix. */
+export const answerReserveBytes = frameBytesMax + 4;
+
+export interface AnswerMemoryOptions {
+  /** The node-wide bound (bytes). */
+  bytesMax: number;
+  /** A session whose unread answers have not been empty this long may be closed under pressure. */
+  stallMs?: number;
+  /** At most one session is closed per this many ms of pressure (and the sessions are scanned only then). */
+  relieveEveryMs?: number;
+  /** Monotonic ms (tests inject). */
+  now?: () => number;
+  /** Told of each session closed to make room (log, metric). */
+  onEvict?: (m: { charged: number; unread: number; stalledMs: number }) => void;
+}
+
+export const answerStallMs = 2000;
+export const relieveEveryMs = 50;
+
+const monotonic = (): number => performance.now();
+
+export class AnswerMemory {
+  readonly bytesMax: number;
+  readonly stallMs: number;
+  readonly #relieveEveryMs: number;
+  readonly #now: () => number;
+  readonly #onEvict: AnswerMemoryOptions['onEvict'];
+  /** Bytes counted over every open meter (the invariant: <= bytesMax). */
+  used = 0;
+  /** The most `used` has been (tests, metrics). */
+  peak = 0;
+  evicted = 0;
+  readonly #meters = new Set<AnswerMeter>();
+  readonly #waiters = new Set<() => void>();
+  #wakeScheduled = false;
+  #lastRelieveAt = -Infinity;
+
+  constructor(opts: AnswerMemoryOptions) {
+    if (!(opts.bytesMax >= answerReserveBytes)) throw new Error('AnswerMemory: bytesMax must hold at least one answer');
+    this.bytesMax = opts.bytesMax;
+    this.stallMs = opts.stallMs ?? answerStallMs;
+    this.#relieveEveryMs = opts.relieveEveryMs ?? relieveEveryMs;
+    this.#now = opts.now ?? monotonic;
+    this.#onEvict = opts.onEvict;
+  }
+
+  get sessions(): number {
+    return this.#meters.size;
+  }
+
+  /** A meter for one client session; `close` ends that session (it must end up calling meter.close()). */
+  open(close: (err: EkvError) => void): AnswerMeter {
+    const m = new AnswerMeter(this, close, this.#now());
+    this.#meters.add(m);
+    return m;
+  }
+
+  /** @internal */
+  add(n: number): void {
+    this.used += n;
+    if (this.used > this.peak) this.peak = this.used;
+  }
+
+  /** @internal */
+  sub(n: number): void {
+    this.used -= n;
+    if (this.#waiters.size > 0 && this.used + answerReserveBytes <= this.bytesMax) this.#wake();
+  }
+
+  /** @internal */
+  closed(m: AnswerMeter): void {
+    this.#meters.delete(m);
+  }
+
+  /** @internal */
+  stamp(): number {
+    return this.#now();
+  }
+
+  /**
+   * A session could not take a request for want of node-wide room: `wake` runs once room is made (or a session
+   * closes), and the session holding the most that has not emptied its unread answers for stallMs is closed.
+   */
+  pressed(wake: () => void): void {
+    this.#waiters.add(wake);
+    this.relieve();
+  }
+
+  /** Close the largest stalled holder, if any and if none was closed in the last relieveEveryMs. */
+  relieve(): boolean {
+    const now = this.#now();
+    if (now - this.#lastRelieveAt < this.#relieveEveryMs) return false;
+    this.#lastRelieveAt = now;
+    let victim: AnswerMeter | null = null;
+    for (const m of this.#meters) {
+      // Stalled: unread answers not emptied for stallMs (does not read), or, holding only reservations, no answer
+      // for stallMs (requests kept waiting). A prompt reader with answers coming is neither.
+      if (m.charged === 0 || now - m.stalledSince() < this.stallMs) continue;
+      if (victim === null || m.charged > victim.charged || (m.charged === victim.charged && m.stalledSince() < victim.stalledSince())) victim = m;
+    }
+    if (victim === null) return false;
+    this.evicted++;
+    const info = { charged: victim.charged, unread: victim.unread, stalledMs: Math.round(now - victim.stalledSince()) };
+    victim.evict(new EkvError('UNAVAILABLE', 'the node\'s answer memory is full and this session holds the most unread answers', { reason: 'SLOW_READER' }));
+    this.#onEvict?.(info);
+    this.#wake();
+    return true;
+  }
+
+  #wake(): void {
+    if (this.#wakeScheduled) return;
+    this.#wakeScheduled = true;
+    setImmediate(() => {
+      this.#wakeScheduled = false;
+      const ws = [...this.#waiters];
+      this.#waiters.clear();
+      for (const w of ws) w();
+    });
+  }
+}
+
+/** One client session's share of an AnswerMemory. */
+export class AnswerMeter {
+  /** What this session counts in the pool: reservations + unread bytes. */
+  charged = 0;
+  /** Of which: sealed bytes written and not yet taken by the reader. */
+  unread = 0;
+  /** When `unread` was last 0 (monotonic ms). */
+  emptiedAt: number;
+  /** When this session last had an answer sealed, or became busy (took a request holding nothing). */
+  answeredAt: number;
+  #open = true;
+  readonly #pool: AnswerMemory;
+  readonly #close: (err: EkvError) => void;
+
+  constructor(pool: AnswerMemory, close: (err: EkvError) => void, now: number) {
+    this.#pool = pool;
+    this.#close = close;
+    this.emptiedAt = now;
+    this.answeredAt = now;
+  }
+
+  /** Since when this session has made no progress its reader or its requests could show (relieve). */
+  stalledSince(): number {
+    return this.unread > 0 ? this.emptiedAt : Math.max(this.answeredAt, this.emptiedAt);
+  }
+
+  get pool(): AnswerMemory {
+    return this.#pool;
+  }
+
+  /** Reserve room for one request's answer: false (nothing counted) if the node-wide bound has no room. */
+  tryReserve(): boolean {
+    if (!this.#open) return true; // a closed session takes nothing anyway
+    const pool = this.#pool;
+    if (pool.used + answerReserveBytes > pool.bytesMax) return false;
+    if (this.charged === 0) this.answeredAt = pool.stamp(); // busy from now: its first answer is not late yet
+    this.charged += answerReserveBytes;
+    pool.add(answerReserveBytes);
+    return true;
+  }
+
+  /** Return `count` reservations (one-way requests settled; answers sealed into frames). */
+  unreserve(count: number): void {
+    if (!this.#open || count === 0) return;
+    const n = count * answerReserveBytes;
+    this.charged -= n;
+    this.answeredAt = this.#pool.stamp();
+    this.#pool.sub(n);
+  }
+
+  /** A sealed frame of `n` bytes (prefix included) queued for the reader. */
+  queued(n: number): void {
+    if (!this.#open) return;
+    this.charged += n;
+    this.unread += n;
+    this.#pool.add(n);
+  }
+
+  /** `n` bytes left for the reader (a write completed). */
+  written(n: number): void {
+    if (!this.#open) return;
+    this.charged -= n;
+    this.unread -= n;
+    if (this.unread === 0) this.emptiedAt = this.#pool.stamp();
+    this.#pool.sub(n);
+  }
+
+  /** The session ended: everything it held is returned. */
+  close(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    const n = this.charged;
+    this.charged = 0;
+    this.unread = 0;
+    this.#pool.closed(this);
+    this.#pool.sub(n);
+  }
+
+  /** @internal Closed by the pool to make room. */
+  evict(err: EkvError): void {
+    this.close();
+    this.#close(err);
+  }
+}
