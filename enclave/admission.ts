@@ -37,6 +37,7 @@
  *
  * Pure bookkeeping: no sockets or timers here; the server passes a `close` callback per connection.
  */
+import { totalmem } from 'node:os';
 import { frameBytesMax } from '../protocol/constants.ts';
 import { EkvError } from '../protocol/errors.ts';
 import type { HelloMode, PeerHelloProof } from '../protocol/handshake.ts';
@@ -73,10 +74,17 @@ export const clientWriteBufferBytesMax = 64 * 1024 * 1024;
 /**
  * The node-wide bound on answer memory over every client session (protocol/answer-memory.ts; docs/architecture.md
  * "Work before authentication"): queued answers plus a frame reserved per request being worked on. A sixth of the
- * default enclave (infra/lib/config.ts enclaveMemoryMib, 3 GiB, no swap), room for 16 sessions at their whole
- * budget. A constant of the image: nothing the host or a client sends raises it.
+ * enclave's memory (the default enclave, infra/lib/config.ts enclaveMemoryMib, has 3 GiB and no swap), at most
+ * 512 MiB (room for 16 sessions at their whole budget) and at least one session's whole budget. Nothing a client
+ * sends raises it; the host sizes the enclave (`nitro-cli run-enclave --memory`), so a smaller enclave only makes
+ * the node refuse sooner, a denial the host can cause anyway.
  */
-export const clientAnswerBytesTotalMax = 512 * 1024 * 1024;
+export const clientAnswerBytesTotalMax = answerBoundFor(totalmem());
+
+/** The bound for an enclave of `memoryBytes`: a sixth, within [clientWriteBufferBytesMax, 512 MiB]. */
+export function answerBoundFor(memoryBytes: number): number {
+  return Math.min(512 * 1024 * 1024, Math.max(clientWriteBufferBytesMax, Math.floor(memoryBytes / 6)));
+}
 /** Client sessions; the rest of connectionsMax stays for connections in their hello and for peers. */
 export const clientSessionsMax = connectionsMax - awaitingHelloMax - 256;
 /** A client session idle (no request) this long gives way to a new client when the session table is full. */

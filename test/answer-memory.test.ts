@@ -103,7 +103,7 @@ describe('node-wide answer memory', () => {
   }, 20_000);
 
   it('(b, c) an honest reading client completes its gets while never-reading sessions hold the node\'s answer memory; the sessions closed are the hostile ones', async () => {
-    const f = await fakeEnclaveServer('ekv-am-b-', () => ({ v: Buffer.alloc(answerBytes, 7) }), { answerMemory: { bytesMax, stallMs: 300 } });
+    const f = await fakeEnclaveServer('ekv-am-b-', () => ({ v: Buffer.alloc(answerBytes, 7) }), { answerMemory: { bytesMax, stallMs: 1000 } });
     stop = f.stop;
     let peakQueued = 0;
     const sampler = setInterval(() => (peakQueued = Math.max(peakQueued, queuedOnServer(f.server))), 5);
@@ -204,5 +204,18 @@ describe('AnswerMemory (pure bookkeeping, injected clock)', () => {
     fresh.unreserve(1); // an answer: progress
     t = 11_400;
     expect(pool.relieve()).toBe(false);
+  });
+});
+
+describe('the node-wide answer bound follows the enclave\'s memory', () => {
+  it('a sixth of the memory, within one session\'s budget and 512 MiB', async () => {
+    const { answerBoundFor, clientWriteBufferBytesMax, clientAnswerBytesTotalMax } = await import('../enclave/admission.ts');
+    const mib = 1024 * 1024;
+    expect(answerBoundFor(3072 * mib)).toBe(512 * mib);
+    expect(answerBoundFor(1024 * mib)).toBe(Math.floor((1024 * mib) / 6));
+    expect(answerBoundFor(128 * mib)).toBe(clientWriteBufferBytesMax);
+    expect(answerBoundFor(64 * 1024 * mib)).toBe(512 * mib);
+    expect(clientAnswerBytesTotalMax).toBeGreaterThanOrEqual(clientWriteBufferBytesMax);
+    expect(clientAnswerBytesTotalMax).toBeLessThanOrEqual(512 * mib);
   });
 });

@@ -143,7 +143,7 @@ export function readConfig(ctx: Context, baseDir: string): RingConfig {
     subnetIds: list(ctx, 'subnetIds'),
     availabilityZones: list(ctx, 'availabilityZones'),
     enclaveCpuCount: int(ctx, 'enclaveCpuCount', 2, 2, 64),
-    enclaveMemoryMib: int(ctx, 'enclaveMemoryMib', 3072, 64, 512 * 1024),
+    enclaveMemoryMib: int(ctx, 'enclaveMemoryMib', 3072, 1024, 512 * 1024),
     enclaveCid: int(ctx, 'enclaveCid', 16, enclaveCidMin, enclaveCidMax),
   };
   return validate(config);
