@@ -52,6 +52,8 @@ export interface StartRecoveryInit {
   /** This boot founded the ring (nothing to recover). */
   founded: boolean;
   serving: () => boolean;
+  /** On open: close the peer sessions set up at the old ring id (RecoveryGateInit.closePeerSessions). */
+  closePeerSessions?: () => void;
   logger: Logger;
 }
 
@@ -72,6 +74,7 @@ export async function startRecovery(c: StartRecoveryInit): Promise<RecoveryGate>
       policy: c.policy, ring: c.ring, sealed: c.sealed, node: createHash('sha256').update(c.identityKey).digest(), digest,
       figures: () => ({ lastSeq: c.persistence.lastSeq, entries: c.keys() }),
       seal: (g) => c.persistence.recordGeneration(g), serving: c.serving, logger: c.logger,
+      ...(c.closePeerSessions ? { closePeerSessions: c.closePeerSessions } : {}),
     },
     !live,
   );
