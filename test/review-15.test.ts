@@ -152,7 +152,7 @@ describe('F1: a staggered restart of every node from old copies', () => {
 // Fixed (docs/recovery.md, "Whom a member may count"): only a co-member of a sealed configuration vouches, so every
 // old copy now comes up in recovery mode (asserted below; before the fix every one found N alive and opened).
 // Not in `npm test` (about 80 s of the suite's 20-minute budget for an attack that held): EKV_LONG=1 runs it.
-describe.skipIf(!process.env.EKV_LONG)('F1b (held): a fresh node as the live member vouching for old copies of every member', () => {
+describe.skipIf(!process.env.EKV_LONG)('F1b (fixed): a fresh node as the live member vouching for old copies of every member', () => {
   beforeAll(() => ringWithOldCopies('ekv-r15b-'), 180_000);
   afterAll(stopRing);
   it('never serves the old values without a recovery member signing', async () => {
