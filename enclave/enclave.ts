@@ -154,6 +154,12 @@ export async function startEnclave(c: EnclaveComponents): Promise<RunningEnclave
       // copy the host started beside the ring, then vouching for the other old copies it restarts after it).
       serving: () => coreRunning && data.provenMember,
       keys: () => data.status().keys as number,
+      // On open (a new ring id in the shared credential): every peer session made at the old id re-handshakes. Only
+      // called from an open, which arrives through the server below, so `server` exists by then.
+      closePeerSessions: () => {
+        peers.closeAll();
+        server.closeStalePeerSessions();
+      },
       neighbours: () => [...ring.core.successors.map((n) => n.addr), ...(ring.core.predecessor ? [ring.core.predecessor.addr] : [])],
     })
     : null;

@@ -12,6 +12,7 @@ import { EkvError } from '../protocol/errors.ts';
 import { FramedSocket } from '../protocol/framed-socket.ts';
 import { acceptHandshake, type AcceptOptions, type AttestedPeer, type HelloMode, type PeerHelloProof } from '../protocol/handshake.ts';
 import { serveRpc, type RpcResult } from '../protocol/rpc.ts';
+import type { SecureSession } from '../protocol/session.ts';
 import { sessionLifetimeMs } from '../protocol/constants.ts';
 import { AnswerMemory } from '../protocol/answer-memory.ts';
 import { clientAnswerBytesTotalMax, clientWriteBufferBytesMax, connectionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
@@ -50,6 +51,8 @@ export class EnclaveServer {
   readonly stats: ServerStats = { connections: 0, handshakesFailed: 0, sessionsTampered: 0 };
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  /** Inbound peer sessions, each with the ring id current when its handshake began (null: no ring). */
+  private readonly peerSessions = new Map<SecureSession, Buffer | null>();
   readonly admission: HandshakeAdmission;
   private readonly init: ServerInit;
   /** Answer memory over every client session (docs/architecture.md "Work before authentication"). */
@@ -83,6 +86,27 @@ export class EnclaveServer {
 
   close(): Promise<void> {
     return closeWith(this.server, this.sockets);
+  }
+
+  /**
+   * Close every inbound peer session whose handshake began under another ring id than the current one. A recovery
+   * open changes the shared ring credential in place (enclave/recovery/gate.ts) and the id is checked only at
+   * handshakes, so a peer met at the old id would otherwise keep talking to the reopened node.
+   */
+  closeStalePeerSessions(): number {
+    let n = 0;
+    for (const [session, id] of this.peerSessions) {
+      if (this.currentRing(id)) continue;
+      this.peerSessions.delete(session);
+      session.close(new EkvError('CLOSED', 'the ring was reopened under a new id'));
+      n++;
+    }
+    return n;
+  }
+
+  private currentRing(id: Buffer | null): boolean {
+    const ring = this.accept.ring;
+    return ring === null ? id === null : id !== null && id.equals(ring.id);
   }
 
   /** A full NSM queue is load, not a fault: the caller is refused UNAVAILABLE ("busy") and may retry. */
@@ -132,9 +156,18 @@ export class EnclaveServer {
 
   private async handshake(fs: FramedSocket, admit: AcceptOptions['admit'], conn: object): Promise<void> {
     const snapshot = this.init.metricsSnapshot;
+    const ringAtStart = this.accept.ring ? Buffer.from(this.accept.ring.id) : null;
     const accepted = await acceptHandshake(fs, { ...this.accept, admit, attest: this.attest, ...(snapshot ? { metrics: snapshot } : {}) });
     if (accepted.kind !== 'session') return;
     const { session, peer, principal } = accepted;
+    if (peer !== null) {
+      // A peer handshake that straddled a recovery open was made at the old ring id: closed like the sessions before it.
+      if (!this.currentRing(ringAtStart)) {
+        session.close(new EkvError('CLOSED', 'the ring was reopened under a new id'));
+        return;
+      }
+      this.peerSessions.set(session, ringAtStart);
+    }
     // A client that sends requests and never reads the answers must not fill the enclave's memory (review-14 F1).
     if (peer === null) {
       fs.limitWriteBuffer(clientWriteBufferBytesMax);
@@ -153,6 +186,7 @@ export class EnclaveServer {
       },
       (err) => {
         clearTimeout(lifetime);
+        this.peerSessions.delete(session);
         if (err.code === 'TAMPERED' || err.code === 'PROTOCOL' || err.code === 'FRAME_TOO_LARGE') {
           this.stats.sessionsTampered++;
           metrics.sessionsTampered.inc();

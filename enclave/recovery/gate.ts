@@ -39,6 +39,11 @@ export interface RecoveryGateInit {
   seal: (g: Generation) => Promise<void>;
   /** Whether the node serves now (for rcvAlive). */
   serving: () => boolean;
+  /**
+   * Close every peer session set up at the old ring id (outbound pooled and inbound), called on open right after
+   * the new id is in the credential: the id is checked only at handshakes, so later peer exchanges re-handshake.
+   */
+  closePeerSessions?: () => void;
   logger: Logger;
 }
 
@@ -142,6 +147,7 @@ export class RecoveryGate {
     };
     await this.c.seal(g);
     applyGeneration(this.c.ring, g);
+    this.c.closePeerSessions?.();
     this.c.sealed = g;
     this.recovering = false;
     this.c.logger.warn({ generation: g.generation, ring: g.ringId.toString('hex').slice(0, 16), signers: g.signers.length }, 'recovery: the ring is open under a new identity');

@@ -6,14 +6,17 @@
  * founding boot), looks for a live member: an attested peer of its ring (same ring id, proven ring secret)
  * that answers `rcvAlive` as serving at the same generation. It asks the join address its host gave, for at
  * most recoveryProbeMs. None: recovery mode. The host can hide live members (then the node serves nothing),
- * not invent one (a live member needs the ring secret, an admitted image, and an open ring).
+ * not invent one (a live member needs the ring secret, an admitted image, and an open ring). When its sealed
+ * records hold a configuration naming it, only a co-member of one counts (by attested id: review-15 F1b), one
+ * its core's witness check must hear from.
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { recoveryPolicy, stateHash, type RecoveryPolicy, type StateDigest } from '../../protocol/recovery.ts';
 import type { RingCredential } from '../../protocol/ring.ts';
 import type { PeerPool } from '../cluster/peers.ts';
-import type { LogRecord } from '../data/types.ts';
+import type { Config, LogRecord } from '../data/types.ts';
+import { nodeIdFromPublicKey } from '../ring/index.ts';
 import type { Persistence } from '../persist.ts';
 import { applyGeneration, RecoveryGate } from './gate.ts';
 import type { Generation } from './generation.ts';
@@ -49,6 +52,8 @@ export interface StartRecoveryInit {
   /** This boot founded the ring (nothing to recover). */
   founded: boolean;
   serving: () => boolean;
+  /** On open: close the peer sessions set up at the old ring id (RecoveryGateInit.closePeerSessions). */
+  closePeerSessions?: () => void;
   logger: Logger;
 }
 
@@ -57,7 +62,9 @@ export async function startRecovery(c: StartRecoveryInit): Promise<RecoveryGate>
   applyGeneration(c.ring, c.sealed);
   const generation = c.sealed?.generation ?? 0;
   const candidates = [...new Set([c.join ?? '', ...c.sealedPeers])].filter((a) => a !== '' && a !== c.self);
-  const via = c.founded ? null : await findLiveMember(c.peers, candidates, generation, c.logger);
+  // Review-15 F1b: with a sealed configuration naming this node, only a co-member of one (attested id) may vouch.
+  const coMembers = sealedCoMembers(c.persistence.pendingRecords(), nodeIdFromPublicKey(c.identityKey));
+  const via = c.founded ? null : await findLiveMember(c.peers, candidates, generation, coMembers, c.logger);
   const live = c.founded || via !== null;
   watchNeighbours(c);
   // The recovered state is the data core's sealed records, not yet replayed (in recovery mode the core does not start).
@@ -67,6 +74,7 @@ export async function startRecovery(c: StartRecoveryInit): Promise<RecoveryGate>
       policy: c.policy, ring: c.ring, sealed: c.sealed, node: createHash('sha256').update(c.identityKey).digest(), digest,
       figures: () => ({ lastSeq: c.persistence.lastSeq, entries: c.keys() }),
       seal: (g) => c.persistence.recordGeneration(g), serving: c.serving, logger: c.logger,
+      ...(c.closePeerSessions ? { closePeerSessions: c.closePeerSessions } : {}),
     },
     !live,
   );
@@ -82,18 +90,57 @@ export async function startRecovery(c: StartRecoveryInit): Promise<RecoveryGate>
 }
 
 /**
- * The address of one of `candidates` (the host's join address, then the last known neighbours) is an attested
- * member of our ring serving at our generation. Ends early when those that answer are all recovering.
+ * Review-15 F1b (docs/recovery.md, "Whom a member may count"): the attested ids of the other members of the
+ * configurations naming this node in its sealed records, folded as the core's replay folds them (a higher
+ * incarnation's mark discards the state before it; a range's last `cfg` is its configuration; named by ring id
+ * and current incarnation). Null when none names it (a fresh node, a new incarnation not yet in a range) or its
+ * incarnation retired: then any proven member may vouch. Empty when they name it alone: nobody may.
  */
-async function findLiveMember(peers: PeerPool, candidates: string[], generation: number, logger: Logger): Promise<string | null> {
-  if (candidates.length === 0) return null;
+export function sealedCoMembers(records: readonly LogRecord[], self: bigint): Set<bigint> | null {
+  let inc = 0;
+  let retiredInc = -1;
+  const configs = new Map<number, Config>();
+  for (const r of records) {
+    if (r.t === 'mark' && r.inc > inc) {
+      configs.clear();
+      inc = r.inc;
+    } else if (r.t === 'ret' && r.inc === inc) retiredInc = r.inc;
+    else if (r.t === 'cfg') configs.set(r.shard, r.config);
+  }
+  if (retiredInc === inc) return null;
+  let named = false;
+  const out = new Set<bigint>();
+  for (const c of configs.values()) {
+    if (!c.members.some((m) => m.ring === self && m.inc === inc)) continue;
+    named = true;
+    for (const m of c.members) if (m.ring !== self) out.add(m.ring);
+  }
+  return named ? out : null;
+}
+
+/**
+ * The address of one of `candidates` (the host's join address, then the last known neighbours) is an attested
+ * member of our ring serving at our generation; with `coMembers` (not null), one whose attested id is in it, asked
+ * pinned to that id. Ends early when those that answer are all recovering (or, with `coMembers`, not co-members).
+ */
+export async function findLiveMember(
+  peers: Pick<PeerPool, 'call' | 'identify'>, candidates: string[], generation: number, coMembers: ReadonlySet<bigint> | null, logger: Logger,
+): Promise<string | null> {
+  if (candidates.length === 0 || coMembers?.size === 0) return null; // named alone: nobody can vouch
   const deadline = Date.now() + recoveryProbeMs;
   for (;;) {
     let recovering = 0;
     let unreachable = 0;
+    let others = 0;
     for (const addr of candidates) {
       try {
-        const r = await peers.call(addr, 'rcvAlive', {}, probeCallMs);
+        // The attested identity decides, never the address: a candidate in none of our configurations cannot vouch.
+        const id = coMembers === null ? undefined : await peers.identify(addr);
+        if (id !== undefined && !coMembers?.has(id)) {
+          others++;
+          continue;
+        }
+        const r = await peers.call(addr, 'rcvAlive', {}, probeCallMs, id);
         if (r.serving === true && r.gen === generation) return addr;
         if (r.recovery === true) recovering++; // it is recovering too: nobody there can vouch
       } catch (err) {
@@ -101,8 +148,11 @@ async function findLiveMember(peers: PeerPool, candidates: string[], generation:
         logger.info({ addr, err: (err as Error).message }, 'recovery probe: no live member there yet');
       }
     }
-    // Every candidate recovering or unreachable, and some recovering: the ring is restarting as a whole.
-    if ((recovering > 0 && recovering + unreachable === candidates.length) || Date.now() >= deadline) return null;
+    // Every candidate recovering, unreachable or no co-member, and some recovering: the ring is restarting as a whole.
+    if ((recovering > 0 && recovering + unreachable + others === candidates.length) || Date.now() >= deadline) {
+      if (others > 0) logger.info({ others }, 'recovery probe: candidates in none of this node\'s sealed configurations do not count');
+      return null;
+    }
     await new Promise((r) => setTimeout(r, probeIntervalMs));
   }
 }
