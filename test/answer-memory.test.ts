@@ -81,7 +81,9 @@ describe('node-wide answer memory', () => {
     const sampler = setInterval(sample, 5);
     const attackers = await hostile(f.open, 8, 40);
     try {
-      await sleep(1500);
+      // Until the attackers' requests have filled the bound (a fixed wait was too short at load 8), then a little more.
+      await until(() => (accounting(f.server)?.peak ?? 0) > bytesMax - 2 * answerReserveBytes, 10_000);
+      await sleep(500);
       sample();
       held = await liveBuffers(base); // while the attackers are still connected
     } finally {
