@@ -9,6 +9,7 @@ import { run } from '../output.ts';
 import { trustChoice, trustOptions, type TrustFlags } from '../trust-flags.ts';
 import { defaultClusterFile, loadClusterFile, operatorIdentityPath } from '../flags.ts';
 import { loadIdentity, toPrincipalSigner } from '../../client/identity.ts';
+import { fetchHostPids } from '../healthz.ts';
 
 interface NodeStatus {
   addr: string;
@@ -41,14 +42,7 @@ const hex = (b: unknown) => (b instanceof Uint8Array ? Buffer.from(b).toString('
 
 async function healthz(http: string | undefined): Promise<NodeStatus['pids'] | undefined> {
   if (!http) return undefined;
-  try {
-    const r = await fetch(`${http}/healthz`, { signal: AbortSignal.timeout(2000) });
-    const j = (await r.json()) as Record<string, unknown>;
-    const pids = j.pids as Record<string, number> | undefined;
-    return { host: pids?.host ?? null, emulator: pids?.emulator ?? null, enclave: pids?.enclave ?? (j.enclavePid as number | null) ?? null };
-  } catch {
-    return undefined;
-  }
+  return (await fetchHostPids(http, 2000)) ?? undefined;
 }
 
 /** The trust policy in force and where each part came from (caller flag, cluster file, default). */

@@ -11,6 +11,7 @@ import type { EkvClient } from '../../client/index.ts';
 import type { ClusterFile } from '../../client/cluster.ts';
 import { EkvError } from '../../protocol/errors.ts';
 import { DashModel, type DashState, type NodeView, type PollResult } from './model.ts';
+import { fetchHostPids } from '../healthz.ts';
 
 /** How often each node is asked, and how long an answer may take: a silent node shows down within ~1.5 s. */
 export const pollIntervalMs = 500;
@@ -64,16 +65,8 @@ async function pollNode(kv: EkvClient, addr: string, timeoutMs: number): Promise
 
 async function hostSays(httpBase: string | undefined): Promise<NodeView['hostSays']> {
   if (!httpBase) return null;
-  try {
-    const r = await fetch(`${httpBase}/healthz`, { signal: AbortSignal.timeout(800) });
-    const j = (await r.json()) as Record<string, unknown>;
-    const pids = typeof j.pids === 'object' && j.pids !== null ? (j.pids as Record<string, unknown>) : {};
-    const clean: Record<string, number | null> = {};
-    for (const k of ['host', 'emulator', 'enclave']) clean[k] = typeof pids[k] === 'number' ? (pids[k] as number) : null;
-    return { pids: clean };
-  } catch {
-    return null;
-  }
+  const pids = await fetchHostPids(httpBase, 800);
+  return pids ? { pids: { ...pids } } : null;
 }
 
 export async function startDashboard(o: DashboardOptions): Promise<RunningDashboard> {
