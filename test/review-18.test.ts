@@ -1,0 +1,142 @@
+// Review 18: today's merges (node-wide client answer memory; B7c' a restarted node's own copy of a retired member's
+// witness; review-17's client ring learning, floor and ACL checks; review-16 F4's conditional-write read check),
+// reviewed as a hostile host and a hostile client.
+//
+// F1 (medium): the answer memory's eviction took "stalled" to mean "its unread answers have not been EMPTY for
+//     stallMs". A client that pipelines (several large gets in flight, the SDK's mget, a bulk reader on a
+//     throughput-bound link) takes every answer within a fraction of a second yet may never see its queue empty:
+//     under pressure it was "stalled" for as long as it had been reading, and it was the session closed, while a
+//     hostile client that holds most of the pool and empties its queue once every stallMs - 1 was not. A hostile client
+//     alone (trickle-reading sessions) thus got an honest bulk reader closed (SLOW_READER) over and over. Fix: a
+//     session is late by the age of the OLDEST byte it has not taken (a FIFO of queue times per meter, coalesced per
+//     10 ms), not by the time since its queue was last empty: a prompt pipelining reader is never stalled; one that
+//     leaves any answer unread for stallMs is, as before.
+// F2 (low): every write completion or close that made room woke EVERY waiting session (each re-ran its pump, tried
+//     to reserve, failed, re-registered and asked the pool to relieve): with thousands of sessions held by the bound,
+//     thousands of pumps per turn of the event loop for room for one answer. Fix: waiters are woken oldest first
+//     only while there is room for another answer; the rest stay registered (no wake-up lost: the next room wakes
+//     them).
+// F3 (medium): review-17 F1 keeps the ring a client met first in its floor file (`ring`). A floor file written
+//     before that (every existing `<cluster>.floor`) has no `ring`, although its `rings` and keys are the client's
+//     history with the real ring: the first command after the upgrade learnt whichever node the host showed first,
+//     so a wiped node that founded anew answered NOT_FOUND for keys the client had written (exactly F1's attack,
+//     once), and that ring was then written as the learnt one, refusing the real ring (WRONG_RING) from then on.
+//     Fix: a file without `ring` learns the ring its `rings` touched last.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { AnswerMemory, answerReserveBytes } from '../protocol/answer-memory.ts';
+import { Floor } from '../client/floor.ts';
+
+const R = answerReserveBytes;
+const dir = mkdtempSync(join(tmpdir(), 'ekv-rev18-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('review-18 F1: a pipelining reader that takes every answer promptly is never the session closed', () => {
+  it('honest: each answer taken 300 ms after it was queued, its queue never empty; trickle: holds most, empties every 1.5 s; sink: never reads', () => {
+    let t = 0;
+    const pool = new AnswerMemory({ bytesMax: 12 * R, stallMs: 2000, relieveEveryMs: 0, now: () => t });
+    const closed: string[] = [];
+    const honest = pool.open(() => closed.push('honest'));
+    const trickle = pool.open(() => closed.push('trickle'));
+    const sink = pool.open(() => closed.push('sink'));
+    sink.queued(R / 2); // at t = 0, never taken
+    const pending: Array<{ at: number; n: number }> = [];
+    for (t = 0; t <= 3000; t += 100) {
+      honest.queued(R / 2);
+      pending.push({ at: t, n: R / 2 });
+      while ((pending[0] as { at: number }).at <= t - 300) honest.written((pending.shift() as { n: number }).n);
+      if (t % 1500 === 0) {
+        if (trickle.unread > 0) trickle.written(trickle.unread);
+        trickle.queued(8 * R);
+      }
+    }
+    t = 3000;
+    expect(honest.unread).toBeGreaterThan(0); // it never emptied its queue, yet nothing it holds is older than 300 ms
+    // Pressure: the one that does not read goes first (before the fix as well).
+    expect(pool.relieve()).toBe(true);
+    expect(closed).toEqual(['sink']);
+    // Then nobody is stalled: the honest reader is not closed (before the fix: closed, 'honest' evicted here).
+    t = 3100;
+    expect(pool.relieve()).toBe(false);
+    expect(closed).toEqual(['sink']);
+    // Control: the honest reader stops reading: 2 s after its oldest unread answer it is stalled like any other.
+    t = 4500;
+    trickle.written(trickle.unread); // the trickle holder keeps reading every 1.5 s
+    trickle.queued(8 * R);
+    t = 5100;
+    expect(pool.relieve()).toBe(true);
+    expect(closed).toEqual(['sink', 'honest']);
+    trickle.close();
+    expect(pool.used).toBe(0);
+  });
+
+  it('accounting: partial writes across coalesced entries keep the age of the oldest unread byte, and empty the queue exactly', () => {
+    let t = 0;
+    const pool = new AnswerMemory({ bytesMax: 64 * R, stallMs: 1000, relieveEveryMs: 0, now: () => t });
+    const m = pool.open(() => undefined);
+    m.queued(100); // at 0
+    t = 5;
+    m.queued(50); // coalesced with the one at 0
+    t = 500;
+    m.queued(70);
+    expect(m.stalledSince()).toBe(0);
+    m.written(120); // the first 150 are not all taken
+    expect(m.stalledSince()).toBe(0);
+    m.written(30);
+    expect(m.stalledSince()).toBe(500);
+    t = 900;
+    m.written(70);
+    expect(m.unread).toBe(0);
+    expect(m.stalledSince()).toBe(900);
+    m.close();
+    expect(pool.used).toBe(0);
+  });
+});
+
+describe('review-18 F2: room for one answer wakes one waiting session, not all of them', () => {
+  it('1,000 sessions waiting on a full pool; room for one: at most a few wake-ups, and none lost for the next room', async () => {
+    const pool = new AnswerMemory({ bytesMax: 4 * R, now: () => 0 });
+    const filler = pool.open(() => undefined);
+    for (let i = 0; i < 4; i++) expect(filler.tryReserve()).toBe(true);
+    let wakes = 0;
+    let taken = 0;
+    const meters = Array.from({ length: 1000 }, () => pool.open(() => undefined));
+    for (const m of meters) {
+      const wake = (): void => {
+        wakes++;
+        if (m.tryReserve()) taken++;
+        else pool.pressed(wake); // as serveRpc does: wait again
+      };
+      expect(m.tryReserve()).toBe(false);
+      pool.pressed(wake);
+    }
+    filler.unreserve(1);
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(taken).toBe(1);
+    expect(wakes).toBeLessThanOrEqual(4); // before the fix: 1,000 (every waiter, each failing but one)
+    filler.unreserve(1);
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(taken).toBe(2); // the next room reaches a waiter still registered
+    expect(pool.used).toBe(4 * R);
+  });
+});
+
+describe('review-18 F3: a floor file from before the learnt ring keeps the client on the ring it knows', () => {
+  it('a file with rings and keys but no `ring`: the ring it touched last is the learnt one', () => {
+    const old = 'c'.repeat(64);
+    const real = 'a'.repeat(64);
+    const file = join(dir, 'old.floor');
+    writeFileSync(file, JSON.stringify({ version: 1, rings: { [old]: 0, [real]: 0 }, keys: [[real, 'f'.repeat(32), 3, null]] }));
+    const floor = new Floor({ file });
+    expect(floor.learntRing).toBe(real); // before the fix: null (the first node the host shows is learnt)
+    // A file that names its ring keeps it; a file with no ring at all learns nothing.
+    writeFileSync(file, JSON.stringify({ version: 1, rings: { [real]: 0, [old]: 0 }, keys: [], ring: real }));
+    expect(new Floor({ file }).learntRing).toBe(real);
+    writeFileSync(file, JSON.stringify({ version: 1, rings: {}, keys: [] }));
+    expect(new Floor({ file }).learntRing).toBe(null);
+  });
+});
