@@ -22,12 +22,19 @@
 //     so a wiped node that founded anew answered NOT_FOUND for keys the client had written (exactly F1's attack,
 //     once), and that ring was then written as the learnt one, refusing the real ring (WRONG_RING) from then on.
 //     Fix: a file without `ring` learns the ring its `rings` touched last.
+// F4 (low): B7c' keeps, from a retiring member's heartbeat, its witness of this node; a list with no entry for this
+//     node was kept as "witnessed nothing" (position 0, never behind). But the list is the first witnessesMax (65,536)
+//     entries of the retiring node's witness map: past that many peer names over the ring's life (a host that churns
+//     joins), a node cut off the list got a copy that admits any rollback of it. Fix: a missing entry counts as
+//     position 0 only when the list is whole; a cut list keeps no copy (the boot waits for a peer's answer).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AnswerMemory, answerReserveBytes } from '../protocol/answer-memory.ts';
 import { Floor } from '../client/floor.ts';
+import { witnessesMax } from '../enclave/data/codec.ts';
+import { retireMembers, startedNet } from './helpers/retire-net.ts';
 
 const R = answerReserveBytes;
 const dir = mkdtempSync(join(tmpdir(), 'ekv-rev18-'));
@@ -138,5 +145,25 @@ describe('review-18 F3: a floor file from before the learnt ring keeps the clien
     expect(new Floor({ file }).learntRing).toBe(real);
     writeFileSync(file, JSON.stringify({ version: 1, rings: {}, keys: [] }));
     expect(new Floor({ file }).learntRing).toBe(null);
+  });
+});
+
+describe("review-18 F4: B7c' takes a retiring member's missing entry for this node as 'witnessed nothing' only from a whole list", () => {
+  it('a retiring heartbeat whose witness list was cut at witnessesMax without this node: no copy kept (before: a copy of position 0, never behind)', () => {
+    const net = startedNet(retireMembers(['a', 'b', 'c', 'd']));
+    const y = net.node('a') as unknown as {
+      noteRetired(name: string, inc: number, handed: ReadonlyArray<readonly [string, number, number, number]>): void;
+      witness: Map<string, { mine: unknown; handed: boolean }>;
+    };
+    // What b's retiring heartbeat carries when its witness map outgrew the list's bound: the first witnessesMax
+    // entries (insertion order), this node's cut off.
+    const cut = Array.from({ length: witnessesMax }, (_, i) => [`gone-${i}`, 1, 5, 0] as const);
+    y.noteRetired('b', 1, cut);
+    expect(y.witness.get('b')?.handed).toBe(true);
+    expect(y.witness.get('b')?.mine).toBe(null); // before the fix: { inc: 0, pos: 0, posBoot: 0 }
+    // Control: a whole list without this node (b witnessed nothing of it): kept as position 0, as b's answer would be.
+    const z = net.node('c') as unknown as typeof y;
+    z.noteRetired('b', 1, [['d', 1, 5, 0]]);
+    expect(z.witness.get('b')?.mine).toEqual({ inc: 0, pos: 0, posBoot: 0 });
   });
 });

@@ -640,7 +640,9 @@ export class DataNode {
       // B7c' (seed 130678): and what it witnessed of this node, kept with them, so that this node's own restart can
       // count it as admitting without a peer's answer (it may be the only holder), checked as an answer would be.
       const own = handed.find(([n]) => n === this.me.name);
-      mine = own ? { inc: own[1], pos: own[2], posBoot: own[3] } : { inc: 0, pos: 0, posBoot: 0 };
+      // No entry: it witnessed nothing of this node (its answer would be 0) -- unless the list was cut at
+      // witnessesMax (review-18 F4), when the missing entry proves nothing: no copy then (wait for a peer's answer).
+      mine = own ? { inc: own[1], pos: own[2], posBoot: own[3] } : handed.length < witnessesMax ? { inc: 0, pos: 0, posBoot: 0 } : null;
     }
     if (!w || inc > w.inc) {
       w = { inc, pos: 0, boot: 0, posBoot: 0, heard: -Infinity, replaced: [], retired: true, retiredAt: this.now, handed: false, mine: null };
