@@ -318,7 +318,7 @@ export class DataNode {
             w.retiredAt = this.now; // learnt before this boot: counted from its start (B7c)
           }
           if (retired === 2) w.handed = true;
-          if (retired === 2 && mine !== undefined) w.mine = { inc: mine[0], pos: mine[1], posBoot: mine[2] };
+          if (retired === 2 && mine !== undefined) w.mine = this.copyAsLogged({ inc: mine[0], pos: mine[1], posBoot: mine[2] });
         }
       }
     } else if (rec.t === 'ret') {
@@ -575,6 +575,22 @@ export class DataNode {
     const key = `${m.name}/${m.inc}`;
     for (const a of answers.values()) if (a.held.has(key)) return true;
     return false;
+  }
+
+  /**
+   * Review-18 F5: a B7c' copy, replayed at its record's position. If this log, up to that record, holds what the copy
+   * says (its boot's records reach its position), every log that holds the record holds that prefix too: the copy
+   * is kept as a plain position (boot 0), which no later log is behind. Kept with its boot, a copy outlived that
+   * boot's entry in the boot history (bootHistoryMax boots later) and then read as a fork's position: the restart
+   * took a new incarnation (and two such members of one range at once, the range). A copy this log did not hold
+   * when it was written is kept as it came, and checked as before (tickCheck).
+   */
+  private copyAsLogged(m: SelfWitness): SelfWitness {
+    if (m.inc !== this.me.inc || m.posBoot === 0) return m;
+    const i = this.bootHistory.findIndex((h) => h.boot === m.posBoot);
+    if (i < 0) return m;
+    const end = this.bootHistory[i + 1]?.start ?? this.pos;
+    return m.pos <= end ? { inc: m.inc, pos: m.pos, posBoot: 0 } : m;
   }
 
   /**
