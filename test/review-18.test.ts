@@ -37,12 +37,18 @@
 //     NOT FIXED, the same cause outside B7c' (pre-existing, boot fencing): in an idle range (no votes), peers' live
 //     witness of a member stays at its last vote's boot, and 65 restarts later the same false rollback follows
 //     (it.fails below).
+// F6 (low): the SDK's trust policy keys PCRs by string and the verifier reads each as Number(key): '00', '0x0', ' 0'
+//     also pin PCR0 (the later key wins), while checkTrustPolicy (PCR0 pinned? zeros with allowDebug? review-17 F4)
+//     reads only '0'. `{ '0': image, '0x0': zeros }` with allowDebug passed as pinned and let every debug-mode
+//     enclave of every image in. Fix: PCR indices must be plain decimals 0..31 (BAD_REQUEST otherwise).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AnswerMemory, answerReserveBytes } from '../protocol/answer-memory.ts';
 import { Floor } from '../client/floor.ts';
+import { checkTrustPolicy } from '../client/trust.ts';
+import { EkvError } from '../protocol/errors.ts';
 import { witnessesMax } from '../enclave/data/codec.ts';
 import { retireMembers, startedNet } from './helpers/retire-net.ts';
 
@@ -234,4 +240,25 @@ describe("review-18 F5: a B7c' copy stays good however many boots later (the boo
       expect({ restart: i, inc: y.self.inc }).toEqual({ restart: i, inc: 1 });
     }
   }, 30_000);
+});
+
+describe('review-18 F6: a PCR index is a plain decimal, so no second spelling of PCR0 escapes the policy checks', () => {
+  const image = 'ab'.repeat(48);
+  const zeros = '00'.repeat(48);
+  const refusal = (p: Parameters<typeof checkTrustPolicy>[0]): string => {
+    try {
+      checkTrustPolicy(p);
+      return 'accepted';
+    } catch (err) {
+      return err instanceof EkvError ? err.code : `untyped ${String(err)}`;
+    }
+  };
+  it("{ '0': image, '0x0': zeros } with allowDebug is refused (before: accepted, and the verifier pinned PCR0 to zeros)", () => {
+    expect(refusal({ pcrs: { '0': image, '0x0': zeros }, allowDebug: true })).toBe('BAD_REQUEST');
+    for (const k of ['00', ' 0', '0.0', '1e1', '32', '-1']) expect(refusal({ pcrs: { '0': image, [k]: image } })).toBe('BAD_REQUEST');
+    // Controls: plain indices are accepted as before; zeros with allowDebug still refused; the image's own PCR0 fine.
+    expect(refusal({ pcrs: { '0': image, '8': image, '31': image } })).toBe('accepted');
+    expect(refusal({ pcrs: { '0': zeros }, allowDebug: true })).toBe('BAD_REQUEST');
+    expect(refusal({ pcrs: { '0': image }, allowDebug: true })).toBe('accepted');
+  });
 });
