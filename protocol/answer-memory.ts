@@ -71,6 +71,16 @@ export class AnswerMemory {
     return this.#meters.size;
   }
 
+  /** Sessions registered to be woken when room is made (tests). */
+  get waiting(): number {
+    return this.#waiters.size;
+  }
+
+  /** @internal A closed session's wake-up is dropped with it (review-18 F7). */
+  unwait(wake: () => void): void {
+    this.#waiters.delete(wake);
+  }
+
   /** A meter for one client session; `close` ends that session (it must end up calling meter.close()). */
   open(close: (err: EkvError) => void): AnswerMeter {
     const m = new AnswerMeter(this, close, this.#now());
@@ -104,7 +114,11 @@ export class AnswerMemory {
    * A session could not take a request for want of node-wide room: `wake` runs once room is made (or a session
    * closes), and the session holding the most that has not emptied its unread answers for stallMs is closed.
    */
-  pressed(wake: () => void): void {
+  pressed(wake: () => void, by?: AnswerMeter): void {
+    // Review-18 F7: registered with its session's meter, so that a session closed meanwhile leaves no wake-up here (it
+    // kept the whole session reachable until room was next made: sessions that asked and hung up while the node
+    // stayed full piled up).
+    if (by !== undefined && !by.waitWith(wake)) return;
     this.#waiters.add(wake);
     this.relieve();
   }
@@ -166,6 +180,7 @@ export class AnswerMeter {
   /** When this session last had an answer sealed, or became busy (took a request holding nothing). */
   answeredAt: number;
   #open = true;
+  #wake: (() => void) | null = null;
   readonly #pool: AnswerMemory;
   readonly #close: (err: EkvError) => void;
 
@@ -184,6 +199,13 @@ export class AnswerMeter {
 
   get pool(): AnswerMemory {
     return this.#pool;
+  }
+
+  /** @internal Its registered wake-up (AnswerMemory.pressed), dropped when it closes. */
+  waitWith(wake: () => void): boolean {
+    if (!this.#open) return false;
+    this.#wake = wake;
+    return true;
   }
 
   /** Reserve room for one request's answer: false (nothing counted) if the node-wide bound has no room. */
@@ -256,6 +278,8 @@ export class AnswerMeter {
     this.unread = 0;
     this.#fifo.length = 0;
     this.#head = 0;
+    if (this.#wake !== null) this.#pool.unwait(this.#wake);
+    this.#wake = null;
     this.#pool.closed(this);
     this.#pool.sub(n);
   }

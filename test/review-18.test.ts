@@ -41,6 +41,10 @@
 //     also pin PCR0 (the later key wins), while checkTrustPolicy (PCR0 pinned? zeros with allowDebug? review-17 F4)
 //     reads only '0'. `{ '0': image, '0x0': zeros }` with allowDebug passed as pinned and let every debug-mode
 //     enclave of every image in. Fix: PCR indices must be plain decimals 0..31 (BAD_REQUEST otherwise).
+// F7 (low): a session refused for want of node-wide room registers a wake-up with the pool; one that closed before
+//     room was made stayed registered (its closure keeps the session, its socket and decoder buffers reachable)
+//     until the next wake. While the node stays full, sessions that ask and hang up pile up there. Fix: the wake-up
+//     is registered with the session's meter and dropped when it closes.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -260,5 +264,25 @@ describe('review-18 F6: a PCR index is a plain decimal, so no second spelling of
     expect(refusal({ pcrs: { '0': image, '8': image, '31': image } })).toBe('accepted');
     expect(refusal({ pcrs: { '0': zeros }, allowDebug: true })).toBe('BAD_REQUEST');
     expect(refusal({ pcrs: { '0': image }, allowDebug: true })).toBe('accepted');
+  });
+});
+
+describe('review-18 F7: a session that closes while waiting for room leaves nothing behind in the pool', () => {
+  it('1,000 sessions refused, registered, then closed: none of their wake-ups is kept or run when room is made', async () => {
+    const pool = new AnswerMemory({ bytesMax: 4 * R, now: () => 0 });
+    const filler = pool.open(() => undefined);
+    for (let i = 0; i < 4; i++) expect(filler.tryReserve()).toBe(true);
+    let deadWakes = 0;
+    for (let i = 0; i < 1000; i++) {
+      const m = pool.open(() => undefined);
+      expect(m.tryReserve()).toBe(false);
+      pool.pressed(() => deadWakes++, m); // (each wake-up holds its whole session in serveRpc)
+      m.close(); // the client hung up
+    }
+    filler.close(); // room
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(deadWakes).toBe(0); // before the fix: 1,000 (kept until room was made, then run)
+    expect(pool.used).toBe(0);
   });
 });
