@@ -401,6 +401,13 @@ export class Floor {
   private merge(f: FloorJson | null): void {
     if (!f) return;
     if (this.learnt === null && f.ring !== undefined) this.learnt = f.ring;
+    else if (this.learnt === null) {
+      // Review-18 F3: a file written before the learnt ring was kept (review-17) names no `ring`, but its floors are
+      // the client's history with the ring it touched last (`rings` is in the order touched): that ring, not
+      // whichever node the host shows first after the upgrade, is the one this client met first.
+      const rs = Object.keys(f.rings);
+      if (rs.length > 0) this.learnt = rs[rs.length - 1] as string;
+    }
     for (const [ring, g] of Object.entries(f.rings)) {
       if (!this.gens.has(ring) || (this.gens.get(ring) as number) < g) this.touchRing(ring, g);
     }

@@ -34,6 +34,12 @@ export interface TrustPolicy {
 
 /** A trust policy that pins nothing about the image is refused up front, not at the first request. */
 export function checkTrustPolicy(policy: TrustPolicy): void {
+  // Review-18 F6: the verifier reads each key as Number(key), so '00', '0x0', ' 0' or '0.0' also pinned PCR0 (the last
+  // one written won) while the checks below read only '0': `{ '0': image, '0x0': zeros }` with allowDebug passed as
+  // a real pin and admitted every debug enclave. Indices are canonical decimals of a PCR the document can carry.
+  for (const k of Object.keys(policy.pcrs ?? {})) {
+    if (!/^(0|[1-9][0-9]?)$/.test(k) || Number(k) > 31) throw new EkvError('BAD_REQUEST', `trust.pcrs: ${JSON.stringify(k.slice(0, 16))} is not a PCR index (0..31, plain decimal)`);
+  }
   const pcr0 = policy.pcrs?.['0'];
   const pinned = typeof pcr0 === 'string' ? pcr0.length > 0 : Array.isArray(pcr0) && pcr0.length > 0;
   if (!pinned && policy.allowAnyImage !== true) {

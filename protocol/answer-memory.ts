@@ -8,8 +8,9 @@
  * raises it (`AnswerMeter.tryReserve`, refused past the bound); sealing trades reservations for frames of at most
  * as many bytes, write completions and closes lower it.
  *
- * When a request does not fit, `relieve` closes the session holding the most whose unread answers have not been
- * empty for `stallMs` (one per `relieveEveryMs` at most), and waiting sessions are woken once room is made.
+ * When a request does not fit, `relieve` closes the session holding the most whose oldest unread answer was queued
+ * more than `stallMs` ago (one per `relieveEveryMs` at most), and waiting sessions are woken, as many as the room
+ * made lets in, oldest first (review-18 F1, F2).
  * No timers per session: staleness is a timestamp read only under pressure.
  *
  * Pure bookkeeping, one instance per server; a meter per client session (FramedSocket, SecureSession and serveRpc
@@ -24,7 +25,7 @@ export const answerReserveBytes = frameBytesMax + 4;
 export interface AnswerMemoryOptions {
   /** The node-wide bound (bytes). */
   bytesMax: number;
-  /** A session whose unread answers have not been empty this long may be closed under pressure. */
+  /** A session whose oldest unread answer is this old (or, holding only reservations, unanswered this long) may be closed under pressure. */
   stallMs?: number;
   /** At most one session is closed per this many ms of pressure (and the sessions are scanned only then). */
   relieveEveryMs?: number;
@@ -36,6 +37,8 @@ export interface AnswerMemoryOptions {
 
 export const answerStallMs = 2000;
 export const relieveEveryMs = 50;
+/** Answers queued within this many ms of each other count as queued together (the age of unread bytes, F1). */
+const queuedGrainMs = 10;
 
 const monotonic = (): number => performance.now();
 
@@ -66,6 +69,16 @@ export class AnswerMemory {
 
   get sessions(): number {
     return this.#meters.size;
+  }
+
+  /** Sessions registered to be woken when room is made (tests). */
+  get waiting(): number {
+    return this.#waiters.size;
+  }
+
+  /** @internal A closed session's wake-up is dropped with it (review-18 F7). */
+  unwait(wake: () => void): void {
+    this.#waiters.delete(wake);
   }
 
   /** A meter for one client session; `close` ends that session (it must end up calling meter.close()). */
@@ -101,7 +114,11 @@ export class AnswerMemory {
    * A session could not take a request for want of node-wide room: `wake` runs once room is made (or a session
    * closes), and the session holding the most that has not emptied its unread answers for stallMs is closed.
    */
-  pressed(wake: () => void): void {
+  pressed(wake: () => void, by?: AnswerMeter): void {
+    // Review-18 F7: registered with its session's meter, so that a session closed meanwhile leaves no wake-up here (it
+    // kept the whole session reachable until room was next made: sessions that asked and hung up while the node
+    // stayed full piled up).
+    if (by !== undefined && !by.waitWith(wake)) return;
     this.#waiters.add(wake);
     this.relieve();
   }
@@ -113,7 +130,7 @@ export class AnswerMemory {
     this.#lastRelieveAt = now;
     let victim: AnswerMeter | null = null;
     for (const m of this.#meters) {
-      // Stalled: unread answers not emptied for stallMs (does not read), or, holding only reservations, no answer
+      // Stalled: its oldest unread answer was queued stallMs ago (it does not read), or, holding only reservations, no answer
       // for stallMs (requests kept waiting). A prompt reader with answers coming is neither.
       if (m.charged === 0 || now - m.stalledSince() < this.stallMs) continue;
       if (victim === null || m.charged > victim.charged || (m.charged === victim.charged && m.stalledSince() < victim.stalledSince())) victim = m;
@@ -132,9 +149,14 @@ export class AnswerMemory {
     this.#wakeScheduled = true;
     setImmediate(() => {
       this.#wakeScheduled = false;
-      const ws = [...this.#waiters];
-      this.#waiters.clear();
-      for (const w of ws) w();
+      // Review-18 F2: only as many as the room lets in, oldest first (each takes what it can synchronously); waking
+      // every waiter on each write completion cost thousands of pumps per turn of the event loop under pressure.
+      // One woken that takes nothing (closed, or waiting on its own budget) lets the next one try.
+      for (const w of this.#waiters) {
+        if (this.used + answerReserveBytes > this.bytesMax) break;
+        this.#waiters.delete(w);
+        w();
+      }
     });
   }
 }
@@ -147,9 +169,18 @@ export class AnswerMeter {
   unread = 0;
   /** When `unread` was last 0 (monotonic ms). */
   emptiedAt: number;
+  /**
+   * The unread bytes by when they were queued, oldest first, flat [bytes, at, bytes, at, ...] from #head (review-18
+   * F1): a reader is late by the age of the oldest byte it has not taken, not by how long its queue has not been
+   * empty (a pipelining reader that takes every answer promptly may never see its queue empty). Entries queued
+   * within queuedGrainMs of each other share one.
+   */
+  readonly #fifo: number[] = [];
+  #head = 0;
   /** When this session last had an answer sealed, or became busy (took a request holding nothing). */
   answeredAt: number;
   #open = true;
+  #wake: (() => void) | null = null;
   readonly #pool: AnswerMemory;
   readonly #close: (err: EkvError) => void;
 
@@ -162,11 +193,19 @@ export class AnswerMeter {
 
   /** Since when this session has made no progress its reader or its requests could show (relieve). */
   stalledSince(): number {
-    return this.unread > 0 ? this.emptiedAt : Math.max(this.answeredAt, this.emptiedAt);
+    if (this.unread > 0) return this.#fifo[this.#head + 1] ?? this.emptiedAt; // since its oldest unread byte was queued
+    return Math.max(this.answeredAt, this.emptiedAt);
   }
 
   get pool(): AnswerMemory {
     return this.#pool;
+  }
+
+  /** @internal Its registered wake-up (AnswerMemory.pressed), dropped when it closes. */
+  waitWith(wake: () => void): boolean {
+    if (!this.#open) return false;
+    this.#wake = wake;
+    return true;
   }
 
   /** Reserve room for one request's answer: false (nothing counted) if the node-wide bound has no room. */
@@ -194,6 +233,10 @@ export class AnswerMeter {
     if (!this.#open) return;
     this.charged += n;
     this.unread += n;
+    const at = this.#pool.stamp();
+    const f = this.#fifo;
+    if (f.length > this.#head && at - (f[f.length - 1] as number) < queuedGrainMs) f[f.length - 2] = (f[f.length - 2] as number) + n;
+    else f.push(n, at);
     this.#pool.add(n);
   }
 
@@ -202,6 +245,26 @@ export class AnswerMeter {
     if (!this.#open) return;
     this.charged -= n;
     this.unread -= n;
+    // Take n bytes off the oldest entries (writes complete in the order the frames were queued).
+    const f = this.#fifo;
+    let left = n;
+    while (left > 0 && this.#head < f.length) {
+      const b = f[this.#head] as number;
+      if (b <= left) {
+        left -= b;
+        this.#head += 2;
+      } else {
+        f[this.#head] = b - left;
+        left = 0;
+      }
+    }
+    if (this.#head >= f.length || this.unread <= 0) {
+      f.length = 0;
+      this.#head = 0;
+    } else if (this.#head >= 1024 && this.#head * 2 >= f.length) {
+      f.splice(0, this.#head);
+      this.#head = 0;
+    }
     if (this.unread === 0) this.emptiedAt = this.#pool.stamp();
     this.#pool.sub(n);
   }
@@ -213,6 +276,10 @@ export class AnswerMeter {
     const n = this.charged;
     this.charged = 0;
     this.unread = 0;
+    this.#fifo.length = 0;
+    this.#head = 0;
+    if (this.#wake !== null) this.#pool.unwait(this.#wake);
+    this.#wake = null;
     this.#pool.closed(this);
     this.#pool.sub(n);
   }

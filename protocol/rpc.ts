@@ -189,7 +189,7 @@ export function serveRpc(
     if (meter === null || meter.tryReserve()) return true;
     if (!pressed) {
       pressed = true;
-      meter.pool.pressed(wake);
+      meter.pool.pressed(wake, meter);
     } else meter.pool.relieve(); // rate-limited inside
     return false;
   };

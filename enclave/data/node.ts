@@ -318,7 +318,7 @@ export class DataNode {
             w.retiredAt = this.now; // learnt before this boot: counted from its start (B7c)
           }
           if (retired === 2) w.handed = true;
-          if (retired === 2 && mine !== undefined) w.mine = { inc: mine[0], pos: mine[1], posBoot: mine[2] };
+          if (retired === 2 && mine !== undefined) w.mine = this.copyAsLogged({ inc: mine[0], pos: mine[1], posBoot: mine[2] });
         }
       }
     } else if (rec.t === 'ret') {
@@ -578,6 +578,22 @@ export class DataNode {
   }
 
   /**
+   * Review-18 F5: a B7c' copy, replayed at its record's position. If this log, up to that record, holds what the copy
+   * says (its boot's records reach its position), every log that holds the record holds that prefix too: the copy
+   * is kept as a plain position (boot 0), which no later log is behind. Kept with its boot, a copy outlived that
+   * boot's entry in the boot history (bootHistoryMax boots later) and then read as a fork's position: the restart
+   * took a new incarnation (and two such members of one range at once, the range). A copy this log did not hold
+   * when it was written is kept as it came, and checked as before (tickCheck).
+   */
+  private copyAsLogged(m: SelfWitness): SelfWitness {
+    if (m.inc !== this.me.inc || m.posBoot === 0) return m;
+    const i = this.bootHistory.findIndex((h) => h.boot === m.posBoot);
+    if (i < 0) return m;
+    const end = this.bootHistory[i + 1]?.start ?? this.pos;
+    return m.pos <= end ? { inc: m.inc, pos: m.pos, posBoot: 0 } : m;
+  }
+
+  /**
    * B7c' (seed 130678): this node's own log holds the retired member's witnesses (heard from the retiring boot
    * itself), with what it witnessed of this node; that entry, checked as a witness answer (B6), is not behind.
    * (Behind: the check finds it in tickCheck and this boot takes a new incarnation.)
@@ -640,7 +656,9 @@ export class DataNode {
       // B7c' (seed 130678): and what it witnessed of this node, kept with them, so that this node's own restart can
       // count it as admitting without a peer's answer (it may be the only holder), checked as an answer would be.
       const own = handed.find(([n]) => n === this.me.name);
-      mine = own ? { inc: own[1], pos: own[2], posBoot: own[3] } : { inc: 0, pos: 0, posBoot: 0 };
+      // No entry: it witnessed nothing of this node (its answer would be 0) -- unless the list was cut at
+      // witnessesMax (review-18 F4), when the missing entry proves nothing: no copy then (wait for a peer's answer).
+      mine = own ? { inc: own[1], pos: own[2], posBoot: own[3] } : handed.length < witnessesMax ? { inc: 0, pos: 0, posBoot: 0 } : null;
     }
     if (!w || inc > w.inc) {
       w = { inc, pos: 0, boot: 0, posBoot: 0, heard: -Infinity, replaced: [], retired: true, retiredAt: this.now, handed: false, mine: null };
