@@ -33,7 +33,10 @@
  * - per connection: one handshake, then at most inflightMax requests in flight (protocol/rpc.ts);
  * - answers queued for client sessions, or reserved for their requests being worked on: at most
  *   clientWriteBufferBytesMax / 2 per session and clientAnswerBytesTotalMax over all of them (protocol/answer-memory.ts;
- *   under that bound's pressure the largest stalled holder is closed).
+ *   under that bound's pressure the largest stalled holder is closed);
+ * - client sessions held (not read, their client possibly still sending into the kernel's buffers): at most
+ *   heldSessionsMax at once; when full, the one held longest without progress gives way if held 2 s, else the new
+ *   hold is refused (its session closed BUSY).
  *
  * Pure bookkeeping: no sockets or timers here; the server passes a `close` callback per connection.
  */
@@ -84,6 +87,22 @@ export const clientAnswerBytesTotalMax = answerBoundFor(totalmem());
 /** The bound for an enclave of `memoryBytes`: a sixth, within [clientWriteBufferBytesMax, 512 MiB]. */
 export function answerBoundFor(memoryBytes: number): number {
   return Math.min(512 * 1024 * 1024, Math.max(clientWriteBufferBytesMax, Math.floor(memoryBytes / 6)));
+}
+/**
+ * What one held client session (its reading paused: protocol/rpc.ts serveRpc) may keep outside the answer count while
+ * its client goes on sending (docs/architecture.md "held client sessions"): 512 KiB of kernel buffers (on Nitro the
+ * in-enclave socat's vsock receive buffer, 256 KiB, and the unix socket from socat to node, at most socat's send
+ * buffer, ~208 KiB) and userland: at most a partial frame and the chunk that completed the frame held back in the
+ * FramedSocket decoder, the net.Socket's readable buffer (its high-water mark and one read), one message waiting in
+ * serveRpc: two frames and 128 KiB.
+ */
+export const heldSessionBytes = 512 * 1024 + 2 * frameBytesMax + 128 * 1024;
+/** Client sessions held at once (protocol/answer-memory.ts `hold`): ~313 for the default 3 GiB enclave. */
+export const heldSessionsMax = heldSessionsFor(totalmem());
+
+/** For an enclave of `memoryBytes`: a sixth of it (at most 512 MiB) over heldSessionBytes, at least 16. */
+export function heldSessionsFor(memoryBytes: number): number {
+  return Math.max(16, Math.floor(Math.min(512 * 1024 * 1024, Math.floor(memoryBytes / 6)) / heldSessionBytes));
 }
 /** Client sessions; the rest of connectionsMax stays for connections in their hello and for peers. */
 export const clientSessionsMax = connectionsMax - awaitingHelloMax - 256;

@@ -15,7 +15,7 @@ import { serveRpc, type RpcResult } from '../protocol/rpc.ts';
 import type { SecureSession } from '../protocol/session.ts';
 import { sessionLifetimeMs } from '../protocol/constants.ts';
 import { AnswerMemory } from '../protocol/answer-memory.ts';
-import { clientAnswerBytesTotalMax, clientWriteBufferBytesMax, connectionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
+import { clientAnswerBytesTotalMax, clientWriteBufferBytesMax, connectionsMax, heldSessionsMax, HandshakeAdmission, type HandshakeTicket } from './admission.ts';
 import { m as metrics } from './metrics.ts';
 import { NsmError } from './nsm.ts';
 import { closeWith, listenOn } from './unix-listener.ts';
@@ -43,8 +43,11 @@ export interface ServerInit {
   metricsSnapshot?: () => unknown;
   /** An operation's label in the request metrics: a known name, or 'other' (never a caller's string as given). */
   opLabel?: (op: string) => string;
-  /** The node-wide answer memory bound and its stall time (default: clientAnswerBytesTotalMax, answerStallMs; tests). */
-  answerMemory?: { bytesMax?: number; stallMs?: number };
+  /**
+   * The node-wide answer memory bound and its stall time (default: clientAnswerBytesTotalMax, answerStallMs), the held
+   * sessions' bound and grace (default: heldSessionsMax, the stall time); tests.
+   */
+  answerMemory?: { bytesMax?: number; stallMs?: number; holdsMax?: number; holdGraceMs?: number };
 }
 
 export class EnclaveServer {
@@ -69,6 +72,15 @@ export class EnclaveServer {
     this.answerMemory = new AnswerMemory({
       bytesMax: init.answerMemory?.bytesMax ?? clientAnswerBytesTotalMax,
       ...(init.answerMemory?.stallMs === undefined ? {} : { stallMs: init.answerMemory.stallMs }),
+      holdsMax: init.answerMemory?.holdsMax ?? heldSessionsMax,
+      ...(init.answerMemory?.holdGraceMs === undefined ? {} : { holdGraceMs: init.answerMemory.holdGraceMs }),
+      onHoldClose: (m) => {
+        if (m.stale) metrics.sessionsSlowReader.inc();
+        else metrics.sessionsHoldRefused.inc();
+        this.logger.warn({ stale: m.stale, heldMs: m.heldMs, holding: m.holding }, m.stale
+          ? 'client session closed: too many sessions held, it was held longest without reading'
+          : 'client session closed: too many sessions held, all of them made progress lately (busy)');
+      },
       onEvict: (m) => {
         metrics.sessionsSlowReader.inc();
         this.logger.warn({ held: m.charged, unread: m.unread, stalledMs: m.stalledMs, usedBytes: this.answerMemory.used }, 'client session closed: node answer memory full, it held the most unread answers');

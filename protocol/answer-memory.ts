@@ -13,6 +13,12 @@
  * made lets in, oldest first (review-18 F1, F2).
  * No timers per session: staleness is a timestamp read only under pressure.
  *
+ * Held sessions (`hold`/`unhold`): a session whose reading is paused (a request that does not fit waits unread) keeps
+ * bytes its client goes on sending in the kernel's buffers and the node's reading state, outside `used`. At most
+ * `holdsMax` sessions are held at once, in an insertion-ordered set (a session that resumes leaves it, so the first is
+ * the one held longest without progress); when it is full, the first is closed if it has been held `holdGraceMs`,
+ * else the session that would be held is (docs/architecture.md "held client sessions"). O(1); no scan, no timer.
+ *
  * Pure bookkeeping, one instance per server; a meter per client session (FramedSocket, SecureSession and serveRpc
  * each report their part).
  */
@@ -33,6 +39,12 @@ export interface AnswerMemoryOptions {
   now?: () => number;
   /** Told of each session closed to make room (log, metric). */
   onEvict?: (m: { charged: number; unread: number; stalledMs: number }) => void;
+  /** At most this many sessions held at once (no bound: Infinity). */
+  holdsMax?: number;
+  /** The session held longest is closed for a new hold only if held this long (default stallMs). */
+  holdGraceMs?: number;
+  /** Told of each session closed by the held-session bound: `stale` the one held longest, else the newcomer. */
+  onHoldClose?: (m: { stale: boolean; heldMs: number; holding: number }) => void;
 }
 
 export const answerStallMs = 2000;
@@ -48,6 +60,16 @@ export class AnswerMemory {
   readonly #relieveEveryMs: number;
   readonly #now: () => number;
   readonly #onEvict: AnswerMemoryOptions['onEvict'];
+  readonly #onHoldClose: AnswerMemoryOptions['onHoldClose'];
+  readonly holdsMax: number;
+  readonly holdGraceMs: number;
+  /** Held sessions, in the order they became held (the first: held longest without progress). */
+  readonly #held = new Set<AnswerMeter>();
+  /** The most sessions held at once (tests, metrics). */
+  heldPeak = 0;
+  /** Sessions closed by the held bound: the one held longest (stale), or the newcomer (refused). */
+  heldEvicted = 0;
+  holdsRefused = 0;
   /** Bytes counted over every open meter (the invariant: <= bytesMax). */
   used = 0;
   /** The most `used` has been (tests, metrics). */
@@ -65,6 +87,43 @@ export class AnswerMemory {
     this.#relieveEveryMs = opts.relieveEveryMs ?? relieveEveryMs;
     this.#now = opts.now ?? monotonic;
     this.#onEvict = opts.onEvict;
+    this.#onHoldClose = opts.onHoldClose;
+    this.holdsMax = opts.holdsMax ?? Infinity;
+    if (!(this.holdsMax >= 1)) throw new Error('AnswerMemory: holdsMax must admit at least one held session');
+    this.holdGraceMs = opts.holdGraceMs ?? this.stallMs;
+  }
+
+  /** Sessions held now. */
+  get holding(): number {
+    return this.#held.size;
+  }
+
+  /** @internal AnswerMeter.hold: true if `m` may be held (it is counted), false if it was closed instead. */
+  hold(m: AnswerMeter): boolean {
+    if (this.#held.size >= this.holdsMax) {
+      const first = this.#held.values().next().value as AnswerMeter;
+      const now = this.#now();
+      const heldMs = now - first.heldAt;
+      if (heldMs >= this.holdGraceMs) {
+        this.heldEvicted++;
+        first.evict(new EkvError('UNAVAILABLE', 'too many sessions held by the node and this one has been held longest without reading', { reason: 'SLOW_READER' }));
+        this.#onHoldClose?.({ stale: true, heldMs: Math.round(heldMs), holding: this.#held.size });
+      } else {
+        this.holdsRefused++;
+        const ms = Math.round(now - m.heldAt);
+        m.evict(new EkvError('UNAVAILABLE', 'busy: too many sessions held by the node', { reason: 'BUSY' }));
+        this.#onHoldClose?.({ stale: false, heldMs: ms, holding: this.#held.size });
+        return false;
+      }
+    }
+    this.#held.add(m);
+    if (this.#held.size > this.heldPeak) this.heldPeak = this.#held.size;
+    return true;
+  }
+
+  /** @internal */
+  unhold(m: AnswerMeter): void {
+    this.#held.delete(m);
   }
 
   get sessions(): number {
@@ -180,6 +239,9 @@ export class AnswerMeter {
   /** When this session last had an answer sealed, or became busy (took a request holding nothing). */
   answeredAt: number;
   #open = true;
+  #held = false;
+  /** When it became held (monotonic ms; meaningful while held). */
+  heldAt = 0;
   #wake: (() => void) | null = null;
   readonly #pool: AnswerMemory;
   readonly #close: (err: EkvError) => void;
@@ -206,6 +268,26 @@ export class AnswerMeter {
     if (!this.#open) return false;
     this.#wake = wake;
     return true;
+  }
+
+  /**
+   * Its reading is paused from now (serveRpc holds it): counted against the pool's holdsMax. False if the session was
+   * closed instead (the pool was full of sessions that made progress within holdGraceMs).
+   */
+  hold(): boolean {
+    if (!this.#open) return false;
+    if (this.#held) return true;
+    this.heldAt = this.#pool.stamp();
+    this.#held = true;
+    if (this.#pool.hold(this)) return true;
+    return false;
+  }
+
+  /** Its reading resumed (it made progress). */
+  unhold(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    this.#pool.unhold(this);
   }
 
   /** Reserve room for one request's answer: false (nothing counted) if the node-wide bound has no room. */
@@ -280,6 +362,7 @@ export class AnswerMeter {
     this.#head = 0;
     if (this.#wake !== null) this.#pool.unwait(this.#wake);
     this.#wake = null;
+    this.unhold();
     this.#pool.closed(this);
     this.#pool.sub(n);
   }

@@ -204,6 +204,7 @@ export function serveRpc(
     }
     if (waiting.length === 0 && held) {
       held = false;
+      meter?.unhold(); // progress: it leaves the node's held set (a later hold enters at its end)
       session.hold(false); // may deliver frames held meanwhile (each goes through onMessage again)
     }
     if (waiting.length > 0 && retry === null) {
@@ -247,6 +248,12 @@ export function serveRpc(
       if (!held) {
         held = true;
         session.hold(true);
+        // Held sessions are bounded node-wide (docs/architecture.md "held client sessions"): this may close the
+        // session held longest without progress, or, if every held one made progress lately, this one.
+        if (meter !== null && !meter.hold()) {
+          waiting.length = 0;
+          return;
+        }
       }
       if (waiting.length === 1) pump();
       return;

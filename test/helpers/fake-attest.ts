@@ -34,7 +34,7 @@ export const fakeVerify: VerifyDoc = async (doc, nonce) => {
 export async function fakeEnclaveServer(
   prefix: string,
   handler: (op: string) => Record<string, unknown>,
-  opts: { admission?: HandshakeAdmission; answerMemory?: { bytesMax?: number; stallMs?: number } } = {},
+  opts: { admission?: HandshakeAdmission; answerMemory?: { bytesMax?: number; stallMs?: number; holdsMax?: number; holdGraceMs?: number } } = {},
 ): Promise<{ server: EnclaveServer; path: string; open: () => Promise<{ socket: net.Socket; session: SecureSession }>; stop: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const path = join(dir, 'enclave.sock');
