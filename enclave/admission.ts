@@ -93,11 +93,11 @@ export function answerBoundFor(memoryBytes: number): number {
  * its client goes on sending (docs/architecture.md "held client sessions"): 512 KiB of kernel buffers (on Nitro the
  * in-enclave socat's vsock receive buffer, 256 KiB, and the unix socket from socat to node, at most socat's send
  * buffer, ~208 KiB) and userland: at most a partial frame and the chunk that completed the frame held back in the
- * FramedSocket decoder, the net.Socket's readable buffer (its high-water mark and one read), one message waiting in
- * serveRpc: two frames and 128 KiB.
+ * FramedSocket decoder, the net.Socket's readable buffer (its high-water mark, 16 KiB on Node 20 and 64 KiB on 22, and one
+ * 64 KiB read), the rest of one frame's batch waiting in serveRpc (decoded from at most a frame): two frames and 256 KiB.
  */
-export const heldSessionBytes = 512 * 1024 + 2 * frameBytesMax + 128 * 1024;
-/** Client sessions held at once (protocol/answer-memory.ts `hold`): ~313 for the default 3 GiB enclave. */
+export const heldSessionBytes = 512 * 1024 + 2 * frameBytesMax + 256 * 1024;
+/** Client sessions held at once (protocol/answer-memory.ts `hold`): ~290 for the default 3 GiB enclave. */
 export const heldSessionsMax = heldSessionsFor(totalmem());
 
 /** For an enclave of `memoryBytes`: a sixth of it (at most 512 MiB) over heldSessionBytes, at least 16. */
