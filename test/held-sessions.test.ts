@@ -107,7 +107,10 @@ describe('held client sessions', () => {
       expect(got.filter((g) => g !== answerBytes)).toEqual([]);
       expect(honestClosed).toBeNull();
       expect(honest.closed).toBe(false);
-      expect(memoryOf(f.server).holding ?? 0).toBeLessThanOrEqual(holdsMax);
+      const mem = memoryOf(f.server);
+      expect(mem.holding ?? 0).toBeLessThanOrEqual(holdsMax);
+      expect(mem.heldPeak).toBe(holdsMax); // the held set was full while it worked
+      console.log(`honest: closed stale ${mem.heldEvicted}, refused ${mem.holdsRefused}, closed by the answer bound ${mem.evicted}`);
     } finally {
       honest.close();
       for (const a of attackers) a.socket.destroy();
