@@ -209,7 +209,12 @@ describe('control: with the ring check switched off by the test-only seam on bot
         const { ringId: _pinned, ...unpinned } = ringC.cluster.trust;
         const direct = await connect({ nodes: [bc.addr], trust: unpinned, timeoutMs: 5000 });
         try {
-          await waitFor('bc serving in ring C', 20_000, async () => ((await direct.node(bc.addr).call('status', {})).serving === true ? true : 'not yet'));
+          // Serving comes first, the handed keys after their range's install (CI saw keys 0 right at serving):
+          // wait for both.
+          await waitFor('bc serving in ring C with keys handed to it', 30_000, async () => {
+            const st = await direct.node(bc.addr).call('status', {});
+            return st.serving === true && typeof st.keys === 'number' && st.keys > 0 ? true : `serving ${String(st.serving)}, keys ${String(st.keys)}`;
+          });
           const s = await direct.node(bc.addr).call('status', {});
           expect(s.keys).toBeGreaterThan(0);
         } finally {
