@@ -16,11 +16,13 @@ const entrypoint = join(import.meta.dirname, '..', 'infra', 'enclave', 'entrypoi
 const GiB = 1024 ** 3;
 
 function shellLimits(memTotalKib: number): Record<string, number> {
+  // Without its --limits mode (the unfixed entrypoint) running it would start the bridges and node: refuse first.
+  expect(readFileSync(entrypoint, 'utf8')).toContain('if [ "${1:-}" = "--limits" ]; then');
   const dir = mkdtempSync(join(tmpdir(), 'ekv-meminfo-'));
   try {
     const meminfo = join(dir, 'meminfo');
     writeFileSync(meminfo, `MemTotal:       ${memTotalKib} kB\nMemFree:        ${Math.floor(memTotalKib / 2)} kB\nMemAvailable:   ${memTotalKib} kB\n`);
-    const r = spawnSync('sh', [entrypoint, '--limits'], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', EKV_MEMINFO: meminfo } });
+    const r = spawnSync('sh', [entrypoint, '--limits'], { encoding: 'utf8', timeout: 5000, killSignal: 'SIGKILL', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', EKV_VSOCK_DIR: dir, EKV_MEMINFO: meminfo } });
     expect(r.status, r.stderr).toBe(0);
     return Object.fromEntries(r.stdout.trim().split(/\s+/).map((kv) => { const [k, v] = kv.split('='); return [k as string, Number(v)]; }));
   } finally {

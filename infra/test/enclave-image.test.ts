@@ -112,11 +112,13 @@ describe('infra/enclave/entrypoint.sh', () => {
   it('bounds the socat children of the inbound bridges from MemTotal (the formula of enclave/admission.ts connectionsFor)', () => {
     // Every inbound vsock connection forks a socat child before node can refuse it: both listeners have max-children.
     for (const line of entrypoint.split('\n').filter((l) => l.includes('VSOCK-LISTEN'))) expect(line, line).toMatch(/max-children=\$children_500[01]\b/);
+    // Without its --limits mode (the unfixed entrypoint) running it would start the bridges and node: refuse first.
+    expect(entrypoint).toContain('if [ "${1:-}" = "--limits" ]; then');
     const limits = (kib: number) => {
       const dir = mkdtempSync(join(tmpdir(), 'ekv-meminfo-'));
       try {
         writeFileSync(join(dir, 'meminfo'), `MemTotal:       ${kib} kB\n`);
-        const r = spawnSync('sh', [join(enclaveDir, 'entrypoint.sh'), '--limits'], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', EKV_MEMINFO: join(dir, 'meminfo') } });
+        const r = spawnSync('sh', [join(enclaveDir, 'entrypoint.sh'), '--limits'], { encoding: 'utf8', timeout: 5000, killSignal: 'SIGKILL', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', EKV_VSOCK_DIR: dir, EKV_MEMINFO: join(dir, 'meminfo') } });
         expect(r.status, r.stderr).toBe(0);
         return r.stdout.trim();
       } finally {
