@@ -46,9 +46,34 @@ import { EkvError } from '../protocol/errors.ts';
 import type { HelloMode, PeerHelloProof } from '../protocol/handshake.ts';
 import { nsmPendingMax } from './nsm.ts';
 
-/** Connections the enclave keeps at once (clients, peers, the host's attestation fetches). */
-export const connectionsMax = 8192;
-export const awaitingHelloMax = 1024;
+/**
+ * What one connection costs inside the enclave outside node's own counts (docs/architecture.md "Connections and
+ * the in-enclave socat"): the socat child forked per vsock connection (measured on Debian 12, socat 1.7.4.4:
+ * ~200-250 KiB of memory per idle connection, private pages, page tables, kernel stack, socket structures),
+ * rounded up to 256 KiB, plus the enclave kernel's vsock receive buffer, 256 KiB.
+ */
+export const connectionBytes = 512 * 1024;
+/**
+ * Connections the enclave keeps at once (clients, peers, the host's attestation fetches): a quarter of the enclave's
+ * memory over connectionBytes, within [512, 8192]: 1,536 for the default 3 GiB enclave, 512 at 1 GiB. The same
+ * formula sets the in-enclave socat's max-children (infra/enclave/entrypoint.sh: this + connectionsMargin), so node's
+ * admission, not socat's listen backlog, decides who gets in; test/connection-bound.test.ts checks that they agree.
+ */
+export const connectionsMax = connectionsFor(totalmem());
+/** socat's max-children on vsock :5000 is connectionsMax + this (connections node has closed and socat not yet reaped). */
+export const connectionsMargin = 64;
+
+/** For an enclave of `memoryBytes` (os.totalmem(), /proc/meminfo MemTotal): a quarter of it over connectionBytes, within [512, 8192]. */
+export function connectionsFor(memoryBytes: number): number {
+  return Math.min(8192, Math.max(512, Math.floor(memoryBytes / 4 / connectionBytes)));
+}
+/** Connections that have sent no hello yet: a quarter of connectionsMax, at most 1,024 (128 at 1 GiB, 384 at 3 GiB). */
+export const awaitingHelloMax = awaitingHelloFor(connectionsMax);
+export function awaitingHelloFor(connections: number): number {
+  return Math.min(1024, Math.floor(connections / 4));
+}
+/** Connections kept for peers (and their handshakes) out of connectionsMax: never given to client sessions. */
+export const peerConnectionsReserve = 256;
 export const anonymousHandshakesMax = 32;
 export const peerHandshakesMax = 16;
 /**
@@ -104,13 +129,21 @@ export const heldSessionsMax = heldSessionsFor(totalmem());
 export function heldSessionsFor(memoryBytes: number): number {
   return Math.max(16, Math.floor(Math.min(512 * 1024 * 1024, Math.floor(memoryBytes / 6)) / heldSessionBytes));
 }
-/** Client sessions; the rest of connectionsMax stays for connections in their hello and for peers. */
-export const clientSessionsMax = connectionsMax - awaitingHelloMax - 256;
+/** Client sessions; the rest of connectionsMax stays for connections in their hello and for peers (128 at 1 GiB, 896 at 3 GiB). */
+export const clientSessionsMax = clientSessionsFor(connectionsMax);
+export function clientSessionsFor(connections: number): number {
+  return connections - awaitingHelloFor(connections) - peerConnectionsReserve;
+}
 /** A client session idle (no request) this long gives way to a new client when the session table is full. */
 export const sessionIdleEvictMs = 30_000;
 /** A session's activity is recorded at most this often (it moves to the end of the idle order then). */
 const activityGrainMs = 1000;
 
+// The connection bound at its smallest (512) still leaves room for hellos, peers and client sessions, and at least as
+// many client sessions as may be held (a held session is a client session).
+if (clientSessionsFor(connectionsFor(0)) < 64) throw new Error('connectionsMax at its minimum leaves too few client sessions');
+if (clientSessionsMax < 64) throw new Error('connectionsMax leaves too little room for client sessions');
+if (heldSessionsMax > clientSessionsMax) throw new Error('heldSessionsMax must not exceed clientSessionsMax');
 if (clientAnswerBytesTotalMax < clientWriteBufferBytesMax) throw new Error('clientAnswerBytesTotalMax must hold a few sessions at their whole answer budget');
 if (clientWriteBufferBytesMax < 8 * frameBytesMax) throw new Error('clientWriteBufferBytesMax must hold several answers of the largest frame');
 // The enclave's own attestations need room at the NSM whatever inbound handshakes do.

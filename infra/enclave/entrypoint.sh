@@ -13,12 +13,29 @@ set -eu
 dir="${EKV_VSOCK_DIR:-/run/ekv/vsock}"
 parent_cid=3
 
+# Connections (docs/architecture.md "Connections and the in-enclave socat"): socat forks a child per vsock
+# connection before node can refuse it, ~512 KiB each with its buffers (enclave/admission.ts connectionBytes).
+# connections = a quarter of MemTotal over 512 KiB, within [512, 8192]: the same formula as node's connectionsMax
+# (admission.ts connectionsFor; test/connection-bound.test.ts checks they agree). socat may fork a margin of 64 more
+# (connections node has closed, children not yet reaped); past that it stops accepting, and further connections
+# wait in the kernel's listen backlog until a child exits. The host channel (:5001) gets 16.
+mem_kib=$(awk '$1 == "MemTotal:" { print $2 }' "${EKV_MEMINFO:-/proc/meminfo}")
+connections=$((mem_kib / 2048))
+[ "$connections" -ge 512 ] || connections=512
+[ "$connections" -le 8192 ] || connections=8192
+children_5000=$((connections + 64))
+children_5001=16
+if [ "${1:-}" = "--limits" ]; then
+  echo "connections=$connections children_5000=$children_5000 children_5001=$children_5001"
+  exit 0
+fi
+
 ip link set lo up
 mkdir -p "$dir"
 chmod 0700 "$dir"
 
-socat VSOCK-LISTEN:5000,fork,reuseaddr "UNIX-CONNECT:$dir/enclave-5000.sock" &
-socat VSOCK-LISTEN:5001,fork,reuseaddr "UNIX-CONNECT:$dir/enclave-5001.sock" &
+socat "VSOCK-LISTEN:5000,fork,reuseaddr,max-children=$children_5000" "UNIX-CONNECT:$dir/enclave-5000.sock" &
+socat "VSOCK-LISTEN:5001,fork,reuseaddr,max-children=$children_5001" "UNIX-CONNECT:$dir/enclave-5001.sock" &
 for port in 8000 8001 8002; do
   rm -f "$dir/host-$port.sock"
   socat "UNIX-LISTEN:$dir/host-$port.sock,fork,mode=0600" "VSOCK-CONNECT:$parent_cid:$port" &

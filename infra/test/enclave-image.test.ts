@@ -96,17 +96,39 @@ describe('infra/enclave/Dockerfile', () => {
 describe('infra/enclave/entrypoint.sh', () => {
   it('brings up lo, then bridges vsock to the unix sockets, then runs node', () => {
     const lo = entrypoint.indexOf('ip link set lo up');
-    const bridge = entrypoint.indexOf('socat VSOCK-LISTEN:5000,fork,reuseaddr "UNIX-CONNECT:$dir/enclave-5000.sock"');
+    const bridge = entrypoint.indexOf('socat "VSOCK-LISTEN:5000,fork,reuseaddr,max-children=$children_5000" "UNIX-CONNECT:$dir/enclave-5000.sock"');
     const node = entrypoint.indexOf('node /app/enclave.mjs');
     expect(lo).toBeGreaterThan(0);
     expect(bridge).toBeGreaterThan(lo);
     expect(node).toBeGreaterThan(bridge);
     expect(entrypoint).toContain('for port in 8000 8001 8002; do');
     expect(entrypoint).toContain('"UNIX-LISTEN:$dir/host-$port.sock,fork,mode=0600" "VSOCK-CONNECT:$parent_cid:$port"');
-    expect(entrypoint).toContain('socat VSOCK-LISTEN:5001,fork,reuseaddr "UNIX-CONNECT:$dir/enclave-5001.sock"');
+    expect(entrypoint).toContain('socat "VSOCK-LISTEN:5001,fork,reuseaddr,max-children=$children_5001" "UNIX-CONNECT:$dir/enclave-5001.sock"');
     expect(entrypoint).toContain('parent_cid=3');
     expect(entrypoint).toContain('VSOCK-CONNECT:$parent_cid:8003');
     expect(entrypoint).not.toMatch(/\/dev\/console|ttyS0/);
+  });
+
+  it('bounds the socat children of the inbound bridges from MemTotal (the formula of enclave/admission.ts connectionsFor)', () => {
+    // Every inbound vsock connection forks a socat child before node can refuse it: both listeners have max-children.
+    for (const line of entrypoint.split('\n').filter((l) => l.includes('VSOCK-LISTEN'))) expect(line, line).toMatch(/max-children=\$children_500[01]\b/);
+    // Without its --limits mode (the unfixed entrypoint) running it would start the bridges and node: refuse first.
+    expect(entrypoint).toContain('if [ "${1:-}" = "--limits" ]; then');
+    const limits = (kib: number) => {
+      const dir = mkdtempSync(join(tmpdir(), 'ekv-meminfo-'));
+      try {
+        writeFileSync(join(dir, 'meminfo'), `MemTotal:       ${kib} kB\n`);
+        const r = spawnSync('sh', [join(enclaveDir, 'entrypoint.sh'), '--limits'], { encoding: 'utf8', timeout: 5000, killSignal: 'SIGKILL', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', EKV_VSOCK_DIR: dir, EKV_MEMINFO: join(dir, 'meminfo') } });
+        expect(r.status, r.stderr).toBe(0);
+        return r.stdout.trim();
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    };
+    expect(limits(1024 * 1024)).toBe('connections=512 children_5000=576 children_5001=16');
+    expect(limits(3 * 1024 * 1024)).toBe('connections=1536 children_5000=1600 children_5001=16');
+    expect(limits(64 * 1024 * 1024)).toBe('connections=8192 children_5000=8256 children_5001=16');
+    expect(limits(256 * 1024)).toBe('connections=512 children_5000=576 children_5001=16');
   });
 
   it('passes sh -n and, where installed, shellcheck', () => {
