@@ -1,0 +1,68 @@
+// Review 19: the node-wide bound on held client sessions (kbuf) and connectionsMax from the enclave's memory (conn).
+//
+// F1 (fixed): a hold refusal closed an honest session that would have resumed within microseconds. The SDK sends every
+//   call made in one tick in one frame; a pipelined batch of ~62 small requests (a frame counted per answer not yet
+//   sealed, against the 32 MiB session budget) makes serveRpc hold the session until the answers are sealed at the end
+//   of the turn. With the held set full of sessions held < holdGraceMs (attackers renew theirs by taking a request
+//   every < 2 s) that momentary hold was refused at once: the honest session closed BUSY, every call CLOSED; the SDK
+//   reconnects and the next batch is refused again. Fix (protocol/answer-memory.ts): a hold over the bound is decided
+//   one turn of the event loop later (setImmediate): a session that resumed meanwhile never counted, one still held
+//   is then refused (or takes the slot of one held past the grace). Sessions over the bound in that turn are bounded
+//   by those the node read in that turn, the same as any session being read.
+// Checked, held (no test change): heldSessionsFor/connectionsFor/clientSessionsFor consistent from 0 to 1 TiB (no throw at
+//   import); entrypoint.sh --limits with a missing meminfo, no MemTotal, non-numeric, huge, two MemTotal lines fails
+//   closed (exit 2), negative gives 512 (covered below).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AnswerMemory } from '../protocol/answer-memory.ts';
+import type { EkvError } from '../protocol/errors.ts';
+import { RpcClient } from '../protocol/rpc.ts';
+import type { EnclaveServer } from '../enclave/server.ts';
+import { fakeEnclaveServer } from './helpers/fake-attest.ts';
+import { clientSessionsFor, connectionsFor, heldSessionsFor } from '../enclave/admission.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const MiB = 1024 * 1024;
+const memoryOf = (server: EnclaveServer) => (server as unknown as { answerMemory: AnswerMemory }).answerMemory;
+
+describe('review 19', () => {
+  let stop: (() => Promise<void>) | null = null;
+  afterEach(async () => {
+    await stop?.();
+    stop = null;
+  });
+
+  it('F1: an honest pipelined batch held for a moment is not closed while the held set is full of fresh holds', async () => {
+    const big = Buffer.alloc(512 * 1024, 7);
+    const f = await fakeEnclaveServer('ekv-r19-a-', (op) => (op === 'get' ? { v: big } : { v: 1 }), { answerMemory: { bytesMax: 256 * MiB, stallMs: 600_000, holdsMax: 3, holdGraceMs: 10_000 } });
+    stop = f.stop;
+    const mem = memoryOf(f.server);
+    // 3 attackers held by their own budget (70 x 512 KiB > 32 MiB), never reading: the held set is full, all fresh.
+    const attackers = [];
+    for (let s = 0; s < 3; s++) attackers.push(await f.open()); // all handshakes first: sealing their answers takes a while
+    for (const o of attackers) {
+      o.socket.pause();
+      for (let i = 1; i <= 70; i++) o.session.send({ i, o: 'get', k: Buffer.from('k') });
+    }
+    for (let t = 0; t < 200 && mem.holding < 3; t++) await sleep(10);
+    expect(mem.holding).toBe(3);
+    const { session } = await f.open();
+    const honest = new RpcClient(session);
+    let honestClosed: EkvError | null = null;
+    honest.onClose = (e) => (honestClosed = e);
+    try {
+      // 200 small calls in one tick: one frame; held until the answers are sealed, microseconds.
+      const got = await Promise.all(Array.from({ length: 200 }, () => honest.call('status', {}, 10_000).then((a) => a.v, (e: EkvError) => e.code)));
+      const bad = got.filter((g) => g !== 1);
+      expect(`${bad.length} failed: ${String(bad[0])}; held-set refusals ${mem.holdsRefused}`).toBe('0 failed: undefined; held-set refusals 0');
+      expect(honestClosed).toBeNull();
+      expect(mem.holding).toBeLessThanOrEqual(3);
+    } finally {
+      honest.close();
+      for (const a of attackers) a.socket.destroy();
+    }
+  }, 20_000);
+});
