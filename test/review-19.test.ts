@@ -65,4 +65,40 @@ describe('review 19', () => {
       for (const a of attackers) a.socket.destroy();
     }
   }, 20_000);
+
+  it('F1: probation (unit): refused after holdProbeMs without progress, kept while progressing, promoted to a freed slot; never over the bound', async () => {
+    let now = 0;
+    const pool = new AnswerMemory({ bytesMax: 8 * MiB, holdsMax: 2, holdGraceMs: 1000, holdProbeMs: 30, holdProbeMax: 2, now: () => now });
+    const closed: string[] = [];
+    const meter = (name: string) => pool.open((e) => closed.push(`${name}:${e.reason}`));
+    const [a, b, c, d, e, g] = ['a', 'b', 'c', 'd', 'e', 'g'].map(meter) as [ReturnType<typeof meter>, ReturnType<typeof meter>, ReturnType<typeof meter>, ReturnType<typeof meter>, ReturnType<typeof meter>, ReturnType<typeof meter>];
+    expect(a.hold() && b.hold()).toBe(true);
+    expect(c.hold()).toBe(true); // set full, a fresh: c on probation, not refused
+    expect(d.hold()).toBe(true);
+    expect(pool.holding).toBe(2);
+    expect(pool.probation).toBe(2);
+    expect(e.hold()).toBe(false); // probation full: refused at once
+    expect(closed).toEqual(['e:BUSY']);
+    now = 20;
+    c.progress(); // c took a request
+    now = 40;
+    await sleep(80); // the probe runs: d made no progress for 40 ms: refused; c progressed 20 ms ago: kept
+    expect(closed).toEqual(['e:BUSY', 'd:BUSY']);
+    expect(pool.probation).toBe(1);
+    a.unhold(); // a resumed: c takes its slot
+    expect(pool.holding).toBe(2);
+    expect(pool.probation).toBe(0);
+    // A stale member gives way to a newcomer while another waits on probation: the slot is the newcomer's, never 3.
+    expect(g.hold()).toBe(true); // b and c fresh: probation
+    now = 2000; // b stale
+    const h = meter('h');
+    expect(h.hold()).toBe(true);
+    expect(closed).toEqual(['e:BUSY', 'd:BUSY', 'b:SLOW_READER']);
+    expect(pool.holding).toBe(2);
+    expect(pool.heldPeak).toBe(2);
+    for (const m of [a, b, c, d, e, g, h]) m.close();
+    expect(pool.holding).toBe(0);
+    expect(pool.probation).toBe(0);
+    expect(pool.sessions).toBe(0);
+  });
 });
