@@ -167,9 +167,18 @@ export class AnswerMemory {
     }
   }
 
-  /** @internal A held session took a request: one on probation is not refused for another holdProbeMs. */
+  /**
+   * @internal A held session took a request: progress (review-19 F2). One on probation is not refused for another
+   * holdProbeMs; one in the set moves to its end, held from now (a bulk reader whose batch drains over seconds was
+   * otherwise the "held longest without progress" while it took requests all along, and closed SLOW_READER).
+   */
   progress(m: AnswerMeter): void {
-    if (this.#probation.has(m)) m.probedAt = this.#now();
+    const now = this.#now();
+    if (this.#probation.has(m)) m.probedAt = now;
+    else if (this.#held.delete(m)) {
+      m.heldAt = now;
+      this.#held.add(m);
+    }
   }
 
   #armProbe(): void {

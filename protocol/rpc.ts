@@ -204,7 +204,7 @@ export function serveRpc(
       fallbackMs = 10;
       took = true;
     }
-    if (took && held && waiting.length > 0) meter?.progress(); // review-19 F1: a hold on probation is not refused while it progresses
+    if (took && held && waiting.length > 0) meter?.progress(); // review-19 F1, F2: taking a request is progress
     if (waiting.length === 0 && held) {
       held = false;
       meter?.unhold(); // progress: it leaves the node's held set (a later hold enters at its end)

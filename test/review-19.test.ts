@@ -9,6 +9,12 @@
 //   one turn of the event loop later (setImmediate): a session that resumed meanwhile never counted, one still held
 //   is then refused (or takes the slot of one held past the grace). Sessions over the bound in that turn are bounded
 //   by those the node read in that turn, the same as any session being read.
+// F2 (fixed): "progress" was only a held session's whole waiting batch being taken. An honest bulk reader (250 gets of
+//   512 KiB in one batch, read as fast as it can) stays held for seconds while it takes requests all along, so after
+//   holdGraceMs it was "the session held longest without progress" and the next hold anywhere closed it SLOW_READER
+//   (170/250 calls CLOSED). Fix: every request taken while held is progress (AnswerMemory.progress: the session moves
+//   to the end of the set, held from now). An attacker renews its place the same way as before: by taking a request,
+//   i.e. by having its answers read or its requests answered.
 // Checked, held (no test change): heldSessionsFor/connectionsFor/clientSessionsFor consistent from 0 to 1 TiB (no throw at
 //   import); entrypoint.sh --limits with a missing meminfo, no MemTotal, non-numeric, huge, two MemTotal lines fails
 //   closed (exit 2), negative gives 512 (covered below).
@@ -101,4 +107,48 @@ describe('review 19', () => {
     expect(pool.probation).toBe(0);
     expect(pool.sessions).toBe(0);
   });
+
+  it('F2: an honest bulk reader held for longer than the grace while it takes requests steadily is not closed as stale', async () => {
+    const big = Buffer.alloc(512 * 1024, 7);
+    const f = await fakeEnclaveServer('ekv-r19-b-', (op) => (op === 'get' ? { v: big } : op === 'hang' ? (new Promise(() => undefined) as never) : { v: 1 }), { answerMemory: { bytesMax: 512 * MiB, stallMs: 600_000, holdsMax: 3, holdGraceMs: 2000 } });
+    stop = f.stop;
+    const mem = memoryOf(f.server);
+    const honestOpen = await f.open();
+    const attackers: Awaited<ReturnType<typeof f.open>>[] = [];
+    for (let s = 0; s < 12; s++) attackers.push(await f.open());
+    const honest = new RpcClient(honestOpen.session);
+    let honestClosed: EkvError | null = null;
+    honest.onClose = (e) => (honestClosed = e);
+    // The honest client reads as fast as it can: 50 MiB of answers take it (and the node sealing them) well over the
+    // grace here, and it takes requests all along.
+    // Attackers get held (70 requests never answered: held by their budget, at no cost here): two at once (the set is
+    // full), then one more each time the honest client has 20 more answers: each finds the set full and closes the
+    // session held longest without progress, if held past the grace.
+    let next = 0;
+    const hostile = (): void => {
+      const o = attackers[next++];
+      if (o === undefined) return;
+      o.socket.pause();
+      for (let i = 1; i <= 70; i++) o.session.send({ i, o: 'hang' });
+    };
+    let answered = 0;
+    try {
+      const t0 = Date.now();
+      const calls = Array.from({ length: 250 }, () => honest.call('get', { k: Buffer.from('k') }, 15_000).then((a) => {
+        if (++answered % 40 === 0) hostile();
+        return (a.v as Uint8Array).length;
+      }, (e: EkvError) => e.code));
+      await sleep(20);
+      hostile();
+      hostile();
+      const got = await Promise.all(calls);
+      console.log(`F2: attackers ${next} holding ${mem.holding} probation ${mem.probation} peak ${mem.heldPeak}`);
+      const bad = got.filter((g) => g !== big.length);
+      console.log(`F2: honest took ${Date.now() - t0} ms; stale closed ${mem.heldEvicted}, refused ${mem.holdsRefused}`);
+      expect(`${bad.length} failed: ${String(bad[0])}; closed: ${String(honestClosed)}`).toBe('0 failed: undefined; closed: null');
+    } finally {
+      honest.close();
+      for (const a of attackers) a.socket.destroy();
+    }
+  }, 20_000);
 });
