@@ -163,6 +163,7 @@ export class AnswerMemory {
     const next = this.#probation.values().next().value;
     if (next !== undefined && !this.#replacing && this.#held.size < this.holdsMax) {
       this.#probation.delete(next);
+      next.heldAt = this.#now(); // the set stays in heldAt order: its first is the one held longest
       this.#held.add(next);
     }
   }
@@ -189,6 +190,7 @@ export class AnswerMemory {
       for (const m of [...this.#probation]) {
         if (!this.#probation.has(m) || now - m.probedAt < this.holdProbeMs) continue;
         this.#probation.delete(m);
+        m.heldAt = now;
         this.hold(m, false); // in the set if there is room or a stale one gives way, else refused (closed)
       }
       this.#armProbe();

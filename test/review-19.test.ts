@@ -151,4 +151,43 @@ describe('review 19', () => {
       for (const a of attackers) a.socket.destroy();
     }
   }, 20_000);
+
+  it('held: the bounds derived from memory are consistent from 0 to 1 TiB (no throw at import for any size)', () => {
+    for (let mib = 0; mib <= 1024 * 1024; mib += mib < 8192 ? 1 : 64) {
+      const m = mib * MiB;
+      const c = connectionsFor(m);
+      expect(c).toBeGreaterThanOrEqual(512);
+      expect(c).toBeLessThanOrEqual(8192);
+      expect(clientSessionsFor(c)).toBeGreaterThanOrEqual(64);
+      expect(heldSessionsFor(m)).toBeLessThanOrEqual(clientSessionsFor(c));
+    }
+  });
+
+  it('held: entrypoint.sh --limits with odd /proc/meminfo fails closed or stays within [512, 8192]', () => {
+    const entrypoint = new URL('../infra/enclave/entrypoint.sh', import.meta.url).pathname;
+    const dir = mkdtempSync(join(tmpdir(), 'ekv-r19-meminfo-'));
+    try {
+      const run = (text: string | null) => {
+        const meminfo = join(dir, 'meminfo');
+        rmSync(meminfo, { force: true });
+        if (text !== null) writeFileSync(meminfo, text);
+        // --limits: prints the bounds and exits before any bridge starts (never run without it).
+        const r = spawnSync('sh', [entrypoint, '--limits'], { encoding: 'utf8', timeout: 5000, killSignal: 'SIGKILL', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', EKV_VSOCK_DIR: dir, EKV_MEMINFO: meminfo } });
+        if (r.status !== 0) return 'failed';
+        const c = Number(/connections=(\d+)/.exec(r.stdout)?.[1]);
+        return c >= 512 && c <= 8192 ? 'bounded' : `unbounded ${r.stdout}`;
+      };
+      expect(run(null)).toBe('failed');
+      expect(run('MemFree: 100 kB\n')).toBe('bounded'); // no MemTotal: an empty variable is 0 in $((...)): the minimum, 512
+      expect(run('MemTotal: abc kB\n')).toBe('failed');
+      expect(run('MemTotal: 99999999999999999999999 kB\n')).toBe('failed');
+      expect(run('MemTotal: 1e9 kB\n')).toBe('failed');
+      expect(run('MemTotal: 100 kB\nMemTotal: 200 kB\n')).toBe('failed');
+      expect(run('MemTotal: -5 kB\n')).toBe('bounded');
+      expect(run('MemTotal: 9223372036854775807 kB\n')).toBe('bounded');
+      expect(run('MemTotal: 3145728 kB\n')).toBe('bounded');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
