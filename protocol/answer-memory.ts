@@ -16,8 +16,10 @@
  * Held sessions (`hold`/`unhold`): a session whose reading is paused (a request that does not fit waits unread) keeps
  * bytes its client goes on sending in the kernel's buffers and the node's reading state, outside `used`. At most
  * `holdsMax` sessions are held at once, in an insertion-ordered set (a session that resumes leaves it, so the first is
- * the one held longest without progress); when it is full, the first is closed if it has been held `holdGraceMs`,
- * else the session that would be held is (docs/architecture.md "held client sessions"). O(1); no scan, no timer.
+ * the one held longest without progress, and one that takes a request while held moves to its end: review-19 F2); when
+ * it is full, the first is closed if it has been held `holdGraceMs`, else the session that would be held waits on
+ * probation (at most `holdProbeMax`) and is closed if it takes no request for `holdProbeMs` (review-19 F1)
+ * (docs/architecture.md "held client sessions"). O(1) per hold; one pool-wide timer while any hold is on probation.
  *
  * Pure bookkeeping, one instance per server; a meter per client session (FramedSocket, SecureSession and serveRpc
  * each report their part).
