@@ -16,8 +16,10 @@
  * Held sessions (`hold`/`unhold`): a session whose reading is paused (a request that does not fit waits unread) keeps
  * bytes its client goes on sending in the kernel's buffers and the node's reading state, outside `used`. At most
  * `holdsMax` sessions are held at once, in an insertion-ordered set (a session that resumes leaves it, so the first is
- * the one held longest without progress); when it is full, the first is closed if it has been held `holdGraceMs`,
- * else the session that would be held is (docs/architecture.md "held client sessions"). O(1); no scan, no timer.
+ * the one held longest without progress, and one that takes a request while held moves to its end: review-19 F2); when
+ * it is full, the first is closed if it has been held `holdGraceMs`, else the session that would be held waits on
+ * probation (at most `holdProbeMax`) and is closed if it takes no request for `holdProbeMs` (review-19 F1)
+ * (docs/architecture.md "held client sessions"). O(1) per hold; one pool-wide timer while any hold is on probation.
  *
  * Pure bookkeeping, one instance per server; a meter per client session (FramedSocket, SecureSession and serveRpc
  * each report their part).
@@ -45,9 +47,17 @@ export interface AnswerMemoryOptions {
   holdGraceMs?: number;
   /** Told of each session closed by the held-session bound: `stale` the one held longest, else the newcomer. */
   onHoldClose?: (m: { stale: boolean; heldMs: number; holding: number }) => void;
+  /**
+   * Review-19 F1: a hold that finds the set full of sessions held < holdGraceMs is not refused at once: the session
+   * waits on probation (outside the set, at most holdProbeMax such sessions) and is refused only if it took no request
+   * for holdProbeMs; one that resumes meanwhile (an honest batch held until its answers are sealed) never counts.
+   */
+  holdProbeMs?: number;
+  holdProbeMax?: number;
 }
 
 export const answerStallMs = 2000;
+export const holdProbeMs = 20;
 export const relieveEveryMs = 50;
 /** Answers queued within this many ms of each other count as queued together (the age of unread bytes, F1). */
 const queuedGrainMs = 10;
@@ -65,6 +75,13 @@ export class AnswerMemory {
   readonly holdGraceMs: number;
   /** Held sessions, in the order they became held (the first: held longest without progress). */
   readonly #held = new Set<AnswerMeter>();
+  /** Review-19 F1: holds over the bound on probation (insertion order), and the one timer that decides them. */
+  readonly #probation = new Set<AnswerMeter>();
+  #probeTimer: NodeJS.Timeout | null = null;
+  /** Set while hold() closes a stale session for a newcomer: its slot is the newcomer's, not probation's. */
+  #replacing = false;
+  readonly holdProbeMs: number;
+  readonly holdProbeMax: number;
   /** The most sessions held at once (tests, metrics). */
   heldPeak = 0;
   /** Sessions closed by the held bound: the one held longest (stale), or the newcomer (refused). */
@@ -91,6 +108,13 @@ export class AnswerMemory {
     this.holdsMax = opts.holdsMax ?? Infinity;
     if (!(this.holdsMax >= 1)) throw new Error('AnswerMemory: holdsMax must admit at least one held session');
     this.holdGraceMs = opts.holdGraceMs ?? this.stallMs;
+    this.holdProbeMs = opts.holdProbeMs ?? holdProbeMs;
+    this.holdProbeMax = opts.holdProbeMax ?? Math.max(4, Math.ceil(this.holdsMax / 8));
+  }
+
+  /** Sessions whose hold is on probation (review-19 F1). */
+  get probation(): number {
+    return this.#probation.size;
   }
 
   /** Sessions held now. */
@@ -99,14 +123,26 @@ export class AnswerMemory {
   }
 
   /** @internal AnswerMeter.hold: true if `m` may be held (it is counted), false if it was closed instead. */
-  hold(m: AnswerMeter): boolean {
+  hold(m: AnswerMeter, probe = true): boolean {
     if (this.#held.size >= this.holdsMax) {
       const first = this.#held.values().next().value as AnswerMeter;
       const now = this.#now();
       const heldMs = now - first.heldAt;
+      if (heldMs < this.holdGraceMs && probe && this.#probation.size < this.holdProbeMax) {
+        // Review-19 F1: decided holdProbeMs after its last progress, not now.
+        m.probedAt = now;
+        this.#probation.add(m);
+        this.#armProbe();
+        return true;
+      }
       if (heldMs >= this.holdGraceMs) {
         this.heldEvicted++;
-        first.evict(new EkvError('UNAVAILABLE', 'too many sessions held by the node and this one has been held longest without reading', { reason: 'SLOW_READER' }));
+        this.#replacing = true;
+        try {
+          first.evict(new EkvError('UNAVAILABLE', 'too many sessions held by the node and this one has been held longest without reading', { reason: 'SLOW_READER' }));
+        } finally {
+          this.#replacing = false;
+        }
         this.#onHoldClose?.({ stale: true, heldMs: Math.round(heldMs), holding: this.#held.size });
       } else {
         this.holdsRefused++;
@@ -123,7 +159,45 @@ export class AnswerMemory {
 
   /** @internal */
   unhold(m: AnswerMeter): void {
-    this.#held.delete(m);
+    if (this.#probation.delete(m)) return;
+    if (!this.#held.delete(m)) return;
+    // A slot freed: the oldest hold on probation takes it.
+    const next = this.#probation.values().next().value;
+    if (next !== undefined && !this.#replacing && this.#held.size < this.holdsMax) {
+      this.#probation.delete(next);
+      next.heldAt = this.#now(); // the set stays in heldAt order: its first is the one held longest
+      this.#held.add(next);
+    }
+  }
+
+  /**
+   * @internal A held session took a request: progress (review-19 F2). One on probation is not refused for another
+   * holdProbeMs; one in the set moves to its end, held from now (a bulk reader whose batch drains over seconds was
+   * otherwise the "held longest without progress" while it took requests all along, and closed SLOW_READER).
+   */
+  progress(m: AnswerMeter): void {
+    const now = this.#now();
+    if (this.#probation.has(m)) m.probedAt = now;
+    else if (this.#held.delete(m)) {
+      m.heldAt = now;
+      this.#held.add(m);
+    }
+  }
+
+  #armProbe(): void {
+    if (this.#probeTimer !== null || this.#probation.size === 0) return;
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = null;
+      const now = this.#now();
+      for (const m of [...this.#probation]) {
+        if (!this.#probation.has(m) || now - m.probedAt < this.holdProbeMs) continue;
+        this.#probation.delete(m);
+        m.heldAt = now;
+        this.hold(m, false); // in the set if there is room or a stale one gives way, else refused (closed)
+      }
+      this.#armProbe();
+    }, this.holdProbeMs);
+    this.#probeTimer.unref?.();
   }
 
   get sessions(): number {
@@ -242,6 +316,8 @@ export class AnswerMeter {
   #held = false;
   /** When it became held (monotonic ms; meaningful while held). */
   heldAt = 0;
+  /** @internal On probation (review-19 F1): when it last took a request. */
+  probedAt = 0;
   #wake: (() => void) | null = null;
   readonly #pool: AnswerMemory;
   readonly #close: (err: EkvError) => void;
@@ -281,6 +357,11 @@ export class AnswerMeter {
     this.#held = true;
     if (this.#pool.hold(this)) return true;
     return false;
+  }
+
+  /** @internal It took a request while held (review-19 F1). */
+  progress(): void {
+    if (this.#held) this.#pool.progress(this);
   }
 
   /** Its reading resumed (it made progress). */

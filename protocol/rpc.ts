@@ -198,10 +198,13 @@ export function serveRpc(
       waiting.length = 0;
       return;
     }
+    let took = false;
     while (waiting.length > 0 && fits()) {
       take(waiting.shift());
       fallbackMs = 10;
+      took = true;
     }
+    if (took && held && waiting.length > 0) meter?.progress(); // review-19 F1, F2: taking a request is progress
     if (waiting.length === 0 && held) {
       held = false;
       meter?.unhold(); // progress: it leaves the node's held set (a later hold enters at its end)

@@ -121,7 +121,8 @@ describe('held client sessions', () => {
 describe('AnswerMemory held set (fake clock)', () => {
   it('the session held longest without progress gives way after the grace; before it, the new hold is refused; progress moves a session to the end', () => {
     let now = 0;
-    const pool = new AnswerMemory({ bytesMax: 8 * MiB, holdsMax: 2, holdGraceMs: 100, now: () => now });
+    // No probation (review-19 F1; test/review-19.test.ts): the refusal is decided at once here.
+    const pool = new AnswerMemory({ bytesMax: 8 * MiB, holdsMax: 2, holdGraceMs: 100, holdProbeMax: 0, now: () => now });
     const closed: string[] = [];
     const meter = (name: string) => pool.open((e) => closed.push(`${name}:${e.reason}`));
     const a = meter('a');
