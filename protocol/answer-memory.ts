@@ -57,7 +57,8 @@ export interface AnswerMemoryOptions {
 }
 
 export const answerStallMs = 2000;
-export const holdProbeMs = 20;
+/** Probation (review-19 F1): long enough for a client across a WAN, or on a loaded machine, to drain an answer. */
+export const holdProbeMs = 250;
 export const relieveEveryMs = 50;
 /** Answers queued within this many ms of each other count as queued together (the age of unread bytes, F1). */
 const queuedGrainMs = 10;
