@@ -356,8 +356,7 @@ export class AnswerMeter {
     if (this.#held) return true;
     this.heldAt = this.#pool.stamp();
     this.#held = true;
-    if (this.#pool.hold(this)) return true;
-    return false;
+    return this.#pool.hold(this);
   }
 
   /** @internal It took a request while held (review-19 F1). */
